@@ -1,0 +1,1 @@
+"""Long-running chain services: the REE inference node and the MPC feature-share node."""

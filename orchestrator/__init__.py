@@ -1,0 +1,1 @@
+"""What people run: compile and deploy, models, enclaves, requests, audit, the CLI."""

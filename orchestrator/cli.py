@@ -1,0 +1,60 @@
+"""The `splitseal` command line.
+
+Each area registers its own sub-commands (``orchestrator/cli_<area>.py`` exposes
+``register(subparsers)``); this module only loads configuration, dispatches and turns
+:class:`SplitsealError` into a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from splitseal.config import load_config
+from splitseal.errors import SplitsealError
+
+# Areas whose modules register sub-commands, in the order they appear in --help.
+_AREAS = ("cli_chain", "cli_model", "cli_enclave", "cli_node", "cli_mpc", "cli_audit", "cli_demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitseal",
+        description="Confidential, auditable ML inference orchestrated by smart contracts.")
+    parser.add_argument("--config", help="TOML configuration file (default: $SPLITSEAL_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in _AREAS:
+        try:
+            module = importlib.import_module(f"orchestrator.{area}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"orchestrator.{area}":
+                continue  # area not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        config = load_config(args.config)
+        return int(args.func(args, config) or 0)
+    except SplitsealError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

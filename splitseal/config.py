@@ -1,0 +1,158 @@
+"""Typed configuration: frozen dataclasses loaded from TOML, overridable by environment.
+
+Precedence, lowest first: defaults here, the TOML file (``--config`` or ``SPLITSEAL_CONFIG``),
+then ``SPLITSEAL_<SECTION>_<FIELD>`` environment variables (``SPLITSEAL_CHAIN_URL=anvil``).
+The result is passed into constructors; nothing reads the environment behind their back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    #: "embedded" (in-process eth-tester), "anvil" (the node `splitseal chain up` started,
+    #: or a new one), or an http(s):// or ws(s):// JSON-RPC URL.
+    url: str = "embedded"
+    #: Hex private key of the account that deploys and administers; default: a dev account.
+    admin_key: str = ""
+    #: Blocks a log must be buried under before a listener acts on it.
+    confirmations: int = 0
+    #: Seconds between polls when the chain offers no push subscription.
+    poll_interval: float = 0.05
+    #: Seconds to wait for a receipt before giving up.
+    receipt_timeout: float = 60.0
+    #: Largest block range asked of eth_getLogs at once.
+    max_log_range: int = 2000
+
+
+@dataclass(frozen=True)
+class EnclaveConfig:
+    #: Unix socket the enclave process listens on.
+    socket_path: str = "var/enclave/enclave.sock"
+    #: Where sealed state and the platform root secret of the stand-in live.
+    state_dir: str = "var/enclave"
+    #: Debug enclaves are refused by the registry; on only for development.
+    debug: bool = False
+    product_id: int = 1
+    security_version: int = 1
+    #: Largest frame accepted on the socket, bytes.
+    max_frame_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    #: SQLite checkpoint of the inference node.
+    db_path: str = "var/node/node.sqlite3"
+    #: Directory that off-chain input blobs are read from (pointer scheme file://).
+    blob_dir: str = "var/blobs"
+    max_retries: int = 3
+    retry_backoff: float = 0.2
+
+
+@dataclass(frozen=True)
+class MpcConfig:
+    parties: int = 2
+    fractional_bits: int = 16
+    host: str = "127.0.0.1"
+    base_port: int = 0
+    state_dir: str = "var/mpc"
+
+
+@dataclass(frozen=True)
+class Config:
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    enclave: EnclaveConfig = field(default_factory=EnclaveConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    mpc: MpcConfig = field(default_factory=MpcConfig)
+    #: Root that relative paths in the other sections are resolved against.
+    home: str = "."
+
+    def path(self, relative: str) -> Path:
+        """Resolve a configured path against ``home``."""
+        p = Path(relative)
+        return p if p.is_absolute() else Path(self.home) / p
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    """Load the configuration.
+
+    ``overrides`` are section dicts (``chain={"url": "anvil"}``) applied last, as the CLI does
+    with its options.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = path or environ.get("SPLITSEAL_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist; pass an existing TOML file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+    sections: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        if f.name == "home":
+            continue
+        section_cls = _section_type(f)
+        raw = dict(data.pop(f.name, {}) or {})
+        known = {sf.name: sf for sf in dataclasses.fields(section_cls)}
+        unknown = set(raw) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {sorted(unknown)} in [{f.name}]; known: {sorted(known)}")
+        for name, sf in known.items():
+            env_key = f"SPLITSEAL_{f.name.upper()}_{name.upper()}"
+            if env_key in environ:
+                raw[name] = _coerce(env_key, environ[env_key], sf)
+        raw.update(overrides.get(f.name, {}) or {})
+        values = {k: _coerce(f"[{f.name}].{k}", v, known[k]) for k, v in raw.items()}
+        sections[f.name] = section_cls(**values)
+    home = str(overrides.get("home") or environ.get("SPLITSEAL_HOME") or data.pop("home", ".") or ".")
+    if data:
+        raise ConfigError(f"unknown section(s) {sorted(data)} in config; known: chain, enclave, node, mpc, home")
+    return Config(home=home, **sections)
+
+
+def _section_type(f: dataclasses.Field[Any]) -> type:
+    hint = typing.get_type_hints(Config)[f.name]
+    return hint
+
+
+def _coerce(where: str, value: Any, f: dataclasses.Field[Any]) -> Any:
+    target = typing.get_type_hints(_owner_of(f))[f.name]
+    if isinstance(target, types.UnionType):
+        target = next(t for t in typing.get_args(target) if t is not type(None))
+    try:
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        return target(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {target.__name__}") from None
+
+
+def _owner_of(f: dataclasses.Field[Any]) -> type:
+    for cls in (ChainConfig, EnclaveConfig, NodeConfig, MpcConfig):
+        if any(sf is f for sf in dataclasses.fields(cls)):
+            return cls
+    raise AssertionError(f.name)
