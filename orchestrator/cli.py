@@ -17,7 +17,22 @@ from splitseal.config import load_config
 from splitseal.errors import SplitsealError
 
 # Areas whose modules register sub-commands, in the order they appear in --help.
-_AREAS = ("cli_chain", "cli_model", "cli_enclave", "cli_node", "cli_mpc", "cli_audit", "cli_demo")
+_AREAS = ("cli_compile", "cli_chain", "cli_model", "cli_train", "cli_enclave", "cli_node", "cli_mpc", "cli_audit", "cli_demo")
+
+
+_GROUPS: dict[int, dict[str, argparse._SubParsersAction]] = {}
+
+
+def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """The sub-command group ``splitseal NAME ...``, created on first use.
+
+    Several areas may add commands to one group (``model train`` and ``model provision``).
+    """
+    groups = _GROUPS.setdefault(id(sub), {})
+    if name not in groups:
+        parser = sub.add_parser(name, help=help)
+        groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+    return groups[name]
 
 
 def build_parser() -> argparse.ArgumentParser:
