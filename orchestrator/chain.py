@@ -1,0 +1,362 @@
+"""One chain abstraction over web3 v8 for the embedded chain, anvil and any JSON-RPC URL.
+
+- Transactions are signed locally with eth-account; a per-account nonce manager hands out
+  nonces (never mix with node-picked nonces on the same account).
+- Gas is always explicit: estimation re-runs the EVM, which doubles the cost on eth-tester.
+- Receipts are fetched right after sending on the embedded chain (auto-mine) and polled with a
+  short interval elsewhere (web3's default 0.1 s poll dominates a 3 ms anvil transaction).
+- Reverts are decoded from the ABIs of every committed artifact into the custom error's name
+  and arguments (:class:`ContractRevertError`); selectors are never hard-coded.
+- eth-tester is not thread-safe: every request goes through one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from splitseal.config import ChainConfig
+from splitseal.errors import ChainError, ConfigError, ContractRevertError
+
+from .artifacts import all_artifacts, load_artifact
+
+log = logging.getLogger(__name__)
+
+#: The well-known development mnemonic: anvil funds these accounts, and so does the embedded
+#: chain, so that keys and addresses are the same on both.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_ACCOUNTS = 10
+DEFAULT_TX_GAS = 3_000_000
+DEPLOY_GAS = 8_000_000
+
+Account.enable_unaudited_hdwallet_features()
+
+
+def dev_accounts(count: int = DEV_ACCOUNTS) -> list[LocalAccount]:
+    """The funded development accounts (same on the embedded chain and anvil)."""
+    return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+@dataclass(frozen=True)
+class DecodedError:
+    name: str
+    args: dict[str, Any]
+
+
+class ErrorDecoder:
+    """Maps 4-byte selectors of every custom error in the known ABIs to their definitions."""
+
+    def __init__(self, abis: Iterable[Sequence[dict[str, Any]]]) -> None:
+        self._errors: dict[bytes, dict[str, Any]] = {}
+        for abi in abis:
+            self.add(abi)
+
+    def add(self, abi: Sequence[dict[str, Any]]) -> None:
+        for item in abi:
+            if item.get("type") != "error":
+                continue
+            types = ",".join(_abi_type(i) for i in item["inputs"])
+            self._errors[function_signature_to_4byte_selector(f"{item['name']}({types})")] = item
+
+    def decode(self, data: bytes) -> DecodedError:
+        if len(data) < 4:
+            return DecodedError("EmptyRevert", {})
+        selector, body = data[:4], data[4:]
+        if selector == bytes.fromhex("08c379a0"):
+            return DecodedError("Error", {"message": abi_decode(["string"], body)[0]})
+        if selector == bytes.fromhex("4e487b71"):
+            return DecodedError("Panic", {"code": abi_decode(["uint256"], body)[0]})
+        item = self._errors.get(selector)
+        if item is None:
+            return DecodedError("UnknownError", {"selector": selector, "data": body})
+        values = abi_decode([_abi_type(i) for i in item["inputs"]], body)
+        return DecodedError(item["name"], {i["name"]: v for i, v in zip(item["inputs"], values)})
+
+
+def _abi_type(item: dict[str, Any]) -> str:
+    if item["type"].startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in item["components"])
+        return f"({inner}){item['type'][5:]}"
+    return item["type"]
+
+
+class Chain:
+    """A connection to one chain, with funded accounts, local signing and decoded reverts."""
+
+    def __init__(self, w3: Web3, *, name: str, accounts: Sequence[LocalAccount],
+                 config: ChainConfig | None = None, on_close: Callable[[], None] | None = None,
+                 embedded: bool = False) -> None:
+        self.w3 = w3
+        self.name = name
+        self.config = config or ChainConfig()
+        self.accounts = list(accounts)
+        self.embedded = embedded
+        self.chain_id: int = w3.eth.chain_id
+        self.errors = ErrorDecoder(a["abi"] for a in all_artifacts().values())
+        self._lock = threading.RLock()
+        self._nonces: dict[str, int] = {}
+        self._on_close = on_close
+        self._max_fee = 0
+        self._fee_checked = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._on_close:
+            self._on_close()
+            self._on_close = None
+
+    def __enter__(self) -> "Chain":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- contracts -----------------------------------------------------------------------
+
+    def contract(self, name: str, address: str) -> Contract:
+        """A handle on a deployed contract by artifact name."""
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])
+
+    def deploy(self, name: str, *args: Any, sender: LocalAccount, gas: int = DEPLOY_GAS) -> Contract:
+        """Deploy the committed artifact ``name`` with constructor ``args``."""
+        return self.deploy_with_receipt(name, *args, sender=sender, gas=gas)[0]
+
+    def deploy_with_receipt(self, name: str, *args: Any, sender: LocalAccount,
+                            gas: int = DEPLOY_GAS) -> tuple[Contract, TxReceipt]:
+        artifact = load_artifact(name)
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        receipt = self._send(factory.constructor(*args), sender, gas, label=f"{name}.constructor")
+        return self.contract(name, receipt["contractAddress"]), receipt
+
+    def transact(self, fn: ContractFunction, *, sender: LocalAccount, gas: int | None = None,
+                 value: int = 0) -> TxReceipt:
+        """Sign and send ``fn`` from ``sender``; wait for and return the receipt.
+
+        Raises :class:`ContractRevertError` with the decoded custom error when it reverts.
+        """
+        return self._send(fn, sender, gas or DEFAULT_TX_GAS, value=value, label=fn.fn_name)
+
+    def call(self, fn: ContractFunction, *, sender: str | None = None, block: int | str = "latest") -> Any:
+        """Call a view (or simulate a transaction); reverts are decoded."""
+        params = {"from": sender} if sender else {}
+        with self._lock:
+            try:
+                return fn.call(params, block_identifier=block)
+            except Exception as exc:  # noqa: BLE001 - revert data arrives in several shapes
+                data = _revert_data(exc)
+                if data is None:
+                    raise
+                raise self._revert(data, fn.fn_name) from None
+
+    def events(self, receipt: TxReceipt, contract: Contract, event: str) -> list[Any]:
+        """The ``event`` logs ``contract`` emitted in ``receipt``, decoded (args only)."""
+        logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
+        return [entry["args"] for entry in logs]
+
+    def get_logs(self, contract: Contract, event: str, from_block: int, to_block: int | None = None,
+                 argument_filters: dict[str, Any] | None = None) -> list[Any]:
+        """Decoded logs of ``event`` in a block range, clamped to the head and chunked."""
+        with self._lock:
+            head = self.w3.eth.block_number
+        to_block = head if to_block is None else min(to_block, head)
+        out: list[Any] = []
+        start = max(0, from_block)
+        while start <= to_block:
+            end = min(to_block, start + self.config.max_log_range - 1)
+            with self._lock:
+                out.extend(getattr(contract.events, event)().get_logs(
+                    from_block=start, to_block=end, argument_filters=argument_filters))
+            start = end + 1
+        return out
+
+    # --- blocks and time -----------------------------------------------------------------
+
+    def block_number(self) -> int:
+        with self._lock:
+            return self.w3.eth.block_number
+
+    def get_block(self, ident: int | str = "latest") -> Any:
+        with self._lock:
+            return self.w3.eth.get_block(ident)
+
+    def snapshot(self) -> Any:
+        with self._lock:
+            return self.w3.provider.make_request("evm_snapshot", [])["result"]
+
+    def revert(self, snapshot_id: Any) -> None:
+        with self._lock:
+            response = self.w3.provider.make_request("evm_revert", [snapshot_id])
+            if "error" in response:
+                raise ChainError(f"evm_revert({snapshot_id}) failed: {response['error']}")
+            self._nonces.clear()
+
+    def increase_time(self, seconds: int) -> None:
+        """Move the chain clock forward and mine a block at the new time."""
+        with self._lock:
+            if self.embedded:
+                latest = self.w3.eth.get_block("latest")["timestamp"]
+                self.w3.provider.ethereum_tester.time_travel(int(latest) + int(seconds))
+            else:
+                self.w3.provider.make_request("evm_increaseTime", [int(seconds)])
+                self.w3.provider.make_request("evm_mine", [])
+
+    def mine(self, blocks: int = 1) -> None:
+        with self._lock:
+            if self.embedded:
+                self.w3.provider.ethereum_tester.mine_blocks(blocks)
+            else:
+                for _ in range(blocks):
+                    self.w3.provider.make_request("evm_mine", [])
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _next_nonce(self, address: str) -> int:
+        if address not in self._nonces:
+            self._nonces[address] = self.w3.eth.get_transaction_count(address, "pending")
+        nonce = self._nonces[address]
+        self._nonces[address] = nonce + 1
+        return nonce
+
+    def _fees(self) -> dict[str, int]:
+        now = time.monotonic()
+        if now - self._fee_checked > 30 or not self._max_fee:
+            base = self.w3.eth.get_block("latest").get("baseFeePerGas") or self.w3.eth.gas_price
+            self._max_fee = max(2 * int(base), 2 * 10**9)
+            self._fee_checked = now
+        return {"maxFeePerGas": self._max_fee, "maxPriorityFeePerGas": min(10**9, self._max_fee)}
+
+    def _send(self, fn: Any, sender: LocalAccount, gas: int, *, value: int = 0, label: str) -> TxReceipt:
+        with self._lock:
+            nonce = self._next_nonce(sender.address)
+            tx = fn.build_transaction({"from": sender.address, "nonce": nonce, "gas": gas,
+                                       "value": value, "chainId": self.chain_id, **self._fees()})
+            signed = sender.sign_transaction(tx)
+            try:
+                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            except Exception as exc:  # noqa: BLE001
+                self._nonces.pop(sender.address, None)  # resync: the nonce was not consumed
+                data = _revert_data(exc)
+                if data is not None:
+                    raise self._revert(data, label) from None
+                raise ChainError(f"{label}: sending the transaction failed: {exc}") from exc
+            receipt = self._wait(tx_hash, label)
+        if receipt["status"] != 1:
+            raise self._replay_revert(tx, receipt, label)
+        log.debug("tx=%s fn=%s gas=%d block=%d", tx_hash.hex(), label, receipt["gasUsed"], receipt["blockNumber"])
+        return receipt
+
+    def _wait(self, tx_hash: bytes, label: str) -> TxReceipt:
+        if self.embedded:
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        try:
+            return self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.config.receipt_timeout, poll_latency=0.002)
+        except TimeExhausted:
+            raise ChainError(f"{label}: no receipt for {tx_hash.hex()} after "
+                             f"{self.config.receipt_timeout} s; is the node mining?") from None
+
+    def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt, label: str) -> ChainError:
+        """Re-run a failed transaction as a call on its parent block to learn the custom error."""
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
+        try:
+            self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
+        except Exception as exc:  # noqa: BLE001
+            data = _revert_data(exc)
+            if data is not None:
+                return self._revert(data, label)
+        if receipt["gasUsed"] >= tx["gas"]:
+            return ChainError(f"{label}: ran out of gas ({tx['gas']}); raise the gas limit")
+        return ChainError(f"{label}: transaction {receipt['transactionHash'].hex()} reverted")
+
+    def _revert(self, data: bytes, label: str) -> ContractRevertError:
+        decoded = self.errors.decode(data)
+        return ContractRevertError(decoded.name, decoded.args, function=label, raw=data)
+
+
+def _revert_data(exc: BaseException) -> bytes | None:
+    """Revert data from the exception shapes of web3 (anvil, URLs) and eth-tester."""
+    if isinstance(exc, ContractLogicError):
+        data = exc.data
+        if isinstance(data, str) and data.startswith("0x"):
+            return bytes.fromhex(data[2:])
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data)
+        return b""
+    if type(exc).__name__ == "TransactionFailed":  # eth_tester.exceptions
+        arg = exc.args[0] if exc.args else b""
+        if isinstance(arg, (bytes, bytearray)):
+            return bytes(arg)
+        if isinstance(arg, str) and arg.startswith("0x"):
+            return bytes.fromhex(arg[2:])
+        return b""
+    return None
+
+
+# --- connecting ----------------------------------------------------------------------------
+
+def connect(target: str | ChainConfig = "embedded", *, accounts: Sequence[LocalAccount] | None = None) -> Chain:
+    """Connect to ``"embedded"``, ``"anvil"`` or a JSON-RPC URL (http(s):// or ws(s)://).
+
+    ``"anvil"`` uses the node ``splitseal chain up`` started when it is alive, else starts a
+    private one that stops when the chain is closed.
+    """
+    config = target if isinstance(target, ChainConfig) else ChainConfig(url=target)
+    url = config.url.strip()
+    if url == "embedded":
+        return _connect_embedded(config, accounts)
+    if url == "anvil":
+        from .anvil import AnvilNode, running_node
+
+        node = running_node()
+        owned = node is None
+        if owned:
+            node = AnvilNode.start()
+        chain = _connect_url(node.http_url, config, accounts, name="anvil",
+                             on_close=node.stop if owned else None)
+        return chain
+    if url.startswith(("http://", "https://")):
+        return _connect_url(url, config, accounts, name=url)
+    if url.startswith(("ws://", "wss://")):
+        raise ConfigError(f"chain URL {url}: give the node's http(s):// endpoint for transactions; "
+                          "WebSocket endpoints are used for subscriptions alongside it")
+    raise ConfigError(f"unknown chain {url!r}: use 'embedded', 'anvil' or an http(s):// JSON-RPC URL")
+
+
+def _connect_embedded(config: ChainConfig, accounts: Sequence[LocalAccount] | None) -> Chain:
+    from eth_tester import EthereumTester, PyEVMBackend
+    from web3 import EthereumTesterProvider
+
+    backend = PyEVMBackend(mnemonic=DEV_MNEMONIC, hd_path="m/44'/60'/0'/0")
+    w3 = Web3(EthereumTesterProvider(EthereumTester(backend)))
+    return Chain(w3, name="embedded", accounts=accounts or dev_accounts(), config=config, embedded=True)
+
+
+def _connect_url(url: str, config: ChainConfig, accounts: Sequence[LocalAccount] | None, *, name: str,
+                 on_close: Callable[[], None] | None = None) -> Chain:
+    from web3 import HTTPProvider
+
+    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+    try:
+        w3.eth.chain_id
+    except Exception as exc:  # noqa: BLE001
+        if on_close:
+            on_close()
+        raise ChainError(f"cannot reach the chain at {url}: {exc}; is the node running?") from None
+    if accounts is None:
+        accounts = [Account.from_key(config.admin_key)] if config.admin_key else dev_accounts()
+    return Chain(w3, name=name, accounts=accounts, config=config, on_close=on_close)

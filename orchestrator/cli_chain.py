@@ -1,0 +1,110 @@
+"""`splitseal chain up|down|status` and `splitseal deploy`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from splitseal.config import Config, ChainConfig
+from splitseal.errors import ChainError
+
+from .anvil import STATE_FILE, AnvilNode, running_node
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .cli import group
+
+    chain = group(sub, "chain", "start, stop or inspect the local anvil node")
+    up = chain.add_parser("up", help="start anvil on loopback (free port, HTTP + WebSocket)")
+    up.add_argument("--port", type=int, default=None)
+    up.set_defaults(func=_up)
+    down = chain.add_parser("down", help="stop the anvil node started by `chain up`")
+    down.set_defaults(func=_down)
+    status = chain.add_parser("status", help="show the running node")
+    status.set_defaults(func=_status)
+
+    deploy = sub.add_parser("deploy", help="deploy the five contracts (idempotent)")
+    add_chain_option(deploy)
+    deploy.add_argument("--quoting-key", default=None,
+                        help="address of the attestation quoting key to pin "
+                             "(default: the local enclave platform's)")
+    deploy.add_argument("--json", action="store_true", help="print the deployment record as JSON")
+    deploy.set_defaults(func=_deploy)
+
+
+def add_chain_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chain", default=None,
+                        help="embedded (default), anvil, or an http(s):// JSON-RPC URL")
+
+
+def chain_config(args: argparse.Namespace, config: Config) -> ChainConfig:
+    """The chain section with ``--chain`` applied."""
+    from dataclasses import replace
+
+    return replace(config.chain, url=args.chain) if getattr(args, "chain", None) else config.chain
+
+
+def _up(args: argparse.Namespace, config: Config) -> int:
+    node = running_node()
+    if node:
+        print(f"anvil already running: pid={node.pid} {node.http_url} {node.ws_url}")
+        return 0
+    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    node = AnvilNode.start(port=args.port, log_path=STATE_FILE.with_suffix(".log"))
+    node.save()
+    print(f"anvil started: pid={node.pid} http={node.http_url} ws={node.ws_url}")
+    print("use it with --chain anvil; stop it with `splitseal chain down`")
+    return 0
+
+
+def _down(args: argparse.Namespace, config: Config) -> int:
+    node = running_node()
+    if not node:
+        STATE_FILE.unlink(missing_ok=True)
+        print("no anvil node is running")
+        return 0
+    node.stop()
+    STATE_FILE.unlink(missing_ok=True)
+    print(f"anvil stopped (pid={node.pid})")
+    return 0
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    node = running_node()
+    if not node:
+        raise ChainError("no anvil node is running; start one with `splitseal chain up`")
+    print(f"anvil running: pid={node.pid} http={node.http_url} ws={node.ws_url}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace, config: Config) -> int:
+    from .chain import connect
+    from .deploy import ensure_deployed, deployment_path
+
+    cfg = chain_config(args, config)
+    with connect(cfg) as chain:
+        admin = chain.accounts[0]
+        quoting_key = args.quoting_key or _local_quoting_key(config)
+        deployment = ensure_deployed(chain, admin, quoting_key=quoting_key)
+        record = deployment.to_json()
+        if args.json:
+            print(json.dumps(record, indent=2))
+            return 0
+        verb = "found live deployment" if deployment.reused else "deployed"
+        print(f"{verb} on chain {chain.name} (chain id {chain.chain_id}), "
+              f"record: {deployment_path(chain.chain_id)}")
+        for name, address in record["contracts"].items():
+            print(f"  {name:22s} {address}")
+        if chain.embedded:
+            print("note: the embedded chain lives inside this process; `splitseal demo` deploys "
+                  "and uses it in one run. Use --chain anvil for a chain that outlives the command.")
+    return 0
+
+
+def _local_quoting_key(config: Config) -> str:
+    """The quoting key address of the local enclave platform, when one is set up."""
+    try:
+        from enclave.platform import quoting_key_address  # type: ignore[attr-defined]
+    except ImportError:
+        return "0x" + "00" * 20
+    return quoting_key_address(config.path(config.enclave.state_dir))

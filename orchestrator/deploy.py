@@ -1,0 +1,137 @@
+"""Deploy the five contracts in order, link them, and record the deployment.
+
+``deployments/<chain_id>.json`` holds addresses, the block, transaction hashes and the sha256 of
+each artifact. Deploying again finds a live deployment (code present at every address, artifacts
+unchanged) and returns it instead of deploying twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3.contract import Contract
+
+from splitseal.config import PROJECT_ROOT
+from splitseal.errors import DeploymentError
+
+from .artifacts import load_artifact
+from .chain import Chain
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENTS_DIR = PROJECT_ROOT / "deployments"
+CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry")
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+@dataclass
+class Deployment:
+    """The deployed system on one chain."""
+
+    chain_id: int
+    block: int
+    admin: str
+    model_registry: Contract
+    parameter_index: Contract
+    backbone_execution: Contract
+    enclave_transfer: Contract
+    feature_share_registry: Contract
+    tx_hashes: dict[str, str] = field(default_factory=dict)
+    reused: bool = False
+
+    def contracts(self) -> dict[str, Contract]:
+        return {"ModelRegistry": self.model_registry, "ParameterIndex": self.parameter_index,
+                "BackboneExecution": self.backbone_execution, "EnclaveTransfer": self.enclave_transfer,
+                "FeatureShareRegistry": self.feature_share_registry}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chainId": self.chain_id,
+            "block": self.block,
+            "admin": self.admin,
+            "contracts": {name: c.address for name, c in self.contracts().items()},
+            "txHashes": self.tx_hashes,
+            "artifacts": {name: artifact_sha256(name) for name in CONTRACTS},
+        }
+
+
+def artifact_sha256(name: str) -> str:
+    artifact = load_artifact(name)
+    return hashlib.sha256((artifact["bytecode"] + json.dumps(artifact["abi"], sort_keys=True)).encode()).hexdigest()
+
+
+def deployment_path(chain_id: int, directory: Path = DEPLOYMENTS_DIR) -> Path:
+    return directory / f"{chain_id}.json"
+
+
+def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADDRESS) -> Deployment:
+    """Deploy and link the five contracts; ``admin`` holds every admin role."""
+    start_block = chain.block_number()
+    txs: dict[str, str] = {}
+
+    def deploy(name: str, *args: Any) -> Contract:
+        contract, receipt = chain.deploy_with_receipt(name, *args, sender=admin)
+        txs[name] = receipt["transactionHash"].hex()
+        log.info("deployed %s at %s tx=%s", name, contract.address, txs[name])
+        return contract
+
+    registry = deploy("ModelRegistry", admin.address, quoting_key)
+    index = deploy("ParameterIndex", registry.address)
+    backbone = deploy("BackboneExecution", admin.address, registry.address)
+    transfer = deploy("EnclaveTransfer", registry.address, backbone.address)
+    receipt = chain.transact(backbone.functions.setEnclaveTransfer(transfer.address), sender=admin)
+    txs["BackboneExecution.setEnclaveTransfer"] = receipt["transactionHash"].hex()
+    features = deploy("FeatureShareRegistry", admin.address)
+    return Deployment(chain_id=chain.chain_id, block=start_block + 1, admin=admin.address,
+                      model_registry=registry, parameter_index=index, backbone_execution=backbone,
+                      enclave_transfer=transfer, feature_share_registry=features, tx_hashes=txs)
+
+
+def load_deployment(chain: Chain, path: Path | None = None) -> Deployment:
+    """The deployment recorded for this chain; :class:`DeploymentError` if absent or stale."""
+    path = path or deployment_path(chain.chain_id)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeploymentError(f"no deployment recorded for chain {chain.chain_id} ({path}); "
+                              f"run `splitseal deploy --chain {chain.name}` first") from None
+    problems = []
+    for name in CONTRACTS:
+        address = record["contracts"].get(name)
+        if not address or chain.w3.eth.get_code(address) in (b"", None):
+            problems.append(f"{name} has no code at {address}")
+        elif record.get("artifacts", {}).get(name) != artifact_sha256(name):
+            problems.append(f"{name} at {address} was built from an older artifact")
+    if problems:
+        raise DeploymentError(f"deployment in {path} is not live on chain {chain.chain_id}: "
+                              + "; ".join(problems) + ". Deploy again.")
+    c = {name: chain.contract(name, record["contracts"][name]) for name in CONTRACTS}
+    return Deployment(chain_id=record["chainId"], block=record["block"], admin=record["admin"],
+                      model_registry=c["ModelRegistry"], parameter_index=c["ParameterIndex"],
+                      backbone_execution=c["BackboneExecution"], enclave_transfer=c["EnclaveTransfer"],
+                      feature_share_registry=c["FeatureShareRegistry"],
+                      tx_hashes=record.get("txHashes", {}), reused=True)
+
+
+def ensure_deployed(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADDRESS,
+                    directory: Path = DEPLOYMENTS_DIR, record: bool = True) -> Deployment:
+    """Reuse the live deployment recorded for this chain, else deploy and record it."""
+    path = deployment_path(chain.chain_id, directory)
+    if path.exists():
+        try:
+            deployment = load_deployment(chain, path)
+            log.info("found live deployment on chain %d in %s", chain.chain_id, path)
+            return deployment
+        except DeploymentError as exc:
+            log.info("redeploying: %s", exc)
+    deployment = deploy_all(chain, admin, quoting_key=quoting_key)
+    if record:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(deployment.to_json(), indent=2) + "\n")
+    return deployment
