@@ -12,13 +12,14 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from eth_abi import decode as abi_decode
+from eth_abi import decode as abi_decode, encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
@@ -84,7 +85,9 @@ class ErrorDecoder:
         if item is None:
             return DecodedError("UnknownError", {"selector": selector, "data": body})
         values = abi_decode([_abi_type(i) for i in item["inputs"]], body)
-        return DecodedError(item["name"], {i["name"]: v for i, v in zip(item["inputs"], values)})
+        return DecodedError(item["name"], {
+            i["name"]: to_checksum_address(v) if i["type"] == "address" else v
+            for i, v in zip(item["inputs"], values)})
 
 
 def _abi_type(item: dict[str, Any]) -> str:
@@ -271,14 +274,24 @@ class Chain:
                              f"{self.config.receipt_timeout} s; is the node mining?") from None
 
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt, label: str) -> ChainError:
-        """Re-run a failed transaction as a call on its parent block to learn the custom error."""
+        """Re-run a failed transaction as a call to learn its custom error.
+
+        A reverted transaction changes no state, so the state after its own block is the one it
+        saw (unless the same block changed it). anvil with --prune-history keeps no older state,
+        so fall back to the latest block.
+        """
         call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
-        try:
-            self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
-        except Exception as exc:  # noqa: BLE001
-            data = _revert_data(exc)
-            if data is not None:
-                return self._revert(data, label)
+        for block in (receipt["blockNumber"], "latest"):
+            try:
+                with self._lock:
+                    self.w3.eth.call(call, block_identifier=block)
+            except Exception as exc:  # noqa: BLE001
+                data = _revert_data(exc)
+                if data is not None:
+                    return self._revert(data, label)
+                log.debug("replay of %s at block %s failed: %r", label, block, exc)
+                continue
+            break
         if receipt["gasUsed"] >= tx["gas"]:
             return ChainError(f"{label}: ran out of gas ({tx['gas']}); raise the gas limit")
         return ChainError(f"{label}: transaction {receipt['transactionHash'].hex()} reverted")
@@ -298,13 +311,33 @@ def _revert_data(exc: BaseException) -> bytes | None:
             return bytes(data)
         return b""
     if type(exc).__name__ == "TransactionFailed":  # eth_tester.exceptions
-        arg = exc.args[0] if exc.args else b""
-        if isinstance(arg, (bytes, bytearray)):
-            return bytes(arg)
-        if isinstance(arg, str) and arg.startswith("0x"):
-            return bytes.fromhex(arg[2:])
-        return b""
+        return _eth_tester_revert_data(exc.args[0] if exc.args else b"")
     return None
+
+
+def _eth_tester_revert_data(arg: Any) -> bytes:
+    """eth-tester (through web3's provider) renders revert data into its message as
+    ``execution reverted: b'...'`` (raw) or ``execution reverted: <reason>`` (Error(string))."""
+    if isinstance(arg, (bytes, bytearray)):
+        return bytes(arg)
+    text = str(arg)
+    prefix = "execution reverted: "
+    text = text[len(prefix):] if text.startswith(prefix) else text
+    if text.startswith(("b'", 'b"')):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, bytes):
+            return value
+    if text.startswith("0x"):
+        try:
+            return bytes.fromhex(text[2:])
+        except ValueError:
+            pass
+    if not text or text == "execution reverted":
+        return b""
+    return bytes.fromhex("08c379a0") + abi_encode(["string"], [text])
 
 
 # --- connecting ----------------------------------------------------------------------------
