@@ -9,41 +9,47 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from orchestrator.chain import Chain, connect
-from orchestrator.deploy import Deployment, deploy_all
+if TYPE_CHECKING:  # chain libraries load only for tests that use a chain
+    from orchestrator.chain import Chain
+    from orchestrator.deploy import Deployment
 
 
 @pytest.fixture(scope="session")
-def embedded_chain() -> Iterator[Chain]:
+def embedded_chain() -> Iterator["Chain"]:
+    from orchestrator.chain import connect
+
     chain = connect("embedded")
     yield chain
     chain.close()
 
 
 @pytest.fixture(scope="session")
-def embedded_deployment(embedded_chain: Chain) -> Deployment:
+def embedded_deployment(embedded_chain: "Chain") -> "Deployment":
+    from orchestrator.deploy import deploy_all
+
     return deploy_all(embedded_chain, embedded_chain.accounts[0])
 
 
 @pytest.fixture
-def chain(embedded_chain: Chain, embedded_deployment: Deployment) -> Iterator[Chain]:
+def chain(embedded_chain: "Chain", embedded_deployment: "Deployment") -> Iterator["Chain"]:
     snapshot = embedded_chain.snapshot()
     yield embedded_chain
     embedded_chain.revert(snapshot)
 
 
 @pytest.fixture
-def deployment(chain: Chain, embedded_deployment: Deployment) -> Deployment:
+def deployment(chain: "Chain", embedded_deployment: "Deployment") -> "Deployment":
     return embedded_deployment
 
 
 @pytest.fixture(scope="session")
-def anvil_session() -> Iterator[Chain]:
+def anvil_session() -> Iterator["Chain"]:
     from orchestrator.anvil import AnvilNode
+    from orchestrator.chain import connect
 
     node = AnvilNode.start()
     chain = connect(node.http_url)
@@ -54,29 +60,31 @@ def anvil_session() -> Iterator[Chain]:
 
 
 @pytest.fixture(scope="session")
-def anvil_session_deployment(anvil_session: Chain) -> Deployment:
+def anvil_session_deployment(anvil_session: "Chain") -> "Deployment":
+    from orchestrator.deploy import deploy_all
+
     return deploy_all(anvil_session, anvil_session.accounts[0])
 
 
 @pytest.fixture
-def anvil_chain(anvil_session: Chain, anvil_session_deployment: Deployment) -> Iterator[Chain]:
+def anvil_chain(anvil_session: "Chain", anvil_session_deployment: "Deployment") -> Iterator["Chain"]:
     snapshot = anvil_session.snapshot()
     yield anvil_session
     anvil_session.revert(snapshot)
 
 
 @pytest.fixture
-def anvil_deployment(anvil_chain: Chain, anvil_session_deployment: Deployment) -> Deployment:
+def anvil_deployment(anvil_chain: "Chain", anvil_session_deployment: "Deployment") -> "Deployment":
     return anvil_session_deployment
 
 
 @pytest.fixture(params=["embedded", pytest.param("anvil", marks=pytest.mark.integration)])
-def any_chain(request: pytest.FixtureRequest) -> Chain:
+def any_chain(request: pytest.FixtureRequest) -> "Chain":
     """The embedded chain, then anvil: for tests that must pass on both."""
     return request.getfixturevalue("chain" if request.param == "embedded" else "anvil_chain")
 
 
 @pytest.fixture
-def any_deployment(any_chain: Chain, request: pytest.FixtureRequest) -> Deployment:
+def any_deployment(any_chain: "Chain", request: pytest.FixtureRequest) -> "Deployment":
     name = "deployment" if any_chain.embedded else "anvil_deployment"
     return request.getfixturevalue(name)

@@ -1,0 +1,121 @@
+"""SQLite checkpoint of a chain service: the last block processed and each request's stage.
+
+A node killed at any moment resumes from here: blocks after ``last_block`` are read again
+(processing is idempotent per request), and a request's stage says which step comes next, so
+nothing is lost and nothing is submitted twice. Every write is its own committed transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class Stage(str, Enum):
+    """Where a request stands for this node. The order is the order of the pipeline."""
+
+    SEEN = "seen"                    # event read; nothing sent yet
+    TRANSFERRED = "transferred"      # backbone output recorded + transfer tx mined (our claim)
+    COMPLETED = "completed"          # signed result mined
+    FAILED = "failed"                # failure recorded on-chain
+    SKIPPED = "skipped"              # another node claimed it, or it ended on-chain without us
+
+    @property
+    def final(self) -> bool:
+        return self in (Stage.COMPLETED, Stage.FAILED, Stage.SKIPPED)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    request_id: int
+    stage: Stage
+    attempts: int
+    block: int
+    detail: str
+    updated_at: float
+
+
+class Checkpoint:
+    """Progress of one node, in one SQLite file (WAL, synchronous=FULL)."""
+
+    def __init__(self, path: str | Path, scope: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.scope = scope  # chain id + contract address: a checkpoint never crosses deployments
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript("""
+            CREATE TABLE IF NOT EXISTS cursor (scope TEXT PRIMARY KEY, last_block INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS requests (
+                scope TEXT NOT NULL, request_id INTEGER NOT NULL, stage TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0, block INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '',
+                updated_at REAL NOT NULL, PRIMARY KEY (scope, request_id));
+        """)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def last_block(self, default: int) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT last_block FROM cursor WHERE scope=?", (self.scope,)).fetchone()
+        return default if row is None else int(row[0])
+
+    def set_last_block(self, block: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO cursor(scope, last_block) VALUES(?, ?) "
+                             "ON CONFLICT(scope) DO UPDATE SET last_block=excluded.last_block",
+                             (self.scope, int(block)))
+
+    def get(self, request_id: int) -> RequestRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT request_id, stage, attempts, block, detail, updated_at FROM requests "
+                "WHERE scope=? AND request_id=?", (self.scope, int(request_id))).fetchone()
+        return None if row is None else RequestRecord(int(row[0]), Stage(row[1]), int(row[2]), int(row[3]),
+                                                      row[4], float(row[5]))
+
+    def see(self, request_id: int, block: int) -> RequestRecord:
+        """Record a request as seen, unless it is known already; returns its record."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO requests(scope, request_id, stage, block, updated_at) "
+                             "VALUES(?, ?, ?, ?, ?)", (self.scope, int(request_id), Stage.SEEN.value,
+                                                       int(block), time.time()))
+        record = self.get(request_id)
+        assert record is not None
+        return record
+
+    def advance(self, request_id: int, stage: Stage, detail: str = "") -> None:
+        with self._lock:
+            self._db.execute("UPDATE requests SET stage=?, detail=?, updated_at=? WHERE scope=? AND request_id=?",
+                             (stage.value, detail, time.time(), self.scope, int(request_id)))
+
+    def attempt(self, request_id: int) -> int:
+        """Count one more attempt at the request's next step; returns the new count."""
+        with self._lock:
+            self._db.execute("UPDATE requests SET attempts=attempts+1, updated_at=? WHERE scope=? AND request_id=?",
+                             (time.time(), self.scope, int(request_id)))
+            row = self._db.execute("SELECT attempts FROM requests WHERE scope=? AND request_id=?",
+                                   (self.scope, int(request_id))).fetchone()
+        return int(row[0]) if row else 0
+
+    def pending(self) -> list[RequestRecord]:
+        """Requests seen but not final, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT request_id, stage, attempts, block, detail, updated_at FROM requests "
+                "WHERE scope=? AND stage IN (?, ?) ORDER BY request_id",
+                (self.scope, Stage.SEEN.value, Stage.TRANSFERRED.value)).fetchall()
+        return [RequestRecord(int(r[0]), Stage(r[1]), int(r[2]), int(r[3]), r[4], float(r[5])) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT stage, COUNT(*) FROM requests WHERE scope=? GROUP BY stage",
+                                    (self.scope,)).fetchall()
+        return {stage: int(n) for stage, n in rows}

@@ -1,0 +1,89 @@
+"""New-event discovery: clamped ``eth_getLogs`` polling, woken early by a push subscription.
+
+Logs are always read with ``get_logs`` over ``(last processed block, head - confirmations]``,
+so processing is the same whether or not a subscription exists. Where the chain offers
+WebSocket ``eth_subscribe`` (anvil, most nodes), a background thread subscribes to the
+contract's logs and only *wakes* the poller, which cuts the latency from a poll interval to the
+push delay (~2 ms on anvil) without trusting pushed data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from web3.contract import Contract
+
+from orchestrator.chain import Chain
+
+from .checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class LogPoller:
+    """Yields the decoded logs of one event, in block order, exactly once per checkpoint."""
+
+    def __init__(self, chain: Chain, contract: Contract, event: str, checkpoint: Checkpoint, *,
+                 start_block: int, confirmations: int = 0) -> None:
+        self.chain = chain
+        self.contract = contract
+        self.event = event
+        self.checkpoint = checkpoint
+        self.confirmations = confirmations
+        self._start = start_block
+
+    def poll(self) -> tuple[list[Any], int]:
+        """New logs since the checkpoint and the block they run up to (commit it after use)."""
+        last = self.checkpoint.last_block(self._start - 1)
+        safe_head = self.chain.block_number() - self.confirmations
+        if safe_head <= last:
+            return [], last
+        logs = self.chain.get_logs(self.contract, self.event, last + 1, safe_head)
+        return sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])), safe_head
+
+
+class PushWakeup:
+    """Sets ``event`` whenever the node pushes a log of ``address`` (WebSocket eth_subscribe)."""
+
+    def __init__(self, ws_url: str, address: str) -> None:
+        self.ws_url = ws_url
+        self.address = address
+        self.event = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+
+    def start(self) -> "PushWakeup":
+        self._thread = threading.Thread(target=self._run, name="push-wakeup", daemon=True)
+        self._thread.start()
+        self.connected.wait(2.0)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        from websockets.sync.client import connect
+
+        try:
+            with connect(self.ws_url, open_timeout=2.0) as ws:
+                ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                    "params": ["logs", {"address": self.address}]}))
+                reply = json.loads(ws.recv(timeout=2.0))
+                if "error" in reply:
+                    log.info("push subscription refused (%s); polling only", reply["error"])
+                    return
+                self.connected.set()
+                while not self._stop.is_set():
+                    try:
+                        ws.recv(timeout=0.2)
+                    except TimeoutError:
+                        continue
+                    self.event.set()
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to polling
+            log.info("push subscription unavailable at %s (%s); polling only", self.ws_url, exc)

@@ -1,0 +1,32 @@
+"""Protocol constants shared by every party (docs/PROTOCOL.md), free of chain libraries."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class RequestStatus(IntEnum):
+    """``BackboneExecution`` request status, as the contract numbers it."""
+
+    NONE = 0
+    REQUESTED = 1
+    TRANSFERRED = 2
+    COMPLETED = 3
+    FAILED = 4
+    TIMED_OUT = 5
+
+    @property
+    def ended(self) -> bool:
+        return self in (RequestStatus.COMPLETED, RequestStatus.FAILED, RequestStatus.TIMED_OUT)
+
+
+class FailureCode(IntEnum):
+    """Reason codes of ``EnclaveTransfer.reportFailure``."""
+
+    BAD_INPUT = 1
+    SHAPE_MISMATCH = 2
+    INPUT_HASH_MISMATCH = 3
+    INPUT_UNAVAILABLE = 4
+    ENCLAVE_REFUSED = 5
+    DEADLINE_PASSED = 6
+    INTERNAL = 7
