@@ -39,6 +39,14 @@ class RequestRecord:
     updated_at: float
 
 
+@dataclass(frozen=True)
+class StoredTransfer:
+    ciphertext: bytes
+    shape: tuple[int, ...]
+    dtype: str
+    output_commitment: bytes
+
+
 class Checkpoint:
     """Progress of one node, in one SQLite file (WAL, synchronous=FULL)."""
 
@@ -56,6 +64,10 @@ class Checkpoint:
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, stage TEXT NOT NULL,
                 attempts INTEGER NOT NULL DEFAULT 0, block INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '',
                 updated_at REAL NOT NULL, PRIMARY KEY (scope, request_id));
+            CREATE TABLE IF NOT EXISTS transfers (
+                scope TEXT NOT NULL, request_id INTEGER NOT NULL, ciphertext BLOB NOT NULL,
+                shape TEXT NOT NULL, dtype TEXT NOT NULL, commitment BLOB NOT NULL,
+                PRIMARY KEY (scope, request_id));
         """)
 
     def close(self) -> None:
@@ -104,6 +116,28 @@ class Checkpoint:
             row = self._db.execute("SELECT attempts FROM requests WHERE scope=? AND request_id=?",
                                    (self.scope, int(request_id))).fetchone()
         return int(row[0]) if row else 0
+
+    def store_transfer(self, request_id: int, ciphertext: bytes, shape: tuple[int, ...], dtype: str,
+                       commitment: bytes) -> None:
+        """Keep the exact transfer ciphertext: its hash goes on-chain, so a restarted node must
+        hand the enclave these bytes, not a fresh encryption."""
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO transfers VALUES(?, ?, ?, ?, ?, ?)",
+                             (self.scope, int(request_id), bytes(ciphertext),
+                              ",".join(str(d) for d in shape), dtype, bytes(commitment)))
+
+    def load_transfer(self, request_id: int) -> StoredTransfer | None:
+        with self._lock:
+            row = self._db.execute("SELECT ciphertext, shape, dtype, commitment FROM transfers "
+                                   "WHERE scope=? AND request_id=?", (self.scope, int(request_id))).fetchone()
+        if row is None:
+            return None
+        shape = tuple(int(d) for d in row[1].split(",") if d)
+        return StoredTransfer(bytes(row[0]), shape, row[2], bytes(row[3]))
+
+    def drop_transfer(self, request_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM transfers WHERE scope=? AND request_id=?", (self.scope, int(request_id)))
 
     def pending(self) -> list[RequestRecord]:
         """Requests seen but not final, oldest first."""

@@ -1,0 +1,389 @@
+"""The REE inference node: ``InferenceRequested`` → backbone → enclave → signed result.
+
+Lifecycle: :meth:`InferenceNode.setup` (keys, checkpoint, push wake-up), :meth:`run` (loop of
+:meth:`poll_once` until :meth:`stop`, SIGTERM or SIGINT), :meth:`close`. Tests drive
+:meth:`poll_once` directly, without sleeps.
+
+Per request, in order (each step is checkpointed before the next starts):
+
+1. read the event; skip it if it already ended on-chain or another node claimed it;
+2. fetch the input (inline, or the blob whose keccak256 must equal the input commitment),
+   decrypt it with the node's input key, check it against the backbone's input shape;
+3. run the backbone (public parameters, onnxruntime), encrypt its output to the enclave with
+   additional data that binds request, model, version, enclave, shape and dtype;
+4. ``BackboneExecution.recordBackboneOutput`` — records the output commitment and the transfer
+   hash and is this node's claim on the request (a second node's claim reverts);
+5. the enclave's ``infer`` entry call returns the result encrypted to the requester and its
+   EIP-712 signature; ``EnclaveTransfer.submitResult`` delivers it.
+
+A request that cannot be served is reported with ``EnclaveTransfer.reportFailure`` and a reason
+code; a request whose deadline passed is ended with ``timeout``. Transient failures (node
+unreachable, enclave restarting) are retried with backoff up to ``max_retries``; then the
+request is reported as failed (Internal). The node goes on with the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from enclave.crypto import X25519KeyPair, encrypt_transfer, keccak256
+from orchestrator.chain import Chain
+from orchestrator.deploy import Deployment
+from splitseal.config import NodeConfig
+from splitseal.errors import ChainError, ContractRevertError, EnclaveError, SplitsealError
+from splitseal.protocol import FailureCode, RequestStatus
+
+from .checkpoint import Checkpoint, Stage
+from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
+from .listener import LogPoller, PushWakeup
+
+log = logging.getLogger(__name__)
+
+
+class EnclaveEndpoint(Protocol):
+    """What the node needs of an enclave (``orchestrator.enclave_client.EnclaveClient``)."""
+
+    def infer(self, *, request_id: int, model_id: bytes, version: int, input_commitment: bytes,
+              transfer_ciphertext: bytes, shape: tuple[int, ...], dtype: str,
+              requester_key: bytes) -> tuple[bytes, bytes]:
+        """Returns ``(encrypted_result, signature)``."""
+        ...
+
+
+class BackboneRunner(Protocol):
+    input_shape: tuple[int | None, ...]
+
+    def run(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class EnclaveTarget:
+    """The enclave this node hands its backbone outputs to."""
+
+    address: str
+    encryption_key: bytes
+    endpoint: EnclaveEndpoint
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage for one request (logged; read by the benchmark)."""
+
+    fetch: float = 0.0
+    backbone: float = 0.0
+    transfer_tx: float = 0.0
+    enclave: float = 0.0
+    result_tx: float = 0.0
+
+
+@dataclass
+class NodeStats:
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    timed_out: int = 0
+    retried: int = 0
+    times: dict[int, StageTimes] = field(default_factory=dict)
+
+
+class InferenceNode:
+    """One REE node serving one deployment."""
+
+    def __init__(self, chain: Chain, deployment: Deployment, account: LocalAccount, *,
+                 input_key: X25519KeyPair, enclave: EnclaveTarget,
+                 backbones: Callable[[bytes, int], BackboneRunner], config: NodeConfig,
+                 checkpoint_path: Path, blob_dir: Path, confirmations: int = 0,
+                 node_index: int = 0, node_count: int = 1, claim_grace: float = 2.0,
+                 ws_url: str | None = None, poll_interval: float = 0.05) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self.account = account
+        self.input_key = input_key
+        self.enclave = enclave
+        self.backbones = backbones
+        self.config = config
+        self.blobs = BlobStore(blob_dir)
+        self.node_index = node_index
+        self.node_count = max(1, node_count)
+        self.claim_grace = claim_grace
+        self.poll_interval = poll_interval
+        self.stats = NodeStats()
+        scope = f"{chain.chain_id}:{deployment.backbone_execution.address}"
+        self.checkpoint = Checkpoint(checkpoint_path, scope)
+        self.poller = LogPoller(chain, deployment.backbone_execution, "InferenceRequested", self.checkpoint,
+                                start_block=deployment.block, confirmations=confirmations)
+        self._ws_url = ws_url
+        self._wakeup: PushWakeup | None = None
+        self._stopping = threading.Event()
+        self._first_seen: dict[int, float] = {}
+        self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def setup(self) -> "InferenceNode":
+        if self._ws_url:
+            self._wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address).start()
+        log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
+                 self.enclave.address, self.node_index, self.node_count)
+        return self
+
+    def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Serve until :meth:`stop` (or SIGTERM / SIGINT)."""
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        while not self._stopping.is_set():
+            worked = self.poll_once()
+            if worked:
+                continue
+            if self._wakeup is not None:
+                self._wakeup.event.wait(self.poll_interval * 10)
+                self._wakeup.event.clear()
+            else:
+                self._stopping.wait(self.poll_interval)
+        log.info("node stopped counts=%s", self.checkpoint.counts())
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._wakeup is not None:
+            self._wakeup.event.set()
+
+    def close(self) -> None:
+        self.stop()
+        if self._wakeup is not None:
+            self._wakeup.stop()
+        self.checkpoint.close()
+
+    # --- one step ------------------------------------------------------------------------
+
+    def poll_once(self) -> int:
+        """Read new requests and advance every pending one by as far as it goes; returns the
+        number of requests that moved."""
+        events, upto = self.poller.poll()
+        for ev in events:
+            self.checkpoint.see(int(ev["args"]["requestId"]), int(ev["blockNumber"]))
+            self._events[int(ev["args"]["requestId"])] = ev["args"]
+        self.checkpoint.set_last_block(upto)
+        moved = 0
+        for record in self.checkpoint.pending():
+            if self._stopping.is_set():
+                break
+            if self._advance(record.request_id, record.stage):
+                moved += 1
+        return moved
+
+    # --- the pipeline --------------------------------------------------------------------
+
+    def _request_event(self, request_id: int) -> Any:
+        """The request's event args (from the cache, or the chain after a restart)."""
+        if request_id not in self._events:
+            logs = self.chain.get_logs(self.deployment.backbone_execution, "InferenceRequested",
+                                       self.deployment.block, argument_filters={"requestId": request_id})
+            if not logs:
+                raise ChainError(f"request {request_id}: its InferenceRequested event is not on chain")
+            self._events[request_id] = logs[0]["args"]
+        return self._events[request_id]
+
+    def _mine_first(self, request_id: int) -> bool:
+        """Several nodes: the preferred node claims at once, the others after a grace period."""
+        if self.node_count == 1 or request_id % self.node_count == self.node_index:
+            return True
+        first = self._first_seen.setdefault(request_id, time.monotonic())
+        return time.monotonic() - first >= self.claim_grace
+
+    def _advance(self, request_id: int, stage: Stage) -> bool:
+        be = self.deployment.backbone_execution
+        try:
+            status = RequestStatus(self.chain.call(be.functions.status(request_id)))
+            if status.ended:
+                self._finish(request_id, Stage.SKIPPED, f"ended on-chain as {status.name}")
+                return True
+            if stage is Stage.SEEN:
+                if status is RequestStatus.TRANSFERRED:
+                    if self._resume_own_claim(request_id):
+                        return self._deliver(request_id)
+                    self._finish(request_id, Stage.SKIPPED, "claimed by another node")
+                    self.stats.skipped += 1
+                    return True
+                if not self._mine_first(request_id):
+                    return False
+                return self._transfer(request_id)
+            return self._deliver(request_id)
+        except InputProblem as problem:
+            self._fail(request_id, problem.code, str(problem))
+            return True
+        except ContractRevertError as exc:
+            return self._on_revert(request_id, exc)
+        except (ChainError, EnclaveError, OSError) as exc:
+            return self._retry(request_id, exc)
+
+    def _transfer(self, request_id: int) -> bool:
+        ev = self._request_event(request_id)
+        if self._deadline_passed(ev):
+            return True
+        times = self.stats.times.setdefault(request_id, StageTimes())
+        t0 = time.perf_counter()
+        stored = self.checkpoint.load_transfer(request_id)
+        if stored is None:  # else: a previous attempt's transaction may be in flight; reuse it
+            ciphertext = self._fetch_input(ev)
+            x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]),
+                           bytes(ev["requesterKey"]), ciphertext)
+            backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
+            x = _check_shape(x, backbone.input_shape)
+            t1 = time.perf_counter()
+            output = backbone.run(x)
+            t2 = time.perf_counter()
+            transfer, shape, dtype = encrypt_transfer(self.enclave.encryption_key, self.enclave.address,
+                                                      request_id, bytes(ev["modelId"]), int(ev["version"]), output)
+            # Deterministic in the backbone output, so independent nodes can be cross-checked.
+            commitment = keccak256(np.ascontiguousarray(output).tobytes())
+            self.checkpoint.store_transfer(request_id, transfer, shape, dtype, commitment)
+            stored = self.checkpoint.load_transfer(request_id)
+            assert stored is not None
+        else:
+            t1 = t2 = time.perf_counter()
+        self.chain.transact(self.deployment.backbone_execution.functions.recordBackboneOutput(
+            request_id, stored.output_commitment, self.enclave.address, keccak256(stored.ciphertext)),
+            sender=self.account, gas=400_000)
+        t3 = time.perf_counter()
+        times.fetch, times.backbone, times.transfer_tx = t1 - t0, t2 - t1, t3 - t2
+        self.checkpoint.advance(request_id, Stage.TRANSFERRED)
+        log.info("request_id=%d stage=transferred backbone_ms=%.2f", request_id, (t2 - t1) * 1e3)
+        return self._deliver(request_id)
+
+    def _deliver(self, request_id: int) -> bool:
+        ev = self._request_event(request_id)
+        stored = self.checkpoint.load_transfer(request_id)
+        if stored is None:
+            raise ChainError(f"request {request_id}: transfer ciphertext missing from the checkpoint")
+        transfer, shape, dtype = stored.ciphertext, stored.shape, stored.dtype
+        times = self.stats.times.setdefault(request_id, StageTimes())
+        t0 = time.perf_counter()
+        try:
+            encrypted_result, signature = self.enclave.endpoint.infer(
+                request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
+                input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=transfer,
+                shape=shape, dtype=dtype, requester_key=bytes(ev["requesterKey"]))
+        except EnclaveError as exc:
+            if _enclave_unreachable(exc):
+                raise
+            self._fail(request_id, FailureCode.ENCLAVE_REFUSED, f"enclave refused: {exc}")
+            return True
+        t1 = time.perf_counter()
+        self.chain.transact(self.deployment.enclave_transfer.functions.submitResult(
+            request_id, encrypted_result, signature), sender=self.account, gas=400_000)
+        t2 = time.perf_counter()
+        times.enclave, times.result_tx = t1 - t0, t2 - t1
+        self._finish(request_id, Stage.COMPLETED, "")
+        self.stats.completed += 1
+        log.info("request_id=%d stage=completed enclave_ms=%.2f", request_id, (t1 - t0) * 1e3)
+        return True
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def _fetch_input(self, ev: Any) -> bytes:
+        inline = bytes(ev["inlineInput"])
+        commitment = bytes(ev["inputCommitment"])
+        if inline:
+            if keccak256(inline) != commitment:
+                raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
+                                   "inline input does not match the request's input commitment")
+            return inline
+        return self.blobs.get(str(ev["inputPointer"]), commitment, max_bytes=2 * MAX_INPUT_BYTES)
+
+    def _deadline_passed(self, ev: Any) -> bool:
+        now = int(self.chain.get_block("latest")["timestamp"])
+        if now < int(ev["deadline"]):
+            return False
+        request_id = int(ev["requestId"])
+        try:
+            self.chain.transact(self.deployment.backbone_execution.functions.timeout(request_id),
+                                sender=self.account, gas=200_000)
+        except ContractRevertError as exc:
+            log.info("request_id=%d timeout not recorded: %s", request_id, exc)
+        self.stats.timed_out += 1
+        self._finish(request_id, Stage.FAILED, "deadline passed; timed out on-chain")
+        return True
+
+    def _fail(self, request_id: int, code: FailureCode, reason: str) -> None:
+        reason = reason[:200]
+        try:
+            self.chain.transact(self.deployment.enclave_transfer.functions.reportFailure(
+                request_id, int(code), reason), sender=self.account, gas=300_000)
+        except ContractRevertError as exc:
+            log.warning("request_id=%d failure not recorded on-chain: %s", request_id, exc)
+        self.stats.failed += 1
+        self._finish(request_id, Stage.FAILED, f"{code.name}: {reason}")
+        log.warning("request_id=%d stage=failed code=%s reason=%s", request_id, code.name, reason)
+
+    def _resume_own_claim(self, request_id: int) -> bool:
+        """After a restart: was the on-chain claim ours (transaction mined, checkpoint not)?"""
+        if self.checkpoint.load_transfer(request_id) is None or self._claimant(request_id) != self.account.address:
+            return False
+        self.checkpoint.advance(request_id, Stage.TRANSFERRED, "resumed own claim")
+        return True
+
+    def _on_revert(self, request_id: int, exc: ContractRevertError) -> bool:
+        status = RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
+        record = self.checkpoint.get(request_id)
+        if status is RequestStatus.TRANSFERRED and record is not None and record.stage is Stage.SEEN \
+                and self._resume_own_claim(request_id):
+            return True
+        if status.ended or status is RequestStatus.TRANSFERRED and self._claimant(request_id) != self.account.address:
+            self.stats.skipped += 1
+            self._finish(request_id, Stage.SKIPPED, f"{exc.error_name}; status {status.name}")
+            return True
+        self._fail(request_id, FailureCode.INTERNAL, f"contract rejected the node's transaction: {exc.error_name}")
+        return True
+
+    def _claimant(self, request_id: int) -> str:
+        logs = self.chain.get_logs(self.deployment.backbone_execution, "BackboneExecuted", self.deployment.block,
+                                   argument_filters={"requestId": request_id})
+        return logs[0]["args"]["node"] if logs else ""
+
+    def _retry(self, request_id: int, exc: Exception) -> bool:
+        attempts = self.checkpoint.attempt(request_id)
+        self.stats.retried += 1
+        if attempts >= self.config.max_retries:
+            self._fail(request_id, FailureCode.INTERNAL, f"gave up after {attempts} attempts: {type(exc).__name__}")
+            return True
+        delay = self.config.retry_backoff * (2 ** (attempts - 1))
+        log.warning("request_id=%d attempt=%d error=%s retry_in=%.2fs", request_id, attempts, exc, delay)
+        self._stopping.wait(delay)
+        return False
+
+    def _finish(self, request_id: int, stage: Stage, detail: str) -> None:
+        self.checkpoint.advance(request_id, stage, detail)
+        self.checkpoint.drop_transfer(request_id)
+        self._events.pop(request_id, None)
+        self._first_seen.pop(request_id, None)
+
+
+def _check_shape(x: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:
+    """Accept a single sample without its batch axis; otherwise the shape must match."""
+    if x.dtype != np.float32:
+        if x.dtype.kind != "f":
+            raise InputProblem(FailureCode.SHAPE_MISMATCH, f"input dtype {x.dtype} is not float")
+        x = x.astype(np.float32)
+    if len(expected) == x.ndim + 1:
+        x = x[None, ...]
+    fixed = [e for e in expected]
+    if len(fixed) != x.ndim or any(e is not None and e != d for e, d in zip(fixed, x.shape)):
+        shown = tuple("N" if e is None else e for e in expected)
+        raise InputProblem(FailureCode.SHAPE_MISMATCH,
+                           f"input shape {tuple(x.shape)} does not match the backbone input {shown}")
+    return np.ascontiguousarray(x)
+
+
+def _enclave_unreachable(exc: EnclaveError) -> bool:
+    return isinstance(exc.__cause__, OSError) or "unreachable" in str(exc).lower()
+

@@ -1,0 +1,130 @@
+"""Request inputs: the tensor codec, encryption to the node's input key, off-chain blobs.
+
+An input is ``tensor header || array bytes`` (the header of ``enclave.crypto.tensor_header``:
+dtype and shape), encrypted with ECIES to the node operator's X25519 input key with additional
+data that binds it to (model, version, requester key). Its commitment is keccak256 of the
+ciphertext. Small ciphertexts travel inline in the request; larger ones (images of 224x224x3
+float32 and up) are stored as blobs addressed by that hash, and the node checks the hash.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from enclave.crypto import (TENSOR_DTYPES, X25519KeyPair, ecies_decrypt, ecies_encrypt, input_aad,
+                            keccak256, request_key_hash, tensor_header)
+from splitseal.errors import InvalidInputError
+from splitseal.protocol import FailureCode
+
+#: Largest input a node accepts (bytes of plaintext tensor): a 512x512x3 float32 image and then some.
+MAX_INPUT_BYTES = 8 * 1024 * 1024
+#: Ciphertexts up to this size go inline in the request transaction.
+INLINE_LIMIT = 4096
+BLOB_SCHEME = "blob:"
+_BLOB_RE = re.compile(r"^blob:0x([0-9a-f]{64})$")
+
+
+class InputProblem(InvalidInputError):
+    """An input the node cannot serve; carries the on-chain failure code."""
+
+    def __init__(self, code: FailureCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def encode_tensor(array: np.ndarray) -> bytes:
+    arr = np.ascontiguousarray(array)
+    dtype = arr.dtype.newbyteorder("<").str if arr.dtype.byteorder == ">" else arr.dtype.str
+    if dtype not in TENSOR_DTYPES:
+        raise InvalidInputError(f"input dtype {arr.dtype} is not supported; use float32 "
+                                f"(one of {TENSOR_DTYPES})")
+    return tensor_header(arr.shape, dtype) + arr.astype(dtype, copy=False).tobytes(order="C")
+
+
+def decode_tensor(blob: bytes, *, max_bytes: int = MAX_INPUT_BYTES) -> np.ndarray:
+    """Parse ``header || data``; every inconsistency is an :class:`InputProblem` (BadInput)."""
+    def bad(msg: str) -> InputProblem:
+        return InputProblem(FailureCode.BAD_INPUT, f"input tensor is malformed: {msg}")
+
+    if len(blob) < 2:
+        raise bad("too short for a header")
+    n = blob[0]
+    dtype = blob[1:1 + n].decode("ascii", errors="replace")
+    if dtype not in TENSOR_DTYPES:
+        raise bad(f"dtype {dtype!r} is not one of {TENSOR_DTYPES}")
+    pos = 1 + n
+    if len(blob) < pos + 1:
+        raise bad("header truncated")
+    ndim = blob[pos]
+    pos += 1
+    if ndim > 8 or len(blob) < pos + 4 * ndim:
+        raise bad(f"{ndim} dimensions, or header truncated")
+    shape = struct.unpack(f">{ndim}I", blob[pos:pos + 4 * ndim])
+    pos += 4 * ndim
+    size = int(np.dtype(dtype).itemsize) * int(np.prod(shape, dtype=np.int64))
+    if size > max_bytes:
+        raise bad(f"{size} bytes of tensor exceed the node's limit of {max_bytes}")
+    if len(blob) - pos != size:
+        raise bad(f"shape {tuple(shape)} {dtype} needs {size} bytes, got {len(blob) - pos}")
+    return np.frombuffer(blob, dtype=dtype, count=int(np.prod(shape)), offset=pos).reshape(shape)
+
+
+def seal_input(input_key: bytes, model_id: bytes, version: int, requester_key: bytes,
+               array: np.ndarray) -> bytes:
+    """Encrypt an input tensor to the node's input key (requester side)."""
+    aad = input_aad(request_key_hash(model_id, version, requester_key))
+    return ecies_encrypt(input_key, encode_tensor(array), aad)
+
+
+def open_input(key: X25519KeyPair, model_id: bytes, version: int, requester_key: bytes,
+               ciphertext: bytes) -> np.ndarray:
+    """Decrypt and parse an input (node side); failures carry their reason code."""
+    try:
+        plaintext = ecies_decrypt(key, ciphertext, input_aad(request_key_hash(model_id, version, requester_key)))
+    except Exception:  # noqa: BLE001 - DecryptionError or malformed key material
+        raise InputProblem(FailureCode.BAD_INPUT,
+                           "input does not decrypt with the node's input key for this model, version "
+                           "and requester key; encrypt it to BackboneExecution.inputKey()") from None
+    return decode_tensor(plaintext)
+
+
+@dataclass(frozen=True)
+class BlobStore:
+    """Content-addressed off-chain inputs: ``blob:0x<keccak256>`` names ``<dir>/<hash>.bin``."""
+
+    directory: Path
+
+    def put(self, data: bytes) -> str:
+        digest = keccak256(data).hex()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{digest}.bin"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return f"{BLOB_SCHEME}0x{digest}"
+
+    def get(self, pointer: str, expected: bytes, *, max_bytes: int) -> bytes:
+        """Fetch a blob and check it against the request's input commitment."""
+        match = _BLOB_RE.match(pointer.strip().lower())
+        if not match:
+            raise InputProblem(FailureCode.INPUT_UNAVAILABLE,
+                               f"input pointer {pointer[:80]!r} is not of the form blob:0x<64 hex>")
+        path = self.directory / f"{match.group(1)}.bin"
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise InputProblem(FailureCode.BAD_INPUT, f"input blob of {size} bytes exceeds {max_bytes}")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InputProblem(FailureCode.INPUT_UNAVAILABLE,
+                               f"input blob {pointer} is not in the node's blob store") from None
+        if keccak256(data) != bytes(expected):
+            raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
+                               f"input blob {pointer} does not match the request's input commitment")
+        return data

@@ -1,0 +1,193 @@
+"""The requester: send an inference request as a transaction, wait, decrypt the result.
+
+The Python API behind ``splitseal infer``::
+
+    requester = Requester(chain, deployment, account, key=X25519KeyPair.generate(), blob_dir=...)
+    outcome = requester.infer(model_id, version, image)      # submit + wait
+    outcome.label, outcome.scores, outcome.latency
+
+Only the requester holds the private half of ``key``: the enclave encrypts the prediction to it,
+so the plaintext prediction exists nowhere else outside the enclave.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
+from enclave import eip712
+from enclave.crypto import X25519KeyPair, ecies_decrypt, keccak256, result_aad
+from splitseal.errors import ChainError, InvalidInputError, SplitsealError
+from splitseal.protocol import FailureCode, RequestStatus
+
+from .chain import Chain
+from .deploy import Deployment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    request_id: int
+    model_id: bytes
+    version: int
+    input_commitment: bytes
+    tx_hash: str
+    block: int
+    sent_at: float
+    mined_at: float
+    gas_used: int
+
+
+@dataclass
+class InferenceOutcome:
+    """What the requester learns: the prediction (decrypted locally) or the failure."""
+
+    request_id: int
+    status: RequestStatus
+    label: int | None = None
+    scores: list[float] | None = None
+    failure_code: FailureCode | None = None
+    failure_reason: str = ""
+    enclave: str = ""
+    transactions: dict[str, str] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+    gas: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is RequestStatus.COMPLETED
+
+
+class Requester:
+    def __init__(self, chain: Chain, deployment: Deployment, account: LocalAccount, *,
+                 key: X25519KeyPair | None = None, blob_dir: Path, poll_interval: float = 0.002) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self.account = account
+        self.key = key or X25519KeyPair.generate()
+        self.blobs = BlobStore(blob_dir)
+        self.poll_interval = poll_interval
+        self._input_key: bytes | None = None
+
+    # --- submit ----------------------------------------------------------------------------
+
+    def input_key(self) -> bytes:
+        if self._input_key is None:
+            key = bytes(self.chain.call(self.deployment.backbone_execution.functions.inputKey()))
+            if key == b"\x00" * 32:
+                raise ChainError("BackboneExecution has no input key yet: no inference node is set up "
+                                 "on this deployment (run `splitseal node run` or the demo)")
+            self._input_key = key
+        return self._input_key
+
+    def submit(self, model_id: bytes, version: int, array: np.ndarray, *, deadline_seconds: int = 600,
+               inline_limit: int = INLINE_LIMIT) -> Submitted:
+        """Encrypt the input to the node's key, commit to it, and send ``requestInference``."""
+        array = np.asarray(array)
+        if array.size == 0 or not np.all(np.isfinite(array)):
+            raise InvalidInputError("input must be a non-empty array of finite numbers")
+        ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
+        commitment = keccak256(ciphertext)
+        inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
+        now = int(self.chain.get_block("latest")["timestamp"])
+        sent = time.perf_counter()
+        receipt = self.chain.transact(self.deployment.backbone_execution.functions.requestInference(
+            model_id, version, commitment, inline, pointer, self.key.public, now + deadline_seconds),
+            sender=self.account, gas=500_000)
+        mined = time.perf_counter()
+        (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")
+        return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].hex(),
+                         receipt["blockNumber"], sent, mined, receipt["gasUsed"])
+
+    # --- wait ------------------------------------------------------------------------------
+
+    def wait(self, submitted: Submitted, *, timeout: float = 120.0) -> InferenceOutcome:
+        """Wait until the request ends on-chain; decrypt and verify the result locally."""
+        be = self.deployment.backbone_execution
+        deadline = time.monotonic() + timeout
+        while True:
+            status = RequestStatus(self.chain.call(be.functions.status(submitted.request_id)))
+            if status.ended:
+                break
+            if time.monotonic() > deadline:
+                raise ChainError(f"request {submitted.request_id} still {status.name} after {timeout} s; "
+                                 "is an inference node running for this deployment?")
+            time.sleep(self.poll_interval)
+        done = time.perf_counter()
+        outcome = self.outcome(submitted.request_id, from_block=submitted.block)
+        outcome.latency.setdefault("request_tx", submitted.mined_at - submitted.sent_at)
+        outcome.latency["end_to_end"] = done - submitted.sent_at
+        outcome.transactions.setdefault("request", submitted.tx_hash)
+        outcome.gas.setdefault("request", submitted.gas_used)
+        return outcome
+
+    def infer(self, model_id: bytes, version: int, array: np.ndarray, *, timeout: float = 120.0,
+              **submit_options: Any) -> InferenceOutcome:
+        t0 = time.perf_counter()
+        submitted = self.submit(model_id, version, array, **submit_options)
+        outcome = self.wait(submitted, timeout=timeout)
+        outcome.latency["end_to_end"] = time.perf_counter() - t0
+        return outcome
+
+    def outcome(self, request_id: int, *, from_block: int) -> InferenceOutcome:
+        """Rebuild a request's ending from its events and decrypt the result, if any."""
+        chain, d = self.chain, self.deployment
+        status = RequestStatus(chain.call(d.backbone_execution.functions.status(request_id)))
+        outcome = InferenceOutcome(request_id=request_id, status=status)
+        filt = {"requestId": request_id}
+        if status is RequestStatus.COMPLETED:
+            (log_,) = chain.get_logs(d.enclave_transfer, "ResultSubmitted", from_block, argument_filters=filt)
+            args = log_["args"]
+            (req,) = chain.get_logs(d.backbone_execution, "InferenceRequested", from_block, argument_filters=filt)
+            (xfer,) = chain.get_logs(d.enclave_transfer, "TransferRecorded", from_block, argument_filters=filt)
+            self._verify_signature(req["args"], xfer["args"], args)
+            plaintext = ecies_decrypt(self.key, bytes(args["encryptedResult"]),
+                                      result_aad(request_id, bytes(req["args"]["modelId"]), int(req["args"]["version"])))
+            label, scores = decode_result(plaintext)
+            outcome.label, outcome.scores, outcome.enclave = label, scores, args["enclave"]
+            outcome.transactions["result"] = log_["transactionHash"].hex()
+            outcome.transactions["transfer"] = xfer["transactionHash"].hex()
+        elif status is RequestStatus.FAILED:
+            (log_,) = chain.get_logs(d.enclave_transfer, "RequestFailed", from_block, argument_filters=filt)
+            outcome.failure_code = _code(log_["args"]["code"])
+            outcome.failure_reason = str(log_["args"]["reason"])
+            outcome.transactions["failure"] = log_["transactionHash"].hex()
+        elif status is RequestStatus.TIMED_OUT:
+            outcome.failure_code = FailureCode.DEADLINE_PASSED
+            outcome.failure_reason = "deadline passed before a result was delivered"
+        return outcome
+
+    def _verify_signature(self, req: Any, xfer: Any, result: Any) -> None:
+        """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
+        digest = eip712.inference_result_digest(
+            chain_id=self.chain.chain_id, verifying_contract=self.deployment.enclave_transfer.address,
+            request_id=int(req["requestId"]), model_id=bytes(req["modelId"]), model_version=int(req["version"]),
+            input_commitment=bytes(req["inputCommitment"]), transfer_hash=bytes(xfer["transferHash"]),
+            result_commitment=keccak256(bytes(result["encryptedResult"])))
+        signer = eip712.recover(digest, bytes(result["signature"]))
+        if signer.lower() != str(result["enclave"]).lower():
+            raise SplitsealError(f"request {req['requestId']}: result signature recovers to {signer}, "
+                                 f"not to the enclave {result['enclave']}; do not trust this result")
+
+
+def _code(value: int) -> FailureCode | None:
+    try:
+        return FailureCode(int(value))
+    except ValueError:
+        return None
+
+
+def decode_result(plaintext: bytes) -> tuple[int, list[float] | None]:
+    """The enclave's result plaintext → (label, scores or None)."""
+    from enclave.result import decode_result as _decode  # the enclave owns the format
+
+    result = _decode(plaintext)
+    return int(result.label), (None if result.scores is None else [float(s) for s in result.scores])
