@@ -1,0 +1,359 @@
+"""The auditor's view: rebuild a request's or a model's history from events alone, and verify it.
+
+Nothing here trusts the node, the enclave or the requester: the inputs are the contracts' logs,
+the blocks and receipts that carry them, and the EIP-712 definitions. For a completed request the
+checks are, in order:
+
+1. the request, the backbone output, the transfer and the result are all on-chain, in that order,
+   and the result came before the deadline;
+2. the hash chain holds: the inline input hashes to the input commitment; the signed struct uses
+   that input commitment, the transfer hash recorded at transfer, and keccak256 of the encrypted
+   result carried in the event;
+3. the EIP-712 signature recovers to the enclave named in the transfer and in the result;
+4. at the result's block that enclave was registered (quote by the pinned key), not revoked and
+   not expired, and its measurement was allowed for the model;
+5. that enclave confirmed loading exactly the registered head (graph and parameter hashes) of that
+   model version, and the parameter index it verified is the published one.
+
+Whatever does not verify is reported as a failed check with the reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+from enclave import eip712
+from enclave.crypto import keccak256
+from splitseal.errors import InvalidInputError
+
+from .chain import Chain
+from .deploy import Deployment
+
+
+@dataclass
+class AuditEvent:
+    name: str
+    contract: str
+    block: int
+    tx: str
+    log_index: int
+    timestamp: int
+    gas_used: int
+    args: dict[str, Any]
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class RequestAudit:
+    request_id: int
+    status: str
+    events: list[AuditEvent] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def gas_total(self) -> int:
+        return sum({e.tx: e.gas_used for e in self.events}.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requestId": self.request_id, "status": self.status, "verified": self.verified,
+                "gasTotal": self.gas_total, "events": [asdict(e) for e in self.events],
+                "checks": [asdict(c) for c in self.checks]}
+
+
+@dataclass
+class ModelAudit:
+    model_id: str
+    events: list[AuditEvent] = field(default_factory=list)
+    requests: list[RequestAudit] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return all(c.ok for c in self.checks) and all(r.verified for r in self.requests if r.status == "COMPLETED")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"modelId": self.model_id, "verified": self.verified,
+                "events": [asdict(e) for e in self.events], "checks": [asdict(c) for c in self.checks],
+                "requests": [r.to_json() for r in self.requests]}
+
+
+class Auditor:
+    """Reads events of one deployment; caches blocks and receipts it has fetched."""
+
+    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+        self.chain = chain
+        self.d = deployment
+        self._blocks: dict[int, int] = {}
+        self._gas: dict[str, int] = {}
+
+    # --- fetching --------------------------------------------------------------------------
+
+    def _logs(self, contract_name: str, event: str, **filters: Any) -> list[AuditEvent]:
+        contract = self.d.contracts()[contract_name]
+        raw = self.chain.get_logs(contract, event, self.d.block, argument_filters=filters or None)
+        return [self._event(contract_name, event, entry) for entry in raw]
+
+    def _event(self, contract_name: str, event: str, entry: Any) -> AuditEvent:
+        block = int(entry["blockNumber"])
+        if block not in self._blocks:
+            self._blocks[block] = int(self.chain.get_block(block)["timestamp"])
+        tx = entry["transactionHash"].hex()
+        if tx not in self._gas:
+            with self.chain._lock:
+                self._gas[tx] = int(self.chain.w3.eth.get_transaction_receipt(entry["transactionHash"])["gasUsed"])
+        return AuditEvent(event, contract_name, block, tx, int(entry["logIndex"]), self._blocks[block],
+                          self._gas[tx], {k: _plain(v) for k, v in entry["args"].items()})
+
+    # --- requests --------------------------------------------------------------------------
+
+    def request(self, request_id: int) -> RequestAudit:
+        from splitseal.protocol import RequestStatus
+
+        if request_id <= 0:
+            raise InvalidInputError(f"request id must be positive, got {request_id}")
+        req = self._logs("BackboneExecution", "InferenceRequested", requestId=request_id)
+        if not req:
+            raise InvalidInputError(f"request {request_id} does not exist on this deployment "
+                                    f"(BackboneExecution {self.d.backbone_execution.address})")
+        status = RequestStatus(self.chain.call(self.d.backbone_execution.functions.status(request_id)))
+        audit = RequestAudit(request_id, status.name)
+        events = list(req)
+        events += self._logs("BackboneExecution", "BackboneExecuted", requestId=request_id)
+        events += self._logs("EnclaveTransfer", "TransferRecorded", requestId=request_id)
+        events += self._logs("EnclaveTransfer", "ResultSubmitted", requestId=request_id)
+        events += self._logs("EnclaveTransfer", "RequestFailed", requestId=request_id)
+        events += self._logs("BackboneExecution", "RequestTimedOut", requestId=request_id)
+        audit.events = sorted(events, key=lambda e: (e.block, e.log_index))
+        self._check_request(audit)
+        return audit
+
+    def _check_request(self, audit: RequestAudit) -> None:
+        by = {e.name: e for e in audit.events}
+        add = audit.checks.append
+        request = by["InferenceRequested"]
+        ended = [n for n in ("ResultSubmitted", "RequestFailed", "RequestTimedOut") if n in by]
+        add(Check("ended exactly once", len(ended) <= 1,
+                  f"ending events: {ended or 'none yet'}"))
+        inline = _bytes(request.args["inlineInput"])
+        commitment = _bytes(request.args["inputCommitment"])
+        if inline:
+            add(Check("inline input matches its commitment", keccak256(inline) == commitment,
+                      "keccak256(inlineInput) == inputCommitment"))
+        if audit.status != "COMPLETED":
+            if "RequestFailed" in by:
+                f = by["RequestFailed"]
+                add(Check("failure recorded on-chain", True,
+                          f"code {f.args.get('code')} reason {f.args.get('reason')!r} by {f.args.get('node')}"))
+            elif "RequestTimedOut" in by:
+                add(Check("timeout recorded on-chain", True, f"block {by['RequestTimedOut'].block}"))
+            return
+        missing = [n for n in ("BackboneExecuted", "TransferRecorded", "ResultSubmitted") if n not in by]
+        if missing:
+            add(Check("every stage on-chain", False, f"missing events: {missing}"))
+            return
+        backbone, transfer, result = by["BackboneExecuted"], by["TransferRecorded"], by["ResultSubmitted"]
+        order = [request, backbone, transfer, result]
+        add(Check("stages in order", all((a.block, a.log_index) < (b.block, b.log_index)
+                                         for a, b in zip(order, order[1:])),
+                  " -> ".join(f"{e.name}@{e.block}" for e in order)))
+        add(Check("result before deadline", result.timestamp <= int(request.args["deadline"]),
+                  f"result at {result.timestamp}, deadline {request.args['deadline']}"))
+        enclave = str(result.args["enclave"])
+        add(Check("result from the enclave named at transfer",
+                  enclave.lower() == str(transfer.args["enclave"]).lower(), enclave))
+        encrypted = _bytes(result.args["encryptedResult"])
+        result_commitment = keccak256(encrypted)
+        add(Check("result commitment is the hash of the encrypted result",
+                  _bytes(result.args["resultCommitment"]) == result_commitment, "0x" + result_commitment.hex()))
+        model_id, version = _bytes(request.args["modelId"]), int(request.args["version"])
+        digest = eip712.inference_result_digest(
+            chain_id=self.chain.chain_id, verifying_contract=self.d.enclave_transfer.address,
+            request_id=audit.request_id, model_id=model_id, model_version=version,
+            input_commitment=commitment, transfer_hash=_bytes(transfer.args["transferHash"]),
+            result_commitment=result_commitment)
+        try:
+            signer = eip712.recover(digest, _bytes(result.args["signature"]))
+        except Exception as exc:  # noqa: BLE001 - a malformed signature is a finding, not a crash
+            signer = f"unrecoverable ({exc})"
+        add(Check("enclave signature (EIP-712 InferenceResult) recovers to the enclave",
+                  signer.lower() == enclave.lower(), f"recovered {signer}"))
+        for check in self.enclave_checks(model_id, version, enclave, at_block=result.block,
+                                         at_time=result.timestamp):
+            add(check)
+
+    # --- enclaves and models ---------------------------------------------------------------
+
+    def enclave_checks(self, model_id: bytes, version: int, enclave: str, *, at_block: int,
+                       at_time: int) -> list[Check]:
+        checks = []
+        regs = [e for e in self._logs("ModelRegistry", "EnclaveRegistered", enclave=enclave) if e.block <= at_block]
+        revoked = [e for e in self._logs("ModelRegistry", "EnclaveRevoked", enclave=enclave) if e.block <= at_block]
+        if not regs:
+            return [Check("enclave registered before the result", False, f"no EnclaveRegistered for {enclave}")]
+        reg = regs[-1]
+        checks.append(Check("enclave registered before the result", True,
+                            f"block {reg.block}, measurement {reg.args['measurement']}"))
+        checks.append(Check("enclave not revoked at the result", not any(r.block >= reg.block for r in revoked),
+                            f"{len(revoked)} revocation(s) before block {at_block}"))
+        checks.append(Check("enclave registration unexpired at the result", at_time < int(reg.args["expiresAt"]),
+                            f"expires {reg.args['expiresAt']}, result at {at_time}"))
+        measurement = reg.args["measurement"]
+        allowed = self._logs("ModelRegistry", "MeasurementAllowed", modelId=model_id)
+        revoked_m = self._logs("ModelRegistry", "MeasurementRevoked", modelId=model_id)
+        last_allow = max((e.block for e in allowed if e.args["measurement"] == measurement and e.block <= at_block),
+                         default=None)
+        last_revoke = max((e.block for e in revoked_m if e.args["measurement"] == measurement
+                           and e.block <= at_block), default=-1)
+        checks.append(Check("measurement allowed for the model at the result",
+                            last_allow is not None and last_allow > last_revoke,
+                            f"measurement {measurement}"))
+        registered = [e for e in self._logs("ModelRegistry", "ModelRegistered", modelId=model_id)
+                      if int(e.args["version"]) == version]
+        loaded = [e for e in self._logs("ModelRegistry", "HeadLoaded", modelId=model_id, enclave=enclave)
+                  if int(e.args["version"]) == version and e.block <= at_block]
+        if not registered or not loaded:
+            checks.append(Check("enclave loaded the registered head", False,
+                                f"model registered: {bool(registered)}, head loaded: {bool(loaded)}"))
+        else:
+            r, h = registered[0].args, loaded[-1].args
+            same = r["headGraphHash"] == h["headGraphHash"] and r["headParamsHash"] == h["headParamsHash"]
+            checks.append(Check("enclave loaded the registered head", same,
+                                f"graph {h['headGraphHash']}, params {h['headParamsHash']}"))
+        published = [e for e in self._logs("ParameterIndex", "IndexPublished", modelId=model_id)
+                     if int(e.args["version"]) == version]
+        verified = [e for e in self._logs("ParameterIndex", "IndexVerified", modelId=model_id, enclave=enclave)
+                    if int(e.args["version"]) == version and e.block <= at_block]
+        checks.append(Check("enclave verified the published parameter index",
+                            bool(published) and bool(verified)
+                            and verified[-1].args["merkleRoot"] == published[0].args["merkleRoot"],
+                            f"published: {bool(published)}, verified: {bool(verified)}"))
+        return checks
+
+    def model(self, model_id: bytes, *, max_requests: int = 1000) -> ModelAudit:
+        audit = ModelAudit("0x" + model_id.hex())
+        events: list[AuditEvent] = []
+        for contract, names in (("ModelRegistry", ("ModelRegistered", "MeasurementAllowed", "MeasurementRevoked",
+                                                   "HeadProvisioned", "HeadLoaded")),
+                                ("ParameterIndex", ("IndexPublished", "IndexVerified"))):
+            for name in names:
+                events += self._logs(contract, name, modelId=model_id)
+        if not any(e.name == "ModelRegistered" for e in events):
+            raise InvalidInputError(f"model 0x{model_id.hex()} is not registered on this deployment")
+        enclaves = {str(e.args["enclave"]) for e in events if "enclave" in e.args}
+        for enclave in sorted(enclaves):
+            events += self._logs("ModelRegistry", "EnclaveRegistered", enclave=enclave)
+            events += self._logs("ModelRegistry", "EnclaveRevoked", enclave=enclave)
+        audit.events = sorted(events, key=lambda e: (e.block, e.log_index))
+        requests = self._logs("BackboneExecution", "InferenceRequested", modelId=model_id)[:max_requests]
+        audit.requests = [self.request(int(e.args["requestId"])) for e in requests]
+        audit.checks.append(Check("every completed request verifies",
+                                  all(r.verified for r in audit.requests if r.status == "COMPLETED"),
+                                  f"{sum(r.status == 'COMPLETED' for r in audit.requests)} completed, "
+                                  f"{sum(r.status == 'FAILED' for r in audit.requests)} failed, "
+                                  f"{sum(r.status == 'TIMED_OUT' for r in audit.requests)} timed out"))
+        return audit
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+def render_request(audit: RequestAudit) -> str:
+    lines = [f"request {audit.request_id}: {audit.status}, "
+             f"{'VERIFIED' if audit.verified else 'NOT VERIFIED'}, {audit.gas_total} gas in total", "", "history:"]
+    for e in audit.events:
+        lines.append(f"  block {e.block:>6} t={e.timestamp} {e.contract}.{e.name} tx={e.tx[:18]}… gas={e.gas_used}")
+        for k, v in e.args.items():
+            if k in ("inlineInput", "encryptedResult", "signature") and isinstance(v, str) and len(v) > 42:
+                v = f"{v[:42]}… ({(len(v) - 2) // 2} bytes)"
+            lines.append(f"      {k}: {v}")
+    lines += ["", "checks:"]
+    lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in audit.checks]
+    return "\n".join(lines)
+
+
+def render_model(audit: ModelAudit) -> str:
+    lines = [f"model {audit.model_id}: {'VERIFIED' if audit.verified else 'NOT VERIFIED'}", "", "history:"]
+    for e in audit.events:
+        detail = ", ".join(f"{k}={v}" for k, v in e.args.items() if k not in ("modelId",))
+        lines.append(f"  block {e.block:>6} {e.contract}.{e.name} {detail}")
+    lines += ["", f"requests: {len(audit.requests)}"]
+    for r in audit.requests:
+        lines.append(f"  {r.request_id:>6} {r.status:<10} {'verified' if r.verified else 'NOT verified'} gas={r.gas_total}")
+    lines += ["", "checks:"] + [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in audit.checks]
+    return "\n".join(lines)
+
+
+def render_html(audit: ModelAudit) -> str:
+    """A self-contained HTML report: timeline, latency and gas per request (inline SVG)."""
+    reqs = [r for r in audit.requests if r.events]
+    latency = [(r.request_id, r.events[-1].timestamp - r.events[0].timestamp, r.status) for r in reqs]
+    gas = [(r.request_id, r.gas_total, r.status) for r in reqs]
+    rows = "".join(
+        f"<tr><td>{e.block}</td><td>{e.timestamp}</td><td>{html.escape(e.contract)}.{html.escape(e.name)}</td>"
+        f"<td><code>{html.escape(e.tx[:18])}…</code></td><td>{e.gas_used}</td></tr>" for e in audit.events)
+    req_rows = "".join(
+        f"<tr class='{'ok' if r.verified or r.status != 'COMPLETED' else 'bad'}'><td>{r.request_id}</td>"
+        f"<td>{r.status}</td><td>{'yes' if r.verified else 'no'}</td><td>{r.gas_total}</td>"
+        f"<td>{html.escape('; '.join(c.name for c in r.checks if not c.ok))}</td></tr>" for r in reqs)
+    checks = "".join(f"<li class='{'ok' if c.ok else 'bad'}'>{html.escape(c.name)}: {html.escape(c.detail)}</li>"
+                     for c in audit.checks)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>splitseal audit {audit.model_id}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}} .ok{{color:#060}} .bad{{color:#b00;font-weight:bold}}
+svg{{border:1px solid #ddd;margin:4px 0}}</style></head><body>
+<h1>Model {html.escape(audit.model_id)}</h1>
+<p>Overall: <b class="{'ok' if audit.verified else 'bad'}">{'VERIFIED' if audit.verified else 'NOT VERIFIED'}</b>
+ — {len(reqs)} requests</p><ul>{checks}</ul>
+<h2>Latency per request (chain seconds, request → end)</h2>{_bars(latency, 's')}
+<h2>Gas per request (whole lifecycle)</h2>{_bars(gas, 'gas')}
+<h2>Requests</h2><table><tr><th>id</th><th>status</th><th>verified</th><th>gas</th><th>failed checks</th></tr>{req_rows}</table>
+<h2>Timeline of the model</h2><table><tr><th>block</th><th>time</th><th>event</th><th>tx</th><th>gas</th></tr>{rows}</table>
+</body></html>"""
+
+
+def _bars(points: Iterable[tuple[int, float, str]], unit: str) -> str:
+    points = list(points)
+    if not points:
+        return "<p>no requests</p>"
+    width, height, pad = 900, 160, 30
+    top = max(v for _, v, _ in points) or 1
+    bw = max(1.0, (width - 2 * pad) / len(points))
+    bars = []
+    for i, (rid, value, status) in enumerate(points):
+        h = (height - 2 * pad) * value / top
+        color = "#4a7" if status == "COMPLETED" else "#c44"
+        bars.append(f"<rect x='{pad + i * bw:.1f}' y='{height - pad - h:.1f}' width='{max(bw - 1, 1):.1f}' "
+                    f"height='{h:.1f}' fill='{color}'><title>request {rid}: {value} {unit}</title></rect>")
+    return (f"<svg width='{width}' height='{height}'><text x='4' y='14' font-size='11'>max {top} {unit}</text>"
+            f"{''.join(bars)}<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' "
+            f"stroke='#333'/></svg>")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    return bytes(value)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
