@@ -1,0 +1,677 @@
+"""Minimal numpy interpreter for the head graph, run inside the enclave.
+
+It reads the graph file of a :class:`~enclave.package.HeadPackage`, fetches every parameter
+through the :class:`~enclave.package.ParameterIndexTable` (each slice checked against its
+sha256, the table against its Merkle root) and evaluates the nodes in order, in float32.
+
+It supports exactly the documented operator set (``SUPPORTED_OPS``; see ``docs/FORMATS.md``)
+and fails closed: an unknown operator, opset or attribute, an attribute value it does not
+implement, a dtype or shape that differs from what the graph file declares, or a tensor larger
+than the configured limit raises :class:`UnsupportedOperatorError` or :class:`ModelError`;
+it never guesses. Error messages name the node and operator, never values.
+
+Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, TensorSpec,
+                             decode_graph, read_parameter)
+from splitseal.errors import ModelError, PackageFormatError, UnsupportedOperatorError
+
+logger = logging.getLogger(__name__)
+
+#: ai.onnx opset versions whose semantics this interpreter implements for every supported op.
+MIN_OPSET = 11
+MAX_OPSET = 23
+#: Default cap on the element count of any tensor (inputs, intermediates, im2col buffers).
+DEFAULT_MAX_TENSOR_ELEMENTS = 1 << 25
+
+F32 = np.dtype("float32")
+I64 = np.dtype("int64")
+
+#: op -> allowed attribute names. Anything else is refused.
+SUPPORTED_OPS: dict[str, frozenset[str]] = {
+    "Conv": frozenset({"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}),
+    "Relu": frozenset(),
+    "Sigmoid": frozenset(),
+    "Tanh": frozenset(),
+    "Clip": frozenset(),
+    "MaxPool": frozenset({"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"}),
+    "AveragePool": frozenset({"auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"}),
+    "GlobalAveragePool": frozenset(),
+    "BatchNormalization": frozenset({"epsilon", "momentum", "training_mode"}),
+    "Add": frozenset(),
+    "Concat": frozenset({"axis"}),
+    "Flatten": frozenset({"axis"}),
+    "Reshape": frozenset({"allowzero"}),
+    "Gemm": frozenset({"alpha", "beta", "transA", "transB"}),
+    "MatMul": frozenset(),
+    "Softmax": frozenset({"axis"}),
+    "Identity": frozenset(),
+    "Dropout": frozenset({"seed", "ratio"}),
+}
+
+#: (min, max) number of inputs / outputs per op (empty-string inputs count as absent).
+_ARITY: dict[str, tuple[int, int, int, int]] = {
+    "Conv": (2, 3, 1, 1), "Relu": (1, 1, 1, 1), "Sigmoid": (1, 1, 1, 1), "Tanh": (1, 1, 1, 1),
+    "Clip": (1, 3, 1, 1), "MaxPool": (1, 1, 1, 1), "AveragePool": (1, 1, 1, 1),
+    "GlobalAveragePool": (1, 1, 1, 1), "BatchNormalization": (5, 5, 1, 1), "Add": (2, 2, 1, 1),
+    "Concat": (1, 1 << 16, 1, 1), "Flatten": (1, 1, 1, 1), "Reshape": (2, 2, 1, 1),
+    "Gemm": (2, 3, 1, 1), "MatMul": (2, 2, 1, 1), "Softmax": (1, 1, 1, 1), "Identity": (1, 1, 1, 1),
+    "Dropout": (1, 3, 1, 2),
+}
+
+
+class _Ctx:
+    """What an op implementation needs besides its inputs."""
+
+    def __init__(self, node: NodeSpec, opset: int, max_elements: int) -> None:
+        self.node = node
+        self.opset = opset
+        self.max_elements = max_elements
+
+    def unsupported(self, what: str) -> UnsupportedOperatorError:
+        return UnsupportedOperatorError(f"node {self.node.name!r} ({self.node.op}): {what}")
+
+    def error(self, what: str) -> ModelError:
+        return ModelError(f"node {self.node.name!r} ({self.node.op}): {what}")
+
+    def attr_int(self, name: str, default: int) -> int:
+        v = self.node.attrs.get(name, default)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise self.unsupported(f"attribute {name} must be an integer")
+        return v
+
+    def attr_float(self, name: str, default: float) -> float:
+        v = self.node.attrs.get(name, default)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise self.unsupported(f"attribute {name} must be a finite number")
+        return float(v)
+
+    def attr_ints(self, name: str, default: list[int] | None) -> list[int] | None:
+        v = self.node.attrs.get(name, default)
+        if v is None:
+            return None
+        if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise self.unsupported(f"attribute {name} must be a list of integers")
+        return list(v)
+
+    def attr_str(self, name: str, default: str) -> str:
+        v = self.node.attrs.get(name, default)
+        if not isinstance(v, str):
+            raise self.unsupported(f"attribute {name} must be a string")
+        return v
+
+    def check_size(self, shape: tuple[int, ...] | list[int], what: str = "output") -> None:
+        n = math.prod(int(d) for d in shape)
+        if n > self.max_elements:
+            raise self.error(f"{what} of shape {tuple(shape)} has {n} elements, more than the "
+                             f"limit {self.max_elements}")
+
+    def float_input(self, x: np.ndarray | None, which: str) -> np.ndarray:
+        if x is None:
+            raise self.error(f"input {which} is required")
+        if x.dtype != F32:
+            raise self.error(f"input {which} has dtype {x.dtype}, expected float32")
+        return x
+
+
+# --- helpers for windowed ops ------------------------------------------------------------
+
+def _spatial_params(ctx: _Ctx, x: np.ndarray, kernel: list[int]) -> tuple[list[int], list[int], list[int], list[int]]:
+    """strides, dilations, pads_begin, pads_end for a 2-D windowed op (auto_pad resolved)."""
+    if x.ndim != 4:
+        raise ctx.unsupported(f"only 2-D spatial inputs (N, C, H, W) are supported, got rank {x.ndim}")
+    if len(kernel) != 2 or any(k < 1 for k in kernel):
+        raise ctx.unsupported(f"kernel_shape {kernel} must be two positive integers")
+    strides = ctx.attr_ints("strides", [1, 1]) or [1, 1]
+    dilations = ctx.attr_ints("dilations", [1, 1]) or [1, 1]
+    if len(strides) != 2 or len(dilations) != 2 or min(strides + dilations) < 1:
+        raise ctx.unsupported(f"strides {strides} / dilations {dilations} must be two positive integers")
+    auto_pad = ctx.attr_str("auto_pad", "NOTSET")
+    spatial = list(x.shape[2:])
+    if auto_pad == "NOTSET":
+        pads = ctx.attr_ints("pads", [0, 0, 0, 0]) or [0, 0, 0, 0]
+        if len(pads) != 4 or min(pads) < 0:
+            raise ctx.unsupported(f"pads {pads} must be four non-negative integers")
+        begin, end = pads[:2], pads[2:]
+    elif auto_pad == "VALID":
+        if "pads" in ctx.node.attrs:
+            raise ctx.unsupported("pads must not be given with auto_pad")
+        begin, end = [0, 0], [0, 0]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        if "pads" in ctx.node.attrs:
+            raise ctx.unsupported("pads must not be given with auto_pad")
+        begin, end = [], []
+        for size, k, s, d in zip(spatial, kernel, strides, dilations):
+            out = -(-size // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            small, large = total // 2, total - total // 2
+            if auto_pad == "SAME_UPPER":
+                begin.append(small)
+                end.append(large)
+            else:
+                begin.append(large)
+                end.append(small)
+    else:
+        raise ctx.unsupported(f"auto_pad {auto_pad!r} is not supported")
+    return strides, dilations, begin, end
+
+
+def _out_size(size: int, k: int, s: int, d: int, pb: int, pe: int, ceil_mode: bool) -> int:
+    span = size + pb + pe - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    if ceil_mode:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + pb:  # the last window must start inside input or left padding
+            out -= 1
+        return out
+    return span // s + 1
+
+
+def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
+             begin: list[int], end: list[int], ceil_mode: bool, fill: float) -> tuple[np.ndarray, list[int], list[int]]:
+    """View of shape (N, C, OH, OW, KH, KW) over ``x`` padded with ``fill``; also out size and the
+    extra end padding added for ceil mode."""
+    outs = [_out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], begin[i], end[i], ceil_mode)
+            for i in range(2)]
+    if min(outs) < 1:
+        raise ctx.error(f"input of spatial size {tuple(x.shape[2:])} is smaller than the window")
+    ctx.check_size((x.shape[0], x.shape[1], outs[0], outs[1], kernel[0], kernel[1]), "window buffer")
+    extra = []
+    for i in range(2):
+        need = (outs[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
+        have = x.shape[2 + i] + begin[i] + end[i]
+        extra.append(max(need - have, 0))
+    padded = np.pad(x, ((0, 0), (0, 0), (begin[0], end[0] + extra[0]), (begin[1], end[1] + extra[1])),
+                    mode="constant", constant_values=fill)
+    n, c, h, w = padded.shape
+    sn, sc, sh, sw = padded.strides
+    view = np.lib.stride_tricks.as_strided(
+        padded, shape=(n, c, outs[0], outs[1], kernel[0], kernel[1]),
+        strides=(sn, sc, sh * strides[0], sw * strides[1], sh * dilations[0], sw * dilations[1]),
+        writeable=False)
+    return view, outs, extra
+
+
+# --- operators ---------------------------------------------------------------------------
+
+def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    w = ctx.float_input(w, "W")
+    if w.ndim != 4:
+        raise ctx.unsupported(f"only 2-D convolution is supported, weight has rank {w.ndim}")
+    kernel = ctx.attr_ints("kernel_shape", None) or list(w.shape[2:])
+    if kernel != list(w.shape[2:]):
+        raise ctx.error(f"kernel_shape {kernel} does not match weight shape {w.shape}")
+    strides, dilations, begin, end = _spatial_params(ctx, x, kernel)
+    group = ctx.attr_int("group", 1)
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    if group < 1 or c % group or m % group or w.shape[1] * group != c:
+        raise ctx.error(f"channels: input {c}, weight {w.shape}, group {group} do not fit")
+    if b is not None:
+        b = ctx.float_input(b, "B")
+        if b.shape != (m,):
+            raise ctx.error(f"bias shape {b.shape} is not ({m},)")
+    view, outs, _ = _windows(ctx, x, kernel, strides, dilations, begin, end, False, 0.0)
+    ctx.check_size((n, m, outs[0], outs[1]))
+    cg, mg = c // group, m // group
+    results = []
+    for g in range(group):
+        # (N, Cg, OH, OW, KH, KW) -> (N, OH*OW, Cg*KH*KW)
+        cols = view[:, g * cg:(g + 1) * cg].transpose(0, 2, 3, 1, 4, 5).reshape(n, outs[0] * outs[1], -1)
+        wg = w[g * mg:(g + 1) * mg].reshape(mg, -1)
+        results.append(np.matmul(cols, wg.T))  # (N, OH*OW, Mg)
+    y = np.concatenate(results, axis=2).transpose(0, 2, 1).reshape(n, m, outs[0], outs[1])
+    if b is not None:
+        y = y + b.reshape(1, m, 1, 1)
+    return y.astype(F32, copy=False)
+
+
+def _pool_kernel(ctx: _Ctx) -> list[int]:
+    kernel = ctx.attr_ints("kernel_shape", None)
+    if kernel is None:
+        raise ctx.error("attribute kernel_shape is required")
+    return kernel
+
+
+def _maxpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    kernel = _pool_kernel(ctx)
+    strides, dilations, begin, end = _spatial_params(ctx, x, kernel)
+    if ctx.attr_int("storage_order", 0) != 0:
+        raise ctx.unsupported("storage_order other than 0 is not supported")
+    ceil_mode = ctx.attr_int("ceil_mode", 0)
+    if ceil_mode not in (0, 1):
+        raise ctx.unsupported(f"ceil_mode {ceil_mode} must be 0 or 1")
+    view, _, _ = _windows(ctx, x, kernel, strides, dilations, begin, end, bool(ceil_mode), -np.inf)
+    return view.max(axis=(4, 5)).astype(F32, copy=False)
+
+
+def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    kernel = _pool_kernel(ctx)
+    strides, dilations, begin, end = _spatial_params(ctx, x, kernel)
+    ceil_mode = ctx.attr_int("ceil_mode", 0)
+    include = ctx.attr_int("count_include_pad", 0)
+    if ceil_mode not in (0, 1) or include not in (0, 1):
+        raise ctx.unsupported("ceil_mode and count_include_pad must be 0 or 1")
+    view, outs, extra = _windows(ctx, x, kernel, strides, dilations, begin, end, bool(ceil_mode), 0.0)
+    total = view.sum(axis=(4, 5), dtype=F32)
+    # divisor: elements of the window inside the input (count_include_pad=0) or inside input +
+    # explicit pads (count_include_pad=1); ceil-mode overhang is never counted.
+    h, w = x.shape[2:]
+    mask = np.zeros((1, 1, h + begin[0] + end[0] + extra[0], w + begin[1] + end[1] + extra[1]), dtype=F32)
+    if include:
+        mask[:, :, :h + begin[0] + end[0], :w + begin[1] + end[1]] = 1.0
+    else:
+        mask[:, :, begin[0]:begin[0] + h, begin[1]:begin[1] + w] = 1.0
+    s = mask.strides
+    mview = np.lib.stride_tricks.as_strided(
+        mask, shape=(1, 1, outs[0], outs[1], kernel[0], kernel[1]),
+        strides=(s[0], s[1], s[2] * strides[0], s[3] * strides[1], s[2] * dilations[0], s[3] * dilations[1]),
+        writeable=False)
+    count = mview.sum(axis=(4, 5))
+    if np.any(count == 0):
+        raise ctx.error("a pooling window covers no input element")
+    return (total / count).astype(F32, copy=False)
+
+
+def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    if x.ndim < 3:
+        raise ctx.error(f"input rank {x.ndim} has no spatial dimensions")
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=F32).astype(F32, copy=False)
+
+
+def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
+               var: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    if ctx.attr_int("training_mode", 0) != 0:
+        raise ctx.unsupported("training_mode=1 is not supported (inference only)")
+    eps = ctx.attr_float("epsilon", 1e-5)
+    ctx.attr_float("momentum", 0.9)  # inference ignores it; validated only
+    if x.ndim < 2:
+        raise ctx.error(f"input rank {x.ndim} < 2")
+    c = x.shape[1]
+    for nm, p in (("scale", scale), ("B", bias), ("mean", mean), ("var", var)):
+        ctx.float_input(p, nm)
+        if p.shape != (c,):
+            raise ctx.error(f"{nm} has shape {p.shape}, expected ({c},)")
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    inv = (scale / np.sqrt(var + F32.type(eps))).astype(F32)
+    y = (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
+    return y.astype(F32, copy=False)
+
+
+def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = ctx.float_input(a, "A")
+    b = ctx.float_input(b, "B")
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
+    ctx.check_size(shape)
+    return np.add(a, b, dtype=F32)
+
+
+def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
+    if "axis" not in ctx.node.attrs:
+        raise ctx.error("attribute axis is required")
+    axis = ctx.attr_int("axis", 0)
+    xs = tuple(ctx.float_input(x, f"{i}") for i, x in enumerate(xs))
+    rank = xs[0].ndim
+    if not -rank <= axis < rank:
+        raise ctx.error(f"axis {axis} out of range for rank {rank}")
+    axis %= rank
+    for x in xs:
+        if x.ndim != rank or x.shape[:axis] + x.shape[axis + 1:] != xs[0].shape[:axis] + xs[0].shape[axis + 1:]:
+            raise ctx.error(f"input shapes {[x.shape for x in xs]} differ outside axis {axis}")
+    return np.concatenate(xs, axis=axis)
+
+
+def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "input")
+    axis = ctx.attr_int("axis", 1)
+    if not -x.ndim <= axis <= x.ndim:
+        raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
+    if axis < 0:
+        axis += x.ndim
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+
+
+def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    if shape is None or shape.dtype != I64 or shape.ndim != 1:
+        raise ctx.error("shape must be a 1-D int64 tensor")
+    allowzero = ctx.attr_int("allowzero", 0)
+    if allowzero not in (0, 1):
+        raise ctx.unsupported(f"allowzero {allowzero} must be 0 or 1")
+    dims = [int(d) for d in shape]
+    if dims.count(-1) > 1 or any(d < -1 for d in dims):
+        raise ctx.error(f"shape {dims} has more than one -1 or a negative dimension")
+    if allowzero and 0 in dims and -1 in dims:
+        raise ctx.error("allowzero=1 with both 0 and -1 in the shape is invalid")
+    out = []
+    for i, d in enumerate(dims):
+        if d == 0 and not allowzero:
+            if i >= x.ndim:
+                raise ctx.error(f"shape {dims}: dimension {i} copies a dimension the input lacks")
+            out.append(x.shape[i])
+        else:
+            out.append(d)
+    if -1 in out:
+        known = math.prod(d for d in out if d != -1)
+        if known == 0 or x.size % known:
+            raise ctx.error(f"cannot reshape {x.shape} into {dims}")
+        out[out.index(-1)] = x.size // known
+    if math.prod(out) != x.size:
+        raise ctx.error(f"cannot reshape {x.shape} into {dims}")
+    return x.reshape(out)
+
+
+def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
+    a = ctx.float_input(a, "A")
+    b = ctx.float_input(b, "B")
+    alpha = ctx.attr_float("alpha", 1.0)
+    beta = ctx.attr_float("beta", 1.0)
+    ta, tb = ctx.attr_int("transA", 0), ctx.attr_int("transB", 0)
+    if ta not in (0, 1) or tb not in (0, 1):
+        raise ctx.unsupported("transA/transB must be 0 or 1")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ctx.error(f"A and B must be 2-D, got {a.shape} and {b.shape}")
+    a2 = a.T if ta else a
+    b2 = b.T if tb else b
+    if a2.shape[1] != b2.shape[0]:
+        raise ctx.error(f"inner dimensions differ: {a2.shape} x {b2.shape}")
+    ctx.check_size((a2.shape[0], b2.shape[1]))
+    y = np.matmul(a2, b2)
+    if alpha != 1.0:
+        y = y * F32.type(alpha)
+    if c is not None:
+        c = ctx.float_input(c, "C")
+        try:
+            if np.broadcast_shapes(c.shape, y.shape) != y.shape:
+                raise ValueError
+        except ValueError:
+            raise ctx.error(f"C of shape {c.shape} does not broadcast to {y.shape}") from None
+        y = y + (c * F32.type(beta) if beta != 1.0 else c)
+    return y.astype(F32, copy=False)
+
+
+def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = ctx.float_input(a, "A")
+    b = ctx.float_input(b, "B")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ctx.error("MatMul operands must have rank >= 1")
+    try:
+        ka = a.shape[-1]
+        kb = b.shape[-2] if b.ndim >= 2 else b.shape[0]
+        if ka != kb:
+            raise ValueError
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise ctx.error(f"shapes {a.shape} and {b.shape} do not multiply") from None
+    ctx.check_size(tuple(batch) + (a.shape[-2] if a.ndim >= 2 else 1, b.shape[-1] if b.ndim >= 2 else 1))
+    return np.matmul(a, b).astype(F32, copy=False)
+
+
+def _softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(F32, copy=False)
+
+
+def _softmax(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "input")
+    default = -1 if ctx.opset >= 13 else 1
+    axis = ctx.attr_int("axis", default)
+    if not -x.ndim <= axis < max(x.ndim, 1):
+        raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
+    axis %= x.ndim
+    if ctx.opset >= 13:
+        return _softmax_along(x, axis)
+    # opset < 13: coerce to 2-D at axis, softmax over the second dimension
+    flat = x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+    return _softmax_along(flat, 1).reshape(x.shape)
+
+
+def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    def op(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+        return fn(ctx.float_input(x, "X")).astype(F32, copy=False)
+    return op
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # numerically stable in both tails
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _clip(ctx: _Ctx, x: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "input")
+    for nm, v in (("min", lo), ("max", hi)):
+        if v is not None:
+            ctx.float_input(v, nm)
+            if v.size != 1 or v.ndim > 1:
+                raise ctx.error(f"{nm} must be a scalar, got shape {v.shape}")
+    y = x
+    if lo is not None:
+        y = np.maximum(y, lo.reshape(()))
+    if hi is not None:
+        y = np.minimum(y, hi.reshape(()))
+    return y.astype(F32, copy=False)
+
+
+def _identity(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    return ctx.float_input(x, "input")
+
+
+def _dropout(ctx: _Ctx, x: np.ndarray, ratio: np.ndarray | None = None,
+             training: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    if training is not None and (training.size != 1 or bool(training.reshape(())) is not False):
+        raise ctx.unsupported("training_mode must be a constant false (inference only)")
+    if len([o for o in ctx.node.outputs if o]) > 1:
+        raise ctx.unsupported("the mask output is not supported (inference only)")
+    return x
+
+
+_IMPL: dict[str, Callable[..., np.ndarray]] = {
+    "Conv": _conv, "Relu": _unary(lambda x: np.maximum(x, F32.type(0))), "Sigmoid": _unary(_sigmoid),
+    "Tanh": _unary(np.tanh), "Clip": _clip, "MaxPool": _maxpool, "AveragePool": _avgpool,
+    "GlobalAveragePool": _global_avgpool, "BatchNormalization": _batchnorm, "Add": _add,
+    "Concat": _concat, "Flatten": _flatten, "Reshape": _reshape, "Gemm": _gemm, "MatMul": _matmul,
+    "Softmax": _softmax, "Identity": _identity, "Dropout": _dropout,
+}
+
+
+# --- the interpreter ---------------------------------------------------------------------
+
+def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
+    return len(actual) == len(declared) and all(d is None or a == d for a, d in zip(actual, declared))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    node: NodeSpec
+    inputs: tuple[str | None, ...]
+
+
+class HeadInterpreter:
+    """Evaluates a head graph on float32 numpy arrays; refuses anything outside its operator set.
+
+    Construction verifies the package against the index: the graph file parses, every node is
+    a supported operator with supported attributes and opset, every parameter the graph declares
+    is an index entry with the same name, dtype and shape (in the same order), the blob is
+    exactly as long as the entries cover, and each parameter slice matches its sha256. The
+    index itself was checked against its Merkle root when it was decoded; callers compare that
+    root with the one registered on-chain.
+    """
+
+    def __init__(self, package: HeadPackage, index: ParameterIndexTable, *,
+                 max_tensor_elements: int = DEFAULT_MAX_TENSOR_ELEMENTS) -> None:
+        self._max = int(max_tensor_elements)
+        graph = decode_graph(package.graph_bytes)
+        self._graph = graph
+        if not MIN_OPSET <= graph.opset <= MAX_OPSET:
+            raise UnsupportedOperatorError(f"head graph uses ai.onnx opset {graph.opset}; this "
+                                           f"interpreter implements opsets {MIN_OPSET}..{MAX_OPSET}")
+        self._params = self._load_parameters(package, index, graph)
+        self._plan = self._validate_nodes(graph)
+        self.merkle_root = index.merkle_root()
+        logger.info("head loaded nodes=%d params=%d opset=%d", len(graph.nodes), len(self._params), graph.opset)
+
+    # -- construction checks --
+
+    @staticmethod
+    def _load_parameters(package: HeadPackage, index: ParameterIndexTable,
+                         graph: HeadGraph) -> dict[str, np.ndarray]:
+        declared = [(p.name, p.dtype, tuple(p.shape)) for p in graph.parameters]
+        indexed = [(e.name, e.dtype, e.shape) for e in index.entries]
+        if declared != indexed:
+            missing = sorted({d[0] for d in declared} - {i[0] for i in indexed})
+            extra = sorted({i[0] for i in indexed} - {d[0] for d in declared})
+            raise PackageFormatError(
+                "the parameter index does not match the head graph's parameters "
+                f"(missing from index: {missing}, not in graph: {extra}; or dtype/shape/order "
+                "differ); provision the index that was built with this package")
+        if len(package.params_bytes) != index.blob_length:
+            raise PackageFormatError(f"parameter blob has {len(package.params_bytes)} bytes, the index "
+                                     f"covers {index.blob_length}")
+        return {e.name: read_parameter(package.params_bytes, e) for e in index.entries}
+
+    def _validate_nodes(self, graph: HeadGraph) -> list[_Plan]:
+        known: set[str] = {s.name for s in graph.inputs} | set(self._params)
+        for s in graph.inputs:
+            if s.dtype != "float32":
+                raise UnsupportedOperatorError(f"head input {s.name!r} has dtype {s.dtype}; only float32")
+            if s.shape[1:].count(None):
+                raise UnsupportedOperatorError(f"head input {s.name!r} has a symbolic non-batch dimension")
+        plan = []
+        for node in graph.nodes:
+            if node.op not in SUPPORTED_OPS:
+                raise UnsupportedOperatorError(
+                    f"node {node.name!r} uses operator {node.op!r}, which the enclave interpreter does "
+                    f"not support; supported: {sorted(SUPPORTED_OPS)}")
+            bad = sorted(set(node.attrs) - SUPPORTED_OPS[node.op])
+            if bad:
+                raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): unsupported attribute(s) {bad}")
+            lo_in, hi_in, lo_out, hi_out = _ARITY[node.op]
+            ins = list(node.inputs)
+            while ins and ins[-1] == "":
+                ins.pop()
+            outs = [o for o in node.outputs]
+            if not lo_in <= len(ins) <= hi_in or not lo_out <= len(outs) <= hi_out or not outs[0]:
+                raise UnsupportedOperatorError(
+                    f"node {node.name!r} ({node.op}): {len(ins)} inputs / {len(outs)} outputs are outside "
+                    f"{lo_in}..{hi_in} / {lo_out}..{hi_out}")
+            for i, name in enumerate(ins):
+                if name and name not in known:
+                    raise ModelError(f"node {node.name!r} ({node.op}): input {name!r} is not defined "
+                                     "before it (graph not topologically sorted or tensor missing)")
+                if not name and i < lo_in:
+                    raise ModelError(f"node {node.name!r} ({node.op}): required input {i} is empty")
+            for o in outs:
+                if o:
+                    known.add(o)
+            plan.append(_Plan(node, tuple(n or None for n in ins)))
+        for s in graph.outputs:
+            if s.name not in known:
+                raise ModelError(f"head output {s.name!r} is produced by no node")
+        return plan
+
+    # -- public surface --
+
+    @property
+    def input_specs(self) -> list[tuple[str, tuple[int | None, ...], str]]:
+        """(name, shape with None for the batch dimension, dtype) of every head input."""
+        return [(s.name, s.shape, s.dtype) for s in self._graph.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [s.name for s in self._graph.outputs]
+
+    @property
+    def output_policy(self) -> str:
+        """What of the head's output may leave the enclave: label, label_scores or features."""
+        return self._graph.output_policy
+
+    @property
+    def opset(self) -> int:
+        return self._graph.opset
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Evaluate the head. ``inputs`` maps every head input name to a float32 array."""
+        expected = {s.name: s for s in self._graph.inputs}
+        if set(inputs) != set(expected):
+            raise ModelError(f"head inputs must be exactly {sorted(expected)}, got {sorted(inputs)}")
+        env: dict[str, np.ndarray] = dict(self._params)
+        batch: int | None = None
+        for name, spec in expected.items():
+            x = inputs[name]
+            if not isinstance(x, np.ndarray) or x.dtype != F32:
+                raise ModelError(f"head input {name!r} must be a float32 numpy array, got "
+                                 f"{getattr(x, 'dtype', type(x).__name__)}")
+            if not _shape_matches(x.shape, spec.shape):
+                raise ModelError(f"head input {name!r} has shape {x.shape}, expected {spec.shape}")
+            if x.size > self._max:
+                raise ModelError(f"head input {name!r} has {x.size} elements, more than the limit {self._max}")
+            if spec.shape and spec.shape[0] is None:
+                if batch is not None and x.shape[0] != batch:
+                    raise ModelError(f"head inputs disagree on the batch size ({batch} vs {x.shape[0]})")
+                batch = x.shape[0]
+            env[name] = x
+        for step in self._plan:
+            node = step.node
+            ctx = _Ctx(node, self._graph.opset, self._max)
+            args = [env[n] if n else None for n in step.inputs]
+            try:
+                y = _IMPL[node.op](ctx, *args)
+            except (ModelError, PackageFormatError):
+                raise
+            except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
+                raise ModelError(f"node {node.name!r} ({node.op}) failed: {type(exc).__name__}") from None
+            out_name = node.outputs[0]
+            if y.dtype != F32:
+                raise ModelError(f"node {node.name!r} ({node.op}) produced dtype {y.dtype}, expected float32")
+            ctx.check_size(y.shape)
+            spec = self._graph.values.get(out_name)
+            if spec is not None:
+                if spec.dtype != "float32" or not _shape_matches(y.shape, spec.shape):
+                    raise ModelError(f"node {node.name!r} ({node.op}) produced shape {y.shape}, the graph "
+                                     f"declares {spec.shape}")
+                if spec.shape and spec.shape[0] is None and batch is not None and y.shape[0] != batch:
+                    raise ModelError(f"node {node.name!r} ({node.op}) changed the batch size to {y.shape[0]}")
+            env[out_name] = y
+        out = {}
+        for s in self._graph.outputs:
+            y = env[s.name]
+            if not _shape_matches(y.shape, s.shape):
+                raise ModelError(f"head output {s.name!r} has shape {y.shape}, expected {s.shape}")
+            out[s.name] = np.ascontiguousarray(y)
+        return out
+
+
+def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """What leaves the enclave for one head output under ``policy``.
+
+    ``label``: the arg-max class per row (int64); ``label_scores``: that plus the scores;
+    ``features``: the output vector itself (embedding models).
+    """
+    if policy == "label":
+        return {"label": np.argmax(scores, axis=-1).astype(np.int64)}
+    if policy == "label_scores":
+        return {"label": np.argmax(scores, axis=-1).astype(np.int64), "scores": scores.astype(F32)}
+    if policy == "features":
+        return {"features": scores.astype(F32)}
+    raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features")
