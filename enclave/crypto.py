@@ -1,0 +1,311 @@
+"""Symmetric and public-key encryption of splitseal (docs/PROTOCOL.md, "ECIES").
+
+One small library used by the enclave, the chain node and the requester, so that every party
+builds the same ciphertexts and the same additional data (AAD).
+
+ECIES to an X25519 key, step by step:
+
+1. the sender draws a fresh ephemeral X25519 key pair (never reused: one per message);
+2. shared secret = X25519(ephemeral private, recipient public);
+3. key = HKDF-SHA256(shared secret, salt = ephemeral public || recipient public,
+   info = ``"splitseal.ecies.v1"``, 32 bytes);
+4. ciphertext = ``0x01 || ephemeral public (32) || nonce (12) || AES-256-GCM(key, nonce,
+   plaintext, AAD)``.
+
+The AAD is never transmitted: each use fixes it (the ``*_aad`` builders below), and the
+receiver rebuilds it from what it expects, so a ciphertext moved to another request, model or
+version fails to open.
+
+This module imports only the standard library, ``cryptography`` and ``eth_hash`` (keccak).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+from typing import Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from eth_hash.auto import keccak as _keccak
+
+from splitseal.errors import EnclaveError, InvalidInputError
+
+ECIES_VERSION = 0x01
+ECIES_INFO = b"splitseal.ecies.v1"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+PUBLIC_KEY_BYTES = 32
+#: version byte + ephemeral public key + nonce + tag: what ECIES adds to a plaintext.
+ECIES_OVERHEAD = 1 + PUBLIC_KEY_BYTES + NONCE_BYTES + TAG_BYTES
+
+AAD_INPUT = b"splitseal.input.v1"
+AAD_HEAD = b"splitseal.head.v1"
+AAD_INDEX = b"splitseal.index.v1"
+AAD_TRANSFER = b"splitseal.transfer.v1"
+AAD_RESULT = b"splitseal.result.v1"
+
+
+class DecryptionError(EnclaveError):
+    """A ciphertext did not open: wrong key, wrong additional data, or tampered bytes.
+
+    Deliberately says nothing about which: the three are indistinguishable to AES-GCM and the
+    message must not help an attacker tell them apart.
+    """
+
+
+# --- hashing and key derivation -----------------------------------------------------------
+
+def keccak256(data: bytes) -> bytes:
+    """keccak256 as the EVM computes it (not NIST SHA3-256)."""
+    return _keccak(bytes(data))
+
+
+def hkdf_sha256(secret: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of ``secret``; every derived key in splitseal goes through here."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
+
+
+def random_bytes(n: int) -> bytes:
+    """Bytes from the operating system's CSPRNG."""
+    return os.urandom(n)
+
+
+def constant_time_equal(a: bytes, b: bytes) -> bool:
+    """Compare secrets or MACs without a timing side channel."""
+    return hmac.compare_digest(bytes(a), bytes(b))
+
+
+# --- X25519 key pairs ------------------------------------------------------------------------
+
+@dataclass(frozen=True, repr=False)
+class X25519KeyPair:
+    """An X25519 key pair; ``repr`` never shows the private half."""
+
+    private: bytes
+    public: bytes
+
+    @classmethod
+    def generate(cls) -> "X25519KeyPair":
+        key = X25519PrivateKey.generate()
+        return cls(private=_raw_private(key), public=_raw_public(key.public_key()))
+
+    @classmethod
+    def from_private(cls, private: bytes) -> "X25519KeyPair":
+        if len(private) != KEY_BYTES:
+            raise InvalidInputError(f"an X25519 private key is {KEY_BYTES} bytes, got {len(private)}")
+        key = X25519PrivateKey.from_private_bytes(bytes(private))
+        return cls(private=bytes(private), public=_raw_public(key.public_key()))
+
+    def __repr__(self) -> str:
+        return f"X25519KeyPair(public=0x{self.public.hex()})"
+
+
+def _raw_private(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+
+
+def _raw_public(key: X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _check_public(public: bytes, what: str = "recipient public key") -> bytes:
+    public = bytes(public)
+    if len(public) != PUBLIC_KEY_BYTES:
+        raise InvalidInputError(f"{what} must be {PUBLIC_KEY_BYTES} bytes (X25519), got {len(public)}")
+    return public
+
+
+# --- AES-256-GCM ----------------------------------------------------------------------------
+
+def aead_encrypt(key: bytes, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> tuple[bytes, bytes]:
+    """AES-256-GCM; returns ``(nonce, ciphertext || tag)``.
+
+    The nonce is 96 random bits unless given. Random nonces are safe for far more than 2^32
+    messages under one key only in the birthday sense; every key in splitseal encrypts few
+    messages (ECIES: one; sealing: one key per sealed blob) so this is a wide margin.
+    """
+    if len(key) != KEY_BYTES:
+        raise InvalidInputError(f"AES-256-GCM key must be {KEY_BYTES} bytes, got {len(key)}")
+    nonce = random_bytes(NONCE_BYTES) if nonce is None else bytes(nonce)
+    if len(nonce) != NONCE_BYTES:
+        raise InvalidInputError(f"AES-GCM nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
+    return nonce, AESGCM(bytes(key)).encrypt(nonce, bytes(plaintext), bytes(aad))
+
+
+def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Open AES-256-GCM; raises :class:`DecryptionError` (no detail) when it does not verify."""
+    if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES or len(ciphertext) < TAG_BYTES:
+        raise DecryptionError("ciphertext does not open: malformed key, nonce or ciphertext length")
+    try:
+        return AESGCM(bytes(key)).decrypt(bytes(nonce), bytes(ciphertext), bytes(aad))
+    except InvalidTag:
+        raise DecryptionError(
+            "ciphertext does not open: wrong key, wrong additional data or tampered bytes") from None
+
+
+# --- ECIES ----------------------------------------------------------------------------------
+
+def _ecies_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
+    return hkdf_sha256(shared, salt=ephemeral_public + recipient_public, info=ECIES_INFO)
+
+
+def ecies_encrypt(recipient_public: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt ``plaintext`` to an X25519 public key (docs/PROTOCOL.md, ECIES)."""
+    recipient_public = _check_public(recipient_public)
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = _raw_public(ephemeral.public_key())
+    try:
+        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+    except ValueError:
+        raise InvalidInputError("recipient public key is a low-order X25519 point; use a real key") from None
+    key = _ecies_key(shared, ephemeral_public, recipient_public)
+    nonce, sealed = aead_encrypt(key, plaintext, aad)
+    return bytes([ECIES_VERSION]) + ephemeral_public + nonce + sealed
+
+
+def ecies_decrypt(recipient: X25519KeyPair, ciphertext: bytes, aad: bytes) -> bytes:
+    """Open an ECIES ciphertext with the recipient's key pair and the expected AAD."""
+    ciphertext = bytes(ciphertext)
+    if len(ciphertext) < ECIES_OVERHEAD or ciphertext[0] != ECIES_VERSION:
+        raise DecryptionError(
+            f"not a splitseal ECIES v{ECIES_VERSION} ciphertext ({len(ciphertext)} bytes)")
+    ephemeral_public = ciphertext[1:33]
+    nonce = ciphertext[33:45]
+    try:
+        shared = X25519PrivateKey.from_private_bytes(recipient.private).exchange(
+            X25519PublicKey.from_public_bytes(ephemeral_public))
+    except ValueError:
+        raise DecryptionError("ciphertext does not open: invalid ephemeral key") from None
+    key = _ecies_key(shared, ephemeral_public, recipient.public)
+    return aead_decrypt(key, nonce, ciphertext[45:], aad)
+
+
+def ecies_ephemeral_and_nonce(ciphertext: bytes) -> tuple[bytes, bytes]:
+    """The public (ephemeral key, nonce) of an ECIES ciphertext; for audits and nonce tests."""
+    if len(ciphertext) < ECIES_OVERHEAD:
+        raise InvalidInputError("not an ECIES ciphertext: too short")
+    return bytes(ciphertext[1:33]), bytes(ciphertext[33:45])
+
+
+# --- additional data, one builder per use (docs/PROTOCOL.md table) -------------------------
+
+def _b32(value: bytes, what: str) -> bytes:
+    value = bytes(value)
+    if len(value) != 32:
+        raise InvalidInputError(f"{what} must be 32 bytes, got {len(value)}")
+    return value
+
+
+def _u32(value: int, what: str) -> bytes:
+    if not 0 <= int(value) < 2**32:
+        raise InvalidInputError(f"{what} must fit uint32, got {value}")
+    return struct.pack(">I", int(value))
+
+
+def _u256(value: int, what: str) -> bytes:
+    if not 0 <= int(value) < 2**256:
+        raise InvalidInputError(f"{what} must fit uint256, got {value}")
+    return int(value).to_bytes(32, "big")
+
+
+def _address(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        text = value[2:] if value.startswith(("0x", "0X")) else value
+        try:
+            value = bytes.fromhex(text)
+        except ValueError:
+            raise InvalidInputError(f"address {value!r} is not hex") from None
+    if len(value) != 20:
+        raise InvalidInputError(f"an address is 20 bytes, got {len(value)}")
+    return bytes(value)
+
+
+def request_key_hash(model_id: bytes, version: int, requester_key: bytes) -> bytes:
+    """keccak256(modelId, uint32 version, requester key), packed; scopes an input ciphertext."""
+    return keccak256(_b32(model_id, "model id") + _u32(version, "model version")
+                     + _check_public(requester_key, "requester key"))
+
+
+def input_aad(request_key_hash_: bytes) -> bytes:
+    """AAD of a request input encrypted to the node's input key."""
+    return AAD_INPUT + _b32(request_key_hash_, "request key hash")
+
+
+def head_aad(model_id: bytes, version: int, package_plain_hash: bytes) -> bytes:
+    """AAD of a head package encrypted to the enclave."""
+    return AAD_HEAD + _b32(model_id, "model id") + _u32(version, "model version") \
+        + _b32(package_plain_hash, "package plaintext hash")
+
+
+def index_aad(model_id: bytes, version: int, index_plain_hash: bytes) -> bytes:
+    """AAD of a parameter index encrypted to the enclave."""
+    return AAD_INDEX + _b32(model_id, "model id") + _u32(version, "model version") \
+        + _b32(index_plain_hash, "index plaintext hash")
+
+
+def transfer_aad(request_id: int, model_id: bytes, version: int, enclave: bytes | str,
+                 header: bytes) -> bytes:
+    """AAD of a backbone output encrypted to the enclave; ``header`` from :func:`tensor_header`."""
+    return AAD_TRANSFER + _u256(request_id, "request id") + _b32(model_id, "model id") \
+        + _u32(version, "model version") + _address(enclave) + bytes(header)
+
+
+def result_aad(request_id: int, model_id: bytes, version: int) -> bytes:
+    """AAD of a result encrypted to the requester."""
+    return AAD_RESULT + _u256(request_id, "request id") + _b32(model_id, "model id") \
+        + _u32(version, "model version")
+
+
+# --- tensors across the REE/enclave boundary -----------------------------------------------
+
+#: dtypes a backbone output may have; the header carries numpy's little-endian type string.
+TENSOR_DTYPES = ("<f4", "<f8", "<i8", "<i4")
+MAX_TENSOR_DIMS = 8
+
+
+def tensor_header(shape: Sequence[int], dtype: str) -> bytes:
+    """The shape-and-dtype header that ends the transfer AAD.
+
+    ``uint8 len(dtype) || dtype as ASCII (numpy type string, e.g. "<f4") || uint8 ndim ||
+    ndim x uint32 big-endian dims``. The tensor plaintext is the array's bytes in C order,
+    little-endian, so the header fully determines how to read it.
+    """
+    if dtype not in TENSOR_DTYPES:
+        raise InvalidInputError(f"tensor dtype {dtype!r} is not one of {TENSOR_DTYPES}")
+    shape = tuple(int(d) for d in shape)
+    if len(shape) > MAX_TENSOR_DIMS or any(d < 0 or d >= 2**32 for d in shape):
+        raise InvalidInputError(f"tensor shape {shape} has too many or out-of-range dimensions")
+    raw = dtype.encode("ascii")
+    return bytes([len(raw)]) + raw + bytes([len(shape)]) + b"".join(struct.pack(">I", d) for d in shape)
+
+
+def tensor_nbytes(shape: Sequence[int], dtype: str) -> int:
+    """Size in bytes of a C-order tensor of ``shape`` and ``dtype``."""
+    size = int(dtype[2:])
+    for d in shape:
+        size *= int(d)
+    return size
+
+
+def encrypt_transfer(enclave_public: bytes, enclave_address: bytes | str, request_id: int,
+                     model_id: bytes, version: int, array: "object") -> tuple[bytes, tuple[int, ...], str]:
+    """Encrypt a backbone output (a numpy array) to the enclave; returns (ciphertext, shape, dtype).
+
+    The chain node calls this; the enclave's ``infer`` rebuilds the AAD from the same values.
+    """
+    import numpy as np  # local: keep this module importable without numpy for light clients
+
+    arr = np.ascontiguousarray(array)
+    dtype = arr.dtype.newbyteorder("<").str if arr.dtype.byteorder not in ("<", "=", "|") else arr.dtype.str
+    arr = arr.astype(dtype, copy=False)
+    header = tensor_header(arr.shape, dtype)
+    aad = transfer_aad(request_id, model_id, version, enclave_address, header)
+    return ecies_encrypt(enclave_public, arr.tobytes(order="C"), aad), tuple(arr.shape), dtype
