@@ -1,0 +1,8 @@
+"""MPC feature-share nodes: ring arithmetic, Beaver triples, transports, the protocol, the node.
+
+Modules: :mod:`.ring` (fixed point in Z_2^64, sharing, truncation), :mod:`.matmul` (exact ring
+products on float BLAS), :mod:`.beaver` (triple providers, the dealer), :mod:`.transport`
+(in-process and TCP), :mod:`.protocol` (secure operations, random mask recovery, inference),
+:mod:`.recognition` (similarity on shares), :mod:`.store` (a node's SQLite), :mod:`.node` (the
+service).
+"""
