@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from splitseal.errors import ProtocolError
 
 from .beaver import Dealer, DealerTripleProvider
 from .protocol import Session
 from .transport import InProcessHub, Transport
+
+if TYPE_CHECKING:
+    from .transport import TcpTransport
 
 
 def run_parties(transports: Sequence[Transport], fn: Callable[[int, Transport], Any],
@@ -78,3 +82,36 @@ class LocalCluster:
     def close(self) -> None:
         for t in self.transports:
             t.close()
+
+
+def tcp_mesh(n_parties: int, key_dir: "Path", timeout: float = 30.0, host: str = "127.0.0.1"
+             ) -> list["TcpTransport"]:
+    """N TCP transports on loopback in this process, fully authenticated (tests and benchmarks)."""
+    import time
+    from pathlib import Path
+
+    from .channel import Listener, Roster, connect, generate_identity, load_identity
+    from .transport import TcpTransport
+
+    key_dir = Path(key_dir)
+    names = [f"node-{p}" for p in range(n_parties)]
+    roster = Roster({nm: bytes.fromhex(generate_identity(key_dir / f"{nm}.key")) for nm in names})
+    ids = [load_identity(key_dir / f"{nm}.key") for nm in names]
+    transports = [TcpTransport(p, n_parties, timeout) for p in range(n_parties)]
+    listeners = []
+    for p in range(n_parties):
+        t = transports[p]
+
+        def on_channel(ch, t=t):
+            t.attach(int(ch.peer.split("-")[1]), ch)
+
+        lst = Listener(host, 0, names[p], ids[p], roster,
+                       allowed=lambda nm, p=p: nm in names[p + 1:], on_channel=on_channel)
+        listeners.append(lst)
+        t.on_close.append(lst.close)
+    for p in range(n_parties):
+        for q in range(p):
+            transports[p].attach(q, connect(host, listeners[q].port, names[p], ids[p], roster, names[q]))
+    for t in transports:
+        t.wait_connected(time.monotonic() + 10)
+    return transports

@@ -22,12 +22,16 @@ import json
 import logging
 import queue
 import struct
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from splitseal.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from .channel import Channel
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +161,7 @@ class Transport(abc.ABC):
         self.stats.rounds += 1
         for p, arrays in outgoing.items():
             data = encode_frame(Frame(self._session, tag, "data", list(arrays), dict(meta or {})))
-            self._send_bytes(p, data)
-            self.stats.bytes_sent += len(data)
+            self.stats.bytes_sent += self._send_bytes(p, data)
             self.stats.messages_sent += 1
         return {p: self._recv_tagged(p, tag).arrays for p in expect_from}
 
@@ -170,8 +173,7 @@ class Transport(abc.ABC):
         self.stats.rounds += 1
         for p, meta in outgoing.items():
             data = encode_frame(Frame(self._session, tag, "data", [], dict(meta)))
-            self._send_bytes(p, data)
-            self.stats.bytes_sent += len(data)
+            self.stats.bytes_sent += self._send_bytes(p, data)
             self.stats.messages_sent += 1
         return {p: self._recv_tagged(p, tag).meta for p in expect_from}
 
@@ -182,8 +184,8 @@ class Transport(abc.ABC):
             if buffered:
                 frame = buffered.popleft()
             else:
-                data = self._recv_bytes(peer)
-                self.stats.bytes_received += len(data)
+                data, wire = self._recv_bytes(peer)
+                self.stats.bytes_received += wire
                 frame = decode_frame(data)
             if frame.kind == "close":
                 raise ProtocolError(f"peer {peer} disconnected during session {session[:16]}")
@@ -202,12 +204,13 @@ class Transport(abc.ABC):
     # --- what an implementation provides ---------------------------------------------------
 
     @abc.abstractmethod
-    def _send_bytes(self, peer: int, data: bytes) -> None:
-        """Deliver one frame to ``peer``; ProtocolError if the link is gone."""
+    def _send_bytes(self, peer: int, data: bytes) -> int:
+        """Deliver one frame to ``peer``; returns bytes on the wire; ProtocolError if the link is gone."""
 
     @abc.abstractmethod
-    def _recv_bytes(self, peer: int) -> bytes:
-        """Next frame from ``peer``; ProtocolError on disconnect or after ``timeout`` seconds."""
+    def _recv_bytes(self, peer: int) -> tuple[bytes, int]:
+        """Next frame from ``peer`` and its size on the wire; ProtocolError on disconnect or
+        after ``timeout`` seconds."""
 
     @abc.abstractmethod
     def pair_key(self, peer: int) -> bytes:
@@ -244,14 +247,16 @@ class InProcessTransport(Transport):
         self._hub = hub
         self._closed = False
 
-    def _send_bytes(self, peer: int, data: bytes) -> None:
+    def _send_bytes(self, peer: int, data: bytes) -> int:
         if self._closed:
             raise ProtocolError(f"node {self.party} transport is closed")
         self._hub._queues[(self.party, peer)].put(bytes(data))
+        return len(data)
 
-    def _recv_bytes(self, peer: int) -> bytes:
+    def _recv_bytes(self, peer: int) -> tuple[bytes, int]:
         try:
-            return self._hub._queues[(peer, self.party)].get(timeout=self.timeout)
+            data = self._hub._queues[(peer, self.party)].get(timeout=self.timeout)
+            return data, len(data)
         except queue.Empty:
             raise ProtocolError(f"peer {peer} sent nothing for {self.timeout:.0f} s; "
                                 "it is down or stuck — check the node and retry") from None
@@ -267,3 +272,103 @@ class InProcessTransport(Transport):
         self._closed = True
 
 
+
+
+# --- TCP ---------------------------------------------------------------------------------------
+
+class TcpTransport(Transport):
+    """Authenticated, encrypted TCP links (:mod:`.channel`) to every peer node.
+
+    Node ``i`` dials the nodes below it and is dialled by the nodes above it (whoever accepts,
+    e.g. the node service's listener, calls :meth:`attach`). One reader thread per link moves
+    frames into a queue, so two nodes sending large frames to each other at once never block.
+    A link that closes makes the next receive from that peer raise ProtocolError at once.
+    """
+
+    def __init__(self, party: int, n_parties: int, timeout: float = 30.0) -> None:
+        super().__init__(party, n_parties, timeout)
+        self._channels: dict[int, "Channel"] = {}
+        self._inbox: dict[int, queue.Queue] = {p: queue.Queue() for p in self.peers}
+        self._lock = threading.Lock()
+        #: called by :meth:`close` (e.g. to stop a listener that only serves this transport)
+        self.on_close: list[Callable[[], None]] = []
+
+    def attach(self, peer: int, channel: "Channel") -> None:
+        """Use ``channel`` for ``peer`` from now on (replacing a dead one)."""
+        with self._lock:
+            old = self._channels.get(peer)
+            self._channels[peer] = channel
+        if old is not None and old is not channel:
+            old.close()
+        threading.Thread(target=self._reader, args=(peer, channel), daemon=True,
+                         name=f"mpc-reader-{self.party}-{peer}").start()
+        log.info("mpc.transport attached party=%d peer=%d", self.party, peer)
+
+    def _reader(self, peer: int, channel: "Channel") -> None:
+        box = self._inbox[peer]
+        while True:
+            try:
+                data, wire = channel.recv()
+            except (ConnectionError, OSError, ProtocolError):
+                box.put((channel, None, 0))
+                return
+            box.put((channel, data, wire))
+
+    def connected(self, peer: int) -> bool:
+        ch = self._channels.get(peer)
+        return ch is not None and not ch.closed
+
+    def wait_connected(self, deadline: float) -> None:
+        """Block until every peer is attached or ``deadline`` (time.monotonic) passes."""
+        import time
+
+        while True:
+            missing = [p for p in self.peers if not self.connected(p)]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise ProtocolError(f"node {self.party}: peers {missing} did not connect; "
+                                    "check that every node of the cluster is running")
+            time.sleep(0.02)
+
+    def _send_bytes(self, peer: int, data: bytes) -> int:
+        ch = self._channels.get(peer)
+        if ch is None or ch.closed:
+            raise ProtocolError(f"node {self.party}: no link to peer {peer}; it is down")
+        return ch.send(data)
+
+    def _recv_bytes(self, peer: int) -> tuple[bytes, int]:
+        import time
+
+        end = time.monotonic() + self.timeout
+        box = self._inbox[peer]
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ProtocolError(f"peer {peer} sent nothing for {self.timeout:.0f} s; "
+                                    "it is down or stuck — check the node and retry")
+            try:
+                ch, data, wire = box.get(timeout=left)
+            except queue.Empty:
+                continue
+            if ch is not self._channels.get(peer):
+                continue  # leftovers of a replaced link
+            if data is None:
+                ch.closed = True
+                raise ProtocolError(f"peer {peer} disconnected")
+            return data, wire
+
+    def pair_key(self, peer: int) -> bytes:
+        ch = self._channels.get(peer)
+        if ch is None:
+            raise ProtocolError(f"node {self.party}: no link to peer {peer}")
+        return ch.pair_key
+
+    def close(self) -> None:
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+        for ch in channels:
+            ch.close()
+        for fn in self.on_close:
+            fn()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chain_node.mpc.local import tcp_mesh
 from chain_node.mpc.transport import InProcessHub, Transport
 
-TRANSPORT_KINDS = ["inprocess"]
+TRANSPORT_KINDS = ["inprocess", "tcp"]
 
 
 def make_transports(kind: str, n: int, tmp: Path, timeout: float = 10.0) -> list[Transport]:
     if kind == "inprocess":
         return InProcessHub(n, timeout).transports
+    if kind == "tcp":
+        return tcp_mesh(n, tmp / "keys", timeout)
     raise ValueError(kind)
