@@ -650,8 +650,6 @@ class HeadInterpreter:
                 if spec.dtype != "float32" or not _shape_matches(y.shape, spec.shape):
                     raise ModelError(f"node {node.name!r} ({node.op}) produced shape {y.shape}, the graph "
                                      f"declares {spec.shape}")
-                if spec.shape and spec.shape[0] is None and batch is not None and y.shape[0] != batch:
-                    raise ModelError(f"node {node.name!r} ({node.op}) changed the batch size to {y.shape[0]}")
             env[out_name] = y
         out = {}
         for s in self._graph.outputs:

@@ -75,9 +75,13 @@ def np_dtype(name: str) -> np.dtype:
         raise PackageFormatError(f"unknown dtype {name!r}; supported: {sorted(_NP_DTYPES)}") from None
 
 
-def _check_header(data: bytes, magic: bytes, what: str) -> int:
+def _as_bytes(data: object, what: str) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PackageFormatError(f"{what} must be bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
+def _check_header(data: bytes, magic: bytes, what: str) -> int:
     if len(data) < _HEADER.size:
         raise PackageFormatError(f"{what} is truncated: {len(data)} bytes, header needs {_HEADER.size}")
     got_magic, version, reserved = _HEADER.unpack_from(data, 0)
@@ -257,7 +261,7 @@ class ParameterIndexTable:
 
 def decode_index(data: bytes) -> ParameterIndexTable:
     """Parse and check an encoded parameter index; PackageFormatError on anything corrupt."""
-    data = bytes(data)
+    data = _as_bytes(data, "parameter index")
     pos = _check_header(data, INDEX_MAGIC, "parameter index")
 
     def take(n: int, what: str) -> bytes:
@@ -424,7 +428,7 @@ def decode_graph(data: bytes) -> HeadGraph:
     Structural only: operator semantics (supported ops, attributes, shapes) are the
     interpreter's job, which refuses what it does not know.
     """
-    data = bytes(data)
+    data = _as_bytes(data, "graph file")
     pos = _check_header(data, GRAPH_MAGIC, "graph file")
     if len(data) < pos + _GRAPH_LEN.size:
         raise _fail("truncated before the JSON length")
@@ -510,6 +514,15 @@ class HeadPackage:
         """keccak256 of the parameter blob (``headParamsHash`` in the registry)."""
         return keccak256(self.params_bytes)
 
+    def check_hashes(self, graph_hash: bytes, params_hash: bytes) -> None:
+        """Refuse a package whose graph or parameter blob is not the one the registry records."""
+        if self.graph_hash != bytes(graph_hash):
+            raise PackageFormatError("the head graph file does not match the registered headGraphHash; "
+                                     "provision the package that was registered for this model version")
+        if self.params_hash != bytes(params_hash):
+            raise PackageFormatError("the parameter blob does not match the registered headParamsHash; "
+                                     "provision the package that was registered for this model version")
+
     def encode(self) -> bytes:
         """The package in its wire format."""
         return b"".join([_HEADER.pack(PACKAGE_MAGIC, FORMAT_VERSION, 0),
@@ -528,7 +541,7 @@ def encode_head_package(pkg: HeadPackage) -> bytes:
 
 def decode_head_package(data: bytes) -> HeadPackage:
     """Parse an encoded head package; checks lengths exactly and that the graph file parses."""
-    data = bytes(data)
+    data = _as_bytes(data, "head package")
     pos = _check_header(data, PACKAGE_MAGIC, "head package")
     if len(data) < pos + _PKG_LENGTHS.size:
         raise PackageFormatError("head package is truncated before its section lengths")
