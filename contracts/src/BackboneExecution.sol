@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.37;
+
+import {IBackboneExecution} from "./interfaces/IBackboneExecution.sol";
+import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
+import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
+import {AccessControl} from "./lib/AccessControl.sol";
+
+/// @title BackboneExecution (the "first smart contract")
+/// @notice See {IBackboneExecution}: inference requests, the backbone stage, timeouts.
+contract BackboneExecution is IBackboneExecution, AccessControl {
+    // ============================================================================================
+    //                                         CONSTANTS
+    // ============================================================================================
+
+    /// @notice Role of the REE inference nodes.
+    bytes32 public constant NODE_ROLE = keccak256("splitseal.role.node");
+
+    /// @notice Largest inline encrypted input, bytes (bigger inputs go off-chain by pointer).
+    uint256 public constant MAX_INLINE_INPUT = 16 * 1024;
+
+    /// @notice Largest input pointer, bytes.
+    uint256 public constant MAX_POINTER = 512;
+
+    // ============================================================================================
+    //                                          STORAGE
+    // ============================================================================================
+
+    IModelRegistry private immutable _registry;
+    address private _enclaveTransfer;
+    bytes32 private _inputKey;
+    uint256 private _requestCount;
+    mapping(uint256 requestId => Request) private _requests;
+
+    // ============================================================================================
+    //                                        CONSTRUCTOR
+    // ============================================================================================
+
+    /// @param admin Receives `DEFAULT_ADMIN_ROLE` (grants `NODE_ROLE`, sets the input key).
+    /// @param registry The ModelRegistry.
+    constructor(address admin, IModelRegistry registry) {
+        if (address(registry) == address(0)) revert BackboneExecutionZeroAddress();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _registry = registry;
+    }
+
+    // ============================================================================================
+    //                                     ADMIN FUNCTIONS
+    // ============================================================================================
+
+    /// @inheritdoc IBackboneExecution
+    function setInputKey(bytes32 newKey) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (newKey == bytes32(0)) revert BackboneExecutionZeroInputKey();
+        bytes32 previous = _inputKey;
+        _inputKey = newKey;
+        emit InputKeyChanged(previous, newKey);
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function setEnclaveTransfer(address enclaveTransfer_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (enclaveTransfer_ == address(0)) revert BackboneExecutionZeroAddress();
+        if (_enclaveTransfer != address(0)) revert BackboneExecutionEnclaveTransferAlreadySet(_enclaveTransfer);
+        _enclaveTransfer = enclaveTransfer_;
+        emit EnclaveTransferLinked(enclaveTransfer_);
+    }
+
+    // ============================================================================================
+    //                                   REQUESTER FUNCTIONS
+    // ============================================================================================
+
+    /// @inheritdoc IBackboneExecution
+    function requestInference(
+        bytes32 modelId,
+        uint32 version,
+        bytes32 inputCommitment,
+        bytes calldata inlineInput,
+        string calldata inputPointer,
+        bytes32 requesterKey,
+        uint64 deadline
+    ) external returns (uint256 requestId) {
+        uint256 inlineLength = inlineInput.length;
+        uint256 pointerLength = bytes(inputPointer).length;
+        if ((inlineLength == 0) == (pointerLength == 0)) revert BackboneExecutionBadInput(inlineLength, pointerLength);
+        if (inlineLength > MAX_INLINE_INPUT) revert BackboneExecutionInputTooLarge(inlineLength, MAX_INLINE_INPUT);
+        if (pointerLength > MAX_POINTER) revert BackboneExecutionInputTooLarge(pointerLength, MAX_POINTER);
+        if (inputCommitment == bytes32(0)) revert BackboneExecutionZeroCommitment();
+        if (requesterKey == bytes32(0)) revert BackboneExecutionZeroRequesterKey();
+        if (deadline <= block.timestamp || deadline > type(uint40).max) {
+            revert BackboneExecutionBadDeadline(deadline, block.timestamp);
+        }
+        if (!_registry.versionExists(modelId, version)) revert BackboneExecutionUnknownModelVersion(modelId, version);
+
+        requestId = ++_requestCount;
+        _requests[requestId] = Request({
+            requester: msg.sender,
+            deadline: uint40(deadline),
+            status: Status.Requested,
+            version: version,
+            binding: _requestBinding(modelId, inputCommitment)
+        });
+        emit InferenceRequested(
+            requestId, modelId, msg.sender, version, inputCommitment, inlineInput, inputPointer, requesterKey, deadline
+        );
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function timeout(uint256 requestId) external {
+        Request storage r = _requests[requestId];
+        Status previous = r.status;
+        if (previous == Status.None) revert BackboneExecutionUnknownRequest(requestId);
+        if (previous != Status.Requested && previous != Status.Transferred) {
+            revert BackboneExecutionInvalidStatus(requestId, previous);
+        }
+        if (block.timestamp <= r.deadline) {
+            revert BackboneExecutionDeadlineNotReached(requestId, r.deadline, block.timestamp);
+        }
+        r.status = Status.TimedOut;
+        emit RequestTimedOut(requestId, msg.sender, previous);
+    }
+
+    // ============================================================================================
+    //                                      NODE FUNCTIONS
+    // ============================================================================================
+
+    /// @inheritdoc IBackboneExecution
+    function recordBackboneOutput(uint256 requestId, bytes32 outputCommitment, address enclave, bytes32 transferHash)
+        external
+        onlyRole(NODE_ROLE)
+    {
+        Request storage r = _requests[requestId];
+        Status current = r.status;
+        if (current == Status.None) revert BackboneExecutionUnknownRequest(requestId);
+        if (current != Status.Requested) revert BackboneExecutionInvalidStatus(requestId, current);
+        if (block.timestamp > r.deadline) revert BackboneExecutionDeadlinePassed(requestId, r.deadline, block.timestamp);
+        if (enclave == address(0)) revert BackboneExecutionZeroEnclave(requestId);
+        address transfer = _enclaveTransfer;
+        if (transfer == address(0)) revert BackboneExecutionEnclaveTransferNotSet();
+
+        r.status = Status.Transferred;
+        r.binding = _transferBinding(r.binding, enclave, transferHash);
+        emit BackboneExecuted(requestId, msg.sender, outputCommitment);
+        IEnclaveTransfer(transfer).recordTransfer(requestId, enclave, transferHash);
+    }
+
+    // ============================================================================================
+    //                               ENCLAVE TRANSFER FUNCTIONS
+    // ============================================================================================
+
+    /// @inheritdoc IBackboneExecution
+    function markCompleted(uint256 requestId) external returns (Request memory previous) {
+        if (msg.sender != _enclaveTransfer) revert BackboneExecutionNotEnclaveTransfer(msg.sender);
+        Request storage r = _requests[requestId];
+        previous = r;
+        if (previous.status == Status.Transferred && block.timestamp <= previous.deadline) {
+            r.status = Status.Completed;
+        }
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function markFailed(uint256 requestId) external returns (Status previous) {
+        if (msg.sender != _enclaveTransfer) revert BackboneExecutionNotEnclaveTransfer(msg.sender);
+        Request storage r = _requests[requestId];
+        previous = r.status;
+        if (previous == Status.Requested || previous == Status.Transferred) {
+            r.status = Status.Failed;
+        }
+    }
+
+    // ============================================================================================
+    //                                          VIEWS
+    // ============================================================================================
+
+    /// @inheritdoc IBackboneExecution
+    function request(uint256 requestId) external view returns (Request memory) {
+        return _requests[requestId];
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function status(uint256 requestId) external view returns (Status) {
+        return _requests[requestId].status;
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function requestCount() external view returns (uint256) {
+        return _requestCount;
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function inputKey() external view returns (bytes32) {
+        return _inputKey;
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function modelRegistry() external view returns (address) {
+        return address(_registry);
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function enclaveTransfer() external view returns (address) {
+        return _enclaveTransfer;
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes32) {
+        return _requestBinding(modelId, inputCommitment);
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function transferBinding(bytes32 previousBinding, address enclave, bytes32 transferHash)
+        external
+        pure
+        returns (bytes32)
+    {
+        return _transferBinding(previousBinding, enclave, transferHash);
+    }
+
+    // ============================================================================================
+    //                                     INTERNAL FUNCTIONS
+    // ============================================================================================
+
+    function _requestBinding(bytes32 modelId, bytes32 inputCommitment) private pure returns (bytes32) {
+        return keccak256(abi.encode(modelId, inputCommitment));
+    }
+
+    function _transferBinding(bytes32 previousBinding, address enclave, bytes32 transferHash)
+        private
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(previousBinding, enclave, transferHash));
+    }
+}

@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.20;
+
+import {IAccessControl} from "./IAccessControl.sol";
+
+/// @title IBackboneExecution (the "first smart contract")
+/// @notice Inference requests and the REE backbone stage: a requester asks for an inference
+///         (model version, input commitment, the input encrypted inline or an off-chain pointer,
+///         the requester's public key, a deadline); a node holding `NODE_ROLE` runs the public
+///         backbone, records the output commitment and, in the same transaction, the commitment
+///         of the encrypted output it passed into a named enclave (on {IEnclaveTransfer});
+///         after the deadline anyone may time the request out.
+/// @dev Lifecycle (docs/PROTOCOL.md): Requested -> Transferred -> Completed, Requested or
+///      Transferred -> Failed (reported on EnclaveTransfer), Requested or Transferred ->
+///      TimedOut after the deadline. Each request ends exactly once.
+///
+///      Storage is the gas budget: a request keeps two slots. Slot one packs requester,
+///      deadline, status and model version; slot two is a running `binding` hash:
+///      `requestBinding(modelId, inputCommitment)` while Requested, then
+///      `transferBinding(thatBinding, enclave, transferHash)` once Transferred. Later stages
+///      pass the values in calldata and the contract checks them against the binding; the
+///      values themselves are in the events, which are the audit log.
+interface IBackboneExecution is IAccessControl {
+    // ============================================================================================
+    //                                          TYPES
+    // ============================================================================================
+
+    /// @notice Where a request is in its lifecycle.
+    enum Status {
+        None,
+        Requested,
+        Transferred,
+        Completed,
+        Failed,
+        TimedOut
+    }
+
+    /// @notice What is stored for a request.
+    /// @param requester The account that asked.
+    /// @param deadline Unix time after which no stage may run and {timeout} becomes possible.
+    /// @param status The lifecycle state.
+    /// @param version The model version.
+    /// @param binding Running hash of the request's values (see the contract's notes).
+    struct Request {
+        address requester;
+        uint40 deadline;
+        Status status;
+        uint32 version;
+        bytes32 binding;
+    }
+
+    // ============================================================================================
+    //                                          ERRORS
+    // ============================================================================================
+
+    /// @notice The model has no such version in the ModelRegistry.
+    /// @param modelId The model.
+    /// @param version The version asked for.
+    error BackboneExecutionUnknownModelVersion(bytes32 modelId, uint32 version);
+    /// @notice Exactly one of the inline input and the input pointer must be non-empty.
+    /// @param inlineLength Length of the inline encrypted input.
+    /// @param pointerLength Length of the input pointer.
+    error BackboneExecutionBadInput(uint256 inlineLength, uint256 pointerLength);
+    /// @notice The inline input or the pointer is longer than allowed.
+    /// @param length The length given.
+    /// @param max The maximum.
+    error BackboneExecutionInputTooLarge(uint256 length, uint256 max);
+    /// @notice The input commitment must not be zero.
+    error BackboneExecutionZeroCommitment();
+    /// @notice The requester's public key must not be zero.
+    error BackboneExecutionZeroRequesterKey();
+    /// @notice The deadline must lie in the future and fit in 40 bits.
+    /// @param deadline The deadline given.
+    /// @param blockTime The current block timestamp.
+    error BackboneExecutionBadDeadline(uint64 deadline, uint256 blockTime);
+    /// @notice No request has this id.
+    /// @param requestId The id.
+    error BackboneExecutionUnknownRequest(uint256 requestId);
+    /// @notice The request is not in a state that allows this (e.g. a second delivery).
+    /// @param requestId The request.
+    /// @param status Its current status.
+    error BackboneExecutionInvalidStatus(uint256 requestId, Status status);
+    /// @notice The request's deadline has passed.
+    /// @param requestId The request.
+    /// @param deadline Its deadline.
+    /// @param blockTime The current block timestamp.
+    error BackboneExecutionDeadlinePassed(uint256 requestId, uint40 deadline, uint256 blockTime);
+    /// @notice {timeout} before the deadline.
+    /// @param requestId The request.
+    /// @param deadline Its deadline.
+    /// @param blockTime The current block timestamp.
+    error BackboneExecutionDeadlineNotReached(uint256 requestId, uint40 deadline, uint256 blockTime);
+    /// @notice The enclave named for a transfer must not be the zero address.
+    /// @param requestId The request.
+    error BackboneExecutionZeroEnclave(uint256 requestId);
+    /// @notice Only the linked EnclaveTransfer may change a request's final status.
+    /// @param caller The caller.
+    error BackboneExecutionNotEnclaveTransfer(address caller);
+    /// @notice The EnclaveTransfer link is set once.
+    /// @param current The linked contract.
+    error BackboneExecutionEnclaveTransferAlreadySet(address current);
+    /// @notice The EnclaveTransfer is not linked yet; the admin must call {setEnclaveTransfer}.
+    error BackboneExecutionEnclaveTransferNotSet();
+    /// @notice An address argument must not be zero.
+    error BackboneExecutionZeroAddress();
+    /// @notice The input key must not be zero.
+    error BackboneExecutionZeroInputKey();
+
+    // ============================================================================================
+    //                                          EVENTS
+    // ============================================================================================
+
+    /// @notice The X25519 key that nodes decrypt request inputs with changed.
+    /// @param previousKey The previous key (zero at first).
+    /// @param newKey The new key.
+    event InputKeyChanged(bytes32 previousKey, bytes32 newKey);
+
+    /// @notice The EnclaveTransfer contract was linked.
+    /// @param enclaveTransfer Its address.
+    event EnclaveTransferLinked(address indexed enclaveTransfer);
+
+    /// @notice An inference was requested.
+    /// @param requestId The new request id (a counter, so it survives reorgs).
+    /// @param modelId The model.
+    /// @param requester The account that asked.
+    /// @param version The model version.
+    /// @param inputCommitment Commitment to the plaintext input (checked by the node).
+    /// @param inlineInput The input encrypted to `inputKey()` (empty when a pointer is given).
+    /// @param inputPointer Where the encrypted input is stored off-chain (empty when inline).
+    /// @param requesterKey The requester's X25519 key; the result is encrypted to it.
+    /// @param deadline Unix time after which the request can only time out.
+    event InferenceRequested(
+        uint256 indexed requestId,
+        bytes32 indexed modelId,
+        address indexed requester,
+        uint32 version,
+        bytes32 inputCommitment,
+        bytes inlineInput,
+        string inputPointer,
+        bytes32 requesterKey,
+        uint64 deadline
+    );
+
+    /// @notice A node ran the backbone for a request (and thereby claimed it).
+    /// @param requestId The request.
+    /// @param node The node.
+    /// @param outputCommitment Commitment to the backbone output.
+    event BackboneExecuted(uint256 indexed requestId, address indexed node, bytes32 outputCommitment);
+
+    /// @notice A request ended without a result because its deadline passed.
+    /// @param requestId The request.
+    /// @param caller Who called {timeout}.
+    /// @param previousStatus Its status before (Requested or Transferred).
+    event RequestTimedOut(uint256 indexed requestId, address indexed caller, Status previousStatus);
+
+    // ============================================================================================
+    //                                     ADMIN FUNCTIONS
+    // ============================================================================================
+
+    /// @notice Set the X25519 key that request inputs are encrypted to.
+    /// @dev `DEFAULT_ADMIN_ROLE`. Emits {InputKeyChanged}. Reverts {BackboneExecutionZeroInputKey}.
+    /// @param newKey The nodes' input key.
+    function setInputKey(bytes32 newKey) external;
+
+    /// @notice Link the EnclaveTransfer contract, once.
+    /// @dev `DEFAULT_ADMIN_ROLE`. Emits {EnclaveTransferLinked}. Reverts
+    ///      {BackboneExecutionZeroAddress}, {BackboneExecutionEnclaveTransferAlreadySet}.
+    /// @param enclaveTransfer Its address.
+    function setEnclaveTransfer(address enclaveTransfer) external;
+
+    // ============================================================================================
+    //                                   REQUESTER FUNCTIONS
+    // ============================================================================================
+
+    /// @notice Ask for an inference.
+    /// @dev Emits {InferenceRequested}. Reverts {BackboneExecutionUnknownModelVersion},
+    ///      {BackboneExecutionBadInput}, {BackboneExecutionInputTooLarge},
+    ///      {BackboneExecutionZeroCommitment}, {BackboneExecutionZeroRequesterKey},
+    ///      {BackboneExecutionBadDeadline}.
+    /// @param modelId The model.
+    /// @param version The model version (must exist in the ModelRegistry).
+    /// @param inputCommitment Commitment to the plaintext input (non-zero).
+    /// @param inlineInput The input encrypted to `inputKey()`, or empty.
+    /// @param inputPointer An off-chain pointer to the encrypted input, or empty.
+    /// @param requesterKey The requester's X25519 public key (non-zero).
+    /// @param deadline Unix time, in the future.
+    /// @return requestId The new request's id (1, 2, ...).
+    function requestInference(
+        bytes32 modelId,
+        uint32 version,
+        bytes32 inputCommitment,
+        bytes calldata inlineInput,
+        string calldata inputPointer,
+        bytes32 requesterKey,
+        uint64 deadline
+    ) external returns (uint256 requestId);
+
+    /// @notice Anyone may end a request whose deadline passed without a result or failure.
+    /// @dev Emits {RequestTimedOut}. Reverts {BackboneExecutionUnknownRequest},
+    ///      {BackboneExecutionInvalidStatus}, {BackboneExecutionDeadlineNotReached}.
+    /// @param requestId The request.
+    function timeout(uint256 requestId) external;
+
+    // ============================================================================================
+    //                                      NODE FUNCTIONS
+    // ============================================================================================
+
+    /// @notice Record the backbone output commitment and the transfer of the encrypted output
+    ///         into `enclave`, claiming the request for the calling node.
+    /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits {BackboneExecuted} here
+    ///      and `TransferRecorded` on the EnclaveTransfer. Reverts
+    ///      {BackboneExecutionUnknownRequest}, {BackboneExecutionInvalidStatus},
+    ///      {BackboneExecutionDeadlinePassed}, {BackboneExecutionZeroEnclave},
+    ///      {BackboneExecutionEnclaveTransferNotSet}.
+    /// @param requestId The request.
+    /// @param outputCommitment Commitment to the backbone output.
+    /// @param enclave The enclave the encrypted output was passed to.
+    /// @param transferHash keccak256 of the transfer ciphertext.
+    function recordBackboneOutput(uint256 requestId, bytes32 outputCommitment, address enclave, bytes32 transferHash)
+        external;
+
+    // ============================================================================================
+    //                               ENCLAVE TRANSFER FUNCTIONS
+    // ============================================================================================
+
+    /// @notice Mark a Transferred request Completed, if it is Transferred and not past its
+    ///         deadline; returns the request as it was before.
+    /// @dev Only the linked EnclaveTransfer, which reverts with its own error when the returned
+    ///      status or deadline did not allow completion (nothing was written then).
+    /// @param requestId The request.
+    /// @return previous The stored request before the call.
+    function markCompleted(uint256 requestId) external returns (Request memory previous);
+
+    /// @notice Mark a Requested or Transferred request Failed; returns its previous status.
+    /// @dev Only the linked EnclaveTransfer, which reverts with its own error when the returned
+    ///      status did not allow failure (nothing was written then).
+    /// @param requestId The request.
+    /// @return previous The status before the call.
+    function markFailed(uint256 requestId) external returns (Status previous);
+
+    // ============================================================================================
+    //                                          VIEWS
+    // ============================================================================================
+
+    /// @notice The stored request (all zero for an unknown id).
+    /// @param requestId The request.
+    function request(uint256 requestId) external view returns (Request memory);
+    /// @notice The request's status.
+    /// @param requestId The request.
+    function status(uint256 requestId) external view returns (Status);
+    /// @notice Number of requests so far (= the last id).
+    function requestCount() external view returns (uint256);
+    /// @notice The nodes' X25519 input key.
+    function inputKey() external view returns (bytes32);
+    /// @notice The ModelRegistry this contract asks about models.
+    function modelRegistry() external view returns (address);
+    /// @notice The linked EnclaveTransfer.
+    function enclaveTransfer() external view returns (address);
+    /// @notice The binding stored while Requested.
+    /// @param modelId The model.
+    /// @param inputCommitment The input commitment.
+    /// @return keccak256(abi.encode(modelId, inputCommitment)).
+    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes32);
+    /// @notice The binding stored once Transferred.
+    /// @param previousBinding The request binding.
+    /// @param enclave The enclave named in the transfer.
+    /// @param transferHash keccak256 of the transfer ciphertext.
+    /// @return keccak256(abi.encode(previousBinding, enclave, transferHash)).
+    function transferBinding(bytes32 previousBinding, address enclave, bytes32 transferHash)
+        external
+        pure
+        returns (bytes32);
+}

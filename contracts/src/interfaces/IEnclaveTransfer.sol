@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.20;
+
+/// @title IEnclaveTransfer (the "second smart contract")
+/// @notice The enclave stage of a request: the commitment of the encrypted backbone output
+///         passed into a named enclave (recorded by BackboneExecution in the node's single
+///         transaction), the enclave-signed result encrypted to the requester, and failures
+///         with reason codes.
+/// @dev A result is accepted when an EIP-712 `InferenceResult(requestId, modelId, modelVersion,
+///      inputCommitment, transferHash, resultCommitment)` recovers to the enclave named at
+///      transfer, `resultCommitment = keccak256(encryptedResult)` is computed here from the
+///      ciphertext given, and `ModelRegistry.isEnclaveServing(modelId, version, enclave)` holds
+///      (registered, unrevoked, unexpired, allowed measurement, head loaded).
+///      Failure reason codes: 1 BadInput, 2 ShapeMismatch, 3 InputHashMismatch,
+///      4 InputUnavailable, 5 EnclaveRefused, 6 DeadlinePassed, 7 Internal.
+interface IEnclaveTransfer {
+    // ============================================================================================
+    //                                          ERRORS
+    // ============================================================================================
+
+    /// @notice Only the linked BackboneExecution may record transfers.
+    /// @param caller The caller.
+    error EnclaveTransferNotBackbone(address caller);
+    /// @notice Only accounts holding `NODE_ROLE` on BackboneExecution may report failures.
+    /// @param caller The caller.
+    error EnclaveTransferNotNode(address caller);
+    /// @notice The request is not in a state that allows this (e.g. a second delivery).
+    /// @param requestId The request.
+    /// @param status Its current status (IBackboneExecution.Status as uint8).
+    error EnclaveTransferInvalidStatus(uint256 requestId, uint8 status);
+    /// @notice The request's deadline passed before the result arrived.
+    /// @param requestId The request.
+    /// @param deadline Its deadline.
+    /// @param blockTime The current block timestamp.
+    error EnclaveTransferDeadlinePassed(uint256 requestId, uint40 deadline, uint256 blockTime);
+    /// @notice The (model, input commitment, enclave, transfer hash) given do not match the
+    ///         request's stored binding.
+    /// @param requestId The request.
+    /// @param stored The stored binding.
+    /// @param computed The binding computed from the arguments.
+    error EnclaveTransferBindingMismatch(uint256 requestId, bytes32 stored, bytes32 computed);
+    /// @notice The result signature does not recover to the enclave named at transfer.
+    /// @param requestId The request.
+    /// @param enclave The enclave named at transfer.
+    /// @param recovered The address recovered (zero when the signature is malformed).
+    error EnclaveTransferBadSignature(uint256 requestId, address enclave, address recovered);
+    /// @notice The enclave may not serve this model version (not authorized or head not loaded).
+    /// @param modelId The model.
+    /// @param version The version.
+    /// @param enclave The enclave.
+    error EnclaveTransferEnclaveNotServing(bytes32 modelId, uint32 version, address enclave);
+    /// @notice The encrypted result is empty or longer than allowed.
+    /// @param requestId The request.
+    /// @param length Its length.
+    error EnclaveTransferBadResultLength(uint256 requestId, uint256 length);
+    /// @notice The failure reason code is not one of the documented codes (1..7).
+    /// @param code The code.
+    error EnclaveTransferUnknownReasonCode(uint8 code);
+    /// @notice The failure reason text is longer than allowed.
+    /// @param length Its length.
+    /// @param max The maximum.
+    error EnclaveTransferReasonTooLong(uint256 length, uint256 max);
+
+    // ============================================================================================
+    //                                          EVENTS
+    // ============================================================================================
+
+    /// @notice The encrypted backbone output of a request was passed into `enclave`.
+    /// @param requestId The request.
+    /// @param enclave The enclave.
+    /// @param transferHash keccak256 of the transfer ciphertext.
+    event TransferRecorded(uint256 indexed requestId, address indexed enclave, bytes32 transferHash);
+
+    /// @notice The enclave's result was accepted; the request is Completed.
+    /// @param requestId The request.
+    /// @param enclave The enclave that signed it.
+    /// @param resultCommitment keccak256(encryptedResult).
+    /// @param encryptedResult The prediction encrypted to the requester's key.
+    /// @param signature The enclave's EIP-712 `InferenceResult` signature.
+    event ResultSubmitted(
+        uint256 indexed requestId, address indexed enclave, bytes32 resultCommitment, bytes encryptedResult, bytes signature
+    );
+
+    /// @notice A node reported that a request failed; the request is Failed.
+    /// @param requestId The request.
+    /// @param node The reporting node.
+    /// @param code The reason code (1..7, docs/PROTOCOL.md).
+    /// @param reason A short message for people (never data).
+    event RequestFailed(uint256 indexed requestId, address indexed node, uint8 code, string reason);
+
+    // ============================================================================================
+    //                                     EXTERNAL FUNCTIONS
+    // ============================================================================================
+
+    /// @notice Record the transfer of a request's encrypted backbone output into an enclave.
+    /// @dev Only the linked BackboneExecution (inside `recordBackboneOutput`). Emits
+    ///      {TransferRecorded}. Reverts {EnclaveTransferNotBackbone}.
+    /// @param requestId The request.
+    /// @param enclave The enclave.
+    /// @param transferHash keccak256 of the transfer ciphertext.
+    function recordTransfer(uint256 requestId, address enclave, bytes32 transferHash) external;
+
+    /// @notice Deliver the enclave's signed, encrypted result; completes the request. Anyone may
+    ///         submit: the enclave's signature is the authorization.
+    /// @dev The model id, input commitment, enclave and transfer hash are those of the
+    ///      request's `InferenceRequested` and `TransferRecorded` events; they are checked
+    ///      against the stored binding. Emits {ResultSubmitted}. Reverts
+    ///      {EnclaveTransferInvalidStatus}, {EnclaveTransferDeadlinePassed},
+    ///      {EnclaveTransferBindingMismatch}, {EnclaveTransferBadResultLength},
+    ///      {EnclaveTransferBadSignature}, {EnclaveTransferEnclaveNotServing}.
+    /// @param requestId The request.
+    /// @param modelId The request's model.
+    /// @param inputCommitment The request's input commitment.
+    /// @param enclave The enclave named at transfer.
+    /// @param transferHash The transfer ciphertext hash.
+    /// @param encryptedResult The prediction encrypted to the requester's key.
+    /// @param signature EIP-712 `InferenceResult` signed by the enclave key.
+    function submitResult(
+        uint256 requestId,
+        bytes32 modelId,
+        bytes32 inputCommitment,
+        address enclave,
+        bytes32 transferHash,
+        bytes calldata encryptedResult,
+        bytes calldata signature
+    ) external;
+
+    /// @notice Report that a Requested or Transferred request failed.
+    /// @dev `NODE_ROLE` on BackboneExecution. Emits {RequestFailed}. Reverts
+    ///      {EnclaveTransferNotNode}, {EnclaveTransferUnknownReasonCode},
+    ///      {EnclaveTransferReasonTooLong}, {EnclaveTransferInvalidStatus}.
+    /// @param requestId The request.
+    /// @param code The reason code (1..7).
+    /// @param reason A short message (at most 256 bytes; never data).
+    function reportFailure(uint256 requestId, uint8 code, string calldata reason) external;
+
+    // ============================================================================================
+    //                                          VIEWS
+    // ============================================================================================
+
+    /// @notice The ModelRegistry consulted for enclave authorization.
+    function modelRegistry() external view returns (address);
+    /// @notice The linked BackboneExecution, which holds the requests.
+    function backboneExecution() external view returns (address);
+}

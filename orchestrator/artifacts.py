@@ -1,0 +1,99 @@
+"""The committed contract artifacts (``contracts/build/<Name>.json``) and their freshness.
+
+Reading an artifact needs no compiler: everything that deploys or talks to the contracts goes
+through :func:`load_artifact`. Freshness is checked without compiling, by comparing the sha256 of
+every source an artifact records (from the compiler's metadata) with the files on disk, so a
+test can fail cheaply when someone edits a contract and forgets ``splitseal compile``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from splitseal.errors import CompilationError
+
+from .compile import BUILD_DIR, CONTRACTS, CONTRACTS_DIR, sha256_hex, source_files
+
+log = logging.getLogger(__name__)
+
+_cache: dict[Path, tuple[int, dict[str, Any]]] = {}
+
+
+def artifact_path(name: str, build_dir: Path = BUILD_DIR) -> Path:
+    """Where the artifact of contract ``name`` lives."""
+    return build_dir / f"{name}.json"
+
+
+def load_artifact(name: str, build_dir: Path = BUILD_DIR) -> dict[str, Any]:
+    """The artifact of contract ``name``: at least ``abi``, ``bytecode`` (0x hex),
+    ``deployedBytecode``, ``compiler`` and ``sources`` (unit name -> sha256).
+
+    Cached per file modification time, so a recompilation in the same process is seen.
+    Raises :class:`CompilationError` when the artifact is missing or unreadable.
+    """
+    path = artifact_path(name, build_dir)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        known = ", ".join(CONTRACTS)
+        raise CompilationError(f"no artifact for contract {name!r} at {path}; known contracts: {known}. "
+                               f"Run `splitseal compile`.") from None
+    cached = _cache.get(path)
+    if cached and cached[0] == mtime:
+        return cached[1]
+    try:
+        artifact = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CompilationError(f"artifact {path} is unreadable ({exc}); run `splitseal compile`") from None
+    for key in ("abi", "bytecode", "sources"):
+        if key not in artifact:
+            raise CompilationError(f"artifact {path} has no {key!r}; run `splitseal compile`")
+    _cache[path] = (mtime, artifact)
+    return artifact
+
+
+def all_artifacts(build_dir: Path = BUILD_DIR) -> dict[str, dict[str, Any]]:
+    """Artifacts of every deployable contract, by name, in deployment order."""
+    return {name: load_artifact(name, build_dir) for name in CONTRACTS}
+
+
+def stale_artifacts(build_dir: Path = BUILD_DIR, contracts_dir: Path = CONTRACTS_DIR) -> dict[str, list[str]]:
+    """Contracts whose artifact does not match the sources on disk, with the reasons.
+
+    An artifact is stale when it is missing, when a source it was compiled from changed or
+    disappeared; and every artifact is reported when a ``.sol`` file under ``contracts/src``
+    is recorded by none of them (a new source nobody compiled yet).
+    """
+    files = source_files(contracts_dir / "src")
+    current = {unit: sha256_hex(path.read_bytes()) for unit, path in files.items()}
+    problems: dict[str, list[str]] = {}
+    recorded_units: set[str] = set()
+    for name in CONTRACTS:
+        try:
+            artifact = load_artifact(name, build_dir)
+        except CompilationError as exc:
+            problems[name] = [str(exc)]
+            continue
+        recorded_units.update(artifact["sources"])
+        for unit, digest in sorted(artifact["sources"].items()):
+            if unit not in current:
+                problems.setdefault(name, []).append(f"{unit} was removed")
+            elif current[unit] != digest:
+                problems.setdefault(name, []).append(f"{unit} changed")
+    unused = sorted(set(current) - recorded_units)
+    if unused and not problems:
+        for name in CONTRACTS:
+            problems.setdefault(name, []).append(f"new source(s) not in any artifact: {', '.join(unused)}")
+    return problems
+
+
+def check_fresh(build_dir: Path = BUILD_DIR, contracts_dir: Path = CONTRACTS_DIR) -> None:
+    """Raise :class:`CompilationError` naming every stale artifact; return when all are fresh."""
+    problems = stale_artifacts(build_dir, contracts_dir)
+    if problems:
+        detail = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in problems.items())
+        raise CompilationError(f"contract artifacts are out of date with contracts/src ({detail}). "
+                               f"Run `splitseal compile` and commit contracts/build.")
