@@ -131,6 +131,7 @@ def _import(data: bytes, label: str) -> ImportedModel:
     _check_structure(model, label)
     _fold_constants(model, label)
     _name_nodes(model)
+    _check_constant_operands(model, label)
     try:
         inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except Exception as exc:  # InferenceError, ValidationError
@@ -226,6 +227,20 @@ def _fold_constants(model: onnx.ModelProto, label: str) -> None:
     g.node.extend(keep)
 
 
+def _check_constant_operands(model: onnx.ModelProto, label: str) -> None:
+    """Operands the enclave interpreter needs as constants: Reshape shapes, Clip bounds."""
+    inits = {t.name for t in model.graph.initializer}
+    for node in model.graph.node:
+        where = f"{label}: node {node.name!r} ({node.op_type})"
+        ins = list(node.input)
+        if node.op_type == "Reshape" and ins[1] not in inits:
+            raise UnsupportedOperatorError(f"{where}: the target shape must be a constant, {ins[1]!r} is computed")
+        if node.op_type == "Clip":
+            for i in ins[1:]:
+                if i and i not in inits:
+                    raise UnsupportedOperatorError(f"{where}: min/max must be constants, {i!r} is computed")
+
+
 def _name_nodes(model: onnx.ModelProto) -> None:
     """Give every node a unique name (a split can then name nodes); existing names are kept."""
     seen: set[str] = set()
@@ -312,12 +327,6 @@ def _check_nodes(model: onnx.ModelProto, inits: dict[str, np.ndarray], values: d
         if node.op_type in _SPATIAL_OPS and len(values[ins[0]].shape) != 4:
             raise UnsupportedOperatorError(f"{where}: only 2-D (N, C, H, W) inputs are supported, "
                                            f"{ins[0]!r} has rank {len(values[ins[0]].shape)}")
-        if node.op_type == "Reshape" and ins[1] not in inits:
-            raise UnsupportedOperatorError(f"{where}: the target shape must be a constant, {ins[1]!r} is computed")
-        if node.op_type == "Clip":
-            for i in ins[1:]:
-                if i and i not in inits:
-                    raise UnsupportedOperatorError(f"{where}: min/max must be constants, {i!r} is computed")
         if node.op_type == "Dropout":
             if len(ins) > 2 and ins[2]:
                 if ins[2] not in inits or bool(np.asarray(inits[ins[2]]).reshape(())) is not False:
