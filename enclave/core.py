@@ -1,0 +1,647 @@
+"""The enclave's entry calls, independent of the transport.
+
+:class:`EnclaveCore` is what runs inside the sealed process. :mod:`enclave.server` feeds it
+decoded frames; tests may drive it directly. Every entry call takes and returns only
+ciphertexts, hashes, public keys, addresses, integers and signatures: no plaintext head,
+parameter, index, input, output or key ever crosses this boundary.
+
+Entry calls (arguments -> result; see docs/ENCLAVE.md for the full table):
+
+``status``
+    -> identity (measurement, signer, product id, security version, debug), enclave address,
+    encryption key, quoting key address, state version, loaded models.
+``attest(nonce, chain_id, registry)``
+    -> quote over a report whose report_data binds (address, encryption key, chain id, nonce),
+    and the enclave key's EIP-712 ``EnclaveRegistration`` co-signature for ``registry``.
+``provision_head(model_id, version, chain_id, registry, transfer, package_ciphertext,
+package_plain_hash, head_graph_hash, head_params_hash, package_hash, anchored_state_version)``
+    1. keccak(ciphertext) must equal the package hash the registry recorded;
+    2. ECIES-decrypt with AAD (model id, version, package plain hash);
+    3. the plaintext must hash to ``package_plain_hash`` and decode as a head package whose
+       graph and parameter hashes equal the registry's;
+    4. with an index present, the interpreter loads it (every parameter checked);
+    5. state version := max(own, anchored) + 1; the model is sealed;
+    -> EIP-712 ``HeadLoaded`` signed for ``registry``, state version.
+``provision_index(model_id, version, chain_id, parameter_index, index_ciphertext,
+index_plain_hash, encrypted_index_hash, merkle_root, entry_count)``
+    same pattern; -> EIP-712 ``IndexVerified`` signed for ``parameter_index``.
+``infer(request_id, model_id, version, input_commitment, transfer_ciphertext, shape, dtype,
+requester_key)``
+    1. the model must be loaded with its index; the request id must not have been answered;
+    2. ECIES-decrypt with AAD (request id, model id, version, enclave address, shape/dtype);
+    3. run the head; 4. encode the result under the graph's output policy;
+    5. ECIES-encrypt it to the requester (AAD request id, model id, version);
+    -> encrypted result, its keccak (result commitment), keccak of the transfer ciphertext and
+    the EIP-712 ``InferenceResult`` signature for the model's ``EnclaveTransfer``.
+``seal_state(action="seal" | "restore", anchored_state_version)``
+    ``seal`` writes the current state; ``restore`` (after a restart) reloads it, refusing a
+    manifest older than the version anchored on-chain.
+
+Sealed state, under the measurement policy: ``sealed/identity.sealed`` (the secp256k1 signing
+key and the X25519 key, generated here on first start), one ``sealed/model-<id>-v<n>.sealed``
+per model (AAD = model id and version) and ``sealed/manifest.sealed`` (AAD = enclave address)
+listing each model blob's state version and SHA-256 under the global state version, which is the
+counter ``ModelRegistry.confirmHeadLoaded`` anchors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from splitseal.errors import (EnclaveError, InvalidInputError, ModelError, SealingError,
+                              SplitsealError)
+
+from . import crypto, eip712, quote as quote_mod, wire
+from .identity import EnclaveIdentity
+from .keys import KeyDeriver
+from .platform import Platform
+from .sealing import Sealer, write_atomic
+
+log = logging.getLogger(__name__)
+
+ENTRY_CALLS = ("attest", "provision_head", "provision_index", "infer", "seal_state", "status")
+IDENTITY_AAD = b"splitseal.identity.v1"
+MODEL_AAD = b"splitseal.model-state.v1"
+MANIFEST_AAD = b"splitseal.manifest.v1"
+RESULT_FORMAT = "splitseal.result.v1"
+SALT_BYTES = 16
+#: Failure reason codes of docs/PROTOCOL.md carried in refusals, so the node can report them.
+REASON_SHAPE_MISMATCH = 2
+REASON_ENCLAVE_REFUSED = 5
+REASON_INTERNAL = 7
+
+
+class EntryCallError(EnclaveError):
+    """An entry call was refused; ``reason`` is the on-chain failure code to report."""
+
+    def __init__(self, message: str, reason: int = REASON_ENCLAVE_REFUSED) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ReplayError(EntryCallError):
+    """The request id was already answered by this enclave."""
+
+
+class NotProvisionedError(EntryCallError):
+    """No head (or no index) is loaded for the model version asked for."""
+
+
+class ShapeMismatchError(EntryCallError):
+    """The backbone output does not have the shape or dtype the head expects."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, REASON_SHAPE_MISMATCH)
+
+
+# --- argument checking ------------------------------------------------------------------------
+
+class _Args:
+    """Typed access to an entry call's argument map; every miss is an InvalidInputError."""
+
+    def __init__(self, call: str, args: Any) -> None:
+        if not isinstance(args, dict):
+            raise InvalidInputError(f"{call}: arguments must be a map")
+        self.call, self.args = call, args
+
+    def _get(self, name: str, default: Any = ...) -> Any:
+        if name not in self.args:
+            if default is ...:
+                raise InvalidInputError(f"{self.call}: missing argument {name!r}")
+            return default
+        return self.args[name]
+
+    def bytes_(self, name: str, length: int | None = None, max_len: int | None = None) -> bytes:
+        v = self._get(name)
+        if not isinstance(v, bytes) or (length is not None and len(v) != length) \
+                or (max_len is not None and len(v) > max_len):
+            want = f"{length} bytes" if length is not None else "bytes"
+            raise InvalidInputError(f"{self.call}: argument {name!r} must be {want}")
+        return v
+
+    def int_(self, name: str, lo: int = 0, hi: int = 2**256 - 1, default: Any = ...) -> int:
+        v = self._get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise InvalidInputError(f"{self.call}: argument {name!r} must be an integer in [{lo}, {hi}]")
+        return v
+
+    def str_(self, name: str, choices: tuple[str, ...] | None = None, default: Any = ...) -> str:
+        v = self._get(name, default)
+        if not isinstance(v, str) or (choices is not None and v not in choices):
+            raise InvalidInputError(f"{self.call}: argument {name!r} must be one of {choices}"
+                                    if choices else f"{self.call}: argument {name!r} must be a string")
+        return v
+
+    def address(self, name: str) -> str:
+        v = self._get(name)
+        if isinstance(v, bytes) and len(v) == 20:
+            v = "0x" + v.hex()
+        if not isinstance(v, str) or len(v) != 42 or not v.startswith("0x"):
+            raise InvalidInputError(f"{self.call}: argument {name!r} must be a 0x-prefixed address")
+        try:
+            bytes.fromhex(v[2:])
+        except ValueError:
+            raise InvalidInputError(f"{self.call}: argument {name!r} is not hex") from None
+        return _checksum(v)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        v = self._get(name)
+        if not isinstance(v, list) or len(v) > crypto.MAX_TENSOR_DIMS or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**32 for d in v):
+            raise InvalidInputError(f"{self.call}: argument {name!r} must be a list of dimensions")
+        return tuple(v)
+
+
+def _checksum(address: str) -> str:
+    from eth_utils import to_checksum_address
+
+    return to_checksum_address(address)
+
+
+# --- state ------------------------------------------------------------------------------------
+
+@dataclass
+class _Model:
+    """One provisioned model version (plaintext lives only in this process)."""
+
+    model_id: bytes
+    version: int
+    chain_id: int
+    registry: str = ""
+    transfer: str = ""
+    parameter_index: str = ""
+    package: bytes = b""
+    package_hash: bytes = b""
+    graph_hash: bytes = b""
+    params_hash: bytes = b""
+    index: bytes = b""
+    encrypted_index_hash: bytes = b""
+    state_version: int = 0
+    head: Any = field(default=None, repr=False)
+    input_name: str = ""
+    input_shape: tuple[int | None, ...] = ()
+    output_name: str = ""
+    policy: str = ""
+
+    def __repr__(self) -> str:
+        return f"_Model(model_id=0x{self.model_id.hex()}, version={self.version})"
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        return (self.model_id, self.version)
+
+    def sealed_fields(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "version": self.version, "chain_id": self.chain_id,
+                "registry": self.registry, "transfer": self.transfer,
+                "parameter_index": self.parameter_index, "package": self.package,
+                "package_hash": self.package_hash, "graph_hash": self.graph_hash,
+                "params_hash": self.params_hash, "index": self.index,
+                "encrypted_index_hash": self.encrypted_index_hash}
+
+
+def _model_aad(model_id: bytes, version: int) -> bytes:
+    return MODEL_AAD + model_id + struct.pack(">I", version)
+
+
+class EnclaveCore:
+    """The enclave's state and entry calls (see module doc)."""
+
+    def __init__(self, platform: Platform, identity: EnclaveIdentity, state_dir: str | Path, *,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.platform = platform
+        self.identity = identity
+        self.state_dir = Path(state_dir)
+        self.sealed_dir = self.state_dir / "sealed"
+        self._keys = KeyDeriver(platform.root_secret(), identity)
+        self._sealer = Sealer(self._keys)
+        self._lock = threading.RLock()
+        self._models: dict[tuple[bytes, int], _Model] = {}
+        self._answered: set[tuple[int, str, int]] = set()
+        self.state_version = 0
+        self.restored = False
+        self._signing_key, self._x25519 = self._load_or_create_keys()
+        self.address = eip712.address_of(self._signing_key)
+        log.info("enclave ready address=%s", self.address)
+
+    def __repr__(self) -> str:
+        return f"EnclaveCore(address={self.address}, models={len(self._models)})"
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def _load_or_create_keys(self) -> tuple[bytes, crypto.X25519KeyPair]:
+        path = self.sealed_dir / "identity.sealed"
+        if path.exists():
+            plain, _ = self._sealer.unseal(path.read_bytes(), aad=IDENTITY_AAD, label="identity")
+            keys = wire.decode(plain)
+            return keys["signing_key"], crypto.X25519KeyPair.from_private(keys["encryption_key"])
+        from coincurve import PrivateKey
+
+        signing = PrivateKey().secret
+        x25519 = crypto.X25519KeyPair.generate()
+        blob = self._sealer.seal(wire.encode({"signing_key": signing, "encryption_key": x25519.private}),
+                                 aad=IDENTITY_AAD, label="identity")
+        write_atomic(path, blob)
+        log.info("generated enclave keys; sealed to %s", path.name)
+        return signing, x25519
+
+    @property
+    def encryption_key(self) -> bytes:
+        return self._x25519.public
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def call(self, name: str, args: Any) -> dict[str, Any]:
+        """Run one entry call; raises SplitsealError subclasses on refusal."""
+        if name not in ENTRY_CALLS:
+            raise InvalidInputError(f"unknown entry call {name!r}; the enclave offers {list(ENTRY_CALLS)}")
+        a = _Args(name, args if args is not None else {})
+        with self._lock:
+            return getattr(self, "_call_" + name)(a)
+
+    # -- status / attest ----------------------------------------------------------------------
+
+    def _call_status(self, a: _Args) -> dict[str, Any]:
+        return {
+            "measurement": self.identity.mr_enclave, "signer": self.identity.mr_signer,
+            "product_id": self.identity.product_id, "security_version": self.identity.security_version,
+            "debug": self.identity.debug, "enclave": self.address, "encryption_key": self.encryption_key,
+            "quoting_key": self.platform.quoting_address(), "state_version": self.state_version,
+            "restored": self.restored, "answered": len(self._answered),
+            "models": [{"model_id": m.model_id, "version": m.version, "state_version": m.state_version,
+                        "head_loaded": bool(m.package), "index_verified": bool(m.index),
+                        "serving": m.head is not None, "chain_id": m.chain_id}
+                       for m in sorted(self._models.values(), key=lambda m: m.key)],
+        }
+
+    def _call_attest(self, a: _Args) -> dict[str, Any]:
+        nonce = a.bytes_("nonce", 32)
+        chain_id = a.int_("chain_id", 1)
+        registry = a.address("registry")
+        report_data = quote_mod.report_data_for(self.address, self.encryption_key, chain_id, nonce)
+        body = quote_mod.ReportBody(
+            mr_enclave=self.identity.mr_enclave, mr_signer=self.identity.mr_signer,
+            isv_prod_id=self.identity.product_id, isv_svn=self.identity.security_version,
+            debug=self.identity.debug, report_data=report_data).pack()
+        quote = self.platform.quote(body)
+        digest = eip712.enclave_registration_digest(
+            chain_id, registry, enclave=self.address, encryption_key=self.encryption_key,
+            measurement=self.identity.mr_enclave, nonce=nonce)
+        log.info("attested chain_id=%d registry=%s", chain_id, registry)
+        return {"quote": quote, "enclave": self.address, "encryption_key": self.encryption_key,
+                "measurement": self.identity.mr_enclave, "nonce": nonce,
+                "registration_signature": eip712.sign(self._signing_key, digest)}
+
+    # -- provisioning -------------------------------------------------------------------------
+
+    def _model_for(self, model_id: bytes, version: int, chain_id: int) -> _Model:
+        model = self._models.get((model_id, version))
+        if model is None:
+            model = _Model(model_id=model_id, version=version, chain_id=chain_id)
+        elif model.chain_id != chain_id:
+            raise EntryCallError(f"model 0x{model_id.hex()} v{version} was provisioned for chain "
+                                 f"{model.chain_id}, not {chain_id}")
+        return model
+
+    def _call_provision_head(self, a: _Args) -> dict[str, Any]:
+        model_id, version = a.bytes_("model_id", 32), a.int_("version", 1, 2**32 - 1)
+        chain_id = a.int_("chain_id", 1)
+        registry, transfer = a.address("registry"), a.address("transfer")
+        ciphertext = a.bytes_("package_ciphertext")
+        plain_hash = a.bytes_("package_plain_hash", 32)
+        graph_hash, params_hash = a.bytes_("head_graph_hash", 32), a.bytes_("head_params_hash", 32)
+        package_hash = a.bytes_("package_hash", 32)
+        anchored = a.int_("anchored_state_version", 0, 2**64 - 2, default=0)
+        model = self._model_for(model_id, version, chain_id)
+
+        if crypto.keccak256(ciphertext) != package_hash:
+            raise EntryCallError("head package ciphertext does not hash to the package hash the "
+                                 "registry recorded; provision the ciphertext that was registered")
+        try:
+            plaintext = crypto.ecies_decrypt(self._x25519, ciphertext,
+                                             crypto.head_aad(model_id, version, plain_hash))
+        except crypto.DecryptionError:
+            raise EntryCallError("head package does not open: it was not encrypted to this enclave's "
+                                 "registered key, or for another model, version or package") from None
+        if crypto.keccak256(plaintext) != plain_hash:
+            raise EntryCallError("head package plaintext does not match its declared hash")
+        from .package import decode_graph, decode_head_package
+
+        try:
+            pkg = decode_head_package(plaintext)
+            graph = decode_graph(pkg.graph_bytes)
+        except ModelError as exc:
+            raise EntryCallError(f"head package is malformed: {exc}") from None
+        if pkg.graph_hash != graph_hash or pkg.params_hash != params_hash:
+            raise EntryCallError(
+                "head package differs from the registry's record: graph hash "
+                f"{'matches' if pkg.graph_hash == graph_hash else 'differs'}, parameter hash "
+                f"{'matches' if pkg.params_hash == params_hash else 'differs'}")
+        if len(graph.inputs) != 1 or not graph.outputs:
+            raise EntryCallError("head graph must have exactly one input and at least one output")
+
+        model.registry, model.transfer = registry, transfer
+        model.package, model.package_hash = plaintext, package_hash
+        model.graph_hash, model.params_hash = graph_hash, params_hash
+        self._load_head(model)  # with an index present, every parameter is checked now
+        self.state_version = max(self.state_version, anchored) + 1
+        self._models[model.key] = model
+        self._seal_model(model)
+        digest = eip712.head_loaded_digest(
+            chain_id, registry, model_id=model_id, model_version=version, enclave=self.address,
+            head_graph_hash=graph_hash, head_params_hash=params_hash, package_hash=package_hash,
+            state_version=self.state_version)
+        log.info("head loaded model=0x%s version=%d state_version=%d serving=%s",
+                 model_id.hex()[:16], version, self.state_version, model.head is not None)
+        return {"enclave": self.address, "state_version": self.state_version,
+                "head_graph_hash": graph_hash, "head_params_hash": params_hash,
+                "package_hash": package_hash, "serving": model.head is not None,
+                "signature": eip712.sign(self._signing_key, digest)}
+
+    def _call_provision_index(self, a: _Args) -> dict[str, Any]:
+        model_id, version = a.bytes_("model_id", 32), a.int_("version", 1, 2**32 - 1)
+        chain_id = a.int_("chain_id", 1)
+        parameter_index = a.address("parameter_index")
+        ciphertext = a.bytes_("index_ciphertext")
+        plain_hash = a.bytes_("index_plain_hash", 32)
+        encrypted_hash = a.bytes_("encrypted_index_hash", 32)
+        merkle_root = a.bytes_("merkle_root", 32)
+        entry_count = a.int_("entry_count", 0, 2**32 - 1)
+        model = self._model_for(model_id, version, chain_id)
+
+        if crypto.keccak256(ciphertext) != encrypted_hash:
+            raise EntryCallError("parameter index ciphertext does not hash to the encrypted index hash "
+                                 "recorded in ParameterIndex")
+        try:
+            plaintext = crypto.ecies_decrypt(self._x25519, ciphertext,
+                                             crypto.index_aad(model_id, version, plain_hash))
+        except crypto.DecryptionError:
+            raise EntryCallError("parameter index does not open: it was not encrypted to this "
+                                 "enclave's registered key, or for another model, version or index") from None
+        if crypto.keccak256(plaintext) != plain_hash:
+            raise EntryCallError("parameter index plaintext does not match its declared hash")
+        from .package import decode_index
+
+        try:
+            index = decode_index(plaintext)  # checks the entries against the embedded root
+        except ModelError as exc:
+            raise EntryCallError(f"parameter index is malformed: {exc}") from None
+        if index.merkle_root() != merkle_root or index.entry_count != entry_count:
+            raise EntryCallError(
+                "parameter index differs from the on-chain record: Merkle root "
+                f"{'matches' if index.merkle_root() == merkle_root else 'differs'}, entry count "
+                f"{index.entry_count} vs {entry_count}")
+        previous = (model.index, model.encrypted_index_hash, model.parameter_index)
+        model.index, model.encrypted_index_hash, model.parameter_index = plaintext, encrypted_hash, parameter_index
+        try:
+            self._load_head(model)
+        except EntryCallError:
+            model.index, model.encrypted_index_hash, model.parameter_index = previous
+            raise
+        self.state_version += 1
+        self._models[model.key] = model
+        self._seal_model(model)
+        digest = eip712.index_verified_digest(
+            chain_id, parameter_index, model_id=model_id, model_version=version, enclave=self.address,
+            encrypted_index_hash=encrypted_hash, merkle_root=merkle_root, entry_count=entry_count)
+        log.info("index verified model=0x%s version=%d entries=%d serving=%s",
+                 model_id.hex()[:16], version, entry_count, model.head is not None)
+        return {"enclave": self.address, "encrypted_index_hash": encrypted_hash,
+                "merkle_root": merkle_root, "entry_count": entry_count,
+                "state_version": self.state_version, "serving": model.head is not None,
+                "signature": eip712.sign(self._signing_key, digest)}
+
+    def _load_head(self, model: _Model) -> None:
+        """Build the interpreter once both package and index are present."""
+        if not model.package or not model.index:
+            model.head = None
+            return
+        from .interpreter import HeadInterpreter
+        from .package import decode_graph, decode_head_package, decode_index
+
+        try:
+            pkg = decode_head_package(model.package)
+            head = HeadInterpreter(pkg, decode_index(model.index))
+            graph = decode_graph(pkg.graph_bytes)
+        except ModelError as exc:
+            raise EntryCallError(f"head and parameter index do not load together: {exc}") from None
+        model.head = head
+        model.input_name, model.input_shape = graph.inputs[0].name, tuple(graph.inputs[0].shape)
+        model.output_name, model.policy = graph.outputs[0].name, graph.output_policy
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _call_infer(self, a: _Args) -> dict[str, Any]:
+        request_id = a.int_("request_id")
+        model_id, version = a.bytes_("model_id", 32), a.int_("version", 1, 2**32 - 1)
+        input_commitment = a.bytes_("input_commitment", 32)
+        ciphertext = a.bytes_("transfer_ciphertext")
+        shape, dtype = a.shape("shape"), a.str_("dtype", crypto.TENSOR_DTYPES)
+        requester_key = a.bytes_("requester_key", 32)
+        model = self._models.get((model_id, version))
+        if model is None or model.head is None:
+            raise NotProvisionedError(f"model 0x{model_id.hex()} v{version} is not loaded with its "
+                                      "parameter index in this enclave; provision it first")
+        replay_key = (model.chain_id, model.transfer, request_id)
+        if replay_key in self._answered:
+            raise ReplayError(f"request {request_id} was already answered by this enclave; replay refused")
+        header = crypto.tensor_header(shape, dtype)
+        try:
+            plaintext = crypto.ecies_decrypt(
+                self._x25519, ciphertext,
+                crypto.transfer_aad(request_id, model_id, version, self.address, header))
+        except crypto.DecryptionError:
+            raise EntryCallError(f"transfer for request {request_id} does not open: not for this "
+                                 "request, model, version, enclave, shape or dtype, or tampered") from None
+        if len(plaintext) != crypto.tensor_nbytes(shape, dtype):
+            raise ShapeMismatchError(f"transfer for request {request_id} holds {len(plaintext)} bytes, "
+                                     f"shape {list(shape)} {dtype} needs {crypto.tensor_nbytes(shape, dtype)}")
+        expected = model.input_shape
+        if len(expected) != len(shape) or any(e is not None and e != s for e, s in zip(expected, shape)):
+            raise ShapeMismatchError(f"backbone output shape {list(shape)} does not match the head "
+                                     f"input {[e if e is not None else 'N' for e in expected]}")
+        x = np.frombuffer(plaintext, dtype=dtype).reshape(shape).astype(np.float32)
+        try:
+            outputs = model.head.run({model.input_name: x})
+        except ModelError as exc:
+            raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
+                                 REASON_SHAPE_MISMATCH) from None
+        result = encode_result(np.asarray(outputs[model.output_name]), model.policy)
+        encrypted = crypto.ecies_encrypt(requester_key, result,
+                                         crypto.result_aad(request_id, model_id, version))
+        result_commitment = crypto.keccak256(encrypted)
+        transfer_hash = crypto.keccak256(ciphertext)
+        digest = eip712.inference_result_digest(
+            model.chain_id, model.transfer, request_id=request_id, model_id=model_id,
+            model_version=version, input_commitment=input_commitment, transfer_hash=transfer_hash,
+            result_commitment=result_commitment)
+        self._answered.add(replay_key)
+        log.info("inference request_id=%d model=0x%s shape=%s", request_id, model_id.hex()[:16], list(shape))
+        return {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
+                "result_commitment": result_commitment, "transfer_hash": transfer_hash,
+                "input_commitment": input_commitment, "signature": eip712.sign(self._signing_key, digest)}
+
+    # -- sealed state ---------------------------------------------------------------------------
+
+    def _model_path(self, model: _Model) -> Path:
+        return self.sealed_dir / f"model-{model.model_id.hex()}-v{model.version}.sealed"
+
+    def _seal_model(self, model: _Model) -> None:
+        model.state_version = self.state_version
+        blob = self._sealer.seal(wire.encode(model.sealed_fields()), label="model",
+                                 aad=_model_aad(model.model_id, model.version),
+                                 state_version=model.state_version)
+        write_atomic(self._model_path(model), blob)
+        self._seal_manifest()
+
+    def _manifest_aad(self) -> bytes:
+        return MANIFEST_AAD + bytes.fromhex(self.address[2:])
+
+    def _seal_manifest(self) -> bytes:
+        entries = []
+        for model in sorted(self._models.values(), key=lambda m: m.key):
+            path = self._model_path(model)
+            entries.append({"model_id": model.model_id, "version": model.version,
+                            "state_version": model.state_version,
+                            "sha256": hashlib.sha256(path.read_bytes()).digest()})
+        answered = [[c, t, r] for (c, t, r) in sorted(self._answered)]
+        blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered}),
+                                 aad=self._manifest_aad(), label="manifest",
+                                 state_version=self.state_version)
+        write_atomic(self.sealed_dir / "manifest.sealed", blob)
+        return blob
+
+    def _call_seal_state(self, a: _Args) -> dict[str, Any]:
+        action = a.str_("action", ("seal", "restore"), default="seal")
+        if action == "seal":
+            blob = self._seal_manifest()
+            return {"state_version": self.state_version, "models": len(self._models),
+                    "manifest_sha256": hashlib.sha256(blob).digest()}
+        anchored = a.int_("anchored_state_version", 0, 2**64 - 1)
+        return self._restore(anchored)
+
+    def _restore(self, anchored: int) -> dict[str, Any]:
+        path = self.sealed_dir / "manifest.sealed"
+        if not path.exists():
+            if anchored:
+                raise SealingError(f"no sealed state here but the chain anchors state version "
+                                   f"{anchored}: the sealed files were removed; provision again")
+            self.restored = True
+            return {"state_version": self.state_version, "models": 0}
+        plain, manifest_version = self._sealer.unseal(path.read_bytes(), aad=self._manifest_aad(),
+                                                      label="manifest", min_state_version=anchored)
+        manifest = wire.decode(plain)
+        models: dict[tuple[bytes, int], _Model] = {}
+        for entry in manifest["models"]:
+            model_id, version = entry["model_id"], entry["version"]
+            model_path = self.sealed_dir / f"model-{model_id.hex()}-v{version}.sealed"
+            try:
+                blob = model_path.read_bytes()
+            except FileNotFoundError:
+                raise SealingError(f"sealed model 0x{model_id.hex()} v{version} is missing") from None
+            if hashlib.sha256(blob).digest() != entry["sha256"]:
+                raise SealingError(f"sealed model 0x{model_id.hex()} v{version} is not the one the "
+                                   "manifest lists (replaced by an older or foreign blob)")
+            fields, sv = self._sealer.unseal(blob, aad=_model_aad(model_id, version), label="model",
+                                             min_state_version=entry["state_version"])
+            model = _Model(**wire.decode(fields))
+            model.state_version = sv
+            self._load_head(model)
+            models[model.key] = model
+        self._models = models
+        self._answered = {(c, t, r) for c, t, r in manifest["answered"]}
+        self.state_version = manifest_version
+        self.restored = True
+        log.info("restored sealed state state_version=%d models=%d", manifest_version, len(models))
+        return {"state_version": manifest_version, "models": len(models)}
+
+
+# --- result plaintext -----------------------------------------------------------------------------
+
+def encode_result(output: np.ndarray, policy: str) -> bytes:
+    """The result plaintext delivered (encrypted) to the requester.
+
+    Canonical JSON (sorted keys, no spaces), UTF-8::
+
+        {"format": "splitseal.result.v1", "policy": "label" | "label_scores" | "features",
+         "labels": [int, ...],            # label, label_scores: argmax per batch row
+         "scores": [[float, ...], ...],   # only for label_scores: the head's output rows
+         "features": [[float, ...], ...], # only for features: the head's output rows
+         "salt": "<32 hex chars>"}        # 16 random bytes: equal labels never look alike
+
+    Labels are computed inside the enclave so that the ``label`` policy releases nothing else.
+    """
+    from .interpreter import apply_output_policy
+
+    if output.ndim == 0:
+        raise EntryCallError("head produced a scalar; expected one row of scores per sample", REASON_INTERNAL)
+    rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
+    if not np.all(np.isfinite(rows)):
+        raise EntryCallError("head produced non-finite outputs", REASON_INTERNAL)
+    try:
+        released = apply_output_policy(policy, rows)
+    except ModelError:
+        raise EntryCallError(f"unknown output policy {policy!r} in the head graph", REASON_INTERNAL) from None
+    doc: dict[str, Any] = {"format": RESULT_FORMAT, "policy": policy,
+                           "salt": crypto.random_bytes(SALT_BYTES).hex()}
+    if "label" in released:
+        doc["labels"] = [int(i) for i in released["label"]]
+    for key in ("scores", "features"):
+        if key in released:
+            doc[key] = [[float(v) for v in row] for row in released[key]]
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class InferenceOutcome:
+    """A decrypted result, as the requester sees it."""
+
+    policy: str
+    labels: tuple[int, ...]
+    scores: tuple[tuple[float, ...], ...] | None
+    features: tuple[tuple[float, ...], ...] | None
+
+    @property
+    def label(self) -> int:
+        """The first row's label (policies ``label`` and ``label_scores``)."""
+        if not self.labels:
+            raise InvalidInputError(f"a {self.policy!r} result carries no label")
+        return self.labels[0]
+
+
+def decode_result(plaintext: bytes) -> InferenceOutcome:
+    """Parse a result plaintext (see :func:`encode_result`)."""
+    try:
+        doc = json.loads(plaintext)
+        if doc["format"] != RESULT_FORMAT:
+            raise ValueError(doc["format"])
+        labels = tuple(int(v) for v in doc.get("labels", ()))
+        scores = tuple(tuple(float(v) for v in r) for r in doc["scores"]) if "scores" in doc else None
+        features = tuple(tuple(float(v) for v in r) for r in doc["features"]) if "features" in doc else None
+        return InferenceOutcome(str(doc["policy"]), labels, scores, features)
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInputError("result plaintext is not a splitseal.result.v1 document") from None
+
+
+def open_result(requester: crypto.X25519KeyPair, encrypted_result: bytes, request_id: int,
+                model_id: bytes, version: int) -> InferenceOutcome:
+    """What the requester runs: decrypt with its key and the request's AAD, then parse."""
+    return decode_result(crypto.ecies_decrypt(requester, encrypted_result,
+                                              crypto.result_aad(request_id, model_id, version)))
+
+
+def error_reason(exc: BaseException) -> int:
+    """The on-chain failure reason code for a refusal."""
+    if isinstance(exc, EntryCallError):
+        return exc.reason
+    if isinstance(exc, SplitsealError):
+        return REASON_ENCLAVE_REFUSED
+    return REASON_INTERNAL

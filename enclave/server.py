@@ -1,0 +1,191 @@
+"""The enclave process's socket server: one Unix-domain socket, framed entry calls.
+
+Lifecycle: :meth:`EnclaveServer.start` binds the socket (mode 0600) and serves connections on
+threads; entry calls are serialised by the core's lock. :meth:`stop` (called on SIGTERM or
+SIGINT by :func:`serve_forever`) closes the listener, waits for running calls and removes the
+socket file.
+
+Robustness: a frame whose declared length is zero or above the limit gets an error response and
+the connection is closed (it cannot be resynchronised); a payload that does not decode, or a
+request that is not ``{"call", "id", "args"}``, gets an error response and the connection stays
+usable. No input crashes the process: unexpected exceptions become a generic "internal error"
+whose text is not echoed (it could hold values), only logged by type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from splitseal.errors import SplitsealError
+
+from . import wire
+from .core import EnclaveCore, error_reason
+
+log = logging.getLogger(__name__)
+
+
+class EnclaveServer:
+    """Serves :class:`EnclaveCore` entry calls on a Unix socket."""
+
+    def __init__(self, core: EnclaveCore, socket_path: str | Path, *, max_frame_bytes: int) -> None:
+        self.core = core
+        self.socket_path = Path(socket_path)
+        self.max_frame_bytes = int(max_frame_bytes)
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._threads: set[threading.Thread] = set()
+        self._conns: set[socket.socket] = set()
+        self._mutex = threading.Lock()
+        self.calls = 0
+        self.rejected_frames = 0
+
+    def start(self) -> None:
+        """Bind the socket (owner-only) and start accepting."""
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.socket_path.exists() or self.socket_path.is_symlink():
+            self.socket_path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(str(self.socket_path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(16)
+        listener.settimeout(0.2)
+        self._listener = listener
+        thread = threading.Thread(target=self._accept_loop, name="enclave-accept", daemon=True)
+        thread.start()
+        self._threads.add(thread)
+        log.info("enclave listening socket=%s max_frame_bytes=%d", self.socket_path, self.max_frame_bytes)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            conn.settimeout(None)
+            thread = threading.Thread(target=self._serve_connection, args=(conn,),
+                                      name="enclave-conn", daemon=True)
+            with self._mutex:
+                self._conns.add(conn)
+                self._threads.add(thread)
+            thread.start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    payload = wire.read_frame(conn, self.max_frame_bytes)
+                except wire.FrameTooLarge as exc:
+                    self.rejected_frames += 1
+                    self._send(conn, _error(None, "FrameTooLarge", str(exc), 5))
+                    return
+                except wire.FrameError as exc:
+                    self.rejected_frames += 1
+                    self._send(conn, _error(None, "FrameError", str(exc), 5))
+                    return
+                except OSError:
+                    return
+                if payload is None:
+                    return
+                self._send(conn, self._handle(payload))
+        finally:
+            with self._mutex:
+                self._conns.discard(conn)
+                self._threads.discard(threading.current_thread())
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _handle(self, payload: bytes) -> dict[str, Any]:
+        try:
+            request = wire.decode(payload)
+        except wire.FrameError as exc:
+            self.rejected_frames += 1
+            return _error(None, "FrameError", f"request does not decode: {exc}", 5)
+        if not isinstance(request, dict) or not isinstance(request.get("call"), str) \
+                or not isinstance(request.get("id", 0), int):
+            self.rejected_frames += 1
+            return _error(None, "FrameError", "request must be a map with 'call' (str), 'id' (int) "
+                                              "and 'args' (map)", 5)
+        request_id = request.get("id")
+        call = request["call"]
+        self.calls += 1
+        try:
+            result = self.core.call(call, request.get("args"))
+            return {"id": request_id, "ok": True, "result": result}
+        except SplitsealError as exc:
+            log.info("entry call refused call=%s error=%s", call, type(exc).__name__)
+            return _error(request_id, type(exc).__name__, str(exc), error_reason(exc))
+        except Exception as exc:  # noqa: BLE001 - never crash on input; never echo its text
+            log.error("entry call failed call=%s error_type=%s", call, type(exc).__name__)
+            return _error(request_id, "InternalError",
+                          f"{call} failed inside the enclave ({type(exc).__name__})", 7)
+
+    def _send(self, conn: socket.socket, response: dict[str, Any]) -> None:
+        try:
+            wire.write_frame(conn, wire.encode(response))
+        except OSError:
+            pass
+
+    def stop(self) -> None:
+        """Stop accepting, close connections, remove the socket file."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.close()
+        with self._mutex:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in list(self._threads):
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
+        try:
+            self.socket_path.unlink()
+        except FileNotFoundError:
+            pass
+        log.info("enclave stopped calls=%d rejected_frames=%d", self.calls, self.rejected_frames)
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` was requested."""
+        self._stopping.wait()
+
+
+def _error(request_id: Any, kind: str, message: str, reason: int) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": {"type": kind, "message": message, "reason": reason}}
+
+
+def serve_forever(server: EnclaveServer) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        log.info("signal %d received; stopping", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        print(f"enclave ready socket={server.socket_path} address={server.core.address}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
