@@ -57,3 +57,40 @@ def small_cnn(seed: int = 0, batch: int | str = "N", opset: int = OPSET) -> onnx
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 8, 8])
     y = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 5])
     return make_model(nodes, [x], [y], inits, opset)
+
+
+def reference_like(kind: str = "classifier", seed: int = 0, opset: int = OPSET) -> onnx.ModelProto:
+    """Random-weight stand-in with the node, tensor and parameter names of the reference models
+    (orchestrator/training/models.py): image [N,1,16,16] -> two conv/relu/pool blocks -> flatten
+    -> neck.fc/neck.relu -> head.fc (-> head.softmax for the classifier)."""
+    rng = np.random.default_rng(seed)
+    # He-normal weights as the trainer initialises them, small biases
+    f = lambda *s: (rng.standard_normal(s) * np.sqrt(2.0 / max(int(np.prod(s[1:])), 1))).astype(np.float32)  # noqa: E731
+    inits, nodes = [], []
+    prev = "image"
+
+    def layer(op, name, params=(), out=None, **attrs):
+        nonlocal prev
+        out = out or f"{name}.out"
+        for pname, arr in params:
+            inits.append(_init(f"{name}.{pname}", arr))
+        nodes.append(helper.make_node(op, [prev] + [f"{name}.{p}" for p, _ in params], [out], name=name, **attrs))
+        prev = out
+
+    for b, (cin, cout) in enumerate(((1, 8), (8, 16)), start=1):
+        layer("Conv", f"backbone.block{b}.conv", [("weight", f(cout, cin, 3, 3)), ("bias", f(cout))],
+              kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], group=1)
+        layer("Relu", f"backbone.block{b}.relu")
+        layer("MaxPool", f"backbone.block{b}.pool", kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0])
+    layer("Flatten", "backbone.flatten", axis=1)
+    layer("Gemm", "neck.fc", [("weight", f(64, 256)), ("bias", f(64))], transB=1)
+    layer("Relu", "neck.relu")
+    if kind == "classifier":
+        layer("Gemm", "head.fc", [("weight", f(10, 64)), ("bias", f(10))], transB=1)
+        layer("Softmax", "head.softmax", out="probabilities", axis=1)
+        out = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])
+    else:
+        layer("Gemm", "head.fc", [("weight", f(32, 64)), ("bias", f(32))], out="embedding", transB=1)
+        out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 32])
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 16, 16])
+    return make_model(nodes, [x], [out], inits, opset)
