@@ -361,3 +361,16 @@ class MpcClient:
             h = receipt["transactionHash"]
             result.tx = h.hex() if hasattr(h, "hex") else str(h)
         return result
+
+
+def record_chain(state_dir: str | Path, url: str, registry: str, set_id: int) -> None:
+    """Remember in cluster.json which chain, registry and node set the cluster reports to."""
+    path = Path(state_dir) / "cluster.json"
+    info = json.loads(path.read_text())
+    info["chain"] = {"url": url, "registry": registry, "set_id": int(set_id)}
+    path.write_text(json.dumps(info, indent=1))
+
+
+def chain_record(state_dir: str | Path) -> dict[str, Any] | None:
+    info = json.loads((Path(state_dir) / "cluster.json").read_text())
+    return info.get("chain")

@@ -1,0 +1,215 @@
+"""`splitseal mpc ...`: the MPC feature-share cluster on loopback.
+
+IMAGE arguments: a ``.npy`` array (2-D gray, 3-D C x H x W or H x W x C; integers are divided by
+their type's maximum, floats above 1 by 255), an 8/16-bit non-interlaced ``.png``, or a ``.pgm``
+(P2/P5). The terminal normalises it to the model's input size and rejects blank or constant
+captures before anything is shared.
+
+With ``mpc up --chain anvil`` (or a URL), the cluster's node set is registered in
+``FeatureShareRegistry`` and every enrolment and decision is recorded there; the embedded chain
+lives only inside one process, so it cannot be used across CLI calls (the Python API can).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from splitseal.config import Config
+from splitseal.errors import ConfigError, InvalidInputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .cli import group
+
+    mpc = group(sub, "mpc", "MPC feature-share nodes: biometric enrolment and recognition on secret shares")
+    up = mpc.add_parser("up", help="start the dealer and N nodes as processes on loopback")
+    up.add_argument("--parties", type=int, default=None, help="number of nodes, 2..4 (default: [mpc] parties)")
+    up.add_argument("--model", default=None,
+                    help="ONNX embedding model (default: models/digits_embedding.onnx)")
+    up.add_argument("--random", choices=("small", "big"), default=None,
+                    help="use a random-weight network of the benchmark instead of a trained model")
+    up.add_argument("--mode", choices=("shared", "plaintext"), default="shared",
+                    help="shared: weights split into shares mod 2^64 (no node holds the model); "
+                         "plaintext: every node gets the same plaintext kernels (faster)")
+    up.add_argument("--threshold", type=float, default=None, help="cosine acceptance threshold")
+    up.add_argument("--chain", default=None, help="record results on anvil or an http(s) URL")
+    up.set_defaults(func=_up)
+
+    down = mpc.add_parser("down", help="stop the cluster's processes")
+    down.set_defaults(func=_down)
+    status = mpc.add_parser("status", help="show the nodes and their enrolled subjects count")
+    status.set_defaults(func=_status)
+
+    enroll = mpc.add_parser("enroll", help="enrol a subject from a capture")
+    enroll.add_argument("--subject", required=True)
+    enroll.add_argument("image")
+    enroll.set_defaults(func=_enroll)
+    verify = mpc.add_parser("verify", help="1:1 verification of a claimed subject")
+    verify.add_argument("--subject", required=True)
+    verify.add_argument("--threshold", type=float, default=None)
+    verify.add_argument("image")
+    verify.set_defaults(func=_verify)
+    identify = mpc.add_parser("identify", help="1:N identification among enrolled subjects")
+    identify.add_argument("--threshold", type=float, default=None)
+    identify.add_argument("image")
+    identify.set_defaults(func=_identify)
+
+    node = group(mpc, "node", "one node process")
+    run = node.add_parser("run", help="run one node (or the dealer) of the cluster in the foreground")
+    run.add_argument("--party", type=int, default=None)
+    run.add_argument("--dealer", action="store_true")
+    run.add_argument("--state-dir", default=None)
+    run.set_defaults(func=_node_run)
+
+
+def _state(config: Config) -> Path:
+    return config.path(config.mpc.state_dir)
+
+
+def _model(args: argparse.Namespace, config: Config):
+    from orchestrator.mpc.owner import BIG_SPEC, SMALL_SPEC, load_onnx, random_model
+
+    if args.random:
+        spec, shape = (SMALL_SPEC, (1, 28, 28)) if args.random == "small" else (BIG_SPEC, (3, 64, 64))
+        return random_model(spec, shape, seed=0), None
+    path = Path(args.model) if args.model else config.path("models/digits_embedding.onnx")
+    if not path.exists():
+        raise InvalidInputError(f"embedding model {path} not found; train it (`splitseal model train`), "
+                                "pass --model, or use --random small")
+    return load_onnx(path), path
+
+
+def _default_threshold(model_path: Path | None) -> float:
+    from orchestrator.mpc.cluster import DEFAULT_THRESHOLD
+
+    if model_path is not None:
+        for cand in (model_path.with_suffix(".json"), model_path.with_name(model_path.stem + ".metrics.json")):
+            if cand.exists():
+                try:
+                    data = json.loads(cand.read_text())
+                except ValueError:
+                    continue
+                for key in ("threshold", "eer_threshold", "verification_threshold"):
+                    value = data.get(key) if isinstance(data, dict) else None
+                    if value is None and isinstance(data.get("metrics"), dict):
+                        value = data["metrics"].get(key)
+                    if isinstance(value, (int, float)):
+                        return float(value)
+    return DEFAULT_THRESHOLD
+
+
+def _up(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.mpc import cluster as cl
+
+    parties = args.parties or config.mpc.parties
+    model, path = _model(args, config)
+    threshold = args.threshold if args.threshold is not None else _default_threshold(path)
+    state = _state(config)
+    if args.chain == "embedded":
+        raise ConfigError("the embedded chain lives inside one process; use --chain anvil or a URL")
+    info = cl.up(state, model, parties=parties, shared=args.mode == "shared", host=config.mpc.host,
+                 threshold=threshold, frac_bits=config.mpc.fractional_bits)
+    if args.chain:
+        chain, deployment, admin = _connect(args.chain, config)
+        client = cl.MpcClient(info)
+        try:
+            set_id = cl.register_node_set(chain, deployment.feature_share_registry, client.addresses(), admin)
+        finally:
+            client.close()
+        cl.record_chain(state, args.chain, deployment.feature_share_registry.address, set_id)
+        print(f"node set {set_id} registered in FeatureShareRegistry {deployment.feature_share_registry.address}")
+    print(f"MPC cluster up: {parties} nodes + dealer on {config.mpc.host}, state in {state}, "
+          f"mode={args.mode}, threshold={threshold:.4f}")
+    return 0
+
+
+def _connect(url: str, config: Config):
+    from dataclasses import replace
+
+    from orchestrator.chain import connect
+    from orchestrator.deploy import ensure_deployed
+
+    chain = connect(replace(config.chain, url=url))
+    admin = chain.accounts[0]
+    return chain, ensure_deployed(chain, admin), admin
+
+
+def _client(config: Config):
+    from chain_node.mpc.node import ClusterInfo
+    from orchestrator.mpc import cluster as cl
+
+    state = _state(config)
+    info = ClusterInfo.load(state)
+    binding = None
+    rec = cl.chain_record(state)
+    if rec:
+        chain, deployment, admin = _connect(rec["url"], config)
+        binding = cl.ChainBinding(chain, deployment.feature_share_registry, int(rec["set_id"]), admin)
+    return cl.MpcClient(info, binding)
+
+
+def _down(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.mpc.cluster import down
+
+    stopped = down(_state(config))
+    print(f"stopped {len(stopped)} MPC processes" if stopped else "no MPC cluster was running")
+    return 0
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    client = _client(config)
+    try:
+        for s in client.status():
+            print(f"node {s['party']}: model={'yes' if s['model'] else 'no'} enrolled={s['enrolled']} "
+                  f"pending={s['pending']} address={s['address']}")
+    finally:
+        client.close()
+    return 0
+
+
+def _enroll(args: argparse.Namespace, config: Config) -> int:
+    client = _client(config)
+    try:
+        r = client.enroll(args.subject, args.image)
+    finally:
+        client.close()
+    print(f"enrolled {r.subject} (session {r.session[:16]}); share commitments: "
+          + ", ".join(c.hex()[:16] for c in r.commitments) + (f"; tx {r.tx}" if r.tx else ""))
+    return 0
+
+
+def _print_decision(r) -> None:
+    verdict = "ACCEPTED" if r.accepted else "REJECTED"
+    who = f" subject={r.subject}" if r.subject else ""
+    print(f"{r.kind}: {verdict}{who} score={r.score:.4f} session={r.session[:16]}"
+          + (f" tx={r.tx}" if r.tx else ""))
+
+
+def _verify(args: argparse.Namespace, config: Config) -> int:
+    client = _client(config)
+    try:
+        r = client.verify(args.subject, args.image, args.threshold)
+    finally:
+        client.close()
+    _print_decision(r)
+    return 0 if r.accepted else 1
+
+
+def _identify(args: argparse.Namespace, config: Config) -> int:
+    client = _client(config)
+    try:
+        r = client.identify(args.image, args.threshold)
+    finally:
+        client.close()
+    _print_decision(r)
+    return 0 if r.accepted else 1
+
+
+def _node_run(args: argparse.Namespace, config: Config) -> int:
+    from chain_node.mpc.node import run_service
+
+    if not args.dealer and args.party is None:
+        raise InvalidInputError("give --party I (or --dealer)")
+    return run_service(args.state_dir or _state(config), args.party, args.dealer)
