@@ -626,6 +626,8 @@ class HeadInterpreter:
                 raise ModelError(f"head input {name!r} has shape {x.shape}, expected {spec.shape}")
             if x.size > self._max:
                 raise ModelError(f"head input {name!r} has {x.size} elements, more than the limit {self._max}")
+            if not np.all(np.isfinite(x)):
+                raise ModelError(f"head input {name!r} contains NaN or infinity")
             if spec.shape and spec.shape[0] is None:
                 if batch is not None and x.shape[0] != batch:
                     raise ModelError(f"head inputs disagree on the batch size ({batch} vs {x.shape[0]})")

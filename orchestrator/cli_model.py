@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = model.add_parser("inspect", help="layers, parameters, sides, sizes and hashes of a model or split dir")
     p.add_argument("path", help="ONNX model file or a directory written by `model split`")
+    p.add_argument("--rule", help="with a model file: show where each layer and parameter lands under this rule")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
 
@@ -91,6 +92,6 @@ def cmd_split(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, config: Config) -> int:
-    report = inspect_path(args.path)
+    report = inspect_path(args.path, args.rule)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 1 if report.get("problems") else 0

@@ -13,6 +13,8 @@ from typing import Any
 
 from enclave.package import decode_head_package, decode_graph, decode_index, keccak256
 from orchestrator.models.onnx_import import load_model
+from orchestrator.models.rule import load_rule
+from orchestrator.models.split import split_model
 from splitseal.errors import ModelError
 
 
@@ -20,16 +22,30 @@ def _hex(b: bytes) -> str:
     return "0x" + b.hex()
 
 
-def inspect_model(path: str | Path) -> dict[str, Any]:
-    """Layers (nodes with output shapes), parameters (role, dtype, shape, bytes, sha256)."""
+def inspect_model(path: str | Path, rule_path: str | Path | None = None) -> dict[str, Any]:
+    """Layers (nodes with output shapes), parameters (role, dtype, shape, bytes, sha256); with a
+    rule, also the side (backbone / head) each layer and parameter lands on under that rule."""
     imp = load_model(path)
+    node_side: dict[str, str] = {}
+    param_side: dict[str, str] = {}
+    protected: set[str] = set()
+    rule_info = None
+    if rule_path is not None:
+        rule = load_rule(rule_path)
+        res = split_model(imp, rule)
+        node_side = {n: "head" for n in res.head_nodes} | {n: "backbone" for n in res.backbone_nodes}
+        param_side, protected = res.sides, set(res.protected)
+        rule_info = {"path": str(rule_path), "name": rule.name, "hash": _hex(rule.hash),
+                     "split": rule.describe_split(), "crossing": res.crossing}
     producer_shapes = imp.values
     layers = [{"name": n.name, "op": n.op_type,
                "outputs": [{"name": o, "shape": list(producer_shapes[o].shape)} for o in n.output if o],
-               "parameters": imp.node_params[n.name]} for n in imp.nodes]
+               "parameters": imp.node_params[n.name], "side": node_side.get(n.name)} for n in imp.nodes]
     params = [{"name": k, "role": imp.roles[k], "dtype": v.dtype.name, "shape": list(v.shape), "bytes": int(v.nbytes),
-               "sha256": hashlib.sha256(v.tobytes()).hexdigest()} for k, v in imp.initializers.items()]
+               "sha256": hashlib.sha256(v.tobytes()).hexdigest(), "side": param_side.get(k),
+               "protected": k in protected} for k, v in imp.initializers.items()]
     return {"kind": "model", "path": str(path), "hash": _hex(imp.source_hash), "bytes": len(imp.source_bytes),
+            "rule": rule_info,
             "opset": imp.opset, "inputs": [{"name": v.name, "shape": list(v.shape)} for v in imp.inputs],
             "outputs": [{"name": v.name, "shape": list(v.shape)} for v in imp.outputs],
             "weighted_layers": [n.name for n in imp.layers()], "layers": layers, "parameters": params}
@@ -67,13 +83,16 @@ def inspect_split(directory: str | Path) -> dict[str, Any]:
             "head_ops": [n.op for n in graph.nodes], "problems": problems}
 
 
-def inspect_path(path: str | Path) -> dict[str, Any]:
+def inspect_path(path: str | Path, rule_path: str | Path | None = None) -> dict[str, Any]:
+    """Inspect a model file (optionally under a rule) or a split directory."""
     p = Path(path)
     if p.is_dir():
+        if rule_path is not None:
+            raise ModelError("--rule applies to a model file; a split directory already records its rule")
         return inspect_split(p)
     if not p.exists():
         raise ModelError(f"{p} does not exist; pass an ONNX model file or a split directory")
-    return inspect_model(p)
+    return inspect_model(p, rule_path)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -88,16 +107,23 @@ def render(report: dict[str, Any]) -> str:
                      f"keccak256 {report['hash']}")
         lines.append("inputs:  " + ", ".join(f"{v['name']} {v['shape']}" for v in report["inputs"]))
         lines.append("outputs: " + ", ".join(f"{v['name']} {v['shape']}" for v in report["outputs"]))
+        r = report.get("rule")
+        if r:
+            lines.append(f"rule:    {r['name']} ({r['split']})  keccak256 {r['hash']}")
+            lines.append("crossing tensors: " + ", ".join(r["crossing"]))
         lines.append("")
-        lines.append(f"{'layer':32} {'op':20} output shape")
+        lines.append(f"{'layer':32} {'op':20} {'side':9} output shape")
         for layer in report["layers"]:
             for o in layer["outputs"]:
-                lines.append(f"{layer['name']:32} {layer['op']:20} {o['shape']}")
+                lines.append(f"{layer['name']:32} {layer['op']:20} {layer['side'] or '-':9} {o['shape']}")
         lines.append("")
-        lines.append(f"{'parameter':32} {'role':10} {'dtype':8} {'shape':16} {'size':>10}  sha256")
+        lines.append(f"{'parameter':32} {'role':10} {'side':9} {'dtype':8} {'shape':16} {'size':>10}  sha256")
         for p in report["parameters"]:
-            lines.append(f"{p['name']:32} {p['role']:10} {p['dtype']:8} {str(p['shape']):16} "
+            side = (p["side"] or "-") + ("*" if p["protected"] else "")
+            lines.append(f"{p['name']:32} {p['role']:10} {side:9} {p['dtype']:8} {str(p['shape']):16} "
                          f"{_fmt_bytes(p['bytes']):>10}  {p['sha256'][:16]}…")
+        if r:
+            lines.append("(* = protected by the rule)")
         return "\n".join(lines)
     s = report["summary"]
     lines.append(f"split {report['path']}")

@@ -250,6 +250,8 @@ def test_input_dtype_shape_and_name_mismatch_refused():
         head.run({"z": X4})
     with pytest.raises(ModelError, match="float32"):
         head.run({"x": X4.tolist()})
+    with pytest.raises(ModelError, match="NaN"):
+        head.run({"x": np.where(X4 > 1, np.nan, X4).astype(np.float32)})
 
 
 def test_declared_intermediate_shape_mismatch_refused():

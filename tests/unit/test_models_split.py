@@ -220,6 +220,12 @@ def test_cli_split_and_inspect(tmp_path, capsys):
     assert "files match split.json" in capsys.readouterr().out
     assert cli_main(["model", "inspect", str(model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weighted_layers"] == ["conv1", "conv2", "conv3", "neck", "head"]
+    assert cli_main(["model", "inspect", str(model), "--rule", str(rule_file), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    sides = {layer["name"]: layer["side"] for layer in report["layers"]}
+    assert sides["neck"] == "head" and sides["conv1"] == "backbone" and report["rule"]["crossing"] == ["flat"]
+    assert {p["name"] for p in report["parameters"] if p["protected"]} == {"neck.weight", "neck.bias",
+                                                                           "head.weight", "head.bias"}
     np.save(tmp_path / "in.npy", np.zeros((3, 1, 8, 8), np.float32))
     assert cli_main(["model", "split", str(model), "--rule", str(rule_file), "--out", str(out),
                      "--inputs", str(tmp_path / "in.npy")]) == 0
