@@ -29,7 +29,9 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
     IModelRegistry private immutable _registry;
     address private _enclaveTransfer;
     bytes32 private _inputKey;
-    uint256 private _requestCount;
+    /// @dev The next request id. Starts at 1 (set in the constructor) so that no request pays
+    ///      for turning a zero slot non-zero.
+    uint256 private _nextRequestId;
     mapping(uint256 requestId => Request) private _requests;
 
     // ============================================================================================
@@ -42,6 +44,7 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         if (address(registry) == address(0)) revert BackboneExecutionZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         _registry = registry;
+        _nextRequestId = 1;
     }
 
     // ============================================================================================
@@ -90,13 +93,12 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         }
         if (!_registry.versionExists(modelId, version)) revert BackboneExecutionUnknownModelVersion(modelId, version);
 
-        requestId = ++_requestCount;
+        requestId = _nextRequestId++;
         _requests[requestId] = Request({
-            requester: msg.sender,
+            binding: _requestBinding(modelId, inputCommitment),
             deadline: uint40(deadline),
-            status: Status.Requested,
             version: version,
-            binding: _requestBinding(modelId, inputCommitment)
+            status: Status.Requested
         });
         emit InferenceRequested(
             requestId, modelId, msg.sender, version, inputCommitment, inlineInput, inputPointer, requesterKey, deadline
@@ -182,7 +184,7 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
 
     /// @inheritdoc IBackboneExecution
     function requestCount() external view returns (uint256) {
-        return _requestCount;
+        return _nextRequestId - 1;
     }
 
     /// @inheritdoc IBackboneExecution
@@ -201,15 +203,15 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
     }
 
     /// @inheritdoc IBackboneExecution
-    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes32) {
+    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes22) {
         return _requestBinding(modelId, inputCommitment);
     }
 
     /// @inheritdoc IBackboneExecution
-    function transferBinding(bytes32 previousBinding, address enclave, bytes32 transferHash)
+    function transferBinding(bytes22 previousBinding, address enclave, bytes32 transferHash)
         external
         pure
-        returns (bytes32)
+        returns (bytes22)
     {
         return _transferBinding(previousBinding, enclave, transferHash);
     }
@@ -218,15 +220,15 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
     //                                     INTERNAL FUNCTIONS
     // ============================================================================================
 
-    function _requestBinding(bytes32 modelId, bytes32 inputCommitment) private pure returns (bytes32) {
-        return keccak256(abi.encode(modelId, inputCommitment));
+    function _requestBinding(bytes32 modelId, bytes32 inputCommitment) private pure returns (bytes22) {
+        return bytes22(keccak256(abi.encode(modelId, inputCommitment)));
     }
 
-    function _transferBinding(bytes32 previousBinding, address enclave, bytes32 transferHash)
+    function _transferBinding(bytes22 previousBinding, address enclave, bytes32 transferHash)
         private
         pure
-        returns (bytes32)
+        returns (bytes22)
     {
-        return keccak256(abi.encode(previousBinding, enclave, transferHash));
+        return bytes22(keccak256(abi.encode(previousBinding, enclave, transferHash)));
     }
 }

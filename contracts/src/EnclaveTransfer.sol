@@ -80,7 +80,8 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
             revert EnclaveTransferInvalidStatus(requestId, uint8(r.status));
         }
         if (block.timestamp > r.deadline) revert EnclaveTransferDeadlinePassed(requestId, r.deadline, block.timestamp);
-        bytes32 computed = keccak256(abi.encode(keccak256(abi.encode(modelId, inputCommitment)), enclave, transferHash));
+        bytes22 computed =
+            bytes22(keccak256(abi.encode(bytes22(keccak256(abi.encode(modelId, inputCommitment))), enclave, transferHash)));
         if (computed != r.binding) revert EnclaveTransferBindingMismatch(requestId, r.binding, computed);
 
         bytes32 resultCommitment = keccak256(encryptedResult);

@@ -14,12 +14,13 @@ import {IAccessControl} from "./IAccessControl.sol";
 ///      Transferred -> Failed (reported on EnclaveTransfer), Requested or Transferred ->
 ///      TimedOut after the deadline. Each request ends exactly once.
 ///
-///      Storage is the gas budget: a request keeps two slots. Slot one packs requester,
-///      deadline, status and model version; slot two is a running `binding` hash:
-///      `requestBinding(modelId, inputCommitment)` while Requested, then
-///      `transferBinding(thatBinding, enclave, transferHash)` once Transferred. Later stages
-///      pass the values in calldata and the contract checks them against the binding; the
-///      values themselves are in the events, which are the audit log.
+///      Storage is the gas budget (request + backbone/transfer + result <= 200,000 gas): a
+///      request keeps ONE slot, packing status, model version, deadline and a 176-bit running
+///      `binding` hash: `requestBinding(modelId, inputCommitment)` while Requested, then
+///      `transferBinding(thatBinding, enclave, transferHash)` once Transferred. Later stages pass
+///      the values in calldata and the contract checks them against the binding (finding other
+///      values with the same binding is a 2^176 second-preimage problem); the values themselves,
+///      and the requester, are in the events, which are the audit log.
 interface IBackboneExecution is IAccessControl {
     // ============================================================================================
     //                                          TYPES
@@ -35,18 +36,16 @@ interface IBackboneExecution is IAccessControl {
         TimedOut
     }
 
-    /// @notice What is stored for a request.
-    /// @param requester The account that asked.
+    /// @notice What is stored for a request: one storage slot.
+    /// @param binding Running 176-bit hash of the request's values (see the notes above).
     /// @param deadline Unix time after which no stage may run and {timeout} becomes possible.
-    /// @param status The lifecycle state.
     /// @param version The model version.
-    /// @param binding Running hash of the request's values (see the contract's notes).
+    /// @param status The lifecycle state.
     struct Request {
-        address requester;
+        bytes22 binding;
         uint40 deadline;
-        Status status;
         uint32 version;
-        bytes32 binding;
+        Status status;
     }
 
     // ============================================================================================
@@ -259,15 +258,15 @@ interface IBackboneExecution is IAccessControl {
     /// @notice The binding stored while Requested.
     /// @param modelId The model.
     /// @param inputCommitment The input commitment.
-    /// @return keccak256(abi.encode(modelId, inputCommitment)).
-    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes32);
+    /// @return bytes22(keccak256(abi.encode(modelId, inputCommitment))).
+    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes22);
     /// @notice The binding stored once Transferred.
     /// @param previousBinding The request binding.
     /// @param enclave The enclave named in the transfer.
     /// @param transferHash keccak256 of the transfer ciphertext.
-    /// @return keccak256(abi.encode(previousBinding, enclave, transferHash)).
-    function transferBinding(bytes32 previousBinding, address enclave, bytes32 transferHash)
+    /// @return bytes22(keccak256(abi.encode(previousBinding, enclave, transferHash))).
+    function transferBinding(bytes22 previousBinding, address enclave, bytes32 transferHash)
         external
         pure
-        returns (bytes32);
+        returns (bytes22);
 }

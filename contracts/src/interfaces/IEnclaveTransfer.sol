@@ -38,7 +38,7 @@ interface IEnclaveTransfer {
     /// @param requestId The request.
     /// @param stored The stored binding.
     /// @param computed The binding computed from the arguments.
-    error EnclaveTransferBindingMismatch(uint256 requestId, bytes32 stored, bytes32 computed);
+    error EnclaveTransferBindingMismatch(uint256 requestId, bytes22 stored, bytes22 computed);
     /// @notice The result signature does not recover to the enclave named at transfer.
     /// @param requestId The request.
     /// @param enclave The enclave named at transfer.
