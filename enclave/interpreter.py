@@ -59,6 +59,17 @@ SUPPORTED_OPS: dict[str, frozenset[str]] = {
     "Dropout": frozenset({"seed", "ratio"}),
 }
 
+#: (op, attribute) -> (first opset, last opset) in which ai.onnx defines that attribute; outside
+#: that range the attribute is refused rather than interpreted with another version's meaning.
+_ATTR_OPSETS: dict[tuple[str, str], tuple[int, int]] = {
+    ("AveragePool", "dilations"): (19, MAX_OPSET),
+    ("Reshape", "allowzero"): (14, MAX_OPSET),
+    ("BatchNormalization", "training_mode"): (14, MAX_OPSET),
+    ("BatchNormalization", "momentum"): (MIN_OPSET, MAX_OPSET),
+    ("Dropout", "ratio"): (MIN_OPSET, 11),
+    ("Dropout", "seed"): (12, MAX_OPSET),
+}
+
 #: (min, max) number of inputs / outputs per op (empty-string inputs count as absent).
 _ARITY: dict[str, tuple[int, int, int, int]] = {
     "Conv": (2, 3, 1, 1), "Relu": (1, 1, 1, 1), "Sigmoid": (1, 1, 1, 1), "Tanh": (1, 1, 1, 1),
@@ -566,7 +577,14 @@ class HeadInterpreter:
             bad = sorted(set(node.attrs) - SUPPORTED_OPS[node.op])
             if bad:
                 raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): unsupported attribute(s) {bad}")
+            for attr in node.attrs:
+                first, last = _ATTR_OPSETS.get((node.op, attr), (MIN_OPSET, MAX_OPSET))
+                if not first <= graph.opset <= last:
+                    raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): attribute {attr!r} does "
+                                                   f"not exist in opset {graph.opset}")
             lo_in, hi_in, lo_out, hi_out = _ARITY[node.op]
+            if node.op == "Dropout" and graph.opset < 12:
+                hi_in = 1  # ratio and training_mode became inputs in opset 12
             ins = list(node.inputs)
             while ins and ins[-1] == "":
                 ins.pop()

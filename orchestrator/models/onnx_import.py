@@ -176,7 +176,7 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
                              "model with all tensors inside the file")
         if t.data_type not in (_ONNX_FLOAT, _ONNX_INT64):
             raise UnsupportedOperatorError(
-                f"{label}: initializer {t.name!r} has dtype {onnx.helper.tensor_dtype_to_np_dtype(t.data_type)}; "
+                f"{label}: initializer {t.name!r} has dtype {_dtype_name(t.data_type)}; "
                 "parameters must be float32 (int64 only for Reshape shapes)")
     for i, node in enumerate(g.node):
         where = f"{label}: node {node.name or '#' + str(i)!r} ({node.op_type})"
@@ -197,6 +197,13 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
             if attr.type not in (onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT, onnx.AttributeProto.STRING,
                                  onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS):
                 raise UnsupportedOperatorError(f"{where}: attribute {attr.name!r} has an unsupported type")
+
+
+def _dtype_name(code: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(code).lower()
+    except ValueError:
+        return f"code {code}"
 
 
 def _fold_constants(model: onnx.ModelProto, label: str) -> None:
@@ -266,7 +273,7 @@ def _spec_from_type(name: str, tp: onnx.TypeProto, where: str, initializer: bool
         dtype = "int64"
     else:
         raise UnsupportedOperatorError(f"{where}: tensor {name!r} has element type "
-                                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; only float32 "
+                                       f"{_dtype_name(tt.elem_type)}; only float32 "
                                        "activations are supported")
     if not tt.HasField("shape"):
         raise ModelError(f"{where}: the shape of tensor {name!r} cannot be inferred; give the model "

@@ -133,6 +133,8 @@ CASES = [
     ("identity", "Identity", {"x": X4}, {}, {}, 17),
     ("dropout_ratio", "Dropout", {"x": X4}, {"r": np.array(0.3, np.float32)}, {}, 17),
     ("dropout_plain", "Dropout", {"x": X4}, {}, {}, 17),
+    ("dropout_opset11", "Dropout", {"x": X4}, {}, {"ratio": 0.25}, 11),
+    ("avgpool_dilations_19", "AveragePool", {"x": X4}, {}, {"kernel_shape": [2, 2], "dilations": [2, 1]}, 19),
 ]
 
 
@@ -235,6 +237,17 @@ def test_unknown_opset_refused(opset):
     graph, params = _conv_graph()
     pkg, index = _graph_variant(graph, params, opset=opset)
     with pytest.raises(UnsupportedOperatorError, match="opset"):
+        HeadInterpreter(pkg, index)
+
+
+@pytest.mark.parametrize("op, attrs, opset", [("AveragePool", {"kernel_shape": [2, 2], "dilations": [1, 1]}, 17),
+                                               ("Reshape", {"allowzero": 0}, 13),
+                                               ("Dropout", {"ratio": 0.5}, 13),
+                                               ("Dropout", {"seed": 1}, 11)])
+def test_attribute_outside_its_opset_refused(op, attrs, opset):
+    graph, params = _conv_graph()
+    pkg, index = _graph_variant(graph, params, opset=opset, nodes=_with_node(graph, op=op, attrs=attrs))
+    with pytest.raises(UnsupportedOperatorError, match="does not exist in opset"):
         HeadInterpreter(pkg, index)
 
 
