@@ -187,29 +187,36 @@ def provision_model(chain: Chain, deployment: Deployment, client: EnclaveClient,
     index_plain_hash = crypto.keccak256(index_bytes)
     published = chain.call(pindex.functions.index(model_id, version))
     index_tx = None
-    if int(published[3]) == 0:
+    if int(published[3]) != 0:
+        loaded = any(m["model_id"] == model_id and m["version"] == version and m["index_verified"]
+                     for m in client.status().models)
+        if not (chain.call(pindex.functions.isIndexVerified(model_id, version, enclave)) and loaded):
+            raise InvalidInputError(
+                f"the parameter index of model 0x{model_id.hex()} v{version} is already published "
+                "(encrypted to another enclave); ParameterIndex holds one index ciphertext per version, "
+                "so register a new model version to serve it from another enclave")
+        encrypted_index_hash, serving = bytes(published[0]), head.serving
+        log.info("index of model=0x%s version=%d already verified by %s; head re-provisioned only",
+                 model_id.hex()[:16], version, enclave)
+    else:
         index_ct = crypto.ecies_encrypt(key, index_bytes, crypto.index_aad(model_id, version, index_plain_hash))
         encrypted_index_hash = crypto.keccak256(index_ct)
         r = chain.transact(pindex.functions.publishIndex(model_id, version, encrypted_index_hash,
                                                          index.merkle_root(), index.entry_count), sender=owner)
         index_tx = r["transactionHash"].hex()
-    else:
-        raise InvalidInputError(
-            f"the parameter index of model 0x{model_id.hex()} v{version} is already published "
-            "(encrypted to another enclave); ParameterIndex holds one index ciphertext per version, "
-            "so register a new model version to serve it from another enclave")
-    conf = client.provision_index(
-        model_id=model_id, version=version, chain_id=chain.chain_id, parameter_index=pindex.address,
-        index_ciphertext=index_ct, index_plain_hash=index_plain_hash,
-        encrypted_index_hash=encrypted_index_hash, merkle_root=index.merkle_root(),
-        entry_count=index.entry_count)
-    chain.transact(pindex.functions.confirmIndex(model_id, version, enclave, conf.signature), sender=owner)
+        conf = client.provision_index(
+            model_id=model_id, version=version, chain_id=chain.chain_id, parameter_index=pindex.address,
+            index_ciphertext=index_ct, index_plain_hash=index_plain_hash,
+            encrypted_index_hash=encrypted_index_hash, merkle_root=index.merkle_root(),
+            entry_count=index.entry_count)
+        chain.transact(pindex.functions.confirmIndex(model_id, version, enclave, conf.signature), sender=owner)
+        serving = conf.serving
     log.info("provisioned model=0x%s version=%d enclave=%s state_version=%d", model_id.hex()[:16], version,
              enclave, head.state_version)
     return ProvisionResult(model_id=model_id, version=version, enclave=enclave, package_hash=package_hash,
-                           encrypted_index_hash=encrypted_index_hash, state_version=conf.state_version,
+                           encrypted_index_hash=encrypted_index_hash, state_version=head.state_version,
                            head_tx=head_receipt["transactionHash"].hex(), index_tx=index_tx,
-                           serving=conf.serving)
+                           serving=serving)
 
 
 def restore_enclave(chain: Chain, deployment: Deployment, client: EnclaveClient) -> dict[str, Any]:
