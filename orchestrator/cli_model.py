@@ -87,7 +87,7 @@ def cmd_split(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(render(inspect_path(args.out)))
-    print(f"\nwrote {Path(args.out) / 'backbone.onnx'}, head.pkg, head.index, split.json")
+    print(f"\nwrote {Path(args.out) / 'backbone.onnx'}, head.pkg, head.index, rule.toml, split.json")
     return 0
 
 

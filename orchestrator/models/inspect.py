@@ -64,6 +64,9 @@ def inspect_split(directory: str | Path) -> dict[str, Any]:
     backbone = (d / "backbone.onnx").read_bytes()
     if _hex(keccak256(backbone)) != summary["backbone"]["hash"]:
         problems.append("backbone.onnx does not match its recorded hash")
+    rule_file = d / summary["rule"].get("file", "rule.toml")
+    if not rule_file.exists() or _hex(keccak256(rule_file.read_bytes())) != summary["rule"]["hash"]:
+        problems.append("rule.toml is missing or does not match its recorded hash")
     pkg_bytes = (d / "head.pkg").read_bytes()
     pkg = decode_head_package(pkg_bytes)
     index = decode_index((d / "head.index").read_bytes())

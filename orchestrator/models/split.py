@@ -97,7 +97,7 @@ class SplitResult:
             "format": SPLIT_FORMAT,
             "model": {"path": model_path, "hash": _hex(imp.source_hash), "opset": imp.opset,
                       "inputs": [_spec(v) for v in imp.inputs], "outputs": [_spec(v) for v in imp.outputs]},
-            "rule": {"path": rule_path, "name": self.rule.name, "hash": _hex(self.rule.hash),
+            "rule": {"file": "rule.toml", "path": rule_path, "name": self.rule.name, "hash": _hex(self.rule.hash),
                      "split": self.rule.describe_split(), "output_policy": self.rule.output_policy},
             "backbone": {"file": "backbone.onnx", "hash": _hex(self.backbone_hash), "bytes": len(self.backbone_bytes),
                          "nodes": self.backbone_nodes, "outputs": [_spec(values[t]) for t in self.crossing]},
@@ -117,9 +117,11 @@ class SplitResult:
         }
 
     def write(self, out_dir: str | Path, *, model_path: str = "", rule_path: str = "") -> dict[str, Any]:
-        """Write backbone.onnx, head.pkg, head.index and split.json into ``out_dir``."""
+        """Write backbone.onnx, head.pkg, head.index, rule.toml (the rule's exact bytes, so its
+        hash can be re-checked) and split.json into ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        (out / "rule.toml").write_bytes(self.rule.source_bytes)
         (out / "backbone.onnx").write_bytes(self.backbone_bytes)
         (out / "head.pkg").write_bytes(self.package.encode())
         (out / "head.index").write_bytes(self.index.encode())

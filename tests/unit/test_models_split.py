@@ -175,6 +175,7 @@ def test_write_and_inspect(tmp_path, imp, samples):
     assert on_disk["head"]["params_hash"] == "0x" + bytes(keccak(pkg.params_bytes)).hex()
     assert on_disk["backbone"]["hash"] == "0x" + bytes(keccak((tmp_path / "backbone.onnx").read_bytes())).hex()
     assert on_disk["rule"]["hash"] == "0x" + res.rule.hash.hex()
+    assert (tmp_path / "rule.toml").read_bytes() == res.rule.source_bytes
     assert on_disk["index"]["merkle_root"] == "0x" + index.merkle_root().hex()
     assert on_disk["verification"]["source"] == "test"
     sides = {p["name"]: p["side"] for p in on_disk["parameters"]}
@@ -215,7 +216,7 @@ def test_cli_split_and_inspect(tmp_path, capsys):
     assert cli_main(["model", "split", str(model), "--rule", str(rule_file), "--out", str(out), "--random", "16"]) == 0
     text = capsys.readouterr().out
     assert "headGraphHash" in text and "16 seeded random inputs" in text
-    assert {p.name for p in out.iterdir()} == {"backbone.onnx", "head.pkg", "head.index", "split.json"}
+    assert {p.name for p in out.iterdir()} == {"backbone.onnx", "head.pkg", "head.index", "rule.toml", "split.json"}
     assert cli_main(["model", "inspect", str(out)]) == 0
     assert "files match split.json" in capsys.readouterr().out
     assert cli_main(["model", "inspect", str(model), "--json"]) == 0
