@@ -24,9 +24,15 @@ _LIMB_MASK = np.uint64(0xFFFF)
 _EXACT = float(2 ** 53)
 
 
+def _limb_stack(a: np.ndarray) -> np.ndarray:
+    """(4, *a.shape) float64 limbs, least significant first (a uint16 view: one pass, one copy)."""
+    a = np.ascontiguousarray(a, dtype="<u8")
+    v = a.view("<u2").reshape(*a.shape, 4)
+    return np.moveaxis(v, -1, 0).astype(np.float64, order="C")
+
+
 def _limbs(a: np.ndarray) -> list[np.ndarray]:
-    a = np.asarray(a, dtype=np.uint64)
-    return [((a >> np.uint64(_LIMB * i)) & _LIMB_MASK).astype(np.float64) for i in range(4)]
+    return list(_limb_stack(a))
 
 
 def _f2u(x: np.ndarray) -> np.ndarray:
@@ -67,7 +73,7 @@ def ring_matmul_public(a: np.ndarray, w: np.ndarray) -> np.ndarray:
     wmax = float(np.max(np.abs(w))) if w.size else 0.0
     if 65536.0 * k * max(wmax, 1.0) >= _EXACT:
         return ring_matmul(a, w.view(np.uint64))
-    stacked = np.concatenate(_limbs(a), axis=0)  # (4m, k)
+    stacked = _limb_stack(a).reshape(4 * m, k)  # (4m, k)
     prod = stacked @ w.astype(np.float64)         # (4m, n), exact integers
     out = _f2u(prod[:m])
     for i in range(1, 4):

@@ -119,6 +119,8 @@ class MpcNode:
         self.triples: DealerTripleProvider | None = None
         self._dealer_lock = threading.Lock()
         self._eth_key: bytes | None = None
+        #: bytes of triple corrections received from the dealer (only the last node gets any)
+        self.dealer_bytes = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -172,7 +174,9 @@ class MpcNode:
     def _fetch(self, req: Mapping[str, Any]) -> np.ndarray:
         assert self.dealer_channel is not None
         with self._dealer_lock:
-            return request(self.dealer_channel, "correction", dict(req)).arrays[0]
+            out = request(self.dealer_channel, "correction", dict(req)).arrays[0]
+            self.dealer_bytes += out.nbytes
+            return out
 
     def install_signals(self) -> None:
         """SIGTERM / SIGINT stop the loop after the current request."""
@@ -254,6 +258,24 @@ class MpcNode:
         if len(frame.arrays) != 1:
             raise InvalidInputError("expected one input share")
         return s.infer(model, np.asarray(frame.arrays[0], dtype=np.uint64))
+
+    def _op_infer(self, frame: Frame):
+        """Benchmark only: run feature extraction and return this node's feature *share* with
+        timings and traffic. Refused unless the cluster was started with ``bench`` enabled,
+        because the caller could otherwise collect every share and rebuild feature vectors."""
+        info = json.loads((self.cluster.state_dir / "cluster.json").read_text())
+        if not info.get("bench"):
+            raise InvalidInputError("feature export is disabled on this cluster (benchmark clusters only)")
+        before = self.transport.stats.snapshot()
+        fetches = self.triples.fetches
+        dealer_bytes = self.dealer_bytes
+        t0 = time.perf_counter()
+        out = self._run_session(frame, lambda s: self._features(s, frame))
+        elapsed = time.perf_counter() - t0
+        d = self.transport.stats.since(before)
+        return {"seconds": elapsed, "rounds": d.rounds, "bytes_sent": d.bytes_sent,
+                "bytes_received": d.bytes_received, "dealer_fetches": self.triples.fetches - fetches,
+                "dealer_bytes": self.dealer_bytes - dealer_bytes}, [out]
 
     def _op_enroll(self, frame: Frame):
         subject = str(frame.meta["subject"])
