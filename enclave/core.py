@@ -40,8 +40,11 @@ requester_key)``
 Sealed state, under the measurement policy: ``sealed/identity.sealed`` (the secp256k1 signing
 key and the X25519 key, generated here on first start), one ``sealed/model-<id>-v<n>.sealed``
 per model (AAD = model id and version) and ``sealed/manifest.sealed`` (AAD = enclave address)
-listing each model blob's state version and SHA-256 under the global state version, which is the
-counter ``ModelRegistry.confirmHeadLoaded`` anchors.
+listing each model blob's state version and SHA-256 and the answered request ids, under the global
+state version, which is the counter ``ModelRegistry.confirmHeadLoaded`` anchors. The manifest is
+re-sealed after every answered request (without fsync) so a restarted enclave still refuses
+replays; a state change that the chain has not anchored yet (an index provisioned after the last
+``HeadLoaded``) is protected only from rollback below the anchor.
 """
 
 from __future__ import annotations
@@ -191,6 +194,7 @@ class _Model:
     input_shape: tuple[int | None, ...] = ()
     output_name: str = ""
     policy: str = ""
+    sealed_sha256: bytes = b""
 
     def __repr__(self) -> str:
         return f"_Model(model_id=0x{self.model_id.hex()}, version={self.version})"
@@ -484,6 +488,7 @@ class EnclaveCore:
             model_version=version, input_commitment=input_commitment, transfer_hash=transfer_hash,
             result_commitment=result_commitment)
         self._answered.add(replay_key)
+        self._seal_manifest(durable=False)  # a restarted enclave still refuses this replay
         log.info("inference request_id=%d model=0x%s shape=%s", request_id, model_id.hex()[:16], list(shape))
         return {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
                 "result_commitment": result_commitment, "transfer_hash": transfer_hash,
@@ -500,23 +505,21 @@ class EnclaveCore:
                                  aad=_model_aad(model.model_id, model.version),
                                  state_version=model.state_version)
         write_atomic(self._model_path(model), blob)
+        model.sealed_sha256 = hashlib.sha256(blob).digest()
         self._seal_manifest()
 
     def _manifest_aad(self) -> bytes:
         return MANIFEST_AAD + bytes.fromhex(self.address[2:])
 
-    def _seal_manifest(self) -> bytes:
-        entries = []
-        for model in sorted(self._models.values(), key=lambda m: m.key):
-            path = self._model_path(model)
-            entries.append({"model_id": model.model_id, "version": model.version,
-                            "state_version": model.state_version,
-                            "sha256": hashlib.sha256(path.read_bytes()).digest()})
+    def _seal_manifest(self, durable: bool = True) -> bytes:
+        entries = [{"model_id": m.model_id, "version": m.version, "state_version": m.state_version,
+                    "sha256": m.sealed_sha256}
+                   for m in sorted(self._models.values(), key=lambda m: m.key)]
         answered = [[c, t, r] for (c, t, r) in sorted(self._answered)]
         blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered}),
                                  aad=self._manifest_aad(), label="manifest",
                                  state_version=self.state_version)
-        write_atomic(self.sealed_dir / "manifest.sealed", blob)
+        write_atomic(self.sealed_dir / "manifest.sealed", blob, fsync=durable)
         return blob
 
     def _call_seal_state(self, a: _Args) -> dict[str, Any]:
@@ -553,7 +556,7 @@ class EnclaveCore:
             fields, sv = self._sealer.unseal(blob, aad=_model_aad(model_id, version), label="model",
                                              min_state_version=entry["state_version"])
             model = _Model(**wire.decode(fields))
-            model.state_version = sv
+            model.state_version, model.sealed_sha256 = sv, entry["sha256"]
             self._load_head(model)
             models[model.key] = model
         self._models = models

@@ -148,8 +148,8 @@ class Sealer:
         return plaintext, header.state_version
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file readable only by its owner, atomically (temp file + rename + fsync)."""
+def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write a file readable only by its owner, atomically (temp file + rename, + fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -157,7 +157,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -102,12 +102,16 @@ def test_keccak_is_ethereum_keccak():
     assert crypto.keccak256(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
 
 
-def test_ecies_ephemeral_keys_never_repeat():
-    """A fresh ephemeral key per message: 20,000 encryptions to one recipient, all distinct."""
+@pytest.mark.slow
+def test_no_aes_gcm_key_nonce_pair_repeats_over_100000_results():
+    """Each result is encrypted under a key derived from a fresh ephemeral X25519 key, so over
+    100,000 results to one requester no (key, nonce) pair repeats: the ephemeral keys are all
+    distinct (and so are the random nonces)."""
     kp = crypto.X25519KeyPair.generate()
+    aad = crypto.result_aad(1, MODEL, 1)
     seen_eph, seen_nonce = set(), set()
-    for _ in range(20_000):
-        eph, nonce = crypto.ecies_ephemeral_and_nonce(crypto.ecies_encrypt(kp.public, b"r", b""))
+    for _ in range(100_000):
+        eph, nonce = crypto.ecies_ephemeral_and_nonce(crypto.ecies_encrypt(kp.public, b"r", aad))
         seen_eph.add(eph)
         seen_nonce.add(nonce)
-    assert len(seen_eph) == 20_000 and len(seen_nonce) == 20_000
+    assert len(seen_eph) == 100_000 and len(seen_nonce) == 100_000

@@ -1,0 +1,115 @@
+"""EnclaveCore in-process (no socket): output policies, result format, state restore."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from enclave import crypto
+from enclave.core import EnclaveCore, EntryCallError, decode_result, encode_result, open_result
+from enclave.identity import load_identity
+from enclave.platform import SimulatedPlatform
+from splitseal.errors import InvalidInputError, SealingError
+
+MODEL = b"\x42" * 32
+REGISTRY = "0x" + "11" * 20
+TRANSFER = "0x" + "22" * 20
+PINDEX = "0x" + "33" * 20
+
+
+def test_result_policies():
+    scores = np.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]], np.float32)
+    label = json.loads(encode_result(scores, "label"))
+    assert label["labels"] == [1, 0] and "scores" not in label and len(label["salt"]) == 32
+    both = decode_result(encode_result(scores, "label_scores"))
+    assert both.labels == (1, 0) and np.allclose(both.scores, scores)
+    feats = decode_result(encode_result(scores, "features"))
+    assert feats.labels == () and np.allclose(feats.features, scores)
+    with pytest.raises(InvalidInputError):
+        feats.label
+    with pytest.raises(EntryCallError):
+        encode_result(scores, "everything")
+    with pytest.raises(EntryCallError):
+        encode_result(np.array([[np.nan, 1.0]], np.float32), "label")
+    assert encode_result(scores, "label") != encode_result(scores, "label")  # salted
+    with pytest.raises(InvalidInputError):
+        decode_result(b"{}")
+
+
+def _split(policy: str):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
+    import enclave_support as es
+    from orchestrator.models.onnx_import import load_model
+    from orchestrator.models.rule import parse_rule
+    from orchestrator.models.split import split_model
+
+    rule = es.RULE.replace(b'"label_scores"', f'"{policy}"'.encode())
+    return es, split_model(load_model(es.canary_model().SerializeToString()), parse_rule(rule))
+
+
+def _provision(core: EnclaveCore, res, anchored: int = 0) -> None:
+    package, index = res.package.encode(), res.index.encode()
+    pph, iph = crypto.keccak256(package), crypto.keccak256(index)
+    pct = crypto.ecies_encrypt(core.encryption_key, package, crypto.head_aad(MODEL, 1, pph))
+    ict = crypto.ecies_encrypt(core.encryption_key, index, crypto.index_aad(MODEL, 1, iph))
+    core.call("provision_head", dict(model_id=MODEL, version=1, chain_id=1337, registry=REGISTRY, transfer=TRANSFER,
+                                     package_ciphertext=pct, package_plain_hash=pph,
+                                     head_graph_hash=res.package.graph_hash, head_params_hash=res.package.params_hash,
+                                     package_hash=crypto.keccak256(pct), anchored_state_version=anchored))
+    core.call("provision_index", dict(model_id=MODEL, version=1, chain_id=1337, parameter_index=PINDEX,
+                                      index_ciphertext=ict, index_plain_hash=iph,
+                                      encrypted_index_hash=crypto.keccak256(ict),
+                                      merkle_root=res.index.merkle_root(), entry_count=res.index.entry_count))
+
+
+def _infer(core, features, request_id, requester):
+    ct, shape, dtype = crypto.encrypt_transfer(core.encryption_key, core.address, request_id, MODEL, 1, features)
+    r = core.call("infer", dict(request_id=request_id, model_id=MODEL, version=1, input_commitment=b"\x01" * 32,
+                                transfer_ciphertext=ct, shape=list(shape), dtype=dtype,
+                                requester_key=requester.public))
+    return open_result(requester, r["encrypted_result"], request_id, MODEL, 1)
+
+
+def test_label_policy_releases_only_the_label_and_state_survives_restart(tmp_path):
+    es, res = _split("label")
+    platform = SimulatedPlatform(tmp_path / "platform")
+    core = EnclaveCore(platform, load_identity(), tmp_path)
+    _provision(core, res)
+    x = es.sample_inputs(2, seed=5)
+    feats = res.backbone_model and __import__("onnxruntime").InferenceSession(
+        res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    requester = crypto.X25519KeyPair.generate()
+    out = _infer(core, feats, 1, requester)
+    want = __import__("onnxruntime").InferenceSession(
+        es.canary_model().SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert out.policy == "label" and out.scores is None and list(out.labels) == want.argmax(axis=1).tolist()
+    with pytest.raises(EntryCallError, match="replay"):
+        _infer(core, feats, 1, requester)
+    sv = core.state_version
+
+    again = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    assert again.address == core.address and again.call("status", {})["models"] == []
+    with pytest.raises(SealingError, match="rollback"):
+        again.call("seal_state", {"action": "restore", "anchored_state_version": sv + 1})
+    assert again.call("seal_state", {"action": "restore", "anchored_state_version": sv})["models"] == 1
+    with pytest.raises(EntryCallError, match="replay"):  # answered ids are part of the sealed state
+        _infer(again, feats, 1, requester)
+    assert _infer(again, feats, 2, requester).labels == out.labels
+
+
+def test_unknown_calls_and_bad_arguments_are_refused(tmp_path):
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "p"), load_identity(), tmp_path)
+    with pytest.raises(InvalidInputError, match="unknown entry call"):
+        core.call("dump_keys", {})
+    with pytest.raises(InvalidInputError, match="nonce"):
+        core.call("attest", {"nonce": b"short", "chain_id": 1, "registry": REGISTRY})
+    with pytest.raises(InvalidInputError, match="registry"):
+        core.call("attest", {"nonce": b"\x00" * 32, "chain_id": 1, "registry": "nope"})
+    with pytest.raises(InvalidInputError, match="request_id"):
+        core.call("infer", {"request_id": -1})
+    with pytest.raises(InvalidInputError):
+        core.call("status", [1])
