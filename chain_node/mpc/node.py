@@ -121,6 +121,7 @@ class MpcNode:
         self._eth_key: bytes | None = None
         #: bytes of triple corrections received from the dealer (only the last node gets any)
         self.dealer_bytes = 0
+        self._model = None  # parsed model, cached (parsing the stored npz costs milliseconds)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -224,8 +225,13 @@ class MpcNode:
     def _session(self, frame: Frame) -> Session:
         sid = str(frame.meta["session"])
         seed = bytes.fromhex(frame.meta["seed"])
-        return Session(self.transport, self.triples, sid, seed, self.store.model().frac_bits
-                       if self.store.has_model() else 16)
+        return Session(self.transport, self.triples, sid, seed,
+                       self._current_model().frac_bits if self.store.has_model() else 16)
+
+    def _current_model(self):
+        if self._model is None:
+            self._model = self.store.model()
+        return self._model
 
     def _run_session(self, frame: Frame, body):
         sid = str(frame.meta["session"])
@@ -251,10 +257,11 @@ class MpcNode:
         names = frame.meta["names"]
         model = model_from_blobs(frame.meta["manifest"], dict(zip(names, frame.arrays)))
         self.store.install_model(model)
+        self._model = model
         return {"installed": True}, []
 
     def _features(self, s: Session, frame: Frame) -> np.ndarray:
-        model = self.store.model()
+        model = self._current_model()
         if len(frame.arrays) != 1:
             raise InvalidInputError("expected one input share")
         return s.infer(model, np.asarray(frame.arrays[0], dtype=np.uint64))
