@@ -77,6 +77,15 @@ def _chain_time(chain: Chain) -> int:
     return int(chain.get_block("latest")["timestamp"])
 
 
+def _next_block_time(chain: Chain) -> int:
+    """The earliest time the registration transaction can be mined at: nodes that mine on demand
+    (anvil, eth-tester) stamp the next block with the wall clock or later, never earlier than
+    the latest block."""
+    import time
+
+    return max(_chain_time(chain), int(time.time()))
+
+
 def verify_quote(att: Attestation, *, quoting_key: str, chain_id: int, registry: str, nonce: bytes,
                  now: int, validity: int, expected_measurement: bytes | None = None,
                  allow_debug: bool = False) -> Any:
@@ -115,7 +124,7 @@ def attest_enclave(chain: Chain, deployment: Deployment, client: EnclaveClient, 
     quoting_key = chain.call(registry.functions.quotingKey())
     validity = chain.call(registry.functions.quoteValidity())
     body = verify_quote(att, quoting_key=quoting_key, chain_id=chain.chain_id, registry=registry.address,
-                        nonce=nonce, now=_chain_time(chain), validity=validity,
+                        nonce=nonce, now=_next_block_time(chain), validity=validity,
                         expected_measurement=expected_measurement)
     receipt = chain.transact(registry.functions.registerEnclave(
         att.quote, att.enclave, att.encryption_key, nonce, att.registration_signature), sender=sender)
