@@ -39,13 +39,24 @@ class TripleProvider(abc.ABC):
     n_parties: int
 
     @abc.abstractmethod
-    def matmul_triple(self, tag: str, a_shape: Sequence[int], b_shape: Sequence[int]) -> Triple:
-        """Shares of A (m,k), B (k,n), C = A @ B mod 2^64."""
+    def matmul_triple(self, tag: str, a_shape: Sequence[int], b_shape: Sequence[int],
+                      b_label: str | None = None) -> Triple:
+        """Shares of A (m,k), B (k,n), C = A @ B mod 2^64.
+
+        With ``b_label``, B is the fixed mask :meth:`fixed_mask` returns for that label (A and C
+        stay fresh): a weight masked once as ``F = W - B`` is then reused across inferences.
+        """
 
     @abc.abstractmethod
     def conv_triple(self, tag: str, x_shape: Sequence[int], w_shape: Sequence[int], stride: int,
-                    padding: int) -> Triple:
-        """Shares of A (input shape), B (kernel shape), C = conv2d(A, B) mod 2^64."""
+                    padding: int, b_label: str | None = None) -> Triple:
+        """Shares of A (input shape), B (kernel shape), C = conv2d(A, B) mod 2^64 (``b_label``
+        as for :meth:`matmul_triple`)."""
+
+    @abc.abstractmethod
+    def fixed_mask(self, label: str, shape: Sequence[int]) -> np.ndarray:
+        """This node's share of a uniform mask B that is the same every time ``label`` is asked.
+        Used once per weight tensor: it must never mask two different secrets."""
 
     @abc.abstractmethod
     def mul_triple(self, tag: str, shape: Sequence[int]) -> Triple:
@@ -116,12 +127,17 @@ class Dealer:
         else:
             a_shape, b_shape = _shapes(kind, request)
             a = _sum([p.ring(f"{tag}/A", a_shape) for p in prgs], a_shape)
-            b = _sum([p.ring(f"{tag}/B", b_shape) for p in prgs], b_shape)
+            b_name = _b_name(tag, request.get("b_label"))
+            b = _sum([p.ring(b_name, b_shape) for p in prgs], b_shape)
             c = _compute(kind, request, a, b)
             out = c - _sum([p.ring(f"{tag}/C", c.shape) for p in prgs[:last]], c.shape)
         self.requests += 1
         self.bytes_out += out.nbytes
         return out
+
+
+def _b_name(tag: str, b_label: str | None) -> str:
+    return f"fixed/{b_label}/B" if b_label else f"{tag}/B"
 
 
 def _sum(arrays: Sequence[np.ndarray], shape: Sequence[int]) -> np.ndarray:
@@ -163,24 +179,33 @@ class DealerTripleProvider(TripleProvider):
     def _triple(self, kind: str, tag: str, params: dict[str, Any], c_shape: Sequence[int]) -> Triple:
         a_shape, b_shape = _shapes(kind, params)
         a = self._prg.ring(f"{tag}/A", a_shape)
-        b = self._prg.ring(f"{tag}/B", b_shape)
+        b = self._prg.ring(_b_name(tag, params.get("b_label")), b_shape)
         if self._last():
             c = self._get({"kind": kind, "tag": tag, **params}, c_shape)
         else:
             c = self._prg.ring(f"{tag}/C", c_shape)
         return a, b, c
 
-    def matmul_triple(self, tag: str, a_shape: Sequence[int], b_shape: Sequence[int]) -> Triple:
-        params = {"a_shape": list(a_shape), "b_shape": list(b_shape)}
+    def matmul_triple(self, tag: str, a_shape: Sequence[int], b_shape: Sequence[int],
+                      b_label: str | None = None) -> Triple:
+        params: dict[str, Any] = {"a_shape": list(a_shape), "b_shape": list(b_shape)}
+        if b_label:
+            params["b_label"] = b_label
         return self._triple("matmul", tag, params, (a_shape[0], b_shape[1]))
 
+    def fixed_mask(self, label: str, shape: Sequence[int]) -> np.ndarray:
+        return self._prg.ring(_b_name("", label), shape)
+
     def conv_triple(self, tag: str, x_shape: Sequence[int], w_shape: Sequence[int], stride: int,
-                    padding: int) -> Triple:
+                    padding: int, b_label: str | None = None) -> Triple:
         b, _, h, w = x_shape
         cout, _, kh, kw = w_shape
         ho = (h + 2 * padding - kh) // stride + 1
         wo = (w + 2 * padding - kw) // stride + 1
-        params = {"a_shape": list(x_shape), "b_shape": list(w_shape), "stride": stride, "padding": padding}
+        params: dict[str, Any] = {"a_shape": list(x_shape), "b_shape": list(w_shape), "stride": stride,
+                                  "padding": padding}
+        if b_label:
+            params["b_label"] = b_label
         return self._triple("conv", tag, params, (b, cout, ho, wo))
 
     def mul_triple(self, tag: str, shape: Sequence[int]) -> Triple:

@@ -122,6 +122,7 @@ class MpcNode:
         #: bytes of triple corrections received from the dealer (only the last node gets any)
         self.dealer_bytes = 0
         self._model = None  # parsed model, cached (parsing the stored npz costs milliseconds)
+        self._masked: dict[int, np.ndarray] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -258,13 +259,24 @@ class MpcNode:
         model = model_from_blobs(frame.meta["manifest"], dict(zip(names, frame.arrays)))
         self.store.install_model(model)
         self._model = model
+        self._masked = None
         return {"installed": True}, []
+
+    def _op_mask_weights(self, frame: Frame):
+        """One session after install: open W - B for every shared weight (Session.mask_weights)."""
+        model = self._current_model()
+        masked = self._run_session(frame, lambda s: s.mask_weights(model))
+        self.store.save_masked_weights(model.model_id, masked)
+        self._masked = masked
+        return {"layers": len(masked)}, []
 
     def _features(self, s: Session, frame: Frame) -> np.ndarray:
         model = self._current_model()
         if len(frame.arrays) != 1:
             raise InvalidInputError("expected one input share")
-        return s.infer(model, np.asarray(frame.arrays[0], dtype=np.uint64))
+        if self._masked is None and model.shared:
+            self._masked = self.store.masked_weights(model.model_id)
+        return s.infer(model, np.asarray(frame.arrays[0], dtype=np.uint64), self._masked)
 
     def _op_infer(self, frame: Frame):
         """Benchmark only: run feature extraction and return this node's feature *share* with

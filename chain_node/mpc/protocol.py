@@ -73,6 +73,8 @@ class NodeModel:
     layers: list[Layer]
     shared: bool
     frac_bits: int = 16
+    #: the same random id on every node; names the fixed weight masks (see Session.mask_weights)
+    model_id: str = ""
 
     def validate(self) -> None:
         for i, layer in enumerate(self.layers):
@@ -189,36 +191,47 @@ class Session:
             y = self.add_public(y, np.asarray(b, dtype=np.int64).reshape(1, -1))
         return y
 
-    def matmul(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def matmul(self, x: np.ndarray, y: np.ndarray, f: np.ndarray | None = None,
+               b_label: str | None = None) -> np.ndarray:
         """[x @ y] from [x], [y] with a Beaver matrix triple.
 
         Steps: 1. get shares of A, B, C = A @ B; 2. open E = x - A and F = y - B (one round);
-        3. z_i = C_i + E @ B_i + A_i @ F (+ E @ F at party 0).
+        3. z_i = C_i + E @ B_i + A_i @ F (+ E @ F at party 0). With a weight masked once
+        (``f`` = the opened ``y - B`` for the fixed mask ``b_label``), step 2 opens E only.
         """
-        a, b, c = self._need_triples().matmul_triple(self._tag("triple"), x.shape, y.shape)
-        e, f = self.open(x - a, y - b)
+        a, b, c = self._need_triples().matmul_triple(self._tag("triple"), x.shape, y.shape, b_label)
+        if f is None:
+            e, f = self.open(x - a, y - b)
+        else:
+            (e,) = self.open(x - a)
         bb = b + f if self.party == 0 else b
         return c + ring_matmul(e, bb) + ring_matmul(a, f)
 
     def conv_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
-                    padding: int = 0) -> np.ndarray:
+                    padding: int = 0, f: np.ndarray | None = None, b_label: str | None = None) -> np.ndarray:
         """Convolution with a *shared* kernel via a Beaver convolution triple. Output 2f.
 
         Steps: 1. get shares of A (input shape), B (kernel shape), C = conv(A, B); 2. open
         E = x - A and F = w - B (one round); 3. z_i = C_i + conv(E, B_i) + conv(A_i, F)
         (+ conv(E, F) at party 0; merged as conv(E, B_i + F)); 4. add the bias share.
+        With a kernel masked once (``f``, ``b_label``: see :meth:`mask_weights`) step 2 opens E only.
         """
-        a, bt, c = self._need_triples().conv_triple(self._tag("triple"), x.shape, w.shape, stride, padding)
-        e, f = self.open(x - a, w - bt)
+        a, bt, c = self._need_triples().conv_triple(self._tag("triple"), x.shape, w.shape, stride, padding,
+                                                    b_label)
+        if f is None:
+            e, f = self.open(x - a, w - bt)
+        else:
+            (e,) = self.open(x - a)
         bb = bt + f if self.party == 0 else bt
         y = c + ring_conv2d(e, bb, stride, padding) + ring_conv2d(a, f, stride, padding)
         if b is not None:
             y = y + np.asarray(b, dtype=np.uint64).reshape(1, -1, 1, 1)
         return y
 
-    def linear_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    def linear_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, f: np.ndarray | None = None,
+                      b_label: str | None = None) -> np.ndarray:
         """Fully connected with shared weights (out, in) via a Beaver matrix triple. Output 2f."""
-        y = self.matmul(x, np.ascontiguousarray(np.asarray(w, dtype=np.uint64).T))
+        y = self.matmul(x, np.ascontiguousarray(np.asarray(w, dtype=np.uint64).T), f, b_label)
         if b is not None:
             y = y + np.asarray(b, dtype=np.uint64).reshape(1, -1)
         return y
@@ -310,7 +323,30 @@ class Session:
 
     # --- the whole network -------------------------------------------------------------------
 
-    def infer(self, model: NodeModel, x: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _weight_label(model: NodeModel, index: int) -> str:
+        return f"weights/{model.model_id}/{index}"
+
+    def mask_weights(self, model: NodeModel) -> dict[int, np.ndarray]:
+        """Open ``F_l = W_l - B_l`` once for every shared weight tensor, B_l a fixed dealer mask.
+
+        One round for the whole model. Afterwards each inference opens only its input masks
+        (``E = X - A`` with A fresh), which removes the weights from the per-inference traffic.
+        Safe because B_l masks W_l and nothing else (its label names the model id and layer);
+        A and C of every triple stay fresh. Linear weights are masked transposed (in, out).
+        """
+        if not model.shared or not model.model_id:
+            return {}
+        idx, masked = [], []
+        for i, layer in enumerate(model.layers):
+            if layer.op in ("conv", "linear"):
+                w = layer.weight if layer.op == "conv" else np.ascontiguousarray(layer.weight.T)
+                masked.append(w - self._need_triples().fixed_mask(self._weight_label(model, i), w.shape))
+                idx.append(i)
+        return dict(zip(idx, self.open(*masked))) if masked else {}
+
+    def infer(self, model: NodeModel, x: np.ndarray, masked_weights: dict[int, np.ndarray] | None = None
+              ) -> np.ndarray:
         """Feature-vector shares (B, D), ``f`` fractional bits, from input shares (B, C, H, W).
 
         Runs the layers in order; consecutive act/pool layers form one mask-recovery block;
@@ -330,14 +366,21 @@ class Session:
                 if layer.op == "conv":
                     stride = int(layer.params.get("stride", 1))
                     pad = int(layer.params.get("padding", 0))
+                    f = (masked_weights or {}).get(i)
+                    label = self._weight_label(model, i) if f is not None else None
                     if model.shared:
-                        x = self.conv_shared(x, layer.weight, layer.bias, stride, pad)
+                        x = self.conv_shared(x, layer.weight, layer.bias, stride, pad, f, label)
                     else:
                         x = self.conv_public(x, layer.weight, layer.bias, stride, pad)
                 else:
                     if x.ndim != 2:
                         x = x.reshape(x.shape[0], -1)
-                    x = (self.linear_shared if model.shared else self.linear_public)(x, layer.weight, layer.bias)
+                    if model.shared:
+                        f = (masked_weights or {}).get(i)
+                        label = self._weight_label(model, i) if f is not None else None
+                        x = self.linear_shared(x, layer.weight, layer.bias, f, label)
+                    else:
+                        x = self.linear_public(x, layer.weight, layer.bias)
                 scale = 2 * self.f
                 i += 1
             elif layer.op == "flatten":

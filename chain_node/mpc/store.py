@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS model (id INTEGER PRIMARY KEY CHECK (id = 1), manifest TEXT NOT NULL,
                                   arrays BLOB NOT NULL, installed REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS masked_weights (model_id TEXT PRIMARY KEY, arrays BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS subjects (
     subject TEXT PRIMARY KEY, share BLOB NOT NULL, dim INTEGER NOT NULL, salt BLOB NOT NULL,
     commitment BLOB NOT NULL, state TEXT NOT NULL CHECK (state IN ('pending', 'enrolled')),
@@ -58,7 +59,7 @@ def model_to_blobs(model: NodeModel) -> tuple[str, dict[str, np.ndarray]]:
             arrays[f"w{i}"] = la.weight
         if la.bias is not None:
             arrays[f"b{i}"] = la.bias
-    manifest = {"input_shape": list(model.input_shape), "shared": model.shared,
+    manifest = {"input_shape": list(model.input_shape), "shared": model.shared, "model_id": model.model_id,
                 "frac_bits": model.frac_bits, "layers": layers}
     return json.dumps(manifest), arrays
 
@@ -68,7 +69,8 @@ def model_from_blobs(manifest: str, arrays: dict[str, np.ndarray]) -> NodeModel:
     layers = [Layer(la["op"], arrays.get(f"w{i}") if la["w"] else None,
                     arrays.get(f"b{i}") if la["b"] else None, dict(la["params"]))
               for i, la in enumerate(m["layers"])]
-    model = NodeModel(tuple(m["input_shape"]), layers, bool(m["shared"]), int(m["frac_bits"]))
+    model = NodeModel(tuple(m["input_shape"]), layers, bool(m["shared"]), int(m["frac_bits"]),
+                      str(m.get("model_id", "")))
     model.validate()
     return model
 
@@ -99,6 +101,17 @@ class NodeStore:
         if row is None:
             raise InvalidInputError("no model installed on this node; run `splitseal mpc up` with a model")
         return model_from_blobs(row[0], _unpack(row[1]))
+
+    def save_masked_weights(self, model_id: str, masked: dict[int, np.ndarray]) -> None:
+        """The opened ``W - B`` of every shared weight (public to the nodes; see Session.mask_weights)."""
+        with self._tx():
+            self._db.execute("DELETE FROM masked_weights")
+            self._db.execute("INSERT INTO masked_weights VALUES (?, ?)",
+                             (model_id, _pack({str(k): v for k, v in masked.items()})))
+
+    def masked_weights(self, model_id: str) -> dict[int, np.ndarray] | None:
+        row = self._db.execute("SELECT arrays FROM masked_weights WHERE model_id = ?", (model_id,)).fetchone()
+        return None if row is None else {int(k): v for k, v in _unpack(row[0]).items()}
 
     def has_model(self) -> bool:
         return self._db.execute("SELECT 1 FROM model WHERE id = 1").fetchone() is not None

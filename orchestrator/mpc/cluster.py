@@ -292,6 +292,9 @@ class MpcClient:
             metas.append({"manifest": manifest, "names": names})
             arrays.append([arr[k] for k in names])
         self._all("install_model", metas, arrays)
+        if models and models[0].shared:
+            sid, seed = self._session()
+            self._all("mask_weights", [{"session": sid, "seed": seed}] * len(self.channels))
 
     def _session(self) -> tuple[str, str]:
         return os.urandom(32).hex(), os.urandom(32).hex()

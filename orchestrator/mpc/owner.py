@@ -141,7 +141,10 @@ def node_models(model: FloatModel, n_parties: int, shared: bool, frac_bits: int 
         else:
             for i in range(n_parties):
                 per_node[i].append(Layer(layer.op, None, None, dict(layer.params)))
-    out = [NodeModel(model.input_shape, layers, shared, frac_bits) for layers in per_node]
+    import os
+
+    model_id = os.urandom(16).hex()
+    out = [NodeModel(model.input_shape, layers, shared, frac_bits, model_id) for layers in per_node]
     for m in out:
         m.validate()
     return out

@@ -196,3 +196,24 @@ def test_node_disappearing_fails_cleanly_on_all_nodes(kind, n, tmp_path):
     assert sorted(p for p, _ in errors) == list(range(n))
     assert all("disconnected" in m or "gone" in m or "aborted" in m for _, m in errors)
     c.close()
+
+
+def test_weights_masked_once_give_same_features_with_less_traffic():
+    model = random_model(SMALL_SPEC, (1, 28, 28), seed=8)
+    x = RNG.random((1, 1, 28, 28))
+    c = LocalCluster(2)
+    nodes = node_models(model, 2, shared=True)
+    masked = c.run(lambda s, p: s.mask_weights(nodes[p]))
+    assert all(set(m) == {0, 3, 7} for m in masked)
+    xs = _shares(x, 2)
+    before = c.transports[0].stats.snapshot()
+    per_inference = c.run(lambda s, p: s.infer(nodes[p], xs[p]))
+    plain_bytes = c.transports[0].stats.since(before).bytes_sent
+    before = c.transports[0].stats.snapshot()
+    reused = c.run(lambda s, p: s.infer(nodes[p], xs[p], masked[p]))
+    reused_bytes = c.transports[0].stats.since(before).bytes_sent
+    ref = plain_forward(model, x)
+    for out in (per_inference, reused):
+        assert np.abs(ring.decode(ring.reconstruct(out)) - ref).max() < 1e-3
+    assert reused_bytes < plain_bytes / 2
+    c.close()
