@@ -3,7 +3,8 @@
 A key is HKDF-SHA256 of the root secret with ``info`` binding, in this order: the key name
 (``"seal"``, ...), the policy, the identity the policy selects (the measurement for
 ``MEASUREMENT``, the signer id and product id for ``SIGNER``), the requested security version
-and a 32-byte key id. So:
+the DEBUG attribute (as SGX's attribute mask does, so a debug build of the same code cannot open
+what a production build sealed), the requested security version and a 32-byte key id. So:
 
 * another enclave build (another measurement) derives different measurement-policy keys and
   cannot open what this build sealed;
@@ -68,5 +69,6 @@ class KeyDeriver:
         else:
             bound = self.identity.mr_signer + struct.pack(">H", self.identity.product_id)
         info = (struct.pack(">B", len(raw_name)) + raw_name + struct.pack(">B", int(policy)) + bound
+                + struct.pack(">B", 1 if self.identity.debug else 0)
                 + struct.pack(">H", int(security_version)) + bytes(key_id))
         return hkdf_sha256(self._root, salt=KEY_SALT, info=info)

@@ -53,8 +53,9 @@ def test_derivation_binds_name_policy_identity_svn_and_key_id():
         kd.derive("seal", KeyPolicy.MEASUREMENT, 2, b"\x08" * 32),
         KeyDeriver(os.urandom(32), _identity()).derive("seal", KeyPolicy.MEASUREMENT, 2, KID),
         KeyDeriver(root, _identity(mr_enclave=b"\x03" * 32)).derive("seal", KeyPolicy.MEASUREMENT, 2, KID),
+        KeyDeriver(root, _identity(debug=True)).derive("seal", KeyPolicy.MEASUREMENT, 2, KID),
     }
-    assert base not in variants and len(variants) == 6
+    assert base not in variants and len(variants) == 7
 
 
 def test_signer_policy_survives_a_new_measurement_but_not_a_new_signer():
