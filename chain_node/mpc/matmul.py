@@ -5,8 +5,8 @@ float. Both functions here split 64-bit ring elements into 16-bit limbs, multipl
 float64 BLAS (exact while every partial sum stays below 2^53) and recombine mod 2^64.
 
 * :func:`ring_matmul` (both operands uniform ring elements, e.g. Beaver terms): 4 limbs each,
-  the 10 limb products whose weight is below 2^64, done as 4 BLAS calls. Exact for inner
-  dimension k <= 2^21.
+  all 16 limb products in one BLAS call (the 6 of weight >= 2^64 are discarded). Exact for
+  inner dimension k <= 2^19.
 * :func:`ring_matmul_public` (shares times a *public* small signed integer matrix, e.g. plaintext
   kernels encoded in fixed point): 4 limbs of the shares times the signed weights, one BLAS call
   on the stacked limbs. Exact while ``2^16 * k * max|w| < 2^53``; checked, with a fallback that
@@ -41,25 +41,29 @@ def _f2u(x: np.ndarray) -> np.ndarray:
 
 
 def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b mod 2^64`` for uint64 matrices (m x k) and (k x n); exact."""
+    """``a @ b mod 2^64`` for uint64 matrices (m x k) and (k x n); exact.
+
+    One BLAS call multiplies the stacked limbs ``(4m, k) @ (k, 4n)``; limb products of equal
+    weight 2^(16 s) are summed in float64 (exact: each is below 2^32 k and at most four are added,
+    so k <= 2^19 keeps the sum below 2^53) and recombined mod 2^64.
+    """
     a = np.asarray(a, dtype=np.uint64)
     b = np.asarray(b, dtype=np.uint64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise InvalidInputError(f"ring_matmul needs (m,k) @ (k,n), got {a.shape} @ {b.shape}")
-    k = a.shape[1]
-    if k > (1 << 21):
-        raise InvalidInputError(f"inner dimension {k} too large for exact limb products (max 2^21)")
-    al = _limbs(a)
-    bl = _limbs(b)
+    m, k = a.shape
     n = b.shape[1]
-    out = np.zeros((a.shape[0], n), dtype=np.uint64)
-    # a_i times [b_0 .. b_{3-i}] in one BLAS call per i; limb product (i, j) has weight 2^(16(i+j)).
-    for i in range(4):
-        bcat = np.concatenate(bl[: 4 - i], axis=1) if i < 3 else bl[0]
-        prod = al[i] @ bcat
-        for j in range(4 - i):
-            block = prod[:, j * n:(j + 1) * n]
-            out += _f2u(block) << np.uint64(_LIMB * (i + j))
+    if k > (1 << 19):
+        raise InvalidInputError(f"inner dimension {k} too large for exact limb products (max 2^19)")
+    al = _limb_stack(a).reshape(4 * m, k)
+    bl = np.ascontiguousarray(_limb_stack(b).transpose(1, 0, 2)).reshape(k, 4 * n)
+    prod = (al @ bl).reshape(4, m, 4, n)
+    out = np.zeros((m, n), dtype=np.uint64)
+    for s_ in range(4):
+        acc = prod[0, :, s_, :].copy()
+        for i in range(1, s_ + 1):
+            acc += prod[i, :, s_ - i, :]
+        out += _f2u(acc) << np.uint64(_LIMB * s_)
     return out
 
 
