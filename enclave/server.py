@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 class EnclaveServer:
     """Serves :class:`EnclaveCore` entry calls on a Unix socket."""
 
-    def __init__(self, core: EnclaveCore, socket_path: str | Path, *, max_frame_bytes: int) -> None:
+    def __init__(self, core: EnclaveCore, socket_path: str | Path, *, max_frame_bytes: int,
+                 max_connections: int = 32) -> None:
         self.core = core
+        self.max_connections = int(max_connections)
         self.socket_path = Path(socket_path)
         self.max_frame_bytes = int(max_frame_bytes)
         self._listener: socket.socket | None = None
@@ -74,6 +76,14 @@ class EnclaveServer:
             except OSError:
                 break
             conn.settimeout(None)
+            with self._mutex:
+                busy = len(self._conns) >= self.max_connections
+            if busy:
+                self.rejected_frames += 1
+                self._send(conn, _error(None, "Busy", f"the enclave serves at most {self.max_connections} "
+                                                      "connections; close idle ones and retry", 5))
+                conn.close()
+                continue
             thread = threading.Thread(target=self._serve_connection, args=(conn,),
                                       name="enclave-conn", daemon=True)
             with self._mutex:
