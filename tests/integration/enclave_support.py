@@ -120,9 +120,11 @@ def chain_bytes(chain: Any, from_block: int = 0) -> bytes:
     return b"\x00".join(parts)
 
 
-def files_bytes(root: Path, *, skip_suffixes: tuple[str, ...] = ()) -> bytes:
+def files_bytes(root: Path, *, skip_suffixes: tuple[str, ...] = (), skip_dirs: tuple[Path, ...] = ()) -> bytes:
     parts = []
     for path in sorted(root.rglob("*")):
+        if any(d in path.parents for d in skip_dirs):
+            continue
         if path.is_file() and not path.name.endswith(skip_suffixes):
             parts.append(path.read_bytes())
     return b"\x00".join(parts)

@@ -180,6 +180,7 @@ def test_canary_weights_appear_nowhere_outside_the_enclave(isolated, caplog):
     # positive controls: the scanners do find the canary where it legitimately is
     assert es.find_leaks(needles, owner_package) and es.find_leaks(needles, es.object_bytes({"p": owner_package}))
     assert es.find_leaks(needles, owner_package.hex().encode())
+    assert es.find_leaks(needles, es.files_bytes(w.base, skip_suffixes=(".sealed",)))  # owner's split dir
     haystacks = {
         "backbone file": (w.base / "node" / "backbone.onnx").read_bytes(),
         "socket traffic": b"".join(w.client.traffic + node_client.traffic),
@@ -187,7 +188,8 @@ def test_canary_weights_appear_nowhere_outside_the_enclave(isolated, caplog):
         "enclave log": w.log_path.read_bytes(),
         "host log": caplog.text.encode(),
         "node objects": es.object_bytes([node_client, runs]),
-        "enclave files (not sealed)": es.files_bytes(w.state_dir, skip_suffixes=(".sealed",)),
+        # every file of this machine but the owner's own split directory and the sealed blobs
+        "files on disk (not sealed)": es.files_bytes(w.base, skip_suffixes=(".sealed",), skip_dirs=(w.split_dir,)),
         "sealed files (encrypted)": es.files_bytes(w.state_dir / "sealed"),
     }
     node_client.close()
