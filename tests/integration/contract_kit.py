@@ -9,6 +9,7 @@ Roles used throughout: ``admin`` (deployer, every admin role), ``owner`` (model 
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,8 +33,21 @@ RESULT_SIZE = 100
 NONE, REQUESTED, TRANSFERRED, COMPLETED, FAILED, TIMED_OUT = range(6)
 
 
+_rng = random.Random(os.urandom(16))
+
+
+def seed(value: int) -> None:
+    """Make every value the kit invents (keys, hashes, inputs) reproducible, for the gas snapshot
+    (calldata gas depends on how many bytes are zero)."""
+    _rng.seed(value)
+
+
+def randbytes(n: int) -> bytes:
+    return _rng.randbytes(n)
+
+
 def rand32() -> bytes:
-    return os.urandom(32)
+    return _rng.randbytes(32)
 
 
 def reverts(name: str, **args: Any) -> "RevertExpectation":
@@ -202,7 +216,7 @@ class Kit:
     def request(self, model_id: bytes, version: int, *, inline: bytes | None = None, pointer: str = "",
                 deadline: int | None = None, sender: Any = None) -> Request:
         if inline is None:
-            inline = b"" if pointer else os.urandom(INLINE_INPUT_SIZE)
+            inline = b"" if pointer else randbytes(INLINE_INPUT_SIZE)
         commitment = rand32()
         receipt = self.tx(self.backbone.functions.requestInference(
             model_id, version, commitment, inline, pointer, rand32(),
@@ -232,7 +246,7 @@ class Kit:
                encrypted_result: bytes | None = None, signature: bytes | None = None, sender: Any = None,
                model_id: bytes | None = None, input_commitment: bytes | None = None,
                enclave_address: str | None = None, transfer_hash_arg: bytes | None = None) -> Any:
-        encrypted_result = encrypted_result if encrypted_result is not None else os.urandom(RESULT_SIZE)
+        encrypted_result = encrypted_result if encrypted_result is not None else randbytes(RESULT_SIZE)
         signature = signature or self.result_signature(enclave, req, transfer_hash, encrypted_result)
         return self.tx(self.transfer.functions.submitResult(
             req.request_id, model_id or req.model_id, input_commitment or req.input_commitment,
