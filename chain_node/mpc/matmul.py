@@ -67,18 +67,32 @@ def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def ring_matmul_public(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+class PublicOperand:
+    """A public int64 matrix (k x n) prepared once for :func:`ring_matmul_public`: its float64
+    copy and whether the fast path is exact for it (models reuse their kernels every inference)."""
+
+    def __init__(self, w: np.ndarray) -> None:
+        w = np.ascontiguousarray(w, dtype=np.int64)
+        if w.ndim != 2:
+            raise InvalidInputError(f"public operand must be 2-D, got shape {w.shape}")
+        self.w = w
+        self.shape = w.shape
+        wmax = float(np.max(np.abs(w))) if w.size else 0.0
+        self.fast = 65536.0 * w.shape[0] * max(wmax, 1.0) < _EXACT
+        self.wf = w.astype(np.float64) if self.fast else None
+
+
+def ring_matmul_public(a: np.ndarray, w: "np.ndarray | PublicOperand") -> np.ndarray:
     """``a @ w mod 2^64`` for uint64 shares ``a`` (m x k) and public signed int64 ``w`` (k x n)."""
     a = np.asarray(a, dtype=np.uint64)
-    w = np.asarray(w, dtype=np.int64)
-    if a.ndim != 2 or w.ndim != 2 or a.shape[1] != w.shape[0]:
-        raise InvalidInputError(f"ring_matmul_public needs (m,k) @ (k,n), got {a.shape} @ {w.shape}")
+    op = w if isinstance(w, PublicOperand) else PublicOperand(w)
+    if a.ndim != 2 or a.shape[1] != op.shape[0]:
+        raise InvalidInputError(f"ring_matmul_public needs (m,k) @ (k,n), got {a.shape} @ {op.shape}")
     m, k = a.shape
-    wmax = float(np.max(np.abs(w))) if w.size else 0.0
-    if 65536.0 * k * max(wmax, 1.0) >= _EXACT:
-        return ring_matmul(a, w.view(np.uint64))
+    if not op.fast:
+        return ring_matmul(a, op.w.view(np.uint64))
     stacked = _limb_stack(a).reshape(4 * m, k)  # (4m, k)
-    prod = stacked @ w.astype(np.float64)         # (4m, n), exact integers
+    prod = stacked @ op.wf                        # (4m, n), exact integers
     out = _f2u(prod[:m])
     for i in range(1, 4):
         out += _f2u(prod[i * m:(i + 1) * m]) << np.uint64(_LIMB * i)
@@ -105,11 +119,15 @@ def _cols_to_map(y: np.ndarray, b: int, ho: int, wo: int) -> np.ndarray:
     return np.ascontiguousarray(y.reshape(b, ho, wo, -1).transpose(0, 3, 1, 2))
 
 
-def ring_conv2d_public(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """Convolution of ring shares (B, C, H, W) with a public int64 kernel (Cout, C, kh, kw)."""
+def ring_conv2d_public(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0,
+                       prepared: PublicOperand | None = None) -> np.ndarray:
+    """Convolution of ring shares (B, C, H, W) with a public int64 kernel (Cout, C, kh, kw).
+
+    ``prepared`` = ``PublicOperand(w.reshape(cout, -1).T)``, cached by the caller."""
     cout, _, kh, kw = w.shape
     cols, ho, wo = im2col(np.asarray(x, dtype=np.uint64), kh, kw, stride, padding)
-    return _cols_to_map(ring_matmul_public(cols, w.reshape(cout, -1).T), x.shape[0], ho, wo)
+    op = prepared if prepared is not None else PublicOperand(w.reshape(cout, -1).T)
+    return _cols_to_map(ring_matmul_public(cols, op), x.shape[0], ho, wo)
 
 
 def ring_conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:

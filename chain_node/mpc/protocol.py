@@ -36,7 +36,7 @@ import numpy as np
 from splitseal.errors import InvalidInputError, ProtocolError
 
 from .beaver import TripleProvider
-from .matmul import ring_conv2d, ring_conv2d_public, ring_matmul, ring_matmul_public
+from .matmul import PublicOperand, ring_conv2d, ring_conv2d_public, ring_matmul, ring_matmul_public
 from .ring import (Prg, decode, encode, truncate_local_2pc, truncate_with_dealer_finish,
                    truncate_with_dealer_share)
 from .transport import Transport
@@ -63,6 +63,8 @@ class Layer:
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: derived forms of a public weight (float copy for BLAS), built on first use
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -177,16 +179,17 @@ class Session:
         return x + np.asarray(c).view(np.uint64) if self.party == 0 else x
 
     def conv_public(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
-                    padding: int = 0) -> np.ndarray:
+                    padding: int = 0, prepared: PublicOperand | None = None) -> np.ndarray:
         """Convolution with a plaintext kernel: local on each share, no communication. Output 2f."""
-        y = ring_conv2d_public(x, w, stride, padding)
+        y = ring_conv2d_public(x, w, stride, padding, prepared)
         if b is not None:
             y = self.add_public(y, np.asarray(b, dtype=np.int64).reshape(1, -1, 1, 1))
         return y
 
-    def linear_public(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    def linear_public(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                      prepared: PublicOperand | None = None) -> np.ndarray:
         """Fully connected layer with plaintext weights (out, in): local. Output 2f."""
-        y = ring_matmul_public(x, np.ascontiguousarray(np.asarray(w, dtype=np.int64).T))
+        y = ring_matmul_public(x, prepared if prepared is not None else np.asarray(w, dtype=np.int64).T)
         if b is not None:
             y = self.add_public(y, np.asarray(b, dtype=np.int64).reshape(1, -1))
         return y
@@ -371,7 +374,9 @@ class Session:
                     if model.shared:
                         x = self.conv_shared(x, layer.weight, layer.bias, stride, pad, f, label)
                     else:
-                        x = self.conv_public(x, layer.weight, layer.bias, stride, pad)
+                        if "op" not in layer.cache:
+                            layer.cache["op"] = PublicOperand(layer.weight.reshape(layer.weight.shape[0], -1).T)
+                        x = self.conv_public(x, layer.weight, layer.bias, stride, pad, layer.cache["op"])
                 else:
                     if x.ndim != 2:
                         x = x.reshape(x.shape[0], -1)
@@ -380,7 +385,9 @@ class Session:
                         label = self._weight_label(model, i) if f is not None else None
                         x = self.linear_shared(x, layer.weight, layer.bias, f, label)
                     else:
-                        x = self.linear_public(x, layer.weight, layer.bias)
+                        if "op" not in layer.cache:
+                            layer.cache["op"] = PublicOperand(np.asarray(layer.weight, dtype=np.int64).T)
+                        x = self.linear_public(x, layer.weight, layer.bias, layer.cache["op"])
                 scale = 2 * self.f
                 i += 1
             elif layer.op == "flatten":
