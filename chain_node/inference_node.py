@@ -38,6 +38,7 @@ from eth_account.signers.local import LocalAccount
 from enclave.crypto import X25519KeyPair, encrypt_transfer, keccak256
 from orchestrator.chain import Chain
 from orchestrator.deploy import Deployment
+from orchestrator.enclave_client import EnclaveUnavailableError
 from splitseal.config import NodeConfig
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
@@ -54,8 +55,8 @@ class EnclaveEndpoint(Protocol):
 
     def infer(self, *, request_id: int, model_id: bytes, version: int, input_commitment: bytes,
               transfer_ciphertext: bytes, shape: tuple[int, ...], dtype: str,
-              requester_key: bytes) -> tuple[bytes, bytes]:
-        """Returns ``(encrypted_result, signature)``."""
+              requester_key: bytes) -> Any:
+        """Returns a reply with ``encrypted_result`` and ``signature``."""
         ...
 
 
@@ -269,18 +270,19 @@ class InferenceNode:
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
         try:
-            encrypted_result, signature = self.enclave.endpoint.infer(
+            reply = self.enclave.endpoint.infer(
                 request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
                 input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=transfer,
                 shape=shape, dtype=dtype, requester_key=bytes(ev["requesterKey"]))
+        except EnclaveUnavailableError:
+            raise
         except EnclaveError as exc:
-            if _enclave_unreachable(exc):
-                raise
-            self._fail(request_id, FailureCode.ENCLAVE_REFUSED, f"enclave refused: {exc}")
+            self._fail(request_id, _refusal_code(exc), f"enclave refused: {exc}")
             return True
         t1 = time.perf_counter()
         self.chain.transact(self.deployment.enclave_transfer.functions.submitResult(
-            request_id, encrypted_result, signature), sender=self.account, gas=400_000)
+            request_id, bytes(ev["modelId"]), bytes(ev["inputCommitment"]), self.enclave.address,
+            keccak256(transfer), reply.encrypted_result, reply.signature), sender=self.account, gas=400_000)
         t2 = time.perf_counter()
         times.enclave, times.result_tx = t1 - t0, t2 - t1
         self._finish(request_id, Stage.COMPLETED, "")
@@ -384,6 +386,10 @@ def _check_shape(x: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _enclave_unreachable(exc: EnclaveError) -> bool:
-    return isinstance(exc.__cause__, OSError) or "unreachable" in str(exc).lower()
+def _refusal_code(exc: EnclaveError) -> FailureCode:
+    """The enclave's refusal reason as an on-chain code (ENCLAVE_REFUSED when it names none)."""
+    try:
+        return FailureCode(int(getattr(exc, "reason", FailureCode.ENCLAVE_REFUSED)))
+    except ValueError:
+        return FailureCode.ENCLAVE_REFUSED
 

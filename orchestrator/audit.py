@@ -221,17 +221,19 @@ class Auditor:
                             last_allow is not None and last_allow > last_revoke,
                             f"measurement {measurement}"))
         registered = [e for e in self._logs("ModelRegistry", "ModelRegistered", modelId=model_id)
-                      if int(e.args["version"]) == version]
+                      if int(e.args["version"]) == version and e.block <= at_block]
+        provisioned = [e for e in self._logs("ModelRegistry", "HeadProvisioned", modelId=model_id, enclave=enclave)
+                       if int(e.args["version"]) == version and e.block <= at_block]
         loaded = [e for e in self._logs("ModelRegistry", "HeadLoaded", modelId=model_id, enclave=enclave)
                   if int(e.args["version"]) == version and e.block <= at_block]
-        if not registered or not loaded:
-            checks.append(Check("enclave loaded the registered head", False,
-                                f"model registered: {bool(registered)}, head loaded: {bool(loaded)}"))
-        else:
-            r, h = registered[0].args, loaded[-1].args
-            same = r["headGraphHash"] == h["headGraphHash"] and r["headParamsHash"] == h["headParamsHash"]
-            checks.append(Check("enclave loaded the registered head", same,
-                                f"graph {h['headGraphHash']}, params {h['headParamsHash']}"))
+        # ModelRegistry accepts HeadLoaded only with the enclave's signature over the registered
+        # graph and parameter hashes; here: the confirmed package is the provisioned one.
+        ok = bool(registered and provisioned and loaded) and \
+            loaded[-1].args["packageHash"] == provisioned[-1].args["packageHash"]
+        checks.append(Check("enclave loaded the registered head", ok,
+                            f"registered: {bool(registered)}, provisioned: {bool(provisioned)}, "
+                            f"confirmed: {bool(loaded)}"
+                            + (f", package {loaded[-1].args['packageHash']}" if loaded else "")))
         published = [e for e in self._logs("ParameterIndex", "IndexPublished", modelId=model_id)
                      if int(e.args["version"]) == version]
         verified = [e for e in self._logs("ParameterIndex", "IndexVerified", modelId=model_id, enclave=enclave)

@@ -23,7 +23,8 @@ from eth_account.signers.local import LocalAccount
 
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
 from enclave import eip712
-from enclave.crypto import X25519KeyPair, ecies_decrypt, keccak256, result_aad
+from enclave.core import open_result
+from enclave.crypto import X25519KeyPair, keccak256
 from splitseal.errors import ChainError, InvalidInputError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 
@@ -54,6 +55,7 @@ class InferenceOutcome:
     status: RequestStatus
     label: int | None = None
     scores: list[float] | None = None
+    features: list[float] | None = None
     failure_code: FailureCode | None = None
     failure_reason: str = ""
     enclave: str = ""
@@ -149,10 +151,12 @@ class Requester:
             (req,) = chain.get_logs(d.backbone_execution, "InferenceRequested", from_block, argument_filters=filt)
             (xfer,) = chain.get_logs(d.enclave_transfer, "TransferRecorded", from_block, argument_filters=filt)
             self._verify_signature(req["args"], xfer["args"], args)
-            plaintext = ecies_decrypt(self.key, bytes(args["encryptedResult"]),
-                                      result_aad(request_id, bytes(req["args"]["modelId"]), int(req["args"]["version"])))
-            label, scores = decode_result(plaintext)
-            outcome.label, outcome.scores, outcome.enclave = label, scores, args["enclave"]
+            result = open_result(self.key, bytes(args["encryptedResult"]), request_id,
+                                 bytes(req["args"]["modelId"]), int(req["args"]["version"]))
+            outcome.label = result.labels[0] if result.labels else None
+            outcome.scores = list(result.scores[0]) if result.scores else None
+            outcome.features = list(result.features[0]) if result.features else None
+            outcome.enclave = args["enclave"]
             outcome.transactions["result"] = log_["transactionHash"].hex()
             outcome.transactions["transfer"] = xfer["transactionHash"].hex()
         elif status is RequestStatus.FAILED:
@@ -184,10 +188,3 @@ def _code(value: int) -> FailureCode | None:
     except ValueError:
         return None
 
-
-def decode_result(plaintext: bytes) -> tuple[int, list[float] | None]:
-    """The enclave's result plaintext → (label, scores or None)."""
-    from enclave.result import decode_result as _decode  # the enclave owns the format
-
-    result = _decode(plaintext)
-    return int(result.label), (None if result.scores is None else [float(s) for s in result.scores])

@@ -60,6 +60,13 @@ class NodeConfig:
     blob_dir: str = "var/blobs"
     max_retries: int = 3
     retry_backoff: float = 0.2
+    #: Hex private key of the node's account (holds NODE_ROLE); default: development account 2.
+    account_key: str = ""
+    #: Several nodes on one deployment: this node's index and their count. The node whose index
+    #: is ``request_id % count`` claims a request at once, the others after ``claim_grace`` s.
+    node_index: int = 0
+    node_count: int = 1
+    claim_grace: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""`splitseal audit request ID | model ID | subject ID`: histories rebuilt from events, verified."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from splitseal.config import Config
+from splitseal.errors import ConfigError
+
+from .cli_chain import add_chain_option, chain_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .cli import group
+
+    audit = group(sub, "audit", "rebuild and verify histories from on-chain events alone")
+    p = audit.add_parser("request", help="one inference request: every stage, signature, enclave, hash chain")
+    p.add_argument("request_id", type=int)
+    add_chain_option(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_request)
+
+    p = audit.add_parser("model", help="a model: registration, split hashes, enclaves, provisioning, requests")
+    p.add_argument("model", help="model id (0x-prefixed bytes32) or model name")
+    add_chain_option(p)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--html", default=None, help="also write an HTML report (timeline, latency and gas plots)")
+    p.set_defaults(func=cmd_model)
+
+    p = audit.add_parser("subject", help="an MPC subject: enrolment commitments and co-signed decisions")
+    p.add_argument("subject", help="subject id (0x-prefixed bytes32) or the subject's name")
+    add_chain_option(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_subject)
+
+
+def _open(args: argparse.Namespace, config: Config):
+    from .chain import connect
+    from .deploy import load_deployment
+
+    chain = connect(chain_config(args, config))
+    if chain.embedded:
+        chain.close()
+        raise ConfigError("the embedded chain lives inside one process, so there is nothing to audit from here; "
+                          "audit a chain that outlives commands (--chain anvil or a URL), or see the audit "
+                          "that `splitseal demo` prints")
+    return chain, load_deployment(chain)
+
+
+def cmd_request(args: argparse.Namespace, config: Config) -> int:
+    from .audit import Auditor, render_request
+
+    chain, deployment = _open(args, config)
+    with chain:
+        audit = Auditor(chain, deployment).request(args.request_id)
+    print(json.dumps(audit.to_json(), indent=2, default=str) if args.json else render_request(audit))
+    return 0 if audit.verified or audit.status != "COMPLETED" else 1
+
+
+def cmd_model(args: argparse.Namespace, config: Config) -> int:
+    from .audit import Auditor, render_html, render_model
+    from .cli_enclave import parse_model_id
+
+    chain, deployment = _open(args, config)
+    with chain:
+        audit = Auditor(chain, deployment).model(parse_model_id(args.model))
+    print(json.dumps(audit.to_json(), indent=2, default=str) if args.json else render_model(audit))
+    if args.html:
+        Path(args.html).write_text(render_html(audit))
+        print(f"HTML report: {args.html}")
+    return 0 if audit.verified else 1
+
+
+def cmd_subject(args: argparse.Namespace, config: Config) -> int:
+    from dataclasses import asdict
+
+    from .mpc.audit import subject_history
+
+    chain, deployment = _open(args, config)
+    subject = args.subject
+    if subject.startswith("0x") and len(subject) == 66:
+        subject = bytes.fromhex(subject[2:])
+    with chain:
+        history = subject_history(chain, deployment.feature_share_registry, subject, from_block=deployment.block)
+    if args.json:
+        doc = {"subjectId": "0x" + history.subject_id.hex(), "verified": history.verified,
+               "nodeSets": history.node_sets, "enrolments": [asdict(e) for e in history.enrolments],
+               "revocations": history.revocations, "decisions": [asdict(d) for d in history.decisions]}
+        print(json.dumps(doc, indent=2, default=lambda v: "0x" + v.hex() if isinstance(v, bytes) else str(v)))
+    else:
+        print(render_subject(history))
+    return 0 if history.verified else 1
+
+
+def render_subject(history) -> str:
+    lines = [f"subject 0x{history.subject_id.hex()}: {'VERIFIED' if history.verified else 'NOT VERIFIED'}"]
+    for e in history.enrolments:
+        lines.append(f"  enrolled in set {e.set_id} at block {e.block} tx {e.tx[:18]}…: "
+                     f"{len(e.commitments)} share commitments, node signatures "
+                     f"{'ok' if e.signers_ok else 'BAD: ' + '; '.join(e.problems)}")
+    for r in history.revocations:
+        lines.append(f"  revoked in set {r['set_id']} at block {r['block']} by {r['by']}")
+    for d in history.decisions:
+        lines.append(f"  {d.kind} at block {d.block}: {'accepted' if d.accepted else 'rejected'}, "
+                     f"co-signed by all nodes: {'ok' if d.signers_ok else 'BAD: ' + '; '.join(d.problems)}")
+    if not (history.enrolments or history.decisions):
+        lines.append("  nothing recorded for this subject")
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""`splitseal demo`: the README's main command."""
+
+from __future__ import annotations
+
+import argparse
+
+from splitseal.config import Config
+
+from .cli_chain import add_chain_option
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole flow: deploy, split, attest, provision, infer, audit")
+    add_chain_option(p)
+    p.add_argument("--requests", type=int, default=20, help="inference requests to send (default 20)")
+    p.add_argument("--state-dir", default=None, help="working directory (default var/demo, wiped first)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    from .demo import run_demo
+
+    state_dir = config.path(args.state_dir or "var/demo")
+    result = run_demo(config, chain_target=args.chain or config.chain.url, requests=args.requests,
+                      state_dir=state_dir)
+    print(f"\ndemo finished on {result.chain}: {result.completed}/{result.requests} requests served, "
+          f"accuracy {result.accuracy:.4f} = plaintext {result.plaintext_accuracy:.4f}, "
+          f"audit of request {result.audited_request} {'verified' if result.audit_verified else 'NOT verified'}, "
+          f"{result.gas_per_request} gas for its whole lifecycle")
+    return 0

@@ -1,0 +1,165 @@
+"""`splitseal node run` (the REE inference node) and `splitseal infer` (the requester)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from eth_account import Account
+
+from splitseal.config import Config
+from splitseal.errors import ConfigError, InvalidInputError
+
+from .cli_chain import add_chain_option, chain_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from .cli import group
+
+    node = group(sub, "node", "the REE inference node")
+    p = node.add_parser("run", help="serve inference requests of a deployment until SIGTERM")
+    add_chain_option(p)
+    p.add_argument("--backbone", action="append", default=[], required=True,
+                   help="split directory or backbone.onnx this node serves (repeatable); a model version "
+                        "is served when the file's keccak256 equals its registered backbone hash")
+    p.add_argument("--socket", default=None, help="enclave socket (default: [enclave].socket_path)")
+    p.add_argument("--authorize", action="store_true",
+                   help="as the admin: grant this node NODE_ROLE and publish its input key")
+    p.add_argument("--index", type=int, default=None, help="this node's index among --count nodes")
+    p.add_argument("--count", type=int, default=None, help="number of nodes serving the deployment")
+    p.add_argument("--state-dir", default=None, help="checkpoint and input key directory")
+    p.set_defaults(func=cmd_node_run)
+
+    p = sub.add_parser("infer", help="send an inference request as a transaction and print the result")
+    add_chain_option(p)
+    p.add_argument("--model", required=True, help="model id (0x-prefixed bytes32) or model name")
+    p.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    p.add_argument("--input", required=True, help=".npy array, or an image file (PNG/PGM) with --shape")
+    p.add_argument("--shape", default=None, help="C,H,W the image is normalised and resized to")
+    p.add_argument("--wait", action="store_true", help="wait for the result and decrypt it")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_infer)
+
+
+def node_account(config: Config, chain) -> "Account":
+    if config.node.account_key:
+        return Account.from_key(config.node.account_key)
+    if len(chain.accounts) < 3:
+        raise ConfigError("set [node].account_key (SPLITSEAL_NODE_ACCOUNT_KEY) to the node's private key")
+    return chain.accounts[2]
+
+
+def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
+    from .chain import connect
+    from .deploy import load_deployment
+    from .node_setup import authorize_node, build_node, load_or_create_x25519_key
+
+    cfg = chain_config(args, config)
+    state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
+    with connect(cfg) as chain:
+        if chain.embedded:
+            raise ConfigError("the embedded chain lives inside one process; run the node with --chain anvil or "
+                              "a URL, or use `splitseal demo`, which runs node and requests in one process")
+        deployment = load_deployment(chain)
+        account = node_account(config, chain)
+        if args.authorize:
+            authorize_node(chain, deployment, chain.accounts[0], account,
+                           load_or_create_x25519_key(state_dir / "input.key"))
+        ws_url = cfg.url.replace("http://", "ws://") if cfg.url.startswith("http://") else None
+        if cfg.url == "anvil":
+            from .anvil import running_node
+
+            node_proc = running_node()
+            ws_url = node_proc.ws_url if node_proc else None
+        wiring = build_node(config, chain, deployment, account,
+                            backbone_paths=[Path(b) for b in args.backbone],
+                            socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
+                            node_index=config.node.node_index if args.index is None else args.index,
+                            node_count=config.node.node_count if args.count is None else args.count,
+                            ws_url=ws_url)
+        print(f"node {account.address} serving deployment on chain {chain.chain_id} "
+              f"with enclave {wiring.node.enclave.address}; SIGTERM stops it", flush=True)
+        try:
+            wiring.node.setup().run()
+        finally:
+            wiring.node.close()
+            wiring.client.close()
+    return 0
+
+
+def load_input(path: str, shape: str | None) -> np.ndarray:
+    """A .npy array as stored, or an image normalised to 0..1 and resized to ``shape`` (C,H,W)."""
+    from .mpc.terminal import normalise, read_image  # PNG / PGM reader shared with the MPC terminal
+
+    image = read_image(path)
+    if Path(path).suffix.lower() == ".npy":
+        return image
+    if not shape:
+        raise InvalidInputError(f"{path} is an image: give the model's input shape with --shape C,H,W "
+                                "(`splitseal model inspect` shows it)")
+    try:
+        dims = tuple(int(d) for d in shape.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) <= 0:
+        raise InvalidInputError(f"--shape {shape!r} is not C,H,W (three positive integers)")
+    return normalise(image, dims)
+
+
+def cmd_infer(args: argparse.Namespace, config: Config) -> int:
+    from enclave.crypto import X25519KeyPair
+
+    from .chain import connect
+    from .cli_enclave import parse_model_id
+    from .deploy import load_deployment
+    from .requester import Requester
+
+    cfg = chain_config(args, config)
+    x = load_input(args.input, args.shape)
+    with connect(cfg) as chain:
+        if chain.embedded:
+            raise ConfigError("the embedded chain lives inside one process and has no node to serve requests; "
+                              "use --chain anvil (after `splitseal chain up` and a running node) or `splitseal demo`")
+        deployment = load_deployment(chain)
+        model_id = parse_model_id(args.model)
+        version = args.version or int(chain.call(deployment.model_registry.functions.latestVersion(model_id)))
+        if version == 0:
+            raise InvalidInputError(f"model {args.model} is not registered on this deployment")
+        key_path = config.path("var/requester/key")
+        from .node_setup import load_or_create_x25519_key
+
+        key: X25519KeyPair = load_or_create_x25519_key(key_path)
+        requester = Requester(chain, deployment, chain.accounts[3], key=key, blob_dir=config.path(config.node.blob_dir))
+        submitted = requester.submit(model_id, version, x)
+        if not args.wait:
+            print(json.dumps({"requestId": submitted.request_id, "tx": submitted.tx_hash}) if args.json else
+                  f"request {submitted.request_id} sent in tx {submitted.tx_hash}")
+            return 0
+        outcome = requester.wait(submitted, timeout=args.timeout)
+        doc = {"requestId": outcome.request_id, "status": outcome.status.name, "label": outcome.label,
+               "scores": outcome.scores, "failureCode": outcome.failure_code.name if outcome.failure_code else None,
+               "failureReason": outcome.failure_reason, "enclave": outcome.enclave,
+               "transactions": outcome.transactions, "latencyMs": {k: round(v * 1e3, 2) for k, v in outcome.latency.items()}}
+        if args.json:
+            print(json.dumps(doc, indent=2))
+        else:
+            print(render_outcome(doc))
+        return 0 if outcome.ok else 1
+
+
+def render_outcome(doc: dict) -> str:
+    lines = [f"request {doc['requestId']}: {doc['status']}"]
+    if doc["status"] == "COMPLETED":
+        lines.append(f"  prediction: {doc['label']}")
+        if doc.get("scores"):
+            lines.append("  scores: " + " ".join(f"{s:.3f}" for s in doc["scores"]))
+        lines.append(f"  enclave: {doc['enclave']}")
+    else:
+        lines.append(f"  failure: {doc.get('failureCode')}: {doc.get('failureReason')}")
+    for name, tx in doc["transactions"].items():
+        lines.append(f"  tx {name}: {tx}")
+    lines.append("  latency: " + ", ".join(f"{k} {v} ms" for k, v in doc["latencyMs"].items()))
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Wiring of the inference node: keys, roles, backbones, enclave. One place, explicit.
+
+- The node operator's X25519 **input key** decrypts request inputs. It is generated once into
+  ``<node state>/input.key`` (mode 0600) and published with ``BackboneExecution.setInputKey``.
+- Backbones are found by content: the node is given backbone files (or split directories) and
+  serves a model version only when keccak256 of a local file equals the ``backboneHash`` the
+  model owner registered on-chain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from eth_account.signers.local import LocalAccount
+
+from chain_node.inference_node import EnclaveTarget, InferenceNode
+from chain_node.inputs import InputProblem
+from enclave.crypto import X25519KeyPair, keccak256
+from splitseal.config import Config
+from splitseal.errors import ConfigError, InvalidInputError, ModelError
+from splitseal.protocol import FailureCode
+
+from .chain import Chain
+from .deploy import Deployment
+from .enclave_client import EnclaveClient
+from .models.backbone import Backbone
+
+log = logging.getLogger(__name__)
+
+NODE_ROLE_NAME = "splitseal.role.node"
+
+
+def load_or_create_x25519_key(path: Path) -> X25519KeyPair:
+    """An X25519 key pair kept in ``path`` (the node's input key, a requester's result key);
+    created with mode 0600 on first use."""
+    if path.exists():
+        raw = path.read_bytes()
+        if len(raw) != 32:
+            raise ConfigError(f"{path} is not a 32-byte X25519 private key; delete it to create a new one "
+                              "(requests encrypted to the old key can then no longer be served)")
+        return X25519KeyPair.from_private(raw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = X25519KeyPair.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private)
+    return key
+
+
+def authorize_node(chain: Chain, deployment: Deployment, admin: LocalAccount, node: LocalAccount,
+                   input_key: X25519KeyPair) -> None:
+    """Grant NODE_ROLE to ``node`` and publish the input key, when not already so."""
+    be = deployment.backbone_execution
+    role = chain.call(be.functions.NODE_ROLE())
+    if not chain.call(be.functions.hasRole(role, node.address)):
+        chain.transact(be.functions.grantRole(role, node.address), sender=admin)
+    if bytes(chain.call(be.functions.inputKey())) != input_key.public:
+        chain.transact(be.functions.setInputKey(input_key.public), sender=admin)
+
+
+class SplitBackbone:
+    """A backbone with exactly one input and one output (the tensor that crosses into the enclave)."""
+
+    def __init__(self, onnx_bytes: bytes) -> None:
+        self._backbone = Backbone(onnx_bytes)
+        specs = self._backbone.input_specs
+        if len(specs) != 1 or len(self._backbone.output_names) != 1:
+            raise ModelError(f"backbone has {len(specs)} inputs and {len(self._backbone.output_names)} outputs; "
+                             "the enclave takes exactly one transferred tensor, so choose a cut that one "
+                             "tensor crosses")
+        self.input_name, shape, _ = specs[0]
+        self.input_shape: tuple[int | None, ...] = tuple(shape)
+        self.output_name = self._backbone.output_names[0]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self._backbone.run({self.input_name: x})[self.output_name]
+
+
+class BackboneLibrary:
+    """Local backbone files indexed by keccak256, resolved through the on-chain registration."""
+
+    def __init__(self, chain: Chain, deployment: Deployment, paths: Iterable[Path]) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self._files: dict[bytes, Path] = {}
+        self._loaded: dict[tuple[bytes, int], SplitBackbone] = {}
+        for path in paths:
+            self.add(Path(path))
+
+    def add(self, path: Path) -> None:
+        if path.is_dir():
+            summary = json.loads((path / "split.json").read_text())
+            path = path / summary["backbone"]["file"]
+        if not path.exists():
+            raise ConfigError(f"backbone {path} does not exist; give backbone.onnx files or split directories")
+        self._files[keccak256(path.read_bytes())] = path
+
+    def __call__(self, model_id: bytes, version: int) -> SplitBackbone:
+        key = (bytes(model_id), int(version))
+        if key not in self._loaded:
+            record = self.chain.call(self.deployment.model_registry.functions.modelVersion(model_id, version))
+            backbone_hash = bytes(record[0])
+            path = self._files.get(backbone_hash)
+            if path is None:
+                raise InputProblem(FailureCode.INTERNAL,
+                                   f"this node holds no backbone for model 0x{model_id.hex()[:16]}… v{version} "
+                                   f"(registered backbone hash 0x{backbone_hash.hex()[:16]}…)")
+            data = path.read_bytes()
+            if keccak256(data) != backbone_hash:
+                raise InputProblem(FailureCode.INTERNAL, f"backbone file {path} changed on disk")
+            self._loaded[key] = SplitBackbone(data)
+        return self._loaded[key]
+
+
+@dataclass
+class NodeWiring:
+    node: InferenceNode
+    client: EnclaveClient
+
+
+def build_node(config: Config, chain: Chain, deployment: Deployment, account: LocalAccount, *,
+               backbone_paths: Iterable[Path], socket_path: Path | None = None, state_dir: Path | None = None,
+               node_index: int = 0, node_count: int = 1, ws_url: str | None = None) -> NodeWiring:
+    """Everything a node needs, wired explicitly; the caller runs ``wiring.node``."""
+    state_dir = state_dir or config.path(config.node.db_path).parent
+    client = EnclaveClient(socket_path or config.path(config.enclave.socket_path))
+    status = client.status()
+    registered = chain.call(deployment.model_registry.functions.enclaveRecord(status.enclave))
+    if bytes(registered[2]) != status.encryption_key:
+        raise InvalidInputError(f"the enclave at {client.socket_path} ({status.enclave}) is not registered with "
+                                "its current key; run `splitseal enclave attest` first")
+    input_key = load_or_create_x25519_key(state_dir / "input.key")
+    on_chain_key = bytes(chain.call(deployment.backbone_execution.functions.inputKey()))
+    if on_chain_key != input_key.public:
+        raise InvalidInputError("BackboneExecution's input key is not this node's; the admin must publish it "
+                                "(`splitseal node run --authorize` as the admin does it)")
+    node = InferenceNode(
+        chain, deployment, account, input_key=input_key,
+        enclave=EnclaveTarget(status.enclave, status.encryption_key, client),
+        backbones=BackboneLibrary(chain, deployment, backbone_paths), config=config.node,
+        checkpoint_path=state_dir / f"node-{account.address.lower()}.sqlite3",
+        blob_dir=config.path(config.node.blob_dir), confirmations=config.chain.confirmations,
+        node_index=node_index, node_count=node_count, ws_url=ws_url, poll_interval=config.chain.poll_interval)
+    return NodeWiring(node, client)
