@@ -49,6 +49,7 @@ replays; a state change that the chain has not anchored yet (an index provisione
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -352,9 +353,9 @@ class EnclaveCore:
         if len(graph.inputs) != 1 or not graph.outputs:
             raise EntryCallError("head graph must have exactly one input and at least one output")
 
-        model.registry, model.transfer = registry, transfer
-        model.package, model.package_hash = plaintext, package_hash
-        model.graph_hash, model.params_hash = graph_hash, params_hash
+        # work on a copy: a refused package leaves the serving model untouched
+        model = dataclasses.replace(model, registry=registry, transfer=transfer, package=plaintext,
+                                    package_hash=package_hash, graph_hash=graph_hash, params_hash=params_hash)
         self._load_head(model)  # with an index present, every parameter is checked now
         self.state_version = max(self.state_version, anchored) + 1
         self._models[model.key] = model
@@ -403,13 +404,9 @@ class EnclaveCore:
                 "parameter index differs from the on-chain record: Merkle root "
                 f"{'matches' if index.merkle_root() == merkle_root else 'differs'}, entry count "
                 f"{index.entry_count} vs {entry_count}")
-        previous = (model.index, model.encrypted_index_hash, model.parameter_index)
-        model.index, model.encrypted_index_hash, model.parameter_index = plaintext, encrypted_hash, parameter_index
-        try:
-            self._load_head(model)
-        except EntryCallError:
-            model.index, model.encrypted_index_hash, model.parameter_index = previous
-            raise
+        model = dataclasses.replace(model, index=plaintext, encrypted_index_hash=encrypted_hash,
+                                    parameter_index=parameter_index)
+        self._load_head(model)
         self.state_version += 1
         self._models[model.key] = model
         self._seal_model(model)

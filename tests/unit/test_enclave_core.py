@@ -113,3 +113,35 @@ def test_unknown_calls_and_bad_arguments_are_refused(tmp_path):
         core.call("infer", {"request_id": -1})
     with pytest.raises(InvalidInputError):
         core.call("status", [1])
+
+
+def test_a_package_that_does_not_fit_the_index_leaves_the_serving_head_untouched(tmp_path):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from models_fixtures import small_cnn
+    from orchestrator.models.onnx_import import load_model
+    from orchestrator.models.rule import parse_rule
+    from orchestrator.models.split import split_model
+
+    es, res = _split("label_scores")
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "p"), load_identity(), tmp_path)
+    _provision(core, res)
+    other = split_model(load_model(small_cnn().SerializeToString()), parse_rule(
+        b'version=1\n[split]\nat_node="head"\n[protect]\nparameters=["head.*"]\n[output]\npolicy="label"\n'))
+    package = other.package.encode()
+    pph = crypto.keccak256(package)
+    pct = crypto.ecies_encrypt(core.encryption_key, package, crypto.head_aad(MODEL, 1, pph))
+    before = core.state_version
+    with pytest.raises(EntryCallError, match="do not load together"):
+        core.call("provision_head", dict(model_id=MODEL, version=1, chain_id=1337, registry=REGISTRY,
+                                         transfer=TRANSFER, package_ciphertext=pct, package_plain_hash=pph,
+                                         head_graph_hash=other.package.graph_hash,
+                                         head_params_hash=other.package.params_hash,
+                                         package_hash=crypto.keccak256(pct)))
+    assert core.state_version == before
+    import onnxruntime
+    x = es.sample_inputs(1, seed=9)
+    feats = onnxruntime.InferenceSession(res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    out = _infer(core, feats, 7, crypto.X25519KeyPair.generate())
+    assert out.policy == "label_scores" and out.scores is not None
