@@ -1,35 +1,28 @@
 """EIP-712 signatures of an MPC node for ``FeatureShareRegistry`` (docs/PROTOCOL.md).
 
-Domain: name "splitseal", version "1", the chain id, verifyingContract = the registry.
-Structs: ``ShareCommitment(uint256 setId,bytes32 subjectId,bytes32 commitment)`` and
-``Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,
-bytes32 probeCommitment)``. Identifiers: ``subjectId = keccak256(utf8(subject))``, ``sessionId``
-= the session's 32 random bytes; ``kind`` 1 = verify, 2 = identify; a rejected identification
-names no subject (zero).
+``enclave/eip712.py`` is the project's one implementation of the type strings and digests; this
+module only maps the MPC node's identifiers onto it:
 
-``enclave/eip712.py`` is the project's one implementation of the type strings; these functions
-use it when it provides the MPC structs and build the same typed data with eth-account otherwise
-(a test checks both give the same digest).
+* ``subjectId = keccak256(utf8(subject))`` (zero for "no subject": a rejected identification);
+* ``sessionId`` = the session's 32 random bytes (the session id is their hex);
+* ``kind`` 1 = verify, 2 = identify;
+* ``commitment = keccak256(salt || share as little-endian uint64)``, salt 32 random bytes kept
+  by the node; ``probeCommitment = keccak256(c_0 || ... || c_{N-1})`` of the nodes' salted
+  commitments of their probe feature shares, in party order.
+
+``chain`` mappings carry ``chain_id``, ``registry`` (the verifying contract) and ``set_id``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils import keccak
+
+from enclave import eip712
 
 KIND = {"verify": 1, "identify": 2}
 ZERO32 = b"\0" * 32
-
-_TYPES = {
-    "ShareCommitment": [{"name": "setId", "type": "uint256"}, {"name": "subjectId", "type": "bytes32"},
-                        {"name": "commitment", "type": "bytes32"}],
-    "Decision": [{"name": "setId", "type": "uint256"}, {"name": "sessionId", "type": "bytes32"},
-                 {"name": "kind", "type": "uint8"}, {"name": "subjectId", "type": "bytes32"},
-                 {"name": "accepted", "type": "bool"}, {"name": "probeCommitment", "type": "bytes32"}],
-}
 
 
 def subject_id(subject: str | None) -> bytes:
@@ -45,41 +38,30 @@ def session_id(session: str) -> bytes:
     return raw
 
 
-def _signable(chain: Mapping[str, Any], primary: str, message: dict[str, Any]):
-    domain = {"name": "splitseal", "version": "1", "chainId": int(chain["chain_id"]),
-              "verifyingContract": chain["registry"]}
-    return encode_typed_data(full_message={
-        "types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                   {"name": "chainId", "type": "uint256"},
-                                   {"name": "verifyingContract", "type": "address"}],
-                  primary: _TYPES[primary]},
-        "primaryType": primary, "domain": domain, "message": message})
+def share_commitment_digest(chain: Mapping[str, Any], subject: str | bytes, commitment: bytes) -> bytes:
+    sid = subject if isinstance(subject, bytes) else subject_id(subject)
+    return eip712.share_commitment_digest(int(chain["chain_id"]), chain["registry"], set_id=int(chain["set_id"]),
+                                          subject_id=sid, commitment=commitment)
 
 
-def share_commitment_message(chain: Mapping[str, Any], subject: str, commitment: bytes):
-    return _signable(chain, "ShareCommitment", {"setId": int(chain["set_id"]), "subjectId": subject_id(subject),
-                                                "commitment": commitment})
-
-
-def decision_message(chain: Mapping[str, Any], session: str, kind: str, subject: str | None, accepted: bool,
-                     probe_commitment: bytes):
-    return _signable(chain, "Decision", {"setId": int(chain["set_id"]), "sessionId": session_id(session),
-                                         "kind": KIND[kind], "subjectId": subject_id(subject),
-                                         "accepted": bool(accepted), "probeCommitment": probe_commitment})
-
-
-def _sign(key: bytes, signable) -> bytes:
-    return bytes(Account.sign_message(signable, key).signature)
+def decision_digest(chain: Mapping[str, Any], session: str | bytes, kind: str | int, subject: str | bytes | None,
+                    accepted: bool, probe_commitment: bytes) -> bytes:
+    sess = session if isinstance(session, bytes) else session_id(session)
+    sid = subject if isinstance(subject, bytes) else subject_id(subject)
+    return eip712.decision_digest(int(chain["chain_id"]), chain["registry"], set_id=int(chain["set_id"]),
+                                  session_id=sess, kind=KIND[kind] if isinstance(kind, str) else int(kind),
+                                  subject_id=sid, accepted=bool(accepted), probe_commitment=probe_commitment)
 
 
 def sign_share_commitment(key: bytes, chain: Mapping[str, Any], subject: str, commitment: bytes) -> bytes:
-    return _sign(key, share_commitment_message(chain, subject, commitment))
+    return eip712.sign(key, share_commitment_digest(chain, subject, commitment))
 
 
 def sign_decision(key: bytes, chain: Mapping[str, Any], session: str, kind: str, subject: str | None,
                   accepted: bool, probe_commitment: bytes) -> bytes:
-    return _sign(key, decision_message(chain, session, kind, subject, accepted, probe_commitment))
+    return eip712.sign(key, decision_digest(chain, session, kind, subject, accepted, probe_commitment))
 
 
-def recover(signable, signature: bytes) -> str:
-    return Account.recover_message(signable, signature=signature)
+def recover(digest: bytes, signature: bytes) -> str:
+    """Signer address of a digest; raises InvalidInputError for malformed signatures."""
+    return eip712.recover(digest, signature)

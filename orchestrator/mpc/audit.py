@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from chain_node.mpc.node import share_commitment
-from chain_node.mpc.signing import _signable, recover, subject_id as subject_bytes
+from chain_node.mpc.signing import decision_digest, recover, share_commitment_digest
+from chain_node.mpc.signing import subject_id as subject_bytes
+from splitseal.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,7 @@ def subject_history(chain: Any, registry: Any, subject_id: str | bytes, from_blo
         if len(nodes) != len(commitments):
             problems.append(f"{len(commitments)} commitments for a set of {len(nodes)} nodes")
         for i, (node, c, sig) in enumerate(zip(nodes, commitments, call.get("signatures", []))):
-            msg = _signable({**domain, "set_id": set_id}, "ShareCommitment",
-                            {"setId": set_id, "subjectId": sid, "commitment": c})
-            got = recover(msg, bytes(sig))
+            got = _recover(share_commitment_digest({**domain, "set_id": set_id}, sid, c), bytes(sig))
             if got.lower() != node.lower():
                 problems.append(f"commitment {i} signed by {got}, not node {node}")
         enrolments.append(AuditedEnrolment(set_id, int(a["enrolment"]), commitments, int(ev["blockNumber"]),
@@ -119,20 +119,26 @@ def subject_history(chain: Any, registry: Any, subject_id: str | bytes, from_blo
         name, call = _call_args(chain, registry, ev["transactionHash"])
         if name != "recordDecision" or bytes(call["sessionId"]) != bytes(a["sessionId"]):
             problems.append("the transaction is not the recordDecision call of this event")
-        message = {"setId": set_id, "sessionId": bytes(a["sessionId"]), "kind": int(a["kind"]),
-                   "subjectId": sid, "accepted": bool(a["accepted"]),
-                   "probeCommitment": bytes(a["probeCommitment"])}
+        digest = decision_digest({**domain, "set_id": set_id}, bytes(a["sessionId"]), int(a["kind"]), sid,
+                                 bool(a["accepted"]), bytes(a["probeCommitment"]))
         sigs = call.get("signatures", [])
         if len(sigs) != len(nodes):
             problems.append(f"{len(sigs)} signatures for a set of {len(nodes)} nodes")
         for i, (node, sig) in enumerate(zip(nodes, sigs)):
-            got = recover(_signable({**domain, "set_id": set_id}, "Decision", message), bytes(sig))
+            got = _recover(digest, bytes(sig))
             if got.lower() != node.lower():
                 problems.append(f"decision signature {i} by {got}, not node {node}")
         decisions.append(AuditedDecision(set_id, bytes(a["sessionId"]), KIND_NAMES.get(int(a["kind"]), "?"),
                                          bool(a["accepted"]), bytes(a["probeCommitment"]), int(ev["blockNumber"]),
                                          _hex(ev["transactionHash"]), not problems, problems))
     return SubjectHistory(sid, sets, enrolments, revocations, decisions)
+
+
+def _recover(digest: bytes, signature: bytes) -> str:
+    try:
+        return recover(digest, signature)
+    except InvalidInputError:
+        return "malformed signature"
 
 
 def verify_share_opening(commitment: bytes, salt: bytes, share: np.ndarray) -> bool:
