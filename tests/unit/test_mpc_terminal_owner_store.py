@@ -1,0 +1,159 @@
+"""Terminal (normalise, validity check, image files, sharing), model owner (ONNX import, modes)
+and a node's store (two-phase enrolment)."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from chain_node.mpc import ring
+from chain_node.mpc.store import NodeStore
+from orchestrator.mpc.owner import SMALL_SPEC, load_onnx, node_models, plain_forward, random_model
+from orchestrator.mpc.terminal import Terminal, normalise, read_image, write_pgm
+from splitseal.errors import InvalidInputError, UnsupportedOperatorError
+
+RNG = np.random.default_rng(5)
+
+
+def _png_gray(img: np.ndarray) -> bytes:
+    def chunk(k, b):
+        return struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b))
+    rows = b"".join(b"\x00" + r.tobytes() for r in img.astype(np.uint8))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", img.shape[1], img.shape[0], 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_image_files_read_alike(tmp_path):
+    img = RNG.integers(0, 256, (10, 12)).astype(np.uint8)
+    (tmp_path / "a.png").write_bytes(_png_gray(img))
+    write_pgm(tmp_path / "a.pgm", img / 255.0)
+    np.save(tmp_path / "a.npy", img)
+    png, pgm = read_image(tmp_path / "a.png"), read_image(tmp_path / "a.pgm")
+    npy = normalise(read_image(tmp_path / "a.npy"), (1, 10, 12))[0]
+    assert np.allclose(png, img / 255.0) and np.allclose(pgm, img / 255.0, atol=1 / 255) and np.allclose(npy, png)
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(InvalidInputError, match="unsupported format"):
+        read_image(tmp_path / "a.txt")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(InvalidInputError, match="not a readable"):
+        read_image(tmp_path / "bad.png")
+
+
+def test_normalise_resizes_and_fixes_channels():
+    x = normalise(RNG.integers(0, 17, (8, 8)).astype(np.float64), (3, 28, 28))
+    assert x.shape == (3, 28, 28) and 0.0 <= x.min() and x.max() <= 1.0
+    rgb = RNG.random((20, 20, 3))
+    assert normalise(rgb, (1, 10, 10)).shape == (1, 10, 10)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((28, 28)), "constant"),
+    (np.full((28, 28), 0.7), "constant"),
+    (np.pad(np.ones((1, 1)), ((0, 27), (0, 27))), "blank"),
+])
+def test_default_check_rejects_unusable_captures(bad, message):
+    t = Terminal((1, 28, 28), 2)
+    with pytest.raises(InvalidInputError, match=message):
+        t.shares(bad)
+
+
+def test_pluggable_check_and_wrong_shape():
+    def no_dark(x):
+        if x.mean() < 0.6:
+            raise InvalidInputError("too dark")
+
+    t = Terminal((1, 28, 28), 2, check=no_dark)
+    with pytest.raises(InvalidInputError, match="too dark"):
+        t.shares(RNG.random((28, 28)) * 0.5)
+    with pytest.raises(InvalidInputError, match="channels"):
+        Terminal((2, 28, 28), 2).shares(RNG.random((3, 28, 28)))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_terminal_shares_sum_to_encoded_capture_and_look_uniform(n):
+    img = RNG.random((28, 28))
+    t = Terminal((1, 28, 28), n)
+    shares = t.shares(img)
+    enc = ring.encode(t.prepare_array(img)[None])
+    assert np.array_equal(ring.reconstruct(shares), enc)
+    for s in shares:
+        assert s.shape == (1, 1, 28, 28)
+        assert (s == enc).mean() < 0.01  # no share is (even partly) the encoded capture
+        assert 0.4 < (s >> np.uint64(63)).mean() < 0.6
+
+
+def test_owner_shares_parameters_formula_1():
+    model = random_model(SMALL_SPEC, (1, 28, 28), seed=2)
+    nodes = node_models(model, 3, shared=True)
+    w = ring.reconstruct([n.layers[0].weight for n in nodes])
+    assert np.array_equal(w, ring.encode(model.layers[0].weight))
+    assert len({n.model_id for n in nodes}) == 1 and nodes[0].model_id
+    assert not np.array_equal(nodes[0].layers[0].weight, w)
+    plain = node_models(model, 3, shared=False)
+    assert all(np.array_equal(p.layers[0].weight, plain[0].layers[0].weight) for p in plain)
+
+
+def _onnx_model(path, with_bn=True, op="Relu"):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    r = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(r.standard_normal((4, 1, 3, 3)).astype(np.float32) * 0.5, "w1"),
+             numpy_helper.from_array(r.standard_normal(4).astype(np.float32) * 0.1, "b1"),
+             numpy_helper.from_array((r.random(4) + 0.5).astype(np.float32), "g"),
+             numpy_helper.from_array(r.standard_normal(4).astype(np.float32) * 0.1, "be"),
+             numpy_helper.from_array(r.standard_normal(4).astype(np.float32) * 0.1, "mu"),
+             numpy_helper.from_array((r.random(4) + 0.5).astype(np.float32), "var"),
+             numpy_helper.from_array(r.standard_normal((6, 4 * 5 * 5)).astype(np.float32) * 0.2, "w2"),
+             numpy_helper.from_array(r.standard_normal(6).astype(np.float32) * 0.1, "b2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1])]
+    cur = "c"
+    if with_bn:
+        nodes.append(helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["bn"]))
+        cur = "bn"
+    nodes += [helper.make_node(op, [cur], ["r"]),
+              helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+              helper.make_node("Flatten", ["p"], ["f"]),
+              helper.make_node("Gemm", ["f", "w2", "b2"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "emb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 10, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(m, str(path))
+
+
+def test_onnx_import_matches_onnxruntime(tmp_path):
+    import onnxruntime as ort
+
+    _onnx_model(tmp_path / "m.onnx")
+    model = load_onnx(tmp_path / "m.onnx")
+    assert [la.op for la in model.layers] == ["conv", "act", "pool", "flatten", "linear"]
+    x = RNG.random((1, 1, 10, 10)).astype(np.float32)
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(plain_forward(model, x) - ref).max() < 1e-4
+
+
+def test_onnx_import_refuses_unknown_operators(tmp_path):
+    _onnx_model(tmp_path / "m.onnx", with_bn=False, op="Softplus")
+    with pytest.raises(UnsupportedOperatorError, match="Softplus"):
+        load_onnx(tmp_path / "m.onnx")
+
+
+def test_store_enrolment_is_two_phase(tmp_path):
+    store = NodeStore(tmp_path / "s.sqlite3")
+    share = ring.random_ring(64)
+    store.stage("alice", share, b"s" * 32, b"c" * 32, "sess1")
+    assert store.share("alice") is None and store.gallery()[0] == []  # pending is invisible
+    with pytest.raises(InvalidInputError, match="already pending"):
+        store.stage("alice", share, b"s" * 32, b"c" * 32, "sess2")
+    assert store.discard("sess1") == 1 and store.subject_states() == {}
+    store.stage("alice", share, b"s" * 32, b"c" * 32, "sess3")
+    assert store.commit("sess3") == 1
+    assert np.array_equal(store.share("alice"), share)
+    assert store.discard("sess3") == 0  # committed rows are not discarded by a late abort
+    store.close()
+    again = NodeStore(tmp_path / "s.sqlite3")
+    assert again.gallery()[0] == ["alice"]
+    again.close()
