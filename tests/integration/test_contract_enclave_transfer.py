@@ -45,6 +45,16 @@ def test_full_lifecycle_on_every_chain(any_kit: Kit) -> None:
     assert k.call(k.backbone.functions.status(req.request_id)) == COMPLETED
     with reverts("EnclaveTransferInvalidStatus", requestId=req.request_id, status=COMPLETED):
         k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature)
+    lifecycle = sum(k.gas[n] for n in ("BackboneExecution.requestInference", "BackboneExecution.recordBackboneOutput",
+                                       "EnclaveTransfer.submitResult"))
+    assert lifecycle <= 200_000, f"lifecycle gas {lifecycle} on {k.chain.name}"
+
+
+def test_domain_separators_match_python(any_kit: Kit) -> None:
+    k = any_kit
+    for contract in (k.registry, k.index, k.transfer, k.features):
+        assert k.call(contract.functions.domainSeparator()) == eip712.domain_separator(k.chain.chain_id,
+                                                                                        contract.address)
 
 
 def test_second_delivery_of_anything_is_rejected(kit: Kit, transferred) -> None:
