@@ -213,6 +213,47 @@ class _Model:
                 "encrypted_index_hash": self.encrypted_index_hash}
 
 
+class AnsweredIds:
+    """Request ids already answered, per (chain id, EnclaveTransfer): a watermark below which
+    every id was answered plus the sparse ids above it. Request ids are handed out in order
+    on-chain, so the sparse part stays small and sealing it after every answer stays cheap."""
+
+    def __init__(self) -> None:
+        self._low: dict[tuple[int, str], int] = {}
+        self._high: dict[tuple[int, str], set[int]] = {}
+        self.count = 0
+
+    def __contains__(self, key: tuple[int, str, int]) -> bool:
+        scope, rid = (key[0], key[1]), key[2]
+        return rid <= self._low.get(scope, 0) or rid in self._high.get(scope, ())
+
+    def add(self, key: tuple[int, str, int]) -> None:
+        if key in self:
+            return
+        scope, rid = (key[0], key[1]), key[2]
+        high = self._high.setdefault(scope, set())
+        high.add(rid)
+        low = self._low.get(scope, 0)
+        while low + 1 in high:
+            low += 1
+            high.discard(low)
+        self._low[scope] = low
+        self.count += 1
+
+    def to_wire(self) -> list[Any]:
+        scopes = sorted(set(self._low) | set(self._high))
+        return [[c, t, self._low.get((c, t), 0), sorted(self._high.get((c, t), ()))] for c, t in scopes]
+
+    @classmethod
+    def from_wire(cls, entries: list[Any]) -> "AnsweredIds":
+        ids = cls()
+        for c, t, low, high in entries:
+            ids._low[(c, t)] = low
+            ids._high[(c, t)] = set(high)
+            ids.count += low + len(high)  # ids start at 1 on-chain
+        return ids
+
+
 def _model_aad(model_id: bytes, version: int) -> bytes:
     return MODEL_AAD + model_id + struct.pack(">I", version)
 
@@ -230,7 +271,7 @@ class EnclaveCore:
         self._sealer = Sealer(self._keys)
         self._lock = threading.RLock()
         self._models: dict[tuple[bytes, int], _Model] = {}
-        self._answered: set[tuple[int, str, int]] = set()
+        self._answered = AnsweredIds()
         self.state_version = 0
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
@@ -280,7 +321,7 @@ class EnclaveCore:
             "product_id": self.identity.product_id, "security_version": self.identity.security_version,
             "debug": self.identity.debug, "enclave": self.address, "encryption_key": self.encryption_key,
             "quoting_key": self.platform.quoting_address(), "state_version": self.state_version,
-            "restored": self.restored, "answered": len(self._answered),
+            "restored": self.restored, "answered": self._answered.count,
             "models": [{"model_id": m.model_id, "version": m.version, "state_version": m.state_version,
                         "head_loaded": bool(m.package), "index_verified": bool(m.index),
                         "serving": m.head is not None, "chain_id": m.chain_id}
@@ -512,7 +553,7 @@ class EnclaveCore:
         entries = [{"model_id": m.model_id, "version": m.version, "state_version": m.state_version,
                     "sha256": m.sealed_sha256}
                    for m in sorted(self._models.values(), key=lambda m: m.key)]
-        answered = [[c, t, r] for (c, t, r) in sorted(self._answered)]
+        answered = self._answered.to_wire()
         blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered}),
                                  aad=self._manifest_aad(), label="manifest",
                                  state_version=self.state_version)
@@ -557,7 +598,7 @@ class EnclaveCore:
             self._load_head(model)
             models[model.key] = model
         self._models = models
-        self._answered = {(c, t, r) for c, t, r in manifest["answered"]}
+        self._answered = AnsweredIds.from_wire(manifest["answered"])
         self.state_version = manifest_version
         self.restored = True
         log.info("restored sealed state state_version=%d models=%d", manifest_version, len(models))

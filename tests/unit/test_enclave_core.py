@@ -145,3 +145,21 @@ def test_a_package_that_does_not_fit_the_index_leaves_the_serving_head_untouched
     feats = onnxruntime.InferenceSession(res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     out = _infer(core, feats, 7, crypto.X25519KeyPair.generate())
     assert out.policy == "label_scores" and out.scores is not None
+
+
+def test_answered_ids_watermark_and_round_trip():
+    from enclave.core import AnsweredIds
+
+    ids = AnsweredIds()
+    scope = (1337, TRANSFER)
+    for rid in (1, 2, 5, 3, 9):
+        ids.add((*scope, rid))
+    assert all((*scope, r) in ids for r in (1, 2, 3, 5, 9))
+    assert all((*scope, r) not in ids for r in (4, 6, 10, 0 + 11))
+    assert (1, TRANSFER, 1) not in ids and (1337, PINDEX, 1) not in ids
+    assert ids.to_wire() == [[1337, TRANSFER, 3, [5, 9]]]
+    again = AnsweredIds.from_wire(ids.to_wire())
+    assert again.to_wire() == ids.to_wire() and again.count == ids.count == 5
+    for rid in range(4, 2000):
+        ids.add((*scope, rid))
+    assert ids.to_wire() == [[1337, TRANSFER, 1999, []]]
