@@ -126,8 +126,12 @@ class NodeWiring:
 
 def build_node(config: Config, chain: Chain, deployment: Deployment, account: LocalAccount, *,
                backbone_paths: Iterable[Path], socket_path: Path | None = None, state_dir: Path | None = None,
-               node_index: int = 0, node_count: int = 1, ws_url: str | None = None) -> NodeWiring:
-    """Everything a node needs, wired explicitly; the caller runs ``wiring.node``."""
+               node_index: int = 0, node_count: int = 1, ws_url: str | None = None,
+               input_key: X25519KeyPair | None = None) -> NodeWiring:
+    """Everything a node needs, wired explicitly; the caller runs ``wiring.node``.
+
+    ``input_key`` defaults to ``<state_dir>/input.key``; several nodes of one operator share it.
+    """
     state_dir = state_dir or config.path(config.node.db_path).parent
     client = EnclaveClient(socket_path or config.path(config.enclave.socket_path))
     status = client.status()
@@ -135,7 +139,7 @@ def build_node(config: Config, chain: Chain, deployment: Deployment, account: Lo
     if bytes(registered[2]) != status.encryption_key:
         raise InvalidInputError(f"the enclave at {client.socket_path} ({status.enclave}) is not registered with "
                                 "its current key; run `splitseal enclave attest` first")
-    input_key = load_or_create_x25519_key(state_dir / "input.key")
+    input_key = input_key or load_or_create_x25519_key(state_dir / "input.key")
     on_chain_key = bytes(chain.call(deployment.backbone_execution.functions.inputKey()))
     if on_chain_key != input_key.public:
         raise InvalidInputError("BackboneExecution's input key is not this node's; the admin must publish it "

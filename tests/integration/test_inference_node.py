@@ -1,0 +1,277 @@
+"""The REE inference node end to end on the embedded chain with a real enclave process.
+
+The node is driven with ``poll_once`` (no sleeps). Requests are real transactions from a
+requester that encrypts its input to the node's key and decrypts the enclave's result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chain_node.checkpoint import Stage
+from chain_node.inputs import BlobStore
+from enclave.crypto import X25519KeyPair, keccak256
+from orchestrator.audit import Auditor
+from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
+from orchestrator.requester import Requester
+from splitseal.config import Config, NodeConfig
+from splitseal.protocol import FailureCode, RequestStatus
+
+import enclave_support as es
+
+
+@pytest.fixture(scope="module")
+def world(embedded_chain, embedded_deployment, tmp_path_factory):
+    chain = embedded_chain
+    snapshot = chain.snapshot()
+    base = Path(tmp_path_factory.mktemp("node"))
+    w = es.build_world(chain, embedded_deployment, base)
+    authorize_node(chain, embedded_deployment, w.admin, w.node,
+                   load_or_create_x25519_key(base / "node-state" / "input.key"))
+    try:
+        yield w
+    finally:
+        w.client.close()
+        w.process.stop()
+        chain.revert(snapshot)
+
+
+def make_node(w: es.World, *, state: str = "node-state", index: int = 0, count: int = 1, grace: float = 0.0,
+              account=None, **node_overrides):
+    config = Config(home=str(w.base), node=NodeConfig(max_retries=2, retry_backoff=0.0, **node_overrides))
+    wiring = build_node(config, w.chain, w.deployment, account or w.node, backbone_paths=[w.base / "node" / "backbone.onnx"],
+                        socket_path=w.socket_path, state_dir=w.base / state, node_index=index, node_count=count,
+                        # nodes of one operator share the input key
+                        input_key=load_or_create_x25519_key(w.base / "node-state" / "input.key"))
+    wiring.node.claim_grace = grace
+    return wiring
+
+
+def requester(w: es.World) -> Requester:
+    return Requester(w.chain, w.deployment, w.requester, key=X25519KeyPair.generate(), blob_dir=w.base / "var" / "blobs")
+
+
+def expected_labels(w: es.World, xs: np.ndarray) -> np.ndarray:
+    return np.argmax(w.run_full_model(xs), axis=1)
+
+
+def test_requests_are_served_and_decrypted_by_the_requester_only(world):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    xs = es.sample_inputs(3, seed=11)
+    submitted = [req.submit(w.model_id, w.version, x) for x in xs]
+    assert wiring.node.poll_once() == 3
+    outcomes = [req.wait(s, timeout=5) for s in submitted]
+    assert [o.status for o in outcomes] == [RequestStatus.COMPLETED] * 3
+    assert [o.label for o in outcomes] == list(expected_labels(w, xs))
+    np.testing.assert_allclose([o.scores for o in outcomes], w.run_full_model(xs), atol=1e-5)
+    # another key cannot open the result
+    other = Requester(w.chain, w.deployment, w.requester, key=X25519KeyPair.generate(), blob_dir=w.base / "var" / "blobs")
+    with pytest.raises(Exception, match="does not open"):
+        other.outcome(submitted[0].request_id, from_block=submitted[0].block)
+    audit = Auditor(w.chain, w.deployment).request(submitted[0].request_id)
+    assert audit.verified, [c for c in audit.checks if not c.ok]
+    assert wiring.node.poll_once() == 0  # nothing left, nothing done twice
+    wiring.node.close()
+
+
+def test_large_input_goes_off_chain_and_its_hash_is_checked(world):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    x = es.sample_inputs(1, seed=12)[0]
+    submitted = req.submit(w.model_id, w.version, x, inline_limit=0)
+    assert wiring.node.poll_once() == 1
+    assert req.wait(submitted).label == expected_labels(w, x[None])[0]
+
+    # a blob that does not match its commitment is refused with InputHashMismatch
+    tampered = req.submit(w.model_id, w.version, x, inline_limit=0)
+    (ev,) = w.chain.get_logs(w.deployment.backbone_execution, "InferenceRequested", tampered.block,
+                             argument_filters={"requestId": tampered.request_id})
+    pointer = ev["args"]["inputPointer"]
+    path = w.base / "var" / "blobs" / f"{pointer.split('0x')[1]}.bin"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    wiring.node.poll_once()
+    outcome = req.wait(tampered)
+    assert outcome.status is RequestStatus.FAILED
+    assert outcome.failure_code is FailureCode.INPUT_HASH_MISMATCH
+    wiring.node.close()
+
+
+def test_blob_store_holds_a_224x224x3_float32_image(tmp_path):
+    from chain_node.inputs import decode_tensor, encode_tensor, open_input, seal_input
+
+    key = X25519KeyPair.generate()
+    requester_key = X25519KeyPair.generate().public
+    image = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
+    ciphertext = seal_input(key.public, b"\x01" * 32, 1, requester_key, image)
+    store = BlobStore(tmp_path)
+    pointer = store.put(ciphertext)
+    fetched = store.get(pointer, keccak256(ciphertext), max_bytes=2 * len(ciphertext))
+    np.testing.assert_array_equal(open_input(key, b"\x01" * 32, 1, requester_key, fetched), image)
+    assert decode_tensor(encode_tensor(image)).shape == (1, 3, 224, 224)
+
+
+@pytest.mark.parametrize("case, code", [
+    ("wrong_key", FailureCode.BAD_INPUT),
+    ("wrong_shape", FailureCode.SHAPE_MISMATCH),
+    ("garbage", FailureCode.BAD_INPUT),
+])
+def test_bad_inputs_are_recorded_as_failed_on_chain_and_the_node_goes_on(world, case, code):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    if case == "wrong_key":
+        req._input_key = X25519KeyPair.generate().public
+        bad = req.submit(w.model_id, w.version, es.sample_inputs(1)[0])
+    elif case == "wrong_shape":
+        bad = req.submit(w.model_id, w.version, np.ones((3, 5), np.float32))
+    else:
+        now = int(w.chain.get_block("latest")["timestamp"])
+        garbage = b"\x01" + bytes(100)
+        receipt = w.chain.transact(w.deployment.backbone_execution.functions.requestInference(
+            w.model_id, w.version, keccak256(garbage), garbage, "", req.key.public, now + 600), sender=w.requester)
+        (ev,) = w.chain.events(receipt, w.deployment.backbone_execution, "InferenceRequested")
+        from orchestrator.requester import Submitted
+        bad = Submitted(int(ev["requestId"]), w.model_id, w.version, keccak256(garbage), "", receipt["blockNumber"],
+                        0.0, 0.0, receipt["gasUsed"])
+    good_requester = requester(w)
+    good = good_requester.submit(w.model_id, w.version, es.sample_inputs(1, seed=3)[0])
+    wiring.node.poll_once()
+    outcome = req.wait(bad)
+    assert outcome.status is RequestStatus.FAILED
+    assert outcome.failure_code is code
+    assert outcome.failure_reason
+    assert good_requester.wait(good).status is RequestStatus.COMPLETED
+    wiring.node.close()
+
+
+def test_deadline_passed_ends_the_request_as_timed_out(world):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1)[0], deadline_seconds=5)
+    w.chain.increase_time(10)
+    wiring.node.poll_once()
+    assert req.wait(submitted).status is RequestStatus.TIMED_OUT
+    wiring.node.close()
+
+
+class _Killed(BaseException):
+    """Stands for the process dying: not an Exception, so nothing in the node catches it."""
+
+
+def test_a_node_killed_after_its_claim_resumes_and_submits_once(world):
+    w = world
+    first = make_node(w, state="restart-state")
+    req = requester(w)
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=21)[0])
+
+    real = first.node.enclave.endpoint
+
+    class Dies:
+        def infer(self, **kwargs):
+            raise _Killed()
+
+    first.node.enclave = dataclasses.replace(first.node.enclave, endpoint=Dies())
+    with pytest.raises(_Killed):
+        first.node.poll_once()
+    assert first.node.checkpoint.get(submitted.request_id).stage is Stage.TRANSFERRED
+    first.node.checkpoint.close()  # the process is gone; nothing else is cleaned up
+
+    second = make_node(w, state="restart-state")
+    assert second.node.enclave.endpoint is not real
+    second.node.poll_once()
+    outcome = req.wait(submitted)
+    assert outcome.status is RequestStatus.COMPLETED
+    for contract, event in ((w.deployment.backbone_execution, "BackboneExecuted"),
+                            (w.deployment.enclave_transfer, "ResultSubmitted")):
+        assert len(w.chain.get_logs(contract, event, submitted.block,
+                                    argument_filters={"requestId": submitted.request_id})) == 1
+    second.node.close()
+
+
+def test_a_node_killed_before_checkpointing_its_claim_resumes_its_own_claim(world):
+    w = world
+    first = make_node(w, state="crash-state")
+    req = requester(w)
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=22)[0])
+
+    class Dies:
+        def infer(self, **kwargs):
+            raise _Killed()
+
+    first.node.enclave = dataclasses.replace(first.node.enclave, endpoint=Dies())
+    with pytest.raises(_Killed):
+        first.node.poll_once()
+    # the claim transaction was mined, but the process died before its checkpoint write
+    first.node.checkpoint.advance(submitted.request_id, Stage.SEEN)
+    first.node.checkpoint.close()
+
+    second = make_node(w, state="crash-state")
+    second.node.poll_once()
+    assert req.wait(submitted).status is RequestStatus.COMPLETED
+    assert second.node.checkpoint.get(submitted.request_id).stage is Stage.COMPLETED
+    second.node.close()
+
+
+def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
+    w = world
+    extra = w.chain.accounts[5]
+    authorize_node(w.chain, w.deployment, w.admin, extra, load_or_create_x25519_key(w.base / "node-state" / "input.key"))
+    a = make_node(w, state="two-a", index=0, count=2, grace=3600)
+    b = make_node(w, state="two-b", index=1, count=2, grace=3600, account=extra)
+    req = requester(w)
+    xs = es.sample_inputs(6, seed=31)
+    submitted = [req.submit(w.model_id, w.version, x) for x in xs]
+    a.node.poll_once()
+    b.node.poll_once()
+    outcomes = [req.wait(s) for s in submitted]
+    assert [o.label for o in outcomes] == list(expected_labels(w, xs))
+    claims = {}
+    for s in submitted:
+        (log_,) = w.chain.get_logs(w.deployment.backbone_execution, "BackboneExecuted", s.block,
+                                   argument_filters={"requestId": s.request_id})
+        claims[s.request_id] = log_["args"]["node"]
+    assert set(claims.values()) == {w.node.address, extra.address}
+    assert a.node.stats.completed + b.node.stats.completed == 6
+
+    # when one node is down, the other takes its requests over after the grace period
+    b.node.claim_grace = 0.0
+    more = [req.submit(w.model_id, w.version, x) for x in xs[:4]]
+    b.node.poll_once()
+    assert all(req.wait(s).status is RequestStatus.COMPLETED for s in more)
+    a.node.poll_once()  # the other node sees them ended and skips them
+    assert all(r.stage is not Stage.SEEN for r in [a.node.checkpoint.get(s.request_id) for s in more] if r)
+    a.node.close()
+    b.node.close()
+
+
+def test_enclave_refusal_is_recorded_with_its_reason(world):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=41)[0])
+    # the enclave already answered this request id once: a replay is refused
+    ev = wiring.node
+    real = ev.enclave.endpoint
+
+    class AnswersTwice:
+        def infer(self, **kwargs):
+            real.infer(**kwargs)  # first answer is dropped (a lost reply)
+            return real.infer(**kwargs)
+
+    wiring.node.enclave = dataclasses.replace(wiring.node.enclave, endpoint=AnswersTwice())
+    wiring.node.poll_once()
+    outcome = req.wait(submitted)
+    assert outcome.status is RequestStatus.FAILED
+    assert outcome.failure_code is FailureCode.ENCLAVE_REFUSED
+    assert "replay" in outcome.failure_reason
+    wiring.node.close()
