@@ -26,12 +26,16 @@ import enclave_support as es  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def world(embedded_chain, embedded_deployment, tmp_path_factory):
-    chain = embedded_chain
+@pytest.fixture(scope="module", params=["embedded", "anvil"])
+def world(request, tmp_path_factory):
+    """One provisioned enclave per chain: the embedded eth-tester chain and a real anvil node."""
+    session = "embedded_chain" if request.param == "embedded" else "anvil_session"
+    chain = request.getfixturevalue(session)
+    deployment = request.getfixturevalue(
+        "embedded_deployment" if request.param == "embedded" else "anvil_session_deployment")
     snapshot = chain.snapshot()
     base = Path(tmp_path_factory.mktemp("encl"))
-    w = es.build_world(chain, embedded_deployment, base)
+    w = es.build_world(chain, deployment, base)
     try:
         yield w
     finally:
