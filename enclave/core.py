@@ -495,6 +495,8 @@ class EnclaveCore:
         replay_key = (model.chain_id, model.transfer, request_id)
         if replay_key in self._answered:
             raise ReplayError(f"request {request_id} was already answered by this enclave; replay refused")
+        if not shape or 0 in shape:
+            raise ShapeMismatchError(f"backbone output shape {list(shape)} is empty")
         header = crypto.tensor_header(shape, dtype)
         try:
             plaintext = crypto.ecies_decrypt(
