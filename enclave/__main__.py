@@ -15,10 +15,8 @@ from typing import Sequence
 
 from splitseal.errors import SplitsealError
 
-from .core import EnclaveCore
 from .identity import MeasuredConfig, load_identity
 from .platform import SimulatedPlatform, platform_dir_for
-from .server import EnclaveServer, serve_forever
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = MeasuredConfig(max_frame_bytes=args.max_frame_bytes)
         identity = load_identity(product_id=args.product_id, security_version=args.security_version,
                                  debug=args.debug_enclave, config=config, signer_private=signer)
+        # measured before the entry-call code is imported, as a loader measures before running it
+        from .core import EnclaveCore
+        from .server import EnclaveServer, serve_forever
+
         platform = SimulatedPlatform(args.platform_dir or platform_dir_for(state_dir))
         core = EnclaveCore(platform, identity, state_dir)
         serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes))
