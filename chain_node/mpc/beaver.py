@@ -20,16 +20,23 @@ from __future__ import annotations
 
 import abc
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from splitseal.errors import InvalidInputError, ProtocolError
 
-from .matmul import ring_conv2d, ring_matmul
+from .matmul import RingOperand, kernel_operand, ring_conv2d, ring_matmul
 from .ring import Prg, wrap_count
 
-Triple = tuple[np.ndarray, np.ndarray, np.ndarray]
+Triple = tuple[np.ndarray, np.ndarray, "np.ndarray | Future[np.ndarray]"]
+
+
+def resolve(c: "np.ndarray | Future[np.ndarray]") -> np.ndarray:
+    """A triple's C share: providers may hand it out as a Future still in flight from the dealer;
+    sessions resolve it after the opening round, so the dealer round trip overlaps that round."""
+    return c.result() if isinstance(c, Future) else c
 
 
 class TripleProvider(abc.ABC):
@@ -72,11 +79,12 @@ class TripleProvider(abc.ABC):
         as a (3, count) array: multiplicative masks that let a score be revealed alone."""
 
 
-def _compute(kind: str, params: Mapping[str, Any], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _compute(kind: str, params: Mapping[str, Any], a: np.ndarray, b: np.ndarray,
+             prepared: RingOperand | None = None) -> np.ndarray:
     if kind == "matmul":
-        return ring_matmul(a, b)
+        return ring_matmul(a, prepared if prepared is not None else b)
     if kind == "conv":
-        return ring_conv2d(a, b, int(params["stride"]), int(params["padding"]))
+        return ring_conv2d(a, b, int(params["stride"]), int(params["padding"]), prepared)
     if kind == "mul":
         return a * b
     raise InvalidInputError(f"unknown triple kind {kind!r}")
@@ -98,6 +106,8 @@ class Dealer:
         self._seeds = list(seeds) if seeds is not None else [os.urandom(32) for _ in range(n_parties)]
         self.requests = 0
         self.bytes_out = 0
+        #: fixed masks B (by label): their sum and prepared operand, built once
+        self._fixed: dict[tuple[str, str, tuple[int, ...]], tuple[np.ndarray, RingOperand]] = {}
 
     def seed_for(self, party: int) -> bytes:
         """The secret seed of ``party`` (delivered to that node only, over its authenticated channel)."""
@@ -127,9 +137,18 @@ class Dealer:
         else:
             a_shape, b_shape = _shapes(kind, request)
             a = _sum([p.ring(f"{tag}/A", a_shape) for p in prgs], a_shape)
-            b_name = _b_name(tag, request.get("b_label"))
-            b = _sum([p.ring(b_name, b_shape) for p in prgs], b_shape)
-            c = _compute(kind, request, a, b)
+            b_label = request.get("b_label")
+            b_name = _b_name(tag, b_label)
+            prepared = None
+            if b_label and kind in ("conv", "matmul"):
+                key = (kind, str(b_label), tuple(b_shape))
+                if key not in self._fixed:
+                    b = _sum([p.ring(b_name, b_shape) for p in prgs], b_shape)
+                    self._fixed[key] = (b, kernel_operand(b) if kind == "conv" else RingOperand(b))
+                b, prepared = self._fixed[key]
+            else:
+                b = _sum([p.ring(b_name, b_shape) for p in prgs], b_shape)
+            c = _compute(kind, request, a, b, prepared)
             out = c - _sum([p.ring(f"{tag}/C", c.shape) for p in prgs[:last]], c.shape)
         self.requests += 1
         self.bytes_out += out.nbytes
@@ -163,6 +182,10 @@ class DealerTripleProvider(TripleProvider):
         self._prg = Prg(seed)
         self._fetch = fetch
         self.fetches = 0
+        self._fixed: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+        # one worker: dealer requests stay in order on the node's single dealer channel
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"dealer-fetch-{party}") \
+            if party == n_parties - 1 else None
 
     def _last(self) -> bool:
         return self.party == self.n_parties - 1
@@ -176,12 +199,19 @@ class DealerTripleProvider(TripleProvider):
                                 f"expected {tuple(shape)}")
         return out
 
+    def _get_later(self, request: dict[str, Any], shape: Sequence[int]) -> "Future[np.ndarray]":
+        assert self._pool is not None
+        return self._pool.submit(self._get, request, shape)
+
     def _triple(self, kind: str, tag: str, params: dict[str, Any], c_shape: Sequence[int]) -> Triple:
         a_shape, b_shape = _shapes(kind, params)
         a = self._prg.ring(f"{tag}/A", a_shape)
-        b = self._prg.ring(_b_name(tag, params.get("b_label")), b_shape)
+        if params.get("b_label"):
+            b = self.fixed_mask(str(params["b_label"]), b_shape)
+        else:
+            b = self._prg.ring(f"{tag}/B", b_shape)
         if self._last():
-            c = self._get({"kind": kind, "tag": tag, **params}, c_shape)
+            c: np.ndarray | Future[np.ndarray] = self._get_later({"kind": kind, "tag": tag, **params}, c_shape)
         else:
             c = self._prg.ring(f"{tag}/C", c_shape)
         return a, b, c
@@ -194,7 +224,11 @@ class DealerTripleProvider(TripleProvider):
         return self._triple("matmul", tag, params, (a_shape[0], b_shape[1]))
 
     def fixed_mask(self, label: str, shape: Sequence[int]) -> np.ndarray:
-        return self._prg.ring(_b_name("", label), shape)
+        key = (label, tuple(int(s) for s in shape))
+        if key not in self._fixed:
+            self._fixed[key] = self._prg.ring(_b_name("", label), shape)
+            self._fixed[key].setflags(write=False)
+        return self._fixed[key]
 
     def conv_triple(self, tag: str, x_shape: Sequence[int], w_shape: Sequence[int], stride: int,
                     padding: int, b_label: str | None = None) -> Triple:

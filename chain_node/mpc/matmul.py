@@ -40,7 +40,21 @@ def _f2u(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64).view(np.uint64)
 
 
-def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+class RingOperand:
+    """A ring matrix (k x n) used many times as the right operand of :func:`ring_matmul` (a
+    weight masked once, a fixed dealer mask): its limb stack is built once."""
+
+    def __init__(self, b: np.ndarray) -> None:
+        b = np.ascontiguousarray(b, dtype=np.uint64)
+        if b.ndim != 2:
+            raise InvalidInputError(f"ring operand must be 2-D, got shape {b.shape}")
+        self.b = b
+        self.shape = b.shape
+        k, n = b.shape
+        self.limbs = np.ascontiguousarray(_limb_stack(b).transpose(1, 0, 2)).reshape(k, 4 * n)
+
+
+def ring_matmul(a: np.ndarray, b: "np.ndarray | RingOperand") -> np.ndarray:
     """``a @ b mod 2^64`` for uint64 matrices (m x k) and (k x n); exact.
 
     One BLAS call multiplies the stacked limbs ``(4m, k) @ (k, 4n)``; limb products of equal
@@ -48,15 +62,16 @@ def ring_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     so k <= 2^19 keeps the sum below 2^53) and recombined mod 2^64.
     """
     a = np.asarray(a, dtype=np.uint64)
-    b = np.asarray(b, dtype=np.uint64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-        raise InvalidInputError(f"ring_matmul needs (m,k) @ (k,n), got {a.shape} @ {b.shape}")
+    op = b if isinstance(b, RingOperand) else None
+    bshape = op.shape if op is not None else np.shape(b)
+    if a.ndim != 2 or len(bshape) != 2 or a.shape[1] != bshape[0]:
+        raise InvalidInputError(f"ring_matmul needs (m,k) @ (k,n), got {a.shape} @ {tuple(bshape)}")
     m, k = a.shape
-    n = b.shape[1]
+    n = bshape[1]
     if k > (1 << 19):
         raise InvalidInputError(f"inner dimension {k} too large for exact limb products (max 2^19)")
     al = _limb_stack(a).reshape(4 * m, k)
-    bl = np.ascontiguousarray(_limb_stack(b).transpose(1, 0, 2)).reshape(k, 4 * n)
+    bl = op.limbs if op is not None else RingOperand(b).limbs
     prod = (al @ bl).reshape(4, m, 4, n)
     out = np.zeros((m, n), dtype=np.uint64)
     for s_ in range(4):
@@ -130,11 +145,20 @@ def ring_conv2d_public(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: i
     return _cols_to_map(ring_matmul_public(cols, op), x.shape[0], ho, wo)
 
 
-def ring_conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
-    """Convolution of ring elements (B, C, H, W) with ring kernel (Cout, C, kh, kw), exact mod 2^64."""
+def kernel_operand(w: np.ndarray) -> RingOperand:
+    """A ring kernel (Cout, C, kh, kw) prepared for repeated :func:`ring_conv2d`."""
+    return RingOperand(np.asarray(w, dtype=np.uint64).reshape(w.shape[0], -1).T)
+
+
+def ring_conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0,
+                prepared: RingOperand | None = None) -> np.ndarray:
+    """Convolution of ring elements (B, C, H, W) with ring kernel (Cout, C, kh, kw), exact mod 2^64.
+
+    ``prepared`` = :func:`kernel_operand` of ``w``, when the kernel is reused."""
     cout, _, kh, kw = w.shape
     cols, ho, wo = im2col(np.asarray(x, dtype=np.uint64), kh, kw, stride, padding)
-    return _cols_to_map(ring_matmul(cols, np.asarray(w, dtype=np.uint64).reshape(cout, -1).T), x.shape[0], ho, wo)
+    op = prepared if prepared is not None else kernel_operand(w)
+    return _cols_to_map(ring_matmul(cols, op), x.shape[0], ho, wo)
 
 
 def conv2d_float(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, stride: int = 1,

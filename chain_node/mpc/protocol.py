@@ -35,8 +35,9 @@ import numpy as np
 
 from splitseal.errors import InvalidInputError, ProtocolError
 
-from .beaver import TripleProvider
-from .matmul import PublicOperand, ring_conv2d, ring_conv2d_public, ring_matmul, ring_matmul_public
+from .beaver import TripleProvider, resolve
+from .matmul import (PublicOperand, RingOperand, kernel_operand, ring_conv2d, ring_conv2d_public, ring_matmul,
+                     ring_matmul_public)
 from .ring import (Prg, decode, encode, truncate_local_2pc, truncate_with_dealer_finish,
                    truncate_with_dealer_share)
 from .transport import Transport
@@ -195,23 +196,31 @@ class Session:
         return y
 
     def matmul(self, x: np.ndarray, y: np.ndarray, f: np.ndarray | None = None,
-               b_label: str | None = None) -> np.ndarray:
+               b_label: str | None = None, cache: dict[str, Any] | None = None) -> np.ndarray:
         """[x @ y] from [x], [y] with a Beaver matrix triple.
 
         Steps: 1. get shares of A, B, C = A @ B; 2. open E = x - A and F = y - B (one round);
         3. z_i = C_i + E @ B_i + A_i @ F (+ E @ F at party 0). With a weight masked once
-        (``f`` = the opened ``y - B`` for the fixed mask ``b_label``), step 2 opens E only.
+        (``f`` = the opened ``y - B`` for the fixed mask ``b_label``), step 2 opens E only and
+        the fixed right operands are prepared once (``cache``, one per layer).
         """
         a, b, c = self._need_triples().matmul_triple(self._tag("triple"), x.shape, y.shape, b_label)
         if f is None:
             e, f = self.open(x - a, y - b)
         else:
             (e,) = self.open(x - a)
+        c = resolve(c)
+        if f is not None and cache is not None and b_label:
+            if cache.get("label") != b_label:
+                cache.clear()
+                cache.update(label=b_label, bb=RingOperand(b + f if self.party == 0 else b), f=RingOperand(f))
+            return c + ring_matmul(e, cache["bb"]) + ring_matmul(a, cache["f"])
         bb = b + f if self.party == 0 else b
         return c + ring_matmul(e, bb) + ring_matmul(a, f)
 
     def conv_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
-                    padding: int = 0, f: np.ndarray | None = None, b_label: str | None = None) -> np.ndarray:
+                    padding: int = 0, f: np.ndarray | None = None, b_label: str | None = None,
+                    cache: dict[str, Any] | None = None) -> np.ndarray:
         """Convolution with a *shared* kernel via a Beaver convolution triple. Output 2f.
 
         Steps: 1. get shares of A (input shape), B (kernel shape), C = conv(A, B); 2. open
@@ -223,18 +232,27 @@ class Session:
                                                     b_label)
         if f is None:
             e, f = self.open(x - a, w - bt)
+            fixed = None
         else:
             (e,) = self.open(x - a)
+            fixed = cache if cache is not None and b_label else None
+            if fixed is not None and fixed.get("label") != b_label:
+                fixed.clear()
+                fixed.update(label=b_label, bb=kernel_operand(bt + f if self.party == 0 else bt),
+                             f=kernel_operand(f))
         bb = bt + f if self.party == 0 else bt
-        y = c + ring_conv2d(e, bb, stride, padding) + ring_conv2d(a, f, stride, padding)
+        c = resolve(c)
+        y = (c + ring_conv2d(e, bb, stride, padding, fixed["bb"] if fixed else None)
+             + ring_conv2d(a, f, stride, padding, fixed["f"] if fixed else None))
         if b is not None:
             y = y + np.asarray(b, dtype=np.uint64).reshape(1, -1, 1, 1)
         return y
 
     def linear_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, f: np.ndarray | None = None,
-                      b_label: str | None = None) -> np.ndarray:
+                      b_label: str | None = None, cache: dict[str, Any] | None = None) -> np.ndarray:
         """Fully connected with shared weights (out, in) via a Beaver matrix triple. Output 2f."""
-        y = self.matmul(x, np.ascontiguousarray(np.asarray(w, dtype=np.uint64).T), f, b_label)
+        wt = np.asarray(w, dtype=np.uint64).T if f is not None else np.ascontiguousarray(np.asarray(w, dtype=np.uint64).T)
+        y = self.matmul(x, wt, f, b_label, cache)
         if b is not None:
             y = y + np.asarray(b, dtype=np.uint64).reshape(1, -1)
         return y
@@ -243,7 +261,7 @@ class Session:
         """Elementwise [x * y] with a Beaver triple (one round)."""
         a, b, c = self._need_triples().mul_triple(self._tag("triple"), x.shape)
         e, f = self.open(x - a, y - b)
-        z = c + e * b + a * f
+        z = resolve(c) + e * b + a * f
         return z + e * f if self.party == 0 else z
 
     def truncate(self, x: np.ndarray) -> np.ndarray:
@@ -372,7 +390,8 @@ class Session:
                     f = (masked_weights or {}).get(i)
                     label = self._weight_label(model, i) if f is not None else None
                     if model.shared:
-                        x = self.conv_shared(x, layer.weight, layer.bias, stride, pad, f, label)
+                        x = self.conv_shared(x, layer.weight, layer.bias, stride, pad, f, label,
+                                             layer.cache.setdefault("beaver", {}))
                     else:
                         if "op" not in layer.cache:
                             layer.cache["op"] = PublicOperand(layer.weight.reshape(layer.weight.shape[0], -1).T)
@@ -383,7 +402,8 @@ class Session:
                     if model.shared:
                         f = (masked_weights or {}).get(i)
                         label = self._weight_label(model, i) if f is not None else None
-                        x = self.linear_shared(x, layer.weight, layer.bias, f, label)
+                        x = self.linear_shared(x, layer.weight, layer.bias, f, label,
+                                               layer.cache.setdefault("beaver", {}))
                     else:
                         if "op" not in layer.cache:
                             layer.cache["op"] = PublicOperand(np.asarray(layer.weight, dtype=np.int64).T)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chain_node.mpc import ring
-from chain_node.mpc.beaver import Dealer, DealerTripleProvider
+from chain_node.mpc.beaver import Dealer, DealerTripleProvider, resolve
 from chain_node.mpc.local import LocalCluster, run_parties
 from chain_node.mpc.matmul import conv2d_float
 from chain_node.mpc.protocol import Layer
@@ -144,13 +144,25 @@ def test_dealer_triples_are_correct(n):
 
     dealer = Dealer(n)
     provs = [DealerTripleProvider(p, n, dealer.seed_for(p), dealer.correction) for p in range(n)]
-    mm = [pv.matmul_triple("t1", (4, 5), (5, 3)) for pv in provs]
+    def res(triples):
+        return [(a, b, resolve(c)) for a, b, c in triples]
+
+    mm = res([pv.matmul_triple("t1", (4, 5), (5, 3)) for pv in provs])
     a, b, c = (ring.reconstruct([t[i] for t in mm]) for i in range(3))
     assert np.array_equal(c, ring_matmul(a, b))
-    cv = [pv.conv_triple("t2", (1, 2, 6, 6), (3, 2, 3, 3), 1, 1) for pv in provs]
+    cv = res([pv.conv_triple("t2", (1, 2, 6, 6), (3, 2, 3, 3), 1, 1) for pv in provs])
     a, b, c = (ring.reconstruct([t[i] for t in cv]) for i in range(3))
     assert np.array_equal(c, ring_conv2d(a, b, 1, 1))
-    el = [pv.mul_triple("t3", (7,)) for pv in provs]
+    el = res([pv.mul_triple("t3", (7,)) for pv in provs])
+    fx = res([pv.matmul_triple("t6", (2, 5), (5, 3), b_label="w") for pv in provs])
+    fx2 = res([pv.matmul_triple("t7", (2, 5), (5, 3), b_label="w") for pv in provs])
+    for t in (fx, fx2):
+        a, b, c = (ring.reconstruct([x[i] for x in t]) for i in range(3))
+        assert np.array_equal(c, ring_matmul(a, b))
+    # a fixed mask is the same B every time; A stays fresh
+    assert np.array_equal(fx[0][1], fx2[0][1]) and not np.array_equal(fx[0][0], fx2[0][0])
+    assert np.array_equal(ring.reconstruct([x[1] for x in fx]),
+                          ring.reconstruct([pv.fixed_mask("w", (5, 3)) for pv in provs]))
     a, b, c = (ring.reconstruct([t[i] for t in el]) for i in range(3))
     assert np.array_equal(c, a * b)
     tr = [pv.trunc_pair("t4", (9,)) for pv in provs]
@@ -158,7 +170,7 @@ def test_dealer_triples_are_correct(n):
     ms = ring.reconstruct([pv.positive_masks("t5", 4) for pv in provs])
     assert np.array_equal(ms[0] * ms[0], ms[1] * ms[2]) and (ms[1] > 0).all()
     # dealer traffic: only the last party received anything
-    assert provs[-1].fetches == 5 and all(pv.fetches == 0 for pv in provs[:-1])
+    assert provs[-1].fetches == 7 and all(pv.fetches == 0 for pv in provs[:-1])
 
 
 @pytest.mark.parametrize("kind", TRANSPORT_KINDS)
