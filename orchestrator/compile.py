@@ -47,7 +47,8 @@ BUILD_DIR = CONTRACTS_DIR / "build"
 WRAPPER = PROJECT_ROOT / "scripts" / "solc"
 
 #: The deployable contracts, in deployment order.
-CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry")
+CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry",
+             "RoundTripFloor")  # the last: benchmark floor only (scripts/bench_inference)
 
 ARTIFACT_FORMAT = "splitseal-artifact-1"
 
