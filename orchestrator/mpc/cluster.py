@@ -63,22 +63,10 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool = True,
-       host: str = "127.0.0.1", threshold: float = DEFAULT_THRESHOLD, frac_bits: int = 16,
-       timeout: float = 30.0, ready_timeout: float = 60.0, bench: bool = False) -> ClusterInfo:
-    """Start dealer + ``parties`` nodes on loopback and install the model. Returns the cluster.
-
-    ``bench`` lets the client fetch feature shares (``infer``) for benchmarks; never in production.
-    """
-    if not 2 <= parties <= 4:
-        raise InvalidInputError(f"an MPC cluster has 2 to 4 nodes, not {parties}")
-    state = Path(state_dir)
-    if (state / "cluster.json").exists():
-        info = json.loads((state / "cluster.json").read_text())
-        live = [p for p in _pids(info) if _alive(p)]
-        if live:
-            raise InvalidInputError(f"an MPC cluster is already running from {state} (pids {live}); "
-                                    "run `splitseal mpc down` first")
+def write_cluster(state: Path, input_shape: Sequence[int], parties: int, *, shared: bool = True,
+                  host: str = "127.0.0.1", threshold: float = DEFAULT_THRESHOLD, frac_bits: int = 16,
+                  timeout: float = 30.0, bench: bool = False) -> dict[str, Any]:
+    """Write a fresh cluster's keys, roster and cluster.json (no process started)."""
     state.mkdir(parents=True, exist_ok=True)
     for stale in state.glob("node-*/store.sqlite3*"):
         stale.unlink()
@@ -99,10 +87,31 @@ def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool 
     (state / "dealer" / "seeds.bin").unlink(missing_ok=True)
     ports = _free_ports(host, parties + 1)
     info: dict[str, Any] = {"parties": parties, "host": host, "timeout": timeout, "threshold": threshold,
-                            "shared": shared, "frac_bits": frac_bits, "bench": bool(bench), "input_shape": list(model.input_shape),
+                            "shared": shared, "frac_bits": frac_bits, "bench": bool(bench), "input_shape": [int(v) for v in input_shape],
                             "nodes": [{"party": p, "port": ports[p], "address": addresses[p]} for p in range(parties)],
                             "dealer": {"port": ports[-1]}}
     (state / "cluster.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool = True,
+       host: str = "127.0.0.1", threshold: float = DEFAULT_THRESHOLD, frac_bits: int = 16,
+       timeout: float = 30.0, ready_timeout: float = 60.0, bench: bool = False) -> ClusterInfo:
+    """Start dealer + ``parties`` nodes on loopback and install the model. Returns the cluster.
+
+    ``bench`` lets the client fetch feature shares (``infer``) for benchmarks; never in production.
+    """
+    if not 2 <= parties <= 4:
+        raise InvalidInputError(f"an MPC cluster has 2 to 4 nodes, not {parties}")
+    state = Path(state_dir)
+    if (state / "cluster.json").exists():
+        info = json.loads((state / "cluster.json").read_text())
+        live = [p for p in _pids(info) if _alive(p)]
+        if live:
+            raise InvalidInputError(f"an MPC cluster is already running from {state} (pids {live}); "
+                                    "run `splitseal mpc down` first")
+    info = write_cluster(state, model.input_shape, parties, shared=shared, host=host, threshold=threshold,
+                         frac_bits=frac_bits, timeout=timeout, bench=bench)
     env = dict(os.environ)
     # N nodes + dealer share the machine's cores: a multi-threaded BLAS in each process spins
     # against the others (measured 2-3x slower on 2 cores). One BLAS thread per process.
