@@ -269,20 +269,25 @@ class InferenceNode:
         transfer, shape, dtype = stored.ciphertext, stored.shape, stored.dtype
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
-        try:
-            reply = self.enclave.endpoint.infer(
-                request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
-                input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=transfer,
-                shape=shape, dtype=dtype, requester_key=bytes(ev["requesterKey"]))
-        except EnclaveUnavailableError:
-            raise
-        except EnclaveError as exc:
-            self._fail(request_id, _refusal_code(exc), f"enclave refused: {exc}")
-            return True
+        saved = self.checkpoint.load_reply(request_id)
+        if saved is None:
+            try:
+                reply = self.enclave.endpoint.infer(
+                    request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
+                    input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=transfer,
+                    shape=shape, dtype=dtype, requester_key=bytes(ev["requesterKey"]))
+            except EnclaveUnavailableError:
+                raise
+            except EnclaveError as exc:
+                self._fail(request_id, _refusal_code(exc), f"enclave refused: {exc}")
+                return True
+            saved = (reply.encrypted_result, reply.signature)
+            self.checkpoint.store_reply(request_id, *saved)
+        encrypted_result, signature = saved
         t1 = time.perf_counter()
         self.chain.transact(self.deployment.enclave_transfer.functions.submitResult(
             request_id, bytes(ev["modelId"]), bytes(ev["inputCommitment"]), self.enclave.address,
-            keccak256(transfer), reply.encrypted_result, reply.signature), sender=self.account, gas=400_000)
+            keccak256(transfer), encrypted_result, signature), sender=self.account, gas=400_000)
         t2 = time.perf_counter()
         times.enclave, times.result_tx = t1 - t0, t2 - t1
         self._finish(request_id, Stage.COMPLETED, "")

@@ -108,6 +108,9 @@ class Chain:
         self.config = config or ChainConfig()
         self.accounts = list(accounts)
         self.embedded = embedded
+        #: WebSocket endpoint for push subscriptions, when the node offers one (anvil does, on the
+        #: HTTP port); None on the embedded chain.
+        self.ws_url: str | None = None
         self.chain_id: int = w3.eth.chain_id
         self.errors = ErrorDecoder(a["abi"] for a in all_artifacts().values())
         self._lock = threading.RLock()
@@ -392,4 +395,15 @@ def _connect_url(url: str, config: ChainConfig, accounts: Sequence[LocalAccount]
         raise ChainError(f"cannot reach the chain at {url}: {exc}; is the node running?") from None
     if accounts is None:
         accounts = [Account.from_key(config.admin_key)] if config.admin_key else dev_accounts()
-    return Chain(w3, name=name, accounts=accounts, config=config, on_close=on_close)
+    chain = Chain(w3, name=name, accounts=accounts, config=config, on_close=on_close)
+    if _offers_websocket(w3):
+        chain.ws_url = "ws" + url[len("http"):]
+    return chain
+
+
+def _offers_websocket(w3: Web3) -> bool:
+    """anvil serves WebSocket on its HTTP port; other nodes are asked nothing and polled."""
+    try:
+        return "anvil" in str(w3.client_version).lower()
+    except Exception:  # noqa: BLE001
+        return False

@@ -68,12 +68,7 @@ def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
         if args.authorize:
             authorize_node(chain, deployment, chain.accounts[0], account,
                            load_or_create_x25519_key(state_dir / "input.key"))
-        ws_url = cfg.url.replace("http://", "ws://") if cfg.url.startswith("http://") else None
-        if cfg.url == "anvil":
-            from .anvil import running_node
-
-            node_proc = running_node()
-            ws_url = node_proc.ws_url if node_proc else None
+        ws_url = chain.ws_url
         wiring = build_node(config, chain, deployment, account,
                             backbone_paths=[Path(b) for b in args.backbone],
                             socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,

@@ -275,3 +275,35 @@ def test_enclave_refusal_is_recorded_with_its_reason(world):
     assert outcome.failure_code is FailureCode.ENCLAVE_REFUSED
     assert "replay" in outcome.failure_reason
     wiring.node.close()
+
+
+def test_a_node_killed_between_the_enclave_reply_and_submitting_it_submits_the_saved_reply(world):
+    w = world
+    first = make_node(w, state="reply-state")
+    req = requester(w)
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=23)[0])
+
+    class DiesOnSubmit:
+        def __init__(self, chain):
+            self._chain = chain
+
+        def __getattr__(self, name):
+            return getattr(self._chain, name)
+
+        def transact(self, fn, **kwargs):
+            if fn.fn_name == "submitResult":
+                raise _Killed()
+            return self._chain.transact(fn, **kwargs)
+
+    first.node.chain = DiesOnSubmit(w.chain)
+    with pytest.raises(_Killed):
+        first.node.poll_once()
+    first.node.checkpoint.close()
+
+    # the enclave answers a request once; the restarted node must not ask it again
+    second = make_node(w, state="reply-state")
+    second.node.poll_once()
+    outcome = req.wait(submitted)
+    assert outcome.status is RequestStatus.COMPLETED, outcome.failure_reason
+    assert outcome.label == expected_labels(w, es.sample_inputs(1, seed=23))[0]
+    second.node.close()
