@@ -33,10 +33,21 @@ from .ring import Prg, wrap_count
 Triple = tuple[np.ndarray, np.ndarray, "np.ndarray | Future[np.ndarray]"]
 
 
+DEALER_WAIT = {"seconds": 0.0}  # time sessions spent blocked on dealer answers (benchmarks)
+
+
 def resolve(c: "np.ndarray | Future[np.ndarray]") -> np.ndarray:
     """A triple's C share: providers may hand it out as a Future still in flight from the dealer;
     sessions resolve it after the opening round, so the dealer round trip overlaps that round."""
-    return c.result() if isinstance(c, Future) else c
+    if not isinstance(c, Future):
+        return c
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        return c.result()
+    finally:
+        DEALER_WAIT["seconds"] += time.perf_counter() - t0
 
 
 class TripleProvider(abc.ABC):

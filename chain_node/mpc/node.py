@@ -288,11 +288,15 @@ class MpcNode:
         before = self.transport.stats.snapshot()
         fetches = self.triples.fetches
         dealer_bytes = self.dealer_bytes
+        from .beaver import DEALER_WAIT
+
+        dealer_wait = DEALER_WAIT["seconds"]
         t0 = time.perf_counter()
         out = self._run_session(frame, lambda s: self._features(s, frame))
         elapsed = time.perf_counter() - t0
         d = self.transport.stats.since(before)
-        return {"seconds": elapsed, "rounds": d.rounds, "bytes_sent": d.bytes_sent,
+        return {"seconds": elapsed, "wait_seconds": d.wait_seconds,
+                "dealer_wait_seconds": DEALER_WAIT["seconds"] - dealer_wait, "rounds": d.rounds, "bytes_sent": d.bytes_sent,
                 "bytes_received": d.bytes_received, "dealer_fetches": self.triples.fetches - fetches,
                 "dealer_bytes": self.dealer_bytes - dealer_bytes}, [out]
 
@@ -482,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_service(state_dir: str | Path, party: int | None, dealer: bool) -> int:
     """Set up, run until SIGTERM, close: the body of ``splitseal mpc node run``."""
+    import sys
+
+    # Reader threads must hand frames to the protocol thread at once: with CPython's default 5 ms
+    # GIL switch interval a thread woken by I/O can wait that long behind a computing thread.
+    sys.setswitchinterval(0.0002)
     cluster = ClusterInfo.load(state_dir)
     service: MpcNode | DealerService = DealerService(cluster) if dealer else MpcNode(cluster, int(party))
     service.install_signals()

@@ -23,6 +23,7 @@ import logging
 import queue
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
@@ -95,14 +96,17 @@ class TransportStats:
     bytes_sent: int = 0
     bytes_received: int = 0
     messages_sent: int = 0
+    #: seconds spent waiting for peers' frames (the rest of a session is local computation)
+    wait_seconds: float = 0.0
 
     def snapshot(self) -> "TransportStats":
-        return TransportStats(self.rounds, self.bytes_sent, self.bytes_received, self.messages_sent)
+        return TransportStats(self.rounds, self.bytes_sent, self.bytes_received, self.messages_sent,
+                              self.wait_seconds)
 
     def since(self, before: "TransportStats") -> "TransportStats":
         return TransportStats(self.rounds - before.rounds, self.bytes_sent - before.bytes_sent,
                               self.bytes_received - before.bytes_received,
-                              self.messages_sent - before.messages_sent)
+                              self.messages_sent - before.messages_sent, self.wait_seconds - before.wait_seconds)
 
 
 class Transport(abc.ABC):
@@ -163,7 +167,11 @@ class Transport(abc.ABC):
             data = encode_frame(Frame(self._session, tag, "data", list(arrays), dict(meta or {})))
             self.stats.bytes_sent += self._send_bytes(p, data)
             self.stats.messages_sent += 1
-        return {p: self._recv_tagged(p, tag).arrays for p in expect_from}
+        t0 = time.perf_counter()
+        try:
+            return {p: self._recv_tagged(p, tag).arrays for p in expect_from}
+        finally:
+            self.stats.wait_seconds += time.perf_counter() - t0
 
     def exchange_meta(self, tag: str, outgoing: Mapping[int, Mapping[str, Any]],
                       expect_from: Iterable[int]) -> dict[int, dict[str, Any]]:
