@@ -60,7 +60,7 @@ def model_to_blobs(model: NodeModel) -> tuple[str, dict[str, np.ndarray]]:
         if la.bias is not None:
             arrays[f"b{i}"] = la.bias
     manifest = {"input_shape": list(model.input_shape), "shared": model.shared, "model_id": model.model_id,
-                "frac_bits": model.frac_bits, "layers": layers}
+                "frac_bits": model.frac_bits, "weight_frac_bits": model.weight_frac_bits, "layers": layers}
     return json.dumps(manifest), arrays
 
 
@@ -70,7 +70,7 @@ def model_from_blobs(manifest: str, arrays: dict[str, np.ndarray]) -> NodeModel:
                     arrays.get(f"b{i}") if la["b"] else None, dict(la["params"]))
               for i, la in enumerate(m["layers"])]
     model = NodeModel(tuple(m["input_shape"]), layers, bool(m["shared"]), int(m["frac_bits"]),
-                      str(m.get("model_id", "")))
+                      str(m.get("model_id", "")), int(m.get("weight_frac_bits", m["frac_bits"])))
     model.validate()
     return model
 

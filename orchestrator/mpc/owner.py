@@ -118,17 +118,18 @@ BIG_SPEC = [("conv", 16, 3), ("act", "relu"), ("pool", "max", 2), ("conv", 32, 3
             ("pool", "max", 2), ("flatten",), ("linear", 128)]
 
 
-def node_models(model: FloatModel, n_parties: int, shared: bool, frac_bits: int = 16) -> list[NodeModel]:
+def node_models(model: FloatModel, n_parties: int, shared: bool, frac_bits: int = 16,
+                weight_frac_bits: int = 20) -> list[NodeModel]:
     """What each node receives: shares of every parameter (shared) or the same plaintext kernels.
 
-    Weights are encoded with ``f`` fractional bits, biases with ``2f`` (they are added to
-    products).
+    Weights are encoded with ``weight_frac_bits`` fractional bits, biases with
+    ``frac_bits + weight_frac_bits`` (they are added to products of activations and weights).
     """
     per_node: list[list[Layer]] = [[] for _ in range(n_parties)]
     for layer in model.layers:
         if layer.op in ("conv", "linear"):
-            w = encode(layer.weight, frac_bits)
-            b = encode(layer.bias, 2 * frac_bits) if layer.bias is not None else None
+            w = encode(layer.weight, weight_frac_bits)
+            b = encode(layer.bias, frac_bits + weight_frac_bits) if layer.bias is not None else None
             if shared:
                 ws = share(w, n_parties)
                 bs = share(b, n_parties) if b is not None else [None] * n_parties
@@ -144,7 +145,7 @@ def node_models(model: FloatModel, n_parties: int, shared: bool, frac_bits: int 
     import os
 
     model_id = os.urandom(16).hex()
-    out = [NodeModel(model.input_shape, layers, shared, frac_bits, model_id) for layers in per_node]
+    out = [NodeModel(model.input_shape, layers, shared, frac_bits, model_id, weight_frac_bits) for layers in per_node]
     for m in out:
         m.validate()
     return out

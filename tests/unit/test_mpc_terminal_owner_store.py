@@ -89,7 +89,7 @@ def test_owner_shares_parameters_formula_1():
     model = random_model(SMALL_SPEC, (1, 28, 28), seed=2)
     nodes = node_models(model, 3, shared=True)
     w = ring.reconstruct([n.layers[0].weight for n in nodes])
-    assert np.array_equal(w, ring.encode(model.layers[0].weight))
+    assert np.array_equal(w, ring.encode(model.layers[0].weight, nodes[0].weight_frac_bits))
     assert len({n.model_id for n in nodes}) == 1 and nodes[0].model_id
     assert not np.array_equal(nodes[0].layers[0].weight, w)
     plain = node_models(model, 3, shared=False)
