@@ -34,6 +34,9 @@ REPORT_BODY_SIZE = 384
 QUOTE_SIZE = 457
 SIGNATURE_SIZE = 65
 QUOTE_DOMAIN = b"splitseal.quote.v1"
+#: How far ``issued_at`` may lie ahead of the verifier's clock (ModelRegistry.QUOTE_CLOCK_SKEW):
+#: block timestamps trail the wall clock by up to a block interval.
+QUOTE_CLOCK_SKEW = 120
 
 #: SGX attribute flags (low u64 of ``attributes``).
 FLAG_INIT = 0x01
@@ -185,11 +188,12 @@ class Quote:
 
     def verify(self, quoting_address: eip712.Address, *, now: int, validity: int,
                enclave_address: eip712.Address | None = None, encryption_key: bytes | None = None,
-               chain_id: int | None = None, nonce: bytes | None = None, allow_debug: bool = False) -> None:
+               chain_id: int | None = None, nonce: bytes | None = None, allow_debug: bool = False,
+               clock_skew: int = QUOTE_CLOCK_SKEW) -> None:
         """Check what ``ModelRegistry.registerEnclave`` checks, off-chain.
 
-        Signed by ``quoting_address``; ``issued_at`` not after ``now`` and at most ``validity``
-        seconds before it; DEBUG off unless ``allow_debug``; and, when the binding values are
+        Signed by ``quoting_address``; ``issued_at`` at most ``clock_skew`` seconds after ``now``
+        and at most ``validity`` seconds before it; DEBUG off unless ``allow_debug``; and, when the binding values are
         given, the report data binds them. Raises :class:`AttestationError` naming the failure.
         """
         expected = eip712.address_bytes(quoting_address)
@@ -197,9 +201,10 @@ class Quote:
         if eip712.address_bytes(signer) != expected:
             raise AttestationError(f"quote is signed by {signer}, not by the pinned quoting key "
                                    f"0x{expected.hex()}")
-        if self.issued_at > now:
-            raise AttestationError(f"quote issued at {self.issued_at}, in the future of {now}")
-        if now - self.issued_at > validity:
+        if self.issued_at > now + clock_skew:
+            raise AttestationError(f"quote issued at {self.issued_at}, in the future of {now} "
+                                   f"(more than {clock_skew} s of clock skew)")
+        if now > self.issued_at and now - self.issued_at > validity:
             raise AttestationError(f"quote issued at {self.issued_at} is older than {validity} s at {now}")
         if self.body.debug and not allow_debug:
             raise AttestationError("quote is from a DEBUG enclave, which is never trusted")

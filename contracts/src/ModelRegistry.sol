@@ -26,6 +26,12 @@ contract ModelRegistry is IModelRegistry, AccessControl, EIP712 {
     /// @notice Default maximum quote age (1 hour).
     uint64 public constant DEFAULT_QUOTE_VALIDITY = 1 hours;
 
+    /// @notice How far a quote's issue time may lie ahead of the block timestamp. The quoting
+    ///         key stamps quotes with its own clock, and a block's timestamp trails the wall clock
+    ///         by up to a block interval (12 s on Ethereum), so a fresh quote can look slightly
+    ///         "in the future" to the block that includes it.
+    uint64 public constant QUOTE_CLOCK_SKEW = 2 minutes;
+
     bytes32 private constant _ENCLAVE_REGISTRATION_TYPEHASH =
         keccak256("EnclaveRegistration(address enclave,bytes32 encryptionKey,bytes32 measurement,bytes32 nonce)");
     bytes32 private constant _HEAD_LOADED_TYPEHASH = keccak256(
@@ -361,9 +367,11 @@ contract ModelRegistry is IModelRegistry, AccessControl, EIP712 {
         address recovered = ECDSA.recover(digest, quote[_SIGNATURE_OFFSET:QUOTE_LENGTH]);
         if (recovered != key) revert ModelRegistryBadQuoteSignature(recovered, key);
         uint64 issuedAt = uint64(bytes8(quote[_ISSUED_AT_OFFSET:_SIGNATURE_OFFSET]));
-        if (issuedAt > block.timestamp) revert ModelRegistryQuoteFromFuture(issuedAt, block.timestamp);
+        if (issuedAt > block.timestamp + QUOTE_CLOCK_SKEW) revert ModelRegistryQuoteFromFuture(issuedAt, block.timestamp);
         uint64 validity = _quoteValidity;
-        if (block.timestamp - issuedAt > validity) revert ModelRegistryQuoteExpired(issuedAt, validity, block.timestamp);
+        if (block.timestamp > issuedAt && block.timestamp - issuedAt > validity) {
+            revert ModelRegistryQuoteExpired(issuedAt, validity, block.timestamp);
+        }
     }
 
     /// @dev report_data must be keccak256(enclave, encryptionKey, chainid, nonce) || 32 zero bytes.

@@ -201,6 +201,8 @@ def test_register_enclave_quote_checks(kit: Kit) -> None:
     with reverts("ModelRegistryBadQuoteSignature", recovered=ZERO_ADDRESS, quotingKey=kit.quoting_address):
         kit.tx(fn(*args), kit.stranger)
 
+    skew = kit.call(kit.registry.functions.QUOTE_CLOCK_SKEW())
+    assert skew == 120
     with reverts("ModelRegistryQuoteFromFuture", issuedAt=now + 1000):
         kit.tx(fn(*_register_args(kit, e, nonce, issued_at=now + 1000)), kit.stranger)
 
@@ -210,6 +212,11 @@ def test_register_enclave_quote_checks(kit: Kit) -> None:
     with reverts("ModelRegistryDebugEnclave", measurement=e.measurement):
         kit.tx(fn(*_register_args(kit, e, nonce, debug=True)), kit.stranger)
     assert kit.call(kit.registry.functions.enclaveRecord(e.address))[3] == 0  # nothing registered
+
+    # A quote stamped slightly ahead of the block (the quoting clock vs a trailing block
+    # timestamp) is accepted within the skew.
+    kit.tx(fn(*_register_args(kit, e, nonce, issued_at=now + 60)), kit.stranger)
+    assert kit.call(kit.registry.functions.enclaveRecord(e.address))[0] == e.measurement
 
 
 def test_register_enclave_report_data_must_bind_keys_chain_and_nonce(kit: Kit) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 
 import pytest
 from eth_abi.packed import encode_packed
@@ -121,13 +122,21 @@ def test_verify_failures(case: str, message: str) -> None:
     if case == "other key":
         pinned = eip712.address_of(os.urandom(32))
     elif case == "future":
-        now = 999
+        now = 1000 - quote.QUOTE_CLOCK_SKEW - 1
     elif case == "expired":
         now = 1000 + 3601
     elif case == "tampered":
         packed[70] ^= 1  # a bit of mr_enclave
     with pytest.raises(AttestationError, match=message):
         quote.verify_quote(bytes(packed), pinned, now=now, validity=3600)
+
+
+def test_clock_skew_is_tolerated_like_the_registry() -> None:
+    qkey = os.urandom(32)
+    packed = quote.sign_quote(_body(), 1000, qkey)
+    quote.verify_quote(packed, eip712.address_of(qkey), now=1000 - quote.QUOTE_CLOCK_SKEW, validity=60)
+    source = (Path(__file__).resolve().parents[2] / "contracts/src/ModelRegistry.sol").read_text()
+    assert "QUOTE_CLOCK_SKEW = 2 minutes;" in source and quote.QUOTE_CLOCK_SKEW == 120
 
 
 def test_malformed_quotes() -> None:

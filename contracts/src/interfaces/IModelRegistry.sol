@@ -96,7 +96,7 @@ interface IModelRegistry {
     /// @param recovered The address the quote's signature recovers to (zero if malformed).
     /// @param quotingKey The pinned quoting key.
     error ModelRegistryBadQuoteSignature(address recovered, address quotingKey);
-    /// @notice The quote's issue time lies in the future.
+    /// @notice The quote's issue time lies in the future (beyond the allowed clock skew).
     /// @param issuedAt The quote's issue time.
     /// @param blockTime The current block timestamp.
     error ModelRegistryQuoteFromFuture(uint64 issuedAt, uint256 blockTime);
@@ -317,9 +317,10 @@ interface IModelRegistry {
     /// @notice Register (or renew) an enclave key from an attestation quote. Anyone may submit;
     ///         the quote and the enclave's co-signature are the authorization.
     /// @dev Checks, in order: quote length 457; quote signed by the pinned quoting key over
-    ///      keccak256("splitseal.quote.v1" || body || issued_at); issued_at not in the future
-    ///      and not older than the quote validity; DEBUG flag off; report_data binds
-    ///      (enclave, encryptionKey, chainid, nonce); nonce unused; the enclave key co-signs the
+    ///      keccak256("splitseal.quote.v1" || body || issued_at); issued_at at most
+    ///      `QUOTE_CLOCK_SKEW` (2 minutes) ahead of the block and not older than the quote
+    ///      validity; DEBUG flag off; report_data binds (enclave, encryptionKey, chainid, nonce);
+    ///      nonce unused; the enclave key co-signs the
     ///      EIP-712 `EnclaveRegistration`; not revoked; a renewal keeps its measurement.
     ///      Emits {EnclaveRegistered}.
     /// @param quote The 457-byte quote (docs/PROTOCOL.md).
