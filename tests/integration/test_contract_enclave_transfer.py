@@ -204,3 +204,25 @@ def test_report_failure_checks(kit: Kit) -> None:
     assert kit.one_event(receipt, kit.transfer, "RequestFailed")["code"] == 6
     with reverts("BackboneExecutionInvalidStatus", requestId=req.request_id, status=FAILED):
         kit.tx(kit.backbone.functions.timeout(req.request_id), kit.stranger)
+
+
+def test_malleable_and_cross_domain_signatures_are_refused(kit: Kit, transferred) -> None:
+    req, e, transfer_hash = transferred
+    rid = req.request_id
+    result = os.urandom(RESULT_SIZE)
+    good = kit.result_signature(e, req, transfer_hash, result)
+    # The high-s twin of a valid signature recovers to the same key in plain ecrecover; the
+    # contracts refuse it (recovered = zero), as enclave.eip712.recover does.
+    s = int.from_bytes(good[32:64], "big")
+    twin = good[:32] + (eip712.SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - good[64]])
+    with reverts("EnclaveTransferBadSignature", requestId=rid, enclave=e.address, recovered=ZERO_ADDRESS):
+        kit.submit(req, e, transfer_hash, encrypted_result=result, signature=twin)
+    # The same struct signed for another verifying contract or another chain does not verify here.
+    for chain_id, contract in ((kit.chain.chain_id, kit.registry.address), (kit.chain.chain_id + 1,
+                                                                            kit.transfer.address)):
+        digest = eip712.inference_result_digest(
+            chain_id, contract, request_id=rid, model_id=req.model_id, model_version=req.version,
+            input_commitment=req.input_commitment, transfer_hash=transfer_hash, result_commitment=keccak(result))
+        with reverts("EnclaveTransferBadSignature", requestId=rid, enclave=e.address):
+            kit.submit(req, e, transfer_hash, encrypted_result=result, signature=eip712.sign(e.private_key, digest))
+    kit.submit(req, e, transfer_hash, encrypted_result=result, signature=good)
