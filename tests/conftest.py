@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
@@ -71,6 +72,10 @@ def anvil_chain(anvil_session: "Chain", anvil_session_deployment: "Deployment") 
     snapshot = anvil_session.snapshot()
     yield anvil_session
     anvil_session.revert(snapshot)
+    # anvil's evm_revert also rewinds its clock; left alone, the chain falls behind the wall clock
+    # over a session, and quotes stamped with wall-clock time look like they come from the future.
+    latest = int(anvil_session.get_block("latest")["timestamp"])
+    anvil_session.w3.provider.make_request("evm_setNextBlockTimestamp", [max(latest + 1, int(time.time()))])
 
 
 @pytest.fixture
