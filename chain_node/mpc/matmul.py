@@ -107,11 +107,7 @@ def ring_matmul_public(a: np.ndarray, w: "np.ndarray | PublicOperand") -> np.nda
     if not op.fast:
         return ring_matmul(a, op.w.view(np.uint64))
     stacked = _limb_stack(a).reshape(4 * m, k)  # (4m, k)
-    prod = stacked @ op.wf                        # (4m, n), exact integers
-    out = _f2u(prod[:m])
-    for i in range(1, 4):
-        out += _f2u(prod[i * m:(i + 1) * m]) << np.uint64(_LIMB * i)
-    return out
+    return _combine_limb_products(stacked @ op.wf, m)  # (4m, n) exact integers, recombined
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, padding: int = 0) -> tuple[np.ndarray, int, int]:
@@ -134,15 +130,32 @@ def _cols_to_map(y: np.ndarray, b: int, ho: int, wo: int) -> np.ndarray:
     return np.ascontiguousarray(y.reshape(b, ho, wo, -1).transpose(0, 3, 1, 2))
 
 
+def _combine_limb_products(prod: np.ndarray, m: int) -> np.ndarray:
+    """Sum (4m, n) float products of limb i (rows i*m..) times 2^(16 i), mod 2^64."""
+    out = _f2u(prod[:m])
+    for i in range(1, 4):
+        out += _f2u(prod[i * m:(i + 1) * m]) << np.uint64(_LIMB * i)
+    return out
+
+
 def ring_conv2d_public(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0,
                        prepared: PublicOperand | None = None) -> np.ndarray:
     """Convolution of ring shares (B, C, H, W) with a public int64 kernel (Cout, C, kh, kw).
 
-    ``prepared`` = ``PublicOperand(w.reshape(cout, -1).T)``, cached by the caller."""
+    ``prepared`` = ``PublicOperand(w.reshape(cout, -1).T)``, cached by the caller. The map is
+    split into limbs *before* im2col, so the kh*kw-times larger patch matrix is built directly
+    in float64 (no integer-to-float conversion of the expanded matrix)."""
     cout, _, kh, kw = w.shape
-    cols, ho, wo = im2col(np.asarray(x, dtype=np.uint64), kh, kw, stride, padding)
     op = prepared if prepared is not None else PublicOperand(w.reshape(cout, -1).T)
-    return _cols_to_map(ring_matmul_public(cols, op), x.shape[0], ho, wo)
+    x = np.asarray(x, dtype=np.uint64)
+    b = x.shape[0]
+    if not op.fast:
+        cols, ho, wo = im2col(x, kh, kw, stride, padding)
+        return _cols_to_map(ring_matmul_public(cols, op), b, ho, wo)
+    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    cols, ho, wo = im2col(limbs, kh, kw, stride, padding)  # (4 * b*ho*wo, C*kh*kw), float64
+    m = b * ho * wo
+    return _cols_to_map(_combine_limb_products(cols @ op.wf, m), b, ho, wo)
 
 
 def kernel_operand(w: np.ndarray) -> RingOperand:
