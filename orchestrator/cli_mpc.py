@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     identify.add_argument("image")
     identify.set_defaults(func=_identify)
 
+    audit = mpc.add_parser("audit", help="rebuild and verify a subject's enrolments and decisions from chain events")
+    audit.add_argument("subject")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=_audit)
+
     node = group(mpc, "node", "one node process")
     run = node.add_parser("run", help="run one node (or the dealer) of the cluster in the foreground")
     run.add_argument("--party", type=int, default=None)
@@ -205,6 +210,39 @@ def _identify(args: argparse.Namespace, config: Config) -> int:
         client.close()
     _print_decision(r)
     return 0 if r.accepted else 1
+
+
+def _audit(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.mpc import cluster as cl
+    from orchestrator.mpc.audit import subject_history
+
+    rec = cl.chain_record(_state(config))
+    if not rec:
+        raise ConfigError("this MPC cluster reports to no chain; start it with `splitseal mpc up --chain anvil`")
+    chain, deployment, _ = _connect(rec["url"], config)
+    h = subject_history(chain, deployment.feature_share_registry, args.subject)
+    if args.json:
+        print(json.dumps({
+            "subjectId": "0x" + h.subject_id.hex(), "verified": h.verified,
+            "enrolments": [{"setId": e.set_id, "enrolment": e.enrolment, "block": e.block, "tx": e.tx,
+                            "commitments": ["0x" + c.hex() for c in e.commitments], "signersOk": e.signers_ok,
+                            "problems": e.problems} for e in h.enrolments],
+            "revocations": h.revocations,
+            "decisions": [{"setId": d.set_id, "session": "0x" + d.session.hex(), "kind": d.kind,
+                           "accepted": d.accepted, "probeCommitment": "0x" + d.probe_commitment.hex(),
+                           "block": d.block, "tx": d.tx, "signersOk": d.signers_ok, "problems": d.problems}
+                          for d in h.decisions]}, indent=1))
+    else:
+        print(f"subject {args.subject} (0x{h.subject_id.hex()}): {'VERIFIED' if h.verified else 'PROBLEMS'}")
+        for e in h.enrolments:
+            print(f"  enrolment #{e.enrolment} set {e.set_id} block {e.block}: {len(e.commitments)} commitments, "
+                  f"signatures {'ok' if e.signers_ok else '; '.join(e.problems)}")
+        for r in h.revocations:
+            print(f"  revoked in set {r['set_id']} block {r['block']} by {r['by']}")
+        for d in h.decisions:
+            print(f"  {d.kind} session 0x{d.session.hex()[:16]} block {d.block}: "
+                  f"{'accepted' if d.accepted else 'rejected'}, signatures {'ok' if d.signers_ok else '; '.join(d.problems)}")
+    return 0 if h.verified else 1
 
 
 def _node_run(args: argparse.Namespace, config: Config) -> int:
