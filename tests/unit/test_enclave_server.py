@@ -16,7 +16,10 @@ def _exchange(sock_path, data: bytes) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         s.connect(str(sock_path))
-        s.sendall(data)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a server that refuses at once (busy) may close before we finish sending
         return wire.decode(wire.read_frame(s, 1 << 20))
 
 
