@@ -234,9 +234,21 @@ class MpcNode:
             self._model = self.store.model()
         return self._model
 
+    def _ensure_links(self) -> None:
+        """Redial lower peers whose link dropped (a restarted peer); higher peers dial us."""
+        c = self.cluster
+        for p in range(self.party):
+            if not self.transport.connected(p):
+                try:
+                    self.transport.attach(p, connect(c.host, c.node_ports[p], self.name, self._identity,
+                                                     self._roster, f"node-{p}", timeout=2.0))
+                except ProtocolError as exc:
+                    log.warning("mpc.node redial failed party=%d peer=%d error=%s", self.party, p, exc)
+
     def _run_session(self, frame: Frame, body):
         sid = str(frame.meta["session"])
         assert self.transport is not None
+        self._ensure_links()
         self.transport.begin(sid)
         try:
             result = body(self._session(frame))

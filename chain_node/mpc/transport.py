@@ -318,6 +318,7 @@ class TcpTransport(Transport):
             try:
                 data, wire = channel.recv()
             except (ConnectionError, OSError, ProtocolError):
+                channel.closed = True  # a later session redials or waits for the peer to dial in
                 box.put((channel, None, 0))
                 return
             box.put((channel, data, wire))
@@ -339,10 +340,18 @@ class TcpTransport(Transport):
                                     "check that every node of the cluster is running")
             time.sleep(0.02)
 
+    #: how long a send waits for a (re)connecting peer to dial in before giving up
+    link_grace = 3.0
+
     def _send_bytes(self, peer: int, data: bytes) -> int:
         ch = self._channels.get(peer)
         if ch is None or ch.closed:
-            raise ProtocolError(f"node {self.party}: no link to peer {peer}; it is down")
+            end = time.monotonic() + min(self.link_grace, self.timeout)
+            while (ch is None or ch.closed) and time.monotonic() < end:
+                time.sleep(0.01)
+                ch = self._channels.get(peer)
+            if ch is None or ch.closed:
+                raise ProtocolError(f"node {self.party}: no link to peer {peer}; it is down")
         return ch.send(data)
 
     def _recv_bytes(self, peer: int) -> tuple[bytes, int]:

@@ -8,8 +8,11 @@ Held-out data: scikit-learn's digits, samples not used for training (the last 10
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +49,16 @@ def _held_out(n_per_class: int = 2, classes: int = 5):
         idx = np.flatnonzero(labels == c)[:n_per_class]
         out += [(int(c), imgs[i]) for i in idx]
     return out
+
+
+def _wait_dead(pid: int) -> None:
+    for _ in range(200):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            os.kill(pid, 0)
+        except (ChildProcessError, ProcessLookupError):
+            return
+        time.sleep(0.01)
 
 
 def _cos(a, b):
@@ -138,13 +151,28 @@ def test_three_nodes_plaintext_kernels_and_failed_enrolment_leaves_nothing(tmp_p
             client.enroll("s0", data[0][1])
         assert all(s["enrolled"] == 3 and s["pending"] == 0 for s in client.status())
         client.close()
+        info_json = json.loads((state / "cluster.json").read_text())
+        # node 0 dies: clients get a clear error; restarted, it rejoins (the others redial it)
+        # with its enrolments intact
+        os.kill(info_json["nodes"][0]["pid"], signal.SIGKILL)
+        _wait_dead(info_json["nodes"][0]["pid"])
+        with pytest.raises(ProtocolError, match="not answering"):
+            cl.MpcClient(info, connect_timeout=0.5)
+        info_json["nodes"][0]["pid"] = subprocess.Popen(
+            [sys.executable, "-m", "chain_node.mpc.node", "--state-dir", str(state), "--party", "0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True).pid
+        (state / "cluster.json").write_text(json.dumps(info_json))
+        client = cl.MpcClient(info, connect_timeout=20)
+        r = client.identify(data[2][1], threshold=0.0)
+        assert r.subject == "s2" and all(s["enrolled"] == 3 for s in client.status())
+        client.close()
         # node 2 disappears: the next session fails cleanly on every node, nothing half-stored
-        pids = __import__("json").loads((state / "cluster.json").read_text())["nodes"]
-        os.kill(pids[2]["pid"], signal.SIGKILL)
-        time.sleep(0.2)
+        os.kill(info_json["nodes"][2]["pid"], signal.SIGKILL)
+        _wait_dead(info_json["nodes"][2]["pid"])
         client = cl.MpcClient(ClusterInfo(info.state_dir, 2, info.host, info.node_ports[:2], info.dealer_port))
-        client.info = __import__("json").loads((state / "cluster.json").read_text())
-        with pytest.raises(ProtocolError):
+        client.info = info_json
+        with pytest.raises(ProtocolError, match="disconnected|aborted|is down"):
             client._all("enroll", [{"session": os.urandom(32).hex(), "seed": os.urandom(32).hex(),
                                     "subject": "late"}] * 2,
                         [[s] for s in client.terminal.shares(data[2][1])[:2]])
