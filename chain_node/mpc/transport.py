@@ -340,14 +340,14 @@ class TcpTransport(Transport):
                                     "check that every node of the cluster is running")
             time.sleep(0.02)
 
-    #: how long a send waits for a (re)connecting peer to dial in before giving up
+    #: how long a send waits for a peer that never dialled in yet (this node just restarted)
     link_grace = 3.0
 
     def _send_bytes(self, peer: int, data: bytes) -> int:
         ch = self._channels.get(peer)
-        if ch is None or ch.closed:
+        if ch is None:
             end = time.monotonic() + min(self.link_grace, self.timeout)
-            while (ch is None or ch.closed) and time.monotonic() < end:
+            while ch is None and time.monotonic() < end:
                 time.sleep(0.01)
                 ch = self._channels.get(peer)
             if ch is None or ch.closed:
