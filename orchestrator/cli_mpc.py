@@ -175,9 +175,12 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _enroll(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.mpc.terminal import read_image
+
+    image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
     try:
-        r = client.enroll(args.subject, args.image)
+        r = client.enroll(args.subject, image)
     finally:
         client.close()
     print(f"enrolled {r.subject} (session {r.session[:16]}); share commitments: "
@@ -193,9 +196,12 @@ def _print_decision(r) -> None:
 
 
 def _verify(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.mpc.terminal import read_image
+
+    image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
     try:
-        r = client.verify(args.subject, args.image, args.threshold)
+        r = client.verify(args.subject, image, args.threshold)
     finally:
         client.close()
     _print_decision(r)
@@ -203,9 +209,12 @@ def _verify(args: argparse.Namespace, config: Config) -> int:
 
 
 def _identify(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.mpc.terminal import read_image
+
+    image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
     try:
-        r = client.identify(args.image, args.threshold)
+        r = client.identify(image, args.threshold)
     finally:
         client.close()
     _print_decision(r)
