@@ -141,8 +141,8 @@ class Dealer:
         elif kind == "masks":
             count = int(request["count"])
             rnd = np.frombuffer(os.urandom(16 * count), dtype=np.uint64).reshape(2, count)
-            rho = (rnd[0] % np.uint64(1 << 12)) + np.uint64(1 << 8)
-            sigma = (rnd[1] % np.uint64(1 << 12)) + np.uint64(1 << 8)
+            rho = (rnd[0] % np.uint64(1 << 10)) + np.uint64(1 << 8)
+            sigma = (rnd[1] % np.uint64(1 << 10)) + np.uint64(1 << 8)
             m = np.stack([rho * sigma, rho * rho, sigma * sigma])
             out = m - _sum([p.ring(f"{tag}/m", m.shape) for p in prgs[:last]], m.shape)
         else:

@@ -8,13 +8,17 @@ Steps, in order:
    row: shares of ``<g_m, a>``, ``<a, a>``, ``<g_m, g_m>`` (2f bits) — one round;
 2. truncation to f bits (local for two parties, one round with the dealer otherwise);
 3. one elementwise Beaver product with dealer masks ``(rho*sigma, rho^2, sigma^2)`` (fresh
-   random integers in [2^8, 2^8 + 2^12) per subject): ``u = rho*sigma*<a,g>``,
+   random integers in [2^8, 2^8 + 2^10) per subject): ``u = rho*sigma*<a,g>``,
    ``v = rho^2*<a,a>``, ``w = sigma^2*<g,g>`` — one round;
 4. ``u, v, w`` revealed to party 0 only — one round; party 0 computes
    ``cos = u / sqrt(v * w)``, which the masks cancel out of.
 
 What party 0 learns: the scores; the norms only up to the random multiplicative masks
 (statistical hiding, not perfect). No node ever holds a feature vector.
+
+Range: with f = 16 the masked products stay below 2^63 while |<a,g>|, <a,a>, <g,g> < 2^24
+(features of norm up to about 4000); the elementwise products need |a_j g_j| < 2^26.
+
 """
 
 from __future__ import annotations
