@@ -34,7 +34,7 @@ from chain_node.mpc.store import model_to_blobs
 from splitseal.errors import ChainError, InvalidInputError, ProtocolError, SplitsealError
 
 from .owner import FloatModel, node_models
-from .terminal import Terminal, read_image
+from .terminal import Terminal
 
 log = logging.getLogger(__name__)
 
