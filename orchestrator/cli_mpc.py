@@ -115,7 +115,7 @@ def _up(args: argparse.Namespace, config: Config) -> int:
     if args.chain == "embedded":
         raise ConfigError("the embedded chain lives inside one process; use --chain anvil or a URL")
     info = cl.up(state, model, parties=parties, shared=args.mode == "shared", host=config.mpc.host,
-                 threshold=threshold, frac_bits=config.mpc.fractional_bits)
+                 threshold=threshold, frac_bits=config.mpc.fractional_bits, base_port=config.mpc.base_port)
     if args.chain:
         chain, deployment, admin = _connect(args.chain, config)
         client = cl.MpcClient(info)

@@ -65,8 +65,11 @@ def _alive(pid: int) -> bool:
 
 def write_cluster(state: Path, input_shape: Sequence[int], parties: int, *, shared: bool = True,
                   host: str = "127.0.0.1", threshold: float = DEFAULT_THRESHOLD, frac_bits: int = 16,
-                  timeout: float = 30.0, bench: bool = False) -> dict[str, Any]:
-    """Write a fresh cluster's keys, roster and cluster.json (no process started)."""
+                  timeout: float = 30.0, bench: bool = False, base_port: int = 0) -> dict[str, Any]:
+    """Write a fresh cluster's keys, roster and cluster.json (no process started).
+
+    Ports: ``base_port + i`` for node i and ``base_port + parties`` for the dealer, or free
+    ports picked by the OS when ``base_port`` is 0."""
     state.mkdir(parents=True, exist_ok=True)
     for stale in state.glob("node-*/store.sqlite3*"):
         stale.unlink()
@@ -85,7 +88,7 @@ def write_cluster(state: Path, input_shape: Sequence[int], parties: int, *, shar
             fh.write(acct.key.hex())
         addresses.append(acct.address)
     (state / "dealer" / "seeds.bin").unlink(missing_ok=True)
-    ports = _free_ports(host, parties + 1)
+    ports = [base_port + i for i in range(parties + 1)] if base_port else _free_ports(host, parties + 1)
     info: dict[str, Any] = {"parties": parties, "host": host, "timeout": timeout, "threshold": threshold,
                             "shared": shared, "frac_bits": frac_bits, "bench": bool(bench), "input_shape": [int(v) for v in input_shape],
                             "nodes": [{"party": p, "port": ports[p], "address": addresses[p]} for p in range(parties)],
@@ -96,7 +99,7 @@ def write_cluster(state: Path, input_shape: Sequence[int], parties: int, *, shar
 
 def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool = True,
        host: str = "127.0.0.1", threshold: float = DEFAULT_THRESHOLD, frac_bits: int = 16,
-       timeout: float = 30.0, ready_timeout: float = 60.0, bench: bool = False) -> ClusterInfo:
+       timeout: float = 30.0, ready_timeout: float = 60.0, bench: bool = False, base_port: int = 0) -> ClusterInfo:
     """Start dealer + ``parties`` nodes on loopback and install the model. Returns the cluster.
 
     ``bench`` lets the client fetch feature shares (``infer``) for benchmarks; never in production.
@@ -111,7 +114,7 @@ def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool 
             raise InvalidInputError(f"an MPC cluster is already running from {state} (pids {live}); "
                                     "run `splitseal mpc down` first")
     info = write_cluster(state, model.input_shape, parties, shared=shared, host=host, threshold=threshold,
-                         frac_bits=frac_bits, timeout=timeout, bench=bench)
+                         frac_bits=frac_bits, timeout=timeout, bench=bench, base_port=base_port)
     env = dict(os.environ)
     # N nodes + dealer share the machine's cores: a multi-threaded BLAS in each process spins
     # against the others (measured 2-3x slower on 2 cores). One BLAS thread per process.
@@ -120,12 +123,15 @@ def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool 
     logs = state / "logs"
     logs.mkdir(exist_ok=True)
 
+    procs: dict[str, subprocess.Popen] = {}
+
     def spawn(args: list[str], name: str) -> int:
         out = open(logs / f"{name}.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "chain_node.mpc.node", "--state-dir", str(state), "-v", *args],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         out.close()
+        procs[name] = proc
         return proc.pid
 
     info["dealer"]["pid"] = spawn(["--dealer"], "dealer")
@@ -134,7 +140,18 @@ def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool 
     (state / "cluster.json").write_text(json.dumps(info, indent=1))
     cluster = ClusterInfo.load(state)
     try:
-        client = MpcClient(cluster, connect_timeout=ready_timeout)
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                client = MpcClient(cluster, connect_timeout=0.5)
+                break
+            except ProtocolError:
+                dead = [name for name, proc in procs.items() if proc.poll() is not None]
+                if dead:
+                    raise ProtocolError(f"{', '.join(dead)} exited during start-up; see "
+                                        f"{logs / (dead[0] + '.log')}") from None
+                if time.monotonic() > deadline:
+                    raise
         try:
             client.status()
             client.install(node_models(model, parties, shared, frac_bits))
