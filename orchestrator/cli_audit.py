@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from splitseal.config import Config
-from splitseal.errors import ConfigError
+from splitseal.errors import ConfigError, InvalidInputError
 
 from .cli_chain import add_chain_option, chain_config
 
@@ -46,7 +47,11 @@ def _open(args: argparse.Namespace, config: Config):
         raise ConfigError("the embedded chain lives inside one process, so there is nothing to audit from here; "
                           "audit a chain that outlives commands (--chain anvil or a URL), or see the audit "
                           "that `splitseal demo` prints")
-    return chain, load_deployment(chain)
+    try:
+        return chain, load_deployment(chain)
+    except BaseException:
+        chain.close()  # `--chain anvil` may have started a private node: stop it
+        raise
 
 
 def cmd_request(args: argparse.Namespace, config: Config) -> int:
@@ -68,8 +73,15 @@ def cmd_model(args: argparse.Namespace, config: Config) -> int:
         audit = Auditor(chain, deployment).model(parse_model_id(args.model))
     print(json.dumps(audit.to_json(), indent=2, default=str) if args.json else render_model(audit))
     if args.html:
-        Path(args.html).write_text(render_html(audit))
-        print(f"HTML report: {args.html}")
+        html_path = Path(args.html)
+        try:
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(render_html(audit))
+        except OSError as exc:
+            raise InvalidInputError(f"cannot write the HTML report to {html_path} ({exc.strerror}); "
+                                    "give a writable path with --html") from None
+        # with --json, stdout carries the JSON document alone
+        print(f"HTML report: {html_path}", file=sys.stderr if args.json else sys.stdout)
     return 0 if audit.verified else 1
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,9 @@ from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
 from .cli_chain import add_chain_option, chain_config
+
+#: Signals that stop ``splitseal node run`` cleanly (finish the current step, close, exit 0).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +57,29 @@ def node_account(config: Config, chain) -> "Account":
     return chain.accounts[2]
 
 
+def requester_account(chain) -> "Account":
+    """Development account 3 where the chain offers the development accounts, else the one
+    configured account ([chain].admin_key), which then pays for its own requests."""
+    return chain.accounts[3] if len(chain.accounts) > 3 else chain.accounts[0]
+
+
 def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
+    """Serve until SIGTERM/SIGINT, then finish the current step, close and exit 0.
+
+    The signal handlers are installed first: a stop asked for while the node is still connecting
+    or being built is remembered, and the node then exits before serving instead of dying with
+    the default action halfway through its set-up.
+    """
+    requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: requested.set()) for sig in STOP_SIGNALS}
+    try:
+        return _node_run(args, config, requested)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _node_run(args: argparse.Namespace, config: Config, requested: threading.Event) -> int:
     from .chain import connect
     from .deploy import load_deployment
     from .node_setup import authorize_node, build_node, load_or_create_x25519_key
@@ -68,20 +95,25 @@ def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
         if args.authorize:
             authorize_node(chain, deployment, chain.accounts[0], account,
                            load_or_create_x25519_key(state_dir / "input.key"))
-        ws_url = chain.ws_url
         wiring = build_node(config, chain, deployment, account,
                             backbone_paths=[Path(b) for b in args.backbone],
                             socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
                             node_index=config.node.node_index if args.index is None else args.index,
                             node_count=config.node.node_count if args.count is None else args.count,
-                            ws_url=ws_url)
-        print(f"node {account.address} serving deployment on chain {chain.chain_id} "
-              f"with enclave {wiring.node.enclave.address}; SIGTERM stops it", flush=True)
+                            ws_url=chain.ws_url)
+        node = wiring.node
         try:
-            wiring.node.setup().run()
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, lambda *_: node.stop())
+            if not requested.is_set():
+                node.setup()
+                print(f"node {account.address} serving deployment on chain {chain.chain_id} "
+                      f"with enclave {node.enclave.address}; SIGTERM stops it", flush=True)
+                node.run(install_signal_handlers=False)
         finally:
-            wiring.node.close()
+            node.close()
             wiring.client.close()
+    print(f"node {account.address} stopped", flush=True)
     return 0
 
 
@@ -127,7 +159,8 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         from .node_setup import load_or_create_x25519_key
 
         key: X25519KeyPair = load_or_create_x25519_key(key_path)
-        requester = Requester(chain, deployment, chain.accounts[3], key=key, blob_dir=config.path(config.node.blob_dir))
+        requester = Requester(chain, deployment, requester_account(chain), key=key,
+                              blob_dir=config.path(config.node.blob_dir))
         submitted = requester.submit(model_id, version, x)
         if not args.wait:
             print(json.dumps({"requestId": submitted.request_id, "tx": submitted.tx_hash}) if args.json else

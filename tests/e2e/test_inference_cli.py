@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 import enclave_support as es  # noqa: E402
 
 from splitseal.config import PROJECT_ROOT  # noqa: E402
+from splitseal.protocol import FailureCode  # noqa: E402
 
 SPLITSEAL = [sys.executable, "-m", "orchestrator.cli"]
 MODEL_NAME = "cli-inference-canary"
@@ -135,13 +136,31 @@ def _model(tmp: Path) -> tuple[Path, Path, ort.InferenceSession, tuple[int, ...]
     return model_path, rule_path, session, (es.IN_FEATURES,)
 
 
+def _plain_scores(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    """The whole model's output for one sample, in one process: what the split must reproduce."""
+    return session.run(None, {session.get_inputs()[0].name: x[None, ...].astype(np.float32)})[0][0]
+
+
 def _plain_label(session: ort.InferenceSession, x: np.ndarray) -> int:
-    out = session.run(None, {session.get_inputs()[0].name: x[None, ...].astype(np.float32)})[0]
-    return int(np.argmax(out, axis=1)[0])
+    return int(np.argmax(_plain_scores(session, x)))
 
 
 def _sample(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def _banners(node_log: Path) -> int:
+    """How many times a node said it serves (and so has its stop handlers installed)."""
+    return node_log.read_text(errors="replace").count("SIGTERM stops it")
+
+
+def _stopped_lines(node_log: Path) -> int:
+    """Clean stops: the loop ended (node log) and the command finished (its last line)."""
+    text = node_log.read_text(errors="replace")
+    loops = text.count("chain_node.inference_node: node stopped")
+    commands = sum(1 for line in text.splitlines() if line.startswith("node 0x") and line.endswith(" stopped"))
+    assert loops == commands, text
+    return loops
 
 
 def _events(audit: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -213,7 +232,7 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         node_args = ("node", "run", *chain, "--backbone", str(node_dir / "backbone.onnx"))
         node_log = tmp_path / "node.log"
         node = cli.start(node_log, "-v", *node_args, "--authorize")
-        _wait_for("node run", lambda: "SIGTERM stops it" in node_log.read_text(errors="replace"), node, node_log)
+        _wait_for("node run", lambda: _banners(node_log) == 1, node, node_log)
 
         # 1. a good request: the label is the plaintext model's
         x = _sample(sample_shape, seed=1)
@@ -222,6 +241,8 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
                                    "--wait", "--json", "--timeout", "60").stdout)
         assert first["status"] == "COMPLETED", first
         assert first["label"] == _plain_label(plain, x)
+        if first["scores"] is not None:  # the canary's rule releases label and scores
+            np.testing.assert_allclose(first["scores"], _plain_scores(plain, x), atol=1e-5)
         assert first["enclave"] == attested["enclave"]
         assert set(first["transactions"]) >= {"request", "transfer", "result"}
 
@@ -229,12 +250,13 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         bad = np.zeros((sample_shape[0] + 3, *sample_shape[1:]), np.float32)
         np.save(tmp_path / "bad.npy", bad)
         failed_proc = cli.run("infer", *chain, "--model", MODEL_NAME, "--input", str(tmp_path / "bad.npy"),
-                              "--wait", "--json", "--timeout", "60", expect=None)
-        assert failed_proc.returncode not in (0, 2), failed_proc.stderr  # a served failure, not a CLI error
-        failed = json.loads(failed_proc.stdout)
-        assert failed["status"] == "FAILED" and failed["failureCode"] == "SHAPE_MISMATCH", failed
-        assert "shape" in failed["failureReason"] and failed["label"] is None
-        assert "failure" in failed["transactions"]
+                              "--wait", "--timeout", "60", expect=None)
+        assert failed_proc.returncode == 1, failed_proc.stdout + failed_proc.stderr  # served failure, not CLI error
+        headline, failure_line = failed_proc.stdout.splitlines()[:2]
+        assert headline == f"request {first['requestId'] + 1}: FAILED", failed_proc.stdout
+        assert failure_line.strip().startswith("failure: SHAPE_MISMATCH:") and "shape" in failure_line
+        assert "prediction" not in failed_proc.stdout and "tx failure:" in failed_proc.stdout
+        failed = {"requestId": first["requestId"] + 1}
 
         x2 = _sample(sample_shape, seed=2)
         np.save(tmp_path / "x2.npy", x2)
@@ -249,19 +271,24 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         assert {"InferenceRequested", "BackboneExecuted", "TransferRecorded", "ResultSubmitted"} <= \
             {e["name"] for e in audit["events"]}
         failed_audit = json.loads(cli.run("audit", "request", str(failed["requestId"]), *chain, "--json").stdout)
-        assert failed_audit["status"] == "FAILED" and len(_events(failed_audit, "RequestFailed")) == 1
-        report = tmp_path / "report" / "model.html"
-        report.parent.mkdir()
-        model_out = cli.run("audit", "model", MODEL_NAME, *chain, "--html", str(report))
-        assert "VERIFIED" in model_out.stdout and "NOT VERIFIED" not in model_out.stdout, model_out.stdout
+        assert failed_audit["status"] == "FAILED" and failed_audit["verified"]
+        (failure_event,) = _events(failed_audit, "RequestFailed")
+        assert failure_event["args"]["code"] == int(FailureCode.SHAPE_MISMATCH)
+        text = cli.run("audit", "request", str(first["requestId"]), *chain).stdout
+        assert text.startswith(f"request {first['requestId']}: COMPLETED, VERIFIED") and "[FAIL]" not in text
+        report = tmp_path / "report" / "model.html"  # the directory does not exist yet
+        model_out = cli.run("audit", "model", MODEL_NAME, *chain, "--json", "--html", str(report))
+        model_audit = json.loads(model_out.stdout)  # stdout is the JSON document alone
+        assert model_audit["verified"] and str(report) in model_out.stderr
         page = report.read_text()
         assert page.lstrip().lower().startswith("<!doctype html") or "<html" in page.lower()
         for request in (first, failed, second):
             assert f"<td>{request['requestId']}</td>" in page
 
-        # 4. SIGTERM stops the node cleanly
+        # 4. SIGTERM stops the node cleanly: the loop ends, the checkpoint is closed, exit 0
         os.killpg(node.pid, signal.SIGTERM)
         assert node.wait(20) == 0, node_log.read_text()
+        assert _stopped_lines(node_log) == 1, node_log.read_text()
 
         # 5. a request sent while the node is down waits; the restarted node serves it, once
         x3 = _sample(sample_shape, seed=3)
@@ -290,6 +317,15 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
 
         os.killpg(node.pid, signal.SIGTERM)
         assert node.wait(20) == 0, node_log.read_text()
+        assert _stopped_lines(node_log) == 2, node_log.read_text()
+
+        # 6. SIGTERM as soon as the node says it serves
+        node = cli.start(node_log, "-v", *node_args)
+        _wait_for("node run", lambda: _banners(node_log) == 3, node, node_log)
+        os.killpg(node.pid, signal.SIGTERM)
+        assert node.wait(20) == 0, node_log.read_text()
+        assert _stopped_lines(node_log) == 3, node_log.read_text()
+
         os.killpg(enclave.pid, signal.SIGTERM)
         assert enclave.wait(20) == 0, enclave_log.read_text()
 
