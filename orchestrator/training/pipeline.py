@@ -73,17 +73,13 @@ def train_reference(name: str, out_dir: str | os.PathLike[str], *, seed: int = D
     """Train, check, export and record reference model ``name``; return its metrics record."""
     import onnx
     import onnxruntime
-    from threadpoolctl import threadpool_limits
 
     spec = get_spec(name)
     config = config or TrainConfig()
     max_iters = spec.max_iters if max_iters is None else int(max_iters)
     x_train, y_train, x_test, y_test = load_split(spec.input_size, split_seed)
-    # One BLAS thread: the matrices are small, and the summation order (hence the weights) no
-    # longer depends on how many cores the machine has or how busy they are.
-    with threadpool_limits(limits=1):
-        result = train(spec, x_train, y_train, seed=seed, max_iters=max_iters, config=config,
-                       progress=progress)
+    result = train(spec, x_train, y_train, seed=seed, max_iters=max_iters, config=config,
+                   progress=progress)
     model = to_onnx(result.network)
     data = model.SerializeToString()
     diff = max_abs_diff_vs_onnxruntime(result.network, data, x_test)

@@ -116,8 +116,20 @@ def seeded_generators(seed: int) -> tuple[np.random.Generator, np.random.Generat
 
 def train(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, seed: int, max_iters: int,
           config: TrainConfig | None = None, progress: bool = True) -> TrainResult:
-    """Train a fresh network for ``spec`` on ``(x, y)``; deterministic given ``seed``."""
-    config = config or TrainConfig()
+    """Train a fresh network for ``spec`` on ``(x, y)``; deterministic given ``seed``.
+
+    Runs with one BLAS thread: the matrices are small, and the summation order (hence the
+    weights, bit for bit) then no longer depends on the number of cores or how busy they are.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _train(spec, x, y, seed=seed, max_iters=max_iters, config=config or TrainConfig(),
+                      progress=progress)
+
+
+def _train(spec: ModelSpec, x: np.ndarray, y: np.ndarray, *, seed: int, max_iters: int,
+           config: TrainConfig, progress: bool) -> TrainResult:
     if max_iters < 1:
         raise InvalidInputError(f"max_iters must be at least 1, got {max_iters}")
     if len(x) != len(y) or len(x) == 0:
