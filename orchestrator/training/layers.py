@@ -31,9 +31,11 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}
 
     def forward(self, x: np.ndarray, train: bool = False) -> np.ndarray:
+        """The layer's output; with ``train`` it also caches what :meth:`backward` needs."""
         raise NotImplementedError
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
+        """d loss / d input from d loss / d output; fills ``grads`` for the parameters."""
         raise NotImplementedError
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
@@ -47,6 +49,12 @@ class Layer:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())
         return f"{type(self).__name__}({self.name!r}{', ' + shapes if shapes else ''})"
+
+
+def _require_forward(layer: Layer, cache: object) -> None:
+    """Backward needs what forward(train=True) cached; say so instead of failing obscurely."""
+    if cache is None:
+        raise ModelError(f"{layer.name}: backward called before forward(train=True)")
 
 
 def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.ndarray:
@@ -89,7 +97,7 @@ class Conv2d(Layer):
         return out.reshape(x.shape[0], oh, ow, w.shape[0]).transpose(0, 3, 1, 2)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._cache is not None, "backward before forward(train=True)"
+        _require_forward(self, self._cache)
         cols, xshape, oh, ow = self._cache
         w = self.params["weight"]
         o = w.shape[0]
@@ -129,7 +137,7 @@ class ReLU(Layer):
         return np.where(mask, x, np.zeros((), dtype=x.dtype))
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._mask is not None, "backward before forward(train=True)"
+        _require_forward(self, self._mask)
         return np.where(self._mask, grad, np.zeros((), dtype=grad.dtype))
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
@@ -159,7 +167,7 @@ class MaxPool2d(Layer):
         return np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._cache is not None, "backward before forward(train=True)"
+        _require_forward(self, self._cache)
         idx, (n, c, h, w) = self._cache
         k = self.kernel
         dwin = np.zeros((n, c, h // k, w // k, k * k), dtype=grad.dtype)
@@ -186,7 +194,7 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._shape is not None, "backward before forward(train=True)"
+        _require_forward(self, self._shape)
         return grad.reshape(self._shape)
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
@@ -211,7 +219,7 @@ class Linear(Layer):
         return x @ w.T + self.params["bias"]
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._x is not None, "backward before forward(train=True)"
+        _require_forward(self, self._x)
         self.grads["weight"] = grad.T @ self._x
         self.grads["bias"] = grad.sum(axis=0)
         return grad @ self.params["weight"]
@@ -236,7 +244,7 @@ class Softmax(Layer):
         return y
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._y is not None, "backward before forward(train=True)"
+        _require_forward(self, self._y)
         y = self._y
         return y * (grad - (grad * y).sum(axis=1, keepdims=True))
 
@@ -268,7 +276,7 @@ class CosineClassifier(Layer):
         return self.scale * (xn @ wn.T)
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        assert self._cache is not None, "backward before forward(train=True)"
+        _require_forward(self, self._cache)
         xn, xnorm, wn, wnorm = self._cache
         g = grad * self.scale
         dxn, dwn = g @ wn, g.T @ xn

@@ -165,3 +165,10 @@ def test_whole_training_network_gradients(name: str) -> None:
             p[i] = old
             numeric = (up - down) / (2 * EPS)
             assert layer.grads[key].reshape(-1)[i] == pytest.approx(numeric, abs=1e-6), (full, i)
+
+
+def test_backward_before_forward_is_a_clear_error() -> None:
+    from splitseal.errors import ModelError
+
+    with pytest.raises(ModelError, match="before forward"):
+        Linear("neck.fc", 3, 2, rng()).backward(np.zeros((1, 2)))
