@@ -88,21 +88,10 @@ def _model(args: argparse.Namespace, config: Config):
 
 def _default_threshold(model_path: Path | None) -> float:
     from orchestrator.mpc.cluster import DEFAULT_THRESHOLD
+    from orchestrator.mpc.owner import recorded_threshold
 
-    if model_path is not None:
-        for cand in (model_path.with_suffix(".json"), model_path.with_name(model_path.stem + ".metrics.json")):
-            if cand.exists():
-                try:
-                    data = json.loads(cand.read_text())
-                except ValueError:
-                    continue
-                for key in ("threshold", "eer_threshold", "verification_threshold"):
-                    value = data.get(key) if isinstance(data, dict) else None
-                    if value is None and isinstance(data.get("metrics"), dict):
-                        value = data["metrics"].get(key)
-                    if isinstance(value, (int, float)):
-                        return float(value)
-    return DEFAULT_THRESHOLD
+    found = recorded_threshold(model_path) if model_path is not None else None
+    return DEFAULT_THRESHOLD if found is None else found
 
 
 def _up(args: argparse.Namespace, config: Config) -> int:

@@ -18,17 +18,20 @@ from splitseal.config import PROJECT_ROOT
 
 from . import cluster as cl
 from .audit import subject_history
-from .owner import SMALL_SPEC, load_onnx, random_model
+from .owner import SMALL_SPEC, load_onnx, random_model, recorded_threshold
 
 log = logging.getLogger(__name__)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """Raw 8x8 captures of the reference models' held-out test split."""
     from sklearn.datasets import load_digits
 
+    from orchestrator.training.data import split_indices
+
     d = load_digits()
-    start = int(len(d.target) * 0.9)  # held-out tail
-    return d.images[start:] / 16.0, d.target[start:]
+    _, test = split_indices()
+    return d.images[test] / 16.0, d.target[test]
 
 
 def run(state_dir: str | Path, chain: Any = None, deployment: Any = None, parties: int = 2,
@@ -43,7 +46,9 @@ def run(state_dir: str | Path, chain: Any = None, deployment: Any = None, partie
     model = load_onnx(path) if path.exists() else random_model(SMALL_SPEC, (1, 28, 28), seed=0)
     say(f"[mpc] model: {path.name if path.exists() else 'random-weight small network'}, "
         f"{parties} nodes + dealer as processes, shared weights")
-    info = cl.up(state_dir, model, parties=parties, shared=True)
+    threshold = (recorded_threshold(path) if path.exists() else None) or cl.DEFAULT_THRESHOLD
+    say(f"[mpc] acceptance threshold (cosine): {threshold:.3f}")
+    info = cl.up(state_dir, model, parties=parties, shared=True, threshold=threshold)
     client = cl.MpcClient(info)
     try:
         if chain is not None and deployment is not None:

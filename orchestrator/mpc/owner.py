@@ -151,6 +151,27 @@ def node_models(model: FloatModel, n_parties: int, shared: bool, frac_bits: int 
     return out
 
 
+def recorded_threshold(model_path: str | Path) -> float | None:
+    """The acceptance threshold recorded next to a trained model (``<name>.metrics.json``, key
+    ``threshold`` — the equal-error-rate cosine threshold), or None."""
+    import json
+
+    model_path = Path(model_path)
+    for cand in (model_path.with_name(model_path.stem + ".metrics.json"), model_path.with_suffix(".json")):
+        if not cand.exists():
+            continue
+        try:
+            data = json.loads(cand.read_text())
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            for scope in (data, data.get("metrics") if isinstance(data.get("metrics"), dict) else {}):
+                for key in ("threshold", "eer_threshold", "verification_threshold"):
+                    if isinstance(scope.get(key), (int, float)):
+                        return float(scope[key])
+    return None
+
+
 # --- ONNX --------------------------------------------------------------------------------------
 
 def load_onnx(path: str | Path) -> FloatModel:

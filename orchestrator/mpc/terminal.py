@@ -3,7 +3,8 @@
 Steps, as the patent's terminal does them:
 
 1. read the capture (``.npy`` array, 8/16-bit ``.png`` without interlacing, or ``.pgm``);
-2. normalise: values to 0..1 (integers divided by their type's maximum), resized (bilinear) to
+2. normalise: values to 0..1 (integers divided by their type's maximum), resized (bilinear,
+   half-pixel centres) to
    the model's H x W, channels to the model's C (gray repeated, colour averaged), a 3-D array;
 3. check validity with a pluggable check (the patent checks a face is present before sharing;
    the default rejects blank, constant, non-finite or wrongly shaped images);
@@ -136,22 +137,26 @@ def write_pgm(path: str | Path, img: np.ndarray) -> None:
 
 # --- normalising and checking ------------------------------------------------------------------
 
+def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) bilinear resampling, half-pixel centres with edge clamping (as ONNX Resize and
+    the reference models' training pipeline), so captures are resized the way the model saw."""
+    m = np.zeros((dst, src), dtype=np.float64)
+    scale = src / dst
+    for i in range(dst):
+        pos = min(max((i + 0.5) * scale - 0.5, 0.0), src - 1.0)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, src - 1)
+        m[i, lo] += 1.0 - (pos - lo)
+        m[i, hi] += pos - lo
+    return m
+
+
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
     """Bilinear resize of (C, H, W) to (C, h, w)."""
     c, hi, wi = img.shape
     if (hi, wi) == (h, w):
         return img
-    ys = np.linspace(0, hi - 1, h)
-    xs = np.linspace(0, wi - 1, w)
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
-    y1 = np.minimum(y0 + 1, hi - 1)
-    x1 = np.minimum(x0 + 1, wi - 1)
-    wy = (ys - y0)[None, :, None]
-    wx = (xs - x0)[None, None, :]
-    top = img[:, y0][:, :, x0] * (1 - wx) + img[:, y0][:, :, x1] * wx
-    bot = img[:, y1][:, :, x0] * (1 - wx) + img[:, y1][:, :, x1] * wx
-    return top * (1 - wy) + bot * wy
+    return np.einsum("ih,chw,jw->cij", _bilinear_matrix(hi, h), img, _bilinear_matrix(wi, w))
 
 
 def normalise(img: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

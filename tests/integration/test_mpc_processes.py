@@ -3,7 +3,7 @@ records and their audit, decisions identical to the plaintext pipeline, a node d
 
 The embedding model is ``models/digits_embedding.onnx`` when it exists, else a random-weight
 network of the benchmark's small shape (the comparison with plaintext holds for any weights).
-Held-out data: scikit-learn's digits, samples not used for training (the last 10%).
+Held-out data: the reference models' test split of scikit-learn's digits (never trained on).
 """
 
 from __future__ import annotations
@@ -47,11 +47,14 @@ def _recorded_threshold():
 
 
 def _held_out(n_per_class: int = 2, classes: int = 6):
+    """Test-split images of the reference models (never trained on), as raw 8x8 captures."""
     from sklearn.datasets import load_digits
 
+    from orchestrator.training.data import split_indices
+
     d = load_digits()
-    start = int(len(d.target) * 0.9)
-    imgs, labels = d.images[start:] / 16.0, d.target[start:]
+    _, test = split_indices()
+    imgs, labels = d.images[test] / 16.0, d.target[test]
     out = []
     for c in range(classes):
         idx = np.flatnonzero(labels == c)[:n_per_class]

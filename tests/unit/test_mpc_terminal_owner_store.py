@@ -42,6 +42,13 @@ def test_image_files_read_alike(tmp_path):
         read_image(tmp_path / "bad.png")
 
 
+def test_resize_matches_the_training_pipeline():
+    from orchestrator.training.data import resize_bilinear
+
+    img = RNG.random((8, 8))
+    assert np.allclose(normalise(img, (1, 16, 16))[0], resize_bilinear(img[None], 16)[0])
+
+
 def test_normalise_resizes_and_fixes_channels():
     x = normalise(RNG.integers(0, 17, (8, 8)).astype(np.float64), (3, 28, 28))
     assert x.shape == (3, 28, 28) and 0.0 <= x.min() and x.max() <= 1.0
