@@ -127,6 +127,7 @@ class InferenceNode:
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
+        self._seen_head = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -149,6 +150,8 @@ class InferenceNode:
             if self._wakeup is not None:
                 self._wakeup.event.wait(self.poll_interval * 10)
                 self._wakeup.event.clear()
+            elif self.chain.embedded:
+                self.chain.wait_for_block(self._seen_head, self.poll_interval * 10)
             else:
                 self._stopping.wait(self.poll_interval)
         log.info("node stopped counts=%s", self.checkpoint.counts())
@@ -157,6 +160,9 @@ class InferenceNode:
         self._stopping.set()
         if self._wakeup is not None:
             self._wakeup.event.set()
+        if self.chain.embedded:
+            with self.chain._lock:
+                self.chain._new_block.notify_all()
 
     def close(self) -> None:
         self.stop()
@@ -170,6 +176,7 @@ class InferenceNode:
         """Read new requests and advance every pending one by as far as it goes; returns the
         number of requests that moved."""
         events, upto = self.poller.poll()
+        self._seen_head = upto + self.poller.confirmations
         for ev in events:
             self.checkpoint.see(int(ev["args"]["requestId"]), int(ev["blockNumber"]))
             self._events[int(ev["args"]["requestId"])] = ev["args"]

@@ -98,19 +98,32 @@ class Auditor:
         self.d = deployment
         self._blocks: dict[int, int] = {}
         self._gas: dict[str, int] = {}
+        self._cache: dict[tuple[Any, ...], list[AuditEvent]] = {}
 
     # --- fetching --------------------------------------------------------------------------
 
-    def _logs(self, contract_name: str, event: str, **filters: Any) -> list[AuditEvent]:
-        contract = self.d.contracts()[contract_name]
-        raw = self.chain.get_logs(contract, event, self.d.block, argument_filters=filters or None)
-        return [self._event(contract_name, event, entry) for entry in raw]
+    def _history(self, contract_names: tuple[str, ...], first_topic: bytes | int | str) -> list[AuditEvent]:
+        """Every event of these contracts whose first indexed argument is ``first_topic`` (one
+        eth_getLogs), oldest first; cached."""
+        from .logs import LogDecoder, logs_with_first_topic
+
+        key = (contract_names, first_topic if not isinstance(first_topic, str) else first_topic.lower())
+        if key not in self._cache:
+            contracts = self.d.contracts()
+            decoder = LogDecoder([(name, contracts[name]) for name in contract_names])
+            self._cache[key] = [self._event(name, entry["event"], entry) for name, entry in
+                                logs_with_first_topic(self.chain, decoder, first_topic, self.d.block)]
+        return self._cache[key]
+
+    def _logs(self, contract_name: str, event: str, first: bytes | int | str) -> list[AuditEvent]:
+        return [e for e in self._history(_GROUPS[contract_name], first)
+                if e.contract == contract_name and e.name == event]
 
     def _event(self, contract_name: str, event: str, entry: Any) -> AuditEvent:
         block = int(entry["blockNumber"])
         if block not in self._blocks:
             self._blocks[block] = int(self.chain.get_block(block)["timestamp"])
-        tx = entry["transactionHash"].hex()
+        tx = entry["transactionHash"].to_0x_hex()
         if tx not in self._gas:
             with self.chain._lock:
                 self._gas[tx] = int(self.chain.w3.eth.get_transaction_receipt(entry["transactionHash"])["gasUsed"])
@@ -124,19 +137,14 @@ class Auditor:
 
         if request_id <= 0:
             raise InvalidInputError(f"request id must be positive, got {request_id}")
-        req = self._logs("BackboneExecution", "InferenceRequested", requestId=request_id)
+        events = list(self._history(_GROUPS["BackboneExecution"], request_id))
+        req = [e for e in events if e.name == "InferenceRequested"]
         if not req:
             raise InvalidInputError(f"request {request_id} does not exist on this deployment "
                                     f"(BackboneExecution {self.d.backbone_execution.address})")
         status = RequestStatus(self.chain.call(self.d.backbone_execution.functions.status(request_id)))
         audit = RequestAudit(request_id, status.name)
-        events = list(req)
-        events += self._logs("BackboneExecution", "BackboneExecuted", requestId=request_id)
-        events += self._logs("EnclaveTransfer", "TransferRecorded", requestId=request_id)
-        events += self._logs("EnclaveTransfer", "ResultSubmitted", requestId=request_id)
-        events += self._logs("EnclaveTransfer", "RequestFailed", requestId=request_id)
-        events += self._logs("BackboneExecution", "RequestTimedOut", requestId=request_id)
-        audit.events = sorted(events, key=lambda e: (e.block, e.log_index))
+        audit.events = events
         self._check_request(audit)
         return audit
 
@@ -199,8 +207,8 @@ class Auditor:
     def enclave_checks(self, model_id: bytes, version: int, enclave: str, *, at_block: int,
                        at_time: int) -> list[Check]:
         checks = []
-        regs = [e for e in self._logs("ModelRegistry", "EnclaveRegistered", enclave=enclave) if e.block <= at_block]
-        revoked = [e for e in self._logs("ModelRegistry", "EnclaveRevoked", enclave=enclave) if e.block <= at_block]
+        regs = [e for e in self._logs("ModelRegistry", "EnclaveRegistered", enclave) if e.block <= at_block]
+        revoked = [e for e in self._logs("ModelRegistry", "EnclaveRevoked", enclave) if e.block <= at_block]
         if not regs:
             return [Check("enclave registered before the result", False, f"no EnclaveRegistered for {enclave}")]
         reg = regs[-1]
@@ -211,8 +219,8 @@ class Auditor:
         checks.append(Check("enclave registration unexpired at the result", at_time < int(reg.args["expiresAt"]),
                             f"expires {reg.args['expiresAt']}, result at {at_time}"))
         measurement = reg.args["measurement"]
-        allowed = self._logs("ModelRegistry", "MeasurementAllowed", modelId=model_id)
-        revoked_m = self._logs("ModelRegistry", "MeasurementRevoked", modelId=model_id)
+        allowed = self._logs("ModelRegistry", "MeasurementAllowed", model_id)
+        revoked_m = self._logs("ModelRegistry", "MeasurementRevoked", model_id)
         last_allow = max((e.block for e in allowed if e.args["measurement"] == measurement and e.block <= at_block),
                          default=None)
         last_revoke = max((e.block for e in revoked_m if e.args["measurement"] == measurement
@@ -220,12 +228,13 @@ class Auditor:
         checks.append(Check("measurement allowed for the model at the result",
                             last_allow is not None and last_allow > last_revoke,
                             f"measurement {measurement}"))
-        registered = [e for e in self._logs("ModelRegistry", "ModelRegistered", modelId=model_id)
+        def of_enclave(name: str) -> list[AuditEvent]:
+            return [e for e in self._logs("ModelRegistry", name, model_id) if int(e.args["version"]) == version
+                    and e.block <= at_block and str(e.args["enclave"]).lower() == enclave.lower()]
+
+        registered = [e for e in self._logs("ModelRegistry", "ModelRegistered", model_id)
                       if int(e.args["version"]) == version and e.block <= at_block]
-        provisioned = [e for e in self._logs("ModelRegistry", "HeadProvisioned", modelId=model_id, enclave=enclave)
-                       if int(e.args["version"]) == version and e.block <= at_block]
-        loaded = [e for e in self._logs("ModelRegistry", "HeadLoaded", modelId=model_id, enclave=enclave)
-                  if int(e.args["version"]) == version and e.block <= at_block]
+        provisioned, loaded = of_enclave("HeadProvisioned"), of_enclave("HeadLoaded")
         # ModelRegistry accepts HeadLoaded only with the enclave's signature over the registered
         # graph and parameter hashes; here: the confirmed package is the provisioned one.
         ok = bool(registered and provisioned and loaded) and \
@@ -234,10 +243,11 @@ class Auditor:
                             f"registered: {bool(registered)}, provisioned: {bool(provisioned)}, "
                             f"confirmed: {bool(loaded)}"
                             + (f", package {loaded[-1].args['packageHash']}" if loaded else "")))
-        published = [e for e in self._logs("ParameterIndex", "IndexPublished", modelId=model_id)
+        published = [e for e in self._logs("ParameterIndex", "IndexPublished", model_id)
                      if int(e.args["version"]) == version]
-        verified = [e for e in self._logs("ParameterIndex", "IndexVerified", modelId=model_id, enclave=enclave)
-                    if int(e.args["version"]) == version and e.block <= at_block]
+        verified = [e for e in self._logs("ParameterIndex", "IndexVerified", model_id)
+                    if int(e.args["version"]) == version and e.block <= at_block
+                    and str(e.args["enclave"]).lower() == enclave.lower()]
         checks.append(Check("enclave verified the published parameter index",
                             bool(published) and bool(verified)
                             and verified[-1].args["merkleRoot"] == published[0].args["merkleRoot"],
@@ -246,27 +256,31 @@ class Auditor:
 
     def model(self, model_id: bytes, *, max_requests: int = 1000) -> ModelAudit:
         audit = ModelAudit("0x" + model_id.hex())
-        events: list[AuditEvent] = []
-        for contract, names in (("ModelRegistry", ("ModelRegistered", "MeasurementAllowed", "MeasurementRevoked",
-                                                   "HeadProvisioned", "HeadLoaded")),
-                                ("ParameterIndex", ("IndexPublished", "IndexVerified"))):
-            for name in names:
-                events += self._logs(contract, name, modelId=model_id)
+        events = list(self._history(_GROUPS["ModelRegistry"], model_id))
         if not any(e.name == "ModelRegistered" for e in events):
             raise InvalidInputError(f"model 0x{model_id.hex()} is not registered on this deployment")
         enclaves = {str(e.args["enclave"]) for e in events if "enclave" in e.args}
         for enclave in sorted(enclaves):
-            events += self._logs("ModelRegistry", "EnclaveRegistered", enclave=enclave)
-            events += self._logs("ModelRegistry", "EnclaveRevoked", enclave=enclave)
+            events += [e for e in self._history(_GROUPS["ModelRegistry"], enclave)
+                       if e.name in ("EnclaveRegistered", "EnclaveRevoked")]
         audit.events = sorted(events, key=lambda e: (e.block, e.log_index))
-        requests = self._logs("BackboneExecution", "InferenceRequested", modelId=model_id)[:max_requests]
-        audit.requests = [self.request(int(e.args["requestId"])) for e in requests]
+        requests = self.chain.get_logs(self.d.backbone_execution, "InferenceRequested", self.d.block,
+                                       argument_filters={"modelId": model_id})[:max_requests]
+        audit.requests = [self.request(int(e["args"]["requestId"])) for e in requests]
         audit.checks.append(Check("every completed request verifies",
                                   all(r.verified for r in audit.requests if r.status == "COMPLETED"),
                                   f"{sum(r.status == 'COMPLETED' for r in audit.requests)} completed, "
                                   f"{sum(r.status == 'FAILED' for r in audit.requests)} failed, "
                                   f"{sum(r.status == 'TIMED_OUT' for r in audit.requests)} timed out"))
         return audit
+
+
+#: Contracts whose events share a first indexed argument: requests (requestId) and models
+#: (modelId, or the enclave address for enclave registrations).
+_GROUPS = {"BackboneExecution": ("BackboneExecution", "EnclaveTransfer"),
+           "EnclaveTransfer": ("BackboneExecution", "EnclaveTransfer"),
+           "ModelRegistry": ("ModelRegistry", "ParameterIndex"),
+           "ParameterIndex": ("ModelRegistry", "ParameterIndex")}
 
 
 # --- rendering -----------------------------------------------------------------------------

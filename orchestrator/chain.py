@@ -114,6 +114,9 @@ class Chain:
         self.chain_id: int = w3.eth.chain_id
         self.errors = ErrorDecoder(a["abi"] for a in all_artifacts().values())
         self._lock = threading.RLock()
+        # Signalled after every transaction this process mines on the embedded chain, so that
+        # in-process listeners wait for blocks instead of polling the EVM.
+        self._new_block = threading.Condition(self._lock)
         self._nonces: dict[str, int] = {}
         self._on_close = on_close
         self._max_fee = 0
@@ -200,6 +203,27 @@ class Chain:
         with self._lock:
             return self.w3.eth.get_block(ident)
 
+    def wait_for_block(self, after: int, timeout: float) -> int:
+        """Wait until the head is past ``after`` (or ``timeout`` passes); returns the head.
+
+        On the embedded chain this sleeps on a condition that every transaction of this process
+        signals; elsewhere it polls ``eth_blockNumber`` every 2 ms.
+        """
+        deadline = time.monotonic() + timeout
+        if self.embedded:
+            with self._lock:
+                while True:
+                    head = self.w3.eth.block_number
+                    remaining = deadline - time.monotonic()
+                    if head > after or remaining <= 0:
+                        return head
+                    self._new_block.wait(remaining)
+        while True:
+            head = self.block_number()
+            if head > after or time.monotonic() >= deadline:
+                return head
+            time.sleep(0.002)
+
     def snapshot(self) -> Any:
         with self._lock:
             return self.w3.provider.make_request("evm_snapshot", [])["result"]
@@ -261,9 +285,11 @@ class Chain:
                     raise self._revert(data, label) from None
                 raise ChainError(f"{label}: sending the transaction failed: {exc}") from exc
             receipt = self._wait(tx_hash, label)
+            if self.embedded:
+                self._new_block.notify_all()
         if receipt["status"] != 1:
             raise self._replay_revert(tx, receipt, label)
-        log.debug("tx=%s fn=%s gas=%d block=%d", tx_hash.hex(), label, receipt["gasUsed"], receipt["blockNumber"])
+        log.debug("tx=%s fn=%s gas=%d block=%d", tx_hash.to_0x_hex(), label, receipt["gasUsed"], receipt["blockNumber"])
         return receipt
 
     def _wait(self, tx_hash: bytes, label: str) -> TxReceipt:
@@ -273,7 +299,7 @@ class Chain:
             return self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.config.receipt_timeout, poll_latency=0.002)
         except TimeExhausted:
-            raise ChainError(f"{label}: no receipt for {tx_hash.hex()} after "
+            raise ChainError(f"{label}: no receipt for {tx_hash.to_0x_hex()} after "
                              f"{self.config.receipt_timeout} s; is the node mining?") from None
 
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt, label: str) -> ChainError:

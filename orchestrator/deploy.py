@@ -77,7 +77,7 @@ def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADD
 
     def deploy(name: str, *args: Any) -> Contract:
         contract, receipt = chain.deploy_with_receipt(name, *args, sender=admin)
-        txs[name] = receipt["transactionHash"].hex()
+        txs[name] = receipt["transactionHash"].to_0x_hex()
         log.info("deployed %s at %s tx=%s", name, contract.address, txs[name])
         return contract
 
@@ -86,7 +86,7 @@ def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADD
     backbone = deploy("BackboneExecution", admin.address, registry.address)
     transfer = deploy("EnclaveTransfer", registry.address, backbone.address)
     receipt = chain.transact(backbone.functions.setEnclaveTransfer(transfer.address), sender=admin)
-    txs["BackboneExecution.setEnclaveTransfer"] = receipt["transactionHash"].hex()
+    txs["BackboneExecution.setEnclaveTransfer"] = receipt["transactionHash"].to_0x_hex()
     features = deploy("FeatureShareRegistry", admin.address)
     return Deployment(chain_id=chain.chain_id, block=start_block + 1, admin=admin.address,
                       model_registry=registry, parameter_index=index, backbone_execution=backbone,

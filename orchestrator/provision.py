@@ -132,10 +132,10 @@ def attest_enclave(chain: Chain, deployment: Deployment, client: EnclaveClient, 
     if bytes(record[2]) != att.encryption_key or bytes(record[0]) != body.mr_enclave:
         raise AttestationError("the registry's record does not name the enclave's key and measurement")
     log.info("enclave registered enclave=%s measurement=0x%s tx=%s", att.enclave,
-             body.mr_enclave.hex()[:16], receipt["transactionHash"].hex())
+             body.mr_enclave.hex()[:16], receipt["transactionHash"].to_0x_hex())
     return Registration(enclave=att.enclave, encryption_key=att.encryption_key, measurement=body.mr_enclave,
                         signer=body.mr_signer, nonce=nonce, expires_at=int(record[4]),
-                        tx_hash=receipt["transactionHash"].hex())
+                        tx_hash=receipt["transactionHash"].to_0x_hex())
 
 
 def registered_key(chain: Chain, deployment: Deployment, enclave: str, model_id: bytes | None = None) -> bytes:
@@ -212,7 +212,7 @@ def provision_model(chain: Chain, deployment: Deployment, client: EnclaveClient,
         encrypted_index_hash = crypto.keccak256(index_ct)
         r = chain.transact(pindex.functions.publishIndex(model_id, version, encrypted_index_hash,
                                                          index.merkle_root(), index.entry_count), sender=owner)
-        index_tx = r["transactionHash"].hex()
+        index_tx = r["transactionHash"].to_0x_hex()
         conf = client.provision_index(
             model_id=model_id, version=version, chain_id=chain.chain_id, parameter_index=pindex.address,
             index_ciphertext=index_ct, index_plain_hash=index_plain_hash,
@@ -224,7 +224,7 @@ def provision_model(chain: Chain, deployment: Deployment, client: EnclaveClient,
              enclave, head.state_version)
     return ProvisionResult(model_id=model_id, version=version, enclave=enclave, package_hash=package_hash,
                            encrypted_index_hash=encrypted_index_hash, state_version=head.state_version,
-                           head_tx=head_receipt["transactionHash"].hex(), index_tx=index_tx,
+                           head_tx=head_receipt["transactionHash"].to_0x_hex(), index_tx=index_tx,
                            serving=serving)
 
 

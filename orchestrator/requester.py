@@ -70,14 +70,14 @@ class InferenceOutcome:
 
 class Requester:
     def __init__(self, chain: Chain, deployment: Deployment, account: LocalAccount, *,
-                 key: X25519KeyPair | None = None, blob_dir: Path, poll_interval: float = 0.002) -> None:
+                 key: X25519KeyPair | None = None, blob_dir: Path) -> None:
         self.chain = chain
         self.deployment = deployment
         self.account = account
         self.key = key or X25519KeyPair.generate()
         self.blobs = BlobStore(blob_dir)
-        self.poll_interval = poll_interval
         self._input_key: bytes | None = None
+        self._decoder: Any = None
 
     # --- submit ----------------------------------------------------------------------------
 
@@ -106,7 +106,7 @@ class Requester:
             sender=self.account, gas=500_000)
         mined = time.perf_counter()
         (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")
-        return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].hex(),
+        return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].to_0x_hex(),
                          receipt["blockNumber"], sent, mined, receipt["gasUsed"])
 
     # --- wait ------------------------------------------------------------------------------
@@ -115,6 +115,7 @@ class Requester:
         """Wait until the request ends on-chain; decrypt and verify the result locally."""
         be = self.deployment.backbone_execution
         deadline = time.monotonic() + timeout
+        head = submitted.block
         while True:
             status = RequestStatus(self.chain.call(be.functions.status(submitted.request_id)))
             if status.ended:
@@ -122,7 +123,8 @@ class Requester:
             if time.monotonic() > deadline:
                 raise ChainError(f"request {submitted.request_id} still {status.name} after {timeout} s; "
                                  "is an inference node running for this deployment?")
-            time.sleep(self.poll_interval)
+            # the status changes only with a new block: wait for one rather than re-asking the EVM
+            head = self.chain.wait_for_block(head, min(1.0, max(0.0, deadline - time.monotonic())))
         done = time.perf_counter()
         outcome = self.outcome(submitted.request_id, from_block=submitted.block)
         outcome.latency.setdefault("request_tx", submitted.mined_at - submitted.sent_at)
@@ -141,15 +143,19 @@ class Requester:
 
     def outcome(self, request_id: int, *, from_block: int) -> InferenceOutcome:
         """Rebuild a request's ending from its events and decrypt the result, if any."""
+        from .logs import LogDecoder, logs_with_first_topic
+
         chain, d = self.chain, self.deployment
+        if self._decoder is None:
+            self._decoder = LogDecoder([("BackboneExecution", d.backbone_execution),
+                                        ("EnclaveTransfer", d.enclave_transfer)])
+        logs = {entry["event"]: entry for _, entry in logs_with_first_topic(chain, self._decoder, request_id,
+                                                                            from_block)}
         status = RequestStatus(chain.call(d.backbone_execution.functions.status(request_id)))
         outcome = InferenceOutcome(request_id=request_id, status=status)
-        filt = {"requestId": request_id}
         if status is RequestStatus.COMPLETED:
-            (log_,) = chain.get_logs(d.enclave_transfer, "ResultSubmitted", from_block, argument_filters=filt)
-            args = log_["args"]
-            (req,) = chain.get_logs(d.backbone_execution, "InferenceRequested", from_block, argument_filters=filt)
-            (xfer,) = chain.get_logs(d.enclave_transfer, "TransferRecorded", from_block, argument_filters=filt)
+            req, xfer, res = logs["InferenceRequested"], logs["TransferRecorded"], logs["ResultSubmitted"]
+            args = res["args"]
             self._verify_signature(req["args"], xfer["args"], args)
             result = open_result(self.key, bytes(args["encryptedResult"]), request_id,
                                  bytes(req["args"]["modelId"]), int(req["args"]["version"]))
@@ -157,16 +163,17 @@ class Requester:
             outcome.scores = list(result.scores[0]) if result.scores else None
             outcome.features = list(result.features[0]) if result.features else None
             outcome.enclave = args["enclave"]
-            outcome.transactions["result"] = log_["transactionHash"].hex()
-            outcome.transactions["transfer"] = xfer["transactionHash"].hex()
+            outcome.transactions["transfer"] = xfer["transactionHash"].to_0x_hex()
+            outcome.transactions["result"] = res["transactionHash"].to_0x_hex()
         elif status is RequestStatus.FAILED:
-            (log_,) = chain.get_logs(d.enclave_transfer, "RequestFailed", from_block, argument_filters=filt)
-            outcome.failure_code = _code(log_["args"]["code"])
-            outcome.failure_reason = str(log_["args"]["reason"])
-            outcome.transactions["failure"] = log_["transactionHash"].hex()
+            failed = logs["RequestFailed"]
+            outcome.failure_code = _code(failed["args"]["code"])
+            outcome.failure_reason = str(failed["args"]["reason"])
+            outcome.transactions["failure"] = failed["transactionHash"].to_0x_hex()
         elif status is RequestStatus.TIMED_OUT:
             outcome.failure_code = FailureCode.DEADLINE_PASSED
             outcome.failure_reason = "deadline passed before a result was delivered"
+            outcome.transactions["timeout"] = logs["RequestTimedOut"]["transactionHash"].to_0x_hex()
         return outcome
 
     def _verify_signature(self, req: Any, xfer: Any, result: Any) -> None:

@@ -1,0 +1,72 @@
+"""Fetch the logs of several contracts that share an indexed first argument in one request.
+
+Every event of a request's lifecycle has ``requestId`` as its first indexed argument, and every
+event of a model's history has ``modelId`` (or ``enclave``) there. One ``eth_getLogs`` with
+``topics = [None, value]`` over the contracts' addresses therefore returns a whole history,
+which is then decoded against each contract's ABI: one round trip instead of one per event.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from eth_utils import event_abi_to_log_topic
+from web3.contract import Contract
+
+from .chain import Chain
+
+
+class LogDecoder:
+    """Decodes raw logs of known contracts by (address, topic0)."""
+
+    def __init__(self, contracts: Iterable[tuple[str, Contract]]) -> None:
+        self._events: dict[tuple[str, bytes], tuple[str, Any]] = {}
+        self.addresses: list[str] = []
+        for name, contract in contracts:
+            self.addresses.append(contract.address)
+            for item in contract.abi:
+                if item.get("type") == "event":
+                    handle = getattr(contract.events, item["name"])()
+                    self._events[(contract.address.lower(), event_abi_to_log_topic(item))] = (name, handle)
+
+    def decode(self, raw: Any) -> tuple[str, Any] | None:
+        """``(contract name, decoded log)`` or None for a log of an unknown event."""
+        topics = raw["topics"]
+        if not topics:
+            return None
+        found = self._events.get((str(raw["address"]).lower(), bytes(topics[0])))
+        if found is None:
+            return None
+        name, handle = found
+        return name, handle.process_log(raw)
+
+
+def logs_with_first_topic(chain: Chain, decoder: LogDecoder, value: bytes | int | str, from_block: int,
+                          to_block: int | None = None) -> list[tuple[str, Any]]:
+    """Decoded logs of the decoder's contracts whose first indexed argument equals ``value``."""
+    topic = "0x" + _word(value).hex()
+    head = chain.block_number()
+    to_block = head if to_block is None else min(to_block, head)
+    out: list[tuple[str, Any]] = []
+    start = max(0, from_block)
+    while start <= to_block:
+        end = min(to_block, start + chain.config.max_log_range - 1)
+        with chain._lock:
+            raw = chain.w3.eth.get_logs({"address": decoder.addresses, "fromBlock": start, "toBlock": end,
+                                         "topics": [None, topic]})
+        for entry in raw:
+            decoded = decoder.decode(entry)
+            if decoded is not None:
+                out.append(decoded)
+        start = end + 1
+    out.sort(key=lambda item: (item[1]["blockNumber"], item[1]["logIndex"]))
+    return out
+
+
+def _word(value: bytes | int | str) -> bytes:
+    if isinstance(value, int):
+        return value.to_bytes(32, "big")
+    if isinstance(value, str):  # an address
+        return bytes(12) + bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    value = bytes(value)
+    return value if len(value) == 32 else bytes(32 - len(value)) + value

@@ -1,0 +1,118 @@
+"""The auditor rebuilds histories from events alone and says plainly what does not verify."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+import enclave_support as es
+from enclave.crypto import X25519KeyPair
+from orchestrator.audit import Auditor, render_html, render_model, render_request
+from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
+from orchestrator.requester import Requester
+from splitseal.config import Config
+from splitseal.errors import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def served(embedded_chain, embedded_deployment, tmp_path_factory):
+    """Two completed requests and one failed one, on a provisioned enclave."""
+    chain = embedded_chain
+    snapshot = chain.snapshot()
+    base = Path(tmp_path_factory.mktemp("audit"))
+    w = es.build_world(chain, embedded_deployment, base)
+    key = load_or_create_x25519_key(base / "node" / "input.key")
+    authorize_node(chain, embedded_deployment, w.admin, w.node, key)
+    wiring = build_node(Config(home=str(base)), chain, embedded_deployment, w.node,
+                        backbone_paths=[base / "node" / "backbone.onnx"], socket_path=w.socket_path,
+                        state_dir=base / "node", input_key=key)
+    requester = Requester(chain, embedded_deployment, w.requester, key=X25519KeyPair.generate(),
+                          blob_dir=base / "var" / "blobs")
+    good = [requester.submit(w.model_id, w.version, x) for x in es.sample_inputs(2, seed=5)]
+    bad = requester.submit(w.model_id, w.version, es.sample_inputs(1)[0][:5])
+    wiring.node.poll_once()
+    for s in good + [bad]:
+        requester.wait(s)
+    try:
+        yield w, [s.request_id for s in good], bad.request_id
+    finally:
+        wiring.node.close()
+        wiring.client.close()
+        w.client.close()
+        w.process.stop()
+        chain.revert(snapshot)
+
+
+def test_a_completed_request_verifies_from_events_alone(served):
+    w, good, _ = served
+    audit = Auditor(w.chain, w.deployment).request(good[0])
+    assert audit.status == "COMPLETED"
+    assert audit.verified, [c for c in audit.checks if not c.ok]
+    assert [e.name for e in audit.events] == ["InferenceRequested", "BackboneExecuted", "TransferRecorded",
+                                              "ResultSubmitted"]
+    assert all(e.gas_used > 0 and e.timestamp > 0 and e.tx.startswith("0x") for e in audit.events)
+    names = {c.name for c in audit.checks}
+    assert {"enclave signature (EIP-712 InferenceResult) recovers to the enclave",
+            "measurement allowed for the model at the result", "enclave loaded the registered head",
+            "enclave verified the published parameter index"} <= names
+    assert audit.gas_total <= 200_000
+    text = render_request(audit)
+    assert "VERIFIED" in text and "[FAIL]" not in text
+
+
+def test_a_failed_request_shows_its_recorded_failure(served):
+    w, _, bad = served
+    audit = Auditor(w.chain, w.deployment).request(bad)
+    assert audit.status == "FAILED"
+    assert audit.events[-1].name == "RequestFailed"
+    assert any(c.name == "failure recorded on-chain" and "code 2" in c.detail for c in audit.checks)
+
+
+@pytest.mark.parametrize("tamper, failing", [
+    ("encryptedResult", {"result commitment is the hash of the encrypted result",
+                         "enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+    ("transferHash", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+    ("inputCommitment", {"inline input matches its commitment",
+                         "enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+    ("signature", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+])
+def test_a_tampered_history_does_not_verify_and_says_why(served, tamper, failing):
+    """The verifier itself, fed a history whose one field was altered."""
+    w, good, _ = served
+    auditor = Auditor(w.chain, w.deployment)
+    audit = auditor.request(good[0])
+    forged = copy.deepcopy(audit)
+    forged.checks = []
+    for event in forged.events:
+        if tamper in event.args:
+            value = event.args[tamper]
+            event.args[tamper] = value[:-2] + ("00" if value[-2:] != "00" else "01")
+            break
+    auditor._check_request(forged)
+    assert not forged.verified
+    assert {c.name for c in forged.checks if not c.ok} == failing
+
+
+def test_model_history_lists_registration_enclave_provisioning_and_requests(served, tmp_path):
+    w, good, bad = served
+    audit = Auditor(w.chain, w.deployment).model(w.model_id)
+    names = [e.name for e in audit.events]
+    for expected in ("ModelRegistered", "MeasurementAllowed", "EnclaveRegistered", "HeadProvisioned", "HeadLoaded",
+                     "IndexPublished", "IndexVerified"):
+        assert expected in names
+    assert {r.request_id for r in audit.requests} >= set(good) | {bad}
+    assert audit.verified
+    page = render_html(audit)
+    assert "<svg" in page and "VERIFIED" in page and str(good[0]) in page
+    assert "VERIFIED" in render_model(audit)
+
+
+def test_unknown_request_and_model_are_clear_errors(served):
+    w, _, _ = served
+    auditor = Auditor(w.chain, w.deployment)
+    with pytest.raises(InvalidInputError, match="request 999999 does not exist"):
+        auditor.request(999999)
+    with pytest.raises(InvalidInputError, match="is not registered"):
+        auditor.model(b"\x42" * 32)
