@@ -281,7 +281,23 @@ class MpcClient:
 
     def _all(self, op: str, metas: Sequence[dict[str, Any]], arrays: Sequence[list[np.ndarray]] | None = None
              ) -> list[dict[str, Any]]:
-        """Send one request to every node, then collect every answer; first error wins."""
+        """Send one request to every node, then collect every answer; first error wins.
+
+        Sessions of two clients must not interleave (each node serves requests in arrival
+        order; different orders on different nodes would stall both sessions until the peer
+        timeout): clients on this machine take an exclusive lock on the cluster directory.
+        """
+        import fcntl
+
+        with open(self.cluster.state_dir / "session.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._all_locked(op, metas, arrays)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _all_locked(self, op: str, metas: Sequence[dict[str, Any]],
+                    arrays: Sequence[list[np.ndarray]] | None) -> list[dict[str, Any]]:
         from chain_node.mpc.transport import Frame, decode_frame, encode_frame
 
         errors: list[str] = []

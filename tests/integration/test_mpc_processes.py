@@ -199,3 +199,36 @@ def test_three_nodes_plaintext_kernels_and_failed_enrolment_leaves_nothing(tmp_p
         client.close()
     finally:
         cl.down(state)
+
+
+def test_concurrent_clients_are_serialised(tmp_path):
+    """Two clients at once: every session completes (no interleaving across nodes)."""
+    import threading
+
+    model = random_model(SMALL_SPEC, (1, 28, 28), seed=6)
+    info = cl.up(tmp_path / "mpcc", model, parties=3, shared=False)
+    try:
+        rng = np.random.default_rng(2)
+        errors: list[BaseException] = []
+
+        def worker(tag: str) -> None:
+            client = cl.MpcClient(info)
+            try:
+                for i in range(4):
+                    client.enroll(f"{tag}-{i}", rng.random((28, 28)))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        client = cl.MpcClient(info)
+        assert all(s["enrolled"] == 8 and s["pending"] == 0 for s in client.status())
+        client.close()
+    finally:
+        cl.down(tmp_path / "mpcc")
