@@ -5,7 +5,10 @@ On a real anvil node: ``deploy`` → ``enclave serve`` (its own process) → ``e
 (its own process) → ``infer --wait --json`` (the label equals the plaintext model's argmax) → a
 wrong-shape input ends FAILED with a reason code and a non-zero exit while the node goes on →
 ``audit request`` verifies → ``audit model --html`` writes the report → SIGTERM stops the node
-with status 0 → a request sent while the node is down is served once after a restart.
+with status 0 → a request sent while the node is down is served once after a restart, and nothing
+earlier is served again → SIGTERM right after the node says it serves still exits 0. The
+embedded chain's commands (``infer``, ``audit``, ``node run``) refuse with a one-line error that
+says what to do instead.
 
 Every command runs in a subprocess with its own ``SPLITSEAL_HOME`` and ``--config`` under the
 test's temporary directory. The anvil node is started by the test (not by ``splitseal chain
@@ -313,6 +316,8 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
             assert [len(_events(by_id[request["requestId"]], n)) for n in
                     ("BackboneExecuted", "TransferRecorded", "ResultSubmitted", "RequestFailed")] == [1, 1, 1, 0]
             assert by_id[request["requestId"]]["verified"]
+        assert [len(_events(by_id[failed["requestId"]], n)) for n in
+                ("BackboneExecuted", "TransferRecorded", "ResultSubmitted", "RequestFailed")] == [0, 0, 0, 1]
         assert everything["verified"]
 
         os.killpg(node.pid, signal.SIGTERM)
