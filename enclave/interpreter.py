@@ -606,6 +606,9 @@ class HeadInterpreter:
         for s in graph.outputs:
             if s.name not in known:
                 raise ModelError(f"head output {s.name!r} is produced by no node")
+            if s.dtype != "float32" or s.shape[1:].count(None):
+                raise UnsupportedOperatorError(f"head output {s.name!r} must be float32 with static "
+                                               "non-batch dimensions")
         return plan
 
     # -- public surface --
