@@ -50,6 +50,10 @@ from .listener import LogPoller, PushWakeup
 log = logging.getLogger(__name__)
 
 
+class BackboneUnavailable(SplitsealError):
+    """This node holds no backbone for a request's model version (another node may)."""
+
+
 class EnclaveEndpoint(Protocol):
     """What the node needs of an enclave (``orchestrator.enclave_client.EnclaveClient``)."""
 
@@ -143,8 +147,17 @@ class InferenceNode:
         if install_signal_handlers and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
+        failures = 0
         while not self._stopping.is_set():
-            worked = self.poll_once()
+            try:
+                worked = self.poll_once()
+                failures = 0
+            except (ChainError, OSError) as exc:  # node unreachable or restarting: back off, go on
+                failures += 1
+                delay = min(5.0, self.config.retry_backoff * 2 ** min(failures, 5))
+                log.warning("poll failed attempt=%d error=%s retry_in=%.2fs", failures, exc, delay)
+                self._stopping.wait(delay)
+                continue
             if worked:
                 continue
             if self._wakeup is not None:
@@ -177,15 +190,18 @@ class InferenceNode:
         number of requests that moved."""
         events, upto = self.poller.poll()
         self._seen_head = upto + self.poller.confirmations
+        fresh = set()
         for ev in events:
-            self.checkpoint.see(int(ev["args"]["requestId"]), int(ev["blockNumber"]))
-            self._events[int(ev["args"]["requestId"])] = ev["args"]
+            request_id = int(ev["args"]["requestId"])
+            if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
+                fresh.add(request_id)
+            self._events[request_id] = ev["args"]
         self.checkpoint.set_last_block(upto)
         moved = 0
         for record in self.checkpoint.pending():
             if self._stopping.is_set():
                 break
-            if self._advance(record.request_id, record.stage):
+            if self._advance(record.request_id, record.stage, fresh=record.request_id in fresh):
                 moved += 1
         return moved
 
@@ -208,10 +224,13 @@ class InferenceNode:
         first = self._first_seen.setdefault(request_id, time.monotonic())
         return time.monotonic() - first >= self.claim_grace
 
-    def _advance(self, request_id: int, stage: Stage) -> bool:
+    def _advance(self, request_id: int, stage: Stage, *, fresh: bool = False) -> bool:
+        """Move one request on. ``fresh``: its event was read just now, so it is Requested unless
+        another node claimed it meanwhile, which the claim transaction finds out anyway."""
         be = self.deployment.backbone_execution
         try:
-            status = RequestStatus(self.chain.call(be.functions.status(request_id)))
+            status = RequestStatus.REQUESTED if fresh else \
+                RequestStatus(self.chain.call(be.functions.status(request_id)))
             if status.ended:
                 self._finish(request_id, Stage.SKIPPED, f"ended on-chain as {status.name}")
                 return True
@@ -229,6 +248,12 @@ class InferenceNode:
         except InputProblem as problem:
             self._fail(request_id, problem.code, str(problem))
             return True
+        except BackboneUnavailable as exc:
+            # leave the request to a node that serves this model; it times out if none does
+            log.warning("request_id=%d skipped: %s", request_id, exc)
+            self.stats.skipped += 1
+            self._finish(request_id, Stage.SKIPPED, str(exc))
+            return True
         except ContractRevertError as exc:
             return self._on_revert(request_id, exc)
         except (ChainError, EnclaveError, OSError) as exc:
@@ -236,8 +261,6 @@ class InferenceNode:
 
     def _transfer(self, request_id: int) -> bool:
         ev = self._request_event(request_id)
-        if self._deadline_passed(ev):
-            return True
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
         stored = self.checkpoint.load_transfer(request_id)
@@ -314,11 +337,8 @@ class InferenceNode:
             return inline
         return self.blobs.get(str(ev["inputPointer"]), commitment, max_bytes=2 * MAX_INPUT_BYTES)
 
-    def _deadline_passed(self, ev: Any) -> bool:
-        now = int(self.chain.get_block("latest")["timestamp"])
-        if now < int(ev["deadline"]):
-            return False
-        request_id = int(ev["requestId"])
+    def _time_out(self, request_id: int) -> bool:
+        """The deadline passed before our claim or result: end the request on-chain."""
         try:
             self.chain.transact(self.deployment.backbone_execution.functions.timeout(request_id),
                                 sender=self.account, gas=200_000)
@@ -347,6 +367,8 @@ class InferenceNode:
         return True
 
     def _on_revert(self, request_id: int, exc: ContractRevertError) -> bool:
+        if exc.error_name in ("BackboneExecutionDeadlinePassed", "EnclaveTransferDeadlinePassed"):
+            return self._time_out(request_id)
         status = RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
         record = self.checkpoint.get(request_id)
         if status is RequestStatus.TRANSFERRED and record is not None and record.stage is Stage.SEEN \

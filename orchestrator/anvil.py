@@ -24,7 +24,11 @@ from splitseal.errors import ChainError
 log = logging.getLogger(__name__)
 
 ANVIL_BINARY = PROJECT_ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
-STATE_FILE = PROJECT_ROOT / "var" / "chain" / "anvil.json"
+#: Where `splitseal chain up` records its node, relative to the configured home.
+STATE_FILE = Path("var") / "chain" / "anvil.json"
+#: Keep this many blocks of state: bare --prune-history keeps only the latest, so an eth_call at
+#: "latest" fails with BlockOutOfRangeError when a block is mined at the same moment.
+PRUNE_HISTORY = 64
 
 
 def anvil_binary() -> Path:
@@ -61,7 +65,7 @@ class AnvilNode:
         binary = anvil_binary()
         port = port or free_port()
         args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--prune-history",
-                "--silent"]
+                str(PRUNE_HISTORY), "--silent"]
         if block_time:
             args += ["--block-time", str(block_time)]
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
@@ -109,7 +113,7 @@ class AnvilNode:
                 pass
         _reap(self.pid)
 
-    def save(self, path: Path = STATE_FILE) -> None:
+    def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self)))
 
@@ -121,8 +125,13 @@ def _reap(pid: int) -> None:
         pass
 
 
-def running_node(path: Path = STATE_FILE) -> AnvilNode | None:
-    """The node recorded by ``splitseal chain up``, if it still answers."""
+def state_file(home: Path) -> Path:
+    return Path(home) / STATE_FILE
+
+
+def running_node(home: Path) -> AnvilNode | None:
+    """The node ``splitseal chain up`` recorded under ``home``, if it still answers."""
+    path = state_file(home)
     try:
         node = AnvilNode(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError):

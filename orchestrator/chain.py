@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from eth_abi import decode as abi_decode, encode as abi_encode
@@ -103,6 +104,13 @@ class Chain:
     def __init__(self, w3: Web3, *, name: str, accounts: Sequence[LocalAccount],
                  config: ChainConfig | None = None, on_close: Callable[[], None] | None = None,
                  embedded: bool = False) -> None:
+        # Every transaction carries chainId, gas and fees we set, and no ENS names: web3's validation,
+        # ENS and gas middlewares would only add round trips (eth_chainId, eth_getBlock) per call.
+        for middleware in ("validation", "ens_name_to_address", "gas_price_strategy", "gas_estimate"):
+            try:
+                w3.middleware_onion.remove(middleware)
+            except ValueError:
+                pass
         self.w3 = w3
         self.name = name
         self.config = config or ChainConfig()
@@ -169,7 +177,7 @@ class Chain:
             except Exception as exc:  # noqa: BLE001 - revert data arrives in several shapes
                 data = _revert_data(exc)
                 if data is None:
-                    raise
+                    raise ChainError(f"{fn.fn_name}: the call failed: {exc}") from exc
                 raise self._revert(data, fn.fn_name) from None
 
     def events(self, receipt: TxReceipt, contract: Contract, event: str) -> list[Any]:
@@ -180,28 +188,35 @@ class Chain:
     def get_logs(self, contract: Contract, event: str, from_block: int, to_block: int | None = None,
                  argument_filters: dict[str, Any] | None = None) -> list[Any]:
         """Decoded logs of ``event`` in a block range, clamped to the head and chunked."""
-        with self._lock:
-            head = self.w3.eth.block_number
+        head = self.block_number()
         to_block = head if to_block is None else min(to_block, head)
         out: list[Any] = []
         start = max(0, from_block)
         while start <= to_block:
             end = min(to_block, start + self.config.max_log_range - 1)
-            with self._lock:
-                out.extend(getattr(contract.events, event)().get_logs(
-                    from_block=start, to_block=end, argument_filters=argument_filters))
+            out.extend(self.rpc(f"get_logs({event})", lambda: getattr(contract.events, event)().get_logs(
+                from_block=start, to_block=end, argument_filters=argument_filters)))
             start = end + 1
         return out
+
+    def rpc(self, label: str, request: Callable[[], Any]) -> Any:
+        """Run one request under the lock; transport and node errors become :class:`ChainError`
+        (the retry path of every service), with what was asked."""
+        with self._lock:
+            try:
+                return request()
+            except (ChainError, ValueError, TypeError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - web3, requests and node errors
+                raise ChainError(f"{label}: {type(exc).__name__}: {exc}") from exc
 
     # --- blocks and time -----------------------------------------------------------------
 
     def block_number(self) -> int:
-        with self._lock:
-            return self.w3.eth.block_number
+        return self.rpc("eth_blockNumber", lambda: self.w3.eth.block_number)
 
     def get_block(self, ident: int | str = "latest") -> Any:
-        with self._lock:
-            return self.w3.eth.get_block(ident)
+        return self.rpc(f"eth_getBlock({ident})", lambda: self.w3.eth.get_block(ident))
 
     def wait_for_block(self, after: int, timeout: float) -> int:
         """Wait until the head is past ``after`` (or ``timeout`` passes); returns the head.
@@ -270,7 +285,8 @@ class Chain:
             self._fee_checked = now
         return {"maxFeePerGas": self._max_fee, "maxPriorityFeePerGas": min(10**9, self._max_fee)}
 
-    def _send(self, fn: Any, sender: LocalAccount, gas: int, *, value: int = 0, label: str) -> TxReceipt:
+    def _send(self, fn: Any, sender: LocalAccount, gas: int, *, value: int = 0, label: str,
+              _retried: bool = False) -> TxReceipt:
         with self._lock:
             nonce = self._next_nonce(sender.address)
             tx = fn.build_transaction({"from": sender.address, "nonce": nonce, "gas": gas,
@@ -283,6 +299,9 @@ class Chain:
                 data = _revert_data(exc)
                 if data is not None:
                     raise self._revert(data, label) from None
+                if "nonce" in str(exc).lower() and not _retried:
+                    # another process sent from this account: read the nonce again, once
+                    return self._send(fn, sender, gas, value=value, label=label, _retried=True)
                 raise ChainError(f"{label}: sending the transaction failed: {exc}") from exc
             receipt = self._wait(tx_hash, label)
             if self.embedded:
@@ -297,7 +316,7 @@ class Chain:
             return self.w3.eth.get_transaction_receipt(tx_hash)
         try:
             return self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.config.receipt_timeout, poll_latency=0.002)
+                tx_hash, timeout=self.config.receipt_timeout, poll_latency=0.0005)
         except TimeExhausted:
             raise ChainError(f"{label}: no receipt for {tx_hash.to_0x_hex()} after "
                              f"{self.config.receipt_timeout} s; is the node mining?") from None
@@ -371,11 +390,13 @@ def _eth_tester_revert_data(arg: Any) -> bytes:
 
 # --- connecting ----------------------------------------------------------------------------
 
-def connect(target: str | ChainConfig = "embedded", *, accounts: Sequence[LocalAccount] | None = None) -> Chain:
-    """Connect to ``"embedded"``, ``"anvil"`` or a JSON-RPC URL (http(s):// or ws(s)://).
+def connect(target: str | ChainConfig = "embedded", *, accounts: Sequence[LocalAccount] | None = None,
+            home: Path | None = None, start_anvil: bool = False) -> Chain:
+    """Connect to ``"embedded"``, ``"anvil"`` or a JSON-RPC URL (http(s)://).
 
-    ``"anvil"`` uses the node ``splitseal chain up`` started when it is alive, else starts a
-    private one that stops when the chain is closed.
+    ``"anvil"`` is the node ``splitseal chain up`` recorded under ``home``; when none is running,
+    ``start_anvil`` starts a private one that stops with the chain (the demo and benchmarks),
+    otherwise it is an error that says to start one.
     """
     config = target if isinstance(target, ChainConfig) else ChainConfig(url=target)
     url = config.url.strip()
@@ -384,8 +405,11 @@ def connect(target: str | ChainConfig = "embedded", *, accounts: Sequence[LocalA
     if url == "anvil":
         from .anvil import AnvilNode, running_node
 
-        node = running_node()
+        node = running_node(home or Path.cwd())
         owned = node is None
+        if owned and not start_anvil:
+            raise ChainError("no anvil node is running; start one with `splitseal chain up` "
+                             "(or give the node's URL with --chain http://127.0.0.1:PORT)")
         if owned:
             node = AnvilNode.start()
         chain = _connect_url(node.http_url, config, accounts, name="anvil",

@@ -10,7 +10,7 @@ from pathlib import Path
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
-from .cli_chain import add_chain_option, chain_config
+from .cli_chain import add_chain_option, open_chain, open_deployment
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,17 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open(args: argparse.Namespace, config: Config):
-    from .chain import connect
-    from .deploy import load_deployment
-
-    chain = connect(chain_config(args, config))
+    chain = open_chain(args, config)
     if chain.embedded:
         chain.close()
         raise ConfigError("the embedded chain lives inside one process, so there is nothing to audit from here; "
                           "audit a chain that outlives commands (--chain anvil or a URL), or see the audit "
                           "that `splitseal demo` prints")
     try:
-        return chain, load_deployment(chain)
+        return chain, open_deployment(chain, config)
     except BaseException:
         chain.close()  # `--chain anvil` may have started a private node: stop it
         raise

@@ -8,7 +8,7 @@ import json
 from splitseal.config import Config, ChainConfig
 from splitseal.errors import ChainError
 
-from .anvil import STATE_FILE, AnvilNode, running_node
+from .anvil import AnvilNode, running_node, state_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,33 +44,49 @@ def chain_config(args: argparse.Namespace, config: Config) -> ChainConfig:
     return replace(config.chain, url=args.chain) if getattr(args, "chain", None) else config.chain
 
 
+def open_chain(args: argparse.Namespace, config: Config, *, start_anvil: bool = False):
+    """The chain a command talks to: ``--chain`` or the configured one, under the configured home."""
+    from .chain import connect
+
+    return connect(chain_config(args, config), home=config.path(""), start_anvil=start_anvil)
+
+
+def open_deployment(chain, config: Config):
+    """The deployment recorded for ``chain`` under the configured home."""
+    from .deploy import load_deployment
+
+    return load_deployment(chain, config.path(""))
+
+
 def _up(args: argparse.Namespace, config: Config) -> int:
-    node = running_node()
+    node = running_node(config.path(""))
     if node:
         print(f"anvil already running: pid={node.pid} {node.http_url} {node.ws_url}")
         return 0
-    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-    node = AnvilNode.start(port=args.port, log_path=STATE_FILE.with_suffix(".log"))
-    node.save()
+    path = state_file(config.path(""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    node = AnvilNode.start(port=args.port, log_path=path.with_suffix(".log"))
+    node.save(path)
     print(f"anvil started: pid={node.pid} http={node.http_url} ws={node.ws_url}")
     print("use it with --chain anvil; stop it with `splitseal chain down`")
     return 0
 
 
 def _down(args: argparse.Namespace, config: Config) -> int:
-    node = running_node()
+    node = running_node(config.path(""))
+    path = state_file(config.path(""))
     if not node:
-        STATE_FILE.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         print("no anvil node is running")
         return 0
     node.stop()
-    STATE_FILE.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     print(f"anvil stopped (pid={node.pid})")
     return 0
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
-    node = running_node()
+    node = running_node(config.path(""))
     if not node:
         raise ChainError("no anvil node is running; start one with `splitseal chain up`")
     print(f"anvil running: pid={node.pid} http={node.http_url} ws={node.ws_url}")
@@ -78,21 +94,19 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _deploy(args: argparse.Namespace, config: Config) -> int:
-    from .chain import connect
-    from .deploy import ensure_deployed, deployment_path
+    from .deploy import deployment_path, ensure_deployed
 
-    cfg = chain_config(args, config)
-    with connect(cfg) as chain:
+    with open_chain(args, config) as chain:
         admin = chain.accounts[0]
         quoting_key = args.quoting_key or _local_quoting_key(config)
-        deployment = ensure_deployed(chain, admin, quoting_key=quoting_key)
+        deployment = ensure_deployed(chain, admin, home=config.path(""), quoting_key=quoting_key)
         record = deployment.to_json()
         if args.json:
             print(json.dumps(record, indent=2))
             return 0
         verb = "found live deployment" if deployment.reused else "deployed"
         print(f"{verb} on chain {chain.name} (chain id {chain.chain_id}), "
-              f"record: {deployment_path(chain.chain_id)}")
+              f"record: {deployment_path(chain.chain_id, config.path(''))}")
         for name, address in record["contracts"].items():
             print(f"  {name:22s} {address}")
         if chain.embedded:

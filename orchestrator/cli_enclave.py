@@ -95,13 +95,11 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _connect_chain(args: argparse.Namespace, config: Config) -> tuple[Any, Any]:
-    from .chain import connect
-    from .cli_chain import chain_config
-    from .deploy import load_deployment
+    from .cli_chain import open_chain, open_deployment
 
-    chain = connect(chain_config(args, config))
+    chain = open_chain(args, config)
     try:
-        return chain, load_deployment(chain)
+        return chain, open_deployment(chain, config)
     except Exception:
         chain.close()
         raise

@@ -125,9 +125,9 @@ def _connect(url: str, config: Config):
     from orchestrator.chain import connect
     from orchestrator.deploy import ensure_deployed
 
-    chain = connect(replace(config.chain, url=url))
+    chain = connect(replace(config.chain, url=url), home=config.path(""))
     admin = chain.accounts[0]
-    return chain, ensure_deployed(chain, admin), admin
+    return chain, ensure_deployed(chain, admin, home=config.path("")), admin
 
 
 def _client(config: Config):

@@ -14,7 +14,7 @@ from eth_account import Account
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
-from .cli_chain import add_chain_option, chain_config
+from .cli_chain import add_chain_option, open_chain, open_deployment
 
 #: Signals that stop ``splitseal node run`` cleanly (finish the current step, close, exit 0).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -80,17 +80,14 @@ def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _node_run(args: argparse.Namespace, config: Config, requested: threading.Event) -> int:
-    from .chain import connect
-    from .deploy import load_deployment
     from .node_setup import authorize_node, build_node, load_or_create_x25519_key
 
-    cfg = chain_config(args, config)
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
-    with connect(cfg) as chain:
+    with open_chain(args, config) as chain:
         if chain.embedded:
             raise ConfigError("the embedded chain lives inside one process; run the node with --chain anvil or "
                               "a URL, or use `splitseal demo`, which runs node and requests in one process")
-        deployment = load_deployment(chain)
+        deployment = open_deployment(chain, config)
         account = node_account(config, chain)
         if args.authorize:
             authorize_node(chain, deployment, chain.accounts[0], account,
@@ -139,18 +136,15 @@ def load_input(path: str, shape: str | None) -> np.ndarray:
 def cmd_infer(args: argparse.Namespace, config: Config) -> int:
     from enclave.crypto import X25519KeyPair
 
-    from .chain import connect
     from .cli_enclave import parse_model_id
-    from .deploy import load_deployment
     from .requester import Requester
 
-    cfg = chain_config(args, config)
     x = load_input(args.input, args.shape)
-    with connect(cfg) as chain:
+    with open_chain(args, config) as chain:
         if chain.embedded:
             raise ConfigError("the embedded chain lives inside one process and has no node to serve requests; "
                               "use --chain anvil (after `splitseal chain up` and a running node) or `splitseal demo`")
-        deployment = load_deployment(chain)
+        deployment = open_deployment(chain, config)
         model_id = parse_model_id(args.model)
         version = args.version or int(chain.call(deployment.model_registry.functions.latestVersion(model_id)))
         if version == 0:

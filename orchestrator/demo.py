@@ -137,7 +137,8 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
     step = _Steps(say)
     with step("connect to the chain"):
-        chain = connect(replace(config.chain, url=chain_target) if chain_target else config.chain)
+        chain = connect(replace(config.chain, url=chain_target) if chain_target else config.chain,
+                        home=config.path(""), start_anvil=True)
     enclave_proc = None
     try:
         admin, owner = chain.accounts[:2]
@@ -153,7 +154,8 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
         quoting_key = quoting_key_address(enclave_dir)
         with step("deploy the contracts"):
-            deployment = ensure_deployed(chain, admin, quoting_key=quoting_key, record=not chain.embedded)
+            deployment = ensure_deployed(chain, admin, home=config.path(""), quoting_key=quoting_key,
+                                         record=not chain.embedded)
             registry = deployment.model_registry
             if chain.call(registry.functions.quotingKey()) != quoting_key:
                 chain.transact(registry.functions.setQuotingKey(quoting_key), sender=admin)
@@ -208,7 +210,7 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
     if requests < 1:
         raise SplitsealError("--requests must be at least 1")
     stack = start_stack(config, chain_target=chain_target, state_dir=state_dir, say=say)
-    step = _Steps(say, first=6)
+    step = _Steps(say, first=9)
     try:
         _, _, x_test, y_test = load_split()
         plain = Backbone(reference_model_path(DEMO_MODEL).read_bytes())

@@ -17,7 +17,6 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
-from splitseal.config import PROJECT_ROOT
 from splitseal.errors import DeploymentError
 
 from .artifacts import load_artifact
@@ -25,7 +24,8 @@ from .chain import Chain
 
 log = logging.getLogger(__name__)
 
-DEPLOYMENTS_DIR = PROJECT_ROOT / "deployments"
+#: Deployment records, relative to the configured home.
+DEPLOYMENTS_DIR = Path("deployments")
 CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry")
 ZERO_ADDRESS = "0x" + "00" * 20
 
@@ -66,8 +66,8 @@ def artifact_sha256(name: str) -> str:
     return hashlib.sha256((artifact["bytecode"] + json.dumps(artifact["abi"], sort_keys=True)).encode()).hexdigest()
 
 
-def deployment_path(chain_id: int, directory: Path = DEPLOYMENTS_DIR) -> Path:
-    return directory / f"{chain_id}.json"
+def deployment_path(chain_id: int, home: Path) -> Path:
+    return Path(home) / DEPLOYMENTS_DIR / f"{chain_id}.json"
 
 
 def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADDRESS) -> Deployment:
@@ -93,9 +93,10 @@ def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADD
                       enclave_transfer=transfer, feature_share_registry=features, tx_hashes=txs)
 
 
-def load_deployment(chain: Chain, path: Path | None = None) -> Deployment:
-    """The deployment recorded for this chain; :class:`DeploymentError` if absent or stale."""
-    path = path or deployment_path(chain.chain_id)
+def load_deployment(chain: Chain, home: Path) -> Deployment:
+    """The deployment recorded for this chain under ``home``; :class:`DeploymentError` if absent
+    or stale."""
+    path = deployment_path(chain.chain_id, home)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
@@ -119,13 +120,13 @@ def load_deployment(chain: Chain, path: Path | None = None) -> Deployment:
                       tx_hashes=record.get("txHashes", {}), reused=True)
 
 
-def ensure_deployed(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADDRESS,
-                    directory: Path = DEPLOYMENTS_DIR, record: bool = True) -> Deployment:
-    """Reuse the live deployment recorded for this chain, else deploy and record it."""
-    path = deployment_path(chain.chain_id, directory)
+def ensure_deployed(chain: Chain, admin: LocalAccount, *, home: Path, quoting_key: str = ZERO_ADDRESS,
+                    record: bool = True) -> Deployment:
+    """Reuse the live deployment recorded for this chain under ``home``, else deploy and record it."""
+    path = deployment_path(chain.chain_id, home)
     if path.exists():
         try:
-            deployment = load_deployment(chain, path)
+            deployment = load_deployment(chain, home)
             log.info("found live deployment on chain %d in %s", chain.chain_id, path)
             return deployment
         except DeploymentError as exc:

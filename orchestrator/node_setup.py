@@ -19,12 +19,10 @@ from typing import Iterable
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from chain_node.inference_node import EnclaveTarget, InferenceNode
-from chain_node.inputs import InputProblem
+from chain_node.inference_node import BackboneUnavailable, EnclaveTarget, InferenceNode
 from enclave.crypto import X25519KeyPair, keccak256
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError, ModelError
-from splitseal.protocol import FailureCode
 
 from .chain import Chain
 from .deploy import Deployment
@@ -108,12 +106,12 @@ class BackboneLibrary:
             backbone_hash = bytes(record[0])
             path = self._files.get(backbone_hash)
             if path is None:
-                raise InputProblem(FailureCode.INTERNAL,
-                                   f"this node holds no backbone for model 0x{model_id.hex()[:16]}… v{version} "
-                                   f"(registered backbone hash 0x{backbone_hash.hex()[:16]}…)")
+                raise BackboneUnavailable(f"this node holds no backbone for model 0x{model_id.hex()[:16]}… "
+                                          f"v{version} (registered backbone hash 0x{backbone_hash.hex()[:16]}…); "
+                                          "give it with --backbone")
             data = path.read_bytes()
             if keccak256(data) != backbone_hash:
-                raise InputProblem(FailureCode.INTERNAL, f"backbone file {path} changed on disk")
+                raise BackboneUnavailable(f"backbone file {path} changed on disk since the node started")
             self._loaded[key] = SplitBackbone(data)
         return self._loaded[key]
 

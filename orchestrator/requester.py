@@ -25,7 +25,7 @@ from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
 from enclave import eip712
 from enclave.core import open_result
 from enclave.crypto import X25519KeyPair, keccak256
-from splitseal.errors import ChainError, InvalidInputError, SplitsealError
+from splitseal.errors import ChainError, ContractRevertError, InvalidInputError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 
 from .chain import Chain
@@ -78,6 +78,7 @@ class Requester:
         self.blobs = BlobStore(blob_dir)
         self._input_key: bytes | None = None
         self._decoder: Any = None
+        self._clock: tuple[float, float] | None = None
 
     # --- submit ----------------------------------------------------------------------------
 
@@ -99,15 +100,29 @@ class Requester:
         ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
         commitment = keccak256(ciphertext)
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
-        now = int(self.chain.get_block("latest")["timestamp"])
         sent = time.perf_counter()
-        receipt = self.chain.transact(self.deployment.backbone_execution.functions.requestInference(
-            model_id, version, commitment, inline, pointer, self.key.public, now + deadline_seconds),
-            sender=self.account, gas=500_000)
+        for attempt in (1, 2):
+            try:
+                receipt = self.chain.transact(self.deployment.backbone_execution.functions.requestInference(
+                    model_id, version, commitment, inline, pointer, self.key.public,
+                    self._chain_now() + deadline_seconds), sender=self.account, gas=500_000)
+                break
+            except ContractRevertError as exc:
+                if exc.error_name != "BackboneExecutionBadDeadline" or attempt == 2:
+                    raise
+                self._clock = None  # the chain's clock jumped: read it again
         mined = time.perf_counter()
         (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")
         return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].to_0x_hex(),
                          receipt["blockNumber"], sent, mined, receipt["gasUsed"])
+
+    def _chain_now(self) -> int:
+        """The chain's time, from the wall clock and an offset read from a block every 30 s
+        (one block header per request would cost a round trip on the hot path)."""
+        if self._clock is None or time.monotonic() - self._clock[1] > 30:
+            latest = int(self.chain.get_block("latest")["timestamp"])
+            self._clock = (latest - time.time(), time.monotonic())
+        return int(time.time() + self._clock[0])
 
     # --- wait ------------------------------------------------------------------------------
 
@@ -151,7 +166,10 @@ class Requester:
                                         ("EnclaveTransfer", d.enclave_transfer)])
         logs = {entry["event"]: entry for _, entry in logs_with_first_topic(chain, self._decoder, request_id,
                                                                             from_block)}
-        status = RequestStatus(chain.call(d.backbone_execution.functions.status(request_id)))
+        endings = {"ResultSubmitted": RequestStatus.COMPLETED, "RequestFailed": RequestStatus.FAILED,
+                   "RequestTimedOut": RequestStatus.TIMED_OUT}
+        ended = [endings[name] for name in logs if name in endings]
+        status = ended[0] if ended else RequestStatus(chain.call(d.backbone_execution.functions.status(request_id)))
         outcome = InferenceOutcome(request_id=request_id, status=status)
         if status is RequestStatus.COMPLETED:
             req, xfer, res = logs["InferenceRequested"], logs["TransferRecorded"], logs["ResultSubmitted"]

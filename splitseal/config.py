@@ -111,6 +111,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
+    file_home = data.pop("home", None)
     sections: dict[str, Any] = {}
     for f in dataclasses.fields(Config):
         if f.name == "home":
@@ -128,7 +129,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         raw.update(overrides.get(f.name, {}) or {})
         values = {k: _coerce(f"[{f.name}].{k}", v, known[k]) for k, v in raw.items()}
         sections[f.name] = section_cls(**values)
-    home = str(overrides.get("home") or environ.get("SPLITSEAL_HOME") or data.pop("home", ".") or ".")
+    home = str(overrides.get("home") or environ.get("SPLITSEAL_HOME") or file_home or ".")
     if data:
         raise ConfigError(f"unknown section(s) {sorted(data)} in config; known: chain, enclave, node, mpc, home")
     return Config(home=home, **sections)

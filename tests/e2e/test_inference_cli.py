@@ -210,7 +210,7 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
     anvil: subprocess.Popen[Any] | None = None
     try:
         anvil, url, chain_id = _start_anvil(tmp_path / "anvil.log")
-        record = PROJECT_ROOT / "deployments" / f"{chain_id}.json"
+        record = home / "deployments" / f"{chain_id}.json"  # deployments live under SPLITSEAL_HOME
         chain = ("--chain", url)
 
         deployed = json.loads(cli.run("deploy", *chain, "--json").stdout)

@@ -248,7 +248,8 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     more = [req.submit(w.model_id, w.version, x) for x in xs[:4]]
     b.node.poll_once()
     assert all(req.wait(s).status is RequestStatus.COMPLETED for s in more)
-    a.node.poll_once()  # the other node sees them ended and skips them
+    a.node.poll_once()  # reads the events: its own requests are found taken at once,
+    a.node.poll_once()  # the others (grace not over) at the next look: all ended, all skipped
     assert all(r.stage is not Stage.SEEN for r in [a.node.checkpoint.get(s.request_id) for s in more] if r)
     a.node.close()
     b.node.close()

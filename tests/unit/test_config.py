@@ -51,3 +51,11 @@ def test_paths_resolve_against_home():
     config = Config(home="/srv/splitseal")
     assert config.path("var/node.db") == Path("/srv/splitseal/var/node.db")
     assert config.path("/abs/x") == Path("/abs/x")
+
+
+def test_home_from_file_environment_and_override(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('home = "/from/file"\n')
+    assert load_config(path, environ={}).home == "/from/file"
+    assert load_config(path, environ={"SPLITSEAL_HOME": "/from/env"}).home == "/from/env"
+    assert load_config(path, environ={"SPLITSEAL_HOME": "/from/env"}, home="/given").home == "/given"
