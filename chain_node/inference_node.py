@@ -36,7 +36,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from enclave.crypto import X25519KeyPair, encrypt_transfer, keccak256
-from orchestrator.chain import Chain
+from orchestrator.chain import Chain, PendingTx
 from orchestrator.deploy import Deployment
 from orchestrator.enclave_client import EnclaveUnavailableError
 from splitseal.config import NodeConfig
@@ -48,6 +48,11 @@ from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
 from .listener import LogPoller, PushWakeup
 
 log = logging.getLogger(__name__)
+
+
+_FRESH_BLOCKS = 3
+_DELIVER = object()  # a request whose claim is ours: ask the enclave and deliver
+_HANDLED = object()  # a step that ended in a recorded failure, a skip or a retry
 
 
 class BackboneUnavailable(SplitsealError):
@@ -131,6 +136,7 @@ class InferenceNode:
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
+        self._sent_at: dict[int, float] = {}
         self._seen_head = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -173,9 +179,7 @@ class InferenceNode:
         self._stopping.set()
         if self._wakeup is not None:
             self._wakeup.event.set()
-        if self.chain.embedded:
-            with self.chain._lock:
-                self.chain._new_block.notify_all()
+        self.chain.wake_waiters()
 
     def close(self) -> None:
         self.stop()
@@ -186,23 +190,56 @@ class InferenceNode:
     # --- one step ------------------------------------------------------------------------
 
     def poll_once(self) -> int:
-        """Read new requests and advance every pending one by as far as it goes; returns the
-        number of requests that moved."""
+        """Read new requests and advance every pending one as far as it goes; returns the number
+        of requests that moved.
+
+        Work is batched in four phases so that transactions of many requests are in flight
+        together instead of one after another: (1) decide, run backbones and send the claims;
+        (2) confirm the claims; (3) ask the enclave and send the results; (4) confirm them.
+        Each request is still checkpointed before its next step.
+        """
         events, upto = self.poller.poll()
         self._seen_head = upto + self.poller.confirmations
         fresh = set()
         for ev in events:
             request_id = int(ev["args"]["requestId"])
-            if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
+            # only requests of the last few blocks skip the status read: when catching up on
+            # history, most requests ended long ago, and one read is cheaper than a claim attempt
+            recent = upto - int(ev["blockNumber"]) < _FRESH_BLOCKS
+            if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN and recent:
                 fresh.add(request_id)
             self._events[request_id] = ev["args"]
         self.checkpoint.set_last_block(upto)
+
         moved = 0
+        claims: list[tuple[int, PendingTx]] = []
+        deliveries: list[int] = []
         for record in self.checkpoint.pending():
             if self._stopping.is_set():
                 break
-            if self._advance(record.request_id, record.stage, fresh=record.request_id in fresh):
+            rid = record.request_id
+            step = self._guard(rid, lambda: self._plan(rid, record.stage, rid in fresh))
+            if isinstance(step, PendingTx):
+                claims.append((rid, step))
+            elif step is _DELIVER:
+                deliveries.append(rid)
+            elif step is not None:
                 moved += 1
+        for rid, pending in claims:
+            if self._guard(rid, lambda: self._confirm_claim(rid, pending)) is True:
+                deliveries.append(rid)
+            else:
+                moved += 1
+        results: list[tuple[int, PendingTx]] = []
+        for rid in deliveries:
+            step = self._guard(rid, lambda: self._send_result(rid))
+            if isinstance(step, PendingTx):
+                results.append((rid, step))
+            else:
+                moved += 1
+        for rid, pending in results:
+            self._guard(rid, lambda: self._confirm_result(rid, pending))
+            moved += 1
         return moved
 
     # --- the pipeline --------------------------------------------------------------------
@@ -224,42 +261,47 @@ class InferenceNode:
         first = self._first_seen.setdefault(request_id, time.monotonic())
         return time.monotonic() - first >= self.claim_grace
 
-    def _advance(self, request_id: int, stage: Stage, *, fresh: bool = False) -> bool:
-        """Move one request on. ``fresh``: its event was read just now, so it is Requested unless
-        another node claimed it meanwhile, which the claim transaction finds out anyway."""
-        be = self.deployment.backbone_execution
+    def _guard(self, request_id: int, step: Callable[[], Any]) -> Any:
+        """Run one step of one request; what goes wrong ends up on-chain or in a retry, and the
+        node goes on with the next request. Returns the step's value, or ``_HANDLED``."""
         try:
-            status = RequestStatus.REQUESTED if fresh else \
-                RequestStatus(self.chain.call(be.functions.status(request_id)))
-            if status.ended:
-                self._finish(request_id, Stage.SKIPPED, f"ended on-chain as {status.name}")
-                return True
-            if stage is Stage.SEEN:
-                if status is RequestStatus.TRANSFERRED:
-                    if self._resume_own_claim(request_id):
-                        return self._deliver(request_id)
-                    self._finish(request_id, Stage.SKIPPED, "claimed by another node")
-                    self.stats.skipped += 1
-                    return True
-                if not self._mine_first(request_id):
-                    return False
-                return self._transfer(request_id)
-            return self._deliver(request_id)
+            return step()
         except InputProblem as problem:
             self._fail(request_id, problem.code, str(problem))
-            return True
         except BackboneUnavailable as exc:
             # leave the request to a node that serves this model; it times out if none does
             log.warning("request_id=%d skipped: %s", request_id, exc)
             self.stats.skipped += 1
             self._finish(request_id, Stage.SKIPPED, str(exc))
-            return True
         except ContractRevertError as exc:
-            return self._on_revert(request_id, exc)
+            self._on_revert(request_id, exc)
         except (ChainError, EnclaveError, OSError) as exc:
-            return self._retry(request_id, exc)
+            self._retry(request_id, exc)
+        return _HANDLED
 
-    def _transfer(self, request_id: int) -> bool:
+    def _plan(self, request_id: int, stage: Stage, fresh: bool) -> Any:
+        """What to do next: a sent claim, ``_DELIVER``, or None (nothing now / ended).
+        ``fresh``: its event was read just now, so it is Requested unless another node claimed it
+        meanwhile, which the claim transaction finds out anyway."""
+        status = RequestStatus.REQUESTED if fresh else \
+            RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
+        if status.ended:
+            self._finish(request_id, Stage.SKIPPED, f"ended on-chain as {status.name}")
+            return _HANDLED
+        if stage is Stage.TRANSFERRED:
+            return _DELIVER
+        if status is RequestStatus.TRANSFERRED:
+            if self._resume_own_claim(request_id):
+                return _DELIVER
+            self._finish(request_id, Stage.SKIPPED, "claimed by another node")
+            self.stats.skipped += 1
+            return _HANDLED
+        if not self._mine_first(request_id):
+            return None
+        return self._send_claim(request_id)
+
+    def _send_claim(self, request_id: int) -> PendingTx:
+        """Input → backbone → transfer encrypted to the enclave; send recordBackboneOutput."""
         ev = self._request_event(request_id)
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
@@ -272,7 +314,7 @@ class InferenceNode:
             x = _check_shape(x, backbone.input_shape)
             t1 = time.perf_counter()
             output = backbone.run(x)
-            t2 = time.perf_counter()
+            times.backbone = time.perf_counter() - t1
             transfer, shape, dtype = encrypt_transfer(self.enclave.encryption_key, self.enclave.address,
                                                       request_id, bytes(ev["modelId"]), int(ev["version"]), output)
             # Deterministic in the backbone output, so independent nodes can be cross-checked.
@@ -280,50 +322,56 @@ class InferenceNode:
             self.checkpoint.store_transfer(request_id, transfer, shape, dtype, commitment)
             stored = self.checkpoint.load_transfer(request_id)
             assert stored is not None
-        else:
-            t1 = t2 = time.perf_counter()
-        self.chain.transact(self.deployment.backbone_execution.functions.recordBackboneOutput(
+            times.fetch = t1 - t0
+        self._sent_at[request_id] = time.perf_counter()
+        return self.chain.send(self.deployment.backbone_execution.functions.recordBackboneOutput(
             request_id, stored.output_commitment, self.enclave.address, keccak256(stored.ciphertext)),
             sender=self.account, gas=400_000)
-        t3 = time.perf_counter()
-        times.fetch, times.backbone, times.transfer_tx = t1 - t0, t2 - t1, t3 - t2
-        self.checkpoint.advance(request_id, Stage.TRANSFERRED)
-        log.info("request_id=%d stage=transferred backbone_ms=%.2f", request_id, (t2 - t1) * 1e3)
-        return self._deliver(request_id)
 
-    def _deliver(self, request_id: int) -> bool:
+    def _confirm_claim(self, request_id: int, pending: PendingTx) -> bool:
+        self.chain.confirm(pending)
+        self.checkpoint.advance(request_id, Stage.TRANSFERRED)
+        times = self.stats.times.setdefault(request_id, StageTimes())
+        times.transfer_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
+        log.info("request_id=%d stage=transferred", request_id)
+        return True
+
+    def _send_result(self, request_id: int) -> Any:
+        """The enclave's signed, encrypted answer (asked once, kept until on-chain); send it."""
         ev = self._request_event(request_id)
         stored = self.checkpoint.load_transfer(request_id)
         if stored is None:
             raise ChainError(f"request {request_id}: transfer ciphertext missing from the checkpoint")
-        transfer, shape, dtype = stored.ciphertext, stored.shape, stored.dtype
         times = self.stats.times.setdefault(request_id, StageTimes())
-        t0 = time.perf_counter()
         saved = self.checkpoint.load_reply(request_id)
         if saved is None:
+            t0 = time.perf_counter()
             try:
                 reply = self.enclave.endpoint.infer(
                     request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
-                    input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=transfer,
-                    shape=shape, dtype=dtype, requester_key=bytes(ev["requesterKey"]))
+                    input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=stored.ciphertext,
+                    shape=stored.shape, dtype=stored.dtype, requester_key=bytes(ev["requesterKey"]))
             except EnclaveUnavailableError:
                 raise
             except EnclaveError as exc:
                 self._fail(request_id, _refusal_code(exc), f"enclave refused: {exc}")
-                return True
+                return _HANDLED
+            times.enclave = time.perf_counter() - t0
             saved = (reply.encrypted_result, reply.signature)
             self.checkpoint.store_reply(request_id, *saved)
         encrypted_result, signature = saved
-        t1 = time.perf_counter()
-        self.chain.transact(self.deployment.enclave_transfer.functions.submitResult(
+        self._sent_at[request_id] = time.perf_counter()
+        return self.chain.send(self.deployment.enclave_transfer.functions.submitResult(
             request_id, bytes(ev["modelId"]), bytes(ev["inputCommitment"]), self.enclave.address,
-            keccak256(transfer), encrypted_result, signature), sender=self.account, gas=400_000)
-        t2 = time.perf_counter()
-        times.enclave, times.result_tx = t1 - t0, t2 - t1
+            keccak256(stored.ciphertext), encrypted_result, signature), sender=self.account, gas=400_000)
+
+    def _confirm_result(self, request_id: int, pending: PendingTx) -> None:
+        self.chain.confirm(pending)
+        times = self.stats.times.setdefault(request_id, StageTimes())
+        times.result_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
         self._finish(request_id, Stage.COMPLETED, "")
         self.stats.completed += 1
-        log.info("request_id=%d stage=completed enclave_ms=%.2f", request_id, (t1 - t0) * 1e3)
-        return True
+        log.info("request_id=%d stage=completed", request_id)
 
     # --- outcomes ------------------------------------------------------------------------
 

@@ -125,7 +125,7 @@ class Auditor:
             self._blocks[block] = int(self.chain.get_block(block)["timestamp"])
         tx = entry["transactionHash"].to_0x_hex()
         if tx not in self._gas:
-            with self.chain._lock:
+            with self.chain.request_lock:
                 self._gas[tx] = int(self.chain.w3.eth.get_transaction_receipt(entry["transactionHash"])["gasUsed"])
         return AuditEvent(event, contract_name, block, tx, int(entry["logIndex"]), self._blocks[block],
                           self._gas[tx], {k: _plain(v) for k, v in entry["args"].items()})

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import threading
 import time
@@ -51,6 +52,15 @@ Account.enable_unaudited_hdwallet_features()
 def dev_accounts(count: int = DEV_ACCOUNTS) -> list[LocalAccount]:
     """The funded development accounts (same on the embedded chain and anvil)."""
     return [Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+@dataclass(frozen=True)
+class PendingTx:
+    """A transaction sent and not yet confirmed."""
+
+    tx_hash: bytes
+    tx: dict[str, Any]
+    label: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,9 @@ class Chain:
         self.chain_id: int = w3.eth.chain_id
         self.errors = ErrorDecoder(a["abi"] for a in all_artifacts().values())
         self._lock = threading.RLock()
+        #: Held around every request on the embedded chain (eth-tester is not thread-safe); a
+        #: real node takes concurrent requests, so there only nonce hand-out is serialised.
+        self.request_lock: Any = self._lock if embedded else contextlib.nullcontext()
         # Signalled after every transaction this process mines on the embedded chain, so that
         # in-process listeners wait for blocks instead of polling the EVM.
         self._new_block = threading.Condition(self._lock)
@@ -171,7 +184,7 @@ class Chain:
     def call(self, fn: ContractFunction, *, sender: str | None = None, block: int | str = "latest") -> Any:
         """Call a view (or simulate a transaction); reverts are decoded."""
         params = {"from": sender} if sender else {}
-        with self._lock:
+        with self.request_lock:
             try:
                 return fn.call(params, block_identifier=block)
             except Exception as exc:  # noqa: BLE001 - revert data arrives in several shapes
@@ -200,9 +213,9 @@ class Chain:
         return out
 
     def rpc(self, label: str, request: Callable[[], Any]) -> Any:
-        """Run one request under the lock; transport and node errors become :class:`ChainError`
-        (the retry path of every service), with what was asked."""
-        with self._lock:
+        """Run one request (under the lock on the embedded chain); transport and node errors become
+        :class:`ChainError` (the retry path of every service), with what was asked."""
+        with self.request_lock:
             try:
                 return request()
             except (ChainError, ValueError, TypeError):
@@ -238,6 +251,12 @@ class Chain:
             if head > after or time.monotonic() >= deadline:
                 return head
             time.sleep(0.002)
+
+    def wake_waiters(self) -> None:
+        """Release every :meth:`wait_for_block` now (a service that is stopping)."""
+        if self.embedded:
+            with self._lock:
+                self._new_block.notify_all()
 
     def snapshot(self) -> Any:
         with self._lock:
@@ -285,9 +304,18 @@ class Chain:
             self._fee_checked = now
         return {"maxFeePerGas": self._max_fee, "maxPriorityFeePerGas": min(10**9, self._max_fee)}
 
-    def _send(self, fn: Any, sender: LocalAccount, gas: int, *, value: int = 0, label: str,
-              _retried: bool = False) -> TxReceipt:
-        with self._lock:
+    def _send(self, fn: Any, sender: LocalAccount, gas: int, *, value: int = 0, label: str) -> TxReceipt:
+        return self.confirm(self._submit(fn, sender, gas, value=value, label=label))
+
+    def send(self, fn: ContractFunction, *, sender: LocalAccount, gas: int | None = None,
+             value: int = 0) -> "PendingTx":
+        """Sign and send without waiting: several transactions of one account can be in flight
+        (nonces are handed out in order); :meth:`confirm` waits for each."""
+        return self._submit(fn, sender, gas or DEFAULT_TX_GAS, value=value, label=fn.fn_name)
+
+    def _submit(self, fn: Any, sender: LocalAccount, gas: int, *, value: int, label: str,
+                _retried: bool = False) -> "PendingTx":
+        with self._lock:  # nonces must reach the node in the order they were handed out
             nonce = self._next_nonce(sender.address)
             tx = fn.build_transaction({"from": sender.address, "nonce": nonce, "gas": gas,
                                        "value": value, "chainId": self.chain_id, **self._fees()})
@@ -301,25 +329,33 @@ class Chain:
                     raise self._revert(data, label) from None
                 if "nonce" in str(exc).lower() and not _retried:
                     # another process sent from this account: read the nonce again, once
-                    return self._send(fn, sender, gas, value=value, label=label, _retried=True)
+                    return self._submit(fn, sender, gas, value=value, label=label, _retried=True)
                 raise ChainError(f"{label}: sending the transaction failed: {exc}") from exc
-            receipt = self._wait(tx_hash, label)
-            if self.embedded:
+            if self.embedded:  # auto-mined: the receipt is there already
                 self._new_block.notify_all()
+        return PendingTx(tx_hash, tx, label)
+
+    def confirm(self, pending: "PendingTx") -> TxReceipt:
+        """Wait for a sent transaction; raises :class:`ContractRevertError` when it reverted."""
+        receipt = self._wait(pending.tx_hash, pending.label)
         if receipt["status"] != 1:
-            raise self._replay_revert(tx, receipt, label)
-        log.debug("tx=%s fn=%s gas=%d block=%d", tx_hash.to_0x_hex(), label, receipt["gasUsed"], receipt["blockNumber"])
+            raise self._replay_revert(pending.tx, receipt, pending.label)
+        log.debug("tx=%s fn=%s gas=%d block=%d", pending.tx_hash.to_0x_hex(), pending.label,
+                  receipt["gasUsed"], receipt["blockNumber"])
         return receipt
 
     def _wait(self, tx_hash: bytes, label: str) -> TxReceipt:
         if self.embedded:
-            return self.w3.eth.get_transaction_receipt(tx_hash)
-        try:
+            with self._lock:
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+        try:  # no lock: other threads' requests go on while this one polls
             return self.w3.eth.wait_for_transaction_receipt(
                 tx_hash, timeout=self.config.receipt_timeout, poll_latency=0.0005)
         except TimeExhausted:
             raise ChainError(f"{label}: no receipt for {tx_hash.to_0x_hex()} after "
                              f"{self.config.receipt_timeout} s; is the node mining?") from None
+        except Exception as exc:  # noqa: BLE001
+            raise ChainError(f"{label}: waiting for the receipt failed: {exc}") from exc
 
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt, label: str) -> ChainError:
         """Re-run a failed transaction as a call to learn its custom error.
@@ -331,7 +367,7 @@ class Chain:
         call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
         for block in (receipt["blockNumber"], "latest"):
             try:
-                with self._lock:
+                with self.request_lock:
                     self.w3.eth.call(call, block_identifier=block)
             except Exception as exc:  # noqa: BLE001
                 data = _revert_data(exc)

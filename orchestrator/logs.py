@@ -51,7 +51,7 @@ def logs_with_first_topic(chain: Chain, decoder: LogDecoder, value: bytes | int 
     start = max(0, from_block)
     while start <= to_block:
         end = min(to_block, start + chain.config.max_log_range - 1)
-        with chain._lock:
+        with chain.request_lock:
             raw = chain.w3.eth.get_logs({"address": decoder.addresses, "fromBlock": start, "toBlock": end,
                                          "topics": [None, topic]})
         for entry in raw:

@@ -291,10 +291,10 @@ def test_a_node_killed_between_the_enclave_reply_and_submitting_it_submits_the_s
         def __getattr__(self, name):
             return getattr(self._chain, name)
 
-        def transact(self, fn, **kwargs):
+        def send(self, fn, **kwargs):
             if fn.fn_name == "submitResult":
                 raise _Killed()
-            return self._chain.transact(fn, **kwargs)
+            return self._chain.send(fn, **kwargs)
 
     first.node.chain = DiesOnSubmit(w.chain)
     with pytest.raises(_Killed):
