@@ -11,10 +11,16 @@ Per request, in order (each step is checkpointed before the next starts):
    decrypt it with the node's input key, check it against the backbone's input shape;
 3. run the backbone (public parameters, onnxruntime), encrypt its output to the enclave with
    additional data that binds request, model, version, enclave, shape and dtype;
-4. ``BackboneExecution.recordBackboneOutput`` — records the output commitment and the transfer
-   hash and is this node's claim on the request (a second node's claim reverts);
-5. the enclave's ``infer`` entry call returns the result encrypted to the requester and its
-   EIP-712 signature; ``EnclaveTransfer.submitResult`` delivers it.
+4. the enclave's ``infer`` entry call returns the result encrypted to the requester and its
+   EIP-712 signature over (request, model, version, input commitment, transfer hash, result
+   commitment). The enclave answers a request id once, so its answer is the node's claim;
+5. ``BackboneExecution.deliverResult`` records the backbone output commitment
+   (``BackboneExecuted``), the transfer (``TransferRecorded``) and the result
+   (``ResultSubmitted``) in one transaction; a second delivery reverts.
+
+Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
+others after a grace period, so that two nodes rarely compute the same request; when they do,
+the chain keeps exactly one delivery.
 
 A request that cannot be served is reported with ``EnclaveTransfer.reportFailure`` and a reason
 code; a request whose deadline passed is ended with ``timeout``. Transient failures (node
@@ -51,7 +57,7 @@ log = logging.getLogger(__name__)
 
 
 _FRESH_BLOCKS = 3
-_DELIVER = object()  # a request whose claim is ours: ask the enclave and deliver
+_ASK = object()  # a request to serve now: ask the enclave (or reuse its saved answer), deliver
 _HANDLED = object()  # a step that ended in a recorded failure, a skip or a retry
 
 
@@ -90,9 +96,9 @@ class StageTimes:
 
     fetch: float = 0.0
     backbone: float = 0.0
-    transfer_tx: float = 0.0
+    transfer: float = 0.0
     enclave: float = 0.0
-    result_tx: float = 0.0
+    delivery_tx: float = 0.0
 
 
 @dataclass
@@ -193,10 +199,10 @@ class InferenceNode:
         """Read new requests and advance every pending one as far as it goes; returns the number
         of requests that moved.
 
-        Work is batched in four phases so that transactions of many requests are in flight
-        together instead of one after another: (1) decide, run backbones and send the claims;
-        (2) confirm the claims; (3) ask the enclave and send the results; (4) confirm them.
-        Each request is still checkpointed before its next step.
+        Work is batched in three phases so that the transactions of many requests are in flight
+        together instead of one after another: (1) decide, run the backbones, encrypt the
+        transfers; (2) ask the enclave and send each delivery; (3) confirm the deliveries.
+        Each request is checkpointed before its next step.
         """
         events, upto = self.poller.poll()
         self._seen_head = upto + self.poller.confirmations
@@ -212,33 +218,25 @@ class InferenceNode:
         self.checkpoint.set_last_block(upto)
 
         moved = 0
-        claims: list[tuple[int, PendingTx]] = []
-        deliveries: list[int] = []
+        asks: list[int] = []
         for record in self.checkpoint.pending():
             if self._stopping.is_set():
                 break
             rid = record.request_id
             step = self._guard(rid, lambda: self._plan(rid, record.stage, rid in fresh))
-            if isinstance(step, PendingTx):
-                claims.append((rid, step))
-            elif step is _DELIVER:
-                deliveries.append(rid)
+            if step is _ASK:
+                asks.append(rid)
             elif step is not None:
                 moved += 1
-        for rid, pending in claims:
-            if self._guard(rid, lambda: self._confirm_claim(rid, pending)) is True:
-                deliveries.append(rid)
-            else:
-                moved += 1
-        results: list[tuple[int, PendingTx]] = []
-        for rid in deliveries:
-            step = self._guard(rid, lambda: self._send_result(rid))
+        deliveries: list[tuple[int, PendingTx]] = []
+        for rid in asks:
+            step = self._guard(rid, lambda: self._ask_and_send(rid))
             if isinstance(step, PendingTx):
-                results.append((rid, step))
+                deliveries.append((rid, step))
             else:
                 moved += 1
-        for rid, pending in results:
-            self._guard(rid, lambda: self._confirm_result(rid, pending))
+        for rid, pending in deliveries:
+            self._guard(rid, lambda: self._confirm_delivery(rid, pending))
             moved += 1
         return moved
 
@@ -280,64 +278,48 @@ class InferenceNode:
         return _HANDLED
 
     def _plan(self, request_id: int, stage: Stage, fresh: bool) -> Any:
-        """What to do next: a sent claim, ``_DELIVER``, or None (nothing now / ended).
-        ``fresh``: its event was read just now, so it is Requested unless another node claimed it
-        meanwhile, which the claim transaction finds out anyway."""
+        """``_ASK`` when the request is ours to serve now; None to look again later; else handled.
+        ``fresh``: its event was read just now, so it is Requested unless another node delivered
+        it meanwhile, which the delivery transaction finds out anyway."""
         status = RequestStatus.REQUESTED if fresh else \
             RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
-        if status.ended:
-            self._finish(request_id, Stage.SKIPPED, f"ended on-chain as {status.name}")
-            return _HANDLED
-        if stage is Stage.TRANSFERRED:
-            return _DELIVER
-        if status is RequestStatus.TRANSFERRED:
-            if self._resume_own_claim(request_id):
-                return _DELIVER
-            self._finish(request_id, Stage.SKIPPED, "claimed by another node")
+        if status is not RequestStatus.REQUESTED:
+            # ended, or claimed by a node that records its transfer before asking its enclave
             self.stats.skipped += 1
+            self._finish(request_id, Stage.SKIPPED, f"{status.name} on-chain")
             return _HANDLED
-        if not self._mine_first(request_id):
-            return None
-        return self._send_claim(request_id)
+        if stage is Stage.SEEN:
+            if not self._mine_first(request_id):
+                return None
+            self._prepare_transfer(request_id)
+        return _ASK
 
-    def _send_claim(self, request_id: int) -> PendingTx:
-        """Input → backbone → transfer encrypted to the enclave; send recordBackboneOutput."""
+    def _prepare_transfer(self, request_id: int) -> None:
+        """Input → backbone → output encrypted to the enclave, kept in the checkpoint: its hash
+        goes on-chain, so a retry must hand the enclave these very bytes."""
+        if self.checkpoint.load_transfer(request_id) is not None:
+            return
         ev = self._request_event(request_id)
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
-        stored = self.checkpoint.load_transfer(request_id)
-        if stored is None:  # else: a previous attempt's transaction may be in flight; reuse it
-            ciphertext = self._fetch_input(ev)
-            x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]),
-                           bytes(ev["requesterKey"]), ciphertext)
-            backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
-            x = _check_shape(x, backbone.input_shape)
-            t1 = time.perf_counter()
-            output = backbone.run(x)
-            times.backbone = time.perf_counter() - t1
-            transfer, shape, dtype = encrypt_transfer(self.enclave.encryption_key, self.enclave.address,
-                                                      request_id, bytes(ev["modelId"]), int(ev["version"]), output)
-            # Deterministic in the backbone output, so independent nodes can be cross-checked.
-            commitment = keccak256(np.ascontiguousarray(output).tobytes())
-            self.checkpoint.store_transfer(request_id, transfer, shape, dtype, commitment)
-            stored = self.checkpoint.load_transfer(request_id)
-            assert stored is not None
-            times.fetch = t1 - t0
-        self._sent_at[request_id] = time.perf_counter()
-        return self.chain.send(self.deployment.backbone_execution.functions.recordBackboneOutput(
-            request_id, stored.output_commitment, self.enclave.address, keccak256(stored.ciphertext)),
-            sender=self.account, gas=400_000)
+        ciphertext = self._fetch_input(ev)
+        x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
+                       ciphertext)
+        backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
+        x = _check_shape(x, backbone.input_shape)
+        t1 = time.perf_counter()
+        output = backbone.run(x)
+        t2 = time.perf_counter()
+        transfer, shape, dtype = encrypt_transfer(self.enclave.encryption_key, self.enclave.address,
+                                                  request_id, bytes(ev["modelId"]), int(ev["version"]), output)
+        # Deterministic in the backbone output, so independent nodes can be cross-checked.
+        commitment = keccak256(np.ascontiguousarray(output).tobytes())
+        self.checkpoint.store_transfer(request_id, transfer, shape, dtype, commitment)
+        times.fetch, times.backbone, times.transfer = t1 - t0, t2 - t1, time.perf_counter() - t2
 
-    def _confirm_claim(self, request_id: int, pending: PendingTx) -> bool:
-        self.chain.confirm(pending)
-        self.checkpoint.advance(request_id, Stage.TRANSFERRED)
-        times = self.stats.times.setdefault(request_id, StageTimes())
-        times.transfer_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
-        log.info("request_id=%d stage=transferred", request_id)
-        return True
-
-    def _send_result(self, request_id: int) -> Any:
-        """The enclave's signed, encrypted answer (asked once, kept until on-chain); send it."""
+    def _ask_and_send(self, request_id: int) -> Any:
+        """The enclave's signed, encrypted answer (asked once, kept until on-chain), delivered
+        with the backbone commitment and the transfer hash in one transaction."""
         ev = self._request_event(request_id)
         stored = self.checkpoint.load_transfer(request_id)
         if stored is None:
@@ -354,21 +336,28 @@ class InferenceNode:
             except EnclaveUnavailableError:
                 raise
             except EnclaveError as exc:
+                if getattr(exc, "kind", "") == "ReplayError" and self.node_count > 1:
+                    # another node of this enclave asked first: its delivery is on the way
+                    self.stats.skipped += 1
+                    self._finish(request_id, Stage.SKIPPED, "answered by the enclave for another node")
+                    return _HANDLED
                 self._fail(request_id, _refusal_code(exc), f"enclave refused: {exc}")
                 return _HANDLED
             times.enclave = time.perf_counter() - t0
             saved = (reply.encrypted_result, reply.signature)
             self.checkpoint.store_reply(request_id, *saved)
+            self.checkpoint.advance(request_id, Stage.TRANSFERRED)
         encrypted_result, signature = saved
         self._sent_at[request_id] = time.perf_counter()
-        return self.chain.send(self.deployment.enclave_transfer.functions.submitResult(
-            request_id, bytes(ev["modelId"]), bytes(ev["inputCommitment"]), self.enclave.address,
-            keccak256(stored.ciphertext), encrypted_result, signature), sender=self.account, gas=400_000)
+        return self.chain.send(self.deployment.backbone_execution.functions.deliverResult(
+            request_id, bytes(ev["modelId"]), bytes(ev["inputCommitment"]), stored.output_commitment,
+            self.enclave.address, keccak256(stored.ciphertext), encrypted_result, signature),
+            sender=self.account, gas=500_000)
 
-    def _confirm_result(self, request_id: int, pending: PendingTx) -> None:
+    def _confirm_delivery(self, request_id: int, pending: PendingTx) -> None:
         self.chain.confirm(pending)
         times = self.stats.times.setdefault(request_id, StageTimes())
-        times.result_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
+        times.delivery_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
         self._finish(request_id, Stage.COMPLETED, "")
         self.stats.completed += 1
         log.info("request_id=%d stage=completed", request_id)
@@ -407,32 +396,16 @@ class InferenceNode:
         self._finish(request_id, Stage.FAILED, f"{code.name}: {reason}")
         log.warning("request_id=%d stage=failed code=%s reason=%s", request_id, code.name, reason)
 
-    def _resume_own_claim(self, request_id: int) -> bool:
-        """After a restart: was the on-chain claim ours (transaction mined, checkpoint not)?"""
-        if self.checkpoint.load_transfer(request_id) is None or self._claimant(request_id) != self.account.address:
-            return False
-        self.checkpoint.advance(request_id, Stage.TRANSFERRED, "resumed own claim")
-        return True
-
     def _on_revert(self, request_id: int, exc: ContractRevertError) -> bool:
         if exc.error_name in ("BackboneExecutionDeadlinePassed", "EnclaveTransferDeadlinePassed"):
             return self._time_out(request_id)
         status = RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
-        record = self.checkpoint.get(request_id)
-        if status is RequestStatus.TRANSFERRED and record is not None and record.stage is Stage.SEEN \
-                and self._resume_own_claim(request_id):
-            return True
-        if status.ended or status is RequestStatus.TRANSFERRED and self._claimant(request_id) != self.account.address:
+        if status is not RequestStatus.REQUESTED:  # another node delivered it, or it ended
             self.stats.skipped += 1
             self._finish(request_id, Stage.SKIPPED, f"{exc.error_name}; status {status.name}")
             return True
         self._fail(request_id, FailureCode.INTERNAL, f"contract rejected the node's transaction: {exc.error_name}")
         return True
-
-    def _claimant(self, request_id: int) -> str:
-        logs = self.chain.get_logs(self.deployment.backbone_execution, "BackboneExecuted", self.deployment.block,
-                                   argument_filters={"requestId": request_id})
-        return logs[0]["args"]["node"] if logs else ""
 
     def _retry(self, request_id: int, exc: Exception) -> bool:
         attempts = self.checkpoint.attempt(request_id)

@@ -56,11 +56,13 @@ def dev_accounts(count: int = DEV_ACCOUNTS) -> list[LocalAccount]:
 
 @dataclass(frozen=True)
 class PendingTx:
-    """A transaction sent and not yet confirmed."""
+    """A transaction sent and not yet confirmed (``receipt`` set when the node returned it
+    with the send, as anvil's ``eth_sendRawTransactionSync`` does)."""
 
     tx_hash: bytes
     tx: dict[str, Any]
     label: str
+    receipt: Any = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class Chain:
         #: WebSocket endpoint for push subscriptions, when the node offers one (anvil does, on the
         #: HTTP port); None on the embedded chain.
         self.ws_url: str | None = None
+        #: The node answers eth_sendRawTransactionSync (anvil): no receipt polling.
+        self.send_sync = False
         self.chain_id: int = w3.eth.chain_id
         self.errors = ErrorDecoder(a["abi"] for a in all_artifacts().values())
         self._lock = threading.RLock()
@@ -321,6 +325,9 @@ class Chain:
                                        "value": value, "chainId": self.chain_id, **self._fees()})
             signed = sender.sign_transaction(tx)
             try:
+                if self.send_sync:
+                    receipt = self._send_sync(signed.raw_transaction)
+                    return PendingTx(receipt["transactionHash"], tx, label, receipt)
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
             except Exception as exc:  # noqa: BLE001
                 self._nonces.pop(sender.address, None)  # resync: the nonce was not consumed
@@ -335,9 +342,23 @@ class Chain:
                 self._new_block.notify_all()
         return PendingTx(tx_hash, tx, label)
 
+    def _send_sync(self, raw: bytes) -> Any:
+        """``eth_sendRawTransactionSync`` (EIP-7966): the receipt in the same round trip."""
+        from web3._utils.method_formatters import receipt_formatter
+        from web3.datastructures import AttributeDict
+
+        response = self.w3.provider.make_request("eth_sendRawTransactionSync", ["0x" + bytes(raw).hex()])
+        if "error" in response:
+            error = response["error"]
+            data = error.get("data") if isinstance(error, dict) else None
+            if isinstance(data, str) and data.startswith("0x"):
+                raise ContractLogicError(error.get("message", ""), data=data)
+            raise ChainError(f"node refused the transaction: {error}")
+        return AttributeDict.recursive(receipt_formatter(response["result"]))
+
     def confirm(self, pending: "PendingTx") -> TxReceipt:
         """Wait for a sent transaction; raises :class:`ContractRevertError` when it reverted."""
-        receipt = self._wait(pending.tx_hash, pending.label)
+        receipt = pending.receipt or self._wait(pending.tx_hash, pending.label)
         if receipt["status"] != 1:
             raise self._replay_revert(pending.tx, receipt, pending.label)
         log.debug("tx=%s fn=%s gas=%d block=%d", pending.tx_hash.to_0x_hex(), pending.label,
@@ -482,13 +503,15 @@ def _connect_url(url: str, config: ChainConfig, accounts: Sequence[LocalAccount]
     if accounts is None:
         accounts = [Account.from_key(config.admin_key)] if config.admin_key else dev_accounts()
     chain = Chain(w3, name=name, accounts=accounts, config=config, on_close=on_close)
-    if _offers_websocket(w3):
-        chain.ws_url = "ws" + url[len("http"):]
+    if _is_anvil(w3):
+        chain.ws_url = "ws" + url[len("http"):]  # anvil serves WebSocket on its HTTP port
+        chain.send_sync = True
     return chain
 
 
-def _offers_websocket(w3: Web3) -> bool:
-    """anvil serves WebSocket on its HTTP port; other nodes are asked nothing and polled."""
+def _is_anvil(w3: Web3) -> bool:
+    """anvil offers WebSocket on its HTTP port and synchronous sends; other nodes get the
+    portable path (HTTP polling, send then receipt)."""
     try:
         return "anvil" in str(w3.client_version).lower()
     except Exception:  # noqa: BLE001

@@ -129,19 +129,24 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         external
         onlyRole(NODE_ROLE)
     {
-        Request storage r = _requests[requestId];
-        Status current = r.status;
-        if (current == Status.None) revert BackboneExecutionUnknownRequest(requestId);
-        if (current != Status.Requested) revert BackboneExecutionInvalidStatus(requestId, current);
-        if (block.timestamp > r.deadline) revert BackboneExecutionDeadlinePassed(requestId, r.deadline, block.timestamp);
-        if (enclave == address(0)) revert BackboneExecutionZeroEnclave(requestId);
-        address transfer = _enclaveTransfer;
-        if (transfer == address(0)) revert BackboneExecutionEnclaveTransferNotSet();
+        _recordBackboneOutput(requestId, outputCommitment, enclave, transferHash);
+    }
 
-        r.status = Status.Transferred;
-        r.binding = _transferBinding(r.binding, enclave, transferHash);
-        emit BackboneExecuted(requestId, msg.sender, outputCommitment);
-        IEnclaveTransfer(transfer).recordTransfer(requestId, enclave, transferHash);
+    /// @inheritdoc IBackboneExecution
+    function deliverResult(
+        uint256 requestId,
+        bytes32 modelId,
+        bytes32 inputCommitment,
+        bytes32 outputCommitment,
+        address enclave,
+        bytes32 transferHash,
+        bytes calldata encryptedResult,
+        bytes calldata signature
+    ) external onlyRole(NODE_ROLE) {
+        address transfer = _recordBackboneOutput(requestId, outputCommitment, enclave, transferHash);
+        IEnclaveTransfer(transfer).submitResult(
+            requestId, modelId, inputCommitment, enclave, transferHash, encryptedResult, signature
+        );
     }
 
     // ============================================================================================
@@ -222,6 +227,27 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
 
     function _requestBinding(bytes32 modelId, bytes32 inputCommitment) private pure returns (bytes22) {
         return bytes22(keccak256(abi.encode(modelId, inputCommitment)));
+    }
+
+    /// @dev Requested -> Transferred; emits {BackboneExecuted} and has the EnclaveTransfer emit
+    ///      `TransferRecorded`. Returns the EnclaveTransfer's address.
+    function _recordBackboneOutput(uint256 requestId, bytes32 outputCommitment, address enclave, bytes32 transferHash)
+        private
+        returns (address transfer)
+    {
+        Request storage r = _requests[requestId];
+        Status current = r.status;
+        if (current == Status.None) revert BackboneExecutionUnknownRequest(requestId);
+        if (current != Status.Requested) revert BackboneExecutionInvalidStatus(requestId, current);
+        if (block.timestamp > r.deadline) revert BackboneExecutionDeadlinePassed(requestId, r.deadline, block.timestamp);
+        if (enclave == address(0)) revert BackboneExecutionZeroEnclave(requestId);
+        transfer = _enclaveTransfer;
+        if (transfer == address(0)) revert BackboneExecutionEnclaveTransferNotSet();
+
+        r.status = Status.Transferred;
+        r.binding = _transferBinding(r.binding, enclave, transferHash);
+        emit BackboneExecuted(requestId, msg.sender, outputCommitment);
+        IEnclaveTransfer(transfer).recordTransfer(requestId, enclave, transferHash);
     }
 
     function _transferBinding(bytes22 previousBinding, address enclave, bytes32 transferHash)

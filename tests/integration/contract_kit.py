@@ -254,6 +254,19 @@ class Kit:
             sender or self.node, label="EnclaveTransfer.submitResult")
 
 
+    def deliver(self, req: Request, enclave: EnclaveKey, *, transfer_hash: bytes | None = None,
+                encrypted_result: bytes | None = None, signature: bytes | None = None,
+                output_commitment: bytes | None = None, sender: Any = None) -> Any:
+        """The node's one-transaction path: backbone output, transfer and result together."""
+        transfer_hash = transfer_hash or rand32()
+        encrypted_result = encrypted_result if encrypted_result is not None else randbytes(RESULT_SIZE)
+        signature = signature or self.result_signature(enclave, req, transfer_hash, encrypted_result)
+        return self.tx(self.backbone.functions.deliverResult(
+            req.request_id, req.model_id, req.input_commitment, output_commitment or rand32(), enclave.address,
+            transfer_hash, encrypted_result, signature), sender or self.node,
+            label="BackboneExecution.deliverResult")
+
+
 def make_kit_fixture(chain_fixture: str, deployment_fixture: str) -> Callable[..., Kit]:
     """A pytest fixture building a :class:`Kit` on the named chain/deployment fixtures."""
 

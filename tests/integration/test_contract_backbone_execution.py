@@ -9,7 +9,7 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from contract_kit import (DEFAULT_ADMIN_ROLE, INLINE_INPUT_SIZE, NODE_ROLE, REQUESTED, TIMED_OUT, TRANSFERRED,
+from contract_kit import (COMPLETED, DEFAULT_ADMIN_ROLE, INLINE_INPUT_SIZE, NODE_ROLE, REQUESTED, TIMED_OUT, TRANSFERRED,
                           ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts)
 
 kit = make_kit_fixture("chain", "deployment")
@@ -200,3 +200,45 @@ def test_only_enclave_transfer_may_end_requests(kit: Kit, served) -> None:
             kit.tx(fn(req.request_id), kit.admin)
     with reverts("EnclaveTransferNotBackbone", caller=kit.node.address):
         kit.tx(kit.transfer.functions.recordTransfer(req.request_id, e.address, rand32()), kit.node)
+
+
+def test_deliver_result_records_every_stage_in_one_transaction(kit: Kit, served) -> None:
+    model_id, version, e = served
+    req = kit.request(model_id, version)
+    output, transfer_hash, encrypted = rand32(), rand32(), os.urandom(100)
+    receipt = kit.deliver(req, e, transfer_hash=transfer_hash, encrypted_result=encrypted, output_commitment=output)
+    assert dict(kit.one_event(receipt, kit.backbone, "BackboneExecuted")) == {
+        "requestId": req.request_id, "node": kit.node.address, "outputCommitment": output}
+    assert dict(kit.one_event(receipt, kit.transfer, "TransferRecorded")) == {
+        "requestId": req.request_id, "enclave": e.address, "transferHash": transfer_hash}
+    result = kit.one_event(receipt, kit.transfer, "ResultSubmitted")
+    assert result["requestId"] == req.request_id and result["enclave"] == e.address
+    assert result["resultCommitment"] == keccak(encrypted) and result["encryptedResult"] == encrypted
+    # the stages appear in the order of the protocol
+    assert [log["address"] for log in receipt["logs"]] == [kit.backbone.address, kit.transfer.address,
+                                                           kit.transfer.address]
+    assert kit.call(kit.backbone.functions.status(req.request_id)) == COMPLETED
+    with reverts("BackboneExecutionInvalidStatus", requestId=req.request_id, status=COMPLETED):
+        kit.deliver(req, e)
+
+
+def test_deliver_result_is_all_or_nothing(kit: Kit, served) -> None:
+    model_id, version, e = served
+    req = kit.request(model_id, version)
+    with reverts("AccessControlUnauthorizedAccount", account=kit.stranger.address, neededRole=NODE_ROLE):
+        kit.deliver(req, e, sender=kit.stranger)
+    forger = EnclaveKey.new()
+    transfer_hash, encrypted = rand32(), os.urandom(100)
+    bad = kit.result_signature(forger, req, transfer_hash, encrypted)
+    with reverts("EnclaveTransferBadSignature", requestId=req.request_id, enclave=e.address,
+                 recovered=forger.address):
+        kit.deliver(req, e, transfer_hash=transfer_hash, encrypted_result=encrypted, signature=bad)
+    # nothing of the failed delivery stuck: the request is still open and can be delivered
+    assert kit.call(kit.backbone.functions.status(req.request_id)) == REQUESTED
+    kit.deliver(req, e)
+    assert kit.call(kit.backbone.functions.status(req.request_id)) == COMPLETED
+
+    late = kit.request(model_id, version, deadline=kit.now() + 50)
+    kit.chain.increase_time(100)
+    with reverts("BackboneExecutionDeadlinePassed", requestId=late.request_id):
+        kit.deliver(late, e)

@@ -168,7 +168,7 @@ class _Killed(BaseException):
     """Stands for the process dying: not an Exception, so nothing in the node catches it."""
 
 
-def test_a_node_killed_after_its_claim_resumes_and_submits_once(world):
+def test_a_node_killed_while_asking_the_enclave_resumes_and_delivers_once(world):
     w = world
     first = make_node(w, state="restart-state")
     req = requester(w)
@@ -183,7 +183,8 @@ def test_a_node_killed_after_its_claim_resumes_and_submits_once(world):
     first.node.enclave = dataclasses.replace(first.node.enclave, endpoint=Dies())
     with pytest.raises(_Killed):
         first.node.poll_once()
-    assert first.node.checkpoint.get(submitted.request_id).stage is Stage.TRANSFERRED
+    # the transfer it prepared is kept: a retry hands the enclave the very same ciphertext
+    assert first.node.checkpoint.load_transfer(submitted.request_id) is not None
     first.node.checkpoint.close()  # the process is gone; nothing else is cleaned up
 
     second = make_node(w, state="restart-state")
@@ -198,27 +199,22 @@ def test_a_node_killed_after_its_claim_resumes_and_submits_once(world):
     second.node.close()
 
 
-def test_a_node_killed_before_checkpointing_its_claim_resumes_its_own_claim(world):
+def test_a_node_killed_after_its_delivery_was_mined_does_not_deliver_again(world):
     w = world
     first = make_node(w, state="crash-state")
     req = requester(w)
     submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=22)[0])
-
-    class Dies:
-        def infer(self, **kwargs):
-            raise _Killed()
-
-    first.node.enclave = dataclasses.replace(first.node.enclave, endpoint=Dies())
-    with pytest.raises(_Killed):
-        first.node.poll_once()
-    # the claim transaction was mined, but the process died before its checkpoint write
-    first.node.checkpoint.advance(submitted.request_id, Stage.SEEN)
+    first.node.poll_once()
+    # the delivery was mined, but the process died before its checkpoint write
+    first.node.checkpoint.advance(submitted.request_id, Stage.TRANSFERRED)
     first.node.checkpoint.close()
 
     second = make_node(w, state="crash-state")
     second.node.poll_once()
+    assert second.node.checkpoint.get(submitted.request_id).stage is Stage.SKIPPED
     assert req.wait(submitted).status is RequestStatus.COMPLETED
-    assert second.node.checkpoint.get(submitted.request_id).stage is Stage.COMPLETED
+    assert len(w.chain.get_logs(w.deployment.enclave_transfer, "ResultSubmitted", submitted.block,
+                                argument_filters={"requestId": submitted.request_id})) == 1
     second.node.close()
 
 
@@ -292,7 +288,7 @@ def test_a_node_killed_between_the_enclave_reply_and_submitting_it_submits_the_s
             return getattr(self._chain, name)
 
         def send(self, fn, **kwargs):
-            if fn.fn_name == "submitResult":
+            if fn.fn_name == "deliverResult":
                 raise _Killed()
             return self._chain.send(fn, **kwargs)
 

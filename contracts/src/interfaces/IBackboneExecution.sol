@@ -218,6 +218,31 @@ interface IBackboneExecution is IAccessControl {
     function recordBackboneOutput(uint256 requestId, bytes32 outputCommitment, address enclave, bytes32 transferHash)
         external;
 
+    /// @notice Record the backbone output and the transfer and deliver the enclave's signed result,
+    ///         in one transaction: the node asked the enclave first, and the enclave answers a
+    ///         request id once, so the enclave's answer is the claim.
+    /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits {BackboneExecuted} here,
+    ///      then `TransferRecorded` and `ResultSubmitted` on the EnclaveTransfer, in that order.
+    ///      Reverts as {recordBackboneOutput} and as `EnclaveTransfer.submitResult`.
+    /// @param requestId The request.
+    /// @param modelId The request's model (from `InferenceRequested`).
+    /// @param inputCommitment The request's input commitment (from `InferenceRequested`).
+    /// @param outputCommitment Commitment to the backbone output.
+    /// @param enclave The enclave the encrypted output was passed to and that signed the result.
+    /// @param transferHash keccak256 of the transfer ciphertext.
+    /// @param encryptedResult The result encrypted to the requester's key.
+    /// @param signature The enclave's EIP-712 `InferenceResult` signature.
+    function deliverResult(
+        uint256 requestId,
+        bytes32 modelId,
+        bytes32 inputCommitment,
+        bytes32 outputCommitment,
+        address enclave,
+        bytes32 transferHash,
+        bytes calldata encryptedResult,
+        bytes calldata signature
+    ) external;
+
     // ============================================================================================
     //                               ENCLAVE TRANSFER FUNCTIONS
     // ============================================================================================
