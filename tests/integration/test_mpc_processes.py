@@ -92,7 +92,8 @@ def two_node_cluster(tmp_path):
     cl.down(tmp_path / "mpc")
 
 
-def test_enrol_verify_identify_match_plaintext_and_are_audited(two_node_cluster, chain, deployment):
+def test_enrol_verify_identify_match_plaintext_and_are_audited(two_node_cluster, any_chain, any_deployment):
+    chain, deployment = any_chain, any_deployment
     info, model = two_node_cluster
     registry = deployment.feature_share_registry
     admin = chain.accounts[0]
