@@ -2,7 +2,9 @@
 
 Every node runs the same sequence of calls on its own shares; step tags (session id + step
 counter) keep the nodes in lock-step and name the dealer's triples. Notation: ``[x]`` is a
-sharing of x; ``f`` the fractional bits; products of two fixed-point values carry ``2f``.
+sharing of x; ``f`` the fractional bits of activations (16), ``w`` those of weights (20 by
+default, see :class:`NodeModel`); a linear layer's output carries ``f + w`` bits until the next
+mask recovery or truncation brings it back to ``f``.
 
 Secure operations (each tested against plaintext in ``tests/unit/test_mpc_protocol.py``):
 
@@ -13,7 +15,7 @@ Secure operations (each tested against plaintext in ``tests/unit/test_mpc_protoc
 * activation and pooling use **random mask recovery** (:meth:`Session.mask_recover`): the output
   windows are dealt out at random to the nodes, each node learns the plaintext of its own
   windows only, applies the nonlinearity and pooling there, and the result is re-shared with
-  zero traffic from pairwise seeds. One round per block; truncation from 2f to f is done exactly
+  zero traffic from pairwise seeds. One round per block; truncation from f + w to f is done exactly
   in plaintext in the same step.
 * truncation of shares (after a linear layer not followed by a nonlinearity): local for two
   parties, with dealer randomness for more (error bounds in :mod:`.ring`).
@@ -56,7 +58,7 @@ class Layer:
 
     ``op``: conv | linear | act | pool | flatten. For conv/linear, ``weight`` is either the public
     kernel in fixed point (int64, ``f`` fractional bits) or this node's share of it (uint64), and
-    ``bias`` likewise with ``2f`` fractional bits (public: added by party 0 only). Linear weights
+    ``bias`` likewise with ``f + w`` fractional bits (public: added by party 0 only). Linear weights
     are stored (out, in), as ONNX Gemm with transB=1 and torch do.
     """
 
@@ -185,7 +187,7 @@ class Session:
 
     def conv_public(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
                     padding: int = 0, prepared: PublicOperand | None = None) -> np.ndarray:
-        """Convolution with a plaintext kernel: local on each share, no communication. Output 2f."""
+        """Convolution with a plaintext kernel: local on each share, no communication. Output f + w."""
         y = ring_conv2d_public(x, w, stride, padding, prepared)
         if b is not None:
             y = self.add_public(y, np.asarray(b, dtype=np.int64).reshape(1, -1, 1, 1))
@@ -193,7 +195,7 @@ class Session:
 
     def linear_public(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
                       prepared: PublicOperand | None = None) -> np.ndarray:
-        """Fully connected layer with plaintext weights (out, in): local. Output 2f."""
+        """Fully connected layer with plaintext weights (out, in): local. Output f + w."""
         y = ring_matmul_public(x, prepared if prepared is not None else np.asarray(w, dtype=np.int64).T)
         if b is not None:
             y = self.add_public(y, np.asarray(b, dtype=np.int64).reshape(1, -1))
@@ -225,7 +227,7 @@ class Session:
     def conv_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
                     padding: int = 0, f: np.ndarray | None = None, b_label: str | None = None,
                     cache: dict[str, Any] | None = None) -> np.ndarray:
-        """Convolution with a *shared* kernel via a Beaver convolution triple. Output 2f.
+        """Convolution with a *shared* kernel via a Beaver convolution triple. Output f + w.
 
         Steps: 1. get shares of A (input shape), B (kernel shape), C = conv(A, B); 2. open
         E = x - A and F = w - B (one round); 3. z_i = C_i + conv(E, B_i) + conv(A_i, F)
@@ -254,7 +256,7 @@ class Session:
 
     def linear_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, f: np.ndarray | None = None,
                       b_label: str | None = None, cache: dict[str, Any] | None = None) -> np.ndarray:
-        """Fully connected with shared weights (out, in) via a Beaver matrix triple. Output 2f."""
+        """Fully connected with shared weights (out, in) via a Beaver matrix triple. Output f + w."""
         wt = np.asarray(w, dtype=np.uint64).T if f is not None else np.ascontiguousarray(np.asarray(w, dtype=np.uint64).T)
         y = self.matmul(x, wt, f, b_label, cache)
         if b is not None:
@@ -269,7 +271,7 @@ class Session:
         return z + e * f if self.party == 0 else z
 
     def truncate(self, x: np.ndarray, bits: int | None = None) -> np.ndarray:
-        """[x / 2^bits] from [x] (default f: 2f -> f fractional bits); bounds in :mod:`.ring`.
+        """[x / 2^bits] from [x] (default f; after a linear layer bits = w); bounds in :mod:`.ring`.
 
         Two parties: local, no communication. More: 1. dealer pair ([r], [theta_r]);
         2. send z_i = x_i + r_i to party 0 (one round); 3. local shift and wrap correction.
