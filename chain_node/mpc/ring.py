@@ -14,8 +14,8 @@ Truncation of shared values (from ``2f`` back to ``f`` fractional bits):
   party 1 computes ``-((-s_1) >> f)``. Error bound: with probability at least
   ``1 - 2^(|x|_bits + 1 - 64)`` the result is within 1 unit in the last place (``2^-f``) of
   ``x / 2^f``; otherwise (a share pair straddling the wrap point) it is wrong by about
-  ``2^(64-f)``. For |x| < 2^40 (values below 256 at 2f = 32 fractional bits) that failure
-  probability is below 2^-23 per element.
+  ``2^(64-f)``. For |x| < 2^40 (values below 16 at 36 fractional bits, below 256 at 32) that
+  failure probability is below 2^-23 per element.
 * N parties, with dealer randomness (:func:`truncate_with_dealer_share`): the dealer gives shares
   of a uniform ``r`` and of its wrap count ``theta_r``; the parties open ``z = x + r`` to party 0
   only (uniform, reveals nothing) and correct the sum of locally shifted shares by the wrap count.
