@@ -202,7 +202,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
 
 def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Path,
-             say: Callable[[str], None] = print) -> DemoResult:
+             say: Callable[[str], None] = print, mpc: bool = True) -> DemoResult:
     from .audit import Auditor, render_request
     from .models.backbone import Backbone
     from .training import load_split, reference_model_path
@@ -250,6 +250,13 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
         say(render_request(audit))
         if not audit.verified:
             raise SplitsealError(f"the audit of request {audited} does not verify")
+
+        if mpc:
+            from .mpc import demo as mpc_demo
+
+            with step("MPC feature-share nodes: enrol, verify and identify on secret shares, results on-chain"):
+                mpc_demo.run(state_dir / "mpc", stack.chain, stack.deployment, parties=2,
+                             echo=lambda line: say(f"      {line}"))
         return DemoResult(stack.chain.name, n, len(predictions), accuracy, plain_accuracy, agreement, audited,
                           audit.verified, latencies, audit.gas_total)
     finally:
