@@ -149,7 +149,13 @@ class InferenceNode:
 
     def setup(self) -> "InferenceNode":
         if self._ws_url:
-            self._wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address).start()
+            topic = self.deployment.backbone_execution.events.InferenceRequested().topic
+            topic = topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
+            wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address, topic0=topic).start()
+            if wakeup.connected.is_set():
+                self._wakeup = wakeup
+            else:
+                wakeup.stop()
         log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
                  self.enclave.address, self.node_index, self.node_count)
         return self
@@ -161,6 +167,10 @@ class InferenceNode:
                 signal.signal(sig, lambda *_: self.stop())
         failures = 0
         while not self._stopping.is_set():
+            if self._wakeup is not None:
+                # pushed requests wake the loop; pending ones (retries, grace periods) are looked
+                # at again at least every ten poll intervals
+                self._wakeup.event.clear()
             try:
                 worked = self.poll_once()
                 failures = 0
@@ -170,11 +180,10 @@ class InferenceNode:
                 log.warning("poll failed attempt=%d error=%s retry_in=%.2fs", failures, exc, delay)
                 self._stopping.wait(delay)
                 continue
-            if worked:
-                continue
             if self._wakeup is not None:
                 self._wakeup.event.wait(self.poll_interval * 10)
-                self._wakeup.event.clear()
+            elif worked:
+                continue
             elif self.chain.embedded:
                 self.chain.wait_for_block(self._seen_head, self.poll_interval * 10)
             else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from web3.contract import Contract
 
@@ -46,11 +46,15 @@ class LogPoller:
 
 
 class PushWakeup:
-    """Sets ``event`` whenever the node pushes a log of ``address`` (WebSocket eth_subscribe)."""
+    """Sets ``event`` whenever the node pushes a log of ``addresses`` (WebSocket eth_subscribe),
+    and hands each pushed log (raw JSON-RPC form) to ``on_log`` when given."""
 
-    def __init__(self, ws_url: str, address: str) -> None:
+    def __init__(self, ws_url: str, addresses: str | list[str],
+                 on_log: Callable[[dict[str, Any]], None] | None = None, topic0: str | None = None) -> None:
         self.ws_url = ws_url
-        self.address = address
+        self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+        self.topic0 = topic0
+        self.on_log = on_log
         self.event = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,8 +76,11 @@ class PushWakeup:
 
         try:
             with connect(self.ws_url, open_timeout=2.0) as ws:
+                criteria: dict[str, Any] = {"address": self.addresses}
+                if self.topic0:
+                    criteria["topics"] = [self.topic0]
                 ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
-                                    "params": ["logs", {"address": self.address}]}))
+                                    "params": ["logs", criteria]}))
                 reply = json.loads(ws.recv(timeout=2.0))
                 if "error" in reply:
                     log.info("push subscription refused (%s); polling only", reply["error"])
@@ -81,9 +88,14 @@ class PushWakeup:
                 self.connected.set()
                 while not self._stop.is_set():
                     try:
-                        ws.recv(timeout=0.2)
+                        message = ws.recv(timeout=0.2)
                     except TimeoutError:
                         continue
+                    if self.on_log is not None:
+                        try:
+                            self.on_log(json.loads(message)["params"]["result"])
+                        except Exception as exc:  # noqa: BLE001 - a bad push must not end the thread
+                            log.warning("pushed log not handled: %s", exc)
                     self.event.set()
         except Exception as exc:  # noqa: BLE001 - any failure falls back to polling
             log.info("push subscription unavailable at %s (%s); polling only", self.ws_url, exc)

@@ -13,6 +13,7 @@ so the plaintext prediction exists nowhere else outside the enclave.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,10 @@ class Requester:
         self._input_key: bytes | None = None
         self._decoder: Any = None
         self._clock: tuple[float, float] | None = None
+        self._push: Any = None  # PushWakeup, False where the chain pushes nothing, None: not tried
+        self._pushed: dict[int, dict[str, Any]] = {}
+        self._waiting: set[int] = set()
+        self._pushed_cv = threading.Condition()
 
     # --- submit ----------------------------------------------------------------------------
 
@@ -91,6 +96,42 @@ class Requester:
             self._input_key = key
         return self._input_key
 
+    def _start_push(self) -> None:
+        """Where the chain pushes logs (anvil's WebSocket), subscribe once to the lifecycle events:
+        results arrive with their data, no polling and no log query."""
+        if self._push is not None or not self.chain.ws_url:
+            return
+        from chain_node.listener import PushWakeup
+
+        self._ensure_decoder()
+        push = PushWakeup(self.chain.ws_url, self._decoder.addresses, on_log=self._on_pushed_log).start()
+        if push.connected.is_set():
+            self._push = push
+        else:
+            push.stop()
+            self._push = False  # type: ignore[assignment]  # no push here: poll
+
+    def _on_pushed_log(self, raw: dict[str, Any]) -> None:
+        from web3._utils.method_formatters import log_entry_formatter
+        from web3.datastructures import AttributeDict
+
+        decoded = self._decoder.decode(AttributeDict.recursive(log_entry_formatter(raw)))
+        if decoded is None:
+            return
+        entry = decoded[1]
+        request_id = int(entry["args"]["requestId"])
+        with self._pushed_cv:
+            if request_id in self._waiting:
+                self._pushed.setdefault(request_id, {})[entry["event"]] = entry
+                self._pushed_cv.notify_all()
+
+    def _ensure_decoder(self) -> None:
+        from .logs import LogDecoder
+
+        if self._decoder is None:
+            self._decoder = LogDecoder([("BackboneExecution", self.deployment.backbone_execution),
+                                        ("EnclaveTransfer", self.deployment.enclave_transfer)])
+
     def submit(self, model_id: bytes, version: int, array: np.ndarray, *, deadline_seconds: int = 600,
                inline_limit: int = INLINE_LIMIT) -> Submitted:
         """Encrypt the input to the node's key, commit to it, and send ``requestInference``."""
@@ -100,6 +141,7 @@ class Requester:
         ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
         commitment = keccak256(ciphertext)
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
+        self._start_push()
         sent = time.perf_counter()
         for attempt in (1, 2):
             try:
@@ -113,6 +155,8 @@ class Requester:
                 self._clock = None  # the chain's clock jumped: read it again
         mined = time.perf_counter()
         (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")
+        with self._pushed_cv:
+            self._waiting.add(int(event["requestId"]))
         return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].to_0x_hex(),
                          receipt["blockNumber"], sent, mined, receipt["gasUsed"])
 
@@ -128,6 +172,10 @@ class Requester:
 
     def wait(self, submitted: Submitted, *, timeout: float = 120.0) -> InferenceOutcome:
         """Wait until the request ends on-chain; decrypt and verify the result locally."""
+        if self._push:
+            outcome = self._wait_pushed(submitted, timeout)
+            if outcome is not None:
+                return self._finish_wait(outcome, submitted)
         be = self.deployment.backbone_execution
         deadline = time.monotonic() + timeout
         head = submitted.block
@@ -140,8 +188,34 @@ class Requester:
                                  "is an inference node running for this deployment?")
             # the status changes only with a new block: wait for one rather than re-asking the EVM
             head = self.chain.wait_for_block(head, min(1.0, max(0.0, deadline - time.monotonic())))
+        return self._finish_wait(self.outcome(submitted.request_id, from_block=submitted.block), submitted)
+
+    def _wait_pushed(self, submitted: Submitted, timeout: float) -> InferenceOutcome | None:
+        """The ending pushed by the node (None: the push went quiet; fall back to polling)."""
+        endings = ("ResultSubmitted", "RequestFailed", "RequestTimedOut")
+        deadline = time.monotonic() + timeout
+        with self._pushed_cv:
+            while not any(name in self._pushed.get(submitted.request_id, {}) for name in endings):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if self._pushed_cv.wait(min(remaining, 1.0)):
+                    continue
+                # a quiet second: ask the chain, in case a push was lost
+                status = RequestStatus(self.chain.call(
+                    self.deployment.backbone_execution.functions.status(submitted.request_id)))
+                if status.ended:
+                    break
+            logs = self._pushed.pop(submitted.request_id, {})
+            self._waiting.discard(submitted.request_id)
+        if not any(name in logs for name in endings):
+            return None
+        request = {"requestId": submitted.request_id, "modelId": submitted.model_id, "version": submitted.version,
+                   "inputCommitment": submitted.input_commitment}
+        return self._outcome_from_logs(submitted.request_id, logs, request)
+
+    def _finish_wait(self, outcome: InferenceOutcome, submitted: Submitted) -> InferenceOutcome:
         done = time.perf_counter()
-        outcome = self.outcome(submitted.request_id, from_block=submitted.block)
         outcome.latency.setdefault("request_tx", submitted.mined_at - submitted.sent_at)
         outcome.latency["end_to_end"] = done - submitted.sent_at
         outcome.transactions.setdefault("request", submitted.tx_hash)
@@ -158,25 +232,27 @@ class Requester:
 
     def outcome(self, request_id: int, *, from_block: int) -> InferenceOutcome:
         """Rebuild a request's ending from its events and decrypt the result, if any."""
-        from .logs import LogDecoder, logs_with_first_topic
+        from .logs import logs_with_first_topic
 
-        chain, d = self.chain, self.deployment
-        if self._decoder is None:
-            self._decoder = LogDecoder([("BackboneExecution", d.backbone_execution),
-                                        ("EnclaveTransfer", d.enclave_transfer)])
-        logs = {entry["event"]: entry for _, entry in logs_with_first_topic(chain, self._decoder, request_id,
+        self._ensure_decoder()
+        logs = {entry["event"]: entry for _, entry in logs_with_first_topic(self.chain, self._decoder, request_id,
                                                                             from_block)}
+        request = logs["InferenceRequested"]["args"] if "InferenceRequested" in logs else None
+        return self._outcome_from_logs(request_id, logs, request)
+
+    def _outcome_from_logs(self, request_id: int, logs: dict[str, Any], request: Any) -> InferenceOutcome:
         endings = {"ResultSubmitted": RequestStatus.COMPLETED, "RequestFailed": RequestStatus.FAILED,
                    "RequestTimedOut": RequestStatus.TIMED_OUT}
         ended = [endings[name] for name in logs if name in endings]
-        status = ended[0] if ended else RequestStatus(chain.call(d.backbone_execution.functions.status(request_id)))
+        status = ended[0] if ended else RequestStatus(
+            self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
         outcome = InferenceOutcome(request_id=request_id, status=status)
         if status is RequestStatus.COMPLETED:
-            req, xfer, res = logs["InferenceRequested"], logs["TransferRecorded"], logs["ResultSubmitted"]
+            xfer, res = logs["TransferRecorded"], logs["ResultSubmitted"]
             args = res["args"]
-            self._verify_signature(req["args"], xfer["args"], args)
+            self._verify_signature(request, xfer["args"], args)
             result = open_result(self.key, bytes(args["encryptedResult"]), request_id,
-                                 bytes(req["args"]["modelId"]), int(req["args"]["version"]))
+                                 bytes(request["modelId"]), int(request["version"]))
             outcome.label = result.labels[0] if result.labels else None
             outcome.scores = list(result.scores[0]) if result.scores else None
             outcome.features = list(result.features[0]) if result.features else None
@@ -193,6 +269,10 @@ class Requester:
             outcome.failure_reason = "deadline passed before a result was delivered"
             outcome.transactions["timeout"] = logs["RequestTimedOut"]["transactionHash"].to_0x_hex()
         return outcome
+
+    def close(self) -> None:
+        if self._push:
+            self._push.stop()
 
     def _verify_signature(self, req: Any, xfer: Any, result: Any) -> None:
         """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
