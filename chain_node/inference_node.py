@@ -216,12 +216,17 @@ class InferenceNode:
         events, upto = self.poller.poll()
         self._seen_head = upto + self.poller.confirmations
         fresh = set()
+        old = [ev for ev in events if upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
+        ended = self._ended_since(min(int(ev["blockNumber"]) for ev in old), upto) if old else set()
         for ev in events:
             request_id = int(ev["args"]["requestId"])
+            record = self.checkpoint.see(request_id, int(ev["blockNumber"]))
+            if request_id in ended and record.stage is Stage.SEEN:
+                self._finish(request_id, Stage.SKIPPED, "ended on-chain before this node saw it")
+                continue
             # only requests of the last few blocks skip the status read: when catching up on
-            # history, most requests ended long ago, and one read is cheaper than a claim attempt
-            recent = upto - int(ev["blockNumber"]) < _FRESH_BLOCKS
-            if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN and recent:
+            # history, a read is cheaper than a claim attempt
+            if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) < _FRESH_BLOCKS:
                 fresh.add(request_id)
             self._events[request_id] = ev["args"]
         self.checkpoint.set_last_block(upto)
@@ -248,6 +253,17 @@ class InferenceNode:
             self._guard(rid, lambda: self._confirm_delivery(rid, pending))
             moved += 1
         return moved
+
+    def _ended_since(self, from_block: int, to_block: int) -> set[int]:
+        """Ids of requests that ended on-chain in a block range (one log query): catching up on
+        a long history then costs no status read per old request."""
+        from orchestrator.logs import LogDecoder, logs_with_topic0
+
+        d = self.deployment
+        decoder = LogDecoder([("BackboneExecution", d.backbone_execution), ("EnclaveTransfer", d.enclave_transfer)])
+        entries = logs_with_topic0(self.chain, decoder, ("ResultSubmitted", "RequestFailed", "RequestTimedOut"),
+                                   from_block, to_block)
+        return {int(entry["args"]["requestId"]) for _, entry in entries}
 
     # --- the pipeline --------------------------------------------------------------------
 
@@ -290,6 +306,8 @@ class InferenceNode:
         """``_ASK`` when the request is ours to serve now; None to look again later; else handled.
         ``fresh``: its event was read just now, so it is Requested unless another node delivered
         it meanwhile, which the delivery transaction finds out anyway."""
+        if stage is Stage.SEEN and not self._mine_first(request_id):
+            return None  # another node's turn: no need to ask the chain about it yet
         status = RequestStatus.REQUESTED if fresh else \
             RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
         if status is not RequestStatus.REQUESTED:
@@ -298,8 +316,6 @@ class InferenceNode:
             self._finish(request_id, Stage.SKIPPED, f"{status.name} on-chain")
             return _HANDLED
         if stage is Stage.SEEN:
-            if not self._mine_first(request_id):
-                return None
             self._prepare_transfer(request_id)
         return _ASK
 

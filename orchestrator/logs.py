@@ -29,6 +29,12 @@ class LogDecoder:
                     handle = getattr(contract.events, item["name"])()
                     self._events[(contract.address.lower(), event_abi_to_log_topic(item))] = (name, handle)
 
+    def topics(self, event_names: Iterable[str]) -> list[str]:
+        """topic0 of the named events of the decoder's contracts."""
+        names = set(event_names)
+        return sorted({"0x" + topic.hex() for (_, topic), (_, handle) in self._events.items()
+                       if handle.event_name in names})
+
     def decode(self, raw: Any) -> tuple[str, Any] | None:
         """``(contract name, decoded log)`` or None for a log of an unknown event."""
         topics = raw["topics"]
@@ -60,6 +66,22 @@ def logs_with_first_topic(chain: Chain, decoder: LogDecoder, value: bytes | int 
                 out.append(decoded)
         start = end + 1
     out.sort(key=lambda item: (item[1]["blockNumber"], item[1]["logIndex"]))
+    return out
+
+
+def logs_with_topic0(chain: Chain, decoder: LogDecoder, event_names: Iterable[str], from_block: int,
+                     to_block: int) -> list[tuple[str, Any]]:
+    """Decoded logs of the named events of the decoder's contracts in a block range (one query
+    per ``max_log_range`` blocks)."""
+    topics = decoder.topics(event_names)
+    out: list[tuple[str, Any]] = []
+    start = max(0, from_block)
+    while start <= to_block:
+        end = min(to_block, start + chain.config.max_log_range - 1)
+        raw = chain.rpc("eth_getLogs", lambda: chain.w3.eth.get_logs(
+            {"address": decoder.addresses, "fromBlock": start, "toBlock": end, "topics": [topics]}))
+        out += [d for d in (decoder.decode(entry) for entry in raw) if d is not None]
+        start = end + 1
     return out
 
 
