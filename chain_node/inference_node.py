@@ -30,6 +30,7 @@ request is reported as failed (Internal). The node goes on with the next request
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import threading
@@ -119,7 +120,7 @@ class InferenceNode:
                  backbones: Callable[[bytes, int], BackboneRunner], config: NodeConfig,
                  checkpoint_path: Path, blob_dir: Path, confirmations: int = 0,
                  node_index: int = 0, node_count: int = 1, claim_grace: float = 2.0,
-                 ws_url: str | None = None, poll_interval: float = 0.05) -> None:
+                 ws_url: str | None = None, poll_interval: float = 0.05, start_block: int | None = None) -> None:
         self.chain = chain
         self.deployment = deployment
         self.account = account
@@ -135,14 +136,18 @@ class InferenceNode:
         self.stats = NodeStats()
         scope = f"{chain.chain_id}:{deployment.backbone_execution.address}"
         self.checkpoint = Checkpoint(checkpoint_path, scope)
+        # A node reads requests from its checkpoint on; a new one from the deployment's first block
+        # (or ``start_block``: a node joining a busy deployment need not re-read its history).
         self.poller = LogPoller(chain, deployment.backbone_execution, "InferenceRequested", self.checkpoint,
-                                start_block=deployment.block, confirmations=confirmations)
+                                start_block=deployment.block if start_block is None else start_block,
+                                confirmations=confirmations)
         self._ws_url = ws_url
         self._wakeup: PushWakeup | None = None
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._sent_at: dict[int, float] = {}
+        self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
         self._seen_head = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -151,7 +156,9 @@ class InferenceNode:
         if self._ws_url:
             topic = self.deployment.backbone_execution.events.InferenceRequested().topic
             topic = topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
-            wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address, topic0=topic).start()
+            on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
+            wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address, topic0=topic,
+                                on_log=on_log).start()
             if wakeup.connected.is_set():
                 self._wakeup = wakeup
             else:
@@ -213,9 +220,20 @@ class InferenceNode:
         transfers; (2) ask the enclave and send each delivery; (3) confirm the deliveries.
         Each request is checkpointed before its next step.
         """
-        events, upto = self.poller.poll()
-        self._seen_head = upto + self.poller.confirmations
         fresh = set()
+        pushed = self._drain_pushed()
+        if pushed:
+            # requests the node pushed with their data (confirmations 0 only): act at once; the
+            # checkpointed log poll catches up on the next quiet round
+            for ev in pushed:
+                request_id = int(ev["args"]["requestId"])
+                if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
+                    fresh.add(request_id)
+                self._events[request_id] = ev["args"]
+            events, upto = [], None
+        else:
+            events, upto = self.poller.poll()
+            self._seen_head = upto + self.poller.confirmations
         old = [ev for ev in events if upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
         ended = self._ended_since(min(int(ev["blockNumber"]) for ev in old), upto) if old else set()
         for ev in events:
@@ -229,7 +247,8 @@ class InferenceNode:
             if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) < _FRESH_BLOCKS:
                 fresh.add(request_id)
             self._events[request_id] = ev["args"]
-        self.checkpoint.set_last_block(upto)
+        if upto is not None:
+            self.checkpoint.set_last_block(upto)
 
         moved = 0
         asks: list[int] = []
@@ -253,6 +272,21 @@ class InferenceNode:
             self._guard(rid, lambda: self._confirm_delivery(rid, pending))
             moved += 1
         return moved
+
+    def _on_pushed_log(self, raw: dict[str, Any]) -> None:
+        """Runs on the subscription thread: decode and queue for the service loop."""
+        from web3._utils.method_formatters import log_entry_formatter
+        from web3.datastructures import AttributeDict
+
+        entry = self.deployment.backbone_execution.events.InferenceRequested().process_log(
+            AttributeDict.recursive(log_entry_formatter(raw)))
+        self._pushed.append(entry)
+
+    def _drain_pushed(self) -> list[Any]:
+        out = []
+        while self._pushed:
+            out.append(self._pushed.popleft())
+        return out
 
     def _ended_since(self, from_block: int, to_block: int) -> set[int]:
         """Ids of requests that ended on-chain in a block range (one log query): catching up on

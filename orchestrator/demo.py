@@ -74,7 +74,7 @@ class Stack:
                          key=X25519KeyPair.generate(), blob_dir=self.state_dir / "blobs")
 
     def add_node(self, config: Config, account_index: int, *, index: int = 0, count: int = 1,
-                 background: bool = True) -> "NodeWiring":
+                 background: bool = True, start_block: int | None = None) -> "NodeWiring":
         """Authorize another node account and start it (in a thread when ``background``)."""
         from dataclasses import replace
 
@@ -88,7 +88,7 @@ class Stack:
         wiring = build_node(node_config, self.chain, self.deployment, account, backbone_paths=[self.split_dir],
                             socket_path=self.state_dir / "enclave" / "enclave.sock",
                             state_dir=self.state_dir / f"node-{len(self.nodes)}", node_index=index,
-                            node_count=count, ws_url=ws_url, input_key=key)
+                            node_count=count, ws_url=ws_url, input_key=key, start_block=start_block)
         self.nodes.append(wiring)
         if background:
             runner = threading.Thread(target=lambda: wiring.node.setup().run(install_signal_handlers=False),
