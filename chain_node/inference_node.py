@@ -52,12 +52,13 @@ from splitseal.protocol import FailureCode, RequestStatus
 
 from .checkpoint import Checkpoint, Stage
 from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
-from .listener import LogPoller, PushWakeup
+from .listener import LogPoller, PushWakeup, as_log_entry
 
 log = logging.getLogger(__name__)
 
 
 _FRESH_BLOCKS = 3
+_KEPT_TIMES = 10_000
 _ASK = object()  # a request to serve now: ask the enclave (or reuse its saved answer), deliver
 _HANDLED = object()  # a step that ended in a recorded failure, a skip or a retry
 
@@ -153,16 +154,20 @@ class InferenceNode:
     # --- lifecycle -----------------------------------------------------------------------
 
     def setup(self) -> "InferenceNode":
-        if self._ws_url:
+        if self._ws_url or self.chain.embedded:
             topic = self.deployment.backbone_execution.events.InferenceRequested().topic
             topic = topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
             on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
-            wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address, topic0=topic,
-                                on_log=on_log).start()
-            if wakeup.connected.is_set():
-                self._wakeup = wakeup
+            if self.chain.embedded:
+                self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,
+                                                    topic0=topic)
             else:
-                wakeup.stop()
+                wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address, topic0=topic,
+                                    on_log=on_log).start()
+                if wakeup.connected.is_set():
+                    self._wakeup = wakeup
+                else:
+                    wakeup.stop()
         log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
                  self.enclave.address, self.node_index, self.node_count)
         return self
@@ -202,6 +207,8 @@ class InferenceNode:
         if self._wakeup is not None:
             self._wakeup.event.set()
         self.chain.wake_waiters()
+        if self._wakeup is not None:
+            self._wakeup.event.set()
 
     def close(self) -> None:
         self.stop()
@@ -273,13 +280,9 @@ class InferenceNode:
             moved += 1
         return moved
 
-    def _on_pushed_log(self, raw: dict[str, Any]) -> None:
-        """Runs on the subscription thread: decode and queue for the service loop."""
-        from web3._utils.method_formatters import log_entry_formatter
-        from web3.datastructures import AttributeDict
-
-        entry = self.deployment.backbone_execution.events.InferenceRequested().process_log(
-            AttributeDict.recursive(log_entry_formatter(raw)))
+    def _on_pushed_log(self, raw: Any) -> None:
+        """Runs on the subscription's thread: decode and queue for the service loop."""
+        entry = self.deployment.backbone_execution.events.InferenceRequested().process_log(as_log_entry(raw))
         self._pushed.append(entry)
 
     def _drain_pushed(self) -> list[Any]:
@@ -482,6 +485,8 @@ class InferenceNode:
         self.checkpoint.drop_transfer(request_id)
         self._events.pop(request_id, None)
         self._first_seen.pop(request_id, None)
+        while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only
+            self.stats.times.pop(next(iter(self.stats.times)))
 
 
 def _check_shape(x: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:

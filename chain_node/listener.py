@@ -45,6 +45,33 @@ class LogPoller:
         return sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])), safe_head
 
 
+def as_log_entry(log_: Any) -> Any:
+    """A pushed log in web3's decoded form: WebSocket pushes raw JSON, the embedded chain's
+    in-process subscription hands over receipt logs already formatted."""
+    from web3._utils.method_formatters import log_entry_formatter
+    from web3.datastructures import AttributeDict
+
+    topics = log_.get("topics") or []
+    if topics and isinstance(topics[0], str):
+        return AttributeDict.recursive(log_entry_formatter(log_))
+    return log_
+
+
+def subscribe_logs(chain: Any, addresses: str | list[str], *, on_log: Callable[[Any], None] | None = None,
+                   topic0: str | None = None) -> Any | None:
+    """A push subscription where the chain offers one: anvil's WebSocket, or the embedded chain's
+    in-process one. It has ``event`` (set on every pushed log), ``connected`` and ``stop()``;
+    None where the chain pushes nothing (poll instead)."""
+    if chain.embedded:
+        return chain.subscribe(addresses, on_log=on_log, topic0=topic0)
+    if chain.ws_url:
+        push = PushWakeup(chain.ws_url, addresses, on_log=on_log, topic0=topic0).start()
+        if push.connected.is_set():
+            return push
+        push.stop()
+    return None
+
+
 class PushWakeup:
     """Sets ``event`` whenever the node pushes a log of ``addresses`` (WebSocket eth_subscribe),
     and hands each pushed log (raw JSON-RPC form) to ``on_log`` when given."""

@@ -65,6 +65,25 @@ class PendingTx:
     receipt: Any = None
 
 
+class LocalSubscription:
+    """An in-process log subscription on the embedded chain (the twin of a WebSocket one)."""
+
+    def __init__(self, chain: "Chain", addresses: set[str], topic0: str | None,
+                 on_log: Callable[[Any], None] | None) -> None:
+        self.chain, self.addresses, self.topic0, self.on_log = chain, addresses, topic0, on_log
+        self.event = threading.Event()
+        self.connected = threading.Event()
+        self.connected.set()
+
+    def matches(self, log_: Any) -> bool:
+        if str(log_["address"]).lower() not in self.addresses:
+            return False
+        return self.topic0 is None or ("0x" + bytes(log_["topics"][0]).hex()).lower() == self.topic0
+
+    def stop(self) -> None:
+        self.chain._unsubscribe(self)
+
+
 @dataclass(frozen=True)
 class DecodedError:
     name: str
@@ -143,6 +162,7 @@ class Chain:
         # in-process listeners wait for blocks instead of polling the EVM.
         self._new_block = threading.Condition(self._lock)
         self._nonces: dict[str, int] = {}
+        self._subscriptions: list[LocalSubscription] = []
         self._on_close = on_close
         self._max_fee = 0
         self._fee_checked = 0.0
@@ -256,6 +276,34 @@ class Chain:
                 return head
             time.sleep(0.002)
 
+    def subscribe(self, addresses: str | Sequence[str], *, on_log: Callable[[Any], None] | None = None,
+                  topic0: str | None = None) -> LocalSubscription:
+        """Embedded chain only: push the logs of ``addresses`` (and ``topic0``) of every
+        transaction this process sends, as a node pushes them over WebSocket."""
+        if not self.embedded:
+            raise ChainError("in-process subscriptions exist on the embedded chain only; use the node's WebSocket")
+        addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+        sub = LocalSubscription(self, {a.lower() for a in addresses}, topic0.lower() if topic0 else None, on_log)
+        with self._lock:
+            self._subscriptions.append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: LocalSubscription) -> None:
+        with self._lock:
+            if sub in self._subscriptions:
+                self._subscriptions.remove(sub)
+
+    def _push(self, receipt: Any) -> None:
+        for log_ in receipt["logs"]:
+            for sub in list(self._subscriptions):
+                if sub.matches(log_):
+                    if sub.on_log is not None:
+                        try:
+                            sub.on_log(log_)
+                        except Exception as exc:  # noqa: BLE001 - a subscriber must not break a send
+                            log.warning("pushed log not handled: %s", exc)
+                    sub.event.set()
+
     def wake_waiters(self) -> None:
         """Release every :meth:`wait_for_block` now (a service that is stopping)."""
         if self.embedded:
@@ -338,8 +386,11 @@ class Chain:
                     # another process sent from this account: read the nonce again, once
                     return self._submit(fn, sender, gas, value=value, label=label, _retried=True)
                 raise ChainError(f"{label}: sending the transaction failed: {exc}") from exc
-            if self.embedded:  # auto-mined: the receipt is there already
+            if self.embedded:  # auto-mined: the receipt is there already; push its logs
+                receipt = self.w3.eth.get_transaction_receipt(tx_hash)
+                self._push(receipt)
                 self._new_block.notify_all()
+                return PendingTx(tx_hash, tx, label, receipt)
         return PendingTx(tx_hash, tx, label)
 
     def _send_sync(self, raw: bytes) -> Any:

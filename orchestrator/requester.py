@@ -99,23 +99,17 @@ class Requester:
     def _start_push(self) -> None:
         """Where the chain pushes logs (anvil's WebSocket), subscribe once to the lifecycle events:
         results arrive with their data, no polling and no log query."""
-        if self._push is not None or not self.chain.ws_url:
+        if self._push is not None:
             return
-        from chain_node.listener import PushWakeup
+        from chain_node.listener import subscribe_logs
 
         self._ensure_decoder()
-        push = PushWakeup(self.chain.ws_url, self._decoder.addresses, on_log=self._on_pushed_log).start()
-        if push.connected.is_set():
-            self._push = push
-        else:
-            push.stop()
-            self._push = False  # type: ignore[assignment]  # no push here: poll
+        self._push = subscribe_logs(self.chain, self._decoder.addresses, on_log=self._on_pushed_log) or False
 
-    def _on_pushed_log(self, raw: dict[str, Any]) -> None:
-        from web3._utils.method_formatters import log_entry_formatter
-        from web3.datastructures import AttributeDict
+    def _on_pushed_log(self, raw: Any) -> None:
+        from chain_node.listener import as_log_entry
 
-        decoded = self._decoder.decode(AttributeDict.recursive(log_entry_formatter(raw)))
+        decoded = self._decoder.decode(as_log_entry(raw))
         if decoded is None:
             return
         entry = decoded[1]
@@ -194,20 +188,26 @@ class Requester:
         """The ending pushed by the node (None: the push went quiet; fall back to polling)."""
         endings = ("ResultSubmitted", "RequestFailed", "RequestTimedOut")
         deadline = time.monotonic() + timeout
+        rid = submitted.request_id
+        while True:
+            with self._pushed_cv:
+                notified = True
+                if not any(name in self._pushed.get(rid, {}) for name in endings):
+                    notified = self._pushed_cv.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
+                if any(name in self._pushed.get(rid, {}) for name in endings) or time.monotonic() >= deadline:
+                    break
+            if notified:
+                continue  # another request's news
+            # a quiet second: ask the chain (outside the condition's lock: the embedded chain
+            # pushes while holding its own), in case a push was lost
+            status = RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(rid)))
+            if status.ended:
+                with self._pushed_cv:
+                    if not any(name in self._pushed.get(rid, {}) for name in endings):
+                        break
         with self._pushed_cv:
-            while not any(name in self._pushed.get(submitted.request_id, {}) for name in endings):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if self._pushed_cv.wait(min(remaining, 1.0)):
-                    continue
-                # a quiet second: ask the chain, in case a push was lost
-                status = RequestStatus(self.chain.call(
-                    self.deployment.backbone_execution.functions.status(submitted.request_id)))
-                if status.ended:
-                    break
-            logs = self._pushed.pop(submitted.request_id, {})
-            self._waiting.discard(submitted.request_id)
+            logs = self._pushed.pop(rid, {})
+            self._waiting.discard(rid)
         if not any(name in logs for name in endings):
             return None
         request = {"requestId": submitted.request_id, "modelId": submitted.model_id, "version": submitted.version,
