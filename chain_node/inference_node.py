@@ -52,7 +52,7 @@ from splitseal.protocol import FailureCode, RequestStatus
 
 from .checkpoint import Checkpoint, Stage
 from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
-from .listener import LogPoller, PushWakeup, as_log_entry
+from .listener import LogPoller, as_log_entry, subscribe_logs
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class InferenceNode:
                  backbones: Callable[[bytes, int], BackboneRunner], config: NodeConfig,
                  checkpoint_path: Path, blob_dir: Path, confirmations: int = 0,
                  node_index: int = 0, node_count: int = 1, claim_grace: float = 2.0,
-                 ws_url: str | None = None, poll_interval: float = 0.05, start_block: int | None = None) -> None:
+                 poll_interval: float = 0.05, start_block: int | None = None) -> None:
         self.chain = chain
         self.deployment = deployment
         self.account = account
@@ -142,8 +142,7 @@ class InferenceNode:
         self.poller = LogPoller(chain, deployment.backbone_execution, "InferenceRequested", self.checkpoint,
                                 start_block=deployment.block if start_block is None else start_block,
                                 confirmations=confirmations)
-        self._ws_url = ws_url
-        self._wakeup: PushWakeup | None = None
+        self._wakeup: Any = None  # a push subscription, where the chain offers one
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
@@ -154,20 +153,14 @@ class InferenceNode:
     # --- lifecycle -----------------------------------------------------------------------
 
     def setup(self) -> "InferenceNode":
-        if self._ws_url or self.chain.embedded:
-            topic = self.deployment.backbone_execution.events.InferenceRequested().topic
-            topic = topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
-            on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
-            if self.chain.embedded:
-                self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,
-                                                    topic0=topic)
-            else:
-                wakeup = PushWakeup(self._ws_url, self.deployment.backbone_execution.address, topic0=topic,
-                                    on_log=on_log).start()
-                if wakeup.connected.is_set():
-                    self._wakeup = wakeup
-                else:
-                    wakeup.stop()
+        """Subscribe to pushed requests where the chain pushes them (anvil's WebSocket, the
+        embedded chain in-process); elsewhere the loop polls."""
+        topic = self.deployment.backbone_execution.events.InferenceRequested().topic
+        topic = topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
+        # with confirmations, pushed logs only wake the loop; the poll decides what is buried
+        on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
+        self._wakeup = subscribe_logs(self.chain, self.deployment.backbone_execution.address, on_log=on_log,
+                                      topic0=topic)
         log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
                  self.enclave.address, self.node_index, self.node_count)
         return self

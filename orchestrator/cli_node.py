@@ -96,8 +96,7 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
                             backbone_paths=[Path(b) for b in args.backbone],
                             socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
                             node_index=config.node.node_index if args.index is None else args.index,
-                            node_count=config.node.node_count if args.count is None else args.count,
-                            ws_url=chain.ws_url)
+                            node_count=config.node.node_count if args.count is None else args.count)
         node = wiring.node
         try:
             for sig in STOP_SIGNALS:

@@ -84,11 +84,10 @@ class Stack:
         account = self.chain.accounts[account_index]
         authorize_node(self.chain, self.deployment, self.chain.accounts[0], account, key)
         node_config = replace(config, node=replace(config.node, blob_dir=str(self.state_dir / "blobs")))
-        ws_url = self.chain.ws_url
         wiring = build_node(node_config, self.chain, self.deployment, account, backbone_paths=[self.split_dir],
                             socket_path=self.state_dir / "enclave" / "enclave.sock",
                             state_dir=self.state_dir / f"node-{len(self.nodes)}", node_index=index,
-                            node_count=count, ws_url=ws_url, input_key=key, start_block=start_block)
+                            node_count=count, input_key=key, start_block=start_block)
         self.nodes.append(wiring)
         if background:
             runner = threading.Thread(target=lambda: wiring.node.setup().run(install_signal_handlers=False),

@@ -124,7 +124,7 @@ class NodeWiring:
 
 def build_node(config: Config, chain: Chain, deployment: Deployment, account: LocalAccount, *,
                backbone_paths: Iterable[Path], socket_path: Path | None = None, state_dir: Path | None = None,
-               node_index: int = 0, node_count: int = 1, ws_url: str | None = None,
+               node_index: int = 0, node_count: int = 1,
                input_key: X25519KeyPair | None = None, start_block: int | None = None) -> NodeWiring:
     """Everything a node needs, wired explicitly; the caller runs ``wiring.node``.
 
@@ -148,6 +148,6 @@ def build_node(config: Config, chain: Chain, deployment: Deployment, account: Lo
         backbones=BackboneLibrary(chain, deployment, backbone_paths), config=config.node,
         checkpoint_path=state_dir / f"node-{account.address.lower()}.sqlite3",
         blob_dir=config.path(config.node.blob_dir), confirmations=config.chain.confirmations,
-        node_index=node_index, node_count=node_count, ws_url=ws_url, poll_interval=config.chain.poll_interval,
+        node_index=node_index, node_count=node_count, poll_interval=config.chain.poll_interval,
         start_block=start_block)
     return NodeWiring(node, client)

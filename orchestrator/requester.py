@@ -110,8 +110,8 @@ class Requester:
         from chain_node.listener import as_log_entry
 
         decoded = self._decoder.decode(as_log_entry(raw))
-        if decoded is None:
-            return
+        if decoded is None or "requestId" not in decoded[1]["args"]:
+            return  # not a request's event (roles, keys, links)
         entry = decoded[1]
         request_id = int(entry["args"]["requestId"])
         with self._pushed_cv:
