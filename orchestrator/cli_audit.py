@@ -100,10 +100,14 @@ def cmd_subject(args: argparse.Namespace, config: Config) -> int:
         print(json.dumps(doc, indent=2, default=lambda v: "0x" + v.hex() if isinstance(v, bytes) else str(v)))
     else:
         print(render_subject(history))
-    return 0 if history.verified else 1
+    recorded = bool(history.enrolments or history.decisions or history.revocations)
+    return 0 if history.verified and recorded else 1
 
 
 def render_subject(history) -> str:
+    if not (history.enrolments or history.decisions or history.revocations):
+        return (f"subject 0x{history.subject_id.hex()}: nothing recorded on this deployment "
+                "(no enrolment, decision or revocation)")
     lines = [f"subject 0x{history.subject_id.hex()}: {'VERIFIED' if history.verified else 'NOT VERIFIED'}"]
     for e in history.enrolments:
         lines.append(f"  enrolled in set {e.set_id} at block {e.block} tx {e.tx[:18]}…: "
@@ -114,6 +118,4 @@ def render_subject(history) -> str:
     for d in history.decisions:
         lines.append(f"  {d.kind} at block {d.block}: {'accepted' if d.accepted else 'rejected'}, "
                      f"co-signed by all nodes: {'ok' if d.signers_ok else 'BAD: ' + '; '.join(d.problems)}")
-    if not (history.enrolments or history.decisions):
-        lines.append("  nothing recorded for this subject")
     return "\n".join(lines)

@@ -79,7 +79,12 @@ def _model(args: argparse.Namespace, config: Config):
     if args.random:
         spec, shape = (SMALL_SPEC, (1, 28, 28)) if args.random == "small" else (BIG_SPEC, (3, 64, 64))
         return random_model(spec, shape, seed=0), None
-    path = Path(args.model) if args.model else config.path("models/digits_embedding.onnx")
+    if args.model:
+        path = Path(args.model)
+    else:  # the committed reference model, wherever the home directory is
+        from orchestrator.training import reference_model_path
+
+        path = reference_model_path("digits_embedding")
     if not path.exists():
         raise InvalidInputError(f"embedding model {path} not found; train it (`splitseal model train`), "
                                 "pass --model, or use --random small")
