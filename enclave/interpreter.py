@@ -18,12 +18,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
-from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, TensorSpec,
-                             decode_graph, read_parameter)
+from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, decode_graph, read_parameter)
 from splitseal.errors import ModelError, PackageFormatError, UnsupportedOperatorError
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from eth_utils import to_checksum_address
 
 from enclave import crypto, eip712, quote as quote_mod
 from enclave.package import decode_head_package, decode_index
-from splitseal.errors import AttestationError, ContractRevertError, EnclaveError, InvalidInputError
+from splitseal.errors import AttestationError, ContractRevertError, InvalidInputError
 
 from .chain import Chain
 from .deploy import Deployment

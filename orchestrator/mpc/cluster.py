@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from chain_node.mpc.channel import Channel, Roster, connect, generate_identity, load_identity
-from chain_node.mpc.node import ClusterInfo, request
+from chain_node.mpc.node import ClusterInfo
 from chain_node.mpc.signing import KIND, session_id as session_bytes, subject_id
 from chain_node.mpc.store import model_to_blobs
 from splitseal.errors import ChainError, InvalidInputError, ProtocolError, SplitsealError

@@ -4,10 +4,8 @@ arguments. Embedded chain; the end-to-end attestation path also on anvil (integr
 
 from __future__ import annotations
 
-import os
 
 import pytest
-from eth_utils import keccak
 
 from contract_kit import (ATTESTATION_ADMIN_ROLE, DEFAULT_ADMIN_ROLE, ZERO32, ZERO_ADDRESS, EnclaveKey, Kit,
                           make_kit_fixture, rand32, reverts)

@@ -18,7 +18,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 import contract_kit
 from contract_kit import Kit, rand32
