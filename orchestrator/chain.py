@@ -167,6 +167,12 @@ class Chain:
         self._max_fee = 0
         self._fee_checked = 0.0
 
+    def account(self, role: int) -> LocalAccount:
+        """The account for role ``role`` (0 admin, 1 model owner, 2 node, 3 requester, ...): the
+        development accounts on dev chains; on a chain reached with one configured key, that key
+        plays every role."""
+        return self.accounts[role] if role < len(self.accounts) else self.accounts[0]
+
     # --- lifecycle -----------------------------------------------------------------------
 
     def close(self) -> None:

@@ -70,7 +70,7 @@ class Stack:
     def requester(self, account_index: int = 3) -> "Requester":
         from .requester import Requester
 
-        return Requester(self.chain, self.deployment, self.chain.accounts[account_index],
+        return Requester(self.chain, self.deployment, self.chain.account(account_index),
                          key=X25519KeyPair.generate(), blob_dir=self.state_dir / "blobs")
 
     def add_node(self, config: Config, account_index: int, *, index: int = 0, count: int = 1,
@@ -81,8 +81,8 @@ class Stack:
         from .node_setup import authorize_node, build_node, load_or_create_x25519_key
 
         key = load_or_create_x25519_key(self.state_dir / "node" / "input.key")
-        account = self.chain.accounts[account_index]
-        authorize_node(self.chain, self.deployment, self.chain.accounts[0], account, key)
+        account = self.chain.account(account_index)
+        authorize_node(self.chain, self.deployment, self.chain.account(0), account, key)
         node_config = replace(config, node=replace(config.node, blob_dir=str(self.state_dir / "blobs")))
         wiring = build_node(node_config, self.chain, self.deployment, account, backbone_paths=[self.split_dir],
                             socket_path=self.state_dir / "enclave" / "enclave.sock",
@@ -140,7 +140,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
                         home=config.path(""), start_anvil=True)
     enclave_proc = None
     try:
-        admin, owner = chain.accounts[:2]
+        admin, owner = chain.account(0), chain.account(1)
         step.note(f"{chain.name}, chain id {chain.chain_id}, block {chain.block_number()}")
 
         with step("start the enclave process"):
@@ -171,7 +171,8 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
                   f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter, "
                   f"{v.max_abs_diff_onnxruntime:.1e} on onnxruntime (tolerance {v.tolerance:.0e})")
 
-        model_id = keccak256(f"splitseal-demo/{model}".encode())
+        # one model id per owner: on a chain that outlives the demo, each run adds a version
+        model_id = keccak256(f"splitseal-demo/{model}/{owner.address}".encode())
         with step("register the model version (hashes of backbone, head graph, head parameters, rule)"):
             version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
         step.note(f"model 0x{model_id.hex()[:16]}… version {version}")
