@@ -51,3 +51,27 @@ def test_demo_refuses_a_bad_request_count(tmp_path: Path) -> None:
     done = run_demo(tmp_path, "--requests", "0")
     assert done.returncode == 2
     assert "error: --requests must be at least 1" in done.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_demo_against_an_rpc_url_with_one_configured_key(tmp_path: Path) -> None:
+    """Any JSON-RPC endpoint: the deployer's key plays every role; a rerun adds a model version."""
+    from orchestrator.anvil import AnvilNode
+
+    node = AnvilNode.start()
+    try:
+        key = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # dev account 1
+        env_key = {"SPLITSEAL_CHAIN_ADMIN_KEY": key}
+        for run, version in ((1, 1), (2, 2)):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITSEAL_")}
+            env.update(env_key, SPLITSEAL_HOME=str(tmp_path))
+            done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "demo", "--chain", node.http_url,
+                                   "--requests", "2", "--no-mpc"], cwd=ROOT, env=env, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+            assert f"version {version}" in done.stdout
+            assert "2/2 requests served" in done.stdout and "verified" in done.stdout
+        assert (tmp_path / "deployments" / "31337.json").exists()
+    finally:
+        node.stop()
