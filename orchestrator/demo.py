@@ -233,6 +233,7 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
                 if n <= 20 or (i + 1) % max(1, n // 10) == 0:
                     step.note(f"request {outcome.request_id}: predicted {outcome.label} (true {ys[i]}), "
                               f"{latencies[-1]:.1f} ms")
+        requester.close()
         pred = np.asarray(predictions)
         accuracy = float(np.mean(pred == ys))
         plain_accuracy = float(np.mean(plain_pred == ys))
