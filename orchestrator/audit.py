@@ -264,9 +264,25 @@ class Auditor:
             events += [e for e in self._history(_GROUPS["ModelRegistry"], enclave)
                        if e.name in ("EnclaveRegistered", "EnclaveRevoked")]
         audit.events = sorted(events, key=lambda e: (e.block, e.log_index))
-        requests = self.chain.get_logs(self.d.backbone_execution, "InferenceRequested", self.d.block,
-                                       argument_filters={"modelId": model_id})[:max_requests]
-        audit.requests = [self.request(int(e["args"]["requestId"])) for e in requests]
+        # every request's lifecycle in one log query, grouped by request id (one query per
+        # request would re-read the whole range each time)
+        from .logs import LogDecoder, logs_with_topic0
+
+        contracts = self.d.contracts()
+        group = _GROUPS["BackboneExecution"]
+        decoder = LogDecoder([(name, contracts[name]) for name in group])
+        by_request: dict[int, list[AuditEvent]] = {}
+        for name, entry in logs_with_topic0(self.chain, decoder, _LIFECYCLE_EVENTS, self.d.block,
+                                            self.chain.block_number()):
+            by_request.setdefault(int(entry["args"]["requestId"]), []).append(
+                self._event(name, entry["event"], entry))
+        ours = []
+        for request_id, history in sorted(by_request.items()):
+            history.sort(key=lambda e: (e.block, e.log_index))
+            self._cache[(group, request_id)] = history
+            if any(e.name == "InferenceRequested" and e.args["modelId"] == audit.model_id for e in history):
+                ours.append(request_id)
+        audit.requests = [self.request(request_id) for request_id in ours[:max_requests]]
         audit.checks.append(Check("every completed request verifies",
                                   all(r.verified for r in audit.requests if r.status == "COMPLETED"),
                                   f"{sum(r.status == 'COMPLETED' for r in audit.requests)} completed, "
@@ -274,6 +290,9 @@ class Auditor:
                                   f"{sum(r.status == 'TIMED_OUT' for r in audit.requests)} timed out"))
         return audit
 
+
+_LIFECYCLE_EVENTS = ("InferenceRequested", "BackboneExecuted", "TransferRecorded", "ResultSubmitted",
+                     "RequestFailed", "RequestTimedOut")
 
 #: Contracts whose events share a first indexed argument: requests (requestId) and models
 #: (modelId, or the enclave address for enclave registrations).

@@ -203,7 +203,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
 def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Path,
              say: Callable[[str], None] = print, mpc: bool = True) -> DemoResult:
-    from .audit import Auditor, render_request
+    from .audit import Auditor, render_html, render_request
     from .models.backbone import Backbone
     from .training import load_split, reference_model_path
 
@@ -251,6 +251,12 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
         say(render_request(audit))
         if not audit.verified:
             raise SplitsealError(f"the audit of request {audited} does not verify")
+        with step("audit the model's whole history; HTML report for auditors"):
+            model_audit = Auditor(stack.chain, stack.deployment).model(stack.model_id)
+            report = state_dir / "audit.html"
+            report.write_text(render_html(model_audit))
+        step.note(f"{len(model_audit.events)} model events, {len(model_audit.requests)} requests, "
+                  f"{'VERIFIED' if model_audit.verified else 'NOT VERIFIED'}; report: {report}")
 
         if mpc:
             from .mpc import demo as mpc_demo
