@@ -351,7 +351,7 @@ svg{{border:1px solid #ddd;margin:4px 0}}</style></head><body>
 <h1>Model {html.escape(audit.model_id)}</h1>
 <p>Overall: <b class="{'ok' if audit.verified else 'bad'}">{'VERIFIED' if audit.verified else 'NOT VERIFIED'}</b>
  — {len(reqs)} requests</p><ul>{checks}</ul>
-<h2>Latency per request (chain seconds, request → end)</h2>{_bars(latency, 's')}
+<h2>Latency per request (chain time from request to its end; blocks carry 1-second timestamps)</h2>{_bars(latency, 's')}
 <h2>Gas per request (whole lifecycle)</h2>{_bars(gas, 'gas')}
 <h2>Requests</h2><table><tr><th>id</th><th>status</th><th>verified</th><th>gas</th><th>failed checks</th></tr>{req_rows}</table>
 <h2>Timeline of the model</h2><table><tr><th>block</th><th>time</th><th>event</th><th>tx</th><th>gas</th></tr>{rows}</table>
