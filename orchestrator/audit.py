@@ -21,7 +21,6 @@ Whatever does not verify is reported as a failed check with the reason, never dr
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
@@ -389,6 +388,3 @@ def _bytes(value: Any) -> bytes:
         return bytes.fromhex(value[2:] if value.startswith("0x") else value)
     return bytes(value)
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -31,9 +31,6 @@ from .models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
-NODE_ROLE_NAME = "splitseal.role.node"
-
-
 def load_or_create_x25519_key(path: Path) -> X25519KeyPair:
     """An X25519 key pair kept in ``path`` (the node's input key, a requester's result key);
     created with mode 0600 on first use."""

@@ -36,7 +36,7 @@ from eth_utils import to_checksum_address
 
 from enclave import crypto, eip712, quote as quote_mod
 from enclave.package import decode_head_package, decode_index
-from splitseal.errors import AttestationError, ContractRevertError, InvalidInputError
+from splitseal.errors import AttestationError, InvalidInputError
 
 from .chain import Chain
 from .deploy import Deployment
@@ -233,11 +233,6 @@ def restore_enclave(chain: Chain, deployment: Deployment, client: EnclaveClient)
     status = client.status()
     anchored = chain.call(deployment.model_registry.functions.stateVersion(to_checksum_address(status.enclave)))
     return client.restore_state(int(anchored))
-
-
-def is_revert(exc: BaseException, name: str) -> bool:
-    """Whether ``exc`` is the custom error ``name`` (for callers that tolerate one)."""
-    return isinstance(exc, ContractRevertError) and exc.error_name == name
 
 
 def register_model_version(chain: Chain, deployment: Deployment, owner: LocalAccount, model_id: bytes,
