@@ -368,17 +368,13 @@ class EnclaveCore:
         anchored = a.int_("anchored_state_version", 0, 2**64 - 2, default=0)
         model = self._model_for(model_id, version, chain_id)
 
-        if crypto.keccak256(ciphertext) != package_hash:
-            raise EntryCallError("head package ciphertext does not hash to the package hash the "
-                                 "registry recorded; provision the ciphertext that was registered")
-        try:
-            plaintext = crypto.ecies_decrypt(self._x25519, ciphertext,
-                                             crypto.head_aad(model_id, version, plain_hash))
-        except crypto.DecryptionError:
-            raise EntryCallError("head package does not open: it was not encrypted to this enclave's "
-                                 "registered key, or for another model, version or package") from None
-        if crypto.keccak256(plaintext) != plain_hash:
-            raise EntryCallError("head package plaintext does not match its declared hash")
+        plaintext = self._open_provisioned(
+            ciphertext, package_hash, crypto.head_aad(model_id, version, plain_hash), plain_hash,
+            mismatch="head package ciphertext does not hash to the package hash the registry recorded; "
+                     "provision the ciphertext that was registered",
+            closed="head package does not open: it was not encrypted to this enclave's registered key, "
+                   "or for another model, version or package",
+            tampered="head package plaintext does not match its declared hash")
         from .package import decode_graph, decode_head_package
 
         try:
@@ -423,17 +419,13 @@ class EnclaveCore:
         entry_count = a.int_("entry_count", 0, 2**32 - 1)
         model = self._model_for(model_id, version, chain_id)
 
-        if crypto.keccak256(ciphertext) != encrypted_hash:
-            raise EntryCallError("parameter index ciphertext does not hash to the encrypted index hash "
-                                 "recorded in ParameterIndex")
-        try:
-            plaintext = crypto.ecies_decrypt(self._x25519, ciphertext,
-                                             crypto.index_aad(model_id, version, plain_hash))
-        except crypto.DecryptionError:
-            raise EntryCallError("parameter index does not open: it was not encrypted to this "
-                                 "enclave's registered key, or for another model, version or index") from None
-        if crypto.keccak256(plaintext) != plain_hash:
-            raise EntryCallError("parameter index plaintext does not match its declared hash")
+        plaintext = self._open_provisioned(
+            ciphertext, encrypted_hash, crypto.index_aad(model_id, version, plain_hash), plain_hash,
+            mismatch="parameter index ciphertext does not hash to the encrypted index hash recorded in "
+                     "ParameterIndex",
+            closed="parameter index does not open: it was not encrypted to this enclave's registered key, "
+                   "or for another model, version or index",
+            tampered="parameter index plaintext does not match its declared hash")
         from .package import decode_index
 
         try:
@@ -460,6 +452,20 @@ class EnclaveCore:
                 "merkle_root": merkle_root, "entry_count": entry_count,
                 "state_version": self.state_version, "serving": model.head is not None,
                 "signature": eip712.sign(self._signing_key, digest)}
+
+    def _open_provisioned(self, ciphertext: bytes, ciphertext_hash: bytes, aad: bytes, plain_hash: bytes, *,
+                          mismatch: str, closed: str, tampered: str) -> bytes:
+        """Open something provisioned to this enclave: its ciphertext must be the one recorded
+        on-chain, it must open with our key and its AAD, and its plaintext must hash as declared."""
+        if crypto.keccak256(ciphertext) != ciphertext_hash:
+            raise EntryCallError(mismatch)
+        try:
+            plaintext = crypto.ecies_decrypt(self._x25519, ciphertext, aad)
+        except crypto.DecryptionError:
+            raise EntryCallError(closed) from None
+        if crypto.keccak256(plaintext) != plain_hash:
+            raise EntryCallError(tampered)
+        return plaintext
 
     def _load_head(self, model: _Model) -> None:
         """Build the interpreter once both package and index are present."""
