@@ -42,10 +42,10 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from enclave.crypto import X25519KeyPair, encrypt_transfer, keccak256
-from orchestrator.chain import Chain, PendingTx
-from orchestrator.deploy import Deployment
-from orchestrator.enclave_client import EnclaveUnavailableError
+from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
+from splitseal.chain.client import Chain, PendingTx
+from splitseal.chain.deployment import Deployment
+from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.config import NodeConfig
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
@@ -68,7 +68,7 @@ class BackboneUnavailable(SplitsealError):
 
 
 class EnclaveEndpoint(Protocol):
-    """What the node needs of an enclave (``orchestrator.enclave_client.EnclaveClient``)."""
+    """What the node needs of an enclave (``splitseal.enclave_client.EnclaveClient``)."""
 
     def infer(self, *, request_id: int, model_id: bytes, version: int, input_commitment: bytes,
               transfer_ciphertext: bytes, shape: tuple[int, ...], dtype: str,
@@ -287,7 +287,7 @@ class InferenceNode:
     def _ended_since(self, from_block: int, to_block: int) -> set[int]:
         """Ids of requests that ended on-chain in a block range (one log query): catching up on
         a long history then costs no status read per old request."""
-        from orchestrator.logs import LogDecoder, logs_with_topic0
+        from splitseal.chain.logs import LogDecoder, logs_with_topic0
 
         d = self.deployment
         decoder = LogDecoder([("BackboneExecution", d.backbone_execution), ("EnclaveTransfer", d.enclave_transfer)])

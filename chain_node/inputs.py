@@ -1,6 +1,6 @@
 """Request inputs: the tensor codec, encryption to the node's input key, off-chain blobs.
 
-An input is ``tensor header || array bytes`` (the header of ``enclave.crypto.tensor_header``:
+An input is ``tensor header || array bytes`` (the header of ``splitseal.protocol.crypto.tensor_header``:
 dtype and shape), encrypted with ECIES to the node operator's X25519 input key with additional
 data that binds it to (model, version, requester key). Its commitment is keccak256 of the
 ciphertext. Small ciphertexts travel inline in the request; larger ones (images of 224x224x3
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from enclave.crypto import (TENSOR_DTYPES, X25519KeyPair, ecies_decrypt, ecies_encrypt, input_aad,
+from splitseal.protocol.crypto import (TENSOR_DTYPES, X25519KeyPair, ecies_decrypt, ecies_encrypt, input_aad,
                             keccak256, request_key_hash, tensor_header)
 from splitseal.errors import InvalidInputError
 from splitseal.protocol import FailureCode

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from web3.contract import Contract
 
-from orchestrator.chain import Chain
+from splitseal.chain.client import Chain
 
 from .checkpoint import Checkpoint
 

@@ -64,7 +64,10 @@ import numpy as np
 from splitseal.errors import (EnclaveError, InvalidInputError, ModelError, SealingError,
                               SplitsealError)
 
-from . import crypto, eip712, quote as quote_mod, wire
+from splitseal.protocol import crypto
+from splitseal.protocol import eip712
+from . import quote as quote_mod
+from splitseal.protocol import wire
 from .identity import EnclaveIdentity
 from .keys import KeyDeriver
 from .platform import Platform

@@ -5,7 +5,8 @@ Measurement, as SGX's MRENCLAVE measures the pages loaded into the enclave, is a
 over, in this fixed order:
 
 1. ``code``: every ``enclave/*.py`` file except the interpreter's, plus the shared core files
-   the enclave imports (``splitseal/__init__.py``, ``splitseal/errors.py``), sorted by path;
+   the enclave imports (``splitseal/__init__.py``, ``splitseal/errors.py`` and every
+   ``splitseal/protocol/*.py``: wire formats, ECIES, EIP-712), sorted by path;
 2. ``interpreter``: ``enclave/interpreter.py`` and ``enclave/package.py`` (the head's loader
    and evaluator);
 3. ``config``: the canonical JSON of the measured configuration (:class:`MeasuredConfig`) and
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 ENCLAVE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = ENCLAVE_DIR.parent
 INTERPRETER_FILES = ("enclave/interpreter.py", "enclave/package.py")
+#: Shared core files the enclave imports (``tests/unit/test_layers.py`` keeps the import rule).
 SHARED_CORE_FILES = ("splitseal/__init__.py", "splitseal/errors.py")
+SHARED_CORE_DIRS = ("splitseal/protocol",)
 DEV_SIGNER_SEED = b"splitseal.dev-signer.v1"
 MEASUREMENT_DOMAIN = b"splitseal.measurement.v1"
 
@@ -75,7 +78,8 @@ class EnclaveIdentity:
 def code_files(root: Path = PROJECT_DIR) -> list[str]:
     """Relative paths of the measured code files (section 1), sorted."""
     enclave_files = sorted(p.relative_to(root).as_posix() for p in (root / "enclave").glob("*.py"))
-    return sorted([f for f in enclave_files if f not in INTERPRETER_FILES] + list(SHARED_CORE_FILES))
+    shared = [p.relative_to(root).as_posix() for d in SHARED_CORE_DIRS for p in (root / d).glob("*.py")]
+    return sorted([f for f in enclave_files if f not in INTERPRETER_FILES] + list(SHARED_CORE_FILES) + shared)
 
 
 def _library_versions() -> dict[str, str]:

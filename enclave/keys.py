@@ -20,7 +20,7 @@ import struct
 
 from splitseal.errors import EnclaveError
 
-from .crypto import hkdf_sha256
+from splitseal.protocol.crypto import hkdf_sha256
 from .identity import EnclaveIdentity
 
 KEY_SALT = b"splitseal.keys.v1"

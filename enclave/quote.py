@@ -3,7 +3,7 @@
 Pure format code: packing, unpacking, the report-data binding, the quote digest, signing with
 a quoting key and verifying against a pinned quoting address. No process logic (the enclave
 process and the simulated platform use it) and no chain libraries (``eth_utils`` keccak and
-``coincurve`` through :mod:`enclave.eip712` only). ``ModelRegistry.registerEnclave`` checks
+``coincurve`` through :mod:`splitseal.protocol.eip712` only). ``ModelRegistry.registerEnclave`` checks
 exactly these bytes on-chain.
 
 Report body, 384 bytes, SGX layout, little-endian integers::
@@ -26,7 +26,7 @@ from eth_utils import keccak
 
 from splitseal.errors import AttestationError, InvalidInputError
 
-from . import eip712
+from splitseal.protocol import eip712
 
 log = logging.getLogger(__name__)
 

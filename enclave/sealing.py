@@ -33,7 +33,7 @@ from pathlib import Path
 
 from splitseal.errors import SealingError
 
-from .crypto import DecryptionError, aead_decrypt, aead_encrypt, random_bytes
+from splitseal.protocol.crypto import DecryptionError, aead_decrypt, aead_encrypt, random_bytes
 from .keys import KeyDerivationError, KeyDeriver, KeyPolicy
 
 log = logging.getLogger(__name__)

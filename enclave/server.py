@@ -24,7 +24,7 @@ from typing import Any
 
 from splitseal.errors import SplitsealError
 
-from . import wire
+from splitseal.protocol import wire
 from .core import EnclaveCore, error_reason
 
 log = logging.getLogger(__name__)

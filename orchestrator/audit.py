@@ -24,12 +24,12 @@ import html
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
-from enclave import eip712
-from enclave.crypto import keccak256
+from splitseal.protocol import eip712
+from splitseal.protocol.crypto import keccak256
 from splitseal.errors import InvalidInputError
 
-from .chain import Chain
-from .deploy import Deployment
+from splitseal.chain.client import Chain
+from splitseal.chain.deployment import Deployment
 
 
 @dataclass
@@ -104,7 +104,7 @@ class Auditor:
     def _history(self, contract_names: tuple[str, ...], first_topic: bytes | int | str) -> list[AuditEvent]:
         """Every event of these contracts whose first indexed argument is ``first_topic`` (one
         eth_getLogs), oldest first; cached."""
-        from .logs import LogDecoder, logs_with_first_topic
+        from splitseal.chain.logs import LogDecoder, logs_with_first_topic
 
         key = (contract_names, first_topic if not isinstance(first_topic, str) else first_topic.lower())
         if key not in self._cache:
@@ -265,7 +265,7 @@ class Auditor:
         audit.events = sorted(events, key=lambda e: (e.block, e.log_index))
         # every request's lifecycle in one log query, grouped by request id (one query per
         # request would re-read the whole range each time)
-        from .logs import LogDecoder, logs_with_topic0
+        from splitseal.chain.logs import LogDecoder, logs_with_topic0
 
         contracts = self.d.contracts()
         group = _GROUPS["BackboneExecution"]

@@ -14,13 +14,12 @@ Why this shape:
 
 Each artifact ``contracts/build/<Name>.json`` holds the ABI, creation and runtime bytecode, the
 method identifiers, the compiler version and settings, and the sha256 of every source file the
-contract was compiled from (taken from the compiler's metadata), so :mod:`orchestrator.artifacts`
+contract was compiled from (taken from the compiler's metadata), so :mod:`splitseal.chain.artifacts`
 can tell cheaply whether an artifact is stale.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from splitseal.chain.artifacts import BUILD_DIR, CONTRACTS, SOURCES_DIR, sha256_hex, source_files
 from splitseal.config import PROJECT_ROOT
 from splitseal.errors import CompilationError
 
@@ -41,14 +41,7 @@ EVM_VERSION = "prague"
 OPTIMIZER_RUNS = 10_000
 VIA_IR = False
 
-CONTRACTS_DIR = PROJECT_ROOT / "contracts"
-SOURCES_DIR = CONTRACTS_DIR / "src"
-BUILD_DIR = CONTRACTS_DIR / "build"
 WRAPPER = PROJECT_ROOT / "scripts" / "solc"
-
-#: The deployable contracts, in deployment order.
-CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry",
-             "RoundTripFloor")  # the last: benchmark floor only (scripts/bench_inference)
 
 ARTIFACT_FORMAT = "splitseal-artifact-1"
 
@@ -62,18 +55,6 @@ class Compiler:
     native: bool
 
 
-def source_files(sources_dir: Path = SOURCES_DIR) -> dict[str, Path]:
-    """Every ``.sol`` file under ``contracts/src``, keyed by its source unit name.
-
-    Source unit names are paths relative to ``contracts/`` (``src/ModelRegistry.sol``), which
-    is how relative imports between the files resolve.
-    """
-    root = sources_dir.parent
-    return {p.relative_to(root).as_posix(): p for p in sorted(sources_dir.rglob("*.sol"))}
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def find_compiler() -> Compiler:

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from enclave.crypto import X25519KeyPair, keccak256
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.config import PROJECT_ROOT, Config
 from splitseal.errors import SplitsealError
 
 if TYPE_CHECKING:
-    from .chain import Chain
-    from .deploy import Deployment
-    from .enclave_client import EnclaveProcess
+    from splitseal.chain.client import Chain
+    from splitseal.chain.deployment import Deployment
+    from splitseal.enclave_client import EnclaveProcess
     from .node_setup import NodeWiring
     from .requester import Requester
 
@@ -120,9 +120,9 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
     from enclave.platform import quoting_key_address
 
-    from .chain import connect
+    from splitseal.chain.client import connect
     from .deploy import ensure_deployed
-    from .enclave_client import EnclaveClient, EnclaveProcess
+    from splitseal.enclave_client import EnclaveClient, EnclaveProcess
     from .models.onnx_import import load_model
     from .models.rule import load_rule
     from .models.split import split_model
@@ -259,7 +259,7 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
                   f"{'VERIFIED' if model_audit.verified else 'NOT VERIFIED'}; report: {report}")
 
         if mpc:
-            from .mpc import demo as mpc_demo
+            from mpc.client import demo as mpc_demo
 
             with step("MPC feature-share nodes: enrol, verify and identify on secret shares, results on-chain"):
                 mpc_demo.run(state_dir / "mpc", stack.chain, stack.deployment, parties=2,

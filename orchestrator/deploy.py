@@ -7,67 +7,19 @@ unchanged) and returns it instead of deploying twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
+from splitseal.chain.client import Chain
+from splitseal.chain.deployment import ZERO_ADDRESS, Deployment, deployment_path, load_deployment
 from splitseal.errors import DeploymentError
 
-from .artifacts import load_artifact
-from .chain import Chain
-
 log = logging.getLogger(__name__)
-
-#: Deployment records, relative to the configured home.
-DEPLOYMENTS_DIR = Path("deployments")
-CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry")
-ZERO_ADDRESS = "0x" + "00" * 20
-
-
-@dataclass
-class Deployment:
-    """The deployed system on one chain."""
-
-    chain_id: int
-    block: int
-    admin: str
-    model_registry: Contract
-    parameter_index: Contract
-    backbone_execution: Contract
-    enclave_transfer: Contract
-    feature_share_registry: Contract
-    tx_hashes: dict[str, str] = field(default_factory=dict)
-    reused: bool = False
-
-    def contracts(self) -> dict[str, Contract]:
-        return {"ModelRegistry": self.model_registry, "ParameterIndex": self.parameter_index,
-                "BackboneExecution": self.backbone_execution, "EnclaveTransfer": self.enclave_transfer,
-                "FeatureShareRegistry": self.feature_share_registry}
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "chainId": self.chain_id,
-            "block": self.block,
-            "admin": self.admin,
-            "contracts": {name: c.address for name, c in self.contracts().items()},
-            "txHashes": self.tx_hashes,
-            "artifacts": {name: artifact_sha256(name) for name in CONTRACTS},
-        }
-
-
-def artifact_sha256(name: str) -> str:
-    artifact = load_artifact(name)
-    return hashlib.sha256((artifact["bytecode"] + json.dumps(artifact["abi"], sort_keys=True)).encode()).hexdigest()
-
-
-def deployment_path(chain_id: int, home: Path) -> Path:
-    return Path(home) / DEPLOYMENTS_DIR / f"{chain_id}.json"
 
 
 def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADDRESS) -> Deployment:
@@ -91,33 +43,6 @@ def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADD
     return Deployment(chain_id=chain.chain_id, block=start_block + 1, admin=admin.address,
                       model_registry=registry, parameter_index=index, backbone_execution=backbone,
                       enclave_transfer=transfer, feature_share_registry=features, tx_hashes=txs)
-
-
-def load_deployment(chain: Chain, home: Path) -> Deployment:
-    """The deployment recorded for this chain under ``home``; :class:`DeploymentError` if absent
-    or stale."""
-    path = deployment_path(chain.chain_id, home)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DeploymentError(f"no deployment recorded for chain {chain.chain_id} ({path}); "
-                              f"run `splitseal deploy --chain {chain.name}` first") from None
-    problems = []
-    for name in CONTRACTS:
-        address = record["contracts"].get(name)
-        if not address or chain.w3.eth.get_code(address) in (b"", None):
-            problems.append(f"{name} has no code at {address}")
-        elif record.get("artifacts", {}).get(name) != artifact_sha256(name):
-            problems.append(f"{name} at {address} was built from an older artifact")
-    if problems:
-        raise DeploymentError(f"deployment in {path} is not live on chain {chain.chain_id}: "
-                              + "; ".join(problems) + ". Deploy again.")
-    c = {name: chain.contract(name, record["contracts"][name]) for name in CONTRACTS}
-    return Deployment(chain_id=record["chainId"], block=record["block"], admin=record["admin"],
-                      model_registry=c["ModelRegistry"], parameter_index=c["ParameterIndex"],
-                      backbone_execution=c["BackboneExecution"], enclave_transfer=c["EnclaveTransfer"],
-                      feature_share_registry=c["FeatureShareRegistry"],
-                      tx_hashes=record.get("txHashes", {}), reused=True)
 
 
 def ensure_deployed(chain: Chain, admin: LocalAccount, *, home: Path, quoting_key: str = ZERO_ADDRESS,

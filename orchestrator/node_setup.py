@@ -20,13 +20,13 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from chain_node.inference_node import BackboneUnavailable, EnclaveTarget, InferenceNode
-from enclave.crypto import X25519KeyPair, keccak256
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError, ModelError
 
-from .chain import Chain
-from .deploy import Deployment
-from .enclave_client import EnclaveClient
+from splitseal.chain.client import Chain
+from splitseal.chain.deployment import Deployment
+from splitseal.enclave_client import EnclaveClient
 from .models.backbone import Backbone
 
 log = logging.getLogger(__name__)

@@ -34,13 +34,15 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
-from enclave import crypto, eip712, quote as quote_mod
+from enclave import quote as quote_mod
+
+from splitseal.protocol import crypto, eip712
 from enclave.package import decode_head_package, decode_index
 from splitseal.errors import AttestationError, InvalidInputError
 
-from .chain import Chain
-from .deploy import Deployment
-from .enclave_client import Attestation, EnclaveClient
+from splitseal.chain.client import Chain
+from splitseal.chain.deployment import Deployment
+from splitseal.enclave_client import Attestation, EnclaveClient
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
-from enclave import eip712
+from splitseal.protocol import eip712
 from enclave.core import open_result
-from enclave.crypto import X25519KeyPair, keccak256
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.errors import ChainError, ContractRevertError, InvalidInputError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 
-from .chain import Chain
-from .deploy import Deployment
+from splitseal.chain.client import Chain
+from splitseal.chain.deployment import Deployment
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Requester:
                 self._pushed_cv.notify_all()
 
     def _ensure_decoder(self) -> None:
-        from .logs import LogDecoder
+        from splitseal.chain.logs import LogDecoder
 
         if self._decoder is None:
             self._decoder = LogDecoder([("BackboneExecution", self.deployment.backbone_execution),
@@ -232,7 +232,7 @@ class Requester:
 
     def outcome(self, request_id: int, *, from_block: int) -> InferenceOutcome:
         """Rebuild a request's ending from its events and decrypt the result, if any."""
-        from .logs import logs_with_first_topic
+        from splitseal.chain.logs import logs_with_first_topic
 
         self._ensure_decoder()
         logs = {entry["event"]: entry for _, entry in logs_with_first_topic(self.chain, self._decoder, request_id,

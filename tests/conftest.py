@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Iterator
 import pytest
 
 if TYPE_CHECKING:  # chain libraries load only for tests that use a chain
-    from orchestrator.chain import Chain
-    from orchestrator.deploy import Deployment
+    from splitseal.chain.client import Chain
+    from splitseal.chain.deployment import Deployment
 
 
 @pytest.fixture(scope="session")
 def embedded_chain() -> Iterator["Chain"]:
-    from orchestrator.chain import connect
+    from splitseal.chain.client import connect
 
     chain = connect("embedded")
     yield chain
@@ -49,8 +49,8 @@ def deployment(chain: "Chain", embedded_deployment: "Deployment") -> "Deployment
 
 @pytest.fixture(scope="session")
 def anvil_session() -> Iterator["Chain"]:
-    from orchestrator.anvil import AnvilNode
-    from orchestrator.chain import connect
+    from splitseal.chain.anvil import AnvilNode
+    from splitseal.chain.client import connect
 
     node = AnvilNode.start()
     chain = connect(node.http_url)

@@ -11,12 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-import enclave_support as es  # noqa: E402
+from tests.support import enclave_support as es
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 SPLITSEAL = [sys.executable, "-m", "orchestrator.cli"]
@@ -29,7 +26,7 @@ def _run(env, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_enclave_from_the_cli_attests_registers_and_is_provisioned(tmp_path):
-    from orchestrator.anvil import AnvilNode
+    from splitseal.chain.anvil import AnvilNode
 
     node = AnvilNode.start()
     env = dict(os.environ, SPLITSEAL_ENCLAVE_STATE_DIR=str(tmp_path / "enclave"),

@@ -33,12 +33,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from tests.support import enclave_support as es
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-import enclave_support as es  # noqa: E402
-
-from splitseal.config import PROJECT_ROOT  # noqa: E402
-from splitseal.protocol import FailureCode  # noqa: E402
+from splitseal.config import PROJECT_ROOT
+from splitseal.protocol import FailureCode
 
 SPLITSEAL = [sys.executable, "-m", "orchestrator.cli"]
 MODEL_NAME = "cli-inference-canary"
@@ -105,12 +103,12 @@ def _wait_for(what: str, ready, proc: subprocess.Popen[Any], log_path: Path, tim
 def _start_anvil(log_path: Path) -> tuple[subprocess.Popen[Any], str, int]:
     """anvil on loopback, a free port and a chain id nobody else uses.
 
-    The arguments are ``orchestrator.anvil.AnvilNode.start``'s except that pruning keeps the 64
+    The arguments are ``splitseal.chain.anvil.AnvilNode.start``'s except that pruning keeps the 64
     latest states: with a bare ``--prune-history`` anvil keeps none but the head's, and an
     ``eth_call`` at "latest" that races with a newly mined block fails with BlockOutOfRangeError
     (about one call in four while another account's transactions are being mined).
     """
-    from orchestrator.anvil import AnvilNode, anvil_binary, free_port
+    from splitseal.chain.anvil import AnvilNode, anvil_binary, free_port
 
     port, chain_id = free_port(), random.randint(10_000_000, 2_000_000_000)
     log = open(log_path, "ab")

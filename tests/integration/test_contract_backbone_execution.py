@@ -9,7 +9,7 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from contract_kit import (COMPLETED, DEFAULT_ADMIN_ROLE, INLINE_INPUT_SIZE, NODE_ROLE, REQUESTED, TIMED_OUT, TRANSFERRED,
+from tests.support.contract_kit import (COMPLETED, DEFAULT_ADMIN_ROLE, INLINE_INPUT_SIZE, NODE_ROLE, REQUESTED, TIMED_OUT, TRANSFERRED,
                           ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts)
 
 kit = make_kit_fixture("chain", "deployment")

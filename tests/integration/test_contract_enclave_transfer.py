@@ -8,9 +8,9 @@ import os
 import pytest
 from eth_utils import keccak
 
-from contract_kit import (COMPLETED, FAILED, NODE_ROLE, REQUESTED, RESULT_SIZE, TIMED_OUT, TRANSFERRED, ZERO_ADDRESS,
+from tests.support.contract_kit import (COMPLETED, FAILED, NODE_ROLE, REQUESTED, RESULT_SIZE, TIMED_OUT, TRANSFERRED, ZERO_ADDRESS,
                           EnclaveKey, Kit, make_kit_fixture, rand32, reverts)
-from enclave import eip712
+from splitseal.protocol import eip712
 
 kit = make_kit_fixture("chain", "deployment")
 
@@ -212,7 +212,7 @@ def test_malleable_and_cross_domain_signatures_are_refused(kit: Kit, transferred
     result = os.urandom(RESULT_SIZE)
     good = kit.result_signature(e, req, transfer_hash, result)
     # The high-s twin of a valid signature recovers to the same key in plain ecrecover; the
-    # contracts refuse it (recovered = zero), as enclave.eip712.recover does.
+    # contracts refuse it (recovered = zero), as splitseal.protocol.eip712.recover does.
     s = int.from_bytes(good[32:64], "big")
     twin = good[:32] + (eip712.SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - good[64]])
     with reverts("EnclaveTransferBadSignature", requestId=rid, enclave=e.address, recovered=ZERO_ADDRESS):

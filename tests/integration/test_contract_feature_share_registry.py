@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from eth_utils import keccak
 
-from contract_kit import DEFAULT_ADMIN_ROLE, ZERO32, ZERO_ADDRESS, Kit, make_kit_fixture, rand32, reverts
-from enclave import eip712
+from tests.support.contract_kit import DEFAULT_ADMIN_ROLE, ZERO32, ZERO_ADDRESS, Kit, make_kit_fixture, rand32, reverts
+from splitseal.protocol import eip712
 
 kit = make_kit_fixture("chain", "deployment")
 VERIFY, IDENTIFY = 1, 2

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from contract_kit import (ATTESTATION_ADMIN_ROLE, DEFAULT_ADMIN_ROLE, ZERO32, ZERO_ADDRESS, EnclaveKey, Kit,
+from tests.support.contract_kit import (ATTESTATION_ADMIN_ROLE, DEFAULT_ADMIN_ROLE, ZERO32, ZERO_ADDRESS, EnclaveKey, Kit,
                           make_kit_fixture, rand32, reverts)
-from enclave import eip712, quote as quote_mod
+from enclave import quote as quote_mod
+from splitseal.protocol import eip712
 
 kit = make_kit_fixture("chain", "deployment")
 

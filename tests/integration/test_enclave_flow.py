@@ -7,21 +7,18 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from enclave import crypto, eip712, wire
+from splitseal.protocol import crypto, eip712, wire
 from enclave.identity import load_identity
 from enclave.keys import KeyDeriver
 from enclave.platform import SimulatedPlatform
 from enclave.sealing import Sealer
-from orchestrator.enclave_client import EnclaveClient, EnclaveRefusedError
-
-sys.path.insert(0, str(Path(__file__).parent))
-import enclave_support as es  # noqa: E402
+from splitseal.enclave_client import EnclaveClient, EnclaveRefusedError
+from tests.support import enclave_support as es
 
 pytestmark = pytest.mark.integration
 

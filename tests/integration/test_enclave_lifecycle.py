@@ -4,21 +4,18 @@ provisioning refusals, restart with sealed state, rollback refusal, another meas
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from enclave import crypto, eip712
+from splitseal.protocol import crypto, eip712
 from enclave.platform import SimulatedPlatform
-from orchestrator.enclave_client import (EnclaveClient, EnclaveRefusedError, EnclaveSealingError,
+from splitseal.enclave_client import (EnclaveClient, EnclaveRefusedError, EnclaveSealingError,
                                          EnclaveUnavailableError)
 from orchestrator.provision import (attest_enclave, provision_model, register_model_version,
                                     restore_enclave, verify_quote)
 from splitseal.errors import AttestationError, ContractRevertError
-
-sys.path.insert(0, str(Path(__file__).parent))
-import enclave_support as es  # noqa: E402
+from tests.support import enclave_support as es
 
 pytestmark = pytest.mark.integration
 

@@ -14,14 +14,14 @@ import pytest
 
 from chain_node.checkpoint import Stage
 from chain_node.inputs import BlobStore
-from enclave.crypto import X25519KeyPair, keccak256
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from orchestrator.audit import Auditor
 from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 from orchestrator.requester import Requester
 from splitseal.config import ChainConfig, Config, NodeConfig
 from splitseal.protocol import FailureCode, RequestStatus
 
-import enclave_support as es
+from tests.support import enclave_support as es
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import enclave_support as es
-from enclave import crypto
-from enclave.crypto import X25519KeyPair
+from tests.support import enclave_support as es
+from splitseal.protocol import crypto
+from splitseal.protocol.crypto import X25519KeyPair
 from enclave.platform import SimulatedPlatform
-from orchestrator.enclave_client import EnclaveClient
+from splitseal.enclave_client import EnclaveClient
 from orchestrator.models.onnx_import import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chain_node.mpc.node import ClusterInfo
-from orchestrator.mpc import cluster as cl
-from orchestrator.mpc.audit import subject_history
-from orchestrator.mpc.owner import SMALL_SPEC, load_onnx, plain_forward, random_model
-from orchestrator.mpc.terminal import normalise
+from mpc.node.service import ClusterInfo
+from mpc.client import cluster as cl
+from mpc.client.audit import subject_history
+from mpc.client.owner import SMALL_SPEC, load_onnx, plain_forward, random_model
+from mpc.client.terminal import normalise
 from splitseal.errors import ProtocolError
 
 pytestmark = pytest.mark.integration
@@ -142,8 +142,8 @@ def test_enrol_verify_identify_match_plaintext_and_are_audited(two_node_cluster,
             assert h.enrolments[0].commitments == enrolled[name]
             assert len([d for d in h.decisions if d.kind == "verify"]) == len(probes)
         # a node can open its on-chain commitment with the salt and share it keeps; nothing else opens it
-        from chain_node.mpc.store import NodeStore
-        from orchestrator.mpc.audit import verify_share_opening
+        from mpc.node.store import NodeStore
+        from mpc.client.audit import verify_share_opening
         store = NodeStore(info.state_dir / "node-1" / "store.sqlite3")
         salt, commitment = store.salt_and_commitment(names[0])
         share = store.share(names[0])
@@ -178,7 +178,7 @@ def test_three_nodes_plaintext_kernels_and_failed_enrolment_leaves_nothing(tmp_p
         with pytest.raises(ProtocolError, match="not answering"):
             cl.MpcClient(info, connect_timeout=0.5)
         info_json["nodes"][0]["pid"] = subprocess.Popen(
-            [sys.executable, "-m", "chain_node.mpc.node", "--state-dir", str(state), "--party", "0"],
+            [sys.executable, "-m", "mpc.node.service", "--state-dir", str(state), "--party", "0"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True).pid
         (state / "cluster.json").write_text(json.dumps(info_json))

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import artifacts, compile as compile_mod
+from orchestrator import compile as compile_mod
+
+from splitseal.chain import artifacts
 from splitseal.errors import CompilationError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""enclave.eip712 against an independent implementation (eth_account) and against the type
+"""splitseal.protocol.eip712 against an independent implementation (eth_account) and against the type
 strings compiled into the contracts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from enclave import eip712
+from splitseal.protocol import eip712
 from splitseal.errors import InvalidInputError
 
 CHAIN_ID = 31337

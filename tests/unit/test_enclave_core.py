@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from enclave import crypto
+from splitseal.protocol import crypto
 from enclave.core import EnclaveCore, EntryCallError, decode_result, encode_result, open_result
 from enclave.identity import load_identity
 from enclave.platform import SimulatedPlatform
@@ -39,10 +39,7 @@ def test_result_policies():
 
 
 def _split(policy: str):
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-    import enclave_support as es
+    from tests.support import enclave_support as es
     from orchestrator.models.onnx_import import load_model
     from orchestrator.models.rule import parse_rule
     from orchestrator.models.split import split_model
@@ -116,10 +113,7 @@ def test_unknown_calls_and_bad_arguments_are_refused(tmp_path):
 
 
 def test_a_package_that_does_not_fit_the_index_leaves_the_serving_head_untouched(tmp_path):
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from models_fixtures import small_cnn
+    from tests.support.models_fixtures import small_cnn
     from orchestrator.models.onnx_import import load_model
     from orchestrator.models.rule import parse_rule
     from orchestrator.models.split import split_model

@@ -1,11 +1,11 @@
-"""ECIES, AES-GCM and the AAD builders of enclave.crypto (docs/PROTOCOL.md)."""
+"""ECIES, AES-GCM and the AAD builders of splitseal.protocol.crypto (docs/PROTOCOL.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from enclave import crypto
+from splitseal.protocol import crypto
 from splitseal.errors import InvalidInputError
 
 MODEL = bytes(range(32))

@@ -41,5 +41,5 @@ def test_enclave_imports_no_chain_or_host_code():
 
 def test_guard_detects_a_forbidden_import(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\nfrom web3 import Web3\nimport importlib\nimportlib.import_module('orchestrator.chain')\n")
-    assert {"web3", "orchestrator.chain"} <= _imports(probe)
+    probe.write_text("import os\nfrom web3 import Web3\nimport importlib\nimportlib.import_module('splitseal.chain.client')\n")
+    assert {"web3", "splitseal.chain.client"} <= _imports(probe)

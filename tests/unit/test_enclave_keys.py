@@ -94,7 +94,7 @@ def test_measurement_is_deterministic_and_covers_code_interpreter_config(tmp_pat
     assert m == ident.compute_measurement(root=ident.PROJECT_DIR, libraries=libs)
     assert ident.compute_measurement(ident.MeasuredConfig(max_frame_bytes=1024), root=root, libraries=libs) != m
     assert ident.compute_measurement(root=root, libraries={"numpy": "2"}) != m
-    for rel in ("enclave/crypto.py", "enclave/interpreter.py", "splitseal/errors.py"):
+    for rel in ("splitseal/protocol/crypto.py", "enclave/interpreter.py", "splitseal/errors.py"):
         path = root / rel
         if not path.exists():
             continue

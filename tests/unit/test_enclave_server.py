@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from enclave import wire
+from splitseal.protocol import wire
 from enclave.core import EnclaveCore
 from enclave.identity import load_identity
 from enclave.platform import SimulatedPlatform

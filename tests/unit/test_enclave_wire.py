@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from enclave import wire
+from splitseal.protocol import wire
 
 
 def test_round_trip_of_every_type():

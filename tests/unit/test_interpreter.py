@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -21,9 +19,7 @@ from orchestrator.models.onnx_import import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import head_to_graph, split_model
 from splitseal.errors import ModelError, PackageFormatError, UnsupportedOperatorError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from models_fixtures import small_cnn  # noqa: E402
+from tests.support.models_fixtures import small_cnn
 
 RNG = np.random.default_rng(1234)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,9 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from orchestrator.models.onnx_import import load_model
 from splitseal.errors import ModelError, UnsupportedOperatorError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from models_fixtures import make_model, small_cnn  # noqa: E402
+from tests.support.models_fixtures import make_model, small_cnn
 
 
 def _vi(name: str, shape, dtype=TensorProto.FLOAT):

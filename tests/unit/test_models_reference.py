@@ -3,7 +3,6 @@ embedding) and the split is proven equal to the whole model on the held-out digi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,7 @@ from orchestrator.models.onnx_import import load_model
 from orchestrator.models.rule import load_rule
 from orchestrator.models.split import split_model
 from orchestrator.training.data import load_split
-
-sys.path.insert(0, str(Path(__file__).parent))
-from models_fixtures import reference_like  # noqa: E402
+from tests.support.models_fixtures import reference_like
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,9 +20,7 @@ from orchestrator.models.onnx_import import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import random_samples, split_model, verify_split
 from splitseal.errors import InvalidInputError, ModelError, ProtectionRuleError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from models_fixtures import small_cnn  # noqa: E402
+from tests.support.models_fixtures import small_cnn
 
 
 def rule(split: str, params: str = '["head.*"]', kinds: str = '["weights", "biases"]', policy: str = "label_scores"):
@@ -131,7 +127,7 @@ def test_split_with_two_outputs_one_in_backbone_refused():
 
 
 def test_head_reading_the_model_input_refused():
-    from models_fixtures import make_model
+    from tests.support.models_fixtures import make_model
     from onnx import TensorProto, helper, numpy_helper
     vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3])  # noqa: E731
     nodes = [helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from chain_node.mpc.node import ClusterInfo, DealerService, MpcNode
-from orchestrator.mpc.cluster import MpcClient, write_cluster
-from orchestrator.mpc.owner import SMALL_SPEC, node_models, random_model
+from mpc.node.service import ClusterInfo, DealerService, MpcNode
+from mpc.client.cluster import MpcClient, write_cluster
+from mpc.client.owner import SMALL_SPEC, node_models, random_model
 from splitseal.errors import ProtocolError
 
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chain_node.mpc import ring
-from chain_node.mpc.beaver import Dealer, DealerTripleProvider, resolve
-from chain_node.mpc.local import LocalCluster, run_parties
-from chain_node.mpc.matmul import conv2d_float
-from chain_node.mpc.protocol import Layer
-from chain_node.mpc.transport import InProcessHub
-from orchestrator.mpc.owner import BIG_SPEC, SMALL_SPEC, node_models, plain_forward, random_model
+from mpc.engine import ring
+from mpc.engine.beaver import Dealer, DealerTripleProvider, resolve
+from tests.support.mpc_local import LocalCluster, run_parties
+from mpc.engine.matmul import conv2d_float
+from mpc.engine.protocol import Layer
+from mpc.engine.transport import InProcessHub
+from mpc.client.owner import BIG_SPEC, SMALL_SPEC, node_models, plain_forward, random_model
 from splitseal.errors import ProtocolError
 
-from mpc_transports import TRANSPORT_KINDS, make_transports
+from tests.support.mpc_transports import TRANSPORT_KINDS, make_transports
 
 RNG = np.random.default_rng(11)
 
@@ -94,7 +94,7 @@ def test_mask_recovery_matches_plaintext(cluster, ops):
     layers = [Layer(o[0], params={"kind": o[1], **({"k": o[2]} if o[0] == "pool" else {})}) for o in ops]
     ys = _shares(y, n, 32)
     out = cluster.run(lambda s, p: s.mask_recover(ys[p], 32, layers))
-    from orchestrator.mpc.owner import FloatLayer, FloatModel
+    from mpc.client.owner import FloatLayer, FloatModel
     ref = plain_forward(FloatModel((3, 9, 8), [FloatLayer(la.op, params=la.params) for la in layers]), y)
     got = ring.decode(ring.reconstruct(out)).reshape(2, -1)
     assert np.abs(got - ref).max() < 1e-4
@@ -140,7 +140,7 @@ def test_big_network_features_match_plaintext():
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_dealer_triples_are_correct(n):
-    from chain_node.mpc.matmul import ring_conv2d, ring_matmul
+    from mpc.engine.matmul import ring_conv2d, ring_matmul
 
     dealer = Dealer(n)
     provs = [DealerTripleProvider(p, n, dealer.seed_for(p), dealer.correction) for p in range(n)]
@@ -205,7 +205,7 @@ def test_node_disappearing_fails_cleanly_on_all_nodes(kind, n, when, tmp_path):
     sid = "dead-session"
 
     def body_runner(p, t):
-        from chain_node.mpc.protocol import Session
+        from mpc.engine.protocol import Session
         t.begin(sid)
         return body(Session(t, c.providers[p], sid, b"s" * 32), p)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chain_node.mpc import ring
-from chain_node.mpc.local import LocalCluster
-from chain_node.mpc.recognition import cosine_scores, decide_identify, decide_verify
+from mpc.engine import ring
+from tests.support.mpc_local import LocalCluster
+from mpc.engine.recognition import cosine_scores, decide_identify, decide_verify
 
-from mpc_transports import TRANSPORT_KINDS, make_transports
+from tests.support.mpc_transports import TRANSPORT_KINDS, make_transports
 
 RNG = np.random.default_rng(3)
 
@@ -41,7 +41,7 @@ def test_cosine_scores_match_plaintext_and_only_aggregator_learns_them(cluster):
 def test_scores_are_masked_on_the_wire(monkeypatch):
     """The aggregator receives u, v, w with random multiplicative masks, never the bare inner
     products or squared norms."""
-    from chain_node.mpc.protocol import Session
+    from mpc.engine.protocol import Session
 
     learnt = []
     original = Session.reveal_to

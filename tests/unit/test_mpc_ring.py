@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chain_node.mpc import ring
-from chain_node.mpc.matmul import (conv2d_float, ring_conv2d, ring_conv2d_public, ring_matmul,
+from mpc.engine import ring
+from mpc.engine.matmul import (conv2d_float, ring_conv2d, ring_conv2d_public, ring_matmul,
                                    ring_matmul_public)
 from splitseal.errors import InvalidInputError
 

@@ -1,4 +1,4 @@
-"""MPC node signatures: the digests of enclave/eip712.py match an independent EIP-712 encoder
+"""MPC node signatures: the digests of splitseal/protocol/eip712.py match an independent EIP-712 encoder
 (eth-account's typed data), and signatures recover to the node."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from chain_node.mpc.node import share_commitment
-from chain_node.mpc.signing import (decision_digest, recover, share_commitment_digest, sign_decision,
+from mpc.node.service import share_commitment
+from mpc.engine.signing import (decision_digest, recover, share_commitment_digest, sign_decision,
                                     sign_share_commitment, subject_id)
 
 import numpy as np

@@ -9,10 +9,10 @@ import zlib
 import numpy as np
 import pytest
 
-from chain_node.mpc import ring
-from chain_node.mpc.store import NodeStore
-from orchestrator.mpc.owner import SMALL_SPEC, load_onnx, node_models, plain_forward, random_model
-from orchestrator.mpc.terminal import Terminal, normalise, read_image, write_pgm
+from mpc.engine import ring
+from mpc.node.store import NodeStore
+from mpc.client.owner import SMALL_SPEC, load_onnx, node_models, plain_forward, random_model
+from mpc.client.terminal import Terminal, normalise, read_image, write_pgm
 from splitseal.errors import InvalidInputError, UnsupportedOperatorError
 
 RNG = np.random.default_rng(5)

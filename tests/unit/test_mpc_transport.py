@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from chain_node.mpc.channel import Listener, Roster, connect, generate_identity, load_identity
-from chain_node.mpc.local import run_parties
-from chain_node.mpc.transport import Frame, decode_frame, encode_frame
+from mpc.engine.channel import Listener, Roster, connect, generate_identity, load_identity
+from tests.support.mpc_local import run_parties
+from mpc.engine.transport import Frame, decode_frame, encode_frame
 from splitseal.errors import ProtocolError
 
-from mpc_transports import TRANSPORT_KINDS, make_transports
+from tests.support.mpc_transports import TRANSPORT_KINDS, make_transports
 
 
 def test_frame_roundtrip_and_malformed():

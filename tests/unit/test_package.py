@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,9 +16,7 @@ from orchestrator.models.onnx_import import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model
 from splitseal.errors import PackageFormatError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from models_fixtures import small_cnn  # noqa: E402
+from tests.support.models_fixtures import small_cnn
 
 RULE = b'version=1\n[split]\nat_node="conv3"\n[protect]\nparameters=["conv3.*","neck.*","head.*"]\n[output]\npolicy="label_scores"\n'
 

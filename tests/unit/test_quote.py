@@ -10,7 +10,9 @@ import pytest
 from eth_abi.packed import encode_packed
 from eth_utils import keccak
 
-from enclave import eip712, quote
+from enclave import quote
+
+from splitseal.protocol import eip712
 from splitseal.errors import AttestationError, InvalidInputError
 
 CHAIN_ID = 31337

@@ -24,9 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from chain_node.mpc.matmul import conv2d_float
-from chain_node.mpc.protocol import Layer, NodeModel, activate, pool_windows
-from chain_node.mpc.ring import encode, share
+from mpc.engine.matmul import conv2d_float
+from mpc.engine.protocol import Layer, NodeModel, activate, pool_windows
+from mpc.engine.ring import encode, share
 from splitseal.errors import ModelError, UnsupportedOperatorError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The `splitseal` command line.
 
-Each area registers its own sub-commands (``orchestrator/cli_<area>.py`` exposes
+Each area registers its own sub-commands (``orchestrator/cli/<area>.py`` exposes
 ``register(subparsers)``); this module only loads configuration, dispatches and turns
 :class:`SplitsealError` into a one-line message and exit status 2.
 """
@@ -17,7 +17,7 @@ from splitseal.config import load_config
 from splitseal.errors import SplitsealError
 
 # Areas whose modules register sub-commands, in the order they appear in --help.
-_AREAS = ("cli_compile", "cli_chain", "cli_model", "cli_train", "cli_enclave", "cli_node", "cli_mpc", "cli_audit", "cli_demo")
+_AREAS = ("compile", "chain", "model", "train", "enclave", "node", "mpc", "audit", "demo")
 
 
 _GROUPS: dict[int, dict[str, argparse._SubParsersAction]] = {}
@@ -43,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in _AREAS:
-        try:
-            module = importlib.import_module(f"orchestrator.{area}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"orchestrator.{area}":
-                continue  # area not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"orchestrator.cli.{area}").register(sub)
     return parser
 
 

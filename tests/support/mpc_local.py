@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from splitseal.errors import ProtocolError
 
-from .beaver import Dealer, DealerTripleProvider
-from .protocol import Session
-from .transport import InProcessHub, Transport
+from mpc.engine.beaver import Dealer, DealerTripleProvider
+from mpc.engine.protocol import Session
+from mpc.engine.transport import InProcessHub, Transport
 
 if TYPE_CHECKING:
-    from .transport import TcpTransport
+    from mpc.engine.transport import TcpTransport
 
 
 def run_parties(transports: Sequence[Transport], fn: Callable[[int, Transport], Any],
@@ -90,8 +90,8 @@ def tcp_mesh(n_parties: int, key_dir: "Path", timeout: float = 30.0, host: str =
     import time
     from pathlib import Path
 
-    from .channel import Listener, Roster, connect, generate_identity, load_identity
-    from .transport import TcpTransport
+    from mpc.engine.channel import Listener, Roster, connect, generate_identity, load_identity
+    from mpc.engine.transport import TcpTransport
 
     key_dir = Path(key_dir)
     names = [f"node-{p}" for p in range(n_parties)]

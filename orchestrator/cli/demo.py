@@ -6,7 +6,7 @@ import argparse
 
 from splitseal.config import Config
 
-from .cli_chain import add_chain_option
+from .chain import add_chain_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
-    from .demo import run_demo
+    from orchestrator.demo import run_demo
 
     state_dir = config.path(args.state_dir or "var/demo")
     result = run_demo(config, chain_target=args.chain or config.chain.url, requests=args.requests,

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from eth_utils import event_abi_to_log_topic
 from web3.contract import Contract
 
-from .chain import Chain
+from .client import Chain
 
 
 class LogDecoder:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from chain_node.mpc.node import share_commitment
-from chain_node.mpc.signing import decision_digest, recover, share_commitment_digest
-from chain_node.mpc.signing import subject_id as subject_bytes
+from mpc.node.service import share_commitment
+from mpc.engine.signing import decision_digest, recover, share_commitment_digest
+from mpc.engine.signing import subject_id as subject_bytes
 from splitseal.errors import InvalidInputError
 
 log = logging.getLogger(__name__)

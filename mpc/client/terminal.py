@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from chain_node.mpc.ring import encode, share
+from mpc.engine.ring import encode, share
 from splitseal.errors import InvalidInputError
 
 ValidityCheck = Callable[[np.ndarray], None]

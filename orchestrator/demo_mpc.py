@@ -16,9 +16,9 @@ import numpy as np
 
 from splitseal.config import PROJECT_ROOT
 
-from . import cluster as cl
-from .audit import subject_history
-from .owner import SMALL_SPEC, load_onnx, random_model, recorded_threshold
+from mpc.client import cluster as cl
+from mpc.client.audit import subject_history
+from mpc.client.owner import SMALL_SPEC, load_onnx, random_model, recorded_threshold
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,14 @@ from eth_account import Account
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
-from .cli_chain import add_chain_option, open_chain, open_deployment
+from .chain import add_chain_option, open_chain, open_deployment
 
 #: Signals that stop ``splitseal node run`` cleanly (finish the current step, close, exit 0).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import group
+    from . import group
 
     node = group(sub, "node", "the REE inference node")
     p = node.add_parser("run", help="serve inference requests of a deployment until SIGTERM")
@@ -80,7 +80,7 @@ def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _node_run(args: argparse.Namespace, config: Config, requested: threading.Event) -> int:
-    from .node_setup import authorize_node, build_node, load_or_create_x25519_key
+    from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
     with open_chain(args, config) as chain:
@@ -115,7 +115,7 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
 
 def load_input(path: str, shape: str | None) -> np.ndarray:
     """A .npy array as stored, or an image normalised to 0..1 and resized to ``shape`` (C,H,W)."""
-    from .mpc.terminal import normalise, read_image  # PNG / PGM reader shared with the MPC terminal
+    from mpc.client.terminal import normalise, read_image  # PNG / PGM reader shared with the MPC terminal
 
     image = read_image(path)
     if Path(path).suffix.lower() == ".npy":
@@ -133,10 +133,10 @@ def load_input(path: str, shape: str | None) -> np.ndarray:
 
 
 def cmd_infer(args: argparse.Namespace, config: Config) -> int:
-    from enclave.crypto import X25519KeyPair
+    from splitseal.protocol.crypto import X25519KeyPair
 
-    from .cli_enclave import parse_model_id
-    from .requester import Requester
+    from .enclave import parse_model_id
+    from orchestrator.requester import Requester
 
     x = load_input(args.input, args.shape)
     with open_chain(args, config) as chain:
@@ -149,7 +149,7 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         if version == 0:
             raise InvalidInputError(f"model {args.model} is not registered on this deployment")
         key_path = config.path("var/requester/key")
-        from .node_setup import load_or_create_x25519_key
+        from orchestrator.node_setup import load_or_create_x25519_key
 
         key: X25519KeyPair = load_or_create_x25519_key(key_path)
         requester = Requester(chain, deployment, requester_account(chain), key=key,

@@ -1,6 +1,6 @@
 """EIP-712 signatures of an MPC node for ``FeatureShareRegistry`` (docs/PROTOCOL.md).
 
-``enclave/eip712.py`` is the project's one implementation of the type strings and digests; this
+``splitseal/protocol/eip712.py`` is the project's one implementation of the type strings and digests; this
 module only maps the MPC node's identifiers onto it:
 
 * ``subjectId = keccak256(utf8(subject))`` (zero for "no subject": a rejected identification);
@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from eth_utils import keccak
 
-from enclave import eip712
+from splitseal.protocol import eip712
 
 KIND = {"verify": 1, "identify": 2}
 ZERO32 = b"\0" * 32

@@ -10,11 +10,11 @@ from pathlib import Path
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
-from .cli_chain import add_chain_option, open_chain, open_deployment
+from .chain import add_chain_option, open_chain, open_deployment
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import group
+    from . import group
 
     audit = group(sub, "audit", "rebuild and verify histories from on-chain events alone")
     p = audit.add_parser("request", help="one inference request: every stage, signature, enclave, hash chain")
@@ -52,7 +52,7 @@ def _open(args: argparse.Namespace, config: Config):
 
 
 def cmd_request(args: argparse.Namespace, config: Config) -> int:
-    from .audit import Auditor, render_request
+    from orchestrator.audit import Auditor, render_request
 
     chain, deployment = _open(args, config)
     with chain:
@@ -62,8 +62,8 @@ def cmd_request(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_model(args: argparse.Namespace, config: Config) -> int:
-    from .audit import Auditor, render_html, render_model
-    from .cli_enclave import parse_model_id
+    from orchestrator.audit import Auditor, render_html, render_model
+    from .enclave import parse_model_id
 
     chain, deployment = _open(args, config)
     with chain:
@@ -85,7 +85,7 @@ def cmd_model(args: argparse.Namespace, config: Config) -> int:
 def cmd_subject(args: argparse.Namespace, config: Config) -> int:
     from dataclasses import asdict
 
-    from .mpc.audit import subject_history
+    from mpc.client.audit import subject_history
 
     chain, deployment = _open(args, config)
     subject = args.subject

@@ -14,8 +14,8 @@ from splitseal.errors import ConfigError, InvalidInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import group
-    from .cli_chain import add_chain_option
+    from . import group
+    from .chain import add_chain_option
 
     enclave = group(sub, "enclave", "run, attest and inspect the sealed enclave process")
     p = enclave.add_parser("serve", help="run the enclave process (its own OS process) until SIGTERM")
@@ -72,7 +72,7 @@ def _paths(args: argparse.Namespace, config: Config) -> tuple[Path, Path]:
 
 
 def _client(args: argparse.Namespace, config: Config) -> Any:
-    from .enclave_client import EnclaveClient
+    from splitseal.enclave_client import EnclaveClient
 
     socket_path, _ = _paths(args, config)
     return EnclaveClient(socket_path, max_frame_bytes=config.enclave.max_frame_bytes)
@@ -95,7 +95,7 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _connect_chain(args: argparse.Namespace, config: Config) -> tuple[Any, Any]:
-    from .cli_chain import open_chain, open_deployment
+    from .chain import open_chain, open_deployment
 
     chain = open_chain(args, config)
     try:
@@ -113,7 +113,7 @@ def _account(chain: Any, key: str | None, config: Config) -> Any:
 
 
 def cmd_attest(args: argparse.Namespace, config: Config) -> int:
-    from .provision import attest_enclave
+    from orchestrator.provision import attest_enclave
 
     expected = _bytes32(args.expect_measurement, "--expect-measurement") if args.expect_measurement else None
     chain, deployment = _connect_chain(args, config)
@@ -141,7 +141,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
-    from .provision import restore_enclave
+    from orchestrator.provision import restore_enclave
 
     chain, deployment = _connect_chain(args, config)
     with chain, _client(args, config) as client:
@@ -151,7 +151,7 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_provision(args: argparse.Namespace, config: Config) -> int:
-    from .provision import provision_model, register_model_version
+    from orchestrator.provision import provision_model, register_model_version
 
     split_dir = Path(args.split_dir)
     try:
@@ -185,7 +185,7 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
 
 def parse_model_id(text: str) -> bytes:
     """A model id: 0x + 64 hex digits, or any other text whose keccak256 becomes the id."""
-    from enclave.crypto import keccak256
+    from splitseal.protocol.crypto import keccak256
 
     if text.startswith("0x") and len(text) == 66:
         return _bytes32(text, "--model-id")

@@ -1,5 +1,5 @@
 """Test kit for the contracts: throwaway keys, quotes and signatures built with the project's own
-``enclave.eip712`` and ``enclave.quote``, and one-call set-ups of the usual states (a registered
+``splitseal.protocol.eip712`` and ``enclave.quote``, and one-call set-ups of the usual states (a registered
 model, a serving enclave, a request at each stage).
 
 Roles used throughout: ``admin`` (deployer, every admin role), ``owner`` (model owner),
@@ -16,7 +16,9 @@ from typing import Any, Callable
 import pytest
 from eth_utils import keccak
 
-from enclave import eip712, quote as quote_mod
+from enclave import quote as quote_mod
+
+from splitseal.protocol import eip712
 from splitseal.errors import ContractRevertError
 
 ZERO32 = bytes(32)

@@ -1,7 +1,7 @@
 """Client of the enclave process: typed methods per entry call, and process control.
 
 The chain node, the provisioning tool and tests talk to the enclave only through this class.
-Every method sends one frame (``enclave/wire.py``) and returns the decoded result as a frozen
+Every method sends one frame (``splitseal/protocol/wire.py``) and returns the decoded result as a frozen
 dataclass; a refusal raises :class:`EnclaveRefusedError` carrying the enclave's error type and
 the on-chain failure reason code (docs/PROTOCOL.md) so the node can report it.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from enclave import wire
+from .protocol import wire
 from splitseal.errors import EnclaveError, SealingError
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import numpy as np
 
 from splitseal.errors import InvalidInputError
 
-from .protocol import Layer, NodeModel
+from mpc.engine.protocol import Layer, NodeModel
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ import numpy as np
 
 from splitseal.errors import InvalidInputError, ProtocolError, SplitsealError
 
-from .beaver import Dealer, DealerTripleProvider
-from .channel import Channel, Listener, Roster, connect, load_identity
-from .protocol import Session
-from .recognition import AGGREGATOR, Decision, cosine_scores, decide_identify, decide_verify
-from .ring import to_bytes_u64
+from mpc.engine.beaver import Dealer, DealerTripleProvider
+from mpc.engine.channel import Channel, Listener, Roster, connect, load_identity
+from mpc.engine.protocol import Session
+from mpc.engine.recognition import AGGREGATOR, Decision, cosine_scores, decide_identify, decide_verify
+from mpc.engine.ring import to_bytes_u64
 from .store import NodeStore, model_from_blobs
-from .transport import Frame, TcpTransport, decode_frame, encode_frame
+from mpc.engine.transport import Frame, TcpTransport, decode_frame, encode_frame
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ class MpcNode:
         before = self.transport.stats.snapshot()
         fetches = self.triples.fetches
         dealer_bytes = self.dealer_bytes
-        from .beaver import DEALER_WAIT
+        from mpc.engine.beaver import DEALER_WAIT
 
         dealer_wait = DEALER_WAIT["seconds"]
         t0 = time.perf_counter()
@@ -408,7 +408,7 @@ class MpcNode:
         chain = req.get("chain")
         if not chain or self._eth_key is None:
             return {}
-        from .signing import sign_decision, sign_share_commitment
+        from mpc.engine.signing import sign_decision, sign_share_commitment
 
         if struct_name == "ShareCommitment":
             sig = sign_share_commitment(self._eth_key, chain, req["subject"], fields["commitment"])
@@ -482,7 +482,7 @@ class DealerService:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m chain_node.mpc.node --state-dir DIR (--party I | --dealer)``."""
+    """``python -m mpc.node.service --state-dir DIR (--party I | --dealer)``."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="splitseal-mpc-node")

@@ -8,11 +8,11 @@ import json
 from splitseal.config import Config, ChainConfig
 from splitseal.errors import ChainError
 
-from .anvil import AnvilNode, running_node, state_file
+from splitseal.chain.anvil import AnvilNode, running_node, state_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import group
+    from . import group
 
     chain = group(sub, "chain", "start, stop or inspect the local anvil node")
     up = chain.add_parser("up", help="start anvil on loopback (free port, HTTP + WebSocket)")
@@ -46,14 +46,14 @@ def chain_config(args: argparse.Namespace, config: Config) -> ChainConfig:
 
 def open_chain(args: argparse.Namespace, config: Config, *, start_anvil: bool = False):
     """The chain a command talks to: ``--chain`` or the configured one, under the configured home."""
-    from .chain import connect
+    from splitseal.chain.client import connect
 
     return connect(chain_config(args, config), home=config.path(""), start_anvil=start_anvil)
 
 
 def open_deployment(chain, config: Config):
     """The deployment recorded for ``chain`` under the configured home."""
-    from .deploy import load_deployment
+    from splitseal.chain.deployment import load_deployment
 
     return load_deployment(chain, config.path(""))
 
@@ -94,7 +94,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _deploy(args: argparse.Namespace, config: Config) -> int:
-    from .deploy import deployment_path, ensure_deployed
+    from orchestrator.deploy import ensure_deployed
+    from splitseal.chain.deployment import deployment_path
 
     with open_chain(args, config) as chain:
         admin = chain.accounts[0]

@@ -8,16 +8,39 @@ test can fail cheaply when someone edits a contract and forgets ``splitseal comp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from splitseal.config import PROJECT_ROOT
 from splitseal.errors import CompilationError
 
-from .compile import BUILD_DIR, CONTRACTS, CONTRACTS_DIR, sha256_hex, source_files
 
 log = logging.getLogger(__name__)
+
+CONTRACTS_DIR = PROJECT_ROOT / "contracts"
+SOURCES_DIR = CONTRACTS_DIR / "src"
+BUILD_DIR = CONTRACTS_DIR / "build"
+
+#: The deployable contracts, in deployment order.
+CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry",
+             "RoundTripFloor")  # the last: benchmark floor only (scripts/bench_inference)
+
+def source_files(sources_dir: Path = SOURCES_DIR) -> dict[str, Path]:
+    """Every ``.sol`` file under ``contracts/src``, keyed by its source unit name.
+
+    Source unit names are paths relative to ``contracts/`` (``src/ModelRegistry.sol``), which
+    is how relative imports between the files resolve.
+    """
+    root = sources_dir.parent
+    return {p.relative_to(root).as_posix(): p for p in sorted(sources_dir.rglob("*.sol"))}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
 
 _cache: dict[Path, tuple[int, dict[str, Any]]] = {}
 

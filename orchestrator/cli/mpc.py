@@ -21,7 +21,7 @@ from splitseal.errors import ConfigError, InvalidInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import group
+    from . import group
 
     mpc = group(sub, "mpc", "MPC feature-share nodes: biometric enrolment and recognition on secret shares")
     up = mpc.add_parser("up", help="start the dealer and N nodes as processes on loopback")
@@ -74,7 +74,7 @@ def _state(config: Config) -> Path:
 
 
 def _model(args: argparse.Namespace, config: Config):
-    from orchestrator.mpc.owner import BIG_SPEC, SMALL_SPEC, load_onnx, random_model
+    from mpc.client.owner import BIG_SPEC, SMALL_SPEC, load_onnx, random_model
 
     if args.random:
         spec, shape = (SMALL_SPEC, (1, 28, 28)) if args.random == "small" else (BIG_SPEC, (3, 64, 64))
@@ -92,15 +92,15 @@ def _model(args: argparse.Namespace, config: Config):
 
 
 def _default_threshold(model_path: Path | None) -> float:
-    from orchestrator.mpc.cluster import DEFAULT_THRESHOLD
-    from orchestrator.mpc.owner import recorded_threshold
+    from mpc.client.cluster import DEFAULT_THRESHOLD
+    from mpc.client.owner import recorded_threshold
 
     found = recorded_threshold(model_path) if model_path is not None else None
     return DEFAULT_THRESHOLD if found is None else found
 
 
 def _up(args: argparse.Namespace, config: Config) -> int:
-    from orchestrator.mpc import cluster as cl
+    from mpc.client import cluster as cl
 
     parties = args.parties or config.mpc.parties
     model, path = _model(args, config)
@@ -127,7 +127,7 @@ def _up(args: argparse.Namespace, config: Config) -> int:
 def _connect(url: str, config: Config):
     from dataclasses import replace
 
-    from orchestrator.chain import connect
+    from splitseal.chain.client import connect
     from orchestrator.deploy import ensure_deployed
 
     chain = connect(replace(config.chain, url=url), home=config.path(""))
@@ -136,8 +136,8 @@ def _connect(url: str, config: Config):
 
 
 def _client(config: Config):
-    from chain_node.mpc.node import ClusterInfo
-    from orchestrator.mpc import cluster as cl
+    from mpc.node.service import ClusterInfo
+    from mpc.client import cluster as cl
 
     state = _state(config)
     info = ClusterInfo.load(state)
@@ -150,7 +150,7 @@ def _client(config: Config):
 
 
 def _down(args: argparse.Namespace, config: Config) -> int:
-    from orchestrator.mpc.cluster import down
+    from mpc.client.cluster import down
 
     stopped = down(_state(config))
     print(f"stopped {len(stopped)} MPC processes" if stopped else "no MPC cluster was running")
@@ -169,7 +169,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _enroll(args: argparse.Namespace, config: Config) -> int:
-    from orchestrator.mpc.terminal import read_image
+    from mpc.client.terminal import read_image
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
@@ -190,7 +190,7 @@ def _print_decision(r) -> None:
 
 
 def _verify(args: argparse.Namespace, config: Config) -> int:
-    from orchestrator.mpc.terminal import read_image
+    from mpc.client.terminal import read_image
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
@@ -203,7 +203,7 @@ def _verify(args: argparse.Namespace, config: Config) -> int:
 
 
 def _identify(args: argparse.Namespace, config: Config) -> int:
-    from orchestrator.mpc.terminal import read_image
+    from mpc.client.terminal import read_image
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
@@ -216,8 +216,8 @@ def _identify(args: argparse.Namespace, config: Config) -> int:
 
 
 def _audit(args: argparse.Namespace, config: Config) -> int:
-    from orchestrator.mpc import cluster as cl
-    from orchestrator.mpc.audit import subject_history
+    from mpc.client import cluster as cl
+    from mpc.client.audit import subject_history
 
     rec = cl.chain_record(_state(config))
     if not rec:
@@ -249,7 +249,7 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
 
 
 def _node_run(args: argparse.Namespace, config: Config) -> int:
-    from chain_node.mpc.node import run_service
+    from mpc.node.service import run_service
 
     if not args.dealer and args.party is None:
         raise InvalidInputError("give --party I (or --dealer)")

@@ -16,10 +16,10 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from enclave import crypto
+from splitseal.protocol import crypto
 from enclave.core import open_result
 from enclave.platform import SimulatedPlatform
-from orchestrator.enclave_client import EnclaveClient, EnclaveProcess, InferenceReply
+from splitseal.enclave_client import EnclaveClient, EnclaveProcess, InferenceReply
 from orchestrator.models.onnx_import import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model

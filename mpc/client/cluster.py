@@ -27,10 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from chain_node.mpc.channel import Channel, Roster, connect, generate_identity, load_identity
-from chain_node.mpc.node import ClusterInfo
-from chain_node.mpc.signing import KIND, session_id as session_bytes, subject_id
-from chain_node.mpc.store import model_to_blobs
+from mpc.engine.channel import Channel, Roster, connect, generate_identity, load_identity
+from mpc.node.service import ClusterInfo
+from mpc.engine.signing import KIND, session_id as session_bytes, subject_id
+from mpc.node.store import model_to_blobs
 from splitseal.errors import ChainError, InvalidInputError, ProtocolError, SplitsealError
 
 from .owner import FloatModel, node_models
@@ -127,7 +127,7 @@ def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool 
 
     def spawn(args: list[str], name: str) -> int:
         out = open(logs / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "chain_node.mpc.node", "--state-dir", str(state), "-v", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "mpc.node.service", "--state-dir", str(state), "-v", *args],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         out.close()
@@ -298,7 +298,7 @@ class MpcClient:
 
     def _all_locked(self, op: str, metas: Sequence[dict[str, Any]],
                     arrays: Sequence[list[np.ndarray]] | None) -> list[dict[str, Any]]:
-        from chain_node.mpc.transport import Frame, decode_frame, encode_frame
+        from mpc.engine.transport import Frame, decode_frame, encode_frame
 
         errors: list[str] = []
         sent = []

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    from .compile import BUILD_DIR, check_artifacts, compile_contracts, find_compiler, write_artifacts
+    from orchestrator.compile import BUILD_DIR, check_artifacts, compile_contracts, find_compiler, write_artifacts
 
     compiler = find_compiler()
     artifacts = compile_contracts(compiler=compiler)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chain_node.mpc.local import tcp_mesh
-from chain_node.mpc.transport import InProcessHub, Transport
+from tests.support.mpc_local import tcp_mesh
+from mpc.engine.transport import InProcessHub, Transport
 
 TRANSPORT_KINDS = ["inprocess", "tcp"]
 

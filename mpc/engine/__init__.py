@@ -1,0 +1,1 @@
+"""The MPC engine: ring arithmetic, products, triples, transports, channels, the protocol. Touches no chain."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (chains, contracts, enclaves, models, MPC harness)."""
