@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import struct
 import threading
@@ -64,10 +63,10 @@ import numpy as np
 from splitseal.errors import (EnclaveError, InvalidInputError, ModelError, SealingError,
                               SplitsealError)
 
-from splitseal.protocol import crypto
-from splitseal.protocol import eip712
+from splitseal.protocol import FailureCode, crypto, eip712, wire
+from splitseal.protocol.result import SALT_BYTES, encode_result_document, released_parts
+
 from . import quote as quote_mod
-from splitseal.protocol import wire
 from .identity import EnclaveIdentity
 from .keys import KeyDeriver
 from .platform import Platform
@@ -79,20 +78,14 @@ ENTRY_CALLS = ("attest", "provision_head", "provision_index", "infer", "seal_sta
 IDENTITY_AAD = b"splitseal.identity.v1"
 MODEL_AAD = b"splitseal.model-state.v1"
 MANIFEST_AAD = b"splitseal.manifest.v1"
-RESULT_FORMAT = "splitseal.result.v1"
-SALT_BYTES = 16
-#: Failure reason codes of docs/PROTOCOL.md carried in refusals, so the node can report them.
-REASON_SHAPE_MISMATCH = 2
-REASON_ENCLAVE_REFUSED = 5
-REASON_INTERNAL = 7
 
 
 class EntryCallError(EnclaveError):
     """An entry call was refused; ``reason`` is the on-chain failure code to report."""
 
-    def __init__(self, message: str, reason: int = REASON_ENCLAVE_REFUSED) -> None:
+    def __init__(self, message: str, reason: FailureCode = FailureCode.ENCLAVE_REFUSED) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = FailureCode(reason)
 
 
 class ReplayError(EntryCallError):
@@ -107,7 +100,7 @@ class ShapeMismatchError(EntryCallError):
     """The backbone output does not have the shape or dtype the head expects."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, REASON_SHAPE_MISMATCH)
+        super().__init__(message, FailureCode.SHAPE_MISMATCH)
 
 
 # --- argument checking ------------------------------------------------------------------------
@@ -526,7 +519,7 @@ class EnclaveCore:
             outputs = model.head.run({model.input_name: x})
         except ModelError as exc:
             raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
-                                 REASON_SHAPE_MISMATCH) from None
+                                 FailureCode.SHAPE_MISMATCH) from None
         result = encode_result(np.asarray(outputs[model.output_name]), model.policy)
         encrypted = crypto.ecies_encrypt(requester_key, result,
                                          crypto.result_aad(request_id, model_id, version))
@@ -619,81 +612,28 @@ class EnclaveCore:
 # --- result plaintext -----------------------------------------------------------------------------
 
 def encode_result(output: np.ndarray, policy: str) -> bytes:
-    """The result plaintext delivered (encrypted) to the requester.
+    """The result plaintext delivered (encrypted) to the requester (splitseal.protocol.result).
 
-    Canonical JSON (sorted keys, no spaces), UTF-8::
-
-        {"format": "splitseal.result.v1", "policy": "label" | "label_scores" | "features",
-         "labels": [int, ...],            # label, label_scores: argmax per batch row
-         "scores": [[float, ...], ...],   # only for label_scores: the head's output rows
-         "features": [[float, ...], ...], # only for features: the head's output rows
-         "salt": "<32 hex chars>"}        # 16 random bytes: equal labels never look alike
-
-    Labels are computed inside the enclave so that the ``label`` policy releases nothing else.
+    Labels are computed here, inside the enclave, so that the ``label`` policy releases nothing else.
     """
     from .interpreter import apply_output_policy
 
     if output.ndim == 0:
-        raise EntryCallError("head produced a scalar; expected one row of scores per sample", REASON_INTERNAL)
+        raise EntryCallError("head produced a scalar; expected one row of scores per sample", FailureCode.INTERNAL)
     rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
     if not np.all(np.isfinite(rows)):
-        raise EntryCallError("head produced non-finite outputs", REASON_INTERNAL)
+        raise EntryCallError("head produced non-finite outputs", FailureCode.INTERNAL)
     try:
         released = apply_output_policy(policy, rows)
     except ModelError:
-        raise EntryCallError(f"unknown output policy {policy!r} in the head graph", REASON_INTERNAL) from None
-    doc: dict[str, Any] = {"format": RESULT_FORMAT, "policy": policy,
-                           "salt": crypto.random_bytes(SALT_BYTES).hex()}
-    if "label" in released:
-        doc["labels"] = [int(i) for i in released["label"]]
-    for key in ("scores", "features"):
-        if key in released:
-            doc[key] = [[float(v) for v in row] for row in released[key]]
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+        raise EntryCallError(f"unknown output policy {policy!r} in the head graph", FailureCode.INTERNAL) from None
+    return encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
 
 
-@dataclass(frozen=True)
-class InferenceOutcome:
-    """A decrypted result, as the requester sees it."""
-
-    policy: str
-    labels: tuple[int, ...]
-    scores: tuple[tuple[float, ...], ...] | None
-    features: tuple[tuple[float, ...], ...] | None
-
-    @property
-    def label(self) -> int:
-        """The first row's label (policies ``label`` and ``label_scores``)."""
-        if not self.labels:
-            raise InvalidInputError(f"a {self.policy!r} result carries no label")
-        return self.labels[0]
-
-
-def decode_result(plaintext: bytes) -> InferenceOutcome:
-    """Parse a result plaintext (see :func:`encode_result`)."""
-    try:
-        doc = json.loads(plaintext)
-        if doc["format"] != RESULT_FORMAT:
-            raise ValueError(doc["format"])
-        labels = tuple(int(v) for v in doc.get("labels", ()))
-        scores = tuple(tuple(float(v) for v in r) for r in doc["scores"]) if "scores" in doc else None
-        features = tuple(tuple(float(v) for v in r) for r in doc["features"]) if "features" in doc else None
-        return InferenceOutcome(str(doc["policy"]), labels, scores, features)
-    except (ValueError, KeyError, TypeError):
-        raise InvalidInputError("result plaintext is not a splitseal.result.v1 document") from None
-
-
-def open_result(requester: crypto.X25519KeyPair, encrypted_result: bytes, request_id: int,
-                model_id: bytes, version: int) -> InferenceOutcome:
-    """What the requester runs: decrypt with its key and the request's AAD, then parse."""
-    return decode_result(crypto.ecies_decrypt(requester, encrypted_result,
-                                              crypto.result_aad(request_id, model_id, version)))
-
-
-def error_reason(exc: BaseException) -> int:
+def error_reason(exc: BaseException) -> FailureCode:
     """The on-chain failure reason code for a refusal."""
     if isinstance(exc, EntryCallError):
         return exc.reason
     if isinstance(exc, SplitsealError):
-        return REASON_ENCLAVE_REFUSED
-    return REASON_INTERNAL
+        return FailureCode.ENCLAVE_REFUSED
+    return FailureCode.INTERNAL

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from eth_utils.crypto import keccak
 
 from splitseal.errors import PackageFormatError
+from splitseal.protocol.crypto import keccak256
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +60,6 @@ _HEADER = struct.Struct(">8sHH")          # magic, version, reserved (must be 0)
 _PKG_LENGTHS = struct.Struct(">QQ")       # graph length, params length
 _IDX_COUNT = struct.Struct(">I")          # entry count
 _GRAPH_LEN = struct.Struct(">I")          # graph JSON length
-
-
-def keccak256(data: bytes) -> bytes:
-    """keccak256 as Ethereum (and every hash the registry records) uses it; not SHA3-256."""
-    return bytes(keccak(data))
 
 
 def np_dtype(name: str) -> np.dtype:

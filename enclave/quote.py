@@ -22,9 +22,9 @@ import logging
 import struct
 from dataclasses import dataclass
 
-from eth_utils import keccak
 
 from splitseal.errors import AttestationError, InvalidInputError
+from splitseal.protocol.crypto import keccak256
 
 from splitseal.protocol import eip712
 
@@ -141,13 +141,13 @@ def report_data_for(enclave_address: eip712.Address, encryption_key: bytes, chai
     ``keccak256(abi.encodePacked(address, bytes32, uint256, bytes32)) || 32 zero bytes``."""
     packed = (eip712.address_bytes(enclave_address) + _check_bytes("encryption_key", encryption_key, 32)
               + _check_uint("chain_id", chain_id, 256).to_bytes(32, "big") + _check_bytes("nonce", nonce, 32))
-    return keccak(packed) + bytes(32)
+    return keccak256(packed) + bytes(32)
 
 
 def quote_digest(body: ReportBody | bytes, issued_at: int) -> bytes:
     """keccak256("splitseal.quote.v1" || body || issued_at as u64 big-endian)."""
     raw = body.pack() if isinstance(body, ReportBody) else _check_bytes("report body", body, REPORT_BODY_SIZE)
-    return keccak(QUOTE_DOMAIN + raw + _check_uint("issued_at", issued_at, 64).to_bytes(8, "big"))
+    return keccak256(QUOTE_DOMAIN + raw + _check_uint("issued_at", issued_at, 64).to_bytes(8, "big"))
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from splitseal.errors import SplitsealError
+from splitseal.protocol import FailureCode, wire
 
-from splitseal.protocol import wire
 from .core import EnclaveCore, error_reason
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class EnclaveServer:
             if busy:
                 self.rejected_frames += 1
                 self._send(conn, _error(None, "Busy", f"the enclave serves at most {self.max_connections} "
-                                                      "connections; close idle ones and retry", 5))
+                                                      "connections; close idle ones and retry", FailureCode.ENCLAVE_REFUSED))
                 conn.close()
                 continue
             thread = threading.Thread(target=self._serve_connection, args=(conn,),
@@ -98,11 +98,11 @@ class EnclaveServer:
                     payload = wire.read_frame(conn, self.max_frame_bytes)
                 except wire.FrameTooLarge as exc:
                     self.rejected_frames += 1
-                    self._send(conn, _error(None, "FrameTooLarge", str(exc), 5))
+                    self._send(conn, _error(None, "FrameTooLarge", str(exc), FailureCode.ENCLAVE_REFUSED))
                     return
                 except wire.FrameError as exc:
                     self.rejected_frames += 1
-                    self._send(conn, _error(None, "FrameError", str(exc), 5))
+                    self._send(conn, _error(None, "FrameError", str(exc), FailureCode.ENCLAVE_REFUSED))
                     return
                 except OSError:
                     return
@@ -123,12 +123,12 @@ class EnclaveServer:
             request = wire.decode(payload)
         except wire.FrameError as exc:
             self.rejected_frames += 1
-            return _error(None, "FrameError", f"request does not decode: {exc}", 5)
+            return _error(None, "FrameError", f"request does not decode: {exc}", FailureCode.ENCLAVE_REFUSED)
         if not isinstance(request, dict) or not isinstance(request.get("call"), str) \
                 or not isinstance(request.get("id", 0), int):
             self.rejected_frames += 1
             return _error(None, "FrameError", "request must be a map with 'call' (str), 'id' (int) "
-                                              "and 'args' (map)", 5)
+                                              "and 'args' (map)", FailureCode.ENCLAVE_REFUSED)
         request_id = request.get("id")
         call = request["call"]
         self.calls += 1
@@ -141,7 +141,7 @@ class EnclaveServer:
         except Exception as exc:  # noqa: BLE001 - never crash on input; never echo its text
             log.error("entry call failed call=%s error_type=%s", call, type(exc).__name__)
             return _error(request_id, "InternalError",
-                          f"{call} failed inside the enclave ({type(exc).__name__})", 7)
+                          f"{call} failed inside the enclave ({type(exc).__name__})", FailureCode.INTERNAL)
 
     def _send(self, conn: socket.socket, response: dict[str, Any]) -> None:
         try:
@@ -177,7 +177,7 @@ class EnclaveServer:
         self._stopping.wait()
 
 
-def _error(request_id: Any, kind: str, message: str, reason: int) -> dict[str, Any]:
+def _error(request_id: Any, kind: str, message: str, reason: FailureCode) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": {"type": kind, "message": message, "reason": reason}}
 
 

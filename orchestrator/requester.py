@@ -24,7 +24,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
 from splitseal.protocol import eip712
-from enclave.core import open_result
+from splitseal.protocol.result import open_result
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.errors import ChainError, ContractRevertError, InvalidInputError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus

@@ -5,6 +5,7 @@ import {IBackboneExecution} from "./interfaces/IBackboneExecution.sol";
 import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {AccessControl} from "./lib/AccessControl.sol";
+import {RequestBinding} from "./lib/RequestBinding.sol";
 
 /// @title BackboneExecution (the "first smart contract")
 /// @notice See {IBackboneExecution}: inference requests, the backbone stage, timeouts.
@@ -14,7 +15,7 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
     // ============================================================================================
 
     /// @notice Role of the REE inference nodes.
-    bytes32 public constant NODE_ROLE = keccak256("splitseal.role.node");
+    bytes32 public constant NODE_ROLE = RequestBinding.NODE_ROLE;
 
     /// @notice Largest inline encrypted input, bytes (bigger inputs go off-chain by pointer).
     uint256 public constant MAX_INLINE_INPUT = 16 * 1024;
@@ -95,7 +96,7 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
 
         requestId = _nextRequestId++;
         _requests[requestId] = Request({
-            binding: _requestBinding(modelId, inputCommitment),
+            binding: RequestBinding.request(modelId, inputCommitment),
             deadline: uint40(deadline),
             version: version,
             status: Status.Requested
@@ -209,7 +210,7 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
 
     /// @inheritdoc IBackboneExecution
     function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes22) {
-        return _requestBinding(modelId, inputCommitment);
+        return RequestBinding.request(modelId, inputCommitment);
     }
 
     /// @inheritdoc IBackboneExecution
@@ -218,16 +219,12 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         pure
         returns (bytes22)
     {
-        return _transferBinding(previousBinding, enclave, transferHash);
+        return RequestBinding.transfer(previousBinding, enclave, transferHash);
     }
 
     // ============================================================================================
     //                                     INTERNAL FUNCTIONS
     // ============================================================================================
-
-    function _requestBinding(bytes32 modelId, bytes32 inputCommitment) private pure returns (bytes22) {
-        return bytes22(keccak256(abi.encode(modelId, inputCommitment)));
-    }
 
     /// @dev Requested -> Transferred; emits {BackboneExecuted} and has the EnclaveTransfer emit
     ///      `TransferRecorded`. Returns the EnclaveTransfer's address.
@@ -245,16 +242,8 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         if (transfer == address(0)) revert BackboneExecutionEnclaveTransferNotSet();
 
         r.status = Status.Transferred;
-        r.binding = _transferBinding(r.binding, enclave, transferHash);
+        r.binding = RequestBinding.transfer(r.binding, enclave, transferHash);
         emit BackboneExecuted(requestId, msg.sender, outputCommitment);
         IEnclaveTransfer(transfer).recordTransfer(requestId, enclave, transferHash);
-    }
-
-    function _transferBinding(bytes22 previousBinding, address enclave, bytes32 transferHash)
-        private
-        pure
-        returns (bytes22)
-    {
-        return bytes22(keccak256(abi.encode(previousBinding, enclave, transferHash)));
     }
 }

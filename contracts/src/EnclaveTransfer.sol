@@ -6,6 +6,7 @@ import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {ECDSA} from "./lib/ECDSA.sol";
 import {EIP712} from "./lib/EIP712.sol";
+import {RequestBinding} from "./lib/RequestBinding.sol";
 
 /// @title EnclaveTransfer (the "second smart contract")
 /// @notice See {IEnclaveTransfer}: transfers into enclaves, signed results, failures.
@@ -28,9 +29,6 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     bytes32 private constant _INFERENCE_RESULT_TYPEHASH = keccak256(
         "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,bytes32 transferHash,bytes32 resultCommitment)"
     );
-
-    /// @dev keccak256("splitseal.role.node"), NODE_ROLE on BackboneExecution.
-    bytes32 private constant _NODE_ROLE = keccak256("splitseal.role.node");
 
     // ============================================================================================
     //                                          STORAGE
@@ -80,8 +78,7 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
             revert EnclaveTransferInvalidStatus(requestId, uint8(r.status));
         }
         if (block.timestamp > r.deadline) revert EnclaveTransferDeadlinePassed(requestId, r.deadline, block.timestamp);
-        bytes22 computed =
-            bytes22(keccak256(abi.encode(bytes22(keccak256(abi.encode(modelId, inputCommitment))), enclave, transferHash)));
+        bytes22 computed = RequestBinding.transfer(RequestBinding.request(modelId, inputCommitment), enclave, transferHash);
         if (computed != r.binding) revert EnclaveTransferBindingMismatch(requestId, r.binding, computed);
 
         bytes32 resultCommitment = keccak256(encryptedResult);
@@ -100,7 +97,7 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
 
     /// @inheritdoc IEnclaveTransfer
     function reportFailure(uint256 requestId, uint8 code, string calldata reason) external {
-        if (!_backbone.hasRole(_NODE_ROLE, msg.sender)) revert EnclaveTransferNotNode(msg.sender);
+        if (!_backbone.hasRole(RequestBinding.NODE_ROLE, msg.sender)) revert EnclaveTransferNotNode(msg.sender);
         if (code == 0 || code > MAX_REASON_CODE) revert EnclaveTransferUnknownReasonCode(code);
         if (bytes(reason).length > MAX_REASON) revert EnclaveTransferReasonTooLong(bytes(reason).length, MAX_REASON);
         IBackboneExecution.Status previous = _backbone.markFailed(requestId);

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enclave.package import OUTPUT_POLICIES, keccak256
+from enclave.package import OUTPUT_POLICIES
+from splitseal.protocol.crypto import keccak256
 from splitseal.errors import ProtectionRuleError
 
 RULE_VERSION = 1

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from splitseal.errors import ModelError
+from splitseal.protocol.crypto import keccak256
 
 from .data import DEFAULT_SEED, TEST_FRACTION, load_split
 from .export import EXPORT_TOLERANCE, IR_VERSION, OPSET, max_abs_diff_vs_onnxruntime, run_onnxruntime, to_onnx
@@ -40,9 +41,7 @@ METRICS_VERSION = 1
 
 def keccak256_hex(data: bytes) -> str:
     """0x-prefixed keccak256, the hash the contracts record for files."""
-    from eth_utils import keccak
-
-    return "0x" + keccak(data).hex()
+    return "0x" + keccak256(data).hex()
 
 
 def evaluate(spec: ModelSpec, outputs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from .crypto import keccak256
+
+#: Roles of the contracts' access control (contracts/src/lib/RequestBinding.sol, ModelRegistry).
+NODE_ROLE = keccak256(b"splitseal.role.node")
+ATTESTATION_ADMIN_ROLE = keccak256(b"splitseal.role.attestation-admin")
+DEFAULT_ADMIN_ROLE = bytes(32)
+
 
 class RequestStatus(IntEnum):
     """``BackboneExecution`` request status, as the contract numbers it."""

@@ -2,7 +2,7 @@
 
 The enclave signs with it; the requester, the auditor and the tests verify with it; the
 contracts check the same bytes (``contracts/src/lib/EIP712.sol`` and each contract's
-``_*_TYPEHASH``). Only ``eth_utils`` (keccak) and ``coincurve`` are used: the enclave package
+``_*_TYPEHASH``). Only ``keccak256`` of :mod:`splitseal.protocol.crypto`, ``eth_utils`` (checksums) and ``coincurve`` are used: the enclave package
 stays free of chain libraries (web3, eth_account).
 
 Protocol:
@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
 from coincurve import PrivateKey, PublicKey
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 
 from splitseal.errors import InvalidInputError
+
+from .crypto import keccak256
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,8 @@ def _fields(type_string: str) -> list[tuple[str, str]]:
 
 
 _FIELDS: dict[str, list[tuple[str, str]]] = {name: _fields(t) for name, t in TYPES.items()}
-TYPE_HASHES: dict[str, bytes] = {name: keccak(text=t) for name, t in TYPES.items()}
-DOMAIN_TYPE_HASH = keccak(text=DOMAIN_TYPE)
+TYPE_HASHES: dict[str, bytes] = {name: keccak256(t.encode()) for name, t in TYPES.items()}
+DOMAIN_TYPE_HASH = keccak256(DOMAIN_TYPE.encode())
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def encode_word(sol_type: str, value: Any, name: str = "value") -> bytes:
 
 def domain_separator(chain_id: int, verifying_contract: Address) -> bytes:
     """The splitseal domain separator for one chain and verifying contract."""
-    return keccak(DOMAIN_TYPE_HASH + keccak(text=NAME) + keccak(text=VERSION)
+    return keccak256(DOMAIN_TYPE_HASH + keccak256(NAME.encode()) + keccak256(VERSION.encode())
                   + encode_word("uint256", chain_id, "chainId") + encode_word("address", verifying_contract))
 
 
@@ -119,12 +121,12 @@ def struct_hash(type_name: str, values: Mapping[str, Any]) -> bytes:
     extra = sorted(set(values) - {n for _, n in fields})
     if missing or extra:
         raise InvalidInputError(f"{type_name}: missing fields {missing}, unexpected fields {extra}")
-    return keccak(TYPE_HASHES[type_name] + b"".join(encode_word(t, values[n], n) for t, n in fields))
+    return keccak256(TYPE_HASHES[type_name] + b"".join(encode_word(t, values[n], n) for t, n in fields))
 
 
 def typed_digest(chain_id: int, verifying_contract: Address, type_name: str, values: Mapping[str, Any]) -> bytes:
     """The EIP-712 digest keccak256("\\x19\\x01" || domain || structHash)."""
-    return keccak(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + struct_hash(type_name, values))
+    return keccak256(b"\x19\x01" + domain_separator(chain_id, verifying_contract) + struct_hash(type_name, values))
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ def address_of(private_key: bytes) -> str:
 
 def public_key_address(uncompressed: bytes) -> str:
     """Checksummed address of a 65-byte uncompressed public key (0x04 || x || y)."""
-    return to_checksum_address(keccak(uncompressed[1:])[-20:])
+    return to_checksum_address(keccak256(uncompressed[1:])[-20:])
 
 
 def sign(private_key: bytes, digest: bytes) -> bytes:

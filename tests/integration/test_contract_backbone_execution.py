@@ -9,8 +9,9 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from tests.support.contract_kit import (COMPLETED, DEFAULT_ADMIN_ROLE, INLINE_INPUT_SIZE, NODE_ROLE, REQUESTED, TIMED_OUT, TRANSFERRED,
-                          ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts)
+from tests.support.contract_kit import (COMPLETED, INLINE_INPUT_SIZE, REQUESTED, TIMED_OUT, TRANSFERRED, ZERO32,
+    ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts)
+from splitseal.protocol import DEFAULT_ADMIN_ROLE, NODE_ROLE
 
 kit = make_kit_fixture("chain", "deployment")
 
@@ -242,3 +243,12 @@ def test_deliver_result_is_all_or_nothing(kit: Kit, served) -> None:
     kit.chain.increase_time(100)
     with reverts("BackboneExecutionDeadlinePassed", requestId=late.request_id):
         kit.deliver(late, e)
+
+
+def test_role_constants_are_the_contracts(kit: Kit) -> None:
+    """splitseal.protocol holds the one Python copy of the roles the contracts define."""
+    from splitseal.protocol import ATTESTATION_ADMIN_ROLE
+
+    assert kit.call(kit.backbone.functions.NODE_ROLE()) == NODE_ROLE
+    assert kit.call(kit.backbone.functions.DEFAULT_ADMIN_ROLE()) == DEFAULT_ADMIN_ROLE
+    assert kit.call(kit.registry.functions.ATTESTATION_ADMIN_ROLE()) == ATTESTATION_ADMIN_ROLE

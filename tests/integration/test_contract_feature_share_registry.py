@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 from eth_utils import keccak
 
-from tests.support.contract_kit import DEFAULT_ADMIN_ROLE, ZERO32, ZERO_ADDRESS, Kit, make_kit_fixture, rand32, reverts
+from tests.support.contract_kit import ZERO32, ZERO_ADDRESS, Kit, make_kit_fixture, rand32, reverts
+from splitseal.protocol import DEFAULT_ADMIN_ROLE
 from splitseal.protocol import eip712
 
 kit = make_kit_fixture("chain", "deployment")

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.contract_kit import (ATTESTATION_ADMIN_ROLE, DEFAULT_ADMIN_ROLE, ZERO32, ZERO_ADDRESS, EnclaveKey, Kit,
-                          make_kit_fixture, rand32, reverts)
+from tests.support.contract_kit import ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts
+from splitseal.protocol import ATTESTATION_ADMIN_ROLE, DEFAULT_ADMIN_ROLE
 from enclave import quote as quote_mod
 from splitseal.protocol import eip712
 

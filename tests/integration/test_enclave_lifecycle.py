@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from splitseal.protocol import crypto, eip712
+from splitseal.protocol import NODE_ROLE, crypto, eip712
 from enclave.platform import SimulatedPlatform
 from splitseal.enclave_client import (EnclaveClient, EnclaveRefusedError, EnclaveSealingError,
                                          EnclaveUnavailableError)
@@ -38,7 +38,7 @@ def setup(embedded_chain, embedded_deployment, tmp_path_factory):
 def ctx(setup, chain, deployment):
     admin = chain.accounts[0]
     chain.transact(deployment.model_registry.functions.setQuotingKey(setup["quoting"]), sender=admin)
-    chain.transact(deployment.backbone_execution.functions.grantRole(es.NODE_ROLE, chain.accounts[2].address),
+    chain.transact(deployment.backbone_execution.functions.grantRole(NODE_ROLE, chain.accounts[2].address),
                    sender=admin)
     client = EnclaveClient(setup["sock"])
     yield dict(setup, chain=chain, deployment=deployment, admin=admin, owner=chain.accounts[1], client=client)

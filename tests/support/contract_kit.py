@@ -18,14 +18,11 @@ from eth_utils import keccak
 
 from enclave import quote as quote_mod
 
-from splitseal.protocol import eip712
+from splitseal.protocol import NODE_ROLE, eip712
 from splitseal.errors import ContractRevertError
 
 ZERO32 = bytes(32)
 ZERO_ADDRESS = "0x" + "00" * 20
-NODE_ROLE = keccak(text="splitseal.role.node")
-ATTESTATION_ADMIN_ROLE = keccak(text="splitseal.role.attestation-admin")
-DEFAULT_ADMIN_ROLE = ZERO32
 
 # Realistic sizes for the gas budget: ~320-byte ECIES input, ~100-byte encrypted result.
 INLINE_INPUT_SIZE = 320

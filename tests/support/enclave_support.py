@@ -16,8 +16,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from splitseal import protocol
 from splitseal.protocol import crypto
-from enclave.core import open_result
+from splitseal.protocol.result import open_result
 from enclave.platform import SimulatedPlatform
 from splitseal.enclave_client import EnclaveClient, EnclaveProcess, InferenceReply
 from orchestrator.models.onnx_import import load_model
@@ -25,7 +26,6 @@ from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model
 
 RULE = b'version=1\n[split]\nat_node="head_fc"\n[protect]\nparameters=["head.*"]\n[output]\npolicy="label_scores"\n'
-NODE_ROLE = crypto.keccak256(b"splitseal.role.node")
 IN_FEATURES, HIDDEN, CLASSES = 16, 12, 4
 
 
@@ -193,7 +193,7 @@ def build_world(chain: Any, deployment: Any, base: Path) -> World:
     platform_dir = base / "platform"
     quoting = SimulatedPlatform(platform_dir).quoting_address()
     chain.transact(deployment.model_registry.functions.setQuotingKey(quoting), sender=admin)
-    chain.transact(deployment.backbone_execution.functions.grantRole(NODE_ROLE, node.address), sender=admin)
+    chain.transact(deployment.backbone_execution.functions.grantRole(protocol.NODE_ROLE, node.address), sender=admin)
     process, state_dir, sock = start_enclave(base, "enclave", platform_dir=platform_dir)
     client = EnclaveClient(sock, trace=True)
     model_id = crypto.keccak256(b"canary-model")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from splitseal.protocol import crypto
-from enclave.core import EnclaveCore, EntryCallError, decode_result, encode_result, open_result
+from enclave.core import EnclaveCore, EntryCallError, encode_result
+from splitseal.protocol.result import decode_result, open_result
 from enclave.identity import load_identity
 from enclave.platform import SimulatedPlatform
 from splitseal.errors import InvalidInputError, SealingError

@@ -1,0 +1,93 @@
+"""The result plaintext: what the enclave encrypts to the requester and the requester opens.
+
+Canonical JSON (sorted keys, no spaces), UTF-8::
+
+    {"format": "splitseal.result.v1", "policy": "label" | "label_scores" | "features",
+     "labels": [int, ...],            # label, label_scores: argmax per batch row
+     "scores": [[float, ...], ...],   # only for label_scores: the head's output rows
+     "features": [[float, ...], ...], # only for features: the head's output rows
+     "salt": "<32 hex chars>"}        # 16 random bytes: equal labels never look alike
+
+The enclave applies the model's output policy (labels are computed inside it, so ``label``
+releases nothing else) and builds the document with :func:`encode_result_document`; the
+requester decrypts and parses it with :func:`open_result`. Both sides read this one module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from splitseal.errors import InvalidInputError
+
+from . import crypto
+
+RESULT_FORMAT = "splitseal.result.v1"
+SALT_BYTES = 16
+
+
+def encode_result_document(policy: str, *, labels: Sequence[int] | None = None,
+                           scores: Sequence[Sequence[float]] | None = None,
+                           features: Sequence[Sequence[float]] | None = None, salt: bytes) -> bytes:
+    """The canonical JSON of one result; only the parts the policy releases are given."""
+    if len(salt) != SALT_BYTES:
+        raise InvalidInputError(f"result salt must be {SALT_BYTES} bytes, got {len(salt)}")
+    doc: dict[str, Any] = {"format": RESULT_FORMAT, "policy": policy, "salt": bytes(salt).hex()}
+    if labels is not None:
+        doc["labels"] = [int(i) for i in labels]
+    if scores is not None:
+        doc["scores"] = [[float(v) for v in row] for row in scores]
+    if features is not None:
+        doc["features"] = [[float(v) for v in row] for row in features]
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """A decrypted result, as the requester sees it (one entry per batch row)."""
+
+    policy: str
+    labels: tuple[int, ...]
+    scores: tuple[tuple[float, ...], ...] | None
+    features: tuple[tuple[float, ...], ...] | None
+
+    @property
+    def label(self) -> int:
+        """The first row's label (policies ``label`` and ``label_scores``)."""
+        if not self.labels:
+            raise InvalidInputError(f"a {self.policy!r} result carries no label")
+        return self.labels[0]
+
+
+def decode_result(plaintext: bytes) -> InferenceResult:
+    """Parse a result plaintext (see the module doc)."""
+    try:
+        doc = json.loads(plaintext)
+        if doc["format"] != RESULT_FORMAT:
+            raise ValueError(doc["format"])
+        labels = tuple(int(v) for v in doc.get("labels", ()))
+        scores = tuple(tuple(float(v) for v in r) for r in doc["scores"]) if "scores" in doc else None
+        features = tuple(tuple(float(v) for v in r) for r in doc["features"]) if "features" in doc else None
+        return InferenceResult(str(doc["policy"]), labels, scores, features)
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInputError(f"result plaintext is not a {RESULT_FORMAT} document") from None
+
+
+def open_result(requester: crypto.X25519KeyPair, encrypted_result: bytes, request_id: int,
+                model_id: bytes, version: int) -> InferenceResult:
+    """What the requester runs: decrypt with its key and the request's AAD, then parse."""
+    return decode_result(crypto.ecies_decrypt(requester, encrypted_result,
+                                              crypto.result_aad(request_id, model_id, version)))
+
+
+def released_parts(released: Mapping[str, Any]) -> dict[str, Any]:
+    """Map an output policy's released arrays (``label``, ``scores``, ``features``) onto the
+    keyword arguments of :func:`encode_result_document`."""
+    parts: dict[str, Any] = {}
+    if "label" in released:
+        parts["labels"] = released["label"]
+    for key in ("scores", "features"):
+        if key in released:
+            parts[key] = released[key]
+    return parts
