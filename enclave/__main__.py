@@ -15,6 +15,7 @@ from typing import Sequence
 
 from splitseal.errors import SplitsealError
 
+from .hardening import harden, socket_group
 from .identity import MeasuredConfig, load_identity
 from .platform import SimulatedPlatform, platform_dir_for
 
@@ -32,8 +33,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug-enclave", action="store_true", help="set the DEBUG attribute")
     p.add_argument("--signer-key-file", default=None,
                    help="file with the build's 32-byte signing key (default: the dev signer)")
+    p.add_argument("--user", default=None,
+                   help="started as root: drop to this system user (created if missing), which then owns the "
+                        "platform secret and the sealed state, so the node's user can neither read the "
+                        "enclave's memory nor unseal")
+    p.add_argument("--socket-group", default=None,
+                   help="group allowed to connect to the socket (mode 0660); default: the enclave's user only")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def _preload() -> None:
+    """Load (and run once) everything the entry calls import lazily: after the privilege drop the
+    interpreter's own files may be out of the new user's reach (a Python under /root, say)."""
+    import os
+
+    from eth_utils import to_checksum_address
+
+    from splitseal.protocol import crypto, eip712
+
+    from . import interpreter, package, quote  # noqa: F401  (imported for the side effect of loading)
+    from .platform import quoting_address_of
+
+    key = os.urandom(32)
+    to_checksum_address(eip712.address_of(key))
+    quoting_address_of(key)
+    crypto.keccak256(b"")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         state_dir = Path(args.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        platform_dir = Path(args.platform_dir) if args.platform_dir else platform_dir_for(state_dir)
+        group = socket_group(args.socket_group) if args.socket_group else None
         signer = Path(args.signer_key_file).read_bytes() if args.signer_key_file else None
         config = MeasuredConfig(max_frame_bytes=args.max_frame_bytes)
         identity = load_identity(product_id=args.product_id, security_version=args.security_version,
@@ -51,9 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .core import EnclaveCore
         from .server import EnclaveServer, serve_forever
 
-        platform = SimulatedPlatform(args.platform_dir or platform_dir_for(state_dir))
-        core = EnclaveCore(platform, identity, state_dir)
-        serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes))
+        if args.user:
+            _preload()
+
+        hardening = harden(run_as=args.user, owned_paths=[state_dir, platform_dir], keep_group=group)
+
+        platform = SimulatedPlatform(platform_dir)
+        core = EnclaveCore(platform, identity, state_dir, process=hardening.as_wire())
+        serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes, socket_group=group))
     except SplitsealError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

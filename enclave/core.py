@@ -258,8 +258,10 @@ class EnclaveCore:
     """The enclave's state and entry calls (see module doc)."""
 
     def __init__(self, platform: Platform, identity: EnclaveIdentity, state_dir: str | Path, *,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, process: dict[str, Any] | None = None) -> None:
         self.platform = platform
+        #: the process protections in effect (enclave.hardening), reported by ``status``
+        self.process = dict(process or {})
         self.identity = identity
         self.state_dir = Path(state_dir)
         self.sealed_dir = self.state_dir / "sealed"
@@ -317,7 +319,7 @@ class EnclaveCore:
             "product_id": self.identity.product_id, "security_version": self.identity.security_version,
             "debug": self.identity.debug, "enclave": self.address, "encryption_key": self.encryption_key,
             "quoting_key": self.platform.quoting_address(), "state_version": self.state_version,
-            "restored": self.restored, "answered": self._answered.count,
+            "restored": self.restored, "answered": self._answered.count, "process": self.process,
             "models": [{"model_id": m.model_id, "version": m.version, "state_version": m.state_version,
                         "head_loaded": bool(m.package), "index_verified": bool(m.index),
                         "serving": m.head is not None, "chain_id": m.chain_id}

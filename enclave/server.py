@@ -34,11 +34,12 @@ class EnclaveServer:
     """Serves :class:`EnclaveCore` entry calls on a Unix socket."""
 
     def __init__(self, core: EnclaveCore, socket_path: str | Path, *, max_frame_bytes: int,
-                 max_connections: int = 32) -> None:
+                 max_connections: int = 32, socket_group: int | None = None) -> None:
         self.core = core
         self.max_connections = int(max_connections)
         self.socket_path = Path(socket_path)
         self.max_frame_bytes = int(max_frame_bytes)
+        self.socket_group = socket_group
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
         self._threads: set[threading.Thread] = set()
@@ -48,7 +49,7 @@ class EnclaveServer:
         self.rejected_frames = 0
 
     def start(self) -> None:
-        """Bind the socket (owner-only) and start accepting."""
+        """Bind the socket (owner-only, or owner and ``socket_group``) and start accepting."""
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         if self.socket_path.exists() or self.socket_path.is_symlink():
             self.socket_path.unlink()
@@ -58,6 +59,9 @@ class EnclaveServer:
             listener.bind(str(self.socket_path))
         finally:
             os.umask(old_umask)
+        if self.socket_group is not None:
+            os.chown(self.socket_path, -1, self.socket_group)
+            os.chmod(self.socket_path, 0o660)
         listener.listen(16)
         listener.settimeout(0.2)
         self._listener = listener

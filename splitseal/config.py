@@ -50,6 +50,11 @@ class EnclaveConfig:
     security_version: int = 1
     #: Largest frame accepted on the socket, bytes.
     max_frame_bytes: int = 64 * 1024 * 1024
+    #: Started as root, the enclave drops to this system user (created if missing), which alone
+    #: owns the platform secret and the sealed state; empty: stay the starting user.
+    user: str = ""
+    #: Group allowed to connect to the socket (the node's group; mode 0660); empty: owner only.
+    socket_group: str = ""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,6 +59,8 @@ class EnclaveStatus:
     restored: bool
     answered: int
     models: tuple[dict[str, Any], ...]
+    #: process protections in effect (enclave.hardening): dumpable, core_files, memory_locked, user
+    process: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

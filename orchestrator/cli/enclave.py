@@ -22,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _socket_options(p)
     p.add_argument("--debug-enclave", action="store_true", default=None,
                    help="set the DEBUG attribute (the registry refuses debug enclaves)")
+    p.add_argument("--user", default=None,
+                   help="started as root, drop to this system user, which alone owns the platform secret "
+                        "and sealed state (default: [enclave].user; empty: stay this user)")
+    p.add_argument("--socket-group", default=None,
+                   help="group that may connect to the socket, e.g. the node's (default: [enclave].socket_group)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_serve)
 
@@ -88,6 +93,12 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
            "--max-frame-bytes", str(config.enclave.max_frame_bytes), "--log-level", args.log_level]
     if debug:
         cmd.append("--debug-enclave")
+    user = config.enclave.user if args.user is None else args.user
+    group = config.enclave.socket_group if args.socket_group is None else args.socket_group
+    if user:
+        cmd += ["--user", user]
+    if group:
+        cmd += ["--socket-group", group]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, cmd)

@@ -172,9 +172,10 @@ def write_split(out_dir: Path) -> dict[str, Any]:
     return result.write(out_dir)
 
 
-def start_enclave(base: Path, name: str, *extra: str, platform_dir: Path | None = None) -> tuple[EnclaveProcess, Path, Path]:
+def start_enclave(base: Path, name: str, *extra: str, platform_dir: Path | None = None,
+                  socket_path: Path | None = None) -> tuple[EnclaveProcess, Path, Path]:
     state = base / name
-    sock = base / f"{name}.sock"
+    sock = socket_path or base / f"{name}.sock"
     log = base / f"{name}.log"
     args = ["--log-level", "DEBUG", *extra]
     if platform_dir is not None:
@@ -182,7 +183,8 @@ def start_enclave(base: Path, name: str, *extra: str, platform_dir: Path | None 
     return EnclaveProcess.start(state, sock, log_path=log, extra_args=args), state, sock
 
 
-def build_world(chain: Any, deployment: Any, base: Path) -> World:
+def build_world(chain: Any, deployment: Any, base: Path, *, enclave_args: Iterable[str] = (),
+                socket_in_state_dir: bool = False) -> World:
     from orchestrator.provision import attest_enclave, provision_model, register_model_version
 
     admin, owner, node, requester = chain.accounts[0], chain.accounts[1], chain.accounts[2], chain.accounts[3]
@@ -194,7 +196,9 @@ def build_world(chain: Any, deployment: Any, base: Path) -> World:
     quoting = SimulatedPlatform(platform_dir).quoting_address()
     chain.transact(deployment.model_registry.functions.setQuotingKey(quoting), sender=admin)
     chain.transact(deployment.backbone_execution.functions.grantRole(protocol.NODE_ROLE, node.address), sender=admin)
-    process, state_dir, sock = start_enclave(base, "enclave", platform_dir=platform_dir)
+    process, state_dir, sock = start_enclave(
+        base, "enclave", *enclave_args, platform_dir=platform_dir,
+        socket_path=base / "enclave" / "enclave.sock" if socket_in_state_dir else None)
     client = EnclaveClient(sock, trace=True)
     model_id = crypto.keccak256(b"canary-model")
     version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)

@@ -114,3 +114,14 @@ def test_identity_and_signer():
     assert (idt.product_id, idt.security_version, idt.debug) == (3, 4, True)
     with pytest.raises(Exception):
         ident.EnclaveIdentity(b"x", b"\x00" * 32, 1, 1, False)
+
+
+def test_a_privilege_drop_is_refused_without_root(monkeypatch):
+    from enclave import hardening
+    from splitseal.errors import EnclaveError
+
+    monkeypatch.setattr(hardening.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(hardening, "_lock_memory", lambda libc, state: None)
+    monkeypatch.setattr(hardening.resource, "setrlimit", lambda *a: None)
+    with pytest.raises(EnclaveError, match="needs the enclave to start as root"):
+        hardening.harden(run_as="nobody")
