@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from splitseal.chain.client import Chain
 from splitseal.chain.deployment import Deployment
 from splitseal.enclave_client import EnclaveClient
 from .models.backbone import Backbone
+from .models.split import NODE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,21 @@ class BackboneLibrary:
             self.add(Path(path))
 
     def add(self, path: Path) -> None:
+        """A backbone file, or a directory of them (a split's ``node/`` directory)."""
         if path.is_dir():
-            summary = json.loads((path / "split.json").read_text())
-            path = path / summary["backbone"]["file"]
+            if (path / "head.pkg").exists() or (path / "head.index").exists():
+                raise ConfigError(f"{path} holds the model owner's plaintext head (head.pkg); a node must not "
+                                  f"be given it: give the split's node directory ({path / NODE_DIR}) instead")
+            files = sorted(path.glob("*.onnx"))
+            if not files:
+                raise ConfigError(f"{path} holds no .onnx backbone; give backbone.onnx files or a split's "
+                                  "node directory")
+            for file in files:
+                self.add(file)
+            return
         if not path.exists():
-            raise ConfigError(f"backbone {path} does not exist; give backbone.onnx files or split directories")
+            raise ConfigError(f"backbone {path} does not exist; give backbone.onnx files or a split's node "
+                              "directory")
         self._files[keccak256(path.read_bytes())] = path
 
     def __call__(self, model_id: bytes, version: int) -> SplitBackbone:

@@ -56,13 +56,14 @@ class Stack:
     def add_node(self, config: Config, account_index: int, *, index: int = 0, count: int = 1,
                  background: bool = True, start_block: int | None = None) -> "NodeWiring":
         """Authorize another node account and start it (in a thread when ``background``)."""
+        from .models.split import NODE_DIR
         from .node_setup import authorize_node, build_node, load_or_create_x25519_key
 
         key = load_or_create_x25519_key(self.state_dir / "node" / "input.key")
         account = self.chain.account(account_index)
         authorize_node(self.chain, self.deployment, self.chain.account(0), account, key)
         node_config = replace(config, node=replace(config.node, blob_dir=str(self.state_dir / "blobs")))
-        wiring = build_node(node_config, self.chain, self.deployment, account, backbone_paths=[self.split_dir],
+        wiring = build_node(node_config, self.chain, self.deployment, account, backbone_paths=[self.split_dir / NODE_DIR],
                             socket_path=self.state_dir / "enclave" / "enclave.sock",
                             state_dir=self.state_dir / f"node-{len(self.nodes)}", node_index=index,
                             node_count=count, input_key=key, start_block=start_block)

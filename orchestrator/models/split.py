@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import logging
 import math
 from dataclasses import dataclass, field
@@ -117,17 +118,42 @@ class SplitResult:
         }
 
     def write(self, out_dir: str | Path, *, model_path: str = "", rule_path: str = "") -> dict[str, Any]:
-        """Write backbone.onnx, head.pkg, head.index, rule.toml (the rule's exact bytes, so its
-        hash can be re-checked) and split.json into ``out_dir``."""
+        """Write the model owner's split directory and, inside it, the node's.
+
+        ``out_dir`` (mode 0700, files 0600: the owner's only) holds backbone.onnx, the plaintext
+        head.pkg and head.index (provisioned encrypted to an enclave, never handed to a node),
+        rule.toml (the rule's exact bytes, so its hash can be re-checked) and split.json.
+        ``out_dir/node`` holds just what an inference node needs, the public backbone.onnx
+        (world-readable): give the node that directory.
+        """
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "rule.toml").write_bytes(self.rule.source_bytes)
-        (out / "backbone.onnx").write_bytes(self.backbone_bytes)
-        (out / "head.pkg").write_bytes(self.package.encode())
-        (out / "head.index").write_bytes(self.index.encode())
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(out, 0o700)
         summary = self.summary(model_path, rule_path)
-        (out / "split.json").write_text(json.dumps(summary, indent=2) + "\n")
+        owner_files = {"rule.toml": self.rule.source_bytes, "backbone.onnx": self.backbone_bytes,
+                       "head.pkg": self.package.encode(), "head.index": self.index.encode(),
+                       "split.json": (json.dumps(summary, indent=2) + "\n").encode()}
+        for name, data in owner_files.items():
+            _write_private(out / name, data)
+        node = out / NODE_DIR
+        node.mkdir(exist_ok=True)
+        os.chmod(node, 0o755)
+        (node / "backbone.onnx").write_bytes(self.backbone_bytes)
+        os.chmod(node / "backbone.onnx", 0o644)
+        os.chmod(out, 0o711)  # the node's user may reach out/node by name, never list or read the rest
         return summary
+
+
+#: Subdirectory of a split with what an inference node needs (the public backbone only).
+NODE_DIR = "node"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` readable by the owner only, also when the file existed with wider bits."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
 
 
 def _hex(b: bytes) -> str:

@@ -19,6 +19,7 @@ from orchestrator.audit import Auditor
 from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 from orchestrator.requester import Requester
 from splitseal.config import ChainConfig, Config, NodeConfig
+from splitseal.errors import ConfigError
 from splitseal.protocol import FailureCode, RequestStatus
 
 from tests.support import enclave_support as es
@@ -325,3 +326,10 @@ def test_a_request_is_served_only_once_buried_under_the_confirmation_depth(world
     assert wiring.node.checkpoint.get(submitted.request_id).stage is Stage.COMPLETED
     assert req.wait(submitted).status is RequestStatus.COMPLETED
     wiring.node.close()
+
+
+def test_a_node_refuses_a_directory_with_the_plaintext_head(world):
+    from orchestrator.node_setup import BackboneLibrary
+
+    with pytest.raises(ConfigError, match="plaintext head"):
+        BackboneLibrary(world.chain, world.deployment, [world.split_dir])

@@ -71,7 +71,7 @@ def test_a_224x224x3_float32_image_is_served_through_the_off_chain_path(chain, d
                             index_bytes=(split_dir / "head.index").read_bytes(), allow_measurement=True)
         key = load_or_create_x25519_key(tmp_path / "node" / "input.key")
         authorize_node(chain, deployment, admin, node_account, key)
-        wiring = build_node(Config(home=str(tmp_path)), chain, deployment, node_account, backbone_paths=[split_dir],
+        wiring = build_node(Config(home=str(tmp_path)), chain, deployment, node_account, backbone_paths=[split_dir / "node"],
                             socket_path=sock, state_dir=tmp_path / "node", input_key=key,
                             start_block=chain.block_number() + 1)
         requester = Requester(chain, deployment, requester_account, key=X25519KeyPair.generate(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import onnx
@@ -212,7 +213,7 @@ def test_cli_split_and_inspect(tmp_path, capsys):
     assert cli_main(["model", "split", str(model), "--rule", str(rule_file), "--out", str(out), "--random", "16"]) == 0
     text = capsys.readouterr().out
     assert "headGraphHash" in text and "16 seeded random inputs" in text
-    assert {p.name for p in out.iterdir()} == {"backbone.onnx", "head.pkg", "head.index", "rule.toml", "split.json"}
+    assert {p.name for p in out.iterdir()} == {"backbone.onnx", "head.pkg", "head.index", "rule.toml", "split.json", "node"}
     assert cli_main(["model", "inspect", str(out)]) == 0
     assert "files match split.json" in capsys.readouterr().out
     assert cli_main(["model", "inspect", str(model), "--json"]) == 0
@@ -231,3 +232,25 @@ def test_cli_split_and_inspect(tmp_path, capsys):
     bad_rule.write_text(rule_file.read_text().replace('"flat"', '"flatt"'))
     assert cli_main(["model", "split", str(model), "--rule", str(bad_rule), "--out", str(out)]) == 2
     assert "did you mean ['flat']" in capsys.readouterr().err
+
+
+def test_the_split_keeps_the_plaintext_head_owner_only_and_gives_the_node_its_own_directory(tmp_path):
+    import stat
+
+    from orchestrator.models.split import NODE_DIR
+
+    result = split_model(load_model(small_cnn().SerializeToString()), parse_rule(
+        b'version=1\n[split]\nat_node="conv3"\n[protect]\nparameters=["conv3.*","neck.*","head.*"]\n'
+        b'[output]\npolicy="label_scores"\n'))
+    out = tmp_path / "split"
+    out.mkdir(mode=0o755)
+    (out / "head.pkg").write_bytes(b"old")  # an earlier, wider file must not keep its mode
+    os.chmod(out / "head.pkg", 0o644)
+    result.write(out)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    for name in ("head.pkg", "head.index", "rule.toml", "split.json", "backbone.onnx"):
+        assert mode(out / name) == 0o600, name
+    assert mode(out) & 0o077 in (0o011, 0)  # reachable by name at most, never listable by others
+    assert sorted(p.name for p in (out / NODE_DIR).iterdir()) == ["backbone.onnx"]
+    assert mode(out / NODE_DIR / "backbone.onnx") == 0o644
+    assert (out / NODE_DIR / "backbone.onnx").read_bytes() == result.backbone_bytes
