@@ -53,3 +53,13 @@ def test_the_node_package_is_what_the_issue_names():
         "ring", "matmul", "beaver", "protocol", "transport", "channel", "recognition"}
     assert {p.stem for p in (MPC_DIR / "node").glob("*.py")} >= {"node", "dealer", "store", "signing", "__main__"}
     assert {p.stem for p in (MPC_DIR / "client").glob("*.py")} >= {"terminal", "owner", "cluster", "audit"}
+
+
+def test_the_onnx_importer_sits_below_both_of_its_users():
+    import splitseal.onnx_import as importer
+
+    names = _imports(Path(importer.__file__), "splitseal")
+    top = {n.split(".")[0] for n in names}
+    assert not top & {"enclave", "orchestrator", "mpc", "chain_node"}, sorted(names)
+    assert {n for n in names if n.split(".")[0] not in ("splitseal", "__future__")} <= {
+        "logging", "os", "dataclasses", "pathlib", "typing", "numpy", "onnx"}, sorted(names)
