@@ -100,7 +100,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
     from splitseal.chain.client import connect
     from .deploy import ensure_deployed
     from splitseal.enclave_client import EnclaveClient, EnclaveProcess
-    from .models.onnx_import import load_model
+    from .models import load_model
     from .models.rule import load_rule
     from .models.split import split_model
     from .provision import attest_enclave, provision_model, register_model_version

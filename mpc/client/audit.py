@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mpc.node.service import share_commitment
-from mpc.engine.signing import decision_digest, recover, share_commitment_digest
-from mpc.engine.signing import subject_id as subject_bytes
+from mpc.node.node import share_commitment
+from mpc.node.signing import decision_digest, recover, share_commitment_digest
+from mpc.node.signing import subject_id as subject_bytes
 from splitseal.errors import InvalidInputError
 
 log = logging.getLogger(__name__)

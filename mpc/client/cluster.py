@@ -28,8 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from mpc.engine.channel import Channel, Roster, connect, generate_identity, load_identity
-from mpc.node.service import ClusterInfo
-from mpc.engine.signing import KIND, session_id as session_bytes, subject_id
+from mpc.node.node import ClusterInfo
+from mpc.node.signing import KIND, session_id as session_bytes, subject_id
 from mpc.node.store import model_to_blobs
 from splitseal.errors import ChainError, InvalidInputError, ProtocolError, SplitsealError
 
@@ -127,7 +127,7 @@ def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool 
 
     def spawn(args: list[str], name: str) -> int:
         out = open(logs / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "mpc.node.service", "--state-dir", str(state), "-v", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "mpc.node", "--state-dir", str(state), "-v", *args],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=env)
         out.close()

@@ -11,8 +11,10 @@ Two modes, as the patent describes:
 The plaintext model is a list of :class:`FloatLayer` (the operator subset the MPC protocol runs:
 Conv, Relu/Sigmoid/Tanh, MaxPool/AveragePool with stride = kernel, Flatten, Gemm/MatMul+Add, and
 BatchNormalization folded into the preceding Conv). :func:`load_onnx` reads it from an ONNX file
-(the embedding model ``models/digits_embedding.onnx``), :func:`random_model` builds one with
-random weights, :func:`plain_forward` is the plaintext reference.
+(the embedding model ``models/digits_embedding.onnx``) with the project's one importer,
+:mod:`splitseal.onnx_import`, and :func:`lower` s the imported model into these layers;
+:func:`random_model` builds one with random weights, :func:`plain_forward` is the plaintext
+reference.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -28,6 +30,9 @@ from mpc.engine.matmul import conv2d_float
 from mpc.engine.protocol import Layer, NodeModel, activate, pool_windows
 from mpc.engine.ring import encode, share
 from splitseal.errors import ModelError, UnsupportedOperatorError
+
+if TYPE_CHECKING:
+    from splitseal.onnx_import import ImportedModel
 
 log = logging.getLogger(__name__)
 
@@ -172,58 +177,106 @@ def recorded_threshold(model_path: str | Path) -> float | None:
     return None
 
 
-# --- ONNX --------------------------------------------------------------------------------------
+# --- ONNX ---------------------------------------------------------------------------------------
+
+#: The operators :func:`lower` turns into MPC layers (or skips), each with the attribute names the
+#: importer lets through; unsupported attribute *values* are refused by :func:`lower`.
+MPC_OPERATORS: dict[str, frozenset[str]] = {
+    "Conv": frozenset({"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}),
+    "BatchNormalization": frozenset({"epsilon", "momentum", "training_mode"}),
+    "Relu": frozenset(), "Sigmoid": frozenset(), "Tanh": frozenset(),
+    "MaxPool": frozenset({"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"}),
+    "AveragePool": frozenset({"auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads",
+                              "strides"}),
+    "Flatten": frozenset({"axis"}),
+    "Reshape": frozenset({"allowzero"}),
+    "Gemm": frozenset({"alpha", "beta", "transA", "transB"}),
+    "MatMul": frozenset(),
+    "Add": frozenset(),
+    "Identity": frozenset(),
+    "Dropout": frozenset({"ratio", "seed"}),
+    "LpNormalization": frozenset({"axis", "p"}),
+}
+#: ai.onnx opsets accepted for the MPC lowering (these operators' semantics are unchanged in it).
+MPC_OPSETS = (7, 23)
+_SKIPPED = ("Identity", "Dropout", "LpNormalization")
+_OP_LIST = "(Conv, BatchNormalization, Relu, Sigmoid, Tanh, MaxPool, AveragePool, Flatten, Gemm, MatMul+Add)"
+
 
 def load_onnx(path: str | Path) -> FloatModel:
     """Read a sequential embedding model from ONNX into the MPC operator subset.
 
-    Supported: Conv (group 1, any stride/pads symmetric), Relu, Sigmoid, Tanh, MaxPool and
-    AveragePool (stride = kernel, no padding), Flatten, Reshape to (B, -1), Gemm (transB 0/1),
-    MatMul followed by Add, BatchNormalization after a Conv (folded), Identity/Dropout (skipped),
-    and a final LpNormalization (skipped: cosine similarity is scale invariant).
+    The project's one importer (:func:`splitseal.onnx_import.load_model`: checker, opset,
+    operator and attribute scan against :data:`MPC_OPERATORS`, Constant folding, strict shape
+    inference) followed by :func:`lower`.
     """
-    import onnx
-    from onnx import numpy_helper, shape_inference
+    from splitseal.onnx_import import load_model
 
     path = Path(path)
-    try:
-        proto = onnx.load(str(path))
-        onnx.checker.check_model(proto)
-        proto = shape_inference.infer_shapes(proto)
-    except Exception as exc:  # onnx raises several unrelated types
-        raise ModelError(f"{path}: not a valid ONNX model ({type(exc).__name__}); re-export it") from None
-    g = proto.graph
-    inits = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in g.initializer}
-    consts = {}
-    for node in g.node:
-        if node.op_type == "Constant":
-            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    graph_inputs = [i for i in g.input if i.name not in inits]
-    if len(graph_inputs) != 1:
-        raise ModelError(f"{path}: expected one data input, found {len(graph_inputs)}")
-    dims = [d.dim_value for d in graph_inputs[0].type.tensor_type.shape.dim]
+    return lower(load_model(path, operators=MPC_OPERATORS, opsets=MPC_OPSETS), str(path))
+
+
+def lower(imported: "ImportedModel", label: str = "model") -> FloatModel:
+    """Lower an imported model into :class:`FloatLayer` s, node by node in graph order.
+
+    Supported: Conv (group 1, no dilation, symmetric pads and strides), Relu, Sigmoid, Tanh,
+    MaxPool and AveragePool (square, stride = kernel, no padding), Flatten / Reshape to
+    (B, features), Gemm (transA 0, transB 0/1, alpha/beta folded), MatMul followed by Add,
+    BatchNormalization after a Conv (folded into it), Identity/Dropout (skipped), and a final
+    LpNormalization (skipped: cosine similarity is scale invariant). The model must be a chain:
+    every node reads the previous node's output, and the shape each layer produces must be the
+    one shape inference found for that node.
+    """
+    from splitseal.onnx_import import attributes
+
+    if len(imported.inputs) != 1:
+        raise ModelError(f"{label}: expected one data input, found {len(imported.inputs)}")
+    dims = list(imported.inputs[0].shape)
     if len(dims) != 4 or min(dims[1:]) <= 0:
-        raise ModelError(f"{path}: input must be (batch, C, H, W) with known C, H, W; got {dims}")
+        raise ModelError(f"{label}: input must be (batch, C, H, W) with known C, H, W; got {dims}")
+    inits = {k: v.astype(np.float64) for k, v in imported.initializers.items() if v.dtype != np.int64}
+    nodes = imported.nodes
     layers: list[FloatLayer] = []
-    for node in g.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    cur = imported.inputs[0].name
+    shape: tuple[int, ...] = tuple(dims[1:])
+
+    for index, node in enumerate(nodes):
         op = node.op_type
-        if op == "Constant" or op in ("Identity", "Dropout", "LpNormalization"):
-            continue
-        if op == "Conv":
+        where = f"{label}: {op} node {node.name!r}"
+        attrs = attributes(node)
+
+        def param(i: int, what: str) -> np.ndarray:
+            name = node.input[i] if len(node.input) > i else ""
+            if name not in inits:
+                raise UnsupportedOperatorError(f"{where}: the {what} must be a constant of the model")
+            return inits[name]
+
+        data = [i for i in node.input if i and i not in imported.initializers]
+        if data != [cur]:
+            raise UnsupportedOperatorError(f"{where} reads {data}, not the previous output {cur!r}: the MPC "
+                                           "protocol runs sequential models only")
+        if op in _SKIPPED:
+            if op == "LpNormalization" and index != len(nodes) - 1:
+                raise UnsupportedOperatorError(f"{where}: LpNormalization is supported only as the last node")
+        elif op == "Conv":
             if attrs.get("group", 1) != 1 or any(d != 1 for d in attrs.get("dilations", [1, 1])):
-                raise UnsupportedOperatorError(f"{path}: Conv node {node.name!r}: group/dilation not supported")
+                raise UnsupportedOperatorError(f"{label}: Conv node {node.name!r}: group/dilation not supported")
+            _no_same_padding(attrs, where)
             pads = list(attrs.get("pads", [0, 0, 0, 0]))
             strides = list(attrs.get("strides", [1, 1]))
             if len(set(pads)) > 1 or len(set(strides)) > 1:
-                raise UnsupportedOperatorError(f"{path}: Conv node {node.name!r}: asymmetric pads/strides")
-            w = inits[node.input[1]]
-            b = inits[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
+                raise UnsupportedOperatorError(f"{label}: Conv node {node.name!r}: asymmetric pads/strides")
+            w = param(1, "weight")
+            b = param(2, "bias") if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
             layers.append(FloatLayer("conv", w, b, {"stride": strides[0], "padding": pads[0]}))
+            k, st, pad = w.shape[2], strides[0], pads[0]
+            shape = (w.shape[0], (shape[1] + 2 * pad - k) // st + 1, (shape[2] + 2 * pad - k) // st + 1)
         elif op == "BatchNormalization":
             if not layers or layers[-1].op != "conv":
-                raise UnsupportedOperatorError(f"{path}: BatchNormalization node {node.name!r} must follow a Conv")
-            scale, bias, mean, var = (inits[n] for n in node.input[1:5])
+                raise UnsupportedOperatorError(f"{label}: BatchNormalization node {node.name!r} must follow a Conv")
+            if attrs.get("training_mode", 0):
+                raise UnsupportedOperatorError(f"{where}: training_mode is not supported")
+            scale, bias, mean, var = (param(i, "scale/bias/mean/var") for i in range(1, 5))
             k = scale / np.sqrt(var + attrs.get("epsilon", 1e-5))
             conv = layers[-1]
             conv.weight = conv.weight * k[:, None, None, None]
@@ -233,29 +286,58 @@ def load_onnx(path: str | Path) -> FloatModel:
         elif op in ("MaxPool", "AveragePool"):
             ks = list(attrs["kernel_shape"])
             strides = list(attrs.get("strides", ks))
-            if len(set(ks)) > 1 or strides != ks or any(attrs.get("pads", [0])):
+            _no_same_padding(attrs, where)
+            if (len(set(ks)) > 1 or strides != ks or any(attrs.get("pads", [0]))
+                    or any(d != 1 for d in attrs.get("dilations", [1]))):
                 raise UnsupportedOperatorError(
-                    f"{path}: {op} node {node.name!r}: only square windows with stride = kernel, no padding")
+                    f"{label}: {op} node {node.name!r}: only square windows with stride = kernel, no padding")
             layers.append(FloatLayer("pool", params={"kind": "max" if op == "MaxPool" else "avg", "k": ks[0]}))
+            shape = (shape[0], shape[1] // ks[0], shape[2] // ks[0])
         elif op in ("Flatten", "Reshape"):
             layers.append(FloatLayer("flatten"))
+            shape = (int(np.prod(shape)),)
         elif op == "Gemm":
-            w = inits[node.input[1]] * attrs.get("alpha", 1.0)
+            if attrs.get("transA", 0):
+                raise UnsupportedOperatorError(f"{label}: Gemm node {node.name!r}: transA not supported")
+            w = param(1, "weight (operand B)") * attrs.get("alpha", 1.0)
             if not attrs.get("transB", 0):
                 w = w.T
-            if attrs.get("transA", 0):
-                raise UnsupportedOperatorError(f"{path}: Gemm node {node.name!r}: transA not supported")
-            b = inits[node.input[2]] * attrs.get("beta", 1.0) if len(node.input) > 2 else None
+            b = None
+            if len(node.input) > 2 and node.input[2]:
+                b = _bias(param(2, "bias (operand C)") * attrs.get("beta", 1.0), w.shape[0], where)
             layers.append(FloatLayer("linear", w, b))
+            shape = (w.shape[0],)
         elif op == "MatMul":
-            layers.append(FloatLayer("linear", inits[node.input[1]].T, None))
+            w = param(1, "weight (second operand)").T
+            layers.append(FloatLayer("linear", w, None))
+            shape = (w.shape[0],)
         elif op == "Add" and layers and layers[-1].op == "linear" and layers[-1].bias is None:
-            other = node.input[1] if node.input[1] in inits else node.input[0]
-            layers[-1].bias = inits[other].reshape(-1)
+            other = next(i for i in node.input if i != cur)
+            if other not in inits:
+                raise UnsupportedOperatorError(f"{where}: the bias must be a constant of the model")
+            layers[-1].bias = _bias(inits[other], layers[-1].weight.shape[0], where)
         else:
             raise UnsupportedOperatorError(
-                f"{path}: node {node.name!r} uses {op}, outside the MPC operator set "
-                "(Conv, BatchNormalization, Relu, Sigmoid, Tanh, MaxPool, AveragePool, Flatten, Gemm, MatMul+Add)")
+                f"{label}: node {node.name!r} uses {op}, outside the MPC operator set {_OP_LIST}")
+        cur = node.output[0]
+        inferred = tuple(imported.values[cur].shape[1:])
+        if inferred != shape:
+            raise UnsupportedOperatorError(
+                f"{where}: the MPC layers compute shape {shape}, the model {inferred} (per example); "
+                "re-export it with explicit pads, floor rounding and (batch, features) flattening")
     model = FloatModel((dims[1], dims[2], dims[3]), layers)
     model.output_dim  # noqa: B018 - validates a linear layer exists
     return model
+
+
+def _no_same_padding(attrs: dict[str, Any], where: str) -> None:
+    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        raise UnsupportedOperatorError(f"{where}: auto_pad {attrs['auto_pad']} is not supported; "
+                                       "give explicit pads")
+
+
+def _bias(b: np.ndarray, out: int, where: str) -> np.ndarray:
+    try:
+        return np.broadcast_to(np.asarray(b, dtype=np.float64), (1, out)).reshape(-1).copy()
+    except ValueError:
+        raise UnsupportedOperatorError(f"{where}: a bias of shape {b.shape} does not fit {out} outputs") from None

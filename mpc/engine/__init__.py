@@ -1,1 +1,4 @@
-"""The MPC engine: ring arithmetic, products, triples, transports, channels, the protocol. Touches no chain."""
+"""The MPC engine: ring, matmul, beaver, protocol, transport, channel, recognition.
+
+Touches no chain, no files, no processes; imports neither :mod:`mpc.node` nor :mod:`mpc.client`.
+"""

@@ -19,7 +19,7 @@ import numpy as np
 
 from orchestrator.cli import group
 from orchestrator.models.inspect import inspect_path, render
-from orchestrator.models.onnx_import import ImportedModel, load_model
+from orchestrator.models import ImportedModel, load_model
 from orchestrator.models.rule import load_rule
 from orchestrator.models.split import random_samples, split_model
 from splitseal.config import Config

@@ -136,7 +136,7 @@ def _connect(url: str, config: Config):
 
 
 def _client(config: Config):
-    from mpc.node.service import ClusterInfo
+    from mpc.node.node import ClusterInfo
     from mpc.client import cluster as cl
 
     state = _state(config)
@@ -249,7 +249,7 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
 
 
 def _node_run(args: argparse.Namespace, config: Config) -> int:
-    from mpc.node.service import run_service
+    from mpc.node import run_service
 
     if not args.dealer and args.party is None:
         raise InvalidInputError("give --party I (or --dealer)")

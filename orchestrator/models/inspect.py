@@ -13,7 +13,7 @@ from typing import Any
 
 from enclave.package import decode_head_package, decode_graph, decode_index
 from splitseal.protocol.crypto import keccak256
-from orchestrator.models.onnx_import import load_model
+from orchestrator.models import load_model
 from orchestrator.models.rule import load_rule
 from orchestrator.models.split import split_model
 from splitseal.errors import ModelError

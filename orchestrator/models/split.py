@@ -36,7 +36,7 @@ from enclave.interpreter import HeadInterpreter
 from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, TensorSpec,
                              build_parameter_blob, encode_graph, keccak256)
 from orchestrator.models.backbone import Backbone, ort_session
-from orchestrator.models.onnx_import import ImportedModel, ValueSpec, attributes
+from splitseal.onnx_import import ImportedModel, ValueSpec, attributes
 from orchestrator.models.rule import ProtectionRule
 from splitseal.errors import ModelError, ProtectionRuleError
 

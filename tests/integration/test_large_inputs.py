@@ -15,7 +15,7 @@ from splitseal.protocol import crypto
 from splitseal.protocol.crypto import X25519KeyPair
 from enclave.platform import SimulatedPlatform
 from splitseal.enclave_client import EnclaveClient
-from orchestrator.models.onnx_import import load_model
+from orchestrator.models import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model
 from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key

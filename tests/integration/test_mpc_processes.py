@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpc.node.service import ClusterInfo
+from mpc.node.node import ClusterInfo
 from mpc.client import cluster as cl
 from mpc.client.audit import subject_history
 from mpc.client.owner import SMALL_SPEC, load_onnx, plain_forward, random_model
@@ -178,7 +178,7 @@ def test_three_nodes_plaintext_kernels_and_failed_enrolment_leaves_nothing(tmp_p
         with pytest.raises(ProtocolError, match="not answering"):
             cl.MpcClient(info, connect_timeout=0.5)
         info_json["nodes"][0]["pid"] = subprocess.Popen(
-            [sys.executable, "-m", "mpc.node.service", "--state-dir", str(state), "--party", "0"],
+            [sys.executable, "-m", "mpc.node", "--state-dir", str(state), "--party", "0"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True).pid
         (state / "cluster.json").write_text(json.dumps(info_json))

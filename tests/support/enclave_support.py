@@ -21,7 +21,7 @@ from splitseal.protocol import crypto
 from splitseal.protocol.result import open_result
 from enclave.platform import SimulatedPlatform
 from splitseal.enclave_client import EnclaveClient, EnclaveProcess, InferenceReply
-from orchestrator.models.onnx_import import load_model
+from orchestrator.models import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model
 

@@ -41,7 +41,7 @@ def test_result_policies():
 
 def _split(policy: str):
     from tests.support import enclave_support as es
-    from orchestrator.models.onnx_import import load_model
+    from orchestrator.models import load_model
     from orchestrator.models.rule import parse_rule
     from orchestrator.models.split import split_model
 
@@ -115,7 +115,7 @@ def test_unknown_calls_and_bad_arguments_are_refused(tmp_path):
 
 def test_a_package_that_does_not_fit_the_index_leaves_the_serving_head_untouched(tmp_path):
     from tests.support.models_fixtures import small_cnn
-    from orchestrator.models.onnx_import import load_model
+    from orchestrator.models import load_model
     from orchestrator.models.rule import parse_rule
     from orchestrator.models.split import split_model
 

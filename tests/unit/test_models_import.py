@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from orchestrator.models.onnx_import import load_model
+from orchestrator.models import load_model
 from splitseal.errors import ModelError, UnsupportedOperatorError
 from tests.support.models_fixtures import make_model, small_cnn
 

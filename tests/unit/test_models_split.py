@@ -17,7 +17,7 @@ from enclave.package import HeadPackage, build_parameter_blob, decode_head_packa
 from orchestrator.cli import main as cli_main
 from orchestrator.models.backbone import Backbone
 from orchestrator.models.inspect import inspect_path, render
-from orchestrator.models.onnx_import import load_model
+from orchestrator.models import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import random_samples, split_model, verify_split
 from splitseal.errors import InvalidInputError, ModelError, ProtectionRuleError

@@ -8,7 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from mpc.node.service import ClusterInfo, DealerService, MpcNode
+from mpc.node.dealer import DealerService
+from mpc.node.node import ClusterInfo, MpcNode
 from mpc.client.cluster import MpcClient, write_cluster
 from mpc.client.owner import SMALL_SPEC, node_models, random_model
 from splitseal.errors import ProtocolError

@@ -8,8 +8,8 @@ import os
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from mpc.node.service import share_commitment
-from mpc.engine.signing import (decision_digest, recover, share_commitment_digest, sign_decision,
+from mpc.node.node import share_commitment
+from mpc.node.signing import (decision_digest, recover, share_commitment_digest, sign_decision,
                                     sign_share_commitment, subject_id)
 
 import numpy as np

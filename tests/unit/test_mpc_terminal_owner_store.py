@@ -13,7 +13,7 @@ from mpc.engine import ring
 from mpc.node.store import NodeStore
 from mpc.client.owner import SMALL_SPEC, load_onnx, node_models, plain_forward, random_model
 from mpc.client.terminal import Terminal, normalise, read_image, write_pgm
-from splitseal.errors import InvalidInputError, UnsupportedOperatorError
+from splitseal.errors import InvalidInputError, ModelError, UnsupportedOperatorError
 
 RNG = np.random.default_rng(5)
 
@@ -146,6 +146,57 @@ def test_onnx_import_refuses_unknown_operators(tmp_path):
     _onnx_model(tmp_path / "m.onnx", with_bn=False, op="Softplus")
     with pytest.raises(UnsupportedOperatorError, match="Softplus"):
         load_onnx(tmp_path / "m.onnx")
+
+
+def _chain_model(path, pool_attrs=None, residual=False, features=64):
+    """Conv -> Sigmoid -> AveragePool -> Reshape (Constant shape) -> MatMul + Add -> Dropout -> LpNorm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    r = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(r.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(r.standard_normal((features, 5)).astype(np.float32) * 0.2, "m"),
+             numpy_helper.from_array(r.standard_normal(5).astype(np.float32), "b")]
+    pool = pool_attrs or dict(kernel_shape=[2, 2], strides=[2, 2])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Add", ["s", "c"], ["s2"]) if residual else helper.make_node("Identity", ["s"], ["s2"]),
+             helper.make_node("AveragePool", ["s2"], ["p"], **pool),
+             helper.make_node("Constant", [], ["shape"],
+                              value=numpy_helper.from_array(np.array([1, -1], dtype=np.int64))),
+             helper.make_node("Reshape", ["p", "shape"], ["f"]),
+             helper.make_node("MatMul", ["f", "m"], ["mm"]),
+             helper.make_node("Add", ["mm", "b"], ["a"]),
+             helper.make_node("Dropout", ["a"], ["d"]),
+             helper.make_node("LpNormalization", ["d"], ["y"], axis=1, p=2)]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+
+
+def test_onnx_lowering_of_a_chain_matches_onnxruntime_up_to_scale(tmp_path):
+    import onnxruntime as ort
+
+    _chain_model(tmp_path / "m.onnx")
+    model = load_onnx(tmp_path / "m.onnx")
+    assert [la.op for la in model.layers] == ["conv", "act", "pool", "flatten", "linear"]
+    x = RNG.random((1, 1, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ours = plain_forward(model, x)
+    assert np.abs(ours / np.linalg.norm(ours) - ref).max() < 1e-5  # the final LpNormalization is skipped
+
+
+def test_onnx_lowering_refuses_what_it_would_compute_differently(tmp_path):
+    _chain_model(tmp_path / "res.onnx", residual=True)
+    with pytest.raises(UnsupportedOperatorError, match="sequential models only"):
+        load_onnx(tmp_path / "res.onnx")
+    # a 3x3 pool in ceil mode on the 8x8 map: ONNX computes 3x3 windows, the MPC pool floors to 2x2
+    _chain_model(tmp_path / "ceil.onnx", {"kernel_shape": [3, 3], "strides": [3, 3], "ceil_mode": 1}, features=36)
+    with pytest.raises(UnsupportedOperatorError, match=r"compute shape \(4, 2, 2\), the model \(4, 3, 3\)"):
+        load_onnx(tmp_path / "ceil.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a valid ONNX file"):
+        load_onnx(tmp_path / "bad.onnx")
 
 
 def test_store_enrolment_is_two_phase(tmp_path):

@@ -1,4 +1,4 @@
-"""EIP-712 signatures of an MPC node for ``FeatureShareRegistry`` (docs/PROTOCOL.md).
+"""EIP-712 signatures an MPC node makes for ``FeatureShareRegistry`` (docs/PROTOCOL.md).
 
 ``splitseal/protocol/eip712.py`` is the project's one implementation of the type strings and digests; this
 module only maps the MPC node's identifiers onto it:
@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from eth_utils import keccak
-
 from splitseal.protocol import eip712
+from splitseal.protocol.crypto import keccak256
 
 KIND = {"verify": 1, "identify": 2}
 ZERO32 = b"\0" * 32
@@ -27,7 +26,7 @@ ZERO32 = b"\0" * 32
 
 def subject_id(subject: str | None) -> bytes:
     """bytes32 of a subject name (zero for "no subject")."""
-    return ZERO32 if not subject else keccak(subject.encode())
+    return ZERO32 if not subject else keccak256(subject.encode())
 
 
 def session_id(session: str) -> bytes:

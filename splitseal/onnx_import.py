@@ -1,13 +1,19 @@
-"""Import an ONNX model and check that it stays inside the documented operator set.
+"""Import an ONNX model and check that it stays inside the operator set its user runs.
+
+The one ONNX importer of the project, below both of its users: the split
+(``orchestrator.models.load_model`` passes the operator set of the enclave's head interpreter)
+and the MPC model owner (``mpc.client.owner.load_onnx`` passes the operators the MPC protocol
+runs and lowers the result into its layers). It depends on onnx and numpy only.
 
 Loading runs, in order: protobuf parse (a corrupt or truncated file is refused), the ONNX
-checker, a scan of opsets, operators, attributes and dtypes against the set the enclave
-interpreter implements, folding of ``Constant`` nodes into initializers, naming of unnamed
-nodes, and strict shape inference. Every tensor must end up with a known float32 shape whose
+checker, a scan of opsets, operators, attributes and dtypes against the caller's set
+(``operators``: operator -> allowed attribute names; ``opsets``: the accepted ai.onnx opset
+range), folding of ``Constant`` nodes into initializers, naming of unnamed nodes, and strict
+shape inference. Every tensor must end up with a known float32 shape whose
 dimensions are all static except the batch dimension (dimension 0), which may be symbolic.
 Errors name the node and the operator and say what to change.
 
-The result, :class:`ImportedModel`, is the normalised model the split works on: it computes
+The result, :class:`ImportedModel`, is the normalised model its users work on: it computes
 exactly what the input file computes (constants folded, names added), and ``source_bytes`` keeps
 the original file so its hash can be recorded.
 """
@@ -18,20 +24,19 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import AbstractSet, Any, Mapping
 
 import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from enclave.interpreter import MAX_OPSET, MIN_OPSET, SUPPORTED_OPS
-from enclave.package import keccak256
 from splitseal.errors import ModelError, UnsupportedOperatorError
+from splitseal.protocol.crypto import keccak256
 
 logger = logging.getLogger(__name__)
 
-#: Operators a model may use: the enclave's set, plus ``Constant`` (folded into initializers).
-IMPORTABLE_OPS = frozenset(SUPPORTED_OPS) | {"Constant"}
+#: What a caller passes as ``operators``: operator -> the attribute names it may carry.
+OperatorSet = Mapping[str, AbstractSet[str]]
 #: Operators with weights that count as a "layer" for ``protect_last_layers``.
 LAYER_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 #: Operators whose input and output tensors are 4-D (N, C, H, W).
@@ -96,8 +101,15 @@ class ImportedModel:
         return self.model.SerializeToString()
 
 
-def load_model(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ImportedModel:
-    """Load and validate an ONNX model from a path or from its bytes."""
+def load_model(source: str | os.PathLike[str] | bytes, *, operators: OperatorSet, opsets: tuple[int, int],
+               name: str | None = None) -> ImportedModel:
+    """Load and validate an ONNX model from a path or from its bytes.
+
+    ``operators`` maps each operator the caller runs to the attribute names it accepts
+    (``Constant`` is always importable: it is folded into an initializer); ``opsets`` is the
+    inclusive range of ai.onnx opset versions whose semantics the caller implements. ``name``
+    labels error messages (default: the path, or ``<bytes>``).
+    """
     if isinstance(source, (bytes, bytearray)):
         data, label = bytes(source), name or "<bytes>"
     else:
@@ -110,10 +122,10 @@ def load_model(source: str | os.PathLike[str] | bytes, *, name: str | None = Non
         if size > MAX_MODEL_BYTES:
             raise ModelError(f"model file {path} has {size} bytes, more than {MAX_MODEL_BYTES}")
         data = path.read_bytes()
-    return _import(data, label)
+    return _import(data, label, operators, (int(opsets[0]), int(opsets[1])))
 
 
-def _import(data: bytes, label: str) -> ImportedModel:
+def _import(data: bytes, label: str, operators: OperatorSet, opsets: tuple[int, int]) -> ImportedModel:
     if not data:
         raise ModelError(f"{label}: the model file is empty")
     try:
@@ -127,8 +139,8 @@ def _import(data: bytes, label: str) -> ImportedModel:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{label} fails the ONNX checker: {_first_line(exc)}") from None
-    opset = _check_opsets(model, label)
-    _check_structure(model, label)
+    opset = _check_opsets(model, label, opsets)
+    _check_structure(model, label, operators)
     _fold_constants(model, label)
     _name_nodes(model)
     _check_constant_operands(model, label)
@@ -151,22 +163,24 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_opsets(model: onnx.ModelProto, label: str) -> int:
+def _check_opsets(model: onnx.ModelProto, label: str, opsets: tuple[int, int]) -> int:
+    min_opset, max_opset = opsets
     opset = None
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             opset = imp.version
     if opset is None:
         raise UnsupportedOperatorError(f"{label} does not import the default ai.onnx opset")
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UnsupportedOperatorError(f"{label} uses ai.onnx opset {opset}; supported are {MIN_OPSET}.."
-                                       f"{MAX_OPSET} (re-export with an opset in that range)")
+    if not min_opset <= opset <= max_opset:
+        raise UnsupportedOperatorError(f"{label} uses ai.onnx opset {opset}; supported are {min_opset}.."
+                                       f"{max_opset} (re-export with an opset in that range)")
     if len(model.functions):
         raise UnsupportedOperatorError(f"{label} defines model-local functions, which are not supported")
     return opset
 
 
-def _check_structure(model: onnx.ModelProto, label: str) -> None:
+def _check_structure(model: onnx.ModelProto, label: str, operators: OperatorSet) -> None:
+    importable = frozenset(operators) | {"Constant"}
     g = model.graph
     if len(g.sparse_initializer):
         raise UnsupportedOperatorError(f"{label} has sparse initializers; store them dense")
@@ -183,13 +197,13 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedOperatorError(f"{where} is in domain {node.domain!r}; only ai.onnx operators "
                                            "are supported")
-        if node.op_type not in IMPORTABLE_OPS:
+        if node.op_type not in importable:
             raise UnsupportedOperatorError(
                 f"{where}: operator {node.op_type!r} is outside the supported set "
-                f"{sorted(IMPORTABLE_OPS)}; re-export the model without it")
+                f"{sorted(importable)}; re-export the model without it")
         if node.op_type == "Constant":
             continue
-        allowed = SUPPORTED_OPS[node.op_type]
+        allowed = operators[node.op_type]
         for attr in node.attribute:
             if attr.name not in allowed:
                 raise UnsupportedOperatorError(f"{where}: attribute {attr.name!r} is not supported "
@@ -235,7 +249,7 @@ def _fold_constants(model: onnx.ModelProto, label: str) -> None:
 
 
 def _check_constant_operands(model: onnx.ModelProto, label: str) -> None:
-    """Operands the enclave interpreter needs as constants: Reshape shapes, Clip bounds."""
+    """Operands every user needs as constants: Reshape shapes, Clip bounds."""
     inits = {t.name for t in model.graph.initializer}
     for node in model.graph.node:
         where = f"{label}: node {node.name!r} ({node.op_type})"
@@ -313,7 +327,8 @@ def _collect_values(model: onnx.ModelProto, initializers: dict[str, np.ndarray],
 
 def _check_nodes(model: onnx.ModelProto, inits: dict[str, np.ndarray], values: dict[str, ValueSpec],
                  label: str) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Per-operator restrictions the enclave interpreter imposes; parameter roles."""
+    """Per-operator restrictions (2-D spatial inputs, inference-mode Dropout and
+    BatchNormalization, int64 only as Reshape shapes); parameter roles."""
     roles: dict[str, str] = {}
     node_params: dict[str, list[str]] = {}
 

@@ -1,4 +1,4 @@
-"""The MPC feature-share node service (one OS process per node) and the dealer service.
+"""The MPC feature-share node (one OS process per node), the cluster layout, request helpers.
 
 Lifecycle, visible and testable:
 
@@ -16,6 +16,8 @@ tells its peers, discards anything it staged and answers the orchestrator with t
 Cluster layout in the state directory (written by ``splitseal mpc up``): ``cluster.json``
 (parties, host, ports, pids), ``roster.json`` (Ed25519 public keys), ``keys/<name>.key``,
 ``node-<i>/store.sqlite3`` and ``node-<i>/eth.key`` (the node's secp256k1 key).
+
+The dealer process is :mod:`mpc.node.dealer`; ``python -m mpc.node`` runs either (:mod:`mpc.node`).
 """
 
 from __future__ import annotations
@@ -35,26 +37,23 @@ import numpy as np
 
 from splitseal.errors import InvalidInputError, ProtocolError, SplitsealError
 
-from mpc.engine.beaver import Dealer, DealerTripleProvider
+from mpc.engine.beaver import DEALER_WAIT, DealerTripleProvider
 from mpc.engine.channel import Channel, Listener, Roster, connect, load_identity
 from mpc.engine.protocol import Session
 from mpc.engine.recognition import AGGREGATOR, Decision, cosine_scores, decide_identify, decide_verify
 from mpc.engine.ring import to_bytes_u64
-from .store import NodeStore, model_from_blobs
 from mpc.engine.transport import Frame, TcpTransport, decode_frame, encode_frame
+from splitseal.protocol.crypto import keccak256
+
+from .signing import sign_decision, sign_share_commitment
+from .store import NodeStore, model_from_blobs
 
 log = logging.getLogger(__name__)
 
 
-def keccak(data: bytes) -> bytes:
-    from eth_utils import keccak as _k
-
-    return _k(data)
-
-
 def share_commitment(salt: bytes, share: np.ndarray) -> bytes:
     """Salted commitment of a share: keccak256(salt || little-endian uint64 bytes)."""
-    return keccak(salt + to_bytes_u64(share))
+    return keccak256(salt + to_bytes_u64(share))
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,8 @@ class ClusterInfo:
         return Roster.load(self.state_dir / "roster.json")
 
 
-def _reply(ch: Channel, meta: Mapping[str, Any], arrays: list[np.ndarray] | None = None) -> None:
+def reply(ch: Channel, meta: Mapping[str, Any], arrays: list[np.ndarray] | None = None) -> None:
+    """Server side of a request/response: answer on the channel the request came in on."""
     ch.send(encode_frame(Frame("", "reply", "data", list(arrays or []), dict(meta))))
 
 
@@ -214,11 +214,11 @@ class MpcNode:
             if handler is None:
                 raise InvalidInputError(f"unknown request {op!r}")
             meta, arrays = handler(frame)
-            _reply(ch, meta, arrays)
+            reply(ch, meta, arrays)
         except SplitsealError as exc:
             log.warning("mpc.node request failed party=%d op=%s error=%s", self.party, op, exc)
             try:
-                _reply(ch, {"error": str(exc)})
+                reply(ch, {"error": str(exc)})
             except ProtocolError:
                 pass
         return True
@@ -300,8 +300,6 @@ class MpcNode:
         before = self.transport.stats.snapshot()
         fetches = self.triples.fetches
         dealer_bytes = self.dealer_bytes
-        from mpc.engine.beaver import DEALER_WAIT
-
         dealer_wait = DEALER_WAIT["seconds"]
         t0 = time.perf_counter()
         out = self._run_session(frame, lambda s: self._features(s, frame))
@@ -373,7 +371,7 @@ class MpcNode:
                 decision = got[AGGREGATOR]["decision"]
             commits = [probe_c if p == self.party else bytes.fromhex(got[p]["probe"])
                        for p in range(s.n)]
-            probe_commitment = keccak(b"".join(commits))
+            probe_commitment = keccak256(b"".join(commits))
             d = Decision(kind, decision["subject"], bool(decision["accepted"]),
                          float(scores[np.argmax(scores)]) if scores is not None else None)
             self.store.record_decision(sid, kind, d.subject, d.accepted, probe_commitment)
@@ -408,113 +406,9 @@ class MpcNode:
         chain = req.get("chain")
         if not chain or self._eth_key is None:
             return {}
-        from mpc.engine.signing import sign_decision, sign_share_commitment
-
         if struct_name == "ShareCommitment":
             sig = sign_share_commitment(self._eth_key, chain, req["subject"], fields["commitment"])
         else:
             sig = sign_decision(self._eth_key, chain, req["session"], fields["kind"], fields["subject"],
                                 fields["accepted"], fields["probe_commitment"])
         return {"signature": sig.hex()}
-
-
-# --- the dealer service ---------------------------------------------------------------------------
-
-class DealerService:
-    """The dealer process: hands each node its seed and the last node its corrections."""
-
-    def __init__(self, cluster: ClusterInfo) -> None:
-        self.cluster = cluster
-        seeds_path = cluster.state_dir / "dealer" / "seeds.bin"
-        seeds_path.parent.mkdir(parents=True, exist_ok=True)
-        if not seeds_path.exists():
-            fd = os.open(seeds_path, os.O_WRONLY | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(os.urandom(32 * cluster.parties))
-        raw = seeds_path.read_bytes()
-        self.dealer = Dealer(cluster.parties, [raw[32 * i:32 * (i + 1)] for i in range(cluster.parties)])
-        self._stop = threading.Event()
-        self.listener: Listener | None = None
-
-    def setup(self) -> None:
-        c = self.cluster
-        identity = load_identity(c.state_dir / "keys" / "dealer.key")
-        nodes = {f"node-{p}" for p in range(c.parties)}
-        self.listener = Listener(c.host, c.dealer_port, "dealer", identity, c.roster(),
-                                 allowed=lambda nm: nm in nodes, on_channel=self._serve_async)
-        log.info("mpc.dealer ready parties=%d port=%d", c.parties, self.listener.port)
-
-    def _serve_async(self, ch: Channel) -> None:
-        threading.Thread(target=self._serve, args=(ch,), daemon=True).start()
-
-    def _serve(self, ch: Channel) -> None:
-        party = int(ch.peer.split("-")[1])
-        while True:
-            try:
-                data, _ = ch.recv()
-                frame = decode_frame(data)
-                if frame.tag == "seed":
-                    out = np.frombuffer(self.dealer.seed_for(party), dtype=np.uint8)
-                elif frame.tag == "correction" and party == self.cluster.parties - 1:
-                    out = self.dealer.correction(frame.meta)
-                else:
-                    raise InvalidInputError(f"node {party} may not ask for {frame.tag!r}")
-                _reply(ch, {}, [out])
-            except (ConnectionError, OSError):
-                return
-            except SplitsealError as exc:
-                try:
-                    _reply(ch, {"error": str(exc)})
-                except ProtocolError:
-                    return
-
-    def install_signals(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
-
-    def run(self) -> None:
-        while not self._stop.wait(0.2):
-            pass
-
-    def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mpc.node.service --state-dir DIR (--party I | --dealer)``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="splitseal-mpc-node")
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--party", type=int)
-    ap.add_argument("--dealer", action="store_true")
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_service(args.state_dir, args.party, args.dealer)
-
-
-def run_service(state_dir: str | Path, party: int | None, dealer: bool) -> int:
-    """Set up, run until SIGTERM, close: the body of ``splitseal mpc node run``."""
-    import sys
-
-    # Reader threads must hand frames to the protocol thread at once: with CPython's default 5 ms
-    # GIL switch interval a thread woken by I/O can wait that long behind a computing thread.
-    sys.setswitchinterval(0.0002)
-    cluster = ClusterInfo.load(state_dir)
-    service: MpcNode | DealerService = DealerService(cluster) if dealer else MpcNode(cluster, int(party))
-    service.install_signals()
-    try:
-        service.setup()
-        service.run()
-    finally:
-        service.close()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import sys
-
-    sys.exit(main())
