@@ -64,9 +64,9 @@ class Checkpoint:
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, stage TEXT NOT NULL,
                 attempts INTEGER NOT NULL DEFAULT 0, block INTEGER NOT NULL, detail TEXT NOT NULL DEFAULT '',
                 updated_at REAL NOT NULL, PRIMARY KEY (scope, request_id));
-            CREATE TABLE IF NOT EXISTS replies (
+            CREATE TABLE IF NOT EXISTS answers (
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, encrypted_result BLOB NOT NULL,
-                signature BLOB NOT NULL, PRIMARY KEY (scope, request_id));
+                signature BLOB NOT NULL, sequence INTEGER NOT NULL, PRIMARY KEY (scope, request_id));
             CREATE TABLE IF NOT EXISTS transfers (
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, ciphertext BLOB NOT NULL,
                 shape TEXT NOT NULL, dtype TEXT NOT NULL, commitment BLOB NOT NULL,
@@ -138,24 +138,24 @@ class Checkpoint:
         shape = tuple(int(d) for d in row[1].split(",") if d)
         return StoredTransfer(bytes(row[0]), shape, row[2], bytes(row[3]))
 
-    def store_reply(self, request_id: int, encrypted_result: bytes, signature: bytes) -> None:
-        """Keep the enclave's signed answer: the enclave answers a request once (replays are
-        refused), so a node that dies before submitting must submit this very reply."""
+    def store_reply(self, request_id: int, encrypted_result: bytes, signature: bytes, sequence: int) -> None:
+        """Keep the enclave's signed answer and its sequence number: the enclave answers a request
+        once (replays are refused), so a node that dies before submitting must submit this very reply."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO replies VALUES(?, ?, ?, ?)",
-                             (self.scope, int(request_id), bytes(encrypted_result), bytes(signature)))
+            self._db.execute("INSERT OR REPLACE INTO answers VALUES(?, ?, ?, ?, ?)",
+                             (self.scope, int(request_id), bytes(encrypted_result), bytes(signature), int(sequence)))
 
-    def load_reply(self, request_id: int) -> tuple[bytes, bytes] | None:
+    def load_reply(self, request_id: int) -> tuple[bytes, bytes, int] | None:
         with self._lock:
-            row = self._db.execute("SELECT encrypted_result, signature FROM replies WHERE scope=? AND request_id=?",
-                                   (self.scope, int(request_id))).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]))
+            row = self._db.execute("SELECT encrypted_result, signature, sequence FROM answers "
+                                   "WHERE scope=? AND request_id=?", (self.scope, int(request_id))).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]), int(row[2]))
 
     def drop_transfer(self, request_id: int) -> None:
         """Forget the request's transfer and reply once it ended."""
         with self._lock:
             self._db.execute("DELETE FROM transfers WHERE scope=? AND request_id=?", (self.scope, int(request_id)))
-            self._db.execute("DELETE FROM replies WHERE scope=? AND request_id=?", (self.scope, int(request_id)))
+            self._db.execute("DELETE FROM answers WHERE scope=? AND request_id=?", (self.scope, int(request_id)))
 
     def pending(self) -> list[RequestRecord]:
         """Requests seen but not final, oldest first."""

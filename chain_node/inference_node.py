@@ -49,6 +49,7 @@ from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.config import NodeConfig
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
+from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
 from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
@@ -387,7 +388,8 @@ class InferenceNode:
                 reply = self.enclave.endpoint.infer(
                     request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
                     input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=stored.ciphertext,
-                    shape=stored.shape, dtype=stored.dtype, requester_key=bytes(ev["requesterKey"]))
+                    shape=stored.shape, dtype=stored.dtype, requester_key=bytes(ev["requesterKey"]),
+                    requester=str(ev["requester"]))
             except EnclaveUnavailableError:
                 raise
             except EnclaveError as exc:
@@ -399,14 +401,17 @@ class InferenceNode:
                 self._fail(request_id, _refusal_code(exc), f"enclave refused: {exc}")
                 return _HANDLED
             times.enclave = time.perf_counter() - t0
-            saved = (reply.encrypted_result, reply.signature)
+            saved = (reply.encrypted_result, reply.signature, reply.sequence)
             self.checkpoint.store_reply(request_id, *saved)
             self.checkpoint.advance(request_id, Stage.TRANSFERRED)
-        encrypted_result, signature = saved
+        encrypted_result, signature, sequence = saved
+        claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
+                            input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
+                            requester_key=bytes(ev["requesterKey"]), enclave=self.enclave.address,
+                            transfer_hash=keccak256(stored.ciphertext), sequence=sequence)
         self._sent_at[request_id] = time.perf_counter()
         return self.chain.send(self.deployment.backbone_execution.functions.deliverResult(
-            request_id, bytes(ev["modelId"]), bytes(ev["inputCommitment"]), stored.output_commitment,
-            self.enclave.address, keccak256(stored.ciphertext), encrypted_result, signature),
+            claim.as_abi(), stored.output_commitment, encrypted_result, signature),
             sender=self.account, gas=500_000)
 
     def _confirm_delivery(self, request_id: int, pending: PendingTx) -> None:

@@ -46,14 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _preload() -> None:
     """Load (and run once) everything the entry calls import lazily: after the privilege drop the
     interpreter's own files may be out of the new user's reach (a Python under /root, say)."""
+    import importlib
     import os
 
     from eth_utils import to_checksum_address
 
     from splitseal.protocol import crypto, eip712
 
-    from . import interpreter, package, quote  # noqa: F401  (imported for the side effect of loading)
     from .platform import quoting_address_of
+
+    for module in ("interpreter", "package", "quote"):
+        importlib.import_module(f"enclave.{module}")
 
     key = os.urandom(32)
     to_checksum_address(eip712.address_of(key))

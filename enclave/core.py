@@ -64,7 +64,7 @@ from splitseal.errors import (EnclaveError, InvalidInputError, ModelError, Seali
                               SplitsealError)
 
 from splitseal.protocol import FailureCode, crypto, eip712, wire
-from splitseal.protocol.result import SALT_BYTES, encode_result_document, released_parts
+from splitseal.protocol.result import SALT_BYTES, ResultClaim, encode_result_document, released_parts
 
 from . import quote as quote_mod
 from .identity import EnclaveIdentity
@@ -270,6 +270,9 @@ class EnclaveCore:
         self._lock = threading.RLock()
         self._models: dict[tuple[bytes, int], _Model] = {}
         self._answered = AnsweredIds()
+        #: answers issued (signed results), sealed in the manifest; each answer carries its number
+        #: and the chain keeps the highest delivered one as the anchor against rollback
+        self.sequence = 0
         self.state_version = 0
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
@@ -319,7 +322,8 @@ class EnclaveCore:
             "product_id": self.identity.product_id, "security_version": self.identity.security_version,
             "debug": self.identity.debug, "enclave": self.address, "encryption_key": self.encryption_key,
             "quoting_key": self.platform.quoting_address(), "state_version": self.state_version,
-            "restored": self.restored, "answered": self._answered.count, "process": self.process,
+            "restored": self.restored, "answered": self._answered.count, "sequence": self.sequence,
+            "process": self.process,
             "models": [{"model_id": m.model_id, "version": m.version, "state_version": m.state_version,
                         "head_loaded": bool(m.package), "index_verified": bool(m.index),
                         "serving": m.head is not None, "chain_id": m.chain_id}
@@ -492,6 +496,7 @@ class EnclaveCore:
         ciphertext = a.bytes_("transfer_ciphertext")
         shape, dtype = a.shape("shape"), a.str_("dtype", crypto.TENSOR_DTYPES)
         requester_key = a.bytes_("requester_key", 32)
+        requester = a.address("requester")
         model = self._models.get((model_id, version))
         if model is None or model.head is None:
             raise NotProvisionedError(f"model 0x{model_id.hex()} v{version} is not loaded with its "
@@ -527,16 +532,23 @@ class EnclaveCore:
                                          crypto.result_aad(request_id, model_id, version))
         result_commitment = crypto.keccak256(encrypted)
         transfer_hash = crypto.keccak256(ciphertext)
-        digest = eip712.inference_result_digest(
-            model.chain_id, model.transfer, request_id=request_id, model_id=model_id,
-            model_version=version, input_commitment=input_commitment, transfer_hash=transfer_hash,
-            result_commitment=result_commitment)
+        sequence = self.sequence + 1
+        claim = ResultClaim(request_id=request_id, model_id=model_id, input_commitment=input_commitment,
+                            requester=requester, requester_key=requester_key, enclave=self.address,
+                            transfer_hash=transfer_hash, sequence=sequence)
+        digest = claim.digest(model.chain_id, model.transfer, model_version=version,
+                              result_commitment=result_commitment)
+        self.sequence = sequence
         self._answered.add(replay_key)
-        self._seal_manifest(durable=False)  # a restarted enclave still refuses this replay
-        log.info("inference request_id=%d model=0x%s shape=%s", request_id, model_id.hex()[:16], list(shape))
+        # durable before the answer leaves: once delivered, the chain anchors this sequence, and a
+        # state that lost it would be refused as rolled back at the next restore
+        self._seal_manifest()
+        log.info("inference request_id=%d model=0x%s shape=%s sequence=%d", request_id, model_id.hex()[:16],
+                 list(shape), sequence)
         return {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
                 "result_commitment": result_commitment, "transfer_hash": transfer_hash,
-                "input_commitment": input_commitment, "signature": eip712.sign(self._signing_key, digest)}
+                "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
+                "sequence": sequence, "signature": eip712.sign(self._signing_key, digest)}
 
     # -- sealed state ---------------------------------------------------------------------------
 
@@ -560,7 +572,7 @@ class EnclaveCore:
                     "sha256": m.sealed_sha256}
                    for m in sorted(self._models.values(), key=lambda m: m.key)]
         answered = self._answered.to_wire()
-        blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered}),
+        blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered, "sequence": self.sequence}),
                                  aad=self._manifest_aad(), label="manifest",
                                  state_version=self.state_version)
         write_atomic(self.sealed_dir / "manifest.sealed", blob, fsync=durable)
@@ -573,19 +585,29 @@ class EnclaveCore:
             return {"state_version": self.state_version, "models": len(self._models),
                     "manifest_sha256": hashlib.sha256(blob).digest()}
         anchored = a.int_("anchored_state_version", 0, 2**64 - 1)
-        return self._restore(anchored)
+        anchored_sequence = a.int_("anchored_sequence", 0, 2**64 - 1, default=0)
+        return self._restore(anchored, anchored_sequence)
 
-    def _restore(self, anchored: int) -> dict[str, Any]:
+    def _restore(self, anchored: int, anchored_sequence: int = 0) -> dict[str, Any]:
+        """Load the sealed manifest and models; refuse a state older than the chain's anchors:
+        the registry's state version (provisioning) and the highest answer sequence delivered
+        (``EnclaveTransfer.lastSequence``), which a rolled-back manifest cannot reach."""
         path = self.sealed_dir / "manifest.sealed"
         if not path.exists():
-            if anchored:
+            if anchored or anchored_sequence:
                 raise SealingError(f"no sealed state here but the chain anchors state version "
-                                   f"{anchored}: the sealed files were removed; provision again")
+                                   f"{anchored} and answer {anchored_sequence}: the sealed files were removed; "
+                                   "provision again")
             self.restored = True
             return {"state_version": self.state_version, "models": 0}
         plain, manifest_version = self._sealer.unseal(path.read_bytes(), aad=self._manifest_aad(),
                                                       label="manifest", min_state_version=anchored)
         manifest = wire.decode(plain)
+        sealed_sequence = int(manifest.get("sequence", 0))
+        if sealed_sequence < anchored_sequence:
+            raise SealingError(f"sealed state is older than the chain: it has issued {sealed_sequence} answers, "
+                               f"the chain has delivered answer {anchored_sequence}; the manifest was rolled "
+                               "back to an earlier copy and is refused (restore the latest sealed state)")
         models: dict[tuple[bytes, int], _Model] = {}
         for entry in manifest["models"]:
             model_id, version = entry["model_id"], entry["version"]
@@ -605,6 +627,7 @@ class EnclaveCore:
             models[model.key] = model
         self._models = models
         self._answered = AnsweredIds.from_wire(manifest["answered"])
+        self.sequence = sealed_sequence
         self.state_version = manifest_version
         self.restored = True
         log.info("restored sealed state state_version=%d models=%d", manifest_version, len(models))

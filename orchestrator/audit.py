@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from splitseal.protocol import eip712
+from splitseal.protocol.result import ResultClaim
 from splitseal.protocol.crypto import keccak256
 from splitseal.errors import InvalidInputError
 
@@ -87,6 +88,39 @@ class ModelAudit:
         return {"modelId": self.model_id, "verified": self.verified,
                 "events": [asdict(e) for e in self.events], "checks": [asdict(c) for c in self.checks],
                 "requests": [r.to_json() for r in self.requests]}
+
+
+@dataclass
+class EnclaveAnswers:
+    """An enclave's answers as the chain records them: every signed result carries the enclave's
+    answer number, so numbers missing between 1 and the highest known are answers given off the
+    record (or never delivered)."""
+
+    enclave: str
+    delivered: list[int]
+    #: the enclave's own count of answers issued, when it was asked (``status``)
+    issued: int | None = None
+
+    @property
+    def last_delivered(self) -> int:
+        return max(self.delivered, default=0)
+
+    @property
+    def gaps(self) -> list[int]:
+        top = max(self.last_delivered, self.issued or 0)
+        return sorted(set(range(1, top + 1)) - set(self.delivered))
+
+    def check(self) -> Check:
+        issued = "not asked" if self.issued is None else str(self.issued)
+        shown = self.gaps[:20]
+        more = f" (+{len(self.gaps) - 20} more)" if len(self.gaps) > 20 else ""
+        return Check(f"every answer of enclave {self.enclave} is on the record", not self.gaps,
+                     f"{len(self.delivered)} delivered, highest {self.last_delivered}, issued {issued}; "
+                     f"answers given but not delivered: {shown}{more}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enclave": self.enclave, "delivered": len(self.delivered), "lastDelivered": self.last_delivered,
+                "issued": self.issued, "gaps": self.gaps}
 
 
 class Auditor:
@@ -186,22 +220,39 @@ class Auditor:
         add(Check("result commitment is the hash of the encrypted result",
                   _bytes(result.args["resultCommitment"]) == result_commitment, "0x" + result_commitment.hex()))
         model_id, version = _bytes(request.args["modelId"]), int(request.args["version"])
-        digest = eip712.inference_result_digest(
-            chain_id=self.chain.chain_id, verifying_contract=self.d.enclave_transfer.address,
-            request_id=audit.request_id, model_id=model_id, model_version=version,
-            input_commitment=commitment, transfer_hash=_bytes(transfer.args["transferHash"]),
-            result_commitment=result_commitment)
+        # the claim as the request states it: a result signed for any other requester or key does
+        # not recover to the enclave here
+        claim = ResultClaim(request_id=audit.request_id, model_id=model_id, input_commitment=commitment,
+                            requester=str(request.args["requester"]),
+                            requester_key=_bytes(request.args["requesterKey"]), enclave=enclave,
+                            transfer_hash=_bytes(transfer.args["transferHash"]),
+                            sequence=int(result.args["sequence"]))
+        digest = claim.digest(self.chain.chain_id, self.d.enclave_transfer.address, model_version=version,
+                              result_commitment=result_commitment)
         try:
             signer = eip712.recover(digest, _bytes(result.args["signature"]))
         except Exception as exc:  # noqa: BLE001 - a malformed signature is a finding, not a crash
             signer = f"unrecoverable ({exc})"
-        add(Check("enclave signature (EIP-712 InferenceResult) recovers to the enclave",
-                  signer.lower() == enclave.lower(), f"recovered {signer}"))
+        add(Check("enclave signature (EIP-712 InferenceResult, for the request's requester and key) "
+                  "recovers to the enclave", signer.lower() == enclave.lower(),
+                  f"recovered {signer}; requester {claim.requester}, key 0x{claim.requester_key.hex()[:16]}…, "
+                  f"answer {claim.sequence}"))
         for check in self.enclave_checks(model_id, version, enclave, at_block=result.block,
                                          at_time=result.timestamp):
             add(check)
 
     # --- enclaves and models ---------------------------------------------------------------
+
+    def enclave_answers(self, enclave: str, *, issued: int | None = None) -> EnclaveAnswers:
+        """The answer numbers ``enclave`` delivered on this deployment (one log query), compared
+        with its own count when ``issued`` is given."""
+        from splitseal.chain.logs import LogDecoder, logs_with_topic0
+
+        decoder = LogDecoder([("EnclaveTransfer", self.d.enclave_transfer)])
+        delivered = [int(entry["args"]["sequence"]) for _, entry in
+                     logs_with_topic0(self.chain, decoder, ("ResultSubmitted",), self.d.block, self.chain.block_number())
+                     if str(entry["args"]["enclave"]).lower() == enclave.lower()]
+        return EnclaveAnswers(enclave, sorted(delivered), issued)
 
     def enclave_checks(self, model_id: bytes, version: int, enclave: str, *, at_block: int,
                        at_time: int) -> list[Check]:
@@ -282,6 +333,9 @@ class Auditor:
             if any(e.name == "InferenceRequested" and e.args["modelId"] == audit.model_id for e in history):
                 ours.append(request_id)
         audit.requests = [self.request(request_id) for request_id in ours[:max_requests]]
+        results = {str(e.args["enclave"]) for r in audit.requests for e in r.events if e.name == "ResultSubmitted"}
+        for enclave in sorted(results):
+            audit.checks.append(self.enclave_answers(enclave).check())
         audit.checks.append(Check("every completed request verifies",
                                   all(r.verified for r in audit.requests if r.status == "COMPLETED"),
                                   f"{sum(r.status == 'COMPLETED' for r in audit.requests)} completed, "

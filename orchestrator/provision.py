@@ -231,10 +231,13 @@ def provision_model(chain: Chain, deployment: Deployment, client: EnclaveClient,
 
 
 def restore_enclave(chain: Chain, deployment: Deployment, client: EnclaveClient) -> dict[str, Any]:
-    """After a restart: reload sealed state, refusing anything older than the on-chain anchor."""
+    """After a restart: reload sealed state, refusing anything older than the on-chain anchors (the
+    registry's state version and the highest answer sequence delivered to EnclaveTransfer)."""
     status = client.status()
-    anchored = chain.call(deployment.model_registry.functions.stateVersion(to_checksum_address(status.enclave)))
-    return client.restore_state(int(anchored))
+    enclave = to_checksum_address(status.enclave)
+    anchored = chain.call(deployment.model_registry.functions.stateVersion(enclave))
+    sequence = chain.call(deployment.enclave_transfer.functions.lastSequence(enclave))
+    return client.restore_state(int(anchored), int(sequence))
 
 
 def register_model_version(chain: Chain, deployment: Deployment, owner: LocalAccount, model_id: bytes,

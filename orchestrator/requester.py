@@ -24,9 +24,9 @@ from eth_account.signers.local import LocalAccount
 
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
 from splitseal.protocol import eip712
-from splitseal.protocol.result import open_result
+from splitseal.protocol.result import ResultClaim, open_result
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
-from splitseal.errors import ChainError, ContractRevertError, InvalidInputError, SplitsealError
+from splitseal.errors import ChainError, InvalidInputError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 
 from splitseal.chain.client import Chain
@@ -79,7 +79,6 @@ class Requester:
         self.blobs = BlobStore(blob_dir)
         self._input_key: bytes | None = None
         self._decoder: Any = None
-        self._clock: tuple[float, float] | None = None
         self._push: Any = None  # PushWakeup, False where the chain pushes nothing, None: not tried
         self._pushed: dict[int, dict[str, Any]] = {}
         self._waiting: set[int] = set()
@@ -137,30 +136,17 @@ class Requester:
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
         self._start_push()
         sent = time.perf_counter()
-        for attempt in (1, 2):
-            try:
-                receipt = self.chain.transact(self.deployment.backbone_execution.functions.requestInference(
-                    model_id, version, commitment, inline, pointer, self.key.public,
-                    self._chain_now() + deadline_seconds), sender=self.account, gas=500_000)
-                break
-            except ContractRevertError as exc:
-                if exc.error_name != "BackboneExecutionBadDeadline" or attempt == 2:
-                    raise
-                self._clock = None  # the chain's clock jumped: read it again
+        # a time to live: the contract adds it to the including block's time, so however long
+        # the chain sat idle, the request gets the whole of it
+        receipt = self.chain.transact(self.deployment.backbone_execution.functions.requestInference(
+            model_id, version, commitment, inline, pointer, self.key.public, int(deadline_seconds)),
+            sender=self.account, gas=500_000)
         mined = time.perf_counter()
         (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")
         with self._pushed_cv:
             self._waiting.add(int(event["requestId"]))
         return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].to_0x_hex(),
                          receipt["blockNumber"], sent, mined, receipt["gasUsed"])
-
-    def _chain_now(self) -> int:
-        """The chain's time, from the wall clock and an offset read from a block every 30 s
-        (one block header per request would cost a round trip on the hot path)."""
-        if self._clock is None or time.monotonic() - self._clock[1] > 30:
-            latest = int(self.chain.get_block("latest")["timestamp"])
-            self._clock = (latest - time.time(), time.monotonic())
-        return int(time.time() + self._clock[0])
 
     # --- wait ------------------------------------------------------------------------------
 
@@ -276,11 +262,15 @@ class Requester:
 
     def _verify_signature(self, req: Any, xfer: Any, result: Any) -> None:
         """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
-        digest = eip712.inference_result_digest(
-            chain_id=self.chain.chain_id, verifying_contract=self.deployment.enclave_transfer.address,
-            request_id=int(req["requestId"]), model_id=bytes(req["modelId"]), model_version=int(req["version"]),
-            input_commitment=bytes(req["inputCommitment"]), transfer_hash=bytes(xfer["transferHash"]),
-            result_commitment=keccak256(bytes(result["encryptedResult"])))
+        if bytes(req["requesterKey"]) != self.key.public:
+            raise SplitsealError(f"request {req['requestId']} names another result key than this requester's")
+        claim = ResultClaim(request_id=int(req["requestId"]), model_id=bytes(req["modelId"]),
+                            input_commitment=bytes(req["inputCommitment"]), requester=str(req["requester"]),
+                            requester_key=self.key.public, enclave=str(result["enclave"]),
+                            transfer_hash=bytes(xfer["transferHash"]), sequence=int(result["sequence"]))
+        digest = claim.digest(self.chain.chain_id, self.deployment.enclave_transfer.address,
+                              model_version=int(req["version"]),
+                              result_commitment=keccak256(bytes(result["encryptedResult"])))
         signer = eip712.recover(digest, bytes(result["signature"]))
         if signer.lower() != str(result["enclave"]).lower():
             raise SplitsealError(f"request {req['requestId']}: result signature recovers to {signer}, "

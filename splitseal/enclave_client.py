@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from .protocol import wire
 from splitseal.errors import EnclaveError, SealingError
+from splitseal.protocol.result import ResultClaim
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class EnclaveStatus:
     restored: bool
     answered: int
     models: tuple[dict[str, Any], ...]
+    #: answers issued so far (the last answer's sequence number)
+    sequence: int = 0
     #: process protections in effect (enclave.hardening): dumpable, core_files, memory_locked, user
     process: dict[str, Any] = field(default_factory=dict)
 
@@ -103,7 +106,17 @@ class InferenceReply:
     result_commitment: bytes
     transfer_hash: bytes
     input_commitment: bytes
+    requester: str
+    requester_key: bytes
+    #: the enclave's answer number (its sealed counter), signed and recorded on delivery
+    sequence: int
     signature: bytes
+
+    def claim(self, model_id: bytes) -> ResultClaim:
+        """The claim the signature covers, as a delivery passes it to the contracts."""
+        return ResultClaim(request_id=self.request_id, model_id=model_id, input_commitment=self.input_commitment,
+                           requester=self.requester, requester_key=self.requester_key, enclave=self.enclave,
+                           transfer_hash=self.transfer_hash, sequence=self.sequence)
 
 
 class EnclaveClient:
@@ -203,17 +216,18 @@ class EnclaveClient:
 
     def infer(self, *, request_id: int, model_id: bytes, version: int, input_commitment: bytes,
               transfer_ciphertext: bytes, shape: Sequence[int], dtype: str,
-              requester_key: bytes) -> InferenceReply:
+              requester_key: bytes, requester: str) -> InferenceReply:
         return InferenceReply(**self.call(
             "infer", request_id=request_id, model_id=model_id, version=version,
             input_commitment=input_commitment, transfer_ciphertext=transfer_ciphertext,
-            shape=[int(d) for d in shape], dtype=dtype, requester_key=requester_key))
+            shape=[int(d) for d in shape], dtype=dtype, requester_key=requester_key, requester=requester))
 
     def seal_state(self) -> dict[str, Any]:
         return self.call("seal_state", action="seal")
 
-    def restore_state(self, anchored_state_version: int) -> dict[str, Any]:
-        return self.call("seal_state", action="restore", anchored_state_version=anchored_state_version)
+    def restore_state(self, anchored_state_version: int, anchored_sequence: int = 0) -> dict[str, Any]:
+        return self.call("seal_state", action="restore", anchored_state_version=anchored_state_version,
+                         anchored_sequence=anchored_sequence)
 
 
 # --- the enclave as a child process -----------------------------------------------------------

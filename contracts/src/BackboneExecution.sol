@@ -23,6 +23,10 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
     /// @notice Largest input pointer, bytes.
     uint256 public constant MAX_POINTER = 512;
 
+    /// @notice Shortest and longest time to live of a request, seconds.
+    uint32 public constant MIN_TTL = 1;
+    uint32 public constant MAX_TTL = 30 days;
+
     // ============================================================================================
     //                                          STORAGE
     // ============================================================================================
@@ -80,7 +84,7 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         bytes calldata inlineInput,
         string calldata inputPointer,
         bytes32 requesterKey,
-        uint64 deadline
+        uint32 ttl
     ) external returns (uint256 requestId) {
         uint256 inlineLength = inlineInput.length;
         uint256 pointerLength = bytes(inputPointer).length;
@@ -89,14 +93,13 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         if (pointerLength > MAX_POINTER) revert BackboneExecutionInputTooLarge(pointerLength, MAX_POINTER);
         if (inputCommitment == bytes32(0)) revert BackboneExecutionZeroCommitment();
         if (requesterKey == bytes32(0)) revert BackboneExecutionZeroRequesterKey();
-        if (deadline <= block.timestamp || deadline > type(uint40).max) {
-            revert BackboneExecutionBadDeadline(deadline, block.timestamp);
-        }
+        if (ttl < MIN_TTL || ttl > MAX_TTL) revert BackboneExecutionBadTtl(ttl, MIN_TTL, MAX_TTL);
+        uint64 deadline = uint64(block.timestamp) + ttl;
         if (!_registry.versionExists(modelId, version)) revert BackboneExecutionUnknownModelVersion(modelId, version);
 
         requestId = _nextRequestId++;
         _requests[requestId] = Request({
-            binding: RequestBinding.request(modelId, inputCommitment),
+            binding: RequestBinding.request(modelId, inputCommitment, msg.sender, requesterKey),
             deadline: uint40(deadline),
             version: version,
             status: Status.Requested
@@ -135,19 +138,13 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
 
     /// @inheritdoc IBackboneExecution
     function deliverResult(
-        uint256 requestId,
-        bytes32 modelId,
-        bytes32 inputCommitment,
+        RequestBinding.ResultClaim calldata claim,
         bytes32 outputCommitment,
-        address enclave,
-        bytes32 transferHash,
         bytes calldata encryptedResult,
         bytes calldata signature
     ) external onlyRole(NODE_ROLE) {
-        address transfer = _recordBackboneOutput(requestId, outputCommitment, enclave, transferHash);
-        IEnclaveTransfer(transfer).submitResult(
-            requestId, modelId, inputCommitment, enclave, transferHash, encryptedResult, signature
-        );
+        address transfer = _recordBackboneOutput(claim.requestId, outputCommitment, claim.enclave, claim.transferHash);
+        IEnclaveTransfer(transfer).submitResult(claim, encryptedResult, signature);
     }
 
     // ============================================================================================
@@ -209,8 +206,12 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
     }
 
     /// @inheritdoc IBackboneExecution
-    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes22) {
-        return RequestBinding.request(modelId, inputCommitment);
+    function requestBinding(bytes32 modelId, bytes32 inputCommitment, address requester, bytes32 requesterKey)
+        external
+        pure
+        returns (bytes22)
+    {
+        return RequestBinding.request(modelId, inputCommitment, requester, requesterKey);
     }
 
     /// @inheritdoc IBackboneExecution

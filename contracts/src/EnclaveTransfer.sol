@@ -27,7 +27,7 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     uint8 public constant MAX_REASON_CODE = 7;
 
     bytes32 private constant _INFERENCE_RESULT_TYPEHASH = keccak256(
-        "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,bytes32 transferHash,bytes32 resultCommitment)"
+        "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,uint64 sequence)"
     );
 
     // ============================================================================================
@@ -36,6 +36,7 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
 
     IModelRegistry private immutable _registry;
     IBackboneExecution private immutable _backbone;
+    mapping(address enclave => uint64) private _lastSequence;
 
     // ============================================================================================
     //                                        CONSTRUCTOR
@@ -60,17 +61,13 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     }
 
     /// @inheritdoc IEnclaveTransfer
-    function submitResult(
-        uint256 requestId,
-        bytes32 modelId,
-        bytes32 inputCommitment,
-        address enclave,
-        bytes32 transferHash,
-        bytes calldata encryptedResult,
-        bytes calldata signature
-    ) external {
+    function submitResult(RequestBinding.ResultClaim calldata claim, bytes calldata encryptedResult, bytes calldata signature)
+        external
+    {
+        uint256 requestId = claim.requestId;
         uint256 resultLength = encryptedResult.length;
         if (resultLength == 0 || resultLength > MAX_RESULT) revert EnclaveTransferBadResultLength(requestId, resultLength);
+        if (claim.sequence == 0) revert EnclaveTransferZeroSequence(requestId);
 
         // Completes the request if it was Transferred and in time; reverting below undoes it.
         IBackboneExecution.Request memory r = _backbone.markCompleted(requestId);
@@ -78,21 +75,18 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
             revert EnclaveTransferInvalidStatus(requestId, uint8(r.status));
         }
         if (block.timestamp > r.deadline) revert EnclaveTransferDeadlinePassed(requestId, r.deadline, block.timestamp);
-        bytes22 computed = RequestBinding.transfer(RequestBinding.request(modelId, inputCommitment), enclave, transferHash);
+        bytes22 computed = RequestBinding.ofClaim(claim);
         if (computed != r.binding) revert EnclaveTransferBindingMismatch(requestId, r.binding, computed);
 
         bytes32 resultCommitment = keccak256(encryptedResult);
-        bytes32 structHash = keccak256(
-            abi.encode(
-                _INFERENCE_RESULT_TYPEHASH, requestId, modelId, r.version, inputCommitment, transferHash, resultCommitment
-            )
-        );
-        address recovered = ECDSA.recover(_hashTypedData(structHash), signature);
+        address enclave = claim.enclave;
+        address recovered = ECDSA.recover(_hashTypedData(_resultStructHash(claim, r.version, resultCommitment)), signature);
         if (recovered != enclave) revert EnclaveTransferBadSignature(requestId, enclave, recovered);
-        if (!_registry.isEnclaveServing(modelId, r.version, enclave)) {
-            revert EnclaveTransferEnclaveNotServing(modelId, r.version, enclave);
+        if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
+            revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
         }
-        emit ResultSubmitted(requestId, enclave, resultCommitment, encryptedResult, signature);
+        if (claim.sequence > _lastSequence[enclave]) _lastSequence[enclave] = claim.sequence;
+        emit ResultSubmitted(requestId, enclave, claim.sequence, resultCommitment, encryptedResult, signature);
     }
 
     /// @inheritdoc IEnclaveTransfer
@@ -117,7 +111,38 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     }
 
     /// @inheritdoc IEnclaveTransfer
+    function lastSequence(address enclave) external view returns (uint64) {
+        return _lastSequence[enclave];
+    }
+
+    /// @inheritdoc IEnclaveTransfer
     function backboneExecution() external view returns (address) {
         return address(_backbone);
+    }
+
+    // ============================================================================================
+    //                                     INTERNAL FUNCTIONS
+    // ============================================================================================
+
+    /// @dev EIP-712 struct hash of `InferenceResult` for a claim (docs/PROTOCOL.md).
+    function _resultStructHash(RequestBinding.ResultClaim calldata claim, uint32 version, bytes32 resultCommitment)
+        private
+        pure
+        returns (bytes32)
+    {
+        return keccak256(
+            abi.encode(
+                _INFERENCE_RESULT_TYPEHASH,
+                claim.requestId,
+                claim.modelId,
+                version,
+                claim.inputCommitment,
+                claim.requester,
+                claim.requesterKey,
+                claim.transferHash,
+                resultCommitment,
+                claim.sequence
+            )
+        );
     }
 }

@@ -30,6 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", default=None, help="also write an HTML report (timeline, latency and gas plots)")
     p.set_defaults(func=cmd_model)
 
+    p = audit.add_parser("enclave", help="an enclave's answers: the numbers delivered on-chain and any gaps "
+                                         "(answers given off the record)")
+    p.add_argument("enclave", help="the enclave's address")
+    p.add_argument("--socket", default=None,
+                   help="also ask the running enclave how many answers it issued (its socket)")
+    add_chain_option(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_enclave)
+
     p = audit.add_parser("subject", help="an MPC subject: enrolment commitments and co-signed decisions")
     p.add_argument("subject", help="subject id (0x-prefixed bytes32) or the subject's name")
     add_chain_option(p)
@@ -49,6 +58,28 @@ def _open(args: argparse.Namespace, config: Config):
     except BaseException:
         chain.close()  # `--chain anvil` may have started a private node: stop it
         raise
+
+
+def cmd_enclave(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.audit import Auditor
+    from splitseal.enclave_client import EnclaveClient
+
+    issued = None
+    if args.socket:
+        with EnclaveClient(Path(args.socket)) as client:
+            status = client.status()
+        if status.enclave.lower() != args.enclave.lower():
+            raise InvalidInputError(f"the enclave at {args.socket} is {status.enclave}, not {args.enclave}")
+        issued = status.sequence
+    chain, deployment = _open(args, config)
+    with chain:
+        answers = Auditor(chain, deployment).enclave_answers(args.enclave, issued=issued)
+    check = answers.check()
+    if args.json:
+        print(json.dumps({**answers.to_json(), "ok": check.ok}, indent=2))
+    else:
+        print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+    return 0 if check.ok else 1
 
 
 def cmd_request(args: argparse.Namespace, config: Config) -> int:

@@ -44,7 +44,8 @@ TYPES: dict[str, str] = {
     "IndexVerified": ("IndexVerified(bytes32 modelId,uint32 modelVersion,address enclave,bytes32 encryptedIndexHash,"
                       "bytes32 merkleRoot,uint32 entryCount)"),
     "InferenceResult": ("InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,"
-                        "bytes32 transferHash,bytes32 resultCommitment)"),
+                        "address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,"
+                        "uint64 sequence)"),
     "ShareCommitment": "ShareCommitment(uint256 setId,bytes32 subjectId,bytes32 commitment)",
     "Decision": ("Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,"
                  "bytes32 probeCommitment)"),
@@ -173,12 +174,14 @@ def index_verified_digest(chain_id: int, verifying_contract: Address, *, model_i
 
 
 def inference_result_digest(chain_id: int, verifying_contract: Address, *, request_id: int, model_id: bytes,
-                            model_version: int, input_commitment: bytes, transfer_hash: bytes,
-                            result_commitment: bytes) -> bytes:
-    """Signed by the enclave key, checked by ``EnclaveTransfer.submitResult``."""
+                            model_version: int, input_commitment: bytes, requester: Address, requester_key: bytes,
+                            transfer_hash: bytes, result_commitment: bytes, sequence: int) -> bytes:
+    """Signed by the enclave key, checked by ``EnclaveTransfer.submitResult``: the result is for
+    this requester and this key only, and is the enclave's ``sequence``-th answer."""
     return typed_digest(chain_id, verifying_contract, "InferenceResult", {
         "requestId": request_id, "modelId": model_id, "modelVersion": model_version,
-        "inputCommitment": input_commitment, "transferHash": transfer_hash, "resultCommitment": result_commitment})
+        "inputCommitment": input_commitment, "requester": requester, "requesterKey": requester_key,
+        "transferHash": transfer_hash, "resultCommitment": result_commitment, "sequence": sequence})
 
 
 def share_commitment_digest(chain_id: int, verifying_contract: Address, *, set_id: int, subject_id: bytes,

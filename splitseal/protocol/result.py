@@ -8,6 +8,11 @@ Canonical JSON (sorted keys, no spaces), UTF-8::
      "features": [[float, ...], ...], # only for features: the head's output rows
      "salt": "<32 hex chars>"}        # 16 random bytes: equal labels never look alike
 
+A delivered result is bound by a :class:`ResultClaim` (the Solidity ``RequestBinding.ResultClaim``):
+the request, its requester and the requester's key, the enclave, the transfer and the enclave's
+answer sequence. The enclave signs it (EIP-712 ``InferenceResult``); the contract, the requester
+and the auditor check it.
+
 The enclave applies the model's output policy (labels are computed inside it, so ``label``
 releases nothing else) and builds the document with :func:`encode_result_document`; the
 requester decrypts and parses it with :func:`open_result`. Both sides read this one module.
@@ -21,10 +26,37 @@ from typing import Any, Mapping, Sequence
 
 from splitseal.errors import InvalidInputError
 
-from . import crypto
+from . import crypto, eip712
 
 RESULT_FORMAT = "splitseal.result.v1"
 SALT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class ResultClaim:
+    """What an enclave's signed result names besides the result (``RequestBinding.ResultClaim``)."""
+
+    request_id: int
+    model_id: bytes
+    input_commitment: bytes
+    requester: str
+    requester_key: bytes
+    enclave: str
+    transfer_hash: bytes
+    sequence: int
+
+    def as_abi(self) -> tuple[Any, ...]:
+        """The tuple a contract call takes for the Solidity struct."""
+        return (self.request_id, self.model_id, self.input_commitment, self.requester, self.requester_key,
+                self.enclave, self.transfer_hash, self.sequence)
+
+    def digest(self, chain_id: int, enclave_transfer: str, *, model_version: int, result_commitment: bytes) -> bytes:
+        """The EIP-712 ``InferenceResult`` digest the enclave signs for this claim."""
+        return eip712.inference_result_digest(
+            chain_id, enclave_transfer, request_id=self.request_id, model_id=self.model_id,
+            model_version=model_version, input_commitment=self.input_commitment, requester=self.requester,
+            requester_key=self.requester_key, transfer_hash=self.transfer_hash,
+            result_commitment=result_commitment, sequence=self.sequence)
 
 
 def encode_result_document(policy: str, *, labels: Sequence[int] | None = None,

@@ -27,18 +27,20 @@ def test_request_inference_inline(kit: Kit, served) -> None:
     model_id, version, _ = served
     before = kit.call(kit.backbone.functions.requestCount())
     commitment, key, inline = rand32(), rand32(), os.urandom(INLINE_INPUT_SIZE)
-    deadline = kit.now() + 600
-    receipt = kit.tx(kit.backbone.functions.requestInference(model_id, version, commitment, inline, "", key, deadline),
+    receipt = kit.tx(kit.backbone.functions.requestInference(model_id, version, commitment, inline, "", key, 600),
                      kit.requester)
+    # the deadline is the including block's time plus the time to live: chain idleness cannot shrink it
+    deadline = int(kit.chain.get_block(receipt["blockNumber"])["timestamp"]) + 600
     ev = kit.one_event(receipt, kit.backbone, "InferenceRequested")
     assert dict(ev) == {"requestId": before + 1, "modelId": model_id, "requester": kit.requester.address,
                         "version": version, "inputCommitment": commitment, "inlineInput": inline, "inputPointer": "",
                         "requesterKey": key, "deadline": deadline}
     assert kit.call(kit.backbone.functions.requestCount()) == before + 1
     stored = kit.call(kit.backbone.functions.request(before + 1))
-    binding = keccak(encode(["bytes32", "bytes32"], [model_id, commitment]))[:22]
+    binding = keccak(encode(["bytes32", "bytes32", "address", "bytes32"],
+                            [model_id, commitment, kit.requester.address, key]))[:22]
     assert tuple(stored) == (binding, deadline, version, REQUESTED)
-    assert kit.call(kit.backbone.functions.requestBinding(model_id, commitment)) == binding
+    assert kit.call(kit.backbone.functions.requestBinding(model_id, commitment, kit.requester.address, key)) == binding
     assert kit.call(kit.backbone.functions.status(before + 1)) == REQUESTED
 
 
@@ -56,9 +58,8 @@ def test_request_ids_count_from_one_and_pointer_requests(kit: Kit, served) -> No
 def test_request_validation(kit: Kit, served) -> None:
     model_id, version, _ = served
     fn = kit.backbone.functions.requestInference
-    now = kit.now()
     good = dict(modelId=model_id, version=version, inputCommitment=rand32(), inlineInput=b"x", inputPointer="",
-                requesterKey=rand32(), deadline=now + 600)
+                requesterKey=rand32(), ttl=600)
 
     def send(**changes):
         args = {**good, **changes}
@@ -76,10 +77,10 @@ def test_request_validation(kit: Kit, served) -> None:
         send(inputCommitment=ZERO32)
     with reverts("BackboneExecutionZeroRequesterKey"):
         send(requesterKey=ZERO32)
-    with reverts("BackboneExecutionBadDeadline", deadline=now - 1):
-        send(deadline=now - 1)
-    with reverts("BackboneExecutionBadDeadline", deadline=2 ** 40):
-        send(deadline=2 ** 40)
+    with reverts("BackboneExecutionBadTtl", ttl=0, min=1, max=30 * 86400):
+        send(ttl=0)
+    with reverts("BackboneExecutionBadTtl", ttl=30 * 86400 + 1, min=1, max=30 * 86400):
+        send(ttl=30 * 86400 + 1)
     with reverts("BackboneExecutionUnknownModelVersion", modelId=model_id, version=version + 1):
         send(version=version + 1)
     unknown = rand32()
@@ -100,7 +101,7 @@ def test_record_backbone_output_emits_both_stages(kit: Kit, served) -> None:
     # BackboneExecuted precedes TransferRecorded in the log order.
     assert [log["address"] for log in receipt["logs"]] == [kit.backbone.address, kit.transfer.address]
     stored = kit.call(kit.backbone.functions.request(req.request_id))
-    request_binding = kit.call(kit.backbone.functions.requestBinding(model_id, req.input_commitment))
+    request_binding = kit.call(kit.backbone.functions.requestBinding(model_id, req.input_commitment, req.requester, req.requester_key))
     expected = keccak(encode(["bytes22", "address", "bytes32"], [request_binding, e.address, transfer_hash]))[:22]
     assert stored[0] == expected == kit.call(kit.backbone.functions.transferBinding(request_binding, e.address,
                                                                                      transfer_hash))
@@ -112,7 +113,7 @@ def test_record_backbone_output_emits_both_stages(kit: Kit, served) -> None:
 
 def test_record_backbone_output_preconditions(kit: Kit, served) -> None:
     model_id, version, e = served
-    req = kit.request(model_id, version, deadline=kit.now() + 100)
+    req = kit.request(model_id, version, ttl=100)
     fn = kit.backbone.functions.recordBackboneOutput
     with reverts("AccessControlUnauthorizedAccount", account=kit.stranger.address, neededRole=NODE_ROLE):
         kit.tx(fn(req.request_id, rand32(), e.address, rand32()), kit.stranger)
@@ -131,8 +132,8 @@ def req_deadline(kit: Kit, req) -> int:
 
 def test_timeout_after_deadline_once(kit: Kit, served) -> None:
     model_id, version, e = served
-    requested = kit.request(model_id, version, deadline=kit.now() + 100)
-    transferred = kit.request(model_id, version, deadline=kit.now() + 100)
+    requested = kit.request(model_id, version, ttl=100)
+    transferred = kit.request(model_id, version, ttl=100)
     kit.record_transfer(transferred, e)
     fn = kit.backbone.functions.timeout
     with reverts("BackboneExecutionDeadlineNotReached", requestId=requested.request_id,
@@ -180,7 +181,7 @@ def test_unlinked_backbone(kit: Kit, served) -> None:
     fresh = kit.chain.deploy("BackboneExecution", kit.admin.address, kit.registry.address, sender=kit.admin)
     kit.tx(fresh.functions.grantRole(NODE_ROLE, kit.node.address), kit.admin)
     receipt = kit.tx(fresh.functions.requestInference(model_id, version, rand32(), b"x", "", rand32(),
-                                                      kit.now() + 600), kit.requester)
+                                                      600), kit.requester)
     request_id = kit.one_event(receipt, fresh, "InferenceRequested")["requestId"]
     assert request_id == 1  # ids start at 1 on every deployment
     with reverts("BackboneExecutionEnclaveTransferNotSet"):
@@ -239,7 +240,7 @@ def test_deliver_result_is_all_or_nothing(kit: Kit, served) -> None:
     kit.deliver(req, e)
     assert kit.call(kit.backbone.functions.status(req.request_id)) == COMPLETED
 
-    late = kit.request(model_id, version, deadline=kit.now() + 50)
+    late = kit.request(model_id, version, ttl=50)
     kit.chain.increase_time(100)
     with reverts("BackboneExecutionDeadlinePassed", requestId=late.request_id):
         kit.deliver(late, e)

@@ -26,7 +26,7 @@ def transferred(kit: Kit):
     """(request, serving enclave, transfer hash) with the request in Transferred."""
     model_id, version = kit.register_model()
     e = kit.serving_enclave(model_id, version)
-    req = kit.request(model_id, version, deadline=kit.now() + 600)
+    req = kit.request(model_id, version, ttl=600)
     transfer_hash, _ = kit.record_transfer(req, e)
     return req, e, transfer_hash
 
@@ -41,8 +41,9 @@ def test_full_lifecycle_on_every_chain(any_kit: Kit) -> None:
     signature = k.result_signature(e, req, transfer_hash, result)
     receipt = k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature, sender=k.stranger)
     ev = k.one_event(receipt, k.transfer, "ResultSubmitted")
-    assert dict(ev) == {"requestId": req.request_id, "enclave": e.address, "resultCommitment": keccak(result),
-                        "encryptedResult": result, "signature": signature}
+    assert dict(ev) == {"requestId": req.request_id, "enclave": e.address, "sequence": 1,
+                        "resultCommitment": keccak(result), "encryptedResult": result, "signature": signature}
+    assert k.call(k.transfer.functions.lastSequence(e.address)) == 1
     assert k.call(k.backbone.functions.status(req.request_id)) == COMPLETED
     with reverts("EnclaveTransferInvalidStatus", requestId=req.request_id, status=COMPLETED):
         k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature)
@@ -91,6 +92,10 @@ def test_result_must_be_signed_by_the_enclave_named_at_transfer(kit: Kit, transf
     replayed = kit.result_signature(e, req, transfer_hash, result, request_id=rid + 1)
     with reverts("EnclaveTransferBadSignature", requestId=rid, enclave=e.address):
         kit.submit(req, e, transfer_hash, encrypted_result=result, signature=replayed)
+    # A signature over another answer number does not cover this one.
+    replayed = kit.result_signature(e, req, transfer_hash, result, sequence=2)
+    with reverts("EnclaveTransferBadSignature", requestId=rid, enclave=e.address):
+        kit.submit(req, e, transfer_hash, encrypted_result=result, signature=replayed)
     assert kit.call(kit.backbone.functions.status(rid)) == TRANSFERRED  # nothing changed
     kit.submit(req, e, transfer_hash, encrypted_result=result)
 
@@ -124,7 +129,7 @@ def test_result_from_an_expired_enclave_is_refused(kit: Kit) -> None:
     e = kit.serving_enclave(model_id, version)
     kit.tx(kit.registry.functions.setRegistrationTtl(300), kit.admin)
     kit.register_enclave(e)  # renewed with a 300 s lifetime
-    req = kit.request(model_id, version, deadline=kit.now() + 3600)
+    req = kit.request(model_id, version, ttl=3600)
     transfer_hash, _ = kit.record_transfer(req, e)
     kit.chain.increase_time(301)
     with reverts("EnclaveTransferEnclaveNotServing", modelId=model_id, version=version, enclave=e.address):
@@ -149,8 +154,8 @@ def test_result_status_deadline_and_length(kit: Kit, transferred) -> None:
     with reverts("EnclaveTransferInvalidStatus", requestId=requested.request_id, status=REQUESTED):
         kit.submit(requested, e, transfer_hash)
     with reverts("EnclaveTransferInvalidStatus", requestId=10**6, status=0):
-        kit.tx(kit.transfer.functions.submitResult(10**6, model_id, rand32(), e.address, rand32(), b"x", b""),
-               kit.node)
+        unknown = kit.claim(requested, e, rand32(), request_id=10**6)
+        kit.tx(kit.transfer.functions.submitResult(unknown.as_abi(), b"x", b""), kit.node)
     with reverts("EnclaveTransferBadResultLength", requestId=req.request_id, length=0):
         kit.submit(req, e, transfer_hash, encrypted_result=b"")
     with reverts("EnclaveTransferBadResultLength", requestId=req.request_id, length=16 * 1024 + 1):
@@ -184,7 +189,7 @@ def test_report_failure(kit: Kit, stage: str) -> None:
 
 def test_report_failure_checks(kit: Kit) -> None:
     model_id, version = kit.register_model()
-    req = kit.request(model_id, version, deadline=kit.now() + 50)
+    req = kit.request(model_id, version, ttl=50)
     fn = kit.transfer.functions.reportFailure
     with reverts("EnclaveTransferNotNode", caller=kit.stranger.address):
         kit.tx(fn(req.request_id, 1, "x"), kit.stranger)
@@ -221,9 +226,41 @@ def test_malleable_and_cross_domain_signatures_are_refused(kit: Kit, transferred
     # The same struct signed for another verifying contract or another chain does not verify here.
     for chain_id, contract in ((kit.chain.chain_id, kit.registry.address), (kit.chain.chain_id + 1,
                                                                             kit.transfer.address)):
-        digest = eip712.inference_result_digest(
-            chain_id, contract, request_id=rid, model_id=req.model_id, model_version=req.version,
-            input_commitment=req.input_commitment, transfer_hash=transfer_hash, result_commitment=keccak(result))
+        digest = kit.claim(req, e, transfer_hash).digest(chain_id, contract, model_version=req.version,
+                                                         result_commitment=keccak(result))
         with reverts("EnclaveTransferBadSignature", requestId=rid, enclave=e.address):
             kit.submit(req, e, transfer_hash, encrypted_result=result, signature=eip712.sign(e.private_key, digest))
     kit.submit(req, e, transfer_hash, encrypted_result=result, signature=good)
+
+
+def test_a_result_redirected_to_another_key_is_refused(kit: Kit, transferred) -> None:
+    """The attack: a node has the enclave encrypt the result to its own key. The requester's key
+    is in the request's binding and in the signed claim, so neither version of the claim passes."""
+    req, e, transfer_hash = transferred
+    rid, stored = req.request_id, kit.call(kit.backbone.functions.request(req.request_id))[0]
+    nodes_key = rand32()
+    # signed honestly by the enclave for the node's key: the binding names the requester's key
+    signed_for_node = kit.result_signature(e, req, transfer_hash, b"r" * 64, requester_key=nodes_key)
+    with reverts("EnclaveTransferBindingMismatch", requestId=rid, stored=stored):
+        kit.submit(req, e, transfer_hash, encrypted_result=b"r" * 64, signature=signed_for_node,
+                   requester_key=nodes_key)
+    # the same signature passed with the requester's key in the claim does not recover
+    with reverts("EnclaveTransferBadSignature", requestId=rid, enclave=e.address):
+        kit.submit(req, e, transfer_hash, encrypted_result=b"r" * 64, signature=signed_for_node)
+    # nor may the claim name another requester account
+    with reverts("EnclaveTransferBindingMismatch", requestId=rid, stored=stored):
+        kit.submit(req, e, transfer_hash, requester=kit.stranger.address)
+    assert kit.call(kit.backbone.functions.status(rid)) == TRANSFERRED
+    kit.submit(req, e, transfer_hash)
+    assert kit.call(kit.backbone.functions.status(rid)) == COMPLETED
+
+
+def test_answer_numbers_are_recorded_per_enclave(kit: Kit) -> None:
+    model_id, version = kit.register_model()
+    e = kit.serving_enclave(model_id, version)
+    with reverts("EnclaveTransferZeroSequence", requestId=kit.call(kit.backbone.functions.requestCount()) + 1):
+        kit.deliver(kit.request(model_id, version), e, sequence=0)
+    for sequence, expected in ((3, 3), (2, 3), (5, 5)):  # several nodes may deliver out of order
+        kit.deliver(kit.request(model_id, version), e, sequence=sequence)
+        assert kit.call(kit.transfer.functions.lastSequence(e.address)) == expected
+    assert kit.call(kit.transfer.functions.lastSequence(kit.stranger.address)) == 0

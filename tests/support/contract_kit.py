@@ -8,6 +8,7 @@ Roles used throughout: ``admin`` (deployer, every admin role), ``owner`` (model 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from eth_utils import keccak
 from enclave import quote as quote_mod
 
 from splitseal.protocol import NODE_ROLE, eip712
+from splitseal.protocol.result import ResultClaim
 from splitseal.errors import ContractRevertError
 
 ZERO32 = bytes(32)
@@ -105,6 +107,8 @@ class Request:
     version: int
     input_commitment: bytes
     receipt: Any
+    requester: str = ""
+    requester_key: bytes = b""
 
 
 class Kit:
@@ -213,16 +217,16 @@ class Kit:
     # --- requests ------------------------------------------------------------------------
 
     def request(self, model_id: bytes, version: int, *, inline: bytes | None = None, pointer: str = "",
-                deadline: int | None = None, sender: Any = None) -> Request:
+                ttl: int = 3600, sender: Any = None) -> Request:
         if inline is None:
             inline = b"" if pointer else randbytes(INLINE_INPUT_SIZE)
-        commitment = rand32()
+        commitment, key = rand32(), rand32()
+        sender = sender or self.requester
         receipt = self.tx(self.backbone.functions.requestInference(
-            model_id, version, commitment, inline, pointer, rand32(),
-            deadline if deadline is not None else self.now() + 3600), sender or self.requester,
+            model_id, version, commitment, inline, pointer, key, ttl), sender,
             label="BackboneExecution.requestInference")
         event = self.one_event(receipt, self.backbone, "InferenceRequested")
-        return Request(int(event["requestId"]), model_id, version, commitment, receipt)
+        return Request(int(event["requestId"]), model_id, version, commitment, receipt, sender.address, key)
 
     def record_transfer(self, req: Request, enclave: EnclaveKey, transfer_hash: bytes | None = None,
                         sender: Any = None) -> tuple[bytes, Any]:
@@ -232,37 +236,45 @@ class Kit:
             label="BackboneExecution.recordBackboneOutput")
         return transfer_hash, receipt
 
+    def claim(self, req: Request, enclave: EnclaveKey | str, transfer_hash: bytes, /, **changes: Any) -> ResultClaim:
+        """The claim of a request's result (fields overridable, to test every mismatch)."""
+        claim = ResultClaim(request_id=req.request_id, model_id=req.model_id, input_commitment=req.input_commitment,
+                            requester=req.requester, requester_key=req.requester_key,
+                            enclave=enclave if isinstance(enclave, str) else enclave.address,
+                            transfer_hash=transfer_hash, sequence=1)
+        return dataclasses.replace(claim, **changes)
+
     def result_signature(self, enclave: EnclaveKey, req: Request, transfer_hash: bytes, encrypted_result: bytes,
-                         *, signing_key: bytes | None = None, request_id: int | None = None) -> bytes:
-        digest = eip712.inference_result_digest(
-            self.chain.chain_id, self.transfer.address,
-            request_id=req.request_id if request_id is None else request_id, model_id=req.model_id,
-            model_version=req.version, input_commitment=req.input_commitment, transfer_hash=transfer_hash,
-            result_commitment=keccak(encrypted_result))
+                         *, signing_key: bytes | None = None, claim: ResultClaim | None = None,
+                         **changes: Any) -> bytes:
+        claim = claim or self.claim(req, enclave, transfer_hash, **changes)
+        digest = claim.digest(self.chain.chain_id, self.transfer.address, model_version=req.version,
+                              result_commitment=keccak(encrypted_result))
         return eip712.sign(signing_key or enclave.private_key, digest)
 
     def submit(self, req: Request, enclave: EnclaveKey, transfer_hash: bytes, *,
                encrypted_result: bytes | None = None, signature: bytes | None = None, sender: Any = None,
-               model_id: bytes | None = None, input_commitment: bytes | None = None,
-               enclave_address: str | None = None, transfer_hash_arg: bytes | None = None) -> Any:
+               **changes: Any) -> Any:
+        """Submit a result; ``changes`` alter the claim passed (not the one signed);
+        ``transfer_hash_arg`` stands for the claim's transfer hash."""
+        if "transfer_hash_arg" in changes:
+            changes["transfer_hash"] = changes.pop("transfer_hash_arg")
         encrypted_result = encrypted_result if encrypted_result is not None else randbytes(RESULT_SIZE)
         signature = signature or self.result_signature(enclave, req, transfer_hash, encrypted_result)
-        return self.tx(self.transfer.functions.submitResult(
-            req.request_id, model_id or req.model_id, input_commitment or req.input_commitment,
-            enclave_address or enclave.address, transfer_hash_arg or transfer_hash, encrypted_result, signature),
-            sender or self.node, label="EnclaveTransfer.submitResult")
-
+        claim = self.claim(req, enclave, transfer_hash, **changes)
+        return self.tx(self.transfer.functions.submitResult(claim.as_abi(), encrypted_result, signature),
+                       sender or self.node, label="EnclaveTransfer.submitResult")
 
     def deliver(self, req: Request, enclave: EnclaveKey, *, transfer_hash: bytes | None = None,
                 encrypted_result: bytes | None = None, signature: bytes | None = None,
-                output_commitment: bytes | None = None, sender: Any = None) -> Any:
+                output_commitment: bytes | None = None, sender: Any = None, sequence: int = 1) -> Any:
         """The node's one-transaction path: backbone output, transfer and result together."""
         transfer_hash = transfer_hash or rand32()
         encrypted_result = encrypted_result if encrypted_result is not None else randbytes(RESULT_SIZE)
-        signature = signature or self.result_signature(enclave, req, transfer_hash, encrypted_result)
+        claim = self.claim(req, enclave, transfer_hash, sequence=sequence)
+        signature = signature or self.result_signature(enclave, req, transfer_hash, encrypted_result, claim=claim)
         return self.tx(self.backbone.functions.deliverResult(
-            req.request_id, req.model_id, req.input_commitment, output_commitment or rand32(), enclave.address,
-            transfer_hash, encrypted_result, signature), sender or self.node,
+            claim.as_abi(), output_commitment or rand32(), encrypted_result, signature), sender or self.node,
             label="BackboneExecution.deliverResult")
 
 

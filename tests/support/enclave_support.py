@@ -240,9 +240,8 @@ def open_request(w: World, x: np.ndarray, *, client: EnclaveClient | None = None
     input_commitment = crypto.keccak256(plain_input + b"salt")
     rk = crypto.request_key_hash(w.model_id, w.version, requester_key.public)
     inline = crypto.ecies_encrypt(node_input_key.public, plain_input, crypto.input_aad(rk))
-    deadline = int(chain.get_block("latest")["timestamp"]) + 3600
     receipt = chain.transact(dep.backbone_execution.functions.requestInference(
-        w.model_id, w.version, input_commitment, inline, "", requester_key.public, deadline), sender=w.requester)
+        w.model_id, w.version, input_commitment, inline, "", requester_key.public, 3600), sender=w.requester)
     request_id = int(chain.events(receipt, dep.backbone_execution, "InferenceRequested")[0]["requestId"])
     features = w.run_backbone(x)
     transfer, shape, dtype = crypto.encrypt_transfer(w.encryption_key, w.enclave, request_id, w.model_id,
@@ -255,15 +254,14 @@ def open_request(w: World, x: np.ndarray, *, client: EnclaveClient | None = None
 def infer(w: World, run: RequestRun, client: EnclaveClient | None = None, **overrides: Any) -> InferenceReply:
     args = dict(request_id=run.request_id, model_id=w.model_id, version=w.version,
                 input_commitment=run.input_commitment, transfer_ciphertext=run.transfer, shape=run.shape,
-                dtype=run.dtype, requester_key=run.requester_key.public)
+                dtype=run.dtype, requester_key=run.requester_key.public, requester=w.requester.address)
     args.update(overrides)
     return (client or w.client).infer(**args)
 
 
 def submit(w: World, run: RequestRun, reply: InferenceReply) -> Any:
     return w.chain.transact(w.deployment.enclave_transfer.functions.submitResult(
-        run.request_id, w.model_id, run.input_commitment, w.enclave, reply.transfer_hash,
-        reply.encrypted_result, reply.signature), sender=w.node)
+        reply.claim(w.model_id).as_abi(), reply.encrypted_result, reply.signature), sender=w.node)
 
 
 def requester_opens(w: World, run: RequestRun, reply: InferenceReply) -> Any:

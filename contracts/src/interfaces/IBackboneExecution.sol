@@ -2,11 +2,12 @@
 pragma solidity ^0.8.20;
 
 import {IAccessControl} from "./IAccessControl.sol";
+import {RequestBinding} from "../lib/RequestBinding.sol";
 
 /// @title IBackboneExecution (the "first smart contract")
 /// @notice Inference requests and the REE backbone stage: a requester asks for an inference
 ///         (model version, input commitment, the input encrypted inline or an off-chain pointer,
-///         the requester's public key, a deadline); a node holding `NODE_ROLE` runs the public
+///         the requester's public key, a time to live that becomes the deadline); a node holding `NODE_ROLE` runs the public
 ///         backbone, records the output commitment and, in the same transaction, the commitment
 ///         of the encrypted output it passed into a named enclave (on {IEnclaveTransfer});
 ///         after the deadline anyone may time the request out.
@@ -16,7 +17,7 @@ import {IAccessControl} from "./IAccessControl.sol";
 ///
 ///      Storage is the gas budget (request + backbone/transfer + result <= 200,000 gas): a
 ///      request keeps ONE slot, packing status, model version, deadline and a 176-bit running
-///      `binding` hash: `requestBinding(modelId, inputCommitment)` while Requested, then
+///      `binding` hash: `requestBinding(modelId, inputCommitment, requester, requesterKey)` while Requested, then
 ///      `transferBinding(thatBinding, enclave, transferHash)` once Transferred. Later stages pass
 ///      the values in calldata and the contract checks them against the binding (finding other
 ///      values with the same binding is a 2^176 second-preimage problem); the values themselves,
@@ -68,10 +69,11 @@ interface IBackboneExecution is IAccessControl {
     error BackboneExecutionZeroCommitment();
     /// @notice The requester's public key must not be zero.
     error BackboneExecutionZeroRequesterKey();
-    /// @notice The deadline must lie in the future and fit in 40 bits.
-    /// @param deadline The deadline given.
-    /// @param blockTime The current block timestamp.
-    error BackboneExecutionBadDeadline(uint64 deadline, uint256 blockTime);
+    /// @notice The time to live must lie in [MIN_TTL, MAX_TTL] seconds.
+    /// @param ttl The time to live given.
+    /// @param min The shortest allowed.
+    /// @param max The longest allowed.
+    error BackboneExecutionBadTtl(uint32 ttl, uint32 min, uint32 max);
     /// @notice No request has this id.
     /// @param requestId The id.
     error BackboneExecutionUnknownRequest(uint256 requestId);
@@ -175,14 +177,15 @@ interface IBackboneExecution is IAccessControl {
     /// @dev Emits {InferenceRequested}. Reverts {BackboneExecutionUnknownModelVersion},
     ///      {BackboneExecutionBadInput}, {BackboneExecutionInputTooLarge},
     ///      {BackboneExecutionZeroCommitment}, {BackboneExecutionZeroRequesterKey},
-    ///      {BackboneExecutionBadDeadline}.
+    ///      {BackboneExecutionBadTtl}.
     /// @param modelId The model.
     /// @param version The model version (must exist in the ModelRegistry).
     /// @param inputCommitment Commitment to the plaintext input (non-zero).
     /// @param inlineInput The input encrypted to `inputKey()`, or empty.
     /// @param inputPointer An off-chain pointer to the encrypted input, or empty.
     /// @param requesterKey The requester's X25519 public key (non-zero).
-    /// @param deadline Unix time, in the future.
+    /// @param ttl Seconds the request may take, from the block that includes it: the deadline
+    ///        is that block's time plus `ttl`, so a chain that sat idle does not shorten it.
     /// @return requestId The new request's id (1, 2, ...).
     function requestInference(
         bytes32 modelId,
@@ -191,7 +194,7 @@ interface IBackboneExecution is IAccessControl {
         bytes calldata inlineInput,
         string calldata inputPointer,
         bytes32 requesterKey,
-        uint64 deadline
+        uint32 ttl
     ) external returns (uint256 requestId);
 
     /// @notice Anyone may end a request whose deadline passed without a result or failure.
@@ -224,21 +227,14 @@ interface IBackboneExecution is IAccessControl {
     /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits {BackboneExecuted} here,
     ///      then `TransferRecorded` and `ResultSubmitted` on the EnclaveTransfer, in that order.
     ///      Reverts as {recordBackboneOutput} and as `EnclaveTransfer.submitResult`.
-    /// @param requestId The request.
-    /// @param modelId The request's model (from `InferenceRequested`).
-    /// @param inputCommitment The request's input commitment (from `InferenceRequested`).
+    /// @param claim What the enclave signed besides the result (request, model, input commitment,
+    ///        requester and key, enclave, transfer hash, the enclave's answer sequence).
     /// @param outputCommitment Commitment to the backbone output.
-    /// @param enclave The enclave the encrypted output was passed to and that signed the result.
-    /// @param transferHash keccak256 of the transfer ciphertext.
     /// @param encryptedResult The result encrypted to the requester's key.
     /// @param signature The enclave's EIP-712 `InferenceResult` signature.
     function deliverResult(
-        uint256 requestId,
-        bytes32 modelId,
-        bytes32 inputCommitment,
+        RequestBinding.ResultClaim calldata claim,
         bytes32 outputCommitment,
-        address enclave,
-        bytes32 transferHash,
         bytes calldata encryptedResult,
         bytes calldata signature
     ) external;
@@ -283,8 +279,13 @@ interface IBackboneExecution is IAccessControl {
     /// @notice The binding stored while Requested.
     /// @param modelId The model.
     /// @param inputCommitment The input commitment.
-    /// @return bytes22(keccak256(abi.encode(modelId, inputCommitment))).
-    function requestBinding(bytes32 modelId, bytes32 inputCommitment) external pure returns (bytes22);
+    /// @param requester The account that asked.
+    /// @param requesterKey The key the result is to be encrypted to.
+    /// @return bytes22(keccak256(abi.encode(modelId, inputCommitment, requester, requesterKey))).
+    function requestBinding(bytes32 modelId, bytes32 inputCommitment, address requester, bytes32 requesterKey)
+        external
+        pure
+        returns (bytes22);
     /// @notice The binding stored once Transferred.
     /// @param previousBinding The request binding.
     /// @param enclave The enclave named in the transfer.

@@ -7,17 +7,23 @@ pragma solidity ^0.8.20;
 ///         transaction), the enclave-signed result encrypted to the requester, and failures
 ///         with reason codes.
 /// @dev A result is accepted when an EIP-712 `InferenceResult(requestId, modelId, modelVersion,
-///      inputCommitment, transferHash, resultCommitment)` recovers to the enclave named at
-///      transfer, `resultCommitment = keccak256(encryptedResult)` is computed here from the
+///      inputCommitment, requester, requesterKey, transferHash, resultCommitment, sequence)`
+///      recovers to the enclave named at transfer, the request's binding names that requester,
+///      key, enclave and transfer, `resultCommitment = keccak256(encryptedResult)` is computed here from the
 ///      ciphertext given, and `ModelRegistry.isEnclaveServing(modelId, version, enclave)` holds
 ///      (registered, unrevoked, unexpired, allowed measurement, head loaded).
 ///      Failure reason codes: 1 BadInput, 2 ShapeMismatch, 3 InputHashMismatch,
 ///      4 InputUnavailable, 5 EnclaveRefused, 6 DeadlinePassed, 7 Internal.
+import {RequestBinding} from "../lib/RequestBinding.sol";
+
 interface IEnclaveTransfer {
     // ============================================================================================
     //                                          ERRORS
     // ============================================================================================
 
+    /// @notice An enclave answer carries a sequence number from 1 on.
+    /// @param requestId The request.
+    error EnclaveTransferZeroSequence(uint256 requestId);
     /// @notice Only the linked BackboneExecution may record transfers.
     /// @param caller The caller.
     error EnclaveTransferNotBackbone(address caller);
@@ -74,11 +80,18 @@ interface IEnclaveTransfer {
     /// @notice The enclave's result was accepted; the request is Completed.
     /// @param requestId The request.
     /// @param enclave The enclave that signed it.
+    /// @param sequence The enclave's answer number: the audit counts answers given off the record
+    ///        as gaps between the sequences delivered.
     /// @param resultCommitment keccak256(encryptedResult).
     /// @param encryptedResult The prediction encrypted to the requester's key.
     /// @param signature The enclave's EIP-712 `InferenceResult` signature.
     event ResultSubmitted(
-        uint256 indexed requestId, address indexed enclave, bytes32 resultCommitment, bytes encryptedResult, bytes signature
+        uint256 indexed requestId,
+        address indexed enclave,
+        uint64 sequence,
+        bytes32 resultCommitment,
+        bytes encryptedResult,
+        bytes signature
     );
 
     /// @notice A node reported that a request failed; the request is Failed.
@@ -102,28 +115,18 @@ interface IEnclaveTransfer {
 
     /// @notice Deliver the enclave's signed, encrypted result; completes the request. Anyone may
     ///         submit: the enclave's signature is the authorization.
-    /// @dev The model id, input commitment, enclave and transfer hash are those of the
-    ///      request's `InferenceRequested` and `TransferRecorded` events; they are checked
-    ///      against the stored binding. Emits {ResultSubmitted}. Reverts
+    /// @dev The claim's model id, input commitment, requester, requester key, enclave and
+    ///      transfer hash are those of the request's `InferenceRequested` and `TransferRecorded`
+    ///      events; they are checked against the stored binding. Emits {ResultSubmitted}. Reverts
     ///      {EnclaveTransferInvalidStatus}, {EnclaveTransferDeadlinePassed},
     ///      {EnclaveTransferBindingMismatch}, {EnclaveTransferBadResultLength},
-    ///      {EnclaveTransferBadSignature}, {EnclaveTransferEnclaveNotServing}.
-    /// @param requestId The request.
-    /// @param modelId The request's model.
-    /// @param inputCommitment The request's input commitment.
-    /// @param enclave The enclave named at transfer.
-    /// @param transferHash The transfer ciphertext hash.
+    ///      {EnclaveTransferZeroSequence}, {EnclaveTransferBadSignature},
+    ///      {EnclaveTransferEnclaveNotServing}.
+    /// @param claim What the enclave signed besides the result.
     /// @param encryptedResult The prediction encrypted to the requester's key.
     /// @param signature EIP-712 `InferenceResult` signed by the enclave key.
-    function submitResult(
-        uint256 requestId,
-        bytes32 modelId,
-        bytes32 inputCommitment,
-        address enclave,
-        bytes32 transferHash,
-        bytes calldata encryptedResult,
-        bytes calldata signature
-    ) external;
+    function submitResult(RequestBinding.ResultClaim calldata claim, bytes calldata encryptedResult, bytes calldata signature)
+        external;
 
     /// @notice Report that a Requested or Transferred request failed.
     /// @dev `NODE_ROLE` on BackboneExecution. Emits {RequestFailed}. Reverts
@@ -142,4 +145,8 @@ interface IEnclaveTransfer {
     function modelRegistry() external view returns (address);
     /// @notice The linked BackboneExecution, which holds the requests.
     function backboneExecution() external view returns (address);
+    /// @notice The highest answer sequence of `enclave` delivered so far: the on-chain anchor a
+    ///         restored enclave state must not be older than.
+    /// @param enclave The enclave.
+    function lastSequence(address enclave) external view returns (uint64);
 }
