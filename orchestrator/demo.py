@@ -99,7 +99,7 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
                   f"{'VERIFIED' if model_audit.verified else 'NOT VERIFIED'}; report: {report}")
 
         if mpc:
-            from mpc.client import demo as mpc_demo
+            from . import demo_mpc as mpc_demo
 
             with step("MPC feature-share nodes: enrol, verify and identify on secret shares, results on-chain"):
                 mpc_demo.run(state_dir / "mpc", stack.chain, stack.deployment, parties=2,
