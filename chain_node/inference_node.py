@@ -43,8 +43,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
-from splitseal.chain.client import Chain, PendingTx
-from splitseal.chain.deployment import Deployment
+from splitseal.chain import Chain, Deployment, PendingTx
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.config import NodeConfig
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, SplitsealError
@@ -53,7 +52,7 @@ from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
 from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
-from .listener import LogPoller, as_log_entry, subscribe_logs
+from .listener import LogPoller
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +159,8 @@ class InferenceNode:
         topic = topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
         # with confirmations, pushed logs only wake the loop; the poll decides what is buried
         on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
-        self._wakeup = subscribe_logs(self.chain, self.deployment.backbone_execution.address, on_log=on_log,
-                                      topic0=topic)
+        self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,
+                                            topic0=topic)
         log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
                  self.enclave.address, self.node_index, self.node_count)
         return self
@@ -190,8 +189,6 @@ class InferenceNode:
                 self._wakeup.event.wait(self.poll_interval * 10)
             elif worked:
                 continue
-            elif self.chain.embedded:
-                self.chain.wait_for_block(self._seen_head, self.poll_interval * 10)
             else:
                 self._stopping.wait(self.poll_interval)
         log.info("node stopped counts=%s", self.checkpoint.counts())
@@ -276,7 +273,7 @@ class InferenceNode:
 
     def _on_pushed_log(self, raw: Any) -> None:
         """Runs on the subscription's thread: decode and queue for the service loop."""
-        entry = self.deployment.backbone_execution.events.InferenceRequested().process_log(as_log_entry(raw))
+        entry = self.deployment.backbone_execution.events.InferenceRequested().process_log(raw)
         self._pushed.append(entry)
 
     def _drain_pushed(self) -> list[Any]:
@@ -288,7 +285,7 @@ class InferenceNode:
     def _ended_since(self, from_block: int, to_block: int) -> set[int]:
         """Ids of requests that ended on-chain in a block range (one log query): catching up on
         a long history then costs no status read per old request."""
-        from splitseal.chain.logs import LogDecoder, logs_with_topic0
+        from splitseal.chain import LogDecoder, logs_with_topic0
 
         d = self.deployment
         decoder = LogDecoder([("BackboneExecution", d.backbone_execution), ("EnclaveTransfer", d.enclave_transfer)])

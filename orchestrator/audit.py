@@ -29,8 +29,7 @@ from splitseal.protocol.result import ResultClaim
 from splitseal.protocol.crypto import keccak256
 from splitseal.errors import InvalidInputError
 
-from splitseal.chain.client import Chain
-from splitseal.chain.deployment import Deployment
+from splitseal.chain import Chain, Deployment
 
 
 @dataclass
@@ -138,7 +137,7 @@ class Auditor:
     def _history(self, contract_names: tuple[str, ...], first_topic: bytes | int | str) -> list[AuditEvent]:
         """Every event of these contracts whose first indexed argument is ``first_topic`` (one
         eth_getLogs), oldest first; cached."""
-        from splitseal.chain.logs import LogDecoder, logs_with_first_topic
+        from splitseal.chain import LogDecoder, logs_with_first_topic
 
         key = (contract_names, first_topic if not isinstance(first_topic, str) else first_topic.lower())
         if key not in self._cache:
@@ -158,8 +157,7 @@ class Auditor:
             self._blocks[block] = int(self.chain.get_block(block)["timestamp"])
         tx = entry["transactionHash"].to_0x_hex()
         if tx not in self._gas:
-            with self.chain.request_lock:
-                self._gas[tx] = int(self.chain.w3.eth.get_transaction_receipt(entry["transactionHash"])["gasUsed"])
+            self._gas[tx] = int(self.chain.receipt(entry["transactionHash"])["gasUsed"])
         return AuditEvent(event, contract_name, block, tx, int(entry["logIndex"]), self._blocks[block],
                           self._gas[tx], {k: _plain(v) for k, v in entry["args"].items()})
 
@@ -316,7 +314,7 @@ class Auditor:
         audit.events = sorted(events, key=lambda e: (e.block, e.log_index))
         # every request's lifecycle in one log query, grouped by request id (one query per
         # request would re-read the whole range each time)
-        from splitseal.chain.logs import LogDecoder, logs_with_topic0
+        from splitseal.chain import LogDecoder, logs_with_topic0
 
         contracts = self.d.contracts()
         group = _GROUPS["BackboneExecution"]

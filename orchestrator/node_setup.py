@@ -23,8 +23,7 @@ from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError, ModelError
 
-from splitseal.chain.client import Chain
-from splitseal.chain.deployment import Deployment
+from splitseal.chain import Chain, Deployment
 from splitseal.enclave_client import EnclaveClient
 from .models.backbone import Backbone
 from .models.split import NODE_DIR

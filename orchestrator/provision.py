@@ -40,8 +40,7 @@ from splitseal.protocol import crypto, eip712
 from enclave.package import decode_head_package, decode_index
 from splitseal.errors import AttestationError, InvalidInputError
 
-from splitseal.chain.client import Chain
-from splitseal.chain.deployment import Deployment
+from splitseal.chain import Chain, Deployment
 from splitseal.enclave_client import Attestation, EnclaveClient
 
 log = logging.getLogger(__name__)

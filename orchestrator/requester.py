@@ -29,8 +29,7 @@ from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.errors import ChainError, InvalidInputError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 
-from splitseal.chain.client import Chain
-from splitseal.chain.deployment import Deployment
+from splitseal.chain import Chain, Deployment
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ class Requester:
         self.blobs = BlobStore(blob_dir)
         self._input_key: bytes | None = None
         self._decoder: Any = None
-        self._push: Any = None  # PushWakeup, False where the chain pushes nothing, None: not tried
+        self._push: Any = None  # a push subscription, False where the chain pushes nothing, None: not tried
         self._pushed: dict[int, dict[str, Any]] = {}
         self._waiting: set[int] = set()
         self._pushed_cv = threading.Condition()
@@ -100,15 +99,11 @@ class Requester:
         results arrive with their data, no polling and no log query."""
         if self._push is not None:
             return
-        from chain_node.listener import subscribe_logs
-
         self._ensure_decoder()
-        self._push = subscribe_logs(self.chain, self._decoder.addresses, on_log=self._on_pushed_log) or False
+        self._push = self.chain.subscribe(self._decoder.addresses, on_log=self._on_pushed_log) or False
 
     def _on_pushed_log(self, raw: Any) -> None:
-        from chain_node.listener import as_log_entry
-
-        decoded = self._decoder.decode(as_log_entry(raw))
+        decoded = self._decoder.decode(raw)
         if decoded is None or "requestId" not in decoded[1]["args"]:
             return  # not a request's event (roles, keys, links)
         entry = decoded[1]
@@ -119,7 +114,7 @@ class Requester:
                 self._pushed_cv.notify_all()
 
     def _ensure_decoder(self) -> None:
-        from splitseal.chain.logs import LogDecoder
+        from splitseal.chain import LogDecoder
 
         if self._decoder is None:
             self._decoder = LogDecoder([("BackboneExecution", self.deployment.backbone_execution),
@@ -218,7 +213,7 @@ class Requester:
 
     def outcome(self, request_id: int, *, from_block: int) -> InferenceOutcome:
         """Rebuild a request's ending from its events and decrypt the result, if any."""
-        from splitseal.chain.logs import logs_with_first_topic
+        from splitseal.chain import logs_with_first_topic
 
         self._ensure_decoder()
         logs = {entry["event"]: entry for _, entry in logs_with_first_topic(self.chain, self._decoder, request_id,

@@ -21,8 +21,7 @@ from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.config import PROJECT_ROOT, Config
 
 if TYPE_CHECKING:
-    from splitseal.chain.client import Chain
-    from splitseal.chain.deployment import Deployment
+    from splitseal.chain import Chain, Deployment
     from splitseal.enclave_client import EnclaveProcess
     from .node_setup import NodeWiring
     from .requester import Requester
@@ -97,7 +96,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
     """Steps 1–5 of the module doc: a system ready to serve requests."""
     from enclave.platform import quoting_key_address
 
-    from splitseal.chain.client import connect
+    from splitseal.chain import connect
     from .deploy import ensure_deployed
     from splitseal.enclave_client import EnclaveClient, EnclaveProcess
     from .models import load_model
@@ -131,7 +130,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
         quoting_key = quoting_key_address(enclave_dir)
         with step("deploy the contracts"):
             deployment = ensure_deployed(chain, admin, home=config.path(""), quoting_key=quoting_key,
-                                         record=not chain.embedded)
+                                         record=chain.url is not None)
             registry = deployment.model_registry
             if chain.call(registry.functions.quotingKey()) != quoting_key:
                 chain.transact(registry.functions.setQuotingKey(quoting_key), sender=admin)

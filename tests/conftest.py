@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Iterator
 import pytest
 
 if TYPE_CHECKING:  # chain libraries load only for tests that use a chain
-    from splitseal.chain.client import Chain
-    from splitseal.chain.deployment import Deployment
+    from splitseal.chain import Chain, Deployment
 
 
 @pytest.fixture(scope="session")
 def embedded_chain() -> Iterator["Chain"]:
-    from splitseal.chain.client import connect
+    from splitseal.chain import connect
 
     chain = connect("embedded")
     yield chain
@@ -49,8 +48,7 @@ def deployment(chain: "Chain", embedded_deployment: "Deployment") -> "Deployment
 
 @pytest.fixture(scope="session")
 def anvil_session() -> Iterator["Chain"]:
-    from splitseal.chain.anvil import AnvilNode
-    from splitseal.chain.client import connect
+    from splitseal.chain import AnvilNode, connect
 
     node = AnvilNode.start()
     chain = connect(node.http_url)
@@ -75,7 +73,7 @@ def anvil_chain(anvil_session: "Chain", anvil_session_deployment: "Deployment") 
     # anvil's evm_revert also rewinds its clock; left alone, the chain falls behind the wall clock
     # over a session, and quotes stamped with wall-clock time look like they come from the future.
     latest = int(anvil_session.get_block("latest")["timestamp"])
-    anvil_session.w3.provider.make_request("evm_setNextBlockTimestamp", [max(latest + 1, int(time.time()))])
+    anvil_session.set_next_block_timestamp(max(latest + 1, int(time.time())))
 
 
 @pytest.fixture
@@ -91,5 +89,5 @@ def any_chain(request: pytest.FixtureRequest) -> "Chain":
 
 @pytest.fixture
 def any_deployment(any_chain: "Chain", request: pytest.FixtureRequest) -> "Deployment":
-    name = "deployment" if any_chain.embedded else "anvil_deployment"
+    name = "deployment" if any_chain.url is None else "anvil_deployment"
     return request.getfixturevalue(name)

@@ -76,8 +76,7 @@ def _hex(h: Any) -> str:
 
 
 def _call_args(chain: Any, registry: Any, tx_hash: Any) -> tuple[str, dict[str, Any]]:
-    with chain.request_lock:
-        tx = chain.w3.eth.get_transaction(tx_hash)
+    tx = chain.transaction(tx_hash)
     fn, args = registry.decode_function_input(tx["input"])
     return fn.fn_name, dict(args)
 

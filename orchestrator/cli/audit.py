@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _open(args: argparse.Namespace, config: Config):
     chain = open_chain(args, config)
-    if chain.embedded:
+    if chain.url is None:  # the chain lives inside this process
         chain.close()
         raise ConfigError("the embedded chain lives inside one process, so there is nothing to audit from here; "
                           "audit a chain that outlives commands (--chain anvil or a URL), or see the audit "

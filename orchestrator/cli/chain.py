@@ -8,7 +8,7 @@ import json
 from splitseal.config import Config, ChainConfig
 from splitseal.errors import ChainError
 
-from splitseal.chain.anvil import AnvilNode, running_node, state_file
+from splitseal.chain import AnvilNode, running_node, state_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,14 +46,14 @@ def chain_config(args: argparse.Namespace, config: Config) -> ChainConfig:
 
 def open_chain(args: argparse.Namespace, config: Config, *, start_anvil: bool = False):
     """The chain a command talks to: ``--chain`` or the configured one, under the configured home."""
-    from splitseal.chain.client import connect
+    from splitseal.chain import connect
 
     return connect(chain_config(args, config), home=config.path(""), start_anvil=start_anvil)
 
 
 def open_deployment(chain, config: Config):
     """The deployment recorded for ``chain`` under the configured home."""
-    from splitseal.chain.deployment import load_deployment
+    from splitseal.chain import load_deployment
 
     return load_deployment(chain, config.path(""))
 
@@ -95,7 +95,7 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 def _deploy(args: argparse.Namespace, config: Config) -> int:
     from orchestrator.deploy import ensure_deployed
-    from splitseal.chain.deployment import deployment_path
+    from splitseal.chain import deployment_path
 
     with open_chain(args, config) as chain:
         admin = chain.accounts[0]
@@ -110,7 +110,7 @@ def _deploy(args: argparse.Namespace, config: Config) -> int:
               f"record: {deployment_path(chain.chain_id, config.path(''))}")
         for name, address in record["contracts"].items():
             print(f"  {name:22s} {address}")
-        if chain.embedded:
+        if chain.url is None:  # gone when this command ends
             print("note: the embedded chain lives inside this process; `splitseal demo` deploys "
                   "and uses it in one run. Use --chain anvil for a chain that outlives the command.")
     return 0

@@ -127,7 +127,7 @@ def _up(args: argparse.Namespace, config: Config) -> int:
 def _connect(url: str, config: Config):
     from dataclasses import replace
 
-    from splitseal.chain.client import connect
+    from splitseal.chain import connect
     from orchestrator.deploy import ensure_deployed
 
     chain = connect(replace(config.chain, url=url), home=config.path(""))

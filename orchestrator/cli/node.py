@@ -84,7 +84,7 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
 
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
     with open_chain(args, config) as chain:
-        if chain.embedded:
+        if chain.url is None:  # no other process can reach it
             raise ConfigError("the embedded chain lives inside one process; run the node with --chain anvil or "
                               "a URL, or use `splitseal demo`, which runs node and requests in one process")
         deployment = open_deployment(chain, config)
@@ -140,7 +140,7 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
 
     x = load_input(args.input, args.shape)
     with open_chain(args, config) as chain:
-        if chain.embedded:
+        if chain.url is None:  # no node process can serve it
             raise ConfigError("the embedded chain lives inside one process and has no node to serve requests; "
                               "use --chain anvil (after `splitseal chain up` and a running node) or `splitseal demo`")
         deployment = open_deployment(chain, config)

@@ -81,7 +81,7 @@ def load_deployment(chain: Chain, home: Path) -> Deployment:
     problems = []
     for name in CONTRACTS:
         address = record["contracts"].get(name)
-        if not address or chain.w3.eth.get_code(address) in (b"", None):
+        if not address or not chain.code(address):
             problems.append(f"{name} has no code at {address}")
         elif record.get("artifacts", {}).get(name) != artifact_sha256(name):
             problems.append(f"{name} at {address} was built from an older artifact")

@@ -4,6 +4,7 @@ Every event of a request's lifecycle has ``requestId`` as its first indexed argu
 event of a model's history has ``modelId`` (or ``enclave``) there. One ``eth_getLogs`` with
 ``topics = [None, value]`` over the contracts' addresses therefore returns a whole history,
 which is then decoded against each contract's ABI: one round trip instead of one per event.
+Both queries go through :meth:`Chain.logs` (clamped to the head, chunked, errors as ChainError).
 """
 
 from __future__ import annotations
@@ -49,40 +50,19 @@ class LogDecoder:
 
 def logs_with_first_topic(chain: Chain, decoder: LogDecoder, value: bytes | int | str, from_block: int,
                           to_block: int | None = None) -> list[tuple[str, Any]]:
-    """Decoded logs of the decoder's contracts whose first indexed argument equals ``value``."""
-    topic = "0x" + _word(value).hex()
-    head = chain.block_number()
-    to_block = head if to_block is None else min(to_block, head)
-    out: list[tuple[str, Any]] = []
-    start = max(0, from_block)
-    while start <= to_block:
-        end = min(to_block, start + chain.config.max_log_range - 1)
-        with chain.request_lock:
-            raw = chain.w3.eth.get_logs({"address": decoder.addresses, "fromBlock": start, "toBlock": end,
-                                         "topics": [None, topic]})
-        for entry in raw:
-            decoded = decoder.decode(entry)
-            if decoded is not None:
-                out.append(decoded)
-        start = end + 1
+    """Decoded logs of the decoder's contracts whose first indexed argument equals ``value``,
+    oldest first."""
+    raw = chain.logs(decoder.addresses, [None, "0x" + _word(value).hex()], from_block, to_block)
+    out = [d for d in (decoder.decode(entry) for entry in raw) if d is not None]
     out.sort(key=lambda item: (item[1]["blockNumber"], item[1]["logIndex"]))
     return out
 
 
 def logs_with_topic0(chain: Chain, decoder: LogDecoder, event_names: Iterable[str], from_block: int,
-                     to_block: int) -> list[tuple[str, Any]]:
-    """Decoded logs of the named events of the decoder's contracts in a block range (one query
-    per ``max_log_range`` blocks)."""
-    topics = decoder.topics(event_names)
-    out: list[tuple[str, Any]] = []
-    start = max(0, from_block)
-    while start <= to_block:
-        end = min(to_block, start + chain.config.max_log_range - 1)
-        raw = chain.rpc("eth_getLogs", lambda: chain.w3.eth.get_logs(
-            {"address": decoder.addresses, "fromBlock": start, "toBlock": end, "topics": [topics]}))
-        out += [d for d in (decoder.decode(entry) for entry in raw) if d is not None]
-        start = end + 1
-    return out
+                     to_block: int | None = None) -> list[tuple[str, Any]]:
+    """Decoded logs of the named events of the decoder's contracts in a block range."""
+    raw = chain.logs(decoder.addresses, [decoder.topics(event_names)], from_block, to_block)
+    return [d for d in (decoder.decode(entry) for entry in raw) if d is not None]
 
 
 def _word(value: bytes | int | str) -> bytes:

@@ -57,7 +57,7 @@ def test_demo_refuses_a_bad_request_count(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_demo_against_an_rpc_url_with_one_configured_key(tmp_path: Path) -> None:
     """Any JSON-RPC endpoint: the deployer's key plays every role; a rerun adds a model version."""
-    from splitseal.chain.anvil import AnvilNode
+    from splitseal.chain import AnvilNode
 
     node = AnvilNode.start()
     try:

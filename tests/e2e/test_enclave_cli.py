@@ -26,7 +26,7 @@ def _run(env, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_enclave_from_the_cli_attests_registers_and_is_provisioned(tmp_path):
-    from splitseal.chain.anvil import AnvilNode
+    from splitseal.chain import AnvilNode
 
     node = AnvilNode.start()
     env = dict(os.environ, SPLITSEAL_ENCLAVE_STATE_DIR=str(tmp_path / "enclave"),

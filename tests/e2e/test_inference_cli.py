@@ -108,7 +108,7 @@ def _start_anvil(log_path: Path) -> tuple[subprocess.Popen[Any], str, int]:
     ``eth_call`` at "latest" that races with a newly mined block fails with BlockOutOfRangeError
     (about one call in four while another account's transactions are being mined).
     """
-    from splitseal.chain.anvil import AnvilNode, anvil_binary, free_port
+    from splitseal.chain import AnvilNode, anvil_binary, free_port
 
     port, chain_id = free_port(), random.randint(10_000_000, 2_000_000_000)
     log = open(log_path, "ab")

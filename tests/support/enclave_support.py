@@ -107,13 +107,12 @@ def object_bytes(obj: Any, _seen: set[int] | None = None, _depth: int = 0) -> by
 
 def chain_bytes(chain: Any, from_block: int = 0) -> bytes:
     """All transaction inputs and log data/topics on the chain."""
-    w3 = chain.w3
     parts = []
-    for number in range(from_block, w3.eth.block_number + 1):
-        block = w3.eth.get_block(number, full_transactions=True)
+    for number in range(from_block, chain.block_number() + 1):
+        block = chain.get_block(number, full_transactions=True)
         for tx in block["transactions"]:
             parts.append(bytes(tx["input"] if "input" in tx else tx["data"]))
-            receipt = w3.eth.get_transaction_receipt(tx["hash"])
+            receipt = chain.receipt(tx["hash"])
             for log in receipt["logs"]:
                 parts.append(bytes(log["data"]))
                 parts.extend(bytes(t) for t in log["topics"])

@@ -1,0 +1,264 @@
+"""A chain over JSON-RPC: anvil, or any http(s) node.
+
+- Receipts are polled with a short interval (web3's default 0.1 s poll dominates a 3 ms anvil
+  transaction); where the node answers ``eth_sendRawTransactionSync`` (EIP-7966, anvil) the
+  receipt arrives with the send and nothing is polled.
+- Where the node serves WebSocket (anvil does, on its HTTP port), :meth:`RpcChain.subscribe`
+  opens an ``eth_subscribe("logs")`` on a background thread; elsewhere it returns None and
+  callers poll.
+- Raw JSON from those two paths (the sync receipt, pushed logs) is converted here, explicitly,
+  into the form web3 returns for its own requests (ints, ``HexBytes``, checksum addresses).
+- anvil is recognised by ``web3_clientVersion``; other nodes get the portable path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+from web3 import HTTPProvider, Web3
+from web3.datastructures import AttributeDict
+from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.types import TxReceipt
+
+from splitseal.config import ChainConfig
+from splitseal.errors import ChainError
+
+from .client import Chain, Subscription
+from .revert import node_revert_data
+
+log = logging.getLogger(__name__)
+
+#: Receipt poll interval where the node cannot send synchronously.
+RECEIPT_POLL = 0.0005
+#: Head poll interval of :meth:`RpcChain.wait_for_block`.
+HEAD_POLL = 0.002
+
+
+class RpcChain(Chain):
+    """A node reached over HTTP(S) JSON-RPC."""
+
+    def __init__(self, w3: Web3, endpoint: str, *, name: str, accounts: Sequence[LocalAccount],
+                 config: ChainConfig | None = None, on_close: Callable[[], None] | None = None,
+                 ws_url: str | None = None, send_sync: bool = False) -> None:
+        super().__init__(w3, name=name, accounts=accounts, config=config, on_close=on_close)
+        self._endpoint = endpoint
+        #: WebSocket endpoint for push subscriptions, when the node offers one.
+        self.ws_url = ws_url
+        #: The node answers eth_sendRawTransactionSync: no receipt polling.
+        self.send_sync = send_sync
+
+    @classmethod
+    def open(cls, url: str, config: ChainConfig, accounts: Sequence[LocalAccount], *, name: str,
+             on_close: Callable[[], None] | None = None) -> "RpcChain":
+        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}))
+        try:
+            w3.eth.chain_id
+        except Exception as exc:  # noqa: BLE001
+            if on_close:
+                on_close()
+            raise ChainError(f"cannot reach the chain at {url}: {exc}; is the node running?") from None
+        anvil = _is_anvil(w3)
+        return cls(w3, url, name=name, accounts=accounts, config=config, on_close=on_close,
+                   # anvil serves WebSocket on its HTTP port
+                   ws_url="ws" + url[len("http"):] if anvil else None, send_sync=anvil)
+
+    @property
+    def url(self) -> str:
+        return self._endpoint
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def _send_raw(self, raw: bytes) -> tuple[bytes, Any]:
+        if self.send_sync:
+            receipt = self._send_sync(raw)
+            return receipt["transactionHash"], receipt
+        return self._w3.eth.send_raw_transaction(raw), None
+
+    def _send_sync(self, raw: bytes) -> Any:
+        """``eth_sendRawTransactionSync`` (EIP-7966): the receipt in the same round trip."""
+        response = self._w3.provider.make_request("eth_sendRawTransactionSync", ["0x" + bytes(raw).hex()])
+        if "error" in response:
+            error = response["error"]
+            data = error.get("data") if isinstance(error, dict) else None
+            if isinstance(data, str) and data.startswith("0x"):
+                raise ContractLogicError(error.get("message", ""), data=data)
+            raise ChainError(f"node refused the transaction: {error}")
+        return format_receipt(response["result"])
+
+    def _wait_receipt(self, tx_hash: bytes, label: str) -> TxReceipt:
+        try:  # no lock: other threads' requests go on while this one polls
+            return self._w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.config.receipt_timeout, poll_latency=RECEIPT_POLL)
+        except TimeExhausted:
+            raise ChainError(f"{label}: no receipt for {tx_hash.to_0x_hex()} after "
+                             f"{self.config.receipt_timeout} s; is the node mining?") from None
+        except Exception as exc:  # noqa: BLE001
+            raise ChainError(f"{label}: waiting for the receipt failed: {exc}") from exc
+
+    def _revert_data(self, exc: BaseException) -> bytes | None:
+        return node_revert_data(exc)
+
+    def _replay(self, tx: dict[str, Any], block: int | str) -> bytes | None:
+        try:
+            self._w3.eth.call(tx, block_identifier=block)
+        except Exception as exc:  # noqa: BLE001
+            data = node_revert_data(exc)
+            if data is None:
+                raise
+            return data
+        return None
+
+    # --- waiting and pushing -------------------------------------------------------------------
+
+    def wait_for_block(self, after: int, timeout: float) -> int:
+        """Polls ``eth_blockNumber`` every 2 ms."""
+        deadline = time.monotonic() + timeout
+        while True:
+            head = self.block_number()
+            if head > after or time.monotonic() >= deadline:
+                return head
+            time.sleep(HEAD_POLL)
+
+    def subscribe(self, addresses: str | Sequence[str], *, on_log: Callable[[Any], None] | None = None,
+                  topic0: str | None = None) -> "PushWakeup | None":
+        """A WebSocket subscription where the node offers one and it connects; else None."""
+        if not self.ws_url:
+            return None
+        push = PushWakeup(self.ws_url, addresses, on_log=on_log, topic0=topic0).start()
+        if push.connected.is_set():
+            return push
+        push.stop()
+        return None
+
+    # --- test cheats (anvil's evm_* and anvil_* methods) -------------------------------------
+
+    def _cheat(self, method: str, params: list[Any]) -> Any:
+        response = self._request(method, lambda: self._w3.provider.make_request(method, params))
+        if "error" in response:
+            raise ChainError(f"{method}{tuple(params)} failed: {response['error']}")
+        return response.get("result")
+
+    def snapshot(self) -> Any:
+        return self._cheat("evm_snapshot", [])
+
+    def revert(self, snapshot_id: Any) -> None:
+        self._cheat("evm_revert", [snapshot_id])
+        self._sender.reset()
+
+    def increase_time(self, seconds: int) -> None:
+        self._cheat("evm_increaseTime", [int(seconds)])
+        self._cheat("evm_mine", [])
+
+    def mine(self, blocks: int = 1) -> None:
+        for _ in range(blocks):
+            self._cheat("evm_mine", [])
+
+    def set_next_block_timestamp(self, timestamp: int) -> None:
+        self._cheat("evm_setNextBlockTimestamp", [int(timestamp)])
+
+
+def _is_anvil(w3: Web3) -> bool:
+    """anvil offers WebSocket on its HTTP port and synchronous sends; other nodes get the
+    portable path (HTTP polling, send then receipt)."""
+    try:
+        return "anvil" in str(w3.client_version).lower()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class PushWakeup(Subscription):
+    """Sets ``event`` whenever the node pushes a log of ``addresses`` (WebSocket eth_subscribe),
+    and hands each pushed log (in web3's form, :func:`format_log`) to ``on_log`` when given."""
+
+    def __init__(self, ws_url: str, addresses: str | Sequence[str],
+                 on_log: Callable[[Any], None] | None = None, topic0: str | None = None) -> None:
+        self.ws_url = ws_url
+        self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+        self.topic0 = topic0
+        self.on_log = on_log
+        self.event = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+
+    def start(self) -> "PushWakeup":
+        self._thread = threading.Thread(target=self._run, name="push-wakeup", daemon=True)
+        self._thread.start()
+        self.connected.wait(2.0)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        from websockets.sync.client import connect
+
+        try:
+            with connect(self.ws_url, open_timeout=2.0) as ws:
+                criteria: dict[str, Any] = {"address": self.addresses}
+                if self.topic0:
+                    criteria["topics"] = [self.topic0]
+                ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
+                                    "params": ["logs", criteria]}))
+                reply = json.loads(ws.recv(timeout=2.0))
+                if "error" in reply:
+                    log.info("push subscription refused (%s); polling only", reply["error"])
+                    return
+                self.connected.set()
+                while not self._stop.is_set():
+                    try:
+                        message = ws.recv(timeout=0.2)
+                    except TimeoutError:
+                        continue
+                    if self.on_log is not None:
+                        try:
+                            self.on_log(format_log(json.loads(message)["params"]["result"]))
+                        except Exception as exc:  # noqa: BLE001 - a bad push must not end the thread
+                            log.warning("pushed log not handled: %s", exc)
+                    self.event.set()
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to polling
+            log.info("push subscription unavailable at %s (%s); polling only", self.ws_url, exc)
+
+
+# --- JSON-RPC results into web3's form -----------------------------------------------------------
+
+_INT = ("blockNumber", "transactionIndex", "logIndex", "gasUsed", "cumulativeGasUsed", "effectiveGasPrice",
+        "status", "type", "blobGasUsed", "blobGasPrice")
+_BYTES = ("blockHash", "transactionHash", "data", "logsBloom", "root")
+_ADDRESS = ("address", "from", "to", "contractAddress")
+
+
+def _field(key: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if key in _INT:
+        return int(value, 16) if isinstance(value, str) else int(value)
+    if key in _BYTES:
+        return HexBytes(value)
+    if key in _ADDRESS:
+        return to_checksum_address(value)
+    return value
+
+
+def format_log(raw: dict[str, Any]) -> AttributeDict:
+    """A log as JSON-RPC sends it (hex strings) in web3's form."""
+    entry = {key: _field(key, value) for key, value in raw.items() if key != "topics"}
+    entry["topics"] = [HexBytes(t) for t in raw.get("topics") or []]
+    entry.setdefault("removed", False)
+    return AttributeDict(entry)
+
+
+def format_receipt(raw: dict[str, Any]) -> AttributeDict:
+    """A receipt as JSON-RPC sends it in web3's form (its logs too)."""
+    receipt = {key: _field(key, value) for key, value in raw.items() if key != "logs"}
+    receipt["logs"] = [format_log(entry) for entry in raw.get("logs") or []]
+    return AttributeDict(receipt)

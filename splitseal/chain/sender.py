@@ -1,0 +1,129 @@
+"""Signing, numbering, pricing, sending and confirming transactions of local accounts.
+
+- Transactions are signed locally with eth-account; a per-account nonce manager hands out
+  nonces (never mix with node-picked nonces on the same account). When a send fails the nonce
+  is read again from the node; when the node says the nonce is wrong (another process sent
+  from the account) the transaction is numbered again and sent once more.
+- Gas is always explicit: estimation re-runs the EVM, which doubles the cost on eth-tester.
+- Fees come from the latest base fee (twice it, at least 2 gwei), read at most every 30 s.
+- A transaction that reverted is replayed as a call to learn its custom error
+  (:class:`ContractRevertError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
+
+from splitseal.errors import ChainError
+
+if TYPE_CHECKING:
+    from .client import Chain
+
+log = logging.getLogger(__name__)
+
+#: Fees are read again after this many seconds.
+FEE_TTL = 30.0
+
+
+@dataclass(frozen=True)
+class PendingTx:
+    """A transaction sent and not yet confirmed (``receipt`` set when the backend returned it
+    with the send: the embedded chain mines at once, anvil's ``eth_sendRawTransactionSync``)."""
+
+    tx_hash: bytes
+    tx: dict[str, Any]
+    label: str
+    receipt: Any = None
+
+
+class TransactionSender:
+    """Sends the transactions of one :class:`~.client.Chain`; the chain's backend carries them."""
+
+    def __init__(self, chain: "Chain") -> None:
+        self._chain = chain
+        # nonces must reach the node in the order they were handed out; reentrant because a
+        # pushed-log handler may send while a send is delivering its logs
+        self._lock = threading.RLock()
+        self._nonces: dict[str, int] = {}
+        self._max_fee = 0
+        self._fee_checked = 0.0
+
+    def reset(self) -> None:
+        """Forget every nonce (the chain went back to a snapshot)."""
+        with self._lock:
+            self._nonces.clear()
+
+    def submit(self, fn: Any, sender: LocalAccount, gas: int, *, value: int, label: str,
+               _retried: bool = False) -> PendingTx:
+        """Sign and send ``fn`` (a contract function or constructor) without waiting."""
+        chain = self._chain
+        with self._lock:
+            nonce = self._next_nonce(sender.address)
+            tx = fn.build_transaction({"from": sender.address, "nonce": nonce, "gas": gas,
+                                       "value": value, "chainId": chain.chain_id, **self._fees()})
+            signed = sender.sign_transaction(tx)
+            try:
+                tx_hash, receipt = chain._send_raw(signed.raw_transaction)
+            except Exception as exc:  # noqa: BLE001
+                self._nonces.pop(sender.address, None)  # resync: the nonce was not consumed
+                data = chain._revert_data(exc)
+                if data is not None:
+                    raise chain.errors.error(data, label) from None
+                if "nonce" in str(exc).lower() and not _retried:
+                    # another process sent from this account: read the nonce again, once
+                    log.info("%s: nonce %d refused (%s); reading it again", label, nonce, exc)
+                    return self.submit(fn, sender, gas, value=value, label=label, _retried=True)
+                raise ChainError(f"{label}: sending the transaction failed: {exc}") from exc
+        return PendingTx(tx_hash, tx, label, receipt)
+
+    def confirm(self, pending: PendingTx) -> TxReceipt:
+        """Wait for a sent transaction; raises :class:`ContractRevertError` when it reverted."""
+        receipt = pending.receipt or self._chain._wait_receipt(pending.tx_hash, pending.label)
+        if receipt["status"] != 1:
+            raise self._replay_revert(pending.tx, receipt, pending.label)
+        log.debug("tx=%s fn=%s gas=%d block=%d", pending.tx_hash.to_0x_hex(), pending.label,
+                  receipt["gasUsed"], receipt["blockNumber"])
+        return receipt
+
+    def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt, label: str) -> ChainError:
+        """Re-run a failed transaction as a call to learn its custom error.
+
+        A reverted transaction changes no state, so the state after its own block is the one it
+        saw (unless the same block changed it). anvil with --prune-history keeps no older state,
+        so fall back to the latest block.
+        """
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
+        for block in (receipt["blockNumber"], "latest"):
+            try:
+                data = self._chain._replay(call, block)
+            except Exception as exc:  # noqa: BLE001 - state pruned, node busy: try the next block
+                log.debug("replay of %s at block %s failed: %r", label, block, exc)
+                continue
+            if data is not None:
+                return self._chain.errors.error(data, label)
+            break
+        if receipt["gasUsed"] >= tx["gas"]:
+            return ChainError(f"{label}: ran out of gas ({tx['gas']}); raise the gas limit")
+        return ChainError(f"{label}: transaction {receipt['transactionHash'].hex()} reverted")
+
+    def _next_nonce(self, address: str) -> int:
+        if address not in self._nonces:
+            self._nonces[address] = self._chain.transaction_count(address, "pending")
+        nonce = self._nonces[address]
+        self._nonces[address] = nonce + 1
+        return nonce
+
+    def _fees(self) -> dict[str, int]:
+        now = time.monotonic()
+        if now - self._fee_checked > FEE_TTL or not self._max_fee:
+            base = self._chain.get_block("latest").get("baseFeePerGas") or self._chain.gas_price()
+            self._max_fee = max(2 * int(base), 2 * 10**9)
+            self._fee_checked = now
+        return {"maxFeePerGas": self._max_fee, "maxPriorityFeePerGas": min(10**9, self._max_fee)}

@@ -1,0 +1,161 @@
+"""The chain interface on both backends: decoded reverts (call and replayed transaction), the one
+chunked getLogs and its errors, pushed logs, the nonce resync, the test cheats."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import replace
+
+import pytest
+
+from splitseal.errors import ChainError, ContractRevertError
+
+
+@pytest.fixture
+def floor(any_chain):
+    """A small contract with custom errors that carry arguments (RoundTripFloor)."""
+    return any_chain.deploy("RoundTripFloor", sender=any_chain.accounts[0])
+
+
+def _request(chain, floor) -> int:
+    receipt = chain.transact(floor.functions.request(os.urandom(32)), sender=chain.accounts[5], gas=100_000)
+    return int(chain.events(receipt, floor, "Requested")[0]["requestId"])
+
+
+def test_a_reverting_call_is_the_custom_error_with_its_arguments(any_chain, floor):
+    with pytest.raises(ContractRevertError) as caught:
+        any_chain.call(floor.functions.respond(424242, b"\x01" * 32), sender=any_chain.accounts[5].address)
+    assert caught.value.error_name == "RoundTripFloorUnknownRequest"
+    assert caught.value.error_args == {"requestId": 424242}
+    assert isinstance(caught.value.raw, bytes) and len(caught.value.raw) == 36  # selector + one word
+
+
+def test_a_reverted_transaction_is_replayed_into_its_custom_error(any_chain, floor):
+    request_id = _request(any_chain, floor)
+    any_chain.transact(floor.functions.respond(request_id, b"\x01" * 32), sender=any_chain.accounts[9], gas=100_000)
+    with pytest.raises(ContractRevertError) as caught:
+        any_chain.transact(floor.functions.respond(request_id, b"\x02" * 32), sender=any_chain.accounts[9],
+                           gas=100_000)
+    assert caught.value.error_name == "RoundTripFloorAlreadyAnswered"
+    assert caught.value.error_args == {"requestId": request_id}
+    assert caught.value.function == "respond"
+
+
+def test_a_reverting_constructor_is_decoded(any_chain):
+    with pytest.raises(ContractRevertError) as caught:
+        any_chain.deploy("BackboneExecution", any_chain.accounts[0].address, "0x" + "00" * 20,
+                         sender=any_chain.accounts[0])
+    assert caught.value.error_name == "BackboneExecutionZeroAddress"
+
+
+def test_chunked_logs_equal_one_query_and_filter_indexed_arguments(any_chain, floor):
+    first = any_chain.block_number() + 1
+    ids = [_request(any_chain, floor) for _ in range(4)]
+    whole = any_chain.get_logs(floor, "Requested", first)
+    assert [int(e["args"]["requestId"]) for e in whole] == ids
+    chunked = replace(any_chain.config, max_log_range=1)
+    saved, any_chain.config = any_chain.config, chunked
+    try:
+        assert any_chain.get_logs(floor, "Requested", first) == whole
+        assert len(any_chain.logs(floor.address, [], first)) == 4
+        # past the head is clamped, not an error
+        assert any_chain.get_logs(floor, "Requested", first, any_chain.block_number() + 100) == whole
+    finally:
+        any_chain.config = saved
+    picked = any_chain.get_logs(floor, "Requested", first, argument_filters={"requestId": ids[2]})
+    assert [int(e["args"]["requestId"]) for e in picked] == [ids[2]]
+
+
+def test_subscribe_pushes_logs_in_web3_form_on_both_backends(any_chain, floor):
+    got: list = []
+    seen = threading.Event()
+
+    def on_log(entry):
+        got.append(entry)
+        seen.set()
+
+    sub = any_chain.subscribe(floor.address, on_log=on_log)
+    assert sub is not None and sub.connected.is_set()
+    try:
+        request_id = _request(any_chain, floor)
+        assert seen.wait(5.0)
+    finally:
+        sub.stop()
+    entry = got[0]
+    assert entry["address"] == floor.address and isinstance(entry["blockNumber"], int)
+    assert int(floor.events.Requested().process_log(entry)["args"]["requestId"]) == request_id
+
+
+@pytest.mark.integration
+def test_url_states_whether_other_processes_reach_the_chain(chain, anvil_chain):
+    assert chain.url is None
+    assert anvil_chain.url.startswith("http://")
+
+
+def test_cheats_on_both_backends(any_chain):
+    any_chain.mine()  # a timestamp the fixture set for the next block is used up
+    snap = any_chain.snapshot()
+    head = any_chain.get_block("latest")
+    any_chain.increase_time(1000)
+    assert int(any_chain.get_block("latest")["timestamp"]) >= int(head["timestamp"]) + 999
+    any_chain.mine(2)
+    any_chain.set_next_block_timestamp(int(any_chain.get_block("latest")["timestamp"]) + 500)
+    any_chain.mine()
+    latest = any_chain.get_block("latest")
+    assert int(latest["timestamp"]) >= int(head["timestamp"]) + 1499
+    any_chain.revert(snap)
+    assert any_chain.block_number() == head["number"]
+
+
+@pytest.mark.integration
+def test_the_sender_resyncs_its_nonce_after_another_process_used_the_account(anvil_chain, caplog):
+    import logging
+
+    from splitseal.chain import connect
+
+    caplog.set_level(logging.INFO, logger="splitseal.chain.sender")
+
+    floor = anvil_chain.deploy("RoundTripFloor", sender=anvil_chain.accounts[0])
+    account = anvil_chain.accounts[6]
+    anvil_chain.transact(floor.functions.request(b"\x01" * 32), sender=account, gas=100_000)  # nonce cached
+    other = connect(anvil_chain.url)  # a second process, as far as nonces go
+    try:
+        other.transact(other.contract("RoundTripFloor", floor.address).functions.request(b"\x02" * 32),
+                       sender=account, gas=100_000)
+    finally:
+        other.close()
+    receipt = anvil_chain.transact(floor.functions.request(b"\x03" * 32), sender=account, gas=100_000)
+    assert receipt["status"] == 1
+    assert "reading it again" in caplog.text  # the stale nonce was refused, then read again
+    assert anvil_chain.transaction_count(account.address) == anvil_chain.transaction(
+        receipt["transactionHash"])["nonce"] + 1
+
+
+@pytest.mark.integration
+def test_logs_raise_chain_error_when_the_node_is_gone():
+    from splitseal.chain import AnvilNode, LogDecoder, connect, logs_with_first_topic, logs_with_topic0
+
+    node = AnvilNode.start()
+    try:
+        chain = connect(node.http_url)
+        floor = chain.deploy("RoundTripFloor", sender=chain.accounts[0])
+    finally:
+        node.stop()
+    decoder = LogDecoder([("RoundTripFloor", floor)])
+    with pytest.raises(ChainError):
+        chain.logs(floor.address, [], 0, 10)
+    with pytest.raises(ChainError):
+        chain.get_logs(floor, "Requested", 0)
+    with pytest.raises(ChainError):
+        logs_with_first_topic(chain, decoder, 1, 0)
+    with pytest.raises(ChainError):
+        logs_with_topic0(chain, decoder, ["Requested"], 0, 10)
+    chain.close()
+
+
+def test_connect_to_a_dead_port_is_a_chain_error():
+    from splitseal.chain import connect, free_port
+
+    with pytest.raises(ChainError, match="cannot reach"):
+        connect(f"http://127.0.0.1:{free_port()}")
