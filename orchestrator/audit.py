@@ -231,10 +231,10 @@ class Auditor:
             signer = eip712.recover(digest, _bytes(result.args["signature"]))
         except Exception as exc:  # noqa: BLE001 - a malformed signature is a finding, not a crash
             signer = f"unrecoverable ({exc})"
-        add(Check("enclave signature (EIP-712 InferenceResult, for the request's requester and key) "
-                  "recovers to the enclave", signer.lower() == enclave.lower(),
-                  f"recovered {signer}; requester {claim.requester}, key 0x{claim.requester_key.hex()[:16]}…, "
-                  f"answer {claim.sequence}"))
+        add(Check("enclave signature (EIP-712 InferenceResult) recovers to the enclave",
+                  signer.lower() == enclave.lower(),
+                  f"recovered {signer}, signed for the request's requester {claim.requester} and result key "
+                  f"0x{claim.requester_key.hex()[:16]}…, answer {claim.sequence}"))
         for check in self.enclave_checks(model_id, version, enclave, at_block=result.block,
                                          at_time=result.timestamp):
             add(check)

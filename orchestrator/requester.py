@@ -192,7 +192,8 @@ class Requester:
         if not any(name in logs for name in endings):
             return None
         request = {"requestId": submitted.request_id, "modelId": submitted.model_id, "version": submitted.version,
-                   "inputCommitment": submitted.input_commitment}
+                   "inputCommitment": submitted.input_commitment, "requester": self.account.address,
+                   "requesterKey": self.key.public}
         return self._outcome_from_logs(submitted.request_id, logs, request)
 
     def _finish_wait(self, outcome: InferenceOutcome, submitted: Submitted) -> InferenceOutcome:

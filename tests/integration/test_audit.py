@@ -77,6 +77,9 @@ def test_a_failed_request_shows_its_recorded_failure(served):
     ("inputCommitment", {"inline input matches its commitment",
                          "enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
     ("signature", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+    # a result encrypted to another key than the request named (the redirect attack)
+    ("requesterKey", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+    ("sequence", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
 ])
 def test_a_tampered_history_does_not_verify_and_says_why(served, tamper, failing):
     """The verifier itself, fed a history whose one field was altered."""
@@ -88,7 +91,8 @@ def test_a_tampered_history_does_not_verify_and_says_why(served, tamper, failing
     for event in forged.events:
         if tamper in event.args:
             value = event.args[tamper]
-            event.args[tamper] = value[:-2] + ("00" if value[-2:] != "00" else "01")
+            event.args[tamper] = value + 1 if isinstance(value, int) else \
+                value[:-2] + ("00" if value[-2:] != "00" else "01")
             break
     auditor._check_request(forged)
     assert not forged.verified
@@ -104,6 +108,8 @@ def test_model_history_lists_registration_enclave_provisioning_and_requests(serv
         assert expected in names
     assert {r.request_id for r in audit.requests} >= set(good) | {bad}
     assert audit.verified
+    answers = [c for c in audit.checks if c.name.startswith("every answer of enclave")]
+    assert len(answers) == 1 and answers[0].ok, answers
     page = render_html(audit)
     assert "<svg" in page and "VERIFIED" in page and str(good[0]) in page
     assert "VERIFIED" in render_model(audit)
@@ -116,3 +122,23 @@ def test_unknown_request_and_model_are_clear_errors(served):
         auditor.request(999999)
     with pytest.raises(InvalidInputError, match="is not registered"):
         auditor.model(b"\x42" * 32)
+
+
+def test_an_answer_given_off_the_record_shows_as_a_gap(served):
+    """The attack: the node operator queries the enclave with a request id that exists on no
+    chain. The enclave numbers every answer, so the audit finds the number that never arrived."""
+    w, good, _ = served
+    status = w.client.status()
+    before = Auditor(w.chain, w.deployment).enclave_answers(w.enclave, issued=status.sequence)
+    assert before.check().ok, before
+    from splitseal.protocol import crypto
+
+    features = w.run_backbone(es.sample_inputs(1, seed=9))
+    transfer, shape, dtype = crypto.encrypt_transfer(w.encryption_key, w.enclave, 10**9, w.model_id, w.version,
+                                                     features)
+    off_record = w.client.infer(request_id=10**9, model_id=w.model_id, version=w.version,  # on no chain
+                                input_commitment=bytes(32), transfer_ciphertext=transfer, shape=shape, dtype=dtype,
+                                requester_key=crypto.X25519KeyPair.generate().public, requester=w.node.address)
+    assert off_record.sequence == status.sequence + 1
+    after = Auditor(w.chain, w.deployment).enclave_answers(w.enclave, issued=w.client.status().sequence)
+    assert not after.check().ok and after.gaps == [off_record.sequence]

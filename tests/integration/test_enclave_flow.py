@@ -93,7 +93,9 @@ def test_signed_encrypted_inference_is_accepted_by_enclave_transfer(isolated):
     digest = eip712.inference_result_digest(
         w.chain.chain_id, w.deployment.enclave_transfer.address, request_id=run.request_id,
         model_id=w.model_id, model_version=w.version, input_commitment=run.input_commitment,
-        transfer_hash=crypto.keccak256(run.transfer), result_commitment=reply.result_commitment)
+        requester=w.requester.address, requester_key=run.requester_key.public,
+        transfer_hash=crypto.keccak256(run.transfer), result_commitment=reply.result_commitment,
+        sequence=reply.sequence)
     assert eip712.recover(digest, reply.signature) == w.enclave
     w.replies.append((run, reply, outcome))
 

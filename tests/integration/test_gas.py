@@ -65,7 +65,7 @@ def _measure(chain, deployment) -> dict[str, int]:
     gas["BackboneExecution.requestInference(pointer)"] = gas["BackboneExecution.requestInference"]
     k.tx(k.transfer.functions.reportFailure(pointer.request_id, 4, "input unavailable"), k.node,
          label="EnclaveTransfer.reportFailure")
-    req = k.request(model_id, version, deadline=k.now() + 100)
+    req = k.request(model_id, version, ttl=100)
     k.chain.increase_time(101)
     k.tx(k.backbone.functions.timeout(req.request_id), k.stranger, label="BackboneExecution.timeout")
 

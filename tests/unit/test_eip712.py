@@ -83,10 +83,11 @@ def test_named_helpers_equal_the_generic_digest() -> None:
     enclave = eip712.address_of(key)
     h = [os.urandom(32) for _ in range(6)]
     assert eip712.inference_result_digest(CHAIN_ID, CONTRACT, request_id=7, model_id=h[0], model_version=2,
-                                          input_commitment=h[1], transfer_hash=h[2], result_commitment=h[3]) == \
+                                          input_commitment=h[1], requester=enclave, requester_key=h[4],
+                                          transfer_hash=h[2], result_commitment=h[3], sequence=9) == \
         eip712.typed_digest(CHAIN_ID, CONTRACT, "InferenceResult", {
-            "requestId": 7, "modelId": h[0], "modelVersion": 2, "inputCommitment": h[1], "transferHash": h[2],
-            "resultCommitment": h[3]})
+            "requestId": 7, "modelId": h[0], "modelVersion": 2, "inputCommitment": h[1], "requester": enclave,
+            "requesterKey": h[4], "transferHash": h[2], "resultCommitment": h[3], "sequence": 9})
     assert eip712.enclave_registration_digest(CHAIN_ID, CONTRACT, enclave=enclave, encryption_key=h[0],
                                               measurement=h[1], nonce=h[2]) == \
         eip712.typed_digest(CHAIN_ID, CONTRACT, "EnclaveRegistration", {

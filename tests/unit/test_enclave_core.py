@@ -68,7 +68,7 @@ def _infer(core, features, request_id, requester):
     ct, shape, dtype = crypto.encrypt_transfer(core.encryption_key, core.address, request_id, MODEL, 1, features)
     r = core.call("infer", dict(request_id=request_id, model_id=MODEL, version=1, input_commitment=b"\x01" * 32,
                                 transfer_ciphertext=ct, shape=list(shape), dtype=dtype,
-                                requester_key=requester.public))
+                                requester_key=requester.public, requester="0x" + "ab" * 20))
     return open_result(requester, r["encrypted_result"], request_id, MODEL, 1)
 
 
@@ -158,3 +158,32 @@ def test_answered_ids_watermark_and_round_trip():
     for rid in range(4, 2000):
         ids.add((*scope, rid))
     assert ids.to_wire() == [[1337, TRANSFER, 1999, []]]
+
+
+def test_every_answer_is_numbered_and_a_rolled_back_manifest_is_refused(tmp_path):
+    """The attack: copy manifest.sealed, let the enclave answer, put the old copy back, restart.
+    The chain anchors the highest answer number delivered, so the old copy is refused."""
+    import shutil
+
+    es, res = _split("label")
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    _provision(core, res)
+    x = es.sample_inputs(1, seed=6)
+    feats = __import__("onnxruntime").InferenceSession(
+        res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    requester = crypto.X25519KeyPair.generate()
+    _infer(core, feats, 1, requester)
+    assert core.call("status", {})["sequence"] == 1
+    manifest = tmp_path / "sealed" / "manifest.sealed"
+    shutil.copy(manifest, tmp_path / "old-manifest")
+    _infer(core, feats, 2, requester)
+    assert core.sequence == 2
+    sv = core.state_version
+    shutil.copy(tmp_path / "old-manifest", manifest)  # the rollback
+
+    again = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    with pytest.raises(SealingError, match="rolled back"):
+        again.call("seal_state", {"action": "restore", "anchored_state_version": sv, "anchored_sequence": 2})
+    # without the chain's anchor the stand-in cannot tell (why the anchor is on-chain)
+    assert again.call("seal_state", {"action": "restore", "anchored_state_version": sv,
+                                     "anchored_sequence": 1})["models"] == 1
