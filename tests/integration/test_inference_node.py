@@ -75,7 +75,7 @@ def test_requests_are_served_and_decrypted_by_the_requester_only(world):
     np.testing.assert_allclose([o.scores for o in outcomes], w.run_full_model(xs), atol=1e-5)
     # another key cannot open the result
     other = Requester(w.chain, w.deployment, w.requester, key=X25519KeyPair.generate(), blob_dir=w.base / "var" / "blobs")
-    with pytest.raises(Exception, match="does not open"):
+    with pytest.raises(Exception, match="names another result key"):
         other.outcome(submitted[0].request_id, from_block=submitted[0].block)
     audit = Auditor(w.chain, w.deployment).request(submitted[0].request_id)
     assert audit.verified, [c for c in audit.checks if not c.ok]
