@@ -23,7 +23,7 @@ contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
     uint8 public constant KIND_IDENTIFY = 2;
 
     bytes32 private constant _SHARE_COMMITMENT_TYPEHASH =
-        keccak256("ShareCommitment(uint256 setId,bytes32 subjectId,bytes32 commitment)");
+        keccak256("ShareCommitment(uint256 setId,bytes32 subjectId,uint32 enrolment,bytes32 commitment)");
     bytes32 private constant _DECISION_TYPEHASH = keccak256(
         "Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,bytes32 probeCommitment)"
     );
@@ -34,13 +34,11 @@ contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
 
     struct NodeSet {
         address[] nodes;
-        uint8 threshold;
     }
 
     uint256 private _nodeSetCount;
     mapping(uint256 setId => NodeSet) private _sets;
     mapping(uint256 setId => mapping(bytes32 subjectId => SubjectRecord)) private _subjects;
-    mapping(bytes32 enrolmentKey => bool) private _usedEnrolments;
     mapping(bytes32 sessionId => DecisionRecord) private _decisions;
 
     // ============================================================================================
@@ -57,14 +55,9 @@ contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
     // ============================================================================================
 
     /// @inheritdoc IFeatureShareRegistry
-    function createNodeSet(address[] calldata nodes, uint8 threshold)
-        external
-        onlyRole(DEFAULT_ADMIN_ROLE)
-        returns (uint256 setId)
-    {
+    function createNodeSet(address[] calldata nodes) external onlyRole(DEFAULT_ADMIN_ROLE) returns (uint256 setId) {
         uint256 n = nodes.length;
         if (n == 0 || n > MAX_NODES) revert FeatureShareRegistryBadNodeCount(n, MAX_NODES);
-        if (threshold == 0 || threshold > n) revert FeatureShareRegistryBadThreshold(threshold, n);
         for (uint256 i = 0; i < n; ++i) {
             address node = nodes[i];
             if (node == address(0)) revert FeatureShareRegistryBadNode(i, node);
@@ -75,8 +68,7 @@ contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
         setId = ++_nodeSetCount;
         NodeSet storage set = _sets[setId];
         set.nodes = nodes;
-        set.threshold = threshold;
-        emit NodeSetCreated(setId, nodes, threshold);
+        emit NodeSetCreated(setId, nodes);
     }
 
     /// @inheritdoc IFeatureShareRegistry
@@ -94,19 +86,15 @@ contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
         SubjectRecord storage record = _subjects[setId][subjectId];
         if (record.active) revert FeatureShareRegistrySubjectAlreadyEnrolled(setId, subjectId);
 
+        // every signature names this enrolment's number: none from an earlier one verifies
+        uint32 enrolment = record.enrolments + 1;
         for (uint256 i = 0; i < n; ++i) {
             if (commitments[i] == bytes32(0)) revert FeatureShareRegistryZeroCommitment(i);
-            bytes32 structHash = keccak256(abi.encode(_SHARE_COMMITMENT_TYPEHASH, setId, subjectId, commitments[i]));
+            bytes32 structHash =
+                keccak256(abi.encode(_SHARE_COMMITMENT_TYPEHASH, setId, subjectId, enrolment, commitments[i]));
             _checkSignature(setId, i, nodes[i], structHash, signatures[i]);
         }
-        bytes32 commitmentsHash = keccak256(abi.encodePacked(commitments));
-        bytes32 enrolmentKey = keccak256(abi.encode(setId, subjectId, commitmentsHash));
-        if (_usedEnrolments[enrolmentKey]) {
-            revert FeatureShareRegistryEnrolmentReplayed(setId, subjectId, commitmentsHash);
-        }
-        _usedEnrolments[enrolmentKey] = true;
-        uint32 enrolment = record.enrolments + 1;
-        record.commitmentsHash = commitmentsHash;
+        record.commitmentsHash = keccak256(abi.encodePacked(commitments));
         record.enrolledAt = uint64(block.timestamp);
         record.enrolments = enrolment;
         record.active = true;
@@ -163,9 +151,8 @@ contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
     // ============================================================================================
 
     /// @inheritdoc IFeatureShareRegistry
-    function nodeSet(uint256 setId) external view returns (address[] memory nodes, uint8 threshold) {
-        NodeSet storage set = _sets[setId];
-        return (set.nodes, set.threshold);
+    function nodeSet(uint256 setId) external view returns (address[] memory nodes) {
+        return _sets[setId].nodes;
     }
 
     /// @inheritdoc IFeatureShareRegistry

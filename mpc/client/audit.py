@@ -102,7 +102,8 @@ def subject_history(chain: Any, registry: Any, subject_id: str | bytes, from_blo
         if len(nodes) != len(commitments):
             problems.append(f"{len(commitments)} commitments for a set of {len(nodes)} nodes")
         for i, (node, c, sig) in enumerate(zip(nodes, commitments, call.get("signatures", []))):
-            got = _recover(share_commitment_digest({**domain, "set_id": set_id}, sid, c), bytes(sig))
+            got = _recover(share_commitment_digest({**domain, "set_id": set_id}, sid, int(a["enrolment"]), c),
+                           bytes(sig))
             if got.lower() != node.lower():
                 problems.append(f"commitment {i} signed by {got}, not node {node}")
         enrolments.append(AuditedEnrolment(set_id, int(a["enrolment"]), commitments, int(ev["blockNumber"]),

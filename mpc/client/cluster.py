@@ -217,8 +217,8 @@ class ChainBinding:
 
 
 def register_node_set(chain: Any, registry: Any, addresses: Sequence[str], admin: Any) -> int:
-    """``createNodeSet`` for the cluster's node addresses (threshold = all nodes: additive shares)."""
-    receipt = chain.transact(registry.functions.createNodeSet(list(addresses), len(addresses)), sender=admin)
+    """``createNodeSet`` for the cluster's node addresses (every node signs: additive shares)."""
+    receipt = chain.transact(registry.functions.createNodeSet(list(addresses)), sender=admin)
     events = chain.events(receipt, registry, "NodeSetCreated")
     return int(events[0]["setId"])
 
@@ -357,7 +357,9 @@ class MpcClient:
         sid, seed = self._session()
         meta = {"session": sid, "seed": seed, "subject": subject}
         if self.chain:
-            meta["chain"] = self.chain.as_meta()
+            # the nodes sign for this very enrolment: the subject's next enrolment number
+            record = self.chain.chain.call(self.chain.registry.functions.subject(self.chain.set_id, subject_id(subject)))
+            meta["chain"] = {**self.chain.as_meta(), "enrolment": int(record[2]) + 1}
         try:
             answers = self._all("enroll", [meta] * len(self.channels), [[s] for s in shares])
             commitments = [bytes.fromhex(a["commitment"]) for a in answers]

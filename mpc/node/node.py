@@ -407,7 +407,8 @@ class MpcNode:
         if not chain or self._eth_key is None:
             return {}
         if struct_name == "ShareCommitment":
-            sig = sign_share_commitment(self._eth_key, chain, req["subject"], fields["commitment"])
+            sig = sign_share_commitment(self._eth_key, chain, req["subject"], int(chain["enrolment"]),
+                                        fields["commitment"])
         else:
             sig = sign_decision(self._eth_key, chain, req["session"], fields["kind"], fields["subject"],
                                 fields["accepted"], fields["probe_commitment"])

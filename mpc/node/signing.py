@@ -6,6 +6,8 @@ module only maps the MPC node's identifiers onto it:
 * ``subjectId = keccak256(utf8(subject))`` (zero for "no subject": a rejected identification);
 * ``sessionId`` = the session's 32 random bytes (the session id is their hex);
 * ``kind`` 1 = verify, 2 = identify;
+* ``enrolment``: the subject's next enrolment number on the registry (read by the client, sent
+  with the enrolment), so a share signature is valid for that one enrolment only;
 * ``commitment = keccak256(salt || share as little-endian uint64)``, salt 32 random bytes kept
   by the node; ``probeCommitment = keccak256(c_0 || ... || c_{N-1})`` of the nodes' salted
   commitments of their probe feature shares, in party order.
@@ -37,10 +39,11 @@ def session_id(session: str) -> bytes:
     return raw
 
 
-def share_commitment_digest(chain: Mapping[str, Any], subject: str | bytes, commitment: bytes) -> bytes:
+def share_commitment_digest(chain: Mapping[str, Any], subject: str | bytes, enrolment: int,
+                            commitment: bytes) -> bytes:
     sid = subject if isinstance(subject, bytes) else subject_id(subject)
     return eip712.share_commitment_digest(int(chain["chain_id"]), chain["registry"], set_id=int(chain["set_id"]),
-                                          subject_id=sid, commitment=commitment)
+                                          subject_id=sid, enrolment=int(enrolment), commitment=commitment)
 
 
 def decision_digest(chain: Mapping[str, Any], session: str | bytes, kind: str | int, subject: str | bytes | None,
@@ -52,8 +55,9 @@ def decision_digest(chain: Mapping[str, Any], session: str | bytes, kind: str | 
                                   subject_id=sid, accepted=bool(accepted), probe_commitment=probe_commitment)
 
 
-def sign_share_commitment(key: bytes, chain: Mapping[str, Any], subject: str, commitment: bytes) -> bytes:
-    return eip712.sign(key, share_commitment_digest(chain, subject, commitment))
+def sign_share_commitment(key: bytes, chain: Mapping[str, Any], subject: str, enrolment: int,
+                          commitment: bytes) -> bytes:
+    return eip712.sign(key, share_commitment_digest(chain, subject, enrolment, commitment))
 
 
 def sign_decision(key: bytes, chain: Mapping[str, Any], session: str, kind: str, subject: str | None,

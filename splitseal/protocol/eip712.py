@@ -46,7 +46,7 @@ TYPES: dict[str, str] = {
     "InferenceResult": ("InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,"
                         "address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,"
                         "uint64 sequence)"),
-    "ShareCommitment": "ShareCommitment(uint256 setId,bytes32 subjectId,bytes32 commitment)",
+    "ShareCommitment": "ShareCommitment(uint256 setId,bytes32 subjectId,uint32 enrolment,bytes32 commitment)",
     "Decision": ("Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,"
                  "bytes32 probeCommitment)"),
 }
@@ -185,10 +185,10 @@ def inference_result_digest(chain_id: int, verifying_contract: Address, *, reque
 
 
 def share_commitment_digest(chain_id: int, verifying_contract: Address, *, set_id: int, subject_id: bytes,
-                            commitment: bytes) -> bytes:
-    """Signed by each MPC node, checked by ``FeatureShareRegistry.enrollSubject``."""
+                            enrolment: int, commitment: bytes) -> bytes:
+    """Signed by an MPC node for its own share of the subject's ``enrolment``-th enrolment."""
     return typed_digest(chain_id, verifying_contract, "ShareCommitment", {
-        "setId": set_id, "subjectId": subject_id, "commitment": commitment})
+        "setId": set_id, "subjectId": subject_id, "enrolment": enrolment, "commitment": commitment})
 
 
 def decision_digest(chain_id: int, verifying_contract: Address, *, set_id: int, session_id: bytes, kind: int,

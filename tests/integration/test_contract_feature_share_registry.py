@@ -16,20 +16,23 @@ VERIFY, IDENTIFY = 1, 2
 
 
 class NodeSet:
-    def __init__(self, kit: Kit, n: int = 3, threshold: int = 2) -> None:
+    def __init__(self, kit: Kit, n: int = 3) -> None:
         self.kit = kit
         self.keys = [rand32() for _ in range(n)]
         self.addresses = [eip712.address_of(k) for k in self.keys]
-        self.receipt = kit.tx(kit.features.functions.createNodeSet(self.addresses, threshold), kit.admin,
+        self.receipt = kit.tx(kit.features.functions.createNodeSet(self.addresses), kit.admin,
                               label="FeatureShareRegistry.createNodeSet")
         self.set_id = int(kit.one_event(self.receipt, kit.features, "NodeSetCreated")["setId"])
-        self.threshold = threshold
 
-    def share_sigs(self, subject: bytes, commitments: list[bytes], set_id: int | None = None) -> list[bytes]:
+    def share_sigs(self, subject: bytes, commitments: list[bytes], set_id: int | None = None,
+                   enrolment: int | None = None) -> list[bytes]:
+        """Each node's signature for its commitment in the subject's next (or the given) enrolment."""
         k = self.kit
+        if enrolment is None:
+            enrolment = int(k.call(k.features.functions.subject(set_id or self.set_id, subject))[2]) + 1
         return [eip712.sign(key, eip712.share_commitment_digest(
-            k.chain.chain_id, k.features.address, set_id=set_id or self.set_id, subject_id=subject, commitment=c))
-            for key, c in zip(self.keys, commitments)]
+            k.chain.chain_id, k.features.address, set_id=set_id or self.set_id, subject_id=subject,
+            enrolment=enrolment, commitment=c)) for key, c in zip(self.keys, commitments)]
 
     def decision_sigs(self, session: bytes, kind: int, subject: bytes, accepted: bool, probe: bytes) -> list[bytes]:
         k = self.kit
@@ -53,8 +56,8 @@ def nodes(kit: Kit) -> NodeSet:
 
 def test_create_node_set(kit: Kit, nodes: NodeSet) -> None:
     ev = kit.one_event(nodes.receipt, kit.features, "NodeSetCreated")
-    assert dict(ev) == {"setId": nodes.set_id, "nodes": nodes.addresses, "threshold": 2}
-    assert kit.call(kit.features.functions.nodeSet(nodes.set_id)) == [nodes.addresses, 2]
+    assert dict(ev) == {"setId": nodes.set_id, "nodes": nodes.addresses}
+    assert kit.call(kit.features.functions.nodeSet(nodes.set_id)) == nodes.addresses
     assert kit.call(kit.features.functions.nodeSetCount()) == nodes.set_id
     assert NodeSet(kit).set_id == nodes.set_id + 1
 
@@ -63,19 +66,15 @@ def test_create_node_set_checks(kit: Kit) -> None:
     fn = kit.features.functions.createNodeSet
     a = [eip712.address_of(rand32()) for _ in range(17)]
     with reverts("AccessControlUnauthorizedAccount", account=kit.stranger.address, neededRole=DEFAULT_ADMIN_ROLE):
-        kit.tx(fn(a[:2], 1), kit.stranger)
+        kit.tx(fn(a[:2]), kit.stranger)
     with reverts("FeatureShareRegistryBadNodeCount", count=0, max=16):
-        kit.tx(fn([], 1), kit.admin)
+        kit.tx(fn([]), kit.admin)
     with reverts("FeatureShareRegistryBadNodeCount", count=17, max=16):
-        kit.tx(fn(a, 1), kit.admin)
-    with reverts("FeatureShareRegistryBadThreshold", threshold=0, nodes=2):
-        kit.tx(fn(a[:2], 0), kit.admin)
-    with reverts("FeatureShareRegistryBadThreshold", threshold=3, nodes=2):
-        kit.tx(fn(a[:2], 3), kit.admin)
+        kit.tx(fn(a), kit.admin)
     with reverts("FeatureShareRegistryBadNode", index=1, node=ZERO_ADDRESS):
-        kit.tx(fn([a[0], ZERO_ADDRESS], 1), kit.admin)
+        kit.tx(fn([a[0], ZERO_ADDRESS]), kit.admin)
     with reverts("FeatureShareRegistryBadNode", index=2, node=a[0]):
-        kit.tx(fn([a[0], a[1], a[0]], 1), kit.admin)
+        kit.tx(fn([a[0], a[1], a[0]]), kit.admin)
 
 
 def test_enroll_revoke_and_reenroll(kit: Kit, nodes: NodeSet) -> None:
@@ -97,11 +96,10 @@ def test_enroll_revoke_and_reenroll(kit: Kit, nodes: NodeSet) -> None:
     with reverts("FeatureShareRegistrySubjectNotEnrolled", setId=nodes.set_id, subjectId=subject):
         kit.tx(kit.features.functions.revokeSubject(nodes.set_id, subject), kit.admin)
 
-    # Replaying the old enrolment's signatures after revocation is refused...
-    with reverts("FeatureShareRegistryEnrolmentReplayed", setId=nodes.set_id, subjectId=subject,
-                 commitmentsHash=keccak(b"".join(commitments))):
+    # Replaying the old enrolment's signatures after revocation is refused (they name enrolment 1)...
+    with reverts("FeatureShareRegistryBadSignature", setId=nodes.set_id, index=0, node=nodes.addresses[0]):
         kit.tx(kit.features.functions.enrollSubject(nodes.set_id, subject, commitments,
-                                                    nodes.share_sigs(subject, commitments)), kit.stranger)
+                                                    nodes.share_sigs(subject, commitments, enrolment=1)), kit.stranger)
     # ...a fresh enrolment with new salted commitments is accepted.
     _, _, receipt = nodes.enroll(subject)
     assert kit.one_event(receipt, kit.features, "SubjectEnrolled")["enrolment"] == 2
@@ -128,7 +126,8 @@ def test_enroll_checks(kit: Kit, nodes: NodeSet) -> None:
     forger = rand32()
     forged = list(sigs)
     forged[2] = eip712.sign(forger, eip712.share_commitment_digest(
-        kit.chain.chain_id, kit.features.address, set_id=nodes.set_id, subject_id=subject, commitment=commitments[2]))
+        kit.chain.chain_id, kit.features.address, set_id=nodes.set_id, subject_id=subject, enrolment=1,
+        commitment=commitments[2]))
     with reverts("FeatureShareRegistryBadSignature", setId=nodes.set_id, index=2, node=nodes.addresses[2],
                  recovered=eip712.address_of(forger)):
         kit.tx(fn(nodes.set_id, subject, commitments, forged), kit.stranger)
@@ -186,3 +185,23 @@ def test_decision_checks(kit: Kit, nodes: NodeSet) -> None:
     kit.tx(kit.features.functions.revokeSubject(nodes.set_id, subject), kit.admin)
     with reverts("FeatureShareRegistrySubjectNotEnrolled", setId=nodes.set_id, subjectId=subject):
         kit.tx(fn(nodes.set_id, session, VERIFY, subject, True, probe, sigs), kit.stranger)
+
+
+def test_signatures_of_two_earlier_enrolments_cannot_be_combined(kit: Kit, nodes: NodeSet) -> None:
+    """The attack: after the admin revoked a subject, a stranger combines node signatures of two
+    earlier enrolments into a "new" one. Each signature names its enrolment number, so only
+    fresh signatures of every node for the next number enrol the subject again."""
+    fn = kit.features.functions.enrollSubject
+    subject, first, _ = nodes.enroll()
+    first_sigs = nodes.share_sigs(subject, first, enrolment=1)
+    kit.tx(kit.features.functions.revokeSubject(nodes.set_id, subject), kit.admin)
+    _, second, _ = nodes.enroll(subject)
+    second_sigs = nodes.share_sigs(subject, second, enrolment=2)
+    kit.tx(kit.features.functions.revokeSubject(nodes.set_id, subject), kit.admin)
+    mixed = [first[0], second[1], first[2]]
+    mixed_sigs = [first_sigs[0], second_sigs[1], first_sigs[2]]
+    with reverts("FeatureShareRegistryBadSignature", setId=nodes.set_id, index=0, node=nodes.addresses[0]):
+        kit.tx(fn(nodes.set_id, subject, mixed, mixed_sigs), kit.stranger)
+    with reverts("FeatureShareRegistryBadSignature", setId=nodes.set_id, index=0, node=nodes.addresses[0]):
+        kit.tx(fn(nodes.set_id, subject, second, second_sigs), kit.stranger)  # a whole old enrolment
+    assert not kit.call(kit.features.functions.isEnrolled(nodes.set_id, subject))

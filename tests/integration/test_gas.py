@@ -72,11 +72,11 @@ def _measure(chain, deployment) -> dict[str, int]:
     # MPC feature shares: 3 nodes.
     keys = [rand32() for _ in range(3)]
     nodes = [eip712.address_of(x) for x in keys]
-    receipt = k.tx(k.features.functions.createNodeSet(nodes, 2), k.admin, label="FeatureShareRegistry.createNodeSet")
+    receipt = k.tx(k.features.functions.createNodeSet(nodes), k.admin, label="FeatureShareRegistry.createNodeSet")
     set_id = k.one_event(receipt, k.features, "NodeSetCreated")["setId"]
     subject, commitments = rand32(), [rand32() for _ in nodes]
     sigs = [eip712.sign(x, eip712.share_commitment_digest(k.chain.chain_id, k.features.address, set_id=set_id,
-                                                          subject_id=subject, commitment=c))
+                                                          subject_id=subject, enrolment=1, commitment=c))
             for x, c in zip(keys, commitments)]
     k.tx(k.features.functions.enrollSubject(set_id, subject, commitments, sigs), k.stranger,
          label="FeatureShareRegistry.enrollSubject")

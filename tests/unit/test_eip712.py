@@ -103,8 +103,10 @@ def test_named_helpers_equal_the_generic_digest() -> None:
         eip712.typed_digest(CHAIN_ID, CONTRACT, "IndexVerified", {
             "modelId": h[0], "modelVersion": 1, "enclave": enclave, "encryptedIndexHash": h[1],
             "merkleRoot": h[2], "entryCount": 5})
-    assert eip712.share_commitment_digest(CHAIN_ID, CONTRACT, set_id=3, subject_id=h[0], commitment=h[1]) == \
-        eip712.typed_digest(CHAIN_ID, CONTRACT, "ShareCommitment", {"setId": 3, "subjectId": h[0], "commitment": h[1]})
+    assert eip712.share_commitment_digest(CHAIN_ID, CONTRACT, set_id=3, subject_id=h[0], enrolment=4,
+                                          commitment=h[1]) == \
+        eip712.typed_digest(CHAIN_ID, CONTRACT, "ShareCommitment", {"setId": 3, "subjectId": h[0], "enrolment": 4,
+                                                                    "commitment": h[1]})
     assert eip712.decision_digest(CHAIN_ID, CONTRACT, set_id=3, session_id=h[0], kind=2, subject_id=h[1],
                                   accepted=True, probe_commitment=h[2]) == \
         eip712.typed_digest(CHAIN_ID, CONTRACT, "Decision", {
@@ -147,10 +149,11 @@ def test_recover_of_another_digest_is_another_address() -> None:
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"setId": 1, "subjectId": b"\0" * 31, "commitment": b"\0" * 32}, "subjectId must be 32 bytes"),
-    ({"setId": -1, "subjectId": b"\0" * 32, "commitment": b"\0" * 32}, "setId must be an integer"),
-    ({"setId": 1, "subjectId": b"\0" * 32}, "missing fields"),
-    ({"setId": 1, "subjectId": b"\0" * 32, "commitment": b"\0" * 32, "extra": 1}, "unexpected fields"),
+    ({"setId": 1, "subjectId": b"\0" * 31, "enrolment": 1, "commitment": b"\0" * 32}, "subjectId must be 32 bytes"),
+    ({"setId": -1, "subjectId": b"\0" * 32, "enrolment": 1, "commitment": b"\0" * 32}, "setId must be an integer"),
+    ({"setId": 1, "subjectId": b"\0" * 32, "enrolment": 1}, "missing fields"),
+    ({"setId": 1, "subjectId": b"\0" * 32, "enrolment": 1, "commitment": b"\0" * 32, "extra": 1},
+     "unexpected fields"),
 ])
 def test_bad_field_values_are_refused(values: dict, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):

@@ -29,16 +29,18 @@ def _eth_account_digest(primary, fields, message):
 
 def test_share_commitment_digest_and_signature():
     c = os.urandom(32)
-    ours = share_commitment_digest(CHAIN, "alice", c)
+    ours = share_commitment_digest(CHAIN, "alice", 2, c)
     theirs = _eth_account_digest("ShareCommitment", [{"name": "setId", "type": "uint256"},
                                                      {"name": "subjectId", "type": "bytes32"},
+                                                     {"name": "enrolment", "type": "uint32"},
                                                      {"name": "commitment", "type": "bytes32"}],
-                                 {"setId": 3, "subjectId": subject_id("alice"), "commitment": c})
+                                 {"setId": 3, "subjectId": subject_id("alice"), "enrolment": 2, "commitment": c})
     assert ours == theirs
     acct = Account.create()
-    sig = sign_share_commitment(bytes(acct.key), CHAIN, "alice", c)
+    sig = sign_share_commitment(bytes(acct.key), CHAIN, "alice", 2, c)
     assert recover(ours, sig) == acct.address
-    assert recover(share_commitment_digest(CHAIN, "bob", c), sig) != acct.address
+    assert recover(share_commitment_digest(CHAIN, "bob", 2, c), sig) != acct.address
+    assert recover(share_commitment_digest(CHAIN, "alice", 3, c), sig) != acct.address  # one enrolment only
 
 
 def test_decision_digest_and_signature():

@@ -2,16 +2,19 @@
 pragma solidity ^0.8.20;
 
 /// @title IFeatureShareRegistry
-/// @notice Results of the MPC feature-share nodes: node sets (addresses and threshold), per
+/// @notice Results of the MPC feature-share nodes: node sets (their addresses), per
 ///         subject the salted commitments of each node's feature-vector share, and verification
 ///         (1:1) and identification (1:N) decisions co-signed by every node of the set. Only
 ///         commitments and decisions are stored: never shares, features or images.
-/// @dev Signatures are EIP-712 (docs/PROTOCOL.md): `ShareCommitment(setId, subjectId,
-///      commitment)` by each node for its own share, `Decision(setId, sessionId, kind, subjectId,
-///      accepted, probeCommitment)` by every node. Revocation is an administrator act
-///      ({revokeSubject}), e.g. on a data subject's erasure request; a revoked subject may be
-///      enrolled again with fresh commitments, never by replaying an earlier enrolment's
-///      signatures (each (set, subject, commitments) enrolment is accepted once).
+/// @dev Signatures are EIP-712 (docs/PROTOCOL.md): `ShareCommitment(setId, subjectId, enrolment,
+///      commitment)` by each node for its own share of that very enrolment (the subject's next
+///      enrolment number), `Decision(setId, sessionId, kind, subjectId, accepted,
+///      probeCommitment)` by every node for one session. So no signature outlives the enrolment or
+///      decision it was made for, and signatures of different enrolments cannot be combined.
+///      Every node of a set must sign: shares are additive, so all of them are needed (there is no
+///      threshold). Revocation is an administrator act ({revokeSubject}), e.g. on a data subject's
+///      erasure request; a revoked subject may be enrolled again only with fresh signatures of
+///      every node for the next enrolment number.
 interface IFeatureShareRegistry {
     // ============================================================================================
     //                                          TYPES
@@ -53,10 +56,6 @@ interface IFeatureShareRegistry {
     /// @param count The number given.
     /// @param max The maximum.
     error FeatureShareRegistryBadNodeCount(uint256 count, uint256 max);
-    /// @notice The threshold must be between 1 and the number of nodes.
-    /// @param threshold The threshold given.
-    /// @param nodes The number of nodes.
-    error FeatureShareRegistryBadThreshold(uint8 threshold, uint256 nodes);
     /// @notice A node address is zero or repeated.
     /// @param index Its position.
     /// @param node The address.
@@ -87,11 +86,6 @@ interface IFeatureShareRegistry {
     /// @param setId The node set.
     /// @param subjectId The subject.
     error FeatureShareRegistrySubjectAlreadyEnrolled(uint256 setId, bytes32 subjectId);
-    /// @notice This exact enrolment was accepted before (a replay after revocation).
-    /// @param setId The node set.
-    /// @param subjectId The subject.
-    /// @param commitmentsHash keccak256 of the commitments.
-    error FeatureShareRegistryEnrolmentReplayed(uint256 setId, bytes32 subjectId, bytes32 commitmentsHash);
     /// @notice The subject is not enrolled (or was revoked).
     /// @param setId The node set.
     /// @param subjectId The subject.
@@ -116,8 +110,7 @@ interface IFeatureShareRegistry {
     /// @notice A node set was created.
     /// @param setId The new set id (1, 2, ...).
     /// @param nodes The nodes, in share order.
-    /// @param threshold The number of shares needed to reconstruct.
-    event NodeSetCreated(uint256 indexed setId, address[] nodes, uint8 threshold);
+    event NodeSetCreated(uint256 indexed setId, address[] nodes);
 
     /// @notice A subject's feature-share commitments were enrolled.
     /// @param setId The node set.
@@ -154,23 +147,22 @@ interface IFeatureShareRegistry {
 
     /// @notice Create a node set.
     /// @dev `DEFAULT_ADMIN_ROLE`. Emits {NodeSetCreated}. Reverts {FeatureShareRegistryBadNodeCount},
-    ///      {FeatureShareRegistryBadThreshold}, {FeatureShareRegistryBadNode}.
+    ///      {FeatureShareRegistryBadNode}.
     /// @param nodes The nodes' signing addresses, in share order, distinct and non-zero.
-    /// @param threshold Shares needed to reconstruct (1..nodes.length).
     /// @return setId The new set id.
-    function createNodeSet(address[] calldata nodes, uint8 threshold) external returns (uint256 setId);
+    function createNodeSet(address[] calldata nodes) external returns (uint256 setId);
 
     /// @notice Enrol a subject: one salted share commitment per node, each signed by its node.
     ///         Anyone may submit; the signatures are the authorization.
     /// @dev Emits {SubjectEnrolled}. Reverts {FeatureShareRegistryUnknownNodeSet},
     ///      {FeatureShareRegistryZeroSubject}, {FeatureShareRegistryCommitmentCount},
     ///      {FeatureShareRegistrySignatureCount}, {FeatureShareRegistryZeroCommitment},
-    ///      {FeatureShareRegistryBadSignature}, {FeatureShareRegistrySubjectAlreadyEnrolled},
-    ///      {FeatureShareRegistryEnrolmentReplayed}.
+    ///      {FeatureShareRegistryBadSignature}, {FeatureShareRegistrySubjectAlreadyEnrolled}.
     /// @param setId The node set.
     /// @param subjectId The subject (non-zero, e.g. a salted hash of an identifier).
     /// @param commitments One commitment per node, in set order.
-    /// @param signatures One EIP-712 `ShareCommitment` signature per node, in set order.
+    /// @param signatures One EIP-712 `ShareCommitment` signature per node, in set order, for the
+    ///        subject's next enrolment number (`subject(setId, subjectId).enrolments + 1`).
     function enrollSubject(
         uint256 setId,
         bytes32 subjectId,
@@ -213,9 +205,9 @@ interface IFeatureShareRegistry {
     //                                          VIEWS
     // ============================================================================================
 
-    /// @notice The nodes and threshold of a set (empty when unknown).
+    /// @notice The nodes of a set (empty when unknown).
     /// @param setId The set.
-    function nodeSet(uint256 setId) external view returns (address[] memory nodes, uint8 threshold);
+    function nodeSet(uint256 setId) external view returns (address[] memory nodes);
     /// @notice Number of node sets (= the last id).
     function nodeSetCount() external view returns (uint256);
     /// @notice A subject's enrolment record (all zero when never enrolled).
