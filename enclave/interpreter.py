@@ -4,7 +4,9 @@ It reads the graph file of a :class:`~enclave.package.HeadPackage`, fetches ever
 through the :class:`~enclave.package.ParameterIndexTable` (each slice checked against its
 sha256, the table against its Merkle root) and evaluates the nodes in order, in float32.
 
-It supports exactly the documented operator set (``SUPPORTED_OPS``; see ``docs/FORMATS.md``)
+It supports exactly the operators registered in :data:`OPERATORS` (one :func:`operator` entry per
+operator: attributes with their opset ranges, arity, constant inputs, implementation; see
+``docs/FORMATS.md``)
 and fails closed: an unknown operator, opset or attribute, an attribute value it does not
 implement, a dtype or shape that differs from what the graph file declares, or a tensor larger
 than the configured limit raises :class:`UnsupportedOperatorError` or :class:`ModelError`;
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -36,48 +38,101 @@ DEFAULT_MAX_TENSOR_ELEMENTS = 1 << 25
 F32 = np.dtype("float32")
 I64 = np.dtype("int64")
 
-#: op -> allowed attribute names. Anything else is refused.
-SUPPORTED_OPS: dict[str, frozenset[str]] = {
-    "Conv": frozenset({"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}),
-    "Relu": frozenset(),
-    "Sigmoid": frozenset(),
-    "Tanh": frozenset(),
-    "Clip": frozenset(),
-    "MaxPool": frozenset({"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"}),
-    "AveragePool": frozenset({"auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"}),
-    "GlobalAveragePool": frozenset(),
-    "BatchNormalization": frozenset({"epsilon", "momentum", "training_mode"}),
-    "Add": frozenset(),
-    "Concat": frozenset({"axis"}),
-    "Flatten": frozenset({"axis"}),
-    "Reshape": frozenset({"allowzero"}),
-    "Gemm": frozenset({"alpha", "beta", "transA", "transB"}),
-    "MatMul": frozenset(),
-    "Softmax": frozenset({"axis"}),
-    "Identity": frozenset(),
-    "Dropout": frozenset({"seed", "ratio"}),
-}
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything the interpreter knows about one operator, in one place.
 
-#: (op, attribute) -> (first opset, last opset) in which ai.onnx defines that attribute; outside
-#: that range the attribute is refused rather than interpreted with another version's meaning.
-_ATTR_OPSETS: dict[tuple[str, str], tuple[int, int]] = {
-    ("AveragePool", "dilations"): (19, MAX_OPSET),
-    ("Reshape", "allowzero"): (14, MAX_OPSET),
-    ("BatchNormalization", "training_mode"): (14, MAX_OPSET),
-    ("BatchNormalization", "momentum"): (MIN_OPSET, MAX_OPSET),
-    ("Dropout", "ratio"): (MIN_OPSET, 11),
-    ("Dropout", "seed"): (12, MAX_OPSET),
-}
+    ``attrs`` maps each attribute the operator may carry to the (first, last) ai.onnx opset in
+    which it has the meaning ``impl`` implements; outside that range the attribute is refused.
+    ``inputs`` / ``outputs`` are the (min, max) counts (trailing empty inputs are absent);
+    ``inputs_by_opset`` overrides ``inputs`` for opsets below a version (an input that became
+    an attribute or the reverse). ``const_inputs`` are input positions that must be head
+    parameters (shapes, axes, indices: known when the head is loaded, never computed), with
+    the dtype they must have. ``opsets`` is the ai.onnx range the operator exists in with these
+    semantics. ``impl(ctx, *inputs)`` returns one array or a tuple (one per output).
+    """
 
-#: (min, max) number of inputs / outputs per op (empty-string inputs count as absent).
-_ARITY: dict[str, tuple[int, int, int, int]] = {
-    "Conv": (2, 3, 1, 1), "Relu": (1, 1, 1, 1), "Sigmoid": (1, 1, 1, 1), "Tanh": (1, 1, 1, 1),
-    "Clip": (1, 3, 1, 1), "MaxPool": (1, 1, 1, 1), "AveragePool": (1, 1, 1, 1),
-    "GlobalAveragePool": (1, 1, 1, 1), "BatchNormalization": (5, 5, 1, 1), "Add": (2, 2, 1, 1),
-    "Concat": (1, 1 << 16, 1, 1), "Flatten": (1, 1, 1, 1), "Reshape": (2, 2, 1, 1),
-    "Gemm": (2, 3, 1, 1), "MatMul": (2, 2, 1, 1), "Softmax": (1, 1, 1, 1), "Identity": (1, 1, 1, 1),
-    "Dropout": (1, 3, 1, 2),
-}
+    name: str
+    impl: Callable[..., Any]
+    attrs: Mapping[str, tuple[int, int]]
+    inputs: tuple[int, int]
+    outputs: tuple[int, int] = (1, 1)
+    opsets: tuple[int, int] = (MIN_OPSET, MAX_OPSET)
+    inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = ()
+    const_inputs: Mapping[int, str] = field(default_factory=dict)
+    domain: str = ""
+
+    def input_range(self, opset: int) -> tuple[int, int]:
+        for below, rng in self.inputs_by_opset:
+            if opset < below:
+                return rng
+        return self.inputs
+
+
+#: The operator registry: op name -> its :class:`OpSpec`. Adding an operator = one ``@operator``.
+OPERATORS: dict[str, OpSpec] = {}
+_ALL = (MIN_OPSET, MAX_OPSET)
+
+
+def _attr_ranges(attrs: Mapping[str, tuple[int, int] | None] | Iterable[str]) -> dict[str, tuple[int, int]]:
+    if isinstance(attrs, Mapping):
+        return {k: (v or _ALL) for k, v in attrs.items()}
+    return {k: _ALL for k in attrs}
+
+
+def operator(name: str, *, attrs: Mapping[str, tuple[int, int] | None] | Iterable[str] = (),
+             inputs: tuple[int, int] = (1, 1), outputs: tuple[int, int] = (1, 1),
+             opsets: tuple[int, int] = _ALL, inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = (),
+             const_inputs: Mapping[int, str] | None = None, domain: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``impl`` as the implementation of operator ``name`` (see :class:`OpSpec`)."""
+    def register(impl: Callable[..., Any]) -> Callable[..., Any]:
+        if name in OPERATORS:
+            raise RuntimeError(f"operator {name} registered twice")
+        OPERATORS[name] = OpSpec(name, impl, _attr_ranges(attrs), inputs, outputs, opsets, inputs_by_opset,
+                                 dict(const_inputs or {}), domain)
+        return impl
+    return register
+
+
+def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str]) -> list[str]:
+    """Why the interpreter would refuse ``node`` at ``opset`` (empty: it runs it).
+
+    ``constants`` maps the names of the head's parameters to their dtypes. Checks: the operator
+    is registered and exists in that opset, every attribute is known in that opset, the input
+    and output counts, and that constant-only inputs are parameters of the right dtype.
+    """
+    spec = OPERATORS.get(node.op)
+    if spec is None:
+        return [f"operator {node.op!r} is not implemented by the enclave interpreter"]
+    out: list[str] = []
+    if not spec.opsets[0] <= opset <= spec.opsets[1]:
+        out.append(f"{node.op} is implemented for opsets {spec.opsets[0]}..{spec.opsets[1]}, the model uses {opset}")
+    for attr in sorted(node.attrs):
+        rng = spec.attrs.get(attr)
+        if rng is None:
+            out.append(f"attribute {attr!r} is not supported (supported: {sorted(spec.attrs)})")
+        elif not rng[0] <= opset <= rng[1]:
+            out.append(f"attribute {attr!r} does not exist in opset {opset}")
+    ins = list(node.inputs)
+    while ins and ins[-1] == "":
+        ins.pop()
+    lo, hi = spec.input_range(opset)
+    n_out = len(node.outputs)
+    if not lo <= len(ins) <= hi or not spec.outputs[0] <= n_out <= spec.outputs[1] or not node.outputs[0]:
+        out.append(f"{len(ins)} inputs / {n_out} outputs are outside {lo}..{hi} / "
+                   f"{spec.outputs[0]}..{spec.outputs[1]}")
+    for pos, dtype in spec.const_inputs.items():
+        if pos < len(ins) and ins[pos]:
+            if ins[pos] not in constants:
+                out.append(f"input {pos} ({ins[pos]!r}) must be a constant (a parameter of the head), it is computed")
+            elif constants[ins[pos]] != dtype:
+                out.append(f"input {pos} ({ins[pos]!r}) must be {dtype}, it is {constants[ins[pos]]}")
+    return out
+
+
+def supported_operators() -> dict[str, frozenset[str]]:
+    """op -> the attribute names it may carry (what the importer and the split check against)."""
+    return {name: frozenset(spec.attrs) for name, spec in sorted(OPERATORS.items())}
 
 
 class _Ctx:
@@ -215,6 +270,7 @@ def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], di
 
 # --- operators ---------------------------------------------------------------------------
 
+@operator("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"), inputs=(2, 3))
 def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "X")
     w = ctx.float_input(w, "W")
@@ -255,6 +311,7 @@ def _pool_kernel(ctx: _Ctx) -> list[int]:
     return kernel
 
 
+@operator("MaxPool", attrs=("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"))
 def _maxpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     kernel = _pool_kernel(ctx)
@@ -268,6 +325,8 @@ def _maxpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return view.max(axis=(4, 5)).astype(F32, copy=False)
 
 
+@operator("AveragePool", attrs={"auto_pad": None, "ceil_mode": None, "count_include_pad": None,
+                                "dilations": (19, MAX_OPSET), "kernel_shape": None, "pads": None, "strides": None})
 def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     kernel = _pool_kernel(ctx)
@@ -297,6 +356,7 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return (total / count).astype(F32, copy=False)
 
 
+@operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     if x.ndim < 3:
@@ -304,6 +364,8 @@ def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=F32).astype(F32, copy=False)
 
 
+@operator("BatchNormalization", attrs={"epsilon": None, "momentum": None, "training_mode": (14, MAX_OPSET)},
+          inputs=(5, 5))
 def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
                var: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
@@ -324,6 +386,7 @@ def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, me
     return y.astype(F32, copy=False)
 
 
+@operator("Add", inputs=(2, 2))
 def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
@@ -335,6 +398,7 @@ def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.add(a, b, dtype=F32)
 
 
+@operator("Concat", attrs=("axis",), inputs=(1, 1 << 16))
 def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
     if "axis" not in ctx.node.attrs:
         raise ctx.error("attribute axis is required")
@@ -350,6 +414,7 @@ def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
     return np.concatenate(xs, axis=axis)
 
 
+@operator("Flatten", attrs=("axis",))
 def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "input")
     axis = ctx.attr_int("axis", 1)
@@ -360,6 +425,7 @@ def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
+@operator("Reshape", attrs={"allowzero": (14, MAX_OPSET)}, inputs=(2, 2), const_inputs={1: "int64"})
 def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "data")
     if shape is None or shape.dtype != I64 or shape.ndim != 1:
@@ -390,6 +456,7 @@ def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     return x.reshape(out)
 
 
+@operator("Gemm", attrs=("alpha", "beta", "transA", "transB"), inputs=(2, 3))
 def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
@@ -419,6 +486,7 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     return y.astype(F32, copy=False)
 
 
+@operator("MatMul", inputs=(2, 2))
 def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
@@ -441,6 +509,7 @@ def _softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
     return (e / e.sum(axis=axis, keepdims=True)).astype(F32, copy=False)
 
 
+@operator("Softmax", attrs=("axis",))
 def _softmax(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "input")
     default = -1 if ctx.opset >= 13 else 1
@@ -467,6 +536,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+@operator("Clip", inputs=(1, 3))
 def _clip(ctx: _Ctx, x: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "input")
     for nm, v in (("min", lo), ("max", hi)):
@@ -482,10 +552,13 @@ def _clip(ctx: _Ctx, x: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray
     return y.astype(F32, copy=False)
 
 
+@operator("Identity")
 def _identity(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return ctx.float_input(x, "input")
 
 
+@operator("Dropout", attrs={"ratio": (MIN_OPSET, 11), "seed": (12, MAX_OPSET)}, inputs=(1, 3), outputs=(1, 2),
+          inputs_by_opset=((12, (1, 1)),))
 def _dropout(ctx: _Ctx, x: np.ndarray, ratio: np.ndarray | None = None,
              training: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "data")
@@ -496,13 +569,9 @@ def _dropout(ctx: _Ctx, x: np.ndarray, ratio: np.ndarray | None = None,
     return x
 
 
-_IMPL: dict[str, Callable[..., np.ndarray]] = {
-    "Conv": _conv, "Relu": _unary(lambda x: np.maximum(x, F32.type(0))), "Sigmoid": _unary(_sigmoid),
-    "Tanh": _unary(np.tanh), "Clip": _clip, "MaxPool": _maxpool, "AveragePool": _avgpool,
-    "GlobalAveragePool": _global_avgpool, "BatchNormalization": _batchnorm, "Add": _add,
-    "Concat": _concat, "Flatten": _flatten, "Reshape": _reshape, "Gemm": _gemm, "MatMul": _matmul,
-    "Softmax": _softmax, "Identity": _identity, "Dropout": _dropout,
-}
+operator("Relu")(_unary(lambda x: np.maximum(x, F32.type(0))))
+operator("Sigmoid")(_unary(_sigmoid))
+operator("Tanh")(_unary(np.tanh))
 
 
 # --- the interpreter ---------------------------------------------------------------------
@@ -567,31 +636,19 @@ class HeadInterpreter:
                 raise UnsupportedOperatorError(f"head input {s.name!r} has dtype {s.dtype}; only float32")
             if s.shape[1:].count(None):
                 raise UnsupportedOperatorError(f"head input {s.name!r} has a symbolic non-batch dimension")
+        constants = {k: v.dtype.name for k, v in self._params.items()}
         plan = []
         for node in graph.nodes:
-            if node.op not in SUPPORTED_OPS:
-                raise UnsupportedOperatorError(
-                    f"node {node.name!r} uses operator {node.op!r}, which the enclave interpreter does "
-                    f"not support; supported: {sorted(SUPPORTED_OPS)}")
-            bad = sorted(set(node.attrs) - SUPPORTED_OPS[node.op])
-            if bad:
-                raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): unsupported attribute(s) {bad}")
-            for attr in node.attrs:
-                first, last = _ATTR_OPSETS.get((node.op, attr), (MIN_OPSET, MAX_OPSET))
-                if not first <= graph.opset <= last:
-                    raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): attribute {attr!r} does "
-                                                   f"not exist in opset {graph.opset}")
-            lo_in, hi_in, lo_out, hi_out = _ARITY[node.op]
-            if node.op == "Dropout" and graph.opset < 12:
-                hi_in = 1  # ratio and training_mode became inputs in opset 12
+            problems = node_problems(node, graph.opset, constants)
+            if problems:
+                raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): " + "; ".join(problems)
+                                               + (f"; supported operators: {sorted(OPERATORS)}"
+                                                  if node.op not in OPERATORS else ""))
+            lo_in = OPERATORS[node.op].input_range(graph.opset)[0]
             ins = list(node.inputs)
             while ins and ins[-1] == "":
                 ins.pop()
             outs = [o for o in node.outputs]
-            if not lo_in <= len(ins) <= hi_in or not lo_out <= len(outs) <= hi_out or not outs[0]:
-                raise UnsupportedOperatorError(
-                    f"node {node.name!r} ({node.op}): {len(ins)} inputs / {len(outs)} outputs are outside "
-                    f"{lo_in}..{hi_in} / {lo_out}..{hi_out}")
             for i, name in enumerate(ins):
                 if name and name not in known:
                     raise ModelError(f"node {node.name!r} ({node.op}): input {name!r} is not defined "
@@ -658,21 +715,26 @@ class HeadInterpreter:
             ctx = _Ctx(node, self._graph.opset, self._max)
             args = [env[n] if n else None for n in step.inputs]
             try:
-                y = _IMPL[node.op](ctx, *args)
+                with np.errstate(all="ignore"):
+                    ys = OPERATORS[node.op].impl(ctx, *args)
             except (ModelError, PackageFormatError):
                 raise
             except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
                 raise ModelError(f"node {node.name!r} ({node.op}) failed: {type(exc).__name__}") from None
-            out_name = node.outputs[0]
-            if y.dtype != F32:
-                raise ModelError(f"node {node.name!r} ({node.op}) produced dtype {y.dtype}, expected float32")
-            ctx.check_size(y.shape)
-            spec = self._graph.values.get(out_name)
-            if spec is not None:
-                if spec.dtype != "float32" or not _shape_matches(y.shape, spec.shape):
+            if not isinstance(ys, tuple):
+                ys = (ys,)
+            for out_name, y in zip(node.outputs, ys):
+                if not out_name:
+                    continue
+                spec = self._graph.values.get(out_name)
+                want = np.dtype(spec.dtype) if spec is not None else F32
+                if y.dtype != want or y.dtype not in (F32, I64):
+                    raise ModelError(f"node {node.name!r} ({node.op}) produced dtype {y.dtype}, expected {want}")
+                ctx.check_size(y.shape)
+                if spec is not None and not _shape_matches(y.shape, spec.shape):
                     raise ModelError(f"node {node.name!r} ({node.op}) produced shape {y.shape}, the graph "
                                      f"declares {spec.shape}")
-            env[out_name] = y
+                env[out_name] = y
         out = {}
         for s in self._graph.outputs:
             y = env[s.name]
@@ -695,3 +757,7 @@ def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray
     if policy == "features":
         return {"features": scores.astype(F32)}
     raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features")
+
+
+#: op -> allowed attribute names (derived from :data:`OPERATORS`; kept for callers).
+SUPPORTED_OPS: dict[str, frozenset[str]] = supported_operators()
