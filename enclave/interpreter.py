@@ -574,6 +574,215 @@ operator("Sigmoid")(_unary(_sigmoid))
 operator("Tanh")(_unary(np.tanh))
 
 
+# --- element-wise, shape and normalisation operators -------------------------------------------
+
+def _broadcast(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> None:
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
+    ctx.check_size(shape)
+
+
+def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    def op(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = ctx.float_input(a, "A"), ctx.float_input(b, "B")
+        _broadcast(ctx, a, b)
+        return fn(a, b).astype(F32, copy=False)
+    return op
+
+
+operator("Mul", inputs=(2, 2))(_binary(np.multiply))
+operator("Sub", inputs=(2, 2))(_binary(np.subtract))
+operator("Div", inputs=(2, 2))(_binary(np.divide))
+operator("Pow", inputs=(2, 2))(_binary(np.power))
+operator("Sqrt")(_unary(np.sqrt))
+operator("Exp")(_unary(np.exp))
+operator("Neg")(_unary(np.negative))
+operator("Abs")(_unary(np.abs))
+
+
+@operator("PRelu", inputs=(2, 2))
+def _prelu(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    x, slope = ctx.float_input(x, "X"), ctx.float_input(slope, "slope")
+    try:
+        if np.broadcast_shapes(x.shape, slope.shape) != x.shape:
+            raise ValueError
+    except ValueError:
+        raise ctx.error(f"slope of shape {slope.shape} does not broadcast to X {x.shape}") from None
+    return np.where(x < 0, x * slope, x).astype(F32, copy=False)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # Abramowitz & Stegun 7.1.26 in float64: absolute error below 1.5e-7 everywhere
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.sign(x) * (1.0 - poly * np.exp(-z * z))
+
+
+operator("Erf")(_unary(_erf))
+
+
+@operator("Gelu", attrs=("approximate",), opsets=(20, MAX_OPSET))
+def _gelu(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    mode = ctx.attr_str("approximate", "none")
+    x64 = x.astype(np.float64)
+    if mode == "none":
+        y = 0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)))
+    elif mode == "tanh":
+        y = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+    else:
+        raise ctx.unsupported(f"approximate {mode!r} must be 'none' or 'tanh'")
+    return y.astype(F32)
+
+
+def _int_list(ctx: _Ctx, v: np.ndarray | None, which: str) -> list[int] | None:
+    if v is None:
+        return None
+    if v.dtype != I64 or v.ndim > 1:
+        raise ctx.error(f"{which} must be a 0-D or 1-D int64 tensor")
+    return [int(d) for d in v.reshape(-1)]
+
+
+def _norm_axes(ctx: _Ctx, axes: list[int], rank: int) -> list[int]:
+    out = []
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ctx.error(f"axis {a} out of range for rank {rank}")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise ctx.error(f"axes {axes} repeat an axis")
+    return out
+
+
+def _reduce(fn: Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray], axes_input_from: int) -> Callable[..., np.ndarray]:
+    """A Reduce* op; ``axes`` is an attribute before opset ``axes_input_from``, an input from it."""
+    def op(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
+        x = ctx.float_input(x, "data")
+        keep = ctx.attr_int("keepdims", 1)
+        noop = ctx.attr_int("noop_with_empty_axes", 0)
+        if keep not in (0, 1) or noop not in (0, 1):
+            raise ctx.unsupported("keepdims and noop_with_empty_axes must be 0 or 1")
+        if ctx.opset < axes_input_from:
+            axes = ctx.attr_ints("axes", None)
+        else:
+            axes = _int_list(ctx, axes_in, "axes")
+        if not axes:
+            if noop:
+                return x
+            axes = list(range(x.ndim))
+        ax = tuple(_norm_axes(ctx, axes, x.ndim))
+        return fn(x.astype(np.float64), ax, bool(keep)).astype(F32)
+    return op
+
+
+for _name, _from, _fn in (
+        ("ReduceMean", 18, lambda x, a, k: np.mean(x, axis=a, keepdims=k)),
+        ("ReduceSum", 13, lambda x, a, k: np.sum(x, axis=a, keepdims=k)),
+        ("ReduceMax", 18, lambda x, a, k: np.max(x, axis=a, keepdims=k)),
+        ("ReduceL2", 18, lambda x, a, k: np.sqrt(np.sum(x * x, axis=a, keepdims=k)))):
+    operator(_name, attrs={"axes": (MIN_OPSET, _from - 1), "keepdims": None, "noop_with_empty_axes": (_from, MAX_OPSET)},
+             inputs=(1, 2), inputs_by_opset=((_from, (1, 1)),), const_inputs={1: "int64"})(_reduce(_fn, _from))
+
+
+@operator("Transpose", attrs=("perm",))
+def _transpose(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    perm = ctx.attr_ints("perm", None)
+    if perm is None:
+        perm = list(range(x.ndim))[::-1]
+    if sorted(perm) != list(range(x.ndim)):
+        raise ctx.error(f"perm {perm} is not a permutation of {x.ndim} axes")
+    return np.ascontiguousarray(np.transpose(x, perm))
+
+
+@operator("Squeeze", attrs={"axes": (MIN_OPSET, 12)}, inputs=(1, 2), inputs_by_opset=((13, (1, 1)),),
+          const_inputs={1: "int64"})
+def _squeeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
+    if axes is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    ax = _norm_axes(ctx, axes, x.ndim)
+    if any(x.shape[a] != 1 for a in ax):
+        raise ctx.error(f"cannot squeeze axes {axes} of shape {x.shape}")
+    return np.squeeze(x, axis=tuple(ax))
+
+
+@operator("Unsqueeze", attrs={"axes": (MIN_OPSET, 12)}, inputs=(2, 2), inputs_by_opset=((13, (1, 1)),),
+          const_inputs={1: "int64"})
+def _unsqueeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
+    if not axes:
+        raise ctx.error("axes are required")
+    rank = x.ndim + len(axes)
+    ax = sorted(_norm_axes(ctx, axes, rank))
+    shape = list(x.shape)
+    for a in ax:
+        shape.insert(a, 1)
+    return x.reshape(shape)
+
+
+@operator("Expand", inputs=(2, 2), const_inputs={1: "int64"})
+def _expand(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "input")
+    dims = _int_list(ctx, shape, "shape")
+    try:
+        out = np.broadcast_shapes(x.shape, tuple(dims))
+    except ValueError:
+        raise ctx.error(f"input {x.shape} does not expand to {dims}") from None
+    ctx.check_size(out)
+    return np.ascontiguousarray(np.broadcast_to(x, out))
+
+
+@operator("Gather", attrs=("axis",), inputs=(2, 2), const_inputs={1: "int64"})
+def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    data = ctx.float_input(data, "data")
+    if indices.dtype != I64:
+        raise ctx.error("indices must be int64")
+    axis = ctx.attr_int("axis", 0)
+    if not -data.ndim <= axis < data.ndim:
+        raise ctx.error(f"axis {axis} out of range for rank {data.ndim}")
+    axis %= data.ndim
+    n = data.shape[axis]
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+        raise ctx.error(f"an index is outside -{n}..{n - 1}")
+    ctx.check_size(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
+    return np.take(data, np.where(indices < 0, indices + n, indices), axis=axis)
+
+
+@operator("LayerNormalization", attrs=("axis", "epsilon", "stash_type"), inputs=(2, 3), opsets=(17, MAX_OPSET))
+def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    x, scale = ctx.float_input(x, "X"), ctx.float_input(scale, "Scale")
+    axis = ctx.attr_int("axis", -1)
+    eps = ctx.attr_float("epsilon", 1e-5)
+    if ctx.attr_int("stash_type", 1) != 1:
+        raise ctx.unsupported("stash_type other than 1 (float32) is not supported")
+    if not -x.ndim <= axis < x.ndim:
+        raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
+    axis %= x.ndim
+    norm_shape = x.shape[axis:]
+    for nm, p in (("Scale", scale), ("B", bias)):
+        if p is not None:
+            ctx.float_input(p, nm)
+            try:
+                if np.broadcast_shapes(p.shape, norm_shape) != norm_shape:
+                    raise ValueError
+            except ValueError:
+                raise ctx.error(f"{nm} of shape {p.shape} does not broadcast to {norm_shape}") from None
+    axes = tuple(range(axis, x.ndim))
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x64 - mean) / np.sqrt(var + eps) * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(F32)
+
+
 # --- the interpreter ---------------------------------------------------------------------
 
 def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
