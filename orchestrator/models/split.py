@@ -474,8 +474,11 @@ def _as_feed(imported: ImportedModel, samples: Mapping[str, np.ndarray] | np.nda
         if spec.name not in samples:
             raise ModelError(f"no samples for model input {spec.name!r}")
         x = np.asarray(samples[spec.name], dtype=np.float32)
-        if x.ndim != len(spec.shape) or any(d is not None and a != d for a, d in zip(x.shape, spec.shape)):
-            raise ModelError(f"samples for {spec.name!r} have shape {x.shape}, the model expects {spec.shape}")
+        fixed = spec.shape[0] if spec.shape else None
+        if (x.ndim != len(spec.shape) or any(d is not None and a != d for a, d in zip(x.shape[1:], spec.shape[1:]))
+                or (fixed is not None and (fixed == 0 or x.shape[0] % fixed))):
+            raise ModelError(f"samples for {spec.name!r} have shape {x.shape}, the model expects {spec.shape}"
+                             + (f" (a fixed batch of {fixed}: give a multiple of {fixed} samples)" if fixed else ""))
         feed[spec.name] = x
     return feed
 
@@ -496,10 +499,15 @@ def _max_diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], names: l
 
 def verify_split(result: SplitResult, samples: Mapping[str, np.ndarray] | np.ndarray, *,
                  source: str = "given inputs", batch: int = 256) -> Verification:
-    """Backbone then head (onnxruntime, and the enclave interpreter) vs the whole model."""
+    """Backbone then head (onnxruntime, and the enclave interpreter) vs the whole model as given
+    (its original file, not the normalised one). A model exported with a fixed batch (say 1) is
+    run that many samples at a time; ``samples`` in the result is the number actually run."""
     feed = _as_feed(result.imported, samples)
     n = next(iter(feed.values())).shape[0]
-    whole = ort_session(result.imported.serialize())
+    fixed = [s.shape[0] for s in result.imported.inputs if s.shape and s.shape[0] is not None]
+    if fixed:
+        batch = fixed[0]
+    whole = ort_session(result.imported.source_bytes)
     backbone = Backbone(result.backbone_bytes)
     head_ort = ort_session(result.head_model.SerializeToString())
     head_np = HeadInterpreter(result.package, result.index)
@@ -518,11 +526,15 @@ def verify_split(result: SplitResult, samples: Mapping[str, np.ndarray] | np.nda
 
 
 def random_samples(imported: ImportedModel, n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
-    """Uniform [0, 1) inputs of the model's shapes (batch ``n``), seeded."""
+    """Uniform [0, 1) inputs of the model's shapes with ``n`` rows (also when the model's batch
+    dimension is fixed: verification then runs them a fixed batch at a time), seeded."""
     rng = np.random.default_rng(seed)
     out = {}
     for spec in imported.inputs:
-        shape = tuple(n if d is None else d for d in spec.shape)
+        if None in spec.shape[1:]:
+            raise ModelError(f"input {spec.name!r} has dynamic dimensions {list(spec.shape)}; random samples need "
+                             "static ones: verify with --inputs FILE.npy")
+        shape = (n,) + tuple(d for d in spec.shape[1:])
         if math.prod(shape) > 1 << 26:
             raise ModelError(f"input {spec.name!r} of shape {shape} is too large to sample")
         out[spec.name] = rng.random(shape, dtype=np.float32)
