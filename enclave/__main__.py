@@ -7,7 +7,15 @@ message when it cannot start (for example: sealed keys of another measurement).
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# One BLAS thread, set before anything imports numpy: OpenBLAS otherwise starts a thread per core
+# in this long-running process, and under load (the node's onnxruntime on the same cores) a
+# 512x1000 Gemm took 32 ms instead of well under 1 ms; heads are small, one thread is fastest.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
 import logging
 import sys
 from pathlib import Path

@@ -4,7 +4,9 @@ It reads the graph file of a :class:`~enclave.package.HeadPackage`, fetches ever
 through the :class:`~enclave.package.ParameterIndexTable` (each slice checked against its
 sha256, the table against its Merkle root) and evaluates the nodes in order, in float32.
 
-It supports exactly the documented operator set (``SUPPORTED_OPS``; see ``docs/FORMATS.md``)
+It supports exactly the operators registered in :data:`OPERATORS` (one :func:`operator` entry per
+operator: attributes with their opset ranges, arity, constant inputs, implementation; see
+``docs/FORMATS.md``)
 and fails closed: an unknown operator, opset or attribute, an attribute value it does not
 implement, a dtype or shape that differs from what the graph file declares, or a tensor larger
 than the configured limit raises :class:`UnsupportedOperatorError` or :class:`ModelError`;
@@ -17,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -36,48 +38,101 @@ DEFAULT_MAX_TENSOR_ELEMENTS = 1 << 25
 F32 = np.dtype("float32")
 I64 = np.dtype("int64")
 
-#: op -> allowed attribute names. Anything else is refused.
-SUPPORTED_OPS: dict[str, frozenset[str]] = {
-    "Conv": frozenset({"auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"}),
-    "Relu": frozenset(),
-    "Sigmoid": frozenset(),
-    "Tanh": frozenset(),
-    "Clip": frozenset(),
-    "MaxPool": frozenset({"auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"}),
-    "AveragePool": frozenset({"auto_pad", "ceil_mode", "count_include_pad", "dilations", "kernel_shape", "pads", "strides"}),
-    "GlobalAveragePool": frozenset(),
-    "BatchNormalization": frozenset({"epsilon", "momentum", "training_mode"}),
-    "Add": frozenset(),
-    "Concat": frozenset({"axis"}),
-    "Flatten": frozenset({"axis"}),
-    "Reshape": frozenset({"allowzero"}),
-    "Gemm": frozenset({"alpha", "beta", "transA", "transB"}),
-    "MatMul": frozenset(),
-    "Softmax": frozenset({"axis"}),
-    "Identity": frozenset(),
-    "Dropout": frozenset({"seed", "ratio"}),
-}
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything the interpreter knows about one operator, in one place.
 
-#: (op, attribute) -> (first opset, last opset) in which ai.onnx defines that attribute; outside
-#: that range the attribute is refused rather than interpreted with another version's meaning.
-_ATTR_OPSETS: dict[tuple[str, str], tuple[int, int]] = {
-    ("AveragePool", "dilations"): (19, MAX_OPSET),
-    ("Reshape", "allowzero"): (14, MAX_OPSET),
-    ("BatchNormalization", "training_mode"): (14, MAX_OPSET),
-    ("BatchNormalization", "momentum"): (MIN_OPSET, MAX_OPSET),
-    ("Dropout", "ratio"): (MIN_OPSET, 11),
-    ("Dropout", "seed"): (12, MAX_OPSET),
-}
+    ``attrs`` maps each attribute the operator may carry to the (first, last) ai.onnx opset in
+    which it has the meaning ``impl`` implements; outside that range the attribute is refused.
+    ``inputs`` / ``outputs`` are the (min, max) counts (trailing empty inputs are absent);
+    ``inputs_by_opset`` overrides ``inputs`` for opsets below a version (an input that became
+    an attribute or the reverse). ``const_inputs`` are input positions that must be head
+    parameters (shapes, axes, indices: known when the head is loaded, never computed), with
+    the dtype they must have. ``opsets`` is the ai.onnx range the operator exists in with these
+    semantics. ``impl(ctx, *inputs)`` returns one array or a tuple (one per output).
+    """
 
-#: (min, max) number of inputs / outputs per op (empty-string inputs count as absent).
-_ARITY: dict[str, tuple[int, int, int, int]] = {
-    "Conv": (2, 3, 1, 1), "Relu": (1, 1, 1, 1), "Sigmoid": (1, 1, 1, 1), "Tanh": (1, 1, 1, 1),
-    "Clip": (1, 3, 1, 1), "MaxPool": (1, 1, 1, 1), "AveragePool": (1, 1, 1, 1),
-    "GlobalAveragePool": (1, 1, 1, 1), "BatchNormalization": (5, 5, 1, 1), "Add": (2, 2, 1, 1),
-    "Concat": (1, 1 << 16, 1, 1), "Flatten": (1, 1, 1, 1), "Reshape": (2, 2, 1, 1),
-    "Gemm": (2, 3, 1, 1), "MatMul": (2, 2, 1, 1), "Softmax": (1, 1, 1, 1), "Identity": (1, 1, 1, 1),
-    "Dropout": (1, 3, 1, 2),
-}
+    name: str
+    impl: Callable[..., Any]
+    attrs: Mapping[str, tuple[int, int]]
+    inputs: tuple[int, int]
+    outputs: tuple[int, int] = (1, 1)
+    opsets: tuple[int, int] = (MIN_OPSET, MAX_OPSET)
+    inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = ()
+    const_inputs: Mapping[int, str] = field(default_factory=dict)
+    domain: str = ""
+
+    def input_range(self, opset: int) -> tuple[int, int]:
+        for below, rng in self.inputs_by_opset:
+            if opset < below:
+                return rng
+        return self.inputs
+
+
+#: The operator registry: op name -> its :class:`OpSpec`. Adding an operator = one ``@operator``.
+OPERATORS: dict[str, OpSpec] = {}
+_ALL = (MIN_OPSET, MAX_OPSET)
+
+
+def _attr_ranges(attrs: Mapping[str, tuple[int, int] | None] | Iterable[str]) -> dict[str, tuple[int, int]]:
+    if isinstance(attrs, Mapping):
+        return {k: (v or _ALL) for k, v in attrs.items()}
+    return {k: _ALL for k in attrs}
+
+
+def operator(name: str, *, attrs: Mapping[str, tuple[int, int] | None] | Iterable[str] = (),
+             inputs: tuple[int, int] = (1, 1), outputs: tuple[int, int] = (1, 1),
+             opsets: tuple[int, int] = _ALL, inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = (),
+             const_inputs: Mapping[int, str] | None = None, domain: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``impl`` as the implementation of operator ``name`` (see :class:`OpSpec`)."""
+    def register(impl: Callable[..., Any]) -> Callable[..., Any]:
+        if name in OPERATORS:
+            raise RuntimeError(f"operator {name} registered twice")
+        OPERATORS[name] = OpSpec(name, impl, _attr_ranges(attrs), inputs, outputs, opsets, inputs_by_opset,
+                                 dict(const_inputs or {}), domain)
+        return impl
+    return register
+
+
+def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str]) -> list[str]:
+    """Why the interpreter would refuse ``node`` at ``opset`` (empty: it runs it).
+
+    ``constants`` maps the names of the head's parameters to their dtypes. Checks: the operator
+    is registered and exists in that opset, every attribute is known in that opset, the input
+    and output counts, and that constant-only inputs are parameters of the right dtype.
+    """
+    spec = OPERATORS.get(node.op)
+    if spec is None:
+        return [f"operator {node.op!r} is not implemented by the enclave interpreter"]
+    out: list[str] = []
+    if not spec.opsets[0] <= opset <= spec.opsets[1]:
+        out.append(f"{node.op} is implemented for opsets {spec.opsets[0]}..{spec.opsets[1]}, the model uses {opset}")
+    for attr in sorted(node.attrs):
+        rng = spec.attrs.get(attr)
+        if rng is None:
+            out.append(f"attribute {attr!r} is not supported (supported: {sorted(spec.attrs)})")
+        elif not rng[0] <= opset <= rng[1]:
+            out.append(f"attribute {attr!r} does not exist in opset {opset}")
+    ins = list(node.inputs)
+    while ins and ins[-1] == "":
+        ins.pop()
+    lo, hi = spec.input_range(opset)
+    n_out = len(node.outputs)
+    if not lo <= len(ins) <= hi or not spec.outputs[0] <= n_out <= spec.outputs[1] or not node.outputs[0]:
+        out.append(f"{len(ins)} inputs / {n_out} outputs are outside {lo}..{hi} / "
+                   f"{spec.outputs[0]}..{spec.outputs[1]}")
+    for pos, dtype in spec.const_inputs.items():
+        if pos < len(ins) and ins[pos]:
+            if ins[pos] not in constants:
+                out.append(f"input {pos} ({ins[pos]!r}) must be a constant (a parameter of the head), it is computed")
+            elif constants[ins[pos]] != dtype:
+                out.append(f"input {pos} ({ins[pos]!r}) must be {dtype}, it is {constants[ins[pos]]}")
+    return out
+
+
+def supported_operators() -> dict[str, frozenset[str]]:
+    """op -> the attribute names it may carry (what the importer and the split check against)."""
+    return {name: frozenset(spec.attrs) for name, spec in sorted(OPERATORS.items())}
 
 
 class _Ctx:
@@ -215,6 +270,7 @@ def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], di
 
 # --- operators ---------------------------------------------------------------------------
 
+@operator("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"), inputs=(2, 3))
 def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "X")
     w = ctx.float_input(w, "W")
@@ -255,6 +311,7 @@ def _pool_kernel(ctx: _Ctx) -> list[int]:
     return kernel
 
 
+@operator("MaxPool", attrs=("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "storage_order", "strides"))
 def _maxpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     kernel = _pool_kernel(ctx)
@@ -268,6 +325,8 @@ def _maxpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return view.max(axis=(4, 5)).astype(F32, copy=False)
 
 
+@operator("AveragePool", attrs={"auto_pad": None, "ceil_mode": None, "count_include_pad": None,
+                                "dilations": (19, MAX_OPSET), "kernel_shape": None, "pads": None, "strides": None})
 def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     kernel = _pool_kernel(ctx)
@@ -297,6 +356,7 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return (total / count).astype(F32, copy=False)
 
 
+@operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     if x.ndim < 3:
@@ -304,6 +364,8 @@ def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=F32).astype(F32, copy=False)
 
 
+@operator("BatchNormalization", attrs={"epsilon": None, "momentum": None, "training_mode": (14, MAX_OPSET)},
+          inputs=(5, 5))
 def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
                var: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
@@ -324,6 +386,7 @@ def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, me
     return y.astype(F32, copy=False)
 
 
+@operator("Add", inputs=(2, 2))
 def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
@@ -335,6 +398,7 @@ def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.add(a, b, dtype=F32)
 
 
+@operator("Concat", attrs=("axis",), inputs=(1, 1 << 16))
 def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
     if "axis" not in ctx.node.attrs:
         raise ctx.error("attribute axis is required")
@@ -350,6 +414,7 @@ def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
     return np.concatenate(xs, axis=axis)
 
 
+@operator("Flatten", attrs=("axis",))
 def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "input")
     axis = ctx.attr_int("axis", 1)
@@ -360,6 +425,7 @@ def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
+@operator("Reshape", attrs={"allowzero": (14, MAX_OPSET)}, inputs=(2, 2), const_inputs={1: "int64"})
 def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "data")
     if shape is None or shape.dtype != I64 or shape.ndim != 1:
@@ -390,6 +456,7 @@ def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     return x.reshape(out)
 
 
+@operator("Gemm", attrs=("alpha", "beta", "transA", "transB"), inputs=(2, 3))
 def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
@@ -419,6 +486,7 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     return y.astype(F32, copy=False)
 
 
+@operator("MatMul", inputs=(2, 2))
 def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
@@ -441,6 +509,7 @@ def _softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
     return (e / e.sum(axis=axis, keepdims=True)).astype(F32, copy=False)
 
 
+@operator("Softmax", attrs=("axis",))
 def _softmax(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "input")
     default = -1 if ctx.opset >= 13 else 1
@@ -467,6 +536,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+@operator("Clip", inputs=(1, 3))
 def _clip(ctx: _Ctx, x: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "input")
     for nm, v in (("min", lo), ("max", hi)):
@@ -482,10 +552,13 @@ def _clip(ctx: _Ctx, x: np.ndarray, lo: np.ndarray | None = None, hi: np.ndarray
     return y.astype(F32, copy=False)
 
 
+@operator("Identity")
 def _identity(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     return ctx.float_input(x, "input")
 
 
+@operator("Dropout", attrs={"ratio": (MIN_OPSET, 11), "seed": (12, MAX_OPSET)}, inputs=(1, 3), outputs=(1, 2),
+          inputs_by_opset=((12, (1, 1)),))
 def _dropout(ctx: _Ctx, x: np.ndarray, ratio: np.ndarray | None = None,
              training: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "data")
@@ -496,13 +569,218 @@ def _dropout(ctx: _Ctx, x: np.ndarray, ratio: np.ndarray | None = None,
     return x
 
 
-_IMPL: dict[str, Callable[..., np.ndarray]] = {
-    "Conv": _conv, "Relu": _unary(lambda x: np.maximum(x, F32.type(0))), "Sigmoid": _unary(_sigmoid),
-    "Tanh": _unary(np.tanh), "Clip": _clip, "MaxPool": _maxpool, "AveragePool": _avgpool,
-    "GlobalAveragePool": _global_avgpool, "BatchNormalization": _batchnorm, "Add": _add,
-    "Concat": _concat, "Flatten": _flatten, "Reshape": _reshape, "Gemm": _gemm, "MatMul": _matmul,
-    "Softmax": _softmax, "Identity": _identity, "Dropout": _dropout,
-}
+operator("Relu")(_unary(lambda x: np.maximum(x, F32.type(0))))
+operator("Sigmoid")(_unary(_sigmoid))
+operator("Tanh")(_unary(np.tanh))
+
+
+# --- element-wise, shape and normalisation operators -------------------------------------------
+
+def _broadcast(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> None:
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
+    ctx.check_size(shape)
+
+
+def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
+    def op(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = ctx.float_input(a, "A"), ctx.float_input(b, "B")
+        _broadcast(ctx, a, b)
+        return fn(a, b).astype(F32, copy=False)
+    return op
+
+
+operator("Mul", inputs=(2, 2))(_binary(np.multiply))
+operator("Sub", inputs=(2, 2))(_binary(np.subtract))
+operator("Div", inputs=(2, 2))(_binary(np.divide))
+operator("Pow", inputs=(2, 2))(_binary(np.power))
+operator("Sqrt")(_unary(np.sqrt))
+operator("Exp")(_unary(np.exp))
+operator("Neg")(_unary(np.negative))
+operator("Abs")(_unary(np.abs))
+
+
+@operator("PRelu", inputs=(2, 2))
+def _prelu(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
+    x, slope = ctx.float_input(x, "X"), ctx.float_input(slope, "slope")
+    try:
+        if np.broadcast_shapes(x.shape, slope.shape) != x.shape:
+            raise ValueError
+    except ValueError:
+        raise ctx.error(f"slope of shape {slope.shape} does not broadcast to X {x.shape}") from None
+    return np.where(x < 0, x * slope, x).astype(F32, copy=False)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # Abramowitz & Stegun 7.1.26 in float64: absolute error below 1.5e-7 everywhere
+    z = np.abs(x.astype(np.float64))
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return np.sign(x) * (1.0 - poly * np.exp(-z * z))
+
+
+operator("Erf")(_unary(_erf))
+
+
+@operator("Gelu", attrs=("approximate",), opsets=(20, MAX_OPSET))
+def _gelu(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    mode = ctx.attr_str("approximate", "none")
+    x64 = x.astype(np.float64)
+    if mode == "none":
+        y = 0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)))
+    elif mode == "tanh":
+        y = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+    else:
+        raise ctx.unsupported(f"approximate {mode!r} must be 'none' or 'tanh'")
+    return y.astype(F32)
+
+
+def _int_list(ctx: _Ctx, v: np.ndarray | None, which: str) -> list[int] | None:
+    if v is None:
+        return None
+    if v.dtype != I64 or v.ndim > 1:
+        raise ctx.error(f"{which} must be a 0-D or 1-D int64 tensor")
+    return [int(d) for d in v.reshape(-1)]
+
+
+def _norm_axes(ctx: _Ctx, axes: list[int], rank: int) -> list[int]:
+    out = []
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ctx.error(f"axis {a} out of range for rank {rank}")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise ctx.error(f"axes {axes} repeat an axis")
+    return out
+
+
+def _reduce(fn: Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray], axes_input_from: int) -> Callable[..., np.ndarray]:
+    """A Reduce* op; ``axes`` is an attribute before opset ``axes_input_from``, an input from it."""
+    def op(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
+        x = ctx.float_input(x, "data")
+        keep = ctx.attr_int("keepdims", 1)
+        noop = ctx.attr_int("noop_with_empty_axes", 0)
+        if keep not in (0, 1) or noop not in (0, 1):
+            raise ctx.unsupported("keepdims and noop_with_empty_axes must be 0 or 1")
+        if ctx.opset < axes_input_from:
+            axes = ctx.attr_ints("axes", None)
+        else:
+            axes = _int_list(ctx, axes_in, "axes")
+        if not axes:
+            if noop:
+                return x
+            axes = list(range(x.ndim))
+        ax = tuple(_norm_axes(ctx, axes, x.ndim))
+        return fn(x.astype(np.float64), ax, bool(keep)).astype(F32)
+    return op
+
+
+for _name, _from, _fn in (
+        ("ReduceMean", 18, lambda x, a, k: np.mean(x, axis=a, keepdims=k)),
+        ("ReduceSum", 13, lambda x, a, k: np.sum(x, axis=a, keepdims=k)),
+        ("ReduceMax", 18, lambda x, a, k: np.max(x, axis=a, keepdims=k)),
+        ("ReduceL2", 18, lambda x, a, k: np.sqrt(np.sum(x * x, axis=a, keepdims=k)))):
+    operator(_name, attrs={"axes": (MIN_OPSET, _from - 1), "keepdims": None, "noop_with_empty_axes": (_from, MAX_OPSET)},
+             inputs=(1, 2), inputs_by_opset=((_from, (1, 1)),), const_inputs={1: "int64"})(_reduce(_fn, _from))
+
+
+@operator("Transpose", attrs=("perm",))
+def _transpose(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    perm = ctx.attr_ints("perm", None)
+    if perm is None:
+        perm = list(range(x.ndim))[::-1]
+    if sorted(perm) != list(range(x.ndim)):
+        raise ctx.error(f"perm {perm} is not a permutation of {x.ndim} axes")
+    return np.ascontiguousarray(np.transpose(x, perm))
+
+
+@operator("Squeeze", attrs={"axes": (MIN_OPSET, 12)}, inputs=(1, 2), inputs_by_opset=((13, (1, 1)),),
+          const_inputs={1: "int64"})
+def _squeeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
+    if axes is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    ax = _norm_axes(ctx, axes, x.ndim)
+    if any(x.shape[a] != 1 for a in ax):
+        raise ctx.error(f"cannot squeeze axes {axes} of shape {x.shape}")
+    return np.squeeze(x, axis=tuple(ax))
+
+
+@operator("Unsqueeze", attrs={"axes": (MIN_OPSET, 12)}, inputs=(2, 2), inputs_by_opset=((13, (1, 1)),),
+          const_inputs={1: "int64"})
+def _unsqueeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "data")
+    axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
+    if not axes:
+        raise ctx.error("axes are required")
+    rank = x.ndim + len(axes)
+    ax = sorted(_norm_axes(ctx, axes, rank))
+    shape = list(x.shape)
+    for a in ax:
+        shape.insert(a, 1)
+    return x.reshape(shape)
+
+
+@operator("Expand", inputs=(2, 2), const_inputs={1: "int64"})
+def _expand(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    x = ctx.float_input(x, "input")
+    dims = _int_list(ctx, shape, "shape")
+    try:
+        out = np.broadcast_shapes(x.shape, tuple(dims))
+    except ValueError:
+        raise ctx.error(f"input {x.shape} does not expand to {dims}") from None
+    ctx.check_size(out)
+    return np.ascontiguousarray(np.broadcast_to(x, out))
+
+
+@operator("Gather", attrs=("axis",), inputs=(2, 2), const_inputs={1: "int64"})
+def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    data = ctx.float_input(data, "data")
+    if indices.dtype != I64:
+        raise ctx.error("indices must be int64")
+    axis = ctx.attr_int("axis", 0)
+    if not -data.ndim <= axis < data.ndim:
+        raise ctx.error(f"axis {axis} out of range for rank {data.ndim}")
+    axis %= data.ndim
+    n = data.shape[axis]
+    if indices.size and (indices.min() < -n or indices.max() >= n):
+        raise ctx.error(f"an index is outside -{n}..{n - 1}")
+    ctx.check_size(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
+    return np.take(data, np.where(indices < 0, indices + n, indices), axis=axis)
+
+
+@operator("LayerNormalization", attrs=("axis", "epsilon", "stash_type"), inputs=(2, 3), opsets=(17, MAX_OPSET))
+def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    x, scale = ctx.float_input(x, "X"), ctx.float_input(scale, "Scale")
+    axis = ctx.attr_int("axis", -1)
+    eps = ctx.attr_float("epsilon", 1e-5)
+    if ctx.attr_int("stash_type", 1) != 1:
+        raise ctx.unsupported("stash_type other than 1 (float32) is not supported")
+    if not -x.ndim <= axis < x.ndim:
+        raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
+    axis %= x.ndim
+    norm_shape = x.shape[axis:]
+    for nm, p in (("Scale", scale), ("B", bias)):
+        if p is not None:
+            ctx.float_input(p, nm)
+            try:
+                if np.broadcast_shapes(p.shape, norm_shape) != norm_shape:
+                    raise ValueError
+            except ValueError:
+                raise ctx.error(f"{nm} of shape {p.shape} does not broadcast to {norm_shape}") from None
+    axes = tuple(range(axis, x.ndim))
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x64 - mean) / np.sqrt(var + eps) * scale
+    if bias is not None:
+        y = y + bias
+    return y.astype(F32)
 
 
 # --- the interpreter ---------------------------------------------------------------------
@@ -567,31 +845,19 @@ class HeadInterpreter:
                 raise UnsupportedOperatorError(f"head input {s.name!r} has dtype {s.dtype}; only float32")
             if s.shape[1:].count(None):
                 raise UnsupportedOperatorError(f"head input {s.name!r} has a symbolic non-batch dimension")
+        constants = {k: v.dtype.name for k, v in self._params.items()}
         plan = []
         for node in graph.nodes:
-            if node.op not in SUPPORTED_OPS:
-                raise UnsupportedOperatorError(
-                    f"node {node.name!r} uses operator {node.op!r}, which the enclave interpreter does "
-                    f"not support; supported: {sorted(SUPPORTED_OPS)}")
-            bad = sorted(set(node.attrs) - SUPPORTED_OPS[node.op])
-            if bad:
-                raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): unsupported attribute(s) {bad}")
-            for attr in node.attrs:
-                first, last = _ATTR_OPSETS.get((node.op, attr), (MIN_OPSET, MAX_OPSET))
-                if not first <= graph.opset <= last:
-                    raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): attribute {attr!r} does "
-                                                   f"not exist in opset {graph.opset}")
-            lo_in, hi_in, lo_out, hi_out = _ARITY[node.op]
-            if node.op == "Dropout" and graph.opset < 12:
-                hi_in = 1  # ratio and training_mode became inputs in opset 12
+            problems = node_problems(node, graph.opset, constants)
+            if problems:
+                raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): " + "; ".join(problems)
+                                               + (f"; supported operators: {sorted(OPERATORS)}"
+                                                  if node.op not in OPERATORS else ""))
+            lo_in = OPERATORS[node.op].input_range(graph.opset)[0]
             ins = list(node.inputs)
             while ins and ins[-1] == "":
                 ins.pop()
             outs = [o for o in node.outputs]
-            if not lo_in <= len(ins) <= hi_in or not lo_out <= len(outs) <= hi_out or not outs[0]:
-                raise UnsupportedOperatorError(
-                    f"node {node.name!r} ({node.op}): {len(ins)} inputs / {len(outs)} outputs are outside "
-                    f"{lo_in}..{hi_in} / {lo_out}..{hi_out}")
             for i, name in enumerate(ins):
                 if name and name not in known:
                     raise ModelError(f"node {node.name!r} ({node.op}): input {name!r} is not defined "
@@ -658,21 +924,26 @@ class HeadInterpreter:
             ctx = _Ctx(node, self._graph.opset, self._max)
             args = [env[n] if n else None for n in step.inputs]
             try:
-                y = _IMPL[node.op](ctx, *args)
+                with np.errstate(all="ignore"):
+                    ys = OPERATORS[node.op].impl(ctx, *args)
             except (ModelError, PackageFormatError):
                 raise
             except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
                 raise ModelError(f"node {node.name!r} ({node.op}) failed: {type(exc).__name__}") from None
-            out_name = node.outputs[0]
-            if y.dtype != F32:
-                raise ModelError(f"node {node.name!r} ({node.op}) produced dtype {y.dtype}, expected float32")
-            ctx.check_size(y.shape)
-            spec = self._graph.values.get(out_name)
-            if spec is not None:
-                if spec.dtype != "float32" or not _shape_matches(y.shape, spec.shape):
+            if not isinstance(ys, tuple):
+                ys = (ys,)
+            for out_name, y in zip(node.outputs, ys):
+                if not out_name:
+                    continue
+                spec = self._graph.values.get(out_name)
+                want = np.dtype(spec.dtype) if spec is not None else F32
+                if y.dtype != want or y.dtype not in (F32, I64):
+                    raise ModelError(f"node {node.name!r} ({node.op}) produced dtype {y.dtype}, expected {want}")
+                ctx.check_size(y.shape)
+                if spec is not None and not _shape_matches(y.shape, spec.shape):
                     raise ModelError(f"node {node.name!r} ({node.op}) produced shape {y.shape}, the graph "
                                      f"declares {spec.shape}")
-            env[out_name] = y
+                env[out_name] = y
         out = {}
         for s in self._graph.outputs:
             y = env[s.name]
@@ -695,3 +966,7 @@ def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray
     if policy == "features":
         return {"features": scores.astype(F32)}
     raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features")
+
+
+#: op -> allowed attribute names (derived from :data:`OPERATORS`; kept for callers).
+SUPPORTED_OPS: dict[str, frozenset[str]] = supported_operators()

@@ -414,7 +414,9 @@ def _check_attr_value(v: Any, where: str) -> Any:
         return v
     if isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
         return list(v)
-    raise _fail(f"{where}: attribute values are int, float, string or a list of numbers")
+    if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        return list(v)
+    raise _fail(f"{where}: attribute values are int, float, string or a list of numbers or of strings")
 
 
 def decode_graph(data: bytes) -> HeadGraph:

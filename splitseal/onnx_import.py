@@ -101,7 +101,7 @@ class ImportedModel:
         return self.model.SerializeToString()
 
 
-def load_model(source: str | os.PathLike[str] | bytes, *, operators: OperatorSet, opsets: tuple[int, int],
+def load_model(source: str | os.PathLike[str] | bytes, *, operators: OperatorSet | None, opsets: tuple[int, int],
                name: str | None = None) -> ImportedModel:
     """Load and validate an ONNX model from a path or from its bytes.
 
@@ -109,6 +109,11 @@ def load_model(source: str | os.PathLike[str] | bytes, *, operators: OperatorSet
     (``Constant`` is always importable: it is folded into an initializer); ``opsets`` is the
     inclusive range of ai.onnx opset versions whose semantics the caller implements. ``name``
     labels error messages (default: the path, or ``<bytes>``).
+
+    ``operators=None`` imports *any* model onnxruntime can run (any operator, domain, dtype,
+    dynamic dimensions): the caller then checks the nodes it will run itself (the split holds
+    only the head's nodes to the enclave interpreter). Tensors whose type shape inference
+    cannot find are then absent from ``values``; unknown dimensions are ``None``.
     """
     if isinstance(source, (bytes, bytearray)):
         data, label = bytes(source), name or "<bytes>"
@@ -139,20 +144,33 @@ def _import(data: bytes, label: str, operators: OperatorSet, opsets: tuple[int, 
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"{label} fails the ONNX checker: {_first_line(exc)}") from None
+    strict = operators is not None
     opset = _check_opsets(model, label, opsets)
-    _check_structure(model, label, operators)
-    _fold_constants(model, label)
+    if strict:
+        _check_structure(model, label, operators)
+    else:
+        _check_storage(model, label)
+    _fold_constants(model, label, strict)
+    if not strict:
+        _fold_parameter_identities(model)
     _name_nodes(model)
-    _check_constant_operands(model, label)
+    if strict:
+        _check_constant_operands(model, label)
     try:
-        inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=strict, data_prop=True)
     except Exception as exc:  # InferenceError, ValidationError
         raise ModelError(f"{label}: shape inference failed: {_first_line(exc)}") from None
+    if not strict and fold_shape_chains(inferred):
+        try:
+            inferred = shape_inference.infer_shapes(inferred, check_type=True, strict_mode=False, data_prop=True)
+        except Exception as exc:
+            raise ModelError(f"{label}: shape inference failed after folding shape computations: "
+                             f"{_first_line(exc)}") from None
     initializers = {t.name: numpy_helper.to_array(t) for t in inferred.graph.initializer}
-    values = _collect_values(inferred, initializers, label)
+    values = _collect_values(inferred, initializers, label) if strict else _collect_values_any(inferred, initializers)
     inputs = [values[i.name] for i in inferred.graph.input if i.name not in initializers]
     outputs = [values[o.name] for o in inferred.graph.output]
-    roles, node_params = _check_nodes(inferred, initializers, values, label)
+    roles, node_params = _check_nodes(inferred, initializers, values, label, strict)
     logger.info("model imported name=%s nodes=%d params=%d opset=%d", label, len(inferred.graph.node),
                 len(initializers), opset)
     return ImportedModel(inferred, data, opset, inputs, outputs, values, initializers, roles, node_params)
@@ -177,6 +195,14 @@ def _check_opsets(model: onnx.ModelProto, label: str, opsets: tuple[int, int]) -
     if len(model.functions):
         raise UnsupportedOperatorError(f"{label} defines model-local functions, which are not supported")
     return opset
+
+
+def _check_storage(model: onnx.ModelProto, label: str) -> None:
+    """What any import needs: every tensor inside the file (its bytes are hashed and shipped)."""
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelError(f"{label}: initializer {t.name!r} is stored as external data; save the "
+                             "model with all tensors inside the file")
 
 
 def _check_structure(model: onnx.ModelProto, label: str, operators: OperatorSet) -> None:
@@ -220,12 +246,16 @@ def _dtype_name(code: int) -> str:
         return f"code {code}"
 
 
-def _fold_constants(model: onnx.ModelProto, label: str) -> None:
-    """Turn ``Constant`` nodes into initializers (same tensor, same name)."""
+def _fold_constants(model: onnx.ModelProto, label: str, strict: bool = True) -> None:
+    """Turn ``Constant`` nodes into initializers (same tensor, same name). Not strict: only
+    float32 / int64 values are folded, any other Constant stays a node."""
     g = model.graph
     keep = []
     for node in g.node:
         if node.op_type != "Constant":
+            keep.append(node)
+            continue
+        if not strict and not _foldable_constant(node):
             keep.append(node)
             continue
         if len(node.attribute) != 1:
@@ -246,6 +276,155 @@ def _fold_constants(model: onnx.ModelProto, label: str) -> None:
         g.initializer.append(numpy_helper.from_array(array, node.output[0]))
     del g.node[:]
     g.node.extend(keep)
+
+
+_SHAPE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub", "Div"})
+
+
+def fold_shape_chains(model: onnx.ModelProto) -> bool:
+    """Fold shape-only subgraphs (``Shape -> Gather -> Unsqueeze -> Concat -> Reshape``, as torch
+    exports flatten and view) into constants; True when the model changed.
+
+    Values are tracked symbolically: a dimension is its number, or the name of a dynamic
+    dimension. A computation whose result is fully numeric becomes an int64 initializer; a
+    ``Reshape`` whose target is the input's own (dynamic) dimension 0 followed by numbers gets
+    the constant target ``[0, ...]`` (0 copies dimension 0, exact when ``allowzero`` is 0). Nodes
+    left without consumers are then removed. Everything else is left as it is.
+    """
+    g = model.graph
+    dims: dict[str, list[int | str]] = {}
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
+            dims[v.name] = [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or f"?{v.name}:{k}")
+                            for k, d in enumerate(v.type.tensor_type.shape.dim)]
+    known: dict[str, tuple[tuple[int, ...], list[int | str]]] = {}   # name -> (shape, flat values)
+    for t in g.initializer:
+        if t.data_type == _ONNX_INT64 and len(t.dims) <= 1:
+            a = numpy_helper.to_array(t)
+            known[t.name] = (a.shape, [int(x) for x in a.reshape(-1)])
+    folded: dict[str, np.ndarray] = {}
+    changed = False
+
+    def attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+        for a in node.attribute:
+            if a.name == name:
+                return onnx.helper.get_attribute_value(a)
+        return default
+
+    for node in g.node:
+        ins = [i for i in node.input]
+        if node.op_type not in _SHAPE_OPS or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            continue
+        out = node.output[0]
+        res: tuple[tuple[int, ...], list[int | str]] | None = None
+        if node.op_type == "Shape" and ins[0] in dims:
+            d = dims[ins[0]]
+            start, end = attr(node, "start", 0), attr(node, "end", len(d))
+            sl = d[slice(start, end)]
+            res = ((len(sl),), list(sl))
+        elif all(i in known for i in ins if i):
+            vals = [known[i] for i in ins if i]
+            if node.op_type == "Gather" and attr(node, "axis", 0) == 0 and len(vals[0][0]) == 1:
+                data, (ishape, idx) = vals[0][1], vals[1]
+                if all(isinstance(i, int) and -len(data) <= i < len(data) for i in idx):
+                    res = (ishape, [data[i] for i in idx])
+            elif node.op_type == "Unsqueeze" and len(vals[0][0]) == 0:
+                axes = attr(node, "axes", None) if len(vals) == 1 else vals[1][1]
+                if list(axes or []) in ([0], [-1]):
+                    res = ((1,), vals[0][1])
+            elif node.op_type == "Squeeze" and vals[0][0] == (1,):
+                res = ((), vals[0][1])
+            elif node.op_type == "Concat" and attr(node, "axis", 0) in (0, -1) and all(len(v[0]) == 1 for v in vals):
+                flat = [x for v in vals for x in v[1]]
+                res = ((len(flat),), flat)
+            elif node.op_type == "Cast" and attr(node, "to", 0) == _ONNX_INT64:
+                res = vals[0]
+            elif node.op_type in ("Mul", "Add", "Sub", "Div") and len(vals) == 2:
+                (sa, a), (sb, b) = vals
+                if len(a) == 1 or len(b) == 1 or sa == sb:
+                    n = max(len(a), len(b))
+                    a2, b2 = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+                    if all(isinstance(x, int) for x in a2 + b2) and (node.op_type != "Div" or 0 not in b2):
+                        f = {"Mul": lambda x, y: x * y, "Add": lambda x, y: x + y, "Sub": lambda x, y: x - y,
+                             "Div": lambda x, y: x // y}[node.op_type]
+                        res = (sa if len(a) >= len(b) else sb, [f(x, y) for x, y in zip(a2, b2)])
+        if res is None:
+            continue
+        known[out] = res
+        if all(isinstance(x, int) for x in res[1]):
+            folded[out] = np.asarray(res[1], dtype=np.int64).reshape(res[0])
+    # Reshape targets: numeric, or the data's own dynamic dimension 0 followed by numbers
+    for node in g.node:
+        if node.op_type != "Reshape" or node.input[1] in folded or node.input[1] not in known:
+            continue
+        if attr(node, "allowzero", 0):
+            continue
+        shape, vals = known[node.input[1]]
+        d0 = dims.get(node.input[0], [None])[0]
+        if vals and isinstance(vals[0], str) and vals[0] == d0 and all(isinstance(x, int) for x in vals[1:]):
+            name = f"{node.name or node.output[0]}.folded_shape"
+            g.initializer.append(numpy_helper.from_array(np.asarray([0] + vals[1:], np.int64), name))
+            node.input[1] = name
+            changed = True
+    outputs = {o.name for o in g.output}
+    for name, arr in folded.items():
+        if name not in outputs:
+            g.initializer.append(numpy_helper.from_array(arr, name))
+            changed = True
+    if changed:
+        keep = [n for n in g.node if not (len(n.output) == 1 and n.output[0] in folded and n.output[0] not in outputs)]
+        # drop nodes nothing reads any more (the Shape ops feeding folded values)
+        while True:
+            used = {i for n in keep for i in n.input} | outputs
+            alive = [n for n in keep if any(o in used for o in n.output if o)]
+            if len(alive) == len(keep):
+                break
+            keep = alive
+        del g.node[:]
+        g.node.extend(keep)
+        names = {o for n in keep for o in n.output}
+        vi = [v for v in g.value_info if v.name in names]
+        del g.value_info[:]
+        g.value_info.extend(vi)
+        used = {i for n in keep for i in n.input}
+        inits = [t for t in g.initializer if t.name in used or t.name in outputs or t.name not in folded]
+        del g.initializer[:]
+        g.initializer.extend(inits)
+    return changed
+
+
+def _fold_parameter_identities(model: onnx.ModelProto) -> None:
+    """An ``Identity`` over an initializer (what exporters write when they merge identical
+    parameters) becomes a copy of that initializer under the Identity's output name, so the
+    parameter is read where it is used instead of being computed on one side of a cut and
+    crossing it as an activation."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    keep = []
+    for node in g.node:
+        if (node.op_type == "Identity" and node.domain in ("", "ai.onnx") and len(node.input) == 1
+                and node.input[0] in inits and node.output[0] not in outputs):
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            g.initializer.append(copy)
+            inits[copy.name] = copy
+            continue
+        keep.append(node)
+    if len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(keep)
+
+
+def _foldable_constant(node: onnx.NodeProto) -> bool:
+    if len(node.attribute) != 1:
+        return False
+    attr = node.attribute[0]
+    if attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
+        return True
+    return (attr.name == "value" and attr.t.data_type in (_ONNX_FLOAT, _ONNX_INT64)
+            and attr.t.data_location != onnx.TensorProto.EXTERNAL)
 
 
 def _check_constant_operands(model: onnx.ModelProto, label: str) -> None:
@@ -325,8 +504,68 @@ def _collect_values(model: onnx.ModelProto, initializers: dict[str, np.ndarray],
     return values
 
 
+def _collect_values_any(model: onnx.ModelProto, initializers: dict[str, np.ndarray]) -> dict[str, ValueSpec]:
+    """Every tensor whose type is known, of any dtype; unknown dimensions are ``None``."""
+    g = model.graph
+    values: dict[str, ValueSpec] = {}
+    for name, arr in initializers.items():
+        values[name] = ValueSpec(name, tuple(int(d) for d in arr.shape), arr.dtype.name)
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        if v.name in initializers or not v.type.HasField("tensor_type"):
+            continue
+        tt = v.type.tensor_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+        except Exception:  # undefined or exotic element type
+            dtype = _dtype_name(tt.elem_type)
+        if not tt.HasField("shape"):
+            continue
+        dims = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in tt.shape.dim)
+        values[v.name] = ValueSpec(v.name, dims, dtype)
+    for v in list(g.input) + list(g.output):
+        if v.name not in values:  # a graph input or output of unknown rank
+            values[v.name] = ValueSpec(v.name, (), "unknown")
+    return values
+
+
+#: Parameter roles of the inputs of operators beyond the ones the strict importer knows:
+#: op -> role per input position (missing positions: "constant").
+_ROLES_BY_POSITION: dict[str, tuple[str, ...]] = {
+    "PRelu": ("weight", "weight"),
+    "LayerNormalization": ("weight", "weight", "bias"),
+    "InstanceNormalization": ("weight", "weight", "bias"),
+    "Mul": ("weight", "weight"),
+    "Sub": ("bias", "bias"),
+    "Gather": ("weight", "constant"),
+    "LSTM": ("constant", "weight", "weight", "bias"),
+    "GRU": ("constant", "weight", "weight", "bias"),
+    "RNN": ("constant", "weight", "weight", "bias"),
+    "ConvTranspose": ("weight", "weight", "bias"),
+}
+
+
+def _strict_node_checks(node: onnx.NodeProto, ins: list[str], inits: dict[str, np.ndarray],
+                        values: dict[str, ValueSpec], where: str) -> None:
+    """The strict importer's per-operator restrictions (2-D spatial inputs, inference-mode Dropout
+    and BatchNormalization, int64 only as Reshape shapes)."""
+    for i in ins:
+        if i and i in inits and inits[i].dtype == np.int64 and not (node.op_type == "Reshape" and ins.index(i) == 1):
+            raise UnsupportedOperatorError(f"{where}: int64 parameter {i!r} is only allowed as a Reshape shape")
+    if node.op_type in _SPATIAL_OPS and len(values[ins[0]].shape) != 4:
+        raise UnsupportedOperatorError(f"{where}: only 2-D (N, C, H, W) inputs are supported, "
+                                       f"{ins[0]!r} has rank {len(values[ins[0]].shape)}")
+    if node.op_type == "Dropout":
+        if len(ins) > 2 and ins[2]:
+            if ins[2] not in inits or bool(np.asarray(inits[ins[2]]).reshape(())) is not False:
+                raise UnsupportedOperatorError(f"{where}: training_mode must be a constant false")
+        if len([o for o in node.output if o]) > 1:
+            raise UnsupportedOperatorError(f"{where}: the mask output is not supported")
+    if node.op_type == "BatchNormalization" and len([o for o in node.output if o]) > 1:
+        raise UnsupportedOperatorError(f"{where}: training outputs (running mean/var) are not supported")
+
+
 def _check_nodes(model: onnx.ModelProto, inits: dict[str, np.ndarray], values: dict[str, ValueSpec],
-                 label: str) -> tuple[dict[str, str], dict[str, list[str]]]:
+                 label: str, strict: bool = True) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Per-operator restrictions (2-D spatial inputs, inference-mode Dropout and
     BatchNormalization, int64 only as Reshape shapes); parameter roles."""
     roles: dict[str, str] = {}
@@ -343,20 +582,8 @@ def _check_nodes(model: onnx.ModelProto, inits: dict[str, np.ndarray], values: d
         where = f"{label}: node {node.name!r} ({node.op_type})"
         ins = list(node.input)
         node_params[node.name] = [i for i in ins if i in inits]
-        for i in ins:
-            if i and i in inits and inits[i].dtype == np.int64 and not (node.op_type == "Reshape" and ins.index(i) == 1):
-                raise UnsupportedOperatorError(f"{where}: int64 parameter {i!r} is only allowed as a Reshape shape")
-        if node.op_type in _SPATIAL_OPS and len(values[ins[0]].shape) != 4:
-            raise UnsupportedOperatorError(f"{where}: only 2-D (N, C, H, W) inputs are supported, "
-                                           f"{ins[0]!r} has rank {len(values[ins[0]].shape)}")
-        if node.op_type == "Dropout":
-            if len(ins) > 2 and ins[2]:
-                if ins[2] not in inits or bool(np.asarray(inits[ins[2]]).reshape(())) is not False:
-                    raise UnsupportedOperatorError(f"{where}: training_mode must be a constant false")
-            if len([o for o in node.output if o]) > 1:
-                raise UnsupportedOperatorError(f"{where}: the mask output is not supported")
-        if node.op_type == "BatchNormalization" and len([o for o in node.output if o]) > 1:
-            raise UnsupportedOperatorError(f"{where}: training outputs (running mean/var) are not supported")
+        if strict:
+            _strict_node_checks(node, ins, inits, values, where)
         if node.op_type == "Conv":
             role(ins[1], "weight")
             if len(ins) > 2 and ins[2]:
@@ -380,6 +607,10 @@ def _check_nodes(model: onnx.ModelProto, inits: dict[str, np.ndarray], values: d
         elif node.op_type == "Concat":
             for i in ins:
                 role(i, "weight")
+        elif node.op_type in _ROLES_BY_POSITION:
+            kinds = _ROLES_BY_POSITION[node.op_type]
+            for k, i in enumerate(ins):
+                role(i, kinds[k] if k < len(kinds) else "constant")
         else:
             for i in ins:
                 role(i, "constant")
@@ -390,13 +621,16 @@ def _check_nodes(model: onnx.ModelProto, inits: dict[str, np.ndarray], values: d
 
 
 def attributes(node: onnx.NodeProto) -> dict[str, Any]:
-    """A node's attributes as plain JSON values (ints, floats, strings, lists of numbers)."""
+    """A node's attributes as plain JSON values (ints, floats, strings, lists of numbers or of
+    strings); anything else (tensors, graphs) raises UnsupportedOperatorError."""
     out: dict[str, Any] = {}
     for attr in node.attribute:
         v = onnx.helper.get_attribute_value(attr)
         if isinstance(v, bytes):
             v = v.decode("utf-8")
-        elif isinstance(v, (list, tuple)):
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, bytes) for x in v):
+            v = [x.decode("utf-8") for x in v]
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
             v = [float(x) if isinstance(x, float) else int(x) for x in v]
         elif isinstance(v, float):
             v = float(v)

@@ -4,8 +4,7 @@ Public entry points: :func:`load_model` (below), :func:`orchestrator.models.rule
 :func:`orchestrator.models.split.split_model`, :class:`orchestrator.models.backbone.Backbone`.
 
 The importer itself is :mod:`splitseal.onnx_import` (shared with the MPC model owner); what the
-split accepts is what the enclave's head interpreter runs, so :func:`load_model` passes its
-operator set and opset range.
+split holds the head (only) to what the enclave's head interpreter runs.
 """
 
 from __future__ import annotations
@@ -23,6 +22,10 @@ SPLIT_OPSETS = (MIN_OPSET, MAX_OPSET)
 
 
 def load_model(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ImportedModel:
-    """Load and validate an ONNX model for the split (path or bytes): the importer with the
-    enclave interpreter's operator set."""
-    return _import_model(source, operators=SPLIT_OPERATORS, opsets=SPLIT_OPSETS, name=name)
+    """Load an ONNX model for the split (path or bytes).
+
+    Any model onnxruntime runs is accepted (the backbone runs on onnxruntime); only the nodes a
+    rule puts in the head are held to the enclave interpreter's operator set, by the split
+    (:func:`orchestrator.models.split.split_model` lists every node it cannot run). The ai.onnx
+    opset must be one the interpreter implements, since the head keeps the model's opset."""
+    return _import_model(source, operators=None, opsets=SPLIT_OPSETS, name=name)

@@ -8,10 +8,15 @@ A rule is a small TOML file (see ``rules/*.toml`` and ``docs/FORMATS.md``)::
     [split]                       # exactly one of:
     at_tensor = "neck.pool"       #   the backbone ends with this tensor; its consumers start the head
     # at_node = "neck.conv"       #   this node and everything that depends on it form the head
+    # at_layer = "layer4.*"       #   every node whose name or module path matches this glob, and
+    #                             #   everything after them ("/layer4/*" by torch node name too)
     # protect_last_layers = 2     #   the last N weighted layers (Conv, Gemm, MatMul) and all after them
 
     [protect]
-    parameters = ["neck.*", "head.*"]   # names or fnmatch globs; each must match a parameter
+    parameters = ["neck.*", "head.*"]   # names or fnmatch globs; each must match a parameter;
+                                        # "*" alone: every parameter of the head
+    layers = ["layer4.*", "/fc/*"]      # optional: every parameter read by the nodes whose name
+                                        # or module path matches (TorchScript's onnx::Conv_193 too)
     kinds = ["weights", "biases"]       # weights (incl. BN scale/statistics) and/or biases
 
     [output]
@@ -40,8 +45,8 @@ KINDS = ("weights", "biases")
 ROLE_KIND = {"weight": "weights", "statistic": "weights", "bias": "biases"}
 
 _TOP = {"version", "name", "split", "protect", "output"}
-_SPLIT = {"at_tensor", "at_node", "protect_last_layers"}
-_PROTECT = {"parameters", "kinds"}
+_SPLIT = {"at_tensor", "at_node", "at_layer", "protect_last_layers"}
+_PROTECT = {"parameters", "layers", "kinds"}
 _OUTPUT = {"policy"}
 
 
@@ -58,6 +63,8 @@ class ProtectionRule:
     output_policy: str
     source_bytes: bytes
     label: str = "<rule>"
+    at_layer: str | None = None
+    layers: tuple[str, ...] = ()
 
     @property
     def hash(self) -> bytes:
@@ -69,6 +76,8 @@ class ProtectionRule:
             return f"at tensor {self.at_tensor!r}"
         if self.at_node is not None:
             return f"at node {self.at_node!r}"
+        if self.at_layer is not None:
+            return f"at layer {self.at_layer!r}"
         return f"protect the last {self.protect_last_layers} layer(s)"
 
     def matches(self, name: str, role: str) -> bool:
@@ -76,9 +85,31 @@ class ProtectionRule:
         kind = ROLE_KIND.get(role)
         return kind in self.kinds and any(fnmatch.fnmatchcase(name, p) for p in self.parameters)
 
+    def layer_matches(self, pattern: str, node_name: str) -> bool:
+        """True when ``pattern`` (a glob) matches the node's name or its module path."""
+        return fnmatch.fnmatchcase(node_name, pattern) or fnmatch.fnmatchcase(module_path(node_name), pattern)
+
     def pattern_matches(self, pattern: str, roles: dict[str, str]) -> list[str]:
         return sorted(n for n, r in roles.items()
                       if ROLE_KIND.get(r) in self.kinds and fnmatch.fnmatchcase(n, pattern))
+
+
+def module_path(node_name: str) -> str:
+    """The module path of a torch-exported node name: ``/layer4/layer4.0/conv1/Conv`` ->
+    ``layer4.0.conv1`` (scopes joined by dots, a scope already qualified by its parent's name
+    replacing it, the operator dropped). Names without ``/`` are their own path."""
+    if "/" not in node_name:
+        return node_name
+    parts = [p for p in node_name.split("/") if p][:-1]
+    out: list[str] = []
+    for p in parts:
+        if out and p.startswith(".".join(out) + "."):
+            out = [p]
+        elif out and p.startswith(out[-1] + "."):
+            out[-1] = p
+        else:
+            out.append(p)
+    return ".".join(out)
 
 
 def load_rule(source: str | os.PathLike[str] | bytes) -> ProtectionRule:
@@ -124,22 +155,29 @@ def parse_rule(data: bytes, label: str = "<rule>") -> ProtectionRule:
         raise fail("name must be a non-empty string")
 
     split = section(doc, "split", _SPLIT)
-    chosen = [k for k in ("at_tensor", "at_node", "protect_last_layers") if k in split]
+    chosen = [k for k in ("at_tensor", "at_node", "at_layer", "protect_last_layers") if k in split]
     if len(chosen) != 1:
-        raise fail(f"[split] needs exactly one of at_tensor, at_node, protect_last_layers; got {chosen or 'none'}")
+        raise fail("[split] needs exactly one of at_tensor, at_node, at_layer, protect_last_layers; got "
+                   f"{chosen or 'none'}")
     at_tensor = split.get("at_tensor")
     at_node = split.get("at_node")
+    at_layer = split.get("at_layer")
     last = split.get("protect_last_layers")
-    for key, value in (("at_tensor", at_tensor), ("at_node", at_node)):
+    for key, value in (("at_tensor", at_tensor), ("at_node", at_node), ("at_layer", at_layer)):
         if key in split and (not isinstance(value, str) or not value):
             raise fail(f"[split].{key} must be a non-empty string (a {key[3:]} name of the model)")
     if "protect_last_layers" in split and (not isinstance(last, int) or isinstance(last, bool) or last < 1):
         raise fail(f"[split].protect_last_layers must be a positive integer, got {last!r}")
 
     protect = section(doc, "protect", _PROTECT)
-    params = protect.get("parameters")
-    if not isinstance(params, list) or not params or not all(isinstance(p, str) and p for p in params):
-        raise fail("[protect].parameters must be a non-empty list of parameter names or globs")
+    params = protect.get("parameters", [])
+    layers = protect.get("layers", [])
+    for key, value in (("parameters", params), ("layers", layers)):
+        if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+            raise fail(f"[protect].{key} must be a list of names or globs")
+    if not params and not layers:
+        raise fail("[protect] needs parameters (names or globs, \"*\" for all of the head's) and/or layers "
+                   "(globs over node names or module paths)")
     kinds = protect.get("kinds", list(KINDS))
     if not isinstance(kinds, list) or not kinds or any(k not in KINDS for k in kinds):
         raise fail(f"[protect].kinds must be a non-empty list of {list(KINDS)}, got {kinds!r}")
@@ -150,4 +188,4 @@ def parse_rule(data: bytes, label: str = "<rule>") -> ProtectionRule:
         raise fail(f"[output].policy must be one of {list(OUTPUT_POLICIES)}, got {policy!r}")
 
     return ProtectionRule(name.strip(), at_tensor, at_node, last, tuple(params), frozenset(kinds), policy,
-                          bytes(data), label)
+                          bytes(data), label, at_layer, tuple(layers))

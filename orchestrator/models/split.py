@@ -32,13 +32,13 @@ import numpy as np
 import onnx
 import onnx.utils
 
-from enclave.interpreter import HeadInterpreter
+from enclave.interpreter import OPERATORS, HeadInterpreter, node_problems
 from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, TensorSpec,
                              build_parameter_blob, encode_graph, keccak256)
 from orchestrator.models.backbone import Backbone, ort_session
 from splitseal.onnx_import import ImportedModel, ValueSpec, attributes
-from orchestrator.models.rule import ProtectionRule
-from splitseal.errors import ModelError, ProtectionRuleError
+from orchestrator.models.rule import ROLE_KIND, ProtectionRule, module_path
+from splitseal.errors import ModelError, ProtectionRuleError, UnsupportedOperatorError
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,11 @@ def plan_head(imported: ImportedModel, rule: ProtectionRule) -> list[str]:
             raise ProtectionRuleError(f"[split].at_node {rule.at_node!r} is not a node of the model"
                                       + _suggest(rule.at_node, list(by_name)))
         seeds = [by_name[rule.at_node]]
+    elif rule.at_layer is not None:
+        seeds = [n for n in nodes if rule.layer_matches(rule.at_layer, n.name)]
+        if not seeds:
+            raise ProtectionRuleError(f"[split].at_layer {rule.at_layer!r} matches no node name or module path"
+                                      + _suggest(rule.at_layer, sorted({module_path(n.name) for n in nodes})))
     else:
         layers = imported.layers()
         n = rule.protect_last_layers or 0
@@ -237,6 +242,74 @@ def _crossing(imported: ImportedModel, head: set[str]) -> list[str]:
     order = {o: k for k, n in enumerate(imported.nodes) for o in n.output}
     crossing.sort(key=lambda t: order[t])
     return crossing
+
+
+def _constant_only(imported: ImportedModel, tensors: list[str]) -> list[str]:
+    """Those of ``tensors`` computed from parameters alone (no model input reaches them)."""
+    producer = imported.producer()
+    graph_inputs = {v.name for v in imported.inputs}
+    memo: dict[str, bool] = {}
+
+    def from_input(t: str) -> bool:
+        if t in memo:
+            return memo[t]
+        memo[t] = False
+        if t in graph_inputs:
+            memo[t] = True
+        elif t in producer:
+            memo[t] = any(from_input(i) for i in producer[t].input if i)
+        return memo[t]
+
+    return [t for t in tensors if not from_input(t)]
+
+
+def head_problems(imported: ImportedModel, head_nodes: list[str], crossing: list[str]) -> list[str]:
+    """Everything about the planned head the enclave interpreter cannot run, grouped by operator
+    (every unsupported operator with the nodes that use it), then tensors of the wrong kind."""
+    by_name = {n.name: n for n in imported.nodes}
+    head_params = {i: imported.initializers[i].dtype.name for n in head_nodes for i in by_name[n].input
+                   if i in imported.initializers}
+    grouped: dict[tuple[str, str], list[str]] = {}
+    tensors: list[str] = []
+    for name in head_nodes:
+        node = by_name[name]
+        if node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
+            grouped.setdefault((node.op_type, f"domain {node.domain!r} is not supported"), []).append(name)
+            continue
+        try:
+            spec = NodeSpec(node.name, node.op_type, tuple(node.input), tuple(node.output), attributes(node))
+        except Exception as exc:
+            grouped.setdefault((node.op_type, str(exc).split(": ")[-1]), []).append(name)
+            continue
+        for why in node_problems(spec, imported.opset, head_params):
+            grouped.setdefault((node.op_type, why), []).append(name)
+        for o in node.output:
+            if not o:
+                continue
+            v = imported.values.get(o)
+            if v is None or v.dtype not in ("float32", "int64"):
+                tensors.append(f"{o!r} (output of {name}) has {'an unknown type' if v is None else 'dtype ' + v.dtype}"
+                               "; the head computes float32 (int64 only for indices)")
+            elif None in v.shape[1:]:
+                tensors.append(f"{o!r} (output of {name}) has shape {list(v.shape)}: only the batch "
+                               "dimension may be dynamic in the head")
+    for t in crossing:
+        v = imported.values.get(t)
+        if v is None or v.dtype != "float32" or None in v.shape[1:]:
+            tensors.append(f"crossing tensor {t!r} must be float32 with static non-batch dimensions, it is "
+                           f"{'of unknown type' if v is None else v.dtype + ' ' + str(list(v.shape))}")
+    for o in imported.outputs:
+        if o.dtype != "float32":
+            tensors.append(f"model output {o.name!r} is {o.dtype}; the head's outputs are float32 scores or "
+                           "features (keep only those, e.g. with onnx.utils.extract_model, and let the output "
+                           "policy compute the label)")
+    out = []
+    for op in sorted({k[0] for k in grouped}):
+        reasons = [(why, nodes) for (o, why), nodes in grouped.items() if o == op]
+        for why, nodes in reasons:
+            shown = ", ".join(nodes[:8]) + (f" and {len(nodes) - 8} more" if len(nodes) > 8 else "")
+            out.append(f"{op} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}: {shown}): {why}")
+    return out + tensors
 
 
 def _extract(model: onnx.ModelProto, inputs: list[str], outputs: list[str], what: str) -> onnx.ModelProto:
@@ -282,8 +355,13 @@ def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing
 
 def split_model(imported: ImportedModel, rule: ProtectionRule,
                 samples: Mapping[str, np.ndarray] | np.ndarray | None = None, *,
-                sample_source: str = "given inputs") -> SplitResult:
-    """Split ``imported`` by ``rule``; with ``samples``, also prove the split equivalent."""
+                sample_source: str = "given inputs", allow_several_inputs: bool = False) -> SplitResult:
+    """Split ``imported`` by ``rule``; with ``samples``, also prove the split equivalent.
+
+    Refused before anything is written: a head the enclave interpreter cannot run (every
+    unsupported operator is listed with its nodes), a crossing tensor computed from parameters
+    alone, and a cut crossed by several tensors (the enclave serves one-input heads;
+    ``allow_several_inputs`` lifts this for tests of the interpreter itself)."""
     head_nodes = plan_head(imported, rule)
     head = set(head_nodes)
     backbone_nodes = [n.name for n in imported.nodes if n.name not in head]
@@ -295,6 +373,24 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
             raise ProtectionRuleError(f"model output {out.name!r} would be computed by the backbone "
                                       f"(node {producer[out.name].name!r}); split before it")
     crossing = _crossing(imported, head)
+    problems = head_problems(imported, head_nodes, crossing)
+    if problems:
+        raise UnsupportedOperatorError(
+            f"the head ({len(head_nodes)} nodes, {rule.describe_split()}) cannot run in the enclave "
+            f"interpreter:\n  - " + "\n  - ".join(problems) +
+            "\nMove the cut so that these nodes stay in the backbone (onnxruntime runs any operator), or "
+            f"re-export the model without them. The enclave interpreter supports: {', '.join(sorted(OPERATORS))}")
+    derived = _constant_only(imported, crossing)
+    if derived:
+        raise ProtectionRuleError(
+            f"tensor(s) {derived} would cross the cut although they are computed from parameters alone "
+            "(e.g. an exporter's Identity over a shared initializer): parameters would reach the head "
+            "through the public backbone; move the cut so that the nodes computing them are in the head")
+    if len(crossing) > 1 and not allow_several_inputs:
+        raise ProtectionRuleError(
+            f"the cut ({rule.describe_split()}) is crossed by {len(crossing)} tensors {crossing}; the enclave "
+            "serves heads with exactly one input. Move the cut to a point a single tensor crosses (before "
+            "the branch splits, or after the branches join)")
 
     # where each parameter lands
     sides: dict[str, str] = {}
@@ -303,7 +399,26 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
         for p in imported.node_params[node.name]:
             sides[p] = side if sides.get(p, side) == side else "both"
     protected: list[str] = []
+    for pattern in rule.layers:
+        users = [n for n in imported.nodes if rule.layer_matches(pattern, n.name)]
+        if not users:
+            raise ProtectionRuleError(f"[protect].layers pattern {pattern!r} matches no node name or module path"
+                                      + _suggest(pattern, sorted({module_path(n.name) for n in imported.nodes})))
+        matched = sorted({p for n in users for p in imported.node_params[n.name]
+                          if ROLE_KIND.get(imported.roles[p]) in rule.kinds})
+        if not matched:
+            raise ProtectionRuleError(f"[protect].layers pattern {pattern!r} matches nodes "
+                                      f"{[n.name for n in users][:8]} that read no parameter of kind {sorted(rule.kinds)}")
+        protected.extend(m for m in matched if m not in protected)
     for pattern in rule.parameters:
+        if pattern == "*":   # every parameter of the head, of the rule's kinds
+            matched = sorted(p for p, side in sides.items()
+                             if side == "head" and ROLE_KIND.get(imported.roles[p]) in rule.kinds)
+            if not matched:
+                raise ProtectionRuleError(f"[protect].parameters \"*\": the head reads no parameter of kind "
+                                          f"{sorted(rule.kinds)}")
+            protected.extend(m for m in matched if m not in protected)
+            continue
         matched = rule.pattern_matches(pattern, {n: r for n, r in imported.roles.items() if n in sides})
         if not matched:
             candidates = sorted(n for n, r in imported.roles.items() if r in ("weight", "bias", "statistic"))
@@ -359,8 +474,11 @@ def _as_feed(imported: ImportedModel, samples: Mapping[str, np.ndarray] | np.nda
         if spec.name not in samples:
             raise ModelError(f"no samples for model input {spec.name!r}")
         x = np.asarray(samples[spec.name], dtype=np.float32)
-        if x.ndim != len(spec.shape) or any(d is not None and a != d for a, d in zip(x.shape, spec.shape)):
-            raise ModelError(f"samples for {spec.name!r} have shape {x.shape}, the model expects {spec.shape}")
+        fixed = spec.shape[0] if spec.shape else None
+        if (x.ndim != len(spec.shape) or any(d is not None and a != d for a, d in zip(x.shape[1:], spec.shape[1:]))
+                or (fixed is not None and (fixed == 0 or x.shape[0] % fixed))):
+            raise ModelError(f"samples for {spec.name!r} have shape {x.shape}, the model expects {spec.shape}"
+                             + (f" (a fixed batch of {fixed}: give a multiple of {fixed} samples)" if fixed else ""))
         feed[spec.name] = x
     return feed
 
@@ -381,10 +499,15 @@ def _max_diff(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], names: l
 
 def verify_split(result: SplitResult, samples: Mapping[str, np.ndarray] | np.ndarray, *,
                  source: str = "given inputs", batch: int = 256) -> Verification:
-    """Backbone then head (onnxruntime, and the enclave interpreter) vs the whole model."""
+    """Backbone then head (onnxruntime, and the enclave interpreter) vs the whole model as given
+    (its original file, not the normalised one). A model exported with a fixed batch (say 1) is
+    run that many samples at a time; ``samples`` in the result is the number actually run."""
     feed = _as_feed(result.imported, samples)
     n = next(iter(feed.values())).shape[0]
-    whole = ort_session(result.imported.serialize())
+    fixed = [s.shape[0] for s in result.imported.inputs if s.shape and s.shape[0] is not None]
+    if fixed:
+        batch = fixed[0]
+    whole = ort_session(result.imported.source_bytes)
     backbone = Backbone(result.backbone_bytes)
     head_ort = ort_session(result.head_model.SerializeToString())
     head_np = HeadInterpreter(result.package, result.index)
@@ -403,11 +526,15 @@ def verify_split(result: SplitResult, samples: Mapping[str, np.ndarray] | np.nda
 
 
 def random_samples(imported: ImportedModel, n: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
-    """Uniform [0, 1) inputs of the model's shapes (batch ``n``), seeded."""
+    """Uniform [0, 1) inputs of the model's shapes with ``n`` rows (also when the model's batch
+    dimension is fixed: verification then runs them a fixed batch at a time), seeded."""
     rng = np.random.default_rng(seed)
     out = {}
     for spec in imported.inputs:
-        shape = tuple(n if d is None else d for d in spec.shape)
+        if None in spec.shape[1:]:
+            raise ModelError(f"input {spec.name!r} has dynamic dimensions {list(spec.shape)}; random samples need "
+                             "static ones: verify with --inputs FILE.npy")
+        shape = (n,) + tuple(d for d in spec.shape[1:])
         if math.prod(shape) > 1 << 26:
             raise ModelError(f"input {spec.name!r} of shape {shape} is too large to sample")
         out[spec.name] = rng.random(shape, dtype=np.float32)

@@ -1,0 +1,1 @@
+RNN_OPS: list[str] = []
