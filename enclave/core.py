@@ -70,6 +70,7 @@ from . import quote as quote_mod
 from .identity import EnclaveIdentity
 from .keys import KeyDeriver
 from .platform import Platform
+from .ratelimit import RateLimiter
 from .sealing import Sealer, write_atomic
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ class _Model:
     input_shape: tuple[int | None, ...] = ()
     output_name: str = ""
     policy: str = ""
+    rate_limit: dict[str, int] = field(default_factory=dict, repr=False)
     sealed_sha256: bytes = b""
 
     def __repr__(self) -> str:
@@ -273,6 +275,7 @@ class EnclaveCore:
         #: answers issued (signed results), sealed in the manifest; each answer carries its number
         #: and the chain keeps the highest delivered one as the anchor against rollback
         self.sequence = 0
+        self._rate_limiter = RateLimiter(clock) if clock else RateLimiter()
         self.state_version = 0
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
@@ -486,6 +489,7 @@ class EnclaveCore:
         model.head = head
         model.input_name, model.input_shape = graph.inputs[0].name, tuple(graph.inputs[0].shape)
         model.output_name, model.policy = graph.outputs[0].name, graph.output_policy
+        model.rate_limit = dict(graph.meta.get("rate_limit") or {})
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -521,6 +525,10 @@ class EnclaveCore:
         if len(expected) != len(shape) or any(e is not None and e != s for e, s in zip(expected, shape)):
             raise ShapeMismatchError(f"backbone output shape {list(shape)} does not match the head "
                                      f"input {[e if e is not None else 'N' for e in expected]}")
+        if not self._rate_limiter.allow(model.key, requester, model.rate_limit):
+            raise EntryCallError(f"requester {requester} reached the model owner's limit of "
+                                 f"{model.rate_limit['answers']} answers per {model.rate_limit.get('window_seconds')} s; "
+                                 "ask again later")
         x = np.frombuffer(plaintext, dtype=dtype).reshape(shape).astype(np.float32)
         try:
             outputs = model.head.run({model.input_name: x})

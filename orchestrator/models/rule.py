@@ -47,7 +47,7 @@ ROLE_KIND = {"weight": "weights", "statistic": "weights", "bias": "biases"}
 _TOP = {"version", "name", "split", "protect", "output"}
 _SPLIT = {"at_tensor", "at_node", "at_layer", "protect_last_layers"}
 _PROTECT = {"parameters", "layers", "kinds"}
-_OUTPUT = {"policy"}
+_OUTPUT = {"policy", "max_answers_per_requester", "window_seconds"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,10 @@ class ProtectionRule:
     label: str = "<rule>"
     at_layer: str | None = None
     layers: tuple[str, ...] = ()
+    #: The enclave answers a requester at most this many times per ``window_seconds`` (0: no
+    #: limit): the owner's brake on approximating the head by queries.
+    max_answers_per_requester: int = 0
+    window_seconds: int = 3600
 
     @property
     def hash(self) -> bytes:
@@ -186,6 +190,11 @@ def parse_rule(data: bytes, label: str = "<rule>") -> ProtectionRule:
     policy = output.get("policy")
     if policy not in OUTPUT_POLICIES:
         raise fail(f"[output].policy must be one of {list(OUTPUT_POLICIES)}, got {policy!r}")
+    limit = output.get("max_answers_per_requester", 0)
+    window = output.get("window_seconds", 3600)
+    for key, value, lo in (("max_answers_per_requester", limit, 0), ("window_seconds", window, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= 2**31:
+            raise fail(f"[output].{key} must be a whole number from {lo} to 2^31, got {value!r}")
 
     return ProtectionRule(name.strip(), at_tensor, at_node, last, tuple(params), frozenset(kinds), policy,
-                          bytes(data), label, at_layer, tuple(layers))
+                          bytes(data), label, at_layer, tuple(layers), limit, window)

@@ -450,6 +450,9 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
 
     meta = {"source_model_hash": _hex(imported.source_hash), "rule_hash": _hex(rule.hash),
             "protected": protected}
+    if rule.max_answers_per_requester:
+        # part of the head graph, whose hash the registry records: the node cannot lift it
+        meta["rate_limit"] = {"answers": rule.max_answers_per_requester, "window_seconds": rule.window_seconds}
     graph, params = head_to_graph(imported, head_model, crossing, rule.output_policy, meta)
     if not params:
         raise ProtectionRuleError("the head holds no parameters; there is nothing to protect; split earlier")

@@ -187,3 +187,29 @@ def test_every_answer_is_numbered_and_a_rolled_back_manifest_is_refused(tmp_path
     # without the chain's anchor the stand-in cannot tell (why the anchor is on-chain)
     assert again.call("seal_state", {"action": "restore", "anchored_state_version": sv,
                                      "anchored_sequence": 1})["models"] == 1
+
+
+def test_the_owners_rate_limit_caps_answers_per_requester(tmp_path):
+    """The rule's [output].max_answers_per_requester travels in the head graph (hash on-chain)
+    and the enclave refuses the excess per requester, per window, on its clock."""
+    from orchestrator.models import load_model
+    from orchestrator.models.rule import parse_rule
+    from orchestrator.models.split import split_model
+    from tests.support import enclave_support as es
+
+    rule = es.RULE.replace(b'policy="label_scores"', b'policy="label"\nmax_answers_per_requester=2\nwindow_seconds=60')
+    res = split_model(load_model(es.canary_model().SerializeToString()), parse_rule(rule))
+    assert res.head_graph.meta["rate_limit"] == {"answers": 2, "window_seconds": 60}
+    now = [1000.0]
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path, clock=lambda: now[0])
+    _provision(core, res)
+    x = es.sample_inputs(1, seed=8)
+    feats = __import__("onnxruntime").InferenceSession(
+        res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    requester = crypto.X25519KeyPair.generate()
+    _infer(core, feats, 1, requester)
+    _infer(core, feats, 2, requester)
+    with pytest.raises(EntryCallError, match="limit of 2 answers per 60"):
+        _infer(core, feats, 3, requester)
+    now[0] += 61
+    _infer(core, feats, 3, requester)  # a new window
