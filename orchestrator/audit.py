@@ -131,6 +131,8 @@ class Auditor:
         self._blocks: dict[int, int] = {}
         self._gas: dict[str, int] = {}
         self._cache: dict[tuple[Any, ...], list[AuditEvent]] = {}
+        self._now: int | None = None
+        self._code_checks: list[Check] | None = None
 
     # --- fetching --------------------------------------------------------------------------
 
@@ -161,6 +163,29 @@ class Auditor:
         return AuditEvent(event, contract_name, block, tx, int(entry["logIndex"]), self._blocks[block],
                           self._gas[tx], {k: _plain(v) for k, v in entry["args"].items()})
 
+    def _chain_time(self) -> int:
+        if self._now is None:
+            self._now = int(self.chain.get_block("latest")["timestamp"])
+        return self._now
+
+    # --- contracts -------------------------------------------------------------------------
+
+    def contract_checks(self) -> list[Check]:
+        """Each contract's runtime code equals its build artifact (immutables masked): an audit
+        trusts the deployment record only as far as the code at its addresses is ours."""
+        from splitseal.chain import ZERO_ADDRESS, runtime_code_matches
+
+        if self._code_checks is None:
+            checks = []
+            for name, contract in self.d.contracts().items():
+                if contract.address.lower() == ZERO_ADDRESS:
+                    checks.append(Check(f"{name} code is the build artifact's", True, "not part of this audit"))
+                    continue
+                ok, detail = runtime_code_matches(self.chain, name, contract.address)
+                checks.append(Check(f"{name} code is the build artifact's", ok, detail))
+            self._code_checks = checks
+        return list(self._code_checks)
+
     # --- requests --------------------------------------------------------------------------
 
     def request(self, request_id: int) -> RequestAudit:
@@ -176,6 +201,7 @@ class Auditor:
         status = RequestStatus(self.chain.call(self.d.backbone_execution.functions.status(request_id)))
         audit = RequestAudit(request_id, status.name)
         audit.events = events
+        audit.checks.extend(self.contract_checks())
         self._check_request(audit)
         return audit
 
@@ -198,6 +224,12 @@ class Auditor:
                           f"code {f.args.get('code')} reason {f.args.get('reason')!r} by {f.args.get('node')}"))
             elif "RequestTimedOut" in by:
                 add(Check("timeout recorded on-chain", True, f"block {by['RequestTimedOut'].block}"))
+            else:
+                # still open: a finding once its deadline has passed and nobody ended it
+                deadline, now = int(request.args["deadline"]), self._chain_time()
+                add(Check("open only until its deadline", now <= deadline,
+                          f"{audit.status} at chain time {now}, deadline {deadline}"
+                          + ("" if now <= deadline else f": overdue by {now - deadline} s; nobody called timeout()")))
             return
         missing = [n for n in ("BackboneExecuted", "TransferRecorded", "ResultSubmitted") if n not in by]
         if missing:
@@ -331,6 +363,11 @@ class Auditor:
             if any(e.name == "InferenceRequested" and e.args["modelId"] == audit.model_id for e in history):
                 ours.append(request_id)
         audit.requests = [self.request(request_id) for request_id in ours[:max_requests]]
+        audit.checks.extend(self.contract_checks())
+        overdue = [r.request_id for r in audit.requests
+                   if any(c.name == "open only until its deadline" and not c.ok for c in r.checks)]
+        audit.checks.append(Check("no request left open past its deadline", not overdue,
+                                  f"overdue: {overdue[:20]}" if overdue else "none"))
         results = {str(e.args["enclave"]) for r in audit.requests for e in r.events if e.name == "ResultSubmitted"}
         for enclave in sorted(results):
             audit.checks.append(self.enclave_answers(enclave).check())

@@ -102,7 +102,7 @@ def standard_input(sources: dict[str, bytes]) -> dict[str, Any]:
             "viaIR": VIA_IR,
             "outputSelection": {
                 "*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object",
-                            "evm.methodIdentifiers", "metadata"]},
+                            "evm.deployedBytecode.immutableReferences", "evm.methodIdentifiers", "metadata"]},
             },
         },
     }
@@ -146,6 +146,11 @@ def compile_contracts(sources_dir: Path = SOURCES_DIR, compiler: Compiler | None
             "abi": data["abi"],
             "bytecode": "0x" + data["evm"]["bytecode"]["object"],
             "deployedBytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
+            # byte ranges of the runtime code that the constructor fills (immutables): masked when
+            # an auditor compares on-chain code with this artifact
+            "immutableReferences": sorted(
+                [int(r["start"]), int(r["length"])]
+                for refs in data["evm"]["deployedBytecode"].get("immutableReferences", {}).values() for r in refs),
             "methodIdentifiers": data["evm"]["methodIdentifiers"],
             "compiler": {
                 "version": compiler.version,

@@ -1,4 +1,7 @@
-"""`splitseal audit request ID | model ID | subject ID`: histories rebuilt from events, verified."""
+"""`splitseal audit request ID | model ID | enclave ADDRESS | subject ID`: histories rebuilt from
+events and verified, on any chain reachable by URL, from our deployment record, the operator's
+(``--deployment FILE``) or the registry's address alone (``--registry``); every contract's code is
+checked against the build artifacts first."""
 
 from __future__ import annotations
 
@@ -20,12 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = audit.add_parser("request", help="one inference request: every stage, signature, enclave, hash chain")
     p.add_argument("request_id", type=int)
     add_chain_option(p)
+    _add_deployment_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_request)
 
     p = audit.add_parser("model", help="a model: registration, split hashes, enclaves, provisioning, requests")
     p.add_argument("model", help="model id (0x-prefixed bytes32) or model name")
     add_chain_option(p)
+    _add_deployment_options(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--html", default=None, help="also write an HTML report (timeline, latency and gas plots)")
     p.set_defaults(func=cmd_model)
@@ -36,14 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--socket", default=None,
                    help="also ask the running enclave how many answers it issued (its socket)")
     add_chain_option(p)
+    _add_deployment_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_enclave)
 
     p = audit.add_parser("subject", help="an MPC subject: enrolment commitments and co-signed decisions")
     p.add_argument("subject", help="subject id (0x-prefixed bytes32) or the subject's name")
     add_chain_option(p)
+    _add_deployment_options(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_subject)
+
+
+def _add_deployment_options(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--deployment", default=None, metavar="FILE",
+                       help="the operator's deployment record (deployments/<chain id>.json) instead of ours")
+    where.add_argument("--registry", default=None, metavar="ADDRESS",
+                       help="only the ModelRegistry's address: the rest is found from on-chain logs")
 
 
 def _open(args: argparse.Namespace, config: Config):
@@ -54,6 +69,14 @@ def _open(args: argparse.Namespace, config: Config):
                           "audit a chain that outlives commands (--chain anvil or a URL), or see the audit "
                           "that `splitseal demo` prints")
     try:
+        if getattr(args, "registry", None):
+            from splitseal.chain import discover_deployment
+
+            return chain, discover_deployment(chain, args.registry)
+        if getattr(args, "deployment", None):
+            from splitseal.chain import load_deployment
+
+            return chain, load_deployment(chain, config.path(""), path=Path(args.deployment))
         return chain, open_deployment(chain, config)
     except BaseException:
         chain.close()  # `--chain anvil` may have started a private node: stop it
@@ -89,7 +112,7 @@ def cmd_request(args: argparse.Namespace, config: Config) -> int:
     with chain:
         audit = Auditor(chain, deployment).request(args.request_id)
     print(json.dumps(audit.to_json(), indent=2, default=str) if args.json else render_request(audit))
-    return 0 if audit.verified or audit.status != "COMPLETED" else 1
+    return 0 if audit.verified else 1
 
 
 def cmd_model(args: argparse.Namespace, config: Config) -> int:

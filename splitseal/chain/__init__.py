@@ -19,6 +19,7 @@ _EXPORTS = {
     "EmbeddedChain": "embedded", "RpcChain": "rpc", "PushWakeup": "rpc",
     "LogDecoder": "logs", "logs_with_first_topic": "logs", "logs_with_topic0": "logs",
     "Deployment": "deployment", "load_deployment": "deployment", "deployment_path": "deployment",
+    "discover_deployment": "deployment", "runtime_code_matches": "deployment",
     "AnvilNode": "anvil", "running_node": "anvil", "state_file": "anvil", "anvil_binary": "anvil",
     "free_port": "anvil",
 }

@@ -264,15 +264,16 @@ class Chain(ABC):
     def gas_price(self) -> int:
         return self._request("eth_gasPrice", lambda: self._w3.eth.gas_price)
 
-    def logs(self, addresses: str | Sequence[str], topics: Sequence[Any], from_block: int,
+    def logs(self, addresses: str | Sequence[str] | None, topics: Sequence[Any], from_block: int,
              to_block: int | None = None) -> list[Any]:
-        """Raw logs (web3's form) of ``addresses`` matching ``topics`` in a block range, clamped to
-        the head and asked ``config.max_log_range`` blocks at a time. Any failure of the node or
-        the transport is a :class:`ChainError`."""
+        """Raw logs (web3's form) of ``addresses`` (None: of any contract) matching ``topics`` in a
+        block range, clamped to the head and asked ``config.max_log_range`` blocks at a time. Any
+        failure of the node or the transport is a :class:`ChainError`."""
         head = self.block_number()
         to_block = head if to_block is None else min(to_block, head)
-        criteria: dict[str, Any] = {"address": [addresses] if isinstance(addresses, str) else list(addresses),
-                                    "topics": list(topics)}
+        criteria: dict[str, Any] = {"topics": list(topics)}
+        if addresses is not None:
+            criteria["address"] = [addresses] if isinstance(addresses, str) else list(addresses)
         out: list[Any] = []
         start = max(0, from_block)
         while start <= to_block:

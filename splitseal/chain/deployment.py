@@ -69,21 +69,49 @@ def deployment_path(chain_id: int, home: Path) -> Path:
     return Path(home) / DEPLOYMENTS_DIR / f"{chain_id}.json"
 
 
-def load_deployment(chain: Chain, home: Path) -> Deployment:
-    """The deployment recorded for this chain under ``home``; :class:`DeploymentError` if absent
-    or stale."""
-    path = deployment_path(chain.chain_id, home)
+def runtime_code_matches(chain: Chain, name: str, address: str) -> tuple[bool, str]:
+    """Whether the runtime code at ``address`` is the committed artifact of ``name``, with the
+    byte ranges the constructor fills (immutables) masked on both sides; and what was found."""
+    artifact = load_artifact(name)
+    expected = bytes.fromhex(artifact["deployedBytecode"][2:])
+    found = bytes(chain.code(address))
+    if not found:
+        return False, f"no code at {address}"
+    if len(found) != len(expected):
+        return False, f"{len(found)} bytes of code at {address}, the artifact has {len(expected)}"
+    a, b = bytearray(found), bytearray(expected)
+    for start, length in artifact.get("immutableReferences", []):
+        a[start:start + length] = b[start:start + length] = bytes(length)
+    if a != b:
+        first = next(i for i in range(len(a)) if a[i] != b[i])
+        return False, f"code at {address} differs from contracts/build/{name}.json from byte {first}"
+    return True, f"{len(found)} bytes equal to contracts/build/{name}.json (immutables masked)"
+
+
+def load_deployment(chain: Chain, home: Path, *, path: Path | None = None) -> Deployment:
+    """The deployment recorded for this chain under ``home`` (or in the record file ``path``, as
+    an operator publishes it); :class:`DeploymentError` if absent, for another chain, or stale."""
+    explicit = path is not None
+    path = Path(path) if explicit else deployment_path(chain.chain_id, home)
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
+        if explicit:
+            raise DeploymentError(f"deployment record {path} does not exist") from None
         raise DeploymentError(f"no deployment recorded for chain {chain.chain_id} ({path}); "
-                              f"run `splitseal deploy --chain {chain.name}` first") from None
+                              f"run `splitseal deploy --chain {chain.name}` first, or give the operator's "
+                              "record with --deployment FILE or the registry with --registry ADDRESS") from None
+    except (json.JSONDecodeError, OSError) as exc:
+        raise DeploymentError(f"deployment record {path} is unreadable: {exc}") from None
+    if int(record.get("chainId", -1)) != chain.chain_id:
+        raise DeploymentError(f"deployment record {path} is for chain {record.get('chainId')}, "
+                              f"this chain is {chain.chain_id}")
     problems = []
     for name in CONTRACTS:
         address = record["contracts"].get(name)
         if not address or not chain.code(address):
             problems.append(f"{name} has no code at {address}")
-        elif record.get("artifacts", {}).get(name) != artifact_sha256(name):
+        elif not explicit and record.get("artifacts", {}).get(name) != artifact_sha256(name):
             problems.append(f"{name} at {address} was built from an older artifact")
     if problems:
         raise DeploymentError(f"deployment in {path} is not live on chain {chain.chain_id}: "
@@ -94,3 +122,50 @@ def load_deployment(chain: Chain, home: Path) -> Deployment:
                       backbone_execution=c["BackboneExecution"], enclave_transfer=c["EnclaveTransfer"],
                       feature_share_registry=c["FeatureShareRegistry"],
                       tx_hashes=record.get("txHashes", {}), reused=True)
+
+
+def discover_deployment(chain: Chain, registry: str, *, from_block: int = 0) -> Deployment:
+    """The deployment around ``ModelRegistry`` at ``registry``, found on-chain alone (an auditor
+    with an RPC URL and one address): the BackboneExecution whose ``EnclaveTransferLinked`` names
+    an EnclaveTransfer of this registry, the ParameterIndex of this registry (found by its
+    ``IndexPublished`` events; a deployment that never published an index has none to audit), and
+    the FeatureShareRegistry only from a record (it holds no link to the registry)."""
+    registry = chain.contract("ModelRegistry", registry).address
+    if not chain.code(registry):
+        raise DeploymentError(f"no contract at {registry} on chain {chain.chain_id}")
+    backbone = chain.contract("BackboneExecution", registry)  # for its event ABI only
+    linked = chain.logs(None, [_topic(backbone.events.EnclaveTransferLinked().topic)], from_block, None)
+    found: dict[str, Any] = {}
+    for raw in linked:
+        candidate = chain.contract("BackboneExecution", raw["address"])
+        try:
+            if chain.call(candidate.functions.modelRegistry()).lower() == registry.lower():
+                found["BackboneExecution"] = candidate
+                found["EnclaveTransfer"] = chain.contract(
+                    "EnclaveTransfer", chain.call(candidate.functions.enclaveTransfer()))
+                found["block"] = int(raw["blockNumber"])
+        except Exception:  # noqa: BLE001 - another contract with a look-alike event
+            continue
+    if "BackboneExecution" not in found:
+        raise DeploymentError(f"no BackboneExecution linked to the ModelRegistry at {registry} was found "
+                              "in the chain's logs; give the operator's record with --deployment FILE")
+    index = chain.contract("ParameterIndex", registry)
+    for raw in chain.logs(None, [_topic(index.events.IndexPublished().topic)], from_block, None):
+        candidate = chain.contract("ParameterIndex", raw["address"])
+        try:
+            if chain.call(candidate.functions.modelRegistry()).lower() == registry.lower():
+                found["ParameterIndex"] = candidate
+                break
+        except Exception:  # noqa: BLE001
+            continue
+    zero = chain.contract("FeatureShareRegistry", ZERO_ADDRESS)
+    first = min(found["block"], from_block) if from_block else max(0, found["block"] - 10)
+    return Deployment(chain_id=chain.chain_id, block=first, admin="",
+                      model_registry=chain.contract("ModelRegistry", registry),
+                      parameter_index=found.get("ParameterIndex", chain.contract("ParameterIndex", ZERO_ADDRESS)),
+                      backbone_execution=found["BackboneExecution"], enclave_transfer=found["EnclaveTransfer"],
+                      feature_share_registry=zero, reused=True)
+
+
+def _topic(topic: Any) -> str:
+    return topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
