@@ -15,14 +15,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from orchestrator.cli import group
-from orchestrator.models.inspect import inspect_path, render
-from orchestrator.models import ImportedModel, load_model
-from orchestrator.models.rule import load_rule
-from orchestrator.models.split import random_samples, split_model
 from splitseal.config import Config
+
+if TYPE_CHECKING:  # onnx, onnxruntime and numpy load when a command runs, not for --help
+    import numpy as np
+
+    from orchestrator.models import ImportedModel
 from splitseal.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inspect)
 
 
-def _digits_inputs(imported: ImportedModel) -> np.ndarray | None:
+def _digits_inputs(imported: "ImportedModel") -> "np.ndarray | None":
+    import numpy as np
+
     if len(imported.inputs) != 1:
         return None
     shape = imported.inputs[0].shape
@@ -60,7 +63,11 @@ def _digits_inputs(imported: ImportedModel) -> np.ndarray | None:
     return x_test.astype(np.float32)
 
 
-def _samples(args: argparse.Namespace, imported: ImportedModel) -> tuple[Any, str]:
+def _samples(args: argparse.Namespace, imported: "ImportedModel") -> tuple[Any, str]:
+    import numpy as np
+
+    from orchestrator.models.split import random_samples
+
     if args.inputs:
         try:
             arr = np.load(args.inputs, allow_pickle=False)
@@ -78,6 +85,11 @@ def _samples(args: argparse.Namespace, imported: ImportedModel) -> tuple[Any, st
 
 
 def cmd_split(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.models import load_model
+    from orchestrator.models.inspect import inspect_path, render
+    from orchestrator.models.rule import load_rule
+    from orchestrator.models.split import split_model
+
     imported = load_model(args.model)
     rule = load_rule(args.rule)
     samples, source = _samples(args, imported)
@@ -92,6 +104,8 @@ def cmd_split(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.models.inspect import inspect_path, render
+
     report = inspect_path(args.path, args.rule)
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 1 if report.get("problems") else 0

@@ -9,12 +9,16 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from eth_account import Account
+
+from typing import TYPE_CHECKING
 
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
 from .chain import add_chain_option, open_chain, open_deployment
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 #: Signals that stop ``splitseal node run`` cleanly (finish the current step, close, exit 0).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -49,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_infer)
 
 
-def node_account(config: Config, chain) -> "Account":
+def node_account(config: Config, chain) -> "LocalAccount":
+    from eth_account import Account
+
     if config.node.account_key:
         return Account.from_key(config.node.account_key)
     if len(chain.accounts) < 3:
@@ -57,7 +63,7 @@ def node_account(config: Config, chain) -> "Account":
     return chain.accounts[2]
 
 
-def requester_account(chain) -> "Account":
+def requester_account(chain) -> "LocalAccount":
     """Development account 3 where the chain offers the development accounts, else the one
     configured account ([chain].admin_key), which then pays for its own requests."""
     return chain.accounts[3] if len(chain.accounts) > 3 else chain.accounts[0]

@@ -15,11 +15,22 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from onnx import TensorProto, helper, numpy_helper
+from typing import TYPE_CHECKING, Any
 
 from splitseal.errors import ModelError
 
-OnnxPart = tuple[list[helper.NodeProto], list[TensorProto]]
+if TYPE_CHECKING:
+    from onnx import TensorProto
+
+#: (ONNX nodes, initializers) of one layer; onnx loads when a layer is exported, not when the
+#: CLI lists the models
+OnnxPart = tuple[list[Any], list[Any]]
+
+
+def _helpers() -> Any:
+    import onnx.helper
+
+    return onnx.helper
 
 
 class Layer:
@@ -42,7 +53,9 @@ class Layer:
         """ONNX nodes (named after this layer) and initializers computing this layer."""
         raise NotImplementedError
 
-    def _initializers(self) -> list[TensorProto]:
+    def _initializers(self) -> list["TensorProto"]:
+        from onnx import numpy_helper
+
         return [numpy_helper.from_array(np.ascontiguousarray(v, dtype=np.float32), f"{self.name}.{k}")
                 for k, v in self.params.items()]
 
@@ -116,6 +129,7 @@ class Conv2d(Layer):
         return dxp[:, :, p:p + h, p:p + wd] if p else dxp
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
+        helper = _helpers()
         k, s, p = self.kernel, self.stride, self.padding
         node = helper.make_node("Conv", [input_name, f"{self.name}.weight", f"{self.name}.bias"],
                                 [output_name], name=self.name, kernel_shape=[k, k], strides=[s, s],
@@ -141,6 +155,7 @@ class ReLU(Layer):
         return np.where(self._mask, grad, np.zeros((), dtype=grad.dtype))
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
+        helper = _helpers()
         return [helper.make_node("Relu", [input_name], [output_name], name=self.name)], []
 
 
@@ -175,6 +190,7 @@ class MaxPool2d(Layer):
         return dwin.reshape(n, c, h // k, w // k, k, k).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
+        helper = _helpers()
         k = self.kernel
         node = helper.make_node("MaxPool", [input_name], [output_name], name=self.name,
                                 kernel_shape=[k, k], strides=[k, k], pads=[0, 0, 0, 0])
@@ -198,6 +214,7 @@ class Flatten(Layer):
         return grad.reshape(self._shape)
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
+        helper = _helpers()
         return [helper.make_node("Flatten", [input_name], [output_name], name=self.name, axis=1)], []
 
 
@@ -225,6 +242,7 @@ class Linear(Layer):
         return grad @ self.params["weight"]
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
+        helper = _helpers()
         node = helper.make_node("Gemm", [input_name, f"{self.name}.weight", f"{self.name}.bias"],
                                 [output_name], name=self.name, alpha=1.0, beta=1.0, transA=0, transB=1)
         return [node], self._initializers()
@@ -249,6 +267,7 @@ class Softmax(Layer):
         return y * (grad - (grad * y).sum(axis=1, keepdims=True))
 
     def onnx(self, input_name: str, output_name: str) -> OnnxPart:
+        helper = _helpers()
         return [helper.make_node("Softmax", [input_name], [output_name], name=self.name, axis=1)], []
 
 

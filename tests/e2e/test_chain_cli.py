@@ -57,10 +57,10 @@ def test_chain_up_deploy_twice_and_down(tmp_path: Path) -> None:
     assert not (tmp_path / "var" / "chain" / "anvil.json").exists()
     assert "no anvil node is running" in cli(tmp_path, "chain", "down").stdout
     status = cli(tmp_path, "chain", "status")
-    assert status.returncode == 2 and "splitseal chain up" in status.stderr
+    assert status.returncode == 3 and "splitseal chain up" in status.stderr  # runtime: nothing to reach
     # without a running node, --chain anvil says what to do
     refused = cli(tmp_path, "deploy", "--chain", "anvil")
-    assert refused.returncode == 2 and "start one with `splitseal chain up`" in refused.stderr
+    assert refused.returncode == 3 and "start one with `splitseal chain up`" in refused.stderr
 
 
 @pytest.mark.e2e
@@ -78,4 +78,4 @@ def test_unknown_chain_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "unknown chain 'mainnet'" in done.stderr
     unreachable = cli(tmp_path, "deploy", "--chain", "http://127.0.0.1:9")
-    assert unreachable.returncode == 2 and "cannot reach the chain" in unreachable.stderr
+    assert unreachable.returncode == 3 and "cannot reach the chain" in unreachable.stderr
