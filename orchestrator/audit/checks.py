@@ -20,9 +20,8 @@ Whatever does not verify is reported as a failed check with the reason, never dr
 
 from __future__ import annotations
 
-import html
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from splitseal.protocol import eip712
 from splitseal.protocol.result import ResultClaim
@@ -78,13 +77,19 @@ class ModelAudit:
     events: list[AuditEvent] = field(default_factory=list)
     requests: list[RequestAudit] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    #: where and when: what a report header states
+    chain_id: int = 0
+    contracts: dict[str, str] = field(default_factory=dict)
+    from_block: int = 0
+    to_block: int = 0
 
     @property
     def verified(self) -> bool:
         return all(c.ok for c in self.checks) and all(r.verified for r in self.requests if r.status == "COMPLETED")
 
     def to_json(self) -> dict[str, Any]:
-        return {"modelId": self.model_id, "verified": self.verified,
+        return {"modelId": self.model_id, "verified": self.verified, "chainId": self.chain_id,
+                "contracts": self.contracts, "fromBlock": self.from_block, "toBlock": self.to_block,
                 "events": [asdict(e) for e in self.events], "checks": [asdict(c) for c in self.checks],
                 "requests": [r.to_json() for r in self.requests]}
 
@@ -335,7 +340,9 @@ class Auditor:
         return checks
 
     def model(self, model_id: bytes, *, max_requests: int = 1000) -> ModelAudit:
-        audit = ModelAudit("0x" + model_id.hex())
+        audit = ModelAudit("0x" + model_id.hex(), chain_id=self.chain.chain_id,
+                           contracts={name: c.address for name, c in self.d.contracts().items()},
+                           from_block=self.d.block, to_block=self.chain.block_number())
         events = list(self._history(_GROUPS["ModelRegistry"], model_id))
         if not any(e.name == "ModelRegistered" for e in events):
             raise InvalidInputError(f"model 0x{model_id.hex()} is not registered on this deployment")
@@ -416,52 +423,6 @@ def render_model(audit: ModelAudit) -> str:
         lines.append(f"  {r.request_id:>6} {r.status:<10} {'verified' if r.verified else 'NOT verified'} gas={r.gas_total}")
     lines += ["", "checks:"] + [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in audit.checks]
     return "\n".join(lines)
-
-
-def render_html(audit: ModelAudit) -> str:
-    """A self-contained HTML report: timeline, latency and gas per request (inline SVG)."""
-    reqs = [r for r in audit.requests if r.events]
-    latency = [(r.request_id, r.events[-1].timestamp - r.events[0].timestamp, r.status) for r in reqs]
-    gas = [(r.request_id, r.gas_total, r.status) for r in reqs]
-    rows = "".join(
-        f"<tr><td>{e.block}</td><td>{e.timestamp}</td><td>{html.escape(e.contract)}.{html.escape(e.name)}</td>"
-        f"<td><code>{html.escape(e.tx[:18])}…</code></td><td>{e.gas_used}</td></tr>" for e in audit.events)
-    req_rows = "".join(
-        f"<tr class='{'ok' if r.verified or r.status != 'COMPLETED' else 'bad'}'><td>{r.request_id}</td>"
-        f"<td>{r.status}</td><td>{'yes' if r.verified else 'no'}</td><td>{r.gas_total}</td>"
-        f"<td>{html.escape('; '.join(c.name for c in r.checks if not c.ok))}</td></tr>" for r in reqs)
-    checks = "".join(f"<li class='{'ok' if c.ok else 'bad'}'>{html.escape(c.name)}: {html.escape(c.detail)}</li>"
-                     for c in audit.checks)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>splitseal audit {audit.model_id}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}} .ok{{color:#060}} .bad{{color:#b00;font-weight:bold}}
-svg{{border:1px solid #ddd;margin:4px 0}}</style></head><body>
-<h1>Model {html.escape(audit.model_id)}</h1>
-<p>Overall: <b class="{'ok' if audit.verified else 'bad'}">{'VERIFIED' if audit.verified else 'NOT VERIFIED'}</b>
- — {len(reqs)} requests</p><ul>{checks}</ul>
-<h2>Latency per request (chain time from request to its end; blocks carry 1-second timestamps)</h2>{_bars(latency, 's')}
-<h2>Gas per request (whole lifecycle)</h2>{_bars(gas, 'gas')}
-<h2>Requests</h2><table><tr><th>id</th><th>status</th><th>verified</th><th>gas</th><th>failed checks</th></tr>{req_rows}</table>
-<h2>Timeline of the model</h2><table><tr><th>block</th><th>time</th><th>event</th><th>tx</th><th>gas</th></tr>{rows}</table>
-</body></html>"""
-
-
-def _bars(points: Iterable[tuple[int, float, str]], unit: str) -> str:
-    points = list(points)
-    if not points:
-        return "<p>no requests</p>"
-    width, height, pad = 900, 160, 30
-    top = max(v for _, v, _ in points) or 1
-    bw = max(1.0, (width - 2 * pad) / len(points))
-    bars = []
-    for i, (rid, value, status) in enumerate(points):
-        h = (height - 2 * pad) * value / top
-        color = "#4a7" if status == "COMPLETED" else "#c44"
-        bars.append(f"<rect x='{pad + i * bw:.1f}' y='{height - pad - h:.1f}' width='{max(bw - 1, 1):.1f}' "
-                    f"height='{h:.1f}' fill='{color}'><title>request {rid}: {value} {unit}</title></rect>")
-    return (f"<svg width='{width}' height='{height}'><text x='4' y='14' font-size='11'>max {top} {unit}</text>"
-            f"{''.join(bars)}<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' "
-            f"stroke='#333'/></svg>")
 
 
 def _plain(value: Any) -> Any:
