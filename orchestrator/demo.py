@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from splitseal.config import Config
-from splitseal.errors import SplitsealError
+from splitseal.errors import InvalidInputError, SplitsealError
 
 from .stack import DEMO_MODEL, Steps, start_stack
 
@@ -48,7 +48,7 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
     from .training import load_split, reference_model_path
 
     if requests < 1:
-        raise SplitsealError("--requests must be at least 1")
+        raise InvalidInputError("--requests must be at least 1")
     stack = start_stack(config, chain_target=chain_target, state_dir=state_dir, say=say)
     step = Steps(say, first=9)
     try:
