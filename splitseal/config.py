@@ -28,6 +28,10 @@ class ChainConfig:
     url: str = "embedded"
     #: Hex private key of the account that deploys and administers; default: a dev account.
     admin_key: str = ""
+    #: Or an encrypted JSON keystore of that account (eth-account / geth / `cast wallet` format).
+    admin_keystore: str = ""
+    #: File holding the keystores' password (else $SPLITSEAL_KEYSTORE_PASSWORD).
+    keystore_password_file: str = ""
     #: Blocks a log must be buried under before a listener acts on it.
     confirmations: int = 0
     #: Seconds between polls when the chain offers no push subscription.
@@ -67,6 +71,8 @@ class NodeConfig:
     retry_backoff: float = 0.2
     #: Hex private key of the node's account (holds NODE_ROLE); default: development account 2.
     account_key: str = ""
+    #: Or an encrypted JSON keystore of the node's account (password as for [chain]).
+    account_keystore: str = ""
     #: Several nodes on one deployment: this node's index and their count. The node whose index
     #: is ``request_id % count`` claims a request at once, the others after ``claim_grace`` s.
     node_index: int = 0
@@ -131,6 +137,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
             env_key = f"SPLITSEAL_{f.name.upper()}_{name.upper()}"
             if env_key in environ:
                 raw[name] = _coerce(env_key, environ[env_key], sf)
+        if f.name == "chain" and "url" not in raw and environ.get("ETH_RPC_URL"):
+            raw["url"] = environ["ETH_RPC_URL"]  # the Foundry convention, below our own settings
         raw.update(overrides.get(f.name, {}) or {})
         values = {k: _coerce(f"[{f.name}].{k}", v, known[k]) for k, v in raw.items()}
         sections[f.name] = section_cls(**values)

@@ -117,10 +117,11 @@ def _connect_chain(args: argparse.Namespace, config: Config) -> tuple[Any, Any]:
 
 
 def _account(chain: Any, key: str | None, config: Config) -> Any:
-    from eth_account import Account
+    from splitseal.chain.keys import account_from
 
-    key = key or config.chain.admin_key
-    return Account.from_key(key) if key else chain.accounts[0]
+    account = account_from(key=key or config.chain.admin_key, keystore="" if key else config.chain.admin_keystore,
+                           password_file=config.chain.keystore_password_file, what="--key / [chain].admin_key")
+    return account if account is not None else chain.accounts[0]
 
 
 def cmd_attest(args: argparse.Namespace, config: Config) -> int:

@@ -54,12 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def node_account(config: Config, chain) -> "LocalAccount":
-    from eth_account import Account
+    from splitseal.chain.keys import account_from
 
-    if config.node.account_key:
-        return Account.from_key(config.node.account_key)
+    account = account_from(key=config.node.account_key, keystore=config.node.account_keystore,
+                           password_file=config.chain.keystore_password_file,
+                           what="[node].account_key / account_keystore")
+    if account is not None:
+        return account
     if len(chain.accounts) < 3:
-        raise ConfigError("set [node].account_key (SPLITSEAL_NODE_ACCOUNT_KEY) to the node's private key")
+        raise ConfigError("set [node].account_key (SPLITSEAL_NODE_ACCOUNT_KEY) to the node's private key, or "
+                          "[node].account_keystore to its keystore")
     return chain.accounts[2]
 
 

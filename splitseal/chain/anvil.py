@@ -63,6 +63,9 @@ class AnvilNode:
     def start(cls, *, port: int | None = None, block_time: float | None = None,
               log_path: Path | None = None, timeout: float = 20.0) -> "AnvilNode":
         binary = anvil_binary()
+        if port and not _port_free(port):
+            raise ChainError(f"port {port} on 127.0.0.1 is in use by another program; give another --port, "
+                             "or none to take a free one")
         port = port or free_port()
         args = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--prune-history",
                 str(PRUNE_HISTORY), "--silent"]
@@ -77,7 +80,7 @@ class AnvilNode:
             if proc.poll() is not None:
                 raise ChainError(f"anvil exited at start with status {proc.returncode}; "
                                  f"is port {port} free?")
-            if node.alive():
+            if node.alive() and proc.poll() is None:  # ours answering, not another server on the port
                 log.info("anvil started pid=%d port=%d", proc.pid, port)
                 return node
             time.sleep(0.05)
@@ -85,6 +88,7 @@ class AnvilNode:
         raise ChainError(f"anvil did not answer on port {port} within {timeout} s")
 
     def alive(self) -> bool:
+        """The node answers JSON-RPC on its port."""
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
         req = urllib.request.Request(self.http_url, data=body, headers={"Content-Type": "application/json"})
         try:
@@ -137,3 +141,12 @@ def running_node(home: Path) -> AnvilNode | None:
     except (OSError, ValueError, TypeError):
         return None
     return node if node.alive() else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", int(port)))
+        except OSError:
+            return False
+    return True

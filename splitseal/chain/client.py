@@ -371,5 +371,9 @@ def _connect_url(url: str, config: ChainConfig, accounts: Iterable[LocalAccount]
     from .rpc import RpcChain
 
     if accounts is None:
-        accounts = [Account.from_key(config.admin_key)] if config.admin_key else dev_accounts()
+        from .keys import account_from
+
+        admin = account_from(key=config.admin_key, keystore=config.admin_keystore,
+                             password_file=config.keystore_password_file, what="[chain].admin_key / admin_keystore")
+        accounts = [admin] if admin is not None else dev_accounts()
     return RpcChain.open(url, config, list(accounts), name=name, on_close=on_close)

@@ -79,3 +79,17 @@ def test_unknown_chain_is_a_clear_error(tmp_path: Path) -> None:
     assert "unknown chain 'mainnet'" in done.stderr
     unreachable = cli(tmp_path, "deploy", "--chain", "http://127.0.0.1:9")
     assert unreachable.returncode == 3 and "cannot reach the chain" in unreachable.stderr
+
+
+@pytest.mark.e2e
+def test_chain_up_on_a_busy_port_fails_clearly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        done = cli(tmp_path, "chain", "up", "--port", str(port))
+    assert done.returncode == 3 and f"port {port} on 127.0.0.1 is in use" in done.stderr
+    assert "anvil started" not in done.stdout
+    assert not (tmp_path / "var" / "chain" / "anvil.json").exists()
