@@ -28,6 +28,8 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "splitseal.chain": (SHARED + ("splitseal.config", "splitseal.chain"), ()),
     "splitseal.enclave_client": (SHARED + ("splitseal.config",), ("web3", "eth_tester", "onnx", "onnxruntime")),
     "splitseal.onnx_import": (SHARED, ("web3", "eth_tester", "eth_account", "onnxruntime")),
+    # the public Python API: a façade over the whole system, imported by nothing in the project
+    "splitseal.api": (("splitseal", "orchestrator"), ()),
     "enclave": (SHARED + ("enclave",), NOT_IN_TCB),
     "mpc.engine": (SHARED + ("mpc.engine",), ("web3", "eth_tester", "eth_account", "onnx", "onnxruntime", "pickle")),
     "mpc.node": (SHARED + ("splitseal.config", "mpc.engine", "mpc.node"), ("web3", "eth_tester", "onnx", "onnxruntime", "pickle")),
@@ -102,6 +104,12 @@ def test_layers_point_down_only():
     assert len(files) > 60
     problems = [v for path in files for v in violations(path)]
     assert problems == [], "layer rules broken:\n" + "\n".join(problems)
+
+
+def test_nothing_in_the_project_imports_the_api_facade():
+    users = [module_name(p) for p in product_files() if module_name(p) not in ("splitseal", "splitseal.api")
+             and any("splitseal.api" in names for names in imports_of(p, module_name(p)))]
+    assert users == []
 
 
 def test_the_enclave_is_measured_with_every_shared_file_it_imports():
