@@ -49,6 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
 
+    p = model.add_parser("example-input", help="write a sample input for a model (a held-out digit), as .npy",
+                         description="Write one held-out test digit, shaped for the model's input (the batch "
+                                     "axis dropped), as a float32 .npy file that `splitseal infer --input` takes. "
+                                     "Example: splitseal model example-input models/digits_classifier.onnx "
+                                     "--out image.npy")
+    p.add_argument("model", help="ONNX model file (an 8x8-digit model: 1 channel, square)")
+    p.add_argument("--out", required=True, help="the .npy file to write")
+    p.add_argument("--index", type=int, default=0, help="which test digit (default 0)")
+    p.set_defaults(func=cmd_example_input)
+
 
 def _digits_inputs(imported: "ImportedModel") -> "np.ndarray | None":
     import numpy as np
@@ -100,6 +110,25 @@ def cmd_split(args: argparse.Namespace, config: Config) -> int:
         return 0
     print(render(inspect_path(args.out)))
     print(f"\nwrote {Path(args.out) / 'backbone.onnx'}, head.pkg, head.index, rule.toml, split.json")
+    return 0
+
+
+def cmd_example_input(args: argparse.Namespace, config: Config) -> int:
+    import numpy as np
+
+    from orchestrator.models import load_model
+
+    imported = load_model(args.model)
+    samples = _digits_inputs(imported)
+    if samples is None:
+        raise InvalidInputError(f"{args.model} does not take one square 1-channel image; example inputs exist "
+                                "for the digits models only (give your own .npy of the model's input shape)")
+    if not 0 <= args.index < len(samples):
+        raise InvalidInputError(f"--index must be 0..{len(samples) - 1}")
+    np.save(args.out, samples[args.index])
+    spec = imported.inputs[0]
+    print(f"wrote {args.out}: shape {tuple(samples[args.index].shape)} float32 for input {spec.name!r} "
+          f"{tuple('N' if d is None else d for d in spec.shape)}")
     return 0
 
 
