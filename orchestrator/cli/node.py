@@ -12,7 +12,8 @@ import numpy as np
 from eth_account import Account
 
 from splitseal.config import Config
-from splitseal.errors import ConfigError, InvalidInputError
+from splitseal.enclave_client import EnclaveUnavailableError
+from splitseal.errors import ChainError, ConfigError, InvalidInputError
 
 from .chain import add_chain_option, open_chain, open_deployment
 
@@ -35,7 +36,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=int, default=None, help="this node's index among --count nodes")
     p.add_argument("--count", type=int, default=None, help="number of nodes serving the deployment")
     p.add_argument("--state-dir", default=None, help="checkpoint and input key directory")
+    p.add_argument("--input-key", default=None,
+                   help="the input key file all nodes of the deployment share (default: <state-dir>/input.key, "
+                        "created if missing)")
+    p.add_argument("--rotate-input-key", action="store_true",
+                   help="with --authorize: publish this node's key even though other nodes use another one")
     p.set_defaults(func=cmd_node_run)
+
+    p = node.add_parser("keeper", help="end (timeout()) requests whose deadline passed, until SIGTERM")
+    add_chain_option(p)
+    p.add_argument("--once", action="store_true", help="one sweep, then exit")
+    p.add_argument("--interval", type=float, default=None, help="seconds between sweeps (default [node].keeper_interval)")
+    p.add_argument("--from-block", type=int, default=None, help="first block to read (default: the deployment's)")
+    p.set_defaults(func=cmd_node_keeper)
 
     p = sub.add_parser("infer", help="send an inference request as a transaction and print the result")
     add_chain_option(p)
@@ -83,20 +96,31 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
     from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
+    key_path = Path(args.input_key) if args.input_key else state_dir / "input.key"
+    if args.input_key and not key_path.exists():
+        raise ConfigError(f"--input-key {key_path} does not exist; give the key file the other nodes use "
+                          "(the first node's <state-dir>/input.key), or leave --input-key out to create one")
     with open_chain(args, config) as chain:
         if chain.url is None:  # no other process can reach it
             raise ConfigError("the embedded chain lives inside one process; run the node with --chain anvil or "
                               "a URL, or use `splitseal demo`, which runs node and requests in one process")
         deployment = open_deployment(chain, config)
         account = node_account(config, chain)
+        input_key = load_or_create_x25519_key(key_path)
         if args.authorize:
-            authorize_node(chain, deployment, chain.accounts[0], account,
-                           load_or_create_x25519_key(state_dir / "input.key"))
-        wiring = build_node(config, chain, deployment, account,
-                            backbone_paths=[Path(b) for b in args.backbone],
-                            socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
-                            node_index=config.node.node_index if args.index is None else args.index,
-                            node_count=config.node.node_count if args.count is None else args.count)
+            authorize_node(chain, deployment, chain.accounts[0], account, input_key, rotate=args.rotate_input_key)
+        try:
+            wiring = build_node(config, chain, deployment, account,
+                                backbone_paths=[Path(b) for b in args.backbone],
+                                socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
+                                node_index=config.node.node_index if args.index is None else args.index,
+                                node_count=config.node.node_count if args.count is None else args.count,
+                                input_key=input_key, wait=requested)
+        except EnclaveUnavailableError:
+            if not requested.is_set():
+                raise
+            print(f"node {account.address} stopped while waiting for the enclave", flush=True)
+            return 0
         node = wiring.node
         try:
             for sig in STOP_SIGNALS:
@@ -110,6 +134,38 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
             node.close()
             wiring.client.close()
     print(f"node {account.address} stopped", flush=True)
+    return 0
+
+
+def cmd_node_keeper(args: argparse.Namespace, config: Config) -> int:
+    """Sweep expired requests every ``--interval`` s (or once) until SIGTERM/SIGINT."""
+    from chain_node.keeper import Keeper
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        with open_chain(args, config) as chain:
+            deployment = open_deployment(chain, config)
+            account = node_account(config, chain)
+            keeper = Keeper(chain, deployment, account,
+                            start_block=deployment.block if args.from_block is None else args.from_block)
+            interval = config.node.keeper_interval if args.interval is None else args.interval
+            print(f"keeper {account.address} watching deployment on chain {chain.chain_id}", flush=True)
+            while True:
+                try:
+                    ended = keeper.sweep()
+                except ChainError as exc:  # the chain went away: try again at the next sweep
+                    print(f"sweep failed: {exc}", flush=True)
+                    ended = 0
+                if ended:
+                    print(f"timed out {ended} request(s); {len(keeper.open_requests)} open", flush=True)
+                if args.once or stop.wait(interval):
+                    break
+            print(f"keeper stopped: {keeper.timed_out} request(s) timed out, "
+                  f"{len(keeper.open_requests)} open", flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -43,7 +43,7 @@ def world(embedded_chain, embedded_deployment, tmp_path_factory):
 
 def make_node(w: es.World, *, state: str = "node-state", index: int = 0, count: int = 1, grace: float = 0.0,
               account=None, confirmations: int = 0, start_block: int | None = None, **node_overrides):
-    config = Config(home=str(w.base), node=NodeConfig(max_retries=2, retry_backoff=0.0, **node_overrides),
+    config = Config(home=str(w.base), node=NodeConfig(retry_backoff=0.0, **node_overrides),
                     chain=ChainConfig(confirmations=confirmations))
     wiring = build_node(config, w.chain, w.deployment, account or w.node, backbone_paths=[w.base / "node" / "backbone.onnx"],
                         socket_path=w.socket_path, state_dir=w.base / state, node_index=index, node_count=count,
@@ -253,26 +253,52 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     b.node.close()
 
 
-def test_enclave_refusal_is_recorded_with_its_reason(world):
+def test_a_lost_enclave_reply_is_asked_again_and_the_same_answer_delivered_once(world):
     w = world
     wiring = make_node(w)
     req = requester(w)
     submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=41)[0])
-    # the enclave already answered this request id once: a replay is refused
-    ev = wiring.node
-    real = ev.enclave.endpoint
+    real = wiring.node.enclave.endpoint
+    replies = []
 
     class AnswersTwice:
         def infer(self, **kwargs):
-            real.infer(**kwargs)  # first answer is dropped (a lost reply)
-            return real.infer(**kwargs)
+            replies.append(real.infer(**kwargs))  # first answer is dropped (a lost reply)
+            replies.append(real.infer(**kwargs))
+            return replies[-1]
 
     wiring.node.enclave = dataclasses.replace(wiring.node.enclave, endpoint=AnswersTwice())
+    wiring.node.poll_once()
+    first, second = replies
+    assert second.repeated and not first.repeated
+    assert (second.sequence, second.signature, second.encrypted_result) == \
+        (first.sequence, first.signature, first.encrypted_result)
+    outcome = req.wait(submitted)
+    assert outcome.status is RequestStatus.COMPLETED
+    assert len(w.chain.get_logs(w.deployment.enclave_transfer, "ResultSubmitted", submitted.block,
+                                argument_filters={"requestId": submitted.request_id})) == 1
+    wiring.node.close()
+
+
+def test_enclave_refusal_is_recorded_with_its_reason(world):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=42)[0])
+    real = wiring.node.enclave.endpoint
+
+    class Tampers:
+        def infer(self, **kwargs):
+            ct = bytearray(kwargs["transfer_ciphertext"])
+            ct[-1] ^= 1
+            return real.infer(**{**kwargs, "transfer_ciphertext": bytes(ct)})
+
+    wiring.node.enclave = dataclasses.replace(wiring.node.enclave, endpoint=Tampers())
     wiring.node.poll_once()
     outcome = req.wait(submitted)
     assert outcome.status is RequestStatus.FAILED
     assert outcome.failure_code is FailureCode.ENCLAVE_REFUSED
-    assert "replay" in outcome.failure_reason
+    assert "does not open" in outcome.failure_reason
     wiring.node.close()
 
 
