@@ -480,8 +480,13 @@ class InferenceNode:
 
     def _delivery(self, claim: ResultClaim, output_commitment: bytes, encrypted_result: bytes,
                   signature: bytes) -> Any:
+        """Inline up to ``INLINE_RESULT_LIMIT`` bytes; larger results go to the blob store (the
+        requester's, as for large inputs) and the chain gets their pointer and commitment."""
+        inline, pointer, commitment = encrypted_result, "", bytes(32)
+        if len(encrypted_result) > INLINE_RESULT_LIMIT:
+            inline, pointer, commitment = b"", self.blobs.put(encrypted_result), keccak256(encrypted_result)
         return self.deployment.backbone_execution.functions.deliverResult(
-            claim.as_abi(), output_commitment, encrypted_result, signature)
+            claim.as_abi(), output_commitment, inline, pointer, commitment, signature)
 
     def _confirm_delivery(self, request_id: int, pending: PendingTx) -> None:
         self.chain.confirm(pending)
