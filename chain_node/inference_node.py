@@ -61,7 +61,7 @@ from splitseal.protocol import FailureCode, RequestStatus
 from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
-from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
+from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, check_input_shape as _check_shape, open_input
 from .keeper import Keeper
 from .listener import LogPoller
 
@@ -555,22 +555,6 @@ class InferenceNode:
         self._not_before.pop(request_id, None)
         while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only
             self.stats.times.pop(next(iter(self.stats.times)))
-
-
-def _check_shape(x: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:
-    """Accept a single sample without its batch axis; otherwise the shape must match."""
-    if x.dtype != np.float32:
-        if x.dtype.kind != "f":
-            raise InputProblem(FailureCode.SHAPE_MISMATCH, f"input dtype {x.dtype} is not float")
-        x = x.astype(np.float32)
-    if len(expected) == x.ndim + 1:
-        x = x[None, ...]
-    fixed = [e for e in expected]
-    if len(fixed) != x.ndim or any(e is not None and e != d for e, d in zip(fixed, x.shape)):
-        shown = tuple("N" if e is None else e for e in expected)
-        raise InputProblem(FailureCode.SHAPE_MISMATCH,
-                           f"input shape {tuple(x.shape)} does not match the backbone input {shown}")
-    return np.ascontiguousarray(x)
 
 
 def _refusal_code(exc: EnclaveError) -> FailureCode:

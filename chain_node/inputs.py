@@ -136,3 +136,20 @@ class BlobStore:
             raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
                                f"input blob {pointer} does not match the request's input commitment")
         return data
+
+
+def check_input_shape(x: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:
+    """The input as the backbone takes it: float32, a single sample given without its batch axis
+    gets one; otherwise the shape must match (``None`` dims are free). Raises :class:`InputProblem`."""
+    if x.dtype != np.float32:
+        if x.dtype.kind != "f":
+            raise InputProblem(FailureCode.SHAPE_MISMATCH, f"input dtype {x.dtype} is not float")
+        x = x.astype(np.float32)
+    if len(expected) == x.ndim + 1:
+        x = x[None, ...]
+    fixed = [e for e in expected]
+    if len(fixed) != x.ndim or any(e is not None and e != d for e, d in zip(fixed, x.shape)):
+        shown = tuple("N" if e is None else e for e in expected)
+        raise InputProblem(FailureCode.SHAPE_MISMATCH,
+                           f"input shape {tuple(x.shape)} does not match the backbone input {shown}")
+    return np.ascontiguousarray(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from eth_account import Account
 
 from splitseal.config import Config
 from splitseal.enclave_client import EnclaveUnavailableError
-from splitseal.errors import ChainError, ConfigError, InvalidInputError
+from splitseal.errors import ChainError, ConfigError, InvalidInputError, ModelError
 
 from .chain import add_chain_option, open_chain, open_deployment
 
@@ -56,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", type=int, default=None, help="model version (default: latest)")
     p.add_argument("--input", required=True, help=".npy array, or an image file (PNG/PGM) with --shape")
     p.add_argument("--shape", default=None, help="C,H,W the image is normalised and resized to")
+    p.add_argument("--backbone", action="append", default=[],
+                   help="the model's public backbone (file or split node directory; repeatable; default "
+                        "var/split/node): the input's shape and dtype are checked against it before sending")
     p.add_argument("--wait", action="store_true", help="wait for the result and decrypt it")
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--json", action="store_true")
@@ -204,6 +208,8 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         version = args.version or int(chain.call(deployment.model_registry.functions.latestVersion(model_id)))
         if version == 0:
             raise InvalidInputError(f"model {args.model} is not registered on this deployment")
+        x = check_against_backbone(chain, deployment, model_id, version, x,
+                                   [Path(b) for b in args.backbone] or [config.path("var/split/node")])
         key_path = config.path("var/requester/key")
         from orchestrator.node_setup import load_or_create_x25519_key
 
@@ -225,6 +231,42 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         else:
             print(render_outcome(doc))
         return 0 if outcome.ok else 1
+
+
+def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: np.ndarray,
+                           candidates: list[Path]) -> np.ndarray:
+    """Refuse, before any money is spent, an input whose dtype or shape the registered backbone
+    does not take (found among ``candidates`` by its registered hash); without a local copy of
+    it, say that the shape was not checked."""
+    from chain_node.inputs import InputProblem, check_input_shape
+    from orchestrator.node_setup import BackboneLibrary
+    from chain_node.inference_node import BackboneUnavailable
+
+    if x.dtype.kind != "f":
+        raise InvalidInputError(f"input dtype {x.dtype} is not a float type; the backbone takes float32")
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise InvalidInputError("input must be a non-empty array of finite numbers (no NaN or Inf)")
+    library = BackboneLibrary(chain, deployment, [])
+    for path in candidates:
+        if path.exists():
+            try:
+                library.add(path)
+            except ConfigError:
+                continue
+    try:
+        backbone = library(model_id, version)
+    except BackboneUnavailable:
+        print(f"note: input shape {tuple(x.shape)} not checked: no local copy of the registered backbone "
+              "(give it with --backbone)", file=sys.stderr, flush=True)
+        return x
+    except ModelError as exc:
+        raise InvalidInputError(f"model {model_id.hex()[:16]}… v{version} cannot be served: {exc}; nothing was sent") \
+            from None
+    try:
+        check_input_shape(x, backbone.input_shape)
+    except InputProblem as exc:
+        raise InvalidInputError(f"{exc}; nothing was sent") from None
+    return x
 
 
 def render_outcome(doc: dict) -> str:

@@ -258,6 +258,10 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         assert failure_line.strip().startswith("failure: SHAPE_MISMATCH:") and "shape" in failure_line
         assert "prediction" not in failed_proc.stdout and "tx failure:" in failed_proc.stdout
         failed = {"requestId": first["requestId"] + 1}
+        # given the public backbone, the CLI refuses the wrong shape before any money is spent
+        refused = cli.run("infer", *chain, "--model", MODEL_NAME, "--input", str(tmp_path / "bad.npy"),
+                          "--backbone", str(node_dir), "--wait", expect=None)
+        assert refused.returncode not in (0, 1) and "nothing was sent" in refused.stderr, refused.stderr
 
         x2 = _sample(sample_shape, seed=2)
         np.save(tmp_path / "x2.npy", x2)
