@@ -308,7 +308,8 @@ class InferenceNode:
         endpoint = self.enclave.endpoint
         if not hasattr(endpoint, "status") or not hasattr(endpoint, "restore_state"):
             return False
-        if endpoint.status().restored:
+        status = endpoint.status()
+        if status.restored or status.models:  # restored, or provisioned since it started
             return False
         address = self.enclave.address
         anchored = int(self.chain.call(self.deployment.model_registry.functions.stateVersion(address)))

@@ -1,5 +1,6 @@
-"""The short chaos run: anvil, an enclave and two nodes as processes started with the README's
-commands, good and poison requests, the enclave and the nodes killed (SIGKILL) and restarted while
+"""The short chaos run: anvil, an enclave and nodes as processes started with the README's
+commands (three nodes, each with its own account and state directory, one shared input key),
+good and poison requests, the enclave and the nodes killed (SIGKILL) and restarted while
 requests are in flight; counted from chain events only (scripts/chaos; the full run with
 --requests 200 is in docs/BENCHMARKS.md)."""
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_short_chaos_run_loses_nothing_duplicates_nothing_and_completes_every_good_request(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITSEAL_")}
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "chaos"), "--requests", "14", "--rate", "2",
-                           "--ttl", "45", "--kill-every", "2.5", "--seed", "3", "--json", "--keep", str(tmp_path / "run")],
+                           "--ttl", "45", "--kill-every", "2.5", "--min-uptime", "3", "--nodes", "3", "--seed", "3", "--json", "--keep", str(tmp_path / "run")],
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.stdout.strip(), proc.stderr
     figures = json.loads(proc.stdout)
