@@ -70,6 +70,15 @@ def authorize_node(chain: Chain, deployment: Deployment, admin: LocalAccount, no
         chain.transact(be.functions.setInputKey(input_key.public), sender=admin)
 
 
+def require_node_role(chain: Chain, deployment: Deployment, account: LocalAccount) -> None:
+    """Refuse an account without NODE_ROLE before it touches anything."""
+    be = deployment.backbone_execution
+    if not chain.call(be.functions.hasRole(chain.call(be.functions.NODE_ROLE()), account.address)):
+        raise ConfigError(f"account {account.address} does not hold NODE_ROLE on BackboneExecution {be.address}: "
+                          "it could not deliver or report any request. The admin grants it "
+                          "(`splitseal node run --authorize` run with the admin key available)")
+
+
 def connect_enclave(client: EnclaveClient, *, stop: threading.Event | None = None,
                     interval: float = 1.0) -> EnclaveStatus:
     """The enclave's status, waiting for it while it is down (``stop`` ends the wait)."""
@@ -171,11 +180,7 @@ def build_node(config: Config, chain: Chain, deployment: Deployment, account: Lo
     The account must hold NODE_ROLE: a node without it is refused here, before it touches a request.
     """
     state_dir = state_dir or config.path(config.node.db_path).parent
-    be = deployment.backbone_execution
-    if not chain.call(be.functions.hasRole(chain.call(be.functions.NODE_ROLE()), account.address)):
-        raise ConfigError(f"account {account.address} does not hold NODE_ROLE on BackboneExecution {be.address}: "
-                          "it could not deliver or report any request. The admin grants it "
-                          "(`splitseal node run --authorize` run with the admin key available)")
+    require_node_role(chain, deployment, account)
     client = EnclaveClient(socket_path or config.path(config.enclave.socket_path))
     status = connect_enclave(client, stop=wait)
     registered = chain.call(deployment.model_registry.functions.enclaveRecord(status.enclave))

@@ -97,7 +97,7 @@ def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _node_run(args: argparse.Namespace, config: Config, requested: threading.Event) -> int:
-    from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
+    from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key, require_node_role
 
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
     key_path = Path(args.input_key) if args.input_key else state_dir / "input.key"
@@ -110,6 +110,8 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
                               "a URL, or use `splitseal demo`, which runs node and requests in one process")
         deployment = open_deployment(chain, config)
         account = node_account(config, chain)
+        if not args.authorize:
+            require_node_role(chain, deployment, account)  # before anything is created or read
         input_key = load_or_create_x25519_key(key_path)
         if args.authorize:
             authorize_node(chain, deployment, chain.accounts[0], account, input_key, rotate=args.rotate_input_key)
