@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
 from eth_account.signers.local import LocalAccount
 
 from splitseal.chain import Chain, Deployment, LogDecoder, logs_with_topic0
@@ -101,6 +99,3 @@ class Keeper:
         log.info("request_id=%d timed out on-chain (deadline passed)", request_id)
         return True
 
-
-def describe(keeper: Keeper) -> dict[str, Any]:
-    return {"open": len(keeper.open_requests), "timed_out": keeper.timed_out}
