@@ -12,11 +12,14 @@ Per request, in order (each step is checkpointed before the next starts):
 3. run the backbone (public parameters, onnxruntime), encrypt its output to the enclave with
    additional data that binds request, model, version, enclave, shape and dtype;
 4. the enclave's ``infer`` entry call returns the result encrypted to the requester and its
-   EIP-712 signature over (request, model, version, input commitment, transfer hash, result
-   commitment). The enclave answers a request id once, so its answer is the node's claim;
+   EIP-712 signature over (request, model, version, input commitment, requester and key,
+   transfer hash, result commitment, answer sequence). The enclave evaluates a request once
+   (asked again, it hands out the same answer), so its answer is the node's claim; it is kept in
+   the checkpoint until delivered;
 5. ``BackboneExecution.deliverResult`` records the backbone output commitment
    (``BackboneExecuted``), the transfer (``TransferRecorded``) and the result
-   (``ResultSubmitted``) in one transaction; a second delivery reverts.
+   (``ResultSubmitted``: inline up to :data:`INLINE_RESULT_LIMIT` bytes, else by pointer into
+   the blob store and commitment) in one transaction, its gas estimated; a second delivery reverts.
 
 Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
 others after a grace period, so that two nodes rarely compute the same request; when they do,
