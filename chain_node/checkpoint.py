@@ -66,12 +66,16 @@ class Checkpoint:
                 updated_at REAL NOT NULL, PRIMARY KEY (scope, request_id));
             CREATE TABLE IF NOT EXISTS answers (
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, encrypted_result BLOB NOT NULL,
-                signature BLOB NOT NULL, sequence INTEGER NOT NULL, PRIMARY KEY (scope, request_id));
+                signature BLOB NOT NULL, sequence INTEGER NOT NULL, transfer_hash BLOB NOT NULL DEFAULT x'',
+                PRIMARY KEY (scope, request_id));
             CREATE TABLE IF NOT EXISTS transfers (
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, ciphertext BLOB NOT NULL,
                 shape TEXT NOT NULL, dtype TEXT NOT NULL, commitment BLOB NOT NULL,
                 PRIMARY KEY (scope, request_id));
         """)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
+        if "transfer_hash" not in columns:  # a checkpoint written before answers named their transfer
+            self._db.execute("ALTER TABLE answers ADD COLUMN transfer_hash BLOB NOT NULL DEFAULT x''")
 
     def close(self) -> None:
         with self._lock:
@@ -138,18 +142,23 @@ class Checkpoint:
         shape = tuple(int(d) for d in row[1].split(",") if d)
         return StoredTransfer(bytes(row[0]), shape, row[2], bytes(row[3]))
 
-    def store_reply(self, request_id: int, encrypted_result: bytes, signature: bytes, sequence: int) -> None:
-        """Keep the enclave's signed answer and its sequence number: the enclave answers a request
-        once (replays are refused), so a node that dies before submitting must submit this very reply."""
+    def store_reply(self, request_id: int, encrypted_result: bytes, signature: bytes, sequence: int,
+                    transfer_hash: bytes = b"") -> None:
+        """Keep the enclave's signed answer, its sequence number and the transfer it answers: a
+        node that dies before submitting submits this very reply (the enclave would hand out the
+        same one again, but only while it keeps it among its recent answers)."""
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES(?, ?, ?, ?, ?)",
-                             (self.scope, int(request_id), bytes(encrypted_result), bytes(signature), int(sequence)))
+            self._db.execute("INSERT OR REPLACE INTO answers(scope, request_id, encrypted_result, signature, "
+                             "sequence, transfer_hash) VALUES(?, ?, ?, ?, ?, ?)",
+                             (self.scope, int(request_id), bytes(encrypted_result), bytes(signature), int(sequence),
+                              bytes(transfer_hash)))
 
-    def load_reply(self, request_id: int) -> tuple[bytes, bytes, int] | None:
+    def load_reply(self, request_id: int) -> tuple[bytes, bytes, int, bytes] | None:
+        """(encrypted result, signature, sequence, transfer hash; empty when not recorded)."""
         with self._lock:
-            row = self._db.execute("SELECT encrypted_result, signature, sequence FROM answers "
+            row = self._db.execute("SELECT encrypted_result, signature, sequence, transfer_hash FROM answers "
                                    "WHERE scope=? AND request_id=?", (self.scope, int(request_id))).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]), int(row[2]))
+        return None if row is None else (bytes(row[0]), bytes(row[1]), int(row[2]), bytes(row[3]))
 
     def drop_transfer(self, request_id: int) -> None:
         """Forget the request's transfer and reply once it ended."""

@@ -12,20 +12,33 @@ Per request, in order (each step is checkpointed before the next starts):
 3. run the backbone (public parameters, onnxruntime), encrypt its output to the enclave with
    additional data that binds request, model, version, enclave, shape and dtype;
 4. the enclave's ``infer`` entry call returns the result encrypted to the requester and its
-   EIP-712 signature over (request, model, version, input commitment, transfer hash, result
-   commitment). The enclave answers a request id once, so its answer is the node's claim;
+   EIP-712 signature over (request, model, version, input commitment, requester and key,
+   transfer hash, result commitment, answer sequence). The enclave evaluates a request once
+   (asked again, it hands out the same answer), so its answer is the node's claim; it is kept in
+   the checkpoint until delivered;
 5. ``BackboneExecution.deliverResult`` records the backbone output commitment
    (``BackboneExecuted``), the transfer (``TransferRecorded``) and the result
-   (``ResultSubmitted``) in one transaction; a second delivery reverts.
+   (``ResultSubmitted``: inline up to :data:`INLINE_RESULT_LIMIT` bytes, else by pointer into
+   the blob store and commitment) in one transaction, its gas estimated; a second delivery reverts.
 
 Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
 others after a grace period, so that two nodes rarely compute the same request; when they do,
 the chain keeps exactly one delivery.
 
 A request that cannot be served is reported with ``EnclaveTransfer.reportFailure`` and a reason
-code; a request whose deadline passed is ended with ``timeout``. Transient failures (node
-unreachable, enclave restarting) are retried with backoff up to ``max_retries``; then the
-request is reported as failed (Internal). The node goes on with the next request.
+code (``splitseal.protocol.FailureCode``), whatever went wrong with it: no input, model or
+enclave answer stops the node, which goes on with the next request. Transient failures (chain
+unreachable, enclave down, restarting or not yet restored) are retried with backoff until the
+request's deadline; a request whose deadline passed is ended with ``timeout`` by the node's
+:class:`~chain_node.keeper.Keeper`, which also ends requests that no node served.
+
+Exactly once: the enclave answers a repeated request with the same signed answer (it keeps its
+recent answers sealed), so a node killed between the enclave's answer and its checkpoint, or a
+second node taking the request over, delivers that answer; the chain keeps one delivery.
+
+The enclave restores its sealed state when it starts only with the chain's anchors, which it
+cannot read itself: the node does it (``seal_state`` restore with ``ModelRegistry.stateVersion``
+and ``EnclaveTransfer.lastSequence``) whenever it finds the enclave not restored.
 """
 
 from __future__ import annotations
@@ -46,18 +59,21 @@ from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
 from splitseal.chain import Chain, Deployment, PendingTx
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.config import NodeConfig
-from splitseal.errors import ChainError, ContractRevertError, EnclaveError, SplitsealError
+from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
-from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
+from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, check_input_shape as _check_shape, open_input
+from .keeper import Keeper
 from .listener import LogPoller
 
 log = logging.getLogger(__name__)
 
 
 _FRESH_BLOCKS = 3
+#: Results up to this many bytes go inline in the delivery; larger ones by pointer + commitment.
+INLINE_RESULT_LIMIT = 8 * 1024
 _KEPT_TIMES = 10_000
 _ASK = object()  # a request to serve now: ask the enclave (or reuse its saved answer), deliver
 _HANDLED = object()  # a step that ended in a recorded failure, a skip or a retry
@@ -68,7 +84,8 @@ class BackboneUnavailable(SplitsealError):
 
 
 class EnclaveEndpoint(Protocol):
-    """What the node needs of an enclave (``splitseal.enclave_client.EnclaveClient``)."""
+    """What the node needs of an enclave (``splitseal.enclave_client.EnclaveClient``; ``status``
+    and ``restore_state`` are optional: without them the node does not restore the enclave)."""
 
     def infer(self, *, request_id: int, model_id: bytes, version: int, input_commitment: bytes,
               transfer_ciphertext: bytes, shape: tuple[int, ...], dtype: str,
@@ -149,6 +166,11 @@ class InferenceNode:
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
         self._seen_head = 0
+        self._not_before: dict[int, float] = {}  # request id -> monotonic time of its next attempt
+        self.keeper = Keeper(chain, deployment, account,
+                             start_block=deployment.block if start_block is None else start_block,
+                             index=node_index, count=self.node_count, grace=max(claim_grace, 1.0))
+        self._next_sweep = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -161,6 +183,10 @@ class InferenceNode:
         on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
         self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,
                                             topic0=topic)
+        try:
+            self.restore_enclave()
+        except (EnclaveError, OSError) as exc:  # retried when a request needs the enclave
+            log.warning("enclave not restored yet: %s", exc)
         log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
                  self.enclave.address, self.node_index, self.node_count)
         return self
@@ -269,7 +295,32 @@ class InferenceNode:
         for rid, pending in deliveries:
             self._guard(rid, lambda: self._confirm_delivery(rid, pending))
             moved += 1
+        if time.monotonic() >= self._next_sweep and not self._stopping.is_set():
+            self._next_sweep = time.monotonic() + self.config.keeper_interval
+            moved += self.keeper.sweep()
         return moved
+
+    def sweep_now(self) -> int:
+        """Run the keeper at once (tests; the loop runs it every ``keeper_interval`` s)."""
+        self._next_sweep = time.monotonic() + self.config.keeper_interval
+        return self.keeper.sweep()
+
+    def restore_enclave(self) -> bool:
+        """Restore the enclave's sealed state against the chain's anchors when it is not restored
+        (it restarted); True when this call restored it."""
+        endpoint = self.enclave.endpoint
+        if not hasattr(endpoint, "status") or not hasattr(endpoint, "restore_state"):
+            return False
+        status = endpoint.status()
+        if status.restored or status.models:  # restored, or provisioned since it started
+            return False
+        address = self.enclave.address
+        anchored = int(self.chain.call(self.deployment.model_registry.functions.stateVersion(address)))
+        sequence = int(self.chain.call(self.deployment.enclave_transfer.functions.lastSequence(address)))
+        result = endpoint.restore_state(anchored, sequence)
+        log.info("enclave %s restored: state version %s, %s model(s) (anchors: state %d, answer %d)",
+                 address, result.get("state_version"), result.get("models"), anchored, sequence)
+        return True
 
     def _on_pushed_log(self, raw: Any) -> None:
         """Runs on the subscription's thread: decode and queue for the service loop."""
@@ -328,6 +379,12 @@ class InferenceNode:
             self._on_revert(request_id, exc)
         except (ChainError, EnclaveError, OSError) as exc:
             self._retry(request_id, exc)
+        except ModelError as exc:  # e.g. a split whose cut more than one tensor crosses
+            self._fail(request_id, FailureCode.INTERNAL, f"the model version cannot be served: {exc}")
+        except Exception as exc:  # noqa: BLE001 - no request stops the node
+            log.exception("request_id=%d failed inside the node", request_id)
+            self._fail(request_id, FailureCode.INTERNAL,
+                       f"the node could not process the request ({type(exc).__name__}: {exc})")
         return _HANDLED
 
     def _plan(self, request_id: int, stage: Stage, fresh: bool) -> Any:
@@ -336,6 +393,8 @@ class InferenceNode:
         it meanwhile, which the delivery transaction finds out anyway."""
         if stage is Stage.SEEN and not self._mine_first(request_id):
             return None  # another node's turn: no need to ask the chain about it yet
+        if time.monotonic() < self._not_before.get(request_id, 0.0):
+            return None  # backing off after a transient failure
         status = RequestStatus.REQUESTED if fresh else \
             RequestStatus(self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
         if status is not RequestStatus.REQUESTED:
@@ -361,8 +420,11 @@ class InferenceNode:
         backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
         x = _check_shape(x, backbone.input_shape)
         t1 = time.perf_counter()
-        output = backbone.run(x)
+        output = np.asarray(backbone.run(x))
         t2 = time.perf_counter()
+        if output.dtype.kind == "f" and not np.all(np.isfinite(output)):
+            raise InputProblem(FailureCode.BAD_INPUT, "the backbone output holds NaN or infinite values for "
+                                                      "this input (values out of the model's range?)")
         transfer, shape, dtype = encrypt_transfer(self.enclave.encryption_key, self.enclave.address,
                                                   request_id, bytes(ev["modelId"]), int(ev["version"]), output)
         # Deterministic in the backbone output, so independent nodes can be cross-checked.
@@ -382,34 +444,53 @@ class InferenceNode:
         if saved is None:
             t0 = time.perf_counter()
             try:
-                reply = self.enclave.endpoint.infer(
-                    request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
-                    input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=stored.ciphertext,
-                    shape=stored.shape, dtype=stored.dtype, requester_key=bytes(ev["requesterKey"]),
-                    requester=str(ev["requester"]))
+                reply = self._infer(request_id, ev, stored)
             except EnclaveUnavailableError:
                 raise
             except EnclaveError as exc:
-                if getattr(exc, "kind", "") == "ReplayError" and self.node_count > 1:
-                    # another node of this enclave asked first: its delivery is on the way
+                kind = getattr(exc, "kind", "")
+                if kind == "ReplayError" and self.node_count > 1:
+                    # answered for another node and no longer among the enclave's recent answers:
+                    # that node delivers it, or the keeper ends it at its deadline
                     self.stats.skipped += 1
                     self._finish(request_id, Stage.SKIPPED, "answered by the enclave for another node")
                     return _HANDLED
+                if kind == "NotProvisionedError" and self.restore_enclave():
+                    raise EnclaveUnavailableError("the enclave had restarted; restored it, asking again") from None
                 self._fail(request_id, _refusal_code(exc), f"enclave refused: {exc}")
                 return _HANDLED
             times.enclave = time.perf_counter() - t0
-            saved = (reply.encrypted_result, reply.signature, reply.sequence)
+            saved = (reply.encrypted_result, reply.signature, reply.sequence,
+                     bytes(getattr(reply, "transfer_hash", b"") or keccak256(stored.ciphertext)))
             self.checkpoint.store_reply(request_id, *saved)
             self.checkpoint.advance(request_id, Stage.TRANSFERRED)
-        encrypted_result, signature, sequence = saved
+        encrypted_result, signature, sequence, transfer_hash = saved
         claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
                             input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
                             requester_key=bytes(ev["requesterKey"]), enclave=self.enclave.address,
-                            transfer_hash=keccak256(stored.ciphertext), sequence=sequence)
+                            transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence)
+        fn = self._delivery(claim, stored.output_commitment, encrypted_result, signature)
+        # estimated, not fixed: the cost grows with the result's size; a revert found here costs nothing
+        gas = self.chain.estimate_gas(fn, sender=self.account.address)
         self._sent_at[request_id] = time.perf_counter()
-        return self.chain.send(self.deployment.backbone_execution.functions.deliverResult(
-            claim.as_abi(), stored.output_commitment, encrypted_result, signature),
-            sender=self.account, gas=500_000)
+        return self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)
+
+    def _infer(self, request_id: int, ev: Any, stored: Any) -> Any:
+        return self.enclave.endpoint.infer(
+            request_id=request_id, model_id=bytes(ev["modelId"]), version=int(ev["version"]),
+            input_commitment=bytes(ev["inputCommitment"]), transfer_ciphertext=stored.ciphertext,
+            shape=stored.shape, dtype=stored.dtype, requester_key=bytes(ev["requesterKey"]),
+            requester=str(ev["requester"]))
+
+    def _delivery(self, claim: ResultClaim, output_commitment: bytes, encrypted_result: bytes,
+                  signature: bytes) -> Any:
+        """Inline up to ``INLINE_RESULT_LIMIT`` bytes; larger results go to the blob store (the
+        requester's, as for large inputs) and the chain gets their pointer and commitment."""
+        inline, pointer, commitment = encrypted_result, "", bytes(32)
+        if len(encrypted_result) > INLINE_RESULT_LIMIT:
+            inline, pointer, commitment = b"", self.blobs.put(encrypted_result), keccak256(encrypted_result)
+        return self.deployment.backbone_execution.functions.deliverResult(
+            claim.as_abi(), output_commitment, inline, pointer, commitment, signature)
 
     def _confirm_delivery(self, request_id: int, pending: PendingTx) -> None:
         self.chain.confirm(pending)
@@ -433,12 +514,8 @@ class InferenceNode:
 
     def _time_out(self, request_id: int) -> bool:
         """The deadline passed before our claim or result: end the request on-chain."""
-        try:
-            self.chain.transact(self.deployment.backbone_execution.functions.timeout(request_id),
-                                sender=self.account, gas=200_000)
-        except ContractRevertError as exc:
-            log.info("request_id=%d timeout not recorded: %s", request_id, exc)
-        self.stats.timed_out += 1
+        if self.keeper.end(request_id):
+            self.stats.timed_out += 1
         self._finish(request_id, Stage.FAILED, "deadline passed; timed out on-chain")
         return True
 
@@ -465,14 +542,13 @@ class InferenceNode:
         return True
 
     def _retry(self, request_id: int, exc: Exception) -> bool:
+        """A transient failure: try again later, until the request's deadline (then the keeper, or
+        the next attempt's revert, ends it as timed out). Never blocks the other requests."""
         attempts = self.checkpoint.attempt(request_id)
         self.stats.retried += 1
-        if attempts >= self.config.max_retries:
-            self._fail(request_id, FailureCode.INTERNAL, f"gave up after {attempts} attempts: {type(exc).__name__}")
-            return True
-        delay = self.config.retry_backoff * (2 ** (attempts - 1))
+        delay = min(self.config.retry_max_backoff, self.config.retry_backoff * (2 ** min(attempts - 1, 16)))
+        self._not_before[request_id] = time.monotonic() + delay
         log.warning("request_id=%d attempt=%d error=%s retry_in=%.2fs", request_id, attempts, exc, delay)
-        self._stopping.wait(delay)
         return False
 
     def _finish(self, request_id: int, stage: Stage, detail: str) -> None:
@@ -480,24 +556,9 @@ class InferenceNode:
         self.checkpoint.drop_transfer(request_id)
         self._events.pop(request_id, None)
         self._first_seen.pop(request_id, None)
+        self._not_before.pop(request_id, None)
         while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only
             self.stats.times.pop(next(iter(self.stats.times)))
-
-
-def _check_shape(x: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:
-    """Accept a single sample without its batch axis; otherwise the shape must match."""
-    if x.dtype != np.float32:
-        if x.dtype.kind != "f":
-            raise InputProblem(FailureCode.SHAPE_MISMATCH, f"input dtype {x.dtype} is not float")
-        x = x.astype(np.float32)
-    if len(expected) == x.ndim + 1:
-        x = x[None, ...]
-    fixed = [e for e in expected]
-    if len(fixed) != x.ndim or any(e is not None and e != d for e, d in zip(fixed, x.shape)):
-        shown = tuple("N" if e is None else e for e in expected)
-        raise InputProblem(FailureCode.SHAPE_MISMATCH,
-                           f"input shape {tuple(x.shape)} does not match the backbone input {shown}")
-    return np.ascontiguousarray(x)
 
 
 def _refusal_code(exc: EnclaveError) -> FailureCode:

@@ -67,12 +67,20 @@ def decode_tensor(blob: bytes, *, max_bytes: int = MAX_INPUT_BYTES) -> np.ndarra
         raise bad(f"{ndim} dimensions, or header truncated")
     shape = struct.unpack(f">{ndim}I", blob[pos:pos + 4 * ndim])
     pos += 4 * ndim
-    size = int(np.dtype(dtype).itemsize) * int(np.prod(shape, dtype=np.int64))
+    count = 1
+    for d in shape:  # Python integers: dims whose product overflows 64 bits are refused, not wrapped
+        count *= int(d)
+    size = int(np.dtype(dtype).itemsize) * count
     if size > max_bytes:
-        raise bad(f"{size} bytes of tensor exceed the node's limit of {max_bytes}")
+        raise bad(f"shape {tuple(shape)} {dtype} needs {size} bytes, above the node's limit of {max_bytes}")
+    if count == 0:
+        raise bad(f"shape {tuple(shape)} holds no element")
     if len(blob) - pos != size:
         raise bad(f"shape {tuple(shape)} {dtype} needs {size} bytes, got {len(blob) - pos}")
-    return np.frombuffer(blob, dtype=dtype, count=int(np.prod(shape)), offset=pos).reshape(shape)
+    array = np.frombuffer(blob, dtype=dtype, count=count, offset=pos).reshape(shape)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise bad("it holds NaN or infinite values; send finite numbers")
+    return array
 
 
 def seal_input(input_key: bytes, model_id: bytes, version: int, requester_key: bytes,
@@ -128,3 +136,20 @@ class BlobStore:
             raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
                                f"input blob {pointer} does not match the request's input commitment")
         return data
+
+
+def check_input_shape(x: np.ndarray, expected: tuple[int | None, ...]) -> np.ndarray:
+    """The input as the backbone takes it: float32, a single sample given without its batch axis
+    gets one; otherwise the shape must match (``None`` dims are free). Raises :class:`InputProblem`."""
+    if x.dtype != np.float32:
+        if x.dtype.kind != "f":
+            raise InputProblem(FailureCode.SHAPE_MISMATCH, f"input dtype {x.dtype} is not float")
+        x = x.astype(np.float32)
+    if len(expected) == x.ndim + 1:
+        x = x[None, ...]
+    fixed = [e for e in expected]
+    if len(fixed) != x.ndim or any(e is not None and e != d for e, d in zip(fixed, x.shape)):
+        shown = tuple("N" if e is None else e for e in expected)
+        raise InputProblem(FailureCode.SHAPE_MISMATCH,
+                           f"input shape {tuple(x.shape)} does not match the backbone input {shown}")
+    return np.ascontiguousarray(x)

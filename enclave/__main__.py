@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated platform (root secret, quoting key); default STATE_DIR/platform")
     p.add_argument("--max-frame-bytes", type=int, default=MeasuredConfig().max_frame_bytes,
                    help="largest frame accepted (measured: changes the measurement)")
+    p.add_argument("--idle-timeout", type=float, default=30.0,
+                   help="seconds a connection may sit idle before the enclave closes it (default 30)")
     p.add_argument("--product-id", type=int, default=1)
     p.add_argument("--security-version", type=int, default=1)
     p.add_argument("--debug-enclave", action="store_true", help="set the DEBUG attribute")
@@ -96,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         platform = SimulatedPlatform(platform_dir)
         core = EnclaveCore(platform, identity, state_dir, process=hardening.as_wire())
-        serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes, socket_group=group))
+        serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes, socket_group=group,
+                                    idle_timeout=args.idle_timeout))
     except SplitsealError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -40,17 +40,32 @@ requester_key)``
 Sealed state, under the measurement policy: ``sealed/identity.sealed`` (the secp256k1 signing
 key and the X25519 key, generated here on first start), one ``sealed/model-<id>-v<n>.sealed``
 per model (AAD = model id and version) and ``sealed/manifest.sealed`` (AAD = enclave address)
-listing each model blob's state version and SHA-256 and the answered request ids, under the global
-state version, which is the counter ``ModelRegistry.confirmHeadLoaded`` anchors. The manifest is
-re-sealed after every answered request (without fsync) so a restarted enclave still refuses
-replays; a state change that the chain has not anchored yet (an index provisioned after the last
-``HeadLoaded``) is protected only from rollback below the anchor.
+listing each model blob's state version and SHA-256, the answered request ids, the answer
+sequence and the recent answers, under the global state version, which is the counter
+``ModelRegistry.confirmHeadLoaded`` anchors; a state change that the chain has not anchored yet
+(an index provisioned after the last ``HeadLoaded``) is protected only from rollback below the
+anchor.
+
+Answers are journalled, not re-sealed in the manifest: each answer appends one sealed record to
+``sealed/journal-<epoch>.sealed`` (AAD = enclave address, epoch and record index, so records
+cannot be reordered or moved between journals) and fsyncs it before the answer leaves, a cost
+that does not grow with history. Every :data:`JOURNAL_COMPACT` answers (and on every
+provisioning or ``seal``) the manifest is re-sealed with the next epoch and the old journal
+removed. Restore replays the manifest's journal; a torn last record is an answer that never left.
+
+Exactly once: the enclave keeps its :data:`RECENT_ANSWERS` most recent answers (sealed with the
+state), and a repeated ``infer`` for a request it answered gets the very same answer (same
+encrypted result, sequence and signature, ``repeated`` set), whichever transfer it comes with:
+the answer names the transfer it was computed on, so no second evaluation of the head happens.
+Older answered ids are refused as replays.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import os
 import logging
 import struct
 import threading
@@ -79,6 +94,12 @@ ENTRY_CALLS = ("attest", "provision_head", "provision_index", "infer", "seal_sta
 IDENTITY_AAD = b"splitseal.identity.v1"
 MODEL_AAD = b"splitseal.model-state.v1"
 MANIFEST_AAD = b"splitseal.manifest.v1"
+JOURNAL_AAD = b"splitseal.journal.v1"
+#: Answers kept for repeated requests (sealed with the state): a node or its stand-in that comes
+#: back within this many answers gets the same answer again.
+RECENT_ANSWERS = 1024
+#: Answers between two manifest re-seals (the journal is compacted into the manifest).
+JOURNAL_COMPACT = 256
 
 
 class EntryCallError(EnclaveError):
@@ -272,6 +293,10 @@ class EnclaveCore:
         self._lock = threading.RLock()
         self._models: dict[tuple[bytes, int], _Model] = {}
         self._answered = AnsweredIds()
+        #: the latest answers by (chain id, EnclaveTransfer, request id), oldest first
+        self._recent: collections.OrderedDict[tuple[int, str, int], dict[str, Any]] = collections.OrderedDict()
+        self._epoch = 0
+        self._journal_records = 0
         #: answers issued (signed results), sealed in the manifest; each answer carries its number
         #: and the chain keeps the highest delivered one as the anchor against rollback
         self.sequence = 0
@@ -507,7 +532,16 @@ class EnclaveCore:
                                       "parameter index in this enclave; provision it first")
         replay_key = (model.chain_id, model.transfer, request_id)
         if replay_key in self._answered:
-            raise ReplayError(f"request {request_id} was already answered by this enclave; replay refused")
+            previous = self._recent.get(replay_key)
+            if previous is None:
+                raise ReplayError(f"request {request_id} was already answered by this enclave and its answer "
+                                  f"is no longer among the {RECENT_ANSWERS} kept; replay refused")
+            if (previous["input_commitment"], previous["requester"], previous["requester_key"]) != \
+                    (input_commitment, requester, requester_key):
+                raise ReplayError(f"request {request_id} was already answered by this enclave for another "
+                                  "input commitment, requester or key; replay refused")
+            log.info("inference request_id=%d repeated: same answer sequence=%d", request_id, previous["sequence"])
+            return {**previous, "repeated": True}
         if not shape or 0 in shape:
             raise ShapeMismatchError(f"backbone output shape {list(shape)} is empty")
         header = crypto.tensor_header(shape, dtype)
@@ -546,17 +580,72 @@ class EnclaveCore:
                             transfer_hash=transfer_hash, sequence=sequence)
         digest = claim.digest(model.chain_id, model.transfer, model_version=version,
                               result_commitment=result_commitment)
-        self.sequence = sequence
-        self._answered.add(replay_key)
+        answer = {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
+                  "result_commitment": result_commitment, "transfer_hash": transfer_hash,
+                  "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
+                  "sequence": sequence, "signature": eip712.sign(self._signing_key, digest)}
         # durable before the answer leaves: once delivered, the chain anchors this sequence, and a
         # state that lost it would be refused as rolled back at the next restore
-        self._seal_manifest()
+        self._journal_answer(replay_key, answer)
         log.info("inference request_id=%d model=0x%s shape=%s sequence=%d", request_id, model_id.hex()[:16],
                  list(shape), sequence)
-        return {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
-                "result_commitment": result_commitment, "transfer_hash": transfer_hash,
-                "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
-                "sequence": sequence, "signature": eip712.sign(self._signing_key, digest)}
+        return {**answer, "repeated": False}
+
+    def _remember(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
+        self.sequence = max(self.sequence, int(answer["sequence"]))
+        self._answered.add(key)
+        self._recent[key] = answer
+        self._recent.move_to_end(key)
+        while len(self._recent) > RECENT_ANSWERS:
+            self._recent.popitem(last=False)
+
+    # -- journal ----------------------------------------------------------------------------------
+
+    def _journal_path(self, epoch: int) -> Path:
+        return self.sealed_dir / f"journal-{epoch}.sealed"
+
+    def _journal_aad(self, epoch: int, index: int) -> bytes:
+        return JOURNAL_AAD + bytes.fromhex(self.address[2:]) + struct.pack(">QQ", epoch, index)
+
+    def _journal_answer(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
+        """One sealed record appended and fsynced: O(1) per answer; compacted at intervals."""
+        if self._journal_records >= JOURNAL_COMPACT:
+            self._remember(key, answer)
+            self._seal_manifest()  # the next epoch holds this answer; the old journal goes
+            return
+        record = self._sealer.seal(wire.encode({"key": list(key), "answer": answer}), label="journal",
+                                   aad=self._journal_aad(self._epoch, self._journal_records),
+                                   state_version=self.state_version)
+        path = self._journal_path(self._epoch)
+        self.sealed_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, struct.pack(">I", len(record)) + record)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._journal_records += 1
+        self._remember(key, answer)
+
+    def _replay_journal(self, epoch: int, min_state_version: int) -> int:
+        """Apply the journal of ``epoch``; returns the records applied (a torn tail is dropped)."""
+        path = self._journal_path(epoch)
+        if not path.exists():
+            return 0
+        data, pos, index = path.read_bytes(), 0, 0
+        while pos + 4 <= len(data):
+            (size,) = struct.unpack(">I", data[pos:pos + 4])
+            if pos + 4 + size > len(data):
+                log.warning("journal ends in a torn record (an answer that never left); dropped")
+                break
+            plain, _ = self._sealer.unseal(data[pos + 4:pos + 4 + size], aad=self._journal_aad(epoch, index),
+                                           label="journal", min_state_version=min_state_version)
+            entry = wire.decode(plain)
+            c, t, rid = entry["key"]
+            self._remember((int(c), str(t), int(rid)), entry["answer"])
+            pos += 4 + size
+            index += 1
+        return index
 
     # -- sealed state ---------------------------------------------------------------------------
 
@@ -580,10 +669,19 @@ class EnclaveCore:
                     "sha256": m.sealed_sha256}
                    for m in sorted(self._models.values(), key=lambda m: m.key)]
         answered = self._answered.to_wire()
-        blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered, "sequence": self.sequence}),
+        recent = [[list(k), v] for k, v in self._recent.items()]
+        old_epoch, self._epoch = self._epoch, self._epoch + 1
+        blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered, "sequence": self.sequence,
+                                              "recent": recent, "epoch": self._epoch}),
                                  aad=self._manifest_aad(), label="manifest",
                                  state_version=self.state_version)
         write_atomic(self.sealed_dir / "manifest.sealed", blob, fsync=durable)
+        self._journal_records = 0
+        for stale in (old_epoch, self._epoch):  # the old journal is in the manifest now
+            try:
+                self._journal_path(stale).unlink()
+            except FileNotFoundError:
+                pass
         return blob
 
     def _call_seal_state(self, a: _Args) -> dict[str, Any]:
@@ -612,10 +710,6 @@ class EnclaveCore:
                                                       label="manifest", min_state_version=anchored)
         manifest = wire.decode(plain)
         sealed_sequence = int(manifest.get("sequence", 0))
-        if sealed_sequence < anchored_sequence:
-            raise SealingError(f"sealed state is older than the chain: it has issued {sealed_sequence} answers, "
-                               f"the chain has delivered answer {anchored_sequence}; the manifest was rolled "
-                               "back to an earlier copy and is refused (restore the latest sealed state)")
         models: dict[tuple[bytes, int], _Model] = {}
         for entry in manifest["models"]:
             model_id, version = entry["model_id"], entry["version"]
@@ -633,13 +727,28 @@ class EnclaveCore:
             model.state_version, model.sealed_sha256 = sv, entry["sha256"]
             self._load_head(model)
             models[model.key] = model
+        before = (self._models, self._answered, self._recent, self.sequence, self._epoch, self._journal_records)
         self._models = models
         self._answered = AnsweredIds.from_wire(manifest["answered"])
+        self._recent = collections.OrderedDict(
+            ((int(k[0]), str(k[1]), int(k[2])), v) for k, v in manifest.get("recent", []))
         self.sequence = sealed_sequence
+        self._epoch = int(manifest.get("epoch", 0))
+        try:
+            self._journal_records = self._replay_journal(self._epoch, manifest_version)
+        except SealingError:
+            (self._models, self._answered, self._recent, self.sequence, self._epoch, self._journal_records) = before
+            raise
+        if self.sequence < anchored_sequence:
+            (self._models, self._answered, self._recent, self.sequence, self._epoch, self._journal_records) = before
+            raise SealingError(f"sealed state is older than the chain: it has issued {self.sequence} answers, "
+                               f"the chain has delivered answer {anchored_sequence}; the sealed state was rolled "
+                               "back to an earlier copy and is refused (restore the latest sealed state)")
         self.state_version = manifest_version
         self.restored = True
-        log.info("restored sealed state state_version=%d models=%d", manifest_version, len(models))
-        return {"state_version": manifest_version, "models": len(models)}
+        log.info("restored sealed state state_version=%d models=%d sequence=%d journal=%d", manifest_version,
+                 len(models), self.sequence, self._journal_records)
+        return {"state_version": manifest_version, "models": len(models), "sequence": self.sequence}
 
 
 # --- result plaintext -----------------------------------------------------------------------------

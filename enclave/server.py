@@ -8,7 +8,9 @@ socket file.
 Robustness: a frame whose declared length is zero or above the limit gets an error response and
 the connection is closed (it cannot be resynchronised); a payload that does not decode, or a
 request that is not ``{"call", "id", "args"}``, gets an error response and the connection stays
-usable. No input crashes the process: unexpected exceptions become a generic "internal error"
+usable. A connection idle for ``idle_timeout`` seconds (no frame started, or a frame not
+finished) is closed, so connections opened and left idle cannot lock the others out past that
+time; clients reconnect on their next call. No input crashes the process: unexpected exceptions become a generic "internal error"
 whose text is not echoed (it could hold values), only logged by type.
 """
 
@@ -34,8 +36,9 @@ class EnclaveServer:
     """Serves :class:`EnclaveCore` entry calls on a Unix socket."""
 
     def __init__(self, core: EnclaveCore, socket_path: str | Path, *, max_frame_bytes: int,
-                 max_connections: int = 32, socket_group: int | None = None) -> None:
+                 max_connections: int = 32, socket_group: int | None = None, idle_timeout: float = 30.0) -> None:
         self.core = core
+        self.idle_timeout = float(idle_timeout)
         self.max_connections = int(max_connections)
         self.socket_path = Path(socket_path)
         self.max_frame_bytes = int(max_frame_bytes)
@@ -79,7 +82,7 @@ class EnclaveServer:
                 continue
             except OSError:
                 break
-            conn.settimeout(None)
+            conn.settimeout(self.idle_timeout)
             with self._mutex:
                 busy = len(self._conns) >= self.max_connections
             if busy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -24,7 +25,7 @@ from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError, ModelError
 
 from splitseal.chain import Chain, Deployment
-from splitseal.enclave_client import EnclaveClient
+from splitseal.enclave_client import EnclaveClient, EnclaveStatus, EnclaveUnavailableError
 from .models.backbone import Backbone
 from .models.split import NODE_DIR
 
@@ -48,14 +49,53 @@ def load_or_create_x25519_key(path: Path) -> X25519KeyPair:
 
 
 def authorize_node(chain: Chain, deployment: Deployment, admin: LocalAccount, node: LocalAccount,
-                   input_key: X25519KeyPair) -> None:
-    """Grant NODE_ROLE to ``node`` and publish the input key, when not already so."""
+                   input_key: X25519KeyPair, *, rotate: bool = False) -> None:
+    """Grant NODE_ROLE to ``node`` and publish the input key when none is published yet.
+
+    Every node of a deployment decrypts with the one published input key, so a key other nodes
+    use is replaced only with ``rotate`` (requests already encrypted to it can then no longer be
+    served); otherwise a different key is refused with what to do.
+    """
     be = deployment.backbone_execution
+    published = bytes(chain.call(be.functions.inputKey()))
+    if published not in (bytes(32), input_key.public) and not rotate:
+        raise ConfigError(f"BackboneExecution already publishes input key 0x{published.hex()[:16]}…, which other "
+                          "nodes use, and this node's key differs: give this node the same key file with "
+                          "--input-key PATH (the first node's <state-dir>/input.key), or replace the key for all "
+                          "nodes with --rotate-input-key")
     role = chain.call(be.functions.NODE_ROLE())
     if not chain.call(be.functions.hasRole(role, node.address)):
         chain.transact(be.functions.grantRole(role, node.address), sender=admin)
-    if bytes(chain.call(be.functions.inputKey())) != input_key.public:
+    if published != input_key.public:
         chain.transact(be.functions.setInputKey(input_key.public), sender=admin)
+
+
+def require_node_role(chain: Chain, deployment: Deployment, account: LocalAccount) -> None:
+    """Refuse an account without NODE_ROLE before it touches anything."""
+    be = deployment.backbone_execution
+    if not chain.call(be.functions.hasRole(chain.call(be.functions.NODE_ROLE()), account.address)):
+        raise ConfigError(f"account {account.address} does not hold NODE_ROLE on BackboneExecution {be.address}: "
+                          "it could not deliver or report any request. The admin grants it "
+                          "(`splitseal node run --authorize` run with the admin key available)")
+
+
+def connect_enclave(client: EnclaveClient, *, stop: threading.Event | None = None,
+                    interval: float = 1.0) -> EnclaveStatus:
+    """The enclave's status, waiting for it while it is down (``stop`` ends the wait)."""
+    waited = False
+    while True:
+        try:
+            return client.status()
+        except EnclaveUnavailableError as exc:
+            if stop is None:
+                raise
+            if not waited:
+                log.warning("waiting for the enclave: %s", exc)
+                print(f"waiting for the enclave at {client.socket_path} (start it with `splitseal enclave serve`)",
+                      flush=True)
+                waited = True
+            if stop.wait(interval):
+                raise
 
 
 class SplitBackbone:
@@ -131,14 +171,18 @@ class NodeWiring:
 def build_node(config: Config, chain: Chain, deployment: Deployment, account: LocalAccount, *,
                backbone_paths: Iterable[Path], socket_path: Path | None = None, state_dir: Path | None = None,
                node_index: int = 0, node_count: int = 1,
-               input_key: X25519KeyPair | None = None, start_block: int | None = None) -> NodeWiring:
+               input_key: X25519KeyPair | None = None, start_block: int | None = None,
+               wait: threading.Event | None = None) -> NodeWiring:
     """Everything a node needs, wired explicitly; the caller runs ``wiring.node``.
 
     ``input_key`` defaults to ``<state_dir>/input.key``; several nodes of one operator share it.
+    With ``wait``, an enclave that is down is waited for until it answers or ``wait`` is set.
+    The account must hold NODE_ROLE: a node without it is refused here, before it touches a request.
     """
     state_dir = state_dir or config.path(config.node.db_path).parent
+    require_node_role(chain, deployment, account)
     client = EnclaveClient(socket_path or config.path(config.enclave.socket_path))
-    status = client.status()
+    status = connect_enclave(client, stop=wait)
     registered = chain.call(deployment.model_registry.functions.enclaveRecord(status.enclave))
     if bytes(registered[2]) != status.encryption_key:
         raise InvalidInputError(f"the enclave at {client.socket_path} ({status.enclave}) is not registered with "
@@ -154,6 +198,6 @@ def build_node(config: Config, chain: Chain, deployment: Deployment, account: Lo
         backbones=BackboneLibrary(chain, deployment, backbone_paths), config=config.node,
         checkpoint_path=state_dir / f"node-{account.address.lower()}.sqlite3",
         blob_dir=config.path(config.node.blob_dir), confirmations=config.chain.confirmations,
-        node_index=node_index, node_count=node_count, poll_interval=config.chain.poll_interval,
-        start_block=start_block)
+        node_index=node_index, node_count=node_count, claim_grace=config.node.claim_grace,
+        poll_interval=config.chain.poll_interval, start_block=start_block)
     return NodeWiring(node, client)

@@ -31,6 +31,9 @@ from splitseal.protocol import FailureCode, RequestStatus
 
 from splitseal.chain import Chain, Deployment
 
+#: Largest off-chain result a requester fetches (a result document of scores for 100k classes).
+MAX_RESULT_BLOB = 8 * 1024 * 1024
+
 log = logging.getLogger(__name__)
 
 
@@ -232,9 +235,9 @@ class Requester:
         if status is RequestStatus.COMPLETED:
             xfer, res = logs["TransferRecorded"], logs["ResultSubmitted"]
             args = res["args"]
+            encrypted = self._encrypted_result(request_id, args)
             self._verify_signature(request, xfer["args"], args)
-            result = open_result(self.key, bytes(args["encryptedResult"]), request_id,
-                                 bytes(request["modelId"]), int(request["version"]))
+            result = open_result(self.key, encrypted, request_id, bytes(request["modelId"]), int(request["version"]))
             outcome.label = result.labels[0] if result.labels else None
             outcome.scores = list(result.scores[0]) if result.scores else None
             outcome.features = list(result.features[0]) if result.features else None
@@ -256,6 +259,22 @@ class Requester:
         if self._push:
             self._push.stop()
 
+    def _encrypted_result(self, request_id: int, result: Any) -> bytes:
+        """The encrypted result: inline, or fetched from its pointer and checked against the
+        commitment the chain recorded (and the enclave signed)."""
+        commitment = bytes(result["resultCommitment"])
+        inline = bytes(result["encryptedResult"])
+        if inline:
+            if keccak256(inline) != commitment:
+                raise SplitsealError(f"request {request_id}: the inline result does not hash to its commitment")
+            return inline
+        pointer = str(result.get("resultPointer", "") or "")
+        try:
+            return self.blobs.get(pointer, commitment, max_bytes=MAX_RESULT_BLOB)
+        except InvalidInputError as exc:
+            raise SplitsealError(f"request {request_id}: its result is stored off-chain at {pointer!r} and cannot "
+                                 f"be fetched and checked: {exc}") from None
+
     def _verify_signature(self, req: Any, xfer: Any, result: Any) -> None:
         """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
         if bytes(req["requesterKey"]) != self.key.public:
@@ -266,7 +285,7 @@ class Requester:
                             transfer_hash=bytes(xfer["transferHash"]), sequence=int(result["sequence"]))
         digest = claim.digest(self.chain.chain_id, self.deployment.enclave_transfer.address,
                               model_version=int(req["version"]),
-                              result_commitment=keccak256(bytes(result["encryptedResult"])))
+                              result_commitment=bytes(result["resultCommitment"]))
         signer = eip712.recover(digest, bytes(result["signature"]))
         if signer.lower() != str(result["enclave"]).lower():
             raise SplitsealError(f"request {req['requestId']}: result signature recovers to {signer}, "

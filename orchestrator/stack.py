@@ -60,7 +60,8 @@ class Stack:
 
         key = load_or_create_x25519_key(self.state_dir / "node" / "input.key")
         account = self.chain.account(account_index)
-        authorize_node(self.chain, self.deployment, self.chain.account(0), account, key)
+        # the stack is the one operator of its deployment: its key replaces one a previous run left
+        authorize_node(self.chain, self.deployment, self.chain.account(0), account, key, rotate=True)
         node_config = replace(config, node=replace(config.node, blob_dir=str(self.state_dir / "blobs")))
         wiring = build_node(node_config, self.chain, self.deployment, account, backbone_paths=[self.split_dir / NODE_DIR],
                             socket_path=self.state_dir / "enclave" / "enclave.sock",

@@ -67,8 +67,13 @@ class NodeConfig:
     db_path: str = "var/node/node.sqlite3"
     #: Directory that off-chain input blobs are read from (pointer scheme file://).
     blob_dir: str = "var/blobs"
-    max_retries: int = 3
+    #: Transient failures (enclave restarting, chain unreachable) are retried until the request's
+    #: deadline, waiting ``retry_backoff`` s, doubled per attempt up to ``retry_max_backoff`` s.
     retry_backoff: float = 0.2
+    retry_max_backoff: float = 5.0
+    #: Every ``keeper_interval`` s the node ends (``timeout()``) requests whose deadline passed:
+    #: the node whose index is ``request_id % count`` at once, the others ``claim_grace`` s later.
+    keeper_interval: float = 5.0
     #: Hex private key of the node's account (holds NODE_ROLE); default: development account 2.
     account_key: str = ""
     #: Or an encrypted JSON keystore of the node's account (password as for [chain]).

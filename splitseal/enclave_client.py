@@ -111,6 +111,8 @@ class InferenceReply:
     #: the enclave's answer number (its sealed counter), signed and recorded on delivery
     sequence: int
     signature: bytes
+    #: the enclave had answered this request before and handed out that same answer again
+    repeated: bool = False
 
     def claim(self, model_id: bytes) -> ResultClaim:
         """The claim the signature covers, as a delivery passes it to the contracts."""
@@ -147,6 +149,8 @@ class EnclaveClient:
                 self._sock = None
 
     def _connect(self) -> socket.socket:
+        if self._sock is not None and _closed_by_peer(self._sock):
+            self.close()  # the enclave closed it (idle, or it restarted): a fresh connection
         if self._sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
@@ -228,6 +232,19 @@ class EnclaveClient:
     def restore_state(self, anchored_state_version: int, anchored_sequence: int = 0) -> dict[str, Any]:
         return self.call("seal_state", action="restore", anchored_state_version=anchored_state_version,
                          anchored_sequence=anchored_sequence)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True when the peer closed (or reset) the connection: readable with nothing to read."""
+    import select
+
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (OSError, ValueError):
+        return True
 
 
 # --- the enclave as a child process -----------------------------------------------------------

@@ -141,10 +141,12 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         RequestBinding.ResultClaim calldata claim,
         bytes32 outputCommitment,
         bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
         bytes calldata signature
     ) external onlyRole(NODE_ROLE) {
         address transfer = _recordBackboneOutput(claim.requestId, outputCommitment, claim.enclave, claim.transferHash);
-        IEnclaveTransfer(transfer).submitResult(claim, encryptedResult, signature);
+        IEnclaveTransfer(transfer).submitResult(claim, encryptedResult, resultPointer, resultCommitment, signature);
     }
 
     // ============================================================================================

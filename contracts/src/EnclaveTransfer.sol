@@ -17,8 +17,11 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     //                                         CONSTANTS
     // ============================================================================================
 
-    /// @notice Largest encrypted result, bytes.
+    /// @notice Largest inline encrypted result, bytes (bigger results go off-chain by pointer).
     uint256 public constant MAX_RESULT = 16 * 1024;
+
+    /// @notice Largest result pointer, bytes.
+    uint256 public constant MAX_POINTER = 512;
 
     /// @notice Largest failure reason text, bytes.
     uint256 public constant MAX_REASON = 256;
@@ -61,12 +64,15 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     }
 
     /// @inheritdoc IEnclaveTransfer
-    function submitResult(RequestBinding.ResultClaim calldata claim, bytes calldata encryptedResult, bytes calldata signature)
-        external
-    {
+    function submitResult(
+        RequestBinding.ResultClaim calldata claim,
+        bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
+        bytes calldata signature
+    ) external {
         uint256 requestId = claim.requestId;
-        uint256 resultLength = encryptedResult.length;
-        if (resultLength == 0 || resultLength > MAX_RESULT) revert EnclaveTransferBadResultLength(requestId, resultLength);
+        resultCommitment = _resultCommitment(requestId, encryptedResult, resultPointer, resultCommitment);
         if (claim.sequence == 0) revert EnclaveTransferZeroSequence(requestId);
 
         // Completes the request if it was Transferred and in time; reverting below undoes it.
@@ -78,15 +84,15 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
         bytes22 computed = RequestBinding.ofClaim(claim);
         if (computed != r.binding) revert EnclaveTransferBindingMismatch(requestId, r.binding, computed);
 
-        bytes32 resultCommitment = keccak256(encryptedResult);
         address enclave = claim.enclave;
-        address recovered = ECDSA.recover(_hashTypedData(_resultStructHash(claim, r.version, resultCommitment)), signature);
-        if (recovered != enclave) revert EnclaveTransferBadSignature(requestId, enclave, recovered);
+        _checkSigned(claim, r.version, resultCommitment, signature);
         if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
             revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
         }
         if (claim.sequence > _lastSequence[enclave]) _lastSequence[enclave] = claim.sequence;
-        emit ResultSubmitted(requestId, enclave, claim.sequence, resultCommitment, encryptedResult, signature);
+        emit ResultSubmitted(
+            requestId, enclave, claim.sequence, resultCommitment, encryptedResult, resultPointer, signature
+        );
     }
 
     /// @inheritdoc IEnclaveTransfer
@@ -123,6 +129,40 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     // ============================================================================================
     //                                     INTERNAL FUNCTIONS
     // ============================================================================================
+
+    /// @dev The result commitment: computed from an inline result (then no pointer and a zero
+    ///      commitment), or the given one with a pointer (then no inline result).
+    function _resultCommitment(
+        uint256 requestId,
+        bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment
+    ) private pure returns (bytes32) {
+        uint256 resultLength = encryptedResult.length;
+        uint256 pointerLength = bytes(resultPointer).length;
+        if (resultLength != 0) {
+            if (resultLength > MAX_RESULT) revert EnclaveTransferBadResultLength(requestId, resultLength);
+            if (pointerLength != 0 || resultCommitment != bytes32(0)) {
+                revert EnclaveTransferBadResultPointer(requestId, pointerLength);
+            }
+            return keccak256(encryptedResult);
+        }
+        if (pointerLength == 0 || pointerLength > MAX_POINTER || resultCommitment == bytes32(0)) {
+            revert EnclaveTransferBadResultPointer(requestId, pointerLength);
+        }
+        return resultCommitment;
+    }
+
+    /// @dev Reverts {EnclaveTransferBadSignature} unless the claim's enclave signed it.
+    function _checkSigned(
+        RequestBinding.ResultClaim calldata claim,
+        uint32 version,
+        bytes32 resultCommitment,
+        bytes calldata signature
+    ) private view {
+        address recovered = ECDSA.recover(_hashTypedData(_resultStructHash(claim, version, resultCommitment)), signature);
+        if (recovered != claim.enclave) revert EnclaveTransferBadSignature(claim.requestId, claim.enclave, recovered);
+    }
 
     /// @dev EIP-712 struct hash of `InferenceResult` for a claim (docs/PROTOCOL.md).
     function _resultStructHash(RequestBinding.ResultClaim calldata claim, uint32 version, bytes32 resultCommitment)

@@ -251,9 +251,15 @@ class Auditor:
         add(Check("result from the enclave named at transfer",
                   enclave.lower() == str(transfer.args["enclave"]).lower(), enclave))
         encrypted = _bytes(result.args["encryptedResult"])
-        result_commitment = keccak256(encrypted)
-        add(Check("result commitment is the hash of the encrypted result",
-                  _bytes(result.args["resultCommitment"]) == result_commitment, "0x" + result_commitment.hex()))
+        pointer = str(result.args.get("resultPointer", "") or "")
+        if encrypted or not pointer:
+            result_commitment = keccak256(encrypted)
+            add(Check("result commitment is the hash of the encrypted result",
+                      _bytes(result.args["resultCommitment"]) == result_commitment, "0x" + result_commitment.hex()))
+        else:  # stored off-chain: the signature covers the commitment, which the requester checks
+            result_commitment = _bytes(result.args["resultCommitment"])
+            add(Check("result stored off-chain under its commitment", len(result_commitment) == 32 and
+                      any(result_commitment), f"{pointer} 0x{result_commitment.hex()}"))
         model_id, version = _bytes(request.args["modelId"]), int(request.args["version"])
         # the claim as the request states it: a result signed for any other requester or key does
         # not recover to the enclave here

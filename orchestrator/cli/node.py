@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import numpy as np
 from typing import TYPE_CHECKING
 
 from splitseal.config import Config
-from splitseal.errors import ConfigError, InvalidInputError
+from splitseal.enclave_client import EnclaveUnavailableError
+from splitseal.errors import ChainError, ConfigError, InvalidInputError, ModelError
 
 from .chain import add_chain_option, open_chain, open_deployment
 
@@ -39,7 +41,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=int, default=None, help="this node's index among --count nodes")
     p.add_argument("--count", type=int, default=None, help="number of nodes serving the deployment")
     p.add_argument("--state-dir", default=None, help="checkpoint and input key directory")
+    p.add_argument("--input-key", default=None,
+                   help="the input key file all nodes of the deployment share (default: <state-dir>/input.key, "
+                        "created if missing)")
+    p.add_argument("--rotate-input-key", action="store_true",
+                   help="with --authorize: publish this node's key even though other nodes use another one")
     p.set_defaults(func=cmd_node_run)
+
+    p = node.add_parser("keeper", help="end (timeout()) requests whose deadline passed, until SIGTERM")
+    add_chain_option(p)
+    p.add_argument("--once", action="store_true", help="one sweep, then exit")
+    p.add_argument("--interval", type=float, default=None, help="seconds between sweeps (default [node].keeper_interval)")
+    p.add_argument("--from-block", type=int, default=None, help="first block to read (default: the deployment's)")
+    p.set_defaults(func=cmd_node_keeper)
 
     p = sub.add_parser("infer", help="send an inference request as a transaction and print the result")
     add_chain_option(p)
@@ -47,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", type=int, default=None, help="model version (default: latest)")
     p.add_argument("--input", required=True, help=".npy array, or an image file (PNG/PGM) with --shape")
     p.add_argument("--shape", default=None, help="C,H,W the image is normalised and resized to")
+    p.add_argument("--backbone", action="append", default=[],
+                   help="the model's public backbone (file or split node directory; repeatable; default "
+                        "var/split/node): the input's shape and dtype are checked against it before sending")
     p.add_argument("--wait", action="store_true", help="wait for the result and decrypt it")
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--json", action="store_true")
@@ -90,23 +107,36 @@ def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _node_run(args: argparse.Namespace, config: Config, requested: threading.Event) -> int:
-    from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
+    from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key, require_node_role
 
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
+    key_path = Path(args.input_key) if args.input_key else state_dir / "input.key"
+    if args.input_key and not key_path.exists():
+        raise ConfigError(f"--input-key {key_path} does not exist; give the key file the other nodes use "
+                          "(the first node's <state-dir>/input.key), or leave --input-key out to create one")
     with open_chain(args, config) as chain:
         if chain.url is None:  # no other process can reach it
             raise ConfigError("the embedded chain lives inside one process; run the node with --chain anvil or "
                               "a URL, or use `splitseal demo`, which runs node and requests in one process")
         deployment = open_deployment(chain, config)
         account = node_account(config, chain)
+        if not args.authorize:
+            require_node_role(chain, deployment, account)  # before anything is created or read
+        input_key = load_or_create_x25519_key(key_path)
         if args.authorize:
-            authorize_node(chain, deployment, chain.accounts[0], account,
-                           load_or_create_x25519_key(state_dir / "input.key"))
-        wiring = build_node(config, chain, deployment, account,
-                            backbone_paths=[Path(b) for b in args.backbone],
-                            socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
-                            node_index=config.node.node_index if args.index is None else args.index,
-                            node_count=config.node.node_count if args.count is None else args.count)
+            authorize_node(chain, deployment, chain.accounts[0], account, input_key, rotate=args.rotate_input_key)
+        try:
+            wiring = build_node(config, chain, deployment, account,
+                                backbone_paths=[Path(b) for b in args.backbone],
+                                socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
+                                node_index=config.node.node_index if args.index is None else args.index,
+                                node_count=config.node.node_count if args.count is None else args.count,
+                                input_key=input_key, wait=requested)
+        except EnclaveUnavailableError:
+            if not requested.is_set():
+                raise
+            print(f"node {account.address} stopped while waiting for the enclave", flush=True)
+            return 0
         node = wiring.node
         try:
             for sig in STOP_SIGNALS:
@@ -120,6 +150,38 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
             node.close()
             wiring.client.close()
     print(f"node {account.address} stopped", flush=True)
+    return 0
+
+
+def cmd_node_keeper(args: argparse.Namespace, config: Config) -> int:
+    """Sweep expired requests every ``--interval`` s (or once) until SIGTERM/SIGINT."""
+    from chain_node.keeper import Keeper
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        with open_chain(args, config) as chain:
+            deployment = open_deployment(chain, config)
+            account = node_account(config, chain)
+            keeper = Keeper(chain, deployment, account,
+                            start_block=deployment.block if args.from_block is None else args.from_block)
+            interval = config.node.keeper_interval if args.interval is None else args.interval
+            print(f"keeper {account.address} watching deployment on chain {chain.chain_id}", flush=True)
+            while True:
+                try:
+                    ended = keeper.sweep()
+                except ChainError as exc:  # the chain went away: try again at the next sweep
+                    print(f"sweep failed: {exc}", flush=True)
+                    ended = 0
+                if ended:
+                    print(f"timed out {ended} request(s); {len(keeper.open_requests)} open", flush=True)
+                if args.once or stop.wait(interval):
+                    break
+            print(f"keeper stopped: {keeper.timed_out} request(s) timed out, "
+                  f"{len(keeper.open_requests)} open", flush=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
@@ -158,6 +220,8 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         version = args.version or int(chain.call(deployment.model_registry.functions.latestVersion(model_id)))
         if version == 0:
             raise InvalidInputError(f"model {args.model} is not registered on this deployment")
+        x = check_against_backbone(chain, deployment, model_id, version, x,
+                                   [Path(b) for b in args.backbone] or [config.path("var/split/node")])
         key_path = config.path("var/requester/key")
         from orchestrator.node_setup import load_or_create_x25519_key
 
@@ -179,6 +243,42 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         else:
             print(render_outcome(doc))
         return 0 if outcome.ok else 1
+
+
+def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: np.ndarray,
+                           candidates: list[Path]) -> np.ndarray:
+    """Refuse, before any money is spent, an input whose dtype or shape the registered backbone
+    does not take (found among ``candidates`` by its registered hash); without a local copy of
+    it, say that the shape was not checked."""
+    from chain_node.inputs import InputProblem, check_input_shape
+    from orchestrator.node_setup import BackboneLibrary
+    from chain_node.inference_node import BackboneUnavailable
+
+    if x.dtype.kind != "f":
+        raise InvalidInputError(f"input dtype {x.dtype} is not a float type; the backbone takes float32")
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise InvalidInputError("input must be a non-empty array of finite numbers (no NaN or Inf)")
+    library = BackboneLibrary(chain, deployment, [])
+    for path in candidates:
+        if path.exists():
+            try:
+                library.add(path)
+            except ConfigError:
+                continue
+    try:
+        backbone = library(model_id, version)
+    except BackboneUnavailable:
+        print(f"note: input shape {tuple(x.shape)} not checked: no local copy of the registered backbone "
+              "(give it with --backbone)", file=sys.stderr, flush=True)
+        return x
+    except ModelError as exc:
+        raise InvalidInputError(f"model {model_id.hex()[:16]}… v{version} cannot be served: {exc}; nothing was sent") \
+            from None
+    try:
+        check_input_shape(x, backbone.input_shape)
+    except InputProblem as exc:
+        raise InvalidInputError(f"{exc}; nothing was sent") from None
+    return x
 
 
 def render_outcome(doc: dict) -> str:

@@ -210,6 +210,27 @@ class Chain(ABC):
         """Wait for a sent transaction; raises :class:`ContractRevertError` when it reverted."""
         return self._sender.confirm(pending)
 
+    def estimate_gas(self, fn: ContractFunction, *, sender: str, block: int | str = "latest") -> int:
+        """Gas ``fn`` would use if sent now by ``sender``; a revert raises the decoded
+        :class:`ContractRevertError` (without spending anything)."""
+        tx = _call_tx(fn, sender)
+        tx.pop("gas", None)
+        try:
+            with self._guard():
+                return int(self._w3.eth.estimate_gas(tx, block))
+        except ChainError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - web3, transport and backend errors
+            data = self._revert_data(exc)
+            if data is None and self._reverted(exc):
+                data = self._replay(_call_tx(fn, sender), block)
+            if data is None:
+                if "revert" in str(exc).lower():
+                    data = self._replay(_call_tx(fn, sender), block)
+                if data is None:
+                    raise ChainError(f"{fn.fn_name}: estimating its gas failed: {exc}") from exc
+            raise self.errors.error(data, fn.fn_name) from None
+
     def call(self, fn: ContractFunction, *, sender: str | None = None, block: int | str = "latest") -> Any:
         """Call a view (or simulate a transaction); reverts are decoded."""
         params = {"from": sender} if sender else {}

@@ -258,6 +258,10 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         assert failure_line.strip().startswith("failure: SHAPE_MISMATCH:") and "shape" in failure_line
         assert "prediction" not in failed_proc.stdout and "tx failure:" in failed_proc.stdout
         failed = {"requestId": first["requestId"] + 1}
+        # given the public backbone, the CLI refuses the wrong shape before any money is spent
+        refused = cli.run("infer", *chain, "--model", MODEL_NAME, "--input", str(tmp_path / "bad.npy"),
+                          "--backbone", str(node_dir), "--wait", expect=None)
+        assert refused.returncode not in (0, 1) and "nothing was sent" in refused.stderr, refused.stderr
 
         x2 = _sample(sample_shape, seed=2)
         np.save(tmp_path / "x2.npy", x2)
@@ -329,6 +333,34 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         assert node.wait(20) == 0, node_log.read_text()
         assert _stopped_lines(node_log) == 3, node_log.read_text()
 
+        os.killpg(enclave.pid, signal.SIGTERM)
+        assert enclave.wait(20) == 0, enclave_log.read_text()
+
+        # 7. a node started while the enclave is down waits for it (it does not exit); when the
+        # enclave comes back (not restored: it lost its models with its process), the node
+        # restores it against the chain's anchors and serves
+        node = cli.start(node_log, "-v", *node_args)
+        _wait_for("node waiting", lambda: "waiting for the enclave" in node_log.read_text(errors="replace"),
+                  node, node_log)
+        time.sleep(1.0)
+        assert node.poll() is None, node_log.read_text()
+        enclave = cli.start(enclave_log, "enclave", "serve")
+        _wait_for("node run", lambda: _banners(node_log) == 4, node, node_log, timeout=60)
+        x4 = _sample(sample_shape, seed=4)
+        np.save(tmp_path / "x4.npy", x4)
+        fourth = json.loads(cli.run("infer", *chain, "--model", MODEL_NAME, "--input", str(tmp_path / "x4.npy"),
+                                    "--wait", "--json", "--timeout", "60").stdout)
+        assert fourth["status"] == "COMPLETED" and fourth["label"] == _plain_label(plain, x4), fourth
+        os.killpg(node.pid, signal.SIGTERM)
+        assert node.wait(20) == 0, node_log.read_text()
+
+        # 8. an account without NODE_ROLE is told so at start and touches nothing
+        stranger = {**cli.env, "SPLITSEAL_NODE_ACCOUNT_KEY":
+                    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356"}  # anvil account 7
+        refused = subprocess.run(cli.argv(*node_args, "--state-dir", str(tmp_path / "stranger")), env=stranger,
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "does not hold NODE_ROLE" in refused.stderr, refused.stderr
+        assert "serving" not in refused.stdout and not (tmp_path / "stranger").exists()
         os.killpg(enclave.pid, signal.SIGTERM)
         assert enclave.wait(20) == 0, enclave_log.read_text()
 

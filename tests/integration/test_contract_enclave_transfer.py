@@ -42,7 +42,8 @@ def test_full_lifecycle_on_every_chain(any_kit: Kit) -> None:
     receipt = k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature, sender=k.stranger)
     ev = k.one_event(receipt, k.transfer, "ResultSubmitted")
     assert dict(ev) == {"requestId": req.request_id, "enclave": e.address, "sequence": 1,
-                        "resultCommitment": keccak(result), "encryptedResult": result, "signature": signature}
+                        "resultCommitment": keccak(result), "encryptedResult": result, "resultPointer": "",
+                        "signature": signature}
     assert k.call(k.transfer.functions.lastSequence(e.address)) == 1
     assert k.call(k.backbone.functions.status(req.request_id)) == COMPLETED
     with reverts("EnclaveTransferInvalidStatus", requestId=req.request_id, status=COMPLETED):
@@ -155,11 +156,17 @@ def test_result_status_deadline_and_length(kit: Kit, transferred) -> None:
         kit.submit(requested, e, transfer_hash)
     with reverts("EnclaveTransferInvalidStatus", requestId=10**6, status=0):
         unknown = kit.claim(requested, e, rand32(), request_id=10**6)
-        kit.tx(kit.transfer.functions.submitResult(unknown.as_abi(), b"x", b""), kit.node)
-    with reverts("EnclaveTransferBadResultLength", requestId=req.request_id, length=0):
-        kit.submit(req, e, transfer_hash, encrypted_result=b"")
+        kit.tx(kit.transfer.functions.submitResult(unknown.as_abi(), b"x", "", bytes(32), b""), kit.node)
+    with reverts("EnclaveTransferBadResultPointer", requestId=req.request_id, pointerLength=0):
+        kit.submit(req, e, transfer_hash, encrypted_result=b"")  # neither inline nor pointer
     with reverts("EnclaveTransferBadResultLength", requestId=req.request_id, length=16 * 1024 + 1):
         kit.submit(req, e, transfer_hash, encrypted_result=b"\x01" * (16 * 1024 + 1))
+    with reverts("EnclaveTransferBadResultPointer", requestId=req.request_id, pointerLength=8):
+        kit.submit(req, e, transfer_hash, encrypted_result=b"\x01", pointer="blob:0x1")  # both
+    with reverts("EnclaveTransferBadResultPointer", requestId=req.request_id, pointerLength=8):
+        kit.submit(req, e, transfer_hash, encrypted_result=b"", pointer="blob:0x1")  # no commitment
+    with reverts("EnclaveTransferBadResultPointer", requestId=req.request_id, pointerLength=513):
+        kit.submit(req, e, transfer_hash, encrypted_result=b"", pointer="x" * 513, commitment=rand32())
     deadline = int(kit.call(kit.backbone.functions.request(req.request_id))[1])
     kit.chain.increase_time(601)
     with reverts("EnclaveTransferDeadlinePassed", requestId=req.request_id, deadline=deadline):
@@ -264,3 +271,24 @@ def test_answer_numbers_are_recorded_per_enclave(kit: Kit) -> None:
         kit.deliver(kit.request(model_id, version), e, sequence=sequence)
         assert kit.call(kit.transfer.functions.lastSequence(e.address)) == expected
     assert kit.call(kit.transfer.functions.lastSequence(kit.stranger.address)) == 0
+
+
+def test_a_large_result_travels_by_pointer_and_commitment(any_kit: Kit) -> None:
+    """A result above MAX_RESULT (a 1000-class scores vector is ~22 KB encrypted) is stored
+    off-chain; the chain records the pointer and the signed commitment."""
+    k = any_kit
+    model_id, version = k.register_model()
+    e = k.serving_enclave(model_id, version)
+    req = k.request(model_id, version)
+    transfer_hash, _ = k.record_transfer(req, e)
+    result = os.urandom(22 * 1024)
+    commitment = keccak(result)
+    pointer = "blob:0x" + commitment.hex()
+    with reverts("EnclaveTransferBadSignature"):  # the signature must cover this commitment
+        k.submit(req, e, transfer_hash, encrypted_result=b"", pointer=pointer, commitment=rand32(),
+                 signature=k.result_signature(e, req, transfer_hash, result))
+    receipt = k.submit(req, e, transfer_hash, encrypted_result=b"", pointer=pointer, commitment=commitment,
+                       signature=k.result_signature(e, req, transfer_hash, result))
+    ev = k.one_event(receipt, k.transfer, "ResultSubmitted")
+    assert ev["resultPointer"] == pointer and ev["resultCommitment"] == commitment and ev["encryptedResult"] == b""
+    assert k.call(k.backbone.functions.status(req.request_id)) == COMPLETED

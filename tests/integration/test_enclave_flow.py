@@ -134,10 +134,15 @@ def test_bit_flips_swaps_and_replays_are_refused_without_plaintext(isolated):
     # ciphertext moved from another request
     run2 = es.open_request(w, es.sample_inputs(1, seed=3))
     _refused(w, run2, transfer_ciphertext=run.transfer)
-    # the genuine call still works once, and a replay is refused
+    # the genuine call works; asked again, the enclave hands out the same answer (no second
+    # evaluation), and for another input commitment or key it refuses the replay
     reply = es.infer(w, run)
     es.submit(w, run, reply)
-    err = _refused(w, run)
+    again = es.infer(w, run)
+    assert again.repeated and (again.signature, again.sequence) == (reply.signature, reply.sequence)
+    err = _refused(w, run, input_commitment=b"\x07" * 32)
+    assert err.kind == "ReplayError"
+    err = _refused(w, run, requester_key=crypto.X25519KeyPair.generate().public)
     assert err.kind == "ReplayError"
     # a shape that disagrees with the head's input is a ShapeMismatch (reason 2)
     wide, shape, dtype = crypto.encrypt_transfer(w.encryption_key, w.enclave, run2.request_id, w.model_id,

@@ -43,7 +43,7 @@ def world(embedded_chain, embedded_deployment, tmp_path_factory):
 
 def make_node(w: es.World, *, state: str = "node-state", index: int = 0, count: int = 1, grace: float = 0.0,
               account=None, confirmations: int = 0, start_block: int | None = None, **node_overrides):
-    config = Config(home=str(w.base), node=NodeConfig(max_retries=2, retry_backoff=0.0, **node_overrides),
+    config = Config(home=str(w.base), node=NodeConfig(retry_backoff=0.0, **node_overrides),
                     chain=ChainConfig(confirmations=confirmations))
     wiring = build_node(config, w.chain, w.deployment, account or w.node, backbone_paths=[w.base / "node" / "backbone.onnx"],
                         socket_path=w.socket_path, state_dir=w.base / state, node_index=index, node_count=count,
@@ -253,26 +253,52 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     b.node.close()
 
 
-def test_enclave_refusal_is_recorded_with_its_reason(world):
+def test_a_lost_enclave_reply_is_asked_again_and_the_same_answer_delivered_once(world):
     w = world
     wiring = make_node(w)
     req = requester(w)
     submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=41)[0])
-    # the enclave already answered this request id once: a replay is refused
-    ev = wiring.node
-    real = ev.enclave.endpoint
+    real = wiring.node.enclave.endpoint
+    replies = []
 
     class AnswersTwice:
         def infer(self, **kwargs):
-            real.infer(**kwargs)  # first answer is dropped (a lost reply)
-            return real.infer(**kwargs)
+            replies.append(real.infer(**kwargs))  # first answer is dropped (a lost reply)
+            replies.append(real.infer(**kwargs))
+            return replies[-1]
 
     wiring.node.enclave = dataclasses.replace(wiring.node.enclave, endpoint=AnswersTwice())
+    wiring.node.poll_once()
+    first, second = replies
+    assert second.repeated and not first.repeated
+    assert (second.sequence, second.signature, second.encrypted_result) == \
+        (first.sequence, first.signature, first.encrypted_result)
+    outcome = req.wait(submitted)
+    assert outcome.status is RequestStatus.COMPLETED
+    assert len(w.chain.get_logs(w.deployment.enclave_transfer, "ResultSubmitted", submitted.block,
+                                argument_filters={"requestId": submitted.request_id})) == 1
+    wiring.node.close()
+
+
+def test_enclave_refusal_is_recorded_with_its_reason(world):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=42)[0])
+    real = wiring.node.enclave.endpoint
+
+    class Tampers:
+        def infer(self, **kwargs):
+            ct = bytearray(kwargs["transfer_ciphertext"])
+            ct[-1] ^= 1
+            return real.infer(**{**kwargs, "transfer_ciphertext": bytes(ct)})
+
+    wiring.node.enclave = dataclasses.replace(wiring.node.enclave, endpoint=Tampers())
     wiring.node.poll_once()
     outcome = req.wait(submitted)
     assert outcome.status is RequestStatus.FAILED
     assert outcome.failure_code is FailureCode.ENCLAVE_REFUSED
-    assert "replay" in outcome.failure_reason
+    assert "does not open" in outcome.failure_reason
     wiring.node.close()
 
 
@@ -332,3 +358,170 @@ def test_a_node_refuses_a_directory_with_the_plaintext_head(world):
 
     with pytest.raises(ConfigError, match="plaintext head"):
         BackboneLibrary(world.chain, world.deployment, [world.split_dir])
+
+
+def _raw_request(w: es.World, req: Requester, ciphertext: bytes, ttl: int = 600):
+    """A request sent as a raw transaction (what a client that checks nothing sends)."""
+    from orchestrator.requester import Submitted
+
+    receipt = w.chain.transact(w.deployment.backbone_execution.functions.requestInference(
+        w.model_id, w.version, keccak256(ciphertext), ciphertext, "", req.key.public, ttl), sender=w.requester)
+    (ev,) = w.chain.events(receipt, w.deployment.backbone_execution, "InferenceRequested")
+    return Submitted(int(ev["requestId"]), w.model_id, w.version, keccak256(ciphertext), "", receipt["blockNumber"],
+                     0.0, 0.0, receipt["gasUsed"])
+
+
+def _sealed(w: es.World, req: Requester, plaintext: bytes) -> bytes:
+    from splitseal.protocol.crypto import ecies_encrypt, input_aad, request_key_hash
+
+    return ecies_encrypt(req.input_key(), plaintext, input_aad(request_key_hash(w.model_id, w.version, req.key.public)))
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "dims_overflow", "zero_dims", "int_dtype"])
+def test_poison_inputs_sent_raw_end_as_failed_and_the_node_serves_the_next(world, case):
+    """What the project's client refuses, a raw transaction sends: each ends on-chain with a
+    reason code, and the request behind it completes (the node neither exits nor loops)."""
+    import struct
+
+    from chain_node.inputs import encode_tensor
+    from splitseal.protocol.crypto import tensor_header
+
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    x = es.sample_inputs(1, seed=61)[0]
+    if case in ("nan", "inf"):
+        x = x.copy()
+        x[0] = np.nan if case == "nan" else np.inf
+        plaintext = encode_tensor(x)
+    elif case == "dims_overflow":  # 2**31 * 2**31 * 4 elements: a 64-bit product wraps to 0
+        plaintext = b"\x03<f4" + bytes([3]) + struct.pack(">III", 2**31, 2**31, 4)
+    elif case == "zero_dims":
+        plaintext = tensor_header((0, 16), "<f4")
+    else:
+        plaintext = encode_tensor(np.arange(x.size, dtype=np.int32))
+    bad = _raw_request(w, req, _sealed(w, req, plaintext))
+    good = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=62)[0])
+    wiring.node.poll_once()
+    outcome = req.wait(bad)
+    assert outcome.status is RequestStatus.FAILED, case
+    expected = FailureCode.SHAPE_MISMATCH if case == "int_dtype" else FailureCode.BAD_INPUT
+    assert outcome.failure_code is expected, outcome.failure_reason
+    assert req.wait(good).status is RequestStatus.COMPLETED
+    assert wiring.node.checkpoint.pending() == []
+    wiring.node.close()
+
+
+def _two_output_backbone() -> bytes:
+    """A backbone whose cut two tensors cross (a skip connection)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["a"]), helper.make_node("Relu", ["x"], ["b"])], "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", es.IN_FEATURES])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", es.IN_FEATURES]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", es.IN_FEATURES])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what the pinned onnxruntime reads
+    return model.SerializeToString() if onnx.checker.check_model(model) is None else b""
+
+
+def test_a_split_crossed_by_two_tensors_fails_its_requests_and_the_node_goes_on(world):
+    from orchestrator.node_setup import SplitBackbone
+
+    w = world
+    wiring = make_node(w)
+    real = wiring.node.backbones
+    calls = []
+
+    def backbones(model_id, version):
+        calls.append(version)
+        if len(calls) == 1:
+            return SplitBackbone(_two_output_backbone())  # what the node's library builds from the file
+        return real(model_id, version)
+
+    wiring.node.backbones = backbones
+    req = requester(w)
+    bad = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=63)[0])
+    good = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=64)[0])
+    wiring.node.poll_once()
+    outcome = req.wait(bad)
+    assert outcome.status is RequestStatus.FAILED and outcome.failure_code is FailureCode.INTERNAL
+    assert "cannot be served" in outcome.failure_reason and "one tensor" in outcome.failure_reason
+    assert req.wait(good).status is RequestStatus.COMPLETED
+    wiring.node.close()
+
+
+def test_a_request_no_node_serves_is_timed_out_by_the_keeper(world):
+    w = world
+    wiring = make_node(w, state="keeper-state")
+    req = requester(w)
+
+    def no_backbone(model_id, version):
+        from chain_node.inference_node import BackboneUnavailable
+        raise BackboneUnavailable("this node holds no backbone for it")
+
+    wiring.node.backbones = no_backbone
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=65)[0], deadline_seconds=5)
+    wiring.node.poll_once()
+    assert wiring.node.checkpoint.get(submitted.request_id).stage is Stage.SKIPPED
+    assert RequestStatus(w.chain.call(w.deployment.backbone_execution.functions.status(submitted.request_id))) \
+        is RequestStatus.REQUESTED
+    assert wiring.node.sweep_now() == 0  # not before its deadline
+    w.chain.increase_time(10)
+    w.chain.mine(1)
+    assert wiring.node.sweep_now() >= 1
+    assert req.wait(submitted).status is RequestStatus.TIMED_OUT
+    wiring.node.close()
+
+
+def test_a_node_without_node_role_refuses_to_start(world):
+    w = world
+    stranger = w.chain.accounts[6]
+    with pytest.raises(ConfigError, match="does not hold NODE_ROLE"):
+        make_node(w, state="stranger-state", account=stranger)
+    assert not (w.base / "stranger-state").exists()  # it touched nothing
+
+
+def test_authorize_does_not_rotate_the_key_other_nodes_use(world):
+    w = world
+    other_key = load_or_create_x25519_key(w.base / "other-state" / "input.key")
+    before = bytes(w.chain.call(w.deployment.backbone_execution.functions.inputKey()))
+    with pytest.raises(ConfigError, match="--input-key"):
+        authorize_node(w.chain, w.deployment, w.admin, w.chain.accounts[7], other_key)
+    assert bytes(w.chain.call(w.deployment.backbone_execution.functions.inputKey())) == before
+    # the shared key file: granted, key unchanged
+    authorize_node(w.chain, w.deployment, w.admin, w.chain.accounts[7],
+                   load_or_create_x25519_key(w.base / "node-state" / "input.key"))
+    assert bytes(w.chain.call(w.deployment.backbone_execution.functions.inputKey())) == before
+
+
+def test_an_enclave_restart_is_waited_for_and_restored_by_the_node(world):
+    """The enclave process dies with a request in flight: the node retries (not a failure), and
+    when the enclave comes back it restores it against the chain's anchors and delivers."""
+    from splitseal.enclave_client import EnclaveClient, EnclaveProcess
+
+    w = world
+    wiring = make_node(w, state="restart-enclave-state")
+    req = requester(w)
+    w.process.stop()
+    submitted = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=66)[0])
+    for _ in range(3):
+        wiring.node._not_before.clear()
+        wiring.node.poll_once()
+    assert wiring.node.checkpoint.get(submitted.request_id).stage is Stage.SEEN  # pending, not failed
+    assert wiring.node.stats.failed == 0 and wiring.node.stats.retried >= 3
+    w.process = EnclaveProcess.start(w.state_dir, w.socket_path, log_path=w.log_path,
+                                     extra_args=["--platform-dir", str(w.base / "platform")])
+    w.client.close()
+    w.client = EnclaveClient(w.socket_path, trace=True)
+    assert not w.client.status().restored
+    wiring.node._not_before.clear()
+    wiring.node.poll_once()  # "not loaded": the node restores the enclave and asks again
+    wiring.node._not_before.clear()
+    wiring.node.poll_once()
+    assert w.client.status().restored
+    outcome = req.wait(submitted)
+    assert outcome.status is RequestStatus.COMPLETED, outcome.failure_reason
+    wiring.node.close()

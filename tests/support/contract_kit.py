@@ -246,23 +246,25 @@ class Kit:
 
     def result_signature(self, enclave: EnclaveKey, req: Request, transfer_hash: bytes, encrypted_result: bytes,
                          *, signing_key: bytes | None = None, claim: ResultClaim | None = None,
-                         **changes: Any) -> bytes:
+                         commitment: bytes | None = None, **changes: Any) -> bytes:
         claim = claim or self.claim(req, enclave, transfer_hash, **changes)
         digest = claim.digest(self.chain.chain_id, self.transfer.address, model_version=req.version,
-                              result_commitment=keccak(encrypted_result))
+                              result_commitment=commitment or keccak(encrypted_result))
         return eip712.sign(signing_key or enclave.private_key, digest)
 
     def submit(self, req: Request, enclave: EnclaveKey, transfer_hash: bytes, *,
                encrypted_result: bytes | None = None, signature: bytes | None = None, sender: Any = None,
-               **changes: Any) -> Any:
+               pointer: str = "", commitment: bytes = bytes(32), **changes: Any) -> Any:
         """Submit a result; ``changes`` alter the claim passed (not the one signed);
-        ``transfer_hash_arg`` stands for the claim's transfer hash."""
+        ``transfer_hash_arg`` stands for the claim's transfer hash. With ``pointer``, the result
+        travels by pointer and ``commitment`` (give ``encrypted_result=b""``)."""
         if "transfer_hash_arg" in changes:
             changes["transfer_hash"] = changes.pop("transfer_hash_arg")
         encrypted_result = encrypted_result if encrypted_result is not None else randbytes(RESULT_SIZE)
         signature = signature or self.result_signature(enclave, req, transfer_hash, encrypted_result)
         claim = self.claim(req, enclave, transfer_hash, **changes)
-        return self.tx(self.transfer.functions.submitResult(claim.as_abi(), encrypted_result, signature),
+        return self.tx(self.transfer.functions.submitResult(claim.as_abi(), encrypted_result, pointer, commitment,
+                                                            signature),
                        sender or self.node, label="EnclaveTransfer.submitResult")
 
     def deliver(self, req: Request, enclave: EnclaveKey, *, transfer_hash: bytes | None = None,
@@ -274,8 +276,8 @@ class Kit:
         claim = self.claim(req, enclave, transfer_hash, sequence=sequence)
         signature = signature or self.result_signature(enclave, req, transfer_hash, encrypted_result, claim=claim)
         return self.tx(self.backbone.functions.deliverResult(
-            claim.as_abi(), output_commitment or rand32(), encrypted_result, signature), sender or self.node,
-            label="BackboneExecution.deliverResult")
+            claim.as_abi(), output_commitment or rand32(), encrypted_result, "", bytes(32), signature),
+            sender or self.node, label="BackboneExecution.deliverResult")
 
 
 def make_kit_fixture(chain_fixture: str, deployment_fixture: str) -> Callable[..., Kit]:

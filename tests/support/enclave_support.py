@@ -260,7 +260,7 @@ def infer(w: World, run: RequestRun, client: EnclaveClient | None = None, **over
 
 def submit(w: World, run: RequestRun, reply: InferenceReply) -> Any:
     return w.chain.transact(w.deployment.enclave_transfer.functions.submitResult(
-        reply.claim(w.model_id).as_abi(), reply.encrypted_result, reply.signature), sender=w.node)
+        reply.claim(w.model_id).as_abi(), reply.encrypted_result, "", bytes(32), reply.signature), sender=w.node)
 
 
 def requester_opens(w: World, run: RequestRun, reply: InferenceReply) -> Any:

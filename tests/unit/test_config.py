@@ -14,13 +14,13 @@ def test_defaults_are_the_embedded_chain():
 
 def test_toml_then_environment_then_overrides(tmp_path: Path):
     path = tmp_path / "splitseal.toml"
-    path.write_text('[chain]\nurl = "http://127.0.0.1:9"\nconfirmations = 2\n[node]\nmax_retries = 7\n')
+    path.write_text('[chain]\nurl = "http://127.0.0.1:9"\nconfirmations = 2\n[node]\nkeeper_interval = 7\n')
     env = {"SPLITSEAL_CHAIN_CONFIRMATIONS": "5", "SPLITSEAL_ENCLAVE_DEBUG": "yes"}
-    config = load_config(path, environ=env, node={"max_retries": 9})
+    config = load_config(path, environ=env, node={"keeper_interval": 9})
     assert config.chain.url == "http://127.0.0.1:9"
     assert config.chain.confirmations == 5
     assert config.enclave.debug is True
-    assert config.node.max_retries == 9
+    assert config.node.keeper_interval == 9
 
 
 @pytest.mark.parametrize("text, fragment", [

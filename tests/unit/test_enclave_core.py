@@ -64,11 +64,15 @@ def _provision(core: EnclaveCore, res, anchored: int = 0) -> None:
                                       merkle_root=res.index.merkle_root(), entry_count=res.index.entry_count))
 
 
-def _infer(core, features, request_id, requester):
+def _answer(core, features, request_id, requester, input_commitment=b"\x01" * 32):
     ct, shape, dtype = crypto.encrypt_transfer(core.encryption_key, core.address, request_id, MODEL, 1, features)
-    r = core.call("infer", dict(request_id=request_id, model_id=MODEL, version=1, input_commitment=b"\x01" * 32,
-                                transfer_ciphertext=ct, shape=list(shape), dtype=dtype,
-                                requester_key=requester.public, requester="0x" + "ab" * 20))
+    return core.call("infer", dict(request_id=request_id, model_id=MODEL, version=1, input_commitment=input_commitment,
+                                   transfer_ciphertext=ct, shape=list(shape), dtype=dtype,
+                                   requester_key=requester.public, requester="0x" + "ab" * 20))
+
+
+def _infer(core, features, request_id, requester):
+    r = _answer(core, features, request_id, requester)
     return open_result(requester, r["encrypted_result"], request_id, MODEL, 1)
 
 
@@ -85,8 +89,10 @@ def test_label_policy_releases_only_the_label_and_state_survives_restart(tmp_pat
     want = __import__("onnxruntime").InferenceSession(
         es.canary_model().SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert out.policy == "label" and out.scores is None and list(out.labels) == want.argmax(axis=1).tolist()
-    with pytest.raises(EntryCallError, match="replay"):
-        _infer(core, feats, 1, requester)
+    first = _answer(core, feats, 1, requester)  # asked again (a node that lost the answer): the same answer
+    assert first["repeated"] and first["sequence"] == 1 and core.sequence == 1
+    with pytest.raises(EntryCallError, match="replay"):  # for another input: refused
+        _answer(core, feats, 1, requester, input_commitment=b"\x02" * 32)
     sv = core.state_version
 
     again = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
@@ -94,8 +100,12 @@ def test_label_policy_releases_only_the_label_and_state_survives_restart(tmp_pat
     with pytest.raises(SealingError, match="rollback"):
         again.call("seal_state", {"action": "restore", "anchored_state_version": sv + 1})
     assert again.call("seal_state", {"action": "restore", "anchored_state_version": sv})["models"] == 1
-    with pytest.raises(EntryCallError, match="replay"):  # answered ids are part of the sealed state
-        _infer(again, feats, 1, requester)
+    # answered ids and recent answers are part of the sealed state: the same answer after a restart
+    repeated = _answer(again, feats, 1, requester)
+    assert repeated["repeated"] and {k: repeated[k] for k in ("encrypted_result", "signature", "sequence")} == \
+        {k: first[k] for k in ("encrypted_result", "signature", "sequence")}
+    with pytest.raises(EntryCallError, match="replay"):
+        _answer(again, feats, 1, requester, input_commitment=b"\x02" * 32)
     assert _infer(again, feats, 2, requester).labels == out.labels
 
 
@@ -161,8 +171,9 @@ def test_answered_ids_watermark_and_round_trip():
 
 
 def test_every_answer_is_numbered_and_a_rolled_back_manifest_is_refused(tmp_path):
-    """The attack: copy manifest.sealed, let the enclave answer, put the old copy back, restart.
-    The chain anchors the highest answer number delivered, so the old copy is refused."""
+    """The attack: copy the sealed state (manifest and journal), let the enclave answer, put the
+    old copy back, restart. The chain anchors the highest answer number delivered, so the old
+    copy is refused."""
     import shutil
 
     es, res = _split("label")
@@ -174,12 +185,13 @@ def test_every_answer_is_numbered_and_a_rolled_back_manifest_is_refused(tmp_path
     requester = crypto.X25519KeyPair.generate()
     _infer(core, feats, 1, requester)
     assert core.call("status", {})["sequence"] == 1
-    manifest = tmp_path / "sealed" / "manifest.sealed"
-    shutil.copy(manifest, tmp_path / "old-manifest")
+    sealed = tmp_path / "sealed"
+    shutil.copytree(sealed, tmp_path / "old-sealed")
     _infer(core, feats, 2, requester)
     assert core.sequence == 2
     sv = core.state_version
-    shutil.copy(tmp_path / "old-manifest", manifest)  # the rollback
+    shutil.rmtree(sealed)
+    shutil.copytree(tmp_path / "old-sealed", sealed)  # the rollback
 
     again = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
     with pytest.raises(SealingError, match="rolled back"):
@@ -213,3 +225,43 @@ def test_the_owners_rate_limit_caps_answers_per_requester(tmp_path):
         _infer(core, feats, 3, requester)
     now[0] += 61
     _infer(core, feats, 3, requester)  # a new window
+
+
+def test_answers_are_journalled_in_constant_cost_and_survive_compaction_and_a_torn_tail(tmp_path, monkeypatch):
+    """An answer appends one record to the journal; the manifest is not rewritten until the
+    journal is compacted; a restart replays manifest + journal, dropping a torn last record."""
+    import enclave.core as core_mod
+
+    monkeypatch.setattr(core_mod, "JOURNAL_COMPACT", 4)
+    monkeypatch.setattr(core_mod, "RECENT_ANSWERS", 6)
+    es, res = _split("label")
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    _provision(core, res)
+    feats = __import__("onnxruntime").InferenceSession(
+        res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": es.sample_inputs(1, seed=8)})[0]
+    requester = crypto.X25519KeyPair.generate()
+    manifest = tmp_path / "sealed" / "manifest.sealed"
+    answers, sizes = {}, []
+    before = manifest.read_bytes()
+    for rid in range(1, 4):
+        answers[rid] = _answer(core, feats, rid, requester)
+        journal = sorted((tmp_path / "sealed").glob("journal-*.sealed"))
+        sizes.append(journal[0].stat().st_size)
+    assert manifest.read_bytes() == before  # no manifest rewrite per answer
+    assert sizes[1] - sizes[0] == sizes[2] - sizes[1]  # each answer adds one record of the same size
+    for rid in range(4, 11):  # past the compaction interval: manifest re-sealed, old journal gone
+        answers[rid] = _answer(core, feats, rid, requester)
+    assert manifest.read_bytes() != before and len(list((tmp_path / "sealed").glob("journal-*.sealed"))) <= 1
+    sv = core.state_version
+    journal = next((tmp_path / "sealed").glob("journal-*.sealed"), None)
+    if journal is not None:
+        with open(journal, "ab") as f:
+            f.write(b"\x00\x00\x10\x00partial")  # a record torn by a crash
+    again = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    assert again.call("seal_state", {"action": "restore", "anchored_state_version": sv,
+                                     "anchored_sequence": 10})["sequence"] == 10
+    repeated = _answer(again, feats, 10, requester)
+    assert repeated["repeated"] and repeated["signature"] == answers[10]["signature"]
+    with pytest.raises(EntryCallError, match="no longer among"):  # beyond the bound of kept answers
+        _answer(again, feats, 2, requester)
+    assert _answer(again, feats, 11, requester)["sequence"] == 11

@@ -230,12 +230,16 @@ interface IBackboneExecution is IAccessControl {
     /// @param claim What the enclave signed besides the result (request, model, input commitment,
     ///        requester and key, enclave, transfer hash, the enclave's answer sequence).
     /// @param outputCommitment Commitment to the backbone output.
-    /// @param encryptedResult The result encrypted to the requester's key.
+    /// @param encryptedResult The result encrypted to the requester's key (empty: by pointer).
+    /// @param resultPointer Where a result too large to go inline is stored (empty: inline).
+    /// @param resultCommitment keccak256 of the stored result (zero: inline).
     /// @param signature The enclave's EIP-712 `InferenceResult` signature.
     function deliverResult(
         RequestBinding.ResultClaim calldata claim,
         bytes32 outputCommitment,
         bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
         bytes calldata signature
     ) external;
 

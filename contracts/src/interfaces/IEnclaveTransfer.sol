@@ -59,6 +59,11 @@ interface IEnclaveTransfer {
     /// @param requestId The request.
     /// @param length Its length.
     error EnclaveTransferBadResultLength(uint256 requestId, uint256 length);
+    /// @notice Neither or both of an inline result and a (pointer, commitment) were given, or the
+    ///         pointer is longer than allowed.
+    /// @param requestId The request.
+    /// @param pointerLength The pointer's length.
+    error EnclaveTransferBadResultPointer(uint256 requestId, uint256 pointerLength);
     /// @notice The failure reason code is not one of the documented codes (1..7).
     /// @param code The code.
     error EnclaveTransferUnknownReasonCode(uint8 code);
@@ -82,8 +87,11 @@ interface IEnclaveTransfer {
     /// @param enclave The enclave that signed it.
     /// @param sequence The enclave's answer number: the audit counts answers given off the record
     ///        as gaps between the sequences delivered.
-    /// @param resultCommitment keccak256(encryptedResult).
-    /// @param encryptedResult The prediction encrypted to the requester's key.
+    /// @param resultCommitment keccak256 of the encrypted result (inline or at the pointer).
+    /// @param encryptedResult The prediction encrypted to the requester's key (empty when it is
+    ///        stored off-chain at `resultPointer`).
+    /// @param resultPointer Where an encrypted result too large for the chain is stored (empty
+    ///        when inline); the requester fetches it and checks it against `resultCommitment`.
     /// @param signature The enclave's EIP-712 `InferenceResult` signature.
     event ResultSubmitted(
         uint256 indexed requestId,
@@ -91,6 +99,7 @@ interface IEnclaveTransfer {
         uint64 sequence,
         bytes32 resultCommitment,
         bytes encryptedResult,
+        string resultPointer,
         bytes signature
     );
 
@@ -123,10 +132,20 @@ interface IEnclaveTransfer {
     ///      {EnclaveTransferZeroSequence}, {EnclaveTransferBadSignature},
     ///      {EnclaveTransferEnclaveNotServing}.
     /// @param claim What the enclave signed besides the result.
-    /// @param encryptedResult The prediction encrypted to the requester's key.
+    /// @param encryptedResult The prediction encrypted to the requester's key, inline (at most
+    ///        `MAX_RESULT` bytes); empty when it travels by pointer.
+    /// @param resultPointer With an empty `encryptedResult`: where the encrypted result is stored
+    ///        (at most `MAX_POINTER` bytes); empty otherwise.
+    /// @param resultCommitment With a pointer: keccak256 of the stored encrypted result, which
+    ///        the signature covers; zero with an inline result (computed here).
     /// @param signature EIP-712 `InferenceResult` signed by the enclave key.
-    function submitResult(RequestBinding.ResultClaim calldata claim, bytes calldata encryptedResult, bytes calldata signature)
-        external;
+    function submitResult(
+        RequestBinding.ResultClaim calldata claim,
+        bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
+        bytes calldata signature
+    ) external;
 
     /// @notice Report that a Requested or Transferred request failed.
     /// @dev `NODE_ROLE` on BackboneExecution. Emits {RequestFailed}. Reverts

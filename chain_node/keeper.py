@@ -1,0 +1,101 @@
+"""The keeper: ends requests whose deadline passed (``BackboneExecution.timeout``).
+
+Nothing stays open: a request that no node served (no node holds its backbone, a node was
+killed and never came back, the enclave refused it to the node that asked) stays Requested or
+Transferred on-chain until someone calls ``timeout()``, which anyone may do once the deadline
+passed. Every inference node runs a :class:`Keeper` every ``[node].keeper_interval`` seconds, and
+``splitseal node keeper`` runs one alone.
+
+A sweep reads, from the block after the previous sweep, the new requests (``InferenceRequested``
+with their deadlines) and the endings (``ResultSubmitted``, ``RequestFailed``,
+``RequestTimedOut``), and sends ``timeout`` for each open request whose deadline is behind the
+chain's clock (the latest block's time, or the wall clock when the chain sat idle: the
+transaction's own block then carries the later time). Several keepers: the one whose index is
+``request_id % count`` ends a request at once, the others ``grace`` seconds later, so that they
+rarely send the same ``timeout`` twice (the second reverts, harmlessly).
+
+The open set lives in memory: a restarted keeper reads the history again from ``start_block``
+(one chunked log query per event kind).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from eth_account.signers.local import LocalAccount
+
+from splitseal.chain import Chain, Deployment, LogDecoder, logs_with_topic0
+from splitseal.errors import ContractRevertError
+
+log = logging.getLogger(__name__)
+
+_ENDINGS = ("ResultSubmitted", "RequestFailed", "RequestTimedOut")
+
+
+class Keeper:
+    """Sweeps expired requests of one deployment (see module doc)."""
+
+    def __init__(self, chain: Chain, deployment: Deployment, account: LocalAccount, *, start_block: int,
+                 index: int = 0, count: int = 1, grace: float = 2.0) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self.account = account
+        self.index, self.count, self.grace = index, max(1, count), grace
+        self._next_block = start_block
+        self._open: dict[int, int] = {}  # request id -> deadline (unix seconds)
+        self._decoder = LogDecoder([("BackboneExecution", deployment.backbone_execution),
+                                    ("EnclaveTransfer", deployment.enclave_transfer)])
+        self.timed_out = 0
+
+    @property
+    def open_requests(self) -> dict[int, int]:
+        return dict(self._open)
+
+    def _read(self) -> None:
+        head = self.chain.block_number()
+        if head < self._next_block:
+            return
+        names = ("InferenceRequested", *_ENDINGS)
+        entries = logs_with_topic0(self.chain, self._decoder, names, self._next_block, head)
+        for _, entry in sorted(entries, key=lambda e: (e[1]["blockNumber"], e[1]["logIndex"])):
+            rid = int(entry["args"]["requestId"])
+            if entry["event"] == "InferenceRequested":
+                self._open[rid] = int(entry["args"]["deadline"])
+            else:
+                self._open.pop(rid, None)
+        self._next_block = head + 1
+
+    def sweep(self) -> int:
+        """Send ``timeout`` for every open request past its deadline; returns how many ended."""
+        self._read()
+        if not self._open:
+            return 0
+        latest = int(self.chain.get_block("latest")["timestamp"])
+        now = max(latest, int(time.time()))
+        ended = 0
+        for rid, deadline in sorted(self._open.items()):
+            if deadline >= now:
+                continue
+            if self.count > 1 and rid % self.count != self.index and now - deadline < self.grace:
+                continue  # the preferred keeper's turn first
+            if self.end(rid):
+                ended += 1
+        return ended
+
+    def end(self, request_id: int) -> bool:
+        """``timeout(request_id)``; True when this call ended it."""
+        be = self.deployment.backbone_execution
+        try:
+            self.chain.transact(be.functions.timeout(request_id), sender=self.account, gas=150_000)
+        except ContractRevertError as exc:
+            if exc.error_name == "BackboneExecutionDeadlineNotReached":
+                return False  # the chain's clock is behind ours: the next sweep
+            # ended meanwhile (another keeper, a late delivery): nothing left to do
+            log.info("request_id=%d not timed out: %s", request_id, exc.error_name)
+            self._open.pop(request_id, None)
+            return False
+        self._open.pop(request_id, None)
+        self.timed_out += 1
+        log.info("request_id=%d timed out on-chain (deadline passed)", request_id)
+        return True
+
