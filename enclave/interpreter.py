@@ -69,9 +69,16 @@ class OpSpec:
         return self.inputs
 
 
-#: The operator registry: op name -> its :class:`OpSpec`. Adding an operator = one ``@operator``.
+#: The operator registry: :func:`op_key` -> its :class:`OpSpec`. Adding an operator = one ``@operator``.
 OPERATORS: dict[str, OpSpec] = {}
 _ALL = (MIN_OPSET, MAX_OPSET)
+#: Domains besides ai.onnx that have registered operators (anything else is refused).
+ML_DOMAIN = "ai.onnx.ml"
+
+
+def op_key(domain: str, op: str) -> str:
+    """Registry key of an operator: its name in ai.onnx, ``domain:name`` in any other domain."""
+    return op if domain in ("", "ai.onnx") else f"{domain}:{op}"
 
 
 def _attr_ranges(attrs: Mapping[str, tuple[int, int] | None] | Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -86,25 +93,36 @@ def operator(name: str, *, attrs: Mapping[str, tuple[int, int] | None] | Iterabl
              const_inputs: Mapping[int, str] | None = None, domain: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``impl`` as the implementation of operator ``name`` (see :class:`OpSpec`)."""
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
-        if name in OPERATORS:
-            raise RuntimeError(f"operator {name} registered twice")
-        OPERATORS[name] = OpSpec(name, impl, _attr_ranges(attrs), inputs, outputs, opsets, inputs_by_opset,
+        key = op_key(domain, name)
+        if key in OPERATORS:
+            raise RuntimeError(f"operator {key} registered twice")
+        OPERATORS[key] = OpSpec(name, impl, _attr_ranges(attrs), inputs, outputs, opsets, inputs_by_opset,
                                  dict(const_inputs or {}), domain)
         return impl
     return register
 
 
-def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str]) -> list[str]:
+def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str],
+                  domains: Mapping[str, int] | None = None) -> list[str]:
     """Why the interpreter would refuse ``node`` at ``opset`` (empty: it runs it).
 
-    ``constants`` maps the names of the head's parameters to their dtypes. Checks: the operator
-    is registered and exists in that opset, every attribute is known in that opset, the input
-    and output counts, and that constant-only inputs are parameters of the right dtype.
+    ``opset`` is the ai.onnx opset; ``domains`` the opset of every other domain the model
+    imports (a node of another domain is checked against that one). ``constants`` maps the names
+    of the head's parameters to their dtypes. Checks: the operator is registered in its domain
+    and exists in that opset, every attribute is known in that opset, the input and output
+    counts, and that constant-only inputs are parameters of the right dtype.
     """
-    spec = OPERATORS.get(node.op)
+    spec = OPERATORS.get(op_key(node.domain, node.op))
     if spec is None:
-        return [f"operator {node.op!r} is not implemented by the enclave interpreter"]
+        if node.domain not in ("", "ai.onnx") and not any(s.domain == node.domain for s in OPERATORS.values()):
+            return [f"domain {node.domain!r} is not implemented by the enclave interpreter"]
+        return [f"operator {node.op!r} is not implemented by the enclave interpreter"
+                + (f" in domain {node.domain!r}" if node.domain else "")]
     out: list[str] = []
+    if spec.domain:
+        if not domains or spec.domain not in domains:
+            return [f"the model imports no opset of domain {spec.domain!r}"]
+        opset = domains[spec.domain]
     if not spec.opsets[0] <= opset <= spec.opsets[1]:
         out.append(f"{node.op} is implemented for opsets {spec.opsets[0]}..{spec.opsets[1]}, the model uses {opset}")
     for attr in sorted(node.attrs):
@@ -131,7 +149,9 @@ def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str]) -> l
 
 
 def supported_operators() -> dict[str, frozenset[str]]:
-    """op -> the attribute names it may carry (what the importer and the split check against)."""
+    """:func:`op_key` -> the attribute names it may carry (what the importer and the split check
+    against; keys of other domains than ai.onnx are ``domain:op``, which the strict importer,
+    ai.onnx only, never matches)."""
     return {name: frozenset(spec.attrs) for name, spec in sorted(OPERATORS.items())}
 
 
@@ -783,6 +803,139 @@ def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | N
     return y.astype(F32)
 
 
+# --- recurrent operators (LSTM, GRU) ---------------------------------------------------------
+#
+# What PyTorch exports for ``nn.LSTM`` / ``nn.GRU`` (one layer each node): default activations,
+# layout 0 (X is [seq, batch, input]), forward or bidirectional (reverse too), optional initial
+# states, no sequence_lens, no peepholes, no clip, no input_forget. Anything else is refused.
+
+_RNN_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+_RNN_GATES = {"LSTM": 4, "GRU": 3}
+
+
+def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
+                seq_lens: np.ndarray | None, h0: np.ndarray | None) -> tuple[int, list[bool], np.ndarray | None]:
+    """Checks shared by LSTM and GRU; returns hidden size, the directions (reversed?) and h0."""
+    op = ctx.node.op
+    gates = _RNN_GATES[op]
+    x = ctx.float_input(x, "X")
+    ctx.float_input(w, "W")
+    ctx.float_input(r, "R")
+    if seq_lens is not None:
+        raise ctx.unsupported("sequence_lens is not supported (every sequence has the full length)")
+    if ctx.attr_int("layout", 0) != 0:
+        raise ctx.unsupported("layout 1 (batch first) is not supported; layout 0 is what exporters write")
+    if "clip" in ctx.node.attrs:
+        raise ctx.unsupported("cell clipping (clip) is not supported")
+    if "activation_alpha" in ctx.node.attrs or "activation_beta" in ctx.node.attrs:
+        raise ctx.unsupported("activation_alpha / activation_beta are not supported (default activations only)")
+    direction = ctx.attr_str("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ctx.unsupported(f"direction {direction!r} must be forward, reverse or bidirectional")
+    dirs = [False, True] if direction == "bidirectional" else [direction == "reverse"]
+    nd = len(dirs)
+    acts = ctx.node.attrs.get("activations")
+    if acts is not None and acts != _RNN_DEFAULT_ACTS[op] * nd:
+        raise ctx.unsupported(f"activations {acts} are not supported; only the defaults "
+                              f"{_RNN_DEFAULT_ACTS[op]} per direction")
+    if "hidden_size" not in ctx.node.attrs:
+        raise ctx.error("attribute hidden_size is required")
+    hs = ctx.attr_int("hidden_size", 0)
+    if hs < 1:
+        raise ctx.error(f"hidden_size {hs} must be positive")
+    if x.ndim != 3:
+        raise ctx.error(f"X must be [seq_length, batch, input_size], got shape {x.shape}")
+    seq, batch, inp = x.shape
+    if w.shape != (nd, gates * hs, inp):
+        raise ctx.error(f"W has shape {w.shape}, expected {(nd, gates * hs, inp)}")
+    if r.shape != (nd, gates * hs, hs):
+        raise ctx.error(f"R has shape {r.shape}, expected {(nd, gates * hs, hs)}")
+    if b is not None and ctx.float_input(b, "B").shape != (nd, 2 * gates * hs):
+        raise ctx.error(f"B has shape {b.shape}, expected {(nd, 2 * gates * hs)}")
+    for nm, h in (("initial_h", h0),):
+        if h is not None and ctx.float_input(h, nm).shape != (nd, batch, hs):
+            raise ctx.error(f"{nm} has shape {h.shape}, expected {(nd, batch, hs)}")
+    ctx.check_size((seq, nd, batch, gates * hs), "gate buffer")
+    return hs, dirs, h0
+
+
+def _rnn_outputs(ctx: _Ctx, ys: list[np.ndarray], finals: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """Y [seq, dirs, batch, hidden] and the final states [dirs, batch, hidden], float32."""
+    y = np.stack(ys, axis=1).astype(F32)
+    out = [y] + [np.stack(f, axis=0).astype(F32) for f in finals]
+    return tuple(out[:len(ctx.node.outputs)])
+
+
+@operator("LSTM", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
+                         "direction": None, "hidden_size": None, "input_forget": None, "layout": (14, MAX_OPSET)},
+          inputs=(3, 8), outputs=(1, 3), const_inputs={1: "float32", 2: "float32", 3: "float32"})
+def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
+          seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None, c0: np.ndarray | None = None,
+          p: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    if p is not None:
+        raise ctx.unsupported("peephole weights (input P) are not supported")
+    if ctx.attr_int("input_forget", 0) != 0:
+        raise ctx.unsupported("input_forget=1 (coupled input and forget gates) is not supported")
+    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
+    seq, batch, _ = x.shape
+    if c0 is not None and ctx.float_input(c0, "initial_c").shape != (len(dirs), batch, hs):
+        raise ctx.error(f"initial_c has shape {c0.shape}, expected {(len(dirs), batch, hs)}")
+    x64 = x.astype(np.float64)
+    ys, hn, cn = [], [], []
+    for d, backwards in enumerate(dirs):
+        wd, rd = w[d].astype(np.float64), r[d].astype(np.float64)
+        bias = (b[d, :4 * hs].astype(np.float64) + b[d, 4 * hs:]) if b is not None else np.zeros(4 * hs)
+        h = h0[d].astype(np.float64) if h0 is not None else np.zeros((batch, hs))
+        c = c0[d].astype(np.float64) if c0 is not None else np.zeros((batch, hs))
+        pre = x64 @ wd.T + bias                     # [seq, batch, 4h], gate order i, o, f, c
+        y = np.empty((seq, batch, hs))
+        for t in (range(seq - 1, -1, -1) if backwards else range(seq)):
+            g = pre[t] + h @ rd.T
+            i, o, f, cc = (g[:, k * hs:(k + 1) * hs] for k in range(4))
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(cc)
+            h = _sigmoid(o) * np.tanh(c)
+            y[t] = h
+        ys.append(y)
+        hn.append(h)
+        cn.append(c)
+    return _rnn_outputs(ctx, ys, [hn, cn])
+
+
+@operator("GRU", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
+                        "direction": None, "hidden_size": None, "layout": (14, MAX_OPSET),
+                        "linear_before_reset": None},
+          inputs=(3, 6), outputs=(1, 2), const_inputs={1: "float32", 2: "float32", 3: "float32"})
+def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
+         seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
+    lbr = ctx.attr_int("linear_before_reset", 0)
+    if lbr not in (0, 1):
+        raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
+    seq, batch, _ = x.shape
+    x64 = x.astype(np.float64)
+    ys, hn = [], []
+    for d, backwards in enumerate(dirs):
+        wd, rd = w[d].astype(np.float64), r[d].astype(np.float64)
+        wb = b[d, :3 * hs].astype(np.float64) if b is not None else np.zeros(3 * hs)
+        rb = b[d, 3 * hs:].astype(np.float64) if b is not None else np.zeros(3 * hs)
+        h = h0[d].astype(np.float64) if h0 is not None else np.zeros((batch, hs))
+        pre = x64 @ wd.T + wb                       # [seq, batch, 3h], gate order z, r, h
+        rz, rr, rh = rd[:hs], rd[hs:2 * hs], rd[2 * hs:]
+        y = np.empty((seq, batch, hs))
+        for t in (range(seq - 1, -1, -1) if backwards else range(seq)):
+            z = _sigmoid(pre[t, :, :hs] + h @ rz.T + rb[:hs])
+            rg = _sigmoid(pre[t, :, hs:2 * hs] + h @ rr.T + rb[hs:2 * hs])
+            if lbr:
+                cand = np.tanh(pre[t, :, 2 * hs:] + rg * (h @ rh.T + rb[2 * hs:]))
+            else:
+                cand = np.tanh(pre[t, :, 2 * hs:] + (rg * h) @ rh.T + rb[2 * hs:])
+            h = (1.0 - z) * cand + z * h
+            y[t] = h
+        ys.append(y)
+        hn.append(h)
+    return _rnn_outputs(ctx, ys, [hn])
+
+
 # --- the interpreter ---------------------------------------------------------------------
 
 def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
@@ -793,6 +946,8 @@ def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) ->
 class _Plan:
     node: NodeSpec
     inputs: tuple[str | None, ...]
+    spec: OpSpec
+    opset: int
 
 
 class HeadInterpreter:
@@ -848,12 +1003,15 @@ class HeadInterpreter:
         constants = {k: v.dtype.name for k, v in self._params.items()}
         plan = []
         for node in graph.nodes:
-            problems = node_problems(node, graph.opset, constants)
+            problems = node_problems(node, graph.opset, constants, graph.domains)
+            key = op_key(node.domain, node.op)
             if problems:
                 raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): " + "; ".join(problems)
                                                + (f"; supported operators: {sorted(OPERATORS)}"
-                                                  if node.op not in OPERATORS else ""))
-            lo_in = OPERATORS[node.op].input_range(graph.opset)[0]
+                                                  if key not in OPERATORS else ""))
+            spec = OPERATORS[key]
+            opset = graph.domains[spec.domain] if spec.domain else graph.opset
+            lo_in = spec.input_range(opset)[0]
             ins = list(node.inputs)
             while ins and ins[-1] == "":
                 ins.pop()
@@ -867,7 +1025,7 @@ class HeadInterpreter:
             for o in outs:
                 if o:
                     known.add(o)
-            plan.append(_Plan(node, tuple(n or None for n in ins)))
+            plan.append(_Plan(node, tuple(n or None for n in ins), spec, opset))
         for s in graph.outputs:
             if s.name not in known:
                 raise ModelError(f"head output {s.name!r} is produced by no node")
@@ -921,11 +1079,11 @@ class HeadInterpreter:
             env[name] = x
         for step in self._plan:
             node = step.node
-            ctx = _Ctx(node, self._graph.opset, self._max)
+            ctx = _Ctx(node, step.opset, self._max)
             args = [env[n] if n else None for n in step.inputs]
             try:
                 with np.errstate(all="ignore"):
-                    ys = OPERATORS[node.op].impl(ctx, *args)
+                    ys = step.spec.impl(ctx, *args)
             except (ModelError, PackageFormatError):
                 raise
             except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:

@@ -273,15 +273,12 @@ def head_problems(imported: ImportedModel, head_nodes: list[str], crossing: list
     tensors: list[str] = []
     for name in head_nodes:
         node = by_name[name]
-        if node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
-            grouped.setdefault((node.op_type, f"domain {node.domain!r} is not supported"), []).append(name)
-            continue
         try:
-            spec = NodeSpec(node.name, node.op_type, tuple(node.input), tuple(node.output), attributes(node))
+            spec = head_node(imported, node)
         except Exception as exc:
             grouped.setdefault((node.op_type, str(exc).split(": ")[-1]), []).append(name)
             continue
-        for why in node_problems(spec, imported.opset, head_params):
+        for why in node_problems(spec, imported.opset, head_params, imported.domains):
             grouped.setdefault((node.op_type, why), []).append(name)
         for o in node.output:
             if not o:
@@ -290,9 +287,9 @@ def head_problems(imported: ImportedModel, head_nodes: list[str], crossing: list
             if v is None or v.dtype not in ("float32", "int64"):
                 tensors.append(f"{o!r} (output of {name}) has {'an unknown type' if v is None else 'dtype ' + v.dtype}"
                                "; the head computes float32 (int64 only for indices)")
-            elif None in v.shape[1:]:
+            elif None in v.shape[1:] and o in {x.name for x in imported.outputs}:
                 tensors.append(f"{o!r} (output of {name}) has shape {list(v.shape)}: only the batch "
-                               "dimension may be dynamic in the head")
+                               "dimension of a head output may be dynamic")
     for t in crossing:
         v = imported.values.get(t)
         if v is None or v.dtype != "float32" or None in v.shape[1:]:
@@ -327,6 +324,12 @@ def _tspec(v: ValueSpec) -> TensorSpec:
     return TensorSpec(v.name, v.shape, v.dtype)
 
 
+def head_node(imported: ImportedModel, node: onnx.NodeProto) -> NodeSpec:
+    """The graph file's description of one head node (its domain: "" for ai.onnx)."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    return NodeSpec(node.name, node.op_type, tuple(node.input), tuple(node.output), attributes(node), domain)
+
+
 def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing: list[str],
                   output_policy: str, meta: dict[str, Any]) -> tuple[HeadGraph, list[tuple[str, np.ndarray]]]:
     """Convert the ONNX head into the enclave's graph description and its parameter list."""
@@ -338,7 +341,7 @@ def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing
         for i in node.input:
             if i in inits and i not in params:
                 params.append(i)
-        nodes.append(NodeSpec(node.name, node.op_type, tuple(node.input), tuple(node.output), attributes(node)))
+        nodes.append(head_node(imported, node))
         for o in node.output:
             if o:
                 values[o] = _tspec(imported.values[o])
@@ -347,7 +350,8 @@ def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing
         inputs=tuple(_tspec(imported.values[t]) for t in crossing),
         outputs=tuple(_tspec(v) for v in imported.outputs),
         parameters=tuple(_tspec(imported.values[p]) for p in params),
-        values=values, nodes=tuple(nodes), meta=meta)
+        values=values, nodes=tuple(nodes), meta=meta,
+        domains={n.domain: imported.domains[n.domain] for n in nodes if n.domain})
     return graph, [(p, imported.initializers[p]) for p in params]
 
 
