@@ -61,6 +61,10 @@ class OpSpec:
     inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = ()
     const_inputs: Mapping[int, str] = field(default_factory=dict)
     domain: str = ""
+    #: attributes that may arrive instead as the float32 parameter inputs 1, 2, ... (in this
+    #: order): the split lifts a tree ensemble's thresholds and leaf values out of the graph
+    #: file into the parameter blob, where the index, its Merkle root and the rule cover them
+    lifted: tuple[str, ...] = ()
 
     def input_range(self, opset: int) -> tuple[int, int]:
         for below, rng in self.inputs_by_opset:
@@ -90,14 +94,15 @@ def _attr_ranges(attrs: Mapping[str, tuple[int, int] | None] | Iterable[str]) ->
 def operator(name: str, *, attrs: Mapping[str, tuple[int, int] | None] | Iterable[str] = (),
              inputs: tuple[int, int] = (1, 1), outputs: tuple[int, int] = (1, 1),
              opsets: tuple[int, int] = _ALL, inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = (),
-             const_inputs: Mapping[int, str] | None = None, domain: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             const_inputs: Mapping[int, str] | None = None, domain: str = "",
+             lifted: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``impl`` as the implementation of operator ``name`` (see :class:`OpSpec`)."""
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
         key = op_key(domain, name)
         if key in OPERATORS:
             raise RuntimeError(f"operator {key} registered twice")
         OPERATORS[key] = OpSpec(name, impl, _attr_ranges(attrs), inputs, outputs, opsets, inputs_by_opset,
-                                 dict(const_inputs or {}), domain)
+                                 dict(const_inputs or {}), domain, lifted)
         return impl
     return register
 
@@ -934,6 +939,219 @@ def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray |
         ys.append(y)
         hn.append(h)
     return _rnn_outputs(ctx, ys, [hn])
+
+
+# --- ai.onnx.ml tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor) ------------------
+#
+# As skl2onnx writes them (gradient boosting, random forests): numeric features [N, F], int64
+# class labels, BRANCH_* / LEAF modes, post_transform NONE / LOGISTIC / SOFTMAX, the
+# classifier's outputs as onnxruntime computes them (its binary single-score form included).
+# Refused: string labels, PROBIT / SOFTMAX_ZERO, *_as_tensor (double) attributes, a two-class
+# ensemble with weights for both classes, a regressor's MIN / MAX aggregation.
+
+_TREE_MODES = ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ", "LEAF")
+_TREE_NODE_ATTRS = ("nodes_falsenodeids", "nodes_featureids", "nodes_hitrates", "nodes_missing_value_tracks_true",
+                    "nodes_modes", "nodes_nodeids", "nodes_treeids", "nodes_truenodeids", "nodes_values")
+_ML_OPSETS = (1, 4)
+
+
+def _floats(ctx: _Ctx, name: str, lifted: np.ndarray | None, required: bool) -> np.ndarray | None:
+    """A float list attribute, or the parameter the split lifted it into (never both)."""
+    v = ctx.node.attrs.get(name)
+    if lifted is not None:
+        if v is not None:
+            raise ctx.error(f"{name} is given both as an attribute and as a parameter")
+        if ctx.float_input(lifted, name).ndim != 1:
+            raise ctx.error(f"{name} must be a 1-D parameter")
+        return lifted
+    if v is None:
+        if required:
+            raise ctx.error(f"attribute {name} is required")
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ctx.unsupported(f"attribute {name} must be a list of numbers")
+    return np.asarray(v, dtype=F32)
+
+
+def _ints(ctx: _Ctx, name: str, n: int | None = None, required: bool = True) -> np.ndarray:
+    v = ctx.attr_ints(name, None if required else [])
+    if v is None:
+        raise ctx.error(f"attribute {name} is required")
+    if n is not None and v and len(v) != n:
+        raise ctx.error(f"attribute {name} has {len(v)} entries, the nodes are {n}")
+    return np.asarray(v, dtype=np.int64)
+
+
+def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
+                 weights_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Per row and target: the sum of the reached leaves' weights, whether any weight was reached,
+    the number of trees, and whether every leaf weight is >= 0."""
+    x = ctx.float_input(x, "X")
+    if x.ndim != 2:
+        raise ctx.unsupported(f"X must be [N, features], got shape {x.shape}")
+    for a in ctx.node.attrs:
+        if a.endswith("_as_tensor"):
+            raise ctx.unsupported(f"{a} (double-precision tensors) is not supported")
+    node_ids = _ints(ctx, "nodes_nodeids")
+    n = len(node_ids)
+    tree_ids = _ints(ctx, "nodes_treeids", n)
+    feats = _ints(ctx, "nodes_featureids", n)
+    true_ids, false_ids = _ints(ctx, "nodes_truenodeids", n), _ints(ctx, "nodes_falsenodeids", n)
+    track = _ints(ctx, "nodes_missing_value_tracks_true", n, required=False)
+    thresholds = _floats(ctx, "nodes_values", values_in, True)
+    hit = _floats(ctx, "nodes_hitrates", None, False)   # informational; checked only
+    modes = ctx.node.attrs.get("nodes_modes")
+    if not isinstance(modes, list) or any(m not in _TREE_MODES for m in modes):
+        raise ctx.unsupported(f"nodes_modes must be a list of {list(_TREE_MODES)}")
+    if n == 0 or any(len(a) != n for a in (tree_ids, feats, true_ids, false_ids, thresholds, modes)) or \
+            (hit is not None and len(hit) != n):
+        raise ctx.error("the nodes_* attributes must all have one entry per node")
+    code = np.array([_TREE_MODES.index(m) for m in modes], dtype=np.int64)
+    leaf = code == _TREE_MODES.index("LEAF")
+    index: dict[tuple[int, int], int] = {}
+    roots: dict[int, int] = {}
+    for k, (t, i) in enumerate(zip(tree_ids.tolist(), node_ids.tolist())):
+        if (t, i) in index:
+            raise ctx.error(f"node {i} of tree {t} is defined twice")
+        index[(t, i)] = k
+        roots.setdefault(t, k)
+    nxt_true = np.zeros(n, dtype=np.int64)
+    nxt_false = np.zeros(n, dtype=np.int64)
+    for k in np.flatnonzero(~leaf).tolist():
+        t = int(tree_ids[k])
+        try:
+            nxt_true[k], nxt_false[k] = index[(t, int(true_ids[k]))], index[(t, int(false_ids[k]))]
+        except KeyError:
+            raise ctx.error(f"node {int(node_ids[k])} of tree {t} branches to a node the tree lacks") from None
+        if not 0 <= feats[k] < x.shape[1]:
+            raise ctx.error(f"node {int(node_ids[k])} of tree {t} reads feature {int(feats[k])}, X has "
+                            f"{x.shape[1]}")
+    # leaf weights -> a dense [nodes, targets] table (and which entries carry a weight)
+    w_tree, w_node = _ints(ctx, f"{prefix}_treeids"), _ints(ctx, f"{prefix}_nodeids")
+    w_id = _ints(ctx, f"{prefix}_ids")
+    weights = _floats(ctx, f"{prefix}_weights", weights_in, True)
+    if not len(w_tree) == len(w_node) == len(w_id) == len(weights):
+        raise ctx.error(f"the {prefix}_* attributes must all have one entry per weight")
+    if len(w_id) and (w_id.min() < 0 or w_id.max() >= n_targets):
+        raise ctx.error(f"a {prefix}_ids entry is outside 0..{n_targets - 1}")
+    table = np.zeros((n, n_targets), dtype=np.float64)
+    has = np.zeros((n, n_targets), dtype=np.int64)
+    for t, i, c, v in zip(w_tree.tolist(), w_node.tolist(), w_id.tolist(), weights.tolist()):
+        k = index.get((t, i))
+        if k is None or not leaf[k]:
+            raise ctx.error(f"a weight names node {i} of tree {t}, which is not a leaf")
+        table[k, c] += v
+        has[k, c] = 1
+    ctx.check_size((x.shape[0], len(roots), n_targets), "tree buffer")
+    # walk every row down every tree at once
+    pos = np.broadcast_to(np.array(list(roots.values()), dtype=np.int64), (x.shape[0], len(roots))).copy()
+    rows = np.arange(x.shape[0])[:, None]
+    tracks = track.astype(bool) if len(track) else np.zeros(n, dtype=bool)
+    for _ in range(n + 1):
+        inner = ~leaf[pos]
+        if not inner.any():
+            break
+        v = x[rows, feats[pos]]
+        th = thresholds[pos]
+        c = code[pos]
+        go = np.select([c == 0, c == 1, c == 2, c == 3, c == 4, c == 5],
+                       [v <= th, v < th, v >= th, v > th, v == th, v != th], False)
+        go |= np.isnan(v) & tracks[pos]
+        pos = np.where(inner, np.where(go, nxt_true[pos], nxt_false[pos]), pos)
+    else:
+        raise ctx.error("a tree has a cycle")
+    return table[pos].sum(axis=1), has[pos].sum(axis=1) > 0, len(roots), bool(np.all(weights >= 0))
+
+
+def _post(ctx: _Ctx, scores: np.ndarray, allowed: tuple[str, ...]) -> tuple[str, np.ndarray]:
+    post = ctx.attr_str("post_transform", "NONE")
+    if post not in allowed:
+        raise ctx.unsupported(f"post_transform {post!r} is not supported (supported: {list(allowed)})")
+    s = scores.astype(F32)
+    if post == "LOGISTIC":
+        s = _sigmoid(s)
+    elif post == "SOFTMAX":
+        s = _softmax_along(s, 1)
+    return post, s.astype(F32)
+
+
+@operator("TreeEnsembleClassifier", domain=ML_DOMAIN, opsets=_ML_OPSETS, inputs=(1, 4), outputs=(2, 2),
+          attrs={a: _ML_OPSETS for a in ("base_values", "class_ids", "class_nodeids", "class_treeids", "class_weights",
+                                        "classlabels_int64s", "classlabels_strings", "post_transform",
+                                        *_TREE_NODE_ATTRS)},
+          const_inputs={1: "float32", 2: "float32", 3: "float32"},
+          lifted=("nodes_values", "class_weights", "base_values"))
+def _tree_classifier(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = None,
+                     weights_in: np.ndarray | None = None, base_in: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if "classlabels_strings" in ctx.node.attrs:
+        raise ctx.unsupported("string class labels are not supported (int64 labels only)")
+    labels = _ints(ctx, "classlabels_int64s")
+    k = len(labels)
+    if k < 2:
+        raise ctx.error("a classifier needs at least two class labels")
+    scores, has, _, positive = _tree_scores(ctx, x, values_in, "class", k, weights_in)
+    base = _floats(ctx, "base_values", base_in, False)
+    base = np.zeros(0, F32) if base is None else base
+    class_ids = set(_ints(ctx, "class_ids").tolist())
+    post = ctx.attr_str("post_transform", "NONE")
+    if k > 2:
+        if len(base) not in (0, k):
+            raise ctx.error(f"base_values has {len(base)} entries, the classes are {k}")
+        if len(base):
+            scores = scores + base
+            has = np.ones_like(has)
+        masked = np.where(has, scores, -np.inf)
+        label = labels[np.argmax(masked, axis=1)]
+        return label, _post(ctx, scores, ("NONE", "LOGISTIC", "SOFTMAX"))[1]
+    # two classes: onnxruntime's binary case, one score column for class 0 (what skl2onnx writes)
+    if class_ids != {0}:
+        raise ctx.unsupported("a two-class ensemble must carry its weights for class 0 only (one score)")
+    if post not in ("NONE", "LOGISTIC", "SOFTMAX"):
+        raise ctx.unsupported(f"post_transform {post!r} is not supported (supported: NONE, LOGISTIC, SOFTMAX)")
+    s = scores[:, 0]
+    if len(base) == 2:       # "binary as multiclass": [s + b0, 0] (b1 unused), then transformed
+        s = s + base[0]
+        out = _post(ctx, np.stack([s, np.zeros_like(s)], axis=1), ("NONE", "LOGISTIC", "SOFTMAX"))[1]
+    elif len(base) <= 1:     # the second column from the one score, as onnxruntime writes it
+        s = s + (base[0] if len(base) else 0.0)
+        s32 = s.astype(F32)
+        if post == "LOGISTIC":
+            out = np.stack([_sigmoid(-s32), _sigmoid(s32)], axis=1)
+        elif positive:
+            out = np.stack([1 - s32, s32], axis=1)
+        else:
+            out = np.stack([-s32, s32], axis=1)
+    else:
+        raise ctx.error(f"base_values has {len(base)} entries, the classes are 2")
+    label = np.where(s > (0.5 if positive else 0.0), labels[1], labels[0])
+    return label.astype(I64), out.astype(F32)
+
+
+@operator("TreeEnsembleRegressor", domain=ML_DOMAIN, opsets=_ML_OPSETS, inputs=(1, 4),
+          attrs={a: _ML_OPSETS for a in ("aggregate_function", "base_values", "n_targets", "post_transform",
+                                        "target_ids", "target_nodeids", "target_treeids", "target_weights",
+                                        *_TREE_NODE_ATTRS)},
+          const_inputs={1: "float32", 2: "float32", 3: "float32"},
+          lifted=("nodes_values", "target_weights", "base_values"))
+def _tree_regressor(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = None,
+                    weights_in: np.ndarray | None = None, base_in: np.ndarray | None = None) -> np.ndarray:
+    n_targets = ctx.attr_int("n_targets", 1)
+    if n_targets < 1:
+        raise ctx.error(f"n_targets {n_targets} must be positive")
+    agg = ctx.attr_str("aggregate_function", "SUM")
+    if agg not in ("SUM", "AVERAGE"):
+        raise ctx.unsupported(f"aggregate_function {agg!r} is not supported (SUM, AVERAGE)")
+    if ctx.attr_str("post_transform", "NONE") != "NONE":
+        raise ctx.unsupported(f"post_transform {ctx.attr_str('post_transform', 'NONE')!r} is not supported for a regressor (NONE only)")
+    scores, _, trees, _ = _tree_scores(ctx, x, values_in, "target", n_targets, weights_in)
+    if agg == "AVERAGE":
+        scores = scores / trees
+    base = _floats(ctx, "base_values", base_in, False)
+    if base is not None and len(base):
+        if len(base) != n_targets:
+            raise ctx.error(f"base_values has {len(base)} entries, the targets are {n_targets}")
+        scores = scores + base
+    return scores.astype(F32)
 
 
 # --- the interpreter ---------------------------------------------------------------------

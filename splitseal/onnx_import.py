@@ -73,6 +73,9 @@ class ImportedModel:
     node_params: dict[str, list[str]] = field(default_factory=dict)
     #: opset version of every domain the model imports besides ai.onnx (e.g. ai.onnx.ml)
     domains: dict[str, int] = field(default_factory=dict)
+    #: node name -> {attribute: parameter name} for attributes a user lifted into parameters
+    #: (present in ``initializers``, not in ``model``, whose node keeps the attribute)
+    lifted: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[onnx.NodeProto]:

@@ -19,6 +19,7 @@ Steps, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -32,7 +33,7 @@ import numpy as np
 import onnx
 import onnx.utils
 
-from enclave.interpreter import OPERATORS, HeadInterpreter, node_problems
+from enclave.interpreter import OPERATORS, HeadInterpreter, node_problems, op_key
 from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, TensorSpec,
                              build_parameter_blob, encode_graph, keccak256)
 from orchestrator.models.backbone import Backbone, ort_session
@@ -341,7 +342,17 @@ def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing
         for i in node.input:
             if i in inits and i not in params:
                 params.append(i)
-        nodes.append(head_node(imported, node))
+        spec = head_node(imported, node)
+        lifted = imported.lifted.get(node.name)
+        if lifted:   # the lifted attributes become the parameter inputs 1, 2, ... of the node
+            order = OPERATORS[op_key(spec.domain, spec.op)].lifted
+            extra = [lifted.get(a, "") for a in order]
+            while extra and not extra[-1]:
+                extra.pop()
+            spec = dataclasses.replace(spec, inputs=spec.inputs + tuple(extra),
+                                       attrs={k: v for k, v in spec.attrs.items() if k not in lifted})
+            params.extend(p for p in extra if p and p not in params)
+        nodes.append(spec)
         for o in node.output:
             if o:
                 values[o] = _tspec(imported.values[o])
@@ -446,7 +457,8 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
         raise ModelError(f"the extracted halves differ from the plan (backbone {sorted(set(got_b) ^ set(backbone_nodes))}, "
                          f"head {sorted(set(got_h) ^ set(head_nodes))}); the model has dead nodes or a "
                          "crossing tensor was missed")
-    head_params = {t.name for t in head_model.graph.initializer}
+    head_params = {t.name for t in head_model.graph.initializer} | {
+        p for n in head_nodes for p in imported.lifted.get(n, {}).values()}
     leaked = sorted(set(protected) & {t.name for t in backbone_model.graph.initializer})
     if leaked or not set(protected) <= head_params:
         raise ProtectionRuleError(f"protected parameters {leaked or sorted(set(protected) - head_params)} "
