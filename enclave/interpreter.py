@@ -61,6 +61,10 @@ class OpSpec:
     inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = ()
     const_inputs: Mapping[int, str] = field(default_factory=dict)
     domain: str = ""
+    #: attributes that may arrive instead as the float32 parameter inputs 1, 2, ... (in this
+    #: order): the split lifts a tree ensemble's thresholds and leaf values out of the graph
+    #: file into the parameter blob, where the index, its Merkle root and the rule cover them
+    lifted: tuple[str, ...] = ()
 
     def input_range(self, opset: int) -> tuple[int, int]:
         for below, rng in self.inputs_by_opset:
@@ -69,9 +73,16 @@ class OpSpec:
         return self.inputs
 
 
-#: The operator registry: op name -> its :class:`OpSpec`. Adding an operator = one ``@operator``.
+#: The operator registry: :func:`op_key` -> its :class:`OpSpec`. Adding an operator = one ``@operator``.
 OPERATORS: dict[str, OpSpec] = {}
 _ALL = (MIN_OPSET, MAX_OPSET)
+#: Domains besides ai.onnx that have registered operators (anything else is refused).
+ML_DOMAIN = "ai.onnx.ml"
+
+
+def op_key(domain: str, op: str) -> str:
+    """Registry key of an operator: its name in ai.onnx, ``domain:name`` in any other domain."""
+    return op if domain in ("", "ai.onnx") else f"{domain}:{op}"
 
 
 def _attr_ranges(attrs: Mapping[str, tuple[int, int] | None] | Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -83,28 +94,40 @@ def _attr_ranges(attrs: Mapping[str, tuple[int, int] | None] | Iterable[str]) ->
 def operator(name: str, *, attrs: Mapping[str, tuple[int, int] | None] | Iterable[str] = (),
              inputs: tuple[int, int] = (1, 1), outputs: tuple[int, int] = (1, 1),
              opsets: tuple[int, int] = _ALL, inputs_by_opset: tuple[tuple[int, tuple[int, int]], ...] = (),
-             const_inputs: Mapping[int, str] | None = None, domain: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             const_inputs: Mapping[int, str] | None = None, domain: str = "",
+             lifted: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``impl`` as the implementation of operator ``name`` (see :class:`OpSpec`)."""
     def register(impl: Callable[..., Any]) -> Callable[..., Any]:
-        if name in OPERATORS:
-            raise RuntimeError(f"operator {name} registered twice")
-        OPERATORS[name] = OpSpec(name, impl, _attr_ranges(attrs), inputs, outputs, opsets, inputs_by_opset,
-                                 dict(const_inputs or {}), domain)
+        key = op_key(domain, name)
+        if key in OPERATORS:
+            raise RuntimeError(f"operator {key} registered twice")
+        OPERATORS[key] = OpSpec(name, impl, _attr_ranges(attrs), inputs, outputs, opsets, inputs_by_opset,
+                                 dict(const_inputs or {}), domain, lifted)
         return impl
     return register
 
 
-def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str]) -> list[str]:
+def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str],
+                  domains: Mapping[str, int] | None = None) -> list[str]:
     """Why the interpreter would refuse ``node`` at ``opset`` (empty: it runs it).
 
-    ``constants`` maps the names of the head's parameters to their dtypes. Checks: the operator
-    is registered and exists in that opset, every attribute is known in that opset, the input
-    and output counts, and that constant-only inputs are parameters of the right dtype.
+    ``opset`` is the ai.onnx opset; ``domains`` the opset of every other domain the model
+    imports (a node of another domain is checked against that one). ``constants`` maps the names
+    of the head's parameters to their dtypes. Checks: the operator is registered in its domain
+    and exists in that opset, every attribute is known in that opset, the input and output
+    counts, and that constant-only inputs are parameters of the right dtype.
     """
-    spec = OPERATORS.get(node.op)
+    spec = OPERATORS.get(op_key(node.domain, node.op))
     if spec is None:
-        return [f"operator {node.op!r} is not implemented by the enclave interpreter"]
+        if node.domain not in ("", "ai.onnx") and not any(s.domain == node.domain for s in OPERATORS.values()):
+            return [f"domain {node.domain!r} is not implemented by the enclave interpreter"]
+        return [f"operator {node.op!r} is not implemented by the enclave interpreter"
+                + (f" in domain {node.domain!r}" if node.domain else "")]
     out: list[str] = []
+    if spec.domain:
+        if not domains or spec.domain not in domains:
+            return [f"the model imports no opset of domain {spec.domain!r}"]
+        opset = domains[spec.domain]
     if not spec.opsets[0] <= opset <= spec.opsets[1]:
         out.append(f"{node.op} is implemented for opsets {spec.opsets[0]}..{spec.opsets[1]}, the model uses {opset}")
     for attr in sorted(node.attrs):
@@ -131,7 +154,9 @@ def node_problems(node: NodeSpec, opset: int, constants: Mapping[str, str]) -> l
 
 
 def supported_operators() -> dict[str, frozenset[str]]:
-    """op -> the attribute names it may carry (what the importer and the split check against)."""
+    """:func:`op_key` -> the attribute names it may carry (what the importer and the split check
+    against; keys of other domains than ai.onnx are ``domain:op``, which the strict importer,
+    ai.onnx only, never matches)."""
     return {name: frozenset(spec.attrs) for name, spec in sorted(OPERATORS.items())}
 
 
@@ -783,6 +808,352 @@ def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | N
     return y.astype(F32)
 
 
+# --- recurrent operators (LSTM, GRU) ---------------------------------------------------------
+#
+# What PyTorch exports for ``nn.LSTM`` / ``nn.GRU`` (one layer each node): default activations,
+# layout 0 (X is [seq, batch, input]), forward or bidirectional (reverse too), optional initial
+# states, no sequence_lens, no peepholes, no clip, no input_forget. Anything else is refused.
+
+_RNN_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+_RNN_GATES = {"LSTM": 4, "GRU": 3}
+
+
+def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
+                seq_lens: np.ndarray | None, h0: np.ndarray | None) -> tuple[int, list[bool], np.ndarray | None]:
+    """Checks shared by LSTM and GRU; returns hidden size, the directions (reversed?) and h0."""
+    op = ctx.node.op
+    gates = _RNN_GATES[op]
+    x = ctx.float_input(x, "X")
+    ctx.float_input(w, "W")
+    ctx.float_input(r, "R")
+    if seq_lens is not None:
+        raise ctx.unsupported("sequence_lens is not supported (every sequence has the full length)")
+    if ctx.attr_int("layout", 0) != 0:
+        raise ctx.unsupported("layout 1 (batch first) is not supported; layout 0 is what exporters write")
+    if "clip" in ctx.node.attrs:
+        raise ctx.unsupported("cell clipping (clip) is not supported")
+    if "activation_alpha" in ctx.node.attrs or "activation_beta" in ctx.node.attrs:
+        raise ctx.unsupported("activation_alpha / activation_beta are not supported (default activations only)")
+    direction = ctx.attr_str("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ctx.unsupported(f"direction {direction!r} must be forward, reverse or bidirectional")
+    dirs = [False, True] if direction == "bidirectional" else [direction == "reverse"]
+    nd = len(dirs)
+    acts = ctx.node.attrs.get("activations")
+    if acts is not None and acts != _RNN_DEFAULT_ACTS[op] * nd:
+        raise ctx.unsupported(f"activations {acts} are not supported; only the defaults "
+                              f"{_RNN_DEFAULT_ACTS[op]} per direction")
+    if "hidden_size" not in ctx.node.attrs:
+        raise ctx.error("attribute hidden_size is required")
+    hs = ctx.attr_int("hidden_size", 0)
+    if hs < 1:
+        raise ctx.error(f"hidden_size {hs} must be positive")
+    if x.ndim != 3:
+        raise ctx.error(f"X must be [seq_length, batch, input_size], got shape {x.shape}")
+    seq, batch, inp = x.shape
+    if w.shape != (nd, gates * hs, inp):
+        raise ctx.error(f"W has shape {w.shape}, expected {(nd, gates * hs, inp)}")
+    if r.shape != (nd, gates * hs, hs):
+        raise ctx.error(f"R has shape {r.shape}, expected {(nd, gates * hs, hs)}")
+    if b is not None and ctx.float_input(b, "B").shape != (nd, 2 * gates * hs):
+        raise ctx.error(f"B has shape {b.shape}, expected {(nd, 2 * gates * hs)}")
+    for nm, h in (("initial_h", h0),):
+        if h is not None and ctx.float_input(h, nm).shape != (nd, batch, hs):
+            raise ctx.error(f"{nm} has shape {h.shape}, expected {(nd, batch, hs)}")
+    ctx.check_size((seq, nd, batch, gates * hs), "gate buffer")
+    return hs, dirs, h0
+
+
+def _rnn_outputs(ctx: _Ctx, ys: list[np.ndarray], finals: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """Y [seq, dirs, batch, hidden] and the final states [dirs, batch, hidden], float32."""
+    y = np.stack(ys, axis=1).astype(F32)
+    out = [y] + [np.stack(f, axis=0).astype(F32) for f in finals]
+    return tuple(out[:len(ctx.node.outputs)])
+
+
+@operator("LSTM", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
+                         "direction": None, "hidden_size": None, "input_forget": None, "layout": (14, MAX_OPSET)},
+          inputs=(3, 8), outputs=(1, 3), const_inputs={1: "float32", 2: "float32", 3: "float32"})
+def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
+          seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None, c0: np.ndarray | None = None,
+          p: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    if p is not None:
+        raise ctx.unsupported("peephole weights (input P) are not supported")
+    if ctx.attr_int("input_forget", 0) != 0:
+        raise ctx.unsupported("input_forget=1 (coupled input and forget gates) is not supported")
+    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
+    seq, batch, _ = x.shape
+    if c0 is not None and ctx.float_input(c0, "initial_c").shape != (len(dirs), batch, hs):
+        raise ctx.error(f"initial_c has shape {c0.shape}, expected {(len(dirs), batch, hs)}")
+    x64 = x.astype(np.float64)
+    ys, hn, cn = [], [], []
+    for d, backwards in enumerate(dirs):
+        wd, rd = w[d].astype(np.float64), r[d].astype(np.float64)
+        bias = (b[d, :4 * hs].astype(np.float64) + b[d, 4 * hs:]) if b is not None else np.zeros(4 * hs)
+        h = h0[d].astype(np.float64) if h0 is not None else np.zeros((batch, hs))
+        c = c0[d].astype(np.float64) if c0 is not None else np.zeros((batch, hs))
+        pre = x64 @ wd.T + bias                     # [seq, batch, 4h], gate order i, o, f, c
+        y = np.empty((seq, batch, hs))
+        for t in (range(seq - 1, -1, -1) if backwards else range(seq)):
+            g = pre[t] + h @ rd.T
+            i, o, f, cc = (g[:, k * hs:(k + 1) * hs] for k in range(4))
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(cc)
+            h = _sigmoid(o) * np.tanh(c)
+            y[t] = h
+        ys.append(y)
+        hn.append(h)
+        cn.append(c)
+    return _rnn_outputs(ctx, ys, [hn, cn])
+
+
+@operator("GRU", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
+                        "direction": None, "hidden_size": None, "layout": (14, MAX_OPSET),
+                        "linear_before_reset": None},
+          inputs=(3, 6), outputs=(1, 2), const_inputs={1: "float32", 2: "float32", 3: "float32"})
+def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
+         seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
+    lbr = ctx.attr_int("linear_before_reset", 0)
+    if lbr not in (0, 1):
+        raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
+    seq, batch, _ = x.shape
+    x64 = x.astype(np.float64)
+    ys, hn = [], []
+    for d, backwards in enumerate(dirs):
+        wd, rd = w[d].astype(np.float64), r[d].astype(np.float64)
+        wb = b[d, :3 * hs].astype(np.float64) if b is not None else np.zeros(3 * hs)
+        rb = b[d, 3 * hs:].astype(np.float64) if b is not None else np.zeros(3 * hs)
+        h = h0[d].astype(np.float64) if h0 is not None else np.zeros((batch, hs))
+        pre = x64 @ wd.T + wb                       # [seq, batch, 3h], gate order z, r, h
+        rz, rr, rh = rd[:hs], rd[hs:2 * hs], rd[2 * hs:]
+        y = np.empty((seq, batch, hs))
+        for t in (range(seq - 1, -1, -1) if backwards else range(seq)):
+            z = _sigmoid(pre[t, :, :hs] + h @ rz.T + rb[:hs])
+            rg = _sigmoid(pre[t, :, hs:2 * hs] + h @ rr.T + rb[hs:2 * hs])
+            if lbr:
+                cand = np.tanh(pre[t, :, 2 * hs:] + rg * (h @ rh.T + rb[2 * hs:]))
+            else:
+                cand = np.tanh(pre[t, :, 2 * hs:] + (rg * h) @ rh.T + rb[2 * hs:])
+            h = (1.0 - z) * cand + z * h
+            y[t] = h
+        ys.append(y)
+        hn.append(h)
+    return _rnn_outputs(ctx, ys, [hn])
+
+
+# --- ai.onnx.ml tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor) ------------------
+#
+# As skl2onnx writes them (gradient boosting, random forests): numeric features [N, F], int64
+# class labels, BRANCH_* / LEAF modes, post_transform NONE / LOGISTIC / SOFTMAX, the
+# classifier's outputs as onnxruntime computes them (its binary single-score form included).
+# Refused: string labels, PROBIT / SOFTMAX_ZERO, *_as_tensor (double) attributes, a two-class
+# ensemble with weights for both classes, a regressor's MIN / MAX aggregation.
+
+_TREE_MODES = ("BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ", "LEAF")
+_TREE_NODE_ATTRS = ("nodes_falsenodeids", "nodes_featureids", "nodes_hitrates", "nodes_missing_value_tracks_true",
+                    "nodes_modes", "nodes_nodeids", "nodes_treeids", "nodes_truenodeids", "nodes_values")
+_ML_OPSETS = (1, 4)
+
+
+def _floats(ctx: _Ctx, name: str, lifted: np.ndarray | None, required: bool) -> np.ndarray | None:
+    """A float list attribute, or the parameter the split lifted it into (never both)."""
+    v = ctx.node.attrs.get(name)
+    if lifted is not None:
+        if v is not None:
+            raise ctx.error(f"{name} is given both as an attribute and as a parameter")
+        if ctx.float_input(lifted, name).ndim != 1:
+            raise ctx.error(f"{name} must be a 1-D parameter")
+        return lifted
+    if v is None:
+        if required:
+            raise ctx.error(f"attribute {name} is required")
+        return None
+    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ctx.unsupported(f"attribute {name} must be a list of numbers")
+    return np.asarray(v, dtype=F32)
+
+
+def _ints(ctx: _Ctx, name: str, n: int | None = None, required: bool = True) -> np.ndarray:
+    v = ctx.attr_ints(name, None if required else [])
+    if v is None:
+        raise ctx.error(f"attribute {name} is required")
+    if n is not None and v and len(v) != n:
+        raise ctx.error(f"attribute {name} has {len(v)} entries, the nodes are {n}")
+    return np.asarray(v, dtype=np.int64)
+
+
+def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
+                 weights_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Per row and target: the sum of the reached leaves' weights, whether any weight was reached,
+    the number of trees, and whether every leaf weight is >= 0."""
+    x = ctx.float_input(x, "X")
+    if x.ndim != 2:
+        raise ctx.unsupported(f"X must be [N, features], got shape {x.shape}")
+    for a in ctx.node.attrs:
+        if a.endswith("_as_tensor"):
+            raise ctx.unsupported(f"{a} (double-precision tensors) is not supported")
+    node_ids = _ints(ctx, "nodes_nodeids")
+    n = len(node_ids)
+    tree_ids = _ints(ctx, "nodes_treeids", n)
+    feats = _ints(ctx, "nodes_featureids", n)
+    true_ids, false_ids = _ints(ctx, "nodes_truenodeids", n), _ints(ctx, "nodes_falsenodeids", n)
+    track = _ints(ctx, "nodes_missing_value_tracks_true", n, required=False)
+    thresholds = _floats(ctx, "nodes_values", values_in, True)
+    hit = _floats(ctx, "nodes_hitrates", None, False)   # informational; checked only
+    modes = ctx.node.attrs.get("nodes_modes")
+    if not isinstance(modes, list) or any(m not in _TREE_MODES for m in modes):
+        raise ctx.unsupported(f"nodes_modes must be a list of {list(_TREE_MODES)}")
+    if n == 0 or any(len(a) != n for a in (tree_ids, feats, true_ids, false_ids, thresholds, modes)) or \
+            (hit is not None and len(hit) != n):
+        raise ctx.error("the nodes_* attributes must all have one entry per node")
+    code = np.array([_TREE_MODES.index(m) for m in modes], dtype=np.int64)
+    leaf = code == _TREE_MODES.index("LEAF")
+    index: dict[tuple[int, int], int] = {}
+    roots: dict[int, int] = {}
+    for k, (t, i) in enumerate(zip(tree_ids.tolist(), node_ids.tolist())):
+        if (t, i) in index:
+            raise ctx.error(f"node {i} of tree {t} is defined twice")
+        index[(t, i)] = k
+        roots.setdefault(t, k)
+    nxt_true = np.zeros(n, dtype=np.int64)
+    nxt_false = np.zeros(n, dtype=np.int64)
+    for k in np.flatnonzero(~leaf).tolist():
+        t = int(tree_ids[k])
+        try:
+            nxt_true[k], nxt_false[k] = index[(t, int(true_ids[k]))], index[(t, int(false_ids[k]))]
+        except KeyError:
+            raise ctx.error(f"node {int(node_ids[k])} of tree {t} branches to a node the tree lacks") from None
+        if not 0 <= feats[k] < x.shape[1]:
+            raise ctx.error(f"node {int(node_ids[k])} of tree {t} reads feature {int(feats[k])}, X has "
+                            f"{x.shape[1]}")
+    # leaf weights -> a dense [nodes, targets] table (and which entries carry a weight)
+    w_tree, w_node = _ints(ctx, f"{prefix}_treeids"), _ints(ctx, f"{prefix}_nodeids")
+    w_id = _ints(ctx, f"{prefix}_ids")
+    weights = _floats(ctx, f"{prefix}_weights", weights_in, True)
+    if not len(w_tree) == len(w_node) == len(w_id) == len(weights):
+        raise ctx.error(f"the {prefix}_* attributes must all have one entry per weight")
+    if len(w_id) and (w_id.min() < 0 or w_id.max() >= n_targets):
+        raise ctx.error(f"a {prefix}_ids entry is outside 0..{n_targets - 1}")
+    table = np.zeros((n, n_targets), dtype=np.float64)
+    has = np.zeros((n, n_targets), dtype=np.int64)
+    for t, i, c, v in zip(w_tree.tolist(), w_node.tolist(), w_id.tolist(), weights.tolist()):
+        k = index.get((t, i))
+        if k is None or not leaf[k]:
+            raise ctx.error(f"a weight names node {i} of tree {t}, which is not a leaf")
+        table[k, c] += v
+        has[k, c] = 1
+    ctx.check_size((x.shape[0], len(roots), n_targets), "tree buffer")
+    # walk every row down every tree at once
+    pos = np.broadcast_to(np.array(list(roots.values()), dtype=np.int64), (x.shape[0], len(roots))).copy()
+    rows = np.arange(x.shape[0])[:, None]
+    tracks = track.astype(bool) if len(track) else np.zeros(n, dtype=bool)
+    for _ in range(n + 1):
+        inner = ~leaf[pos]
+        if not inner.any():
+            break
+        v = x[rows, feats[pos]]
+        th = thresholds[pos]
+        c = code[pos]
+        go = np.select([c == 0, c == 1, c == 2, c == 3, c == 4, c == 5],
+                       [v <= th, v < th, v >= th, v > th, v == th, v != th], False)
+        go |= np.isnan(v) & tracks[pos]
+        pos = np.where(inner, np.where(go, nxt_true[pos], nxt_false[pos]), pos)
+    else:
+        raise ctx.error("a tree has a cycle")
+    return table[pos].sum(axis=1), has[pos].sum(axis=1) > 0, len(roots), bool(np.all(weights >= 0))
+
+
+def _post(ctx: _Ctx, scores: np.ndarray, allowed: tuple[str, ...]) -> tuple[str, np.ndarray]:
+    post = ctx.attr_str("post_transform", "NONE")
+    if post not in allowed:
+        raise ctx.unsupported(f"post_transform {post!r} is not supported (supported: {list(allowed)})")
+    s = scores.astype(F32)
+    if post == "LOGISTIC":
+        s = _sigmoid(s)
+    elif post == "SOFTMAX":
+        s = _softmax_along(s, 1)
+    return post, s.astype(F32)
+
+
+@operator("TreeEnsembleClassifier", domain=ML_DOMAIN, opsets=_ML_OPSETS, inputs=(1, 4), outputs=(2, 2),
+          attrs={a: _ML_OPSETS for a in ("base_values", "class_ids", "class_nodeids", "class_treeids", "class_weights",
+                                        "classlabels_int64s", "classlabels_strings", "post_transform",
+                                        *_TREE_NODE_ATTRS)},
+          const_inputs={1: "float32", 2: "float32", 3: "float32"},
+          lifted=("nodes_values", "class_weights", "base_values"))
+def _tree_classifier(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = None,
+                     weights_in: np.ndarray | None = None, base_in: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if "classlabels_strings" in ctx.node.attrs:
+        raise ctx.unsupported("string class labels are not supported (int64 labels only)")
+    labels = _ints(ctx, "classlabels_int64s")
+    k = len(labels)
+    if k < 2:
+        raise ctx.error("a classifier needs at least two class labels")
+    scores, has, _, positive = _tree_scores(ctx, x, values_in, "class", k, weights_in)
+    base = _floats(ctx, "base_values", base_in, False)
+    base = np.zeros(0, F32) if base is None else base
+    class_ids = set(_ints(ctx, "class_ids").tolist())
+    post = ctx.attr_str("post_transform", "NONE")
+    if k > 2:
+        if len(base) not in (0, k):
+            raise ctx.error(f"base_values has {len(base)} entries, the classes are {k}")
+        if len(base):
+            scores = scores + base
+            has = np.ones_like(has)
+        masked = np.where(has, scores, -np.inf)
+        label = labels[np.argmax(masked, axis=1)]
+        return label, _post(ctx, scores, ("NONE", "LOGISTIC", "SOFTMAX"))[1]
+    # two classes: onnxruntime's binary case, one score column for class 0 (what skl2onnx writes)
+    if class_ids != {0}:
+        raise ctx.unsupported("a two-class ensemble must carry its weights for class 0 only (one score)")
+    if post not in ("NONE", "LOGISTIC", "SOFTMAX"):
+        raise ctx.unsupported(f"post_transform {post!r} is not supported (supported: NONE, LOGISTIC, SOFTMAX)")
+    s = scores[:, 0]
+    if len(base) == 2:       # "binary as multiclass": [s + b0, 0] (b1 unused), then transformed
+        s = s + base[0]
+        out = _post(ctx, np.stack([s, np.zeros_like(s)], axis=1), ("NONE", "LOGISTIC", "SOFTMAX"))[1]
+    elif len(base) <= 1:     # the second column from the one score, as onnxruntime writes it
+        s = s + (base[0] if len(base) else 0.0)
+        s32 = s.astype(F32)
+        if post == "LOGISTIC":
+            out = np.stack([_sigmoid(-s32), _sigmoid(s32)], axis=1)
+        elif positive:
+            out = np.stack([1 - s32, s32], axis=1)
+        else:
+            out = np.stack([-s32, s32], axis=1)
+    else:
+        raise ctx.error(f"base_values has {len(base)} entries, the classes are 2")
+    label = np.where(s > (0.5 if positive else 0.0), labels[1], labels[0])
+    return label.astype(I64), out.astype(F32)
+
+
+@operator("TreeEnsembleRegressor", domain=ML_DOMAIN, opsets=_ML_OPSETS, inputs=(1, 4),
+          attrs={a: _ML_OPSETS for a in ("aggregate_function", "base_values", "n_targets", "post_transform",
+                                        "target_ids", "target_nodeids", "target_treeids", "target_weights",
+                                        *_TREE_NODE_ATTRS)},
+          const_inputs={1: "float32", 2: "float32", 3: "float32"},
+          lifted=("nodes_values", "target_weights", "base_values"))
+def _tree_regressor(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = None,
+                    weights_in: np.ndarray | None = None, base_in: np.ndarray | None = None) -> np.ndarray:
+    n_targets = ctx.attr_int("n_targets", 1)
+    if n_targets < 1:
+        raise ctx.error(f"n_targets {n_targets} must be positive")
+    agg = ctx.attr_str("aggregate_function", "SUM")
+    if agg not in ("SUM", "AVERAGE"):
+        raise ctx.unsupported(f"aggregate_function {agg!r} is not supported (SUM, AVERAGE)")
+    if ctx.attr_str("post_transform", "NONE") != "NONE":
+        raise ctx.unsupported(f"post_transform {ctx.attr_str('post_transform', 'NONE')!r} is not supported for a regressor (NONE only)")
+    scores, _, trees, _ = _tree_scores(ctx, x, values_in, "target", n_targets, weights_in)
+    if agg == "AVERAGE":
+        scores = scores / trees
+    base = _floats(ctx, "base_values", base_in, False)
+    if base is not None and len(base):
+        if len(base) != n_targets:
+            raise ctx.error(f"base_values has {len(base)} entries, the targets are {n_targets}")
+        scores = scores + base
+    return scores.astype(F32)
+
+
 # --- the interpreter ---------------------------------------------------------------------
 
 def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
@@ -793,6 +1164,8 @@ def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) ->
 class _Plan:
     node: NodeSpec
     inputs: tuple[str | None, ...]
+    spec: OpSpec
+    opset: int
 
 
 class HeadInterpreter:
@@ -848,12 +1221,15 @@ class HeadInterpreter:
         constants = {k: v.dtype.name for k, v in self._params.items()}
         plan = []
         for node in graph.nodes:
-            problems = node_problems(node, graph.opset, constants)
+            problems = node_problems(node, graph.opset, constants, graph.domains)
+            key = op_key(node.domain, node.op)
             if problems:
                 raise UnsupportedOperatorError(f"node {node.name!r} ({node.op}): " + "; ".join(problems)
                                                + (f"; supported operators: {sorted(OPERATORS)}"
-                                                  if node.op not in OPERATORS else ""))
-            lo_in = OPERATORS[node.op].input_range(graph.opset)[0]
+                                                  if key not in OPERATORS else ""))
+            spec = OPERATORS[key]
+            opset = graph.domains[spec.domain] if spec.domain else graph.opset
+            lo_in = spec.input_range(opset)[0]
             ins = list(node.inputs)
             while ins and ins[-1] == "":
                 ins.pop()
@@ -867,7 +1243,7 @@ class HeadInterpreter:
             for o in outs:
                 if o:
                     known.add(o)
-            plan.append(_Plan(node, tuple(n or None for n in ins)))
+            plan.append(_Plan(node, tuple(n or None for n in ins), spec, opset))
         for s in graph.outputs:
             if s.name not in known:
                 raise ModelError(f"head output {s.name!r} is produced by no node")
@@ -921,11 +1297,11 @@ class HeadInterpreter:
             env[name] = x
         for step in self._plan:
             node = step.node
-            ctx = _Ctx(node, self._graph.opset, self._max)
+            ctx = _Ctx(node, step.opset, self._max)
             args = [env[n] if n else None for n in step.inputs]
             try:
                 with np.errstate(all="ignore"):
-                    ys = OPERATORS[node.op].impl(ctx, *args)
+                    ys = step.spec.impl(ctx, *args)
             except (ModelError, PackageFormatError):
                 raise
             except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:

@@ -323,6 +323,8 @@ class NodeSpec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: the operator's ONNX domain: "" for ai.onnx, else e.g. "ai.onnx.ml"
+    domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,8 @@ class HeadGraph:
     values: dict[str, TensorSpec]
     nodes: tuple[NodeSpec, ...]
     meta: dict[str, Any]
+    #: opset version of every other domain the nodes use (``opset`` is ai.onnx's)
+    domains: dict[str, int] = field(default_factory=dict)
 
 
 #: Output policies the enclave understands: what of the head's output leaves it (encrypted).
@@ -344,6 +348,9 @@ OUTPUT_POLICIES = ("label", "label_scores", "features")
 
 _GRAPH_KEYS = {"format", "opset", "output_policy", "inputs", "outputs", "parameters", "values", "nodes", "meta"}
 _GRAPH_FORMAT = "splitseal.head-graph.v1"
+#: Optional keys: written only when used, so heads without them keep their bytes and hashes.
+_GRAPH_OPTIONAL_KEYS = {"domains"}
+_NODE_KEYS = {"name", "op", "inputs", "outputs", "attrs"}
 
 
 def _canonical_json(obj: Any) -> bytes:
@@ -365,14 +372,23 @@ def encode_graph(graph: HeadGraph) -> bytes:
         "outputs": [_spec_json(s) for s in graph.outputs],
         "parameters": [_spec_json(s) for s in graph.parameters],
         "values": {k: _spec_json(v) for k, v in graph.values.items()},
-        "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs),
-                   "attrs": n.attrs} for n in graph.nodes],
+        "nodes": [_node_json(n) for n in graph.nodes],
         "meta": graph.meta,
     }
+    if graph.domains:
+        doc["domains"] = dict(graph.domains)
     body = _canonical_json(doc)
     data = _HEADER.pack(GRAPH_MAGIC, FORMAT_VERSION, 0) + _GRAPH_LEN.pack(len(body)) + body
     decode_graph(data)  # never emit a file the decoder would refuse
     return data
+
+
+def _node_json(n: NodeSpec) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs),
+                           "attrs": n.attrs}
+    if n.domain:
+        doc["domain"] = n.domain
+    return doc
 
 
 def _fail(msg: str) -> PackageFormatError:
@@ -385,7 +401,7 @@ def _as_str(v: Any, where: str, allow_empty: bool = False) -> str:
     return v
 
 
-def _as_tensor_spec(obj: Any, where: str, allow_batch: bool) -> TensorSpec:
+def _as_tensor_spec(obj: Any, where: str, allow_batch: bool, anywhere: bool = False) -> TensorSpec:
     if not isinstance(obj, dict) or set(obj) != {"name", "shape", "dtype"}:
         raise _fail(f"{where} must be an object with exactly name, shape, dtype")
     name = _as_str(obj["name"], f"{where}.name")
@@ -394,7 +410,7 @@ def _as_tensor_spec(obj: Any, where: str, allow_batch: bool) -> TensorSpec:
         raise _fail(f"{where}.shape must be a list of at most {MAX_RANK} dimensions")
     dims: list[int | None] = []
     for i, d in enumerate(shape):
-        if d is None and allow_batch and i == 0:
+        if d is None and allow_batch and (i == 0 or anywhere):
             dims.append(None)
         elif isinstance(d, int) and not isinstance(d, bool) and d >= 0:
             dims.append(d)
@@ -440,9 +456,10 @@ def decode_graph(data: bytes) -> HeadGraph:
         doc = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise _fail(f"JSON document does not parse: {exc}") from None
-    if not isinstance(doc, dict) or set(doc) != _GRAPH_KEYS:
+    if not isinstance(doc, dict) or not _GRAPH_KEYS <= set(doc) <= _GRAPH_KEYS | _GRAPH_OPTIONAL_KEYS:
         got = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
-        raise _fail(f"top-level keys {got} differ from {sorted(_GRAPH_KEYS)}")
+        raise _fail(f"top-level keys {got} differ from {sorted(_GRAPH_KEYS)} (optional: "
+                    f"{sorted(_GRAPH_OPTIONAL_KEYS)})")
     if _canonical_json(doc) != body:
         raise _fail("JSON document is not in canonical form (sorted keys, no spaces)")
     if doc["format"] != _GRAPH_FORMAT:
@@ -461,9 +478,16 @@ def decode_graph(data: bytes) -> HeadGraph:
     inputs = tuple(_as_tensor_spec(o, f"inputs[{i}]", True) for i, o in enumerate(doc["inputs"]))
     outputs = tuple(_as_tensor_spec(o, f"outputs[{i}]", True) for i, o in enumerate(doc["outputs"]))
     params = tuple(_as_tensor_spec(o, f"parameters[{i}]", False) for i, o in enumerate(doc["parameters"]))
+    domains = doc.get("domains", {})
+    if "domains" in doc and (not isinstance(domains, dict) or not domains or any(
+            not isinstance(d, str) or d in ("", "ai.onnx") or not isinstance(v, int) or isinstance(v, bool) or v < 1
+            for d, v in domains.items())):
+        raise _fail("domains must be a non-empty object of other domains' names to positive opset versions")
     values = {}
     for k, o in doc["values"].items():
-        spec = _as_tensor_spec(o, f"values[{k!r}]", True)
+        # a computed tensor may carry the batch in any dimension (an RNN's [seq, dirs, batch, hidden]):
+        # head inputs are static except dimension 0, so every symbolic dimension is the batch's
+        spec = _as_tensor_spec(o, f"values[{k!r}]", True, anywhere=True)
         if spec.name != k:
             raise _fail(f"values[{k!r}] carries name {spec.name!r}")
         values[k] = spec
@@ -471,8 +495,12 @@ def decode_graph(data: bytes) -> HeadGraph:
         raise _fail("a head needs at least one input and one output")
     nodes = []
     for i, o in enumerate(doc["nodes"]):
-        if not isinstance(o, dict) or set(o) != {"name", "op", "inputs", "outputs", "attrs"}:
-            raise _fail(f"nodes[{i}] must have exactly name, op, inputs, outputs, attrs")
+        if not isinstance(o, dict) or not _NODE_KEYS <= set(o) <= _NODE_KEYS | {"domain"}:
+            raise _fail(f"nodes[{i}] must have exactly name, op, inputs, outputs, attrs (and a domain "
+                        "outside ai.onnx)")
+        domain = _as_str(o.get("domain", ""), f"nodes[{i}].domain", allow_empty="domain" not in o)
+        if domain == "ai.onnx" or (domain and domain not in domains):
+            raise _fail(f"nodes[{i}].domain {domain!r} must be another domain listed in domains")
         name = _as_str(o["name"], f"nodes[{i}].name")
         op = _as_str(o["op"], f"nodes[{i}].op")
         if not isinstance(o["inputs"], list) or not isinstance(o["outputs"], list) or not isinstance(o["attrs"], dict):
@@ -480,12 +508,12 @@ def decode_graph(data: bytes) -> HeadGraph:
         ins = tuple(_as_str(x, f"nodes[{i}].inputs", allow_empty=True) for x in o["inputs"])
         outs = tuple(_as_str(x, f"nodes[{i}].outputs", allow_empty=True) for x in o["outputs"])
         attrs = {k: _check_attr_value(v, f"nodes[{i}] ({name}).attrs.{k}") for k, v in o["attrs"].items()}
-        nodes.append(NodeSpec(name, op, ins, outs, attrs))
+        nodes.append(NodeSpec(name, op, ins, outs, attrs, domain))
     names = [s.name for s in inputs] + [s.name for s in params] + [x for nd in nodes for x in nd.outputs if x]
     if len(names) != len(set(names)):
         dup = sorted({x for x in names if names.count(x) > 1})
         raise _fail(f"tensor names defined more than once: {dup}")
-    return HeadGraph(opset, policy, inputs, outputs, params, values, tuple(nodes), doc["meta"])
+    return HeadGraph(opset, policy, inputs, outputs, params, values, tuple(nodes), doc["meta"], dict(domains))
 
 
 def _reject_constant(name: str) -> Any:

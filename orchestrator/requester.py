@@ -24,7 +24,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
 from splitseal.protocol import eip712
-from splitseal.protocol.result import ResultClaim, open_result
+from splitseal.protocol.result import InferenceResult, ResultClaim, open_result
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.errors import ChainError, InvalidInputError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
@@ -52,13 +52,19 @@ class Submitted:
 
 @dataclass
 class InferenceOutcome:
-    """What the requester learns: the prediction (decrypted locally) or the failure."""
+    """What the requester learns: the prediction (decrypted locally) or the failure.
+
+    ``label`` / ``scores`` / ``features`` are the first batch row's; ``labels`` / ``all_scores`` /
+    ``all_features`` every row's (None where the model's output policy releases no such part)."""
 
     request_id: int
     status: RequestStatus
     label: int | None = None
     scores: list[float] | None = None
     features: list[float] | None = None
+    labels: list[int] | None = None
+    all_scores: list[list[float]] | None = None
+    all_features: list[list[float]] | None = None
     failure_code: FailureCode | None = None
     failure_reason: str = ""
     enclave: str = ""
@@ -238,9 +244,7 @@ class Requester:
             encrypted = self._encrypted_result(request_id, args)
             self._verify_signature(request, xfer["args"], args)
             result = open_result(self.key, encrypted, request_id, bytes(request["modelId"]), int(request["version"]))
-            outcome.label = result.labels[0] if result.labels else None
-            outcome.scores = list(result.scores[0]) if result.scores else None
-            outcome.features = list(result.features[0]) if result.features else None
+            _set_prediction(outcome, result)
             outcome.enclave = args["enclave"]
             outcome.transactions["transfer"] = xfer["transactionHash"].to_0x_hex()
             outcome.transactions["result"] = res["transactionHash"].to_0x_hex()
@@ -290,6 +294,16 @@ class Requester:
         if signer.lower() != str(result["enclave"]).lower():
             raise SplitsealError(f"request {req['requestId']}: result signature recovers to {signer}, "
                                  f"not to the enclave {result['enclave']}; do not trust this result")
+
+
+def _set_prediction(outcome: InferenceOutcome, result: InferenceResult) -> None:
+    """The decrypted result's parts on ``outcome``: every batch row, and row 0 on its own."""
+    outcome.labels = list(result.labels) if result.labels else None
+    outcome.all_scores = [list(r) for r in result.scores] if result.scores else None
+    outcome.all_features = [list(r) for r in result.features] if result.features else None
+    outcome.label = outcome.labels[0] if outcome.labels else None
+    outcome.scores = outcome.all_scores[0] if outcome.all_scores else None
+    outcome.features = outcome.all_features[0] if outcome.all_features else None
 
 
 def _code(value: int) -> FailureCode | None:

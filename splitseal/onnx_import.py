@@ -71,6 +71,11 @@ class ImportedModel:
     roles: dict[str, str]
     #: node name -> names of parameters it consumes
     node_params: dict[str, list[str]] = field(default_factory=dict)
+    #: opset version of every domain the model imports besides ai.onnx (e.g. ai.onnx.ml)
+    domains: dict[str, int] = field(default_factory=dict)
+    #: node name -> {attribute: parameter name} for attributes a user lifted into parameters
+    #: (present in ``initializers``, not in ``model``, whose node keeps the attribute)
+    lifted: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def nodes(self) -> list[onnx.NodeProto]:
@@ -173,7 +178,8 @@ def _import(data: bytes, label: str, operators: OperatorSet, opsets: tuple[int, 
     roles, node_params = _check_nodes(inferred, initializers, values, label, strict)
     logger.info("model imported name=%s nodes=%d params=%d opset=%d", label, len(inferred.graph.node),
                 len(initializers), opset)
-    return ImportedModel(inferred, data, opset, inputs, outputs, values, initializers, roles, node_params)
+    domains = {imp.domain: int(imp.version) for imp in inferred.opset_import if imp.domain not in ("", "ai.onnx")}
+    return ImportedModel(inferred, data, opset, inputs, outputs, values, initializers, roles, node_params, domains)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -234,10 +234,7 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
                   f"request {submitted.request_id} sent in tx {submitted.tx_hash}")
             return 0
         outcome = requester.wait(submitted, timeout=args.timeout)
-        doc = {"requestId": outcome.request_id, "status": outcome.status.name, "label": outcome.label,
-               "scores": outcome.scores, "failureCode": outcome.failure_code.name if outcome.failure_code else None,
-               "failureReason": outcome.failure_reason, "enclave": outcome.enclave,
-               "transactions": outcome.transactions, "latencyMs": {k: round(v * 1e3, 2) for k, v in outcome.latency.items()}}
+        doc = outcome_document(outcome)
         if args.json:
             print(json.dumps(doc, indent=2))
         else:
@@ -281,12 +278,43 @@ def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: 
     return x
 
 
+def outcome_document(outcome) -> dict:
+    """``infer --json``: row 0's label / scores / features (as before) and every batch row's
+    (``labels``, ``allScores``, ``allFeatures``; ``rows`` counts them); None where the model's
+    output policy releases no such part."""
+    parts = [p for p in (outcome.labels, outcome.all_scores, outcome.all_features) if p]
+    return {"requestId": outcome.request_id, "status": outcome.status.name, "rows": len(parts[0]) if parts else 0,
+            "label": outcome.label, "scores": outcome.scores, "features": outcome.features,
+            "labels": outcome.labels, "allScores": outcome.all_scores, "allFeatures": outcome.all_features,
+            "failureCode": outcome.failure_code.name if outcome.failure_code else None,
+            "failureReason": outcome.failure_reason, "enclave": outcome.enclave,
+            "transactions": outcome.transactions, "latencyMs": {k: round(v * 1e3, 2) for k, v in outcome.latency.items()}}
+
+
+def _numbers(values: list[float], limit: int = 16) -> str:
+    shown = " ".join(f"{v:.4g}" for v in values[:limit])
+    return shown + (f" ... ({len(values)} values)" if len(values) > limit else "")
+
+
 def render_outcome(doc: dict) -> str:
+    """``infer`` as text: per batch row its label (prediction), scores and features, whichever the
+    model's output policy releases."""
     lines = [f"request {doc['requestId']}: {doc['status']}"]
     if doc["status"] == "COMPLETED":
-        lines.append(f"  prediction: {doc['label']}")
-        if doc.get("scores"):
-            lines.append("  scores: " + " ".join(f"{s:.3f}" for s in doc["scores"]))
+        labels, scores, features = doc.get("labels"), doc.get("allScores"), doc.get("allFeatures")
+        rows = doc.get("rows") or 0
+        for i in range(rows):
+            pad = "  " if rows == 1 else "    "
+            if rows > 1:
+                lines.append(f"  row {i}:")
+            if labels:
+                lines.append(f"{pad}prediction: {labels[i]}")
+            if scores:
+                lines.append(f"{pad}scores: " + " ".join(f"{s:.3f}" for s in scores[i]))
+            if features:
+                lines.append(f"{pad}features: " + _numbers(features[i]))
+        if not rows:
+            lines.append("  prediction: none released")
         lines.append(f"  enclave: {doc['enclave']}")
     else:
         lines.append(f"  failure: {doc.get('failureCode')}: {doc.get('failureReason')}")

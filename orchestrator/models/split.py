@@ -19,6 +19,7 @@ Steps, in order:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -32,7 +33,7 @@ import numpy as np
 import onnx
 import onnx.utils
 
-from enclave.interpreter import OPERATORS, HeadInterpreter, node_problems
+from enclave.interpreter import OPERATORS, HeadInterpreter, node_problems, op_key
 from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, TensorSpec,
                              build_parameter_blob, encode_graph, keccak256)
 from orchestrator.models.backbone import Backbone, ort_session
@@ -273,15 +274,12 @@ def head_problems(imported: ImportedModel, head_nodes: list[str], crossing: list
     tensors: list[str] = []
     for name in head_nodes:
         node = by_name[name]
-        if node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
-            grouped.setdefault((node.op_type, f"domain {node.domain!r} is not supported"), []).append(name)
-            continue
         try:
-            spec = NodeSpec(node.name, node.op_type, tuple(node.input), tuple(node.output), attributes(node))
+            spec = head_node(imported, node)
         except Exception as exc:
             grouped.setdefault((node.op_type, str(exc).split(": ")[-1]), []).append(name)
             continue
-        for why in node_problems(spec, imported.opset, head_params):
+        for why in node_problems(spec, imported.opset, head_params, imported.domains):
             grouped.setdefault((node.op_type, why), []).append(name)
         for o in node.output:
             if not o:
@@ -290,9 +288,9 @@ def head_problems(imported: ImportedModel, head_nodes: list[str], crossing: list
             if v is None or v.dtype not in ("float32", "int64"):
                 tensors.append(f"{o!r} (output of {name}) has {'an unknown type' if v is None else 'dtype ' + v.dtype}"
                                "; the head computes float32 (int64 only for indices)")
-            elif None in v.shape[1:]:
+            elif None in v.shape[1:] and o in {x.name for x in imported.outputs}:
                 tensors.append(f"{o!r} (output of {name}) has shape {list(v.shape)}: only the batch "
-                               "dimension may be dynamic in the head")
+                               "dimension of a head output may be dynamic")
     for t in crossing:
         v = imported.values.get(t)
         if v is None or v.dtype != "float32" or None in v.shape[1:]:
@@ -327,6 +325,12 @@ def _tspec(v: ValueSpec) -> TensorSpec:
     return TensorSpec(v.name, v.shape, v.dtype)
 
 
+def head_node(imported: ImportedModel, node: onnx.NodeProto) -> NodeSpec:
+    """The graph file's description of one head node (its domain: "" for ai.onnx)."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    return NodeSpec(node.name, node.op_type, tuple(node.input), tuple(node.output), attributes(node), domain)
+
+
 def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing: list[str],
                   output_policy: str, meta: dict[str, Any]) -> tuple[HeadGraph, list[tuple[str, np.ndarray]]]:
     """Convert the ONNX head into the enclave's graph description and its parameter list."""
@@ -338,7 +342,17 @@ def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing
         for i in node.input:
             if i in inits and i not in params:
                 params.append(i)
-        nodes.append(NodeSpec(node.name, node.op_type, tuple(node.input), tuple(node.output), attributes(node)))
+        spec = head_node(imported, node)
+        lifted = imported.lifted.get(node.name)
+        if lifted:   # the lifted attributes become the parameter inputs 1, 2, ... of the node
+            order = OPERATORS[op_key(spec.domain, spec.op)].lifted
+            extra = [lifted.get(a, "") for a in order]
+            while extra and not extra[-1]:
+                extra.pop()
+            spec = dataclasses.replace(spec, inputs=spec.inputs + tuple(extra),
+                                       attrs={k: v for k, v in spec.attrs.items() if k not in lifted})
+            params.extend(p for p in extra if p and p not in params)
+        nodes.append(spec)
         for o in node.output:
             if o:
                 values[o] = _tspec(imported.values[o])
@@ -347,7 +361,8 @@ def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing
         inputs=tuple(_tspec(imported.values[t]) for t in crossing),
         outputs=tuple(_tspec(v) for v in imported.outputs),
         parameters=tuple(_tspec(imported.values[p]) for p in params),
-        values=values, nodes=tuple(nodes), meta=meta)
+        values=values, nodes=tuple(nodes), meta=meta,
+        domains={n.domain: imported.domains[n.domain] for n in nodes if n.domain})
     return graph, [(p, imported.initializers[p]) for p in params]
 
 
@@ -442,7 +457,8 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
         raise ModelError(f"the extracted halves differ from the plan (backbone {sorted(set(got_b) ^ set(backbone_nodes))}, "
                          f"head {sorted(set(got_h) ^ set(head_nodes))}); the model has dead nodes or a "
                          "crossing tensor was missed")
-    head_params = {t.name for t in head_model.graph.initializer}
+    head_params = {t.name for t in head_model.graph.initializer} | {
+        p for n in head_nodes for p in imported.lifted.get(n, {}).values()}
     leaked = sorted(set(protected) & {t.name for t in backbone_model.graph.initializer})
     if leaked or not set(protected) <= head_params:
         raise ProtectionRuleError(f"protected parameters {leaked or sorted(set(protected) - head_params)} "

@@ -145,7 +145,8 @@ def test_every_supported_operator_is_covered():
     from enclave.interpreter import SUPPORTED_OPS
     from tests.unit.test_interpreter_ops import NEW_OPS
     from tests.unit.test_interpreter_rnn import RNN_OPS
-    assert {c[1] for c in CASES} | set(NEW_OPS) | set(RNN_OPS) == set(SUPPORTED_OPS)
+    from tests.unit.test_interpreter_trees import TREE_OPS
+    assert {c[1] for c in CASES} | set(NEW_OPS) | set(RNN_OPS) | set(TREE_OPS) == set(SUPPORTED_OPS)
 
 
 def test_symbolic_batch_accepts_other_batch_sizes():
