@@ -4,12 +4,12 @@ pragma solidity 0.8.37;
 import {IBackboneExecution} from "./interfaces/IBackboneExecution.sol";
 import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
-import {AccessControl} from "./lib/AccessControl.sol";
+import {Roles} from "./lib/Roles.sol";
 import {RequestBinding} from "./lib/RequestBinding.sol";
 
 /// @title BackboneExecution (the "first smart contract")
 /// @notice See {IBackboneExecution}: inference requests, the backbone stage, timeouts.
-contract BackboneExecution is IBackboneExecution, AccessControl {
+contract BackboneExecution is IBackboneExecution, Roles {
     // ============================================================================================
     //                                         CONSTANTS
     // ============================================================================================

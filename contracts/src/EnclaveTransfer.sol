@@ -4,15 +4,14 @@ pragma solidity 0.8.37;
 import {IBackboneExecution} from "./interfaces/IBackboneExecution.sol";
 import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
-import {ECDSA} from "./lib/ECDSA.sol";
-import {EIP712} from "./lib/EIP712.sol";
+import {SplitsealEIP712} from "./lib/Signatures.sol";
 import {RequestBinding} from "./lib/RequestBinding.sol";
 
 /// @title EnclaveTransfer (the "second smart contract")
 /// @notice See {IEnclaveTransfer}: transfers into enclaves, signed results, failures.
 /// @dev Holds no per-request storage: the request's status and binding live in
 ///      BackboneExecution, which this contract alone may move to Completed or Failed.
-contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
+contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     // ============================================================================================
     //                                         CONSTANTS
     // ============================================================================================
@@ -80,7 +79,7 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
 
         bytes32 resultCommitment = keccak256(encryptedResult);
         address enclave = claim.enclave;
-        address recovered = ECDSA.recover(_hashTypedData(_resultStructHash(claim, r.version, resultCommitment)), signature);
+        address recovered = _typedSigner(_resultStructHash(claim, r.version, resultCommitment), signature);
         if (recovered != enclave) revert EnclaveTransferBadSignature(requestId, enclave, recovered);
         if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
             revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
