@@ -10,7 +10,12 @@ Why this shape:
 - ``evmVersion`` is pinned to prague: solc 0.8.37 defaults to osaka, which py-evm (the embedded
   chain) cannot run; prague runs on eth-tester and anvil alike.
 - Sources are passed by content, so the compiler reads no files and the sha256 recorded in each
-  artifact is exactly of what was compiled.
+  artifact is exactly of what was compiled. That includes the OpenZeppelin Contracts files the
+  sources import (``@openzeppelin/contracts/...``, pinned in package.json, read from
+  ``node_modules``): only the ones imported, directly or through each other, each under its
+  import path as the unit name, so the imports resolve without reading the file system and
+  without a remapping (forge and slither, which read files, remap ``@openzeppelin/contracts/``
+  to ``node_modules/@openzeppelin/contracts/``: contracts/foundry.toml, contracts/remappings.txt).
 
 Each artifact ``contracts/build/<Name>.json`` holds the ABI, creation and runtime bytecode, the
 method identifiers, the compiler version and settings, and the sha256 of every source file the
@@ -28,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from splitseal.chain.artifacts import BUILD_DIR, CONTRACTS, SOURCES_DIR, sha256_hex, source_files
+from splitseal.chain.artifacts import (BUILD_DIR, CONTRACTS, NODE_MODULES, SOURCES_DIR, library_sources,
+                                      sha256_hex, source_files)
 from splitseal.config import PROJECT_ROOT
 from splitseal.errors import CompilationError
 
@@ -108,8 +114,10 @@ def standard_input(sources: dict[str, bytes]) -> dict[str, Any]:
     }
 
 
-def compile_contracts(sources_dir: Path = SOURCES_DIR, compiler: Compiler | None = None) -> dict[str, dict[str, Any]]:
-    """Compile every source and return the artifacts of :data:`CONTRACTS` (not written)."""
+def compile_contracts(sources_dir: Path = SOURCES_DIR, compiler: Compiler | None = None,
+                      node_modules: Path = NODE_MODULES) -> dict[str, dict[str, Any]]:
+    """Compile every source (and the library files they import, from ``node_modules``) and
+    return the artifacts of :data:`CONTRACTS` (not written)."""
     import solcx  # imported here: only compilation needs it
 
     compiler = compiler or find_compiler()
@@ -117,6 +125,7 @@ def compile_contracts(sources_dir: Path = SOURCES_DIR, compiler: Compiler | None
     if not files:
         raise CompilationError(f"no Solidity sources under {sources_dir}")
     sources = {name: path.read_bytes() for name, path in files.items()}
+    sources.update(library_sources(sources, node_modules))
     hashes = {name: sha256_hex(data) for name, data in sources.items()}
     log.info("compiling %d sources with solc %s (%s)", len(sources), compiler.version,
              "native" if compiler.native else "solc-js")

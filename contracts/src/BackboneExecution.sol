@@ -4,12 +4,12 @@ pragma solidity 0.8.37;
 import {IBackboneExecution} from "./interfaces/IBackboneExecution.sol";
 import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
-import {AccessControl} from "./lib/AccessControl.sol";
+import {Roles} from "./lib/Roles.sol";
 import {RequestBinding} from "./lib/RequestBinding.sol";
 
 /// @title BackboneExecution (the "first smart contract")
 /// @notice See {IBackboneExecution}: inference requests, the backbone stage, timeouts.
-contract BackboneExecution is IBackboneExecution, AccessControl {
+contract BackboneExecution is IBackboneExecution, Roles {
     // ============================================================================================
     //                                         CONSTANTS
     // ============================================================================================
@@ -133,7 +133,7 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         external
         onlyRole(NODE_ROLE)
     {
-        _recordBackboneOutput(requestId, outputCommitment, enclave, transferHash);
+        _recordBackboneOutput(requestId, outputCommitment, enclave, transferHash, true);
     }
 
     /// @inheritdoc IBackboneExecution
@@ -145,8 +145,13 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         bytes32 resultCommitment,
         bytes calldata signature
     ) external onlyRole(NODE_ROLE) {
-        address transfer = _recordBackboneOutput(claim.requestId, outputCommitment, claim.enclave, claim.transferHash);
-        IEnclaveTransfer(transfer).submitResult(claim, encryptedResult, resultPointer, resultCommitment, signature);
+        address transfer =
+            _recordBackboneOutput(claim.requestId, outputCommitment, claim.enclave, claim.transferHash, false);
+        // one call records the transfer and the result (emitted in that order): a second call into
+        // EnclaveTransfer would cost the lifecycle about a thousand gas
+        IEnclaveTransfer(transfer).recordTransferAndSubmit(
+            claim, encryptedResult, resultPointer, resultCommitment, signature
+        );
     }
 
     // ============================================================================================
@@ -231,10 +236,13 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
 
     /// @dev Requested -> Transferred; emits {BackboneExecuted} and has the EnclaveTransfer emit
     ///      `TransferRecorded`. Returns the EnclaveTransfer's address.
-    function _recordBackboneOutput(uint256 requestId, bytes32 outputCommitment, address enclave, bytes32 transferHash)
-        private
-        returns (address transfer)
-    {
+    function _recordBackboneOutput(
+        uint256 requestId,
+        bytes32 outputCommitment,
+        address enclave,
+        bytes32 transferHash,
+        bool recordTransfer
+    ) private returns (address transfer) {
         Request storage r = _requests[requestId];
         Status current = r.status;
         if (current == Status.None) revert BackboneExecutionUnknownRequest(requestId);
@@ -247,6 +255,6 @@ contract BackboneExecution is IBackboneExecution, AccessControl {
         r.status = Status.Transferred;
         r.binding = RequestBinding.transfer(r.binding, enclave, transferHash);
         emit BackboneExecuted(requestId, msg.sender, outputCommitment);
-        IEnclaveTransfer(transfer).recordTransfer(requestId, enclave, transferHash);
+        if (recordTransfer) IEnclaveTransfer(transfer).recordTransfer(requestId, enclave, transferHash);
     }
 }

@@ -4,15 +4,14 @@ pragma solidity 0.8.37;
 import {IBackboneExecution} from "./interfaces/IBackboneExecution.sol";
 import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
-import {ECDSA} from "./lib/ECDSA.sol";
-import {EIP712} from "./lib/EIP712.sol";
+import {SplitsealEIP712} from "./lib/Signatures.sol";
 import {RequestBinding} from "./lib/RequestBinding.sol";
 
 /// @title EnclaveTransfer (the "second smart contract")
 /// @notice See {IEnclaveTransfer}: transfers into enclaves, signed results, failures.
 /// @dev Holds no per-request storage: the request's status and binding live in
 ///      BackboneExecution, which this contract alone may move to Completed or Failed.
-contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
+contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     // ============================================================================================
     //                                         CONSTANTS
     // ============================================================================================
@@ -71,28 +70,20 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
         bytes32 resultCommitment,
         bytes calldata signature
     ) external {
-        uint256 requestId = claim.requestId;
-        resultCommitment = _resultCommitment(requestId, encryptedResult, resultPointer, resultCommitment);
-        if (claim.sequence == 0) revert EnclaveTransferZeroSequence(requestId);
+        _submit(claim, encryptedResult, resultPointer, resultCommitment, signature);
+    }
 
-        // Completes the request if it was Transferred and in time; reverting below undoes it.
-        IBackboneExecution.Request memory r = _backbone.markCompleted(requestId);
-        if (r.status != IBackboneExecution.Status.Transferred) {
-            revert EnclaveTransferInvalidStatus(requestId, uint8(r.status));
-        }
-        if (block.timestamp > r.deadline) revert EnclaveTransferDeadlinePassed(requestId, r.deadline, block.timestamp);
-        bytes22 computed = RequestBinding.ofClaim(claim);
-        if (computed != r.binding) revert EnclaveTransferBindingMismatch(requestId, r.binding, computed);
-
-        address enclave = claim.enclave;
-        _checkSigned(claim, r.version, resultCommitment, signature);
-        if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
-            revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
-        }
-        if (claim.sequence > _lastSequence[enclave]) _lastSequence[enclave] = claim.sequence;
-        emit ResultSubmitted(
-            requestId, enclave, claim.sequence, resultCommitment, encryptedResult, resultPointer, signature
-        );
+    /// @inheritdoc IEnclaveTransfer
+    function recordTransferAndSubmit(
+        RequestBinding.ResultClaim calldata claim,
+        bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
+        bytes calldata signature
+    ) external {
+        if (msg.sender != address(_backbone)) revert EnclaveTransferNotBackbone(msg.sender);
+        emit TransferRecorded(claim.requestId, claim.enclave, claim.transferHash);
+        _submit(claim, encryptedResult, resultPointer, resultCommitment, signature);
     }
 
     /// @inheritdoc IEnclaveTransfer
@@ -130,6 +121,38 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
     //                                     INTERNAL FUNCTIONS
     // ============================================================================================
 
+    /// @dev The checks and the effect of {submitResult}.
+    function _submit(
+        RequestBinding.ResultClaim calldata claim,
+        bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
+        bytes calldata signature
+    ) private {
+        uint256 requestId = claim.requestId;
+        resultCommitment = _resultCommitment(requestId, encryptedResult, resultPointer, resultCommitment);
+        if (claim.sequence == 0) revert EnclaveTransferZeroSequence(requestId);
+
+        // Completes the request if it was Transferred and in time; reverting below undoes it.
+        IBackboneExecution.Request memory r = _backbone.markCompleted(requestId);
+        if (r.status != IBackboneExecution.Status.Transferred) {
+            revert EnclaveTransferInvalidStatus(requestId, uint8(r.status));
+        }
+        if (block.timestamp > r.deadline) revert EnclaveTransferDeadlinePassed(requestId, r.deadline, block.timestamp);
+        bytes22 computed = RequestBinding.ofClaim(claim);
+        if (computed != r.binding) revert EnclaveTransferBindingMismatch(requestId, r.binding, computed);
+
+        address enclave = claim.enclave;
+        _checkSigned(claim, r.version, resultCommitment, signature);
+        if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
+            revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
+        }
+        if (claim.sequence > _lastSequence[enclave]) _lastSequence[enclave] = claim.sequence;
+        emit ResultSubmitted(
+            requestId, enclave, claim.sequence, resultCommitment, encryptedResult, resultPointer, signature
+        );
+    }
+
     /// @dev The result commitment: computed from an inline result (then no pointer and a zero
     ///      commitment), or the given one with a pointer (then no inline result).
     function _resultCommitment(
@@ -160,7 +183,7 @@ contract EnclaveTransfer is IEnclaveTransfer, EIP712 {
         bytes32 resultCommitment,
         bytes calldata signature
     ) private view {
-        address recovered = ECDSA.recover(_hashTypedData(_resultStructHash(claim, version, resultCommitment)), signature);
+        address recovered = _typedSigner(_resultStructHash(claim, version, resultCommitment), signature);
         if (recovered != claim.enclave) revert EnclaveTransferBadSignature(claim.requestId, claim.enclave, recovered);
     }
 

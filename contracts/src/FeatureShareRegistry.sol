@@ -2,13 +2,12 @@
 pragma solidity 0.8.37;
 
 import {IFeatureShareRegistry} from "./interfaces/IFeatureShareRegistry.sol";
-import {AccessControl} from "./lib/AccessControl.sol";
-import {ECDSA} from "./lib/ECDSA.sol";
-import {EIP712} from "./lib/EIP712.sol";
+import {Roles} from "./lib/Roles.sol";
+import {SplitsealEIP712} from "./lib/Signatures.sol";
 
 /// @title FeatureShareRegistry
 /// @notice See {IFeatureShareRegistry}: node sets, enrolled share commitments, decisions.
-contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
+contract FeatureShareRegistry is IFeatureShareRegistry, Roles, SplitsealEIP712 {
     // ============================================================================================
     //                                         CONSTANTS
     // ============================================================================================
@@ -191,7 +190,7 @@ contract FeatureShareRegistry is IFeatureShareRegistry, AccessControl, EIP712 {
         private
         view
     {
-        address recovered = ECDSA.recover(_hashTypedData(structHash), signature);
+        address recovered = _typedSigner(structHash, signature);
         if (recovered != node) revert FeatureShareRegistryBadSignature(setId, i, node, recovered);
     }
 }

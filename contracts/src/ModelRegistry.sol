@@ -2,14 +2,13 @@
 pragma solidity 0.8.37;
 
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
-import {AccessControl} from "./lib/AccessControl.sol";
-import {ECDSA} from "./lib/ECDSA.sol";
-import {EIP712} from "./lib/EIP712.sol";
+import {Roles} from "./lib/Roles.sol";
+import {Signatures, SplitsealEIP712} from "./lib/Signatures.sol";
 
 /// @title ModelRegistry (the "third smart contract")
 /// @notice See {IModelRegistry}. Models, allowed measurements, the pinned quoting key, enclave
 ///         registrations from quotes, head provisioning and head-loaded confirmations.
-contract ModelRegistry is IModelRegistry, AccessControl, EIP712 {
+contract ModelRegistry is IModelRegistry, Roles, SplitsealEIP712 {
     // ============================================================================================
     //                                         CONSTANTS
     // ============================================================================================
@@ -209,7 +208,7 @@ contract ModelRegistry is IModelRegistry, AccessControl, EIP712 {
 
         bytes32 structHash =
             keccak256(abi.encode(_ENCLAVE_REGISTRATION_TYPEHASH, enclave, encryptionKey, measurement, nonce));
-        address recovered = ECDSA.recover(_hashTypedData(structHash), enclaveSignature);
+        address recovered = _typedSigner(structHash, enclaveSignature);
         if (recovered != enclave) revert ModelRegistryBadEnclaveSignature(enclave, recovered);
 
         _storeRegistration(quote, enclave, encryptionKey, nonce, measurement);
@@ -242,7 +241,7 @@ contract ModelRegistry is IModelRegistry, AccessControl, EIP712 {
                 newStateVersion
             )
         );
-        address recovered = ECDSA.recover(_hashTypedData(structHash), signature);
+        address recovered = _typedSigner(structHash, signature);
         if (recovered != enclave) revert ModelRegistryBadEnclaveSignature(enclave, recovered);
 
         EnclaveRecord storage record = _enclaves[enclave];
@@ -364,7 +363,7 @@ contract ModelRegistry is IModelRegistry, AccessControl, EIP712 {
         bytes32 digest = keccak256(bytes.concat("splitseal.quote.v1", quote[0:_SIGNATURE_OFFSET]));
         address key = _quotingKey;
         if (key == address(0)) revert ModelRegistryNoQuotingKey();
-        address recovered = ECDSA.recover(digest, quote[_SIGNATURE_OFFSET:QUOTE_LENGTH]);
+        address recovered = Signatures.signerOf(digest, quote[_SIGNATURE_OFFSET:QUOTE_LENGTH]);
         if (recovered != key) revert ModelRegistryBadQuoteSignature(recovered, key);
         uint64 issuedAt = uint64(bytes8(quote[_ISSUED_AT_OFFSET:_SIGNATURE_OFFSET]));
         if (issuedAt > block.timestamp + QUOTE_CLOCK_SKEW) revert ModelRegistryQuoteFromFuture(issuedAt, block.timestamp);

@@ -3,12 +3,11 @@ pragma solidity 0.8.37;
 
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {IParameterIndex} from "./interfaces/IParameterIndex.sol";
-import {ECDSA} from "./lib/ECDSA.sol";
-import {EIP712} from "./lib/EIP712.sol";
+import {SplitsealEIP712} from "./lib/Signatures.sol";
 
 /// @title ParameterIndex (the "fourth smart contract")
 /// @notice See {IParameterIndex}: published parameter indexes and enclave confirmations.
-contract ParameterIndex is IParameterIndex, EIP712 {
+contract ParameterIndex is IParameterIndex, SplitsealEIP712 {
     // ============================================================================================
     //                                         CONSTANTS
     // ============================================================================================
@@ -78,7 +77,7 @@ contract ParameterIndex is IParameterIndex, EIP712 {
                 record.entryCount
             )
         );
-        address recovered = ECDSA.recover(_hashTypedData(structHash), signature);
+        address recovered = _typedSigner(structHash, signature);
         if (recovered != enclave) revert ParameterIndexBadSignature(enclave, recovered);
         _verified[modelId][version][enclave] = true;
         emit IndexVerified(modelId, version, enclave, record.merkleRoot);

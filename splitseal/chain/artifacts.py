@@ -4,6 +4,11 @@ Reading an artifact needs no compiler: everything that deploys or talks to the c
 through :func:`load_artifact`. Freshness is checked without compiling, by comparing the sha256 of
 every source an artifact records (from the compiler's metadata) with the files on disk, so a
 test can fail cheaply when someone edits a contract and forgets ``splitseal compile``.
+
+Library sources (OpenZeppelin Contracts, pinned in package.json) are compiled under their import
+path as the source unit name (``@openzeppelin/contracts/access/AccessControl.sol``) and read from
+``node_modules``; their sha256 is recorded and checked like the project's own, so a different
+OpenZeppelin version makes the artifacts stale too.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,13 @@ log = logging.getLogger(__name__)
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"
 SOURCES_DIR = CONTRACTS_DIR / "src"
 BUILD_DIR = CONTRACTS_DIR / "build"
+NODE_MODULES = PROJECT_ROOT / "node_modules"
+
+#: Import prefixes of the npm libraries the contracts may use, and their package directory
+#: under node_modules. The prefix is also the source unit name's prefix.
+LIBRARIES = {"@openzeppelin/contracts/": "@openzeppelin/contracts"}
+
+_IMPORT = re.compile(r'^\s*import\s+(?:[^;"\']*?\s+from\s+)?["\']([^"\']+)["\']', re.MULTILINE)
 
 #: The deployable contracts, in deployment order.
 CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry",
@@ -36,6 +49,53 @@ def source_files(sources_dir: Path = SOURCES_DIR) -> dict[str, Path]:
     """
     root = sources_dir.parent
     return {p.relative_to(root).as_posix(): p for p in sorted(sources_dir.rglob("*.sol"))}
+
+
+def library_file(unit: str, node_modules: Path = NODE_MODULES) -> Path | None:
+    """The file under ``node_modules`` of a library source unit, or None if ``unit`` is not one."""
+    for prefix, package in LIBRARIES.items():
+        if unit.startswith(prefix):
+            return node_modules / package / unit[len(prefix):]
+    return None
+
+
+def _resolve_import(importer: str, path: str) -> str:
+    """The source unit name an ``import "path"`` in unit ``importer`` refers to (solc's rules:
+    paths starting with ./ or ../ are relative to the importer's directory)."""
+    if not path.startswith(("./", "../")):
+        return path
+    parts = importer.split("/")[:-1]
+    for part in path.split("/"):
+        if part == "..":
+            if not parts:
+                raise CompilationError(f"import {path!r} in {importer} leaves the source tree")
+            parts.pop()
+        elif part not in (".", ""):
+            parts.append(part)
+    return "/".join(parts)
+
+
+def library_sources(sources: dict[str, bytes], node_modules: Path = NODE_MODULES) -> dict[str, bytes]:
+    """Every library file that ``sources`` import, directly or through other library files
+    (unit name -> bytes). Raises :class:`CompilationError` when one is not installed."""
+    found: dict[str, bytes] = {}
+    pending = list(sources.items())
+    while pending:
+        importer, data = pending.pop()
+        for path in _IMPORT.findall(data.decode("utf-8")):
+            unit = _resolve_import(importer, path)
+            if unit in sources or unit in found:
+                continue
+            file = library_file(unit, node_modules)
+            if file is None:
+                continue  # a project file that does not exist: the compiler reports it
+            try:
+                found[unit] = file.read_bytes()
+            except OSError:
+                raise CompilationError(f"{unit} (imported by {importer}) is not installed at {file}; "
+                                       f"run scripts/setup (npm packages from package-lock.json)") from None
+            pending.append((unit, found[unit]))
+    return dict(sorted(found.items()))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -83,15 +143,19 @@ def all_artifacts(build_dir: Path = BUILD_DIR) -> dict[str, dict[str, Any]]:
     return {name: load_artifact(name, build_dir) for name in CONTRACTS}
 
 
-def stale_artifacts(build_dir: Path = BUILD_DIR, contracts_dir: Path = CONTRACTS_DIR) -> dict[str, list[str]]:
+def stale_artifacts(build_dir: Path = BUILD_DIR, contracts_dir: Path = CONTRACTS_DIR,
+                    node_modules: Path | None = None) -> dict[str, list[str]]:
     """Contracts whose artifact does not match the sources on disk, with the reasons.
 
     An artifact is stale when it is missing, when a source it was compiled from changed or
-    disappeared; and every artifact is reported when a ``.sol`` file under ``contracts/src``
-    is recorded by none of them (a new source nobody compiled yet).
+    disappeared (a library file: changed or missing under ``node_modules``, which is
+    ``contracts_dir``'s sibling unless given); and every artifact is reported when a ``.sol``
+    file under ``contracts/src`` is recorded by none of them (a new source nobody compiled yet).
     """
+    node_modules = node_modules if node_modules is not None else contracts_dir.parent / "node_modules"
     files = source_files(contracts_dir / "src")
     current = {unit: sha256_hex(path.read_bytes()) for unit, path in files.items()}
+    library_units: set[str] = set()
     problems: dict[str, list[str]] = {}
     recorded_units: set[str] = set()
     for name in CONTRACTS:
@@ -102,11 +166,19 @@ def stale_artifacts(build_dir: Path = BUILD_DIR, contracts_dir: Path = CONTRACTS
             continue
         recorded_units.update(artifact["sources"])
         for unit, digest in sorted(artifact["sources"].items()):
+            library = library_file(unit, node_modules)
+            if library is not None and unit not in library_units:
+                library_units.add(unit)
+                if library.is_file():
+                    current[unit] = sha256_hex(library.read_bytes())
             if unit not in current:
+                if library is not None:
+                    problems.setdefault(name, []).append(f"{unit} is not installed (run scripts/setup)")
+                    continue
                 problems.setdefault(name, []).append(f"{unit} was removed")
             elif current[unit] != digest:
                 problems.setdefault(name, []).append(f"{unit} changed")
-    unused = sorted(set(current) - recorded_units)
+    unused = sorted(set(files) - recorded_units)
     if unused and not problems:
         for name in CONTRACTS:
             problems.setdefault(name, []).append(f"new source(s) not in any artifact: {', '.join(unused)}")

@@ -1,8 +1,8 @@
 """The one Python implementation of the splitseal EIP-712 structs (docs/PROTOCOL.md).
 
 The enclave signs with it; the requester, the auditor and the tests verify with it; the
-contracts check the same bytes (``contracts/src/lib/EIP712.sol`` and each contract's
-``_*_TYPEHASH``). Only ``keccak256`` of :mod:`splitseal.protocol.crypto`, ``eth_utils`` (checksums) and ``coincurve`` are used: the enclave package
+contracts check the same bytes (``contracts/src/lib/Signatures.sol``, on OpenZeppelin's EIP712,
+and each contract's ``_*_TYPEHASH``). Only ``keccak256`` of :mod:`splitseal.protocol.crypto`, ``eth_utils`` (checksums) and ``coincurve`` are used: the enclave package
 stays free of chain libraries (web3, eth_account).
 
 Protocol:
@@ -234,8 +234,9 @@ def sign(private_key: bytes, digest: bytes) -> bytes:
 def recover(digest: bytes, signature: bytes) -> str:
     """The checksummed address that signed ``digest``.
 
-    Rejects what the contracts reject (``contracts/src/lib/ECDSA.sol``): a length other than 65,
-    ``v`` outside {27, 28}, a high ``s`` (the malleable twin). Raises :class:`InvalidInputError`.
+    Rejects what the contracts reject (``contracts/src/lib/Signatures.sol``, on OpenZeppelin's
+    ``ECDSA.tryRecoverCalldata``): a length other than 65, ``v`` outside {27, 28}, a high ``s``
+    (the malleable twin). Raises :class:`InvalidInputError`.
     """
     if not isinstance(digest, (bytes, bytearray)) or len(digest) != 32:
         raise InvalidInputError("the signed digest must be 32 bytes")

@@ -58,6 +58,11 @@ def test_domain_separators_match_python(any_kit: Kit) -> None:
     for contract in (k.registry, k.index, k.transfer, k.features):
         assert k.call(contract.functions.domainSeparator()) == eip712.domain_separator(k.chain.chain_id,
                                                                                         contract.address)
+        # EIP-5267 (OpenZeppelin's EIP712): the same domain, field by field; fields 0x0f = name,
+        # version, chainId, verifyingContract (no salt, no extensions).
+        fields, name, version, chain_id, verifying, salt, extensions = k.call(contract.functions.eip712Domain())
+        assert (fields, name, version, chain_id, verifying, salt, extensions) == (
+            b"\x0f", "splitseal", "1", k.chain.chain_id, contract.address, b"\x00" * 32, [])
 
 
 def test_second_delivery_of_anything_is_rejected(kit: Kit, transferred) -> None:

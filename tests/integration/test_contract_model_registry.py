@@ -126,7 +126,7 @@ def test_roles_grant_revoke_renounce(kit: Kit) -> None:
     assert (ev["role"], ev["account"], ev["sender"]) == (role, kit.stranger.address, kit.admin.address)
     assert kit.call(kit.registry.functions.hasRole(role, kit.stranger.address))
     kit.tx(kit.registry.functions.setQuoteValidity(99), kit.stranger)  # now allowed
-    with reverts("AccessControlBadConfirmation", caller=kit.stranger.address, account=kit.admin.address):
+    with reverts("AccessControlBadConfirmation"):  # OpenZeppelin's: no arguments
         kit.tx(kit.registry.functions.renounceRole(role, kit.admin.address), kit.stranger)
     receipt = kit.tx(kit.registry.functions.renounceRole(role, kit.stranger.address), kit.stranger)
     ev = kit.one_event(receipt, kit.registry, "RoleRevoked")

@@ -44,20 +44,52 @@ def test_artifacts_match_the_sources_on_disk() -> None:
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
-    """A copy of contracts/ to break on purpose."""
-    shutil.copytree(ROOT / "contracts", tmp_path / "contracts")
+    """A copy of contracts/ to break on purpose (beside a copy of the OpenZeppelin sources)."""
+    shutil.copytree(ROOT / "contracts", tmp_path / "contracts", ignore=shutil.ignore_patterns("cache", "out"))
+    shutil.copytree(ROOT / "node_modules" / "@openzeppelin", tmp_path / "node_modules" / "@openzeppelin")
     return tmp_path / "contracts"
 
 
 def test_a_changed_source_makes_its_artifacts_stale(tree: Path) -> None:
-    ecdsa = tree / "src" / "lib" / "ECDSA.sol"
-    ecdsa.write_text(ecdsa.read_text() + "\n// edited\n")
+    lib = tree / "src" / "lib" / "Signatures.sol"
+    lib.write_text(lib.read_text() + "\n// edited\n")
     stale = artifacts.stale_artifacts(tree / "build", tree)
-    users = {n for n in compile_mod.CONTRACTS if "src/lib/ECDSA.sol" in artifacts.load_artifact(n)["sources"]}
+    users = {n for n in compile_mod.CONTRACTS if "src/lib/Signatures.sol" in artifacts.load_artifact(n)["sources"]}
     assert set(stale) == users and users
-    assert all(reasons == ["src/lib/ECDSA.sol changed"] for reasons in stale.values())
+    assert all(reasons == ["src/lib/Signatures.sol changed"] for reasons in stale.values())
     with pytest.raises(CompilationError, match="splitseal compile"):
         artifacts.check_fresh(tree / "build", tree)
+
+
+OZ_ECDSA = "@openzeppelin/contracts/utils/cryptography/ECDSA.sol"
+
+
+def test_openzeppelin_sources_are_compiled_in_and_checked(tree: Path) -> None:
+    """The imported OpenZeppelin files are recorded like the project's own: a different
+    OpenZeppelin (edited, or missing from node_modules) makes their users stale."""
+    users = {n for n in compile_mod.CONTRACTS if OZ_ECDSA in artifacts.load_artifact(n)["sources"]}
+    assert users == {"ModelRegistry", "ParameterIndex", "EnclaveTransfer", "FeatureShareRegistry"}
+    ecdsa = tree.parent / "node_modules" / OZ_ECDSA
+    original = ecdsa.read_bytes()
+    ecdsa.write_bytes(original + b"\n// edited\n")
+    stale = artifacts.stale_artifacts(tree / "build", tree)
+    assert set(stale) == users and all(reasons == [f"{OZ_ECDSA} changed"] for reasons in stale.values())
+    ecdsa.unlink()
+    stale = artifacts.stale_artifacts(tree / "build", tree)
+    assert set(stale) == users
+    assert all(reasons == [f"{OZ_ECDSA} is not installed (run scripts/setup)"] for reasons in stale.values())
+    ecdsa.write_bytes(original)
+    assert artifacts.stale_artifacts(tree / "build", tree) == {}
+
+
+def test_library_sources_are_the_import_closure(tree: Path) -> None:
+    sources = {"src/A.sol": b'import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";\n'}
+    found = artifacts.library_sources(sources, tree.parent / "node_modules")
+    assert OZ_ECDSA in found and "src/A.sol" not in found
+    assert all(unit.startswith("@openzeppelin/contracts/") for unit in found)
+    assert "@openzeppelin/contracts/access/AccessControl.sol" not in found  # only what is imported
+    with pytest.raises(CompilationError, match="scripts/setup"):
+        artifacts.library_sources(sources, tree.parent / "nowhere")
 
 
 def test_removed_and_new_sources_are_noticed(tree: Path) -> None:

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.20;
 
-import {IAccessControl} from "./IAccessControl.sol";
+import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
 import {RequestBinding} from "../lib/RequestBinding.sol";
 
 /// @title IBackboneExecution (the "first smart contract")

@@ -147,6 +147,22 @@ interface IEnclaveTransfer {
         bytes calldata signature
     ) external;
 
+    /// @notice Record the transfer and deliver the result in one call: BackboneExecution's
+    ///         `deliverResult` path. Emits {TransferRecorded}, then as {submitResult}.
+    /// @dev Only the linked BackboneExecution. Reverts {EnclaveTransferNotBackbone} and as {submitResult}.
+    /// @param claim What the enclave signed besides the result.
+    /// @param encryptedResult The result encrypted to the requester's key, or empty with a pointer.
+    /// @param resultPointer Where the encrypted result is stored off-chain, or empty.
+    /// @param resultCommitment keccak256 of the off-chain encrypted result (zero when inline).
+    /// @param signature EIP-712 `InferenceResult` signed by the enclave key.
+    function recordTransferAndSubmit(
+        RequestBinding.ResultClaim calldata claim,
+        bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
+        bytes calldata signature
+    ) external;
+
     /// @notice Report that a Requested or Transferred request failed.
     /// @dev `NODE_ROLE` on BackboneExecution. Emits {RequestFailed}. Reverts
     ///      {EnclaveTransferNotNode}, {EnclaveTransferUnknownReasonCode},
