@@ -50,7 +50,10 @@ def test_full_lifecycle_on_every_chain(any_kit: Kit) -> None:
         k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature)
     lifecycle = sum(k.gas[n] for n in ("BackboneExecution.requestInference", "BackboneExecution.recordBackboneOutput",
                                        "EnclaveTransfer.submitResult"))
-    assert lifecycle <= 200_000, f"lifecycle gas {lifecycle} on {k.chain.name}"
+    # the two-step path with a 320-byte input and a full-size random result: 200k until results could
+    # travel by pointer (two more arguments and an event field); the one-transaction path the node
+    # uses is guarded at 150k by tests/integration/test_gas.py
+    assert lifecycle <= 205_000, f"lifecycle gas {lifecycle} on {k.chain.name}"
 
 
 def test_domain_separators_match_python(any_kit: Kit) -> None:
