@@ -50,7 +50,7 @@ def test_full_lifecycle_on_every_chain(any_kit: Kit) -> None:
         k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature)
     lifecycle = sum(k.gas[n] for n in ("BackboneExecution.requestInference", "BackboneExecution.recordBackboneOutput",
                                        "EnclaveTransfer.submitResult"))
-    # the two-step path with a 320-byte input and a full-size random result: 200k until results could
+    # the two-step path with a 320-byte input and a 100-byte random result: 200k until results could
     # travel by pointer (two more arguments and an event field); the one-transaction path the node
     # uses is guarded at 150k by tests/integration/test_gas.py
     assert lifecycle <= 205_000, f"lifecycle gas {lifecycle} on {k.chain.name}"
