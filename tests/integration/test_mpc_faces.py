@@ -41,7 +41,7 @@ def _cos(a, b):
 @pytest.mark.parametrize("n", [2, 3])
 def test_sface_on_shares_matches_onnxruntime_and_recognises(captures, n):
     x, plain, model = captures
-    cluster = LocalCluster(n, timeout=300)
+    cluster = LocalCluster(n, timeout=300, run_timeout=900)
     nodes = node_models(model, n, shared=False)
     xs = ring.share(ring.encode(x), n)
     feats = cluster.run(lambda s, p: s.infer(nodes[p], xs[p]))
@@ -61,7 +61,7 @@ def test_sface_on_shares_matches_onnxruntime_and_recognises(captures, n):
 
 def test_sface_with_shared_weights(captures):
     x, plain, model = captures
-    cluster = LocalCluster(2, timeout=300)
+    cluster = LocalCluster(2, timeout=300, run_timeout=900)
     nodes = node_models(model, 2, shared=True)
     xs = ring.share(ring.encode(x[:1]), 2)
     feats = cluster.run(lambda s, p: s.infer(nodes[p], xs[p], s.mask_weights(nodes[p])))
