@@ -27,7 +27,7 @@ import numpy as np
 
 from splitseal.errors import InvalidInputError, ProtocolError
 
-from .matmul import RingOperand, kernel_operand, ring_conv2d, ring_matmul
+from .matmul import ConvSpec, RingOperand, conv_prepare, kernel_operand, ring_conv, ring_conv2d, ring_matmul
 from .ring import Prg, wrap_count
 
 Triple = tuple[np.ndarray, np.ndarray, "np.ndarray | Future[np.ndarray]"]
@@ -67,9 +67,10 @@ class TripleProvider(abc.ABC):
 
     @abc.abstractmethod
     def conv_triple(self, tag: str, x_shape: Sequence[int], w_shape: Sequence[int], stride: int,
-                    padding: int, b_label: str | None = None) -> Triple:
+                    padding: int, b_label: str | None = None, spec: ConvSpec | None = None) -> Triple:
         """Shares of A (input shape), B (kernel shape), C = conv2d(A, B) mod 2^64 (``b_label``
-        as for :meth:`matmul_triple`)."""
+        as for :meth:`matmul_triple`). ``spec`` (a :class:`ConvSpec`: asymmetric pads, strides,
+        dilations, groups) replaces ``stride``/``padding`` when given."""
 
     @abc.abstractmethod
     def fixed_mask(self, label: str, shape: Sequence[int]) -> np.ndarray:
@@ -95,6 +96,8 @@ def _compute(kind: str, params: Mapping[str, Any], a: np.ndarray, b: np.ndarray,
     if kind == "matmul":
         return ring_matmul(a, prepared if prepared is not None else b)
     if kind == "conv":
+        if "spec" in params:
+            return ring_conv(a, b, ConvSpec.from_params(params["spec"]), prepared)
         return ring_conv2d(a, b, int(params["stride"]), int(params["padding"]), prepared)
     if kind == "mul":
         return a * b
@@ -155,7 +158,12 @@ class Dealer:
                 key = (kind, str(b_label), tuple(b_shape))
                 if key not in self._fixed:
                     b = _sum([p.ring(b_name, b_shape) for p in prgs], b_shape)
-                    self._fixed[key] = (b, kernel_operand(b) if kind == "conv" else RingOperand(b))
+                    if kind == "conv":
+                        spec = ConvSpec.from_params(request["spec"]) if "spec" in request else None
+                        op = conv_prepare(b, spec, public=False) if spec is not None else kernel_operand(b)
+                    else:
+                        op = RingOperand(b)
+                    self._fixed[key] = (b, op)
                 b, prepared = self._fixed[key]
             else:
                 b = _sum([p.ring(b_name, b_shape) for p in prgs], b_shape)
@@ -242,13 +250,18 @@ class DealerTripleProvider(TripleProvider):
         return self._fixed[key]
 
     def conv_triple(self, tag: str, x_shape: Sequence[int], w_shape: Sequence[int], stride: int,
-                    padding: int, b_label: str | None = None) -> Triple:
+                    padding: int, b_label: str | None = None, spec: ConvSpec | None = None) -> Triple:
         b, _, h, w = x_shape
         cout, _, kh, kw = w_shape
-        ho = (h + 2 * padding - kh) // stride + 1
-        wo = (w + 2 * padding - kw) // stride + 1
+        if spec is not None:
+            ho, wo = spec.out_hw(h, w, kh, kw)
+        else:
+            ho = (h + 2 * padding - kh) // stride + 1
+            wo = (w + 2 * padding - kw) // stride + 1
         params: dict[str, Any] = {"a_shape": list(x_shape), "b_shape": list(w_shape), "stride": stride,
                                   "padding": padding}
+        if spec is not None:
+            params["spec"] = spec.to_params()
         if b_label:
             params["b_label"] = b_label
         return self._triple("conv", tag, params, (b, cout, ho, wo))

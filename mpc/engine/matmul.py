@@ -197,3 +197,184 @@ def conv2d_float(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None = None, s
     if bias is not None:
         y = y + bias
     return _cols_to_map(y, x.shape[0], ho, wo)
+
+
+# --- general convolutions: asymmetric padding, strides and dilations per axis, groups ----------
+
+class ConvSpec:
+    """Geometry of a convolution: strides (sh, sw), pads (top, left, bottom, right), dilations
+    (dh, dw), groups. Built from a layer's params: the old ``stride``/``padding`` integers or
+    ONNX-style ``strides``/``pads``/``dilations``/``group`` lists."""
+
+    __slots__ = ("stride", "pads", "dilation", "group")
+
+    def __init__(self, stride: "tuple[int, int]" = (1, 1), pads: "tuple[int, int, int, int]" = (0, 0, 0, 0),
+                 dilation: "tuple[int, int]" = (1, 1), group: int = 1) -> None:
+        self.stride = (int(stride[0]), int(stride[1]))
+        self.pads = tuple(int(p) for p in pads)
+        self.dilation = (int(dilation[0]), int(dilation[1]))
+        self.group = int(group)
+        if len(self.pads) != 4 or min(self.pads) < 0 or min(self.stride) < 1 or min(self.dilation) < 1 \
+                or self.group < 1:
+            raise InvalidInputError(f"invalid convolution geometry {self.to_params()}")
+
+    @classmethod
+    def from_params(cls, params: "dict") -> "ConvSpec":
+        if "strides" in params or "pads" in params or "dilations" in params or "group" in params:
+            st = params.get("strides", [params.get("stride", 1)] * 2)
+            pads = params.get("pads", [params.get("padding", 0)] * 4)
+            return cls(tuple(st), tuple(pads), tuple(params.get("dilations", (1, 1))), int(params.get("group", 1)))
+        s, p = int(params.get("stride", 1)), int(params.get("padding", 0))
+        return cls((s, s), (p, p, p, p))
+
+    def to_params(self) -> dict:
+        return {"strides": list(self.stride), "pads": list(self.pads), "dilations": list(self.dilation),
+                "group": self.group}
+
+    @property
+    def simple(self) -> bool:
+        """Equal strides, equal pads, no dilation, one group: the original fast path."""
+        return (self.group == 1 and self.dilation == (1, 1) and self.stride[0] == self.stride[1]
+                and len(set(self.pads)) == 1)
+
+    def out_hw(self, h: int, w: int, kh: int, kw: int) -> "tuple[int, int]":
+        t, l, b, r = self.pads
+        ho = (h + t + b - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + l + r - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        if ho <= 0 or wo <= 0:
+            raise InvalidInputError(f"kernel {kh}x{kw} (dilation {self.dilation}) larger than padded input {h}x{w}")
+        return ho, wo
+
+
+def _pad(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    t, l, b, r = spec.pads
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))) if (t or l or b or r) else x
+
+
+def im2col_spec(x: np.ndarray, kh: int, kw: int, spec: ConvSpec) -> "tuple[np.ndarray, int, int]":
+    """:func:`im2col` for any :class:`ConvSpec` (group ignored: the caller slices groups)."""
+    h, w = x.shape[2], x.shape[3]
+    ho, wo = spec.out_hw(h, w, kh, kw)
+    x = np.ascontiguousarray(_pad(x, spec))
+    b, c = x.shape[:2]
+    s = x.strides
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    view = np.lib.stride_tricks.as_strided(
+        x, shape=(b, ho, wo, c, kh, kw),
+        strides=(s[0], s[2] * sh, s[3] * sw, s[1], s[2] * dh, s[3] * dw), writeable=False)
+    return view.reshape(b * ho * wo, c * kh * kw), ho, wo
+
+
+def _taps(x: np.ndarray, kh: int, kw: int, spec: ConvSpec, ho: int, wo: int):
+    """The kh*kw shifted, strided views of the padded map (for per-channel convolutions)."""
+    xp = _pad(x, spec)
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+
+
+def _depthwise(x: np.ndarray, w: np.ndarray, spec: ConvSpec, dtype) -> np.ndarray:
+    """Per-channel convolution (each output channel reads one input channel), elementwise: exact
+    mod 2^64 for uint64 (numpy wraps), plain float for float64. Channel multiplier allowed."""
+    cout, _, kh, kw = w.shape
+    c = x.shape[1]
+    mult = cout // c
+    ho, wo = spec.out_hw(x.shape[2], x.shape[3], kh, kw)
+    if mult > 1:
+        x = np.repeat(x, mult, axis=1)
+    w = np.asarray(w).astype(dtype, copy=False)
+    y = np.zeros((x.shape[0], cout, ho, wo), dtype=dtype)
+    for i, j, view in _taps(x, kh, kw, spec, ho, wo):
+        y += view * w[:, 0, i, j][None, :, None, None]
+    return y
+
+
+def _grouped(fn, x: np.ndarray, w: np.ndarray, spec: ConvSpec, prepared) -> np.ndarray:
+    g = spec.group
+    cin = x.shape[1] // g
+    cout = w.shape[0] // g
+    one = ConvSpec(spec.stride, spec.pads, spec.dilation, 1)
+    outs = [fn(x[:, k * cin:(k + 1) * cin], w[k * cout:(k + 1) * cout], one,
+               prepared[k] if prepared is not None else None) for k in range(g)]
+    return np.concatenate(outs, axis=1)
+
+
+def _check_groups(x: np.ndarray, w: np.ndarray, spec: ConvSpec) -> None:
+    g = spec.group
+    if x.shape[1] % g or w.shape[0] % g or w.shape[1] * g != x.shape[1]:
+        raise InvalidInputError(f"kernel {w.shape} with {g} groups does not fit {x.shape[1]} input channels")
+
+
+def is_depthwise(w_shape, spec: ConvSpec) -> bool:
+    return spec.group > 1 and w_shape[1] == 1 and w_shape[0] % spec.group == 0
+
+
+def conv_prepare(w: np.ndarray, spec: ConvSpec, public: bool):
+    """The operand(s) a convolution reuses: PublicOperand / RingOperand (per group), or None for
+    per-channel convolutions (elementwise, nothing to prepare)."""
+    if is_depthwise(w.shape, spec):
+        return None
+    make = (lambda k: PublicOperand(k.reshape(k.shape[0], -1).T)) if public else kernel_operand
+    if spec.group == 1:
+        return make(w)
+    cout = w.shape[0] // spec.group
+    return [make(w[k * cout:(k + 1) * cout]) for k in range(spec.group)]
+
+
+def ring_conv_public(x: np.ndarray, w: np.ndarray, spec: ConvSpec, prepared=None) -> np.ndarray:
+    """Ring shares (B, C, H, W) convolved with a public int64 kernel, any :class:`ConvSpec`; exact."""
+    x = np.asarray(x, dtype=np.uint64)
+    _check_groups(x, w, spec)
+    if is_depthwise(w.shape, spec):
+        return _depthwise(x, np.asarray(w, dtype=np.int64).view(np.uint64), spec, np.uint64)
+    if spec.group > 1:
+        return _grouped(ring_conv_public, x, w, spec, prepared)
+    if spec.simple:
+        return ring_conv2d_public(x, w, spec.stride[0], spec.pads[0], prepared)
+    cout, _, kh, kw = w.shape
+    op = prepared if prepared is not None else PublicOperand(np.asarray(w, dtype=np.int64).reshape(cout, -1).T)
+    b = x.shape[0]
+    if not op.fast:
+        cols, ho, wo = im2col_spec(x, kh, kw, spec)
+        return _cols_to_map(ring_matmul_public(cols, op), b, ho, wo)
+    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    cols, ho, wo = im2col_spec(limbs, kh, kw, spec)
+    return _cols_to_map(_combine_limb_products(cols @ op.wf, b * ho * wo), b, ho, wo)
+
+
+def ring_conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec, prepared=None) -> np.ndarray:
+    """Ring elements convolved with a ring kernel (both uniform, e.g. Beaver terms), any spec; exact."""
+    x = np.asarray(x, dtype=np.uint64)
+    w = np.asarray(w, dtype=np.uint64)
+    _check_groups(x, w, spec)
+    if is_depthwise(w.shape, spec):
+        return _depthwise(x, w, spec, np.uint64)
+    if spec.group > 1:
+        return _grouped(ring_conv, x, w, spec, prepared)
+    if spec.simple:
+        return ring_conv2d(x, w, spec.stride[0], spec.pads[0], prepared)
+    cout, _, kh, kw = w.shape
+    op = prepared if prepared is not None else kernel_operand(w)
+    b = x.shape[0]
+    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    cols, ho, wo = im2col_spec(limbs, kh, kw, spec)
+    return _cols_to_map(_limb_product(cols, op.limbs, b * ho * wo, cout), b, ho, wo)
+
+
+def conv_float(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, spec: ConvSpec) -> np.ndarray:
+    """Plaintext float64 convolution for any :class:`ConvSpec` (the reference)."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    _check_groups(x, w, spec)
+    if is_depthwise(w.shape, spec):
+        y = _depthwise(x, w, spec, np.float64)
+    elif spec.group > 1:
+        y = _grouped(lambda a, k, s, _p: conv_float(a, k, None, s), x, w, spec, None)
+    else:
+        cout, _, kh, kw = w.shape
+        cols, ho, wo = im2col_spec(x, kh, kw, spec)
+        y = _cols_to_map(cols @ w.reshape(cout, -1).T, x.shape[0], ho, wo)
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float64).reshape(1, -1, 1, 1)
+    return y

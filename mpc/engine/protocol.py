@@ -38,16 +38,61 @@ import numpy as np
 from splitseal.errors import InvalidInputError, ProtocolError
 
 from .beaver import TripleProvider, resolve
-from .matmul import (PublicOperand, RingOperand, kernel_operand, ring_conv2d, ring_conv2d_public, ring_matmul,
-                     ring_matmul_public)
+from .matmul import (ConvSpec, PublicOperand, RingOperand, _taps, conv_prepare, kernel_operand, ring_conv,
+                     ring_conv2d, ring_conv2d_public, ring_conv_public, ring_matmul, ring_matmul_public)
 from .ring import (Prg, decode, encode, truncate_local_2pc, truncate_with_dealer_finish,
                    truncate_with_dealer_share)
 from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "prelu")
 POOLS = ("max", "avg")
+#: every op a node's model may hold (see :class:`Layer`)
+OPS = ("conv", "linear", "act", "pool", "flatten", "sumpool", "mulc", "add", "concat")
+
+
+def layer_inputs(layer: "Layer", index: int) -> list[int]:
+    """The layers whose outputs ``layer`` reads (-1 = the model input); default: the previous one."""
+    return [int(j) for j in layer.params.get("inputs", [index - 1])]
+
+
+class PoolSpec:
+    """A pooling window: kernel (kh, kw) and the geometry of a :class:`ConvSpec` (strides, pads).
+    From ``params``: the old ``k`` (square, stride k) or ``kernel``/``strides``/``pads``."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        if "kernel" in params:
+            kh, kw = (int(v) for v in params["kernel"])
+        else:
+            kh = kw = int(params["k"])
+        st = params.get("strides", [params.get("stride", kh), params.get("stride", kw)])
+        self.kernel = (kh, kw)
+        self.geom = ConvSpec(tuple(st), tuple(params.get("pads", (0, 0, 0, 0))))
+
+    @property
+    def tiling(self) -> bool:
+        """Windows tile the map (stride = kernel, no padding): each element in one window."""
+        return self.geom.stride == self.kernel and not any(self.geom.pads)
+
+    def out_hw(self, h: int, w: int) -> tuple[int, int]:
+        if self.tiling:
+            return h // self.kernel[0], w // self.kernel[1]
+        return self.geom.out_hw(h, w, *self.kernel)
+
+    def index(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """(ho*wo, kh*kw) flat positions into an h x w map for each window, and which are real
+        (False = padding)."""
+        ho, wo = self.out_hw(h, w)
+        kh, kw = self.kernel
+        (sh, sw), (t, l, _, _) = self.geom.stride, self.geom.pads
+        rows = (np.arange(ho)[:, None] * sh - t)[:, None, :, None] + np.arange(kh)[None, None, :, None]
+        cols = (np.arange(wo)[:, None] * sw - l)[None, :, None, :] + np.arange(kw)[None, None, None, :]
+        rows = np.broadcast_to(rows, (ho, wo, kh, kw))
+        cols = np.broadcast_to(cols, (ho, wo, kh, kw))
+        valid = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        idx = np.where(valid, rows * w + cols, 0)
+        return idx.reshape(ho * wo, kh * kw), valid.reshape(ho * wo, kh * kw), ho, wo
 
 
 # --- the model as a node holds it ------------------------------------------------------------
@@ -56,7 +101,9 @@ POOLS = ("max", "avg")
 class Layer:
     """One layer of a node's model.
 
-    ``op``: conv | linear | act | pool | flatten. For conv/linear, ``weight`` is either the public
+    ``op``: conv | linear | act | pool | flatten | sumpool | mulc | add | concat (see
+    :meth:`Session.infer`); ``params["inputs"]`` names the layers it reads (a DAG; default the
+    previous layer, -1 the model input). For conv/linear, ``weight`` is either the public
     kernel in fixed point (int64, ``f`` fractional bits) or this node's share of it (uint64), and
     ``bias`` likewise with ``f + w`` fractional bits (public: added by party 0 only). Linear weights
     are stored (out, in), as ONNX Gemm with transB=1 and torch do.
@@ -87,23 +134,32 @@ class NodeModel:
 
     def validate(self) -> None:
         for i, layer in enumerate(self.layers):
-            if layer.op not in ("conv", "linear", "act", "pool", "flatten"):
+            if layer.op not in OPS:
                 raise InvalidInputError(f"layer {i}: unknown op {layer.op!r}")
+            ins = layer_inputs(layer, i)
+            if not ins or any(j < -1 or j >= i for j in ins):
+                raise InvalidInputError(f"layer {i}: inputs {ins} must name earlier layers (-1 = model input)")
+            if len(ins) != (2 if layer.op == "add" else len(ins) if layer.op == "concat" else 1):
+                raise InvalidInputError(f"layer {i}: {layer.op} cannot read {len(ins)} inputs")
             if layer.op == "act" and layer.params.get("kind") not in ACTIVATIONS:
                 raise InvalidInputError(f"layer {i}: activation must be one of {ACTIVATIONS}")
+            if layer.op == "act" and layer.params.get("kind") == "prelu" and "slope" not in layer.params:
+                raise InvalidInputError(f"layer {i}: prelu needs its slopes")
             if layer.op == "pool":
                 if layer.params.get("kind") not in POOLS:
                     raise InvalidInputError(f"layer {i}: pooling must be one of {POOLS}")
-                if int(layer.params.get("stride", layer.params["k"])) != int(layer.params["k"]):
+                if layer.params["kind"] == "avg" and not PoolSpec(layer.params).tiling:
                     raise InvalidInputError(
-                        f"layer {i}: overlapping pooling windows cannot be dealt to one node each; "
-                        "use stride equal to the kernel size")
+                        f"layer {i}: average pooling with overlapping or padded windows is a sumpool "
+                        "followed by mulc (both local)")
 
 
 # --- plaintext helpers (used per window inside mask recovery and by the tests) ---------------
 
-def activate(kind: str, x: np.ndarray) -> np.ndarray:
-    """Plaintext activation."""
+def activate(kind: str, x: np.ndarray, slope: np.ndarray | float | None = None) -> np.ndarray:
+    """Plaintext activation (``slope``: PReLU's negative slope, broadcast against x)."""
+    if kind == "prelu":
+        return np.where(x >= 0, x, x * slope)
     if kind == "relu":
         return np.maximum(x, 0.0)
     if kind == "sigmoid":
@@ -186,9 +242,13 @@ class Session:
         return x + np.asarray(c).view(np.uint64) if self.party == 0 else x
 
     def conv_public(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
-                    padding: int = 0, prepared: PublicOperand | None = None) -> np.ndarray:
-        """Convolution with a plaintext kernel: local on each share, no communication. Output f + w."""
-        y = ring_conv2d_public(x, w, stride, padding, prepared)
+                    padding: int = 0, prepared: Any = None, spec: ConvSpec | None = None) -> np.ndarray:
+        """Convolution with a plaintext kernel: local on each share, no communication. Output f + w.
+
+        ``spec`` (asymmetric pads, strides, dilations, groups; depthwise is elementwise) replaces
+        ``stride``/``padding``; ``prepared`` = :func:`conv_prepare` of the kernel."""
+        y = (ring_conv_public(x, w, spec, prepared) if spec is not None
+             else ring_conv2d_public(x, w, stride, padding, prepared))
         if b is not None:
             y = self.add_public(y, np.asarray(b, dtype=np.int64).reshape(1, -1, 1, 1))
         return y
@@ -226,7 +286,7 @@ class Session:
 
     def conv_shared(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
                     padding: int = 0, f: np.ndarray | None = None, b_label: str | None = None,
-                    cache: dict[str, Any] | None = None) -> np.ndarray:
+                    cache: dict[str, Any] | None = None, spec: ConvSpec | None = None) -> np.ndarray:
         """Convolution with a *shared* kernel via a Beaver convolution triple. Output f + w.
 
         Steps: 1. get shares of A (input shape), B (kernel shape), C = conv(A, B); 2. open
@@ -234,8 +294,11 @@ class Session:
         (+ conv(E, F) at party 0; merged as conv(E, B_i + F)); 4. add the bias share.
         With a kernel masked once (``f``, ``b_label``: see :meth:`mask_weights`) step 2 opens E only.
         """
+        if spec is not None and spec.simple:
+            stride, padding, spec = spec.stride[0], spec.pads[0], None
         a, bt, c = self._need_triples().conv_triple(self._tag("triple"), x.shape, w.shape, stride, padding,
-                                                    b_label)
+                                                    b_label, spec)
+        prep = (lambda k: conv_prepare(k, spec, public=False)) if spec is not None else kernel_operand
         if f is None:
             e, f = self.open(x - a, w - bt)
             fixed = None
@@ -244,12 +307,15 @@ class Session:
             fixed = cache if cache is not None and b_label else None
             if fixed is not None and fixed.get("label") != b_label:
                 fixed.clear()
-                fixed.update(label=b_label, bb=kernel_operand(bt + f if self.party == 0 else bt),
-                             f=kernel_operand(f))
+                fixed.update(label=b_label, bb=prep(bt + f if self.party == 0 else bt), f=prep(f))
         bb = bt + f if self.party == 0 else bt
         c = resolve(c)
-        y = (c + ring_conv2d(e, bb, stride, padding, fixed["bb"] if fixed else None)
-             + ring_conv2d(a, f, stride, padding, fixed["f"] if fixed else None))
+        if spec is not None:
+            y = (c + ring_conv(e, bb, spec, fixed["bb"] if fixed else None)
+                 + ring_conv(a, f, spec, fixed["f"] if fixed else None))
+        else:
+            y = (c + ring_conv2d(e, bb, stride, padding, fixed["bb"] if fixed else None)
+                 + ring_conv2d(a, f, stride, padding, fixed["f"] if fixed else None))
         if b is not None:
             y = y + np.asarray(b, dtype=np.uint64).reshape(1, -1, 1, 1)
         return y
@@ -270,14 +336,18 @@ class Session:
         z = resolve(c) + e * b + a * f
         return z + e * f if self.party == 0 else z
 
-    def truncate(self, x: np.ndarray, bits: int | None = None) -> np.ndarray:
+    def truncate(self, x: np.ndarray, bits: int | None = None, exact: bool = False) -> np.ndarray:
         """[x / 2^bits] from [x] (default f; after a linear layer bits = w); bounds in :mod:`.ring`.
+
+        ``exact``: with two parties too, use the dealer protocol when a dealer is configured
+        (within 2 units in the last place except with probability |x| / 2^64, instead of local
+        truncation's 2^(bits of |x| + 1 - 64) per element: what a large map needs).
 
         Two parties: local, no communication. More: 1. dealer pair ([r], [theta_r]);
         2. send z_i = x_i + r_i to party 0 (one round); 3. local shift and wrap correction.
         """
         bits = self.f if bits is None else int(bits)
-        if self.truncation == "local":
+        if self.truncation == "local" and not (exact and self.triples is not None):
             return truncate_local_2pc(x, self.party, bits)
         r, theta = self._need_triples().trunc_pair(self._tag("trunc"), x.shape)
         z, partial = truncate_with_dealer_share(x, r, theta, bits)
@@ -301,32 +371,47 @@ class Session:
         """Activation and pooling by random mask recovery; input ``in_frac`` bits, output ``f``.
 
         Steps, in order:
-        1. cut the map (B, C, H, W) into pooling windows (k x k, stride k; 1 x 1 without
-           pooling; rows/columns a floor-mode pool drops are dropped) and deal the windows out
+        1. cut the map (B, C, H, W) into pooling windows (1 x 1 without pooling; k x k tiles for
+           non-overlapping pooling, rows/columns a floor-mode pool drops are dropped; for
+           overlapping, strided or padded max pooling every window gathers its own elements, so
+           an element shared by windows of two nodes is seen by both) and deal the windows out
            to the nodes at random, balanced, from the session's partition seed;
         2. one round: every node sends each peer its share values on that peer's windows;
         3. each node adds the shares of its own windows, decodes them (exact truncation from
-           ``in_frac`` to real values) and applies the block's activation and pooling in
-           plaintext — on its windows only;
+           ``in_frac`` to real values) and applies the block's activation (ReLU, sigmoid, tanh,
+           PReLU with its per-channel slope) and pooling in plaintext — on its windows only
+           (padding counts as -inf for max pooling, as in ONNX);
         4. re-share with no traffic: for positions owned by node k, every other node j takes
            ``R_kj`` (AES-CTR from the key it shares with k, labelled by session and step) and
            node k takes ``value - sum_j R_kj``.
         """
         pool = next((o for o in ops if o.op == "pool"), None)
-        k = int(pool.params["k"]) if pool is not None else 1
         b, c, h, w = y.shape
-        ho, wo = h // k, w // k
-        if ho == 0 or wo == 0:
-            raise InvalidInputError(f"pooling window {k} larger than the map {h}x{w}")
-        win = (y[:, :, :ho * k, :wo * k].reshape(b, c, ho, k, wo, k)
-               .transpose(0, 1, 2, 4, 3, 5).reshape(-1, k * k))
+        valid = None
+        if pool is None:
+            ho, wo = h, w
+            win = y.reshape(-1, 1)
+        else:
+            ps = PoolSpec(pool.params)
+            ho, wo = ps.out_hw(h, w)
+            if ho <= 0 or wo <= 0:
+                raise InvalidInputError(f"pooling window {ps.kernel} larger than the map {h}x{w}")
+            kh, kw = ps.kernel
+            if ps.tiling:
+                win = (y[:, :, :ho * kh, :wo * kw].reshape(b, c, ho, kh, wo, kw)
+                       .transpose(0, 1, 2, 4, 3, 5).reshape(-1, kh * kw))
+            else:
+                idx, valid_hw, _, _ = ps.index(h, w)
+                win = y.reshape(b * c, h * w)[:, idx].reshape(-1, kh * kw)
+                valid = np.broadcast_to(valid_hw[None], (b * c,) + valid_hw.shape).reshape(-1, kh * kw)
         count = win.shape[0]
         label = self._tag("mask")
         owners = self._owners(label, count)
         masks = {p: owners == p for p in range(self.n)}
         got = self.t.exchange(label, {p: [np.ascontiguousarray(win[masks[p]])] for p in self.t.peers},
                               self.t.peers)
-        mine = np.array(win[masks[self.party]], copy=True)
+        own = masks[self.party]
+        mine = np.array(win[own], copy=True)
         for p, arrays in got.items():
             if arrays[0].shape != mine.shape:
                 raise ProtocolError(f"peer {p} sent {arrays[0].shape} for mask recovery, expected {mine.shape}")
@@ -334,13 +419,19 @@ class Session:
         vals = decode(mine, in_frac)
         for o in ops:
             if o.op == "act":
-                vals = activate(o.params["kind"], vals)
+                slope = None
+                if o.params["kind"] == "prelu":
+                    sl = np.asarray(o.params["slope"], dtype=np.float64).reshape(-1)
+                    chan = (np.flatnonzero(own) // (ho * wo)) % c
+                    slope = (sl[chan] if sl.size > 1 else np.full(chan.size, sl[0]))[:, None]
+                vals = activate(o.params["kind"], vals, slope)
             elif o.op == "pool":
+                if valid is not None:
+                    vals = np.where(valid[own], vals, -np.inf)
                 vals = pool_windows(o.params["kind"], vals)[:, None]
         if vals.shape[1] != 1:  # no pooling: window of one element
             vals = vals[:, :1]
         out = np.zeros(count, dtype=np.uint64)
-        own = masks[self.party]
         value = encode(vals[:, 0], self.f)
         for p in self.t.peers:
             r = Prg(self.t.pair_key(p)).ring(label, count)
@@ -377,64 +468,111 @@ class Session:
               ) -> np.ndarray:
         """Feature-vector shares (B, D), ``f`` fractional bits, from input shares (B, C, H, W).
 
-        Runs the layers in order; consecutive act/pool layers form one mask-recovery block;
-        a linear layer whose input still carries f + weight bits is preceded by a truncation.
+        Runs the layers in order as a DAG (each reads ``layer_inputs``; a value is dropped after
+        its last reader). Each value carries its fractional bits: ``f`` after mask recovery,
+        ``f + w`` after a product with a weight. Per op:
+
+        * conv / linear (plaintext kernels: local; shared: one Beaver round), mulc (a public
+          constant, local): input truncated to ``f`` first (dealer truncation, exact with two
+          parties too), output ``f + w``;
+        * act / pool (max; avg on tiling windows): random mask recovery, one round, output ``f``;
+          an act read only by the following pool is fused with it;
+        * sumpool (window sums, the numerator of average pooling and global average pooling),
+          flatten: local, bits unchanged;
+        * add / concat of shared tensors: local; the input with fewer fractional bits is
+          shifted left (exact) to the other's.
         """
         if tuple(x.shape[1:]) != tuple(model.input_shape):
             raise InvalidInputError(f"input shares have shape {tuple(x.shape[1:])}, the model "
                                     f"expects {tuple(model.input_shape)}")
-        scale = self.f
-        i = 0
         layers = model.layers
-        while i < len(layers):
-            layer = layers[i]
-            if layer.op in ("conv", "linear"):
-                if scale != self.f:
-                    x = self.truncate(x, scale - self.f)
-                if layer.op == "conv":
-                    stride = int(layer.params.get("stride", 1))
-                    pad = int(layer.params.get("padding", 0))
+        reads = [layer_inputs(la, i) for i, la in enumerate(layers)]
+        last_use: dict[int, int] = {}
+        for i, ins in enumerate(reads):
+            for j in ins:
+                last_use[j] = i
+        vals: dict[int, tuple[np.ndarray, int]] = {-1: (x, self.f)}
+        wbits = model.weight_frac_bits
+        fused: set[int] = set()
+
+        def at_f(v: np.ndarray, sc: int) -> np.ndarray:
+            return self.truncate(v, sc - self.f, exact=True) if sc != self.f else v
+
+        for i, layer in enumerate(layers):
+            if i in fused:
+                continue
+            args = [vals[j] for j in reads[i]]
+            op = layer.op
+            out_index = i
+            if op == "conv":
+                v = at_f(*args[0])
+                spec = ConvSpec.from_params(layer.params)
+                if model.shared:
                     f = (masked_weights or {}).get(i)
                     label = self._weight_label(model, i) if f is not None else None
-                    if model.shared:
-                        x = self.conv_shared(x, layer.weight, layer.bias, stride, pad, f, label,
-                                             layer.cache.setdefault("beaver", {}))
-                    else:
-                        if "op" not in layer.cache:
-                            layer.cache["op"] = PublicOperand(layer.weight.reshape(layer.weight.shape[0], -1).T)
-                        x = self.conv_public(x, layer.weight, layer.bias, stride, pad, layer.cache["op"])
+                    y = self.conv_shared(v, layer.weight, layer.bias, f=f, b_label=label,
+                                         cache=layer.cache.setdefault("beaver", {}), spec=spec)
                 else:
-                    if x.ndim != 2:
-                        x = x.reshape(x.shape[0], -1)
-                    if model.shared:
-                        f = (masked_weights or {}).get(i)
-                        label = self._weight_label(model, i) if f is not None else None
-                        x = self.linear_shared(x, layer.weight, layer.bias, f, label,
-                                               layer.cache.setdefault("beaver", {}))
-                    else:
-                        if "op" not in layer.cache:
-                            layer.cache["op"] = PublicOperand(np.asarray(layer.weight, dtype=np.int64).T)
-                        x = self.linear_public(x, layer.weight, layer.bias, layer.cache["op"])
-                scale = self.f + model.weight_frac_bits
-                i += 1
-            elif layer.op == "flatten":
-                x = x.reshape(x.shape[0], -1)
-                i += 1
-            else:
-                j = i
-                while j < len(layers) and layers[j].op in ("act", "pool"):
-                    j += 1
-                block = layers[i:j]
-                if sum(1 for o in block if o.op == "pool") > 1:
-                    raise InvalidInputError("two pooling layers in a row are not supported; merge them")
-                squeeze = x.ndim == 2
+                    if "op" not in layer.cache:
+                        layer.cache["op"] = conv_prepare(np.asarray(layer.weight, dtype=np.int64), spec, public=True)
+                    y = self.conv_public(v, layer.weight, layer.bias, prepared=layer.cache["op"], spec=spec)
+                res = (y, self.f + wbits)
+            elif op == "linear":
+                v = at_f(*args[0])
+                if v.ndim != 2:
+                    v = v.reshape(v.shape[0], -1)
+                if model.shared:
+                    f = (masked_weights or {}).get(i)
+                    label = self._weight_label(model, i) if f is not None else None
+                    y = self.linear_shared(v, layer.weight, layer.bias, f, label, layer.cache.setdefault("beaver", {}))
+                else:
+                    if "op" not in layer.cache:
+                        layer.cache["op"] = PublicOperand(np.asarray(layer.weight, dtype=np.int64).T)
+                    y = self.linear_public(v, layer.weight, layer.bias, layer.cache["op"])
+                res = (y, self.f + wbits)
+            elif op == "mulc":
+                v = at_f(*args[0])
+                c = np.asarray(layer.weight, dtype=np.int64).view(np.uint64)
+                res = (v * c.reshape((1,) * (v.ndim - c.ndim) + c.shape) if c.ndim < v.ndim else v * c,
+                       self.f + wbits)
+            elif op == "flatten":
+                v, sc = args[0]
+                res = (v.reshape(v.shape[0], -1), sc)
+            elif op == "sumpool":
+                v, sc = args[0]
+                ps = PoolSpec(layer.params)
+                ho, wo = ps.out_hw(v.shape[2], v.shape[3])
+                y = np.zeros(v.shape[:2] + (ho, wo), dtype=np.uint64)
+                for _, _, view in _taps(v, *ps.kernel, ps.geom, ho, wo):
+                    y += view
+                res = (y, sc)
+            elif op in ("add", "concat"):
+                top = max(sc for _, sc in args)
+                parts = [v << np.uint64(top - sc) if sc != top else v for v, sc in args]
+                if op == "add":
+                    if parts[0].shape != parts[1].shape:
+                        raise InvalidInputError(f"layer {i}: add of shapes {parts[0].shape} and {parts[1].shape}")
+                    res = (parts[0] + parts[1], top)
+                else:
+                    res = (np.concatenate(parts, axis=int(layer.params.get("axis", 1))), top)
+            else:  # act / pool: one mask-recovery round
+                block = [layer]
+                if (op == "act" and i + 1 < len(layers) and layers[i + 1].op == "pool"
+                        and reads[i + 1] == [i] and last_use.get(i) == i + 1):
+                    block.append(layers[i + 1])
+                    fused.add(i + 1)
+                    out_index = i + 1
+                v, sc = args[0]
+                squeeze = v.ndim == 2
                 if squeeze:
-                    x = x.reshape(x.shape[0], x.shape[1], 1, 1)
-                x = self.mask_recover(x, scale, block)
-                if squeeze:
-                    x = x.reshape(x.shape[0], -1)
-                scale = self.f
-                i = j
-        if scale != self.f:
-            x = self.truncate(x, scale - self.f)
-        return x.reshape(x.shape[0], -1)
+                    v = v.reshape(v.shape[0], v.shape[1], 1, 1)
+                y = self.mask_recover(v, sc, block)
+                res = (y.reshape(y.shape[0], -1) if squeeze else y, self.f)
+            vals[out_index] = res
+            for j in set(reads[i]) | ({i} if out_index != i else set()):
+                if last_use.get(j, -2) <= out_index and j in vals and j != len(layers) - 1:
+                    del vals[j]
+        y, sc = vals[len(layers) - 1]
+        if sc != self.f:
+            y = self.truncate(y, sc - self.f)
+        return y.reshape(y.shape[0], -1)

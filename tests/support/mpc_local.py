@@ -55,7 +55,8 @@ class LocalCluster:
     """N in-process parties with a dealer: ``cluster.run(lambda session, party: ...)``."""
 
     def __init__(self, n_parties: int, transports: Sequence[Transport] | None = None,
-                 frac_bits: int = 16, truncation: str = "auto", timeout: float = 10.0) -> None:
+                 frac_bits: int = 16, truncation: str = "auto", timeout: float = 10.0,
+                 run_timeout: float = 60.0) -> None:
         self.n = n_parties
         self.transports = list(transports) if transports is not None else InProcessHub(n_parties, timeout).transports
         self.dealer = Dealer(n_parties)
@@ -64,6 +65,7 @@ class LocalCluster:
         self.frac_bits = frac_bits
         self.truncation = truncation
         self._count = 0
+        self.run_timeout = run_timeout  # a whole run (a large model's batch takes minutes)
 
     def run(self, fn: Callable[[Session, int], Any], session_id: str | None = None) -> list[Any]:
         self._count += 1
@@ -77,7 +79,7 @@ class LocalCluster:
             finally:
                 t.end(sid)
 
-        return run_parties(self.transports, body)
+        return run_parties(self.transports, body, self.run_timeout)
 
     def close(self) -> None:
         for t in self.transports:

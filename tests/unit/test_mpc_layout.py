@@ -17,4 +17,4 @@ def test_the_mpc_package_is_engine_node_client():
     assert _modules("engine") == {"__init__", "ring", "matmul", "beaver", "protocol", "transport", "channel",
                                   "recognition"}
     assert _modules("node") == {"__init__", "__main__", "node", "dealer", "store", "signing"}
-    assert _modules("client") == {"__init__", "terminal", "owner", "cluster", "audit"}
+    assert _modules("client") == {"__init__", "terminal", "owner", "cluster", "audit", "faces"}
