@@ -120,7 +120,7 @@ contract Handler is Fixture {
         bytes memory result = abi.encode("result", id);
         bytes memory sig = signResult(signer, c, result);
         bool legit = _legitimate(id, signer, c);
-        try transfer.submitResult(c, result, sig) {
+        try transfer.submitResult(c, result, "", bytes32(0), sig) {
             _ended(id, IBackboneExecution.Status.Completed);
             if (!legit) ++illegitimateCompletions;
         } catch {}
@@ -143,7 +143,7 @@ contract Handler is Fixture {
         (g.enclavePk, g.transferHash) = (pk, transferHash); // what the binding will hold if it succeeds
         bool legit = wasRequested && _legitimate(id, signer, c);
         vm.prank(node);
-        try backbone.deliverResult(c, bytes32("out"), result, sig) {
+        try backbone.deliverResult(c, bytes32("out"), result, "", bytes32(0), sig) {
             _ended(id, IBackboneExecution.Status.Completed);
             if (!legit) ++illegitimateCompletions;
         } catch {

@@ -80,7 +80,7 @@ contract LifecycleFuzzTest is Fixture {
         RequestBinding.ResultClaim memory c;
         vm.expectRevert(abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, caller, role));
         vm.prank(caller);
-        backbone.deliverResult(c, bytes32("o"), hex"01", hex"01");
+        backbone.deliverResult(c, bytes32("o"), hex"01", "", bytes32(0), hex"01");
         vm.expectRevert(abi.encodeWithSelector(IEnclaveTransfer.EnclaveTransferNotNode.selector, caller));
         vm.prank(caller);
         transfer.reportFailure(id, 1, "");
@@ -148,12 +148,12 @@ contract LifecycleFuzzTest is Fixture {
         result[0] = 0x42;
         bytes memory sig = signResult(ENCLAVE_PK, c, result);
         vm.prank(stranger); // anyone may relay a signed result
-        transfer.submitResult(c, result, sig);
+        transfer.submitResult(c, result, "", bytes32(0), sig);
         vm.assertEq(uint8(status(c.requestId)), uint8(IBackboneExecution.Status.Completed), "completed");
         vm.assertEq(transfer.lastSequence(enclave), c.sequence, "sequence");
         vm.expectRevert(abi.encodeWithSelector(
             IEnclaveTransfer.EnclaveTransferInvalidStatus.selector, c.requestId, uint8(IBackboneExecution.Status.Completed)));
-        transfer.submitResult(c, result, sig);
+        transfer.submitResult(c, result, "", bytes32(0), sig);
     }
 
     function testFuzz_submitResult_refuses_any_other_signer(uint256 pk) public {
@@ -162,7 +162,7 @@ contract LifecycleFuzzTest is Fixture {
         RequestBinding.ResultClaim memory c = _transferred(bytes32("c"), bytes32("k"));
         vm.expectRevert(abi.encodeWithSelector(
             IEnclaveTransfer.EnclaveTransferBadSignature.selector, c.requestId, enclave, vm.addr(pk)));
-        transfer.submitResult(c, hex"aa", signResult(pk, c, hex"aa"));
+        transfer.submitResult(c, hex"aa", "", bytes32(0), signResult(pk, c, hex"aa"));
     }
 
     function testFuzz_submitResult_malformed_or_high_s_signatures_recover_zero(bytes memory garbage) public {
@@ -170,11 +170,11 @@ contract LifecycleFuzzTest is Fixture {
         bytes memory twin = highSTwin(signResult(ENCLAVE_PK, c, hex"aa"));
         vm.expectRevert(abi.encodeWithSelector(
             IEnclaveTransfer.EnclaveTransferBadSignature.selector, c.requestId, enclave, address(0)));
-        transfer.submitResult(c, hex"aa", twin);
+        transfer.submitResult(c, hex"aa", "", bytes32(0), twin);
         vm.assume(garbage.length != 65);
         vm.expectRevert(abi.encodeWithSelector(
             IEnclaveTransfer.EnclaveTransferBadSignature.selector, c.requestId, enclave, address(0)));
-        transfer.submitResult(c, hex"aa", garbage);
+        transfer.submitResult(c, hex"aa", "", bytes32(0), garbage);
     }
 
     /// A result signed for another requester key (or any other claim field) does not match the
@@ -188,7 +188,7 @@ contract LifecycleFuzzTest is Fixture {
         if (field == 3) { vm.assume(other != c.transferHash); c.transferHash = other; }
         if (field == 4) { vm.assume(other != MODEL); c.modelId = other; }
         vm.expectRevert(); // EnclaveTransferBindingMismatch(requestId, stored, computed)
-        transfer.submitResult(c, hex"aa", signResult(ENCLAVE_PK, c, hex"aa"));
+        transfer.submitResult(c, hex"aa", "", bytes32(0), signResult(ENCLAVE_PK, c, hex"aa"));
         vm.assertEq(uint8(status(c.requestId)), uint8(IBackboneExecution.Status.Transferred), "unchanged");
     }
 
@@ -196,19 +196,19 @@ contract LifecycleFuzzTest is Fixture {
         RequestBinding.ResultClaim memory c = _transferred(bytes32("c"), bytes32("k"));
         len = bound(len, transfer.MAX_RESULT() + 1, transfer.MAX_RESULT() + 100);
         vm.expectRevert(abi.encodeWithSelector(IEnclaveTransfer.EnclaveTransferBadResultLength.selector, c.requestId, len));
-        transfer.submitResult(c, new bytes(len), hex"");
+        transfer.submitResult(c, new bytes(len), "", bytes32(0), hex"");
         vm.expectRevert(abi.encodeWithSelector(IEnclaveTransfer.EnclaveTransferBadResultLength.selector, c.requestId, 0));
-        transfer.submitResult(c, "", hex"");
+        transfer.submitResult(c, "", "", bytes32(0), hex"");
         uint64 seq = c.sequence;
         c.sequence = 0;
         vm.expectRevert(abi.encodeWithSelector(IEnclaveTransfer.EnclaveTransferZeroSequence.selector, c.requestId));
-        transfer.submitResult(c, hex"aa", signResult(ENCLAVE_PK, c, hex"aa"));
+        transfer.submitResult(c, hex"aa", "", bytes32(0), signResult(ENCLAVE_PK, c, hex"aa"));
         c.sequence = seq;
         uint40 deadline = backbone.request(c.requestId).deadline;
         vm.warp(uint256(deadline) + bound(late, 1, 365 days));
         vm.expectRevert(abi.encodeWithSelector(
             IEnclaveTransfer.EnclaveTransferDeadlinePassed.selector, c.requestId, deadline, block.timestamp));
-        transfer.submitResult(c, hex"aa", signResult(ENCLAVE_PK, c, hex"aa"));
+        transfer.submitResult(c, hex"aa", "", bytes32(0), signResult(ENCLAVE_PK, c, hex"aa"));
     }
 
     /// An enclave that signs correctly but no longer serves (revoked, expired, measurement
@@ -225,7 +225,7 @@ contract LifecycleFuzzTest is Fixture {
         }
         vm.expectRevert(abi.encodeWithSelector(
             IEnclaveTransfer.EnclaveTransferEnclaveNotServing.selector, MODEL, version, enclave));
-        transfer.submitResult(c, hex"aa", signResult(ENCLAVE_PK, c, hex"aa"));
+        transfer.submitResult(c, hex"aa", "", bytes32(0), signResult(ENCLAVE_PK, c, hex"aa"));
     }
 
     // ------------------------------------------------------------------ reportFailure, timeout
