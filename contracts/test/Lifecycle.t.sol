@@ -197,7 +197,8 @@ contract LifecycleFuzzTest is Fixture {
         len = bound(len, transfer.MAX_RESULT() + 1, transfer.MAX_RESULT() + 100);
         vm.expectRevert(abi.encodeWithSelector(IEnclaveTransfer.EnclaveTransferBadResultLength.selector, c.requestId, len));
         transfer.submitResult(c, new bytes(len), "", bytes32(0), hex"");
-        vm.expectRevert(abi.encodeWithSelector(IEnclaveTransfer.EnclaveTransferBadResultLength.selector, c.requestId, 0));
+        // neither an inline result nor a pointer with its commitment
+        vm.expectRevert(abi.encodeWithSelector(IEnclaveTransfer.EnclaveTransferBadResultPointer.selector, c.requestId, 0));
         transfer.submitResult(c, "", "", bytes32(0), hex"");
         uint64 seq = c.sequence;
         c.sequence = 0;
