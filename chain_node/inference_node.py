@@ -55,16 +55,17 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
 from splitseal.chain import Chain, Deployment, PendingTx
-from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.config import NodeConfig
+from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
+from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
 from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
-from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, check_input_shape as _check_shape, open_input
+from .inputs import MAX_INPUT_BYTES, BlobStore, InputProblem, open_input
+from .inputs import check_input_shape as _check_shape
 from .keeper import Keeper
 from .listener import LogPoller
 

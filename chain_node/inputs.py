@@ -17,10 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from splitseal.protocol.crypto import (TENSOR_DTYPES, X25519KeyPair, ecies_decrypt, ecies_encrypt, input_aad,
-                            keccak256, request_key_hash, tensor_header)
 from splitseal.errors import InvalidInputError
 from splitseal.protocol import FailureCode
+from splitseal.protocol.crypto import (
+    TENSOR_DTYPES,
+    X25519KeyPair,
+    ecies_decrypt,
+    ecies_encrypt,
+    input_aad,
+    keccak256,
+    request_key_hash,
+    tensor_header,
+)
 
 #: Largest input a node accepts (bytes of plaintext tensor): a 512x512x3 float32 image and then some.
 MAX_INPUT_BYTES = 8 * 1024 * 1024

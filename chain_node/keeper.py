@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+
 from eth_account.signers.local import LocalAccount
 
 from splitseal.chain import Chain, Deployment, LogDecoder, logs_with_topic0

@@ -65,8 +65,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import os
 import logging
+import os
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -75,9 +75,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from splitseal.errors import (EnclaveError, InvalidInputError, ModelError, SealingError,
-                              SplitsealError)
-
+from splitseal.errors import EnclaveError, InvalidInputError, ModelError, SealingError, SplitsealError
 from splitseal.protocol import FailureCode, crypto, eip712, wire
 from splitseal.protocol.result import SALT_BYTES, ResultClaim, encode_result_document, released_parts
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, decode_graph, read_parameter)
+from enclave.package import HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, decode_graph, read_parameter
 from splitseal.errors import ModelError, PackageFormatError, UnsupportedOperatorError
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import enum
 import struct
 
 from splitseal.errors import EnclaveError
-
 from splitseal.protocol.crypto import hkdf_sha256
+
 from .identity import EnclaveIdentity
 
 KEY_SALT = b"splitseal.keys.v1"

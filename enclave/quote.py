@@ -22,11 +22,9 @@ import logging
 import struct
 from dataclasses import dataclass
 
-
 from splitseal.errors import AttestationError, InvalidInputError
-from splitseal.protocol.crypto import keccak256
-
 from splitseal.protocol import eip712
+from splitseal.protocol.crypto import keccak256
 
 log = logging.getLogger(__name__)
 

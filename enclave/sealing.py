@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitseal.errors import SealingError
-
 from splitseal.protocol.crypto import DecryptionError, aead_decrypt, aead_encrypt, random_bytes
+
 from .keys import KeyDerivationError, KeyDeriver, KeyPolicy
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from splitseal.chain.artifacts import (BUILD_DIR, CONTRACTS, NODE_MODULES, SOURCES_DIR, library_sources,
-                                      sha256_hex, source_files)
+from splitseal.chain.artifacts import (
+    BUILD_DIR,
+    CONTRACTS,
+    NODE_MODULES,
+    SOURCES_DIR,
+    library_sources,
+    sha256_hex,
+    source_files,
+)
 from splitseal.config import PROJECT_ROOT
 from splitseal.errors import CompilationError
 

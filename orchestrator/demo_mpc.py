@@ -14,11 +14,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from splitseal.config import PROJECT_ROOT
-
 from mpc.client import cluster as cl
 from mpc.client.audit import subject_history
 from mpc.client.owner import SMALL_SPEC, load_onnx, random_model, recorded_threshold
+from splitseal.config import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 

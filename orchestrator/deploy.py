@@ -15,7 +15,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
-from splitseal.chain import Chain, Deployment, ZERO_ADDRESS, deployment_path, load_deployment
+from splitseal.chain import ZERO_ADDRESS, Chain, Deployment, deployment_path, load_deployment
 from splitseal.errors import DeploymentError
 
 log = logging.getLogger(__name__)

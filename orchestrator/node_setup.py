@@ -20,12 +20,12 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from chain_node.inference_node import BackboneUnavailable, EnclaveTarget, InferenceNode
-from splitseal.protocol.crypto import X25519KeyPair, keccak256
-from splitseal.config import Config
-from splitseal.errors import ConfigError, InvalidInputError, ModelError
-
 from splitseal.chain import Chain, Deployment
+from splitseal.config import Config
 from splitseal.enclave_client import EnclaveClient, EnclaveStatus, EnclaveUnavailableError
+from splitseal.errors import ConfigError, InvalidInputError, ModelError
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
+
 from .models.backbone import Backbone
 from .models.split import NODE_DIR
 

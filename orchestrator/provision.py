@@ -35,13 +35,11 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from enclave import quote as quote_mod
-
-from splitseal.protocol import crypto, eip712
 from enclave.package import decode_head_package, decode_index
-from splitseal.errors import AttestationError, InvalidInputError
-
 from splitseal.chain import Chain, Deployment
 from splitseal.enclave_client import Attestation, EnclaveClient
+from splitseal.errors import AttestationError, InvalidInputError
+from splitseal.protocol import crypto, eip712
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,11 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
-from splitseal.protocol import eip712
-from splitseal.protocol.result import InferenceResult, ResultClaim, open_result
-from splitseal.protocol.crypto import X25519KeyPair, keccak256
-from splitseal.errors import ChainError, InvalidInputError, SplitsealError
-from splitseal.protocol import FailureCode, RequestStatus
-
 from splitseal.chain import Chain, Deployment
+from splitseal.errors import ChainError, InvalidInputError, SplitsealError
+from splitseal.protocol import FailureCode, RequestStatus, eip712
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
+from splitseal.protocol.result import InferenceResult, ResultClaim, open_result
 
 #: Largest off-chain result a requester fetches (a result document of scores for 100k classes).
 MAX_RESULT_BLOB = 8 * 1024 * 1024

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.config import PROJECT_ROOT, Config
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
 
 if TYPE_CHECKING:
     from splitseal.chain import Chain, Deployment
     from splitseal.enclave_client import EnclaveProcess
+
     from .node_setup import NodeWiring
     from .requester import Requester
 
@@ -96,10 +97,10 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
                 model: str = DEMO_MODEL, rule: Path = DEMO_RULE, node: bool = True) -> Stack:
     """Steps 1–5 of the module doc: a system ready to serve requests."""
     from enclave.platform import quoting_key_address
-
     from splitseal.chain import connect
-    from .deploy import ensure_deployed
     from splitseal.enclave_client import EnclaveClient, EnclaveProcess
+
+    from .deploy import ensure_deployed
     from .models import load_model
     from .models.rule import load_rule
     from .models.split import split_model

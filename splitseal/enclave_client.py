@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .protocol import wire
 from splitseal.errors import EnclaveError, SealingError
 from splitseal.protocol.result import ResultClaim
+
+from .protocol import wire
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from mpc.engine.channel import Channel, Roster, connect, generate_identity, load_identity
 from mpc.node.node import ClusterInfo
-from mpc.node.signing import KIND, session_id as session_bytes, subject_id
+from mpc.node.signing import KIND, subject_id
+from mpc.node.signing import session_id as session_bytes
 from mpc.node.store import model_to_blobs
 from splitseal.errors import ChainError, InvalidInputError, ProtocolError, SplitsealError
 

@@ -38,10 +38,21 @@ import numpy as np
 from splitseal.errors import InvalidInputError, ProtocolError
 
 from .beaver import TripleProvider, resolve
-from .matmul import (ConvSpec, PublicOperand, RingOperand, _taps, conv_prepare, kernel_operand, ring_conv,
-                     ring_conv2d, ring_conv2d_public, ring_conv_public, ring_matmul, ring_matmul_public)
-from .ring import (Prg, decode, encode, truncate_local_2pc, truncate_with_dealer_finish,
-                   truncate_with_dealer_share)
+from .matmul import (
+    ConvSpec,
+    PublicOperand,
+    RingOperand,
+    _taps,
+    conv_prepare,
+    kernel_operand,
+    ring_conv,
+    ring_conv2d,
+    ring_conv2d_public,
+    ring_conv_public,
+    ring_matmul,
+    ring_matmul_public,
+)
+from .ring import Prg, decode, encode, truncate_local_2pc, truncate_with_dealer_finish, truncate_with_dealer_share
 from .transport import Transport
 
 log = logging.getLogger(__name__)

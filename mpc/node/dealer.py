@@ -16,11 +16,10 @@ import threading
 
 import numpy as np
 
-from splitseal.errors import InvalidInputError, ProtocolError, SplitsealError
-
 from mpc.engine.beaver import Dealer
 from mpc.engine.channel import Channel, Listener, load_identity
 from mpc.engine.transport import decode_frame
+from splitseal.errors import InvalidInputError, ProtocolError, SplitsealError
 
 from .node import ClusterInfo, reply
 

@@ -35,14 +35,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from splitseal.errors import InvalidInputError, ProtocolError, SplitsealError
-
 from mpc.engine.beaver import DEALER_WAIT, DealerTripleProvider
 from mpc.engine.channel import Channel, Listener, Roster, connect, load_identity
 from mpc.engine.protocol import Session
 from mpc.engine.recognition import AGGREGATOR, Decision, cosine_scores, decide_identify, decide_verify
 from mpc.engine.ring import to_bytes_u64
 from mpc.engine.transport import Frame, TcpTransport, decode_frame, encode_frame
+from splitseal.errors import InvalidInputError, ProtocolError, SplitsealError
 from splitseal.protocol.crypto import keccak256
 
 from .signing import sign_decision, sign_share_commitment

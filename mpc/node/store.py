@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from splitseal.errors import InvalidInputError
-
 from mpc.engine.protocol import Layer, NodeModel
+from splitseal.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from splitseal.protocol import eip712
-from splitseal.protocol.result import ResultClaim
-from splitseal.protocol.crypto import keccak256
-from splitseal.errors import InvalidInputError
-
 from splitseal.chain import Chain, Deployment
+from splitseal.errors import InvalidInputError
+from splitseal.protocol import eip712
+from splitseal.protocol.crypto import keccak256
+from splitseal.protocol.result import ResultClaim
 
 
 @dataclass

@@ -117,6 +117,7 @@ def cmd_request(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_model(args: argparse.Namespace, config: Config) -> int:
     from orchestrator.audit import Auditor, render_html, render_model
+
     from .enclave import parse_model_id
 
     chain, deployment = _open(args, config)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from splitseal.config import Config, ChainConfig
-from splitseal.errors import ChainError
-
 from splitseal.chain import AnvilNode, running_node, state_file
+from splitseal.config import ChainConfig, Config
+from splitseal.errors import ChainError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,9 +13,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli import group
 from splitseal.config import Config

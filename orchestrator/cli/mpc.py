@@ -127,8 +127,8 @@ def _up(args: argparse.Namespace, config: Config) -> int:
 def _connect(url: str, config: Config):
     from dataclasses import replace
 
-    from splitseal.chain import connect
     from orchestrator.deploy import ensure_deployed
+    from splitseal.chain import connect
 
     chain = connect(replace(config.chain, url=url), home=config.path(""))
     admin = chain.accounts[0]
@@ -136,8 +136,8 @@ def _connect(url: str, config: Config):
 
 
 def _client(config: Config):
-    from mpc.node.node import ClusterInfo
     from mpc.client import cluster as cl
+    from mpc.node.node import ClusterInfo
 
     state = _state(config)
     info = ClusterInfo.load(state)

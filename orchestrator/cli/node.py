@@ -8,10 +8,9 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 from splitseal.config import Config
 from splitseal.enclave_client import EnclaveUnavailableError
@@ -205,10 +204,10 @@ def load_input(path: str, shape: str | None) -> np.ndarray:
 
 
 def cmd_infer(args: argparse.Namespace, config: Config) -> int:
+    from orchestrator.requester import Requester
     from splitseal.protocol.crypto import X25519KeyPair
 
     from .enclave import parse_model_id
-    from orchestrator.requester import Requester
 
     x = load_input(args.input, args.shape)
     with open_chain(args, config) as chain:
@@ -247,9 +246,9 @@ def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: 
     """Refuse, before any money is spent, an input whose dtype or shape the registered backbone
     does not take (found among ``candidates`` by its registered hash); without a local copy of
     it, say that the shape was not checked."""
+    from chain_node.inference_node import BackboneUnavailable
     from chain_node.inputs import InputProblem, check_input_shape
     from orchestrator.node_setup import BackboneLibrary
-    from chain_node.inference_node import BackboneUnavailable
 
     if x.dtype.kind != "f":
         raise InvalidInputError(f"input dtype {x.dtype} is not a float type; the backbone takes float32")

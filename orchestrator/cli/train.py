@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from orchestrator.cli import group
 from splitseal.config import Config
 from splitseal.errors import InvalidInputError
-
-from orchestrator.cli import group
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from enclave.package import decode_head_package, decode_graph, decode_index
-from splitseal.protocol.crypto import keccak256
+from enclave.package import decode_graph, decode_head_package, decode_index
 from orchestrator.models import load_model
 from orchestrator.models.rule import load_rule
 from orchestrator.models.split import split_model
 from splitseal.errors import ModelError
+from splitseal.protocol.crypto import keccak256
 
 
 def _hex(b: bytes) -> str:

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from enclave.package import OUTPUT_POLICIES
-from splitseal.protocol.crypto import keccak256
 from splitseal.errors import ProtectionRuleError
+from splitseal.protocol.crypto import keccak256
 
 RULE_VERSION = 1
 KINDS = ("weights", "biases")

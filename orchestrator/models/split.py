@@ -22,9 +22,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,12 +34,20 @@ import onnx
 import onnx.utils
 
 from enclave.interpreter import OPERATORS, HeadInterpreter, node_problems, op_key
-from enclave.package import (HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, TensorSpec,
-                             build_parameter_blob, encode_graph, keccak256)
+from enclave.package import (
+    HeadGraph,
+    HeadPackage,
+    NodeSpec,
+    ParameterIndexTable,
+    TensorSpec,
+    build_parameter_blob,
+    encode_graph,
+    keccak256,
+)
 from orchestrator.models.backbone import Backbone, ort_session
-from splitseal.onnx_import import ImportedModel, ValueSpec, attributes
 from orchestrator.models.rule import ROLE_KIND, ProtectionRule, module_path
 from splitseal.errors import ModelError, ProtectionRuleError, UnsupportedOperatorError
+from splitseal.onnx_import import ImportedModel, ValueSpec, attributes
 
 logger = logging.getLogger(__name__)
 

@@ -11,11 +11,10 @@ graph is built from the very objects that were trained.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from typing import TYPE_CHECKING, Any
 
 from splitseal.errors import ModelError
 

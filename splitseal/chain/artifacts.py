@@ -23,7 +23,6 @@ from typing import Any
 from splitseal.config import PROJECT_ROOT
 from splitseal.errors import CompilationError
 
-
 log = logging.getLogger(__name__)
 
 CONTRACTS_DIR = PROJECT_ROOT / "contracts"

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+
 from tests.support import enclave_support as es
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]

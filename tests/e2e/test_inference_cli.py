@@ -33,10 +33,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from tests.support import enclave_support as es
 
 from splitseal.config import PROJECT_ROOT
 from splitseal.protocol import FailureCode
+from tests.support import enclave_support as es
 
 SPLITSEAL = [sys.executable, "-m", "orchestrator.cli"]
 MODEL_NAME = "cli-inference-canary"

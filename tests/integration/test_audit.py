@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import enclave_support as es
-from splitseal.protocol.crypto import X25519KeyPair
 from orchestrator.audit import Auditor, render_html, render_model, render_request
 from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 from orchestrator.requester import Requester
 from splitseal.config import Config
 from splitseal.errors import InvalidInputError
+from splitseal.protocol.crypto import X25519KeyPair
+from tests.support import enclave_support as es
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,21 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from tests.support.contract_kit import (COMPLETED, INLINE_INPUT_SIZE, REQUESTED, TIMED_OUT, TRANSFERRED, ZERO32,
-    ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts)
 from splitseal.protocol import DEFAULT_ADMIN_ROLE, NODE_ROLE
+from tests.support.contract_kit import (
+    COMPLETED,
+    INLINE_INPUT_SIZE,
+    REQUESTED,
+    TIMED_OUT,
+    TRANSFERRED,
+    ZERO32,
+    ZERO_ADDRESS,
+    EnclaveKey,
+    Kit,
+    make_kit_fixture,
+    rand32,
+    reverts,
+)
 
 kit = make_kit_fixture("chain", "deployment")
 

@@ -8,10 +8,21 @@ import os
 import pytest
 from eth_utils import keccak
 
-from tests.support.contract_kit import (COMPLETED, FAILED, REQUESTED, RESULT_SIZE, TIMED_OUT, TRANSFERRED,
-    ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts)
-from splitseal.protocol import NODE_ROLE
-from splitseal.protocol import eip712
+from splitseal.protocol import NODE_ROLE, eip712
+from tests.support.contract_kit import (
+    COMPLETED,
+    FAILED,
+    REQUESTED,
+    RESULT_SIZE,
+    TIMED_OUT,
+    TRANSFERRED,
+    ZERO_ADDRESS,
+    EnclaveKey,
+    Kit,
+    make_kit_fixture,
+    rand32,
+    reverts,
+)
 
 kit = make_kit_fixture("chain", "deployment")
 

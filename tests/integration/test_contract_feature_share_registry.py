@@ -7,9 +7,8 @@ from __future__ import annotations
 import pytest
 from eth_utils import keccak
 
+from splitseal.protocol import DEFAULT_ADMIN_ROLE, eip712
 from tests.support.contract_kit import ZERO32, ZERO_ADDRESS, Kit, make_kit_fixture, rand32, reverts
-from splitseal.protocol import DEFAULT_ADMIN_ROLE
-from splitseal.protocol import eip712
 
 kit = make_kit_fixture("chain", "deployment")
 VERIFY, IDENTIFY = 1, 2

@@ -4,13 +4,11 @@ arguments. Embedded chain; the end-to-end attestation path also on anvil (integr
 
 from __future__ import annotations
 
-
 import pytest
 
-from tests.support.contract_kit import ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts
-from splitseal.protocol import ATTESTATION_ADMIN_ROLE, DEFAULT_ADMIN_ROLE
 from enclave import quote as quote_mod
-from splitseal.protocol import eip712
+from splitseal.protocol import ATTESTATION_ADMIN_ROLE, DEFAULT_ADMIN_ROLE, eip712
+from tests.support.contract_kit import ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts
 
 kit = make_kit_fixture("chain", "deployment")
 

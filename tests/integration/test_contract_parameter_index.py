@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.contract_kit import ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts
 from splitseal.protocol import eip712
+from tests.support.contract_kit import ZERO32, ZERO_ADDRESS, EnclaveKey, Kit, make_kit_fixture, rand32, reverts
 
 kit = make_kit_fixture("chain", "deployment")
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitseal.protocol import crypto, eip712, wire
 from enclave.identity import load_identity
 from enclave.keys import KeyDeriver
 from enclave.platform import SimulatedPlatform
 from enclave.sealing import Sealer
 from splitseal.enclave_client import EnclaveClient, EnclaveRefusedError
+from splitseal.protocol import crypto, eip712, wire
 from tests.support import enclave_support as es
 
 pytestmark = pytest.mark.integration

@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from splitseal.protocol import NODE_ROLE, crypto, eip712
 from enclave.platform import SimulatedPlatform
-from splitseal.enclave_client import (EnclaveClient, EnclaveRefusedError, EnclaveSealingError,
-                                         EnclaveUnavailableError)
-from orchestrator.provision import (attest_enclave, provision_model, register_model_version,
-                                    restore_enclave, verify_quote)
+from orchestrator.provision import (
+    attest_enclave,
+    provision_model,
+    register_model_version,
+    restore_enclave,
+    verify_quote,
+)
+from splitseal.enclave_client import EnclaveClient, EnclaveRefusedError, EnclaveSealingError, EnclaveUnavailableError
 from splitseal.errors import AttestationError, ContractRevertError
+from splitseal.protocol import NODE_ROLE, crypto, eip712
 from tests.support import enclave_support as es
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,9 @@ import json
 import os
 from pathlib import Path
 
-
+from splitseal.protocol import eip712
 from tests.support import contract_kit
 from tests.support.contract_kit import Kit, rand32
-from splitseal.protocol import eip712
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "contracts" / "gas-snapshot.json"
 LIFECYCLE = ("BackboneExecution.requestInference", "BackboneExecution.deliverResult")

@@ -14,14 +14,13 @@ import pytest
 
 from chain_node.checkpoint import Stage
 from chain_node.inputs import BlobStore
-from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from orchestrator.audit import Auditor
 from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 from orchestrator.requester import Requester
 from splitseal.config import ChainConfig, Config, NodeConfig
 from splitseal.errors import ConfigError
 from splitseal.protocol import FailureCode, RequestStatus
-
+from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from tests.support import enclave_support as es
 
 

@@ -10,11 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.support import enclave_support as es
-from splitseal.protocol import crypto
-from splitseal.protocol.crypto import X25519KeyPair
 from enclave.platform import SimulatedPlatform
-from splitseal.enclave_client import EnclaveClient
 from orchestrator.models import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model
@@ -22,7 +18,10 @@ from orchestrator.node_setup import authorize_node, build_node, load_or_create_x
 from orchestrator.provision import attest_enclave, provision_model, register_model_version
 from orchestrator.requester import Requester
 from splitseal.config import Config
-from splitseal.protocol import RequestStatus
+from splitseal.enclave_client import EnclaveClient
+from splitseal.protocol import RequestStatus, crypto
+from splitseal.protocol.crypto import X25519KeyPair
+from tests.support import enclave_support as es
 
 RULE = b'version=1\n[split]\nat_node="head_fc"\n[protect]\nparameters=["head.*"]\n[output]\npolicy="label_scores"\n'
 

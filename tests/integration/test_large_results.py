@@ -24,7 +24,6 @@ from orchestrator.requester import Requester
 from splitseal.config import Config, NodeConfig
 from splitseal.protocol import RequestStatus
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
-
 from tests.support import enclave_support as es
 
 

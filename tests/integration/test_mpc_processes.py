@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpc.node.node import ClusterInfo
 from mpc.client import cluster as cl
 from mpc.client.audit import subject_history
 from mpc.client.owner import SMALL_SPEC, load_onnx, plain_forward, random_model
 from mpc.client.terminal import normalise
+from mpc.node.node import ClusterInfo
 from splitseal.errors import ProtocolError
 
 pytestmark = pytest.mark.integration
@@ -142,8 +142,8 @@ def test_enrol_verify_identify_match_plaintext_and_are_audited(two_node_cluster,
             assert h.enrolments[0].commitments == enrolled[name]
             assert len([d for d in h.decisions if d.kind == "verify"]) == len(probes)
         # a node can open its on-chain commitment with the salt and share it keeps; nothing else opens it
-        from mpc.node.store import NodeStore
         from mpc.client.audit import verify_share_opening
+        from mpc.node.store import NodeStore
         store = NodeStore(info.state_dir / "node-1" / "store.sqlite3")
         salt, commitment = store.salt_and_commitment(names[0])
         share = store.share(names[0])

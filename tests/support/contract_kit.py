@@ -18,10 +18,9 @@ import pytest
 from eth_utils import keccak
 
 from enclave import quote as quote_mod
-
+from splitseal.errors import ContractRevertError
 from splitseal.protocol import NODE_ROLE, eip712
 from splitseal.protocol.result import ResultClaim
-from splitseal.errors import ContractRevertError
 
 ZERO32 = bytes(32)
 ZERO_ADDRESS = "0x" + "00" * 20

@@ -16,14 +16,14 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from splitseal import protocol
-from splitseal.protocol import crypto
-from splitseal.protocol.result import open_result
 from enclave.platform import SimulatedPlatform
-from splitseal.enclave_client import EnclaveClient, EnclaveProcess, InferenceReply
 from orchestrator.models import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model
+from splitseal import protocol
+from splitseal.enclave_client import EnclaveClient, EnclaveProcess, InferenceReply
+from splitseal.protocol import crypto
+from splitseal.protocol.result import open_result
 
 RULE = b'version=1\n[split]\nat_node="head_fc"\n[protect]\nparameters=["head.*"]\n[output]\npolicy="label_scores"\n'
 IN_FEATURES, HIDDEN, CLASSES = 16, 12, 4

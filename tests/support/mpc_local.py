@@ -11,11 +11,10 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from splitseal.errors import ProtocolError
-
 from mpc.engine.beaver import Dealer, DealerTripleProvider
 from mpc.engine.protocol import Session
 from mpc.engine.transport import InProcessHub, Transport
+from splitseal.errors import ProtocolError
 
 if TYPE_CHECKING:
     from mpc.engine.transport import TcpTransport

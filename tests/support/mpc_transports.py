@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.mpc_local import tcp_mesh
 from mpc.engine.transport import InProcessHub, Transport
+from tests.support.mpc_local import tcp_mesh
 
 TRANSPORT_KINDS = ["inprocess", "tcp"]
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from orchestrator import compile as compile_mod
-
 from splitseal.chain import artifacts
 from splitseal.errors import CompilationError
 

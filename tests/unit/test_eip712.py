@@ -12,8 +12,8 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from splitseal.protocol import eip712
 from splitseal.errors import InvalidInputError
+from splitseal.protocol import eip712
 
 CHAIN_ID = 31337
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"

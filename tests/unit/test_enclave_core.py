@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from splitseal.protocol import crypto
 from enclave.core import EnclaveCore, EntryCallError, encode_result
-from splitseal.protocol.result import decode_result, open_result
 from enclave.identity import load_identity
 from enclave.platform import SimulatedPlatform
 from splitseal.errors import InvalidInputError, SealingError
+from splitseal.protocol import crypto
+from splitseal.protocol.result import decode_result, open_result
 
 MODEL = b"\x42" * 32
 REGISTRY = "0x" + "11" * 20
@@ -40,10 +40,10 @@ def test_result_policies():
 
 
 def _split(policy: str):
-    from tests.support import enclave_support as es
     from orchestrator.models import load_model
     from orchestrator.models.rule import parse_rule
     from orchestrator.models.split import split_model
+    from tests.support import enclave_support as es
 
     rule = es.RULE.replace(b'"label_scores"', f'"{policy}"'.encode())
     return es, split_model(load_model(es.canary_model().SerializeToString()), parse_rule(rule))
@@ -124,10 +124,10 @@ def test_unknown_calls_and_bad_arguments_are_refused(tmp_path):
 
 
 def test_a_package_that_does_not_fit_the_index_leaves_the_serving_head_untouched(tmp_path):
-    from tests.support.models_fixtures import small_cnn
     from orchestrator.models import load_model
     from orchestrator.models.rule import parse_rule
     from orchestrator.models.split import split_model
+    from tests.support.models_fixtures import small_cnn
 
     es, res = _split("label_scores")
     core = EnclaveCore(SimulatedPlatform(tmp_path / "p"), load_identity(), tmp_path)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from splitseal.protocol import crypto
 from splitseal.errors import InvalidInputError
+from splitseal.protocol import crypto
 
 MODEL = bytes(range(32))
 

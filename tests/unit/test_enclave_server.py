@@ -5,11 +5,11 @@ from __future__ import annotations
 import socket
 import struct
 
-from splitseal.protocol import wire
 from enclave.core import EnclaveCore
 from enclave.identity import load_identity
 from enclave.platform import SimulatedPlatform
 from enclave.server import EnclaveServer
+from splitseal.protocol import wire
 
 
 def _exchange(sock_path, data: bytes) -> dict:

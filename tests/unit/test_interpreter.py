@@ -12,10 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from enclave.interpreter import HeadInterpreter, apply_output_policy
-from enclave.package import (HeadGraph, HeadPackage, NodeSpec, TensorSpec, build_parameter_blob,
-                             encode_graph)
-from orchestrator.models.backbone import ort_session
+from enclave.package import HeadGraph, HeadPackage, NodeSpec, TensorSpec, build_parameter_blob, encode_graph
 from orchestrator.models import load_model
+from orchestrator.models.backbone import ort_session
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import head_to_graph, split_model
 from splitseal.errors import ModelError, PackageFormatError, UnsupportedOperatorError

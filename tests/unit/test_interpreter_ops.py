@@ -5,9 +5,9 @@ test id carries the draw number and the seed is ``SEED``)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-import onnx
 
 from tests.unit.test_interpreter import compare
 

@@ -126,8 +126,9 @@ def _package(model: onnx.ModelProto, lift: bool):
     graph, params = head_to_graph(imp, imp.model, [v.name for v in imp.inputs], "label_scores", {})
     if not params:
         params = [("unused", np.zeros(1, np.float32))]
-        from enclave.package import TensorSpec
         import dataclasses
+
+        from enclave.package import TensorSpec
         graph = dataclasses.replace(graph, parameters=(TensorSpec("unused", (1,), "float32"),))
     blob, index = build_parameter_blob(params)
     return HeadPackage(encode_graph(graph), blob), index, graph

@@ -12,8 +12,8 @@ import pytest
 
 from enclave.interpreter import HeadInterpreter
 from enclave.package import decode_head_package, decode_index
-from orchestrator.models.backbone import Backbone
 from orchestrator.models import load_model
+from orchestrator.models.backbone import Backbone
 from orchestrator.models.rule import load_rule
 from orchestrator.models.split import split_model
 from orchestrator.training.data import load_split

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from enclave.interpreter import HeadInterpreter
-from orchestrator.models.backbone import Backbone
 from orchestrator.models import load_model
+from orchestrator.models.backbone import Backbone
 from orchestrator.models.rule import load_rule
 from orchestrator.models.split import split_model
 from orchestrator.training.data import load_split

@@ -15,9 +15,9 @@ from eth_utils.crypto import keccak
 from enclave.interpreter import HeadInterpreter
 from enclave.package import HeadPackage, build_parameter_blob, decode_head_package, decode_index
 from orchestrator.cli import main as cli_main
+from orchestrator.models import load_model
 from orchestrator.models.backbone import Backbone
 from orchestrator.models.inspect import inspect_path, render
-from orchestrator.models import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import random_samples, split_model, verify_split
 from splitseal.errors import InvalidInputError, ModelError, ProtectionRuleError
@@ -131,8 +131,9 @@ def test_split_with_two_outputs_one_in_backbone_refused():
 
 
 def test_head_reading_the_model_input_refused():
-    from tests.support.models_fixtures import make_model
     from onnx import TensorProto, helper, numpy_helper
+
+    from tests.support.models_fixtures import make_model
     vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3])  # noqa: E731
     nodes = [helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
              helper.make_node("Add", ["g", "x"], ["y"], name="skip_from_input")]

@@ -8,10 +8,10 @@ import threading
 import numpy as np
 import pytest
 
-from mpc.node.dealer import DealerService
-from mpc.node.node import ClusterInfo, MpcNode
 from mpc.client.cluster import MpcClient, write_cluster
 from mpc.client.owner import SMALL_SPEC, node_models, random_model
+from mpc.node.dealer import DealerService
+from mpc.node.node import ClusterInfo, MpcNode
 from splitseal.errors import ProtocolError
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mpc.client.owner import BIG_SPEC, SMALL_SPEC, node_models, plain_forward, random_model
 from mpc.engine import ring
 from mpc.engine.beaver import Dealer, DealerTripleProvider, resolve
-from tests.support.mpc_local import LocalCluster, run_parties
 from mpc.engine.matmul import conv2d_float
 from mpc.engine.protocol import Layer
 from mpc.engine.transport import InProcessHub
-from mpc.client.owner import BIG_SPEC, SMALL_SPEC, node_models, plain_forward, random_model
 from splitseal.errors import ProtocolError
-
+from tests.support.mpc_local import LocalCluster, run_parties
 from tests.support.mpc_transports import TRANSPORT_KINDS, make_transports
 
 RNG = np.random.default_rng(11)

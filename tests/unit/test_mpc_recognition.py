@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from mpc.engine import ring
-from tests.support.mpc_local import LocalCluster
 from mpc.engine.recognition import cosine_scores, decide_identify, decide_verify
-
+from tests.support.mpc_local import LocalCluster
 from tests.support.mpc_transports import TRANSPORT_KINDS, make_transports
 
 RNG = np.random.default_rng(3)

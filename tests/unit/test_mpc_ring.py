@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from mpc.engine import ring
-from mpc.engine.matmul import (conv2d_float, ring_conv2d, ring_conv2d_public, ring_matmul,
-                                   ring_matmul_public)
+from mpc.engine.matmul import conv2d_float, ring_conv2d, ring_conv2d_public, ring_matmul, ring_matmul_public
 from splitseal.errors import InvalidInputError
 
 RNG = np.random.default_rng(7)

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
 from mpc.node.node import share_commitment
-from mpc.node.signing import (decision_digest, recover, share_commitment_digest, sign_decision,
-                                    sign_share_commitment, subject_id)
-
-import numpy as np
+from mpc.node.signing import (
+    decision_digest,
+    recover,
+    share_commitment_digest,
+    sign_decision,
+    sign_share_commitment,
+    subject_id,
+)
 
 CHAIN = {"chain_id": 31337, "registry": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "set_id": 3}
 DOMAIN_TYPES = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},

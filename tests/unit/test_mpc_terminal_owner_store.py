@@ -9,10 +9,10 @@ import zlib
 import numpy as np
 import pytest
 
-from mpc.engine import ring
-from mpc.node.store import NodeStore
 from mpc.client.owner import SMALL_SPEC, load_onnx, node_models, plain_forward, random_model
 from mpc.client.terminal import Terminal, normalise, read_image, write_pgm
+from mpc.engine import ring
+from mpc.node.store import NodeStore
 from splitseal.errors import InvalidInputError, ModelError, UnsupportedOperatorError
 
 RNG = np.random.default_rng(5)

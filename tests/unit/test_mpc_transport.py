@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from mpc.engine.channel import Listener, Roster, connect, generate_identity, load_identity
-from tests.support.mpc_local import run_parties
 from mpc.engine.transport import Frame, decode_frame, encode_frame
 from splitseal.errors import ProtocolError
-
+from tests.support.mpc_local import run_parties
 from tests.support.mpc_transports import TRANSPORT_KINDS, make_transports
 
 

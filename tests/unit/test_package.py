@@ -9,9 +9,21 @@ import numpy as np
 import pytest
 from eth_utils.crypto import keccak
 
-from enclave.package import (FORMAT_VERSION, HeadPackage, ParameterEntry, ParameterIndexTable,
-                             build_parameter_blob, decode_graph, decode_head_package, decode_index,
-                             encode_graph, merkle_proof, merkle_root, read_parameter, verify_merkle_proof)
+from enclave.package import (
+    FORMAT_VERSION,
+    HeadPackage,
+    ParameterEntry,
+    ParameterIndexTable,
+    build_parameter_blob,
+    decode_graph,
+    decode_head_package,
+    decode_index,
+    encode_graph,
+    merkle_proof,
+    merkle_root,
+    read_parameter,
+    verify_merkle_proof,
+)
 from orchestrator.models import load_model
 from orchestrator.models.rule import parse_rule
 from orchestrator.models.split import split_model

@@ -11,9 +11,8 @@ from eth_abi.packed import encode_packed
 from eth_utils import keccak
 
 from enclave import quote
-
-from splitseal.protocol import eip712
 from splitseal.errors import AttestationError, InvalidInputError
+from splitseal.protocol import eip712
 
 CHAIN_ID = 31337
 

@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from orchestrator.training.layers import (Conv2d, CosineClassifier, Flatten, Layer, Linear, MaxPool2d, ReLU,
-                                          Sequential, Softmax, softmax, softmax_cross_entropy)
+from orchestrator.training.layers import (
+    Conv2d,
+    CosineClassifier,
+    Flatten,
+    Layer,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    Softmax,
+    softmax,
+    softmax_cross_entropy,
+)
 from orchestrator.training.models import build, get_spec
 
 EPS = 1e-6
