@@ -146,6 +146,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
            "product_id": s.product_id, "security_version": s.security_version, "debug": s.debug,
            "encryption_key": "0x" + s.encryption_key.hex(), "quoting_key": s.quoting_key,
            "state_version": s.state_version, "restored": s.restored, "answered": s.answered,
+           "sequence": s.sequence, "process": s.process,
            "models": [{"model_id": "0x" + m["model_id"].hex(), "version": m["version"],
                        "state_version": m["state_version"], "serving": m["serving"]} for m in s.models]}
     _print(out, args.json, None)

@@ -42,6 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     status = mpc.add_parser("status", help="show the nodes and their enrolled subjects count")
     status.set_defaults(func=_status)
 
+    example = mpc.add_parser("example-image", help="write a held-out test digit as a PNG capture",
+                             description="Write one held-out test digit of a class as an 8-bit greyscale PNG, a "
+                                         "capture for the digits embedding model. Example: splitseal mpc "
+                                         "example-image --digit 3 --out alice.png; --index 1 gives another "
+                                         "sample of the same digit (a probe).")
+    example.add_argument("--digit", type=int, required=True, help="the class, 0..9")
+    example.add_argument("--index", type=int, default=0, help="which sample of that class (default 0)")
+    example.add_argument("--out", required=True, help="the .png file to write")
+    example.set_defaults(func=_example_image)
+
     enroll = mpc.add_parser("enroll", help="enrol a subject from a capture")
     enroll.add_argument("--subject", required=True)
     enroll.add_argument("image")
@@ -89,6 +99,24 @@ def _model(args: argparse.Namespace, config: Config):
         raise InvalidInputError(f"embedding model {path} not found; train it (`splitseal model train`), "
                                 "pass --model, or use --random small")
     return load_onnx(path), path
+
+
+def _example_image(args: argparse.Namespace, config: Config) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from orchestrator.training import load_split
+
+    if not 0 <= args.digit <= 9:
+        raise InvalidInputError(f"--digit must be 0..9, got {args.digit}")
+    _, _, x_test, y_test = load_split()
+    samples = x_test[y_test == args.digit]
+    if not 0 <= args.index < len(samples):
+        raise InvalidInputError(f"--index must be 0..{len(samples) - 1} for digit {args.digit}")
+    pixels = np.clip(np.asarray(samples[args.index]).reshape(samples.shape[-2:]) * 255.0, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels, mode="L").save(args.out, format="PNG")
+    print(f"wrote {args.out}: digit {args.digit}, sample {args.index}, {pixels.shape[1]}x{pixels.shape[0]} greyscale")
+    return 0
 
 
 def _default_threshold(model_path: Path | None) -> float:

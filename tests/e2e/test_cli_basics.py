@@ -37,3 +37,22 @@ def test_help_loads_no_chain_or_model_library():
             "print(sorted(m for m in ('eth_account', 'web3', 'onnx', 'onnxruntime', 'eth_tester') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_example_inputs_for_the_step_by_step(tmp_path, capsys):
+    """The README's step-by-step makes its inputs with these commands; the files they write are
+    what `infer --input` and the MPC terminal read."""
+    import numpy as np
+
+    from mpc.client.terminal import read_image
+    from orchestrator.cli import main as cli
+    from splitseal.config import PROJECT_ROOT
+
+    assert cli(["model", "example-input", str(PROJECT_ROOT / "models" / "digits_classifier.onnx"),
+                "--out", str(tmp_path / "image.npy")]) == 0
+    x = np.load(tmp_path / "image.npy")
+    assert x.shape == (1, 16, 16) and x.dtype == np.float32
+    assert cli(["mpc", "example-image", "--digit", "3", "--out", str(tmp_path / "alice.png")]) == 0
+    assert cli(["mpc", "example-image", "--digit", "3", "--index", "99999", "--out", str(tmp_path / "x.png")]) == 2
+    assert "wrote" in capsys.readouterr().out
+    assert np.asarray(read_image(tmp_path / "alice.png")).shape[-2:] == (16, 16)
