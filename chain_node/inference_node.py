@@ -499,7 +499,8 @@ class InferenceNode:
         times.delivery_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
         self._finish(request_id, Stage.COMPLETED, "")
         self.stats.completed += 1
-        log.info("request_id=%d stage=completed", request_id)
+        log.info("request_id=%d stage=completed backbone_ms=%.1f enclave_ms=%.1f delivery_ms=%.1f tx=%s", request_id,
+                 times.backbone * 1e3, times.enclave * 1e3, times.delivery_tx * 1e3, pending.tx_hash.hex()[:18])
 
     # --- outcomes ------------------------------------------------------------------------
 

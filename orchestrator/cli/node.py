@@ -106,7 +106,14 @@ def cmd_node_run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _node_run(args: argparse.Namespace, config: Config, requested: threading.Event) -> int:
+    import logging
+
     from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key, require_node_role
+
+    # an operator sees every request the node serves or fails, without -v
+    node_logger = logging.getLogger("chain_node")
+    if node_logger.getEffectiveLevel() > logging.INFO:
+        node_logger.setLevel(logging.INFO)
 
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
     key_path = Path(args.input_key) if args.input_key else state_dir / "input.key"

@@ -269,6 +269,7 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
                                     "--wait", "--json", "--timeout", "60").stdout)
         assert second["status"] == "COMPLETED" and second["label"] == _plain_label(plain, x2)
         assert node.poll() is None, node_log.read_text()
+        assert "stage=completed backbone_ms=" in node_log.read_text(), node_log.read_text()[-2000:]
 
         # 3. the audit trail
         audit = json.loads(cli.run("audit", "request", str(first["requestId"]), *chain, "--json").stdout)
