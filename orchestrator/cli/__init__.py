@@ -46,6 +46,64 @@ rejected); 2 a usage or input error (fix the command, the config or the file); 3
 (the chain, the enclave, a node or the cluster failed or cannot be reached; retry)."""
 
 
+#: One example per command, shown under its --help (tests/e2e/test_cli_basics.py parses each).
+EXAMPLES = {
+    "compile": "splitseal compile --check",
+    "chain up": "splitseal chain up --port 8545",
+    "chain down": "splitseal chain down",
+    "chain status": "splitseal chain status",
+    "deploy": "splitseal deploy --chain anvil --json",
+    "model split": "splitseal model split models/digits_classifier.onnx --rule rules/digits_classifier.toml "
+                   "--out var/split --dataset digits",
+    "model inspect": "splitseal model inspect models/digits_classifier.onnx --rule rules/digits_classifier.toml",
+    "model example-input": "splitseal model example-input models/digits_classifier.onnx --out image.npy",
+    "model train": "splitseal model train --model digits_classifier",
+    "model provision": "splitseal model provision var/split --model-id digits --register --allow-measurement "
+                       "--chain anvil",
+    "enclave serve": "splitseal enclave serve",
+    "enclave attest": "splitseal enclave attest --chain anvil",
+    "enclave status": "splitseal enclave status --json",
+    "enclave restore": "splitseal enclave restore --chain anvil",
+    "node run": "splitseal node run --chain anvil --backbone var/split/node --authorize",
+    "node keeper": "splitseal node keeper --chain anvil --once",
+    "infer": "splitseal infer --chain anvil --model digits --input image.npy --wait",
+    "mpc up": "splitseal mpc up --chain anvil --parties 2",
+    "mpc down": "splitseal mpc down",
+    "mpc status": "splitseal mpc status",
+    "mpc example-image": "splitseal mpc example-image --digit 3 --out alice.png",
+    "mpc enroll": "splitseal mpc enroll --subject alice alice.png",
+    "mpc verify": "splitseal mpc verify --subject alice probe.png",
+    "mpc identify": "splitseal mpc identify probe.png",
+    "mpc audit": "splitseal mpc audit alice --json",
+    "mpc node run": "splitseal mpc node run --state-dir var/mpc --party 0",
+    "audit request": "splitseal audit request 1 --chain http://127.0.0.1:8545 --registry 0xREGISTRY",
+    "audit model": "splitseal audit model digits --chain anvil --html report.html",
+    "audit enclave": "splitseal audit enclave 0xENCLAVE --chain anvil --socket var/enclave/enclave.sock",
+    "audit subject": "splitseal audit subject alice --chain anvil",
+    "demo": "splitseal demo --chain anvil --requests 50",
+}
+
+
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, parser, its one-line help) of every leaf command, in --help order."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                found = list(commands(child, (*path, name)))
+                yield from found or [(" ".join((*path, name)), child, helps.get(name) or "")]
+            return
+
+
+def _explain(parser: argparse.ArgumentParser) -> None:
+    """Every command gets a description (its help, where it has none) and its example."""
+    for path, child, help_text in commands(parser):
+        child.description = child.description or (help_text[:1].upper() + help_text[1:] + ".")
+        if path in EXAMPLES:
+            child.epilog = f"example:\n  {EXAMPLES[path]}\n\n{EPILOG}"
+            child.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def exit_status(exc: SplitsealError) -> int:
     """The status for an error: input and configuration errors are usage errors."""
     from splitseal.errors import ConfigError, InvalidInputError, ModelError
@@ -72,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for area in _AREAS:
         importlib.import_module(f"orchestrator.cli.{area}").register(sub)
+    _explain(parser)
     return parser
 
 

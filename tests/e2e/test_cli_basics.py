@@ -56,3 +56,18 @@ def test_example_inputs_for_the_step_by_step(tmp_path, capsys):
     assert cli(["mpc", "example-image", "--digit", "3", "--index", "99999", "--out", str(tmp_path / "x.png")]) == 2
     assert "wrote" in capsys.readouterr().out
     assert np.asarray(read_image(tmp_path / "alice.png")).shape[-2:] == (16, 16)
+
+
+def test_every_command_explains_itself_with_an_example_that_parses():
+    import shlex
+
+    from orchestrator.cli import EXAMPLES, build_parser, commands
+
+    parser = build_parser()
+    found = {path: child for path, child, _ in commands(parser)}
+    assert set(found) == set(EXAMPLES), set(found) ^ set(EXAMPLES)
+    for path, child in found.items():
+        assert child.description and child.epilog and EXAMPLES[path] in child.epilog, path
+        argv = shlex.split(EXAMPLES[path])[1:]
+        assert argv[: len(path.split())] == path.split(), path
+        assert getattr(parser.parse_args(argv), "func", None) is not None, path
