@@ -55,7 +55,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from splitseal.chain import Chain, Deployment, PendingTx
+from splitseal.chain import Chain, Deployment, PendingTx, event_topic
 from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
@@ -178,8 +178,7 @@ class InferenceNode:
     def setup(self) -> "InferenceNode":
         """Subscribe to pushed requests where the chain pushes them (anvil's WebSocket, the
         embedded chain in-process); elsewhere the loop polls."""
-        topic = self.deployment.backbone_execution.events.InferenceRequested().topic
-        topic = topic if isinstance(topic, str) else "0x" + bytes(topic).hex()
+        topic = event_topic(self.deployment.backbone_execution, "InferenceRequested")
         # with confirmations, pushed logs only wake the loop; the poll decides what is buried
         on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
         self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,

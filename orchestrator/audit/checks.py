@@ -380,9 +380,15 @@ class Auditor:
                    if any(c.name == "open only until its deadline" and not c.ok for c in r.checks)]
         audit.checks.append(Check("no request left open past its deadline", not overdue,
                                   f"overdue: {overdue[:20]}" if overdue else "none"))
+        # every enclave's delivered answers are in the lifecycle events read above, all models included
+        delivered: dict[str, list[int]] = {}
+        for history in by_request.values():
+            for e in history:
+                if e.name == "ResultSubmitted":
+                    delivered.setdefault(str(e.args["enclave"]).lower(), []).append(int(e.args["sequence"]))
         results = {str(e.args["enclave"]) for r in audit.requests for e in r.events if e.name == "ResultSubmitted"}
         for enclave in sorted(results):
-            audit.checks.append(self.enclave_answers(enclave).check())
+            audit.checks.append(EnclaveAnswers(enclave, sorted(delivered.get(enclave.lower(), []))).check())
         audit.checks.append(Check("every completed request verifies",
                                   all(r.verified for r in audit.requests if r.status == "COMPLETED"),
                                   f"{sum(r.status == 'COMPLETED' for r in audit.requests)} completed, "

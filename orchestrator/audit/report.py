@@ -20,6 +20,8 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from orchestrator import version
+
 from .checks import AuditEvent, ModelAudit, RequestAudit
 
 _STATUS_CLASS = {"COMPLETED": "completed", "FAILED": "failed", "TIMED_OUT": "failed"}
@@ -27,15 +29,6 @@ _STATUS_CLASS = {"COMPLETED": "completed", "FAILED": "failed", "TIMED_OUT": "fai
 
 def _utc(ts: int | float) -> str:
     return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("splitseal")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _e(value: Any) -> str:
@@ -153,7 +146,7 @@ tr.open td.status{{background:#fff1c6;color:#850}} .verdict{{font-size:1.3em;pad
 <tr><th>verdict</th><td><span class="verdict {'ok' if audit.verified else 'bad'}" id="verdict">{verdict}</span></td></tr>
 <tr><th>chain id</th><td>{audit.chain_id}</td></tr>
 <tr><th>blocks</th><td>{audit.from_block} to {audit.to_block}</td></tr>
-<tr><th>report made</th><td>{_utc(now)} by splitseal {_e(_version())}</td></tr>
+<tr><th>report made</th><td>{_utc(now)} by splitseal {_e(version())}</td></tr>
 <tr><th>requests</th><td>{len(reqs)}: {_e(stats)}</td></tr>
 </table>
 <h2>Contracts</h2><table><tr><th>contract</th><th>address</th></tr>{contracts}</table>

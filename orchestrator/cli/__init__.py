@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Sequence
 
+from orchestrator import version
 from splitseal.config import load_config
 from splitseal.errors import SplitsealError
 
@@ -111,20 +112,11 @@ def exit_status(exc: SplitsealError) -> int:
     return EXIT_USAGE if isinstance(exc, (ConfigError, InvalidInputError, ModelError)) else EXIT_RUNTIME
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("splitseal")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitseal", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Confidential, auditable ML inference orchestrated by smart contracts.")
-    parser.add_argument("--version", action="version", version=f"splitseal {_version()}")
+    parser.add_argument("--version", action="version", version=f"splitseal {version()}")
     parser.add_argument("--config", help="TOML configuration file (default: $SPLITSEAL_CONFIG)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
@@ -20,37 +21,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     from . import group
 
     audit = group(sub, "audit", "rebuild and verify histories from on-chain events alone")
-    p = audit.add_parser("request", help="one inference request: every stage, signature, enclave, hash chain")
+    def command(name: str, help: str, func: Any) -> argparse.ArgumentParser:
+        """An audit command: the chain, where its deployment comes from, --json."""
+        p = audit.add_parser(name, help=help)
+        add_chain_option(p)
+        _add_deployment_options(p)
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("request", "one inference request: every stage, signature, enclave, hash chain", cmd_request)
     p.add_argument("request_id", type=int)
-    add_chain_option(p)
-    _add_deployment_options(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_request)
-
-    p = audit.add_parser("model", help="a model: registration, split hashes, enclaves, provisioning, requests")
+    p = command("model", "a model: registration, split hashes, enclaves, provisioning, requests", cmd_model)
     p.add_argument("model", help="model id (0x-prefixed bytes32) or model name")
-    add_chain_option(p)
-    _add_deployment_options(p)
-    p.add_argument("--json", action="store_true")
     p.add_argument("--html", default=None, help="also write an HTML report (timeline, latency and gas plots)")
-    p.set_defaults(func=cmd_model)
-
-    p = audit.add_parser("enclave", help="an enclave's answers: the numbers delivered on-chain and any gaps "
-                                         "(answers given off the record)")
+    p = command("enclave", "an enclave's answers: the numbers delivered on-chain and any gaps "
+                           "(answers given off the record)", cmd_enclave)
     p.add_argument("enclave", help="the enclave's address")
     p.add_argument("--socket", default=None,
                    help="also ask the running enclave how many answers it issued (its socket)")
-    add_chain_option(p)
-    _add_deployment_options(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_enclave)
-
-    p = audit.add_parser("subject", help="an MPC subject: enrolment commitments and co-signed decisions")
+    p = command("subject", "an MPC subject: enrolment commitments and co-signed decisions", cmd_subject)
     p.add_argument("subject", help="subject id (0x-prefixed bytes32) or the subject's name")
-    add_chain_option(p)
-    _add_deployment_options(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_subject)
 
 
 def _add_deployment_options(p: argparse.ArgumentParser) -> None:

@@ -33,7 +33,7 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from splitseal.config import ChainConfig
-from splitseal.errors import ChainError, ConfigError
+from splitseal.errors import ChainError, ConfigError, ContractRevertError
 
 from .artifacts import all_artifacts, load_artifact
 from .revert import ErrorDecoder
@@ -221,15 +221,10 @@ class Chain(ABC):
         except ChainError:
             raise
         except Exception as exc:  # noqa: BLE001 - web3, transport and backend errors
-            data = self._revert_data(exc)
-            if data is None and self._reverted(exc):
-                data = self._replay(_call_tx(fn, sender), block)
-            if data is None:
-                if "revert" in str(exc).lower():
-                    data = self._replay(_call_tx(fn, sender), block)
-                if data is None:
-                    raise ChainError(f"{fn.fn_name}: estimating its gas failed: {exc}") from exc
-            raise self.errors.error(data, fn.fn_name) from None
+            # nodes answer eth_estimateGas for a revert with a bare message more often than with data
+            error = self._failure(exc, fn, sender, block, "estimating its gas failed",
+                                  replay_on_message="revert" in str(exc).lower())
+            raise error from (None if isinstance(error, ContractRevertError) else exc)
 
     def call(self, fn: ContractFunction, *, sender: str | None = None, block: int | str = "latest") -> Any:
         """Call a view (or simulate a transaction); reverts are decoded."""
@@ -240,12 +235,19 @@ class Chain(ABC):
         except ChainError:
             raise
         except Exception as exc:  # noqa: BLE001 - web3, transport and backend errors
-            data = self._revert_data(exc)
-            if data is None and self._reverted(exc):
-                data = self._replay(_call_tx(fn, sender), block)
-            if data is None:
-                raise ChainError(f"{fn.fn_name}: the call failed: {exc}") from exc
-            raise self.errors.error(data, fn.fn_name) from None
+            error = self._failure(exc, fn, sender, block, "the call failed")
+            raise error from (None if isinstance(error, ContractRevertError) else exc)
+
+    def _failure(self, exc: Exception, fn: ContractFunction, sender: str | None, block: int | str, what: str, *,
+                 replay_on_message: bool = False) -> ChainError:
+        """The error a failed call or estimate raises: the decoded revert (replaying the call when
+        the failure says it reverted without the data), else a :class:`ChainError` saying ``what``."""
+        data = self._revert_data(exc)
+        if data is None and (self._reverted(exc) or replay_on_message):
+            data = self._replay(_call_tx(fn, sender), block)
+        if data is None:
+            return ChainError(f"{fn.fn_name}: {what}: {exc}")
+        return self.errors.error(data, fn.fn_name)
 
     def _reverted(self, exc: BaseException) -> bool:
         """``exc`` says the call reverted, without its data (replay to learn it)."""

@@ -20,6 +20,7 @@ from splitseal.errors import DeploymentError
 
 from .artifacts import load_artifact
 from .client import Chain
+from .logs import event_topic
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def discover_deployment(chain: Chain, registry: str, *, from_block: int = 0) -> 
     if not chain.code(registry):
         raise DeploymentError(f"no contract at {registry} on chain {chain.chain_id}")
     backbone = chain.contract("BackboneExecution", registry)  # for its event ABI only
-    linked = chain.logs(None, [_topic(backbone.events.EnclaveTransferLinked().topic)], from_block, None)
+    linked = chain.logs(None, [event_topic(backbone, "EnclaveTransferLinked")], from_block, None)
     found: dict[str, Any] = {}
     for raw in linked:
         candidate = chain.contract("BackboneExecution", raw["address"])
@@ -150,7 +151,7 @@ def discover_deployment(chain: Chain, registry: str, *, from_block: int = 0) -> 
         raise DeploymentError(f"no BackboneExecution linked to the ModelRegistry at {registry} was found "
                               "in the chain's logs; give the operator's record with --deployment FILE")
     index = chain.contract("ParameterIndex", registry)
-    for raw in chain.logs(None, [_topic(index.events.IndexPublished().topic)], from_block, None):
+    for raw in chain.logs(None, [event_topic(index, "IndexPublished")], from_block, None):
         candidate = chain.contract("ParameterIndex", raw["address"])
         try:
             if chain.call(candidate.functions.modelRegistry()).lower() == registry.lower():
@@ -165,7 +166,3 @@ def discover_deployment(chain: Chain, registry: str, *, from_block: int = 0) -> 
                       parameter_index=found.get("ParameterIndex", chain.contract("ParameterIndex", ZERO_ADDRESS)),
                       backbone_execution=found["BackboneExecution"], enclave_transfer=found["EnclaveTransfer"],
                       feature_share_registry=zero, reused=True)
-
-
-def _topic(topic: Any) -> str:
-    return topic if isinstance(topic, str) else "0x" + bytes(topic).hex()

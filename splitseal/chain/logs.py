@@ -72,3 +72,13 @@ def _word(value: bytes | int | str) -> bytes:
         return bytes(12) + bytes.fromhex(value[2:] if value.startswith("0x") else value)
     value = bytes(value)
     return value if len(value) == 32 else bytes(32 - len(value)) + value
+
+
+def hex_topic(topic: bytes | str) -> str:
+    """A log topic as lower-case 0x hex: web3 hands over bytes, a WebSocket push text."""
+    return (topic if isinstance(topic, str) else "0x" + bytes(topic).hex()).lower()
+
+
+def event_topic(contract: Contract, event: str) -> str:
+    """topic0 of ``event`` of ``contract``, as :func:`hex_topic` writes it."""
+    return hex_topic(getattr(contract.events, event)().topic)
