@@ -9,9 +9,10 @@ float64 BLAS (exact while every partial sum stays below 2^53) and recombine mod 
   in 3 BLAS calls (each product below 2^44 k, two of equal weight summed: below 2^53); for
   512 < k <= 2^19, 4 limbs of 16 bits, the 10 products in 4 calls. Exact either way.
 * :func:`ring_matmul_public` (shares times a *public* small signed integer matrix, e.g. plaintext
-  kernels encoded in fixed point): 4 limbs of the shares times the signed weights, one BLAS call
-  on the stacked limbs. Exact while ``2^16 * k * max|w| < 2^53``; checked, with a fallback that
-  also splits the weights.
+  kernels encoded in fixed point): 3 limbs (22/21/21 bits) of the shares where
+  ``2^22 * k * max|w| < 2^53``, else 4 of 16 bits while ``2^16 * k * max|w| < 2^53``, times the
+  signed weights in one BLAS call on the stacked limbs; checked per weight matrix, with a
+  fallback that also splits the weights.
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ class PublicOperand:
         self.shape = w.shape
         wmax = float(np.max(np.abs(w))) if w.size else 0.0
         self.fast = 65536.0 * w.shape[0] * max(wmax, 1.0) < _EXACT
+        #: limbs per share element: 3 (22/21/21 bits) where a 22-bit limb times the weights stays
+        #: exact, else 4 of 16 bits
+        self.count = 3 if float(1 << 22) * w.shape[0] * max(wmax, 1.0) < _EXACT else 4
         self.wf = w.astype(np.float64) if self.fast else None
 
 
@@ -151,8 +155,8 @@ def ring_matmul_public(a: np.ndarray, w: "np.ndarray | PublicOperand") -> np.nda
     m, k = a.shape
     if not op.fast:
         return ring_matmul(a, op.w.view(np.uint64))
-    stacked = _limb_stack(a).reshape(4 * m, k)  # (4m, k)
-    return _combine_limb_products(stacked @ op.wf, m)  # (4m, n) exact integers, recombined
+    stacked = _ring_limbs(a, op.count).reshape(op.count * m, k)  # (count m, k)
+    return _combine_limb_products(stacked @ op.wf, m)  # (count m, n) exact integers, recombined
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, padding: int = 0) -> tuple[np.ndarray, int, int]:
@@ -176,10 +180,13 @@ def _cols_to_map(y: np.ndarray, b: int, ho: int, wo: int) -> np.ndarray:
 
 
 def _combine_limb_products(prod: np.ndarray, m: int) -> np.ndarray:
-    """Sum (4m, n) float products of limb i (rows i*m..) times 2^(16 i), mod 2^64."""
+    """Sum (c*m, n) float products of limb i (rows i*m..) times its weight, mod 2^64: 2^(16 i)
+    for c = 4 limbs, :data:`_SHIFTS3` for 3 (the count read from the shape)."""
+    count = prod.shape[0] // m
+    shifts = _SHIFTS3 if count == 3 else tuple(_LIMB * i for i in range(4))
     out = _f2u(prod[:m])
-    for i in range(1, 4):
-        out += _f2u(prod[i * m:(i + 1) * m]) << np.uint64(_LIMB * i)
+    for i in range(1, count):
+        out += _f2u(prod[i * m:(i + 1) * m]) << np.uint64(shifts[i])
     return out
 
 
@@ -197,7 +204,7 @@ def ring_conv2d_public(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: i
     if not op.fast:
         cols, ho, wo = im2col(x, kh, kw, stride, padding)
         return _cols_to_map(ring_matmul_public(cols, op), b, ho, wo)
-    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    limbs = _ring_limbs(x, op.count).reshape(op.count * b, *x.shape[1:])
     cols, ho, wo = im2col(limbs, kh, kw, stride, padding)  # (4 * b*ho*wo, C*kh*kw), float64
     m = b * ho * wo
     return _cols_to_map(_combine_limb_products(cols @ op.wf, m), b, ho, wo)
@@ -375,7 +382,7 @@ def ring_conv_public(x: np.ndarray, w: np.ndarray, spec: ConvSpec, prepared=None
     if not op.fast:
         cols, ho, wo = im2col_spec(x, kh, kw, spec)
         return _cols_to_map(ring_matmul_public(cols, op), b, ho, wo)
-    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    limbs = _ring_limbs(x, op.count).reshape(op.count * b, *x.shape[1:])
     cols, ho, wo = im2col_spec(limbs, kh, kw, spec)
     return _cols_to_map(_combine_limb_products(cols @ op.wf, b * ho * wo), b, ho, wo)
 

@@ -85,10 +85,17 @@ def test_ring_matmul_exact(k):
 
 def test_ring_matmul_public_exact_and_fallback():
     a = RNG.integers(0, 2 ** 64, (20, 300), dtype=np.uint64)
-    small = RNG.integers(-2 ** 20, 2 ** 20, (300, 9)).astype(np.int64)
+    from mpc.engine.matmul import PublicOperand
+
+    small = RNG.integers(-2 ** 20, 2 ** 20, (300, 9)).astype(np.int64)  # 3 limbs of the shares
+    mid = RNG.integers(-2 ** 26, 2 ** 26, (300, 9)).astype(np.int64)  # 4 limbs of 16 bits
     big = RNG.integers(-2 ** 40, 2 ** 40, (300, 9)).astype(np.int64)  # takes the fallback
-    for w in (small, big):
+    assert [(PublicOperand(w).count, PublicOperand(w).fast) for w in (small, mid, big)] == \
+        [(3, True), (4, True), (4, False)]
+    for w in (small, mid, big):
         assert np.array_equal(ring_matmul_public(a, w).astype(object), _exact(a, w))
+        assert np.array_equal(ring_matmul_public(np.full((2, 300), 2 ** 64 - 1, dtype=np.uint64), w).astype(object),
+                              _exact(np.full((2, 300), 2 ** 64 - 1, dtype=np.uint64), w))
 
 
 def test_conv_on_shares_matches_float():
