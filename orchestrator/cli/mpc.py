@@ -1,8 +1,8 @@
 """`splitseal mpc ...`: the MPC feature-share cluster on loopback.
 
 IMAGE arguments: a ``.npy`` array (2-D gray, 3-D C x H x W or H x W x C; integers are divided by
-their type's maximum, floats above 1 by 255), an 8/16-bit non-interlaced ``.png``, or a ``.pgm``
-(P2/P5). The terminal normalises it to the model's input size and rejects blank or constant
+their type's maximum, floats above 1 by 255), or an image Pillow reads: PNG (grey, palette, RGB(A),
+8 or 16 bit), JPEG, PGM/PPM. The terminal normalises it to the model's input size and rejects blank or constant
 captures before anything is shared.
 
 With ``mpc up --chain anvil`` (or a URL), the cluster's node set is registered in

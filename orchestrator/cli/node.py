@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_chain_option(p)
     p.add_argument("--model", required=True, help="model id (0x-prefixed bytes32) or model name")
     p.add_argument("--version", type=int, default=None, help="model version (default: latest)")
-    p.add_argument("--input", required=True, help=".npy array, or an image file (PNG/PGM) with --shape")
+    p.add_argument("--input", required=True, help=".npy array, or an image file (PNG, JPEG, PGM) with --shape")
     p.add_argument("--shape", default=None, help="C,H,W the image is normalised and resized to")
     p.add_argument("--backbone", action="append", default=[],
                    help="the model's public backbone (file or split node directory; repeatable; default "
@@ -193,7 +193,7 @@ def cmd_node_keeper(args: argparse.Namespace, config: Config) -> int:
 
 def load_input(path: str, shape: str | None) -> np.ndarray:
     """A .npy array as stored, or an image normalised to 0..1 and resized to ``shape`` (C,H,W)."""
-    from mpc.client.terminal import normalise, read_image  # PNG / PGM reader shared with the MPC terminal
+    from mpc.client.terminal import normalise, read_image  # the image reader (Pillow) shared with the MPC terminal
 
     image = read_image(path)
     if Path(path).suffix.lower() == ".npy":
