@@ -46,9 +46,13 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InvalidInputError(f"image {path} does not exist (or is not a file)")
     if path.suffix.lower() == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
+            array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise InvalidInputError(f"image {path} is not a readable .npy array ({exc})") from None
+        if array.dtype.kind not in "biuf":
+            raise InvalidInputError(f"image {path}: its values are not numeric (dtype {array.dtype}); give "
+                                    "pixel values as integers or floats")
+        return array
     from PIL import Image, UnidentifiedImageError  # loaded with the first image, not for --help
 
     try:

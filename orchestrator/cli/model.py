@@ -80,8 +80,12 @@ def _samples(args: argparse.Namespace, imported: "ImportedModel") -> tuple[Any, 
             arr = np.load(args.inputs, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"--inputs {args.inputs}: cannot read a .npy array ({exc})") from None
+        if arr.dtype.kind not in "biuf":
+            raise InvalidInputError(f"--inputs {args.inputs}: its values are not numeric (dtype {arr.dtype})")
         return arr.astype(np.float32), f"inputs from {args.inputs}"
-    if args.random:
+    if args.random is not None:
+        if args.random < 1:
+            raise InvalidInputError(f"--random needs at least 1 input, got {args.random}")
         return random_samples(imported, args.random), f"{args.random} seeded random inputs"
     digits = _digits_inputs(imported)
     if digits is not None:
@@ -122,7 +126,10 @@ def cmd_example_input(args: argparse.Namespace, config: Config) -> int:
                                 "for the digits models only (give your own .npy of the model's input shape)")
     if not 0 <= args.index < len(samples):
         raise InvalidInputError(f"--index must be 0..{len(samples) - 1}")
-    np.save(args.out, samples[args.index])
+    try:
+        np.save(args.out, samples[args.index])
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {args.out} ({exc.strerror or exc}); give a writable --out") from None
     spec = imported.inputs[0]
     shape = list(samples[args.index].shape)
     declared = ["N" if d is None else d for d in spec.shape]

@@ -298,4 +298,5 @@ def _node_run(args: argparse.Namespace, config: Config) -> int:
 
     if not args.dealer and args.party is None:
         raise InvalidInputError("give --party I (or --dealer)")
-    return run_service(args.state_dir or _state(config), args.party, args.dealer)
+    return run_service(args.state_dir or _state(config), args.party, args.dealer,
+                       events=(lambda name, **fields: event(args, name, **fields)) if args.json else None)

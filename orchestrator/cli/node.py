@@ -210,7 +210,7 @@ def load_input(path: str, shape: str | None) -> np.ndarray:
 
     image = read_image(path)
     if Path(path).suffix.lower() == ".npy":
-        return image
+        return _check_values(image)
     if not shape:
         raise InvalidInputError(f"{path} is an image: give the model's input shape with --shape C,H,W "
                                 "(`splitseal model inspect` shows it)")
@@ -220,7 +220,16 @@ def load_input(path: str, shape: str | None) -> np.ndarray:
         dims = ()
     if len(dims) != 3 or min(dims) <= 0:
         raise InvalidInputError(f"--shape {shape!r} is not C,H,W (three positive integers)")
-    return normalise(image, dims)
+    return _check_values(normalise(image, dims).astype(np.float32))
+
+
+def _check_values(x: np.ndarray) -> np.ndarray:
+    """An input the backbone can take: floats, non-empty, finite (checked before any chain call)."""
+    if x.dtype.kind != "f":
+        raise InvalidInputError(f"input dtype {x.dtype} is not a float type; the backbone takes float32")
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise InvalidInputError("input must be a non-empty array of finite numbers (no NaN or Inf)")
+    return x
 
 
 def cmd_infer(args: argparse.Namespace, config: Config) -> int:
@@ -267,10 +276,7 @@ def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: 
     from chain_node.inputs import InputProblem, check_input_shape
     from orchestrator.node_setup import BackboneLibrary
 
-    if x.dtype.kind != "f":
-        raise InvalidInputError(f"input dtype {x.dtype} is not a float type; the backbone takes float32")
-    if x.size == 0 or not np.all(np.isfinite(x)):
-        raise InvalidInputError("input must be a non-empty array of finite numbers (no NaN or Inf)")
+    _check_values(x)
     library = BackboneLibrary(chain, deployment, [])
     for path in candidates:
         if path.exists():
