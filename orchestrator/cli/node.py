@@ -114,6 +114,10 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
     if node_logger.getEffectiveLevel() > logging.INFO:
         node_logger.setLevel(logging.INFO)
 
+    missing = [b for b in args.backbone if not Path(b).exists()]
+    if missing:  # before the chain: nothing to serve
+        raise InvalidInputError(f"--backbone {missing[0]} does not exist; give a split directory or its "
+                                "backbone.onnx (`splitseal model split` writes them)")
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
     key_path = Path(args.input_key) if args.input_key else state_dir / "input.key"
     if args.input_key and not key_path.exists():

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.cli import EXIT_NEGATIVE, EXIT_RUNTIME, EXIT_USAGE, main
+from orchestrator.cli import EXIT_RUNTIME, EXIT_USAGE, main
 from splitseal.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -218,16 +218,17 @@ def live(tmp_path_factory):
 LIVE_CASES = [
     (["audit", "request", "999"], EXIT_USAGE, "request 999"),
     (["audit", "request", "-1"], EXIT_USAGE, "request"),
-    (["audit", "model", "no-such-model"], EXIT_NEGATIVE, None),  # a finding: nothing registered
+    (["audit", "model", "no-such-model"], EXIT_USAGE, "not registered"),
     (["audit", "model", "0x" + "zz" * 32], EXIT_USAGE, "hex"),
     (["audit", "subject", "0x" + "zz" * 32], EXIT_USAGE, "not hex"),
-    (["audit", "request", "1", "--registry", "0xnotanaddress"], EXIT_USAGE, "address"),
+    (["audit", "request", "1", "--registry", "0xnotanaddress"], EXIT_USAGE, "not an address"),
     (["audit", "request", "1", "--registry", "0x" + "12" * 20], EXIT_USAGE, "ModelRegistry"),
     (["audit", "request", "1", "--deployment", "{bad_deployment.json}"], EXIT_USAGE, "bad_deployment.json"),
     (["audit", "request", "1", "--deployment", "{missing}"], EXIT_USAGE, "missing.npy"),
     (["infer", "--model", "no-such-model", "--input", "{wrong_shape.npy}"], EXIT_USAGE, "not registered"),
     (["enclave", "attest"], EXIT_RUNTIME, "no.sock"),
     (["node", "run", "--backbone", "{missing}"], EXIT_USAGE, "missing.npy"),
+    (["audit", "request", "1", "--deployment", "{keystore.json}"], EXIT_USAGE, "not a deployment record"),
     (["node", "run", "--backbone", "{not.onnx}", "--input-key", "{missing}"], EXIT_USAGE, "--input-key"),
 ]
 
