@@ -151,13 +151,13 @@ def orl_images(root: Path | None = None, subjects: int = 40, per_subject: int = 
 
 def example_capture(person: str, photo: int = 1, root: Path | None = None) -> tuple[np.ndarray, str]:
     """One ORL photo as 8-bit grey pixels (H x W) and its name, e.g. ("s3", 2) -> "s3/2"."""
-    if not available(root):
-        raise InvalidInputError(f"the face data is missing from {root or cache_dir()}; run scripts/setup "
-                                "(python -m mpc.client.faces fetch)")
     if not (person.startswith("s") and person[1:].isdigit() and 1 <= int(person[1:]) <= 40):
         raise InvalidInputError(f"an ORL person is s1..s40, not {person!r}")
     if not 1 <= photo <= 10:
-        raise InvalidInputError(f"an ORL person has photos 1..10, not {photo}")
+        raise InvalidInputError(f"an ORL person has photos 1..10 (--index), not {photo}")
+    if not available(root):
+        raise InvalidInputError(f"the face data is missing from {root or cache_dir()}; run scripts/setup "
+                                "(python -m mpc.client.faces fetch)")
     path = (root or cache_dir()) / ORL_DIR / person / f"{photo}.pgm"
     return np.clip(np.rint(read_pgm(path)), 0, 255).astype(np.uint8), f"{person}/{photo}"
 
