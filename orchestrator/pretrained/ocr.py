@@ -33,6 +33,7 @@ from splitseal.errors import InvalidInputError, ModelError
 WHEEL, WHEEL_VERSION = "rapidocr-onnxruntime", "1.4.4"
 MODEL_IN_WHEEL = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 MODEL_FILE = "ppocrv4_rec.onnx"
+RULE = Path(__file__).resolve().parents[2] / "rules" / "ppocrv4_rec.toml"
 CHARACTER_KEY = "character"
 HEIGHT, WIDTH = 48, 320
 #: Index of the CTC blank in PaddleOCR's character list (``CTCLabelDecode``: blank first).
