@@ -166,3 +166,21 @@ def test_the_rule_cuts_the_real_recogniser_before_its_last_block():
     assert result.crossing == ["swish_16.tmp_0"] and result.head_graph.output_policy == "ctc_greedy"
     assert {p.key for p in onnx.load_from_string(result.backbone_bytes).metadata_props} == {ocr.CHARACTER_KEY}
     assert result.verification.max_abs_diff_interpreter <= result.verification.tolerance
+
+
+def test_infer_prints_the_decoded_text_of_every_row_and_the_indices_without_a_character_list():
+    from orchestrator.cli.node import outcome_document, render_outcome
+    from orchestrator.requester import InferenceOutcome, _set_prediction
+    from splitseal.protocol import RequestStatus
+
+    out = InferenceOutcome(request_id=9, status=RequestStatus.COMPLETED, enclave="0xE",
+                           transactions={"result": "0x1"}, latency={"end_to_end": 0.5})
+    _set_prediction(out, decode_result(encode_result_document("ctc_greedy", sequences=[[1, 3, 2], [2]],
+                                                              salt=bytes(16))))
+    assert out.sequences == [[1, 3, 2], [2]] and out.label is None and out.features is None
+    doc = json.loads(json.dumps(outcome_document(out, characters=["", "a", "b", " "])))
+    assert doc["rows"] == 2 and doc["texts"] == ["a b", "b"] and doc["text"] == "a b"
+    text = render_outcome(doc)
+    assert "text: 'a b'" in text and "text: 'b'" in text and "row 1:" in text
+    bare = render_outcome(outcome_document(out))
+    assert "no character list" in bare and "1 3 2" in bare
