@@ -18,7 +18,7 @@ from pathlib import Path
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
-from .output import emit, event
+from .output import emit, event, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -141,11 +141,14 @@ def _up(args: argparse.Namespace, config: Config) -> int:
     state = _state(config)
     if args.chain == "embedded":
         raise ConfigError("the embedded chain lives inside one process; use --chain anvil or a URL")
+    progress(f"starting the dealer and {parties} nodes, installing the model "
+             f"({'weights as shares mod 2^64' if args.mode == 'shared' else 'plaintext kernels'})")
     info = cl.up(state, model, parties=parties, shared=args.mode == "shared", host=config.mpc.host,
                  threshold=threshold, frac_bits=config.mpc.fractional_bits, base_port=config.mpc.base_port)
     if args.chain:
         chain, deployment, admin = _connect(args.chain, config)
         client = cl.MpcClient(info)
+        progress("registering the node set in FeatureShareRegistry")
         try:
             set_id = cl.register_node_set(chain, deployment.feature_share_registry, client.addresses(), admin)
         finally:
@@ -189,6 +192,12 @@ def _client(config: Config):
     return cl.MpcClient(info, binding)
 
 
+def _steps(client) -> str:
+    """What an enrolment or a recognition does, for its progress line."""
+    where = " and recording the result on-chain" if client.chain else ""
+    return f"sharing the capture among {len(client.channels)} nodes, computing feature shares{where}"
+
+
 def _down(args: argparse.Namespace, config: Config) -> int:
     from mpc.client.cluster import down
 
@@ -215,6 +224,7 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
+    progress(f"{_steps(client)}; enrolling {args.subject!r}")
     try:
         r = client.enroll(args.subject, image)
     finally:
@@ -239,6 +249,7 @@ def _verify(args: argparse.Namespace, config: Config) -> int:
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
+    progress(f"{_steps(client)}; comparing with {args.subject!r}")
     try:
         r = client.verify(args.subject, image, args.threshold)
     finally:
@@ -252,6 +263,7 @@ def _identify(args: argparse.Namespace, config: Config) -> int:
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
+    progress(f"{_steps(client)}; comparing with every enrolled subject")
     try:
         r = client.identify(image, args.threshold)
     finally:

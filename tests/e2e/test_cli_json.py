@@ -41,10 +41,11 @@ def test_every_leaf_command_accepts_json():
         assert ("JSON lines" in flags["--json"].help) == (path in LONG_RUNNING), path
 
 
-def _json(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = 0) -> Any:
+def _json(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = 0, progress: str = "") -> Any:
     got = main([*argv, "--json"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert got == status, out
+    assert progress in err, err  # progress goes to stderr, so stdout stays one document
     return json.loads(out)
 
 
@@ -63,14 +64,14 @@ def test_offline_commands_print_their_documents(tmp_path, capsys, monkeypatch):
     inspected = _json([*base, "model", "inspect", str(MODEL), "--rule", str(RULE)], capsys)
     assert inspected["parameters"] and not inspected.get("problems")
     split = _json([*base, "model", "split", str(MODEL), "--rule", str(RULE), "--out", str(tmp_path / "s"),
-                   "--random", "4"], capsys)
+                   "--random", "4"], capsys, progress="... verifying backbone + head = model on the 4 seeded")
     assert split["backbone"]["hash"].startswith("0x") and split["head"]["package_file"] == "head.pkg"
     assert _json([*base, "chain", "down"], capsys) == {"stopped": False, "pid": None}
     trained = _json([*base, "model", "train", "--model", "digits_classifier", "--max-iters", "2", "--out",
                      str(tmp_path / "m"), "--no-progress"], capsys, status=1)  # two iterations miss the target
     (record,) = trained["models"]
     assert record["model"] == "digits_classifier" and not record["meets_target"] and Path(record["path"]).exists()
-    deployed = _json([*base, "deploy"], capsys)  # the embedded chain; its note goes to stderr
+    deployed = _json([*base, "deploy"], capsys, progress="... deploying ModelRegistry (1/5)")  # note: stderr
     assert set(deployed["contracts"]) == CONTRACTS
 
 
@@ -127,9 +128,10 @@ def test_every_command_in_json_on_anvil(tmp_path: Path) -> None:
     def argv(*args: str) -> list[str]:
         return [*SPLITSEAL, "--config", str(config), *args, "--json"]
 
-    def run(*args: str, status: int = 0) -> Any:
+    def run(*args: str, status: int = 0, progress: str = "") -> Any:
         proc = subprocess.run(argv(*args), env=env, capture_output=True, text=True, timeout=180)
         assert proc.returncode == status, f"{args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+        assert progress in proc.stderr, proc.stderr
         return json.loads(proc.stdout)  # stdout is the document alone, whatever went to stderr
 
     background: list[Background] = []
@@ -155,7 +157,7 @@ def test_every_command_in_json_on_anvil(tmp_path: Path) -> None:
         split_dir = tmp_path / "split"
         split = run("model", "split", str(MODEL), "--rule", str(RULE), "--out", str(split_dir))
         provisioned = run("model", "provision", str(split_dir), *chain, "--model-id", "json-digits",
-                          "--register", "--allow-measurement")
+                          "--register", "--allow-measurement", progress="... the enclave decrypts and verifies the index")
         assert provisioned["serving"] and provisioned["version"] == 1 and provisioned["enclave"] == ready["address"]
         assert split["head"]["package_file"] == "head.pkg"
 
@@ -195,7 +197,8 @@ def test_every_command_in_json_on_anvil(tmp_path: Path) -> None:
         try:
             run("mpc", "example-image", "--digit", "4", "--out", str(tmp_path / "alice.png"))
             run("mpc", "example-image", "--digit", "4", "--index", "1", "--out", str(tmp_path / "probe.png"))
-            enrolled = run("mpc", "enroll", "--subject", "alice", str(tmp_path / "alice.png"))
+            enrolled = run("mpc", "enroll", "--subject", "alice", str(tmp_path / "alice.png"),
+                           progress="... sharing the capture among 2 nodes, computing feature shares and recording")
             assert enrolled["subject"] == "alice" and len(enrolled["commitments"]) == 2 and enrolled["tx"]
             verified = run("mpc", "verify", "--subject", "alice", str(tmp_path / "probe.png"))
             assert verified["kind"] == "verify" and verified["accepted"] and verified["tx"]
