@@ -66,6 +66,7 @@ NO_CHAIN_CASES = [
     (["no-such-command"], EXIT_USAGE, "invalid choice"),
     # configuration
     (["--config", "{bad.toml}", "chain", "status"], EXIT_USAGE, "bad.toml"),
+    (["--config", "{tmp}", "chain", "status"], EXIT_USAGE, "Is a directory"),
     (["--config", "{missing}", "chain", "status"], EXIT_USAGE, "missing.npy"),
     # inputs of `infer`, refused before any chain is contacted
     (["infer", "--chain", DEAD_URL, "--model", "m", "--input", "{missing}"], EXIT_USAGE, "does not exist"),
@@ -94,12 +95,16 @@ NO_CHAIN_CASES = [
     (["model", "split", MODEL, "--rule", RULE, "--out", "{tmp}/s", "--inputs", "{wrong_shape.npy}"],
      EXIT_USAGE, "shape"),
     (["model", "split", MODEL, "--rule", RULE, "--out", "{tmp}/s", "--random", "0"], EXIT_USAGE, "--random"),
+    (["model", "split", "{tmp}", "--rule", RULE, "--out", "{tmp}/s"], EXIT_USAGE, "Is a directory"),
+    (["model", "split", MODEL, "--rule", "{tmp}", "--out", "{tmp}/s"], EXIT_USAGE, "Is a directory"),
+    (["model", "split", MODEL, "--rule", RULE, "--out", "{good.png}/s", "--random", "2"], EXIT_USAGE, "good.png"),
     (["model", "inspect", "{not.onnx}"], EXIT_USAGE, "not.onnx"),
     (["model", "inspect", "{missing}"], EXIT_USAGE, "missing.npy"),
     (["model", "example-input", "{not.onnx}", "--out", "{tmp}/x.npy"], EXIT_USAGE, "not.onnx"),
     (["model", "example-input", MODEL, "--out", "{nodir}"], EXIT_USAGE, "cannot write"),
     (["model", "example-input", MODEL, "--out", "{tmp}/x.npy", "--index", "-1"], EXIT_USAGE, "--index"),
     (["model", "train", "--max-iters", "0"], EXIT_USAGE, "--max-iters"),
+    (["model", "train", "--model", "digits_classifier", "--out", "{good.png}"], EXIT_USAGE, "good.png"),
     (["model", "provision", "{tmp}", "--model-id", "m", "--chain", DEAD_URL], EXIT_USAGE, "not a split directory"),
     (["model", "provision", "{missing}", "--model-id", "m"], EXIT_USAGE, "not a split directory"),
     # the enclave
