@@ -288,8 +288,8 @@ contract ModelRegistryFuzzTest is Fixture {
         registry.registerEnclave(forged, r.enclave, r.encryptionKey, r.nonce, r.signature);
         // any byte of the signed body changed: the quoting key's signature no longer matches
         bytes memory tampered = r.quote;
-        uint256 at = bound(flip, 0, 391);
-        tampered[at] = bytes1(uint8(tampered[at]) ^ 0x01);
+        uint256 position = bound(flip, 0, 391);
+        tampered[position] = bytes1(uint8(tampered[position]) ^ 0x01);
         bytes memory body = new bytes(392);
         bytes memory quoteSig = new bytes(65);
         for (uint256 i = 0; i < 392; ++i) body[i] = tampered[i];
