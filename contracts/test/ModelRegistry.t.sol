@@ -77,6 +77,8 @@ contract ModelRegistryFuzzTest is Fixture {
 
     // --------------------------------------------------------------------------- constructor
 
+    /// forge-config: default.fuzz.runs = 64
+    /// @dev 64 runs: each deploys a registry (2.6M gas), the rest of the input space is small.
     function testFuzz_constructor_refuses_a_zero_admin_and_pins_a_nonzero_key(address key) public {
         vm.expectRevert(abi.encodeWithSelector(Roles.AccessControlZeroAccount.selector, bytes32(0)));
         new ModelRegistry(address(0), key);
@@ -277,6 +279,8 @@ contract ModelRegistryFuzzTest is Fixture {
         registry.registerEnclave(r.quote, address(0), r.encryptionKey, r.nonce, r.signature);
     }
 
+    /// forge-config: default.fuzz.runs = 64
+    /// @dev 64 runs: each deploys a registry (2.6M gas), the rest of the input space is small.
     function testFuzz_registerEnclave_needs_the_pinned_quoting_key(uint256 otherPk, uint256 flip) public {
         otherPk = boundKey(otherPk);
         vm.assume(otherPk != QUOTING_PK);
