@@ -61,6 +61,7 @@ from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
+from splitseal.protocol.hybrid import is_manifest as is_hybrid_manifest
 from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
@@ -415,6 +416,9 @@ class InferenceNode:
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
         ciphertext = self._fetch_input(ev)
+        if is_hybrid_manifest(ciphertext):
+            # its input is in shares at the MPC nodes; their relay serves it (chain_node.hybrid)
+            raise BackboneUnavailable(f"request {request_id} is a hybrid request, served by an MPC node set")
         x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
                        ciphertext)
         backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
