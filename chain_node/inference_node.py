@@ -85,6 +85,10 @@ class BackboneUnavailable(SplitsealError):
     """This node holds no backbone for a request's model version (another node may)."""
 
 
+class HybridRequest(BackboneUnavailable):
+    """A hybrid request: its input is in shares at MPC nodes, whose relay serves it (chain_node.hybrid)."""
+
+
 class EnclaveEndpoint(Protocol):
     """What the node needs of an enclave (``splitseal.enclave_client.EnclaveClient``; ``status``
     and ``restore_state`` are optional: without them the node does not restore the enclave)."""
@@ -373,7 +377,8 @@ class InferenceNode:
             self._fail(request_id, problem.code, str(problem))
         except BackboneUnavailable as exc:
             # leave the request to a node that serves this model; it times out if none does
-            log.warning("request_id=%d skipped: %s", request_id, exc)
+            log.log(logging.INFO if isinstance(exc, HybridRequest) else logging.WARNING,
+                    "request_id=%d skipped: %s", request_id, exc)
             self.stats.skipped += 1
             self._finish(request_id, Stage.SKIPPED, str(exc))
         except ContractRevertError as exc:
@@ -418,7 +423,7 @@ class InferenceNode:
         ciphertext = self._fetch_input(ev)
         if is_hybrid_manifest(ciphertext):
             # its input is in shares at the MPC nodes; their relay serves it (chain_node.hybrid)
-            raise BackboneUnavailable(f"request {request_id} is a hybrid request, served by an MPC node set")
+            raise HybridRequest(f"request {request_id} is a hybrid request, served by an MPC node set")
         x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
                        ciphertext)
         backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
