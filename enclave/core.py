@@ -33,6 +33,11 @@ requester_key)``
     5. ECIES-encrypt it to the requester (AAD request id, model id, version);
     -> encrypted result, its keccak (result commitment), keccak of the transfer ciphertext and
     the EIP-712 ``InferenceResult`` signature for the model's ``EnclaveTransfer``.
+``infer_hybrid(request_id, model_id, version, input_commitment, manifest, shares, shape,
+requester_key)``
+    a hybrid request (:mod:`enclave.hybrid`): the MPC nodes' sealed output shares, checked against
+    the manifest the input commitment names and reconstructed, instead of one transfer; then
+    steps 3-5 of ``infer``, signed over the contributions record's hash.
 ``seal_state(action="seal" | "restore", anchored_state_version)``
     ``seal`` writes the current state; ``restore`` (after a restart) reloads it, refusing a
     manifest older than the version anchored on-chain.
