@@ -216,12 +216,13 @@ def _infer(args: argparse.Namespace, config: Config) -> int:
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     state = _state(config)
+    cluster = cl.ClusterInfo.load(state)  # says so when no cluster is up
     rec = cl.chain_record(state)
     if not rec:
         raise ConfigError("this MPC cluster reports to no chain; start it with `splitseal mpc up --chain anvil "
                           "--model var/split/node/backbone.onnx` (the backbone of a hybrid split)")
     chain, deployment, _ = _connect(rec["url"], config)
-    client = cl.MpcClient(cl.ClusterInfo.load(state))
+    client = cl.MpcClient(cluster)
     try:
         model_id = parse_model_id(args.model)
         version = args.version or int(chain.call(deployment.model_registry.functions.latestVersion(model_id)))
