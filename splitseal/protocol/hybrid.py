@@ -5,9 +5,9 @@ enclave reconstructs it and runs the head.
 Shared by the requester (builds the manifest), the MPC nodes (seal and sign their output share),
 the enclave (opens, checks and reconstructs) and the auditor (checks the contributions record):
 
-* **Manifest** — the request's inline input, public, on-chain:
-  ``MANIFEST_MAGIC || canonical JSON {format, set_id, nodes, input_commitments, frac_bits}``;
-  ``inputCommitment = keccak256(manifest)``. ``nodes[i]`` is the address of the node that holds
+* **Manifest** — the request's inline input, public, on-chain, packed (it is calldata and event
+  data, paid per byte): ``MANIFEST_MAGIC || uint64 setId || uint8 fracBits || uint8 N ||
+  N x (address node || bytes32 inputCommitment)``; ``inputCommitment = keccak256(manifest)``. ``nodes[i]`` is the address of the node that holds
   input share i; ``input_commitments[i] = keccak256(salt_i || share_i as little-endian uint64)``
   (the salt travels with the share to node i only). Commitments and addresses, no data.
 * **Sealed output share** — ECIES to the enclave's key (:func:`splitseal.protocol.crypto.ecies_encrypt`)
@@ -34,7 +34,6 @@ from splitseal.errors import InvalidInputError
 from .crypto import _address, _b32, _u32, _u256, keccak256
 
 MANIFEST_MAGIC = b"splitseal.hybrid.v1\n"
-MANIFEST_FORMAT = "splitseal.hybrid-manifest.v1"
 RECORD_FORMAT = "splitseal.hybrid-transfer.v1"
 AAD_SHARE = b"splitseal.hybrid-share.v1"
 #: the ring of the shares: Z_2^64, two's complement
@@ -70,6 +69,8 @@ class Manifest:
                                     f"{len(self.nodes)} nodes, {len(self.input_commitments)} commitments")
         if len({n.lower() for n in self.nodes}) != len(self.nodes):
             raise InvalidInputError("a hybrid manifest names a node twice")
+        if not 0 <= int(self.set_id) < 2**64:
+            raise InvalidInputError(f"node set id {self.set_id} does not fit uint64")
         if not 1 <= int(self.frac_bits) <= 32:
             raise InvalidInputError(f"fractional bits must be 1..32, got {self.frac_bits}")
 
@@ -78,10 +79,10 @@ class Manifest:
         return len(self.nodes)
 
     def encode(self) -> bytes:
-        doc = {"format": MANIFEST_FORMAT, "set_id": int(self.set_id), "nodes": [_checksum(n) for n in self.nodes],
-               "input_commitments": ["0x" + _b32(c, "input commitment").hex() for c in self.input_commitments],
-               "frac_bits": int(self.frac_bits)}
-        return MANIFEST_MAGIC + _canonical(doc)
+        out = [MANIFEST_MAGIC, struct.pack(">QBB", int(self.set_id), int(self.frac_bits), self.parties)]
+        for node, commitment in zip(self.nodes, self.input_commitments):
+            out.append(_address(node) + _b32(commitment, "input commitment"))
+        return b"".join(out)
 
     def commitment(self) -> bytes:
         """The request's ``inputCommitment``."""
@@ -98,18 +99,17 @@ def decode_manifest(data: bytes) -> Manifest:
     data = bytes(data)
     if not is_manifest(data):
         raise InvalidInputError("not a hybrid manifest (it does not start with the splitseal.hybrid.v1 magic)")
-    try:
-        doc = json.loads(data[len(MANIFEST_MAGIC):])
-        if doc.get("format") != MANIFEST_FORMAT:
-            raise InvalidInputError(f"hybrid manifest format {doc.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-        manifest = Manifest(int(doc["set_id"]), tuple(str(n) for n in doc["nodes"]),
-                            tuple(bytes.fromhex(str(c)[2:]) for c in doc["input_commitments"]),
-                            int(doc["frac_bits"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidInputError(f"the hybrid manifest is malformed: {exc}") from None
-    if manifest.encode() != data:
-        raise InvalidInputError("the hybrid manifest is not in canonical form (re-encode it)")
-    return manifest
+    head = len(MANIFEST_MAGIC)
+    if len(data) < head + 10:
+        raise InvalidInputError(f"the hybrid manifest is truncated ({len(data)} bytes)")
+    set_id, frac_bits, n = struct.unpack(">QBB", data[head:head + 10])
+    body = data[head + 10:]
+    if len(body) != n * 52:
+        raise InvalidInputError(f"the hybrid manifest names {n} nodes but carries {len(body)} bytes for them, "
+                                f"not {n * 52}")
+    entries = [body[i * 52:(i + 1) * 52] for i in range(n)]
+    return Manifest(set_id, tuple(_checksum("0x" + e[:20].hex()) for e in entries), tuple(e[20:] for e in entries),
+                    frac_bits)
 
 
 def input_share_commitment(salt: bytes, share_bytes: bytes) -> bytes:

@@ -101,6 +101,15 @@ def test_a_hybrid_request_completes_with_the_whole_models_answer(system, digits)
     record = read_record(BlobStore(stack.state_dir / "blobs"), transfer_hash)
     request_id, contributions = hybrid.decode_record(record)
     assert request_id == outcome.request_id and len(contributions) == 2
+    # gas: the hybrid lifecycle costs no more than the same model's request served by the inference
+    # node (same result size); the input is a packed manifest instead of an encrypted tensor
+    hybrid_gas = sum(int(stack.chain.receipt(tx)["gasUsed"]) for tx in (outcome.transactions["request"],
+                                                                        result.delivery.tx))
+    normal = hr.requester.infer(stack.model_id, stack.version, x, timeout=60)
+    assert normal.ok and normal.label == outcome.label
+    normal_gas = sum(int(stack.chain.receipt(tx)["gasUsed"]) for tx in (normal.transactions["request"],
+                                                                        normal.transactions["result"]))
+    assert hybrid_gas <= normal_gas, (hybrid_gas, normal_gas)
     # the inference node saw the request and left it to the MPC nodes (no failure, no delivery)
     node = stack.nodes[0].node
     assert node.checkpoint.load_transfer(outcome.request_id) is None
