@@ -7,7 +7,8 @@
 5. an inference node: NODE_ROLE, input key, backbone; serving in the background;
 6. a requester sends test images as transactions and decrypts the predictions;
 7. accuracy over the requests equals the plaintext model's on the same inputs;
-8. the audit trail of one request, rebuilt from events and verified.
+8. the audit trail of one request, rebuilt from events and verified;
+9. MPC enrolment and recognition on shares; then the hybrid mode (orchestrator/demo_hybrid.py).
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
             with step("MPC feature-share nodes: enrol, verify and identify on secret shares, results on-chain"):
                 mpc_demo.run(state_dir / "mpc", stack.chain, stack.deployment, parties=2,
                              echo=lambda line: say(f"      {line}"))
+            from . import demo_hybrid
+
+            with step("hybrid: MPC nodes run the backbone on shares, the enclave the head; signed on-chain"):
+                demo_hybrid.run(stack, state_dir / "hybrid", say=lambda line: say(f"      {line}"))
         return DemoResult(stack.chain.name, n, len(predictions), accuracy, plain_accuracy, agreement, audited,
                           audit.verified, latencies, audit.gas_total)
     finally:

@@ -134,8 +134,14 @@ class Requester:
         if array.size == 0 or not np.all(np.isfinite(array)):
             raise InvalidInputError("input must be a non-empty array of finite numbers")
         ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
-        commitment = keccak256(ciphertext)
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
+        return self.submit_committed(model_id, version, keccak256(ciphertext), inline, pointer,
+                                     deadline_seconds=deadline_seconds)
+
+    def submit_committed(self, model_id: bytes, version: int, commitment: bytes, inline: bytes, pointer: str = "", *,
+                         deadline_seconds: int = 600) -> Submitted:
+        """Send ``requestInference`` for an input already committed to (a sealed input, or a hybrid
+        request's manifest: splitseal.protocol.hybrid)."""
         self._start_push()
         sent = time.perf_counter()
         # a time to live: the contract adds it to the including block's time, so however long

@@ -129,6 +129,8 @@ NO_CHAIN_CASES = [
     (["mpc", "verify", "--subject", "alice", "{anim.gif}"], EXIT_USAGE, "not a PNG, JPEG or PGM"),
     (["mpc", "identify", "{good.png}"], EXIT_USAGE, "no MPC cluster"),
     (["mpc", "status"], EXIT_USAGE, "no MPC cluster"),
+    (["mpc", "infer", "--model", "digits-hybrid", "{good.png}"], EXIT_USAGE, "no MPC cluster"),
+    (["mpc", "infer", "--model", "digits-hybrid", "{missing}"], EXIT_USAGE, "does not exist"),
     (["mpc", "audit", "alice"], EXIT_USAGE, "no MPC cluster"),
     (["mpc", "node", "run", "--party", "0", "--state-dir", "{tmp}/nothing"], EXIT_USAGE, "no MPC cluster"),
     (["mpc", "node", "run"], EXIT_USAGE, "--party"),
