@@ -815,13 +815,12 @@ def encode_result(output: np.ndarray, policy: str) -> bytes:
 
     if output.ndim == 0:
         raise EntryCallError("head produced a scalar; expected one row of scores per sample", FailureCode.INTERNAL)
-    rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
-    if not np.all(np.isfinite(rows)):
+    if not np.all(np.isfinite(output)):
         raise EntryCallError("head produced non-finite outputs", FailureCode.INTERNAL)
     try:
-        released = apply_output_policy(policy, rows)
-    except ModelError:
-        raise EntryCallError(f"unknown output policy {policy!r} in the head graph", FailureCode.INTERNAL) from None
+        released = apply_output_policy(policy, output)
+    except ModelError as exc:
+        raise EntryCallError(f"output policy {policy!r} of the head graph: {exc}", FailureCode.INTERNAL) from None
     return encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
 
 

@@ -111,6 +111,7 @@ class SplitBackbone:
         self.input_name, shape, _ = specs[0]
         self.input_shape: tuple[int | None, ...] = tuple(shape)
         self.output_name = self._backbone.output_names[0]
+        self.metadata = self._backbone.metadata
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self._backbone.run({self.input_name: x})[self.output_name]

@@ -53,7 +53,9 @@ class InferenceOutcome:
     """What the requester learns: the prediction (decrypted locally) or the failure.
 
     ``label`` / ``scores`` / ``features`` are the first batch row's; ``labels`` / ``all_scores`` /
-    ``all_features`` every row's (None where the model's output policy releases no such part)."""
+    ``all_features`` every row's (None where the model's output policy releases no such part);
+    ``sequences``: every row's character indices (policy ``ctc_greedy``; decode them with the
+    model's character list, :func:`orchestrator.pretrained.ocr.decode`)."""
 
     request_id: int
     status: RequestStatus
@@ -63,6 +65,7 @@ class InferenceOutcome:
     labels: list[int] | None = None
     all_scores: list[list[float]] | None = None
     all_features: list[list[float]] | None = None
+    sequences: list[list[int]] | None = None
     failure_code: FailureCode | None = None
     failure_reason: str = ""
     enclave: str = ""
@@ -308,6 +311,7 @@ def _set_prediction(outcome: InferenceOutcome, result: InferenceResult) -> None:
     outcome.label = outcome.labels[0] if outcome.labels else None
     outcome.scores = outcome.all_scores[0] if outcome.all_scores else None
     outcome.features = outcome.all_features[0] if outcome.all_features else None
+    outcome.sequences = [list(r) for r in result.sequences] if result.sequences is not None else None
 
 
 def _code(value: int) -> FailureCode | None:

@@ -21,6 +21,8 @@ from splitseal.config import PROJECT_ROOT, Config
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from splitseal.chain import Chain, Deployment
     from splitseal.enclave_client import EnclaveProcess
 
@@ -31,6 +33,16 @@ log = logging.getLogger(__name__)
 
 DEMO_MODEL = "digits_classifier"
 DEMO_RULE = PROJECT_ROOT / "rules" / "digits_classifier.toml"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model version registered, provisioned and served on a :class:`Stack`."""
+
+    name: str
+    model_id: bytes
+    version: int
+    split_dir: Path
 
 
 @dataclass
@@ -46,6 +58,8 @@ class Stack:
     enclave_proc: "EnclaveProcess"
     nodes: list["NodeWiring"] = field(default_factory=list)
     runners: list[threading.Thread] = field(default_factory=list)
+    #: models served besides the first (:meth:`add_model`), by name
+    models: dict[str, "ServedModel"] = field(default_factory=dict)
 
     def requester(self, account_index: int = 3) -> "Requester":
         from .requester import Requester
@@ -75,6 +89,39 @@ class Stack:
             runner.start()
             self.runners.append(runner)
         return wiring
+
+    def add_model(self, name: str, model_path: Path, rule: Path, samples: "np.ndarray", *, sample_source: str,
+                  say: Callable[[str], None] = print) -> "ServedModel":
+        """Serve one more model on this system: split it by ``rule`` (verified on ``samples``),
+        register the version, provision the head to the running enclave (already attested) and
+        give every node its backbone. Returns where requests for it go."""
+        from splitseal.enclave_client import EnclaveClient
+
+        from .models import load_model
+        from .models.rule import load_rule
+        from .models.split import NODE_DIR, split_model
+        from .provision import provision_model, register_model_version
+
+        split_dir = self.state_dir / "models" / name
+        result = split_model(load_model(model_path), load_rule(rule), samples, sample_source=sample_source)
+        summary = result.write(split_dir, model_path=str(model_path), rule_path=str(rule))
+        v = result.verification
+        say(f"split {name} by {rule.name}: {len(result.head_nodes)} head nodes in the enclave, backbone + head "
+            f"equals the whole model on {v.samples} samples ({sample_source}): max difference "
+            f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter")
+        owner = self.chain.account(1)
+        model_id = keccak256(f"splitseal-demo/{name}/{owner.address}".encode())
+        version = register_model_version(self.chain, self.deployment, owner, model_id, split_dir, summary)
+        with EnclaveClient(self.state_dir / "enclave" / "enclave.sock") as owner_client:
+            provision_model(self.chain, self.deployment, owner_client, owner, model_id=model_id, version=version,
+                            package_bytes=(split_dir / "head.pkg").read_bytes(),
+                            index_bytes=(split_dir / "head.index").read_bytes(), allow_measurement=True)
+        for wiring in self.nodes:
+            wiring.node.backbones.add(split_dir / NODE_DIR)
+        self.models[name] = ServedModel(name, model_id, version, split_dir)
+        say(f"{name}: model 0x{model_id.hex()[:16]}… version {version} registered and provisioned; "
+            f"the node holds its backbone")
+        return self.models[name]
 
     def stop_nodes(self) -> None:
         for wiring in self.nodes:

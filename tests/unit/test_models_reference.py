@@ -35,7 +35,9 @@ def test_images():
 
 
 #: committed rules of other reference models, exercised by their own tests
-OTHER_RULES = {"breast_cancer_gbt.toml": "tests/unit/test_models_trees.py"}
+OTHER_RULES = {"breast_cancer_gbt.toml": "tests/unit/test_models_trees.py",
+               "sface.toml": "tests/unit/test_pretrained_faces.py",
+               "ppocrv4_rec.toml": "tests/unit/test_pretrained_ocr.py"}
 
 
 def test_every_committed_rule_is_exercised():
