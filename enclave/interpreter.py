@@ -534,19 +534,30 @@ def _softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
     return (e / e.sum(axis=axis, keepdims=True)).astype(F32, copy=False)
 
 
-@operator("Softmax", attrs=("axis",))
-def _softmax(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
-    x = ctx.float_input(x, "input")
-    default = -1 if ctx.opset >= 13 else 1
-    axis = ctx.attr_int("axis", default)
-    if not -x.ndim <= axis < max(x.ndim, 1):
-        raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
-    axis %= x.ndim
-    if ctx.opset >= 13:
-        return _softmax_along(x, axis)
-    # opset < 13: coerce to 2-D at axis, softmax over the second dimension
-    flat = x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
-    return _softmax_along(flat, 1).reshape(x.shape)
+def _log_softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(F32, copy=False)
+
+
+def _softmax_family(along: Callable[[np.ndarray, int], np.ndarray]) -> Callable[..., np.ndarray]:
+    def op(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+        x = ctx.float_input(x, "input")
+        default = -1 if ctx.opset >= 13 else 1
+        axis = ctx.attr_int("axis", default)
+        if not -x.ndim <= axis < max(x.ndim, 1):
+            raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
+        axis %= x.ndim
+        if ctx.opset >= 13:
+            return along(x, axis)
+        # opset < 13: coerce to 2-D at axis, normalise over the second dimension
+        flat = x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+        return along(flat, 1).reshape(x.shape)
+    return op
+
+
+operator("Softmax", attrs=("axis",))(_softmax_family(_softmax_along))
+# CRNN / CTC heads end in log-probabilities
+operator("LogSoftmax", attrs=("axis",))(_softmax_family(_log_softmax_along))
 
 
 def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:

@@ -82,7 +82,8 @@ class ArcFaceEmbedder(nn.Module):
 
 
 class CRNN(nn.Module):
-    """A text-line recogniser on 1x32x128: conv stack -> (W, N, C) sequence -> bi-RNN -> fc per step."""
+    """A text-line recogniser on 1x32x128: conv stack -> (W, N, C) sequence -> bi-RNN -> fc per step
+    -> log-probabilities (N, W, classes)."""
 
     def __init__(self, rnn: str, classes: int = 37, hidden: int = 32) -> None:
         super().__init__()
@@ -96,9 +97,9 @@ class CRNN(nn.Module):
         self.fc = nn.Linear(2 * hidden, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.cnn(x).squeeze(2).permute(2, 0, 1)   # (W, N, C)
+        f = self.cnn(x).squeeze(2).permute(2, 0, 1)   # (W, N, C): the RNN runs time-major
         y, _ = self.rnn(f)
-        return self.fc(y).log_softmax(2)
+        return self.fc(y).log_softmax(2).permute(1, 0, 2)   # (N, W, classes), as OCR decoders read it
 
 
 # --- the zoo -------------------------------------------------------------------------------------
@@ -154,6 +155,9 @@ def build(family: str) -> tuple[nn.Module, torch.Tensor]:
     model = ctor()
     gen = torch.Generator().manual_seed(SEED + 1)
     for m in model.modules():   # non-trivial BN statistics, so folding errors would show
+        if isinstance(m, nn.Linear) and not m.weight.any():   # torchvision's ViT zeroes its head
+            nn.init.normal_(m.weight, std=0.05, generator=gen)
+            nn.init.normal_(m.bias, std=0.05, generator=gen)
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
@@ -170,15 +174,13 @@ def export(family: str, exporter: str, out: Path) -> dict:
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=1024)
-            # CRNN's tensors are time-major after the permute; the batch is still input dim 0
             program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["output"],
                                         dynamic_shapes=({0: batch},), opset_version=DYNAMO_OPSET,
                                         optimize=True, verbose=False)
             program.save(str(path))
         else:
-            dyn_out = {1: "batch"} if family.startswith("crnn") else {0: "batch"}
             torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "batch"}, "output": dyn_out},
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                               opset_version=TORCHSCRIPT_OPSET, do_constant_folding=True)
     seconds = time.perf_counter() - t0
     import onnx

@@ -112,6 +112,10 @@ def _draw(op: str, rng) -> tuple[dict, dict, dict, int]:
         attrs = {"axis": axis if rng.random() < 0.5 else axis - rank,
                  "epsilon": float(rng.choice([1e-5, 1e-6, 1e-3]))}
         return {"x": x}, params, attrs, 17
+    if op in ("LogSoftmax", "Softmax"):
+        opset = int(rng.choice([11, 13, 17]))   # < 13: the 2-D coercion at axis
+        axis = int(rng.integers(-rank, rank))
+        return {"x": x * 4}, {}, {"axis": axis}, opset
     if op == "MatMul":
         b = _shape(rng, 1)[0]
         batch = _shape(rng, int(rng.integers(1, 3)))
@@ -122,7 +126,7 @@ def _draw(op: str, rng) -> tuple[dict, dict, dict, int]:
 
 NEW_OPS = ["Mul", "Sub", "Div", "Pow", "Sqrt", "Exp", "Neg", "Abs", "Erf", "PRelu", "Gelu", "ReduceMean",
            "ReduceL2", "ReduceSum", "ReduceMax", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Gather",
-           "LayerNormalization", "MatMul", "Tanh", "Sigmoid"]
+           "LayerNormalization", "MatMul", "Tanh", "Sigmoid", "LogSoftmax", "Softmax"]
 CASES = [(op, k) for op in NEW_OPS for k in range(DRAWS)]
 
 
