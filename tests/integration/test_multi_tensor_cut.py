@@ -78,7 +78,7 @@ def world(request, embedded_chain, embedded_deployment, tmp_path_factory):
         wiring = build_node(config, chain, dep, node, backbone_paths=[base / "node"], socket_path=sock,
                             state_dir=base / "node-state")
         yield dict(chain=chain, dep=dep, base=base, imp=imp, result=result, model_id=model_id, version=version,
-                   node=wiring.node)
+                   node=wiring.node, config=config)
         wiring.node.close()
     finally:
         client.close()
@@ -101,7 +101,9 @@ def test_the_backbone_sends_both_crossing_tensors_as_one_bundle(world):
 
 def test_requests_through_the_chain_and_the_enclave_answer_as_the_whole_model(world):
     chain, dep, imp = world["chain"], world["dep"], world["imp"]
-    req = Requester(chain, dep, chain.accounts[3], key=X25519KeyPair.generate(), blob_dir=world["base"] / "blobs")
+    config = world["config"]   # large inputs (the ResNet's images) go by pointer into the node's blob store
+    req = Requester(chain, dep, chain.accounts[3], key=X25519KeyPair.generate(),
+                    blob_dir=config.path(config.node.blob_dir))
     xs = next(iter(random_samples(imp, 2, seed=21).values()))
     submitted = [req.submit(world["model_id"], world["version"], x[None]) for x in xs]
     assert world["node"].poll_once() == 2
