@@ -12,6 +12,14 @@ implement, a dtype or shape that differs from what the graph file declares, or a
 than the configured limit raises :class:`UnsupportedOperatorError` or :class:`ModelError`;
 it never guesses. Error messages name the node and operator, never values.
 
+Why hand-written rather than onnxruntime inside the enclave: the enclave is the trusted
+computing base, and a few hundred lines of numpy per operator can be read and audited, fail
+closed on anything outside the registered set, and hold no code path the head does not use;
+onnxruntime is a large native runtime with its own graph optimiser and allocator. The price is
+speed, so the hot operators are vectorised (pointwise, depthwise and grouped Conv as single
+matmul/einsum calls, RNN steps with every direction batched, per-node bookkeeping precomputed at
+load); ``scripts/bench_heads`` measures each zoo head against onnxruntime with one thread each.
+
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
 """
 
