@@ -46,9 +46,9 @@ from enclave.package import (
 )
 from orchestrator.models.backbone import Backbone, ort_session
 from orchestrator.models.rule import ROLE_KIND, ProtectionRule, module_path
-from splitseal.protocol import bundle
 from splitseal.errors import InvalidInputError, ModelError, ProtectionRuleError, UnsupportedOperatorError
 from splitseal.onnx_import import ImportedModel, ValueSpec, attributes
+from splitseal.protocol import bundle
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from enclave.platform import SimulatedPlatform
 from orchestrator.audit import Auditor
 from orchestrator.models import load_model, zoo
 from orchestrator.models.backbone import ort_session
@@ -20,7 +21,6 @@ from orchestrator.models.split import random_samples, split_model
 from orchestrator.node_setup import SplitBackbone, authorize_node, build_node, load_or_create_x25519_key
 from orchestrator.provision import attest_enclave, provision_model, register_model_version
 from orchestrator.requester import Requester
-from splitseal import protocol
 from splitseal.config import Config, NodeConfig
 from splitseal.enclave_client import EnclaveClient
 from splitseal.protocol import RequestStatus, bundle
@@ -60,7 +60,6 @@ def world(request, embedded_chain, embedded_deployment, tmp_path_factory):
     summary = result.write(base / "split", model_path="model.onnx")
     admin, owner, node = chain.accounts[0], chain.accounts[1], chain.accounts[2]
     platform_dir = base / "platform"
-    from enclave.platform import SimulatedPlatform
     chain.transact(dep.model_registry.functions.setQuotingKey(SimulatedPlatform(platform_dir).quoting_address()),
                    sender=admin)
     process, _, sock = es.start_enclave(base, "enclave", platform_dir=platform_dir)
