@@ -123,6 +123,8 @@ def _draw(op: str, rng) -> tuple[dict, dict, dict, int]:
         k = (1, 1) if form == "pointwise" else tuple(int(v) for v in rng.integers(1, 4, size=2))
         h, w_ = (int(v) for v in rng.integers(4, 9, size=2))
         attrs = {"group": group}
+        if form == "pointwise" and rng.random() < 0.5:
+            attrs["strides"] = [int(v) for v in rng.integers(1, 3, size=2)]
         if form != "pointwise":
             attrs.update(strides=[int(v) for v in rng.integers(1, 3, size=2)],
                          pads=[int(v) for v in rng.integers(0, 2, size=4)],
