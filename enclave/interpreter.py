@@ -323,21 +323,21 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
         if b.shape != (m,):
             raise ctx.error(f"bias shape {b.shape} is not ({m},)")
     cg, mg = c // group, m // group
-    # every matmul below has a C-contiguous weight on the left and contiguous columns on the
-    # right: numpy's stacked matmul leaves BLAS for a transposed operand (measured 35x slower
-    # on ResNet's 512x4608 layer4 weights)
+    # every matmul below has a C-contiguous weight on the left and C-contiguous columns on the
+    # right: numpy's stacked matmul leaves BLAS for a transposed or strided operand (a reshape of
+    # the window view can stay a strided view), measured 10-35x slower on ResNet's layer4
     if group == 1 and kernel == [1, 1] and dilations == [1, 1] and not any(begin) and not any(end):
         # pointwise (strided: subsample first): one matmul over the channels, no window view
         xs = x if strides == [1, 1] else x[:, :, ::strides[0], ::strides[1]]
         ctx.check_size((n, m) + xs.shape[2:])
-        y = np.matmul(w.reshape(m, c), xs.reshape(n, c, -1)).reshape(n, m, *xs.shape[2:])
+        y = np.matmul(w.reshape(m, c), np.ascontiguousarray(xs).reshape(n, c, -1)).reshape(n, m, *xs.shape[2:])
     else:
         view, outs, _ = _windows(ctx, x, kernel, strides, dilations, begin, end, False, 0.0)
         ctx.check_size((n, m, outs[0], outs[1]))
         kk, ohw = kernel[0] * kernel[1], outs[0] * outs[1]
         if group == 1:
             # (N, C, OH, OW, KH, KW) -> (N, C*KH*KW, OH*OW); (M, C*KH*KW) @ that
-            cols = view.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kk, ohw)
+            cols = np.ascontiguousarray(view.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kk, ohw))
             y = np.matmul(w.reshape(m, c * kk), cols)
         elif cg == 1 and mg == 1:
             # depthwise: a multiply-add over the window per channel (no per-group loop)
@@ -345,7 +345,7 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
         else:
             # grouped: one batched matmul over the groups, (G, Mg, Cg*KK) @ (G, Cg*KK, N*OH*OW)
             cols = view.reshape(n, group, cg, outs[0], outs[1], kernel[0], kernel[1])
-            cols = cols.transpose(1, 2, 5, 6, 0, 3, 4).reshape(group, cg * kk, n * ohw)
+            cols = np.ascontiguousarray(cols.transpose(1, 2, 5, 6, 0, 3, 4).reshape(group, cg * kk, n * ohw))
             y = np.matmul(w.reshape(group, mg, cg * kk), cols).reshape(group, mg, n, ohw).transpose(2, 0, 1, 3)
         y = y.reshape(n, m, outs[0], outs[1])
     if b is not None:
