@@ -81,7 +81,7 @@ from typing import Any, Callable
 import numpy as np
 
 from splitseal.errors import EnclaveError, InvalidInputError, ModelError, SealingError, SplitsealError
-from splitseal.protocol import FailureCode, crypto, eip712, wire
+from splitseal.protocol import FailureCode, bundle, crypto, eip712, wire
 from splitseal.protocol.result import SALT_BYTES, ResultClaim, encode_result_document, released_parts
 
 from . import quote as quote_mod
@@ -212,7 +212,9 @@ class _Model:
     encrypted_index_hash: bytes = b""
     state_version: int = 0
     head: Any = field(default=None, repr=False)
-    input_name: str = ""
+    #: (name, shape) of every head input: several when the cut is crossed by several tensors,
+    #: which then arrive as one bundle (splitseal.protocol.bundle) of shape ``input_shape``
+    input_specs: tuple[tuple[str, tuple[int | None, ...]], ...] = ()
     input_shape: tuple[int | None, ...] = ()
     output_name: str = ""
     policy: str = ""
@@ -420,8 +422,13 @@ class EnclaveCore:
                 "head package differs from the registry's record: graph hash "
                 f"{'matches' if pkg.graph_hash == graph_hash else 'differs'}, parameter hash "
                 f"{'matches' if pkg.params_hash == params_hash else 'differs'}")
-        if len(graph.inputs) != 1 or not graph.outputs:
-            raise EntryCallError("head graph must have exactly one input and at least one output")
+        if not graph.inputs or not graph.outputs:
+            raise EntryCallError("head graph must have at least one input and one output")
+        if len(graph.inputs) > 1:
+            try:
+                bundle.bundle_shape([(t.name, tuple(t.shape)) for t in graph.inputs])
+            except InvalidInputError as exc:
+                raise EntryCallError(f"head graph's inputs cannot arrive as one transfer: {exc}") from None
 
         # work on a copy: a refused package leaves the serving model untouched
         model = dataclasses.replace(model, registry=registry, transfer=transfer, package=plaintext,
@@ -515,7 +522,9 @@ class EnclaveCore:
         except ModelError as exc:
             raise EntryCallError(f"head and parameter index do not load together: {exc}") from None
         model.head = head
-        model.input_name, model.input_shape = graph.inputs[0].name, tuple(graph.inputs[0].shape)
+        model.input_specs = tuple((t.name, tuple(t.shape)) for t in graph.inputs)
+        model.input_shape = (model.input_specs[0][1] if len(model.input_specs) == 1
+                             else bundle.bundle_shape(model.input_specs))
         model.output_name, model.policy = graph.outputs[0].name, graph.output_policy
         model.rate_limit = dict(graph.meta.get("rate_limit") or {})
 
@@ -619,8 +628,10 @@ class EnclaveCore:
                                  f"{model.rate_limit['answers']} answers per {model.rate_limit.get('window_seconds')} s; "
                                  "ask again later")
         try:
-            outputs = model.head.run({model.input_name: x})
-        except ModelError as exc:
+            feed = ({model.input_specs[0][0]: x} if len(model.input_specs) == 1
+                    else bundle.unpack(x, model.input_specs))
+            outputs = model.head.run(feed)
+        except (ModelError, InvalidInputError) as exc:
             raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
                                  FailureCode.SHAPE_MISMATCH) from None
         result = encode_result(np.asarray(outputs[model.output_name]), model.policy)
