@@ -23,7 +23,10 @@ Per request, in order (each step is checkpointed before the next starts):
 
 Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
 others after a grace period, so that two nodes rarely compute the same request; when they do,
-the chain keeps exactly one delivery.
+the chain keeps exactly one delivery. The others hold the request in memory only (no checkpoint
+write, no chain read) and, once the grace has passed, ask the chain in one log query which of
+the held requests ended; only the rest are checkpointed and taken over. Their log cursor stays
+before the oldest held request, so a restarted node reads those again.
 
 A request that cannot be served is reported with ``EnclaveTransfer.reportFailure`` and a reason
 code (``splitseal.protocol.FailureCode``), whatever went wrong with it: no input, model or
@@ -163,6 +166,10 @@ class InferenceNode:
         self._wakeup: Any = None  # a push subscription, where the chain offers one
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
+        #: other nodes' requests within their claim grace: request id -> (block, first seen)
+        self._foreign: dict[int, tuple[int, float]] = {}
+        self._foreign_done: dict[int, None] = {}  # held requests resolved (ended or taken over)
+        self._next_takeover = 0.0
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
@@ -251,6 +258,8 @@ class InferenceNode:
             # checkpointed log poll catches up on the next quiet round
             for ev in pushed:
                 request_id = int(ev["args"]["requestId"])
+                if self._hold_foreign(request_id, ev):
+                    continue
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
                     fresh.add(request_id)
                 self._events[request_id] = ev["args"]
@@ -262,6 +271,8 @@ class InferenceNode:
         ended = self._ended_since(min(int(ev["blockNumber"]) for ev in old), upto) if old else set()
         for ev in events:
             request_id = int(ev["args"]["requestId"])
+            if self._hold_foreign(request_id, ev):
+                continue
             record = self.checkpoint.see(request_id, int(ev["blockNumber"]))
             if request_id in ended and record.stage is Stage.SEEN:
                 self._finish(request_id, Stage.SKIPPED, "ended on-chain before this node saw it")
@@ -272,7 +283,11 @@ class InferenceNode:
                 fresh.add(request_id)
             self._events[request_id] = ev["args"]
         if upto is not None:
-            self.checkpoint.set_last_block(upto)
+            # a restarted node must read the requests it holds in memory again: the cursor stays
+            # before the oldest of them
+            held = min((block for block, _ in self._foreign.values()), default=upto + 1)
+            self.checkpoint.set_last_block(min(upto, held - 1))
+        self._take_over_foreign()
 
         moved = 0
         asks: list[int] = []
@@ -355,6 +370,44 @@ class InferenceNode:
                 raise ChainError(f"request {request_id}: its InferenceRequested event is not on chain")
             self._events[request_id] = logs[0]["args"]
         return self._events[request_id]
+
+    def _hold_foreign(self, request_id: int, ev: Any) -> bool:
+        """True for another node's request: held in memory through its claim grace, with no
+        checkpoint write and no chain read, so that n nodes do not each checkpoint every request.
+        :meth:`_take_over_foreign` checkpoints the few that are still open after the grace."""
+        if self.node_count == 1 or request_id % self.node_count == self.node_index:
+            return False
+        if request_id in self._foreign or request_id in self._foreign_done:
+            return True
+        if self.checkpoint.get(request_id) is not None:  # taken over before this node restarted
+            return False
+        self._foreign[request_id] = (int(ev["blockNumber"]), time.monotonic())
+        self._events[request_id] = ev["args"]
+        return True
+
+    def _take_over_foreign(self) -> None:
+        """Held requests whose grace passed: one log query finds those that ended on-chain (they
+        are dropped, never checkpointed); the others are checkpointed and served by this node."""
+        now = time.monotonic()
+        if not self._foreign or now < self._next_takeover or self._stopping.is_set():
+            return
+        due = {rid: block for rid, (block, seen) in self._foreign.items() if now - seen >= self.claim_grace}
+        if not due:
+            return
+        self._next_takeover = now + self.claim_grace / 4
+        ended = self._ended_since(min(due.values()), self.chain.block_number())
+        for rid, block in due.items():
+            first_seen = self._foreign.pop(rid)[1]
+            self._foreign_done[rid] = None
+            if rid in ended:
+                self._events.pop(rid, None)
+                continue
+            log.info("request_id=%d taken over from node %d after %.1f s", rid, rid % self.node_count,
+                     now - first_seen)
+            self.checkpoint.see(rid, block)
+            self._first_seen[rid] = first_seen  # its grace has passed: _mine_first lets it through
+        while len(self._foreign_done) > _KEPT_TIMES:
+            self._foreign_done.pop(next(iter(self._foreign_done)))
 
     def _mine_first(self, request_id: int) -> bool:
         """Several nodes: the preferred node claims at once, the others after a grace period."""
@@ -462,8 +515,7 @@ class InferenceNode:
             times.enclave = time.perf_counter() - t0
             saved = (reply.encrypted_result, reply.signature, reply.sequence,
                      bytes(getattr(reply, "transfer_hash", b"") or keccak256(stored.ciphertext)))
-            self.checkpoint.store_reply(request_id, *saved)
-            self.checkpoint.advance(request_id, Stage.TRANSFERRED)
+            self.checkpoint.store_reply(request_id, *saved, stage=Stage.TRANSFERRED)
         encrypted_result, signature, sequence, transfer_hash = saved
         claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
                             input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
@@ -553,8 +605,7 @@ class InferenceNode:
         return False
 
     def _finish(self, request_id: int, stage: Stage, detail: str) -> None:
-        self.checkpoint.advance(request_id, stage, detail)
-        self.checkpoint.drop_transfer(request_id)
+        self.checkpoint.finish(request_id, stage, detail)
         self._events.pop(request_id, None)
         self._first_seen.pop(request_id, None)
         self._not_before.pop(request_id, None)
