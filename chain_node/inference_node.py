@@ -170,6 +170,7 @@ class InferenceNode:
         self._foreign: dict[int, tuple[int, float]] = {}
         self._foreign_done: dict[int, None] = {}  # held requests resolved (ended or taken over)
         self._next_takeover = 0.0
+        self._gas_by_result_size: dict[int, int] = {}  # see _delivery_gas
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
@@ -522,10 +523,24 @@ class InferenceNode:
                             requester_key=bytes(ev["requesterKey"]), enclave=self.enclave.address,
                             transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence)
         fn = self._delivery(claim, stored.output_commitment, encrypted_result, signature)
-        # estimated, not fixed: the cost grows with the result's size; a revert found here costs nothing
-        gas = self.chain.estimate_gas(fn, sender=self.account.address)
         self._sent_at[request_id] = time.perf_counter()
-        return self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)
+        return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, encrypted_result))
+
+    def _delivery_gas(self, fn: Any, encrypted_result: bytes) -> int:
+        """Gas limit of a delivery: estimated once per result size and kept (an estimate re-runs
+        the transaction, ~10 ms on the embedded chain, a round trip on a node, on the critical
+        path of every request). A delivery's cost depends on the result's size and on whether a
+        storage slot is written first time, which only the first delivery of an enclave does and
+        the first estimate includes; the margin covers the rest. A delivery that would revert
+        (another node delivered, the deadline passed) then reverts on-chain instead of in the
+        estimate and is handled the same way."""
+        size = len(encrypted_result) if len(encrypted_result) <= INLINE_RESULT_LIMIT else -1  # -1: by pointer
+        gas = self._gas_by_result_size.get(size)
+        if gas is None:
+            gas = self.chain.estimate_gas(fn, sender=self.account.address)
+            if len(self._gas_by_result_size) < 256:
+                self._gas_by_result_size[size] = gas
+        return gas + gas // 4 + 10_000
 
     def _infer(self, request_id: int, ev: Any, stored: Any) -> Any:
         return self.enclave.endpoint.infer(
@@ -599,6 +614,7 @@ class InferenceNode:
         the next attempt's revert, ends it as timed out). Never blocks the other requests."""
         attempts = self.checkpoint.attempt(request_id)
         self.stats.retried += 1
+        self._gas_by_result_size.clear()  # a delivery out of gas reverts with no reason: estimate afresh
         delay = min(self.config.retry_max_backoff, self.config.retry_backoff * (2 ** min(attempts - 1, 16)))
         self._not_before[request_id] = time.monotonic() + delay
         log.warning("request_id=%d attempt=%d error=%s retry_in=%.2fs", request_id, attempts, exc, delay)
