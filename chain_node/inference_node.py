@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 
 
 _FRESH_BLOCKS = 3
+#: Seconds between two checkpointed log polls while pushed requests keep the node busy.
+CATCH_UP_INTERVAL = 1.0
 #: Results up to this many bytes go inline in the delivery; larger ones by pointer + commitment.
 INLINE_RESULT_LIMIT = 8 * 1024
 _KEPT_TIMES = 10_000
@@ -171,6 +173,7 @@ class InferenceNode:
         self._foreign_done: dict[int, None] = {}  # held requests resolved (ended or taken over)
         self._next_takeover = 0.0
         self._gas_by_result_size: dict[int, int] = {}  # see _delivery_gas
+        self._next_catch_up = 0.0  # monotonic time of the next log poll while pushes keep coming
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
@@ -259,7 +262,9 @@ class InferenceNode:
         pushed = self._drain_pushed()
         if pushed:
             # requests the node pushed with their data (confirmations 0 only): act at once; the
-            # checkpointed log poll catches up on the next quiet round
+            # checkpointed log poll catches up on a quiet round, or at least every
+            # CATCH_UP_INTERVAL under steady pushes (else its range, and the embedded chain's cost
+            # of a log query, grows with everything pushed since)
             for ev in pushed:
                 request_id = int(ev["args"]["requestId"])
                 if self._hold_foreign(request_id, ev):
@@ -267,8 +272,9 @@ class InferenceNode:
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
                     fresh.add(request_id)
                 self._events[request_id] = ev["args"]
-            events, upto = [], None
-        else:
+        events, upto = [], None
+        if not pushed or time.monotonic() >= self._next_catch_up:
+            self._next_catch_up = time.monotonic() + CATCH_UP_INTERVAL
             events, upto = self.poller.poll()
             self._seen_head = upto + self.poller.confirmations
         old = [ev for ev in events if upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
@@ -285,7 +291,8 @@ class InferenceNode:
             # history, a read is cheaper than a claim attempt
             if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) < _FRESH_BLOCKS:
                 fresh.add(request_id)
-            self._events[request_id] = ev["args"]
+            if not record.stage.final:  # a pushed request served already is read again here
+                self._events[request_id] = ev["args"]
         if upto is not None:
             # a restarted node must read the requests it holds in memory again: the cursor stays
             # before the oldest of them
