@@ -310,6 +310,7 @@ class EnclaveCore:
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
         self.address = eip712.address_of(self._signing_key)
+        self._signer = eip712.signing_key(self._signing_key)  # built once: signs every answer
         log.info("enclave ready address=%s", self.address)
 
     def __repr__(self) -> str:
@@ -647,7 +648,7 @@ class EnclaveCore:
         answer = {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
                   "result_commitment": result_commitment, "transfer_hash": transfer_hash,
                   "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
-                  "sequence": sequence, "signature": eip712.sign(self._signing_key, digest), **(extra or {})}
+                  "sequence": sequence, "signature": eip712.sign(self._signer, digest), **(extra or {})}
         # durable before the answer leaves: once delivered, the chain anchors this sequence, and a
         # state that lost it would be refused as rolled back at the next restore
         self._journal_answer(replay_key, answer)

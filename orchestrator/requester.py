@@ -113,6 +113,16 @@ class Requester:
         self._push = self.chain.subscribe(self._decoder.addresses, on_log=self._on_pushed_log) or False
 
     def _on_pushed_log(self, raw: Any) -> None:
+        from splitseal.chain import hex_topic
+
+        # every request's events name it in topic 1: skip other requesters' before decoding, or
+        # each of n requesters decodes the events of all n
+        topics = raw.get("topics") or []
+        if len(topics) < 2:
+            return
+        with self._pushed_cv:
+            if int(hex_topic(topics[1]), 16) not in self._waiting:
+                return
         decoded = self._decoder.decode(raw)
         if decoded is None or "requestId" not in decoded[1]["args"]:
             return  # not a request's event (roles, keys, links)
