@@ -10,7 +10,8 @@
 8. the audit trail of one request, rebuilt from events and verified;
 9. real pretrained models on the same system (orchestrator/demo_pretrained.py): SFace face
    embeddings on ORL faces with the sample's EER, PP-OCRv4 reading rendered text lines;
-10. the MPC feature-share nodes (orchestrator/demo_mpc.py).
+10. MPC enrolment and recognition on shares (orchestrator/demo_mpc.py); then the hybrid mode
+    (orchestrator/demo_hybrid.py).
 """
 
 from __future__ import annotations
@@ -116,6 +117,10 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
             with step("MPC feature-share nodes: enrol, verify and identify on secret shares, results on-chain"):
                 mpc_demo.run(state_dir / "mpc", stack.chain, stack.deployment, parties=2,
                              echo=lambda line: say(f"      {line}"))
+            from . import demo_hybrid
+
+            with step("hybrid: MPC nodes run the backbone on shares, the enclave the head; signed on-chain"):
+                demo_hybrid.run(stack, state_dir / "hybrid", say=lambda line: say(f"      {line}"))
         return DemoResult(stack.chain.name, n, len(predictions), accuracy, plain_accuracy, agreement, audited,
                           audit.verified, latencies, audit.gas_total)
     finally:

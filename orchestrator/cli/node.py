@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "created if missing)")
     p.add_argument("--rotate-input-key", action="store_true",
                    help="with --authorize: publish this node's key even though other nodes use another one")
+    p.add_argument("--from-block", type=int, default=None,
+                   help="with a new checkpoint: first block to read (default: the deployment's); a node "
+                        "joining a busy deployment need not read its whole history")
     p.set_defaults(func=cmd_node_run)
 
     p = node.add_parser("keeper", help="end (timeout()) requests whose deadline passed, until SIGTERM")
@@ -140,7 +143,7 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
                                 socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
                                 node_index=config.node.node_index if args.index is None else args.index,
                                 node_count=config.node.node_count if args.count is None else args.count,
-                                input_key=input_key, wait=requested)
+                                input_key=input_key, start_block=args.from_block, wait=requested)
         except EnclaveUnavailableError:
             if not requested.is_set():
                 raise

@@ -23,6 +23,7 @@ RULES = {
     "digits_classifier.toml": ("classifier", "neck.fc", "backbone.flatten.out"),
     "digits_classifier_deep.toml": ("classifier", "backbone.block2.conv", "backbone.block1.pool.out"),
     "digits_classifier_last_layer.toml": ("classifier", "head.fc", "neck.relu.out"),
+    "digits_hybrid.toml": ("classifier", "neck.relu", "neck.fc.out"),
     "digits_embedding.toml": ("embedding", "neck.fc", "backbone.flatten.out"),
     "digits_embedding_deep.toml": ("embedding", "backbone.block2.conv", "backbone.block1.pool.out"),
 }
