@@ -18,7 +18,7 @@ from pathlib import Path
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
-from .output import emit, event
+from .output import emit, event, progress
 
 SFACE = "sface"
 
@@ -44,6 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--threshold", type=float, default=None, help="cosine acceptance threshold")
     up.add_argument("--chain", default=None, help="record results on anvil or an http(s) URL")
     up.set_defaults(func=_up)
+
+    infer = mpc.add_parser("infer", help="hybrid inference: the nodes run the backbone on shares of the image, "
+                                         "the enclave reconstructs its output, runs the head and signs on-chain")
+    infer.add_argument("image", help="the capture (.npy, .png, .pgm); it never leaves this process whole")
+    infer.add_argument("--model", required=True, help="model id (0x-prefixed bytes32) or model name, split by a "
+                                                      "rule whose backbone the cluster runs (`mpc up --model`)")
+    infer.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    infer.add_argument("--socket", default=None, help="the serving enclave's socket (default: [enclave].socket_path)")
+    infer.add_argument("--authorize", action="store_true",
+                       help="grant the relay account NODE_ROLE with the admin key (development chains)")
+    infer.add_argument("--timeout", type=float, default=120.0)
+    infer.set_defaults(func=_infer)
 
     down = mpc.add_parser("down", help="stop the cluster's processes")
     down.set_defaults(func=_down)
@@ -175,12 +187,15 @@ def _up(args: argparse.Namespace, config: Config) -> int:
     state = _state(config)
     if args.chain == "embedded":
         raise ConfigError("the embedded chain lives inside one process; use --chain anvil or a URL")
+    progress(f"starting the dealer and {parties} nodes, installing the model "
+             f"({'weights as shares mod 2^64' if args.mode == 'shared' else 'plaintext kernels'})")
     info = cl.up(state, model, parties=parties, shared=args.mode == "shared", host=config.mpc.host,
                  threshold=threshold, frac_bits=config.mpc.fractional_bits, base_port=config.mpc.base_port,
                  capture=capture)
     if args.chain:
         chain, deployment, admin = _connect(args.chain, config)
         client = cl.MpcClient(info)
+        progress("registering the node set in FeatureShareRegistry")
         try:
             set_id = cl.register_node_set(chain, deployment.feature_share_registry, client.addresses(), admin)
         finally:
@@ -225,6 +240,66 @@ def _client(config: Config):
     return cl.MpcClient(info, binding)
 
 
+def _steps(client) -> str:
+    """What an enrolment or a recognition does, for its progress line."""
+    where = " and recording the result on-chain" if client.chain else ""
+    return f"sharing the capture among {len(client.channels)} nodes, computing feature shares{where}"
+
+
+def _infer(args: argparse.Namespace, config: Config) -> int:
+    """One hybrid request (orchestrator.hybrid): exit 0 completed, 1 failed on-chain."""
+    from chain_node.hybrid import HybridRelay
+    from mpc.client import cluster as cl
+    from mpc.client.terminal import read_image
+    from orchestrator.hybrid import HybridRequester
+    from orchestrator.node_setup import load_or_create_x25519_key, require_node_role
+    from orchestrator.requester import Requester
+    from splitseal.enclave_client import EnclaveClient
+
+    from .enclave import parse_model_id
+    from .node import outcome_document, render_outcome, requester_account
+
+    image = read_image(args.image)  # input errors first, before any node is contacted
+    state = _state(config)
+    cluster = cl.ClusterInfo.load(state)  # says so when no cluster is up
+    rec = cl.chain_record(state)
+    if not rec:
+        raise ConfigError("this MPC cluster reports to no chain; start it with `splitseal mpc up --chain anvil "
+                          "--model var/split/node/backbone.onnx` (the backbone of a hybrid split)")
+    chain, deployment, _ = _connect(rec["url"], config)
+    client = cl.MpcClient(cluster)
+    try:
+        model_id = parse_model_id(args.model)
+        version = args.version or int(chain.call(deployment.model_registry.functions.latestVersion(model_id)))
+        if version == 0:
+            raise InvalidInputError(f"model {args.model} is not registered on this deployment")
+        relay_account = chain.accounts[4] if len(chain.accounts) > 4 else chain.accounts[0]
+        if args.authorize:
+            be = deployment.backbone_execution
+            role = chain.call(be.functions.NODE_ROLE())
+            if not chain.call(be.functions.hasRole(role, relay_account.address)):
+                chain.transact(be.functions.grantRole(role, relay_account.address), sender=chain.accounts[0])
+        require_node_role(chain, deployment, relay_account)
+        requester = Requester(chain, deployment, requester_account(chain),
+                              key=load_or_create_x25519_key(config.path("var/requester/key")),
+                              blob_dir=config.path(config.node.blob_dir))
+        with EnclaveClient(Path(args.socket) if args.socket else config.path(config.enclave.socket_path)) as enclave:
+            relay = HybridRelay(chain, deployment, relay_account, enclave, blob_dir=config.path(config.node.blob_dir))
+            hybrid = HybridRequester(requester, client, int(rec["set_id"]), relay, enclave.status().enclave)
+            result = hybrid.infer(model_id, version, image, timeout=args.timeout)
+        requester.close()
+    finally:
+        client.close()
+        chain.close()
+    doc = {**outcome_document(result.outcome), "hybrid": {
+        "setId": result.set_id, "nodes": list(result.nodes),
+        "contributed": [c.node for c in result.delivery.contributions],
+        "secondsPerStage": {k: round(v, 3) for k, v in result.seconds.items()}}}
+    emit(args, doc, render_outcome(doc) + f"\n  hybrid: node set {result.set_id}, shares from "
+                                          f"{', '.join(doc['hybrid']['contributed']) or 'none'}")
+    return 0 if result.outcome.ok else 1
+
+
 def _down(args: argparse.Namespace, config: Config) -> int:
     from mpc.client.cluster import down
 
@@ -251,6 +326,7 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
+    progress(f"{_steps(client)}; enrolling {args.subject!r}")
     try:
         r = client.enroll(args.subject, image)
     finally:
@@ -275,6 +351,7 @@ def _verify(args: argparse.Namespace, config: Config) -> int:
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
+    progress(f"{_steps(client)}; comparing with {args.subject!r}")
     try:
         r = client.verify(args.subject, image, args.threshold)
     finally:
@@ -288,6 +365,7 @@ def _identify(args: argparse.Namespace, config: Config) -> int:
 
     image = read_image(args.image)  # input errors first, before any node is contacted
     client = _client(config)
+    progress(f"{_steps(client)}; comparing with every enrolled subject")
     try:
         r = client.identify(image, args.threshold)
     finally:

@@ -38,6 +38,9 @@ def check_output(out: str) -> None:
         assert "[mpc] verify digit-4 with a genuine probe: accepted" in out
         assert "[mpc] verify digit-4 with an impostor probe: rejected" in out
         assert "signatures verified" in out
+    # real pretrained models on the same system: SFace embeddings with the sample's EER, one OCR line
+    assert "face verification EER on this sample: 0.00% through the chain, 0.00% plaintext" in out, out
+    assert "read through the chain as 'splitseal 2026'" in out
 
 
 @pytest.mark.e2e
