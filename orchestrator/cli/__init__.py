@@ -76,6 +76,7 @@ EXAMPLES = {
     "mpc verify": "splitseal mpc verify --subject alice probe.png",
     "mpc identify": "splitseal mpc identify probe.png",
     "mpc audit": "splitseal mpc audit alice --json",
+    "mpc infer": "splitseal mpc infer --model digits-hybrid image.npy --authorize --json",
     "mpc node run": "splitseal mpc node run --state-dir var/mpc --party 0",
     "audit request": "splitseal audit request 1 --chain http://127.0.0.1:8545 --registry 0xREGISTRY",
     "audit model": "splitseal audit model digits --chain anvil --html report.html",
