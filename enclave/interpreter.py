@@ -1388,15 +1388,37 @@ def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray
     """What leaves the enclave for one head output under ``policy``.
 
     ``label``: the arg-max class per row (int64); ``label_scores``: that plus the scores;
-    ``features``: the output vector itself (embedding models).
+    ``features``: the output vector itself (embedding models); ``ctc_greedy``: for sequence
+    scores (batch, steps, classes), CTC greedy decoding: the arg-max class per step, repeats
+    merged, the blank (class :data:`CTC_BLANK`) dropped; a list of class indices per row, so the
+    scores themselves (and where each character sits) stay inside.
     """
+    if policy == "ctc_greedy":
+        if scores.ndim != 3:
+            raise ModelError(f"the ctc_greedy policy needs (batch, steps, classes) scores, got shape "
+                             f"{list(scores.shape)}")
+        return {"sequences": [ctc_greedy_collapse(row) for row in np.argmax(scores, axis=-1)]}
+    if scores.ndim != 2:
+        scores = scores.reshape(scores.shape[0], -1) if scores.ndim > 1 else scores.reshape(1, -1)
     if policy == "label":
         return {"label": np.argmax(scores, axis=-1).astype(np.int64)}
     if policy == "label_scores":
         return {"label": np.argmax(scores, axis=-1).astype(np.int64), "scores": scores.astype(F32)}
     if policy == "features":
         return {"features": scores.astype(F32)}
-    raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features")
+    raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features, ctc_greedy")
+
+
+#: The CTC blank class of the ``ctc_greedy`` policy (CRNN and PaddleOCR put it first).
+CTC_BLANK = 0
+
+
+def ctc_greedy_collapse(steps: np.ndarray) -> np.ndarray:
+    """One row of per-step classes with repeats merged and blanks dropped (int64)."""
+    steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+    keep = np.ones(steps.shape, dtype=bool)
+    keep[1:] = steps[1:] != steps[:-1]
+    return steps[keep & (steps != CTC_BLANK)]
 
 
 #: op -> allowed attribute names (derived from :data:`OPERATORS`; kept for callers).

@@ -115,6 +115,7 @@ class SplitBackbone:
         self.input_name, shape, _ = specs[0]
         self.input_shape: tuple[int | None, ...] = tuple(shape)
         self.output_names = list(self._backbone.output_names)
+        self.metadata = self._backbone.metadata
 
     def run(self, x: np.ndarray) -> np.ndarray:
         outputs = self._backbone.run({self.input_name: x})

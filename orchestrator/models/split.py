@@ -462,6 +462,9 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
 
     graph_inputs = [v.name for v in imported.inputs]
     backbone_model = _extract(imported.model, graph_inputs, crossing, "backbone")
+    # the model's metadata travels with the public half: it says what the outputs mean (a text
+    # recogniser's character list), which the node and the requester read, never the weights
+    backbone_model.metadata_props.extend(imported.model.metadata_props)
     head_model = _extract(imported.model, crossing, [o.name for o in imported.outputs], "head")
     got_b = [n.name for n in backbone_model.graph.node]
     got_h = [n.name for n in head_model.graph.node]
