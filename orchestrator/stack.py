@@ -155,9 +155,11 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
 
 def install_model_version(step: "Steps", chain: "Chain", deployment: "Deployment", owner, enclave_dir: Path,
-                          split_dir: Path, *, model: str, rule: Path, label: str = "") -> tuple[bytes, int]:
-    """Split ``model`` by ``rule`` (proving the split equal to the model), register the version
-    and provision the attested enclave with its head and index; returns (model id, version)."""
+                          split_dir: Path, *, model: str, rule: Path, label: str = "", model_path: Path | None = None,
+                          samples=None, sample_source: str = "digits test split") -> tuple[bytes, int]:
+    """Split ``model`` (a reference model's name, or any ONNX file at ``model_path`` with
+    ``samples`` to prove the split on) by ``rule``, register the version and provision the
+    attested enclave with its head and index; returns (model id, version)."""
     from splitseal.enclave_client import EnclaveClient
 
     from .models import load_model
@@ -166,11 +168,13 @@ def install_model_version(step: "Steps", chain: "Chain", deployment: "Deployment
     from .provision import provision_model, register_model_version
     from .training import load_split, reference_model_path
 
+    path = model_path if model_path is not None else reference_model_path(model)
     with step(f"split {model} by {rule.name}"):
-        imported = load_model(reference_model_path(model))
-        _, _, x_test, _ = load_split()
-        result = split_model(imported, load_rule(rule), x_test[:128], sample_source="digits test split")
-        summary = result.write(split_dir, model_path=str(reference_model_path(model)), rule_path=str(rule))
+        imported = load_model(path)
+        if samples is None:
+            samples = load_split()[2][:128]
+        result = split_model(imported, load_rule(rule), samples, sample_source=sample_source)
+        summary = result.write(split_dir, model_path=str(path), rule_path=str(rule))
     v = result.verification
     step.note(f"backbone + head equals the whole model on {v.samples} test images: max difference "
               f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter, "
