@@ -23,7 +23,10 @@ Per request, in order (each step is checkpointed before the next starts):
 
 Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
 others after a grace period, so that two nodes rarely compute the same request; when they do,
-the chain keeps exactly one delivery.
+the chain keeps exactly one delivery. The others hold the request in memory only (no checkpoint
+write, no chain read) and, once the grace has passed, ask the chain in one log query which of
+the held requests ended; only the rest are checkpointed and taken over. Their log cursor stays
+before the oldest held request, so a restarted node reads those again.
 
 A request that cannot be served is reported with ``EnclaveTransfer.reportFailure`` and a reason
 code (``splitseal.protocol.FailureCode``), whatever went wrong with it: no input, model or
@@ -74,6 +77,8 @@ log = logging.getLogger(__name__)
 
 
 _FRESH_BLOCKS = 3
+#: Seconds between two checkpointed log polls while pushed requests keep the node busy.
+CATCH_UP_INTERVAL = 1.0
 #: Results up to this many bytes go inline in the delivery; larger ones by pointer + commitment.
 INLINE_RESULT_LIMIT = 8 * 1024
 _KEPT_TIMES = 10_000
@@ -168,6 +173,12 @@ class InferenceNode:
         self._wakeup: Any = None  # a push subscription, where the chain offers one
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
+        #: other nodes' requests within their claim grace: request id -> (block, first seen)
+        self._foreign: dict[int, tuple[int, float]] = {}
+        self._foreign_done: dict[int, None] = {}  # held requests resolved (ended or taken over)
+        self._next_takeover = 0.0
+        self._gas_by_result_size: dict[int, int] = {}  # see _delivery_gas
+        self._next_catch_up = 0.0  # monotonic time of the next log poll while pushes keep coming
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
@@ -256,20 +267,27 @@ class InferenceNode:
         pushed = self._drain_pushed()
         if pushed:
             # requests the node pushed with their data (confirmations 0 only): act at once; the
-            # checkpointed log poll catches up on the next quiet round
+            # checkpointed log poll catches up on a quiet round, or at least every
+            # CATCH_UP_INTERVAL under steady pushes (else its range, and the embedded chain's cost
+            # of a log query, grows with everything pushed since)
             for ev in pushed:
                 request_id = int(ev["args"]["requestId"])
+                if self._hold_foreign(request_id, ev):
+                    continue
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
                     fresh.add(request_id)
                 self._events[request_id] = ev["args"]
-            events, upto = [], None
-        else:
+        events, upto = [], None
+        if not pushed or time.monotonic() >= self._next_catch_up:
+            self._next_catch_up = time.monotonic() + CATCH_UP_INTERVAL
             events, upto = self.poller.poll()
             self._seen_head = upto + self.poller.confirmations
         old = [ev for ev in events if upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
         ended = self._ended_since(min(int(ev["blockNumber"]) for ev in old), upto) if old else set()
         for ev in events:
             request_id = int(ev["args"]["requestId"])
+            if self._hold_foreign(request_id, ev):
+                continue
             record = self.checkpoint.see(request_id, int(ev["blockNumber"]))
             if request_id in ended and record.stage is Stage.SEEN:
                 self._finish(request_id, Stage.SKIPPED, "ended on-chain before this node saw it")
@@ -278,9 +296,14 @@ class InferenceNode:
             # history, a read is cheaper than a claim attempt
             if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) < _FRESH_BLOCKS:
                 fresh.add(request_id)
-            self._events[request_id] = ev["args"]
+            if not record.stage.final:  # a pushed request served already is read again here
+                self._events[request_id] = ev["args"]
         if upto is not None:
-            self.checkpoint.set_last_block(upto)
+            # a restarted node must read the requests it holds in memory again: the cursor stays
+            # before the oldest of them
+            held = min((block for block, _ in self._foreign.values()), default=upto + 1)
+            self.checkpoint.set_last_block(min(upto, held - 1))
+        self._take_over_foreign()
 
         moved = 0
         asks: list[int] = []
@@ -363,6 +386,44 @@ class InferenceNode:
                 raise ChainError(f"request {request_id}: its InferenceRequested event is not on chain")
             self._events[request_id] = logs[0]["args"]
         return self._events[request_id]
+
+    def _hold_foreign(self, request_id: int, ev: Any) -> bool:
+        """True for another node's request: held in memory through its claim grace, with no
+        checkpoint write and no chain read, so that n nodes do not each checkpoint every request.
+        :meth:`_take_over_foreign` checkpoints the few that are still open after the grace."""
+        if self.node_count == 1 or request_id % self.node_count == self.node_index:
+            return False
+        if request_id in self._foreign or request_id in self._foreign_done:
+            return True
+        if self.checkpoint.get(request_id) is not None:  # taken over before this node restarted
+            return False
+        self._foreign[request_id] = (int(ev["blockNumber"]), time.monotonic())
+        self._events[request_id] = ev["args"]
+        return True
+
+    def _take_over_foreign(self) -> None:
+        """Held requests whose grace passed: one log query finds those that ended on-chain (they
+        are dropped, never checkpointed); the others are checkpointed and served by this node."""
+        now = time.monotonic()
+        if not self._foreign or now < self._next_takeover or self._stopping.is_set():
+            return
+        due = {rid: block for rid, (block, seen) in self._foreign.items() if now - seen >= self.claim_grace}
+        if not due:
+            return
+        self._next_takeover = now + self.claim_grace / 4
+        ended = self._ended_since(min(due.values()), self.chain.block_number())
+        for rid, block in due.items():
+            first_seen = self._foreign.pop(rid)[1]
+            self._foreign_done[rid] = None
+            if rid in ended:
+                self._events.pop(rid, None)
+                continue
+            log.info("request_id=%d taken over from node %d after %.1f s", rid, rid % self.node_count,
+                     now - first_seen)
+            self.checkpoint.see(rid, block)
+            self._first_seen[rid] = first_seen  # its grace has passed: _mine_first lets it through
+        while len(self._foreign_done) > _KEPT_TIMES:
+            self._foreign_done.pop(next(iter(self._foreign_done)))
 
     def _mine_first(self, request_id: int) -> bool:
         """Several nodes: the preferred node claims at once, the others after a grace period."""
@@ -474,18 +535,31 @@ class InferenceNode:
             times.enclave = time.perf_counter() - t0
             saved = (reply.encrypted_result, reply.signature, reply.sequence,
                      bytes(getattr(reply, "transfer_hash", b"") or keccak256(stored.ciphertext)))
-            self.checkpoint.store_reply(request_id, *saved)
-            self.checkpoint.advance(request_id, Stage.TRANSFERRED)
+            self.checkpoint.store_reply(request_id, *saved, stage=Stage.TRANSFERRED)
         encrypted_result, signature, sequence, transfer_hash = saved
         claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
                             input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
                             requester_key=bytes(ev["requesterKey"]), enclave=self.enclave.address,
                             transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence)
         fn = self._delivery(claim, stored.output_commitment, encrypted_result, signature)
-        # estimated, not fixed: the cost grows with the result's size; a revert found here costs nothing
-        gas = self.chain.estimate_gas(fn, sender=self.account.address)
         self._sent_at[request_id] = time.perf_counter()
-        return self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)
+        return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, encrypted_result))
+
+    def _delivery_gas(self, fn: Any, encrypted_result: bytes) -> int:
+        """Gas limit of a delivery: estimated once per result size and kept (an estimate re-runs
+        the transaction, ~10 ms on the embedded chain, a round trip on a node, on the critical
+        path of every request). A delivery's cost depends on the result's size and on whether a
+        storage slot is written first time, which only the first delivery of an enclave does and
+        the first estimate includes; the margin covers the rest. A delivery that would revert
+        (another node delivered, the deadline passed) then reverts on-chain instead of in the
+        estimate and is handled the same way."""
+        size = len(encrypted_result) if len(encrypted_result) <= INLINE_RESULT_LIMIT else -1  # -1: by pointer
+        gas = self._gas_by_result_size.get(size)
+        if gas is None:
+            gas = self.chain.estimate_gas(fn, sender=self.account.address)
+            if len(self._gas_by_result_size) < 256:
+                self._gas_by_result_size[size] = gas
+        return gas + gas // 4 + 10_000
 
     def _infer(self, request_id: int, ev: Any, stored: Any) -> Any:
         return self.enclave.endpoint.infer(
@@ -559,16 +633,16 @@ class InferenceNode:
         the next attempt's revert, ends it as timed out). Never blocks the other requests."""
         attempts = self.checkpoint.attempt(request_id)
         self.stats.retried += 1
+        self._gas_by_result_size.clear()  # a delivery out of gas reverts with no reason: estimate afresh
         delay = min(self.config.retry_max_backoff, self.config.retry_backoff * (2 ** min(attempts - 1, 16)))
         self._not_before[request_id] = time.monotonic() + delay
         log.warning("request_id=%d attempt=%d error=%s retry_in=%.2fs", request_id, attempts, exc, delay)
         return False
 
     def _finish(self, request_id: int, stage: Stage, detail: str) -> None:
-        self.checkpoint.advance(request_id, stage, detail)
+        self.checkpoint.finish(request_id, stage, detail)
         if self.on_finished is not None:
             self.on_finished(request_id, stage, detail, self.stats.times.get(request_id))
-        self.checkpoint.drop_transfer(request_id)
         self._events.pop(request_id, None)
         self._first_seen.pop(request_id, None)
         self._not_before.pop(request_id, None)

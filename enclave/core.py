@@ -81,7 +81,7 @@ from typing import Any, Callable
 import numpy as np
 
 from splitseal.errors import EnclaveError, InvalidInputError, ModelError, SealingError, SplitsealError
-from splitseal.protocol import FailureCode, crypto, eip712, wire
+from splitseal.protocol import FailureCode, bundle, crypto, eip712, wire
 from splitseal.protocol.result import SALT_BYTES, ResultClaim, encode_result_document, released_parts
 
 from . import quote as quote_mod
@@ -212,7 +212,9 @@ class _Model:
     encrypted_index_hash: bytes = b""
     state_version: int = 0
     head: Any = field(default=None, repr=False)
-    input_name: str = ""
+    #: (name, shape) of every head input: several when the cut is crossed by several tensors,
+    #: which then arrive as one bundle (splitseal.protocol.bundle) of shape ``input_shape``
+    input_specs: tuple[tuple[str, tuple[int | None, ...]], ...] = ()
     input_shape: tuple[int | None, ...] = ()
     output_name: str = ""
     policy: str = ""
@@ -308,6 +310,7 @@ class EnclaveCore:
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
         self.address = eip712.address_of(self._signing_key)
+        self._signer = eip712.signing_key(self._signing_key)  # built once: signs every answer
         log.info("enclave ready address=%s", self.address)
 
     def __repr__(self) -> str:
@@ -420,8 +423,13 @@ class EnclaveCore:
                 "head package differs from the registry's record: graph hash "
                 f"{'matches' if pkg.graph_hash == graph_hash else 'differs'}, parameter hash "
                 f"{'matches' if pkg.params_hash == params_hash else 'differs'}")
-        if len(graph.inputs) != 1 or not graph.outputs:
-            raise EntryCallError("head graph must have exactly one input and at least one output")
+        if not graph.inputs or not graph.outputs:
+            raise EntryCallError("head graph must have at least one input and one output")
+        if len(graph.inputs) > 1:
+            try:
+                bundle.bundle_shape([(t.name, tuple(t.shape)) for t in graph.inputs])
+            except InvalidInputError as exc:
+                raise EntryCallError(f"head graph's inputs cannot arrive as one transfer: {exc}") from None
 
         # work on a copy: a refused package leaves the serving model untouched
         model = dataclasses.replace(model, registry=registry, transfer=transfer, package=plaintext,
@@ -515,7 +523,9 @@ class EnclaveCore:
         except ModelError as exc:
             raise EntryCallError(f"head and parameter index do not load together: {exc}") from None
         model.head = head
-        model.input_name, model.input_shape = graph.inputs[0].name, tuple(graph.inputs[0].shape)
+        model.input_specs = tuple((t.name, tuple(t.shape)) for t in graph.inputs)
+        model.input_shape = (model.input_specs[0][1] if len(model.input_specs) == 1
+                             else bundle.bundle_shape(model.input_specs))
         model.output_name, model.policy = graph.outputs[0].name, graph.output_policy
         model.rate_limit = dict(graph.meta.get("rate_limit") or {})
 
@@ -621,8 +631,10 @@ class EnclaveCore:
                                  f"{model.rate_limit['answers']} answers per {model.rate_limit.get('window_seconds')} s; "
                                  "ask again later")
         try:
-            outputs = model.head.run({model.input_name: x})
-        except ModelError as exc:
+            feed = ({model.input_specs[0][0]: x} if len(model.input_specs) == 1
+                    else bundle.unpack(x, model.input_specs))
+            outputs = model.head.run(feed)
+        except (ModelError, InvalidInputError) as exc:
             raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
                                  FailureCode.SHAPE_MISMATCH) from None
         result = encode_result(np.asarray(outputs[model.output_name]), model.policy)
@@ -638,7 +650,7 @@ class EnclaveCore:
         answer = {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
                   "result_commitment": result_commitment, "transfer_hash": transfer_hash,
                   "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
-                  "sequence": sequence, "signature": eip712.sign(self._signing_key, digest), **(extra or {})}
+                  "sequence": sequence, "signature": eip712.sign(self._signer, digest), **(extra or {})}
         # durable before the answer leaves: once delivered, the chain anchors this sequence, and a
         # state that lost it would be refused as rolled back at the next restore
         self._journal_answer(replay_key, answer)
@@ -827,13 +839,12 @@ def encode_result(output: np.ndarray, policy: str) -> bytes:
 
     if output.ndim == 0:
         raise EntryCallError("head produced a scalar; expected one row of scores per sample", FailureCode.INTERNAL)
-    rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
-    if not np.all(np.isfinite(rows)):
+    if not np.all(np.isfinite(output)):
         raise EntryCallError("head produced non-finite outputs", FailureCode.INTERNAL)
     try:
-        released = apply_output_policy(policy, rows)
-    except ModelError:
-        raise EntryCallError(f"unknown output policy {policy!r} in the head graph", FailureCode.INTERNAL) from None
+        released = apply_output_policy(policy, output)
+    except ModelError as exc:
+        raise EntryCallError(f"output policy {policy!r} of the head graph: {exc}", FailureCode.INTERNAL) from None
     return encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
 
 

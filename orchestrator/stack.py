@@ -21,6 +21,8 @@ from splitseal.config import PROJECT_ROOT, Config
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from splitseal.chain import Chain, Deployment
     from splitseal.enclave_client import EnclaveProcess
 
@@ -31,6 +33,16 @@ log = logging.getLogger(__name__)
 
 DEMO_MODEL = "digits_classifier"
 DEMO_RULE = PROJECT_ROOT / "rules" / "digits_classifier.toml"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model version registered, provisioned and served on a :class:`Stack`."""
+
+    name: str
+    model_id: bytes
+    version: int
+    split_dir: Path
 
 
 @dataclass
@@ -46,6 +58,8 @@ class Stack:
     enclave_proc: "EnclaveProcess"
     nodes: list["NodeWiring"] = field(default_factory=list)
     runners: list[threading.Thread] = field(default_factory=list)
+    #: models served besides the first (:meth:`add_model`), by name
+    models: dict[str, "ServedModel"] = field(default_factory=dict)
 
     def requester(self, account_index: int = 3) -> "Requester":
         from .requester import Requester
@@ -75,6 +89,24 @@ class Stack:
             runner.start()
             self.runners.append(runner)
         return wiring
+
+    def add_model(self, name: str, model_path: Path, rule: Path, samples: "np.ndarray", *, sample_source: str,
+                  say: Callable[[str], None] = print) -> "ServedModel":
+        """Serve one more model on this system: split it by ``rule`` (verified on ``samples``),
+        register the version, provision the head to the running enclave (already attested) and
+        give every node its backbone. Returns where requests for it go."""
+        from .models.split import NODE_DIR
+
+        split_dir = self.state_dir / "models" / name
+        model_id, version = install_model_version(
+            Steps(say), self.chain, self.deployment, self.chain.account(1), self.state_dir / "enclave", split_dir,
+            model=name, model_path=model_path, rule=rule, samples=samples, sample_source=sample_source)
+        for wiring in self.nodes:
+            wiring.node.backbones.add(split_dir / NODE_DIR)
+        self.models[name] = ServedModel(name, model_id, version, split_dir)
+        say(f"{name}: model 0x{model_id.hex()[:16]}… version {version} registered and provisioned; "
+            f"the node holds its backbone")
+        return self.models[name]
 
     def stop_nodes(self) -> None:
         for wiring in self.nodes:
@@ -155,7 +187,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
 
 def install_model_version(step: "Steps", chain: "Chain", deployment: "Deployment", owner, enclave_dir: Path,
-                          split_dir: Path, *, model: str, rule: Path, label: str = "", model_path: Path | None = None,
+                          split_dir: Path, *, model: str, rule: Path, model_path: Path | None = None,
                           samples=None, sample_source: str = "digits test split") -> tuple[bytes, int]:
     """Split ``model`` (a reference model's name, or any ONNX file at ``model_path`` with
     ``samples`` to prove the split on) by ``rule``, register the version and provision the
@@ -181,7 +213,7 @@ def install_model_version(step: "Steps", chain: "Chain", deployment: "Deployment
               f"{v.max_abs_diff_onnxruntime:.1e} on onnxruntime (tolerance {v.tolerance:.0e})")
 
     # one model id per owner: on a chain that outlives the demo, each run adds a version
-    model_id = keccak256(f"splitseal-demo/{model}{label}/{owner.address}".encode())
+    model_id = keccak256(f"splitseal-demo/{model}/{owner.address}".encode())
     with step("register the model version (hashes of backbone, head graph, head parameters, rule)"):
         version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
     step.note(f"model 0x{model_id.hex()[:16]}… version {version}")

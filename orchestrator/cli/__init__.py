@@ -177,6 +177,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if as_json:
             print(dumps(error_document(type(exc).__name__, str(exc), status)), flush=True)
         return status
+    except OSError as exc:
+        # a path the command was given or configured that it cannot use (a directory for a file,
+        # no permission, no such parent): the user's to fix; a connection failure is runtime
+        status = EXIT_USAGE if exc.filename else EXIT_RUNTIME
+        where = f"cannot use {exc.filename}: " if exc.filename else ""
+        message = (f"{where}{exc.strerror or exc}"
+                   + ("; check the path you gave (or configured) and its permissions" if exc.filename else ""))
+        print(f"error: {message}", file=sys.stderr)
+        if as_json:
+            print(dumps(error_document(type(exc).__name__, message, status)), flush=True)
+        return status
     except KeyboardInterrupt:
         return 130
 

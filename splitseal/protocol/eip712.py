@@ -218,7 +218,15 @@ def hybrid_share_digest(chain_id: int, verifying_contract: Address, *, request_i
 
 # --- keys and signatures -------------------------------------------------------------------
 
-def _private_key(private_key: bytes) -> PrivateKey:
+def signing_key(private_key: bytes) -> PrivateKey:
+    """A key to pass to :func:`sign` again and again: building it from the 32 bytes derives the
+    public key (~0.1 ms), which a signer of every answer need do once only."""
+    return _private_key(private_key)
+
+
+def _private_key(private_key: "bytes | PrivateKey") -> PrivateKey:
+    if isinstance(private_key, PrivateKey):
+        return private_key
     if not isinstance(private_key, (bytes, bytearray)) or len(private_key) != 32:
         raise InvalidInputError("a secp256k1 private key must be 32 bytes")
     try:
@@ -237,8 +245,9 @@ def public_key_address(uncompressed: bytes) -> str:
     return to_checksum_address(keccak256(uncompressed[1:])[-20:])
 
 
-def sign(private_key: bytes, digest: bytes) -> bytes:
-    """65-byte signature ``r || s || v`` (low s, v in {27, 28}) of a 32-byte digest."""
+def sign(private_key: "bytes | PrivateKey", digest: bytes) -> bytes:
+    """65-byte signature ``r || s || v`` (low s, v in {27, 28}) of a 32-byte digest; the key as 32
+    bytes or as :func:`signing_key` made it."""
     if not isinstance(digest, (bytes, bytearray)) or len(digest) != 32:
         raise InvalidInputError("the digest to sign must be 32 bytes")
     raw = _private_key(private_key).sign_recoverable(bytes(digest), hasher=None)  # r || s || recid

@@ -18,7 +18,7 @@ from mpc.client import cluster as cl
 from mpc.client import faces
 from mpc.client.owner import load_onnx
 from orchestrator.hybrid import HybridRequester
-from orchestrator.stack import Steps, install_model_version, start_stack
+from orchestrator.stack import start_stack
 from splitseal.config import PROJECT_ROOT, Config
 from splitseal.enclave_client import EnclaveClient
 from splitseal.protocol import RequestStatus
@@ -40,12 +40,10 @@ def test_sface_features_through_mpc_backbone_and_enclave_head(tmp_path):
     mpc_dir = tmp_path / "mpc"
     try:
         chain, deployment = stack.chain, stack.deployment
-        split_dir = tmp_path / "sface-split"
-        model_id, version = install_model_version(
-            Steps(lambda _line: None), chain, deployment, chain.account(1), stack.state_dir / "enclave", split_dir,
-            model="sface", model_path=faces.sface_path(), rule=PROJECT_ROOT / "rules" / "sface_hybrid.toml",
-            label="-hybrid", samples=samples, sample_source="ORL faces aligned by YuNet")
-        cl.up(mpc_dir, load_onnx(split_dir / "node" / "backbone.onnx"), parties=2, shared=False, timeout=600)
+        served = stack.add_model("sface-hybrid", faces.sface_path(), PROJECT_ROOT / "rules" / "sface_hybrid.toml",
+                                 samples, sample_source="ORL faces aligned by YuNet", say=lambda _line: None)
+        model_id, version = served.model_id, served.version
+        cl.up(mpc_dir, load_onnx(served.split_dir / "node" / "backbone.onnx"), parties=2, shared=False, timeout=600)
         mpc = cl.MpcClient(cl.ClusterInfo.load(mpc_dir))
         set_id = cl.register_node_set(chain, deployment.feature_share_registry, mpc.addresses(), chain.account(0))
         relay_account = chain.account(4)
