@@ -64,6 +64,7 @@ from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
 from splitseal.protocol import FailureCode, RequestStatus
 from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
+from splitseal.protocol.hybrid import is_manifest as is_hybrid_manifest
 from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
@@ -87,6 +88,10 @@ _HANDLED = object()  # a step that ended in a recorded failure, a skip or a retr
 
 class BackboneUnavailable(SplitsealError):
     """This node holds no backbone for a request's model version (another node may)."""
+
+
+class HybridRequest(BackboneUnavailable):
+    """A hybrid request: its input is in shares at MPC nodes, whose relay serves it (chain_node.hybrid)."""
 
 
 class EnclaveEndpoint(Protocol):
@@ -436,7 +441,8 @@ class InferenceNode:
             self._fail(request_id, problem.code, str(problem))
         except BackboneUnavailable as exc:
             # leave the request to a node that serves this model; it times out if none does
-            log.warning("request_id=%d skipped: %s", request_id, exc)
+            log.log(logging.INFO if isinstance(exc, HybridRequest) else logging.WARNING,
+                    "request_id=%d skipped: %s", request_id, exc)
             self.stats.skipped += 1
             self._finish(request_id, Stage.SKIPPED, str(exc))
         except ContractRevertError as exc:
@@ -479,6 +485,9 @@ class InferenceNode:
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
         ciphertext = self._fetch_input(ev)
+        if is_hybrid_manifest(ciphertext):
+            # its input is in shares at the MPC nodes; their relay serves it (chain_node.hybrid)
+            raise HybridRequest(f"request {request_id} is a hybrid request, served by an MPC node set")
         x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
                        ciphertext)
         backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))

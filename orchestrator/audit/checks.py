@@ -13,7 +13,9 @@ checks are, in order:
 4. at the result's block that enclave was registered (quote by the pinned key), not revoked and
    not expired, and its measurement was allowed for the model;
 5. that enclave confirmed loading exactly the registered head (graph and parameter hashes) of that
-   model version, and the parameter index it verified is the published one.
+   model version, and the parameter index it verified is the published one;
+6. a hybrid request (its inline input a manifest): the nodes it names are its node set's, each
+   contributed one share and signed it, and the output commitment is theirs (orchestrator/audit/hybrid.py).
 
 Whatever does not verify is reported as a failed check with the reason, never dropped.
 """
@@ -21,13 +23,17 @@ Whatever does not verify is reported as a failed check with the reason, never dr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from splitseal.chain import Chain, Deployment
 from splitseal.errors import InvalidInputError
 from splitseal.protocol import eip712
 from splitseal.protocol.crypto import keccak256
+from splitseal.protocol.hybrid import is_manifest
 from splitseal.protocol.result import ResultClaim
+
+from .hybrid import HybridAudit, audit_hybrid
 
 
 @dataclass
@@ -55,6 +61,8 @@ class RequestAudit:
     status: str
     events: list[AuditEvent] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    #: a hybrid request's node set and contributions (None for other requests)
+    hybrid: HybridAudit | None = None
 
     @property
     def verified(self) -> bool:
@@ -67,7 +75,8 @@ class RequestAudit:
     def to_json(self) -> dict[str, Any]:
         return {"requestId": self.request_id, "status": self.status, "verified": self.verified,
                 "gasTotal": self.gas_total, "events": [asdict(e) for e in self.events],
-                "checks": [asdict(c) for c in self.checks]}
+                "checks": [asdict(c) for c in self.checks],
+                **({"hybrid": self.hybrid.to_json()} if self.hybrid is not None else {})}
 
 
 @dataclass
@@ -129,9 +138,11 @@ class EnclaveAnswers:
 class Auditor:
     """Reads events of one deployment; caches blocks and receipts it has fetched."""
 
-    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+    def __init__(self, chain: Chain, deployment: Deployment, *, blob_dir: str | Path | None = None) -> None:
         self.chain = chain
         self.d = deployment
+        #: where off-chain records are (a hybrid request's contributions record)
+        self.blob_dir = Path(blob_dir) if blob_dir is not None else None
         self._blocks: dict[int, int] = {}
         self._gas: dict[str, int] = {}
         self._cache: dict[tuple[Any, ...], list[AuditEvent]] = {}
@@ -221,6 +232,13 @@ class Auditor:
         if inline:
             add(Check("inline input matches its commitment", keccak256(inline) == commitment,
                       "keccak256(inlineInput) == inputCommitment"))
+        if is_manifest(inline):
+            audit.hybrid, findings = audit_hybrid(
+                self.chain, self.d, request_id=audit.request_id, request=request.args,
+                backbone=by["BackboneExecuted"].args if "BackboneExecuted" in by else None,
+                transfer=by["TransferRecorded"].args if "TransferRecorded" in by else None, blob_dir=self.blob_dir)
+            for name, ok, detail in findings:
+                add(Check(name, ok, detail))
         if audit.status != "COMPLETED":
             if "RequestFailed" in by:
                 f = by["RequestFailed"]
@@ -419,6 +437,14 @@ def render_request(audit: RequestAudit) -> str:
             if k in ("inlineInput", "encryptedResult", "signature") and isinstance(v, str) and len(v) > 42:
                 v = f"{v[:42]}… ({(len(v) - 2) // 2} bytes)"
             lines.append(f"      {k}: {v}")
+    if audit.hybrid is not None:
+        h = audit.hybrid
+        lines += ["", f"hybrid: node set {h.set_id}, {len(h.nodes)} nodes, no single one holds the image"]
+        for party, node in enumerate(h.nodes):
+            signed = next((c for c in h.contributions if c["party"] == party), None)
+            state = "no share on record" if signed is None else \
+                f"share {signed['shareHash'][:18]}… {'signed' if signed['signatureRecovers'] else 'SIGNATURE FAILS'}"
+            lines.append(f"  party {party} {node}: input commitment {h.input_commitments[party][:18]}…, {state}")
     lines += ["", "checks:"]
     lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in audit.checks]
     return "\n".join(lines)

@@ -21,15 +21,14 @@ from splitseal.errors import SplitsealError
 _AREAS = ("compile", "chain", "model", "train", "enclave", "node", "mpc", "audit", "demo")
 
 
-_GROUPS: dict[int, dict[str, argparse._SubParsersAction]] = {}
-
-
 def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
     """The sub-command group ``splitseal NAME ...``, created on first use.
 
     Several areas may add commands to one group (``model train`` and ``model provision``).
     """
-    groups = _GROUPS.setdefault(id(sub), {})
+    # kept on the action itself: a dict keyed by id(sub) handed a later parser, built where a
+    # collected one had lived, the old parser's groups ("conflicting subparser")
+    groups = sub.__dict__.setdefault("_splitseal_groups", {})
     if name not in groups:
         parser = sub.add_parser(name, help=help)
         groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
@@ -76,6 +75,7 @@ EXAMPLES = {
     "mpc verify": "splitseal mpc verify --subject alice probe.png",
     "mpc identify": "splitseal mpc identify probe.png",
     "mpc audit": "splitseal mpc audit alice --json",
+    "mpc infer": "splitseal mpc infer --model digits-hybrid image.npy --authorize --json",
     "mpc node run": "splitseal mpc node run --state-dir var/mpc --party 0",
     "audit request": "splitseal audit request 1 --chain http://127.0.0.1:8545 --registry 0xREGISTRY",
     "audit model": "splitseal audit model digits --chain anvil --html report.html",
@@ -175,6 +175,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         if as_json:
             print(dumps(error_document(type(exc).__name__, str(exc), status)), flush=True)
+        return status
+    except OSError as exc:
+        # a path the command was given or configured that it cannot use (a directory for a file,
+        # no permission, no such parent): the user's to fix; a connection failure is runtime
+        status = EXIT_USAGE if exc.filename else EXIT_RUNTIME
+        where = f"cannot use {exc.filename}: " if exc.filename else ""
+        message = (f"{where}{exc.strerror or exc}"
+                   + ("; check the path you gave (or configured) and its permissions" if exc.filename else ""))
+        print(f"error: {message}", file=sys.stderr)
+        if as_json:
+            print(dumps(error_document(type(exc).__name__, message, status)), flush=True)
         return status
     except KeyboardInterrupt:
         return 130

@@ -50,6 +50,12 @@ TYPES: dict[str, str] = {
     "Decision": ("Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,"
                  "bytes32 probeCommitment)"),
 }
+#: Types signed for a party off-chain, not for a contract (the enclave checks them; the domain's
+#: ``verifyingContract`` still names the contract whose request they belong to).
+OFFCHAIN_TYPES: dict[str, str] = {
+    "HybridShare": ("HybridShare(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,"
+                    "address enclave,uint8 party,bytes32 shareHash)"),
+}
 
 #: secp256k1 group order, and half of it (the low-s bound).
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -62,8 +68,9 @@ def _fields(type_string: str) -> list[tuple[str, str]]:
     return [tuple(part.split(" ")) for part in inner.split(",")]  # type: ignore[misc]
 
 
-_FIELDS: dict[str, list[tuple[str, str]]] = {name: _fields(t) for name, t in TYPES.items()}
-TYPE_HASHES: dict[str, bytes] = {name: keccak256(t.encode()) for name, t in TYPES.items()}
+_ALL_TYPES = {**TYPES, **OFFCHAIN_TYPES}
+_FIELDS: dict[str, list[tuple[str, str]]] = {name: _fields(t) for name, t in _ALL_TYPES.items()}
+TYPE_HASHES: dict[str, bytes] = {name: keccak256(t.encode()) for name, t in _ALL_TYPES.items()}
 DOMAIN_TYPE_HASH = keccak256(DOMAIN_TYPE.encode())
 
 
@@ -197,6 +204,16 @@ def decision_digest(chain_id: int, verifying_contract: Address, *, set_id: int, 
     return typed_digest(chain_id, verifying_contract, "Decision", {
         "setId": set_id, "sessionId": session_id, "kind": kind, "subjectId": subject_id,
         "accepted": accepted, "probeCommitment": probe_commitment})
+
+
+def hybrid_share_digest(chain_id: int, verifying_contract: Address, *, request_id: int, model_id: bytes,
+                        model_version: int, input_commitment: bytes, enclave: Address, party: int,
+                        share_hash: bytes) -> bytes:
+    """Signed by an MPC node for its sealed backbone-output share of a hybrid request
+    (``verifying_contract`` = the model's EnclaveTransfer), checked by the enclave and the auditor."""
+    return typed_digest(chain_id, verifying_contract, "HybridShare", {
+        "requestId": request_id, "modelId": model_id, "modelVersion": model_version,
+        "inputCommitment": input_commitment, "enclave": enclave, "party": party, "shareHash": share_hash})
 
 
 # --- keys and signatures -------------------------------------------------------------------
