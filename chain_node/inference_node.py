@@ -20,6 +20,11 @@ Per request, in order (each step is checkpointed before the next starts):
    (``BackboneExecuted``), the transfer (``TransferRecorded``) and the result
    (``ResultSubmitted``: inline up to :data:`INLINE_RESULT_LIMIT` bytes, else by pointer into
    the blob store and commitment) in one transaction, its gas estimated; a second delivery reverts.
+   With ``[node].delivery_batch`` > 1 the results of one round go out together
+   (``deliverResults``, up to that many per transaction); an item the contract skips
+   (``DeliverySkipped``: delivered by another node, past its deadline, refused) is then ended
+   as its reason calls for, exactly as a reverted single delivery would be. A request that names
+   a consumer is called back by the contract inside its delivery (the gas estimate covers it).
 
 Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
 others after a grace period, so that two nodes rarely compute the same request; when they do,
@@ -55,7 +60,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from splitseal.chain import Chain, Deployment, PendingTx, event_topic
+from splitseal.chain import CalldataNotFound, Chain, Deployment, PendingTx, event_topic, request_inline_input
 from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
@@ -164,6 +169,7 @@ class InferenceNode:
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
+        self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
         self._seen_head = 0
@@ -253,7 +259,7 @@ class InferenceNode:
                 request_id = int(ev["args"]["requestId"])
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
                     fresh.add(request_id)
-                self._events[request_id] = ev["args"]
+                self._remember(request_id, ev)
             events, upto = [], None
         else:
             events, upto = self.poller.poll()
@@ -270,7 +276,7 @@ class InferenceNode:
             # history, a read is cheaper than a claim attempt
             if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) < _FRESH_BLOCKS:
                 fresh.add(request_id)
-            self._events[request_id] = ev["args"]
+            self._remember(request_id, ev)
         if upto is not None:
             self.checkpoint.set_last_block(upto)
 
@@ -285,16 +291,19 @@ class InferenceNode:
                 asks.append(rid)
             elif step is not None:
                 moved += 1
-        deliveries: list[tuple[int, PendingTx]] = []
-        for rid in asks:
-            step = self._guard(rid, lambda: self._ask_and_send(rid))
-            if isinstance(step, PendingTx):
-                deliveries.append((rid, step))
-            else:
+        if self.config.delivery_batch > 1:
+            moved += self._deliver_batched(asks)
+        else:
+            deliveries: list[tuple[int, PendingTx]] = []
+            for rid in asks:
+                step = self._guard(rid, lambda: self._ask_and_send(rid))
+                if isinstance(step, PendingTx):
+                    deliveries.append((rid, step))
+                else:
+                    moved += 1
+            for rid, pending in deliveries:
+                self._guard(rid, lambda: self._confirm_delivery(rid, pending))
                 moved += 1
-        for rid, pending in deliveries:
-            self._guard(rid, lambda: self._confirm_delivery(rid, pending))
-            moved += 1
         if time.monotonic() >= self._next_sweep and not self._stopping.is_set():
             self._next_sweep = time.monotonic() + self.config.keeper_interval
             moved += self.keeper.sweep()
@@ -346,6 +355,10 @@ class InferenceNode:
 
     # --- the pipeline --------------------------------------------------------------------
 
+    def _remember(self, request_id: int, ev: Any) -> None:
+        self._events[request_id] = ev["args"]
+        self._request_txs[request_id] = ev["transactionHash"]
+
     def _request_event(self, request_id: int) -> Any:
         """The request's event args (from the cache, or the chain after a restart)."""
         if request_id not in self._events:
@@ -353,7 +366,7 @@ class InferenceNode:
                                        self.deployment.block, argument_filters={"requestId": request_id})
             if not logs:
                 raise ChainError(f"request {request_id}: its InferenceRequested event is not on chain")
-            self._events[request_id] = logs[0]["args"]
+            self._remember(request_id, logs[0])
         return self._events[request_id]
 
     def _mine_first(self, request_id: int) -> bool:
@@ -414,7 +427,7 @@ class InferenceNode:
         ev = self._request_event(request_id)
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
-        ciphertext = self._fetch_input(ev)
+        ciphertext = self._fetch_input(request_id, ev)
         x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
                        ciphertext)
         backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
@@ -435,6 +448,12 @@ class InferenceNode:
     def _ask_and_send(self, request_id: int) -> Any:
         """The enclave's signed, encrypted answer (asked once, kept until on-chain), delivered
         with the backbone commitment and the transfer hash in one transaction."""
+        delivery = self._answer(request_id)
+        return _HANDLED if delivery is _HANDLED else self._send_single(request_id, delivery)
+
+    def _answer(self, request_id: int) -> Any:
+        """The arguments of the request's ``deliverResult`` (an ``IBackboneExecution.Delivery``),
+        asking the enclave unless its answer is saved; ``_HANDLED`` when the request ended here."""
         ev = self._request_event(request_id)
         stored = self.checkpoint.load_transfer(request_id)
         if stored is None:
@@ -468,9 +487,69 @@ class InferenceNode:
         claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
                             input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
                             requester_key=bytes(ev["requesterKey"]), enclave=self.enclave.address,
-                            transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence)
-        fn = self._delivery(claim, stored.output_commitment, encrypted_result, signature)
-        # estimated, not fixed: the cost grows with the result's size; a revert found here costs nothing
+                            transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence,
+                            consumer=str(ev["consumer"]), callback_gas_limit=int(ev["callbackGasLimit"]))
+        return self._delivery(claim, stored.output_commitment, encrypted_result, signature)
+
+    def _deliver_batched(self, asks: list[int]) -> int:
+        """Phase 2 and 3 with batching: every answer of this round, ``delivery_batch`` per
+        ``deliverResults`` transaction (all sent, then all confirmed); returns requests moved."""
+        moved = 0
+        items: list[tuple[int, tuple[Any, ...]]] = []
+        for rid in asks:
+            delivery = self._guard(rid, lambda: self._answer(rid))
+            if delivery is _HANDLED:
+                moved += 1
+            else:
+                items.append((rid, delivery))
+        size = self.config.delivery_batch
+        sent: list[tuple[list[int], PendingTx]] = []
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            ids = [rid for rid, _ in chunk]
+            fn = self.deployment.backbone_execution.functions.deliverResults([d for _, d in chunk])
+            try:
+                gas = self.chain.estimate_gas(fn, sender=self.account.address)
+                now = time.perf_counter()
+                for rid in ids:
+                    self._sent_at[rid] = now
+                sent.append((ids, self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)))
+            except ContractRevertError:
+                # the batch itself was refused (too little gas cannot be it: estimated): one by one,
+                # so that each request meets its own revert
+                for rid, delivery in chunk:
+                    pending = self._guard(rid, lambda: self._send_single(rid, delivery))
+                    if isinstance(pending, PendingTx):
+                        sent.append(([rid], pending))
+                    else:
+                        moved += 1
+            except (ChainError, OSError) as exc:
+                for rid in ids:
+                    self._retry(rid, exc)
+                moved += len(ids)
+        for ids, pending in sent:
+            moved += len(ids)
+            try:
+                receipt = self.chain.confirm(pending)
+            except (ChainError, OSError) as exc:  # not mined, or reverted as a whole: send again
+                for rid in ids:
+                    self._retry(rid, exc)
+                continue
+            skipped = {int(e["args"]["requestId"]): bytes(e["args"]["reason"]) for e in
+                       self.chain.events(receipt, self.deployment.backbone_execution, "DeliverySkipped")}
+            for rid in ids:
+                if rid in skipped:
+                    error = self.chain.errors.error(skipped[rid], "deliverResults")
+                    log.warning("request_id=%d delivery skipped in batch: %s", rid, error)
+                    self._guard(rid, lambda: self._on_revert(rid, error))
+                else:
+                    self._guard(rid, lambda: self._delivered(rid, pending, batch=len(ids)))
+        return moved
+
+    def _send_single(self, request_id: int, delivery: tuple[Any, ...]) -> PendingTx:
+        fn = self.deployment.backbone_execution.functions.deliverResult(*delivery)
+        # estimated, not fixed: the cost grows with the result's size and the consumer's callback
+        # gas; a revert found here costs nothing
         gas = self.chain.estimate_gas(fn, sender=self.account.address)
         self._sent_at[request_id] = time.perf_counter()
         return self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)
@@ -489,29 +568,38 @@ class InferenceNode:
         inline, pointer, commitment = encrypted_result, "", bytes(32)
         if len(encrypted_result) > INLINE_RESULT_LIMIT:
             inline, pointer, commitment = b"", self.blobs.put(encrypted_result), keccak256(encrypted_result)
-        return self.deployment.backbone_execution.functions.deliverResult(
-            claim.as_abi(), output_commitment, inline, pointer, commitment, signature)
+        return (claim.as_abi(), output_commitment, inline, pointer, commitment, signature)
 
     def _confirm_delivery(self, request_id: int, pending: PendingTx) -> None:
         self.chain.confirm(pending)
+        self._delivered(request_id, pending)
+
+    def _delivered(self, request_id: int, pending: PendingTx, *, batch: int = 1) -> None:
         times = self.stats.times.setdefault(request_id, StageTimes())
         times.delivery_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
         self._finish(request_id, Stage.COMPLETED, "")
         self.stats.completed += 1
-        log.info("request_id=%d stage=completed backbone_ms=%.1f enclave_ms=%.1f delivery_ms=%.1f tx=%s", request_id,
-                 times.backbone * 1e3, times.enclave * 1e3, times.delivery_tx * 1e3, pending.tx_hash.hex()[:18])
+        log.info("request_id=%d stage=completed backbone_ms=%.1f enclave_ms=%.1f delivery_ms=%.1f batch=%d tx=%s",
+                 request_id, times.backbone * 1e3, times.enclave * 1e3, times.delivery_tx * 1e3, batch,
+                 pending.tx_hash.hex()[:18])
 
     # --- outcomes ------------------------------------------------------------------------
 
-    def _fetch_input(self, ev: Any) -> bytes:
-        inline = bytes(ev["inlineInput"])
+    def _fetch_input(self, request_id: int, ev: Any) -> bytes:
+        """The encrypted input: at the pointer, or (inline) the request transaction's calldata,
+        which the event does not repeat; either must hash to the input commitment."""
         commitment = bytes(ev["inputCommitment"])
-        if inline:
-            if keccak256(inline) != commitment:
-                raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
-                                   "inline input does not match the request's input commitment")
-            return inline
-        return self.blobs.get(str(ev["inputPointer"]), commitment, max_bytes=2 * MAX_INPUT_BYTES)
+        pointer = str(ev["inputPointer"])
+        if pointer:
+            return self.blobs.get(pointer, commitment, max_bytes=2 * MAX_INPUT_BYTES)
+        try:
+            inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id])
+        except CalldataNotFound as exc:
+            raise InputProblem(FailureCode.INPUT_UNAVAILABLE, str(exc)) from None
+        if keccak256(inline) != commitment:
+            raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
+                               "inline input does not match the request's input commitment")
+        return inline
 
     def _time_out(self, request_id: int) -> bool:
         """The deadline passed before our claim or result: end the request on-chain."""
@@ -556,6 +644,7 @@ class InferenceNode:
         self.checkpoint.advance(request_id, stage, detail)
         self.checkpoint.drop_transfer(request_id)
         self._events.pop(request_id, None)
+        self._request_txs.pop(request_id, None)
         self._first_seen.pop(request_id, None)
         self._not_before.pop(request_id, None)
         while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only

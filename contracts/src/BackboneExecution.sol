@@ -27,6 +27,13 @@ contract BackboneExecution is IBackboneExecution, Roles {
     uint32 public constant MIN_TTL = 1;
     uint32 public constant MAX_TTL = 30 days;
 
+    /// @notice Least and most gas a consumer's callback may ask for.
+    uint32 public constant MIN_CALLBACK_GAS = 5_000;
+    uint32 public constant MAX_CALLBACK_GAS = 1_000_000;
+
+    /// @notice Most deliveries in one {deliverResults} batch.
+    uint256 public constant MAX_BATCH = 64;
+
     // ============================================================================================
     //                                          STORAGE
     // ============================================================================================
@@ -86,26 +93,26 @@ contract BackboneExecution is IBackboneExecution, Roles {
         bytes32 requesterKey,
         uint32 ttl
     ) external returns (uint256 requestId) {
-        uint256 inlineLength = inlineInput.length;
-        uint256 pointerLength = bytes(inputPointer).length;
-        if ((inlineLength == 0) == (pointerLength == 0)) revert BackboneExecutionBadInput(inlineLength, pointerLength);
-        if (inlineLength > MAX_INLINE_INPUT) revert BackboneExecutionInputTooLarge(inlineLength, MAX_INLINE_INPUT);
-        if (pointerLength > MAX_POINTER) revert BackboneExecutionInputTooLarge(pointerLength, MAX_POINTER);
-        if (inputCommitment == bytes32(0)) revert BackboneExecutionZeroCommitment();
-        if (requesterKey == bytes32(0)) revert BackboneExecutionZeroRequesterKey();
-        if (ttl < MIN_TTL || ttl > MAX_TTL) revert BackboneExecutionBadTtl(ttl, MIN_TTL, MAX_TTL);
-        uint64 deadline = uint64(block.timestamp) + ttl;
-        if (!_registry.versionExists(modelId, version)) revert BackboneExecutionUnknownModelVersion(modelId, version);
+        return _request(modelId, version, inputCommitment, inlineInput.length, inputPointer, requesterKey, ttl, address(0), 0);
+    }
 
-        requestId = _nextRequestId++;
-        _requests[requestId] = Request({
-            binding: RequestBinding.request(modelId, inputCommitment, msg.sender, requesterKey),
-            deadline: uint40(deadline),
-            version: version,
-            status: Status.Requested
-        });
-        emit InferenceRequested(
-            requestId, modelId, msg.sender, version, inputCommitment, inlineInput, inputPointer, requesterKey, deadline
+    /// @inheritdoc IBackboneExecution
+    function requestInferenceWithCallback(
+        bytes32 modelId,
+        uint32 version,
+        bytes32 inputCommitment,
+        bytes calldata inlineInput,
+        string calldata inputPointer,
+        bytes32 requesterKey,
+        uint32 ttl,
+        address consumer,
+        uint32 callbackGasLimit
+    ) external returns (uint256 requestId) {
+        if (
+            consumer.code.length == 0 || callbackGasLimit < MIN_CALLBACK_GAS || callbackGasLimit > MAX_CALLBACK_GAS
+        ) revert BackboneExecutionBadCallback(consumer, callbackGasLimit);
+        return _request(
+            modelId, version, inputCommitment, inlineInput.length, inputPointer, requesterKey, ttl, consumer, callbackGasLimit
         );
     }
 
@@ -145,12 +152,39 @@ contract BackboneExecution is IBackboneExecution, Roles {
         bytes32 resultCommitment,
         bytes calldata signature
     ) external onlyRole(NODE_ROLE) {
-        address transfer =
-            _recordBackboneOutput(claim.requestId, outputCommitment, claim.enclave, claim.transferHash, false);
-        // one call records the transfer and the result (emitted in that order): a second call into
-        // EnclaveTransfer would cost the lifecycle about a thousand gas
-        IEnclaveTransfer(transfer).recordTransferAndSubmit(
-            claim, encryptedResult, resultPointer, resultCommitment, signature
+        _deliver(claim, outputCommitment, encryptedResult, resultPointer, resultCommitment, signature);
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function deliverResults(Delivery[] calldata deliveries) external onlyRole(NODE_ROLE) returns (uint256 delivered) {
+        uint256 count = deliveries.length;
+        if (count == 0 || count > MAX_BATCH) revert BackboneExecutionBadBatchLength(count, MAX_BATCH);
+        for (uint256 i = 0; i < count; ++i) {
+            try this.deliverOne(deliveries[i]) {
+                ++delivered;
+            } catch (bytes memory reason) {
+                // Our own contracts' custom errors, so bounded. Too little gas is the sender's
+                // fault, never the request's: undo the whole batch so that it is sent again.
+                if (reason.length < 4 || bytes4(reason) == IEnclaveTransfer.EnclaveTransferCallbackGasTooLow.selector) {
+                    assembly ("memory-safe") {
+                        revert(add(reason, 0x20), mload(reason))
+                    }
+                }
+                emit DeliverySkipped(deliveries[i].claim.requestId, reason);
+            }
+        }
+    }
+
+    /// @inheritdoc IBackboneExecution
+    function deliverOne(Delivery calldata delivery) external {
+        if (msg.sender != address(this)) revert BackboneExecutionNotSelf(msg.sender);
+        _deliver(
+            delivery.claim,
+            delivery.outputCommitment,
+            delivery.encryptedResult,
+            delivery.resultPointer,
+            delivery.resultCommitment,
+            delivery.signature
         );
     }
 
@@ -233,6 +267,71 @@ contract BackboneExecution is IBackboneExecution, Roles {
     // ============================================================================================
     //                                     INTERNAL FUNCTIONS
     // ============================================================================================
+
+    /// @dev The checks and effects of a new request (with or without a consumer to call back).
+    ///      The inline input itself stays in calldata: only its length is checked here.
+    function _request(
+        bytes32 modelId,
+        uint32 version,
+        bytes32 inputCommitment,
+        uint256 inlineLength,
+        string calldata inputPointer,
+        bytes32 requesterKey,
+        uint32 ttl,
+        address consumer,
+        uint32 callbackGasLimit
+    ) private returns (uint256 requestId) {
+        _checkInput(inlineLength, bytes(inputPointer).length);
+        if (inputCommitment == bytes32(0)) revert BackboneExecutionZeroCommitment();
+        if (requesterKey == bytes32(0)) revert BackboneExecutionZeroRequesterKey();
+        if (ttl < MIN_TTL || ttl > MAX_TTL) revert BackboneExecutionBadTtl(ttl, MIN_TTL, MAX_TTL);
+        uint64 deadline = uint64(block.timestamp) + ttl;
+        if (!_registry.versionExists(modelId, version)) revert BackboneExecutionUnknownModelVersion(modelId, version);
+
+        bytes22 binding = RequestBinding.request(modelId, inputCommitment, msg.sender, requesterKey);
+        if (consumer != address(0)) binding = RequestBinding.withCallback(binding, consumer, callbackGasLimit);
+        requestId = _nextRequestId++;
+        _requests[requestId] =
+            Request({binding: binding, deadline: uint40(deadline), version: version, status: Status.Requested});
+        emit InferenceRequested(
+            requestId,
+            modelId,
+            msg.sender,
+            version,
+            inputCommitment,
+            inputPointer,
+            requesterKey,
+            deadline,
+            consumer,
+            callbackGasLimit
+        );
+    }
+
+    /// @dev Exactly one of an inline input and a pointer, each within its bound.
+    function _checkInput(uint256 inlineLength, uint256 pointerLength) private pure {
+        if ((inlineLength == 0) == (pointerLength == 0)) revert BackboneExecutionBadInput(inlineLength, pointerLength);
+        if (inlineLength > MAX_INLINE_INPUT) revert BackboneExecutionInputTooLarge(inlineLength, MAX_INLINE_INPUT);
+        if (pointerLength > MAX_POINTER) revert BackboneExecutionInputTooLarge(pointerLength, MAX_POINTER);
+    }
+
+    /// @dev {deliverResult}'s work: the backbone stage, then the transfer and the result on the
+    ///      EnclaveTransfer, all or nothing.
+    function _deliver(
+        RequestBinding.ResultClaim calldata claim,
+        bytes32 outputCommitment,
+        bytes calldata encryptedResult,
+        string calldata resultPointer,
+        bytes32 resultCommitment,
+        bytes calldata signature
+    ) private {
+        address transfer =
+            _recordBackboneOutput(claim.requestId, outputCommitment, claim.enclave, claim.transferHash, false);
+        // one call records the transfer and the result (emitted in that order): a second call into
+        // EnclaveTransfer would cost the lifecycle about a thousand gas
+        IEnclaveTransfer(transfer).recordTransferAndSubmit(
+            claim, encryptedResult, resultPointer, resultCommitment, signature
+        );
+    }
 
     /// @dev Requested -> Transferred; emits {BackboneExecuted} and has the EnclaveTransfer emit
     ///      `TransferRecorded`. Returns the EnclaveTransfer's address.

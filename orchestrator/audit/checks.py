@@ -216,11 +216,17 @@ class Auditor:
         ended = [n for n in ("ResultSubmitted", "RequestFailed", "RequestTimedOut") if n in by]
         add(Check("ended exactly once", len(ended) <= 1,
                   f"ending events: {ended or 'none yet'}"))
-        inline = _bytes(request.args["inlineInput"])
+        from splitseal.chain import CalldataNotFound, delivered_result, request_inline_input
+
         commitment = _bytes(request.args["inputCommitment"])
-        if inline:
-            add(Check("inline input matches its commitment", keccak256(inline) == commitment,
-                      "keccak256(inlineInput) == inputCommitment"))
+        if not request.args.get("inputPointer"):
+            # the event does not repeat an inline input: it is the request transaction's calldata
+            try:
+                inline = request_inline_input(self.chain, self.d, request.tx)
+                add(Check("inline input matches its commitment", keccak256(inline) == commitment,
+                          f"keccak256(inlineInput of tx {request.tx[:18]}…) == inputCommitment ({len(inline)} bytes)"))
+            except CalldataNotFound as exc:
+                add(Check("inline input matches its commitment", False, str(exc)))
         if audit.status != "COMPLETED":
             if "RequestFailed" in by:
                 f = by["RequestFailed"]
@@ -249,8 +255,12 @@ class Auditor:
         enclave = str(result.args["enclave"])
         add(Check("result from the enclave named at transfer",
                   enclave.lower() == str(transfer.args["enclave"]).lower(), enclave))
-        encrypted = _bytes(result.args["encryptedResult"])
-        pointer = str(result.args.get("resultPointer", "") or "")
+        try:  # the ciphertext, pointer and signature are the delivery's calldata, not in its event
+            delivered = delivered_result(self.chain, self.d, result.tx, audit.request_id)
+        except CalldataNotFound as exc:
+            add(Check("result found in its delivery's calldata", False, str(exc)))
+            return
+        encrypted, pointer = delivered.encrypted_result, delivered.result_pointer
         if encrypted or not pointer:
             result_commitment = keccak256(encrypted)
             add(Check("result commitment is the hash of the encrypted result",
@@ -270,13 +280,19 @@ class Auditor:
         digest = claim.digest(self.chain.chain_id, self.d.enclave_transfer.address, model_version=version,
                               result_commitment=result_commitment)
         try:
-            signer = eip712.recover(digest, _bytes(result.args["signature"]))
+            signer = eip712.recover(digest, delivered.signature)
         except Exception as exc:  # noqa: BLE001 - a malformed signature is a finding, not a crash
             signer = f"unrecoverable ({exc})"
         add(Check("enclave signature (EIP-712 InferenceResult) recovers to the enclave",
                   signer.lower() == enclave.lower(),
                   f"recovered {signer}, signed for the request's requester {claim.requester} and result key "
                   f"0x{claim.requester_key.hex()[:16]}…, answer {claim.sequence}"))
+        consumer = str(request.args.get("consumer") or "0x0")
+        if int(consumer, 16):
+            called = by.get("ConsumerCalled")
+            add(Check("consumer called back in the delivery", called is not None and called.tx == result.tx,
+                      f"{consumer}: " + (f"succeeded={called.args.get('succeeded')} gasUsed={called.args.get('gasUsed')}"
+                                         if called else "no ConsumerCalled event")))
         for check in self.enclave_checks(model_id, version, enclave, at_block=result.block,
                                          at_time=result.timestamp):
             add(check)
@@ -398,7 +414,7 @@ class Auditor:
 
 
 _LIFECYCLE_EVENTS = ("InferenceRequested", "BackboneExecuted", "TransferRecorded", "ResultSubmitted",
-                     "RequestFailed", "RequestTimedOut")
+                     "ConsumerCalled", "RequestFailed", "RequestTimedOut")
 
 #: Contracts whose events share a first indexed argument: requests (requestId) and models
 #: (modelId, or the enclave address for enclave registrations).
@@ -416,7 +432,7 @@ def render_request(audit: RequestAudit) -> str:
     for e in audit.events:
         lines.append(f"  block {e.block:>6} t={e.timestamp} {e.contract}.{e.name} tx={e.tx[:18]}… gas={e.gas_used}")
         for k, v in e.args.items():
-            if k in ("inlineInput", "encryptedResult", "signature") and isinstance(v, str) and len(v) > 42:
+            if k in ("returnHead",) and isinstance(v, str) and len(v) > 42:
                 v = f"{v[:42]}… ({(len(v) - 2) // 2} bytes)"
             lines.append(f"      {k}: {v}")
     lines += ["", "checks:"]

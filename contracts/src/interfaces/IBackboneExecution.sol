@@ -49,6 +49,22 @@ interface IBackboneExecution is IAccessControl {
         Status status;
     }
 
+    /// @notice One result of a batch for {deliverResults}: the arguments of {deliverResult}.
+    /// @param claim What the enclave signed besides the result.
+    /// @param outputCommitment Commitment to the backbone output.
+    /// @param encryptedResult The result encrypted to the requester's key (empty: by pointer).
+    /// @param resultPointer Where a result too large to go inline is stored (empty: inline).
+    /// @param resultCommitment keccak256 of the stored result (zero: inline).
+    /// @param signature The enclave's EIP-712 `InferenceResult` signature.
+    struct Delivery {
+        RequestBinding.ResultClaim claim;
+        bytes32 outputCommitment;
+        bytes encryptedResult;
+        string resultPointer;
+        bytes32 resultCommitment;
+        bytes signature;
+    }
+
     // ============================================================================================
     //                                          ERRORS
     // ============================================================================================
@@ -106,6 +122,18 @@ interface IBackboneExecution is IAccessControl {
     error BackboneExecutionZeroAddress();
     /// @notice The input key must not be zero.
     error BackboneExecutionZeroInputKey();
+    /// @notice A consumer to call back must be a contract, its callback gas limit in
+    ///         [MIN_CALLBACK_GAS, MAX_CALLBACK_GAS].
+    /// @param consumer The consumer given.
+    /// @param callbackGasLimit The gas limit given.
+    error BackboneExecutionBadCallback(address consumer, uint32 callbackGasLimit);
+    /// @notice A batch holds 1 to MAX_BATCH deliveries.
+    /// @param length The batch's length.
+    /// @param max The maximum.
+    error BackboneExecutionBadBatchLength(uint256 length, uint256 max);
+    /// @notice Only this contract itself calls {deliverOne} (one isolated item of a batch).
+    /// @param caller The caller.
+    error BackboneExecutionNotSelf(address caller);
 
     // ============================================================================================
     //                                          EVENTS
@@ -121,25 +149,30 @@ interface IBackboneExecution is IAccessControl {
     event EnclaveTransferLinked(address indexed enclaveTransfer);
 
     /// @notice An inference was requested.
+    /// @dev An inline input is not repeated here: it is the `inlineInput` argument of the
+    ///      request's transaction, where the node and the auditor read it and check it against
+    ///      `inputCommitment` (so a contract that asks must pass a pointer; docs/PROTOCOL.md).
     /// @param requestId The new request id (a counter, so it survives reorgs).
     /// @param modelId The model.
     /// @param requester The account that asked.
     /// @param version The model version.
-    /// @param inputCommitment Commitment to the plaintext input (checked by the node).
-    /// @param inlineInput The input encrypted to `inputKey()` (empty when a pointer is given).
+    /// @param inputCommitment keccak256 of the encrypted input (inline, or at the pointer).
     /// @param inputPointer Where the encrypted input is stored off-chain (empty when inline).
     /// @param requesterKey The requester's X25519 key; the result is encrypted to it.
     /// @param deadline Unix time after which the request can only time out.
+    /// @param consumer The contract to call back with the result (zero: none).
+    /// @param callbackGasLimit The gas its callback gets (zero without a consumer).
     event InferenceRequested(
         uint256 indexed requestId,
         bytes32 indexed modelId,
         address indexed requester,
         uint32 version,
         bytes32 inputCommitment,
-        bytes inlineInput,
         string inputPointer,
         bytes32 requesterKey,
-        uint64 deadline
+        uint64 deadline,
+        address consumer,
+        uint32 callbackGasLimit
     );
 
     /// @notice A node ran the backbone for a request (and thereby claimed it).
@@ -147,6 +180,12 @@ interface IBackboneExecution is IAccessControl {
     /// @param node The node.
     /// @param outputCommitment Commitment to the backbone output.
     event BackboneExecuted(uint256 indexed requestId, address indexed node, bytes32 outputCommitment);
+
+    /// @notice One delivery of a batch was not applied (nothing of it was recorded); the others
+    ///         were. The node then ends the request as its reason calls for.
+    /// @param requestId The request.
+    /// @param reason The custom error the delivery reverted with (ABI-encoded).
+    event DeliverySkipped(uint256 indexed requestId, bytes reason);
 
     /// @notice A request ended without a result because its deadline passed.
     /// @param requestId The request.
@@ -180,7 +219,7 @@ interface IBackboneExecution is IAccessControl {
     ///      {BackboneExecutionBadTtl}.
     /// @param modelId The model.
     /// @param version The model version (must exist in the ModelRegistry).
-    /// @param inputCommitment Commitment to the plaintext input (non-zero).
+    /// @param inputCommitment keccak256 of the encrypted input, inline or at the pointer (non-zero).
     /// @param inlineInput The input encrypted to `inputKey()`, or empty.
     /// @param inputPointer An off-chain pointer to the encrypted input, or empty.
     /// @param requesterKey The requester's X25519 public key (non-zero).
@@ -195,6 +234,32 @@ interface IBackboneExecution is IAccessControl {
         string calldata inputPointer,
         bytes32 requesterKey,
         uint32 ttl
+    ) external returns (uint256 requestId);
+
+    /// @notice Ask for an inference whose result also calls back a consumer contract
+    ///         ({IInferenceConsumer}) with exactly `callbackGasLimit` gas.
+    /// @dev As {requestInference}; the consumer and the limit are bound into the request's
+    ///      binding (no extra storage). Also reverts {BackboneExecutionBadCallback}.
+    /// @param modelId The model.
+    /// @param version The model version.
+    /// @param inputCommitment keccak256 of the encrypted input (non-zero).
+    /// @param inlineInput The input encrypted to `inputKey()`, or empty.
+    /// @param inputPointer An off-chain pointer to the encrypted input, or empty.
+    /// @param requesterKey The requester's X25519 public key (non-zero).
+    /// @param ttl Seconds the request may take (as {requestInference}).
+    /// @param consumer A contract implementing {IInferenceConsumer}.
+    /// @param callbackGasLimit Gas for its callback, in [MIN_CALLBACK_GAS, MAX_CALLBACK_GAS].
+    /// @return requestId The new request's id.
+    function requestInferenceWithCallback(
+        bytes32 modelId,
+        uint32 version,
+        bytes32 inputCommitment,
+        bytes calldata inlineInput,
+        string calldata inputPointer,
+        bytes32 requesterKey,
+        uint32 ttl,
+        address consumer,
+        uint32 callbackGasLimit
     ) external returns (uint256 requestId);
 
     /// @notice Anyone may end a request whose deadline passed without a result or failure.
@@ -242,6 +307,23 @@ interface IBackboneExecution is IAccessControl {
         bytes32 resultCommitment,
         bytes calldata signature
     ) external;
+
+    /// @notice Deliver several results in one transaction, each as {deliverResult} and isolated
+    ///         from the others: an item that would revert (bad signature, already ended, past its
+    ///         deadline, ...) is skipped with {DeliverySkipped} and leaves no trace.
+    /// @dev `NODE_ROLE`; 1 to MAX_BATCH items. An item that ran out of gas or whose callback
+    ///      would get less than its limit reverts the whole batch instead (the sender supplied
+    ///      too little gas: that must never cost a request or its callback). Reverts
+    ///      {BackboneExecutionBadBatchLength}.
+    /// @param deliveries The results, each signed by its enclave and bound to its own request.
+    /// @return delivered How many were applied.
+    function deliverResults(Delivery[] calldata deliveries) external returns (uint256 delivered);
+
+    /// @notice One item of {deliverResults}, run as its own call so that its revert undoes it
+    ///         alone.
+    /// @dev Only this contract. Reverts {BackboneExecutionNotSelf} and as {deliverResult}.
+    /// @param delivery The item.
+    function deliverOne(Delivery calldata delivery) external;
 
     // ============================================================================================
     //                               ENCLAVE TRANSFER FUNCTIONS

@@ -149,7 +149,9 @@ abstract contract Fixture is Test {
             requesterKey: requesterKey,
             enclave: enclave,
             transferHash: transferHash,
-            sequence: ++_sequence
+            sequence: ++_sequence,
+            consumer: address(0),
+            callbackGasLimit: 0
         });
     }
 
