@@ -43,7 +43,8 @@ second node taking the request over, delivers that answer; the chain keeps one d
 
 The enclave restores its sealed state when it starts only with the chain's anchors, which it
 cannot read itself: the node does it (``seal_state`` restore with ``ModelRegistry.stateVersion``
-and ``EnclaveTransfer.lastSequence``) whenever it finds the enclave not restored.
+and the highest answer sequence its ``ResultSubmitted`` events carry) whenever it finds the
+enclave not restored.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from splitseal.chain import CalldataNotFound, Chain, Deployment, PendingTx, event_topic, request_inline_input
+from splitseal.chain import (CalldataNotFound, Chain, Deployment, PendingTx, event_topic, last_delivered_sequence,
+                             request_inline_input)
 from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
@@ -325,7 +327,7 @@ class InferenceNode:
             return False
         address = self.enclave.address
         anchored = int(self.chain.call(self.deployment.model_registry.functions.stateVersion(address)))
-        sequence = int(self.chain.call(self.deployment.enclave_transfer.functions.lastSequence(address)))
+        sequence = last_delivered_sequence(self.chain, self.deployment, address)
         result = endpoint.restore_state(anchored, sequence)
         log.info("enclave %s restored: state version %s, %s model(s) (anchors: state %d, answer %d)",
                  address, result.get("state_version"), result.get("models"), anchored, sequence)

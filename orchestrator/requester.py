@@ -260,15 +260,17 @@ class Requester:
         if status is RequestStatus.COMPLETED:
             from splitseal.chain import delivered_result
 
-            xfer, res = logs["TransferRecorded"], logs["ResultSubmitted"]
+            res = logs["ResultSubmitted"]
             args = res["args"]
-            # the ciphertext and the signature are the delivery's calldata, not repeated in its event
+            # the ciphertext, the signature and (one-transaction path) the transfer are the
+            # delivery's calldata, not repeated in events
             delivered = delivered_result(self.chain, self.deployment, res["transactionHash"], request_id)
             encrypted = self._encrypted_result(request_id, args, delivered)
-            self._verify_signature(request, xfer["args"], args, delivered.signature)
+            self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature)
             result = open_result(self.key, encrypted, request_id, bytes(request["modelId"]), int(request["version"]))
             _set_prediction(outcome, result)
             outcome.enclave = args["enclave"]
+            xfer = logs.get("TransferRecorded", res)  # a separate transfer tx on the two-step path only
             outcome.transactions["transfer"] = xfer["transactionHash"].to_0x_hex()
             outcome.transactions["result"] = res["transactionHash"].to_0x_hex()
         elif status is RequestStatus.FAILED:
@@ -302,14 +304,14 @@ class Requester:
             raise SplitsealError(f"request {request_id}: its result is stored off-chain at {pointer!r} and cannot "
                                  f"be fetched and checked: {exc}") from None
 
-    def _verify_signature(self, req: Any, xfer: Any, result: Any, signature: bytes) -> None:
+    def _verify_signature(self, req: Any, transfer_hash: bytes, result: Any, signature: bytes) -> None:
         """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
         if bytes(req["requesterKey"]) != self.key.public:
             raise SplitsealError(f"request {req['requestId']} names another result key than this requester's")
         claim = ResultClaim(request_id=int(req["requestId"]), model_id=bytes(req["modelId"]),
                             input_commitment=bytes(req["inputCommitment"]), requester=str(req["requester"]),
                             requester_key=self.key.public, enclave=str(result["enclave"]),
-                            transfer_hash=bytes(xfer["transferHash"]), sequence=int(result["sequence"]))
+                            transfer_hash=transfer_hash, sequence=int(result["sequence"]))
         digest = claim.digest(self.chain.chain_id, self.deployment.enclave_transfer.address,
                               model_version=int(req["version"]),
                               result_commitment=bytes(result["resultCommitment"]))

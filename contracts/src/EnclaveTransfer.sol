@@ -46,15 +46,13 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
 
     IModelRegistry private immutable _registry;
     IBackboneExecution private immutable _backbone;
-    mapping(address enclave => uint64) private _lastSequence;
 
     // ============================================================================================
     //                                        CONSTRUCTOR
     // ============================================================================================
 
     /// @param registry The ModelRegistry.
-    /// @param backbone The BackboneExecution (which must then link this contract with
-    ///        `setEnclaveTransfer`).
+    /// @param backbone The BackboneExecution (which deploys this contract in its constructor).
     constructor(IModelRegistry registry, IBackboneExecution backbone) {
         _registry = registry;
         _backbone = backbone;
@@ -78,20 +76,22 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
         bytes32 resultCommitment,
         bytes calldata signature
     ) external {
-        _submit(claim, encryptedResult, resultPointer, resultCommitment, signature);
+        // Completes the request if it was Transferred and in time; reverting in _submit undoes it.
+        IBackboneExecution.Request memory r = _backbone.markCompleted(claim.requestId);
+        _submit(claim, r, encryptedResult, resultPointer, resultCommitment, signature);
     }
 
     /// @inheritdoc IEnclaveTransfer
     function recordTransferAndSubmit(
         RequestBinding.ResultClaim calldata claim,
+        IBackboneExecution.Request calldata request,
         bytes calldata encryptedResult,
         string calldata resultPointer,
         bytes32 resultCommitment,
         bytes calldata signature
     ) external {
         if (msg.sender != address(_backbone)) revert EnclaveTransferNotBackbone(msg.sender);
-        emit TransferRecorded(claim.requestId, claim.enclave, claim.transferHash);
-        _submit(claim, encryptedResult, resultPointer, resultCommitment, signature);
+        _submit(claim, request, encryptedResult, resultPointer, resultCommitment, signature);
     }
 
     /// @inheritdoc IEnclaveTransfer
@@ -116,11 +116,6 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     }
 
     /// @inheritdoc IEnclaveTransfer
-    function lastSequence(address enclave) external view returns (uint64) {
-        return _lastSequence[enclave];
-    }
-
-    /// @inheritdoc IEnclaveTransfer
     function backboneExecution() external view returns (address) {
         return address(_backbone);
     }
@@ -130,8 +125,10 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     // ============================================================================================
 
     /// @dev The checks and the effect of {submitResult}.
+    /// @dev `r` is the request as it stood Transferred, already marked Completed by the caller.
     function _submit(
         RequestBinding.ResultClaim calldata claim,
+        IBackboneExecution.Request memory r,
         bytes calldata encryptedResult,
         string calldata resultPointer,
         bytes32 resultCommitment,
@@ -140,9 +137,6 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
         uint256 requestId = claim.requestId;
         resultCommitment = _resultCommitment(requestId, encryptedResult, resultPointer, resultCommitment);
         if (claim.sequence == 0) revert EnclaveTransferZeroSequence(requestId);
-
-        // Completes the request if it was Transferred and in time; reverting below undoes it.
-        IBackboneExecution.Request memory r = _backbone.markCompleted(requestId);
         if (r.status != IBackboneExecution.Status.Transferred) {
             revert EnclaveTransferInvalidStatus(requestId, uint8(r.status));
         }
@@ -155,7 +149,6 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
         if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
             revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
         }
-        if (claim.sequence > _lastSequence[enclave]) _lastSequence[enclave] = claim.sequence;
         emit ResultSubmitted(requestId, enclave, claim.sequence, resultCommitment);
         if (claim.consumer != address(0)) _callConsumer(claim, resultCommitment, encryptedResult);
     }

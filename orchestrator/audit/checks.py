@@ -241,25 +241,38 @@ class Auditor:
                           f"{audit.status} at chain time {now}, deadline {deadline}"
                           + ("" if now <= deadline else f": overdue by {now - deadline} s; nobody called timeout()")))
             return
-        missing = [n for n in ("BackboneExecuted", "TransferRecorded", "ResultSubmitted") if n not in by]
-        if missing:
-            add(Check("every stage on-chain", False, f"missing events: {missing}"))
+        result = by.get("ResultSubmitted")
+        if result is None:
+            add(Check("every stage on-chain", False, "missing events: ['ResultSubmitted']"))
             return
-        backbone, transfer, result = by["BackboneExecuted"], by["TransferRecorded"], by["ResultSubmitted"]
-        order = [request, backbone, transfer, result]
-        add(Check("stages in order", all((a.block, a.log_index) < (b.block, b.log_index)
-                                         for a, b in zip(order, order[1:])),
-                  " -> ".join(f"{e.name}@{e.block}" for e in order)))
-        add(Check("result before deadline", result.timestamp <= int(request.args["deadline"]),
-                  f"result at {result.timestamp}, deadline {request.args['deadline']}"))
-        enclave = str(result.args["enclave"])
-        add(Check("result from the enclave named at transfer",
-                  enclave.lower() == str(transfer.args["enclave"]).lower(), enclave))
         try:  # the ciphertext, pointer and signature are the delivery's calldata, not in its event
             delivered = delivered_result(self.chain, self.d, result.tx, audit.request_id)
         except CalldataNotFound as exc:
             add(Check("result found in its delivery's calldata", False, str(exc)))
             return
+        claim_enclave, claim_transfer = str(delivered.claim[5]), _bytes(delivered.claim[6])
+        if delivered.function == "submitResult":
+            # two-step path: the backbone stage and the transfer were their own transaction
+            missing = [n for n in ("BackboneExecuted", "TransferRecorded") if n not in by]
+            if missing:
+                add(Check("every stage on-chain", False, f"missing events: {missing}"))
+                return
+            backbone, transfer = by["BackboneExecuted"], by["TransferRecorded"]
+            stages = [request, backbone, transfer, result]
+            transfer_enclave, transfer_hash = str(transfer.args["enclave"]), _bytes(transfer.args["transferHash"])
+        else:
+            # one transaction (deliverResult / deliverResults): backbone output, enclave and
+            # transfer hash are its arguments, the node its sender
+            stages = [request, result]
+            transfer_enclave, transfer_hash = claim_enclave, claim_transfer
+        add(Check("stages in order", all((a.block, a.log_index) < (b.block, b.log_index)
+                                         for a, b in zip(stages, stages[1:])),
+                  " -> ".join(f"{e.name}@{e.block}" for e in stages) + f" ({delivered.function})"))
+        add(Check("result before deadline", result.timestamp <= int(request.args["deadline"]),
+                  f"result at {result.timestamp}, deadline {request.args['deadline']}"))
+        enclave = str(result.args["enclave"])
+        add(Check("result from the enclave named at transfer",
+                  enclave.lower() == transfer_enclave.lower() == claim_enclave.lower(), enclave))
         encrypted, pointer = delivered.encrypted_result, delivered.result_pointer
         if encrypted or not pointer:
             result_commitment = keccak256(encrypted)
@@ -275,7 +288,7 @@ class Auditor:
         claim = ResultClaim(request_id=audit.request_id, model_id=model_id, input_commitment=commitment,
                             requester=str(request.args["requester"]),
                             requester_key=_bytes(request.args["requesterKey"]), enclave=enclave,
-                            transfer_hash=_bytes(transfer.args["transferHash"]),
+                            transfer_hash=transfer_hash,
                             sequence=int(result.args["sequence"]))
         digest = claim.digest(self.chain.chain_id, self.d.enclave_transfer.address, model_version=version,
                               result_commitment=result_commitment)

@@ -10,6 +10,10 @@ trusts this decoding further than the chain's own check.
 
 A request sent through another contract is not a direct call, so its inline input is not found
 here (:class:`CalldataNotFound`): such requesters pass their input by pointer.
+
+Likewise the contracts keep no per-enclave answer counter: :func:`last_delivered_sequence` reads
+the highest ``sequence`` of the enclave's ``ResultSubmitted`` events (``enclave`` is indexed),
+the anchor a restored enclave state must not be older than.
 """
 
 from __future__ import annotations
@@ -91,6 +95,13 @@ def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_i
                                    bytes(item["encryptedResult"]), str(item["resultPointer"]),
                                    bytes(item["resultCommitment"]), bytes(item["signature"]), name)
     raise CalldataNotFound(f"transaction {_hex(tx)} delivers no result for request {request_id}")
+
+
+def last_delivered_sequence(chain: Any, deployment: Deployment, enclave: str) -> int:
+    """The highest answer sequence ``enclave`` delivered on this deployment (0 if none)."""
+    logs = chain.get_logs(deployment.enclave_transfer, "ResultSubmitted", deployment.block,
+                          argument_filters={"enclave": enclave})
+    return max((int(entry["args"]["sequence"]) for entry in logs), default=0)
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:

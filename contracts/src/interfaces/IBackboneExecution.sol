@@ -113,11 +113,6 @@ interface IBackboneExecution is IAccessControl {
     /// @notice Only the linked EnclaveTransfer may change a request's final status.
     /// @param caller The caller.
     error BackboneExecutionNotEnclaveTransfer(address caller);
-    /// @notice The EnclaveTransfer link is set once.
-    /// @param current The linked contract.
-    error BackboneExecutionEnclaveTransferAlreadySet(address current);
-    /// @notice The EnclaveTransfer is not linked yet; the admin must call {setEnclaveTransfer}.
-    error BackboneExecutionEnclaveTransferNotSet();
     /// @notice An address argument must not be zero.
     error BackboneExecutionZeroAddress();
     /// @notice The input key must not be zero.
@@ -144,7 +139,7 @@ interface IBackboneExecution is IAccessControl {
     /// @param newKey The new key.
     event InputKeyChanged(bytes32 previousKey, bytes32 newKey);
 
-    /// @notice The EnclaveTransfer contract was linked.
+    /// @notice The EnclaveTransfer contract was deployed and linked (in the constructor).
     /// @param enclaveTransfer Its address.
     event EnclaveTransferLinked(address indexed enclaveTransfer);
 
@@ -201,12 +196,6 @@ interface IBackboneExecution is IAccessControl {
     /// @dev `DEFAULT_ADMIN_ROLE`. Emits {InputKeyChanged}. Reverts {BackboneExecutionZeroInputKey}.
     /// @param newKey The nodes' input key.
     function setInputKey(bytes32 newKey) external;
-
-    /// @notice Link the EnclaveTransfer contract, once.
-    /// @dev `DEFAULT_ADMIN_ROLE`. Emits {EnclaveTransferLinked}. Reverts
-    ///      {BackboneExecutionZeroAddress}, {BackboneExecutionEnclaveTransferAlreadySet}.
-    /// @param enclaveTransfer Its address.
-    function setEnclaveTransfer(address enclaveTransfer) external;
 
     // ============================================================================================
     //                                   REQUESTER FUNCTIONS
@@ -277,8 +266,7 @@ interface IBackboneExecution is IAccessControl {
     /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits {BackboneExecuted} here
     ///      and `TransferRecorded` on the EnclaveTransfer. Reverts
     ///      {BackboneExecutionUnknownRequest}, {BackboneExecutionInvalidStatus},
-    ///      {BackboneExecutionDeadlinePassed}, {BackboneExecutionZeroEnclave},
-    ///      {BackboneExecutionEnclaveTransferNotSet}.
+    ///      {BackboneExecutionDeadlinePassed}, {BackboneExecutionZeroEnclave}.
     /// @param requestId The request.
     /// @param outputCommitment Commitment to the backbone output.
     /// @param enclave The enclave the encrypted output was passed to.

@@ -14,6 +14,7 @@ pragma solidity ^0.8.20;
 ///      (registered, unrevoked, unexpired, allowed measurement, head loaded).
 ///      Failure reason codes: 1 BadInput, 2 ShapeMismatch, 3 InputHashMismatch,
 ///      4 InputUnavailable, 5 EnclaveRefused, 6 DeadlinePassed, 7 Internal.
+import {IBackboneExecution} from "./IBackboneExecution.sol";
 import {RequestBinding} from "../lib/RequestBinding.sol";
 
 interface IEnclaveTransfer {
@@ -160,14 +161,18 @@ interface IEnclaveTransfer {
 
     /// @notice Record the transfer and deliver the result in one call: BackboneExecution's
     ///         `deliverResult` path. Emits {TransferRecorded}, then as {submitResult}.
-    /// @dev Only the linked BackboneExecution. Reverts {EnclaveTransferNotBackbone} and as {submitResult}.
+    /// @dev Only the linked BackboneExecution, which has already marked the request Completed
+    ///      and passes it as it stood Transferred (so no call back is needed); a revert here
+    ///      undoes that. Reverts {EnclaveTransferNotBackbone} and as {submitResult}.
     /// @param claim What the enclave signed besides the result.
+    /// @param request The request as it stood Transferred (binding, deadline, version, status).
     /// @param encryptedResult The result encrypted to the requester's key, or empty with a pointer.
     /// @param resultPointer Where the encrypted result is stored off-chain, or empty.
     /// @param resultCommitment keccak256 of the off-chain encrypted result (zero when inline).
     /// @param signature EIP-712 `InferenceResult` signed by the enclave key.
     function recordTransferAndSubmit(
         RequestBinding.ResultClaim calldata claim,
+        IBackboneExecution.Request calldata request,
         bytes calldata encryptedResult,
         string calldata resultPointer,
         bytes32 resultCommitment,
@@ -191,8 +196,4 @@ interface IEnclaveTransfer {
     function modelRegistry() external view returns (address);
     /// @notice The linked BackboneExecution, which holds the requests.
     function backboneExecution() external view returns (address);
-    /// @notice The highest answer sequence of `enclave` delivered so far: the on-chain anchor a
-    ///         restored enclave state must not be older than.
-    /// @param enclave The enclave.
-    function lastSequence(address enclave) external view returns (uint64);
 }
