@@ -537,7 +537,7 @@ class InferenceNode:
                 for rid in ids:
                     self._retry(rid, exc)
                 continue
-            skipped = {int(e["args"]["requestId"]): bytes(e["args"]["reason"]) for e in
+            skipped = {int(e["requestId"]): bytes(e["reason"]) for e in
                        self.chain.events(receipt, self.deployment.backbone_execution, "DeliverySkipped")}
             for rid in ids:
                 if rid in skipped:
