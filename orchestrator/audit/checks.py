@@ -55,6 +55,8 @@ class RequestAudit:
     status: str
     events: list[AuditEvent] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    #: The node that delivered the result (the delivery's sender; "" until delivered).
+    node: str = ""
 
     @property
     def verified(self) -> bool:
@@ -66,7 +68,7 @@ class RequestAudit:
 
     def to_json(self) -> dict[str, Any]:
         return {"requestId": self.request_id, "status": self.status, "verified": self.verified,
-                "gasTotal": self.gas_total, "events": [asdict(e) for e in self.events],
+                "gasTotal": self.gas_total, "node": self.node, "events": [asdict(e) for e in self.events],
                 "checks": [asdict(c) for c in self.checks]}
 
 
@@ -250,6 +252,7 @@ class Auditor:
         except CalldataNotFound as exc:
             add(Check("result found in its delivery's calldata", False, str(exc)))
             return
+        audit.node = delivered.sender
         claim_enclave, claim_transfer = str(delivered.claim[5]), _bytes(delivered.claim[6])
         if delivered.function == "submitResult":
             # two-step path: the backbone stage and the transfer were their own transaction

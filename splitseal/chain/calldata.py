@@ -44,6 +44,7 @@ class DeliveredResult:
     result_commitment: bytes  # as passed: zero with an inline result
     signature: bytes
     function: str
+    sender: str  # who sent the delivering transaction (the node, on the node's paths)
 
 
 def _decode(deployment: Deployment, tx: Any, contracts: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
@@ -93,7 +94,8 @@ def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_i
             oc = item.get("outputCommitment")
             return DeliveredResult(request_id, claim, bytes(oc) if oc is not None else None,
                                    bytes(item["encryptedResult"]), str(item["resultPointer"]),
-                                   bytes(item["resultCommitment"]), bytes(item["signature"]), name)
+                                   bytes(item["resultCommitment"]), bytes(item["signature"]), name,
+                                   str(tx["from"]))
     raise CalldataNotFound(f"transaction {_hex(tx)} delivers no result for request {request_id}")
 
 
