@@ -180,6 +180,9 @@ class InferenceNode:
                              start_block=deployment.block if start_block is None else start_block,
                              index=node_index, count=self.node_count, grace=max(claim_grace, 1.0))
         self._next_sweep = 0.0
+        #: Called as ``on_finished(request_id, stage, detail, times)`` when a request leaves this
+        #: node (completed, failed or skipped): ``splitseal node run --json`` prints one line per call.
+        self.on_finished: Callable[[int, Stage, str, StageTimes | None], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -644,6 +647,8 @@ class InferenceNode:
 
     def _finish(self, request_id: int, stage: Stage, detail: str) -> None:
         self.checkpoint.advance(request_id, stage, detail)
+        if self.on_finished is not None:
+            self.on_finished(request_id, stage, detail, self.stats.times.get(request_id))
         self.checkpoint.drop_transfer(request_id)
         self._events.pop(request_id, None)
         self._request_txs.pop(request_id, None)

@@ -50,7 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket-group", default=None,
                    help="group allowed to connect to the socket (mode 0660); default: the enclave's user only")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines on stdout: ready, one per entry call, refused frames, stopped; "
+                        "a start-up error as {\"error\": ...}")
     return p
+
+
+class JsonLines:
+    """Events as JSON lines on stdout, one whole line at a time (calls run on several threads)."""
+
+    def __init__(self, stream=None) -> None:
+        import threading
+
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str, fields: dict) -> None:
+        import json
+        import time
+
+        line = json.dumps({"event": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **fields})
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
 
 def _preload() -> None:
@@ -99,9 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         platform = SimulatedPlatform(platform_dir)
         core = EnclaveCore(platform, identity, state_dir, process=hardening.as_wire())
         serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes, socket_group=group,
-                                    idle_timeout=args.idle_timeout))
-    except SplitsealError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+                                    idle_timeout=args.idle_timeout, events=JsonLines() if args.json else None))
+    except (SplitsealError, OSError) as exc:  # a state dir or socket path it cannot use is an input error too
+        message = (str(exc) if isinstance(exc, SplitsealError) else
+                   f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        print(f"error: {message}", file=sys.stderr)
+        if args.json:
+            import json
+
+            print(json.dumps({"error": {"type": type(exc).__name__, "message": message, "exit": 2}}), flush=True)
         return 2
     return 0
 

@@ -12,6 +12,10 @@ usable. A connection idle for ``idle_timeout`` seconds (no frame started, or a f
 finished) is closed, so connections opened and left idle cannot lock the others out past that
 time; clients reconnect on their next call. No input crashes the process: unexpected exceptions become a generic "internal error"
 whose text is not echoed (it could hold values), only logged by type.
+
+Events: with ``events`` (``python -m enclave --json``) the server reports ``ready``, one ``call``
+per entry call (its name, outcome, error type and duration: never arguments or results),
+``refused`` for frames it cannot serve, and ``stopped``.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+#: ``events(name, fields)``: a sink for the server's lifecycle and per-call events.
+EventSink = Callable[[str, dict[str, Any]], None]
 
 from splitseal.errors import SplitsealError
 from splitseal.protocol import FailureCode, wire
@@ -36,8 +44,10 @@ class EnclaveServer:
     """Serves :class:`EnclaveCore` entry calls on a Unix socket."""
 
     def __init__(self, core: EnclaveCore, socket_path: str | Path, *, max_frame_bytes: int,
-                 max_connections: int = 32, socket_group: int | None = None, idle_timeout: float = 30.0) -> None:
+                 max_connections: int = 32, socket_group: int | None = None, idle_timeout: float = 30.0,
+                 events: EventSink | None = None) -> None:
         self.core = core
+        self.events = events
         self.idle_timeout = float(idle_timeout)
         self.max_connections = int(max_connections)
         self.socket_path = Path(socket_path)
@@ -105,10 +115,12 @@ class EnclaveServer:
                     payload = wire.read_frame(conn, self.max_frame_bytes)
                 except wire.FrameTooLarge as exc:
                     self.rejected_frames += 1
+                    self._event("refused", error="FrameTooLarge")
                     self._send(conn, _error(None, "FrameTooLarge", str(exc), FailureCode.ENCLAVE_REFUSED))
                     return
                 except wire.FrameError as exc:
                     self.rejected_frames += 1
+                    self._event("refused", error="FrameError")
                     self._send(conn, _error(None, "FrameError", str(exc), FailureCode.ENCLAVE_REFUSED))
                     return
                 except OSError:
@@ -130,6 +142,7 @@ class EnclaveServer:
             request = wire.decode(payload)
         except wire.FrameError as exc:
             self.rejected_frames += 1
+            self._event("refused", error="FrameError")
             return _error(None, "FrameError", f"request does not decode: {exc}", FailureCode.ENCLAVE_REFUSED)
         if not isinstance(request, dict) or not isinstance(request.get("call"), str) \
                 or not isinstance(request.get("id", 0), int):
@@ -139,16 +152,28 @@ class EnclaveServer:
         request_id = request.get("id")
         call = request["call"]
         self.calls += 1
+        started = time.perf_counter()
         try:
             result = self.core.call(call, request.get("args"))
+            self._event("call", call=call, ok=True, started=started)
             return {"id": request_id, "ok": True, "result": result}
         except SplitsealError as exc:
             log.info("entry call refused call=%s error=%s", call, type(exc).__name__)
+            self._event("call", call=call, ok=False, error=type(exc).__name__, started=started)
             return _error(request_id, type(exc).__name__, str(exc), error_reason(exc))
         except Exception as exc:  # noqa: BLE001 - never crash on input; never echo its text
             log.error("entry call failed call=%s error_type=%s", call, type(exc).__name__)
+            self._event("call", call=call, ok=False, error="InternalError", started=started)
             return _error(request_id, "InternalError",
                           f"{call} failed inside the enclave ({type(exc).__name__})", FailureCode.INTERNAL)
+
+    def _event(self, name: str, *, started: float | None = None, **fields: Any) -> None:
+        """Report an event (names, outcomes and times only: nothing a call carried)."""
+        if self.events is None:
+            return
+        if started is not None:
+            fields["ms"] = round((time.perf_counter() - started) * 1e3, 3)
+        self.events(name, fields)
 
     def _send(self, conn: socket.socket, response: dict[str, Any]) -> None:
         try:
@@ -178,6 +203,7 @@ class EnclaveServer:
         except FileNotFoundError:
             pass
         log.info("enclave stopped calls=%d rejected_frames=%d", self.calls, self.rejected_frames)
+        self._event("stopped", calls=self.calls, rejected_frames=self.rejected_frames)
 
     def wait(self) -> None:
         """Block until :meth:`stop` was requested."""
@@ -199,7 +225,11 @@ def serve_forever(server: EnclaveServer) -> None:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
-        print(f"enclave ready socket={server.socket_path} address={server.core.address}", flush=True)
+        if server.events is not None:
+            server.events("ready", {"socket": str(server.socket_path), "address": server.core.address,
+                                    "measurement": "0x" + server.core.identity.mr_enclave.hex()})
+        else:
+            print(f"enclave ready socket={server.socket_path} address={server.core.address}", flush=True)
         while not stop.wait(0.5):
             pass
     finally:

@@ -427,5 +427,8 @@ def record_chain(state_dir: str | Path, url: str, registry: str, set_id: int) ->
 
 
 def chain_record(state_dir: str | Path) -> dict[str, Any] | None:
-    info = json.loads((Path(state_dir) / "cluster.json").read_text())
+    try:
+        info = json.loads((Path(state_dir) / "cluster.json").read_text())
+    except (OSError, ValueError):
+        raise InvalidInputError(f"no MPC cluster in {state_dir}; run `splitseal mpc up` first") from None
     return info.get("chain")

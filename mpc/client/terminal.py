@@ -2,7 +2,8 @@
 
 Steps, as the patent's terminal does them:
 
-1. read the capture (``.npy`` array, 8/16-bit ``.png`` without interlacing, or ``.pgm``);
+1. read the capture (``.npy`` array, or with Pillow a PNG of any colour type and depth, a JPEG,
+   or a PGM/PPM);
 2. normalise: values to 0..1 (integers divided by their type's maximum), resized (bilinear,
    half-pixel centres) to
    the model's H x W, channels to the model's C (gray repeated, colour averaged), a 3-D array;
@@ -14,8 +15,6 @@ Steps, as the patent's terminal does them:
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -29,104 +28,58 @@ ValidityCheck = Callable[[np.ndarray], None]
 
 # --- reading -------------------------------------------------------------------------------
 
+#: Image formats a capture may come in (Pillow's names): PNG (greyscale, palette, RGB(A), 8 or
+#: 16 bit, interlaced or not), JPEG, and PGM/PPM (binary or plain, any maxval).
+IMAGE_FORMATS = ("PNG", "JPEG", "PPM")
+
+#: Pillow modes and the value of their white: 8-bit modes, 16-bit greyscale ("I" for 16-bit PGM).
+_GREY_MODES = {"L": 255.0, "LA": 255.0, "I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0,
+               "I": 65535.0}
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a capture as a numeric array (H, W) or (H, W, C) or, for .npy, as stored."""
+    """Read a capture as floats in 0..1, (H, W) grey or (H, W, 3) colour (alpha dropped, a palette
+    expanded), or, for .npy, the array as stored. Anything Pillow cannot read as one of
+    :data:`IMAGE_FORMATS` is an :class:`InvalidInputError` that names the file and the problem."""
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"image {path} does not exist")
-    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InvalidInputError(f"image {path} does not exist (or is not a file)")
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InvalidInputError(f"image {path} is not a readable .npy array ({exc})") from None
+        if array.dtype.kind not in "biuf":
+            raise InvalidInputError(f"image {path}: its values are not numeric (dtype {array.dtype}); give "
+                                    "pixel values as integers or floats")
+        return array
+    from PIL import Image, UnidentifiedImageError  # loaded with the first image, not for --help
+
     try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".png":
-            return _read_png(path.read_bytes())
-        if suffix in (".pgm", ".pnm"):
-            return _read_pgm(path.read_bytes())
-    except (ValueError, OSError, zlib.error, struct.error) as exc:
-        raise InvalidInputError(f"image {path} is not a readable {suffix[1:]} file ({exc})") from None
-    raise InvalidInputError(f"image {path}: unsupported format {suffix!r}; use .npy, .png or .pgm")
+        with Image.open(path, formats=IMAGE_FORMATS) as image:
+            image.load()
+            return _pixels(image)
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"image {path}: not a PNG, JPEG or PGM/PPM image; give one of those "
+                                "or a .npy array") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        # truncated or corrupt data (Pillow reports bad headers as SyntaxError)
+        raise InvalidInputError(f"image {path} is not a readable {path.suffix[1:] or 'image'} file ({exc})") \
+            from None
 
 
-def _read_pgm(data: bytes) -> np.ndarray:
-    tokens: list[bytes] = []
-    pos = 0
-    while len(tokens) < 4:
-        while data[pos:pos + 1].isspace():
-            pos += 1
-        if data[pos:pos + 1] == b"#":
-            pos = data.index(b"\n", pos) + 1
-            continue
-        end = pos
-        while not data[end:end + 1].isspace():
-            end += 1
-        tokens.append(data[pos:end])
-        pos = end
-    magic, w, h, maxval = tokens[0], int(tokens[1]), int(tokens[2]), int(tokens[3])
-    if magic == b"P5":
-        dtype = ">u2" if maxval > 255 else "u1"
-        arr = np.frombuffer(data, dtype=dtype, count=w * h, offset=pos + 1).reshape(h, w)
-    elif magic == b"P2":
-        arr = np.array(data[pos:].split()[: w * h], dtype=np.int64).reshape(h, w)
-    else:
-        raise ValueError("not a PGM (P2/P5)")
-    return arr.astype(np.float64) / maxval
-
-
-def _read_png(data: bytes) -> np.ndarray:
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("bad PNG signature")
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        elif kind == b"IEND":
-            break
-    if header is None:
-        raise ValueError("PNG without IHDR")
-    w, h, depth, ctype, _, _, interlace = header
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(ctype)
-    if channels is None or depth not in (8, 16) or interlace:
-        raise ValueError("only 8/16-bit gray/RGB(A) non-interlaced PNGs are supported")
-    bpp = channels * depth // 8
-    raw = zlib.decompress(idat)
-    stride = w * bpp
-    out = np.zeros((h, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.int64)
-    for y in range(h):
-        ftype = raw[y * (stride + 1)]
-        line = np.frombuffer(raw, dtype=np.uint8, count=stride, offset=y * (stride + 1) + 1).astype(np.int64)
-        cur = np.zeros(stride, dtype=np.int64)
-        for x in range(stride):
-            a = cur[x - bpp] if x >= bpp else 0
-            b = prev[x]
-            c = prev[x - bpp] if x >= bpp else 0
-            if ftype == 0:
-                p = 0
-            elif ftype == 1:
-                p = a
-            elif ftype == 2:
-                p = b
-            elif ftype == 3:
-                p = (a + b) // 2
-            else:
-                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
-                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-            cur[x] = (line[x] + p) & 0xFF
-        out[y] = cur
-        prev = cur
-    if depth == 16:
-        arr = out.view(">u2").reshape(h, w, channels).astype(np.float64) / 65535.0
-    else:
-        arr = out.reshape(h, w, channels).astype(np.float64) / 255.0
-    if channels in (2, 4):
-        arr = arr[..., :-1]  # drop alpha
-    return arr[..., 0] if arr.shape[-1] == 1 else arr
+def _pixels(image) -> np.ndarray:
+    mode = image.mode
+    if mode == "1":  # bilevel
+        return np.asarray(image, dtype=np.float64)
+    if mode in _GREY_MODES:
+        grey = image.getchannel(0) if mode == "LA" else image
+        return np.clip(np.asarray(grey, dtype=np.float64) / _GREY_MODES[mode], 0.0, 1.0)
+    if mode == "P" or mode == "PA":  # palette: its colours (a grey palette gives equal channels)
+        image = image.convert("RGBA" if "transparency" in image.info or mode == "PA" else "RGB")
+    elif mode not in ("RGB", "RGBA"):  # CMYK or YCbCr JPEGs
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.float64)[..., :3] / 255.0
 
 
 def write_pgm(path: str | Path, img: np.ndarray) -> None:

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Callable
+
+#: ``events(name, fields)``: where ``splitseal mpc node run --json`` prints its JSON lines.
+EventSink = Callable[..., None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_service(args.state_dir, args.party, args.dealer)
 
 
-def run_service(state_dir: str | Path, party: int | None, dealer: bool) -> int:
-    """Set up, run until SIGTERM, close: the body of ``splitseal mpc node run``."""
+def run_service(state_dir: str | Path, party: int | None, dealer: bool, events: EventSink | None = None) -> int:
+    """Set up, run until SIGTERM, close: the body of ``splitseal mpc node run``. ``events``, when
+    given, is told ``ready``, each ``request`` a node serves (its op, error type, duration) and
+    ``stopped``."""
     import sys
 
     from .dealer import DealerService
@@ -48,9 +54,17 @@ def run_service(state_dir: str | Path, party: int | None, dealer: bool) -> int:
     cluster = ClusterInfo.load(state_dir)
     service: MpcNode | DealerService = DealerService(cluster) if dealer else MpcNode(cluster, int(party))
     service.install_signals()
+    role: dict[str, Any] = {"role": "dealer"} if dealer else {"role": "node", "party": int(party)}
+    if events is not None and isinstance(service, MpcNode):
+        service.on_served = lambda op, error, seconds: events(
+            "request", **role, op=op, ok=error is None, error=error, ms=round(seconds * 1e3, 2))
     try:
         service.setup()
+        if events is not None:
+            events("ready", **role, port=service.listener.port if service.listener else None)
         service.run()
     finally:
         service.close()
+    if events is not None:
+        events("stopped", **role)
     return 0

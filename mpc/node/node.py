@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -122,6 +122,8 @@ class MpcNode:
         self.dealer_bytes = 0
         self._model = None  # parsed model, cached (parsing the stored npz costs milliseconds)
         self._masked: dict[int, np.ndarray] | None = None
+        #: ``on_served(op, error_type_or_None, seconds)`` after every request (``mpc node run --json``).
+        self.on_served: Callable[[str, str | None, float], None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -208,6 +210,7 @@ class MpcNode:
         except queue.Empty:
             return False
         op = frame.tag
+        started, error = time.perf_counter(), None
         try:
             handler = getattr(self, f"_op_{op}", None)
             if handler is None:
@@ -215,11 +218,14 @@ class MpcNode:
             meta, arrays = handler(frame)
             reply(ch, meta, arrays)
         except SplitsealError as exc:
+            error = type(exc).__name__
             log.warning("mpc.node request failed party=%d op=%s error=%s", self.party, op, exc)
             try:
                 reply(ch, {"error": str(exc)})
             except ProtocolError:
                 pass
+        if self.on_served is not None:
+            self.on_served(str(op), error, time.perf_counter() - started)
         return True
 
     def _session(self, frame: Frame) -> Session:

@@ -112,8 +112,29 @@ def exit_status(exc: SplitsealError) -> int:
     return EXIT_USAGE if isinstance(exc, (ConfigError, InvalidInputError, ModelError)) else EXIT_RUNTIME
 
 
+#: Commands that run until stopped: under --json they print JSON lines of events.
+LONG_RUNNING = ("enclave serve", "node run", "node keeper", "mpc node run")
+
+
+class UsageError(Exception):
+    """A command line argparse refuses; :func:`main` reports it (as JSON under --json)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is raised for :func:`main` to report, not printed here."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .output import add_json_flags
+
+    parser = _Parser(
         prog="splitseal", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Confidential, auditable ML inference orchestrated by smart contracts.")
     parser.add_argument("--version", action="version", version=f"splitseal {version()}")
@@ -123,12 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
     for area in _AREAS:
         importlib.import_module(f"orchestrator.cli.{area}").register(sub)
     _explain(parser)
+    add_json_flags(((path, child) for path, child, _ in commands(parser)), LONG_RUNNING)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .output import dumps, error_document
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc}", file=sys.stderr)
+        if as_json:
+            print(dumps(error_document("UsageError", f"{exc.parser.prog}: {exc}", EXIT_USAGE)))
+        raise SystemExit(EXIT_USAGE) from None
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
@@ -138,8 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config)
         return int(args.func(args, config) or 0)
     except SplitsealError as exc:
+        status = exit_status(exc)
         print(f"error: {exc}", file=sys.stderr)
-        return exit_status(exc)
+        if as_json:
+            print(dumps(error_document(type(exc).__name__, str(exc), status)), flush=True)
+        return status
     except KeyboardInterrupt:
         return 130
 

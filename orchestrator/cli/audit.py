@@ -6,7 +6,6 @@ checked against the build artifacts first."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
 from .chain import add_chain_option, open_chain, open_deployment
+from .output import emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = audit.add_parser(name, help=help)
         add_chain_option(p)
         _add_deployment_options(p)
-        p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
         return p
 
@@ -89,10 +88,7 @@ def cmd_enclave(args: argparse.Namespace, config: Config) -> int:
     with chain:
         answers = Auditor(chain, deployment).enclave_answers(args.enclave, issued=issued)
     check = answers.check()
-    if args.json:
-        print(json.dumps({**answers.to_json(), "ok": check.ok}, indent=2))
-    else:
-        print(f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+    emit(args, {**answers.to_json(), "ok": check.ok}, f"[{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
     return 0 if check.ok else 1
 
 
@@ -102,7 +98,7 @@ def cmd_request(args: argparse.Namespace, config: Config) -> int:
     chain, deployment = _open(args, config)
     with chain:
         audit = Auditor(chain, deployment).request(args.request_id)
-    print(json.dumps(audit.to_json(), indent=2, default=str) if args.json else render_request(audit))
+    emit(args, audit.to_json(), render_request(audit))
     return 0 if audit.verified else 1
 
 
@@ -114,7 +110,7 @@ def cmd_model(args: argparse.Namespace, config: Config) -> int:
     chain, deployment = _open(args, config)
     with chain:
         audit = Auditor(chain, deployment).model(parse_model_id(args.model))
-    print(json.dumps(audit.to_json(), indent=2, default=str) if args.json else render_model(audit))
+    emit(args, audit.to_json(), render_model(audit))
     if args.html:
         html_path = Path(args.html)
         try:
@@ -136,16 +132,18 @@ def cmd_subject(args: argparse.Namespace, config: Config) -> int:
     chain, deployment = _open(args, config)
     subject = args.subject
     if subject.startswith("0x") and len(subject) == 66:
-        subject = bytes.fromhex(subject[2:])
+        try:
+            subject = bytes.fromhex(subject[2:])
+        except ValueError:
+            chain.close()
+            raise InvalidInputError(f"subject {args.subject!r} looks like a bytes32 id but is not hex; give "
+                                    "0x + 64 hex digits, or the subject's name") from None
     with chain:
         history = subject_history(chain, deployment.feature_share_registry, subject, from_block=deployment.block)
-    if args.json:
-        doc = {"subjectId": "0x" + history.subject_id.hex(), "verified": history.verified,
-               "nodeSets": history.node_sets, "enrolments": [asdict(e) for e in history.enrolments],
-               "revocations": history.revocations, "decisions": [asdict(d) for d in history.decisions]}
-        print(json.dumps(doc, indent=2, default=lambda v: "0x" + v.hex() if isinstance(v, bytes) else str(v)))
-    else:
-        print(render_subject(history))
+    doc = {"subjectId": "0x" + history.subject_id.hex(), "verified": history.verified,
+           "nodeSets": history.node_sets, "enrolments": [asdict(e) for e in history.enrolments],
+           "revocations": history.revocations, "decisions": [asdict(d) for d in history.decisions]}
+    emit(args, doc, render_subject(history))
     recorded = bool(history.enrolments or history.decisions or history.revocations)
     return 0 if history.verified and recorded else 1
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from splitseal.chain import AnvilNode, running_node, state_file
 from splitseal.config import ChainConfig, Config
 from splitseal.errors import ChainError
+
+from .output import emit, note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     deploy.add_argument("--quoting-key", default=None,
                         help="address of the attestation quoting key to pin "
                              "(default: the local enclave platform's)")
-    deploy.add_argument("--json", action="store_true", help="print the deployment record as JSON")
     deploy.set_defaults(func=_deploy)
 
 
@@ -57,17 +57,24 @@ def open_deployment(chain, config: Config):
     return load_deployment(chain, config.path(""))
 
 
+def _node_document(node, **extra) -> dict:
+    """``chain up|down|status --json``: the node's pid and endpoints."""
+    return {"pid": node.pid, "port": node.port, "http": node.http_url, "ws": node.ws_url, **extra}
+
+
 def _up(args: argparse.Namespace, config: Config) -> int:
     node = running_node(config.path(""))
     if node:
-        print(f"anvil already running: pid={node.pid} {node.http_url} {node.ws_url}")
+        emit(args, {**_node_document(node, started=False)},
+             f"anvil already running: pid={node.pid} {node.http_url} {node.ws_url}")
         return 0
     path = state_file(config.path(""))
     path.parent.mkdir(parents=True, exist_ok=True)
     node = AnvilNode.start(port=args.port, log_path=path.with_suffix(".log"))
     node.save(path)
-    print(f"anvil started: pid={node.pid} http={node.http_url} ws={node.ws_url}")
-    print("use it with --chain anvil; stop it with `splitseal chain down`")
+    emit(args, _node_document(node, started=True),
+         f"anvil started: pid={node.pid} http={node.http_url} ws={node.ws_url}\n"
+         "use it with --chain anvil; stop it with `splitseal chain down`")
     return 0
 
 
@@ -76,11 +83,11 @@ def _down(args: argparse.Namespace, config: Config) -> int:
     path = state_file(config.path(""))
     if not node:
         path.unlink(missing_ok=True)
-        print("no anvil node is running")
+        emit(args, {"stopped": False, "pid": None}, "no anvil node is running")
         return 0
     node.stop()
     path.unlink(missing_ok=True)
-    print(f"anvil stopped (pid={node.pid})")
+    emit(args, {"stopped": True, "pid": node.pid}, f"anvil stopped (pid={node.pid})")
     return 0
 
 
@@ -88,7 +95,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     node = running_node(config.path(""))
     if not node:
         raise ChainError("no anvil node is running; start one with `splitseal chain up`")
-    print(f"anvil running: pid={node.pid} http={node.http_url} ws={node.ws_url}")
+    emit(args, _node_document(node, running=True),
+         f"anvil running: pid={node.pid} http={node.http_url} ws={node.ws_url}")
     return 0
 
 
@@ -102,7 +110,7 @@ def _deploy(args: argparse.Namespace, config: Config) -> int:
         deployment = ensure_deployed(chain, admin, home=config.path(""), quoting_key=quoting_key)
         record = deployment.to_json()
         if args.json:
-            print(json.dumps(record, indent=2))
+            emit(args, record)
             return 0
         verb = "found live deployment" if deployment.reused else "deployed"
         print(f"{verb} on chain {chain.name} (chain id {chain.chain_id}), "
@@ -110,7 +118,7 @@ def _deploy(args: argparse.Namespace, config: Config) -> int:
         for name, address in record["contracts"].items():
             print(f"  {name:22s} {address}")
         if chain.url is None:  # gone when this command ends
-            print("note: the embedded chain lives inside this process; `splitseal demo` deploys "
+            note(args, "note: the embedded chain lives inside this process; `splitseal demo` deploys "
                   "and uses it in one run. Use --chain anvil for a chain that outlives the command.")
     return 0
 

@@ -8,6 +8,8 @@ import logging
 from splitseal.config import Config
 from splitseal.errors import CompilationError
 
+from .output import emit
+
 log = logging.getLogger(__name__)
 
 
@@ -32,9 +34,13 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if stale:
             raise CompilationError(f"committed artifacts differ from a fresh compilation: {', '.join(stale)}; "
                                    f"run `splitseal compile` and commit contracts/build")
-        print(f"contracts/build is up to date ({len(artifacts)} contracts, solc {compiler.version}, {kind})")
+        emit(args, {"contracts": sorted(artifacts), "solc": compiler.version, "compiler": kind,
+                    "checked": True, "changed": []},
+             f"contracts/build is up to date ({len(artifacts)} contracts, solc {compiler.version}, {kind})")
         return 0
     changed = write_artifacts(artifacts)
-    print(f"compiled {len(artifacts)} contracts with solc {compiler.version} ({kind}); "
-          f"{len(changed)} artifact(s) changed in {BUILD_DIR.relative_to(BUILD_DIR.parent.parent)}")
+    emit(args, {"contracts": sorted(artifacts), "solc": compiler.version, "compiler": kind,
+                "checked": False, "changed": sorted(c.name for c in changed)},
+         f"compiled {len(artifacts)} contracts with solc {compiler.version} ({kind}); "
+         f"{len(changed)} artifact(s) changed in {BUILD_DIR.relative_to(BUILD_DIR.parent.parent)}")
     return 0

@@ -7,6 +7,7 @@ import argparse
 from splitseal.config import Config
 
 from .chain import add_chain_option
+from .output import emit, note
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,13 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> int:
+    from dataclasses import asdict
+
     from orchestrator.demo import run_demo
 
     state_dir = config.path(args.state_dir or "var/demo")
+    # the steps are the demo's progress: on stderr under --json, so stdout is the result alone
     result = run_demo(config, chain_target=args.chain or config.chain.url, requests=args.requests,
-                      state_dir=state_dir, mpc=not args.no_mpc)
-    print(f"\ndemo finished on {result.chain}: {result.completed}/{result.requests} requests served, "
-          f"accuracy {result.accuracy:.4f} = plaintext {result.plaintext_accuracy:.4f}, "
-          f"audit of request {result.audited_request} {'verified' if result.audit_verified else 'NOT verified'}, "
-          f"{result.gas_per_request} gas for its whole lifecycle")
+                      state_dir=state_dir, mpc=not args.no_mpc, say=lambda line: note(args, line))
+    emit(args, {**asdict(result), "report": str(state_dir / "audit.html")},
+         f"\ndemo finished on {result.chain}: {result.completed}/{result.requests} requests served, "
+         f"accuracy {result.accuracy:.4f} = plaintext {result.plaintext_accuracy:.4f}, "
+         f"audit of request {result.audited_request} {'verified' if result.audit_verified else 'NOT verified'}, "
+         f"{result.gas_per_request} gas for its whole lifecycle")
     return 0

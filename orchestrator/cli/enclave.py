@@ -12,6 +12,8 @@ from typing import Any
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
+from .output import emit
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from . import group
@@ -34,12 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _socket_options(p)
     add_chain_option(p)
     p.add_argument("--expect-measurement", default=None, help="refuse unless the quote has this measurement")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_attest)
 
     p = enclave.add_parser("status", help="the enclave's identity, keys (public) and loaded models")
     _socket_options(p)
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
     p = enclave.add_parser("restore", help="after a restart: reload sealed state checked against the chain")
@@ -61,7 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-measurement", action="store_true",
                    help="allow the enclave's measurement for the model first (owner only)")
     p.add_argument("--owner-key", default=None, help="owner's hex private key (default: the admin account)")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_provision)
 
 
@@ -93,6 +92,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
            "--max-frame-bytes", str(config.enclave.max_frame_bytes), "--log-level", args.log_level]
     if debug:
         cmd.append("--debug-enclave")
+    if args.json:  # JSON lines: ready, one per entry call, stopped (docs/CLI.md)
+        cmd.append("--json")
     user = config.enclave.user if args.user is None else args.user
     group = config.enclave.socket_group if args.socket_group is None else args.socket_group
     if user:
@@ -159,7 +160,8 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     chain, deployment = _connect_chain(args, config)
     with chain, _client(args, config) as client:
         result = restore_enclave(chain, deployment, client)
-    print(f"restored sealed state version {result['state_version']} ({result['models']} model(s))")
+    emit(args, {"state_version": result["state_version"], "models": result["models"]},
+         f"restored sealed state version {result['state_version']} ({result['models']} model(s))")
     return 0
 
 
@@ -219,7 +221,7 @@ def _bytes32(text: str, what: str) -> bytes:
 
 def _print(out: dict[str, Any], as_json: bool, headline: str | None) -> None:
     if as_json:
-        print(json.dumps(out, indent=2))
+        emit(argparse.Namespace(json=True), out)
         return
     if headline:
         print(headline)

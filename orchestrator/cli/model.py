@@ -10,7 +10,6 @@ an ``.npy`` file given with ``--inputs``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,8 @@ if TYPE_CHECKING:  # onnx, onnxruntime and numpy load when a command runs, not f
 
     from orchestrator.models import ImportedModel
 from splitseal.errors import InvalidInputError
+
+from .output import emit
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--inputs", help="verification inputs: a .npy float32 array for the model's input")
     src.add_argument("--random", type=int, metavar="N", help="verify on N seeded random inputs in [0, 1)")
     src.add_argument("--dataset", choices=["digits"], help="verify on the held-out digits test split")
-    p.add_argument("--json", action="store_true", help="print split.json instead of the summary")
     p.set_defaults(func=cmd_split)
 
     p = model.add_parser("inspect", help="layers, parameters, sides, sizes and hashes of a model or split dir")
     p.add_argument("path", help="ONNX model file or a directory written by `model split`")
     p.add_argument("--rule", help="with a model file: show where each layer and parameter lands under this rule")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
 
     p = model.add_parser("example-input", help="write a sample input for a model (a held-out digit), as .npy",
@@ -81,8 +80,12 @@ def _samples(args: argparse.Namespace, imported: "ImportedModel") -> tuple[Any, 
             arr = np.load(args.inputs, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"--inputs {args.inputs}: cannot read a .npy array ({exc})") from None
+        if arr.dtype.kind not in "biuf":
+            raise InvalidInputError(f"--inputs {args.inputs}: its values are not numeric (dtype {arr.dtype})")
         return arr.astype(np.float32), f"inputs from {args.inputs}"
-    if args.random:
+    if args.random is not None:
+        if args.random < 1:
+            raise InvalidInputError(f"--random needs at least 1 input, got {args.random}")
         return random_samples(imported, args.random), f"{args.random} seeded random inputs"
     digits = _digits_inputs(imported)
     if digits is not None:
@@ -104,7 +107,7 @@ def cmd_split(args: argparse.Namespace, config: Config) -> int:
     result = split_model(imported, rule, samples, sample_source=source)
     summary = result.write(args.out, model_path=str(args.model), rule_path=str(args.rule))
     if args.json:
-        print(json.dumps(summary, indent=2))
+        emit(args, summary)
         return 0
     print(render(inspect_path(args.out)))
     print(f"\nwrote {Path(args.out) / 'backbone.onnx'}, head.pkg, head.index, rule.toml, split.json")
@@ -123,10 +126,16 @@ def cmd_example_input(args: argparse.Namespace, config: Config) -> int:
                                 "for the digits models only (give your own .npy of the model's input shape)")
     if not 0 <= args.index < len(samples):
         raise InvalidInputError(f"--index must be 0..{len(samples) - 1}")
-    np.save(args.out, samples[args.index])
+    try:
+        np.save(args.out, samples[args.index])
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {args.out} ({exc.strerror or exc}); give a writable --out") from None
     spec = imported.inputs[0]
-    print(f"wrote {args.out}: shape {tuple(samples[args.index].shape)} float32 for input {spec.name!r} "
-          f"{tuple('N' if d is None else d for d in spec.shape)}")
+    shape = list(samples[args.index].shape)
+    declared = ["N" if d is None else d for d in spec.shape]
+    emit(args, {"file": str(args.out), "shape": shape, "dtype": "float32", "input": spec.name,
+                "inputShape": declared, "index": args.index},
+         f"wrote {args.out}: shape {tuple(shape)} float32 for input {spec.name!r} {tuple(declared)}")
     return 0
 
 
@@ -134,5 +143,5 @@ def cmd_inspect(args: argparse.Namespace, config: Config) -> int:
     from orchestrator.models.inspect import inspect_path, render
 
     report = inspect_path(args.path, args.rule)
-    print(json.dumps(report, indent=2) if args.json else render(report))
+    emit(args, report, render(report))
     return 1 if report.get("problems") else 0

@@ -1,8 +1,8 @@
 """`splitseal mpc ...`: the MPC feature-share cluster on loopback.
 
 IMAGE arguments: a ``.npy`` array (2-D gray, 3-D C x H x W or H x W x C; integers are divided by
-their type's maximum, floats above 1 by 255), an 8/16-bit non-interlaced ``.png``, or a ``.pgm``
-(P2/P5). The terminal normalises it to the model's input size and rejects blank or constant
+their type's maximum, floats above 1 by 255), or an image Pillow reads: PNG (grey, palette, RGB(A),
+8 or 16 bit), JPEG, PGM/PPM. The terminal normalises it to the model's input size and rejects blank or constant
 captures before anything is shared.
 
 With ``mpc up --chain anvil`` (or a URL), the cluster's node set is registered in
@@ -13,11 +13,12 @@ lives only inside one process, so it cannot be used across CLI calls (the Python
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
+
+from .output import emit, event
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     audit = mpc.add_parser("audit", help="rebuild and verify a subject's enrolments and decisions from chain events")
     audit.add_argument("subject")
-    audit.add_argument("--json", action="store_true")
     audit.set_defaults(func=_audit)
 
     node = group(mpc, "node", "one node process")
@@ -114,8 +114,13 @@ def _example_image(args: argparse.Namespace, config: Config) -> int:
     if not 0 <= args.index < len(samples):
         raise InvalidInputError(f"--index must be 0..{len(samples) - 1} for digit {args.digit}")
     pixels = np.clip(np.asarray(samples[args.index]).reshape(samples.shape[-2:]) * 255.0, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels, mode="L").save(args.out, format="PNG")
-    print(f"wrote {args.out}: digit {args.digit}, sample {args.index}, {pixels.shape[1]}x{pixels.shape[0]} greyscale")
+    try:
+        Image.fromarray(pixels, mode="L").save(args.out, format="PNG")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write {args.out} ({exc.strerror or exc}); give a writable --out") from None
+    emit(args, {"file": str(args.out), "digit": args.digit, "index": args.index,
+                "width": int(pixels.shape[1]), "height": int(pixels.shape[0])},
+         f"wrote {args.out}: digit {args.digit}, sample {args.index}, {pixels.shape[1]}x{pixels.shape[0]} greyscale")
     return 0
 
 
@@ -146,9 +151,16 @@ def _up(args: argparse.Namespace, config: Config) -> int:
         finally:
             client.close()
         cl.record_chain(state, args.chain, deployment.feature_share_registry.address, set_id)
-        print(f"node set {set_id} registered in FeatureShareRegistry {deployment.feature_share_registry.address}")
-    print(f"MPC cluster up: {parties} nodes + dealer on {config.mpc.host}, state in {state}, "
-          f"mode={args.mode}, threshold={threshold:.4f}")
+        registered = {"setId": set_id, "registry": deployment.feature_share_registry.address}
+    else:
+        registered = {"setId": None, "registry": None}
+    emit(args, {"parties": parties, "host": config.mpc.host, "stateDir": str(state), "mode": args.mode,
+                "threshold": threshold, "model": str(path) if path else None,
+                "nodePorts": list(info.node_ports), "dealerPort": info.dealer_port, **registered},
+         (f"node set {registered['setId']} registered in FeatureShareRegistry {registered['registry']}\n"
+          if registered["setId"] is not None else "")
+         + f"MPC cluster up: {parties} nodes + dealer on {config.mpc.host}, state in {state}, "
+           f"mode={args.mode}, threshold={threshold:.4f}")
     return 0
 
 
@@ -181,18 +193,20 @@ def _down(args: argparse.Namespace, config: Config) -> int:
     from mpc.client.cluster import down
 
     stopped = down(_state(config))
-    print(f"stopped {len(stopped)} MPC processes" if stopped else "no MPC cluster was running")
+    emit(args, {"stopped": stopped},
+         f"stopped {len(stopped)} MPC processes" if stopped else "no MPC cluster was running")
     return 0
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
     client = _client(config)
     try:
-        for s in client.status():
-            print(f"node {s['party']}: model={'yes' if s['model'] else 'no'} enrolled={s['enrolled']} "
-                  f"pending={s['pending']} address={s['address']}")
+        nodes = client.status()
     finally:
         client.close()
+    emit(args, {"nodes": nodes}, "\n".join(
+        f"node {s['party']}: model={'yes' if s['model'] else 'no'} enrolled={s['enrolled']} "
+        f"pending={s['pending']} address={s['address']}" for s in nodes))
     return 0
 
 
@@ -205,16 +219,19 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
         r = client.enroll(args.subject, image)
     finally:
         client.close()
-    print(f"enrolled {r.subject} (session {r.session[:16]}); share commitments: "
-          + ", ".join(c.hex()[:16] for c in r.commitments) + (f"; tx {r.tx}" if r.tx else ""))
+    emit(args, {"subject": r.subject, "session": r.session, "commitments": ["0x" + c.hex() for c in r.commitments],
+                "tx": r.tx},
+         f"enrolled {r.subject} (session {r.session[:16]}); share commitments: "
+         + ", ".join(c.hex()[:16] for c in r.commitments) + (f"; tx {r.tx}" if r.tx else ""))
     return 0
 
 
-def _print_decision(r) -> None:
+def _print_decision(args: argparse.Namespace, r) -> None:
     verdict = "ACCEPTED" if r.accepted else "REJECTED"
     who = f" subject={r.subject}" if r.subject else ""
-    print(f"{r.kind}: {verdict}{who} score={r.score:.4f} session={r.session[:16]}"
-          + (f" tx={r.tx}" if r.tx else ""))
+    emit(args, {"kind": r.kind, "accepted": r.accepted, "subject": r.subject, "score": r.score,
+                "session": r.session, "probeCommitment": "0x" + r.probe_commitment.hex(), "tx": r.tx},
+         f"{r.kind}: {verdict}{who} score={r.score:.4f} session={r.session[:16]}" + (f" tx={r.tx}" if r.tx else ""))
 
 
 def _verify(args: argparse.Namespace, config: Config) -> int:
@@ -226,7 +243,7 @@ def _verify(args: argparse.Namespace, config: Config) -> int:
         r = client.verify(args.subject, image, args.threshold)
     finally:
         client.close()
-    _print_decision(r)
+    _print_decision(args, r)
     return 0 if r.accepted else 1
 
 
@@ -239,7 +256,7 @@ def _identify(args: argparse.Namespace, config: Config) -> int:
         r = client.identify(image, args.threshold)
     finally:
         client.close()
-    _print_decision(r)
+    _print_decision(args, r)
     return 0 if r.accepted else 1
 
 
@@ -253,7 +270,7 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
     chain, deployment, _ = _connect(rec["url"], config)
     h = subject_history(chain, deployment.feature_share_registry, args.subject)
     if args.json:
-        print(json.dumps({
+        emit(args, {
             "subjectId": "0x" + h.subject_id.hex(), "verified": h.verified,
             "enrolments": [{"setId": e.set_id, "enrolment": e.enrolment, "block": e.block, "tx": e.tx,
                             "commitments": ["0x" + c.hex() for c in e.commitments], "signersOk": e.signers_ok,
@@ -262,7 +279,7 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
             "decisions": [{"setId": d.set_id, "session": "0x" + d.session.hex(), "kind": d.kind,
                            "accepted": d.accepted, "probeCommitment": "0x" + d.probe_commitment.hex(),
                            "block": d.block, "tx": d.tx, "signersOk": d.signers_ok, "problems": d.problems}
-                          for d in h.decisions]}, indent=1))
+                          for d in h.decisions]})
     else:
         print(f"subject {args.subject} (0x{h.subject_id.hex()}): {'VERIFIED' if h.verified else 'PROBLEMS'}")
         for e in h.enrolments:
@@ -281,4 +298,5 @@ def _node_run(args: argparse.Namespace, config: Config) -> int:
 
     if not args.dealer and args.party is None:
         raise InvalidInputError("give --party I (or --dealer)")
-    return run_service(args.state_dir or _state(config), args.party, args.dealer)
+    return run_service(args.state_dir or _state(config), args.party, args.dealer,
+                       events=(lambda name, **fields: event(args, name, **fields)) if args.json else None)

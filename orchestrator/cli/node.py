@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import signal
 import sys
 import threading
@@ -19,6 +18,7 @@ from splitseal.errors import ChainError, ConfigError, InvalidInputError, ModelEr
 from splitseal.protocol import MAX_DELIVERY_BATCH
 
 from .chain import add_chain_option, open_chain, open_deployment
+from .output import emit, event
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_chain_option(p)
     p.add_argument("--model", required=True, help="model id (0x-prefixed bytes32) or model name")
     p.add_argument("--version", type=int, default=None, help="model version (default: latest)")
-    p.add_argument("--input", required=True, help=".npy array, or an image file (PNG/PGM) with --shape")
+    p.add_argument("--input", required=True, help=".npy array, or an image file (PNG, JPEG, PGM) with --shape")
     p.add_argument("--shape", default=None, help="C,H,W the image is normalised and resized to")
     p.add_argument("--backbone", action="append", default=[],
                    help="the model's public backbone (file or split node directory; repeatable; default "
@@ -73,7 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="contract to call back with the result (IInferenceConsumer; docs/PROTOCOL.md)")
     p.add_argument("--callback-gas", type=int, default=100_000,
                    help="gas the consumer's callback gets (5,000 to 1,000,000; default 100,000)")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_infer)
 
 
@@ -127,6 +126,10 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
         if not 1 <= args.batch <= MAX_DELIVERY_BATCH:
             raise ConfigError(f"--batch {args.batch}: give 1 to {MAX_DELIVERY_BATCH} results per transaction")
         config = dataclasses.replace(config, node=dataclasses.replace(config.node, delivery_batch=args.batch))
+    missing = [b for b in args.backbone if not Path(b).exists()]
+    if missing:  # before the chain: nothing to serve
+        raise InvalidInputError(f"--backbone {missing[0]} does not exist; give a split directory or its "
+                                "backbone.onnx (`splitseal model split` writes them)")
     state_dir = Path(args.state_dir) if args.state_dir else config.path(config.node.db_path).parent
     key_path = Path(args.input_key) if args.input_key else state_dir / "input.key"
     if args.input_key and not key_path.exists():
@@ -153,21 +156,32 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
         except EnclaveUnavailableError:
             if not requested.is_set():
                 raise
-            print(f"node {account.address} stopped while waiting for the enclave", flush=True)
+            event(args, "stopped", f"node {account.address} stopped while waiting for the enclave",
+                  node=account.address, served=False)
             return 0
         node = wiring.node
+        if args.json:  # one line per request the node completes, fails or leaves to another node
+            node.on_finished = lambda request_id, stage, detail, times: event(
+                args, "request", requestId=request_id, stage=stage.name, detail=detail,
+                **({} if times is None else {"backboneMs": round(times.backbone * 1e3, 2),
+                                             "enclaveMs": round(times.enclave * 1e3, 2),
+                                             "deliveryMs": round(times.delivery_tx * 1e3, 2)}))
         try:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, lambda *_: node.stop())
             if not requested.is_set():
                 node.setup()
-                print(f"node {account.address} serving deployment on chain {chain.chain_id} "
-                      f"with enclave {node.enclave.address}; SIGTERM stops it", flush=True)
+                event(args, "started", f"node {account.address} serving deployment on chain {chain.chain_id} "
+                                       f"with enclave {node.enclave.address}; SIGTERM stops it",
+                      node=account.address, chainId=chain.chain_id, enclave=node.enclave.address,
+                      index=node.node_index, count=node.node_count)
                 node.run(install_signal_handlers=False)
         finally:
             node.close()
             wiring.client.close()
-    print(f"node {account.address} stopped", flush=True)
+    stats = node.stats
+    event(args, "stopped", f"node {account.address} stopped", node=account.address, served=True,
+          completed=stats.completed, failed=stats.failed, skipped=stats.skipped, timedOut=stats.timed_out)
     return 0
 
 
@@ -184,19 +198,22 @@ def cmd_node_keeper(args: argparse.Namespace, config: Config) -> int:
             keeper = Keeper(chain, deployment, account,
                             start_block=deployment.block if args.from_block is None else args.from_block)
             interval = config.node.keeper_interval if args.interval is None else args.interval
-            print(f"keeper {account.address} watching deployment on chain {chain.chain_id}", flush=True)
+            event(args, "started", f"keeper {account.address} watching deployment on chain {chain.chain_id}",
+                  keeper=account.address, chainId=chain.chain_id, interval=interval)
             while True:
                 try:
                     ended = keeper.sweep()
                 except ChainError as exc:  # the chain went away: try again at the next sweep
-                    print(f"sweep failed: {exc}", flush=True)
+                    event(args, "sweep_failed", f"sweep failed: {exc}", error=str(exc))
                     ended = 0
-                if ended:
-                    print(f"timed out {ended} request(s); {len(keeper.open_requests)} open", flush=True)
+                else:
+                    event(args, "sweep", f"timed out {ended} request(s); {len(keeper.open_requests)} open"
+                          if ended else None, timedOut=ended, open=len(keeper.open_requests))
                 if args.once or stop.wait(interval):
                     break
-            print(f"keeper stopped: {keeper.timed_out} request(s) timed out, "
-                  f"{len(keeper.open_requests)} open", flush=True)
+            event(args, "stopped", f"keeper stopped: {keeper.timed_out} request(s) timed out, "
+                                   f"{len(keeper.open_requests)} open",
+                  timedOut=keeper.timed_out, open=len(keeper.open_requests))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -205,11 +222,11 @@ def cmd_node_keeper(args: argparse.Namespace, config: Config) -> int:
 
 def load_input(path: str, shape: str | None) -> np.ndarray:
     """A .npy array as stored, or an image normalised to 0..1 and resized to ``shape`` (C,H,W)."""
-    from mpc.client.terminal import normalise, read_image  # PNG / PGM reader shared with the MPC terminal
+    from mpc.client.terminal import normalise, read_image  # the image reader (Pillow) shared with the MPC terminal
 
     image = read_image(path)
     if Path(path).suffix.lower() == ".npy":
-        return image
+        return _check_values(image)
     if not shape:
         raise InvalidInputError(f"{path} is an image: give the model's input shape with --shape C,H,W "
                                 "(`splitseal model inspect` shows it)")
@@ -219,7 +236,16 @@ def load_input(path: str, shape: str | None) -> np.ndarray:
         dims = ()
     if len(dims) != 3 or min(dims) <= 0:
         raise InvalidInputError(f"--shape {shape!r} is not C,H,W (three positive integers)")
-    return normalise(image, dims)
+    return _check_values(normalise(image, dims).astype(np.float32))
+
+
+def _check_values(x: np.ndarray) -> np.ndarray:
+    """An input the backbone can take: floats, non-empty, finite (checked before any chain call)."""
+    if x.dtype.kind != "f":
+        raise InvalidInputError(f"input dtype {x.dtype} is not a float type; the backbone takes float32")
+    if x.size == 0 or not np.all(np.isfinite(x)):
+        raise InvalidInputError("input must be a non-empty array of finite numbers (no NaN or Inf)")
+    return x
 
 
 def cmd_infer(args: argparse.Namespace, config: Config) -> int:
@@ -249,15 +275,12 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         submitted = requester.submit(model_id, version, x, consumer=args.consumer,
                                      callback_gas_limit=args.callback_gas)
         if not args.wait:
-            print(json.dumps({"requestId": submitted.request_id, "tx": submitted.tx_hash}) if args.json else
-                  f"request {submitted.request_id} sent in tx {submitted.tx_hash}")
+            emit(args, {"requestId": submitted.request_id, "tx": submitted.tx_hash},
+                 f"request {submitted.request_id} sent in tx {submitted.tx_hash}")
             return 0
         outcome = requester.wait(submitted, timeout=args.timeout)
         doc = outcome_document(outcome)
-        if args.json:
-            print(json.dumps(doc, indent=2))
-        else:
-            print(render_outcome(doc))
+        emit(args, doc, render_outcome(doc))
         return 0 if outcome.ok else 1
 
 
@@ -270,10 +293,7 @@ def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: 
     from chain_node.inputs import InputProblem, check_input_shape
     from orchestrator.node_setup import BackboneLibrary
 
-    if x.dtype.kind != "f":
-        raise InvalidInputError(f"input dtype {x.dtype} is not a float type; the backbone takes float32")
-    if x.size == 0 or not np.all(np.isfinite(x)):
-        raise InvalidInputError("input must be a non-empty array of finite numbers (no NaN or Inf)")
+    _check_values(x)
     library = BackboneLibrary(chain, deployment, [])
     for path in candidates:
         if path.exists():

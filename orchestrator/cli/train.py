@@ -9,6 +9,8 @@ from orchestrator.cli import group
 from splitseal.config import Config
 from splitseal.errors import InvalidInputError
 
+from .output import emit
+
 log = logging.getLogger(__name__)
 
 
@@ -41,17 +43,24 @@ def _train(args: argparse.Namespace, config: Config) -> int:
         raise InvalidInputError(f"--max-iters must be at least 1, got {args.max_iters}")
     names = list(SPECS) if args.model == "all" else [args.model]
     out = config.path(args.out)
-    status = 0
+    records = []
     for name in names:
         record = train_reference(name, out, seed=args.seed, split_seed=args.split_seed,
                                  max_iters=args.max_iters, progress=not args.no_progress,
                                  out_label=args.out)
-        m = record["metrics"]
-        quality = (f"test accuracy {m['test_accuracy']:.4f}" if record["kind"] == "classifier" else
-                   f"ROC AUC {m['roc_auc']:.4f}, EER {m['eer']:.4f} at cosine threshold {m['threshold']:.4f}")
-        print(f"{name}: {quality}; {record['training']['iterations']} iterations in "
-              f"{record['training']['seconds']:.1f} s -> {out / record['file']} (sha256 {record['sha256'][:16]}...)")
-        if not record["meets_target"]:
-            print(f"{name}: below the target {record['targets']}; try another --seed or a higher --max-iters")
-            status = 1
-    return status
+        records.append({**record, "path": str(out / record["file"])})
+        if not args.json:
+            print(_summary(record, out))
+    emit(args, {"models": records})
+    return 0 if all(r["meets_target"] for r in records) else 1
+
+
+def _summary(record: dict, out) -> str:
+    name, m = record["model"], record["metrics"]
+    quality = (f"test accuracy {m['test_accuracy']:.4f}" if record["kind"] == "classifier" else
+               f"ROC AUC {m['roc_auc']:.4f}, EER {m['eer']:.4f} at cosine threshold {m['threshold']:.4f}")
+    line = (f"{name}: {quality}; {record['training']['iterations']} iterations in "
+            f"{record['training']['seconds']:.1f} s -> {out / record['file']} (sha256 {record['sha256'][:16]}...)")
+    if not record["meets_target"]:
+        line += f"\n{name}: below the target {record['targets']}; try another --seed or a higher --max-iters"
+    return line

@@ -16,7 +16,7 @@ from typing import Any
 
 from web3.contract import Contract
 
-from splitseal.errors import DeploymentError
+from splitseal.errors import DeploymentError, InvalidInputError
 
 from .artifacts import load_artifact
 from .client import Chain
@@ -97,13 +97,18 @@ def load_deployment(chain: Chain, home: Path, *, path: Path | None = None) -> De
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        if explicit:
-            raise DeploymentError(f"deployment record {path} does not exist") from None
+        if explicit:  # the operator's file given on the command line: an input error
+            raise InvalidInputError(f"deployment record {path} does not exist") from None
         raise DeploymentError(f"no deployment recorded for chain {chain.chain_id} ({path}); "
                               f"run `splitseal deploy --chain {chain.name}` first, or give the operator's "
                               "record with --deployment FILE or the registry with --registry ADDRESS") from None
     except (json.JSONDecodeError, OSError) as exc:
-        raise DeploymentError(f"deployment record {path} is unreadable: {exc}") from None
+        error = InvalidInputError if explicit else DeploymentError
+        raise error(f"deployment record {path} is unreadable: {exc}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("contracts"), dict):
+        raise (InvalidInputError if explicit else DeploymentError)(
+            f"deployment record {path} is not a deployment record (no \"contracts\" map); give the file "
+            "`splitseal deploy` wrote (deployments/<chain id>.json)")
     if int(record.get("chainId", -1)) != chain.chain_id:
         raise DeploymentError(f"deployment record {path} is for chain {record.get('chainId')}, "
                               f"this chain is {chain.chain_id}")
@@ -131,9 +136,14 @@ def discover_deployment(chain: Chain, registry: str, *, from_block: int = 0) -> 
     an EnclaveTransfer of this registry, the ParameterIndex of this registry (found by its
     ``IndexPublished`` events; a deployment that never published an index has none to audit), and
     the FeatureShareRegistry only from a record (it holds no link to the registry)."""
+    from eth_utils import is_address
+
+    if not isinstance(registry, str) or not is_address(registry):
+        raise InvalidInputError(f"registry address {registry!r} is not an address (0x + 40 hex digits)")
     registry = chain.contract("ModelRegistry", registry).address
     if not chain.code(registry):
-        raise DeploymentError(f"no contract at {registry} on chain {chain.chain_id}")
+        raise InvalidInputError(f"no contract at {registry} on chain {chain.chain_id}: give the ModelRegistry's "
+                                "address (the operator's deployment record lists it)")
     backbone = chain.contract("BackboneExecution", registry)  # for its event ABI only
     linked = chain.logs(None, [event_topic(backbone, "EnclaveTransferLinked")], from_block, None)
     found: dict[str, Any] = {}

@@ -3,11 +3,9 @@ and a node's store (two-phase enrolment)."""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
+from PIL import Image
 
 from mpc.client.owner import SMALL_SPEC, load_onnx, node_models, plain_forward, random_model
 from mpc.client.terminal import Terminal, normalise, read_image, write_pgm
@@ -18,28 +16,61 @@ from splitseal.errors import InvalidInputError, ModelError, UnsupportedOperatorE
 RNG = np.random.default_rng(5)
 
 
-def _png_gray(img: np.ndarray) -> bytes:
-    def chunk(k, b):
-        return struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b))
-    rows = b"".join(b"\x00" + r.tobytes() for r in img.astype(np.uint8))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", img.shape[1], img.shape[0], 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
 def test_image_files_read_alike(tmp_path):
     img = RNG.integers(0, 256, (10, 12)).astype(np.uint8)
-    (tmp_path / "a.png").write_bytes(_png_gray(img))
+    Image.fromarray(img, mode="L").save(tmp_path / "a.png")
     write_pgm(tmp_path / "a.pgm", img / 255.0)
     np.save(tmp_path / "a.npy", img)
     png, pgm = read_image(tmp_path / "a.png"), read_image(tmp_path / "a.pgm")
     npy = normalise(read_image(tmp_path / "a.npy"), (1, 10, 12))[0]
     assert np.allclose(png, img / 255.0) and np.allclose(pgm, img / 255.0, atol=1 / 255) and np.allclose(npy, png)
-    (tmp_path / "a.txt").write_text("x")
-    with pytest.raises(InvalidInputError, match="unsupported format"):
-        read_image(tmp_path / "a.txt")
-    (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(InvalidInputError, match="not a readable"):
-        read_image(tmp_path / "bad.png")
+
+
+def _variants(img: np.ndarray, tmp_path) -> dict[str, tuple]:
+    """The same grey picture stored in every accepted way: (file, tolerance against img / 255)."""
+    grey = Image.fromarray(img, mode="L")
+    grey.convert("P").save(tmp_path / "palette.png")  # a palette PNG (colour type 3)
+    grey.convert("RGBA").save(tmp_path / "rgba.png")
+    grey.save(tmp_path / "interlaced.png", interlace=1)
+    Image.fromarray(img.astype(np.uint16) * 257).save(tmp_path / "grey16.png")  # 16-bit grey
+    grey.save(tmp_path / "photo.jpg", quality=95)
+    (tmp_path / "plain.pgm").write_text(f"P2\n{img.shape[1]} {img.shape[0]}\n255\n"
+                                        + " ".join(str(v) for v in img.ravel()))
+    return {"palette.png": 1e-9, "rgba.png": 1e-9, "interlaced.png": 1e-9, "grey16.png": 1e-9,
+            "photo.jpg": 0.08, "plain.pgm": 1e-9}
+
+
+def test_pillow_reads_palette_rgba_16_bit_jpeg_and_plain_pgm(tmp_path):
+    img = (np.add.outer(np.arange(16), np.arange(16)) * 8).astype(np.uint8)  # smooth, so JPEG stays close
+    for name, tolerance in _variants(img, tmp_path).items():
+        x = normalise(read_image(tmp_path / name), (1, 16, 16))[0]
+        assert np.max(np.abs(x - img / 255.0)) <= tolerance, name
+
+
+def test_a_16_bit_pgm_is_scaled_by_its_maxval(tmp_path):
+    (tmp_path / "deep.pgm").write_bytes(b"P5\n2 1\n1000\n" + np.array([0, 1000], dtype=">u2").tobytes())
+    assert np.allclose(read_image(tmp_path / "deep.pgm"), [[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("a.txt", b"x", "not a PNG, JPEG or PGM"),
+    ("bad.png", b"not a png", "not a PNG, JPEG or PGM"),
+    ("cut.png", None, "not a readable png"),
+    ("a.gif", None, "not a PNG, JPEG or PGM"),
+    ("a.npy", b"\x93NUMPY junk", "not a readable .npy"),
+    ("missing.png", False, "does not exist"),
+])
+def test_unreadable_images_are_refused_clearly(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None and name.endswith(".gif"):
+        Image.new("L", (4, 4)).save(path, format="GIF")
+    elif content is None:  # a PNG cut in the middle of its pixel data
+        Image.fromarray(RNG.integers(0, 256, (64, 64)).astype(np.uint8)).save(tmp_path / "full.png")
+        path.write_bytes((tmp_path / "full.png").read_bytes()[:400])
+    elif content:
+        path.write_bytes(content)
+    with pytest.raises(InvalidInputError, match=message):
+        read_image(path)
 
 
 def test_resize_matches_the_training_pipeline():
