@@ -65,8 +65,8 @@ from splitseal.chain import (CalldataNotFound, Chain, Deployment, PendingTx, eve
                              request_inline_input)
 from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
-from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
-from splitseal.protocol import FailureCode, RequestStatus
+from splitseal.errors import ChainError, ConfigError, ContractRevertError, EnclaveError, ModelError, SplitsealError
+from splitseal.protocol import MAX_DELIVERY_BATCH, FailureCode, RequestStatus
 from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
 from splitseal.protocol.result import ResultClaim
 
@@ -147,6 +147,9 @@ class InferenceNode:
                  checkpoint_path: Path, blob_dir: Path, confirmations: int = 0,
                  node_index: int = 0, node_count: int = 1, claim_grace: float = 2.0,
                  poll_interval: float = 0.05, start_block: int | None = None) -> None:
+        if not 1 <= config.delivery_batch <= MAX_DELIVERY_BATCH:
+            raise ConfigError(f"[node].delivery_batch = {config.delivery_batch}: give 1 (one deliverResult per "
+                              f"request) to {MAX_DELIVERY_BATCH} (the contract's largest batch)")
         self.chain = chain
         self.deployment = deployment
         self.account = account

@@ -596,3 +596,9 @@ def test_a_requester_names_only_a_contract_as_consumer(world):
         req.submit(w.model_id, w.version, x, consumer=w.requester.address)
     with pytest.raises(InvalidInputError, match="outside"):
         req.submit(w.model_id, w.version, x, consumer=w.deployment.enclave_transfer.address, callback_gas_limit=10)
+
+
+def test_a_delivery_batch_outside_the_contracts_bound_is_a_config_error(world):
+    for size in (0, 65):
+        with pytest.raises(ConfigError, match="delivery_batch"):
+            make_node(world, state="bad-batch-state", delivery_batch=size)
