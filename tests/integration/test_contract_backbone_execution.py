@@ -264,3 +264,12 @@ def test_role_constants_are_the_contracts(kit: Kit) -> None:
     assert kit.call(kit.backbone.functions.NODE_ROLE()) == NODE_ROLE
     assert kit.call(kit.backbone.functions.DEFAULT_ADMIN_ROLE()) == DEFAULT_ADMIN_ROLE
     assert kit.call(kit.registry.functions.ATTESTATION_ADMIN_ROLE()) == ATTESTATION_ADMIN_ROLE
+
+
+def test_the_python_bounds_are_the_contracts(kit: Kit) -> None:
+    """splitseal.protocol mirrors the bounds the node and the requester check before sending."""
+    from splitseal.protocol import MAX_CALLBACK_GAS, MAX_DELIVERY_BATCH, MIN_CALLBACK_GAS
+
+    assert (kit.call(kit.backbone.functions.MAX_BATCH()), kit.call(kit.backbone.functions.MIN_CALLBACK_GAS()),
+            kit.call(kit.backbone.functions.MAX_CALLBACK_GAS())) == \
+        (MAX_DELIVERY_BATCH, MIN_CALLBACK_GAS, MAX_CALLBACK_GAS)
