@@ -277,8 +277,10 @@ interface IBackboneExecution is IAccessControl {
     /// @notice Record the backbone output and the transfer and deliver the enclave's signed result,
     ///         in one transaction: the node asked the enclave first, and the enclave answers a
     ///         request id once, so the enclave's answer is the claim.
-    /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits {BackboneExecuted} here,
-    ///      then `TransferRecorded` and `ResultSubmitted` on the EnclaveTransfer, in that order.
+    /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits `ResultSubmitted` on the
+    ///      EnclaveTransfer (then `ConsumerCalled` when the request names a consumer) and nothing
+    ///      else: the output commitment, the enclave and the transfer hash are this call's
+    ///      arguments, the node its sender (docs/PROTOCOL.md, "Reading inputs and results").
     ///      Reverts as {recordBackboneOutput} and as `EnclaveTransfer.submitResult`.
     /// @param claim What the enclave signed besides the result (request, model, input commitment,
     ///        requester and key, enclave, transfer hash, the enclave's answer sequence).
@@ -317,8 +319,8 @@ interface IBackboneExecution is IAccessControl {
     //                               ENCLAVE TRANSFER FUNCTIONS
     // ============================================================================================
 
-    /// @notice Mark a Transferred request Completed, if it is Transferred and not past its
-    ///         deadline; returns the request as it was before.
+    /// @notice Mark a Transferred request Completed (its slot is cleared, see {status}), if it is
+    ///         Transferred and not past its deadline; returns the request as it was before.
     /// @dev Only the linked EnclaveTransfer, which reverts with its own error when the returned
     ///      status or deadline did not allow completion (nothing was written then).
     /// @param requestId The request.
@@ -339,7 +341,8 @@ interface IBackboneExecution is IAccessControl {
     /// @notice The stored request (all zero for an unknown id).
     /// @param requestId The request.
     function request(uint256 requestId) external view returns (Request memory);
-    /// @notice The request's status.
+    /// @notice The request's status (a Completed request's slot is cleared: an empty slot of an id
+    ///         that was handed out reads Completed).
     /// @param requestId The request.
     function status(uint256 requestId) external view returns (Status);
     /// @notice Number of requests so far (= the last id).
