@@ -16,10 +16,10 @@ Per request, in order (each step is checkpointed before the next starts):
    transfer hash, result commitment, answer sequence). The enclave evaluates a request once
    (asked again, it hands out the same answer), so its answer is the node's claim; it is kept in
    the checkpoint until delivered;
-5. ``BackboneExecution.deliverResult`` records the backbone output commitment
-   (``BackboneExecuted``), the transfer (``TransferRecorded``) and the result
-   (``ResultSubmitted``: inline up to :data:`INLINE_RESULT_LIMIT` bytes, else by pointer into
-   the blob store and commitment) in one transaction, its gas estimated; a second delivery reverts.
+5. ``BackboneExecution.deliverResult`` records the backbone output commitment, the transfer and
+   the result (inline up to :data:`INLINE_RESULT_LIMIT` bytes, else by pointer into the blob
+   store and commitment) in one transaction, its gas estimated; only ``ResultSubmitted`` is
+   emitted, the rest is the call's calldata. A second delivery reverts.
    With ``[node].delivery_batch`` > 1 the results of one round go out together
    (``deliverResults``, up to that many per transaction); an item the contract skips
    (``DeliverySkipped``: delivered by another node, past its deadline, refused) is then ended
