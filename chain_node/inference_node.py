@@ -28,7 +28,10 @@ Per request, in order (each step is checkpointed before the next starts):
 
 Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
 others after a grace period, so that two nodes rarely compute the same request; when they do,
-the chain keeps exactly one delivery.
+the chain keeps exactly one delivery. The others hold the request in memory only (no checkpoint
+write, no chain read) and, once the grace has passed, ask the chain in one log query which of
+the held requests ended; only the rest are checkpointed and taken over. Their log cursor stays
+before the oldest held request, so a restarted node reads those again.
 
 A request that cannot be served is reported with ``EnclaveTransfer.reportFailure`` and a reason
 code (``splitseal.protocol.FailureCode``), whatever went wrong with it: no input, model or
@@ -68,6 +71,7 @@ from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ConfigError, ContractRevertError, EnclaveError, ModelError, SplitsealError
 from splitseal.protocol import MAX_DELIVERY_BATCH, FailureCode, RequestStatus
 from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
+from splitseal.protocol.hybrid import is_manifest as is_hybrid_manifest
 from splitseal.protocol.result import ResultClaim
 
 from .checkpoint import Checkpoint, Stage
@@ -80,6 +84,8 @@ log = logging.getLogger(__name__)
 
 
 _FRESH_BLOCKS = 3
+#: Seconds between two checkpointed log polls while pushed requests keep the node busy.
+CATCH_UP_INTERVAL = 1.0
 #: Results up to this many bytes go inline in the delivery; larger ones by pointer + commitment.
 INLINE_RESULT_LIMIT = 8 * 1024
 _KEPT_TIMES = 10_000
@@ -89,6 +95,10 @@ _HANDLED = object()  # a step that ended in a recorded failure, a skip or a retr
 
 class BackboneUnavailable(SplitsealError):
     """This node holds no backbone for a request's model version (another node may)."""
+
+
+class HybridRequest(BackboneUnavailable):
+    """A hybrid request: its input is in shares at MPC nodes, whose relay serves it (chain_node.hybrid)."""
 
 
 class EnclaveEndpoint(Protocol):
@@ -173,6 +183,12 @@ class InferenceNode:
         self._wakeup: Any = None  # a push subscription, where the chain offers one
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
+        #: other nodes' requests within their claim grace: request id -> (block, first seen)
+        self._foreign: dict[int, tuple[int, float]] = {}
+        self._foreign_done: dict[int, None] = {}  # held requests resolved (ended or taken over)
+        self._next_takeover = 0.0
+        self._gas_by_result_size: dict[tuple[int, int], int] = {}  # see _delivery_gas
+        self._next_catch_up = 0.0  # monotonic time of the next log poll while pushes keep coming
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
@@ -262,20 +278,27 @@ class InferenceNode:
         pushed = self._drain_pushed()
         if pushed:
             # requests the node pushed with their data (confirmations 0 only): act at once; the
-            # checkpointed log poll catches up on the next quiet round
+            # checkpointed log poll catches up on a quiet round, or at least every
+            # CATCH_UP_INTERVAL under steady pushes (else its range, and the embedded chain's cost
+            # of a log query, grows with everything pushed since)
             for ev in pushed:
                 request_id = int(ev["args"]["requestId"])
+                if self._hold_foreign(request_id, ev):
+                    continue
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
                     fresh.add(request_id)
                 self._remember(request_id, ev)
-            events, upto = [], None
-        else:
+        events, upto = [], None
+        if not pushed or time.monotonic() >= self._next_catch_up:
+            self._next_catch_up = time.monotonic() + CATCH_UP_INTERVAL
             events, upto = self.poller.poll()
             self._seen_head = upto + self.poller.confirmations
         old = [ev for ev in events if upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
         ended = self._ended_since(min(int(ev["blockNumber"]) for ev in old), upto) if old else set()
         for ev in events:
             request_id = int(ev["args"]["requestId"])
+            if self._hold_foreign(request_id, ev):
+                continue
             record = self.checkpoint.see(request_id, int(ev["blockNumber"]))
             if request_id in ended and record.stage is Stage.SEEN:
                 self._finish(request_id, Stage.SKIPPED, "ended on-chain before this node saw it")
@@ -284,9 +307,14 @@ class InferenceNode:
             # history, a read is cheaper than a claim attempt
             if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) < _FRESH_BLOCKS:
                 fresh.add(request_id)
-            self._remember(request_id, ev)
+            if not record.stage.final:  # a pushed request served already is read again here
+                self._remember(request_id, ev)
         if upto is not None:
-            self.checkpoint.set_last_block(upto)
+            # a restarted node must read the requests it holds in memory again: the cursor stays
+            # before the oldest of them
+            held = min((block for block, _ in self._foreign.values()), default=upto + 1)
+            self.checkpoint.set_last_block(min(upto, held - 1))
+        self._take_over_foreign()
 
         moved = 0
         asks: list[int] = []
@@ -377,6 +405,44 @@ class InferenceNode:
             self._remember(request_id, logs[0])
         return self._events[request_id]
 
+    def _hold_foreign(self, request_id: int, ev: Any) -> bool:
+        """True for another node's request: held in memory through its claim grace, with no
+        checkpoint write and no chain read, so that n nodes do not each checkpoint every request.
+        :meth:`_take_over_foreign` checkpoints the few that are still open after the grace."""
+        if self.node_count == 1 or request_id % self.node_count == self.node_index:
+            return False
+        if request_id in self._foreign or request_id in self._foreign_done:
+            return True
+        if self.checkpoint.get(request_id) is not None:  # taken over before this node restarted
+            return False
+        self._foreign[request_id] = (int(ev["blockNumber"]), time.monotonic())
+        self._remember(request_id, ev)
+        return True
+
+    def _take_over_foreign(self) -> None:
+        """Held requests whose grace passed: one log query finds those that ended on-chain (they
+        are dropped, never checkpointed); the others are checkpointed and served by this node."""
+        now = time.monotonic()
+        if not self._foreign or now < self._next_takeover or self._stopping.is_set():
+            return
+        due = {rid: block for rid, (block, seen) in self._foreign.items() if now - seen >= self.claim_grace}
+        if not due:
+            return
+        self._next_takeover = now + self.claim_grace / 4
+        ended = self._ended_since(min(due.values()), self.chain.block_number())
+        for rid, block in due.items():
+            first_seen = self._foreign.pop(rid)[1]
+            self._foreign_done[rid] = None
+            if rid in ended:
+                self._events.pop(rid, None)
+                continue
+            log.info("request_id=%d taken over from node %d after %.1f s", rid, rid % self.node_count,
+                     now - first_seen)
+            self.checkpoint.see(rid, block)
+            self._first_seen[rid] = first_seen  # its grace has passed: _mine_first lets it through
+        while len(self._foreign_done) > _KEPT_TIMES:
+            self._foreign_done.pop(next(iter(self._foreign_done)))
+
     def _mine_first(self, request_id: int) -> bool:
         """Several nodes: the preferred node claims at once, the others after a grace period."""
         if self.node_count == 1 or request_id % self.node_count == self.node_index:
@@ -393,7 +459,8 @@ class InferenceNode:
             self._fail(request_id, problem.code, str(problem))
         except BackboneUnavailable as exc:
             # leave the request to a node that serves this model; it times out if none does
-            log.warning("request_id=%d skipped: %s", request_id, exc)
+            log.log(logging.INFO if isinstance(exc, HybridRequest) else logging.WARNING,
+                    "request_id=%d skipped: %s", request_id, exc)
             self.stats.skipped += 1
             self._finish(request_id, Stage.SKIPPED, str(exc))
         except ContractRevertError as exc:
@@ -436,6 +503,9 @@ class InferenceNode:
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
         ciphertext = self._fetch_input(request_id, ev)
+        if is_hybrid_manifest(ciphertext):
+            # its input is in shares at the MPC nodes; their relay serves it (chain_node.hybrid)
+            raise HybridRequest(f"request {request_id} is a hybrid request, served by an MPC node set")
         x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
                        ciphertext)
         backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
@@ -489,8 +559,7 @@ class InferenceNode:
             times.enclave = time.perf_counter() - t0
             saved = (reply.encrypted_result, reply.signature, reply.sequence,
                      bytes(getattr(reply, "transfer_hash", b"") or keccak256(stored.ciphertext)))
-            self.checkpoint.store_reply(request_id, *saved)
-            self.checkpoint.advance(request_id, Stage.TRANSFERRED)
+            self.checkpoint.store_reply(request_id, *saved, stage=Stage.TRANSFERRED)
         encrypted_result, signature, sequence, transfer_hash = saved
         claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
                             input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
@@ -556,11 +625,24 @@ class InferenceNode:
 
     def _send_single(self, request_id: int, delivery: tuple[Any, ...]) -> PendingTx:
         fn = self.deployment.backbone_execution.functions.deliverResult(*delivery)
-        # estimated, not fixed: the cost grows with the result's size and the consumer's callback
-        # gas; a revert found here costs nothing
-        gas = self.chain.estimate_gas(fn, sender=self.account.address)
         self._sent_at[request_id] = time.perf_counter()
-        return self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)
+        return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, delivery))
+
+    def _delivery_gas(self, fn: Any, delivery: tuple[Any, ...]) -> int:
+        """Gas limit of a delivery: estimated once per result size and kept (an estimate re-runs
+        the transaction, ~10 ms on the embedded chain, a round trip on a node, on the critical
+        path of every request). A delivery's cost depends on the result's size and on the gas a
+        consumer's callback asks for (the cache key); the margin covers the rest. A delivery that would revert
+        (another node delivered, the deadline passed) then reverts on-chain instead of in the
+        estimate and is handled the same way."""
+        claim, inline = delivery[0], delivery[2]
+        key = (len(inline) if inline else -1, int(claim[9]))  # -1: by pointer; the callback's gas
+        gas = self._gas_by_result_size.get(key)
+        if gas is None:
+            gas = self.chain.estimate_gas(fn, sender=self.account.address)
+            if len(self._gas_by_result_size) < 256:
+                self._gas_by_result_size[key] = gas
+        return gas + gas // 4 + 10_000
 
     def _infer(self, request_id: int, ev: Any, stored: Any) -> Any:
         return self.enclave.endpoint.infer(
@@ -643,16 +725,16 @@ class InferenceNode:
         the next attempt's revert, ends it as timed out). Never blocks the other requests."""
         attempts = self.checkpoint.attempt(request_id)
         self.stats.retried += 1
+        self._gas_by_result_size.clear()  # a delivery out of gas reverts with no reason: estimate afresh
         delay = min(self.config.retry_max_backoff, self.config.retry_backoff * (2 ** min(attempts - 1, 16)))
         self._not_before[request_id] = time.monotonic() + delay
         log.warning("request_id=%d attempt=%d error=%s retry_in=%.2fs", request_id, attempts, exc, delay)
         return False
 
     def _finish(self, request_id: int, stage: Stage, detail: str) -> None:
-        self.checkpoint.advance(request_id, stage, detail)
+        self.checkpoint.finish(request_id, stage, detail)
         if self.on_finished is not None:
             self.on_finished(request_id, stage, detail, self.stats.times.get(request_id))
-        self.checkpoint.drop_transfer(request_id)
         self._events.pop(request_id, None)
         self._request_txs.pop(request_id, None)
         self._first_seen.pop(request_id, None)

@@ -33,6 +33,11 @@ requester_key)``
     5. ECIES-encrypt it to the requester (AAD request id, model id, version);
     -> encrypted result, its keccak (result commitment), keccak of the transfer ciphertext and
     the EIP-712 ``InferenceResult`` signature for the model's ``EnclaveTransfer``.
+``infer_hybrid(request_id, model_id, version, input_commitment, manifest, shares, shape,
+requester_key)``
+    a hybrid request (:mod:`enclave.hybrid`): the MPC nodes' sealed output shares, checked against
+    the manifest the input commitment names and reconstructed, instead of one transfer; then
+    steps 3-5 of ``infer``, signed over the contributions record's hash.
 ``seal_state(action="seal" | "restore", anchored_state_version)``
     ``seal`` writes the current state; ``restore`` (after a restart) reloads it, refusing a
     manifest older than the version anchored on-chain.
@@ -76,7 +81,7 @@ from typing import Any, Callable
 import numpy as np
 
 from splitseal.errors import EnclaveError, InvalidInputError, ModelError, SealingError, SplitsealError
-from splitseal.protocol import FailureCode, crypto, eip712, wire
+from splitseal.protocol import FailureCode, bundle, crypto, eip712, wire
 from splitseal.protocol.result import SALT_BYTES, ResultClaim, encode_result_document, released_parts
 
 from . import quote as quote_mod
@@ -88,7 +93,7 @@ from .sealing import Sealer, write_atomic
 
 log = logging.getLogger(__name__)
 
-ENTRY_CALLS = ("attest", "provision_head", "provision_index", "infer", "seal_state", "status")
+ENTRY_CALLS = ("attest", "provision_head", "provision_index", "infer", "infer_hybrid", "seal_state", "status")
 IDENTITY_AAD = b"splitseal.identity.v1"
 MODEL_AAD = b"splitseal.model-state.v1"
 MANIFEST_AAD = b"splitseal.manifest.v1"
@@ -207,7 +212,9 @@ class _Model:
     encrypted_index_hash: bytes = b""
     state_version: int = 0
     head: Any = field(default=None, repr=False)
-    input_name: str = ""
+    #: (name, shape) of every head input: several when the cut is crossed by several tensors,
+    #: which then arrive as one bundle (splitseal.protocol.bundle) of shape ``input_shape``
+    input_specs: tuple[tuple[str, tuple[int | None, ...]], ...] = ()
     input_shape: tuple[int | None, ...] = ()
     output_name: str = ""
     policy: str = ""
@@ -303,6 +310,7 @@ class EnclaveCore:
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
         self.address = eip712.address_of(self._signing_key)
+        self._signer = eip712.signing_key(self._signing_key)  # built once: signs every answer
         log.info("enclave ready address=%s", self.address)
 
     def __repr__(self) -> str:
@@ -415,8 +423,13 @@ class EnclaveCore:
                 "head package differs from the registry's record: graph hash "
                 f"{'matches' if pkg.graph_hash == graph_hash else 'differs'}, parameter hash "
                 f"{'matches' if pkg.params_hash == params_hash else 'differs'}")
-        if len(graph.inputs) != 1 or not graph.outputs:
-            raise EntryCallError("head graph must have exactly one input and at least one output")
+        if not graph.inputs or not graph.outputs:
+            raise EntryCallError("head graph must have at least one input and one output")
+        if len(graph.inputs) > 1:
+            try:
+                bundle.bundle_shape([(t.name, tuple(t.shape)) for t in graph.inputs])
+            except InvalidInputError as exc:
+                raise EntryCallError(f"head graph's inputs cannot arrive as one transfer: {exc}") from None
 
         # work on a copy: a refused package leaves the serving model untouched
         model = dataclasses.replace(model, registry=registry, transfer=transfer, package=plaintext,
@@ -510,7 +523,9 @@ class EnclaveCore:
         except ModelError as exc:
             raise EntryCallError(f"head and parameter index do not load together: {exc}") from None
         model.head = head
-        model.input_name, model.input_shape = graph.inputs[0].name, tuple(graph.inputs[0].shape)
+        model.input_specs = tuple((t.name, tuple(t.shape)) for t in graph.inputs)
+        model.input_shape = (model.input_specs[0][1] if len(model.input_specs) == 1
+                             else bundle.bundle_shape(model.input_specs))
         model.output_name, model.policy = graph.outputs[0].name, graph.output_policy
         model.rate_limit = dict(graph.meta.get("rate_limit") or {})
 
@@ -524,6 +539,61 @@ class EnclaveCore:
         shape, dtype = a.shape("shape"), a.str_("dtype", crypto.TENSOR_DTYPES)
         requester_key = a.bytes_("requester_key", 32)
         requester = a.address("requester")
+        model, replay_key, previous = self._serving(request_id, model_id, version, input_commitment, requester,
+                                                    requester_key)
+        if previous is not None:
+            return previous
+        if not shape or 0 in shape:
+            raise ShapeMismatchError(f"backbone output shape {list(shape)} is empty")
+        header = crypto.tensor_header(shape, dtype)
+        try:
+            plaintext = crypto.ecies_decrypt(
+                self._x25519, ciphertext,
+                crypto.transfer_aad(request_id, model_id, version, self.address, header))
+        except crypto.DecryptionError:
+            raise EntryCallError(f"transfer for request {request_id} does not open: not for this "
+                                 "request, model, version, enclave, shape or dtype, or tampered") from None
+        if len(plaintext) != crypto.tensor_nbytes(shape, dtype):
+            raise ShapeMismatchError(f"transfer for request {request_id} holds {len(plaintext)} bytes, "
+                                     f"shape {list(shape)} {dtype} needs {crypto.tensor_nbytes(shape, dtype)}")
+        self._check_head_input(model, shape)
+        x = np.frombuffer(plaintext, dtype=dtype).reshape(shape).astype(np.float32)
+        return self._answer(model, replay_key, request_id, x, input_commitment, requester, requester_key,
+                            crypto.keccak256(ciphertext))
+
+    def _call_infer_hybrid(self, a: _Args) -> dict[str, Any]:
+        """A hybrid request (enclave.hybrid): the MPC nodes' sealed output shares instead of one
+        transfer; the answer also returns the contributions record the transfer hash names."""
+        from .hybrid import open_hybrid_transfer
+
+        request_id = a.int_("request_id")
+        model_id, version = a.bytes_("model_id", 32), a.int_("version", 1, 2**32 - 1)
+        input_commitment = a.bytes_("input_commitment", 32)
+        manifest = a.bytes_("manifest", max_len=16 * 1024)
+        shape = a.shape("shape")
+        requester_key = a.bytes_("requester_key", 32)
+        requester = a.address("requester")
+        shares = a.args.get("shares")
+        if not isinstance(shares, list):
+            raise InvalidInputError("infer_hybrid: argument 'shares' must be a list of sealed shares")
+        model, replay_key, previous = self._serving(request_id, model_id, version, input_commitment, requester,
+                                                    requester_key)
+        if previous is not None:
+            return previous
+        if not shape or 0 in shape:
+            raise ShapeMismatchError(f"backbone output shape {list(shape)} is empty")
+        self._check_head_input(model, shape)
+        opened = open_hybrid_transfer(
+            refuse=EntryCallError, x25519=self._x25519, enclave=self.address, chain_id=model.chain_id,
+            transfer_contract=model.transfer, request_id=request_id, model_id=model_id, version=version,
+            input_commitment=input_commitment, manifest_bytes=manifest, shares=shares, shape=shape)
+        return self._answer(model, replay_key, request_id, opened.output, input_commitment, requester, requester_key,
+                            opened.transfer_hash, extra={"record": opened.record,
+                                                         "output_commitment": opened.output_commitment})
+
+    def _serving(self, request_id: int, model_id: bytes, version: int, input_commitment: bytes, requester: str,
+                 requester_key: bytes) -> tuple[_Model, tuple[int, str, int], dict[str, Any] | None]:
+        """The serving model, the replay key, and the earlier answer when this request was answered."""
         model = self._models.get((model_id, version))
         if model is None or model.head is None:
             raise NotProvisionedError(f"model 0x{model_id.hex()} v{version} is not loaded with its "
@@ -539,39 +609,36 @@ class EnclaveCore:
                 raise ReplayError(f"request {request_id} was already answered by this enclave for another "
                                   "input commitment, requester or key; replay refused")
             log.info("inference request_id=%d repeated: same answer sequence=%d", request_id, previous["sequence"])
-            return {**previous, "repeated": True}
-        if not shape or 0 in shape:
-            raise ShapeMismatchError(f"backbone output shape {list(shape)} is empty")
-        header = crypto.tensor_header(shape, dtype)
-        try:
-            plaintext = crypto.ecies_decrypt(
-                self._x25519, ciphertext,
-                crypto.transfer_aad(request_id, model_id, version, self.address, header))
-        except crypto.DecryptionError:
-            raise EntryCallError(f"transfer for request {request_id} does not open: not for this "
-                                 "request, model, version, enclave, shape or dtype, or tampered") from None
-        if len(plaintext) != crypto.tensor_nbytes(shape, dtype):
-            raise ShapeMismatchError(f"transfer for request {request_id} holds {len(plaintext)} bytes, "
-                                     f"shape {list(shape)} {dtype} needs {crypto.tensor_nbytes(shape, dtype)}")
+            return model, replay_key, {**previous, "repeated": True}
+        return model, replay_key, None
+
+    @staticmethod
+    def _check_head_input(model: _Model, shape: tuple[int, ...]) -> None:
         expected = model.input_shape
         if len(expected) != len(shape) or any(e is not None and e != s for e, s in zip(expected, shape)):
             raise ShapeMismatchError(f"backbone output shape {list(shape)} does not match the head "
                                      f"input {[e if e is not None else 'N' for e in expected]}")
+
+    def _answer(self, model: _Model, replay_key: tuple[int, str, int], request_id: int, x: np.ndarray,
+                input_commitment: bytes, requester: str, requester_key: bytes, transfer_hash: bytes,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run the head on the backbone output, encrypt the result to the requester, sign, journal."""
+        model_id, version = model.model_id, model.version
         if not self._rate_limiter.allow(model.key, requester, model.rate_limit):
             raise EntryCallError(f"requester {requester} reached the model owner's limit of "
                                  f"{model.rate_limit['answers']} answers per {model.rate_limit.get('window_seconds')} s; "
                                  "ask again later")
-        x = np.frombuffer(plaintext, dtype=dtype).reshape(shape).astype(np.float32)
         try:
-            outputs = model.head.run({model.input_name: x})
-        except ModelError as exc:
+            feed = ({model.input_specs[0][0]: x} if len(model.input_specs) == 1
+                    else bundle.unpack(x, model.input_specs))
+            outputs = model.head.run(feed)
+        except (ModelError, InvalidInputError) as exc:
             raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
                                  FailureCode.SHAPE_MISMATCH) from None
         result = encode_result(np.asarray(outputs[model.output_name]), model.policy)
         encrypted = crypto.ecies_encrypt(requester_key, result,
                                          crypto.result_aad(request_id, model_id, version))
         result_commitment = crypto.keccak256(encrypted)
-        transfer_hash = crypto.keccak256(ciphertext)
         sequence = self.sequence + 1
         claim = ResultClaim(request_id=request_id, model_id=model_id, input_commitment=input_commitment,
                             requester=requester, requester_key=requester_key, enclave=self.address,
@@ -581,12 +648,12 @@ class EnclaveCore:
         answer = {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
                   "result_commitment": result_commitment, "transfer_hash": transfer_hash,
                   "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
-                  "sequence": sequence, "signature": eip712.sign(self._signing_key, digest)}
+                  "sequence": sequence, "signature": eip712.sign(self._signer, digest), **(extra or {})}
         # durable before the answer leaves: once delivered, the chain anchors this sequence, and a
         # state that lost it would be refused as rolled back at the next restore
         self._journal_answer(replay_key, answer)
         log.info("inference request_id=%d model=0x%s shape=%s sequence=%d", request_id, model_id.hex()[:16],
-                 list(shape), sequence)
+                 list(x.shape), sequence)
         return {**answer, "repeated": False}
 
     def _remember(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
@@ -760,13 +827,12 @@ def encode_result(output: np.ndarray, policy: str) -> bytes:
 
     if output.ndim == 0:
         raise EntryCallError("head produced a scalar; expected one row of scores per sample", FailureCode.INTERNAL)
-    rows = output.reshape(output.shape[0], -1) if output.ndim > 1 else output.reshape(1, -1)
-    if not np.all(np.isfinite(rows)):
+    if not np.all(np.isfinite(output)):
         raise EntryCallError("head produced non-finite outputs", FailureCode.INTERNAL)
     try:
-        released = apply_output_policy(policy, rows)
-    except ModelError:
-        raise EntryCallError(f"unknown output policy {policy!r} in the head graph", FailureCode.INTERNAL) from None
+        released = apply_output_policy(policy, output)
+    except ModelError as exc:
+        raise EntryCallError(f"output policy {policy!r} of the head graph: {exc}", FailureCode.INTERNAL) from None
     return encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
 
 

@@ -344,7 +344,7 @@ class HeadGraph:
 
 
 #: Output policies the enclave understands: what of the head's output leaves it (encrypted).
-OUTPUT_POLICIES = ("label", "label_scores", "features")
+OUTPUT_POLICIES = ("label", "label_scores", "features", "ctc_greedy")
 
 _GRAPH_KEYS = {"format", "opset", "output_policy", "inputs", "outputs", "parameters", "values", "nodes", "meta"}
 _GRAPH_FORMAT = "splitseal.head-graph.v1"

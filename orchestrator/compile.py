@@ -121,6 +121,27 @@ def standard_input(sources: dict[str, bytes]) -> dict[str, Any]:
     }
 
 
+def analysis_input(sources_dir: Path = SOURCES_DIR, node_modules: Path = NODE_MODULES) -> dict[str, Any]:
+    """The standard-JSON input :func:`compile_contracts` compiles, with every unit's AST and the
+    full bytecode output selected: what a static analyser (Slither, scripts/slither_findings.py)
+    needs to see exactly the sources and settings the artifacts are built from."""
+    compiler_input = standard_input(_all_sources(sources_dir, node_modules))
+    compiler_input["settings"]["outputSelection"] = {
+        "*": {"*": ["abi", "metadata", "devdoc", "userdoc", "evm.bytecode", "evm.deployedBytecode"], "": ["ast"]},
+    }
+    return compiler_input
+
+
+def _all_sources(sources_dir: Path, node_modules: Path) -> dict[str, bytes]:
+    """Every project source and the library files they import (unit name -> bytes)."""
+    files = source_files(sources_dir)
+    if not files:
+        raise CompilationError(f"no Solidity sources under {sources_dir}")
+    sources = {name: path.read_bytes() for name, path in files.items()}
+    sources.update(library_sources(sources, node_modules))
+    return sources
+
+
 def compile_contracts(sources_dir: Path = SOURCES_DIR, compiler: Compiler | None = None,
                       node_modules: Path = NODE_MODULES) -> dict[str, dict[str, Any]]:
     """Compile every source (and the library files they import, from ``node_modules``) and
@@ -128,11 +149,7 @@ def compile_contracts(sources_dir: Path = SOURCES_DIR, compiler: Compiler | None
     import solcx  # imported here: only compilation needs it
 
     compiler = compiler or find_compiler()
-    files = source_files(sources_dir)
-    if not files:
-        raise CompilationError(f"no Solidity sources under {sources_dir}")
-    sources = {name: path.read_bytes() for name, path in files.items()}
-    sources.update(library_sources(sources, node_modules))
+    sources = _all_sources(sources_dir, node_modules)
     hashes = {name: sha256_hex(data) for name, data in sources.items()}
     log.info("compiling %d sources with solc %s (%s)", len(sources), compiler.version,
              "native" if compiler.native else "solc-js")

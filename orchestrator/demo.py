@@ -7,7 +7,11 @@
 5. an inference node: NODE_ROLE, input key, backbone; serving in the background;
 6. a requester sends test images as transactions and decrypts the predictions;
 7. accuracy over the requests equals the plaintext model's on the same inputs;
-8. the audit trail of one request, rebuilt from events and verified.
+8. the audit trail of one request, rebuilt from events and verified;
+9. real pretrained models on the same system (orchestrator/demo_pretrained.py): SFace face
+   embeddings on ORL faces with the sample's EER, PP-OCRv4 reading rendered text lines;
+10. MPC enrolment and recognition on shares (orchestrator/demo_mpc.py); then the hybrid mode
+    (orchestrator/demo_hybrid.py).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class DemoResult:
 
 
 def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Path,
-             say: Callable[[str], None] = print, mpc: bool = True) -> DemoResult:
+             say: Callable[[str], None] = print, mpc: bool = True, pretrained: bool = True) -> DemoResult:
     from .audit import Auditor, render_html, render_request
     from .models.backbone import Backbone
     from .training import load_split, reference_model_path
@@ -98,12 +102,25 @@ def run_demo(config: Config, *, chain_target: str, requests: int, state_dir: Pat
         step.note(f"{len(model_audit.events)} model events, {len(model_audit.requests)} requests, "
                   f"{'VERIFIED' if model_audit.verified else 'NOT VERIFIED'}; report: {report}")
 
+        if pretrained:
+            from . import demo_pretrained
+
+            if demo_pretrained.available():
+                with step("real pretrained models through the chain: SFace on ORL faces, PP-OCRv4 on text lines"):
+                    demo_pretrained.run(stack, say=lambda line: say(f"      {line}"))
+            else:
+                step.note("real pretrained models skipped: not fetched (run scripts/setup)")
+
         if mpc:
             from . import demo_mpc as mpc_demo
 
             with step("MPC feature-share nodes: enrol, verify and identify on secret shares, results on-chain"):
                 mpc_demo.run(state_dir / "mpc", stack.chain, stack.deployment, parties=2,
                              echo=lambda line: say(f"      {line}"))
+            from . import demo_hybrid
+
+            with step("hybrid: MPC nodes run the backbone on shares, the enclave the head; signed on-chain"):
+                demo_hybrid.run(stack, state_dir / "hybrid", say=lambda line: say(f"      {line}"))
         return DemoResult(stack.chain.name, n, len(predictions), accuracy, plain_accuracy, agreement, audited,
                           audit.verified, latencies, audit.gas_total)
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
@@ -21,12 +21,17 @@ from splitseal.errors import DeploymentError
 log = logging.getLogger(__name__)
 
 
-def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADDRESS) -> Deployment:
-    """Deploy and link the five contracts; ``admin`` holds every admin role."""
+def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADDRESS,
+               progress: Callable[[str], None] | None = None) -> Deployment:
+    """Deploy and link the five contracts; ``admin`` holds every admin role. ``progress`` hears
+    of each transaction before it is sent (each waits for its block)."""
     start_block = chain.block_number()
     txs: dict[str, str] = {}
+    say = progress or (lambda message: None)
+    numbers = iter(range(1, 6))
 
     def deploy(name: str, *args: Any) -> Contract:
+        say(f"deploying {name} ({next(numbers)}/5) on chain {chain.chain_id}")
         contract, receipt = chain.deploy_with_receipt(name, *args, sender=admin)
         txs[name] = receipt["transactionHash"].to_0x_hex()
         log.info("deployed %s at %s tx=%s", name, contract.address, txs[name])
@@ -39,6 +44,7 @@ def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADD
     # link: no delivery pays for reading it)
     transfer = chain.contract("EnclaveTransfer", chain.call(backbone.functions.enclaveTransfer()))
     txs["EnclaveTransfer"] = txs["BackboneExecution"]
+    say(f"EnclaveTransfer at {transfer.address}, deployed and linked by BackboneExecution")
     features = deploy("FeatureShareRegistry", admin.address)
     return Deployment(chain_id=chain.chain_id, block=start_block + 1, admin=admin.address,
                       model_registry=registry, parameter_index=index, backbone_execution=backbone,
@@ -46,7 +52,7 @@ def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADD
 
 
 def ensure_deployed(chain: Chain, admin: LocalAccount, *, home: Path, quoting_key: str = ZERO_ADDRESS,
-                    record: bool = True) -> Deployment:
+                    record: bool = True, progress: Callable[[str], None] | None = None) -> Deployment:
     """Reuse the live deployment recorded for this chain under ``home``, else deploy and record it."""
     path = deployment_path(chain.chain_id, home)
     if path.exists():
@@ -56,7 +62,7 @@ def ensure_deployed(chain: Chain, admin: LocalAccount, *, home: Path, quoting_ke
             return deployment
         except DeploymentError as exc:
             log.info("redeploying: %s", exc)
-    deployment = deploy_all(chain, admin, quoting_key=quoting_key)
+    deployment = deploy_all(chain, admin, quoting_key=quoting_key, progress=progress)
     if record:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(deployment.to_json(), indent=2) + "\n")

@@ -24,6 +24,7 @@ from splitseal.chain import Chain, Deployment
 from splitseal.config import Config
 from splitseal.enclave_client import EnclaveClient, EnclaveStatus, EnclaveUnavailableError
 from splitseal.errors import ConfigError, InvalidInputError, ModelError
+from splitseal.protocol import bundle
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 
 from .models.backbone import Backbone
@@ -99,21 +100,28 @@ def connect_enclave(client: EnclaveClient, *, stop: threading.Event | None = Non
 
 
 class SplitBackbone:
-    """A backbone with exactly one input and one output (the tensor that crosses into the enclave)."""
+    """A backbone with one input and the tensors that cross into the enclave as its outputs.
+
+    One crossing tensor is sent as itself; several (a cut inside a residual block) are packed
+    into one transfer tensor in output order (:mod:`splitseal.protocol.bundle`), which is the
+    order of the head graph's inputs."""
 
     def __init__(self, onnx_bytes: bytes) -> None:
         self._backbone = Backbone(onnx_bytes)
         specs = self._backbone.input_specs
-        if len(specs) != 1 or len(self._backbone.output_names) != 1:
+        if len(specs) != 1 or not self._backbone.output_names:
             raise ModelError(f"backbone has {len(specs)} inputs and {len(self._backbone.output_names)} outputs; "
-                             "the enclave takes exactly one transferred tensor, so choose a cut that one "
-                             "tensor crosses")
+                             "a split's backbone takes the request's one input and gives the crossing tensors")
         self.input_name, shape, _ = specs[0]
         self.input_shape: tuple[int | None, ...] = tuple(shape)
-        self.output_name = self._backbone.output_names[0]
+        self.output_names = list(self._backbone.output_names)
+        self.metadata = self._backbone.metadata
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        return self._backbone.run({self.input_name: x})[self.output_name]
+        outputs = self._backbone.run({self.input_name: x})
+        if len(self.output_names) == 1:
+            return outputs[self.output_names[0]]
+        return bundle.pack([outputs[n] for n in self.output_names])
 
 
 class BackboneLibrary:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
@@ -157,12 +157,16 @@ def registered_key(chain: Chain, deployment: Deployment, enclave: str, model_id:
 
 def provision_model(chain: Chain, deployment: Deployment, client: EnclaveClient, owner: LocalAccount, *,
                     model_id: bytes, version: int, package_bytes: bytes, index_bytes: bytes,
-                    allow_measurement: bool = False) -> ProvisionResult:
-    """Provision head package and parameter index of a model version (steps in the module doc)."""
+                    allow_measurement: bool = False,
+                    progress: Callable[[str], None] | None = None) -> ProvisionResult:
+    """Provision head package and parameter index of a model version (steps in the module doc);
+    ``progress`` hears of each step as it starts (transactions wait for their blocks)."""
+    say = progress or (lambda message: None)
     registry, pindex = deployment.model_registry, deployment.parameter_index
     status = client.status()
     enclave = to_checksum_address(status.enclave)
     if allow_measurement and not chain.call(registry.functions.isMeasurementAllowed(model_id, status.measurement)):
+        say("allowing the enclave's measurement for the model (owner transaction)")
         chain.transact(registry.functions.allowMeasurement(model_id, status.measurement), sender=owner)
     key = registered_key(chain, deployment, enclave, model_id)
     if key != status.encryption_key:
@@ -181,14 +185,17 @@ def provision_model(chain: Chain, deployment: Deployment, client: EnclaveClient,
     package_plain_hash = crypto.keccak256(package_bytes)
     package_ct = crypto.ecies_encrypt(key, package_bytes, crypto.head_aad(model_id, version, package_plain_hash))
     package_hash = crypto.keccak256(package_ct)
+    say(f"recording the encrypted head package for {enclave} (provisionHead)")
     head_receipt = chain.transact(registry.functions.provisionHead(model_id, version, enclave, package_hash),
                                   sender=owner)
     anchored = chain.call(registry.functions.stateVersion(enclave))
+    say("the enclave decrypts, checks and loads the head")
     head = client.provision_head(
         model_id=model_id, version=version, chain_id=chain.chain_id, registry=registry.address,
         transfer=deployment.enclave_transfer.address, package_ciphertext=package_ct,
         package_plain_hash=package_plain_hash, head_graph_hash=graph_hash, head_params_hash=params_hash,
         package_hash=package_hash, anchored_state_version=anchored)
+    say("recording the enclave's signed confirmation (confirmHeadLoaded)")
     chain.transact(registry.functions.confirmHeadLoaded(model_id, version, enclave, head.state_version,
                                                         head.signature), sender=owner)
 
@@ -209,14 +216,17 @@ def provision_model(chain: Chain, deployment: Deployment, client: EnclaveClient,
     else:
         index_ct = crypto.ecies_encrypt(key, index_bytes, crypto.index_aad(model_id, version, index_plain_hash))
         encrypted_index_hash = crypto.keccak256(index_ct)
+        say(f"publishing the encrypted parameter index ({index.entry_count} entries, publishIndex)")
         r = chain.transact(pindex.functions.publishIndex(model_id, version, encrypted_index_hash,
                                                          index.merkle_root(), index.entry_count), sender=owner)
         index_tx = r["transactionHash"].to_0x_hex()
+        say("the enclave decrypts and verifies the index against its Merkle root")
         conf = client.provision_index(
             model_id=model_id, version=version, chain_id=chain.chain_id, parameter_index=pindex.address,
             index_ciphertext=index_ct, index_plain_hash=index_plain_hash,
             encrypted_index_hash=encrypted_index_hash, merkle_root=index.merkle_root(),
             entry_count=index.entry_count)
+        say("recording the enclave's signed confirmation (confirmIndex)")
         chain.transact(pindex.functions.confirmIndex(model_id, version, enclave, conf.signature), sender=owner)
         serving = conf.serving
     log.info("provisioned model=0x%s version=%d enclave=%s state_version=%d", model_id.hex()[:16], version,

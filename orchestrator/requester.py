@@ -53,7 +53,9 @@ class InferenceOutcome:
     """What the requester learns: the prediction (decrypted locally) or the failure.
 
     ``label`` / ``scores`` / ``features`` are the first batch row's; ``labels`` / ``all_scores`` /
-    ``all_features`` every row's (None where the model's output policy releases no such part)."""
+    ``all_features`` every row's (None where the model's output policy releases no such part);
+    ``sequences``: every row's character indices (policy ``ctc_greedy``; decode them with the
+    model's character list, :func:`orchestrator.pretrained.ocr.decode`)."""
 
     request_id: int
     status: RequestStatus
@@ -63,6 +65,7 @@ class InferenceOutcome:
     labels: list[int] | None = None
     all_scores: list[list[float]] | None = None
     all_features: list[list[float]] | None = None
+    sequences: list[list[int]] | None = None
     failure_code: FailureCode | None = None
     failure_reason: str = ""
     enclave: str = ""
@@ -110,6 +113,16 @@ class Requester:
         self._push = self.chain.subscribe(self._decoder.addresses, on_log=self._on_pushed_log) or False
 
     def _on_pushed_log(self, raw: Any) -> None:
+        from splitseal.chain import hex_topic
+
+        # every request's events name it in topic 1: skip other requesters' before decoding, or
+        # each of n requesters decodes the events of all n
+        topics = raw.get("topics") or []
+        if len(topics) < 2:
+            return
+        with self._pushed_cv:
+            if int(hex_topic(topics[1]), 16) not in self._waiting:
+                return
         decoded = self._decoder.decode(raw)
         if decoded is None or "requestId" not in decoded[1]["args"]:
             return  # not a request's event (roles, keys, links)
@@ -139,8 +152,14 @@ class Requester:
         if consumer is not None:
             self._check_consumer(consumer, callback_gas_limit)
         ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
-        commitment = keccak256(ciphertext)
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
+        return self.submit_committed(model_id, version, keccak256(ciphertext), inline, pointer,
+                                     deadline_seconds=deadline_seconds)
+
+    def submit_committed(self, model_id: bytes, version: int, commitment: bytes, inline: bytes, pointer: str = "", *,
+                         deadline_seconds: int = 600) -> Submitted:
+        """Send ``requestInference`` for an input already committed to (a sealed input, or a hybrid
+        request's manifest: splitseal.protocol.hybrid)."""
         self._start_push()
         sent = time.perf_counter()
         # a time to live: the contract adds it to the including block's time, so however long
@@ -329,6 +348,7 @@ def _set_prediction(outcome: InferenceOutcome, result: InferenceResult) -> None:
     outcome.label = outcome.labels[0] if outcome.labels else None
     outcome.scores = outcome.all_scores[0] if outcome.all_scores else None
     outcome.features = outcome.all_features[0] if outcome.all_features else None
+    outcome.sequences = [list(r) for r in result.sequences] if result.sequences is not None else None
 
 
 def _code(value: int) -> FailureCode | None:

@@ -21,6 +21,8 @@ from splitseal.config import PROJECT_ROOT, Config
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from splitseal.chain import Chain, Deployment
     from splitseal.enclave_client import EnclaveProcess
 
@@ -31,6 +33,16 @@ log = logging.getLogger(__name__)
 
 DEMO_MODEL = "digits_classifier"
 DEMO_RULE = PROJECT_ROOT / "rules" / "digits_classifier.toml"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model version registered, provisioned and served on a :class:`Stack`."""
+
+    name: str
+    model_id: bytes
+    version: int
+    split_dir: Path
 
 
 @dataclass
@@ -46,6 +58,8 @@ class Stack:
     enclave_proc: "EnclaveProcess"
     nodes: list["NodeWiring"] = field(default_factory=list)
     runners: list[threading.Thread] = field(default_factory=list)
+    #: models served besides the first (:meth:`add_model`), by name
+    models: dict[str, "ServedModel"] = field(default_factory=dict)
 
     def requester(self, account_index: int = 3) -> "Requester":
         from .requester import Requester
@@ -76,6 +90,39 @@ class Stack:
             self.runners.append(runner)
         return wiring
 
+    def add_model(self, name: str, model_path: Path, rule: Path, samples: "np.ndarray", *, sample_source: str,
+                  say: Callable[[str], None] = print) -> "ServedModel":
+        """Serve one more model on this system: split it by ``rule`` (verified on ``samples``),
+        register the version, provision the head to the running enclave (already attested) and
+        give every node its backbone. Returns where requests for it go."""
+        from splitseal.enclave_client import EnclaveClient
+
+        from .models import load_model
+        from .models.rule import load_rule
+        from .models.split import NODE_DIR, split_model
+        from .provision import provision_model, register_model_version
+
+        split_dir = self.state_dir / "models" / name
+        result = split_model(load_model(model_path), load_rule(rule), samples, sample_source=sample_source)
+        summary = result.write(split_dir, model_path=str(model_path), rule_path=str(rule))
+        v = result.verification
+        say(f"split {name} by {rule.name}: {len(result.head_nodes)} head nodes in the enclave, backbone + head "
+            f"equals the whole model on {v.samples} samples ({sample_source}): max difference "
+            f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter")
+        owner = self.chain.account(1)
+        model_id = keccak256(f"splitseal-demo/{name}/{owner.address}".encode())
+        version = register_model_version(self.chain, self.deployment, owner, model_id, split_dir, summary)
+        with EnclaveClient(self.state_dir / "enclave" / "enclave.sock") as owner_client:
+            provision_model(self.chain, self.deployment, owner_client, owner, model_id=model_id, version=version,
+                            package_bytes=(split_dir / "head.pkg").read_bytes(),
+                            index_bytes=(split_dir / "head.index").read_bytes(), allow_measurement=True)
+        for wiring in self.nodes:
+            wiring.node.backbones.add(split_dir / NODE_DIR)
+        self.models[name] = ServedModel(name, model_id, version, split_dir)
+        say(f"{name}: model 0x{model_id.hex()[:16]}… version {version} registered and provisioned; "
+            f"the node holds its backbone")
+        return self.models[name]
+
     def stop_nodes(self) -> None:
         for wiring in self.nodes:
             wiring.node.stop()
@@ -101,11 +148,7 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
     from splitseal.enclave_client import EnclaveClient, EnclaveProcess
 
     from .deploy import ensure_deployed
-    from .models import load_model
-    from .models.rule import load_rule
-    from .models.split import split_model
-    from .provision import attest_enclave, provision_model, register_model_version
-    from .training import load_split, reference_model_path
+    from .provision import attest_enclave
 
     if state_dir.exists():
         shutil.rmtree(state_dir)
@@ -139,33 +182,12 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
         for name, c in deployment.contracts().items():
             step.note(f"{name:22s} {c.address}")
 
-        with step(f"split {model} by {rule.name}"):
-            imported = load_model(reference_model_path(model))
-            _, _, x_test, _ = load_split()
-            result = split_model(imported, load_rule(rule), x_test[:128], sample_source="digits test split")
-            summary = result.write(split_dir, model_path=str(reference_model_path(model)), rule_path=str(rule))
-        v = result.verification
-        step.note(f"backbone + head equals the whole model on {v.samples} test images: max difference "
-                  f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter, "
-                  f"{v.max_abs_diff_onnxruntime:.1e} on onnxruntime (tolerance {v.tolerance:.0e})")
-
-        # one model id per owner: on a chain that outlives the demo, each run adds a version
-        model_id = keccak256(f"splitseal-demo/{model}/{owner.address}".encode())
-        with step("register the model version (hashes of backbone, head graph, head parameters, rule)"):
-            version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
-        step.note(f"model 0x{model_id.hex()[:16]}… version {version}")
-
         with EnclaveClient(enclave_dir / "enclave.sock") as owner_client:
             with step("attest the enclave (fresh nonce → quote → ModelRegistry.registerEnclave)"):
                 registration = attest_enclave(chain, deployment, owner_client, sender=admin)
             step.note(f"enclave {registration.enclave}, registration expires at {registration.expires_at}")
-
-            with step("allow its measurement; provision head package and parameter index, encrypted to it"):
-                provisioned = provision_model(
-                    chain, deployment, owner_client, owner, model_id=model_id, version=version,
-                    package_bytes=(split_dir / "head.pkg").read_bytes(),
-                    index_bytes=(split_dir / "head.index").read_bytes(), allow_measurement=True)
-            step.note(f"serving: {provisioned.serving}, sealed state version {provisioned.state_version}")
+        model_id, version = install_model_version(step, chain, deployment, owner, enclave_dir, split_dir,
+                                                  model=model, rule=rule)
 
         stack = Stack(chain, deployment, model_id, version, split_dir, state_dir, enclave_proc)
         if node:
@@ -177,6 +199,44 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
             enclave_proc.stop()
         chain.close()
         raise
+
+
+def install_model_version(step: "Steps", chain: "Chain", deployment: "Deployment", owner, enclave_dir: Path,
+                          split_dir: Path, *, model: str, rule: Path, label: str = "") -> tuple[bytes, int]:
+    """Split ``model`` by ``rule`` (proving the split equal to the model), register the version
+    and provision the attested enclave with its head and index; returns (model id, version)."""
+    from splitseal.enclave_client import EnclaveClient
+
+    from .models import load_model
+    from .models.rule import load_rule
+    from .models.split import split_model
+    from .provision import provision_model, register_model_version
+    from .training import load_split, reference_model_path
+
+    with step(f"split {model} by {rule.name}"):
+        imported = load_model(reference_model_path(model))
+        _, _, x_test, _ = load_split()
+        result = split_model(imported, load_rule(rule), x_test[:128], sample_source="digits test split")
+        summary = result.write(split_dir, model_path=str(reference_model_path(model)), rule_path=str(rule))
+    v = result.verification
+    step.note(f"backbone + head equals the whole model on {v.samples} test images: max difference "
+              f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter, "
+              f"{v.max_abs_diff_onnxruntime:.1e} on onnxruntime (tolerance {v.tolerance:.0e})")
+
+    # one model id per owner: on a chain that outlives the demo, each run adds a version
+    model_id = keccak256(f"splitseal-demo/{model}{label}/{owner.address}".encode())
+    with step("register the model version (hashes of backbone, head graph, head parameters, rule)"):
+        version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
+    step.note(f"model 0x{model_id.hex()[:16]}… version {version}")
+
+    with EnclaveClient(enclave_dir / "enclave.sock") as owner_client:
+        with step("allow its measurement; provision head package and parameter index, encrypted to it"):
+            provisioned = provision_model(
+                chain, deployment, owner_client, owner, model_id=model_id, version=version,
+                package_bytes=(split_dir / "head.pkg").read_bytes(),
+                index_bytes=(split_dir / "head.index").read_bytes(), allow_measurement=True)
+        step.note(f"serving: {provisioned.serving}, sealed state version {provisioned.state_version}")
+    return model_id, version
 
 
 class Steps:

@@ -114,6 +114,9 @@ class InferenceReply:
     signature: bytes
     #: the enclave had answered this request before and handed out that same answer again
     repeated: bool = False
+    #: hybrid requests: the contributions record (keccak256 = transfer hash) and the output commitment
+    record: bytes = b""
+    output_commitment: bytes = b""
 
     def claim(self, model_id: bytes) -> ResultClaim:
         """The claim the signature covers, as a delivery passes it to the contracts."""
@@ -226,6 +229,17 @@ class EnclaveClient:
             "infer", request_id=request_id, model_id=model_id, version=version,
             input_commitment=input_commitment, transfer_ciphertext=transfer_ciphertext,
             shape=[int(d) for d in shape], dtype=dtype, requester_key=requester_key, requester=requester))
+
+    def infer_hybrid(self, *, request_id: int, model_id: bytes, version: int, input_commitment: bytes,
+                     manifest: bytes, shares: Sequence[dict[str, Any]], shape: Sequence[int],
+                     requester_key: bytes, requester: str) -> InferenceReply:
+        """A hybrid request: ``shares`` = [{party, sealed, signature}] from the MPC nodes."""
+        return InferenceReply(**self.call(
+            "infer_hybrid", request_id=request_id, model_id=model_id, version=version,
+            input_commitment=input_commitment, manifest=manifest,
+            shares=[{"party": int(s["party"]), "sealed": bytes(s["sealed"]), "signature": bytes(s["signature"])}
+                    for s in shares],
+            shape=[int(d) for d in shape], requester_key=requester_key, requester=requester))
 
     def seal_state(self) -> dict[str, Any]:
         return self.call("seal_state", action="seal")

@@ -165,7 +165,9 @@ def _import(data: bytes, label: str, operators: OperatorSet, opsets: tuple[int, 
         inferred = shape_inference.infer_shapes(model, check_type=True, strict_mode=strict, data_prop=True)
     except Exception as exc:  # InferenceError, ValidationError
         raise ModelError(f"{label}: shape inference failed: {_first_line(exc)}") from None
-    if not strict and fold_shape_chains(inferred):
+    rounds = 0
+    while not strict and rounds < MAX_FOLD_ROUNDS and fold_shape_chains(inferred):
+        rounds += 1
         try:
             inferred = shape_inference.infer_shapes(inferred, check_type=True, strict_mode=False, data_prop=True)
         except Exception as exc:
@@ -284,7 +286,12 @@ def _fold_constants(model: onnx.ModelProto, label: str, strict: bool = True) -> 
     g.node.extend(keep)
 
 
-_SHAPE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub", "Div"})
+_SHAPE_OPS = frozenset({"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub", "Div",
+                        "Slice", "Constant"})
+_ONNX_INT32 = onnx.TensorProto.INT32
+#: Rounds of fold -> shape inference: each round can expose the shapes the next one folds
+#: (PaddlePaddle exports chain Shape -> Slice -> Concat -> Reshape block after block).
+MAX_FOLD_ROUNDS = 32
 
 
 def fold_shape_chains(model: onnx.ModelProto) -> bool:
@@ -304,10 +311,14 @@ def fold_shape_chains(model: onnx.ModelProto) -> bool:
             dims[v.name] = [int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or f"?{v.name}:{k}")
                             for k, d in enumerate(v.type.tensor_type.shape.dim)]
     known: dict[str, tuple[tuple[int, ...], list[int | str]]] = {}   # name -> (shape, flat values)
+    #: element type of each tracked value that is not int64 (PaddlePaddle computes shapes in int32)
+    int32: set[str] = set()
     for t in g.initializer:
-        if t.data_type == _ONNX_INT64 and len(t.dims) <= 1:
+        if t.data_type in (_ONNX_INT64, _ONNX_INT32) and len(t.dims) <= 1:
             a = numpy_helper.to_array(t)
             known[t.name] = (a.shape, [int(x) for x in a.reshape(-1)])
+            if t.data_type == _ONNX_INT32:
+                int32.add(t.name)
     folded: dict[str, np.ndarray] = {}
     changed = False
 
@@ -323,7 +334,14 @@ def fold_shape_chains(model: onnx.ModelProto) -> bool:
             continue
         out = node.output[0]
         res: tuple[tuple[int, ...], list[int | str]] | None = None
-        if node.op_type == "Shape" and ins[0] in dims:
+        if node.op_type == "Constant":
+            value = attr(node, "value", None)
+            if value is not None and value.data_type in (_ONNX_INT64, _ONNX_INT32) and len(value.dims) <= 1:
+                a = numpy_helper.to_array(value)
+                res = (a.shape, [int(x) for x in a.reshape(-1)])
+                if value.data_type == _ONNX_INT32:
+                    int32.add(out)
+        elif node.op_type == "Shape" and ins[0] in dims:
             d = dims[ins[0]]
             start, end = attr(node, "start", 0), attr(node, "end", len(d))
             sl = d[slice(start, end)]
@@ -343,8 +361,19 @@ def fold_shape_chains(model: onnx.ModelProto) -> bool:
             elif node.op_type == "Concat" and attr(node, "axis", 0) in (0, -1) and all(len(v[0]) == 1 for v in vals):
                 flat = [x for v in vals for x in v[1]]
                 res = ((len(flat),), flat)
-            elif node.op_type == "Cast" and attr(node, "to", 0) == _ONNX_INT64:
+            elif node.op_type == "Cast" and attr(node, "to", 0) in (_ONNX_INT64, _ONNX_INT32):
                 res = vals[0]
+                if attr(node, "to", 0) == _ONNX_INT32:
+                    int32.add(out)
+            elif node.op_type == "Slice" and len(vals[0][0]) == 1 and len(vals) >= 3:
+                # opset >= 10: data, starts, ends[, axes[, steps]] on a 1-D shape vector
+                starts, ends = vals[1][1], vals[2][1]
+                axes = vals[3][1] if len(vals) > 3 else [0]
+                steps = vals[4][1] if len(vals) > 4 else [1]
+                if (len(starts) == len(ends) == len(axes) == len(steps) == 1 and axes[0] in (0, -1)
+                        and all(isinstance(x, int) for x in starts + ends + steps) and steps[0] != 0):
+                    sl = vals[0][1][slice(starts[0], ends[0], steps[0])]
+                    res = ((len(sl),), sl)
             elif node.op_type in ("Mul", "Add", "Sub", "Div") and len(vals) == 2:
                 (sa, a), (sb, b) = vals
                 if len(a) == 1 or len(b) == 1 or sa == sb:
@@ -356,9 +385,12 @@ def fold_shape_chains(model: onnx.ModelProto) -> bool:
                         res = (sa if len(a) >= len(b) else sb, [f(x, y) for x, y in zip(a2, b2)])
         if res is None:
             continue
+        if node.op_type in ("Gather", "Unsqueeze", "Squeeze", "Concat", "Mul", "Add", "Sub", "Div", "Slice") \
+                and ins[0] in int32:
+            int32.add(out)
         known[out] = res
         if all(isinstance(x, int) for x in res[1]):
-            folded[out] = np.asarray(res[1], dtype=np.int64).reshape(res[0])
+            folded[out] = np.asarray(res[1], dtype=np.int32 if out in int32 else np.int64).reshape(res[0])
     # Reshape targets: numeric, or the data's own dynamic dimension 0 followed by numbers
     for node in g.node:
         if node.op_type != "Reshape" or node.input[1] in folded or node.input[1] not in known:

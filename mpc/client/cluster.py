@@ -35,7 +35,7 @@ from mpc.node.store import model_to_blobs
 from splitseal.errors import ChainError, InvalidInputError, ProtocolError, SplitsealError
 
 from .owner import FloatModel, node_models
-from .terminal import Terminal
+from .terminal import CAPTURES, Terminal
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,12 @@ def _alive(pid: int) -> bool:
 
 def write_cluster(state: Path, input_shape: Sequence[int], parties: int, *, shared: bool = True,
                   host: str = "127.0.0.1", threshold: float = DEFAULT_THRESHOLD, frac_bits: int = 16,
-                  timeout: float = 30.0, bench: bool = False, base_port: int = 0) -> dict[str, Any]:
+                  timeout: float = 30.0, bench: bool = False, base_port: int = 0,
+                  capture: str = "unit") -> dict[str, Any]:
     """Write a fresh cluster's keys, roster and cluster.json (no process started).
+
+    ``capture`` is how the cluster's terminal turns a capture into the model's input
+    (:class:`~mpc.client.terminal.Terminal`: ``unit`` 0..1, ``face`` YuNet + alignment, 0..255).
 
     Ports: ``base_port + i`` for node i and ``base_port + parties`` for the dealer, or free
     ports picked by the OS when ``base_port`` is 0."""
@@ -91,7 +95,7 @@ def write_cluster(state: Path, input_shape: Sequence[int], parties: int, *, shar
     (state / "dealer" / "seeds.bin").unlink(missing_ok=True)
     ports = [base_port + i for i in range(parties + 1)] if base_port else _free_ports(host, parties + 1)
     info: dict[str, Any] = {"parties": parties, "host": host, "timeout": timeout, "threshold": threshold,
-                            "shared": shared, "frac_bits": frac_bits, "bench": bool(bench), "input_shape": [int(v) for v in input_shape],
+                            "shared": shared, "frac_bits": frac_bits, "bench": bool(bench), "input_shape": [int(v) for v in input_shape], "capture": capture,
                             "nodes": [{"party": p, "port": ports[p], "address": addresses[p]} for p in range(parties)],
                             "dealer": {"port": ports[-1]}}
     (state / "cluster.json").write_text(json.dumps(info, indent=1))
@@ -100,13 +104,16 @@ def write_cluster(state: Path, input_shape: Sequence[int], parties: int, *, shar
 
 def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool = True,
        host: str = "127.0.0.1", threshold: float = DEFAULT_THRESHOLD, frac_bits: int = 16,
-       timeout: float = 30.0, ready_timeout: float = 60.0, bench: bool = False, base_port: int = 0) -> ClusterInfo:
+       timeout: float = 30.0, ready_timeout: float = 60.0, bench: bool = False, base_port: int = 0,
+       capture: str = "unit") -> ClusterInfo:
     """Start dealer + ``parties`` nodes on loopback and install the model. Returns the cluster.
 
     ``bench`` lets the client fetch feature shares (``infer``) for benchmarks; never in production.
     """
     if not 2 <= parties <= 4:
         raise InvalidInputError(f"an MPC cluster has 2 to 4 nodes, not {parties}")
+    if capture not in CAPTURES:
+        raise InvalidInputError(f"unknown capture kind {capture!r}; known: {', '.join(CAPTURES)}")
     state = Path(state_dir)
     if (state / "cluster.json").exists():
         info = json.loads((state / "cluster.json").read_text())
@@ -115,7 +122,8 @@ def up(state_dir: str | Path, model: FloatModel, parties: int = 2, shared: bool 
             raise InvalidInputError(f"an MPC cluster is already running from {state} (pids {live}); "
                                     "run `splitseal mpc down` first")
     info = write_cluster(state, model.input_shape, parties, shared=shared, host=host, threshold=threshold,
-                         frac_bits=frac_bits, timeout=timeout, bench=bench, base_port=base_port)
+                         frac_bits=frac_bits, timeout=timeout, bench=bench, base_port=base_port,
+                         capture=capture)
     env = dict(os.environ)
     # N nodes + dealer share the machine's cores: a multi-threaded BLAS in each process spins
     # against the others (measured 2-3x slower on 2 cores). One BLAS thread per process.
@@ -254,7 +262,8 @@ class MpcClient:
         info = json.loads((cluster.state_dir / "cluster.json").read_text())
         self.info = info
         self.threshold = float(info.get("threshold", DEFAULT_THRESHOLD))
-        self.terminal = Terminal(tuple(info["input_shape"]), cluster.parties, int(info.get("frac_bits", 16)))
+        self.terminal = Terminal(tuple(info["input_shape"]), cluster.parties, int(info.get("frac_bits", 16)),
+                                 capture=info.get("capture", "unit"))
         roster = cluster.roster()
         identity = load_identity(cluster.state_dir / "keys" / "client.key")
         self.channels: list[Channel] = []

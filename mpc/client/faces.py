@@ -34,6 +34,9 @@ ORL_DIR = "orl"
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                              [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 YUNET_SIZE = 640
+# cosine acceptance threshold for SFace on YuNet-aligned faces: the equal-error-rate threshold of
+# plaintext SFace on ORL measured by scripts/eval_mpc_faces (mpc/BENCHMARK.md)
+SFACE_THRESHOLD = 0.37
 
 
 def cache_dir() -> Path:
@@ -144,6 +147,19 @@ def orl_images(root: Path | None = None, subjects: int = 40, per_subject: int = 
     root = (root or cache_dir()) / ORL_DIR
     return [(f"s{s}", k, root / f"s{s}" / f"{k}.pgm") for s in range(1, subjects + 1)
             for k in range(1, per_subject + 1)]
+
+
+def example_capture(person: str, photo: int = 1, root: Path | None = None) -> tuple[np.ndarray, str]:
+    """One ORL photo as 8-bit grey pixels (H x W) and its name, e.g. ("s3", 2) -> "s3/2"."""
+    if not (person.startswith("s") and person[1:].isdigit() and 1 <= int(person[1:]) <= 40):
+        raise InvalidInputError(f"an ORL person is s1..s40, not {person!r}")
+    if not 1 <= photo <= 10:
+        raise InvalidInputError(f"an ORL person has photos 1..10 (--index), not {photo}")
+    if not available(root):
+        raise InvalidInputError(f"the face data is missing from {root or cache_dir()}; run scripts/setup "
+                                "(python -m mpc.client.faces fetch)")
+    path = (root or cache_dir()) / ORL_DIR / person / f"{photo}.pgm"
+    return np.clip(np.rint(read_pgm(path)), 0, 255).astype(np.uint8), f"{person}/{photo}"
 
 
 # --- geometry ----------------------------------------------------------------------------------
@@ -268,6 +284,60 @@ def terminal_input(image: np.ndarray, detector: FaceDetector | None) -> tuple[np
         yy, xx = np.mgrid[0:112, 0:112].astype(np.float64)
         out = _bilinear(img, (xx + 0.5) * w / 112 - 0.5, (yy + 0.5) * h / 112 - 0.5)
     return np.clip(out, 0, 255).transpose(2, 0, 1), found is not None
+
+
+def to_pixels(image: np.ndarray) -> np.ndarray:
+    """A capture as H x W (grey) or H x W x 3 floats in 0..255, from what the terminal's reader
+    or a caller hands over: integers scaled by their type's maximum, floats in 0..1 (the
+    reader's PNG/PGM) times 255, floats up to 255 as they are; C x H x W turned channel-last,
+    alpha dropped."""
+    a = np.asarray(image)
+    if a.dtype.kind in "ui":
+        a = a.astype(np.float64) * (255.0 / float(np.iinfo(a.dtype).max))
+    elif a.dtype.kind != "f":
+        raise InvalidInputError(f"a face capture must hold numbers, not {a.dtype}")
+    a = np.asarray(a, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InvalidInputError("the capture contains NaN or infinite values")
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] in (2, 4):
+        a = a[..., :-1]  # drop alpha
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3) or min(a.shape[:2]) < 16:
+        raise InvalidInputError(f"a face capture is H x W grey or H x W x 3 colour, at least 16 x 16; "
+                                f"got shape {a.shape}")
+    if a.size and a.max() <= 1.0:
+        a = a * 255.0
+    elif a.max() > 255.0:
+        raise InvalidInputError("pixel values above 255: give 8-bit values or values in 0..1")
+    return np.clip(a, 0.0, 255.0)
+
+
+class FaceCapture:
+    """The terminal's preparation of a face capture for SFace: YuNet finds the face and its
+    landmarks, :func:`align` warps it onto the ArcFace template; 3 x 112 x 112 in 0..255.
+    A capture in which YuNet finds no face is refused (nothing is shared)."""
+
+    def __init__(self, detector: FaceDetector | None = None) -> None:
+        self._detector = detector
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:  # YuNet loads on first use: constructing a client stays cheap
+            self._detector = FaceDetector()
+        return self._detector
+
+    def __call__(self, image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        if tuple(shape) != (3, 112, 112):
+            raise InvalidInputError(f"the face capture prepares 3 x 112 x 112 (SFace); this model wants {tuple(shape)}")
+        pixels = to_pixels(image)
+        found = self.detector.detect(pixels)
+        if found is None:
+            raise InvalidInputError(f"no face found in the capture (YuNet score below "
+                                    f"{self.detector.threshold}); capture again, the face frontal and lit")
+        return align(pixels, found[2]).transpose(2, 0, 1)
 
 
 class PlainSFace:

@@ -4,9 +4,12 @@ Steps, as the patent's terminal does them:
 
 1. read the capture (``.npy`` array, or with Pillow a PNG of any colour type and depth, a JPEG,
    or a PGM/PPM);
-2. normalise: values to 0..1 (integers divided by their type's maximum), resized (bilinear,
-   half-pixel centres) to
-   the model's H x W, channels to the model's C (gray repeated, colour averaged), a 3-D array;
+2. prepare the model's input, by the cluster's *capture* kind: ``unit`` (the digits models)
+   normalises values to 0..1 (integers divided by their type's maximum), resizes (bilinear,
+   half-pixel centres) to the model's H x W and maps channels to the model's C (gray repeated,
+   colour averaged); ``face`` (SFace) finds the face with YuNet, aligns its five landmarks onto
+   the ArcFace template and gives 3 x 112 x 112 in 0..255 (:class:`mpc.client.faces.FaceCapture`),
+   refusing a capture without a face;
 3. check validity with a pluggable check (the patent checks a face is present before sharing;
    the default rejects blank, constant, non-finite or wrongly shaped images);
 4. encode in fixed point in Z_2^64 and split into N uniformly random additive shares, one per
@@ -24,6 +27,8 @@ from mpc.engine.ring import encode, share
 from splitseal.errors import InvalidInputError
 
 ValidityCheck = Callable[[np.ndarray], None]
+Prepare = Callable[[np.ndarray, tuple[int, int, int]], np.ndarray]
+CAPTURES = ("unit", "face")
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -142,15 +147,17 @@ def normalise(img: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return np.clip(_resize(a, h, w), 0.0, 1.0)
 
 
-def default_validity_check(shape: tuple[int, int, int]) -> ValidityCheck:
-    """Reject wrongly shaped, blank (almost all black or white) and constant captures."""
+def default_validity_check(shape: tuple[int, int, int], full_scale: float = 1.0) -> ValidityCheck:
+    """Reject wrongly shaped, blank (almost all black or white) and constant captures whose
+    values run from 0 to ``full_scale``."""
 
     def check(x: np.ndarray) -> None:
         if tuple(x.shape) != tuple(shape):
             raise InvalidInputError(f"capture has shape {tuple(x.shape)}, the model expects {tuple(shape)}")
-        if float(x.std()) < 1e-3:
+        u = x / full_scale
+        if float(u.std()) < 1e-3:
             raise InvalidInputError("the capture is constant (no contrast); capture again")
-        busy = np.mean(np.abs(x - np.median(x)) > 0.1)
+        busy = np.mean(np.abs(u - np.median(u)) > 0.1)
         if busy < 0.01:
             raise InvalidInputError("the capture is blank (less than 1% of pixels differ from the "
                                     "background); capture again")
@@ -159,18 +166,30 @@ def default_validity_check(shape: tuple[int, int, int]) -> ValidityCheck:
 
 
 class Terminal:
-    """Prepares captures for N nodes; ``check`` is the model owner's validity check."""
+    """Prepares captures for N nodes; ``check`` is the model owner's validity check.
+
+    ``capture`` names how a capture becomes the model's input (see the module doc): ``unit``
+    or ``face``; ``prepare`` replaces it with any function (image, shape) -> input."""
 
     def __init__(self, shape: tuple[int, int, int], n_parties: int, frac_bits: int = 16,
-                 check: ValidityCheck | None = None) -> None:
+                 check: ValidityCheck | None = None, capture: str = "unit",
+                 prepare: Prepare | None = None) -> None:
+        if capture not in CAPTURES:
+            raise InvalidInputError(f"unknown capture kind {capture!r}; known: {', '.join(CAPTURES)}")
         self.shape = tuple(shape)
         self.n = n_parties
         self.f = frac_bits
-        self.check = check or default_validity_check(self.shape)
+        self.capture = capture
+        if prepare is None and capture == "face":
+            from mpc.client.faces import FaceCapture  # onnxruntime and YuNet only where faces are used
+
+            prepare = FaceCapture()
+        self.prepare = prepare or normalise
+        self.check = check or default_validity_check(self.shape, 255.0 if capture == "face" else 1.0)
 
     def prepare_array(self, img: np.ndarray) -> np.ndarray:
-        """Normalised and checked (C, H, W) capture."""
-        x = normalise(img, self.shape)
+        """The model's (C, H, W) input from a capture, checked."""
+        x = self.prepare(img, self.shape)
         self.check(x)
         return x
 

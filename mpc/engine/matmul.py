@@ -4,13 +4,15 @@ numpy has no BLAS path for integer matmul; a naive uint64 product is tens of tim
 float. Both functions here split 64-bit ring elements into 16-bit limbs, multiply limbs with
 float64 BLAS (exact while every partial sum stays below 2^53) and recombine mod 2^64.
 
-* :func:`ring_matmul` (both operands uniform ring elements, e.g. Beaver terms): 4 limbs each,
-  the 10 limb products of weight below 2^64 in 4 BLAS calls. Exact for inner dimension
-  k <= 2^19.
+* :func:`ring_matmul` (both operands uniform ring elements, e.g. Beaver terms): for inner
+  dimension k <= 512, 3 limbs each (22, 21, 21 bits), the 6 limb products of weight below 2^64
+  in 3 BLAS calls (each product below 2^44 k, two of equal weight summed: below 2^53); for
+  512 < k <= 2^19, 4 limbs of 16 bits, the 10 products in 4 calls. Exact either way.
 * :func:`ring_matmul_public` (shares times a *public* small signed integer matrix, e.g. plaintext
-  kernels encoded in fixed point): 4 limbs of the shares times the signed weights, one BLAS call
-  on the stacked limbs. Exact while ``2^16 * k * max|w| < 2^53``; checked, with a fallback that
-  also splits the weights.
+  kernels encoded in fixed point): 3 limbs (22/21/21 bits) of the shares where
+  ``2^22 * k * max|w| < 2^53``, else 4 of 16 bits while ``2^16 * k * max|w| < 2^53``, times the
+  signed weights in one BLAS call on the stacked limbs; checked per weight matrix, with a
+  fallback that also splits the weights.
 """
 
 from __future__ import annotations
@@ -24,11 +26,35 @@ _LIMB_MASK = np.uint64(0xFFFF)
 _EXACT = float(2 ** 53)
 
 
+#: the 3-limb split of a ring element for short inner dimensions: bit offsets and widths
+_SHIFTS3 = (0, 22, 43)
+_WIDTHS3 = (22, 21, 21)
+#: largest inner dimension for which 3 limbs stay exact: k * 2 * 2^43 < 2^53
+_K3 = 512
+
+
 def _limb_stack(a: np.ndarray) -> np.ndarray:
     """(4, *a.shape) float64 limbs, least significant first (a uint16 view: one pass, one copy)."""
     a = np.ascontiguousarray(a, dtype="<u8")
     v = a.view("<u2").reshape(*a.shape, 4)
     return np.moveaxis(v, -1, 0).astype(np.float64, order="C")
+
+
+def _limb_count(k: int) -> int:
+    """Limbs per ring element in a ring x ring product of inner dimension ``k``."""
+    return 3 if k <= _K3 else 4
+
+
+def _ring_limbs(a: np.ndarray, count: int) -> np.ndarray:
+    """(count, *a.shape) float64 limbs for a ring x ring product: 16-bit limbs (count 4) or
+    the 22/21/21-bit split (count 3)."""
+    if count == 4:
+        return _limb_stack(a)
+    a = np.asarray(a, dtype=np.uint64)
+    out = np.empty((3, *a.shape), dtype=np.float64)
+    for i, (sh, wd) in enumerate(zip(_SHIFTS3, _WIDTHS3)):
+        out[i] = (a >> np.uint64(sh)) & np.uint64((1 << wd) - 1)
+    return out
 
 
 def _limbs(a: np.ndarray) -> list[np.ndarray]:
@@ -51,16 +77,17 @@ class RingOperand:
         self.b = b
         self.shape = b.shape
         k, n = b.shape
-        self.limbs = np.ascontiguousarray(_limb_stack(b).transpose(1, 0, 2)).reshape(k, 4 * n)
+        self.count = _limb_count(k)
+        self.limbs = np.ascontiguousarray(_ring_limbs(b, self.count).transpose(1, 0, 2)).reshape(k, self.count * n)
 
 
 def ring_matmul(a: np.ndarray, b: "np.ndarray | RingOperand") -> np.ndarray:
     """``a @ b mod 2^64`` for uint64 matrices (m x k) and (k x n); exact.
 
-    Limb i of ``a`` times limbs 0..3-i of ``b`` (one BLAS call per i: the 10 products of weight
-    below 2^64); products of equal weight 2^(16 s) are summed in float64 (exact: each is below
-    2^32 k and at most four are added, so k <= 2^19 keeps the sum below 2^53) and recombined
-    mod 2^64.
+    Limb i of ``a`` times the limbs of ``b`` whose products weigh below 2^64 (one BLAS call per
+    i); products of equal weight are summed in float64 and recombined mod 2^64. 16-bit limbs:
+    10 products, each below 2^32 k, at most four added (k <= 2^19); 3 limbs (k <= 512): 6
+    products, each below 2^44 k, at most two added.
     """
     a = np.asarray(a, dtype=np.uint64)
     op = b if isinstance(b, RingOperand) else None
@@ -71,22 +98,33 @@ def ring_matmul(a: np.ndarray, b: "np.ndarray | RingOperand") -> np.ndarray:
     n = bshape[1]
     if k > (1 << 19):
         raise InvalidInputError(f"inner dimension {k} too large for exact limb products (max 2^19)")
-    al = _limb_stack(a).reshape(4 * m, k)
+    count = _limb_count(k)
+    al = _ring_limbs(a, count).reshape(count * m, k)
     bl = op.limbs if op is not None else RingOperand(b).limbs
     return _limb_product(al, bl, m, n)
 
 
 def _limb_product(al: np.ndarray, bl: np.ndarray, m: int, n: int) -> np.ndarray:
-    """(4m, k) limb rows (limb i = rows i*m..) times (k, 4n) limb columns, recombined mod 2^64."""
+    """(c*m, k) limb rows (limb i = rows i*m..) times (k, c*n) limb columns, recombined mod 2^64;
+    c = 4 (16-bit limbs) or 3 (:data:`_SHIFTS3`), read from the shapes."""
+    count = al.shape[0] // m
+    shifts = _SHIFTS3 if count == 3 else tuple(_LIMB * i for i in range(4))
     out = np.zeros((m, n), dtype=np.uint64)
-    # the 10 limb products of weight < 2^64, in 4 calls (measured faster than one call for all 16)
-    acc = [np.zeros((m, n)) for _ in range(4)]
-    for i in range(4):
-        part = al[i * m:(i + 1) * m] @ bl[:, :(4 - i) * n]
-        for j in range(4 - i):
-            acc[i + j] += part[:, j * n:(j + 1) * n]
-    for s_ in range(4):
-        out += _f2u(acc[s_]) << np.uint64(_LIMB * s_)
+    # the limb products of weight < 2^64, one call per limb of a (measured faster than one call
+    # for all of them); equal weights summed in float (exact, see ring_matmul)
+    acc: dict[int, np.ndarray] = {}
+    for i in range(count):
+        js = [j for j in range(count) if shifts[i] + shifts[j] < 64]
+        part = al[i * m:(i + 1) * m] @ bl[:, :len(js) * n]
+        for j in js:
+            w = shifts[i] + shifts[j]
+            block = part[:, j * n:(j + 1) * n]
+            if w in acc:
+                acc[w] += block
+            else:
+                acc[w] = block.copy()
+    for w, v in acc.items():
+        out += _f2u(v) << np.uint64(w)
     return out
 
 
@@ -102,6 +140,9 @@ class PublicOperand:
         self.shape = w.shape
         wmax = float(np.max(np.abs(w))) if w.size else 0.0
         self.fast = 65536.0 * w.shape[0] * max(wmax, 1.0) < _EXACT
+        #: limbs per share element: 3 (22/21/21 bits) where a 22-bit limb times the weights stays
+        #: exact, else 4 of 16 bits
+        self.count = 3 if float(1 << 22) * w.shape[0] * max(wmax, 1.0) < _EXACT else 4
         self.wf = w.astype(np.float64) if self.fast else None
 
 
@@ -114,8 +155,8 @@ def ring_matmul_public(a: np.ndarray, w: "np.ndarray | PublicOperand") -> np.nda
     m, k = a.shape
     if not op.fast:
         return ring_matmul(a, op.w.view(np.uint64))
-    stacked = _limb_stack(a).reshape(4 * m, k)  # (4m, k)
-    return _combine_limb_products(stacked @ op.wf, m)  # (4m, n) exact integers, recombined
+    stacked = _ring_limbs(a, op.count).reshape(op.count * m, k)  # (count m, k)
+    return _combine_limb_products(stacked @ op.wf, m)  # (count m, n) exact integers, recombined
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, padding: int = 0) -> tuple[np.ndarray, int, int]:
@@ -139,10 +180,13 @@ def _cols_to_map(y: np.ndarray, b: int, ho: int, wo: int) -> np.ndarray:
 
 
 def _combine_limb_products(prod: np.ndarray, m: int) -> np.ndarray:
-    """Sum (4m, n) float products of limb i (rows i*m..) times 2^(16 i), mod 2^64."""
+    """Sum (c*m, n) float products of limb i (rows i*m..) times its weight, mod 2^64: 2^(16 i)
+    for c = 4 limbs, :data:`_SHIFTS3` for 3 (the count read from the shape)."""
+    count = prod.shape[0] // m
+    shifts = _SHIFTS3 if count == 3 else tuple(_LIMB * i for i in range(4))
     out = _f2u(prod[:m])
-    for i in range(1, 4):
-        out += _f2u(prod[i * m:(i + 1) * m]) << np.uint64(_LIMB * i)
+    for i in range(1, count):
+        out += _f2u(prod[i * m:(i + 1) * m]) << np.uint64(shifts[i])
     return out
 
 
@@ -160,7 +204,7 @@ def ring_conv2d_public(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: i
     if not op.fast:
         cols, ho, wo = im2col(x, kh, kw, stride, padding)
         return _cols_to_map(ring_matmul_public(cols, op), b, ho, wo)
-    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    limbs = _ring_limbs(x, op.count).reshape(op.count * b, *x.shape[1:])
     cols, ho, wo = im2col(limbs, kh, kw, stride, padding)  # (4 * b*ho*wo, C*kh*kw), float64
     m = b * ho * wo
     return _cols_to_map(_combine_limb_products(cols @ op.wf, m), b, ho, wo)
@@ -183,8 +227,8 @@ def ring_conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0,
     b = x.shape[0]
     if op.shape[0] > (1 << 19):
         raise InvalidInputError(f"kernel of {op.shape[0]} taps too large for exact limb products")
-    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
-    cols, ho, wo = im2col(limbs, kh, kw, stride, padding)  # (4 * b*ho*wo, C*kh*kw), float64
+    limbs = _ring_limbs(x, op.count).reshape(op.count * b, *x.shape[1:])
+    cols, ho, wo = im2col(limbs, kh, kw, stride, padding)  # (count * b*ho*wo, C*kh*kw), float64
     return _cols_to_map(_limb_product(cols, op.limbs, b * ho * wo, cout), b, ho, wo)
 
 
@@ -338,7 +382,7 @@ def ring_conv_public(x: np.ndarray, w: np.ndarray, spec: ConvSpec, prepared=None
     if not op.fast:
         cols, ho, wo = im2col_spec(x, kh, kw, spec)
         return _cols_to_map(ring_matmul_public(cols, op), b, ho, wo)
-    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    limbs = _ring_limbs(x, op.count).reshape(op.count * b, *x.shape[1:])
     cols, ho, wo = im2col_spec(limbs, kh, kw, spec)
     return _cols_to_map(_combine_limb_products(cols @ op.wf, b * ho * wo), b, ho, wo)
 
@@ -357,7 +401,7 @@ def ring_conv(x: np.ndarray, w: np.ndarray, spec: ConvSpec, prepared=None) -> np
     cout, _, kh, kw = w.shape
     op = prepared if prepared is not None else kernel_operand(w)
     b = x.shape[0]
-    limbs = _limb_stack(x).reshape(4 * b, *x.shape[1:])
+    limbs = _ring_limbs(x, op.count).reshape(op.count * b, *x.shape[1:])
     cols, ho, wo = im2col_spec(limbs, kh, kw, spec)
     return _cols_to_map(_limb_product(cols, op.limbs, b * ho * wo, cout), b, ho, wo)
 

@@ -418,11 +418,12 @@ class Session:
         count = win.shape[0]
         label = self._tag("mask")
         owners = self._owners(label, count)
-        masks = {p: owners == p for p in range(self.n)}
-        got = self.t.exchange(label, {p: [np.ascontiguousarray(win[masks[p]])] for p in self.t.peers},
-                              self.t.peers)
-        own = masks[self.party]
-        mine = np.array(win[own], copy=True)
+        # each node's windows as ascending positions, found once: every later gather and
+        # scatter is by index instead of another pass of a boolean mask over the whole map
+        where = {p: np.flatnonzero(owners == p) for p in range(self.n)}
+        got = self.t.exchange(label, {p: [win[where[p]]] for p in self.t.peers}, self.t.peers)
+        own = where[self.party]
+        mine = win[own]
         for p, arrays in got.items():
             if arrays[0].shape != mine.shape:
                 raise ProtocolError(f"peer {p} sent {arrays[0].shape} for mask recovery, expected {mine.shape}")
@@ -433,7 +434,7 @@ class Session:
                 slope = None
                 if o.params["kind"] == "prelu":
                     sl = np.asarray(o.params["slope"], dtype=np.float64).reshape(-1)
-                    chan = (np.flatnonzero(own) // (ho * wo)) % c
+                    chan = (own // (ho * wo)) % c
                     slope = (sl[chan] if sl.size > 1 else np.full(chan.size, sl[0]))[:, None]
                 vals = activate(o.params["kind"], vals, slope)
             elif o.op == "pool":
@@ -442,11 +443,11 @@ class Session:
                 vals = pool_windows(o.params["kind"], vals)[:, None]
         if vals.shape[1] != 1:  # no pooling: window of one element
             vals = vals[:, :1]
-        out = np.zeros(count, dtype=np.uint64)
+        out = np.empty(count, dtype=np.uint64)
         value = encode(vals[:, 0], self.f)
         for p in self.t.peers:
             r = Prg(self.t.pair_key(p)).ring(label, count)
-            out[masks[p]] = r[masks[p]]
+            out[where[p]] = r[where[p]]
             value -= r[own]
         out[own] = value
         return out.reshape(b, c, ho, wo)

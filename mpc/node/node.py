@@ -335,6 +335,17 @@ class MpcNode:
         meta.update(self._sign("ShareCommitment", frame.meta, commitment=commitment))
         return meta, []
 
+    def _op_hybrid(self, frame: Frame):
+        """Hybrid request (mpc.node.hybrid): the backbone on shares, this node's output share
+        sealed to the enclave and signed. Checked inside the session so a refusal aborts every node."""
+        from .hybrid import serve
+
+        model = self._current_model()
+        meta = self._run_session(frame, lambda s: serve(
+            frame.meta, frame.arrays, party=self.party, parties=self.cluster.parties, frac_bits=model.frac_bits,
+            address=self.address(), eth_key=self._eth_key, run_backbone=lambda _share: self._features(s, frame)))
+        return meta, []
+
     def _op_commit(self, frame: Frame):
         return {"committed": self.store.commit(str(frame.meta["session"]))}, []
 

@@ -13,7 +13,9 @@ checks are, in order:
 4. at the result's block that enclave was registered (quote by the pinned key), not revoked and
    not expired, and its measurement was allowed for the model;
 5. that enclave confirmed loading exactly the registered head (graph and parameter hashes) of that
-   model version, and the parameter index it verified is the published one.
+   model version, and the parameter index it verified is the published one;
+6. a hybrid request (its inline input a manifest): the nodes it names are its node set's, each
+   contributed one share and signed it, and the output commitment is theirs (orchestrator/audit/hybrid.py).
 
 Whatever does not verify is reported as a failed check with the reason, never dropped.
 """
@@ -21,13 +23,17 @@ Whatever does not verify is reported as a failed check with the reason, never dr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from splitseal.chain import Chain, Deployment
 from splitseal.errors import InvalidInputError
 from splitseal.protocol import eip712
 from splitseal.protocol.crypto import keccak256
+from splitseal.protocol.hybrid import is_manifest
 from splitseal.protocol.result import ResultClaim
+
+from .hybrid import HybridAudit, audit_hybrid
 
 
 @dataclass
@@ -57,6 +63,8 @@ class RequestAudit:
     checks: list[Check] = field(default_factory=list)
     #: The node that delivered the result (the delivery's sender; "" until delivered).
     node: str = ""
+    #: a hybrid request's node set and contributions (None for other requests)
+    hybrid: HybridAudit | None = None
 
     @property
     def verified(self) -> bool:
@@ -69,7 +77,8 @@ class RequestAudit:
     def to_json(self) -> dict[str, Any]:
         return {"requestId": self.request_id, "status": self.status, "verified": self.verified,
                 "gasTotal": self.gas_total, "node": self.node, "events": [asdict(e) for e in self.events],
-                "checks": [asdict(c) for c in self.checks]}
+                "checks": [asdict(c) for c in self.checks],
+                **({"hybrid": self.hybrid.to_json()} if self.hybrid is not None else {})}
 
 
 @dataclass
@@ -131,9 +140,11 @@ class EnclaveAnswers:
 class Auditor:
     """Reads events of one deployment; caches blocks and receipts it has fetched."""
 
-    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+    def __init__(self, chain: Chain, deployment: Deployment, *, blob_dir: str | Path | None = None) -> None:
         self.chain = chain
         self.d = deployment
+        #: where off-chain records are (a hybrid request's contributions record)
+        self.blob_dir = Path(blob_dir) if blob_dir is not None else None
         self._blocks: dict[int, int] = {}
         self._gas: dict[str, int] = {}
         self._cache: dict[tuple[Any, ...], list[AuditEvent]] = {}
@@ -211,6 +222,23 @@ class Auditor:
         self._check_request(audit)
         return audit
 
+    def _backbone_and_transfer(self, request_id: int, by: dict[str, AuditEvent]
+                               ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """What BackboneExecuted and TransferRecorded say, from those events (two-step path) or
+        from the delivery's calldata (the one-transaction path emits ResultSubmitted alone)."""
+        from splitseal.chain import CalldataNotFound, delivered_result
+
+        if "BackboneExecuted" in by and "TransferRecorded" in by:
+            return by["BackboneExecuted"].args, by["TransferRecorded"].args
+        if "ResultSubmitted" not in by:
+            return None, None
+        try:
+            d = delivered_result(self.chain, self.d, by["ResultSubmitted"].tx, request_id)
+        except CalldataNotFound:
+            return None, None
+        return ({"outputCommitment": d.output_commitment, "node": d.sender},
+                {"enclave": str(d.claim[5]), "transferHash": bytes(d.claim[6])})
+
     def _check_request(self, audit: RequestAudit) -> None:
         by = {e.name: e for e in audit.events}
         add = audit.checks.append
@@ -221,6 +249,7 @@ class Auditor:
         from splitseal.chain import CalldataNotFound, delivered_result, request_inline_input
 
         commitment = _bytes(request.args["inputCommitment"])
+        inline = b""
         if not request.args.get("inputPointer"):
             # the event does not repeat an inline input: it is the request transaction's calldata
             try:
@@ -229,6 +258,13 @@ class Auditor:
                           f"keccak256(inlineInput of tx {request.tx[:18]}…) == inputCommitment ({len(inline)} bytes)"))
             except CalldataNotFound as exc:
                 add(Check("inline input matches its commitment", False, str(exc)))
+        if is_manifest(inline):
+            backbone, transfer = self._backbone_and_transfer(audit.request_id, by)
+            audit.hybrid, findings = audit_hybrid(
+                self.chain, self.d, request_id=audit.request_id, request={**request.args, "inlineInput": inline},
+                backbone=backbone, transfer=transfer, blob_dir=self.blob_dir)
+            for name, ok, detail in findings:
+                add(Check(name, ok, detail))
         if audit.status != "COMPLETED":
             if "RequestFailed" in by:
                 f = by["RequestFailed"]
@@ -451,6 +487,14 @@ def render_request(audit: RequestAudit) -> str:
             if k in ("returnHead",) and isinstance(v, str) and len(v) > 42:
                 v = f"{v[:42]}… ({(len(v) - 2) // 2} bytes)"
             lines.append(f"      {k}: {v}")
+    if audit.hybrid is not None:
+        h = audit.hybrid
+        lines += ["", f"hybrid: node set {h.set_id}, {len(h.nodes)} nodes, no single one holds the image"]
+        for party, node in enumerate(h.nodes):
+            signed = next((c for c in h.contributions if c["party"] == party), None)
+            state = "no share on record" if signed is None else \
+                f"share {signed['shareHash'][:18]}… {'signed' if signed['signatureRecovers'] else 'SIGNATURE FAILS'}"
+            lines.append(f"  party {party} {node}: input commitment {h.input_commitments[party][:18]}…, {state}")
     lines += ["", "checks:"]
     lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in audit.checks]
     return "\n".join(lines)

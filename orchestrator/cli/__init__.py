@@ -76,6 +76,7 @@ EXAMPLES = {
     "mpc verify": "splitseal mpc verify --subject alice probe.png",
     "mpc identify": "splitseal mpc identify probe.png",
     "mpc audit": "splitseal mpc audit alice --json",
+    "mpc infer": "splitseal mpc infer --model digits-hybrid image.npy --authorize --json",
     "mpc node run": "splitseal mpc node run --state-dir var/mpc --party 0",
     "audit request": "splitseal audit request 1 --chain http://127.0.0.1:8545 --registry 0xREGISTRY",
     "audit model": "splitseal audit model digits --chain anvil --html report.html",
@@ -175,6 +176,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         if as_json:
             print(dumps(error_document(type(exc).__name__, str(exc), status)), flush=True)
+        return status
+    except OSError as exc:
+        # a path the command was given or configured that it cannot use (a directory for a file,
+        # no permission, no such parent): the user's to fix; a connection failure is runtime
+        status = EXIT_USAGE if exc.filename else EXIT_RUNTIME
+        where = f"cannot use {exc.filename}: " if exc.filename else ""
+        message = (f"{where}{exc.strerror or exc}"
+                   + ("; check the path you gave (or configured) and its permissions" if exc.filename else ""))
+        print(f"error: {message}", file=sys.stderr)
+        if as_json:
+            print(dumps(error_document(type(exc).__name__, message, status)), flush=True)
         return status
     except KeyboardInterrupt:
         return 130

@@ -29,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
         return p
 
-    p = command("request", "one inference request: every stage, signature, enclave, hash chain", cmd_request)
+    p = command("request", "one inference request: every stage, signature, enclave, hash chain; a hybrid "
+                           "request's node set and each node's signed share", cmd_request)
     p.add_argument("request_id", type=int)
+    p.add_argument("--blobs", default=None, metavar="DIR",
+                   help="the blob store holding a hybrid request's contributions record (default: [node].blob_dir)")
     p = command("model", "a model: registration, split hashes, enclaves, provisioning, requests", cmd_model)
     p.add_argument("model", help="model id (0x-prefixed bytes32) or model name")
     p.add_argument("--html", default=None, help="also write an HTML report (timeline, latency and gas plots)")
@@ -97,7 +100,8 @@ def cmd_request(args: argparse.Namespace, config: Config) -> int:
 
     chain, deployment = _open(args, config)
     with chain:
-        audit = Auditor(chain, deployment).request(args.request_id)
+        blobs = args.blobs or config.path(config.node.blob_dir)
+        audit = Auditor(chain, deployment, blob_dir=blobs).request(args.request_id)
     emit(args, audit.to_json(), render_request(audit))
     return 0 if audit.verified else 1
 

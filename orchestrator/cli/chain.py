@@ -8,7 +8,7 @@ from splitseal.chain import AnvilNode, running_node, state_file
 from splitseal.config import ChainConfig, Config
 from splitseal.errors import ChainError
 
-from .output import emit, note
+from .output import emit, note, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +107,7 @@ def _deploy(args: argparse.Namespace, config: Config) -> int:
     with open_chain(args, config) as chain:
         admin = chain.accounts[0]
         quoting_key = args.quoting_key or _local_quoting_key(config)
-        deployment = ensure_deployed(chain, admin, home=config.path(""), quoting_key=quoting_key)
+        deployment = ensure_deployed(chain, admin, home=config.path(""), quoting_key=quoting_key, progress=progress)
         record = deployment.to_json()
         if args.json:
             emit(args, record)

@@ -16,6 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--requests", type=int, default=20, help="inference requests to send (default 20)")
     p.add_argument("--state-dir", default=None, help="working directory (default var/demo, wiped first)")
     p.add_argument("--no-mpc", action="store_true", help="skip the MPC feature-share section")
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="skip the real pretrained models (SFace on ORL faces, PP-OCRv4 on text lines)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -27,7 +29,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> int:
     state_dir = config.path(args.state_dir or "var/demo")
     # the steps are the demo's progress: on stderr under --json, so stdout is the result alone
     result = run_demo(config, chain_target=args.chain or config.chain.url, requests=args.requests,
-                      state_dir=state_dir, mpc=not args.no_mpc, say=lambda line: note(args, line))
+                      state_dir=state_dir, mpc=not args.no_mpc,
+                      pretrained=not args.no_pretrained, say=lambda line: note(args, line))
     emit(args, {**asdict(result), "report": str(state_dir / "audit.html")},
          f"\ndemo finished on {result.chain}: {result.completed}/{result.requests} requests served, "
          f"accuracy {result.accuracy:.4f} = plaintext {result.plaintext_accuracy:.4f}, "

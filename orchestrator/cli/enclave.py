@@ -12,7 +12,7 @@ from typing import Any
 from splitseal.config import Config
 from splitseal.errors import ConfigError, InvalidInputError
 
-from .output import emit
+from .output import emit, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,6 +130,7 @@ def cmd_attest(args: argparse.Namespace, config: Config) -> int:
 
     expected = _bytes32(args.expect_measurement, "--expect-measurement") if args.expect_measurement else None
     chain, deployment = _connect_chain(args, config)
+    progress("quoting the enclave for a fresh nonce, verifying the quote, registering it (registerEnclave)")
     with chain, _client(args, config) as client:
         reg = attest_enclave(chain, deployment, client, sender=_account(chain, None, config),
                              expected_measurement=expected)
@@ -181,6 +182,7 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
         owner = _account(chain, args.owner_key, config)
         version = args.version
         if args.register:
+            progress("registering the split's hashes as a new model version (registerModel)")
             version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
         elif version is None:
             version = chain.call(deployment.model_registry.functions.latestVersion(model_id))
@@ -188,7 +190,7 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
                 raise InvalidInputError(f"model {args.model_id} is not registered; pass --register")
         result = provision_model(chain, deployment, client, owner, model_id=model_id, version=version,
                                  package_bytes=package, index_bytes=index,
-                                 allow_measurement=args.allow_measurement)
+                                 allow_measurement=args.allow_measurement, progress=progress)
     out = {"model_id": "0x" + model_id.hex(), "version": version, "enclave": result.enclave,
            "package_hash": "0x" + result.package_hash.hex(),
            "encrypted_index_hash": "0x" + result.encrypted_index_hash.hex(),

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # onnx, onnxruntime and numpy load when a command runs, not f
     from orchestrator.models import ImportedModel
 from splitseal.errors import InvalidInputError
 
-from .output import emit
+from .output import emit, progress
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,16 @@ def cmd_split(args: argparse.Namespace, config: Config) -> int:
     from orchestrator.models import load_model
     from orchestrator.models.inspect import inspect_path, render
     from orchestrator.models.rule import load_rule
-    from orchestrator.models.split import split_model
+    from orchestrator.models.split import split_model, verify_split
 
+    progress(f"importing {args.model}")
     imported = load_model(args.model)
     rule = load_rule(args.rule)
     samples, source = _samples(args, imported)
-    result = split_model(imported, rule, samples, sample_source=source)
+    progress(f"splitting by rule {rule.name!r}")
+    result = split_model(imported, rule, None)
+    progress(f"verifying backbone + head = model on the {source} (onnxruntime and the enclave interpreter)")
+    result.verification = verify_split(result, samples, source=source)
     summary = result.write(args.out, model_path=str(args.model), rule_path=str(args.rule))
     if args.json:
         emit(args, summary)

@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "created if missing)")
     p.add_argument("--rotate-input-key", action="store_true",
                    help="with --authorize: publish this node's key even though other nodes use another one")
+    p.add_argument("--from-block", type=int, default=None,
+                   help="with a new checkpoint: first block to read (default: the deployment's); a node "
+                        "joining a busy deployment need not read its whole history")
     p.set_defaults(func=cmd_node_run)
 
     p = node.add_parser("keeper", help="end (timeout()) requests whose deadline passed, until SIGTERM")
@@ -152,7 +155,7 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
                                 socket_path=Path(args.socket) if args.socket else None, state_dir=state_dir,
                                 node_index=config.node.node_index if args.index is None else args.index,
                                 node_count=config.node.node_count if args.count is None else args.count,
-                                input_key=input_key, wait=requested)
+                                input_key=input_key, start_block=args.from_block, wait=requested)
         except EnclaveUnavailableError:
             if not requested.is_set():
                 raise
@@ -264,8 +267,8 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         version = args.version or int(chain.call(deployment.model_registry.functions.latestVersion(model_id)))
         if version == 0:
             raise InvalidInputError(f"model {args.model} is not registered on this deployment")
-        x = check_against_backbone(chain, deployment, model_id, version, x,
-                                   [Path(b) for b in args.backbone] or [config.path("var/split/node")])
+        backbone = check_against_backbone(chain, deployment, model_id, version, x,
+                                          [Path(b) for b in args.backbone] or [config.path("var/split/node")])
         key_path = config.path("var/requester/key")
         from orchestrator.node_setup import load_or_create_x25519_key
 
@@ -279,16 +282,16 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
                  f"request {submitted.request_id} sent in tx {submitted.tx_hash}")
             return 0
         outcome = requester.wait(submitted, timeout=args.timeout)
-        doc = outcome_document(outcome)
+        doc = outcome_document(outcome, characters=text_characters(backbone))
         emit(args, doc, render_outcome(doc))
         return 0 if outcome.ok else 1
 
 
 def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: np.ndarray,
-                           candidates: list[Path]) -> np.ndarray:
+                           candidates: list[Path]):
     """Refuse, before any money is spent, an input whose dtype or shape the registered backbone
     does not take (found among ``candidates`` by its registered hash); without a local copy of
-    it, say that the shape was not checked."""
+    it, say that the shape was not checked. Returns the backbone (None without a local copy)."""
     from chain_node.inference_node import BackboneUnavailable
     from chain_node.inputs import InputProblem, check_input_shape
     from orchestrator.node_setup import BackboneLibrary
@@ -306,7 +309,7 @@ def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: 
     except BackboneUnavailable:
         print(f"note: input shape {tuple(x.shape)} not checked: no local copy of the registered backbone "
               "(give it with --backbone)", file=sys.stderr, flush=True)
-        return x
+        return None
     except ModelError as exc:
         raise InvalidInputError(f"model {model_id.hex()[:16]}… v{version} cannot be served: {exc}; nothing was sent") \
             from None
@@ -314,17 +317,32 @@ def check_against_backbone(chain, deployment, model_id: bytes, version: int, x: 
         check_input_shape(x, backbone.input_shape)
     except InputProblem as exc:
         raise InvalidInputError(f"{exc}; nothing was sent") from None
-    return x
+    return backbone
 
 
-def outcome_document(outcome) -> dict:
+def text_characters(backbone) -> list[str] | None:
+    """The character list of a text recogniser's backbone (PaddleOCR's ``character`` metadata),
+    or None (another kind of model, or no local copy of the backbone)."""
+    from orchestrator.pretrained.ocr import CHARACTER_KEY, characters_from_metadata
+
+    if backbone is None or CHARACTER_KEY not in backbone.metadata:
+        return None
+    return characters_from_metadata(backbone.metadata)
+
+
+def outcome_document(outcome, characters: list[str] | None = None) -> dict:
     """``infer --json``: row 0's label / scores / features (as before) and every batch row's
     (``labels``, ``allScores``, ``allFeatures``; ``rows`` counts them); None where the model's
-    output policy releases no such part."""
-    parts = [p for p in (outcome.labels, outcome.all_scores, outcome.all_features) if p]
+    output policy releases no such part. A text recogniser's ``sequences`` (character indices
+    per row) are decoded into ``texts`` with ``characters`` (None without the character list)."""
+    from orchestrator.pretrained.ocr import read_line
+
+    parts = [p for p in (outcome.labels, outcome.all_scores, outcome.all_features, outcome.sequences) if p]
+    texts = [read_line(s, characters) for s in outcome.sequences] if outcome.sequences and characters else None
     return {"requestId": outcome.request_id, "status": outcome.status.name, "rows": len(parts[0]) if parts else 0,
             "label": outcome.label, "scores": outcome.scores, "features": outcome.features,
             "labels": outcome.labels, "allScores": outcome.all_scores, "allFeatures": outcome.all_features,
+            "sequences": outcome.sequences, "texts": texts, "text": texts[0] if texts else None,
             "failureCode": outcome.failure_code.name if outcome.failure_code else None,
             "failureReason": outcome.failure_reason, "enclave": outcome.enclave,
             "transactions": outcome.transactions, "latencyMs": {k: round(v * 1e3, 2) for k, v in outcome.latency.items()}}
@@ -341,6 +359,7 @@ def render_outcome(doc: dict) -> str:
     lines = [f"request {doc['requestId']}: {doc['status']}"]
     if doc["status"] == "COMPLETED":
         labels, scores, features = doc.get("labels"), doc.get("allScores"), doc.get("allFeatures")
+        sequences, texts = doc.get("sequences"), doc.get("texts")
         rows = doc.get("rows") or 0
         for i in range(rows):
             pad = "  " if rows == 1 else "    "
@@ -352,6 +371,11 @@ def render_outcome(doc: dict) -> str:
                 lines.append(f"{pad}scores: " + " ".join(f"{s:.3f}" for s in scores[i]))
             if features:
                 lines.append(f"{pad}features: " + _numbers(features[i]))
+            if texts:
+                lines.append(f"{pad}text: {texts[i]!r}")
+            elif sequences:
+                lines.append(f"{pad}characters (indices; no character list: give the backbone with "
+                             f"--backbone): " + " ".join(str(c) for c in sequences[i]))
         if not rows:
             lines.append("  prediction: none released")
         lines.append(f"  enclave: {doc['enclave']}")

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 JSON_HELP = "print the result as one JSON document on stdout (docs/CLI.md lists its shape)"
 JSON_LINES_HELP = "print JSON lines of events on stdout, one per line (docs/CLI.md lists them)"
@@ -68,12 +68,10 @@ def note(args: argparse.Namespace, text: str) -> None:
     print(text, file=sys.stderr if wants_json(args) else sys.stdout, flush=True)
 
 
-def progress(args: argparse.Namespace | None) -> Callable[[str], None]:
-    """A progress reporter for steps that take seconds: lines on stderr, so stdout keeps the
-    result (and the JSON document) alone."""
-    def report(message: str) -> None:
-        print(f"... {message}", file=sys.stderr, flush=True)
-    return report
+def progress(message: str) -> None:
+    """One step of a command that takes seconds, as it starts: a line on stderr (in text and
+    JSON mode alike), so stdout keeps the result alone."""
+    print(f"... {message}", file=sys.stderr, flush=True)
 
 
 def error_document(kind: str, message: str, status: int) -> dict[str, Any]:

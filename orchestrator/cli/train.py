@@ -43,6 +43,7 @@ def _train(args: argparse.Namespace, config: Config) -> int:
         raise InvalidInputError(f"--max-iters must be at least 1, got {args.max_iters}")
     names = list(SPECS) if args.model == "all" else [args.model]
     out = config.path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # an unusable --out fails now, not after the training
     records = []
     for name in names:
         record = train_reference(name, out, seed=args.seed, split_seed=args.split_seed,

@@ -10,6 +10,7 @@ split holds the head (only) to what the enclave's head interpreter runs.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -32,9 +33,24 @@ def load_model(source: str | os.PathLike[str] | bytes, *, name: str | None = Non
     rule puts in the head are held to the enclave interpreter's operator set, by the split
     (:func:`orchestrator.models.split.split_model` lists every node it cannot run). The ai.onnx
     opset must be one the interpreter implements, since the head keeps the model's opset."""
-    imported = _import_model(source, operators=None, opsets=SPLIT_OPSETS, name=name)
+    from .fold import folded_bytes
+
+    if isinstance(source, (bytes, bytearray)):
+        data, label = bytes(source), name
+    else:
+        data, label = _read_model_file(source), name or str(source)
+    folded = folded_bytes(data)   # shape-only subgraphs (Shape -> ... -> Reshape/Expand) become constants
+    imported = _import_model(folded, operators=None, opsets=SPLIT_OPSETS, name=label)
+    imported.source_bytes = data  # the file as given is what the registry records
     lift_attributes(imported)
     return imported
+
+
+def _read_model_file(path: str | os.PathLike[str]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model file {path} does not exist") from None
 
 
 def lift_attributes(imported: ImportedModel) -> None:

@@ -47,6 +47,9 @@ class Backbone:
         self._specs = specs
         self._outputs = [o.name for o in self._session.get_outputs()]
         self.opset = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+        #: the model's metadata (the split keeps the whole model's on the backbone: e.g. the
+        #: character list a text recogniser's indices are decoded with)
+        self.metadata: dict[str, str] = {p.key: p.value for p in model.metadata_props}
 
     @property
     def input_specs(self) -> list[tuple[str, tuple[int | None, ...], str]]:

@@ -20,7 +20,7 @@ A rule is a small TOML file (see ``rules/*.toml`` and ``docs/FORMATS.md``)::
     kinds = ["weights", "biases"]       # weights (incl. BN scale/statistics) and/or biases
 
     [output]
-    policy = "label_scores"             # label | label_scores | features
+    policy = "label_scores"             # label | label_scores | features | ctc_greedy
 
 Parsing checks the rule on its own (:func:`load_rule`); whether the model can satisfy it is
 checked by the split. The rule's hash is keccak256 of the file bytes, as the registry records.

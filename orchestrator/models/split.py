@@ -46,8 +46,9 @@ from enclave.package import (
 )
 from orchestrator.models.backbone import Backbone, ort_session
 from orchestrator.models.rule import ROLE_KIND, ProtectionRule, module_path
-from splitseal.errors import ModelError, ProtectionRuleError, UnsupportedOperatorError
+from splitseal.errors import InvalidInputError, ModelError, ProtectionRuleError, UnsupportedOperatorError
 from splitseal.onnx_import import ImportedModel, ValueSpec, attributes
+from splitseal.protocol import bundle
 
 logger = logging.getLogger(__name__)
 
@@ -378,13 +379,13 @@ def head_to_graph(imported: ImportedModel, head_model: onnx.ModelProto, crossing
 
 def split_model(imported: ImportedModel, rule: ProtectionRule,
                 samples: Mapping[str, np.ndarray] | np.ndarray | None = None, *,
-                sample_source: str = "given inputs", allow_several_inputs: bool = False) -> SplitResult:
+                sample_source: str = "given inputs") -> SplitResult:
     """Split ``imported`` by ``rule``; with ``samples``, also prove the split equivalent.
 
     Refused before anything is written: a head the enclave interpreter cannot run (every
     unsupported operator is listed with its nodes), a crossing tensor computed from parameters
-    alone, and a cut crossed by several tensors (the enclave serves one-input heads;
-    ``allow_several_inputs`` lifts this for tests of the interpreter itself)."""
+    alone, and several crossing tensors that cannot travel as one bundle (different leading
+    dimensions; :mod:`splitseal.protocol.bundle`)."""
     head_nodes = plan_head(imported, rule)
     head = set(head_nodes)
     backbone_nodes = [n.name for n in imported.nodes if n.name not in head]
@@ -409,11 +410,14 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
             f"tensor(s) {derived} would cross the cut although they are computed from parameters alone "
             "(e.g. an exporter's Identity over a shared initializer): parameters would reach the head "
             "through the public backbone; move the cut so that the nodes computing them are in the head")
-    if len(crossing) > 1 and not allow_several_inputs:
-        raise ProtectionRuleError(
-            f"the cut ({rule.describe_split()}) is crossed by {len(crossing)} tensors {crossing}; the enclave "
-            "serves heads with exactly one input. Move the cut to a point a single tensor crosses (before "
-            "the branch splits, or after the branches join)")
+    if len(crossing) > 1:
+        try:   # several crossing tensors travel as one bundle: they must share the batch dimension
+            bundle.bundle_shape([(t, imported.values[t].shape) for t in crossing])
+        except InvalidInputError as exc:
+            raise ProtectionRuleError(
+                f"the cut ({rule.describe_split()}) is crossed by {len(crossing)} tensors that cannot travel "
+                f"into the enclave together: {exc}. Move the cut to a point where the crossing tensors are "
+                "batch-major alike (or a single tensor crosses)") from None
 
     # where each parameter lands
     sides: dict[str, str] = {}
@@ -458,6 +462,9 @@ def split_model(imported: ImportedModel, rule: ProtectionRule,
 
     graph_inputs = [v.name for v in imported.inputs]
     backbone_model = _extract(imported.model, graph_inputs, crossing, "backbone")
+    # the model's metadata travels with the public half: it says what the outputs mean (a text
+    # recogniser's character list), which the node and the requester read, never the weights
+    backbone_model.metadata_props.extend(imported.model.metadata_props)
     head_model = _extract(imported.model, crossing, [o.name for o in imported.outputs], "head")
     got_b = [n.name for n in backbone_model.graph.node]
     got_h = [n.name for n in head_model.graph.node]

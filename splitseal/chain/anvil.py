@@ -61,7 +61,7 @@ class AnvilNode:
 
     @classmethod
     def start(cls, *, port: int | None = None, block_time: float | None = None,
-              log_path: Path | None = None, timeout: float = 20.0) -> "AnvilNode":
+              log_path: Path | None = None, timeout: float = 20.0, accounts: int | None = None) -> "AnvilNode":
         binary = anvil_binary()
         if port and not _port_free(port):
             raise ChainError(f"port {port} on 127.0.0.1 is in use by another program; give another --port, "
@@ -71,6 +71,8 @@ class AnvilNode:
                 str(PRUNE_HISTORY), "--silent"]
         if block_time:
             args += ["--block-time", str(block_time)]
+        if accounts:  # funded development accounts of the well-known mnemonic (anvil's default 10)
+            args += ["--accounts", str(accounts)]
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)

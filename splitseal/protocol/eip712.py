@@ -50,6 +50,12 @@ TYPES: dict[str, str] = {
     "Decision": ("Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,"
                  "bytes32 probeCommitment)"),
 }
+#: Types signed for a party off-chain, not for a contract (the enclave checks them; the domain's
+#: ``verifyingContract`` still names the contract whose request they belong to).
+OFFCHAIN_TYPES: dict[str, str] = {
+    "HybridShare": ("HybridShare(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,"
+                    "address enclave,uint8 party,bytes32 shareHash)"),
+}
 
 #: secp256k1 group order, and half of it (the low-s bound).
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -62,8 +68,9 @@ def _fields(type_string: str) -> list[tuple[str, str]]:
     return [tuple(part.split(" ")) for part in inner.split(",")]  # type: ignore[misc]
 
 
-_FIELDS: dict[str, list[tuple[str, str]]] = {name: _fields(t) for name, t in TYPES.items()}
-TYPE_HASHES: dict[str, bytes] = {name: keccak256(t.encode()) for name, t in TYPES.items()}
+_ALL_TYPES = {**TYPES, **OFFCHAIN_TYPES}
+_FIELDS: dict[str, list[tuple[str, str]]] = {name: _fields(t) for name, t in _ALL_TYPES.items()}
+TYPE_HASHES: dict[str, bytes] = {name: keccak256(t.encode()) for name, t in _ALL_TYPES.items()}
 DOMAIN_TYPE_HASH = keccak256(DOMAIN_TYPE.encode())
 
 
@@ -199,9 +206,27 @@ def decision_digest(chain_id: int, verifying_contract: Address, *, set_id: int, 
         "accepted": accepted, "probeCommitment": probe_commitment})
 
 
+def hybrid_share_digest(chain_id: int, verifying_contract: Address, *, request_id: int, model_id: bytes,
+                        model_version: int, input_commitment: bytes, enclave: Address, party: int,
+                        share_hash: bytes) -> bytes:
+    """Signed by an MPC node for its sealed backbone-output share of a hybrid request
+    (``verifying_contract`` = the model's EnclaveTransfer), checked by the enclave and the auditor."""
+    return typed_digest(chain_id, verifying_contract, "HybridShare", {
+        "requestId": request_id, "modelId": model_id, "modelVersion": model_version,
+        "inputCommitment": input_commitment, "enclave": enclave, "party": party, "shareHash": share_hash})
+
+
 # --- keys and signatures -------------------------------------------------------------------
 
-def _private_key(private_key: bytes) -> PrivateKey:
+def signing_key(private_key: bytes) -> PrivateKey:
+    """A key to pass to :func:`sign` again and again: building it from the 32 bytes derives the
+    public key (~0.1 ms), which a signer of every answer need do once only."""
+    return _private_key(private_key)
+
+
+def _private_key(private_key: "bytes | PrivateKey") -> PrivateKey:
+    if isinstance(private_key, PrivateKey):
+        return private_key
     if not isinstance(private_key, (bytes, bytearray)) or len(private_key) != 32:
         raise InvalidInputError("a secp256k1 private key must be 32 bytes")
     try:
@@ -220,8 +245,9 @@ def public_key_address(uncompressed: bytes) -> str:
     return to_checksum_address(keccak256(uncompressed[1:])[-20:])
 
 
-def sign(private_key: bytes, digest: bytes) -> bytes:
-    """65-byte signature ``r || s || v`` (low s, v in {27, 28}) of a 32-byte digest."""
+def sign(private_key: "bytes | PrivateKey", digest: bytes) -> bytes:
+    """65-byte signature ``r || s || v`` (low s, v in {27, 28}) of a 32-byte digest; the key as 32
+    bytes or as :func:`signing_key` made it."""
     if not isinstance(digest, (bytes, bytearray)) or len(digest) != 32:
         raise InvalidInputError("the digest to sign must be 32 bytes")
     raw = _private_key(private_key).sign_recoverable(bytes(digest), hasher=None)  # r || s || recid

@@ -66,6 +66,7 @@ NO_CHAIN_CASES = [
     (["no-such-command"], EXIT_USAGE, "invalid choice"),
     # configuration
     (["--config", "{bad.toml}", "chain", "status"], EXIT_USAGE, "bad.toml"),
+    (["--config", "{tmp}", "chain", "status"], EXIT_USAGE, "Is a directory"),
     (["--config", "{missing}", "chain", "status"], EXIT_USAGE, "missing.npy"),
     # inputs of `infer`, refused before any chain is contacted
     (["infer", "--chain", DEAD_URL, "--model", "m", "--input", "{missing}"], EXIT_USAGE, "does not exist"),
@@ -94,12 +95,16 @@ NO_CHAIN_CASES = [
     (["model", "split", MODEL, "--rule", RULE, "--out", "{tmp}/s", "--inputs", "{wrong_shape.npy}"],
      EXIT_USAGE, "shape"),
     (["model", "split", MODEL, "--rule", RULE, "--out", "{tmp}/s", "--random", "0"], EXIT_USAGE, "--random"),
+    (["model", "split", "{tmp}", "--rule", RULE, "--out", "{tmp}/s"], EXIT_USAGE, "Is a directory"),
+    (["model", "split", MODEL, "--rule", "{tmp}", "--out", "{tmp}/s"], EXIT_USAGE, "Is a directory"),
+    (["model", "split", MODEL, "--rule", RULE, "--out", "{good.png}/s", "--random", "2"], EXIT_USAGE, "good.png"),
     (["model", "inspect", "{not.onnx}"], EXIT_USAGE, "not.onnx"),
     (["model", "inspect", "{missing}"], EXIT_USAGE, "missing.npy"),
     (["model", "example-input", "{not.onnx}", "--out", "{tmp}/x.npy"], EXIT_USAGE, "not.onnx"),
     (["model", "example-input", MODEL, "--out", "{nodir}"], EXIT_USAGE, "cannot write"),
     (["model", "example-input", MODEL, "--out", "{tmp}/x.npy", "--index", "-1"], EXIT_USAGE, "--index"),
     (["model", "train", "--max-iters", "0"], EXIT_USAGE, "--max-iters"),
+    (["model", "train", "--model", "digits_classifier", "--out", "{good.png}"], EXIT_USAGE, "good.png"),
     (["model", "provision", "{tmp}", "--model-id", "m", "--chain", DEAD_URL], EXIT_USAGE, "not a split directory"),
     (["model", "provision", "{missing}", "--model-id", "m"], EXIT_USAGE, "not a split directory"),
     # the enclave
@@ -114,12 +119,18 @@ NO_CHAIN_CASES = [
     (["mpc", "up", "--parties", "9", "--random", "small"], EXIT_USAGE, "2 to 4 nodes"),
     (["mpc", "example-image", "--digit", "12", "--out", "{tmp}/a.png"], EXIT_USAGE, "--digit"),
     (["mpc", "example-image", "--digit", "1", "--out", "{nodir}"], EXIT_USAGE, "cannot write"),
+    (["mpc", "example-image", "--face", "s41", "--out", "{tmp}/a.png"], EXIT_USAGE, "s1..s40"),
+    (["mpc", "example-image", "--face", "s1", "--index", "11", "--out", "{tmp}/a.png"], EXIT_USAGE, "photos 1..10"),
+    (["mpc", "example-image", "--face", "s1", "--digit", "1", "--out", "{tmp}/a.png"], EXIT_USAGE, "not allowed"),
+    (["mpc", "up", "--random", "small", "--capture", "camera"], EXIT_USAGE, "unknown capture kind"),
     (["mpc", "enroll", "--subject", "alice", "{missing}"], EXIT_USAGE, "does not exist"),
     (["mpc", "enroll", "--subject", "alice", "{corrupt.png}"], EXIT_USAGE, "not a readable png"),
     (["mpc", "enroll", "--subject", "alice", "{strings.npy}"], EXIT_USAGE, "not numeric"),
     (["mpc", "verify", "--subject", "alice", "{anim.gif}"], EXIT_USAGE, "not a PNG, JPEG or PGM"),
     (["mpc", "identify", "{good.png}"], EXIT_USAGE, "no MPC cluster"),
     (["mpc", "status"], EXIT_USAGE, "no MPC cluster"),
+    (["mpc", "infer", "--model", "digits-hybrid", "{good.png}"], EXIT_USAGE, "no MPC cluster"),
+    (["mpc", "infer", "--model", "digits-hybrid", "{missing}"], EXIT_USAGE, "does not exist"),
     (["mpc", "audit", "alice"], EXIT_USAGE, "no MPC cluster"),
     (["mpc", "node", "run", "--party", "0", "--state-dir", "{tmp}/nothing"], EXIT_USAGE, "no MPC cluster"),
     (["mpc", "node", "run"], EXIT_USAGE, "--party"),
@@ -127,7 +138,7 @@ NO_CHAIN_CASES = [
     (["deploy", "--chain", DEAD_URL], EXIT_RUNTIME, "cannot reach the chain"),
     (["deploy", "--chain", "ftp://example.org"], EXIT_USAGE, "unknown chain"),
     (["audit", "request", "1", "--chain", DEAD_URL], EXIT_RUNTIME, "cannot reach the chain"),
-    (["node", "run", "--chain", "embedded", "--backbone", "{missing}"], EXIT_USAGE, "embedded chain"),
+    (["node", "run", "--chain", "embedded", "--backbone", "{tmp}"], EXIT_USAGE, "embedded chain"),
     (["node", "keeper", "--chain", DEAD_URL, "--once"], EXIT_RUNTIME, "cannot reach the chain"),
     (["demo", "--requests", "0"], EXIT_USAGE, "--requests"),
 ]
@@ -158,8 +169,9 @@ def test_bad_input_gets_a_clear_message_and_its_exit_status(files, capsys, case,
     got, out, err = _run(_argv(case, files), capsys)
     assert got == status, f"exit {got}, expected {status}:\n{out}\n{err}"
     assert "Traceback" not in out + err
-    error_lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(error_lines) == 1 and says in error_lines[0], err
+    # the CLI's line ("error: ..." or argparse's "splitseal CMD: error: ..."), not log records
+    error_lines = [line for line in err.splitlines() if line.startswith(("error:", "splitseal"))]
+    assert len(error_lines) == 1 and "error:" in error_lines[0] and says in error_lines[0], err
     # the same failure under --json: one document on stdout that names it
     got, out, err = _run([*_argv(case, files), "--json"], capsys)
     assert got == status, f"--json: exit {got}, expected {status}:\n{out}\n{err}"

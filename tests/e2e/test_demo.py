@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from mpc.client import faces
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITSEAL_")}
+    # the caller's configuration stays out; where the face data lives is not configuration
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITSEAL_") or k == "SPLITSEAL_FACES_CACHE"}
     env["SPLITSEAL_HOME"] = str(tmp_path)
     return subprocess.run([sys.executable, "-m", "orchestrator.cli", "demo", "--requests", "4", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -23,9 +26,21 @@ def check_output(out: str) -> None:
     assert "accuracy 1.0000" in out or "identical predictions: 100%" in out, out
     assert "VERIFIED" in out and "[FAIL]" not in out
     assert "audit of request 4 verified" in out
-    assert "[mpc] verify digit-4 with a genuine probe: accepted" in out
-    assert "[mpc] verify digit-4 with an impostor probe: rejected" in out
-    assert "signatures verified" in out
+    if faces.available():  # SFace on real ORL faces
+        assert "[mpc] model: SFace" in out
+        assert out.count("YuNet-aligned on the terminal") == 3
+        assert "[mpc] verify s1 with a genuine probe (ORL s1/2): accepted" in out
+        assert "[mpc] verify s1 with an impostor probe (ORL s2/2): rejected" in out
+        assert "[mpc] identify ORL s3/2: s3 " in out
+        assert "[mpc] audit s1: 1 enrolment(s), 2 decision(s), signatures verified" in out
+    else:
+        assert "the digits model instead" in out
+        assert "[mpc] verify digit-4 with a genuine probe: accepted" in out
+        assert "[mpc] verify digit-4 with an impostor probe: rejected" in out
+        assert "signatures verified" in out
+    # real pretrained models on the same system: SFace embeddings with the sample's EER, one OCR line
+    assert "face verification EER on this sample: 0.00% through the chain, 0.00% plaintext" in out, out
+    assert "read through the chain as 'splitseal 2026'" in out
 
 
 @pytest.mark.e2e

@@ -1,6 +1,8 @@
 """The Solidity tests (contracts/test, Foundry): fuzz tests of every external function's checks
-and invariant tests of the request lifecycle and of MPC decisions, run with the pinned forge
-(npm ``@foundry-rs/forge``, installed by scripts/setup). Settings: contracts/foundry.toml."""
+of all five contracts and invariant tests of their lifecycles (requests, MPC decisions and
+enrolments, model versions, provisioning, parameter indexes), run with the pinned forge (npm
+``@foundry-rs/forge``, installed by scripts/setup). Settings: contracts/foundry.toml; list:
+docs/CONTRACTS-TESTING.md."""
 
 from __future__ import annotations
 

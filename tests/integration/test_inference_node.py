@@ -231,6 +231,11 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     b.node.poll_once()
     outcomes = [req.wait(s) for s in submitted]
     assert [o.label for o in outcomes] == list(expected_labels(w, xs))
+    # each node checkpoints its own requests only; the other's it holds in memory through the grace
+    for s in submitted:
+        own, other = (a, b) if s.request_id % 2 == 0 else (b, a)
+        assert own.node.checkpoint.get(s.request_id) is not None
+        assert other.node.checkpoint.get(s.request_id) is None
     claims = {}
     for s in submitted:
         (log_,) = w.chain.get_logs(w.deployment.enclave_transfer, "ResultSubmitted", s.block,

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from chain_node.checkpoint import Checkpoint, Stage
 
 
@@ -34,3 +36,18 @@ def test_scopes_do_not_mix(tmp_path: Path):
     assert b.last_block(default=0) == 0
     assert b.get(1) is None
     assert b.pending() == []
+
+
+def test_an_answer_and_its_stage_commit_together_and_finish_drops_the_transfer(tmp_path):
+    cp = Checkpoint(tmp_path / "cp.sqlite", "scope")
+    cp.see(7, 1)
+    cp.store_transfer(7, b"ct", (1, 4), "<f4", b"c" * 32)
+    cp.store_reply(7, b"result", b"sig", 3, b"t" * 32, stage=Stage.TRANSFERRED)
+    again = Checkpoint(tmp_path / "cp.sqlite", "scope")  # what a restarted node reads
+    assert again.get(7).stage is Stage.TRANSFERRED
+    assert again.load_reply(7) == (b"result", b"sig", 3, b"t" * 32)
+    cp.finish(7, Stage.COMPLETED, "")
+    assert again.get(7).stage is Stage.COMPLETED
+    assert again.load_transfer(7) is None and again.load_reply(7) is None
+    with pytest.raises(ValueError, match="final stage"):
+        cp.finish(7, Stage.SEEN)

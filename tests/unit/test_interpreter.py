@@ -166,7 +166,7 @@ RULES = {
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_whole_head_matches_onnxruntime(rule):
     imp = load_model(small_cnn().SerializeToString())
-    res = split_model(imp, parse_rule(RULES[rule].encode()), allow_several_inputs=True)
+    res = split_model(imp, parse_rule(RULES[rule].encode()))
     head_ort = ort_session(res.head_model.SerializeToString())
     head_np = HeadInterpreter(res.package, res.index)
     assert [s[0] for s in head_np.input_specs] == res.crossing

@@ -13,6 +13,8 @@ from tests.unit.test_interpreter import compare
 
 SEED = 20240611
 DRAWS = 4
+#: more draws for operators with several code paths (Conv: pointwise, depthwise, grouped, dense)
+EXTRA_DRAWS = {"Conv": 16}
 
 
 def _model(op: str, inputs: dict[str, np.ndarray], params: dict[str, np.ndarray], opset: int,
@@ -112,6 +114,29 @@ def _draw(op: str, rng) -> tuple[dict, dict, dict, int]:
         attrs = {"axis": axis if rng.random() < 0.5 else axis - rank,
                  "epsilon": float(rng.choice([1e-5, 1e-6, 1e-3]))}
         return {"x": x}, params, attrs, 17
+    if op == "Conv":   # pointwise, depthwise, grouped and dense forms, random windows
+        form = ["pointwise", "depthwise", "grouped", "dense"][int(rng.integers(0, 4))]
+        group = int(rng.integers(2, 4)) if form == "grouped" else 1
+        c = group * int(rng.integers(1, 4)) if form != "depthwise" else int(rng.integers(2, 6))
+        m = c if form == "depthwise" else group * int(rng.integers(1, 4))
+        group = c if form == "depthwise" else group
+        k = (1, 1) if form == "pointwise" else tuple(int(v) for v in rng.integers(1, 4, size=2))
+        h, w_ = (int(v) for v in rng.integers(4, 9, size=2))
+        attrs = {"group": group}
+        if form == "pointwise" and rng.random() < 0.5:
+            attrs["strides"] = [int(v) for v in rng.integers(1, 3, size=2)]
+        if form != "pointwise":
+            attrs.update(strides=[int(v) for v in rng.integers(1, 3, size=2)],
+                         pads=[int(v) for v in rng.integers(0, 2, size=4)],
+                         dilations=[int(v) for v in rng.integers(1, 3, size=2)])
+        params = {"w": _f(rng, m, c // group, *k)}
+        if rng.random() < 0.7:
+            params["b"] = _f(rng, m)
+        return {"x": _f(rng, int(rng.integers(1, 3)), c, h, w_)}, params, attrs, 17
+    if op in ("LogSoftmax", "Softmax"):
+        opset = int(rng.choice([11, 13, 17]))   # < 13: the 2-D coercion at axis
+        axis = int(rng.integers(-rank, rank))
+        return {"x": x * 4}, {}, {"axis": axis}, opset
     if op == "MatMul":
         b = _shape(rng, 1)[0]
         batch = _shape(rng, int(rng.integers(1, 3)))
@@ -122,8 +147,8 @@ def _draw(op: str, rng) -> tuple[dict, dict, dict, int]:
 
 NEW_OPS = ["Mul", "Sub", "Div", "Pow", "Sqrt", "Exp", "Neg", "Abs", "Erf", "PRelu", "Gelu", "ReduceMean",
            "ReduceL2", "ReduceSum", "ReduceMax", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Gather",
-           "LayerNormalization", "MatMul", "Tanh", "Sigmoid"]
-CASES = [(op, k) for op in NEW_OPS for k in range(DRAWS)]
+           "LayerNormalization", "MatMul", "Tanh", "Sigmoid", "LogSoftmax", "Softmax", "Conv"]
+CASES = [(op, k) for op in NEW_OPS for k in range(EXTRA_DRAWS.get(op, DRAWS))]
 
 
 @pytest.mark.parametrize("op, k", CASES, ids=[f"{op}-draw{k}-seed{SEED}" for op, k in CASES])

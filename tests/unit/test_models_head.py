@@ -78,10 +78,26 @@ def test_every_unsupported_head_operator_is_listed_with_its_nodes():
     assert "Move the cut" in msg and "supports: Abs, Add" in msg
 
 
-def test_cut_crossed_by_several_tensors_refused_naming_them(imp):
-    with pytest.raises(ProtectionRuleError, match=r"crossed by 2 tensors \['/relu/LeakyRelu_output_0', "
-                                                  r"'/layer1/layer1.0/relu/Relu_output_0'\].*exactly one input"):
-        split_model(imp, rule('at_node = "/layer1/layer1.0/Add"', 'parameters = ["*"]'))
+def test_cut_crossed_by_several_tensors_splits_with_the_crossing_tensors_in_order(imp):
+    res = split_model(imp, rule('at_node = "/layer1/layer1.0/Add"', 'parameters = ["*"]'))
+    assert res.crossing == ['/relu/LeakyRelu_output_0', '/layer1/layer1.0/relu/Relu_output_0']
+    assert [t.name for t in res.head_graph.inputs] == res.crossing
+    assert [o.name for o in res.backbone_model.graph.output] == res.crossing
+
+
+def test_crossing_tensors_without_a_shared_batch_dimension_are_refused_naming_them():
+    vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)  # noqa: E731
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Transpose", ["r"], ["rt"], name="time_major", perm=[1, 0, 2]),
+             helper.make_node("Add", ["rt", "b"], ["rb"], name="bias"),
+             helper.make_node("Transpose", ["rb"], ["y0"], name="back", perm=[1, 0, 2]),
+             helper.make_node("Add", ["y0", "r"], ["y"], name="join")]
+    b = numpy_helper.from_array(np.ones((3,), np.float32), "b")
+    model = make_model(nodes, [vi("x", [2, 4, 3])], [vi("y", [2, 4, 3])], [b])   # static: rt is [4, 2, 3]
+    imp3 = load_model(model.SerializeToString())
+    with pytest.raises(ProtectionRuleError, match=r"crossed by 2 tensors that cannot travel.*\['r', 'rt'\].*"
+                                                  r"different leading dimensions"):
+        split_model(imp3, rule('at_node = "bias"', 'parameters = ["*"]'))
 
 
 def test_tensor_computed_from_parameters_alone_may_not_cross():

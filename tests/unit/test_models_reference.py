@@ -23,6 +23,7 @@ RULES = {
     "digits_classifier.toml": ("classifier", "neck.fc", "backbone.flatten.out"),
     "digits_classifier_deep.toml": ("classifier", "backbone.block2.conv", "backbone.block1.pool.out"),
     "digits_classifier_last_layer.toml": ("classifier", "head.fc", "neck.relu.out"),
+    "digits_hybrid.toml": ("classifier", "neck.relu", "neck.fc.out"),
     "digits_embedding.toml": ("embedding", "neck.fc", "backbone.flatten.out"),
     "digits_embedding_deep.toml": ("embedding", "backbone.block2.conv", "backbone.block1.pool.out"),
 }
@@ -34,7 +35,9 @@ def test_images():
 
 
 #: committed rules of other reference models, exercised by their own tests
-OTHER_RULES = {"breast_cancer_gbt.toml": "tests/unit/test_models_trees.py"}
+OTHER_RULES = {"breast_cancer_gbt.toml": "tests/unit/test_models_trees.py",
+               "sface.toml": "tests/unit/test_pretrained_faces.py",
+               "ppocrv4_rec.toml": "tests/unit/test_pretrained_ocr.py"}
 
 
 def test_every_committed_rule_is_exercised():

@@ -52,7 +52,7 @@ def test_split_at_tensor(imp, samples):
 
 def test_skip_connection_crosses_the_cut(imp, samples):
     """Split at the residual Add: both its inputs (the skip p1 and the branch r2) cross."""
-    res = split_model(imp, rule('at_node = "skip_add"'), samples, allow_several_inputs=True)
+    res = split_model(imp, rule('at_node = "skip_add"'), samples)
     assert res.crossing == ["p1", "r2"]
     assert sorted(o.name for o in res.backbone_model.graph.output) == ["p1", "r2"]
     assert sorted(i.name for i in res.head_model.graph.input) == ["p1", "r2"]
@@ -144,7 +144,7 @@ def test_head_reading_the_model_input_refused():
 
 
 def test_both_halves_pass_the_checker(imp):
-    res = split_model(imp, rule('at_node = "skip_add"'), allow_several_inputs=True)
+    res = split_model(imp, rule('at_node = "skip_add"'))
     onnx.checker.check_model(res.backbone_model, full_check=True)
     onnx.checker.check_model(res.head_model, full_check=True)
 
@@ -166,7 +166,7 @@ def test_verification_detects_a_wrong_head(imp, samples):
 
 
 def test_write_and_inspect(tmp_path, imp, samples):
-    res = split_model(imp, rule('at_node = "skip_add"', policy="label"), samples, sample_source="test", allow_several_inputs=True)
+    res = split_model(imp, rule('at_node = "skip_add"', policy="label"), samples, sample_source="test")
     summary = res.write(tmp_path, model_path="m.onnx", rule_path="r.toml")
     on_disk = json.loads((tmp_path / "split.json").read_text())
     assert on_disk == summary
@@ -190,7 +190,7 @@ def test_write_and_inspect(tmp_path, imp, samples):
 
 
 def test_backbone_engine(imp, samples):
-    res = split_model(imp, rule('at_node = "skip_add"'), allow_several_inputs=True)
+    res = split_model(imp, rule('at_node = "skip_add"'))
     bb = Backbone(res.backbone_bytes)
     assert bb.input_specs == [("x", (None, 1, 8, 8), "float32")]
     assert sorted(bb.output_names) == ["p1", "r2"]

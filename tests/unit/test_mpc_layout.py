@@ -16,5 +16,5 @@ def _modules(part: str) -> set[str]:
 def test_the_mpc_package_is_engine_node_client():
     assert _modules("engine") == {"__init__", "ring", "matmul", "beaver", "protocol", "transport", "channel",
                                   "recognition"}
-    assert _modules("node") == {"__init__", "__main__", "node", "dealer", "store", "signing"}
-    assert _modules("client") == {"__init__", "terminal", "owner", "cluster", "audit", "faces"}
+    assert _modules("node") == {"__init__", "__main__", "node", "dealer", "store", "signing", "hybrid"}
+    assert _modules("client") == {"__init__", "terminal", "owner", "cluster", "audit", "faces", "hybrid"}

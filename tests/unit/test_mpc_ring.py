@@ -67,18 +67,35 @@ def test_dealer_truncation_within_n_ulp(n):
     assert np.abs(ring.decode(ring.reconstruct(parts)) - x).max() <= (n + 1) / 2 ** 16
 
 
-def test_ring_matmul_exact():
-    a = RNG.integers(0, 2 ** 64, (33, 700), dtype=np.uint64)
-    b = RNG.integers(0, 2 ** 64, (700, 17), dtype=np.uint64)
+@pytest.mark.parametrize("k", [1, 27, 511, 512, 513, 700])
+def test_ring_matmul_exact(k):
+    """Both limb splits (3 limbs up to k = 512, 16-bit limbs above), at their edges and with the
+    largest values (all bits set), where a float sum would first lose a bit."""
+    a = RNG.integers(0, 2 ** 64, (33, k), dtype=np.uint64)
+    b = RNG.integers(0, 2 ** 64, (k, 17), dtype=np.uint64)
     assert np.array_equal(ring_matmul(a, b).astype(object), _exact(a, b))
+    ones_a = np.full((3, k), 2 ** 64 - 1, dtype=np.uint64)
+    ones_b = np.full((k, 2), 2 ** 64 - 1, dtype=np.uint64)
+    assert np.array_equal(ring_matmul(ones_a, ones_b).astype(object), _exact(ones_a, ones_b))
+    # the limb pattern that maximises every 3-limb partial sum: each limb at its largest value
+    top = np.uint64((2 ** 22 - 1) | ((2 ** 21 - 1) << 22) | ((2 ** 21 - 1) << 43))
+    assert np.array_equal(ring_matmul(np.full((2, k), top), np.full((k, 2), top)).astype(object),
+                          _exact(np.full((2, k), top), np.full((k, 2), top)))
 
 
 def test_ring_matmul_public_exact_and_fallback():
     a = RNG.integers(0, 2 ** 64, (20, 300), dtype=np.uint64)
-    small = RNG.integers(-2 ** 20, 2 ** 20, (300, 9)).astype(np.int64)
+    from mpc.engine.matmul import PublicOperand
+
+    small = RNG.integers(-2 ** 20, 2 ** 20, (300, 9)).astype(np.int64)  # 3 limbs of the shares
+    mid = RNG.integers(-2 ** 26, 2 ** 26, (300, 9)).astype(np.int64)  # 4 limbs of 16 bits
     big = RNG.integers(-2 ** 40, 2 ** 40, (300, 9)).astype(np.int64)  # takes the fallback
-    for w in (small, big):
+    assert [(PublicOperand(w).count, PublicOperand(w).fast) for w in (small, mid, big)] == \
+        [(3, True), (4, True), (4, False)]
+    for w in (small, mid, big):
         assert np.array_equal(ring_matmul_public(a, w).astype(object), _exact(a, w))
+        assert np.array_equal(ring_matmul_public(np.full((2, 300), 2 ** 64 - 1, dtype=np.uint64), w).astype(object),
+                              _exact(np.full((2, 300), 2 ** 64 - 1, dtype=np.uint64), w))
 
 
 def test_conv_on_shares_matches_float():
@@ -90,6 +107,15 @@ def test_conv_on_shares_matches_float():
     # full ring convolution agrees with the public-kernel path
     wr = ring.encode(w)
     assert np.array_equal(ring_conv2d(shares[0], wr, 2, 1), ring_conv2d_public(shares[0], wr.view(np.int64), 2, 1))
+    # a ring kernel of more than 512 taps (16-bit limbs) against the exact product of its im2col
+    from mpc.engine.matmul import im2col
+
+    xr = RNG.integers(0, 2 ** 64, (1, 64, 6, 6), dtype=np.uint64)
+    wr = RNG.integers(0, 2 ** 64, (5, 64, 3, 3), dtype=np.uint64)  # 576 taps
+    cols, ho, wo = im2col(xr, 3, 3, 1, 1)
+    ref = _exact(cols, wr.reshape(5, -1).T)
+    got = ring_conv2d(xr, wr, 1, 1).transpose(0, 2, 3, 1).reshape(-1, 5)
+    assert np.array_equal(got.astype(object), ref)
 
 
 def test_prg_is_deterministic_per_key_and_label():
