@@ -154,12 +154,15 @@ class Requester:
         ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
         return self.submit_committed(model_id, version, keccak256(ciphertext), inline, pointer,
-                                     deadline_seconds=deadline_seconds)
+                                     deadline_seconds=deadline_seconds, consumer=consumer,
+                                     callback_gas_limit=callback_gas_limit)
 
     def submit_committed(self, model_id: bytes, version: int, commitment: bytes, inline: bytes, pointer: str = "", *,
-                         deadline_seconds: int = 600) -> Submitted:
+                         deadline_seconds: int = 600, consumer: str | None = None,
+                         callback_gas_limit: int = 100_000) -> Submitted:
         """Send ``requestInference`` for an input already committed to (a sealed input, or a hybrid
-        request's manifest: splitseal.protocol.hybrid)."""
+        request's manifest: splitseal.protocol.hybrid); with a ``consumer``,
+        ``requestInferenceWithCallback``."""
         self._start_push()
         sent = time.perf_counter()
         # a time to live: the contract adds it to the including block's time, so however long
