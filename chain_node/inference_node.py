@@ -467,7 +467,7 @@ class InferenceNode:
             self._on_revert(request_id, exc)
         except (ChainError, EnclaveError, OSError) as exc:
             self._retry(request_id, exc)
-        except ModelError as exc:  # e.g. a split whose cut more than one tensor crosses
+        except ModelError as exc:  # e.g. a backbone file with no output or several inputs
             self._fail(request_id, FailureCode.INTERNAL, f"the model version cannot be served: {exc}")
         except Exception as exc:  # noqa: BLE001 - no request stops the node
             log.exception("request_id=%d failed inside the node", request_id)

@@ -50,8 +50,12 @@ def element_key(element: dict[str, Any]) -> str:
     return own
 
 
+def in_node_modules(path: str) -> bool:
+    return "node_modules" in Path(path).parts
+
+
 def in_dependency(element: dict[str, Any]) -> bool:
-    return "node_modules" in Path(element.get("source_mapping", {}).get("filename_absolute", "")).parts
+    return in_node_modules(element.get("source_mapping", {}).get("filename_absolute", ""))
 
 
 def analyse(input_path: Path, solc: Path, contracts_dir: Path) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def analyse(input_path: Path, solc: Path, contracts_dir: Path) -> dict[str, Any]
                                and f.visibility in ("external", "public")}
                               | {v.name for v in contract.state_variables if v.visibility == "public"})
         for contract in slither.contracts
-        if not in_dependency({"source_mapping": {"filename_absolute": str(contract.source_mapping.filename.absolute)}})
+        if not in_node_modules(str(contract.source_mapping.filename.absolute))
     }
     return {"findings": sorted(out, key=lambda f: (f["impact"], f["check"], f["element"])), "implemented": implemented}
 

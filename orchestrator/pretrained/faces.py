@@ -37,13 +37,13 @@ def available(root: Path | None = None) -> bool:
 def prepare(root: Path | None = None) -> Path:
     """Fetch the faces (:func:`mpc.client.faces.fetch`) and write SFace + L2 normalize, batch
     dynamic; idempotent."""
-    import onnx
-    from onnx import helper, numpy_helper
-
     root = faces.fetch(root)
     out = model_path(root)
     if out.is_file():
         return out
+    import onnx  # only when there is something to write: set-up runs this on every call
+    from onnx import helper, numpy_helper
+
     model = onnx.load(str(faces.sface_path(root)))
     graph = model.graph
     if len(graph.output) != 1:

@@ -430,7 +430,9 @@ def _two_output_backbone() -> bytes:
     return model.SerializeToString() if onnx.checker.check_model(model) is None else b""
 
 
-def test_a_split_crossed_by_two_tensors_fails_its_requests_and_the_node_goes_on(world):
+def test_a_backbone_that_does_not_fit_its_head_fails_its_requests_and_the_node_goes_on(world):
+    """Two crossing tensors travel as one bundle (tests/integration/test_multi_tensor_cut.py); a
+    backbone whose bundle does not fit the registered head is refused by the enclave."""
     from orchestrator.node_setup import SplitBackbone
 
     w = world
@@ -450,8 +452,8 @@ def test_a_split_crossed_by_two_tensors_fails_its_requests_and_the_node_goes_on(
     good = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=64)[0])
     wiring.node.poll_once()
     outcome = req.wait(bad)
-    assert outcome.status is RequestStatus.FAILED and outcome.failure_code is FailureCode.INTERNAL
-    assert "cannot be served" in outcome.failure_reason and "one tensor" in outcome.failure_reason
+    assert outcome.status is RequestStatus.FAILED and outcome.failure_code is FailureCode.SHAPE_MISMATCH
+    assert f"[1, {2 * es.IN_FEATURES}]" in outcome.failure_reason, outcome.failure_reason
     assert req.wait(good).status is RequestStatus.COMPLETED
     wiring.node.close()
 

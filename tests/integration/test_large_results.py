@@ -1,5 +1,5 @@
 """Results larger than the chain takes inline travel by pointer + commitment: a 1000-class
-scores vector (~22 KB encrypted, above EnclaveTransfer.MAX_RESULT) and a 512-d embedding are
+scores vector (about 12 KB encrypted, above the node's 8 KiB inline limit) and a 1024-d embedding are
 delivered by the node through the real contracts and the real enclave process, and opened
 (fetched, checked against the signed commitment) by the requester."""
 
@@ -65,7 +65,8 @@ def world(embedded_chain, embedded_deployment, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, outputs, policy", [("scores1000", 1000, "label_scores"),
-                                                   ("embedding512", 512, "features")])
+                                                   # 512 floats (about 6.5 KB as float32 decimals) fit inline
+                                                   ("embedding1024", 1024, "features")])
 def test_a_result_too_large_for_the_chain_is_delivered_by_pointer(world, name, outputs, policy):
     w = world
     model = wide_model(outputs, softmax=policy != "features")
