@@ -764,7 +764,7 @@ class EnclaveCore:
     def _restore(self, anchored: int, anchored_sequence: int = 0) -> dict[str, Any]:
         """Load the sealed manifest and models; refuse a state older than the chain's anchors:
         the registry's state version (provisioning) and the highest answer sequence delivered
-        (``EnclaveTransfer.lastSequence``), which a rolled-back manifest cannot reach."""
+        (the highest sequence of its ``ResultSubmitted`` events), which a rolled-back manifest cannot reach."""
         path = self.sealed_dir / "manifest.sealed"
         if not path.exists():
             if anchored or anchored_sequence:
