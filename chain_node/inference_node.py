@@ -16,10 +16,15 @@ Per request, in order (each step is checkpointed before the next starts):
    transfer hash, result commitment, answer sequence). The enclave evaluates a request once
    (asked again, it hands out the same answer), so its answer is the node's claim; it is kept in
    the checkpoint until delivered;
-5. ``BackboneExecution.deliverResult`` records the backbone output commitment
-   (``BackboneExecuted``), the transfer (``TransferRecorded``) and the result
-   (``ResultSubmitted``: inline up to :data:`INLINE_RESULT_LIMIT` bytes, else by pointer into
-   the blob store and commitment) in one transaction, its gas estimated; a second delivery reverts.
+5. ``BackboneExecution.deliverResult`` records the backbone output commitment, the transfer and
+   the result (inline up to :data:`INLINE_RESULT_LIMIT` bytes, else by pointer into the blob
+   store and commitment) in one transaction, its gas estimated; only ``ResultSubmitted`` is
+   emitted, the rest is the call's calldata. A second delivery reverts.
+   With ``[node].delivery_batch`` > 1 the results of one round go out together
+   (``deliverResults``, up to that many per transaction); an item the contract skips
+   (``DeliverySkipped``: delivered by another node, past its deadline, refused) is then ended
+   as its reason calls for, exactly as a reverted single delivery would be. A request that names
+   a consumer is called back by the contract inside its delivery (the gas estimate covers it).
 
 Several nodes: the node whose index is ``request_id % count`` serves a request at once, the
 others after a grace period, so that two nodes rarely compute the same request; when they do,
@@ -41,7 +46,8 @@ second node taking the request over, delivers that answer; the chain keeps one d
 
 The enclave restores its sealed state when it starts only with the chain's anchors, which it
 cannot read itself: the node does it (``seal_state`` restore with ``ModelRegistry.stateVersion``
-and ``EnclaveTransfer.lastSequence``) whenever it finds the enclave not restored.
+and the highest answer sequence its ``ResultSubmitted`` events carry) whenever it finds the
+enclave not restored.
 """
 
 from __future__ import annotations
@@ -58,11 +64,12 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from splitseal.chain import Chain, Deployment, PendingTx, event_topic
+from splitseal.chain import (CalldataNotFound, Chain, Deployment, PendingTx, event_topic, last_delivered_sequence,
+                             request_inline_input)
 from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
-from splitseal.errors import ChainError, ContractRevertError, EnclaveError, ModelError, SplitsealError
-from splitseal.protocol import FailureCode, RequestStatus
+from splitseal.errors import ChainError, ConfigError, ContractRevertError, EnclaveError, ModelError, SplitsealError
+from splitseal.protocol import MAX_DELIVERY_BATCH, FailureCode, RequestStatus
 from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
 from splitseal.protocol.hybrid import is_manifest as is_hybrid_manifest
 from splitseal.protocol.result import ResultClaim
@@ -150,6 +157,9 @@ class InferenceNode:
                  checkpoint_path: Path, blob_dir: Path, confirmations: int = 0,
                  node_index: int = 0, node_count: int = 1, claim_grace: float = 2.0,
                  poll_interval: float = 0.05, start_block: int | None = None) -> None:
+        if not 1 <= config.delivery_batch <= MAX_DELIVERY_BATCH:
+            raise ConfigError(f"[node].delivery_batch = {config.delivery_batch}: give 1 (one deliverResult per "
+                              f"request) to {MAX_DELIVERY_BATCH} (the contract's largest batch)")
         self.chain = chain
         self.deployment = deployment
         self.account = account
@@ -177,9 +187,10 @@ class InferenceNode:
         self._foreign: dict[int, tuple[int, float]] = {}
         self._foreign_done: dict[int, None] = {}  # held requests resolved (ended or taken over)
         self._next_takeover = 0.0
-        self._gas_by_result_size: dict[int, int] = {}  # see _delivery_gas
+        self._gas_by_result_size: dict[tuple[int, int], int] = {}  # see _delivery_gas
         self._next_catch_up = 0.0  # monotonic time of the next log poll while pushes keep coming
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
+        self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
         self._seen_head = 0
@@ -276,7 +287,7 @@ class InferenceNode:
                     continue
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
                     fresh.add(request_id)
-                self._events[request_id] = ev["args"]
+                self._remember(request_id, ev)
         events, upto = [], None
         if not pushed or time.monotonic() >= self._next_catch_up:
             self._next_catch_up = time.monotonic() + CATCH_UP_INTERVAL
@@ -297,7 +308,7 @@ class InferenceNode:
             if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) < _FRESH_BLOCKS:
                 fresh.add(request_id)
             if not record.stage.final:  # a pushed request served already is read again here
-                self._events[request_id] = ev["args"]
+                self._remember(request_id, ev)
         if upto is not None:
             # a restarted node must read the requests it holds in memory again: the cursor stays
             # before the oldest of them
@@ -316,16 +327,19 @@ class InferenceNode:
                 asks.append(rid)
             elif step is not None:
                 moved += 1
-        deliveries: list[tuple[int, PendingTx]] = []
-        for rid in asks:
-            step = self._guard(rid, lambda: self._ask_and_send(rid))
-            if isinstance(step, PendingTx):
-                deliveries.append((rid, step))
-            else:
+        if self.config.delivery_batch > 1:
+            moved += self._deliver_batched(asks)
+        else:
+            deliveries: list[tuple[int, PendingTx]] = []
+            for rid in asks:
+                step = self._guard(rid, lambda: self._ask_and_send(rid))
+                if isinstance(step, PendingTx):
+                    deliveries.append((rid, step))
+                else:
+                    moved += 1
+            for rid, pending in deliveries:
+                self._guard(rid, lambda: self._confirm_delivery(rid, pending))
                 moved += 1
-        for rid, pending in deliveries:
-            self._guard(rid, lambda: self._confirm_delivery(rid, pending))
-            moved += 1
         if time.monotonic() >= self._next_sweep and not self._stopping.is_set():
             self._next_sweep = time.monotonic() + self.config.keeper_interval
             moved += self.keeper.sweep()
@@ -347,7 +361,7 @@ class InferenceNode:
             return False
         address = self.enclave.address
         anchored = int(self.chain.call(self.deployment.model_registry.functions.stateVersion(address)))
-        sequence = int(self.chain.call(self.deployment.enclave_transfer.functions.lastSequence(address)))
+        sequence = last_delivered_sequence(self.chain, self.deployment, address)
         result = endpoint.restore_state(anchored, sequence)
         log.info("enclave %s restored: state version %s, %s model(s) (anchors: state %d, answer %d)",
                  address, result.get("state_version"), result.get("models"), anchored, sequence)
@@ -377,6 +391,10 @@ class InferenceNode:
 
     # --- the pipeline --------------------------------------------------------------------
 
+    def _remember(self, request_id: int, ev: Any) -> None:
+        self._events[request_id] = ev["args"]
+        self._request_txs[request_id] = ev["transactionHash"]
+
     def _request_event(self, request_id: int) -> Any:
         """The request's event args (from the cache, or the chain after a restart)."""
         if request_id not in self._events:
@@ -384,7 +402,7 @@ class InferenceNode:
                                        self.deployment.block, argument_filters={"requestId": request_id})
             if not logs:
                 raise ChainError(f"request {request_id}: its InferenceRequested event is not on chain")
-            self._events[request_id] = logs[0]["args"]
+            self._remember(request_id, logs[0])
         return self._events[request_id]
 
     def _hold_foreign(self, request_id: int, ev: Any) -> bool:
@@ -398,7 +416,7 @@ class InferenceNode:
         if self.checkpoint.get(request_id) is not None:  # taken over before this node restarted
             return False
         self._foreign[request_id] = (int(ev["blockNumber"]), time.monotonic())
-        self._events[request_id] = ev["args"]
+        self._remember(request_id, ev)
         return True
 
     def _take_over_foreign(self) -> None:
@@ -449,7 +467,7 @@ class InferenceNode:
             self._on_revert(request_id, exc)
         except (ChainError, EnclaveError, OSError) as exc:
             self._retry(request_id, exc)
-        except ModelError as exc:  # e.g. a split whose cut more than one tensor crosses
+        except ModelError as exc:  # e.g. a backbone file with no output or several inputs
             self._fail(request_id, FailureCode.INTERNAL, f"the model version cannot be served: {exc}")
         except Exception as exc:  # noqa: BLE001 - no request stops the node
             log.exception("request_id=%d failed inside the node", request_id)
@@ -484,7 +502,7 @@ class InferenceNode:
         ev = self._request_event(request_id)
         times = self.stats.times.setdefault(request_id, StageTimes())
         t0 = time.perf_counter()
-        ciphertext = self._fetch_input(ev)
+        ciphertext = self._fetch_input(request_id, ev)
         if is_hybrid_manifest(ciphertext):
             # its input is in shares at the MPC nodes; their relay serves it (chain_node.hybrid)
             raise HybridRequest(f"request {request_id} is a hybrid request, served by an MPC node set")
@@ -508,6 +526,12 @@ class InferenceNode:
     def _ask_and_send(self, request_id: int) -> Any:
         """The enclave's signed, encrypted answer (asked once, kept until on-chain), delivered
         with the backbone commitment and the transfer hash in one transaction."""
+        delivery = self._answer(request_id)
+        return _HANDLED if delivery is _HANDLED else self._send_single(request_id, delivery)
+
+    def _answer(self, request_id: int) -> Any:
+        """The arguments of the request's ``deliverResult`` (an ``IBackboneExecution.Delivery``),
+        asking the enclave unless its answer is saved; ``_HANDLED`` when the request ended here."""
         ev = self._request_event(request_id)
         stored = self.checkpoint.load_transfer(request_id)
         if stored is None:
@@ -540,25 +564,84 @@ class InferenceNode:
         claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
                             input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
                             requester_key=bytes(ev["requesterKey"]), enclave=self.enclave.address,
-                            transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence)
-        fn = self._delivery(claim, stored.output_commitment, encrypted_result, signature)
-        self._sent_at[request_id] = time.perf_counter()
-        return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, encrypted_result))
+                            transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence,
+                            consumer=str(ev["consumer"]), callback_gas_limit=int(ev["callbackGasLimit"]))
+        return self._delivery(claim, stored.output_commitment, encrypted_result, signature)
 
-    def _delivery_gas(self, fn: Any, encrypted_result: bytes) -> int:
+    def _deliver_batched(self, asks: list[int]) -> int:
+        """Phase 2 and 3 with batching: every answer of this round, ``delivery_batch`` per
+        ``deliverResults`` transaction (all sent, then all confirmed); returns requests moved."""
+        moved = 0
+        items: list[tuple[int, tuple[Any, ...]]] = []
+        for rid in asks:
+            delivery = self._guard(rid, lambda: self._answer(rid))
+            if delivery is _HANDLED:
+                moved += 1
+            else:
+                items.append((rid, delivery))
+        size = self.config.delivery_batch
+        sent: list[tuple[list[int], PendingTx]] = []
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            ids = [rid for rid, _ in chunk]
+            fn = self.deployment.backbone_execution.functions.deliverResults([d for _, d in chunk])
+            try:
+                gas = self.chain.estimate_gas(fn, sender=self.account.address)
+                now = time.perf_counter()
+                for rid in ids:
+                    self._sent_at[rid] = now
+                sent.append((ids, self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)))
+            except ContractRevertError:
+                # the batch itself was refused (too little gas cannot be it: estimated): one by one,
+                # so that each request meets its own revert
+                for rid, delivery in chunk:
+                    pending = self._guard(rid, lambda: self._send_single(rid, delivery))
+                    if isinstance(pending, PendingTx):
+                        sent.append(([rid], pending))
+                    else:
+                        moved += 1
+            except (ChainError, OSError) as exc:
+                for rid in ids:
+                    self._retry(rid, exc)
+                moved += len(ids)
+        for ids, pending in sent:
+            moved += len(ids)
+            try:
+                receipt = self.chain.confirm(pending)
+            except (ChainError, OSError) as exc:  # not mined, or reverted as a whole: send again
+                for rid in ids:
+                    self._retry(rid, exc)
+                continue
+            skipped = {int(e["requestId"]): bytes(e["reason"]) for e in
+                       self.chain.events(receipt, self.deployment.backbone_execution, "DeliverySkipped")}
+            for rid in ids:
+                if rid in skipped:
+                    error = self.chain.errors.error(skipped[rid], "deliverResults")
+                    log.warning("request_id=%d delivery skipped in batch: %s", rid, error)
+                    self._guard(rid, lambda: self._on_revert(rid, error))
+                else:
+                    self._guard(rid, lambda: self._delivered(rid, pending, batch=len(ids)))
+        return moved
+
+    def _send_single(self, request_id: int, delivery: tuple[Any, ...]) -> PendingTx:
+        fn = self.deployment.backbone_execution.functions.deliverResult(*delivery)
+        self._sent_at[request_id] = time.perf_counter()
+        return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, delivery))
+
+    def _delivery_gas(self, fn: Any, delivery: tuple[Any, ...]) -> int:
         """Gas limit of a delivery: estimated once per result size and kept (an estimate re-runs
         the transaction, ~10 ms on the embedded chain, a round trip on a node, on the critical
-        path of every request). A delivery's cost depends on the result's size and on whether a
-        storage slot is written first time, which only the first delivery of an enclave does and
-        the first estimate includes; the margin covers the rest. A delivery that would revert
+        path of every request). A delivery's cost depends on the result's size and on the gas a
+        consumer's callback asks for (the cache key); the margin covers the rest. A delivery that would revert
         (another node delivered, the deadline passed) then reverts on-chain instead of in the
         estimate and is handled the same way."""
-        size = len(encrypted_result) if len(encrypted_result) <= INLINE_RESULT_LIMIT else -1  # -1: by pointer
-        gas = self._gas_by_result_size.get(size)
+        claim, inline = delivery[0], delivery[2]
+        key = (len(inline) if inline else -1, int(claim[9]))  # -1: by pointer; the callback's gas
+        gas = self._gas_by_result_size.get(key)
         if gas is None:
             gas = self.chain.estimate_gas(fn, sender=self.account.address)
             if len(self._gas_by_result_size) < 256:
-                self._gas_by_result_size[size] = gas
+                self._gas_by_result_size[key] = gas
         return gas + gas // 4 + 10_000
 
     def _infer(self, request_id: int, ev: Any, stored: Any) -> Any:
@@ -575,29 +658,38 @@ class InferenceNode:
         inline, pointer, commitment = encrypted_result, "", bytes(32)
         if len(encrypted_result) > INLINE_RESULT_LIMIT:
             inline, pointer, commitment = b"", self.blobs.put(encrypted_result), keccak256(encrypted_result)
-        return self.deployment.backbone_execution.functions.deliverResult(
-            claim.as_abi(), output_commitment, inline, pointer, commitment, signature)
+        return (claim.as_abi(), output_commitment, inline, pointer, commitment, signature)
 
     def _confirm_delivery(self, request_id: int, pending: PendingTx) -> None:
         self.chain.confirm(pending)
+        self._delivered(request_id, pending)
+
+    def _delivered(self, request_id: int, pending: PendingTx, *, batch: int = 1) -> None:
         times = self.stats.times.setdefault(request_id, StageTimes())
         times.delivery_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
         self._finish(request_id, Stage.COMPLETED, "")
         self.stats.completed += 1
-        log.info("request_id=%d stage=completed backbone_ms=%.1f enclave_ms=%.1f delivery_ms=%.1f tx=%s", request_id,
-                 times.backbone * 1e3, times.enclave * 1e3, times.delivery_tx * 1e3, pending.tx_hash.hex()[:18])
+        log.info("request_id=%d stage=completed backbone_ms=%.1f enclave_ms=%.1f delivery_ms=%.1f batch=%d tx=%s",
+                 request_id, times.backbone * 1e3, times.enclave * 1e3, times.delivery_tx * 1e3, batch,
+                 pending.tx_hash.hex()[:18])
 
     # --- outcomes ------------------------------------------------------------------------
 
-    def _fetch_input(self, ev: Any) -> bytes:
-        inline = bytes(ev["inlineInput"])
+    def _fetch_input(self, request_id: int, ev: Any) -> bytes:
+        """The encrypted input: at the pointer, or (inline) the request transaction's calldata,
+        which the event does not repeat; either must hash to the input commitment."""
         commitment = bytes(ev["inputCommitment"])
-        if inline:
-            if keccak256(inline) != commitment:
-                raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
-                                   "inline input does not match the request's input commitment")
-            return inline
-        return self.blobs.get(str(ev["inputPointer"]), commitment, max_bytes=2 * MAX_INPUT_BYTES)
+        pointer = str(ev["inputPointer"])
+        if pointer:
+            return self.blobs.get(pointer, commitment, max_bytes=2 * MAX_INPUT_BYTES)
+        try:
+            inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id])
+        except CalldataNotFound as exc:
+            raise InputProblem(FailureCode.INPUT_UNAVAILABLE, str(exc)) from None
+        if keccak256(inline) != commitment:
+            raise InputProblem(FailureCode.INPUT_HASH_MISMATCH,
+                               "inline input does not match the request's input commitment")
+        return inline
 
     def _time_out(self, request_id: int) -> bool:
         """The deadline passed before our claim or result: end the request on-chain."""
@@ -644,6 +736,7 @@ class InferenceNode:
         if self.on_finished is not None:
             self.on_finished(request_id, stage, detail, self.stats.times.get(request_id))
         self._events.pop(request_id, None)
+        self._request_txs.pop(request_id, None)
         self._first_seen.pop(request_id, None)
         self._not_before.pop(request_id, None)
         while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only

@@ -582,12 +582,14 @@ class EnclaveCore:
             return previous
         if not shape or 0 in shape:
             raise ShapeMismatchError(f"backbone output shape {list(shape)} is empty")
-        self._check_head_input(model, shape)
+        head_shape = _unflattened(shape, model.input_shape)
+        self._check_head_input(model, head_shape)
         opened = open_hybrid_transfer(
             refuse=EntryCallError, x25519=self._x25519, enclave=self.address, chain_id=model.chain_id,
             transfer_contract=model.transfer, request_id=request_id, model_id=model_id, version=version,
             input_commitment=input_commitment, manifest_bytes=manifest, shares=shares, shape=shape)
-        return self._answer(model, replay_key, request_id, opened.output, input_commitment, requester, requester_key,
+        return self._answer(model, replay_key, request_id, opened.output.reshape(head_shape), input_commitment,
+                            requester, requester_key,
                             opened.transfer_hash, extra={"record": opened.record,
                                                          "output_commitment": opened.output_commitment})
 
@@ -762,7 +764,7 @@ class EnclaveCore:
     def _restore(self, anchored: int, anchored_sequence: int = 0) -> dict[str, Any]:
         """Load the sealed manifest and models; refuse a state older than the chain's anchors:
         the registry's state version (provisioning) and the highest answer sequence delivered
-        (``EnclaveTransfer.lastSequence``), which a rolled-back manifest cannot reach."""
+        (the highest sequence of its ``ResultSubmitted`` events), which a rolled-back manifest cannot reach."""
         path = self.sealed_dir / "manifest.sealed"
         if not path.exists():
             if anchored or anchored_sequence:
@@ -814,6 +816,16 @@ class EnclaveCore:
         log.info("restored sealed state state_version=%d models=%d sequence=%d journal=%d", manifest_version,
                  len(models), self.sequence, self._journal_records)
         return {"state_version": manifest_version, "models": len(models), "sequence": self.sequence}
+
+
+def _unflattened(shape: tuple[int, ...], head_input: tuple[int | None, ...]) -> tuple[int, ...]:
+    """The MPC engine hands out its output per example flattened, (B, D); a head that reads a
+    feature map (B, C, H, W) of the same D elements gets it in that shape (C order both)."""
+    rest = head_input[1:]
+    if len(shape) == 2 and len(head_input) > 2 and all(d is not None for d in rest) \
+            and int(np.prod(rest)) == shape[1]:
+        return (shape[0], *(int(d) for d in rest))
+    return tuple(shape)
 
 
 # --- result plaintext -----------------------------------------------------------------------------

@@ -27,8 +27,8 @@ import numpy as np
 from splitseal.errors import InvalidInputError
 from splitseal.protocol import FailureCode, crypto, eip712, hybrid
 
-#: the largest sealed share accepted (a 64k-element backbone output)
-MAX_SHARE_BYTES = 8 * 65536 + crypto.ECIES_OVERHEAD
+#: the largest sealed share accepted (a backbone output of 1 M elements)
+MAX_SHARE_BYTES = 8 * 2**20 + crypto.ECIES_OVERHEAD
 
 
 @dataclass(frozen=True)

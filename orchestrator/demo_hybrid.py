@@ -34,16 +34,15 @@ def run(stack: "Stack", state_dir: Path, say: Callable[[str], None], requests: i
     from .audit import Auditor
     from .hybrid import HybridRequester
     from .models.backbone import Backbone
-    from .stack import Steps, install_model_version
     from .training import load_split, reference_model_path
 
     chain, deployment = stack.chain, stack.deployment
-    step = Steps(lambda line: say(f"[hybrid] {line.strip()}"))
-    split_dir = state_dir / "split"
-    model_id, version = install_model_version(step, chain, deployment, chain.account(1),
-                                              stack.state_dir / "enclave", split_dir, model="digits_classifier",
-                                              rule=HYBRID_RULE, label="-hybrid")
-    cl.up(state_dir / "mpc", load_onnx(split_dir / "node" / "backbone.onnx"), parties=2, shared=True)
+    _, _, x_test, y_test = load_split()
+    served = stack.add_model("digits_classifier-hybrid", reference_model_path("digits_classifier"), HYBRID_RULE,
+                             x_test[:128], sample_source="digits test split",
+                             say=lambda line: say(f"[hybrid] {line.strip()}"))
+    model_id, version = served.model_id, served.version
+    cl.up(state_dir / "mpc", load_onnx(served.split_dir / "node" / "backbone.onnx"), parties=2, shared=True)
     mpc = cl.MpcClient(cl.ClusterInfo.load(state_dir / "mpc"))
     requester = stack.requester()
     ids = []
@@ -55,7 +54,6 @@ def run(stack: "Stack", state_dir: Path, say: Callable[[str], None], requests: i
         role = chain.call(be.functions.NODE_ROLE())
         if not chain.call(be.functions.hasRole(role, relay_account.address)):
             chain.transact(be.functions.grantRole(role, relay_account.address), sender=chain.account(0))
-        _, _, x_test, y_test = load_split()
         plain = Backbone(reference_model_path("digits_classifier").read_bytes())
         with EnclaveClient(stack.state_dir / "enclave" / "enclave.sock") as enclave:
             relay = HybridRelay(chain, deployment, relay_account, enclave, blob_dir=stack.state_dir / "blobs")

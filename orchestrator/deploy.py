@@ -40,10 +40,11 @@ def deploy_all(chain: Chain, admin: LocalAccount, *, quoting_key: str = ZERO_ADD
     registry = deploy("ModelRegistry", admin.address, quoting_key)
     index = deploy("ParameterIndex", registry.address)
     backbone = deploy("BackboneExecution", admin.address, registry.address)
-    transfer = deploy("EnclaveTransfer", registry.address, backbone.address)
-    say("linking BackboneExecution to EnclaveTransfer")
-    receipt = chain.transact(backbone.functions.setEnclaveTransfer(transfer.address), sender=admin)
-    txs["BackboneExecution.setEnclaveTransfer"] = receipt["transactionHash"].to_0x_hex()
+    # BackboneExecution deploys and links its EnclaveTransfer in its constructor (an immutable
+    # link: no delivery pays for reading it)
+    transfer = chain.contract("EnclaveTransfer", chain.call(backbone.functions.enclaveTransfer()))
+    txs["EnclaveTransfer"] = txs["BackboneExecution"]
+    say(f"EnclaveTransfer at {transfer.address}, deployed and linked by BackboneExecution")
     features = deploy("FeatureShareRegistry", admin.address)
     return Deployment(chain_id=chain.chain_id, block=start_block + 1, admin=admin.address,
                       model_registry=registry, parameter_index=index, backbone_execution=backbone,

@@ -73,12 +73,13 @@ class HybridRequester:
                                     f"{self.mpc.addresses()}; register the cluster's nodes "
                                     "(`splitseal mpc up --chain …` does) and give that set")
 
-    def submit(self, model_id: bytes, version: int, image: Any, *, deadline_seconds: int = 600
-               ) -> tuple[Submitted, PreparedInput, bytes]:
-        """Steps 1-3: the request on-chain; returns it, the shares and the enclave key."""
+    def submit(self, model_id: bytes, version: int, image: Any, *, deadline_seconds: int = 600,
+               model_input: bool = False) -> tuple[Submitted, PreparedInput, bytes]:
+        """Steps 1-3: the request on-chain; returns it, the shares and the enclave key
+        (``model_input``: mpc.client.hybrid.prepare)."""
         key = self.enclave_key(model_id, version)
         self.check_node_set()
-        prepared = prepare(self.mpc, image, self.set_id)
+        prepared = prepare(self.mpc, image, self.set_id, model_input=model_input)
         submitted = self.requester.submit_committed(model_id, version, prepared.manifest.commitment(),
                                                     prepared.manifest_bytes, deadline_seconds=deadline_seconds)
         return submitted, prepared, key
@@ -104,11 +105,12 @@ class HybridRequester:
             return self.relay.fail(submitted.request_id, FailureCode.INTERNAL, f"the enclave is unreachable: {exc}")
 
     def infer(self, model_id: bytes, version: int, image: Any, *, timeout: float = 120.0,
-              deadline_seconds: int = 600) -> HybridOutcome:
+              deadline_seconds: int = 600, model_input: bool = False) -> HybridOutcome:
         import time
 
         t0 = time.perf_counter()
-        submitted, prepared, key = self.submit(model_id, version, image, deadline_seconds=deadline_seconds)
+        submitted, prepared, key = self.submit(model_id, version, image, deadline_seconds=deadline_seconds,
+                                               model_input=model_input)
         t1 = time.perf_counter()
         delivery = self.serve(submitted, prepared, key)
         t2 = time.perf_counter()

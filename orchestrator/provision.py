@@ -243,7 +243,9 @@ def restore_enclave(chain: Chain, deployment: Deployment, client: EnclaveClient)
     status = client.status()
     enclave = to_checksum_address(status.enclave)
     anchored = chain.call(deployment.model_registry.functions.stateVersion(enclave))
-    sequence = chain.call(deployment.enclave_transfer.functions.lastSequence(enclave))
+    from splitseal.chain import last_delivered_sequence
+
+    sequence = last_delivered_sequence(chain, deployment, enclave)
     return client.restore_state(int(anchored), int(sequence))
 
 

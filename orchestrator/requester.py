@@ -25,7 +25,7 @@ from eth_account.signers.local import LocalAccount
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
 from splitseal.chain import Chain, Deployment
 from splitseal.errors import ChainError, InvalidInputError, SplitsealError
-from splitseal.protocol import FailureCode, RequestStatus, eip712
+from splitseal.protocol import MAX_CALLBACK_GAS, MIN_CALLBACK_GAS, FailureCode, RequestStatus, eip712
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.protocol.result import InferenceResult, ResultClaim, open_result
 
@@ -141,33 +141,57 @@ class Requester:
                                         ("EnclaveTransfer", self.deployment.enclave_transfer)])
 
     def submit(self, model_id: bytes, version: int, array: np.ndarray, *, deadline_seconds: int = 600,
-               inline_limit: int = INLINE_LIMIT) -> Submitted:
-        """Encrypt the input to the node's key, commit to it, and send ``requestInference``."""
+               inline_limit: int = INLINE_LIMIT, consumer: str | None = None,
+               callback_gas_limit: int = 100_000) -> Submitted:
+        """Encrypt the input to the node's key, commit to it, and send ``requestInference``
+        (``requestInferenceWithCallback`` when a ``consumer`` contract is to be called back with
+        the result, with ``callback_gas_limit`` gas; docs/PROTOCOL.md)."""
         array = np.asarray(array)
         if array.size == 0 or not np.all(np.isfinite(array)):
             raise InvalidInputError("input must be a non-empty array of finite numbers")
+        if consumer is not None:
+            self._check_consumer(consumer, callback_gas_limit)
         ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
         return self.submit_committed(model_id, version, keccak256(ciphertext), inline, pointer,
-                                     deadline_seconds=deadline_seconds)
+                                     deadline_seconds=deadline_seconds, consumer=consumer,
+                                     callback_gas_limit=callback_gas_limit)
 
     def submit_committed(self, model_id: bytes, version: int, commitment: bytes, inline: bytes, pointer: str = "", *,
-                         deadline_seconds: int = 600) -> Submitted:
+                         deadline_seconds: int = 600, consumer: str | None = None,
+                         callback_gas_limit: int = 100_000) -> Submitted:
         """Send ``requestInference`` for an input already committed to (a sealed input, or a hybrid
-        request's manifest: splitseal.protocol.hybrid)."""
+        request's manifest: splitseal.protocol.hybrid); with a ``consumer``,
+        ``requestInferenceWithCallback``."""
         self._start_push()
         sent = time.perf_counter()
         # a time to live: the contract adds it to the including block's time, so however long
         # the chain sat idle, the request gets the whole of it
-        receipt = self.chain.transact(self.deployment.backbone_execution.functions.requestInference(
-            model_id, version, commitment, inline, pointer, self.key.public, int(deadline_seconds)),
-            sender=self.account, gas=500_000)
+        functions = self.deployment.backbone_execution.functions
+        args = (model_id, version, commitment, inline, pointer, self.key.public, int(deadline_seconds))
+        fn = functions.requestInference(*args) if consumer is None else \
+            functions.requestInferenceWithCallback(*args, consumer, int(callback_gas_limit))
+        receipt = self.chain.transact(fn, sender=self.account, gas=500_000)
         mined = time.perf_counter()
         (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")
         with self._pushed_cv:
             self._waiting.add(int(event["requestId"]))
         return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].to_0x_hex(),
                          receipt["blockNumber"], sent, mined, receipt["gasUsed"])
+
+    def _check_consumer(self, consumer: str, gas_limit: int) -> None:
+        """The contract refuses these too; here the requester learns what to do about it."""
+        from eth_utils import is_address
+
+        if not is_address(consumer):
+            raise InvalidInputError(f"consumer {consumer!r} is not an address; give the 0x-prefixed address of "
+                                    f"a contract implementing IInferenceConsumer")
+        if not MIN_CALLBACK_GAS <= gas_limit <= MAX_CALLBACK_GAS:
+            raise InvalidInputError(f"callback gas limit {gas_limit:,} is outside [{MIN_CALLBACK_GAS:,}, "
+                                    f"{MAX_CALLBACK_GAS:,}]")
+        if not self.chain.code(consumer):
+            raise InvalidInputError(f"consumer {consumer} has no code on this chain; a callback needs a contract "
+                                    f"(deploy it first, or leave the consumer out)")
 
     # --- wait ------------------------------------------------------------------------------
 
@@ -256,13 +280,19 @@ class Requester:
             self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
         outcome = InferenceOutcome(request_id=request_id, status=status)
         if status is RequestStatus.COMPLETED:
-            xfer, res = logs["TransferRecorded"], logs["ResultSubmitted"]
+            from splitseal.chain import delivered_result
+
+            res = logs["ResultSubmitted"]
             args = res["args"]
-            encrypted = self._encrypted_result(request_id, args)
-            self._verify_signature(request, xfer["args"], args)
+            # the ciphertext, the signature and (one-transaction path) the transfer are the
+            # delivery's calldata, not repeated in events
+            delivered = delivered_result(self.chain, self.deployment, res["transactionHash"], request_id)
+            encrypted = self._encrypted_result(request_id, args, delivered)
+            self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature)
             result = open_result(self.key, encrypted, request_id, bytes(request["modelId"]), int(request["version"]))
             _set_prediction(outcome, result)
             outcome.enclave = args["enclave"]
+            xfer = logs.get("TransferRecorded", res)  # a separate transfer tx on the two-step path only
             outcome.transactions["transfer"] = xfer["transactionHash"].to_0x_hex()
             outcome.transactions["result"] = res["transactionHash"].to_0x_hex()
         elif status is RequestStatus.FAILED:
@@ -280,34 +310,34 @@ class Requester:
         if self._push:
             self._push.stop()
 
-    def _encrypted_result(self, request_id: int, result: Any) -> bytes:
-        """The encrypted result: inline, or fetched from its pointer and checked against the
+    def _encrypted_result(self, request_id: int, result: Any, delivered: Any) -> bytes:
+        """The encrypted result: inline, or fetched from its pointer, checked against the
         commitment the chain recorded (and the enclave signed)."""
         commitment = bytes(result["resultCommitment"])
-        inline = bytes(result["encryptedResult"])
+        inline = delivered.encrypted_result
         if inline:
             if keccak256(inline) != commitment:
                 raise SplitsealError(f"request {request_id}: the inline result does not hash to its commitment")
             return inline
-        pointer = str(result.get("resultPointer", "") or "")
+        pointer = delivered.result_pointer
         try:
             return self.blobs.get(pointer, commitment, max_bytes=MAX_RESULT_BLOB)
         except InvalidInputError as exc:
             raise SplitsealError(f"request {request_id}: its result is stored off-chain at {pointer!r} and cannot "
                                  f"be fetched and checked: {exc}") from None
 
-    def _verify_signature(self, req: Any, xfer: Any, result: Any) -> None:
+    def _verify_signature(self, req: Any, transfer_hash: bytes, result: Any, signature: bytes) -> None:
         """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
         if bytes(req["requesterKey"]) != self.key.public:
             raise SplitsealError(f"request {req['requestId']} names another result key than this requester's")
         claim = ResultClaim(request_id=int(req["requestId"]), model_id=bytes(req["modelId"]),
                             input_commitment=bytes(req["inputCommitment"]), requester=str(req["requester"]),
                             requester_key=self.key.public, enclave=str(result["enclave"]),
-                            transfer_hash=bytes(xfer["transferHash"]), sequence=int(result["sequence"]))
+                            transfer_hash=transfer_hash, sequence=int(result["sequence"]))
         digest = claim.digest(self.chain.chain_id, self.deployment.enclave_transfer.address,
                               model_version=int(req["version"]),
                               result_commitment=bytes(result["resultCommitment"]))
-        signer = eip712.recover(digest, bytes(result["signature"]))
+        signer = eip712.recover(digest, signature)
         if signer.lower() != str(result["enclave"]).lower():
             raise SplitsealError(f"request {req['requestId']}: result signature recovers to {signer}, "
                                  f"not to the enclave {result['enclave']}; do not trust this result")

@@ -95,27 +95,12 @@ class Stack:
         """Serve one more model on this system: split it by ``rule`` (verified on ``samples``),
         register the version, provision the head to the running enclave (already attested) and
         give every node its backbone. Returns where requests for it go."""
-        from splitseal.enclave_client import EnclaveClient
-
-        from .models import load_model
-        from .models.rule import load_rule
-        from .models.split import NODE_DIR, split_model
-        from .provision import provision_model, register_model_version
+        from .models.split import NODE_DIR
 
         split_dir = self.state_dir / "models" / name
-        result = split_model(load_model(model_path), load_rule(rule), samples, sample_source=sample_source)
-        summary = result.write(split_dir, model_path=str(model_path), rule_path=str(rule))
-        v = result.verification
-        say(f"split {name} by {rule.name}: {len(result.head_nodes)} head nodes in the enclave, backbone + head "
-            f"equals the whole model on {v.samples} samples ({sample_source}): max difference "
-            f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter")
-        owner = self.chain.account(1)
-        model_id = keccak256(f"splitseal-demo/{name}/{owner.address}".encode())
-        version = register_model_version(self.chain, self.deployment, owner, model_id, split_dir, summary)
-        with EnclaveClient(self.state_dir / "enclave" / "enclave.sock") as owner_client:
-            provision_model(self.chain, self.deployment, owner_client, owner, model_id=model_id, version=version,
-                            package_bytes=(split_dir / "head.pkg").read_bytes(),
-                            index_bytes=(split_dir / "head.index").read_bytes(), allow_measurement=True)
+        model_id, version = install_model_version(
+            Steps(say), self.chain, self.deployment, self.chain.account(1), self.state_dir / "enclave", split_dir,
+            model=name, model_path=model_path, rule=rule, samples=samples, sample_source=sample_source)
         for wiring in self.nodes:
             wiring.node.backbones.add(split_dir / NODE_DIR)
         self.models[name] = ServedModel(name, model_id, version, split_dir)
@@ -202,9 +187,11 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
 
 def install_model_version(step: "Steps", chain: "Chain", deployment: "Deployment", owner, enclave_dir: Path,
-                          split_dir: Path, *, model: str, rule: Path, label: str = "") -> tuple[bytes, int]:
-    """Split ``model`` by ``rule`` (proving the split equal to the model), register the version
-    and provision the attested enclave with its head and index; returns (model id, version)."""
+                          split_dir: Path, *, model: str, rule: Path, model_path: Path | None = None,
+                          samples=None, sample_source: str = "digits test split") -> tuple[bytes, int]:
+    """Split ``model`` (a reference model's name, or any ONNX file at ``model_path`` with
+    ``samples`` to prove the split on) by ``rule``, register the version and provision the
+    attested enclave with its head and index; returns (model id, version)."""
     from splitseal.enclave_client import EnclaveClient
 
     from .models import load_model
@@ -213,18 +200,20 @@ def install_model_version(step: "Steps", chain: "Chain", deployment: "Deployment
     from .provision import provision_model, register_model_version
     from .training import load_split, reference_model_path
 
+    path = model_path if model_path is not None else reference_model_path(model)
     with step(f"split {model} by {rule.name}"):
-        imported = load_model(reference_model_path(model))
-        _, _, x_test, _ = load_split()
-        result = split_model(imported, load_rule(rule), x_test[:128], sample_source="digits test split")
-        summary = result.write(split_dir, model_path=str(reference_model_path(model)), rule_path=str(rule))
+        imported = load_model(path)
+        if samples is None:
+            samples = load_split()[2][:128]
+        result = split_model(imported, load_rule(rule), samples, sample_source=sample_source)
+        summary = result.write(split_dir, model_path=str(path), rule_path=str(rule))
     v = result.verification
     step.note(f"backbone + head equals the whole model on {v.samples} test images: max difference "
               f"{v.max_abs_diff_interpreter:.1e} with the enclave's interpreter, "
               f"{v.max_abs_diff_onnxruntime:.1e} on onnxruntime (tolerance {v.tolerance:.0e})")
 
     # one model id per owner: on a chain that outlives the demo, each run adds a version
-    model_id = keccak256(f"splitseal-demo/{model}{label}/{owner.address}".encode())
+    model_id = keccak256(f"splitseal-demo/{model}/{owner.address}".encode())
     with step("register the model version (hashes of backbone, head graph, head parameters, rule)"):
         version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
     step.note(f"model 0x{model_id.hex()[:16]}… version {version}")

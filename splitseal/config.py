@@ -83,6 +83,11 @@ class NodeConfig:
     node_index: int = 0
     node_count: int = 1
     claim_grace: float = 2.0
+    #: Deliver up to this many results per transaction (``deliverResults``: each item still
+    #: signed by its enclave and bound to its request; a bad item is skipped, not the batch).
+    #: 1 sends one ``deliverResult`` per request, the lowest latency; 16 costs about a third of
+    #: the gas per result (docs/BENCHMARKS.md).
+    delivery_batch: int = 1
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ pragma solidity 0.8.37;
 
 import {IBackboneExecution} from "./interfaces/IBackboneExecution.sol";
 import {IEnclaveTransfer} from "./interfaces/IEnclaveTransfer.sol";
+import {IInferenceConsumer} from "./interfaces/IInferenceConsumer.sol";
 import {IModelRegistry} from "./interfaces/IModelRegistry.sol";
 import {SplitsealEIP712} from "./lib/Signatures.sol";
 import {RequestBinding} from "./lib/RequestBinding.sol";
@@ -28,6 +29,13 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     /// @notice Highest defined failure reason code (7 Internal).
     uint8 public constant MAX_REASON_CODE = 7;
 
+    /// @notice Most bytes of a consumer's return or revert data copied into {ConsumerCalled}.
+    uint256 public constant MAX_CALLBACK_RETURN = 64;
+
+    /// @dev Gas kept back for the code between the gas check and the callback's CALL (memory,
+    ///      the warm call itself) and for the code after it (the event).
+    uint256 private constant _CALLBACK_OVERHEAD = 10_000;
+
     bytes32 private constant _INFERENCE_RESULT_TYPEHASH = keccak256(
         "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,uint64 sequence)"
     );
@@ -38,15 +46,13 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
 
     IModelRegistry private immutable _registry;
     IBackboneExecution private immutable _backbone;
-    mapping(address enclave => uint64) private _lastSequence;
 
     // ============================================================================================
     //                                        CONSTRUCTOR
     // ============================================================================================
 
     /// @param registry The ModelRegistry.
-    /// @param backbone The BackboneExecution (which must then link this contract with
-    ///        `setEnclaveTransfer`).
+    /// @param backbone The BackboneExecution (which deploys this contract in its constructor).
     constructor(IModelRegistry registry, IBackboneExecution backbone) {
         _registry = registry;
         _backbone = backbone;
@@ -70,20 +76,22 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
         bytes32 resultCommitment,
         bytes calldata signature
     ) external {
-        _submit(claim, encryptedResult, resultPointer, resultCommitment, signature);
+        // Completes the request if it was Transferred and in time; reverting in _submit undoes it.
+        IBackboneExecution.Request memory r = _backbone.markCompleted(claim.requestId);
+        _submit(claim, r, encryptedResult, resultPointer, resultCommitment, signature);
     }
 
     /// @inheritdoc IEnclaveTransfer
     function recordTransferAndSubmit(
         RequestBinding.ResultClaim calldata claim,
+        IBackboneExecution.Request calldata request,
         bytes calldata encryptedResult,
         string calldata resultPointer,
         bytes32 resultCommitment,
         bytes calldata signature
     ) external {
         if (msg.sender != address(_backbone)) revert EnclaveTransferNotBackbone(msg.sender);
-        emit TransferRecorded(claim.requestId, claim.enclave, claim.transferHash);
-        _submit(claim, encryptedResult, resultPointer, resultCommitment, signature);
+        _submit(claim, request, encryptedResult, resultPointer, resultCommitment, signature);
     }
 
     /// @inheritdoc IEnclaveTransfer
@@ -108,11 +116,6 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     }
 
     /// @inheritdoc IEnclaveTransfer
-    function lastSequence(address enclave) external view returns (uint64) {
-        return _lastSequence[enclave];
-    }
-
-    /// @inheritdoc IEnclaveTransfer
     function backboneExecution() external view returns (address) {
         return address(_backbone);
     }
@@ -122,8 +125,10 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     // ============================================================================================
 
     /// @dev The checks and the effect of {submitResult}.
+    /// @dev `r` is the request as it stood Transferred, already marked Completed by the caller.
     function _submit(
         RequestBinding.ResultClaim calldata claim,
+        IBackboneExecution.Request memory r,
         bytes calldata encryptedResult,
         string calldata resultPointer,
         bytes32 resultCommitment,
@@ -132,9 +137,6 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
         uint256 requestId = claim.requestId;
         resultCommitment = _resultCommitment(requestId, encryptedResult, resultPointer, resultCommitment);
         if (claim.sequence == 0) revert EnclaveTransferZeroSequence(requestId);
-
-        // Completes the request if it was Transferred and in time; reverting below undoes it.
-        IBackboneExecution.Request memory r = _backbone.markCompleted(requestId);
         if (r.status != IBackboneExecution.Status.Transferred) {
             revert EnclaveTransferInvalidStatus(requestId, uint8(r.status));
         }
@@ -147,10 +149,47 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
         if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
             revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
         }
-        if (claim.sequence > _lastSequence[enclave]) _lastSequence[enclave] = claim.sequence;
-        emit ResultSubmitted(
-            requestId, enclave, claim.sequence, resultCommitment, encryptedResult, resultPointer, signature
-        );
+        emit ResultSubmitted(requestId, enclave, claim.sequence, resultCommitment);
+        if (claim.consumer != address(0)) _callConsumer(claim, resultCommitment, encryptedResult);
+    }
+
+    /// @dev Calls the request's consumer with exactly its callback gas limit, after every effect
+    ///      of the delivery (so a re-entering consumer finds the request Completed). The call is
+    ///      low-level with no return data copied but the first `MAX_CALLBACK_RETURN` bytes, so
+    ///      neither a revert, nor burnt gas, nor a return bomb undoes the delivery. Reverts
+    ///      {EnclaveTransferCallbackGasTooLow} when less than the limit would reach the consumer
+    ///      (EIP-150 passes on at most 63/64 of the gas left): otherwise a node could make a
+    ///      callback fail by sending too little gas, and the request would still complete.
+    function _callConsumer(
+        RequestBinding.ResultClaim calldata claim,
+        bytes32 resultCommitment,
+        bytes calldata encryptedResult
+    ) private {
+        address consumer = claim.consumer;
+        uint256 gasLimit = claim.callbackGasLimit;
+        if (consumer.code.length == 0) {
+            emit ConsumerCalled(claim.requestId, consumer, false, 0, "");
+            return;
+        }
+        bytes memory data =
+            abi.encodeCall(IInferenceConsumer.onInferenceResult, (claim.requestId, resultCommitment, encryptedResult));
+        uint256 needed = gasLimit + gasLimit / 63 + _CALLBACK_OVERHEAD;
+        uint256 available = gasleft();
+        if (available < needed) revert EnclaveTransferCallbackGasTooLow(claim.requestId, available, needed);
+        bool succeeded;
+        bytes memory returnHead;
+        uint256 gasBefore = gasleft();
+        assembly ("memory-safe") {
+            succeeded := call(gasLimit, consumer, 0, add(data, 0x20), mload(data), 0, 0)
+            let size := returndatasize()
+            if gt(size, MAX_CALLBACK_RETURN) { size := MAX_CALLBACK_RETURN }
+            returnHead := mload(0x40)
+            mstore(returnHead, size)
+            returndatacopy(add(returnHead, 0x20), 0, size)
+            mstore(0x40, add(returnHead, add(0x20, and(add(size, 31), not(31)))))
+        }
+        uint256 gasUsed = gasBefore - gasleft();
+        emit ConsumerCalled(claim.requestId, consumer, succeeded, gasUsed, returnHead);
     }
 
     /// @dev The result commitment: computed from an inline result (then no pointer and a zero

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from mpc.engine.ring import to_bytes_u64
-from splitseal.errors import ProtocolError
+from mpc.engine.ring import encode, share, to_bytes_u64
+from splitseal.errors import InvalidInputError, ProtocolError
 from splitseal.protocol import hybrid
 
 from .cluster import MpcClient
@@ -40,9 +40,18 @@ class PreparedInput:
         return self.manifest.encode()
 
 
-def prepare(client: MpcClient, image: Any, set_id: int) -> PreparedInput:
-    """Step 1 of the module doc."""
-    shares = client._image_shares(image)
+def prepare(client: MpcClient, image: Any, set_id: int, *, model_input: bool = False) -> PreparedInput:
+    """Step 1 of the module doc. ``model_input``: ``image`` is already the model's input (C, H, W),
+    e.g. a face the terminal detected and aligned (mpc.client.faces.terminal_input, 0..255 for
+    SFace), shared as it is instead of normalised to 0..1."""
+    if model_input:
+        x = np.asarray(image, dtype=np.float64)
+        if x.shape != client.terminal.shape or not np.all(np.isfinite(x)):
+            raise InvalidInputError(f"a model input of shape {client.terminal.shape} with finite values is needed, "
+                                    f"got shape {x.shape}")
+        shares = share(encode(x[None], client.terminal.f), client.terminal.n)
+    else:
+        shares = client._image_shares(image)
     salts = tuple(os.urandom(32) for _ in shares)
     commitments = tuple(hybrid.input_share_commitment(salt, to_bytes_u64(share)) for salt, share in zip(salts, shares))
     manifest = hybrid.Manifest(int(set_id), tuple(client.addresses()), commitments, client.terminal.f)

@@ -61,6 +61,8 @@ class RequestAudit:
     status: str
     events: list[AuditEvent] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    #: The node that delivered the result (the delivery's sender; "" until delivered).
+    node: str = ""
     #: a hybrid request's node set and contributions (None for other requests)
     hybrid: HybridAudit | None = None
 
@@ -74,7 +76,7 @@ class RequestAudit:
 
     def to_json(self) -> dict[str, Any]:
         return {"requestId": self.request_id, "status": self.status, "verified": self.verified,
-                "gasTotal": self.gas_total, "events": [asdict(e) for e in self.events],
+                "gasTotal": self.gas_total, "node": self.node, "events": [asdict(e) for e in self.events],
                 "checks": [asdict(c) for c in self.checks],
                 **({"hybrid": self.hybrid.to_json()} if self.hybrid is not None else {})}
 
@@ -220,6 +222,23 @@ class Auditor:
         self._check_request(audit)
         return audit
 
+    def _backbone_and_transfer(self, request_id: int, by: dict[str, AuditEvent]
+                               ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """What BackboneExecuted and TransferRecorded say, from those events (two-step path) or
+        from the delivery's calldata (the one-transaction path emits ResultSubmitted alone)."""
+        from splitseal.chain import CalldataNotFound, delivered_result
+
+        if "BackboneExecuted" in by and "TransferRecorded" in by:
+            return by["BackboneExecuted"].args, by["TransferRecorded"].args
+        if "ResultSubmitted" not in by:
+            return None, None
+        try:
+            d = delivered_result(self.chain, self.d, by["ResultSubmitted"].tx, request_id)
+        except CalldataNotFound:
+            return None, None
+        return ({"outputCommitment": d.output_commitment, "node": d.sender},
+                {"enclave": str(d.claim[5]), "transferHash": bytes(d.claim[6])})
+
     def _check_request(self, audit: RequestAudit) -> None:
         by = {e.name: e for e in audit.events}
         add = audit.checks.append
@@ -227,16 +246,23 @@ class Auditor:
         ended = [n for n in ("ResultSubmitted", "RequestFailed", "RequestTimedOut") if n in by]
         add(Check("ended exactly once", len(ended) <= 1,
                   f"ending events: {ended or 'none yet'}"))
-        inline = _bytes(request.args["inlineInput"])
+        from splitseal.chain import CalldataNotFound, delivered_result, request_inline_input
+
         commitment = _bytes(request.args["inputCommitment"])
-        if inline:
-            add(Check("inline input matches its commitment", keccak256(inline) == commitment,
-                      "keccak256(inlineInput) == inputCommitment"))
+        inline = b""
+        if not request.args.get("inputPointer"):
+            # the event does not repeat an inline input: it is the request transaction's calldata
+            try:
+                inline = request_inline_input(self.chain, self.d, request.tx)
+                add(Check("inline input matches its commitment", keccak256(inline) == commitment,
+                          f"keccak256(inlineInput of tx {request.tx[:18]}…) == inputCommitment ({len(inline)} bytes)"))
+            except CalldataNotFound as exc:
+                add(Check("inline input matches its commitment", False, str(exc)))
         if is_manifest(inline):
+            backbone, transfer = self._backbone_and_transfer(audit.request_id, by)
             audit.hybrid, findings = audit_hybrid(
-                self.chain, self.d, request_id=audit.request_id, request=request.args,
-                backbone=by["BackboneExecuted"].args if "BackboneExecuted" in by else None,
-                transfer=by["TransferRecorded"].args if "TransferRecorded" in by else None, blob_dir=self.blob_dir)
+                self.chain, self.d, request_id=audit.request_id, request={**request.args, "inlineInput": inline},
+                backbone=backbone, transfer=transfer, blob_dir=self.blob_dir)
             for name, ok, detail in findings:
                 add(Check(name, ok, detail))
         if audit.status != "COMPLETED":
@@ -253,22 +279,40 @@ class Auditor:
                           f"{audit.status} at chain time {now}, deadline {deadline}"
                           + ("" if now <= deadline else f": overdue by {now - deadline} s; nobody called timeout()")))
             return
-        missing = [n for n in ("BackboneExecuted", "TransferRecorded", "ResultSubmitted") if n not in by]
-        if missing:
-            add(Check("every stage on-chain", False, f"missing events: {missing}"))
+        result = by.get("ResultSubmitted")
+        if result is None:
+            add(Check("every stage on-chain", False, "missing events: ['ResultSubmitted']"))
             return
-        backbone, transfer, result = by["BackboneExecuted"], by["TransferRecorded"], by["ResultSubmitted"]
-        order = [request, backbone, transfer, result]
+        try:  # the ciphertext, pointer and signature are the delivery's calldata, not in its event
+            delivered = delivered_result(self.chain, self.d, result.tx, audit.request_id)
+        except CalldataNotFound as exc:
+            add(Check("result found in its delivery's calldata", False, str(exc)))
+            return
+        audit.node = delivered.sender
+        claim_enclave, claim_transfer = str(delivered.claim[5]), _bytes(delivered.claim[6])
+        if delivered.function == "submitResult":
+            # two-step path: the backbone stage and the transfer were their own transaction
+            missing = [n for n in ("BackboneExecuted", "TransferRecorded") if n not in by]
+            if missing:
+                add(Check("every stage on-chain", False, f"missing events: {missing}"))
+                return
+            backbone, transfer = by["BackboneExecuted"], by["TransferRecorded"]
+            stages = [request, backbone, transfer, result]
+            transfer_enclave, transfer_hash = str(transfer.args["enclave"]), _bytes(transfer.args["transferHash"])
+        else:
+            # one transaction (deliverResult / deliverResults): backbone output, enclave and
+            # transfer hash are its arguments, the node its sender
+            stages = [request, result]
+            transfer_enclave, transfer_hash = claim_enclave, claim_transfer
         add(Check("stages in order", all((a.block, a.log_index) < (b.block, b.log_index)
-                                         for a, b in zip(order, order[1:])),
-                  " -> ".join(f"{e.name}@{e.block}" for e in order)))
+                                         for a, b in zip(stages, stages[1:])),
+                  " -> ".join(f"{e.name}@{e.block}" for e in stages) + f" ({delivered.function})"))
         add(Check("result before deadline", result.timestamp <= int(request.args["deadline"]),
                   f"result at {result.timestamp}, deadline {request.args['deadline']}"))
         enclave = str(result.args["enclave"])
         add(Check("result from the enclave named at transfer",
-                  enclave.lower() == str(transfer.args["enclave"]).lower(), enclave))
-        encrypted = _bytes(result.args["encryptedResult"])
-        pointer = str(result.args.get("resultPointer", "") or "")
+                  enclave.lower() == transfer_enclave.lower() == claim_enclave.lower(), enclave))
+        encrypted, pointer = delivered.encrypted_result, delivered.result_pointer
         if encrypted or not pointer:
             result_commitment = keccak256(encrypted)
             add(Check("result commitment is the hash of the encrypted result",
@@ -283,18 +327,24 @@ class Auditor:
         claim = ResultClaim(request_id=audit.request_id, model_id=model_id, input_commitment=commitment,
                             requester=str(request.args["requester"]),
                             requester_key=_bytes(request.args["requesterKey"]), enclave=enclave,
-                            transfer_hash=_bytes(transfer.args["transferHash"]),
+                            transfer_hash=transfer_hash,
                             sequence=int(result.args["sequence"]))
         digest = claim.digest(self.chain.chain_id, self.d.enclave_transfer.address, model_version=version,
                               result_commitment=result_commitment)
         try:
-            signer = eip712.recover(digest, _bytes(result.args["signature"]))
+            signer = eip712.recover(digest, delivered.signature)
         except Exception as exc:  # noqa: BLE001 - a malformed signature is a finding, not a crash
             signer = f"unrecoverable ({exc})"
         add(Check("enclave signature (EIP-712 InferenceResult) recovers to the enclave",
                   signer.lower() == enclave.lower(),
                   f"recovered {signer}, signed for the request's requester {claim.requester} and result key "
                   f"0x{claim.requester_key.hex()[:16]}…, answer {claim.sequence}"))
+        consumer = str(request.args.get("consumer") or "0x0")
+        if int(consumer, 16):
+            called = by.get("ConsumerCalled")
+            add(Check("consumer called back in the delivery", called is not None and called.tx == result.tx,
+                      f"{consumer}: " + (f"succeeded={called.args.get('succeeded')} gasUsed={called.args.get('gasUsed')}"
+                                         if called else "no ConsumerCalled event")))
         for check in self.enclave_checks(model_id, version, enclave, at_block=result.block,
                                          at_time=result.timestamp):
             add(check)
@@ -416,7 +466,7 @@ class Auditor:
 
 
 _LIFECYCLE_EVENTS = ("InferenceRequested", "BackboneExecuted", "TransferRecorded", "ResultSubmitted",
-                     "RequestFailed", "RequestTimedOut")
+                     "ConsumerCalled", "RequestFailed", "RequestTimedOut")
 
 #: Contracts whose events share a first indexed argument: requests (requestId) and models
 #: (modelId, or the enclave address for enclave registrations).
@@ -434,7 +484,7 @@ def render_request(audit: RequestAudit) -> str:
     for e in audit.events:
         lines.append(f"  block {e.block:>6} t={e.timestamp} {e.contract}.{e.name} tx={e.tx[:18]}… gas={e.gas_used}")
         for k, v in e.args.items():
-            if k in ("inlineInput", "encryptedResult", "signature") and isinstance(v, str) and len(v) > 42:
+            if k in ("returnHead",) and isinstance(v, str) and len(v) > 42:
                 v = f"{v[:42]}… ({(len(v) - 2) // 2} bytes)"
             lines.append(f"      {k}: {v}")
     if audit.hybrid is not None:

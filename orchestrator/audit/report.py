@@ -92,7 +92,7 @@ def _request_row(r: RequestAudit) -> str:
     status_class = _STATUS_CLASS.get(r.status, "open")
     reason = f"code {failed.args.get('code')}: {failed.args.get('reason')}" if failed else \
         ("deadline passed" if r.status == "TIMED_OUT" else "")
-    node = (backbone or failed).args.get("node", "") if (backbone or failed) else ""
+    node = r.node or ((backbone or failed).args.get("node", "") if (backbone or failed) else "")
     latency = _latency(r)
     failed_checks = [c for c in r.checks if not c.ok]
     return (f"<tr class='{status_class}'><td>{r.request_id}</td><td class='status'>{_e(r.status)}</td>"

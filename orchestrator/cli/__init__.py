@@ -21,15 +21,14 @@ from splitseal.errors import SplitsealError
 _AREAS = ("compile", "chain", "model", "train", "enclave", "node", "mpc", "audit", "demo")
 
 
-_GROUPS: dict[int, dict[str, argparse._SubParsersAction]] = {}
-
-
 def group(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
     """The sub-command group ``splitseal NAME ...``, created on first use.
 
     Several areas may add commands to one group (``model train`` and ``model provision``).
     """
-    groups = _GROUPS.setdefault(id(sub), {})
+    # kept on the action itself: a dict keyed by id(sub) handed a later parser, built where a
+    # collected one had lived, the old parser's groups ("conflicting subparser")
+    groups = sub.__dict__.setdefault("_splitseal_groups", {})
     if name not in groups:
         parser = sub.add_parser(name, help=help)
         groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")

@@ -137,7 +137,7 @@ def cmd_attest(args: argparse.Namespace, config: Config) -> int:
     out = {"enclave": reg.enclave, "encryption_key": "0x" + reg.encryption_key.hex(),
            "measurement": "0x" + reg.measurement.hex(), "signer": "0x" + reg.signer.hex(),
            "expires_at": reg.expires_at, "tx": reg.tx_hash}
-    _print(out, args.json, f"enclave {reg.enclave} registered (measurement 0x{reg.measurement.hex()})")
+    _print(args, out, f"enclave {reg.enclave} registered (measurement 0x{reg.measurement.hex()})")
     return 0
 
 
@@ -151,7 +151,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
            "sequence": s.sequence, "process": s.process,
            "models": [{"model_id": "0x" + m["model_id"].hex(), "version": m["version"],
                        "state_version": m["state_version"], "serving": m["serving"]} for m in s.models]}
-    _print(out, args.json, None)
+    _print(args, out, None)
     return 0
 
 
@@ -195,7 +195,7 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
            "package_hash": "0x" + result.package_hash.hex(),
            "encrypted_index_hash": "0x" + result.encrypted_index_hash.hex(),
            "state_version": result.state_version, "serving": result.serving}
-    _print(out, args.json, f"model 0x{model_id.hex()} v{version} provisioned to {result.enclave} "
+    _print(args, out, f"model 0x{model_id.hex()} v{version} provisioned to {result.enclave} "
                            f"(state version {result.state_version}, serving={result.serving})")
     return 0
 
@@ -221,11 +221,7 @@ def _bytes32(text: str, what: str) -> bytes:
     return value
 
 
-def _print(out: dict[str, Any], as_json: bool, headline: str | None) -> None:
-    if as_json:
-        emit(argparse.Namespace(json=True), out)
-        return
-    if headline:
-        print(headline)
-    for k, v in out.items():
-        print(f"  {k:18s} {v}")
+def _print(args: argparse.Namespace, out: dict[str, Any], headline: str | None) -> None:
+    """The document under --json, else the headline and one line per field."""
+    lines = ([headline] if headline else []) + [f"  {k:18s} {v}" for k, v in out.items()]
+    emit(args, out, "\n".join(lines))

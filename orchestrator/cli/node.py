@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import threading
@@ -14,6 +15,7 @@ import numpy as np
 from splitseal.config import Config
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ConfigError, InvalidInputError, ModelError
+from splitseal.protocol import MAX_DELIVERY_BATCH
 
 from .chain import add_chain_option, open_chain, open_deployment
 from .output import emit, event
@@ -39,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="as the admin: grant this node NODE_ROLE and publish its input key")
     p.add_argument("--index", type=int, default=None, help="this node's index among --count nodes")
     p.add_argument("--count", type=int, default=None, help="number of nodes serving the deployment")
+    p.add_argument("--batch", type=int, default=None,
+                   help="deliver up to N results per transaction (default [node].delivery_batch; 1: one each)")
     p.add_argument("--state-dir", default=None, help="checkpoint and input key directory")
     p.add_argument("--input-key", default=None,
                    help="the input key file all nodes of the deployment share (default: <state-dir>/input.key, "
@@ -68,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "var/split/node): the input's shape and dtype are checked against it before sending")
     p.add_argument("--wait", action="store_true", help="wait for the result and decrypt it")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--consumer", default=None,
+                   help="contract to call back with the result (IInferenceConsumer; docs/PROTOCOL.md)")
+    p.add_argument("--callback-gas", type=int, default=100_000,
+                   help="gas the consumer's callback gets (5,000 to 1,000,000; default 100,000)")
     p.set_defaults(func=cmd_infer)
 
 
@@ -117,6 +125,10 @@ def _node_run(args: argparse.Namespace, config: Config, requested: threading.Eve
     if node_logger.getEffectiveLevel() > logging.INFO:
         node_logger.setLevel(logging.INFO)
 
+    if args.batch is not None:
+        if not 1 <= args.batch <= MAX_DELIVERY_BATCH:
+            raise ConfigError(f"--batch {args.batch}: give 1 to {MAX_DELIVERY_BATCH} results per transaction")
+        config = dataclasses.replace(config, node=dataclasses.replace(config.node, delivery_batch=args.batch))
     missing = [b for b in args.backbone if not Path(b).exists()]
     if missing:  # before the chain: nothing to serve
         raise InvalidInputError(f"--backbone {missing[0]} does not exist; give a split directory or its "
@@ -263,7 +275,8 @@ def cmd_infer(args: argparse.Namespace, config: Config) -> int:
         key: X25519KeyPair = load_or_create_x25519_key(key_path)
         requester = Requester(chain, deployment, requester_account(chain), key=key,
                               blob_dir=config.path(config.node.blob_dir))
-        submitted = requester.submit(model_id, version, x)
+        submitted = requester.submit(model_id, version, x, consumer=args.consumer,
+                                     callback_gas_limit=args.callback_gas)
         if not args.wait:
             emit(args, {"requestId": submitted.request_id, "tx": submitted.tx_hash},
                  f"request {submitted.request_id} sent in tx {submitted.tx_hash}")

@@ -38,7 +38,8 @@ _IMPORT = re.compile(r'^\s*import\s+(?:[^;"\']*?\s+from\s+)?["\']([^"\']+)["\']'
 
 #: The deployable contracts, in deployment order.
 CONTRACTS = ("ModelRegistry", "ParameterIndex", "BackboneExecution", "EnclaveTransfer", "FeatureShareRegistry",
-             "RoundTripFloor")  # the last: benchmark floor only (scripts/bench_inference)
+             "RoundTripFloor",  # benchmark floor only (scripts/bench_inference)
+             "ResultConsumer")  # the example consumer of result callbacks (docs/PROTOCOL.md)
 
 def source_files(sources_dir: Path = SOURCES_DIR) -> dict[str, Path]:
     """Every ``.sol`` file under ``contracts/src``, keyed by its source unit name.

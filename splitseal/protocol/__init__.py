@@ -11,6 +11,12 @@ NODE_ROLE = keccak256(b"splitseal.role.node")
 ATTESTATION_ADMIN_ROLE = keccak256(b"splitseal.role.attestation-admin")
 DEFAULT_ADMIN_ROLE = bytes(32)
 
+#: Bounds of the contracts (BackboneExecution): results per ``deliverResults`` batch, and the gas
+#: a consumer's callback may ask for.
+MAX_DELIVERY_BATCH = 64
+MIN_CALLBACK_GAS = 5_000
+MAX_CALLBACK_GAS = 1_000_000
+
 
 class RequestStatus(IntEnum):
     """``BackboneExecution`` request status, as the contract numbers it."""

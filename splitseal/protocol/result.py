@@ -33,12 +33,17 @@ from splitseal.errors import InvalidInputError
 from . import crypto, eip712
 
 RESULT_FORMAT = "splitseal.result.v1"
+ZERO_ADDRESS = "0x" + "00" * 20
 SALT_BYTES = 16
 
 
 @dataclass(frozen=True)
 class ResultClaim:
-    """What an enclave's signed result names besides the result (``RequestBinding.ResultClaim``)."""
+    """What an enclave's signed result names besides the result (``RequestBinding.ResultClaim``).
+
+    ``consumer`` and ``callback_gas_limit`` are the request's callback (zero address and 0
+    without one): the contract checks them against the request's binding; the enclave does not
+    sign them (the binding already ties them to the request)."""
 
     request_id: int
     model_id: bytes
@@ -48,11 +53,13 @@ class ResultClaim:
     enclave: str
     transfer_hash: bytes
     sequence: int
+    consumer: str = ZERO_ADDRESS
+    callback_gas_limit: int = 0
 
     def as_abi(self) -> tuple[Any, ...]:
         """The tuple a contract call takes for the Solidity struct."""
         return (self.request_id, self.model_id, self.input_commitment, self.requester, self.requester_key,
-                self.enclave, self.transfer_hash, self.sequence)
+                self.enclave, self.transfer_hash, self.sequence, self.consumer, self.callback_gas_limit)
 
     def digest(self, chain_id: int, enclave_transfer: str, *, model_version: int, result_commitment: bytes) -> bytes:
         """The EIP-712 ``InferenceResult`` digest the enclave signs for this claim."""

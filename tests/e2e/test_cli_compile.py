@@ -18,3 +18,16 @@ def test_compile_check_passes_on_the_committed_artifacts() -> None:
     from orchestrator.compile import CONTRACTS
 
     assert f"contracts/build is up to date ({len(CONTRACTS)} contracts, solc 0.8.37+commit." in proc.stdout
+
+
+def test_compile_check_prints_its_document_under_json() -> None:
+    import json
+
+    from orchestrator.compile import CONTRACTS
+
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "compile", "--check", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["checked"] and doc["changed"] == [] and len(doc["contracts"]) == len(CONTRACTS)
+    assert doc["solc"].startswith("0.8.37+commit.") and doc["compiler"] in ("solc-js", "native solc")

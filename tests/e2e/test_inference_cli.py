@@ -274,8 +274,8 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         # 3. the audit trail
         audit = json.loads(cli.run("audit", "request", str(first["requestId"]), *chain, "--json").stdout)
         assert audit["status"] == "COMPLETED" and audit["verified"], [c for c in audit["checks"] if not c["ok"]]
-        assert {"InferenceRequested", "BackboneExecuted", "TransferRecorded", "ResultSubmitted"} <= \
-            {e["name"] for e in audit["events"]}
+        # the node's one-transaction delivery: backbone output and transfer are its calldata
+        assert {"InferenceRequested", "ResultSubmitted"} <= {e["name"] for e in audit["events"]}
         failed_audit = json.loads(cli.run("audit", "request", str(failed["requestId"]), *chain, "--json").stdout)
         assert failed_audit["status"] == "FAILED" and failed_audit["verified"]
         (failure_event,) = _events(failed_audit, "RequestFailed")
@@ -315,12 +315,12 @@ def test_inference_from_the_cli_on_anvil(tmp_path):
         by_id = {r["requestId"]: r for r in everything["requests"]}
         assert sorted(by_id) == sorted(r["requestId"] for r in (first, failed, second, third))
         for request in (first, second, third):
-            # served once: one claim, one transfer, one result
+            # served once: one result (the delivery carries the claim and the transfer)
             assert [len(_events(by_id[request["requestId"]], n)) for n in
-                    ("BackboneExecuted", "TransferRecorded", "ResultSubmitted", "RequestFailed")] == [1, 1, 1, 0]
+                    ("ResultSubmitted", "RequestFailed")] == [1, 0]
             assert by_id[request["requestId"]]["verified"]
         assert [len(_events(by_id[failed["requestId"]], n)) for n in
-                ("BackboneExecuted", "TransferRecorded", "ResultSubmitted", "RequestFailed")] == [0, 0, 0, 1]
+                ("ResultSubmitted", "RequestFailed")] == [0, 1]
         assert everything["verified"]
 
         os.killpg(node.pid, signal.SIGTERM)

@@ -50,8 +50,8 @@ def test_a_completed_request_verifies_from_events_alone(served):
     audit = Auditor(w.chain, w.deployment).request(good[0])
     assert audit.status == "COMPLETED"
     assert audit.verified, [c for c in audit.checks if not c.ok]
-    assert [e.name for e in audit.events] == ["InferenceRequested", "BackboneExecuted", "TransferRecorded",
-                                              "ResultSubmitted"]
+    # the node's one-transaction delivery: its backbone output, enclave and transfer are calldata
+    assert [e.name for e in audit.events] == ["InferenceRequested", "ResultSubmitted"]
     assert all(e.gas_used > 0 and e.timestamp > 0 and e.tx.startswith("0x") for e in audit.events)
     names = {c.name for c in audit.checks}
     assert {"enclave signature (EIP-712 InferenceResult) recovers to the enclave",
@@ -71,12 +71,8 @@ def test_a_failed_request_shows_its_recorded_failure(served):
 
 
 @pytest.mark.parametrize("tamper, failing", [
-    ("encryptedResult", {"result commitment is the hash of the encrypted result",
-                         "enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
-    ("transferHash", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
     ("inputCommitment", {"inline input matches its commitment",
                          "enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
-    ("signature", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
     # a result encrypted to another key than the request named (the redirect attack)
     ("requesterKey", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
     ("sequence", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
@@ -97,6 +93,62 @@ def test_a_tampered_history_does_not_verify_and_says_why(served, tamper, failing
     auditor._check_request(forged)
     assert not forged.verified
     assert {c.name for c in forged.checks if not c.ok} == failing
+
+
+class _TamperedCalldata:
+    """The chain as an auditor sees it, except that one transaction's calldata has one field's
+    bytes changed (events carry no ciphertexts or signatures: calldata does)."""
+
+    def __init__(self, chain, tx_hash: str, old: bytes, new: bytes) -> None:
+        self._chain, self._tx, self._old, self._new = chain, tx_hash, old, new
+
+    def __getattr__(self, name):
+        return getattr(self._chain, name)
+
+    def transaction(self, tx_hash):
+        tx = dict(self._chain.transaction(tx_hash))
+        if tx["hash"].to_0x_hex() == self._tx:
+            assert bytes(tx["input"]).count(self._old) == 1
+            tx["input"] = bytes(tx["input"]).replace(self._old, self._new)
+        return tx
+
+
+@pytest.mark.parametrize("field, failing", [
+    ("encrypted_result", {"result commitment is the hash of the encrypted result",
+                          "enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+    ("signature", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+    ("transfer_hash", {"enclave signature (EIP-712 InferenceResult) recovers to the enclave"}),
+])
+def test_tampered_calldata_does_not_verify_and_says_why(served, field, failing):
+    from splitseal.chain import delivered_result
+
+    w, good, _ = served
+    audit = Auditor(w.chain, w.deployment).request(good[0])
+    delivery_tx = next(e.tx for e in audit.events if e.name == "ResultSubmitted")
+    delivered = delivered_result(w.chain, w.deployment, delivery_tx, good[0])
+    original = bytes(delivered.claim[6]) if field == "transfer_hash" else getattr(delivered, field)
+    altered = original[:-1] + bytes([original[-1] ^ 1]) if field == "encrypted_result" else \
+        bytes([original[0] ^ 1]) + original[1:]
+    forged = Auditor(_TamperedCalldata(w.chain, delivery_tx, original, altered), w.deployment).request(good[0])
+    assert not forged.verified
+    assert {c.name for c in forged.checks if not c.ok} == failing
+
+
+def test_a_request_through_a_contract_is_not_mistaken_for_its_calldata(served):
+    """An inline input is read from a direct call only: any other transaction is a finding."""
+    w, good, _ = served
+    audit = Auditor(w.chain, w.deployment).request(good[0])
+    request_tx = audit.events[0].tx
+    other_tx = next(e.tx for e in audit.events if e.name == "ResultSubmitted")
+
+    class _Redirected(_TamperedCalldata):
+        def transaction(self, tx_hash):
+            real = tx_hash.to_0x_hex() if hasattr(tx_hash, "to_0x_hex") else str(tx_hash)
+            return self._chain.transaction(other_tx if real == request_tx else tx_hash)
+
+    forged = Auditor(_Redirected(w.chain, "", b"", b""), w.deployment).request(good[0])
+    failed = [c for c in forged.checks if not c.ok]
+    assert [c.name for c in failed] == ["inline input matches its commitment"] and "deliverResult" in failed[0].detail
 
 
 def test_model_history_lists_registration_enclave_provisioning_and_requests(served, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
+from splitseal.chain import delivered_result, request_inline_input
 from splitseal.protocol import DEFAULT_ADMIN_ROLE, NODE_ROLE
 from tests.support.contract_kit import (
     COMPLETED,
@@ -45,8 +46,10 @@ def test_request_inference_inline(kit: Kit, served) -> None:
     deadline = int(kit.chain.get_block(receipt["blockNumber"])["timestamp"]) + 600
     ev = kit.one_event(receipt, kit.backbone, "InferenceRequested")
     assert dict(ev) == {"requestId": before + 1, "modelId": model_id, "requester": kit.requester.address,
-                        "version": version, "inputCommitment": commitment, "inlineInput": inline, "inputPointer": "",
-                        "requesterKey": key, "deadline": deadline}
+                        "version": version, "inputCommitment": commitment, "inputPointer": "",
+                        "requesterKey": key, "deadline": deadline, "consumer": ZERO_ADDRESS, "callbackGasLimit": 0}
+    # the inline input is not repeated in the event: it is the transaction's calldata
+    assert request_inline_input(kit.chain, kit.d, receipt["transactionHash"]) == inline
     assert kit.call(kit.backbone.functions.requestCount()) == before + 1
     stored = kit.call(kit.backbone.functions.request(before + 1))
     binding = keccak(encode(["bytes32", "bytes32", "address", "bytes32"],
@@ -62,7 +65,8 @@ def test_request_ids_count_from_one_and_pointer_requests(kit: Kit, served) -> No
     second = kit.request(model_id, version)
     assert second.request_id == first.request_id + 1 >= 2
     ev = kit.one_event(first.receipt, kit.backbone, "InferenceRequested")
-    assert ev["inputPointer"] == "file://blobs/abc" and ev["inlineInput"] == b""
+    assert ev["inputPointer"] == "file://blobs/abc"
+    assert request_inline_input(kit.chain, kit.d, first.receipt["transactionHash"]) == b""
     assert kit.call(kit.backbone.functions.status(10**6)) == 0
     assert tuple(kit.call(kit.backbone.functions.request(10**6))) == (bytes(22), 0, 0, 0)
 
@@ -182,26 +186,20 @@ def test_admin_input_key_and_link(kit: Kit) -> None:
     assert kit.call(kit.backbone.functions.modelRegistry()) == kit.registry.address
     assert kit.call(kit.transfer.functions.backboneExecution()) == kit.backbone.address
     assert kit.call(kit.transfer.functions.modelRegistry()) == kit.registry.address
-    with reverts("BackboneExecutionEnclaveTransferAlreadySet", current=kit.transfer.address):
-        kit.tx(kit.backbone.functions.setEnclaveTransfer(kit.stranger.address), kit.admin)
-    with reverts("AccessControlUnauthorizedAccount", account=kit.stranger.address, neededRole=DEFAULT_ADMIN_ROLE):
-        kit.tx(kit.backbone.functions.setEnclaveTransfer(kit.stranger.address), kit.stranger)
 
 
-def test_unlinked_backbone(kit: Kit, served) -> None:
+def test_a_new_backbone_deploys_its_own_enclave_transfer(kit: Kit, served) -> None:
     model_id, version, e = served
-    fresh = kit.chain.deploy("BackboneExecution", kit.admin.address, kit.registry.address, sender=kit.admin)
-    kit.tx(fresh.functions.grantRole(NODE_ROLE, kit.node.address), kit.admin)
+    fresh, receipt = kit.chain.deploy_with_receipt("BackboneExecution", kit.admin.address, kit.registry.address,
+                                                   sender=kit.admin)
+    linked = kit.one_event(receipt, fresh, "EnclaveTransferLinked")["enclaveTransfer"]
+    assert linked == kit.call(fresh.functions.enclaveTransfer()) != kit.transfer.address
+    transfer = kit.chain.contract("EnclaveTransfer", linked)
+    assert kit.call(transfer.functions.backboneExecution()) == fresh.address
+    assert kit.call(transfer.functions.modelRegistry()) == kit.registry.address
     receipt = kit.tx(fresh.functions.requestInference(model_id, version, rand32(), b"x", "", rand32(),
                                                       600), kit.requester)
-    request_id = kit.one_event(receipt, fresh, "InferenceRequested")["requestId"]
-    assert request_id == 1  # ids start at 1 on every deployment
-    with reverts("BackboneExecutionEnclaveTransferNotSet"):
-        kit.tx(fresh.functions.recordBackboneOutput(request_id, rand32(), e.address, rand32()), kit.node)
-    with reverts("BackboneExecutionZeroAddress"):
-        kit.tx(fresh.functions.setEnclaveTransfer(ZERO_ADDRESS), kit.admin)
-    receipt = kit.tx(fresh.functions.setEnclaveTransfer(kit.stranger.address), kit.admin)
-    assert kit.one_event(receipt, fresh, "EnclaveTransferLinked")["enclaveTransfer"] == kit.stranger.address
+    assert kit.one_event(receipt, fresh, "InferenceRequested")["requestId"] == 1  # ids start at 1 everywhere
     with reverts("BackboneExecutionZeroAddress"):
         kit.chain.deploy("BackboneExecution", kit.admin.address, ZERO_ADDRESS, sender=kit.admin)
 
@@ -221,16 +219,17 @@ def test_deliver_result_records_every_stage_in_one_transaction(kit: Kit, served)
     req = kit.request(model_id, version)
     output, transfer_hash, encrypted = rand32(), rand32(), os.urandom(100)
     receipt = kit.deliver(req, e, transfer_hash=transfer_hash, encrypted_result=encrypted, output_commitment=output)
-    assert dict(kit.one_event(receipt, kit.backbone, "BackboneExecuted")) == {
-        "requestId": req.request_id, "node": kit.node.address, "outputCommitment": output}
-    assert dict(kit.one_event(receipt, kit.transfer, "TransferRecorded")) == {
-        "requestId": req.request_id, "enclave": e.address, "transferHash": transfer_hash}
+    # one event: the backbone output, the enclave and the transfer hash are the call's arguments
+    # (the node its sender), not repeated in BackboneExecuted / TransferRecorded
+    assert [log["address"] for log in receipt["logs"]] == [kit.transfer.address]
     result = kit.one_event(receipt, kit.transfer, "ResultSubmitted")
-    assert result["requestId"] == req.request_id and result["enclave"] == e.address
-    assert result["resultCommitment"] == keccak(encrypted) and result["encryptedResult"] == encrypted
-    # the stages appear in the order of the protocol
-    assert [log["address"] for log in receipt["logs"]] == [kit.backbone.address, kit.transfer.address,
-                                                           kit.transfer.address]
+    assert dict(result) == {"requestId": req.request_id, "enclave": e.address, "sequence": 1,
+                            "resultCommitment": keccak(encrypted)}
+    delivered = delivered_result(kit.chain, kit.d, receipt["transactionHash"], req.request_id)
+    assert (delivered.output_commitment, delivered.claim[5], delivered.claim[6], delivered.encrypted_result) == \
+        (output, e.address, transfer_hash, encrypted)
+    # a completed request's slot is cleared (its refund pays part of the delivery); it reads Completed
+    assert tuple(kit.call(kit.backbone.functions.request(req.request_id))) == (bytes(22), 0, 0, COMPLETED)
     assert kit.call(kit.backbone.functions.status(req.request_id)) == COMPLETED
     with reverts("BackboneExecutionInvalidStatus", requestId=req.request_id, status=COMPLETED):
         kit.deliver(req, e)
@@ -265,3 +264,12 @@ def test_role_constants_are_the_contracts(kit: Kit) -> None:
     assert kit.call(kit.backbone.functions.NODE_ROLE()) == NODE_ROLE
     assert kit.call(kit.backbone.functions.DEFAULT_ADMIN_ROLE()) == DEFAULT_ADMIN_ROLE
     assert kit.call(kit.registry.functions.ATTESTATION_ADMIN_ROLE()) == ATTESTATION_ADMIN_ROLE
+
+
+def test_the_python_bounds_are_the_contracts(kit: Kit) -> None:
+    """splitseal.protocol mirrors the bounds the node and the requester check before sending."""
+    from splitseal.protocol import MAX_CALLBACK_GAS, MAX_DELIVERY_BATCH, MIN_CALLBACK_GAS
+
+    assert (kit.call(kit.backbone.functions.MAX_BATCH()), kit.call(kit.backbone.functions.MIN_CALLBACK_GAS()),
+            kit.call(kit.backbone.functions.MAX_CALLBACK_GAS())) == \
+        (MAX_DELIVERY_BATCH, MIN_CALLBACK_GAS, MAX_CALLBACK_GAS)

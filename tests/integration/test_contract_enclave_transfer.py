@@ -8,6 +8,7 @@ import os
 import pytest
 from eth_utils import keccak
 
+from splitseal.chain import delivered_result, last_delivered_sequence
 from splitseal.protocol import NODE_ROLE, eip712
 from tests.support.contract_kit import (
     COMPLETED,
@@ -53,9 +54,11 @@ def test_full_lifecycle_on_every_chain(any_kit: Kit) -> None:
     receipt = k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature, sender=k.stranger)
     ev = k.one_event(receipt, k.transfer, "ResultSubmitted")
     assert dict(ev) == {"requestId": req.request_id, "enclave": e.address, "sequence": 1,
-                        "resultCommitment": keccak(result), "encryptedResult": result, "resultPointer": "",
-                        "signature": signature}
-    assert k.call(k.transfer.functions.lastSequence(e.address)) == 1
+                        "resultCommitment": keccak(result)}
+    # the ciphertext and the signature are read from the calldata, not repeated in the event
+    delivered = delivered_result(k.chain, k.d, receipt["transactionHash"], req.request_id)
+    assert (delivered.encrypted_result, delivered.result_pointer, delivered.signature) == (result, "", signature)
+    assert last_delivered_sequence(k.chain, k.d, e.address) == 1
     assert k.call(k.backbone.functions.status(req.request_id)) == COMPLETED
     with reverts("EnclaveTransferInvalidStatus", requestId=req.request_id, status=COMPLETED):
         k.submit(req, e, transfer_hash, encrypted_result=result, signature=signature)
@@ -288,8 +291,8 @@ def test_answer_numbers_are_recorded_per_enclave(kit: Kit) -> None:
         kit.deliver(kit.request(model_id, version), e, sequence=0)
     for sequence, expected in ((3, 3), (2, 3), (5, 5)):  # several nodes may deliver out of order
         kit.deliver(kit.request(model_id, version), e, sequence=sequence)
-        assert kit.call(kit.transfer.functions.lastSequence(e.address)) == expected
-    assert kit.call(kit.transfer.functions.lastSequence(kit.stranger.address)) == 0
+        assert last_delivered_sequence(kit.chain, kit.d, e.address) == expected
+    assert last_delivered_sequence(kit.chain, kit.d, kit.stranger.address) == 0
 
 
 def test_a_large_result_travels_by_pointer_and_commitment(any_kit: Kit) -> None:
@@ -309,5 +312,7 @@ def test_a_large_result_travels_by_pointer_and_commitment(any_kit: Kit) -> None:
     receipt = k.submit(req, e, transfer_hash, encrypted_result=b"", pointer=pointer, commitment=commitment,
                        signature=k.result_signature(e, req, transfer_hash, result))
     ev = k.one_event(receipt, k.transfer, "ResultSubmitted")
-    assert ev["resultPointer"] == pointer and ev["resultCommitment"] == commitment and ev["encryptedResult"] == b""
+    delivered = delivered_result(k.chain, k.d, receipt["transactionHash"], req.request_id)
+    assert ev["resultCommitment"] == commitment == delivered.result_commitment
+    assert delivered.result_pointer == pointer and delivered.encrypted_result == b""
     assert k.call(k.backbone.functions.status(req.request_id)) == COMPLETED

@@ -6,6 +6,10 @@
   two-step one (recordBackboneOutput, then submitResult).
 - Any function costing more than 5% above its snapshot fails the test; so does a function
   measured but missing from the snapshot, or a snapshot entry no longer measured.
+- Batched delivery (``deliverResults``) must cost under 60,000 gas per result at batch 16.
+- The demo's real request (the digits model, its ~1 KiB encrypted input, the enclave's real
+  result) must cost at most 150,000 gas over its lifecycle on the node's path, measured through
+  the whole stack (requester, node, enclave) and the auditor.
 - ``SPLITSEAL_UPDATE_GAS=1`` rewrites the snapshot (commit it with the change that moved gas).
 
 Every value the kit invents is seeded, so the numbers are reproducible (calldata gas depends on
@@ -28,6 +32,9 @@ LIFECYCLE_TWO_STEP = ("BackboneExecution.requestInference", "BackboneExecution.r
                       "EnclaveTransfer.submitResult")
 LIFECYCLE_BUDGET = 150_000
 LIFECYCLE_TWO_STEP_BUDGET = 200_000
+BATCH_SIZES = (1, 4, 16)
+BATCH_16_BUDGET_PER_RESULT = 60_000
+DEMO_LIFECYCLE_BUDGET = 150_000
 TOLERANCE = 0.05
 
 
@@ -61,6 +68,11 @@ def _measure(chain, deployment) -> dict[str, int]:
         k.submit(req, e, transfer_hash)
         k.deliver(k.request(model_id, version), e)
     lifecycle = {name: gas[name] for name in set(LIFECYCLE) | set(LIFECYCLE_TWO_STEP)}
+    for size in BATCH_SIZES:  # batched delivery, per result
+        batch = [k.delivery(k.request(model_id, version), e) for _ in range(size)]
+        k.deliver_batch(batch)
+        gas[f"BackboneExecution.deliverResults({size}) per result"] = \
+            gas.pop(f"BackboneExecution.deliverResults({size})") // size
     pointer = k.request(model_id, version, pointer="file://blobs/" + "ab" * 32)
     gas["BackboneExecution.requestInference(pointer)"] = gas["BackboneExecution.requestInference"]
     k.tx(k.transfer.functions.reportFailure(pointer.request_id, 4, "input unavailable"), k.node,
@@ -111,6 +123,9 @@ def test_gas_snapshot(chain, deployment) -> None:
     print(f"\ngas per function:\n{report}")
     assert lifecycle["total"] <= LIFECYCLE_BUDGET, (
         f"request lifecycle costs {lifecycle['total']:,} gas, over the {LIFECYCLE_BUDGET:,} budget: {lifecycle}")
+    per_result = gas["BackboneExecution.deliverResults(16) per result"]
+    assert per_result < BATCH_16_BUDGET_PER_RESULT, (
+        f"batched delivery costs {per_result:,} gas per result at batch 16, over {BATCH_16_BUDGET_PER_RESULT:,}")
 
     if os.environ.get("SPLITSEAL_UPDATE_GAS") == "1":
         SNAPSHOT.write_text(json.dumps({
@@ -130,3 +145,34 @@ def test_gas_snapshot(chain, deployment) -> None:
     problems += [f"{name}: in the snapshot but no longer measured" for name in snapshot if name not in gas]
     assert not problems, ("gas regressed or the snapshot is stale (regenerate with SPLITSEAL_UPDATE_GAS=1 if "
                           "intended):\n  " + "\n  ".join(problems))
+
+
+def test_the_demo_request_lifecycle_fits_the_budget(tmp_path) -> None:
+    """The demo's own request, end to end: the digits model, its encrypted ~1 KiB input inline,
+    the enclave's real encrypted result, the node's one-transaction delivery."""
+    from orchestrator.audit import Auditor
+    from orchestrator.stack import start_stack
+    from orchestrator.training import load_split
+    from splitseal.chain import request_inline_input
+    from splitseal.config import Config
+    from splitseal.protocol import RequestStatus
+
+    stack = start_stack(Config(home=str(tmp_path)), chain_target="embedded", state_dir=tmp_path / "state",
+                        say=lambda _: None)
+    try:
+        _, _, x_test, _ = load_split()
+        requester = stack.requester()
+        outcome = requester.infer(stack.model_id, stack.version, x_test[0], timeout=60)
+        requester.close()
+        assert outcome.status is RequestStatus.COMPLETED
+        audit = Auditor(stack.chain, stack.deployment).request(outcome.request_id)
+        assert audit.verified, [c for c in audit.checks if not c.ok]
+        inline = request_inline_input(stack.chain, stack.deployment, audit.events[0].tx)
+        assert 1000 <= len(inline) <= 1200, f"the demo's input is {len(inline)} bytes, not ~1 KiB"
+        by_tx = {e.tx: e.gas_used for e in audit.events}
+        print(f"\ndemo request lifecycle: {audit.gas_total:,} gas ({len(inline)}-byte input; per tx {by_tx})")
+        assert len(by_tx) == 2, "request and delivery: two transactions"
+        assert audit.gas_total <= DEMO_LIFECYCLE_BUDGET, (
+            f"the demo's request lifecycle costs {audit.gas_total:,} gas, over the {DEMO_LIFECYCLE_BUDGET:,} budget")
+    finally:
+        stack.close()

@@ -17,6 +17,7 @@ from orchestrator.models.split import split_model
 from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 from orchestrator.provision import attest_enclave, provision_model, register_model_version
 from orchestrator.requester import Requester
+from splitseal.chain import request_inline_input
 from splitseal.config import Config
 from splitseal.enclave_client import EnclaveClient
 from splitseal.protocol import RequestStatus, crypto
@@ -81,7 +82,8 @@ def test_a_224x224x3_float32_image_is_served_through_the_off_chain_path(chain, d
             submitted = requester.submit(model_id, version, image)
             (ev,) = chain.get_logs(deployment.backbone_execution, "InferenceRequested", submitted.block,
                                    argument_filters={"requestId": submitted.request_id})
-            assert ev["args"]["inlineInput"] == b"" and ev["args"]["inputPointer"].startswith("blob:0x")
+            assert ev["args"]["inputPointer"].startswith("blob:0x")
+            assert request_inline_input(chain, deployment, ev["transactionHash"]) == b""
             wiring.node.poll_once()
             outcome = requester.wait(submitted, timeout=30)
             assert outcome.status is RequestStatus.COMPLETED, outcome.failure_reason

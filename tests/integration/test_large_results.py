@@ -21,6 +21,7 @@ from orchestrator.models.split import split_model
 from orchestrator.node_setup import authorize_node, build_node, load_or_create_x25519_key
 from orchestrator.provision import provision_model, register_model_version
 from orchestrator.requester import Requester
+from splitseal.chain import delivered_result
 from splitseal.config import Config, NodeConfig
 from splitseal.protocol import RequestStatus
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
@@ -92,7 +93,8 @@ def test_a_result_too_large_for_the_chain_is_delivered_by_pointer(world, name, o
     assert outcome.status is RequestStatus.COMPLETED, outcome.failure_reason
     (ev,) = w.chain.get_logs(w.deployment.enclave_transfer, "ResultSubmitted", submitted.block,
                              argument_filters={"requestId": submitted.request_id})
-    assert ev["args"]["encryptedResult"] == b"" and ev["args"]["resultPointer"].startswith("blob:0x")
+    delivered = delivered_result(w.chain, w.deployment, ev["transactionHash"], submitted.request_id)
+    assert delivered.encrypted_result == b"" and delivered.result_pointer.startswith("blob:0x")
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x[None]})[0][0]
     got = outcome.features if policy == "features" else outcome.scores
     assert len(got) == outputs
@@ -102,7 +104,7 @@ def test_a_result_too_large_for_the_chain_is_delivered_by_pointer(world, name, o
     audit = Auditor(w.chain, w.deployment).request(submitted.request_id)
     assert audit.verified, [c for c in audit.checks if not c.ok]
     # the stored result is checked against the signed commitment: a swapped blob is refused
-    pointer = ev["args"]["resultPointer"]
+    pointer = delivered.result_pointer
     path = w.base / "var" / "blobs" / f"{pointer.split('0x')[1]}.bin"
     data = bytearray(path.read_bytes())
     data[-1] ^= 1

@@ -279,6 +279,21 @@ class Kit:
             sender or self.node, label="BackboneExecution.deliverResult")
 
 
+    def delivery(self, req: Request, enclave: EnclaveKey, *, encrypted_result: bytes | None = None,
+                 sequence: int = 1) -> tuple[Any, ...]:
+        """One ``IBackboneExecution.Delivery`` (the arguments of ``deliverResult``) for a batch."""
+        transfer_hash = rand32()
+        encrypted_result = encrypted_result if encrypted_result is not None else randbytes(RESULT_SIZE)
+        claim = self.claim(req, enclave, transfer_hash, sequence=sequence)
+        signature = self.result_signature(enclave, req, transfer_hash, encrypted_result, claim=claim)
+        return (claim.as_abi(), rand32(), encrypted_result, "", bytes(32), signature)
+
+    def deliver_batch(self, deliveries: list[tuple[Any, ...]], *, sender: Any = None) -> Any:
+        """``deliverResults``: labelled with the batch size, e.g. ``deliverResults(16)``."""
+        return self.tx(self.backbone.functions.deliverResults(deliveries), sender or self.node,
+                       label=f"BackboneExecution.deliverResults({len(deliveries)})")
+
+
 def make_kit_fixture(chain_fixture: str, deployment_fixture: str) -> Callable[..., Kit]:
     """A pytest fixture building a :class:`Kit` on the named chain/deployment fixtures."""
 

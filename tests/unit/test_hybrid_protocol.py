@@ -225,3 +225,12 @@ def test_a_manifest_other_than_the_requests_is_refused(world):
 def test_a_share_presented_with_another_shape_does_not_open(world):
     with pytest.raises(Refused, match="does not open"):
         _open(world, _sealed(world), shape=(1, 32, 2))
+
+
+def test_a_flattened_backbone_output_is_given_to_the_head_in_its_shape():
+    from enclave.core import _unflattened
+
+    assert _unflattened((1, 50176), (None, 1024, 7, 7)) == (1, 1024, 7, 7)
+    assert _unflattened((1, 64), (None, 64)) == (1, 64)
+    # a different element count is left as it is, for the head's shape check to refuse
+    assert _unflattened((1, 50000), (None, 1024, 7, 7)) == (1, 50000)

@@ -36,6 +36,7 @@ def test_images():
 
 #: committed rules of other reference models, exercised by their own tests
 OTHER_RULES = {"breast_cancer_gbt.toml": "tests/unit/test_models_trees.py",
+               "sface_hybrid.toml": "tests/integration/test_hybrid_faces.py",
                "sface.toml": "tests/unit/test_pretrained_faces.py",
                "ppocrv4_rec.toml": "tests/unit/test_pretrained_ocr.py"}
 

@@ -49,6 +49,22 @@ interface IBackboneExecution is IAccessControl {
         Status status;
     }
 
+    /// @notice One result of a batch for {deliverResults}: the arguments of {deliverResult}.
+    /// @param claim What the enclave signed besides the result.
+    /// @param outputCommitment Commitment to the backbone output.
+    /// @param encryptedResult The result encrypted to the requester's key (empty: by pointer).
+    /// @param resultPointer Where a result too large to go inline is stored (empty: inline).
+    /// @param resultCommitment keccak256 of the stored result (zero: inline).
+    /// @param signature The enclave's EIP-712 `InferenceResult` signature.
+    struct Delivery {
+        RequestBinding.ResultClaim claim;
+        bytes32 outputCommitment;
+        bytes encryptedResult;
+        string resultPointer;
+        bytes32 resultCommitment;
+        bytes signature;
+    }
+
     // ============================================================================================
     //                                          ERRORS
     // ============================================================================================
@@ -97,15 +113,22 @@ interface IBackboneExecution is IAccessControl {
     /// @notice Only the linked EnclaveTransfer may change a request's final status.
     /// @param caller The caller.
     error BackboneExecutionNotEnclaveTransfer(address caller);
-    /// @notice The EnclaveTransfer link is set once.
-    /// @param current The linked contract.
-    error BackboneExecutionEnclaveTransferAlreadySet(address current);
-    /// @notice The EnclaveTransfer is not linked yet; the admin must call {setEnclaveTransfer}.
-    error BackboneExecutionEnclaveTransferNotSet();
     /// @notice An address argument must not be zero.
     error BackboneExecutionZeroAddress();
     /// @notice The input key must not be zero.
     error BackboneExecutionZeroInputKey();
+    /// @notice A consumer to call back must be a contract, its callback gas limit in
+    ///         [MIN_CALLBACK_GAS, MAX_CALLBACK_GAS].
+    /// @param consumer The consumer given.
+    /// @param callbackGasLimit The gas limit given.
+    error BackboneExecutionBadCallback(address consumer, uint32 callbackGasLimit);
+    /// @notice A batch holds 1 to MAX_BATCH deliveries.
+    /// @param length The batch's length.
+    /// @param max The maximum.
+    error BackboneExecutionBadBatchLength(uint256 length, uint256 max);
+    /// @notice Only this contract itself calls {deliverOne} (one isolated item of a batch).
+    /// @param caller The caller.
+    error BackboneExecutionNotSelf(address caller);
 
     // ============================================================================================
     //                                          EVENTS
@@ -116,30 +139,35 @@ interface IBackboneExecution is IAccessControl {
     /// @param newKey The new key.
     event InputKeyChanged(bytes32 previousKey, bytes32 newKey);
 
-    /// @notice The EnclaveTransfer contract was linked.
+    /// @notice The EnclaveTransfer contract was deployed and linked (in the constructor).
     /// @param enclaveTransfer Its address.
     event EnclaveTransferLinked(address indexed enclaveTransfer);
 
     /// @notice An inference was requested.
+    /// @dev An inline input is not repeated here: it is the `inlineInput` argument of the
+    ///      request's transaction, where the node and the auditor read it and check it against
+    ///      `inputCommitment` (so a contract that asks must pass a pointer; docs/PROTOCOL.md).
     /// @param requestId The new request id (a counter, so it survives reorgs).
     /// @param modelId The model.
     /// @param requester The account that asked.
     /// @param version The model version.
-    /// @param inputCommitment Commitment to the plaintext input (checked by the node).
-    /// @param inlineInput The input encrypted to `inputKey()` (empty when a pointer is given).
+    /// @param inputCommitment keccak256 of the encrypted input (inline, or at the pointer).
     /// @param inputPointer Where the encrypted input is stored off-chain (empty when inline).
     /// @param requesterKey The requester's X25519 key; the result is encrypted to it.
     /// @param deadline Unix time after which the request can only time out.
+    /// @param consumer The contract to call back with the result (zero: none).
+    /// @param callbackGasLimit The gas its callback gets (zero without a consumer).
     event InferenceRequested(
         uint256 indexed requestId,
         bytes32 indexed modelId,
         address indexed requester,
         uint32 version,
         bytes32 inputCommitment,
-        bytes inlineInput,
         string inputPointer,
         bytes32 requesterKey,
-        uint64 deadline
+        uint64 deadline,
+        address consumer,
+        uint32 callbackGasLimit
     );
 
     /// @notice A node ran the backbone for a request (and thereby claimed it).
@@ -147,6 +175,12 @@ interface IBackboneExecution is IAccessControl {
     /// @param node The node.
     /// @param outputCommitment Commitment to the backbone output.
     event BackboneExecuted(uint256 indexed requestId, address indexed node, bytes32 outputCommitment);
+
+    /// @notice One delivery of a batch was not applied (nothing of it was recorded); the others
+    ///         were. The node then ends the request as its reason calls for.
+    /// @param requestId The request.
+    /// @param reason The custom error the delivery reverted with (ABI-encoded).
+    event DeliverySkipped(uint256 indexed requestId, bytes reason);
 
     /// @notice A request ended without a result because its deadline passed.
     /// @param requestId The request.
@@ -163,12 +197,6 @@ interface IBackboneExecution is IAccessControl {
     /// @param newKey The nodes' input key.
     function setInputKey(bytes32 newKey) external;
 
-    /// @notice Link the EnclaveTransfer contract, once.
-    /// @dev `DEFAULT_ADMIN_ROLE`. Emits {EnclaveTransferLinked}. Reverts
-    ///      {BackboneExecutionZeroAddress}, {BackboneExecutionEnclaveTransferAlreadySet}.
-    /// @param enclaveTransfer Its address.
-    function setEnclaveTransfer(address enclaveTransfer) external;
-
     // ============================================================================================
     //                                   REQUESTER FUNCTIONS
     // ============================================================================================
@@ -180,7 +208,7 @@ interface IBackboneExecution is IAccessControl {
     ///      {BackboneExecutionBadTtl}.
     /// @param modelId The model.
     /// @param version The model version (must exist in the ModelRegistry).
-    /// @param inputCommitment Commitment to the plaintext input (non-zero).
+    /// @param inputCommitment keccak256 of the encrypted input, inline or at the pointer (non-zero).
     /// @param inlineInput The input encrypted to `inputKey()`, or empty.
     /// @param inputPointer An off-chain pointer to the encrypted input, or empty.
     /// @param requesterKey The requester's X25519 public key (non-zero).
@@ -195,6 +223,32 @@ interface IBackboneExecution is IAccessControl {
         string calldata inputPointer,
         bytes32 requesterKey,
         uint32 ttl
+    ) external returns (uint256 requestId);
+
+    /// @notice Ask for an inference whose result also calls back a consumer contract
+    ///         ({IInferenceConsumer}) with exactly `callbackGasLimit` gas.
+    /// @dev As {requestInference}; the consumer and the limit are bound into the request's
+    ///      binding (no extra storage). Also reverts {BackboneExecutionBadCallback}.
+    /// @param modelId The model.
+    /// @param version The model version.
+    /// @param inputCommitment keccak256 of the encrypted input (non-zero).
+    /// @param inlineInput The input encrypted to `inputKey()`, or empty.
+    /// @param inputPointer An off-chain pointer to the encrypted input, or empty.
+    /// @param requesterKey The requester's X25519 public key (non-zero).
+    /// @param ttl Seconds the request may take (as {requestInference}).
+    /// @param consumer A contract implementing {IInferenceConsumer}.
+    /// @param callbackGasLimit Gas for its callback, in [MIN_CALLBACK_GAS, MAX_CALLBACK_GAS].
+    /// @return requestId The new request's id.
+    function requestInferenceWithCallback(
+        bytes32 modelId,
+        uint32 version,
+        bytes32 inputCommitment,
+        bytes calldata inlineInput,
+        string calldata inputPointer,
+        bytes32 requesterKey,
+        uint32 ttl,
+        address consumer,
+        uint32 callbackGasLimit
     ) external returns (uint256 requestId);
 
     /// @notice Anyone may end a request whose deadline passed without a result or failure.
@@ -212,8 +266,7 @@ interface IBackboneExecution is IAccessControl {
     /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits {BackboneExecuted} here
     ///      and `TransferRecorded` on the EnclaveTransfer. Reverts
     ///      {BackboneExecutionUnknownRequest}, {BackboneExecutionInvalidStatus},
-    ///      {BackboneExecutionDeadlinePassed}, {BackboneExecutionZeroEnclave},
-    ///      {BackboneExecutionEnclaveTransferNotSet}.
+    ///      {BackboneExecutionDeadlinePassed}, {BackboneExecutionZeroEnclave}.
     /// @param requestId The request.
     /// @param outputCommitment Commitment to the backbone output.
     /// @param enclave The enclave the encrypted output was passed to.
@@ -224,8 +277,10 @@ interface IBackboneExecution is IAccessControl {
     /// @notice Record the backbone output and the transfer and deliver the enclave's signed result,
     ///         in one transaction: the node asked the enclave first, and the enclave answers a
     ///         request id once, so the enclave's answer is the claim.
-    /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits {BackboneExecuted} here,
-    ///      then `TransferRecorded` and `ResultSubmitted` on the EnclaveTransfer, in that order.
+    /// @dev `NODE_ROLE`; status Requested; not after the deadline. Emits `ResultSubmitted` on the
+    ///      EnclaveTransfer (then `ConsumerCalled` when the request names a consumer) and nothing
+    ///      else: the output commitment, the enclave and the transfer hash are this call's
+    ///      arguments, the node its sender (docs/PROTOCOL.md, "Reading inputs and results").
     ///      Reverts as {recordBackboneOutput} and as `EnclaveTransfer.submitResult`.
     /// @param claim What the enclave signed besides the result (request, model, input commitment,
     ///        requester and key, enclave, transfer hash, the enclave's answer sequence).
@@ -243,12 +298,29 @@ interface IBackboneExecution is IAccessControl {
         bytes calldata signature
     ) external;
 
+    /// @notice Deliver several results in one transaction, each as {deliverResult} and isolated
+    ///         from the others: an item that would revert (bad signature, already ended, past its
+    ///         deadline, ...) is skipped with {DeliverySkipped} and leaves no trace.
+    /// @dev `NODE_ROLE`; 1 to MAX_BATCH items. An item that ran out of gas or whose callback
+    ///      would get less than its limit reverts the whole batch instead (the sender supplied
+    ///      too little gas: that must never cost a request or its callback). Reverts
+    ///      {BackboneExecutionBadBatchLength}.
+    /// @param deliveries The results, each signed by its enclave and bound to its own request.
+    /// @return delivered How many were applied.
+    function deliverResults(Delivery[] calldata deliveries) external returns (uint256 delivered);
+
+    /// @notice One item of {deliverResults}, run as its own call so that its revert undoes it
+    ///         alone.
+    /// @dev Only this contract. Reverts {BackboneExecutionNotSelf} and as {deliverResult}.
+    /// @param delivery The item.
+    function deliverOne(Delivery calldata delivery) external;
+
     // ============================================================================================
     //                               ENCLAVE TRANSFER FUNCTIONS
     // ============================================================================================
 
-    /// @notice Mark a Transferred request Completed, if it is Transferred and not past its
-    ///         deadline; returns the request as it was before.
+    /// @notice Mark a Transferred request Completed (its slot is cleared, see {status}), if it is
+    ///         Transferred and not past its deadline; returns the request as it was before.
     /// @dev Only the linked EnclaveTransfer, which reverts with its own error when the returned
     ///      status or deadline did not allow completion (nothing was written then).
     /// @param requestId The request.
@@ -269,7 +341,8 @@ interface IBackboneExecution is IAccessControl {
     /// @notice The stored request (all zero for an unknown id).
     /// @param requestId The request.
     function request(uint256 requestId) external view returns (Request memory);
-    /// @notice The request's status.
+    /// @notice The request's status (a Completed request's slot is cleared: an empty slot of an id
+    ///         that was handed out reads Completed).
     /// @param requestId The request.
     function status(uint256 requestId) external view returns (Status);
     /// @notice Number of requests so far (= the last id).

@@ -14,6 +14,7 @@ pragma solidity ^0.8.20;
 ///      (registered, unrevoked, unexpired, allowed measurement, head loaded).
 ///      Failure reason codes: 1 BadInput, 2 ShapeMismatch, 3 InputHashMismatch,
 ///      4 InputUnavailable, 5 EnclaveRefused, 6 DeadlinePassed, 7 Internal.
+import {IBackboneExecution} from "./IBackboneExecution.sol";
 import {RequestBinding} from "../lib/RequestBinding.sol";
 
 interface IEnclaveTransfer {
@@ -64,6 +65,12 @@ interface IEnclaveTransfer {
     /// @param requestId The request.
     /// @param pointerLength The pointer's length.
     error EnclaveTransferBadResultPointer(uint256 requestId, uint256 pointerLength);
+    /// @notice The delivery was sent with too little gas for the consumer's callback to get its
+    ///         whole limit (a call passes on at most 63/64 of the gas left): resend with more.
+    /// @param requestId The request.
+    /// @param available The gas left before the callback.
+    /// @param needed The gas needed there.
+    error EnclaveTransferCallbackGasTooLow(uint256 requestId, uint256 available, uint256 needed);
     /// @notice The failure reason code is not one of the documented codes (1..7).
     /// @param code The code.
     error EnclaveTransferUnknownReasonCode(uint8 code);
@@ -83,24 +90,28 @@ interface IEnclaveTransfer {
     event TransferRecorded(uint256 indexed requestId, address indexed enclave, bytes32 transferHash);
 
     /// @notice The enclave's result was accepted; the request is Completed.
+    /// @dev The encrypted result (or its pointer) and the enclave's signature are not repeated
+    ///      here: they are the calldata of the delivering call (`deliverResult`,
+    ///      `deliverResults` or `submitResult`), where the requester and the auditor read them
+    ///      and check them against `resultCommitment` (docs/PROTOCOL.md, "Reading results").
     /// @param requestId The request.
     /// @param enclave The enclave that signed it.
     /// @param sequence The enclave's answer number: the audit counts answers given off the record
     ///        as gaps between the sequences delivered.
     /// @param resultCommitment keccak256 of the encrypted result (inline or at the pointer).
-    /// @param encryptedResult The prediction encrypted to the requester's key (empty when it is
-    ///        stored off-chain at `resultPointer`).
-    /// @param resultPointer Where an encrypted result too large for the chain is stored (empty
-    ///        when inline); the requester fetches it and checks it against `resultCommitment`.
-    /// @param signature The enclave's EIP-712 `InferenceResult` signature.
-    event ResultSubmitted(
-        uint256 indexed requestId,
-        address indexed enclave,
-        uint64 sequence,
-        bytes32 resultCommitment,
-        bytes encryptedResult,
-        string resultPointer,
-        bytes signature
+    event ResultSubmitted(uint256 indexed requestId, address indexed enclave, uint64 sequence, bytes32 resultCommitment);
+
+    /// @notice The request's consumer was called back with its result (see {IInferenceConsumer}).
+    /// @param requestId The request.
+    /// @param consumer The consumer contract.
+    /// @param succeeded False when the callback reverted, ran out of gas or the consumer has no
+    ///        code; the delivery stands either way.
+    /// @param gasUsed Gas the callback took: the request's callback gas limit at most, plus the
+    ///        call's own cost.
+    /// @param returnHead The first bytes of what the callback returned or reverted with (at most
+    ///        `MAX_CALLBACK_RETURN`: a consumer cannot make the delivery copy more).
+    event ConsumerCalled(
+        uint256 indexed requestId, address indexed consumer, bool succeeded, uint256 gasUsed, bytes returnHead
     );
 
     /// @notice A node reported that a request failed; the request is Failed.
@@ -126,11 +137,12 @@ interface IEnclaveTransfer {
     ///         submit: the enclave's signature is the authorization.
     /// @dev The claim's model id, input commitment, requester, requester key, enclave and
     ///      transfer hash are those of the request's `InferenceRequested` and `TransferRecorded`
-    ///      events; they are checked against the stored binding. Emits {ResultSubmitted}. Reverts
+    ///      events; they are checked against the stored binding. Emits {ResultSubmitted}, then,
+    ///      when the request names a consumer, calls it back and emits {ConsumerCalled}. Reverts
     ///      {EnclaveTransferInvalidStatus}, {EnclaveTransferDeadlinePassed},
     ///      {EnclaveTransferBindingMismatch}, {EnclaveTransferBadResultLength},
     ///      {EnclaveTransferZeroSequence}, {EnclaveTransferBadSignature},
-    ///      {EnclaveTransferEnclaveNotServing}.
+    ///      {EnclaveTransferEnclaveNotServing}, {EnclaveTransferCallbackGasTooLow}.
     /// @param claim What the enclave signed besides the result.
     /// @param encryptedResult The prediction encrypted to the requester's key, inline (at most
     ///        `MAX_RESULT` bytes); empty when it travels by pointer.
@@ -149,14 +161,18 @@ interface IEnclaveTransfer {
 
     /// @notice Record the transfer and deliver the result in one call: BackboneExecution's
     ///         `deliverResult` path. Emits {TransferRecorded}, then as {submitResult}.
-    /// @dev Only the linked BackboneExecution. Reverts {EnclaveTransferNotBackbone} and as {submitResult}.
+    /// @dev Only the linked BackboneExecution, which has already marked the request Completed
+    ///      and passes it as it stood Transferred (so no call back is needed); a revert here
+    ///      undoes that. Reverts {EnclaveTransferNotBackbone} and as {submitResult}.
     /// @param claim What the enclave signed besides the result.
+    /// @param request The request as it stood Transferred (binding, deadline, version, status).
     /// @param encryptedResult The result encrypted to the requester's key, or empty with a pointer.
     /// @param resultPointer Where the encrypted result is stored off-chain, or empty.
     /// @param resultCommitment keccak256 of the off-chain encrypted result (zero when inline).
     /// @param signature EIP-712 `InferenceResult` signed by the enclave key.
     function recordTransferAndSubmit(
         RequestBinding.ResultClaim calldata claim,
+        IBackboneExecution.Request calldata request,
         bytes calldata encryptedResult,
         string calldata resultPointer,
         bytes32 resultCommitment,
@@ -180,8 +196,4 @@ interface IEnclaveTransfer {
     function modelRegistry() external view returns (address);
     /// @notice The linked BackboneExecution, which holds the requests.
     function backboneExecution() external view returns (address);
-    /// @notice The highest answer sequence of `enclave` delivered so far: the on-chain anchor a
-    ///         restored enclave state must not be older than.
-    /// @param enclave The enclave.
-    function lastSequence(address enclave) external view returns (uint64);
 }

@@ -24,6 +24,9 @@ library RequestBinding {
     /// @param enclave The enclave the backbone output was passed to, which signed the result.
     /// @param transferHash keccak256 of the transfer ciphertext.
     /// @param sequence The enclave's answer counter (from its sealed state; 1, 2, ...).
+    /// @param consumer The contract the request named to be called back with the result (zero:
+    ///        none; from `InferenceRequested`).
+    /// @param callbackGasLimit The gas the consumer's callback gets (zero without a consumer).
     struct ResultClaim {
         uint256 requestId;
         bytes32 modelId;
@@ -33,6 +36,8 @@ library RequestBinding {
         address enclave;
         bytes32 transferHash;
         uint64 sequence;
+        address consumer;
+        uint32 callbackGasLimit;
     }
 
     /// @notice Binding of a new request: its model, input commitment, requester and result key.
@@ -44,6 +49,17 @@ library RequestBinding {
         return bytes22(keccak256(abi.encode(modelId, inputCommitment, requester, requesterKey)));
     }
 
+    /// @notice Binding of a new request that names a consumer to call back: the request's binding
+    ///         extended by the consumer and its callback gas limit (requests without a consumer
+    ///         keep {request}'s binding, so the callback costs only the requests that use it).
+    function withCallback(bytes22 requestBinding, address consumer, uint32 callbackGasLimit)
+        internal
+        pure
+        returns (bytes22)
+    {
+        return bytes22(keccak256(abi.encode(requestBinding, consumer, callbackGasLimit)));
+    }
+
     /// @notice Binding after the backbone stage: the previous binding, the enclave and the
     ///         commitment of the transfer passed into it.
     function transfer(bytes22 previousBinding, address enclave, bytes32 transferHash) internal pure returns (bytes22) {
@@ -52,10 +68,8 @@ library RequestBinding {
 
     /// @notice The binding a Transferred request must hold for `claim` to complete it.
     function ofClaim(ResultClaim calldata claim) internal pure returns (bytes22) {
-        return transfer(
-            request(claim.modelId, claim.inputCommitment, claim.requester, claim.requesterKey),
-            claim.enclave,
-            claim.transferHash
-        );
+        bytes22 binding = request(claim.modelId, claim.inputCommitment, claim.requester, claim.requesterKey);
+        if (claim.consumer != address(0)) binding = withCallback(binding, claim.consumer, claim.callbackGasLimit);
+        return transfer(binding, claim.enclave, claim.transferHash);
     }
 }

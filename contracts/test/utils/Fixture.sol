@@ -59,13 +59,12 @@ abstract contract Fixture is Test {
         registry = new ModelRegistry(admin, vm.addr(QUOTING_PK));
         index = new ParameterIndex(registry);
         backbone = new BackboneExecution(admin, registry);
-        transfer = new EnclaveTransfer(registry, backbone);
+        transfer = EnclaveTransfer(backbone.enclaveTransfer());
         features = new FeatureShareRegistry(admin);
         registryDomain = registry.domainSeparator();
         transferDomain = transfer.domainSeparator();
         featuresDomain = features.domainSeparator();
         vm.startPrank(admin);
-        backbone.setEnclaveTransfer(address(transfer));
         backbone.grantRole(RequestBinding.NODE_ROLE, node);
         vm.stopPrank();
         vm.prank(owner);
@@ -149,7 +148,9 @@ abstract contract Fixture is Test {
             requesterKey: requesterKey,
             enclave: enclave,
             transferHash: transferHash,
-            sequence: ++_sequence
+            sequence: ++_sequence,
+            consumer: address(0),
+            callbackGasLimit: 0
         });
     }
 

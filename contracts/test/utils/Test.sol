@@ -21,6 +21,9 @@ interface Vm {
     function assertTrue(bool condition, string calldata message) external pure;
     function assertFalse(bool condition, string calldata message) external pure;
     function assertLe(uint256 left, uint256 right, string calldata message) external pure;
+    function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData, address emitter)
+        external;
+    function etch(address target, bytes calldata newRuntimeBytecode) external;
 }
 
 /// @notice A minimal test base: the cheatcodes, `bound`, and the invariant target selection

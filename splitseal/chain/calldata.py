@@ -1,0 +1,113 @@
+"""What the events leave to calldata: inline inputs and delivered results (docs/PROTOCOL.md,
+"Reading inputs and results").
+
+``InferenceRequested`` does not repeat an inline input, and ``ResultSubmitted`` does not repeat
+the encrypted result, its pointer or the enclave's signature: each is an argument of the
+transaction that emitted the event, and costs its gas once. The node, the requester and the
+auditor read them here, from the transaction named by the event's log, and check them against
+the commitments the events carry (``inputCommitment``, ``resultCommitment``), so a reader never
+trusts this decoding further than the chain's own check.
+
+A request sent through another contract is not a direct call, so its inline input is not found
+here (:class:`CalldataNotFound`): such requesters pass their input by pointer.
+
+Likewise the contracts keep no per-enclave answer counter: :func:`last_delivered_sequence` reads
+the highest ``sequence`` of the enclave's ``ResultSubmitted`` events (``enclave`` is indexed),
+the anchor a restored enclave state must not be older than.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from splitseal.errors import ChainError
+
+from .deployment import Deployment
+
+_REQUEST_FUNCTIONS = ("requestInference", "requestInferenceWithCallback")
+
+
+class CalldataNotFound(ChainError):
+    """The transaction is not a direct call that carries what was looked for."""
+
+
+@dataclass(frozen=True)
+class DeliveredResult:
+    """One delivered result as its delivering call carried it."""
+
+    request_id: int
+    claim: tuple[Any, ...]  # RequestBinding.ResultClaim as decoded (ABI tuple order)
+    output_commitment: bytes | None  # None on the two-step path (submitResult)
+    encrypted_result: bytes
+    result_pointer: str
+    result_commitment: bytes  # as passed: zero with an inline result
+    signature: bytes
+    function: str
+    sender: str  # who sent the delivering transaction (the node, on the node's paths)
+
+
+def _decode(deployment: Deployment, tx: Any, contracts: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    to = str(tx.get("to") or "").lower()
+    for name in contracts:
+        contract = getattr(deployment, name)
+        if to == contract.address.lower():
+            try:
+                fn, args = contract.decode_function_input(bytes(tx["input"]))
+            except ValueError as exc:
+                raise CalldataNotFound(f"transaction {_hex(tx)} is not a call of a known function: {exc}") from None
+            return fn.fn_name, dict(args)
+    raise CalldataNotFound(f"transaction {_hex(tx)} does not call the deployment's contracts directly "
+                           f"(to {to or 'nobody'}): a request sent through a contract must pass its input "
+                           f"by pointer")
+
+
+def _hex(tx: Any) -> str:
+    h = tx.get("hash")
+    return h.to_0x_hex() if hasattr(h, "to_0x_hex") else str(h)
+
+
+def request_inline_input(chain: Any, deployment: Deployment, tx_hash: Any) -> bytes:
+    """The ``inlineInput`` argument of the request transaction ``tx_hash`` (empty with a pointer)."""
+    tx = chain.transaction(tx_hash)
+    name, args = _decode(deployment, tx, ("backbone_execution",))
+    if name not in _REQUEST_FUNCTIONS:
+        raise CalldataNotFound(f"transaction {_hex(tx)} calls {name}, not a request function")
+    return bytes(args["inlineInput"])
+
+
+def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_id: int) -> DeliveredResult:
+    """The result of ``request_id`` that transaction ``tx_hash`` delivered (``deliverResult``,
+    one item of ``deliverResults``, or ``submitResult``)."""
+    tx = chain.transaction(tx_hash)
+    name, args = _decode(deployment, tx, ("backbone_execution", "enclave_transfer"))
+    if name == "deliverResults":
+        items = [dict(zip(("claim", "outputCommitment", "encryptedResult", "resultPointer", "resultCommitment",
+                           "signature"), _as_tuple(d))) for d in args["deliveries"]]
+    elif name in ("deliverResult", "submitResult"):
+        items = [args]
+    else:
+        raise CalldataNotFound(f"transaction {_hex(tx)} calls {name}, not a delivery function")
+    for item in items:
+        claim = _as_tuple(item["claim"])
+        if int(claim[0]) == request_id:
+            oc = item.get("outputCommitment")
+            return DeliveredResult(request_id, claim, bytes(oc) if oc is not None else None,
+                                   bytes(item["encryptedResult"]), str(item["resultPointer"]),
+                                   bytes(item["resultCommitment"]), bytes(item["signature"]), name,
+                                   str(tx["from"]))
+    raise CalldataNotFound(f"transaction {_hex(tx)} delivers no result for request {request_id}")
+
+
+def last_delivered_sequence(chain: Any, deployment: Deployment, enclave: str) -> int:
+    """The highest answer sequence ``enclave`` delivered on this deployment (0 if none)."""
+    logs = chain.get_logs(deployment.enclave_transfer, "ResultSubmitted", deployment.block,
+                          argument_filters={"enclave": enclave})
+    return max((int(entry["args"]["sequence"]) for entry in logs), default=0)
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    """web3 decodes a struct as a tuple or a dict, depending on the version: tuple order either way."""
+    if isinstance(value, dict):
+        return tuple(value.values())
+    return tuple(value)
