@@ -57,3 +57,12 @@ def test_torch_rebuild_equals_onnxruntime(exported, tmp_path):
                          capture_output=True, text=True, check=True)
     check = json.loads(out.stdout.splitlines()[-1])
     assert check["torch_vs_ort_max_abs_diff"] < 1e-4 * max(1.0, check["ort_abs_max"])
+
+
+def test_without_the_crypten_venv_it_says_how_to_make_it(monkeypatch, capsys, tmp_path):
+    bench = _script("bench_crypten_sface", "bench_crypten_sface")
+    monkeypatch.setattr(bench, "CRYPTEN_PY", tmp_path / "absent" / "bin" / "python")
+    monkeypatch.setattr("sys.argv", ["bench_crypten_sface"])
+    assert bench.main() == 2
+    out = capsys.readouterr().out
+    assert "scripts/setup_crypten" in out and "No CrypTen figure" in out
