@@ -209,7 +209,7 @@ class _Ctx:
         return v
 
     def check_size(self, shape: tuple[int, ...] | list[int], what: str = "output") -> None:
-        n = math.prod(int(d) for d in shape)
+        n = math.prod(shape)
         if n > self.max_elements:
             raise self.error(f"{what} of shape {tuple(shape)} has {n} elements, more than the "
                              f"limit {self.max_elements}")
@@ -220,6 +220,25 @@ class _Ctx:
         if x.dtype != F32:
             raise self.error(f"input {which} has dtype {x.dtype}, expected float32")
         return x
+
+
+def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast of two shapes (ValueError if they do not broadcast): numpy's
+    ``broadcast_shapes`` builds arrays for it, about 8 us a call, paid on every element-wise node."""
+    if a == b:
+        return a
+    if len(a) < len(b):
+        a, b = b, a
+    b = (1,) * (len(a) - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise ValueError("shapes do not broadcast")
+    return tuple(out)
 
 
 # --- helpers for windowed ops ------------------------------------------------------------
@@ -440,7 +459,7 @@ def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
     try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
+        shape = _broadcast_shape(a.shape, b.shape)
     except ValueError:
         raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
     ctx.check_size(shape)
@@ -527,7 +546,7 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     if c is not None:
         c = ctx.float_input(c, "C")
         try:
-            if np.broadcast_shapes(c.shape, y.shape) != y.shape:
+            if _broadcast_shape(c.shape, y.shape) != y.shape:
                 raise ValueError
         except ValueError:
             raise ctx.error(f"C of shape {c.shape} does not broadcast to {y.shape}") from None
@@ -546,7 +565,7 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         kb = b.shape[-2] if b.ndim >= 2 else b.shape[0]
         if ka != kb:
             raise ValueError
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = _broadcast_shape(a.shape[:-2], b.shape[:-2])
     except ValueError:
         raise ctx.error(f"shapes {a.shape} and {b.shape} do not multiply") from None
     ctx.check_size(tuple(batch) + (a.shape[-2] if a.ndim >= 2 else 1, b.shape[-1] if b.ndim >= 2 else 1))
@@ -640,7 +659,7 @@ operator("Tanh")(_unary(np.tanh))
 
 def _broadcast(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> None:
     try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
+        shape = _broadcast_shape(a.shape, b.shape)
     except ValueError:
         raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
     ctx.check_size(shape)
@@ -668,7 +687,7 @@ operator("Abs")(_unary(np.abs))
 def _prelu(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     x, slope = ctx.float_input(x, "X"), ctx.float_input(slope, "slope")
     try:
-        if np.broadcast_shapes(x.shape, slope.shape) != x.shape:
+        if _broadcast_shape(x.shape, slope.shape) != x.shape:
             raise ValueError
     except ValueError:
         raise ctx.error(f"slope of shape {slope.shape} does not broadcast to X {x.shape}") from None
@@ -676,11 +695,14 @@ def _prelu(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz & Stegun 7.1.26 in float64: absolute error below 1.5e-7 everywhere
-    z = np.abs(x.astype(np.float64))
+    # Abramowitz & Stegun 7.1.26, in float32 like the rest (Python float constants stay weak
+    # under numpy 2's promotion): absolute error below 1.5e-7 from the formula plus float32
+    # rounding, within the op tests' tolerance against onnxruntime
+    z = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * z)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return np.sign(x) * (1.0 - poly * np.exp(-z * z))
+    y = 1.0 - poly * np.exp(-z * z)
+    return np.copysign(y, x, out=y)
 
 
 operator("Erf")(_unary(_erf))
@@ -690,14 +712,13 @@ operator("Erf")(_unary(_erf))
 def _gelu(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     mode = ctx.attr_str("approximate", "none")
-    x64 = x.astype(np.float64)
     if mode == "none":
-        y = 0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)))
+        y = 0.5 * x * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))
     elif mode == "tanh":
-        y = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+        y = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
     else:
         raise ctx.unsupported(f"approximate {mode!r} must be 'none' or 'tanh'")
-    return y.astype(F32)
+    return y.astype(F32, copy=False)
 
 
 def _int_list(ctx: _Ctx, v: np.ndarray | None, which: str) -> list[int] | None:
@@ -793,7 +814,7 @@ def _expand(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "input")
     dims = _int_list(ctx, shape, "shape")
     try:
-        out = np.broadcast_shapes(x.shape, tuple(dims))
+        out = _broadcast_shape(x.shape, tuple(dims))
     except ValueError:
         raise ctx.error(f"input {x.shape} does not expand to {dims}") from None
     ctx.check_size(out)
@@ -831,18 +852,19 @@ def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | N
         if p is not None:
             ctx.float_input(p, nm)
             try:
-                if np.broadcast_shapes(p.shape, norm_shape) != norm_shape:
+                if _broadcast_shape(p.shape, norm_shape) != norm_shape:
                     raise ValueError
             except ValueError:
                 raise ctx.error(f"{nm} of shape {p.shape} does not broadcast to {norm_shape}") from None
     axes = tuple(range(axis, x.ndim))
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
-    y = (x64 - mean) / np.sqrt(var + eps) * scale
+    # float32 as onnxruntime computes it (stash_type 1); the variance of the centred values, so
+    # no cancellation of E[x^2] - E[x]^2
+    centred = x - x.mean(axis=axes, keepdims=True)
+    var = np.mean(np.square(centred), axis=axes, keepdims=True)
+    y = centred * (1.0 / np.sqrt(var + F32.type(eps))) * scale
     if bias is not None:
-        y = y + bias
-    return y.astype(F32)
+        y += bias
+    return y.astype(F32, copy=False)
 
 
 # --- recurrent operators (LSTM, GRU) ---------------------------------------------------------
@@ -1206,15 +1228,33 @@ def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) ->
     return len(actual) == len(declared) and all(d is None or a == d for a, d in zip(actual, declared))
 
 
+def _shape_check(declared: tuple[int | None, ...] | None) -> tuple[int, tuple[int, ...] | None]:
+    """How to compare an output's shape with its declaration cheaply on every call.
+
+    (0, None): nothing declared; (1, shape): fully static, one tuple comparison; (2, tail):
+    only the batch dimension is free, compare rank and the tail; (3, None): the general check."""
+    if declared is None:
+        return 0, None
+    if None not in declared:
+        return 1, tuple(declared)
+    if declared[0] is None and None not in declared[1:]:
+        return 2, tuple(declared[1:])
+    return 3, None
+
+
 @dataclass(frozen=True)
 class _Plan:
+    """One node resolved at load: its inputs and outputs are slots of the run's value list
+    (no name lookups per call), its output checks precomputed (see :func:`_shape_check`)."""
+
     node: NodeSpec
-    inputs: tuple[str | None, ...]
-    spec: OpSpec
-    opset: int
+    impl: Callable[..., Any]
+    #: slot of every input, -1 for an absent optional input
+    input_slots: tuple[int, ...]
     ctx: "_Ctx"
-    #: (output name, declared shape or None, expected dtype) of every non-empty output
-    outputs: tuple[tuple[str, tuple[int | None, ...] | None, np.dtype], ...]
+    #: (position among the node's outputs, slot, dtype, check kind, shape, declared shape) of
+    #: every non-empty output
+    outputs: tuple[tuple[int, int, np.dtype, int, tuple[int, ...] | None, tuple[int | None, ...] | None], ...]
 
 
 class HeadInterpreter:
@@ -1238,6 +1278,8 @@ class HeadInterpreter:
                                            f"interpreter implements opsets {MIN_OPSET}..{MAX_OPSET}")
         self._params = self._load_parameters(package, index, graph)
         self._plan = self._validate_nodes(graph)
+        # the loop's tuple per node, unpacked without attribute lookups
+        self._steps = [(step.impl, step.input_slots, step.ctx, step.outputs) for step in self._plan]
         self.merkle_root = index.merkle_root()
         logger.info("head loaded nodes=%d params=%d opset=%d", len(graph.nodes), len(self._params), graph.opset)
 
@@ -1268,6 +1310,16 @@ class HeadInterpreter:
             if s.shape[1:].count(None):
                 raise UnsupportedOperatorError(f"head input {s.name!r} has a symbolic non-batch dimension")
         constants = {k: v.dtype.name for k, v in self._params.items()}
+        # every tensor name gets a slot of the list a run fills: parameters, head inputs, outputs
+        slots: dict[str, int] = {}
+
+        def slot(name: str) -> int:
+            return slots.setdefault(name, len(slots))
+
+        for name in self._params:
+            slot(name)
+        for s in graph.inputs:
+            slot(s.name)
         plan = []
         for node in graph.nodes:
             problems = node_problems(node, graph.opset, constants, graph.domains)
@@ -1293,19 +1345,24 @@ class HeadInterpreter:
                 if o:
                     known.add(o)
             declared = []
-            for o in node.outputs:
+            for pos, o in enumerate(node.outputs):
                 if o:
                     v = graph.values.get(o)
-                    declared.append((o, tuple(v.shape) if v is not None else None,
-                                     np.dtype(v.dtype) if v is not None else F32))
-            plan.append(_Plan(node, tuple(n or None for n in ins), spec, opset, _Ctx(node, opset, self._max),
-                              tuple(declared)))
+                    shape = tuple(v.shape) if v is not None else None
+                    kind, fast = _shape_check(shape)
+                    declared.append((pos, slot(o), np.dtype(v.dtype) if v is not None else F32, kind, fast, shape))
+            plan.append(_Plan(node, spec.impl, tuple(slot(n) if n else -1 for n in ins),
+                              _Ctx(node, opset, self._max), tuple(declared)))
         for s in graph.outputs:
             if s.name not in known:
                 raise ModelError(f"head output {s.name!r} is produced by no node")
             if s.dtype != "float32" or s.shape[1:].count(None):
                 raise UnsupportedOperatorError(f"head output {s.name!r} must be float32 with static "
                                                "non-batch dimensions")
+        self._slots = slots
+        self._env_template: list[np.ndarray | None] = [None] * len(slots)
+        for name, value in self._params.items():
+            self._env_template[slots[name]] = value
         return plan
 
     # -- public surface --
@@ -1333,7 +1390,8 @@ class HeadInterpreter:
         expected = {s.name: s for s in self._graph.inputs}
         if set(inputs) != set(expected):
             raise ModelError(f"head inputs must be exactly {sorted(expected)}, got {sorted(inputs)}")
-        env: dict[str, np.ndarray] = dict(self._params)
+        env = list(self._env_template)
+        slots = self._slots
         batch: int | None = None
         for name, spec in expected.items():
             x = inputs[name]
@@ -1344,44 +1402,50 @@ class HeadInterpreter:
                 raise ModelError(f"head input {name!r} has shape {x.shape}, expected {spec.shape}")
             if x.size > self._max:
                 raise ModelError(f"head input {name!r} has {x.size} elements, more than the limit {self._max}")
-            if not np.all(np.isfinite(x)):
+            if not np.isfinite(x).all():
                 raise ModelError(f"head input {name!r} contains NaN or infinity")
             if spec.shape and spec.shape[0] is None:
                 if batch is not None and x.shape[0] != batch:
                     raise ModelError(f"head inputs disagree on the batch size ({batch} vs {x.shape[0]})")
                 batch = x.shape[0]
-            env[name] = x
-        # the per-node bookkeeping is precomputed in the plan: heads of small layers are
-        # dominated by it (one errstate for the whole run, not one per node)
+            env[slots[name]] = x
+        limit = self._max
+        # everything per node is resolved in the plan (slots, checks): heads of small layers are
+        # dominated by the interpreter's own per-node cost, not by numpy (one errstate per run)
         with np.errstate(all="ignore"):
-            for step in self._plan:
-                node = step.node
-                args = [env[n] if n else None for n in step.inputs]
+            for impl, input_slots, ctx, outputs in self._steps:
                 try:
-                    ys = step.spec.impl(step.ctx, *args)
+                    ys = impl(ctx, *[env[i] if i >= 0 else None for i in input_slots])
                 except (ModelError, PackageFormatError):
                     raise
                 except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
-                    raise ModelError(f"node {node.name!r} ({node.op}) failed: {type(exc).__name__}") from None
-                if not isinstance(ys, tuple):
+                    raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) failed: {type(exc).__name__}") from None
+                if type(ys) is not tuple:
                     ys = (ys,)
-                outs = [o for o in node.outputs]
-                for (out_name, shape, want), y in zip(step.outputs, (y for o, y in zip(outs, ys) if o)):
-                    if y.dtype != want or y.dtype not in (F32, I64):
-                        raise ModelError(f"node {node.name!r} ({node.op}) produced dtype {y.dtype}, expected {want}")
-                    if y.size > self._max:
-                        step.ctx.check_size(y.shape)
-                    if shape is not None and not _shape_matches(y.shape, shape):
-                        raise ModelError(f"node {node.name!r} ({node.op}) produced shape {y.shape}, the graph "
-                                         f"declares {shape}")
-                    env[out_name] = y
+                for pos, out_slot, want, kind, fast, shape in outputs:
+                    y = ys[pos] if pos < len(ys) else None
+                    if y is None or y.dtype != want or (want != F32 and want != I64):
+                        self._bad_output(ctx, y, want)
+                    if y.size > limit:
+                        ctx.check_size(y.shape)
+                    if kind and not (y.shape == fast if kind == 1 else
+                                     (y.ndim == len(shape) and y.shape[1:] == fast) if kind == 2 else
+                                     _shape_matches(y.shape, shape)):
+                        raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) produced shape {y.shape}, "
+                                         f"the graph declares {shape}")
+                    env[out_slot] = y
         out = {}
         for s in self._graph.outputs:
-            y = env[s.name]
+            y = env[slots[s.name]]
             if not _shape_matches(y.shape, s.shape):
                 raise ModelError(f"head output {s.name!r} has shape {y.shape}, expected {s.shape}")
             out[s.name] = np.ascontiguousarray(y)
         return out
+
+    @staticmethod
+    def _bad_output(ctx: _Ctx, y: Any, want: np.dtype) -> None:
+        got = "no array" if y is None else y.dtype
+        raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) produced dtype {got}, expected {want}")
 
 
 def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray]:
