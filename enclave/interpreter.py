@@ -923,10 +923,31 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
     return hs, dirs, h0
 
 
-def _rnn_outputs(ctx: _Ctx, ys: list[np.ndarray], finals: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
-    """Y [seq, dirs, batch, hidden] and the final states [dirs, batch, hidden], float32."""
-    y = np.stack(ys, axis=1).astype(F32)
-    out = [y] + [np.stack(f, axis=0).astype(F32) for f in finals]
+def _rnn_inputs(x: np.ndarray, w: np.ndarray, r: np.ndarray, bias: np.ndarray,
+                dirs: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """The input projection of every step and direction at once, in step order, and R transposed.
+
+    ``pre[k, d]`` is what direction ``d`` adds at its k-th step (the reverse direction's rows
+    flipped once here), so the loop reads one contiguous [dirs, batch, gates] block per step
+    instead of gathering it; ``rT`` [dirs, hidden, gates] is contiguous for BLAS."""
+    seq, batch, inp = x.shape
+    # one matmul for all steps and directions: (seq*batch, inp) @ (inp, dirs*gates)
+    nd, g = w.shape[0], w.shape[1]
+    proj = np.matmul(x.reshape(seq * batch, inp), w.reshape(nd * g, inp).T)
+    pre = proj.reshape(seq, batch, nd, g).transpose(0, 2, 1, 3) + bias[None, :, None, :]
+    for d, backwards in enumerate(dirs):
+        if backwards:
+            pre[:, d] = pre[::-1, d].copy()
+    return pre, np.ascontiguousarray(r.transpose(0, 2, 1))
+
+
+def _rnn_outputs(ctx: _Ctx, y: np.ndarray, dirs: list[bool], finals: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Y [seq, dirs, batch, hidden] (filled in step order: reverse directions flipped back) and the
+    final states [dirs, batch, hidden], float32."""
+    for d, backwards in enumerate(dirs):
+        if backwards:
+            y[:, d] = y[::-1, d].copy()
+    out = [y] + [f.astype(F32, copy=False) for f in finals]
     return tuple(out[:len(ctx.node.outputs)])
 
 
@@ -945,27 +966,33 @@ def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray 
     if c0 is not None and ctx.float_input(c0, "initial_c").shape != (len(dirs), batch, hs):
         raise ctx.error(f"initial_c has shape {c0.shape}, expected {(len(dirs), batch, hs)}")
     nd = len(dirs)
-    x64 = x.astype(np.float64)
-    w64, rT = w.astype(np.float64), r.astype(np.float64).transpose(0, 2, 1)        # rT [dirs, h, 4h]
-    bias = (b[:, :4 * hs].astype(np.float64) + b[:, 4 * hs:]) if b is not None else np.zeros((nd, 4 * hs))
-    # the input projection of every step at once; the loop does only the recurrent part, all
-    # directions together (one batched matmul per step), gate order i, o, f, c
-    pre = np.einsum("tbi,dgi->tdbg", x64, w64, optimize=True) + bias[None, :, None, :]   # [seq, dirs, batch, 4h]
-    h = h0.astype(np.float64) if h0 is not None else np.zeros((nd, batch, hs))
-    c = c0.astype(np.float64) if c0 is not None else np.zeros((nd, batch, hs))
-    y = np.empty((seq, nd, batch, hs))
-    steps = [np.arange(seq)[::-1] if backwards else np.arange(seq) for backwards in dirs]
-    didx = np.arange(nd)
+    bias = (b[:, :4 * hs] + b[:, 4 * hs:]) if b is not None else np.zeros((nd, 4 * hs), F32)
+    # the input projection of every step in one matmul; the loop does only the recurrent part,
+    # all directions together (one batched matmul per step), gate order i, o, f, c; float32
+    pre, rT = _rnn_inputs(x, w, r, bias, dirs)                 # [seq, dirs, batch, 4h], [dirs, h, 4h]
+    # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails): the halving of the i, o, f gates
+    # is folded into their weights once, so one tanh per step covers all four gates
+    pre[..., :3 * hs] *= 0.5
+    rT[..., :3 * hs] *= 0.5
+    h = h0.astype(F32, copy=True) if h0 is not None else np.zeros((nd, batch, hs), F32)
+    c = c0.astype(F32, copy=True) if c0 is not None else np.zeros((nd, batch, hs), F32)
+    y = np.empty((seq, nd, batch, hs), F32)
+    g = np.empty((nd, batch, 4 * hs), F32)
+    sg = g[..., :3 * hs]
+    gi, go, gf, gc = g[..., :hs], g[..., hs:2 * hs], g[..., 2 * hs:3 * hs], g[..., 3 * hs:]
     for k in range(seq):
-        ts = [int(s_[k]) for s_ in steps]
-        g = pre[ts, didx] + np.matmul(h, rT)
-        sg = 0.5 * np.tanh(0.5 * g[..., :3 * hs]) + 0.5       # sigmoid of i, o, f (stable in both tails)
-        c = sg[..., 2 * hs:3 * hs] * c + sg[..., :hs] * np.tanh(g[..., 3 * hs:])
-        h = sg[..., hs:2 * hs] * np.tanh(c)
-        y[ts, didx] = h
-    ys = [y[:, d] for d in range(nd)]
-    hn, cn = list(h), list(c)
-    return _rnn_outputs(ctx, ys, [hn, cn])
+        np.matmul(h, rT, out=g)
+        g += pre[k]
+        np.tanh(g, out=g)
+        sg *= 0.5
+        sg += 0.5
+        c *= gf
+        gc *= gi
+        c += gc
+        h = y[k]                                               # contiguous [dirs, batch, h]
+        np.tanh(c, out=h)
+        h *= go
+    return _rnn_outputs(ctx, y, dirs, [h.copy(), c])      # h is a row of y, which is flipped next
 
 
 @operator("GRU", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
@@ -980,33 +1007,49 @@ def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray |
         raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
     seq, batch, _ = x.shape
     nd = len(dirs)
-    x64 = x.astype(np.float64)
-    w64, rT = w.astype(np.float64), r.astype(np.float64).transpose(0, 2, 1)        # rT [dirs, h, 3h]
-    wb = b[:, :3 * hs].astype(np.float64) if b is not None else np.zeros((nd, 3 * hs))
-    rb = b[:, 3 * hs:].astype(np.float64)[:, None, :] if b is not None else np.zeros((nd, 1, 3 * hs))
-    # input projection of every step at once; the loop runs all directions together, gates z, r, h
-    pre = np.einsum("tbi,dgi->tdbg", x64, w64, optimize=True) + wb[None, :, None, :]   # [seq, dirs, batch, 3h]
-    h = h0.astype(np.float64) if h0 is not None else np.zeros((nd, batch, hs))
-    y = np.empty((seq, nd, batch, hs))
-    steps = [np.arange(seq)[::-1] if backwards else np.arange(seq) for backwards in dirs]
-    didx = np.arange(nd)
+    wb = b[:, :3 * hs] if b is not None else np.zeros((nd, 3 * hs), F32)
+    rb = np.ascontiguousarray(b[:, 3 * hs:])[:, None, :] if b is not None else np.zeros((nd, 1, 3 * hs), F32)
+    # input projection of every step in one matmul; the loop runs all directions together,
+    # gates z, r, h; float32
+    pre, rT = _rnn_inputs(x, w, r, wb, dirs)                   # [seq, dirs, batch, 3h], [dirs, h, 3h]
+    rb = rb.copy()
+    # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails): the halving of z and r is
+    # folded into their weights and biases once
+    pre[..., :2 * hs] *= 0.5
+    rT[..., :2 * hs] *= 0.5
+    rb[..., :2 * hs] *= 0.5
+    rT_zr, rT_h = np.ascontiguousarray(rT[..., :2 * hs]), np.ascontiguousarray(rT[..., 2 * hs:])
+    rb_zr, rb_h = rb[..., :2 * hs], rb[..., 2 * hs:]
+    h = h0.astype(F32, copy=True) if h0 is not None else np.zeros((nd, batch, hs), F32)
+    y = np.empty((seq, nd, batch, hs), F32)
+    hr = np.empty((nd, batch, 3 * hs), F32)
     for k in range(seq):
-        ts = [int(s_[k]) for s_ in steps]
-        p = pre[ts, didx]
+        p = pre[k]
         if lbr:
-            hr = np.matmul(h, rT) + rb
-            zr = 0.5 * np.tanh(0.5 * (p[..., :2 * hs] + hr[..., :2 * hs])) + 0.5
-            cand = np.tanh(p[..., 2 * hs:] + zr[..., hs:] * hr[..., 2 * hs:])
+            np.matmul(h, rT, out=hr)
+            hr += rb
+            zr = p[..., :2 * hs] + hr[..., :2 * hs]
         else:
-            hr = np.matmul(h, rT[..., :2 * hs]) + rb[..., :2 * hs]
-            zr = 0.5 * np.tanh(0.5 * (p[..., :2 * hs] + hr)) + 0.5
-            cand = np.tanh(p[..., 2 * hs:] + np.matmul(zr[..., hs:] * h, rT[..., 2 * hs:]) + rb[..., 2 * hs:])
-        z = zr[..., :hs]
-        h = (1.0 - z) * cand + z * h
-        y[ts, didx] = h
-    ys = [y[:, d] for d in range(nd)]
-    hn = list(h)
-    return _rnn_outputs(ctx, ys, [hn])
+            zr = np.matmul(h, rT_zr)
+            zr += rb_zr
+            zr += p[..., :2 * hs]
+        np.tanh(zr, out=zr)
+        zr *= 0.5
+        zr += 0.5
+        if lbr:
+            cand = np.multiply(zr[..., hs:], hr[..., 2 * hs:])
+        else:
+            cand = np.matmul(zr[..., hs:] * h, rT_h)
+            cand += rb_h
+        cand += p[..., 2 * hs:]
+        np.tanh(cand, out=cand)
+        # h = (1 - z) * cand + z * h = cand + z * (h - cand), written into its row of y
+        hn = y[k]
+        np.subtract(h, cand, out=hn)
+        hn *= zr[..., :hs]
+        hn += cand
+        h = hn
+    return _rnn_outputs(ctx, y, dirs, [h.copy()])              # h is a row of y, which is flipped next
 
 
 # --- ai.onnx.ml tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor) ------------------
