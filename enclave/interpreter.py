@@ -44,6 +44,8 @@ MAX_OPSET = 23
 DEFAULT_MAX_TENSOR_ELEMENTS = 1 << 25
 
 F32 = np.dtype("float32")
+#: entries a node keeps in its per-shape memo (:attr:`_Ctx.memo`) before it starts over
+_MEMO_LIMIT = 64
 I64 = np.dtype("int64")
 
 @dataclass(frozen=True)
@@ -175,6 +177,9 @@ class _Ctx:
         self.node = node
         self.opset = opset
         self.max_elements = max_elements
+        #: results an op derives from its input shapes and constant inputs alone (a Reshape's
+        #: target shape), kept per input shape so the checks run once per shape, not per call
+        self.memo: dict[Any, Any] = {}
 
     def unsupported(self, what: str) -> UnsupportedOperatorError:
         return UnsupportedOperatorError(f"node {self.node.name!r} ({self.node.op}): {what}")
@@ -496,6 +501,16 @@ def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 @operator("Reshape", attrs={"allowzero": (14, MAX_OPSET)}, inputs=(2, 2), const_inputs={1: "int64"})
 def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "data")
+    # the shape input is a parameter (const_inputs), so the target depends on x's shape alone
+    target = ctx.memo.get(x.shape)
+    if target is None:
+        if len(ctx.memo) >= _MEMO_LIMIT:   # one entry per batch size seen: bounded all the same
+            ctx.memo.clear()
+        target = ctx.memo[x.shape] = _reshape_target(ctx, x, shape)
+    return x.reshape(target)
+
+
+def _reshape_target(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> tuple[int, ...]:
     if shape is None or shape.dtype != I64 or shape.ndim != 1:
         raise ctx.error("shape must be a 1-D int64 tensor")
     allowzero = ctx.attr_int("allowzero", 0)
@@ -521,7 +536,7 @@ def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
         out[out.index(-1)] = x.size // known
     if math.prod(out) != x.size:
         raise ctx.error(f"cannot reshape {x.shape} into {dims}")
-    return x.reshape(out)
+    return tuple(out)
 
 
 @operator("Gemm", attrs=("alpha", "beta", "transA", "transB"), inputs=(2, 3))
