@@ -314,8 +314,14 @@ def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], di
         need = (outs[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
         have = x.shape[2 + i] + begin[i] + end[i]
         extra.append(max(need - have, 0))
-    padded = np.pad(x, ((0, 0), (0, 0), (begin[0], end[0] + extra[0]), (begin[1], end[1] + extra[1])),
-                    mode="constant", constant_values=fill)
+    if any(begin) or end[0] + extra[0] or end[1] + extra[1]:
+        # a filled buffer and one slice assignment: np.pad's general machinery costs tens of us
+        h, w = x.shape[2:]
+        padded = np.full((x.shape[0], x.shape[1], h + begin[0] + end[0] + extra[0], w + begin[1] + end[1] + extra[1]),
+                         fill, dtype=x.dtype)
+        padded[:, :, begin[0]:begin[0] + h, begin[1]:begin[1] + w] = x
+    else:
+        padded = x
     n, c, h, w = padded.shape
     sn, sc, sh, sw = padded.strides
     view = np.lib.stride_tricks.as_strided(
@@ -373,7 +379,7 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
             y = np.matmul(w.reshape(group, mg, cg * kk), cols).reshape(group, mg, n, ohw).transpose(2, 0, 1, 3)
         y = y.reshape(n, m, outs[0], outs[1])
     if b is not None:
-        y = y + b.reshape(1, m, 1, 1)
+        y += b.reshape(1, m, 1, 1)   # y is always a fresh array here
     return y.astype(F32, copy=False)
 
 
