@@ -246,6 +246,18 @@ def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _memoised(ctx: "_Ctx", key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per ``key`` for this node (see :attr:`_Ctx.memo`): what a node derives
+    from its input shapes, attributes and constant inputs, checks included, so a call on a shape
+    already seen does only the arithmetic."""
+    value = ctx.memo.get(key)
+    if value is None:
+        if len(ctx.memo) >= _MEMO_LIMIT:   # one entry per batch size seen: bounded all the same
+            ctx.memo.clear()
+        value = ctx.memo[key] = compute()
+    return value
+
+
 # --- helpers for windowed ops ------------------------------------------------------------
 
 def _spatial_params(ctx: _Ctx, x: np.ndarray, kernel: list[int]) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -508,12 +520,7 @@ def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "data")
     # the shape input is a parameter (const_inputs), so the target depends on x's shape alone
-    target = ctx.memo.get(x.shape)
-    if target is None:
-        if len(ctx.memo) >= _MEMO_LIMIT:   # one entry per batch size seen: bounded all the same
-            ctx.memo.clear()
-        target = ctx.memo[x.shape] = _reshape_target(ctx, x, shape)
-    return x.reshape(target)
+    return x.reshape(_memoised(ctx, x.shape, lambda: _reshape_target(ctx, x, shape)))
 
 
 def _reshape_target(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> tuple[int, ...]:
@@ -619,14 +626,17 @@ def _log_softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
     return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(F32, copy=False)
 
 
+def _softmax_axis(ctx: _Ctx, x: np.ndarray) -> int:
+    axis = ctx.attr_int("axis", -1 if ctx.opset >= 13 else 1)
+    if not -x.ndim <= axis < max(x.ndim, 1):
+        raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
+    return axis % x.ndim
+
+
 def _softmax_family(along: Callable[[np.ndarray, int], np.ndarray]) -> Callable[..., np.ndarray]:
     def op(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
         x = ctx.float_input(x, "input")
-        default = -1 if ctx.opset >= 13 else 1
-        axis = ctx.attr_int("axis", default)
-        if not -x.ndim <= axis < max(x.ndim, 1):
-            raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
-        axis %= x.ndim
+        axis = _memoised(ctx, x.ndim, lambda: _softmax_axis(ctx, x))
         if ctx.opset >= 13:
             return along(x, axis)
         # opset < 13: coerce to 2-D at axis, normalise over the second dimension
@@ -820,19 +830,27 @@ def _transpose(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
           const_inputs={1: "int64"})
 def _squeeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "data")
+    return x.reshape(_memoised(ctx, x.shape, lambda: _squeezed_shape(ctx, x, axes_in)))
+
+
+def _squeezed_shape(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None) -> tuple[int, ...]:
     axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
     if axes is None:
         axes = [i for i, d in enumerate(x.shape) if d == 1]
     ax = _norm_axes(ctx, axes, x.ndim)
     if any(x.shape[a] != 1 for a in ax):
         raise ctx.error(f"cannot squeeze axes {axes} of shape {x.shape}")
-    return np.squeeze(x, axis=tuple(ax))
+    return tuple(d for i, d in enumerate(x.shape) if i not in ax)
 
 
 @operator("Unsqueeze", attrs={"axes": (MIN_OPSET, 12)}, inputs=(2, 2), inputs_by_opset=((13, (1, 1)),),
           const_inputs={1: "int64"})
 def _unsqueeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "data")
+    return x.reshape(_memoised(ctx, x.shape, lambda: _unsqueezed_shape(ctx, x, axes_in)))
+
+
+def _unsqueezed_shape(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None) -> tuple[int, ...]:
     axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
     if not axes:
         raise ctx.error("axes are required")
@@ -841,7 +859,7 @@ def _unsqueeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> n
     shape = list(x.shape)
     for a in ax:
         shape.insert(a, 1)
-    return x.reshape(shape)
+    return tuple(shape)
 
 
 @operator("Expand", inputs=(2, 2), const_inputs={1: "int64"})
@@ -859,6 +877,12 @@ def _expand(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
 @operator("Gather", attrs=("axis",), inputs=(2, 2), const_inputs={1: "int64"})
 def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     data = ctx.float_input(data, "data")
+    # the indices are a parameter (const_inputs): checked and made non-negative once per shape
+    axis, index = _memoised(ctx, data.shape, lambda: _gather_index(ctx, data, indices))
+    return np.take(data, index, axis=axis)
+
+
+def _gather_index(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> tuple[int, np.ndarray]:
     if indices.dtype != I64:
         raise ctx.error("indices must be int64")
     axis = ctx.attr_int("axis", 0)
@@ -869,12 +893,33 @@ def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     if indices.size and (indices.min() < -n or indices.max() >= n):
         raise ctx.error(f"an index is outside -{n}..{n - 1}")
     ctx.check_size(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
-    return np.take(data, np.where(indices < 0, indices + n, indices), axis=axis)
+    return axis, np.where(indices < 0, indices + n, indices)
 
 
 @operator("LayerNormalization", attrs=("axis", "epsilon", "stash_type"), inputs=(2, 3), opsets=(17, MAX_OPSET))
 def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     x, scale = ctx.float_input(x, "X"), ctx.float_input(scale, "Scale")
+    if bias is not None:
+        ctx.float_input(bias, "B")
+    key = (x.shape, scale.shape, None if bias is None else bias.shape)
+    axes, inv_count, eps = _memoised(ctx, key, lambda: _layernorm_params(ctx, x, scale, bias))
+    # float32 as onnxruntime computes it (stash_type 1); the variance of the centred values, so
+    # no cancellation of E[x^2] - E[x]^2
+    centred = x - np.add.reduce(x, axis=axes, keepdims=True) * inv_count
+    var = np.add.reduce(np.square(centred), axis=axes, keepdims=True)
+    var *= inv_count
+    var += eps
+    np.sqrt(var, out=var)
+    centred /= var
+    centred *= scale
+    if bias is not None:
+        centred += bias
+    return centred
+
+
+def _layernorm_params(ctx: _Ctx, x: np.ndarray, scale: np.ndarray,
+                      bias: np.ndarray | None) -> tuple[tuple[int, ...], np.float32, np.float32]:
+    """The normalised axes, 1 / their element count and epsilon, after the checks."""
     axis = ctx.attr_int("axis", -1)
     eps = ctx.attr_float("epsilon", 1e-5)
     if ctx.attr_int("stash_type", 1) != 1:
@@ -892,14 +937,7 @@ def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | N
             except ValueError:
                 raise ctx.error(f"{nm} of shape {p.shape} does not broadcast to {norm_shape}") from None
     axes = tuple(range(axis, x.ndim))
-    # float32 as onnxruntime computes it (stash_type 1); the variance of the centred values, so
-    # no cancellation of E[x^2] - E[x]^2
-    centred = x - x.mean(axis=axes, keepdims=True)
-    var = np.mean(np.square(centred), axis=axes, keepdims=True)
-    y = centred * (1.0 / np.sqrt(var + F32.type(eps))) * scale
-    if bias is not None:
-        y += bias
-    return y.astype(F32, copy=False)
+    return axes, F32.type(1.0 / max(math.prod(norm_shape), 1)), F32.type(eps)
 
 
 # --- recurrent operators (LSTM, GRU) ---------------------------------------------------------
