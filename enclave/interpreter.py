@@ -481,11 +481,7 @@ def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, me
 def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
-    try:
-        shape = _broadcast_shape(a.shape, b.shape)
-    except ValueError:
-        raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
-    ctx.check_size(shape)
+    _memoised(ctx, (a.shape, b.shape), lambda: _broadcast(ctx, a, b) or True)
     return np.add(a, b, dtype=F32)
 
 
@@ -713,7 +709,7 @@ def _broadcast(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> None:
 def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
     def op(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a, b = ctx.float_input(a, "A"), ctx.float_input(b, "B")
-        _broadcast(ctx, a, b)
+        _memoised(ctx, (a.shape, b.shape), lambda: _broadcast(ctx, a, b) or True)
         return fn(a, b).astype(F32, copy=False)
     return op
 
@@ -1370,7 +1366,7 @@ class _Plan:
 
     node: NodeSpec
     impl: Callable[..., Any]
-    #: slot of every input, -1 for an absent optional input
+    #: slot of every input, -1 for an absent optional input (the run's last slot, always None)
     input_slots: tuple[int, ...]
     ctx: "_Ctx"
     #: (position among the node's outputs, slot, dtype, check kind, shape, declared shape) of
@@ -1482,7 +1478,8 @@ class HeadInterpreter:
                 raise UnsupportedOperatorError(f"head output {s.name!r} must be float32 with static "
                                                "non-batch dimensions")
         self._slots = slots
-        self._env_template: list[np.ndarray | None] = [None] * len(slots)
+        # one slot more than names, always None: an absent input's slot -1 reads it
+        self._env_template: list[np.ndarray | None] = [None] * (len(slots) + 1)
         for name, value in self._params.items():
             self._env_template[slots[name]] = value
         return plan
@@ -1537,7 +1534,7 @@ class HeadInterpreter:
         with np.errstate(all="ignore"):
             for impl, input_slots, ctx, outputs in self._steps:
                 try:
-                    ys = impl(ctx, *[env[i] if i >= 0 else None for i in input_slots])
+                    ys = impl(ctx, *[env[i] for i in input_slots])
                 except (ModelError, PackageFormatError):
                     raise
                 except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
