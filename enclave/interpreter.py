@@ -653,9 +653,12 @@ def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # numerically stable in both tails
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    # 0.5 tanh(x / 2) + 0.5: stable in both tails, one transcendental, computed in place
+    y = np.multiply(x, F32.type(0.5))
+    np.tanh(y, out=y)
+    y *= F32.type(0.5)
+    y += F32.type(0.5)
+    return y
 
 
 @operator("Clip", inputs=(1, 3))
@@ -798,7 +801,7 @@ def _reduce(fn: Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray], axes_
                 return x
             axes = list(range(x.ndim))
         ax = tuple(_norm_axes(ctx, axes, x.ndim))
-        return fn(x.astype(np.float64), ax, bool(keep)).astype(F32)
+        return fn(x, ax, bool(keep)).astype(F32, copy=False)   # float32 sums (pairwise, as numpy adds)
     return op
 
 
