@@ -16,9 +16,12 @@ Why hand-written rather than onnxruntime inside the enclave: the enclave is the 
 computing base, and a few hundred lines of numpy per operator can be read and audited, fail
 closed on anything outside the registered set, and hold no code path the head does not use;
 onnxruntime is a large native runtime with its own graph optimiser and allocator. The price is
-speed, so the hot operators are vectorised (pointwise, depthwise and grouped Conv as single
-matmul/einsum calls, RNN steps with every direction batched, per-node bookkeeping precomputed at
-load); ``scripts/bench_heads`` measures each zoo head against onnxruntime with one thread each.
+speed, so the plan is compiled at load (every tensor a slot of a list, each output's checks
+precomputed) and nodes keep what they derive from input shapes and constants per shape
+(:func:`_memoised`); the hot operators are vectorised in float32 (pointwise, depthwise and grouped
+Conv as single matmul/einsum calls, a transposed Gemm weight kept contiguous, RNNs with one matmul
+for every step's input projection and every direction batched per step); ``scripts/bench_heads``
+measures each zoo head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
 """
