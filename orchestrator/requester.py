@@ -288,8 +288,12 @@ class Requester:
             # delivery's calldata, not repeated in events
             delivered = delivered_result(self.chain, self.deployment, res["transactionHash"], request_id)
             encrypted = self._encrypted_result(request_id, args, delivered)
-            self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature)
+            label = bytes(delivered.claim[11]) if delivered.claim[10] else None
+            self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature, label)
             result = open_result(self.key, encrypted, request_id, bytes(request["modelId"]), int(request["version"]))
+            if label is not None and (not result.labels or int.from_bytes(label, "big") != result.label):
+                raise SplitsealError(f"request {request_id}: the public label handed to the consumer "
+                                     f"({int.from_bytes(label, 'big')}) is not the label of the encrypted result")
             _set_prediction(outcome, result)
             outcome.enclave = args["enclave"]
             xfer = logs.get("TransferRecorded", res)  # a separate transfer tx on the two-step path only
@@ -326,14 +330,15 @@ class Requester:
             raise SplitsealError(f"request {request_id}: its result is stored off-chain at {pointer!r} and cannot "
                                  f"be fetched and checked: {exc}") from None
 
-    def _verify_signature(self, req: Any, transfer_hash: bytes, result: Any, signature: bytes) -> None:
+    def _verify_signature(self, req: Any, transfer_hash: bytes, result: Any, signature: bytes,
+                          label: bytes | None = None) -> None:
         """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
         if bytes(req["requesterKey"]) != self.key.public:
             raise SplitsealError(f"request {req['requestId']} names another result key than this requester's")
         claim = ResultClaim(request_id=int(req["requestId"]), model_id=bytes(req["modelId"]),
                             input_commitment=bytes(req["inputCommitment"]), requester=str(req["requester"]),
                             requester_key=self.key.public, enclave=str(result["enclave"]),
-                            transfer_hash=transfer_hash, sequence=int(result["sequence"]))
+                            transfer_hash=transfer_hash, sequence=int(result["sequence"]), label=label)
         digest = claim.digest(self.chain.chain_id, self.deployment.enclave_transfer.address,
                               model_version=int(req["version"]),
                               result_commitment=bytes(result["resultCommitment"]))
