@@ -55,7 +55,9 @@ class InferenceOutcome:
     ``label`` / ``scores`` / ``features`` are the first batch row's; ``labels`` / ``all_scores`` /
     ``all_features`` every row's (None where the model's output policy releases no such part);
     ``sequences``: every row's character indices (policy ``ctc_greedy``; decode them with the
-    model's character list, :func:`orchestrator.pretrained.ocr.decode`)."""
+    model's character list, :func:`orchestrator.pretrained.ocr.decode`). ``public_label``: the
+    class the enclave signed in plaintext for the request's consumer (policy ``public_label``
+    only; checked against the signature and the decrypted label)."""
 
     request_id: int
     status: RequestStatus
@@ -66,6 +68,7 @@ class InferenceOutcome:
     all_scores: list[list[float]] | None = None
     all_features: list[list[float]] | None = None
     sequences: list[list[int]] | None = None
+    public_label: int | None = None
     failure_code: FailureCode | None = None
     failure_reason: str = ""
     enclave: str = ""
@@ -294,6 +297,7 @@ class Requester:
             if label is not None and (not result.labels or int.from_bytes(label, "big") != result.label):
                 raise SplitsealError(f"request {request_id}: the public label handed to the consumer "
                                      f"({int.from_bytes(label, 'big')}) is not the label of the encrypted result")
+            outcome.public_label = None if label is None else int.from_bytes(label, "big")
             _set_prediction(outcome, result)
             outcome.enclave = args["enclave"]
             xfer = logs.get("TransferRecorded", res)  # a separate transfer tx on the two-step path only

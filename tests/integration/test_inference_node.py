@@ -625,6 +625,7 @@ def test_a_public_label_model_hands_its_signed_label_to_the_consumer(world):
     assert labelled_outcome.status is plain_outcome.status is RequestStatus.COMPLETED
     expected, expected_plain = expected_labels(w, np.stack([x, plain_x]))
     assert (labelled_outcome.label, plain_outcome.label) == (expected, expected_plain)
+    assert (labelled_outcome.public_label, plain_outcome.public_label) == (expected, None)
 
     got = w.chain.call(consumer.functions.received(labelled.request_id))
     assert got[2] is True and int.from_bytes(bytes(got[3]), "big") == expected
