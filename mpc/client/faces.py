@@ -35,7 +35,7 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
                              [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 YUNET_SIZE = 640
 # cosine acceptance threshold for SFace on YuNet-aligned faces: the equal-error-rate threshold of
-# plaintext SFace on ORL measured by scripts/eval_mpc_faces (mpc/BENCHMARK.md)
+# plaintext SFace on all 400 ORL faces measured by scripts/eval_mpc_faces (0.3724; mpc/BENCHMARK.md)
 SFACE_THRESHOLD = 0.37
 
 
