@@ -176,8 +176,7 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
             emit ConsumerCalled(claim.requestId, consumer, false, 0, "");
             return;
         }
-        bytes memory data =
-            abi.encodeCall(
+        bytes memory data = abi.encodeCall(
             IInferenceConsumer.onInferenceResult,
             (claim.requestId, resultCommitment, encryptedResult, claim.hasLabel, claim.label)
         );
