@@ -82,7 +82,8 @@ import numpy as np
 
 from splitseal.errors import EnclaveError, InvalidInputError, ModelError, SealingError, SplitsealError
 from splitseal.protocol import FailureCode, bundle, crypto, eip712, wire
-from splitseal.protocol.result import SALT_BYTES, ResultClaim, encode_result_document, released_parts
+from splitseal.protocol.result import (PUBLIC_LABEL_POLICY, SALT_BYTES, ResultClaim, encode_result_document,
+                                       label_word, released_parts)
 
 from . import quote as quote_mod
 from .identity import EnclaveIdentity
@@ -637,20 +638,22 @@ class EnclaveCore:
         except (ModelError, InvalidInputError) as exc:
             raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
                                  FailureCode.SHAPE_MISMATCH) from None
-        result = encode_result(np.asarray(outputs[model.output_name]), model.policy)
+        result, public_label = release_result(np.asarray(outputs[model.output_name]), model.policy)
         encrypted = crypto.ecies_encrypt(requester_key, result,
                                          crypto.result_aad(request_id, model_id, version))
         result_commitment = crypto.keccak256(encrypted)
         sequence = self.sequence + 1
         claim = ResultClaim(request_id=request_id, model_id=model_id, input_commitment=input_commitment,
                             requester=requester, requester_key=requester_key, enclave=self.address,
-                            transfer_hash=transfer_hash, sequence=sequence)
+                            transfer_hash=transfer_hash, sequence=sequence, label=public_label)
         digest = claim.digest(model.chain_id, model.transfer, model_version=version,
                               result_commitment=result_commitment)
         answer = {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
                   "result_commitment": result_commitment, "transfer_hash": transfer_hash,
                   "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
                   "sequence": sequence, "signature": eip712.sign(self._signer, digest), **(extra or {})}
+        if public_label is not None:
+            answer["public_label"] = public_label
         # durable before the answer leaves: once delivered, the chain anchors this sequence, and a
         # state that lost it would be refused as rolled back at the next restore
         self._journal_answer(replay_key, answer)
@@ -831,7 +834,13 @@ def _unflattened(shape: tuple[int, ...], head_input: tuple[int | None, ...]) -> 
 # --- result plaintext -----------------------------------------------------------------------------
 
 def encode_result(output: np.ndarray, policy: str) -> bytes:
-    """The result plaintext delivered (encrypted) to the requester (splitseal.protocol.result).
+    """The result plaintext delivered (encrypted) to the requester (splitseal.protocol.result)."""
+    return release_result(output, policy)[0]
+
+
+def release_result(output: np.ndarray, policy: str) -> tuple[bytes, bytes | None]:
+    """The result plaintext, and under the ``public_label`` policy the label the enclave also
+    signs in plaintext (a 32-byte word; None under any other policy).
 
     Labels are computed here, inside the enclave, so that the ``label`` policy releases nothing else.
     """
@@ -844,8 +853,11 @@ def encode_result(output: np.ndarray, policy: str) -> bytes:
     try:
         released = apply_output_policy(policy, output)
     except ModelError as exc:
-        raise EntryCallError(f"output policy {policy!r} of the head graph: {exc}", FailureCode.INTERNAL) from None
-    return encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
+        code = FailureCode.SHAPE_MISMATCH if policy == PUBLIC_LABEL_POLICY else FailureCode.INTERNAL
+        raise EntryCallError(f"output policy {policy!r} of the head graph: {exc}", code) from None
+    document = encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
+    public_label = label_word(int(released["label"][0])) if policy == PUBLIC_LABEL_POLICY else None
+    return document, public_label
 
 
 def error_reason(exc: BaseException) -> FailureCode:

@@ -1576,7 +1576,9 @@ class HeadInterpreter:
 def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray]:
     """What leaves the enclave for one head output under ``policy``.
 
-    ``label``: the arg-max class per row (int64); ``label_scores``: that plus the scores;
+    ``label``: the arg-max class per row (int64); ``public_label``: the same for exactly one row
+    (the enclave also signs it in plaintext, so a batch would publish more than one answer);
+    ``label_scores``: that plus the scores;
     ``features``: the output vector itself (embedding models); ``ctc_greedy``: for sequence
     scores (batch, steps, classes), CTC greedy decoding: the arg-max class per step, repeats
     merged, the blank (class :data:`CTC_BLANK`) dropped; a list of class indices per row, so the
@@ -1591,11 +1593,17 @@ def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray
         scores = scores.reshape(scores.shape[0], -1) if scores.ndim > 1 else scores.reshape(1, -1)
     if policy == "label":
         return {"label": np.argmax(scores, axis=-1).astype(np.int64)}
+    if policy == "public_label":
+        if scores.shape[0] != 1:
+            raise ModelError(f"the public_label policy publishes one label per request; got {scores.shape[0]} rows "
+                             "(send one example per request)")
+        return {"label": np.argmax(scores, axis=-1).astype(np.int64)}
     if policy == "label_scores":
         return {"label": np.argmax(scores, axis=-1).astype(np.int64), "scores": scores.astype(F32)}
     if policy == "features":
         return {"features": scores.astype(F32)}
-    raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features, ctc_greedy")
+    raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features, ctc_greedy, "
+                     "public_label")
 
 
 #: The CTC blank class of the ``ctc_greedy`` policy (CRNN and PaddleOCR put it first).

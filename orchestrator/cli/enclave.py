@@ -182,7 +182,7 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
         owner = _account(chain, args.owner_key, config)
         version = args.version
         if args.register:
-            progress("registering the split's hashes as a new model version (registerModel)")
+            progress("registering the split's hashes as a new model version (registerModelWithPolicy)")
             version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
         elif version is None:
             version = chain.call(deployment.model_registry.functions.latestVersion(model_id))

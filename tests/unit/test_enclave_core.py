@@ -11,7 +11,7 @@ from enclave.core import EnclaveCore, EntryCallError, encode_result
 from enclave.identity import load_identity
 from enclave.platform import SimulatedPlatform
 from splitseal.errors import InvalidInputError, SealingError
-from splitseal.protocol import crypto
+from splitseal.protocol import FailureCode, crypto
 from splitseal.protocol.result import decode_result, open_result
 
 MODEL = b"\x42" * 32
@@ -37,6 +37,20 @@ def test_result_policies():
     assert encode_result(scores, "label") != encode_result(scores, "label")  # salted
     with pytest.raises(InvalidInputError):
         decode_result(b"{}")
+
+
+def test_only_the_public_label_policy_releases_a_plaintext_label():
+    from enclave.core import release_result
+
+    one = np.array([[0.1, 0.2, 0.7]], np.float32)
+    document, label = release_result(one, "public_label")
+    assert decode_result(document).labels == (2,) and label == (2).to_bytes(32, "big")
+    for policy in ("label", "label_scores", "features"):
+        assert release_result(one, policy)[1] is None
+    # one request, one public answer: a batch under public_label is refused as a shape problem
+    with pytest.raises(EntryCallError) as err:
+        release_result(np.array([[0.1, 0.9], [0.8, 0.2]], np.float32), "public_label")
+    assert err.value.reason is FailureCode.SHAPE_MISMATCH and "one example per request" in str(err.value)
 
 
 def _split(policy: str):
