@@ -76,7 +76,7 @@ class Checkpoint:
             CREATE TABLE IF NOT EXISTS answers (
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, encrypted_result BLOB NOT NULL,
                 signature BLOB NOT NULL, sequence INTEGER NOT NULL, transfer_hash BLOB NOT NULL DEFAULT x'',
-                PRIMARY KEY (scope, request_id));
+                public_label BLOB, PRIMARY KEY (scope, request_id));
             CREATE TABLE IF NOT EXISTS transfers (
                 scope TEXT NOT NULL, request_id INTEGER NOT NULL, ciphertext BLOB NOT NULL,
                 shape TEXT NOT NULL, dtype TEXT NOT NULL, commitment BLOB NOT NULL,
@@ -85,6 +85,8 @@ class Checkpoint:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(answers)")}
         if "transfer_hash" not in columns:  # a checkpoint written before answers named their transfer
             self._db.execute("ALTER TABLE answers ADD COLUMN transfer_hash BLOB NOT NULL DEFAULT x''")
+        if "public_label" not in columns:  # written before answers could carry a public label
+            self._db.execute("ALTER TABLE answers ADD COLUMN public_label BLOB")
 
     def close(self) -> None:
         with self._lock:
@@ -164,26 +166,31 @@ class Checkpoint:
         return StoredTransfer(bytes(row[0]), shape, row[2], bytes(row[3]))
 
     def store_reply(self, request_id: int, encrypted_result: bytes, signature: bytes, sequence: int,
-                    transfer_hash: bytes = b"", *, stage: Stage | None = None) -> None:
-        """Keep the enclave's signed answer, its sequence number and the transfer it answers: a
+                    transfer_hash: bytes = b"", public_label: bytes | None = None, *,
+                    stage: Stage | None = None) -> None:
+        """Keep the enclave's signed answer, its sequence number, the transfer it answers and the
+        public label it signed (None: none; the ``public_label`` policy only): a
         node that dies before submitting submits this very reply (the enclave would hand out the
         same one again, but only while it keeps it among its recent answers). With ``stage``, the
         request moves to it in the same commit."""
         with self._lock, self._db:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR REPLACE INTO answers(scope, request_id, encrypted_result, signature, "
-                             "sequence, transfer_hash) VALUES(?, ?, ?, ?, ?, ?)",
+                             "sequence, transfer_hash, public_label) VALUES(?, ?, ?, ?, ?, ?, ?)",
                              (self.scope, int(request_id), bytes(encrypted_result), bytes(signature), int(sequence),
-                              bytes(transfer_hash)))
+                              bytes(transfer_hash), None if public_label is None else bytes(public_label)))
             if stage is not None:
                 self._advance(request_id, stage, "")
 
-    def load_reply(self, request_id: int) -> tuple[bytes, bytes, int, bytes] | None:
-        """(encrypted result, signature, sequence, transfer hash; empty when not recorded)."""
+    def load_reply(self, request_id: int) -> tuple[bytes, bytes, int, bytes, bytes | None] | None:
+        """(encrypted result, signature, sequence, transfer hash (empty when not recorded),
+        public label (None without one))."""
         with self._lock:
-            row = self._db.execute("SELECT encrypted_result, signature, sequence, transfer_hash FROM answers "
-                                   "WHERE scope=? AND request_id=?", (self.scope, int(request_id))).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]), int(row[2]), bytes(row[3]))
+            row = self._db.execute("SELECT encrypted_result, signature, sequence, transfer_hash, public_label "
+                                   "FROM answers WHERE scope=? AND request_id=?",
+                                   (self.scope, int(request_id))).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]), int(row[2]), bytes(row[3]),
+                                         None if row[4] is None else bytes(row[4]))
 
     def drop_transfer(self, request_id: int) -> None:
         """Forget the request's transfer and reply once it ended."""

@@ -84,7 +84,7 @@ class HybridRelay:
         claim = ResultClaim(request_id=request_id, model_id=bytes(request["modelId"]),
                             input_commitment=bytes(request["inputCommitment"]), requester=str(request["requester"]),
                             requester_key=bytes(request["requesterKey"]), enclave=reply.enclave,
-                            transfer_hash=reply.transfer_hash, sequence=reply.sequence)
+                            transfer_hash=reply.transfer_hash, sequence=reply.sequence, label=reply.public_label)
         encrypted = reply.encrypted_result
         inline, pointer, commitment = encrypted, "", bytes(32)
         if len(encrypted) > INLINE_RESULT_LIMIT:

@@ -558,14 +558,15 @@ class InferenceNode:
                 return _HANDLED
             times.enclave = time.perf_counter() - t0
             saved = (reply.encrypted_result, reply.signature, reply.sequence,
-                     bytes(getattr(reply, "transfer_hash", b"") or keccak256(stored.ciphertext)))
+                     bytes(getattr(reply, "transfer_hash", b"") or keccak256(stored.ciphertext)), reply.public_label)
             self.checkpoint.store_reply(request_id, *saved, stage=Stage.TRANSFERRED)
-        encrypted_result, signature, sequence, transfer_hash = saved
+        encrypted_result, signature, sequence, transfer_hash, public_label = saved
         claim = ResultClaim(request_id=request_id, model_id=bytes(ev["modelId"]),
                             input_commitment=bytes(ev["inputCommitment"]), requester=str(ev["requester"]),
                             requester_key=bytes(ev["requesterKey"]), enclave=self.enclave.address,
                             transfer_hash=transfer_hash or keccak256(stored.ciphertext), sequence=sequence,
-                            consumer=str(ev["consumer"]), callback_gas_limit=int(ev["callbackGasLimit"]))
+                            consumer=str(ev["consumer"]), callback_gas_limit=int(ev["callbackGasLimit"]),
+                            label=public_label)
         return self._delivery(claim, stored.output_commitment, encrypted_result, signature)
 
     def _deliver_batched(self, asks: list[int]) -> int:

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "enclave's memory nor unseal")
     p.add_argument("--socket-group", default=None,
                    help="group allowed to connect to the socket (mode 0660); default: the enclave's user only")
+    p.add_argument("--answer-durability", choices=("fsync", "write"), default="fsync",
+                   help="fsync (default): each answer's journal record reaches the disk before the answer "
+                        "leaves; write: it reaches the OS only (survives a killed enclave, not a power loss, "
+                        "after which restore refuses the state and the enclave must be provisioned again)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--json", action="store_true",
                    help="JSON lines on stdout: ready, one per entry call, refused frames, stopped; "
@@ -119,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hardening = harden(run_as=args.user, owned_paths=[state_dir, platform_dir], keep_group=group)
 
         platform = SimulatedPlatform(platform_dir)
-        core = EnclaveCore(platform, identity, state_dir, process=hardening.as_wire())
+        core = EnclaveCore(platform, identity, state_dir, process=hardening.as_wire(),
+                           answer_fsync=args.answer_durability == "fsync")
         serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes, socket_group=group,
                                     idle_timeout=args.idle_timeout, events=JsonLines() if args.json else None))
     except (SplitsealError, OSError) as exc:  # a state dir or socket path it cannot use is an input error too

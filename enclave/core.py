@@ -82,7 +82,8 @@ import numpy as np
 
 from splitseal.errors import EnclaveError, InvalidInputError, ModelError, SealingError, SplitsealError
 from splitseal.protocol import FailureCode, bundle, crypto, eip712, wire
-from splitseal.protocol.result import SALT_BYTES, ResultClaim, encode_result_document, released_parts
+from splitseal.protocol.result import (PUBLIC_LABEL_POLICY, SALT_BYTES, ResultClaim, encode_result_document,
+                                       label_word, released_parts)
 
 from . import quote as quote_mod
 from .identity import EnclaveIdentity
@@ -286,10 +287,16 @@ class EnclaveCore:
     """The enclave's state and entry calls (see module doc)."""
 
     def __init__(self, platform: Platform, identity: EnclaveIdentity, state_dir: str | Path, *,
-                 clock: Callable[[], float] | None = None, process: dict[str, Any] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, process: dict[str, Any] | None = None,
+                 answer_fsync: bool = True) -> None:
         self.platform = platform
         #: the process protections in effect (enclave.hardening), reported by ``status``
         self.process = dict(process or {})
+        #: fsync each answer's journal record before the answer leaves (``--answer-durability
+        #: fsync``); off, the record is written to the OS (survives a killed process, not a power
+        #: loss, after which restore refuses the state as rolled back and the enclave is provisioned
+        #: afresh): availability traded for latency, never an answer off the record
+        self.answer_fsync = answer_fsync
         self.identity = identity
         self.state_dir = Path(state_dir)
         self.sealed_dir = self.state_dir / "sealed"
@@ -637,20 +644,22 @@ class EnclaveCore:
         except (ModelError, InvalidInputError) as exc:
             raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
                                  FailureCode.SHAPE_MISMATCH) from None
-        result = encode_result(np.asarray(outputs[model.output_name]), model.policy)
+        result, public_label = release_result(np.asarray(outputs[model.output_name]), model.policy)
         encrypted = crypto.ecies_encrypt(requester_key, result,
                                          crypto.result_aad(request_id, model_id, version))
         result_commitment = crypto.keccak256(encrypted)
         sequence = self.sequence + 1
         claim = ResultClaim(request_id=request_id, model_id=model_id, input_commitment=input_commitment,
                             requester=requester, requester_key=requester_key, enclave=self.address,
-                            transfer_hash=transfer_hash, sequence=sequence)
+                            transfer_hash=transfer_hash, sequence=sequence, label=public_label)
         digest = claim.digest(model.chain_id, model.transfer, model_version=version,
                               result_commitment=result_commitment)
         answer = {"request_id": request_id, "enclave": self.address, "encrypted_result": encrypted,
                   "result_commitment": result_commitment, "transfer_hash": transfer_hash,
                   "input_commitment": input_commitment, "requester": requester, "requester_key": requester_key,
                   "sequence": sequence, "signature": eip712.sign(self._signer, digest), **(extra or {})}
+        if public_label is not None:
+            answer["public_label"] = public_label
         # durable before the answer leaves: once delivered, the chain anchors this sequence, and a
         # state that lost it would be refused as rolled back at the next restore
         self._journal_answer(replay_key, answer)
@@ -675,7 +684,8 @@ class EnclaveCore:
         return JOURNAL_AAD + bytes.fromhex(self.address[2:]) + struct.pack(">QQ", epoch, index)
 
     def _journal_answer(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
-        """One sealed record appended and fsynced: O(1) per answer; compacted at intervals."""
+        """One sealed record appended (and fsynced, see ``answer_fsync``): O(1) per answer;
+        compacted at intervals."""
         if self._journal_records >= JOURNAL_COMPACT:
             self._remember(key, answer)
             self._seal_manifest()  # the next epoch holds this answer; the old journal goes
@@ -688,7 +698,8 @@ class EnclaveCore:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, struct.pack(">I", len(record)) + record)
-            os.fsync(fd)
+            if self.answer_fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         self._journal_records += 1
@@ -831,7 +842,13 @@ def _unflattened(shape: tuple[int, ...], head_input: tuple[int | None, ...]) -> 
 # --- result plaintext -----------------------------------------------------------------------------
 
 def encode_result(output: np.ndarray, policy: str) -> bytes:
-    """The result plaintext delivered (encrypted) to the requester (splitseal.protocol.result).
+    """The result plaintext delivered (encrypted) to the requester (splitseal.protocol.result)."""
+    return release_result(output, policy)[0]
+
+
+def release_result(output: np.ndarray, policy: str) -> tuple[bytes, bytes | None]:
+    """The result plaintext, and under the ``public_label`` policy the label the enclave also
+    signs in plaintext (a 32-byte word; None under any other policy).
 
     Labels are computed here, inside the enclave, so that the ``label`` policy releases nothing else.
     """
@@ -844,8 +861,11 @@ def encode_result(output: np.ndarray, policy: str) -> bytes:
     try:
         released = apply_output_policy(policy, output)
     except ModelError as exc:
-        raise EntryCallError(f"output policy {policy!r} of the head graph: {exc}", FailureCode.INTERNAL) from None
-    return encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
+        code = FailureCode.SHAPE_MISMATCH if policy == PUBLIC_LABEL_POLICY else FailureCode.INTERNAL
+        raise EntryCallError(f"output policy {policy!r} of the head graph: {exc}", code) from None
+    document = encode_result_document(policy, salt=crypto.random_bytes(SALT_BYTES), **released_parts(released))
+    public_label = label_word(int(released["label"][0])) if policy == PUBLIC_LABEL_POLICY else None
+    return document, public_label
 
 
 def error_reason(exc: BaseException) -> FailureCode:

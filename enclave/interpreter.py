@@ -16,9 +16,12 @@ Why hand-written rather than onnxruntime inside the enclave: the enclave is the 
 computing base, and a few hundred lines of numpy per operator can be read and audited, fail
 closed on anything outside the registered set, and hold no code path the head does not use;
 onnxruntime is a large native runtime with its own graph optimiser and allocator. The price is
-speed, so the hot operators are vectorised (pointwise, depthwise and grouped Conv as single
-matmul/einsum calls, RNN steps with every direction batched, per-node bookkeeping precomputed at
-load); ``scripts/bench_heads`` measures each zoo head against onnxruntime with one thread each.
+speed, so the plan is compiled at load (every tensor a slot of a list, each output's checks
+precomputed) and nodes keep what they derive from input shapes and constants per shape
+(:func:`_memoised`); the hot operators are vectorised in float32 (pointwise, depthwise and grouped
+Conv as single matmul/einsum calls, a transposed Gemm weight kept contiguous, RNNs with one matmul
+for every step's input projection and every direction batched per step); ``scripts/bench_heads``
+measures each zoo head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
 """
@@ -44,6 +47,8 @@ MAX_OPSET = 23
 DEFAULT_MAX_TENSOR_ELEMENTS = 1 << 25
 
 F32 = np.dtype("float32")
+#: entries a node keeps in its per-shape memo (:attr:`_Ctx.memo`) before it starts over
+_MEMO_LIMIT = 64
 I64 = np.dtype("int64")
 
 @dataclass(frozen=True)
@@ -175,6 +180,9 @@ class _Ctx:
         self.node = node
         self.opset = opset
         self.max_elements = max_elements
+        #: results an op derives from its input shapes and constant inputs alone (a Reshape's
+        #: target shape), kept per input shape so the checks run once per shape, not per call
+        self.memo: dict[Any, Any] = {}
 
     def unsupported(self, what: str) -> UnsupportedOperatorError:
         return UnsupportedOperatorError(f"node {self.node.name!r} ({self.node.op}): {what}")
@@ -209,7 +217,7 @@ class _Ctx:
         return v
 
     def check_size(self, shape: tuple[int, ...] | list[int], what: str = "output") -> None:
-        n = math.prod(int(d) for d in shape)
+        n = math.prod(shape)
         if n > self.max_elements:
             raise self.error(f"{what} of shape {tuple(shape)} has {n} elements, more than the "
                              f"limit {self.max_elements}")
@@ -220,6 +228,37 @@ class _Ctx:
         if x.dtype != F32:
             raise self.error(f"input {which} has dtype {x.dtype}, expected float32")
         return x
+
+
+def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast of two shapes (ValueError if they do not broadcast): numpy's
+    ``broadcast_shapes`` builds arrays for it, about 8 us a call, paid on every element-wise node."""
+    if a == b:
+        return a
+    if len(a) < len(b):
+        a, b = b, a
+    b = (1,) * (len(a) - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            raise ValueError("shapes do not broadcast")
+    return tuple(out)
+
+
+def _memoised(ctx: "_Ctx", key: Any, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per ``key`` for this node (see :attr:`_Ctx.memo`): what a node derives
+    from its input shapes, attributes and constant inputs, checks included, so a call on a shape
+    already seen does only the arithmetic."""
+    value = ctx.memo.get(key)
+    if value is None:
+        if len(ctx.memo) >= _MEMO_LIMIT:   # one entry per batch size seen: bounded all the same
+            ctx.memo.clear()
+        value = ctx.memo[key] = compute()
+    return value
 
 
 # --- helpers for windowed ops ------------------------------------------------------------
@@ -290,8 +329,14 @@ def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], di
         need = (outs[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
         have = x.shape[2 + i] + begin[i] + end[i]
         extra.append(max(need - have, 0))
-    padded = np.pad(x, ((0, 0), (0, 0), (begin[0], end[0] + extra[0]), (begin[1], end[1] + extra[1])),
-                    mode="constant", constant_values=fill)
+    if any(begin) or end[0] + extra[0] or end[1] + extra[1]:
+        # a filled buffer and one slice assignment: np.pad's general machinery costs tens of us
+        h, w = x.shape[2:]
+        padded = np.full((x.shape[0], x.shape[1], h + begin[0] + end[0] + extra[0], w + begin[1] + end[1] + extra[1]),
+                         fill, dtype=x.dtype)
+        padded[:, :, begin[0]:begin[0] + h, begin[1]:begin[1] + w] = x
+    else:
+        padded = x
     n, c, h, w = padded.shape
     sn, sc, sh, sw = padded.strides
     view = np.lib.stride_tricks.as_strided(
@@ -349,7 +394,7 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
             y = np.matmul(w.reshape(group, mg, cg * kk), cols).reshape(group, mg, n, ohw).transpose(2, 0, 1, 3)
         y = y.reshape(n, m, outs[0], outs[1])
     if b is not None:
-        y = y + b.reshape(1, m, 1, 1)
+        y += b.reshape(1, m, 1, 1)   # y is always a fresh array here
     return y.astype(F32, copy=False)
 
 
@@ -439,11 +484,7 @@ def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, me
 def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
-    try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
-    ctx.check_size(shape)
+    _memoised(ctx, (a.shape, b.shape), lambda: _broadcast(ctx, a, b) or True)
     return np.add(a, b, dtype=F32)
 
 
@@ -477,6 +518,11 @@ def _flatten(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 @operator("Reshape", attrs={"allowzero": (14, MAX_OPSET)}, inputs=(2, 2), const_inputs={1: "int64"})
 def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "data")
+    # the shape input is a parameter (const_inputs), so the target depends on x's shape alone
+    return x.reshape(_memoised(ctx, x.shape, lambda: _reshape_target(ctx, x, shape)))
+
+
+def _reshape_target(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> tuple[int, ...]:
     if shape is None or shape.dtype != I64 or shape.ndim != 1:
         raise ctx.error("shape must be a 1-D int64 tensor")
     allowzero = ctx.attr_int("allowzero", 0)
@@ -502,36 +548,50 @@ def _reshape(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
         out[out.index(-1)] = x.size // known
     if math.prod(out) != x.size:
         raise ctx.error(f"cannot reshape {x.shape} into {dims}")
-    return x.reshape(out)
+    return tuple(out)
 
 
 @operator("Gemm", attrs=("alpha", "beta", "transA", "transB"), inputs=(2, 3))
 def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
-    alpha = ctx.attr_float("alpha", 1.0)
-    beta = ctx.attr_float("beta", 1.0)
-    ta, tb = ctx.attr_int("transA", 0), ctx.attr_int("transB", 0)
-    if ta not in (0, 1) or tb not in (0, 1):
-        raise ctx.unsupported("transA/transB must be 0 or 1")
+    attrs = ctx.memo.get("attrs")
+    if attrs is None:   # attributes are constant per node: parsed and checked on the first call
+        attrs = (ctx.attr_float("alpha", 1.0), ctx.attr_float("beta", 1.0),
+                 ctx.attr_int("transA", 0), ctx.attr_int("transB", 0))
+        if attrs[2] not in (0, 1) or attrs[3] not in (0, 1):
+            raise ctx.unsupported("transA/transB must be 0 or 1")
+        ctx.memo["attrs"] = attrs
+    alpha, beta, ta, tb = attrs
     if a.ndim != 2 or b.ndim != 2:
         raise ctx.error(f"A and B must be 2-D, got {a.shape} and {b.shape}")
     a2 = a.T if ta else a
-    b2 = b.T if tb else b
+    if tb:
+        # B is a weight almost always (a parameter: the same array on every call): transposed
+        # into a contiguous copy once, since BLAS on the transposed view of a (N, K) @ (K, M)
+        # with N > 1 measured 2.5-3.5x slower than on the contiguous copy
+        cached = ctx.memo.get("B")
+        if cached is not None and cached[0] is b:
+            b2 = cached[1]
+        else:
+            b2 = np.ascontiguousarray(b.T)
+            ctx.memo["B"] = (b, b2)
+    else:
+        b2 = b
     if a2.shape[1] != b2.shape[0]:
         raise ctx.error(f"inner dimensions differ: {a2.shape} x {b2.shape}")
     ctx.check_size((a2.shape[0], b2.shape[1]))
     y = np.matmul(a2, b2)
     if alpha != 1.0:
-        y = y * F32.type(alpha)
+        y *= F32.type(alpha)
     if c is not None:
         c = ctx.float_input(c, "C")
         try:
-            if np.broadcast_shapes(c.shape, y.shape) != y.shape:
+            if _broadcast_shape(c.shape, y.shape) != y.shape:
                 raise ValueError
         except ValueError:
             raise ctx.error(f"C of shape {c.shape} does not broadcast to {y.shape}") from None
-        y = y + (c * F32.type(beta) if beta != 1.0 else c)
+        y += c * F32.type(beta) if beta != 1.0 else c
     return y.astype(F32, copy=False)
 
 
@@ -546,7 +606,7 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         kb = b.shape[-2] if b.ndim >= 2 else b.shape[0]
         if ka != kb:
             raise ValueError
-        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        batch = _broadcast_shape(a.shape[:-2], b.shape[:-2])
     except ValueError:
         raise ctx.error(f"shapes {a.shape} and {b.shape} do not multiply") from None
     ctx.check_size(tuple(batch) + (a.shape[-2] if a.ndim >= 2 else 1, b.shape[-1] if b.ndim >= 2 else 1))
@@ -565,14 +625,17 @@ def _log_softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
     return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(F32, copy=False)
 
 
+def _softmax_axis(ctx: _Ctx, x: np.ndarray) -> int:
+    axis = ctx.attr_int("axis", -1 if ctx.opset >= 13 else 1)
+    if not -x.ndim <= axis < max(x.ndim, 1):
+        raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
+    return axis % x.ndim
+
+
 def _softmax_family(along: Callable[[np.ndarray, int], np.ndarray]) -> Callable[..., np.ndarray]:
     def op(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
         x = ctx.float_input(x, "input")
-        default = -1 if ctx.opset >= 13 else 1
-        axis = ctx.attr_int("axis", default)
-        if not -x.ndim <= axis < max(x.ndim, 1):
-            raise ctx.error(f"axis {axis} out of range for rank {x.ndim}")
-        axis %= x.ndim
+        axis = _memoised(ctx, x.ndim, lambda: _softmax_axis(ctx, x))
         if ctx.opset >= 13:
             return along(x, axis)
         # opset < 13: coerce to 2-D at axis, normalise over the second dimension
@@ -593,9 +656,12 @@ def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # numerically stable in both tails
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    # 0.5 tanh(x / 2) + 0.5: stable in both tails, one transcendental, computed in place
+    y = np.multiply(x, F32.type(0.5))
+    np.tanh(y, out=y)
+    y *= F32.type(0.5)
+    y += F32.type(0.5)
+    return y
 
 
 @operator("Clip", inputs=(1, 3))
@@ -640,7 +706,7 @@ operator("Tanh")(_unary(np.tanh))
 
 def _broadcast(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> None:
     try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
+        shape = _broadcast_shape(a.shape, b.shape)
     except ValueError:
         raise ctx.error(f"shapes {a.shape} and {b.shape} do not broadcast") from None
     ctx.check_size(shape)
@@ -649,7 +715,7 @@ def _broadcast(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> None:
 def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
     def op(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a, b = ctx.float_input(a, "A"), ctx.float_input(b, "B")
-        _broadcast(ctx, a, b)
+        _memoised(ctx, (a.shape, b.shape), lambda: _broadcast(ctx, a, b) or True)
         return fn(a, b).astype(F32, copy=False)
     return op
 
@@ -668,7 +734,7 @@ operator("Abs")(_unary(np.abs))
 def _prelu(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     x, slope = ctx.float_input(x, "X"), ctx.float_input(slope, "slope")
     try:
-        if np.broadcast_shapes(x.shape, slope.shape) != x.shape:
+        if _broadcast_shape(x.shape, slope.shape) != x.shape:
             raise ValueError
     except ValueError:
         raise ctx.error(f"slope of shape {slope.shape} does not broadcast to X {x.shape}") from None
@@ -676,11 +742,14 @@ def _prelu(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz & Stegun 7.1.26 in float64: absolute error below 1.5e-7 everywhere
-    z = np.abs(x.astype(np.float64))
+    # Abramowitz & Stegun 7.1.26, in float32 like the rest (Python float constants stay weak
+    # under numpy 2's promotion): absolute error below 1.5e-7 from the formula plus float32
+    # rounding, within the op tests' tolerance against onnxruntime
+    z = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * z)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    return np.sign(x) * (1.0 - poly * np.exp(-z * z))
+    y = 1.0 - poly * np.exp(-z * z)
+    return np.copysign(y, x, out=y)
 
 
 operator("Erf")(_unary(_erf))
@@ -690,14 +759,13 @@ operator("Erf")(_unary(_erf))
 def _gelu(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     mode = ctx.attr_str("approximate", "none")
-    x64 = x.astype(np.float64)
     if mode == "none":
-        y = 0.5 * x64 * (1.0 + _erf(x64 / math.sqrt(2.0)))
+        y = 0.5 * x * (1.0 + _erf(x * (1.0 / math.sqrt(2.0))))
     elif mode == "tanh":
-        y = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+        y = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))))
     else:
         raise ctx.unsupported(f"approximate {mode!r} must be 'none' or 'tanh'")
-    return y.astype(F32)
+    return y.astype(F32, copy=False)
 
 
 def _int_list(ctx: _Ctx, v: np.ndarray | None, which: str) -> list[int] | None:
@@ -736,7 +804,7 @@ def _reduce(fn: Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray], axes_
                 return x
             axes = list(range(x.ndim))
         ax = tuple(_norm_axes(ctx, axes, x.ndim))
-        return fn(x.astype(np.float64), ax, bool(keep)).astype(F32)
+        return fn(x, ax, bool(keep)).astype(F32, copy=False)   # float32 sums (pairwise, as numpy adds)
     return op
 
 
@@ -764,19 +832,27 @@ def _transpose(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
           const_inputs={1: "int64"})
 def _squeeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "data")
+    return x.reshape(_memoised(ctx, x.shape, lambda: _squeezed_shape(ctx, x, axes_in)))
+
+
+def _squeezed_shape(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None) -> tuple[int, ...]:
     axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
     if axes is None:
         axes = [i for i, d in enumerate(x.shape) if d == 1]
     ax = _norm_axes(ctx, axes, x.ndim)
     if any(x.shape[a] != 1 for a in ax):
         raise ctx.error(f"cannot squeeze axes {axes} of shape {x.shape}")
-    return np.squeeze(x, axis=tuple(ax))
+    return tuple(d for i, d in enumerate(x.shape) if i not in ax)
 
 
 @operator("Unsqueeze", attrs={"axes": (MIN_OPSET, 12)}, inputs=(2, 2), inputs_by_opset=((13, (1, 1)),),
           const_inputs={1: "int64"})
 def _unsqueeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> np.ndarray:
     x = ctx.float_input(x, "data")
+    return x.reshape(_memoised(ctx, x.shape, lambda: _unsqueezed_shape(ctx, x, axes_in)))
+
+
+def _unsqueezed_shape(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None) -> tuple[int, ...]:
     axes = ctx.attr_ints("axes", None) if ctx.opset < 13 else _int_list(ctx, axes_in, "axes")
     if not axes:
         raise ctx.error("axes are required")
@@ -785,7 +861,7 @@ def _unsqueeze(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None = None) -> n
     shape = list(x.shape)
     for a in ax:
         shape.insert(a, 1)
-    return x.reshape(shape)
+    return tuple(shape)
 
 
 @operator("Expand", inputs=(2, 2), const_inputs={1: "int64"})
@@ -793,7 +869,7 @@ def _expand(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "input")
     dims = _int_list(ctx, shape, "shape")
     try:
-        out = np.broadcast_shapes(x.shape, tuple(dims))
+        out = _broadcast_shape(x.shape, tuple(dims))
     except ValueError:
         raise ctx.error(f"input {x.shape} does not expand to {dims}") from None
     ctx.check_size(out)
@@ -803,6 +879,12 @@ def _expand(ctx: _Ctx, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
 @operator("Gather", attrs=("axis",), inputs=(2, 2), const_inputs={1: "int64"})
 def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     data = ctx.float_input(data, "data")
+    # the indices are a parameter (const_inputs): checked and made non-negative once per shape
+    axis, index = _memoised(ctx, data.shape, lambda: _gather_index(ctx, data, indices))
+    return np.take(data, index, axis=axis)
+
+
+def _gather_index(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> tuple[int, np.ndarray]:
     if indices.dtype != I64:
         raise ctx.error("indices must be int64")
     axis = ctx.attr_int("axis", 0)
@@ -813,12 +895,33 @@ def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     if indices.size and (indices.min() < -n or indices.max() >= n):
         raise ctx.error(f"an index is outside -{n}..{n - 1}")
     ctx.check_size(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
-    return np.take(data, np.where(indices < 0, indices + n, indices), axis=axis)
+    return axis, np.where(indices < 0, indices + n, indices)
 
 
 @operator("LayerNormalization", attrs=("axis", "epsilon", "stash_type"), inputs=(2, 3), opsets=(17, MAX_OPSET))
 def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     x, scale = ctx.float_input(x, "X"), ctx.float_input(scale, "Scale")
+    if bias is not None:
+        ctx.float_input(bias, "B")
+    key = (x.shape, scale.shape, None if bias is None else bias.shape)
+    axes, inv_count, eps = _memoised(ctx, key, lambda: _layernorm_params(ctx, x, scale, bias))
+    # float32 as onnxruntime computes it (stash_type 1); the variance of the centred values, so
+    # no cancellation of E[x^2] - E[x]^2
+    centred = x - np.add.reduce(x, axis=axes, keepdims=True) * inv_count
+    var = np.add.reduce(np.square(centred), axis=axes, keepdims=True)
+    var *= inv_count
+    var += eps
+    np.sqrt(var, out=var)
+    centred /= var
+    centred *= scale
+    if bias is not None:
+        centred += bias
+    return centred
+
+
+def _layernorm_params(ctx: _Ctx, x: np.ndarray, scale: np.ndarray,
+                      bias: np.ndarray | None) -> tuple[tuple[int, ...], np.float32, np.float32]:
+    """The normalised axes, 1 / their element count and epsilon, after the checks."""
     axis = ctx.attr_int("axis", -1)
     eps = ctx.attr_float("epsilon", 1e-5)
     if ctx.attr_int("stash_type", 1) != 1:
@@ -831,18 +934,12 @@ def _layernorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray | N
         if p is not None:
             ctx.float_input(p, nm)
             try:
-                if np.broadcast_shapes(p.shape, norm_shape) != norm_shape:
+                if _broadcast_shape(p.shape, norm_shape) != norm_shape:
                     raise ValueError
             except ValueError:
                 raise ctx.error(f"{nm} of shape {p.shape} does not broadcast to {norm_shape}") from None
     axes = tuple(range(axis, x.ndim))
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
-    y = (x64 - mean) / np.sqrt(var + eps) * scale
-    if bias is not None:
-        y = y + bias
-    return y.astype(F32)
+    return axes, F32.type(1.0 / max(math.prod(norm_shape), 1)), F32.type(eps)
 
 
 # --- recurrent operators (LSTM, GRU) ---------------------------------------------------------
@@ -901,10 +998,31 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
     return hs, dirs, h0
 
 
-def _rnn_outputs(ctx: _Ctx, ys: list[np.ndarray], finals: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
-    """Y [seq, dirs, batch, hidden] and the final states [dirs, batch, hidden], float32."""
-    y = np.stack(ys, axis=1).astype(F32)
-    out = [y] + [np.stack(f, axis=0).astype(F32) for f in finals]
+def _rnn_inputs(x: np.ndarray, w: np.ndarray, r: np.ndarray, bias: np.ndarray,
+                dirs: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """The input projection of every step and direction at once, in step order, and R transposed.
+
+    ``pre[k, d]`` is what direction ``d`` adds at its k-th step (the reverse direction's rows
+    flipped once here), so the loop reads one contiguous [dirs, batch, gates] block per step
+    instead of gathering it; ``rT`` [dirs, hidden, gates] is contiguous for BLAS."""
+    seq, batch, inp = x.shape
+    # one matmul for all steps and directions: (seq*batch, inp) @ (inp, dirs*gates)
+    nd, g = w.shape[0], w.shape[1]
+    proj = np.matmul(x.reshape(seq * batch, inp), w.reshape(nd * g, inp).T)
+    pre = proj.reshape(seq, batch, nd, g).transpose(0, 2, 1, 3) + bias[None, :, None, :]
+    for d, backwards in enumerate(dirs):
+        if backwards:
+            pre[:, d] = pre[::-1, d].copy()
+    return pre, np.ascontiguousarray(r.transpose(0, 2, 1))
+
+
+def _rnn_outputs(ctx: _Ctx, y: np.ndarray, dirs: list[bool], finals: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Y [seq, dirs, batch, hidden] (filled in step order: reverse directions flipped back) and the
+    final states [dirs, batch, hidden], float32."""
+    for d, backwards in enumerate(dirs):
+        if backwards:
+            y[:, d] = y[::-1, d].copy()
+    out = [y] + [f.astype(F32, copy=False) for f in finals]
     return tuple(out[:len(ctx.node.outputs)])
 
 
@@ -923,27 +1041,33 @@ def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray 
     if c0 is not None and ctx.float_input(c0, "initial_c").shape != (len(dirs), batch, hs):
         raise ctx.error(f"initial_c has shape {c0.shape}, expected {(len(dirs), batch, hs)}")
     nd = len(dirs)
-    x64 = x.astype(np.float64)
-    w64, rT = w.astype(np.float64), r.astype(np.float64).transpose(0, 2, 1)        # rT [dirs, h, 4h]
-    bias = (b[:, :4 * hs].astype(np.float64) + b[:, 4 * hs:]) if b is not None else np.zeros((nd, 4 * hs))
-    # the input projection of every step at once; the loop does only the recurrent part, all
-    # directions together (one batched matmul per step), gate order i, o, f, c
-    pre = np.einsum("tbi,dgi->tdbg", x64, w64, optimize=True) + bias[None, :, None, :]   # [seq, dirs, batch, 4h]
-    h = h0.astype(np.float64) if h0 is not None else np.zeros((nd, batch, hs))
-    c = c0.astype(np.float64) if c0 is not None else np.zeros((nd, batch, hs))
-    y = np.empty((seq, nd, batch, hs))
-    steps = [np.arange(seq)[::-1] if backwards else np.arange(seq) for backwards in dirs]
-    didx = np.arange(nd)
+    bias = (b[:, :4 * hs] + b[:, 4 * hs:]) if b is not None else np.zeros((nd, 4 * hs), F32)
+    # the input projection of every step in one matmul; the loop does only the recurrent part,
+    # all directions together (one batched matmul per step), gate order i, o, f, c; float32
+    pre, rT = _rnn_inputs(x, w, r, bias, dirs)                 # [seq, dirs, batch, 4h], [dirs, h, 4h]
+    # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails): the halving of the i, o, f gates
+    # is folded into their weights once, so one tanh per step covers all four gates
+    pre[..., :3 * hs] *= 0.5
+    rT[..., :3 * hs] *= 0.5
+    h = h0.astype(F32, copy=True) if h0 is not None else np.zeros((nd, batch, hs), F32)
+    c = c0.astype(F32, copy=True) if c0 is not None else np.zeros((nd, batch, hs), F32)
+    y = np.empty((seq, nd, batch, hs), F32)
+    g = np.empty((nd, batch, 4 * hs), F32)
+    sg = g[..., :3 * hs]
+    gi, go, gf, gc = g[..., :hs], g[..., hs:2 * hs], g[..., 2 * hs:3 * hs], g[..., 3 * hs:]
     for k in range(seq):
-        ts = [int(s_[k]) for s_ in steps]
-        g = pre[ts, didx] + np.matmul(h, rT)
-        sg = 0.5 * np.tanh(0.5 * g[..., :3 * hs]) + 0.5       # sigmoid of i, o, f (stable in both tails)
-        c = sg[..., 2 * hs:3 * hs] * c + sg[..., :hs] * np.tanh(g[..., 3 * hs:])
-        h = sg[..., hs:2 * hs] * np.tanh(c)
-        y[ts, didx] = h
-    ys = [y[:, d] for d in range(nd)]
-    hn, cn = list(h), list(c)
-    return _rnn_outputs(ctx, ys, [hn, cn])
+        np.matmul(h, rT, out=g)
+        g += pre[k]
+        np.tanh(g, out=g)
+        sg *= 0.5
+        sg += 0.5
+        c *= gf
+        gc *= gi
+        c += gc
+        h = y[k]                                               # contiguous [dirs, batch, h]
+        np.tanh(c, out=h)
+        h *= go
+    return _rnn_outputs(ctx, y, dirs, [h.copy(), c])      # h is a row of y, which is flipped next
 
 
 @operator("GRU", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
@@ -958,33 +1082,49 @@ def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray |
         raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
     seq, batch, _ = x.shape
     nd = len(dirs)
-    x64 = x.astype(np.float64)
-    w64, rT = w.astype(np.float64), r.astype(np.float64).transpose(0, 2, 1)        # rT [dirs, h, 3h]
-    wb = b[:, :3 * hs].astype(np.float64) if b is not None else np.zeros((nd, 3 * hs))
-    rb = b[:, 3 * hs:].astype(np.float64)[:, None, :] if b is not None else np.zeros((nd, 1, 3 * hs))
-    # input projection of every step at once; the loop runs all directions together, gates z, r, h
-    pre = np.einsum("tbi,dgi->tdbg", x64, w64, optimize=True) + wb[None, :, None, :]   # [seq, dirs, batch, 3h]
-    h = h0.astype(np.float64) if h0 is not None else np.zeros((nd, batch, hs))
-    y = np.empty((seq, nd, batch, hs))
-    steps = [np.arange(seq)[::-1] if backwards else np.arange(seq) for backwards in dirs]
-    didx = np.arange(nd)
+    wb = b[:, :3 * hs] if b is not None else np.zeros((nd, 3 * hs), F32)
+    rb = np.ascontiguousarray(b[:, 3 * hs:])[:, None, :] if b is not None else np.zeros((nd, 1, 3 * hs), F32)
+    # input projection of every step in one matmul; the loop runs all directions together,
+    # gates z, r, h; float32
+    pre, rT = _rnn_inputs(x, w, r, wb, dirs)                   # [seq, dirs, batch, 3h], [dirs, h, 3h]
+    rb = rb.copy()
+    # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails): the halving of z and r is
+    # folded into their weights and biases once
+    pre[..., :2 * hs] *= 0.5
+    rT[..., :2 * hs] *= 0.5
+    rb[..., :2 * hs] *= 0.5
+    rT_zr, rT_h = np.ascontiguousarray(rT[..., :2 * hs]), np.ascontiguousarray(rT[..., 2 * hs:])
+    rb_zr, rb_h = rb[..., :2 * hs], rb[..., 2 * hs:]
+    h = h0.astype(F32, copy=True) if h0 is not None else np.zeros((nd, batch, hs), F32)
+    y = np.empty((seq, nd, batch, hs), F32)
+    hr = np.empty((nd, batch, 3 * hs), F32)
     for k in range(seq):
-        ts = [int(s_[k]) for s_ in steps]
-        p = pre[ts, didx]
+        p = pre[k]
         if lbr:
-            hr = np.matmul(h, rT) + rb
-            zr = 0.5 * np.tanh(0.5 * (p[..., :2 * hs] + hr[..., :2 * hs])) + 0.5
-            cand = np.tanh(p[..., 2 * hs:] + zr[..., hs:] * hr[..., 2 * hs:])
+            np.matmul(h, rT, out=hr)
+            hr += rb
+            zr = p[..., :2 * hs] + hr[..., :2 * hs]
         else:
-            hr = np.matmul(h, rT[..., :2 * hs]) + rb[..., :2 * hs]
-            zr = 0.5 * np.tanh(0.5 * (p[..., :2 * hs] + hr)) + 0.5
-            cand = np.tanh(p[..., 2 * hs:] + np.matmul(zr[..., hs:] * h, rT[..., 2 * hs:]) + rb[..., 2 * hs:])
-        z = zr[..., :hs]
-        h = (1.0 - z) * cand + z * h
-        y[ts, didx] = h
-    ys = [y[:, d] for d in range(nd)]
-    hn = list(h)
-    return _rnn_outputs(ctx, ys, [hn])
+            zr = np.matmul(h, rT_zr)
+            zr += rb_zr
+            zr += p[..., :2 * hs]
+        np.tanh(zr, out=zr)
+        zr *= 0.5
+        zr += 0.5
+        if lbr:
+            cand = np.multiply(zr[..., hs:], hr[..., 2 * hs:])
+        else:
+            cand = np.matmul(zr[..., hs:] * h, rT_h)
+            cand += rb_h
+        cand += p[..., 2 * hs:]
+        np.tanh(cand, out=cand)
+        # h = (1 - z) * cand + z * h = cand + z * (h - cand), written into its row of y
+        hn = y[k]
+        np.subtract(h, cand, out=hn)
+        hn *= zr[..., :hs]
+        hn += cand
+        h = hn
+    return _rnn_outputs(ctx, y, dirs, [h.copy()])              # h is a row of y, which is flipped next
 
 
 # --- ai.onnx.ml tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor) ------------------
@@ -1203,18 +1343,41 @@ def _tree_regressor(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = Non
 # --- the interpreter ---------------------------------------------------------------------
 
 def _shape_matches(actual: tuple[int, ...], declared: tuple[int | None, ...]) -> bool:
-    return len(actual) == len(declared) and all(d is None or a == d for a, d in zip(actual, declared))
+    if len(actual) != len(declared):
+        return False
+    for a, d in zip(actual, declared):   # a plain loop: all() over a generator costs twice as much
+        if d is not None and a != d:
+            return False
+    return True
+
+
+def _shape_check(declared: tuple[int | None, ...] | None) -> tuple[int, tuple[int, ...] | None]:
+    """How to compare an output's shape with its declaration cheaply on every call.
+
+    (0, None): nothing declared; (1, shape): fully static, one tuple comparison; (2, tail):
+    only the batch dimension is free, compare rank and the tail; (3, None): the general check."""
+    if declared is None:
+        return 0, None
+    if None not in declared:
+        return 1, tuple(declared)
+    if declared[0] is None and None not in declared[1:]:
+        return 2, tuple(declared[1:])
+    return 3, None
 
 
 @dataclass(frozen=True)
 class _Plan:
+    """One node resolved at load: its inputs and outputs are slots of the run's value list
+    (no name lookups per call), its output checks precomputed (see :func:`_shape_check`)."""
+
     node: NodeSpec
-    inputs: tuple[str | None, ...]
-    spec: OpSpec
-    opset: int
+    impl: Callable[..., Any]
+    #: slot of every input, -1 for an absent optional input (the run's last slot, always None)
+    input_slots: tuple[int, ...]
     ctx: "_Ctx"
-    #: (output name, declared shape or None, expected dtype) of every non-empty output
-    outputs: tuple[tuple[str, tuple[int | None, ...] | None, np.dtype], ...]
+    #: (position among the node's outputs, slot, dtype, check kind, shape, declared shape) of
+    #: every non-empty output
+    outputs: tuple[tuple[int, int, np.dtype, int, tuple[int, ...] | None, tuple[int | None, ...] | None], ...]
 
 
 class HeadInterpreter:
@@ -1238,6 +1401,9 @@ class HeadInterpreter:
                                            f"interpreter implements opsets {MIN_OPSET}..{MAX_OPSET}")
         self._params = self._load_parameters(package, index, graph)
         self._plan = self._validate_nodes(graph)
+        self._inputs_by_name = {s.name: s for s in graph.inputs}
+        # the loop's tuple per node, unpacked without attribute lookups
+        self._steps = [(step.impl, step.input_slots, step.ctx, step.outputs) for step in self._plan]
         self.merkle_root = index.merkle_root()
         logger.info("head loaded nodes=%d params=%d opset=%d", len(graph.nodes), len(self._params), graph.opset)
 
@@ -1268,6 +1434,16 @@ class HeadInterpreter:
             if s.shape[1:].count(None):
                 raise UnsupportedOperatorError(f"head input {s.name!r} has a symbolic non-batch dimension")
         constants = {k: v.dtype.name for k, v in self._params.items()}
+        # every tensor name gets a slot of the list a run fills: parameters, head inputs, outputs
+        slots: dict[str, int] = {}
+
+        def slot(name: str) -> int:
+            return slots.setdefault(name, len(slots))
+
+        for name in self._params:
+            slot(name)
+        for s in graph.inputs:
+            slot(s.name)
         plan = []
         for node in graph.nodes:
             problems = node_problems(node, graph.opset, constants, graph.domains)
@@ -1293,19 +1469,25 @@ class HeadInterpreter:
                 if o:
                     known.add(o)
             declared = []
-            for o in node.outputs:
+            for pos, o in enumerate(node.outputs):
                 if o:
                     v = graph.values.get(o)
-                    declared.append((o, tuple(v.shape) if v is not None else None,
-                                     np.dtype(v.dtype) if v is not None else F32))
-            plan.append(_Plan(node, tuple(n or None for n in ins), spec, opset, _Ctx(node, opset, self._max),
-                              tuple(declared)))
+                    shape = tuple(v.shape) if v is not None else None
+                    kind, fast = _shape_check(shape)
+                    declared.append((pos, slot(o), np.dtype(v.dtype) if v is not None else F32, kind, fast, shape))
+            plan.append(_Plan(node, spec.impl, tuple(slot(n) if n else -1 for n in ins),
+                              _Ctx(node, opset, self._max), tuple(declared)))
         for s in graph.outputs:
             if s.name not in known:
                 raise ModelError(f"head output {s.name!r} is produced by no node")
             if s.dtype != "float32" or s.shape[1:].count(None):
                 raise UnsupportedOperatorError(f"head output {s.name!r} must be float32 with static "
                                                "non-batch dimensions")
+        self._slots = slots
+        # one slot more than names, always None: an absent input's slot -1 reads it
+        self._env_template: list[np.ndarray | None] = [None] * (len(slots) + 1)
+        for name, value in self._params.items():
+            self._env_template[slots[name]] = value
         return plan
 
     # -- public surface --
@@ -1330,10 +1512,11 @@ class HeadInterpreter:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Evaluate the head. ``inputs`` maps every head input name to a float32 array."""
-        expected = {s.name: s for s in self._graph.inputs}
-        if set(inputs) != set(expected):
+        expected = self._inputs_by_name
+        if inputs.keys() != expected.keys():
             raise ModelError(f"head inputs must be exactly {sorted(expected)}, got {sorted(inputs)}")
-        env: dict[str, np.ndarray] = dict(self._params)
+        env = list(self._env_template)
+        slots = self._slots
         batch: int | None = None
         for name, spec in expected.items():
             x = inputs[name]
@@ -1344,50 +1527,58 @@ class HeadInterpreter:
                 raise ModelError(f"head input {name!r} has shape {x.shape}, expected {spec.shape}")
             if x.size > self._max:
                 raise ModelError(f"head input {name!r} has {x.size} elements, more than the limit {self._max}")
-            if not np.all(np.isfinite(x)):
+            if not np.isfinite(x).all():
                 raise ModelError(f"head input {name!r} contains NaN or infinity")
             if spec.shape and spec.shape[0] is None:
                 if batch is not None and x.shape[0] != batch:
                     raise ModelError(f"head inputs disagree on the batch size ({batch} vs {x.shape[0]})")
                 batch = x.shape[0]
-            env[name] = x
-        # the per-node bookkeeping is precomputed in the plan: heads of small layers are
-        # dominated by it (one errstate for the whole run, not one per node)
+            env[slots[name]] = x
+        limit = self._max
+        # everything per node is resolved in the plan (slots, checks): heads of small layers are
+        # dominated by the interpreter's own per-node cost, not by numpy (one errstate per run)
         with np.errstate(all="ignore"):
-            for step in self._plan:
-                node = step.node
-                args = [env[n] if n else None for n in step.inputs]
+            for impl, input_slots, ctx, outputs in self._steps:
                 try:
-                    ys = step.spec.impl(step.ctx, *args)
+                    ys = impl(ctx, *[env[i] for i in input_slots])
                 except (ModelError, PackageFormatError):
                     raise
                 except (ValueError, TypeError, IndexError, FloatingPointError, MemoryError) as exc:
-                    raise ModelError(f"node {node.name!r} ({node.op}) failed: {type(exc).__name__}") from None
-                if not isinstance(ys, tuple):
+                    raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) failed: {type(exc).__name__}") from None
+                if type(ys) is not tuple:
                     ys = (ys,)
-                outs = [o for o in node.outputs]
-                for (out_name, shape, want), y in zip(step.outputs, (y for o, y in zip(outs, ys) if o)):
-                    if y.dtype != want or y.dtype not in (F32, I64):
-                        raise ModelError(f"node {node.name!r} ({node.op}) produced dtype {y.dtype}, expected {want}")
-                    if y.size > self._max:
-                        step.ctx.check_size(y.shape)
-                    if shape is not None and not _shape_matches(y.shape, shape):
-                        raise ModelError(f"node {node.name!r} ({node.op}) produced shape {y.shape}, the graph "
-                                         f"declares {shape}")
-                    env[out_name] = y
+                for pos, out_slot, want, kind, fast, shape in outputs:
+                    y = ys[pos] if pos < len(ys) else None
+                    if y is None or y.dtype != want or (want != F32 and want != I64):
+                        self._bad_output(ctx, y, want)
+                    if y.size > limit:
+                        ctx.check_size(y.shape)
+                    if kind and not (y.shape == fast if kind == 1 else
+                                     (y.ndim == len(shape) and y.shape[1:] == fast) if kind == 2 else
+                                     _shape_matches(y.shape, shape)):
+                        raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) produced shape {y.shape}, "
+                                         f"the graph declares {shape}")
+                    env[out_slot] = y
         out = {}
         for s in self._graph.outputs:
-            y = env[s.name]
+            y = env[slots[s.name]]
             if not _shape_matches(y.shape, s.shape):
                 raise ModelError(f"head output {s.name!r} has shape {y.shape}, expected {s.shape}")
             out[s.name] = np.ascontiguousarray(y)
         return out
 
+    @staticmethod
+    def _bad_output(ctx: _Ctx, y: Any, want: np.dtype) -> None:
+        got = "no array" if y is None else y.dtype
+        raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) produced dtype {got}, expected {want}")
+
 
 def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray]:
     """What leaves the enclave for one head output under ``policy``.
 
-    ``label``: the arg-max class per row (int64); ``label_scores``: that plus the scores;
+    ``label``: the arg-max class per row (int64); ``public_label``: the same for exactly one row
+    (the enclave also signs it in plaintext, so a batch would publish more than one answer);
+    ``label_scores``: that plus the scores;
     ``features``: the output vector itself (embedding models); ``ctc_greedy``: for sequence
     scores (batch, steps, classes), CTC greedy decoding: the arg-max class per step, repeats
     merged, the blank (class :data:`CTC_BLANK`) dropped; a list of class indices per row, so the
@@ -1402,11 +1593,17 @@ def apply_output_policy(policy: str, scores: np.ndarray) -> dict[str, np.ndarray
         scores = scores.reshape(scores.shape[0], -1) if scores.ndim > 1 else scores.reshape(1, -1)
     if policy == "label":
         return {"label": np.argmax(scores, axis=-1).astype(np.int64)}
+    if policy == "public_label":
+        if scores.shape[0] != 1:
+            raise ModelError(f"the public_label policy publishes one label per request; got {scores.shape[0]} rows "
+                             "(send one example per request)")
+        return {"label": np.argmax(scores, axis=-1).astype(np.int64)}
     if policy == "label_scores":
         return {"label": np.argmax(scores, axis=-1).astype(np.int64), "scores": scores.astype(F32)}
     if policy == "features":
         return {"features": scores.astype(F32)}
-    raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features, ctc_greedy")
+    raise ModelError(f"unknown output policy {policy!r}; known: label, label_scores, features, ctc_greedy, "
+                     "public_label")
 
 
 #: The CTC blank class of the ``ctc_greedy`` policy (CRNN and PaddleOCR put it first).

@@ -343,8 +343,9 @@ class HeadGraph:
     domains: dict[str, int] = field(default_factory=dict)
 
 
-#: Output policies the enclave understands: what of the head's output leaves it (encrypted).
-OUTPUT_POLICIES = ("label", "label_scores", "features", "ctc_greedy")
+#: Output policies the enclave understands: what of the head's output leaves it (encrypted;
+#: ``public_label`` also signs the one-row label in plaintext for the request's consumer).
+OUTPUT_POLICIES = ("label", "label_scores", "features", "ctc_greedy", "public_label")
 
 _GRAPH_KEYS = {"format", "opset", "output_policy", "inputs", "outputs", "parameters", "values", "nodes", "meta"}
 _GRAPH_FORMAT = "splitseal.head-graph.v1"

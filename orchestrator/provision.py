@@ -35,11 +35,12 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
 
 from enclave import quote as quote_mod
-from enclave.package import decode_head_package, decode_index
+from enclave.package import decode_graph, decode_head_package, decode_index
 from splitseal.chain import Chain, Deployment
 from splitseal.enclave_client import Attestation, EnclaveClient
 from splitseal.errors import AttestationError, InvalidInputError
 from splitseal.protocol import crypto, eip712
+from splitseal.protocol.result import PUBLIC_LABEL_POLICY
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +263,11 @@ def register_model_version(chain: Chain, deployment: Deployment, owner: LocalAcc
     pkg = decode_head_package((split_dir / summary["head"]["package_file"]).read_bytes())
     rule_hash = bytes.fromhex(summary["rule"]["hash"][2:])
     registry = deployment.model_registry
-    receipt = chain.transact(registry.functions.registerModel(
-        model_id, crypto.keccak256(backbone), pkg.graph_hash, pkg.params_hash, rule_hash), sender=owner)
+    # the public_label flag follows the head graph the registered hash commits to: the contract
+    # forwards a signed label only for such a version, the enclave signs one only under that policy
+    public_label = decode_graph(pkg.graph_bytes).output_policy == PUBLIC_LABEL_POLICY
+    receipt = chain.transact(registry.functions.registerModelWithPolicy(
+        model_id, crypto.keccak256(backbone), pkg.graph_hash, pkg.params_hash, rule_hash, public_label), sender=owner)
     version = int(chain.events(receipt, registry, "ModelRegistered")[0]["version"])
     log.info("model registered model=0x%s version=%d", model_id.hex()[:16], version)
     return version

@@ -55,7 +55,9 @@ class InferenceOutcome:
     ``label`` / ``scores`` / ``features`` are the first batch row's; ``labels`` / ``all_scores`` /
     ``all_features`` every row's (None where the model's output policy releases no such part);
     ``sequences``: every row's character indices (policy ``ctc_greedy``; decode them with the
-    model's character list, :func:`orchestrator.pretrained.ocr.decode`)."""
+    model's character list, :func:`orchestrator.pretrained.ocr.decode`). ``public_label``: the
+    class the enclave signed in plaintext for the request's consumer (policy ``public_label``
+    only; checked against the signature and the decrypted label)."""
 
     request_id: int
     status: RequestStatus
@@ -66,6 +68,7 @@ class InferenceOutcome:
     all_scores: list[list[float]] | None = None
     all_features: list[list[float]] | None = None
     sequences: list[list[int]] | None = None
+    public_label: int | None = None
     failure_code: FailureCode | None = None
     failure_reason: str = ""
     enclave: str = ""
@@ -288,8 +291,13 @@ class Requester:
             # delivery's calldata, not repeated in events
             delivered = delivered_result(self.chain, self.deployment, res["transactionHash"], request_id)
             encrypted = self._encrypted_result(request_id, args, delivered)
-            self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature)
+            label = bytes(delivered.claim[11]) if delivered.claim[10] else None
+            self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature, label)
             result = open_result(self.key, encrypted, request_id, bytes(request["modelId"]), int(request["version"]))
+            if label is not None and (not result.labels or int.from_bytes(label, "big") != result.label):
+                raise SplitsealError(f"request {request_id}: the public label handed to the consumer "
+                                     f"({int.from_bytes(label, 'big')}) is not the label of the encrypted result")
+            outcome.public_label = None if label is None else int.from_bytes(label, "big")
             _set_prediction(outcome, result)
             outcome.enclave = args["enclave"]
             xfer = logs.get("TransferRecorded", res)  # a separate transfer tx on the two-step path only
@@ -326,14 +334,15 @@ class Requester:
             raise SplitsealError(f"request {request_id}: its result is stored off-chain at {pointer!r} and cannot "
                                  f"be fetched and checked: {exc}") from None
 
-    def _verify_signature(self, req: Any, transfer_hash: bytes, result: Any, signature: bytes) -> None:
+    def _verify_signature(self, req: Any, transfer_hash: bytes, result: Any, signature: bytes,
+                          label: bytes | None = None) -> None:
         """Check the enclave's EIP-712 signature ourselves: trust the chain's check, but verify."""
         if bytes(req["requesterKey"]) != self.key.public:
             raise SplitsealError(f"request {req['requestId']} names another result key than this requester's")
         claim = ResultClaim(request_id=int(req["requestId"]), model_id=bytes(req["modelId"]),
                             input_commitment=bytes(req["inputCommitment"]), requester=str(req["requester"]),
                             requester_key=self.key.public, enclave=str(result["enclave"]),
-                            transfer_hash=transfer_hash, sequence=int(result["sequence"]))
+                            transfer_hash=transfer_hash, sequence=int(result["sequence"]), label=label)
         digest = claim.digest(self.chain.chain_id, self.deployment.enclave_transfer.address,
                               model_version=int(req["version"]),
                               result_commitment=bytes(result["resultCommitment"]))

@@ -151,7 +151,8 @@ def start_stack(config: Config, *, chain_target: str, state_dir: Path, say: Call
 
         with step("start the enclave process"):
             enclave_proc = EnclaveProcess.start(enclave_dir, enclave_dir / "enclave.sock",
-                                                log_path=state_dir / "enclave.log")
+                                                log_path=state_dir / "enclave.log",
+                                                extra_args=("--answer-durability", config.enclave.answer_durability))
             with EnclaveClient(enclave_dir / "enclave.sock") as probe:
                 status = probe.status()
         step.note(f"pid {enclave_proc.pid}, measurement 0x{status.measurement.hex()[:16]}…, "

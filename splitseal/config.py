@@ -59,6 +59,14 @@ class EnclaveConfig:
     user: str = ""
     #: Group allowed to connect to the socket (the node's group; mode 0660); empty: owner only.
     socket_group: str = ""
+    #: "fsync": each answer's journal record is on disk before the answer leaves; "write": in the
+    #: OS only (faster; after a power loss the state is refused at restore and re-provisioned).
+    answer_durability: str = "fsync"
+
+    def __post_init__(self) -> None:
+        if self.answer_durability not in ("fsync", "write"):
+            raise ConfigError(f"[enclave].answer_durability = {self.answer_durability!r}: give \"fsync\" (each "
+                              "answer on disk before it leaves) or \"write\" (in the OS only; faster)")
 
 
 @dataclass(frozen=True)

@@ -117,12 +117,14 @@ class InferenceReply:
     #: hybrid requests: the contributions record (keccak256 = transfer hash) and the output commitment
     record: bytes = b""
     output_commitment: bytes = b""
+    #: the label the enclave signed in plaintext (``public_label`` output policy only; 32 bytes)
+    public_label: bytes | None = None
 
     def claim(self, model_id: bytes) -> ResultClaim:
         """The claim the signature covers, as a delivery passes it to the contracts."""
         return ResultClaim(request_id=self.request_id, model_id=model_id, input_commitment=self.input_commitment,
                            requester=self.requester, requester_key=self.requester_key, enclave=self.enclave,
-                           transfer_hash=self.transfer_hash, sequence=self.sequence)
+                           transfer_hash=self.transfer_hash, sequence=self.sequence, label=self.public_label)
 
 
 class EnclaveClient:

@@ -37,7 +37,7 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
     uint256 private constant _CALLBACK_OVERHEAD = 10_000;
 
     bytes32 private constant _INFERENCE_RESULT_TYPEHASH = keccak256(
-        "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,uint64 sequence)"
+        "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,uint64 sequence,bool hasLabel,bytes32 label)"
     );
 
     // ============================================================================================
@@ -146,6 +146,11 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
 
         address enclave = claim.enclave;
         _checkSigned(claim, r.version, resultCommitment, signature);
+        // The label is signed (a node cannot invent one) and forwarded only for a version its
+        // owner registered with the public_label policy (a model without it never leaks one).
+        if (claim.hasLabel ? !_registry.allowsPublicLabel(claim.modelId, r.version) : claim.label != bytes32(0)) {
+            revert EnclaveTransferLabelNotAllowed(requestId, claim.modelId, r.version);
+        }
         if (!_registry.isEnclaveServing(claim.modelId, r.version, enclave)) {
             revert EnclaveTransferEnclaveNotServing(claim.modelId, r.version, enclave);
         }
@@ -171,8 +176,10 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
             emit ConsumerCalled(claim.requestId, consumer, false, 0, "");
             return;
         }
-        bytes memory data =
-            abi.encodeCall(IInferenceConsumer.onInferenceResult, (claim.requestId, resultCommitment, encryptedResult));
+        bytes memory data = abi.encodeCall(
+            IInferenceConsumer.onInferenceResult,
+            (claim.requestId, resultCommitment, encryptedResult, claim.hasLabel, claim.label)
+        );
         uint256 needed = gasLimit + gasLimit / 63 + _CALLBACK_OVERHEAD;
         uint256 available = gasleft();
         if (available < needed) revert EnclaveTransferCallbackGasTooLow(claim.requestId, available, needed);
@@ -243,7 +250,9 @@ contract EnclaveTransfer is IEnclaveTransfer, SplitsealEIP712 {
                 claim.requesterKey,
                 claim.transferHash,
                 resultCommitment,
-                claim.sequence
+                claim.sequence,
+                claim.hasLabel,
+                claim.label
             )
         );
     }

@@ -103,26 +103,19 @@ contract ModelRegistry is IModelRegistry, Roles, SplitsealEIP712 {
         bytes32 headParamsHash,
         bytes32 ruleHash
     ) external returns (uint32 version) {
-        if (modelId == bytes32(0)) revert ModelRegistryZeroModelId();
-        if (backboneHash == 0 || headGraphHash == 0 || headParamsHash == 0 || ruleHash == 0) {
-            revert ModelRegistryZeroHash(modelId);
-        }
-        ModelInfo storage info = _models[modelId];
-        if (info.owner == address(0)) {
-            info.owner = msg.sender;
-        } else if (info.owner != msg.sender) {
-            revert ModelRegistryNotModelOwner(modelId, msg.sender, info.owner);
-        }
-        version = info.latestVersion + 1;
-        info.latestVersion = version;
-        _versions[modelId][version] = ModelVersion({
-            backboneHash: backboneHash,
-            headGraphHash: headGraphHash,
-            headParamsHash: headParamsHash,
-            ruleHash: ruleHash,
-            registeredAt: uint64(block.timestamp)
-        });
-        emit ModelRegistered(modelId, version, msg.sender, backboneHash, headGraphHash, headParamsHash, ruleHash);
+        return _registerModel(modelId, backboneHash, headGraphHash, headParamsHash, ruleHash, false);
+    }
+
+    /// @inheritdoc IModelRegistry
+    function registerModelWithPolicy(
+        bytes32 modelId,
+        bytes32 backboneHash,
+        bytes32 headGraphHash,
+        bytes32 headParamsHash,
+        bytes32 ruleHash,
+        bool publicLabel
+    ) external returns (uint32 version) {
+        return _registerModel(modelId, backboneHash, headGraphHash, headParamsHash, ruleHash, publicLabel);
     }
 
     /// @inheritdoc IModelRegistry
@@ -294,6 +287,11 @@ contract ModelRegistry is IModelRegistry, Roles, SplitsealEIP712 {
     }
 
     /// @inheritdoc IModelRegistry
+    function allowsPublicLabel(bytes32 modelId, uint32 version) external view returns (bool) {
+        return _versions[modelId][version].publicLabel;
+    }
+
+    /// @inheritdoc IModelRegistry
     function isMeasurementAllowed(bytes32 modelId, bytes32 measurement) external view returns (bool) {
         return _allowed[modelId][measurement];
     }
@@ -336,6 +334,39 @@ contract ModelRegistry is IModelRegistry, Roles, SplitsealEIP712 {
     // ============================================================================================
     //                                     INTERNAL FUNCTIONS
     // ============================================================================================
+
+    /// @dev The checks and effects of {registerModel} and {registerModelWithPolicy}.
+    function _registerModel(
+        bytes32 modelId,
+        bytes32 backboneHash,
+        bytes32 headGraphHash,
+        bytes32 headParamsHash,
+        bytes32 ruleHash,
+        bool publicLabel
+    ) private returns (uint32 version) {
+        if (modelId == bytes32(0)) revert ModelRegistryZeroModelId();
+        if (backboneHash == 0 || headGraphHash == 0 || headParamsHash == 0 || ruleHash == 0) {
+            revert ModelRegistryZeroHash(modelId);
+        }
+        ModelInfo storage info = _models[modelId];
+        if (info.owner == address(0)) {
+            info.owner = msg.sender;
+        } else if (info.owner != msg.sender) {
+            revert ModelRegistryNotModelOwner(modelId, msg.sender, info.owner);
+        }
+        version = info.latestVersion + 1;
+        info.latestVersion = version;
+        _versions[modelId][version] = ModelVersion({
+            backboneHash: backboneHash,
+            headGraphHash: headGraphHash,
+            headParamsHash: headParamsHash,
+            ruleHash: ruleHash,
+            registeredAt: uint64(block.timestamp),
+            publicLabel: publicLabel
+        });
+        emit ModelRegistered(modelId, version, msg.sender, backboneHash, headGraphHash, headParamsHash, ruleHash);
+        if (publicLabel) emit PublicLabelAllowed(modelId, version);
+    }
 
     /// @dev Reverts unless the model exists and the caller owns it.
     function _checkModelOwner(bytes32 modelId) private view {

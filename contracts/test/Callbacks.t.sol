@@ -10,19 +10,19 @@ import {RequestBinding} from "../src/lib/RequestBinding.sol";
 
 /// @dev Consumers that misbehave in every way a callback can.
 contract RevertingConsumer is IInferenceConsumer {
-    function onInferenceResult(uint256, bytes32, bytes calldata) external pure {
+    function onInferenceResult(uint256, bytes32, bytes calldata, bool, bytes32) external pure {
         revert("no thanks");
     }
 }
 
 contract GasBurningConsumer is IInferenceConsumer {
-    function onInferenceResult(uint256, bytes32, bytes calldata) external pure {
+    function onInferenceResult(uint256, bytes32, bytes calldata, bool, bytes32) external pure {
         while (true) {}
     }
 }
 
 contract ReturnBombConsumer is IInferenceConsumer {
-    function onInferenceResult(uint256, bytes32, bytes calldata) external pure {
+    function onInferenceResult(uint256, bytes32, bytes calldata, bool, bytes32) external pure {
         assembly {
             revert(0, 1000000) // a megabyte of revert data: the caller must not copy it
         }
@@ -32,7 +32,7 @@ contract ReturnBombConsumer is IInferenceConsumer {
 /// @dev Records the gas it was given in transient storage (100 gas a write, so even the
 ///      smallest limit suffices; a forge test is one transaction, so the test can read it).
 contract GasMeterConsumer is IInferenceConsumer {
-    function onInferenceResult(uint256, bytes32, bytes calldata) external {
+    function onInferenceResult(uint256, bytes32, bytes calldata, bool, bytes32) external {
         uint256 g = gasleft();
         assembly {
             tstore(0, g)
@@ -67,7 +67,7 @@ contract ReenteringConsumer is IInferenceConsumer {
         _replay = replay;
     }
 
-    function onInferenceResult(uint256, bytes32, bytes calldata) external {
+    function onInferenceResult(uint256, bytes32, bytes calldata, bool, bytes32) external {
         (bool ok,) = address(_transfer).call(_replay);
         reentryFailed = !ok;
     }
@@ -146,9 +146,10 @@ contract CallbacksTest is Fixture {
         vm.assertEq(uint8(status(id)), uint8(IBackboneExecution.Status.Completed), "completed");
         vm.assertEq(consumer.received(id).resultCommitment, keccak256(d.encryptedResult), "commitment");
         vm.assertEq(consumer.received(id).ciphertextHash, keccak256(d.encryptedResult), "ciphertext");
+        vm.assertFalse(consumer.received(id).hasLabel, "no label from a model without the public_label policy");
         vm.expectRevert(abi.encodeWithSelector(ResultConsumer.ResultConsumerNotEnclaveTransfer.selector, stranger));
         vm.prank(stranger);
-        consumer.onInferenceResult(id, bytes32("forged"), "");
+        consumer.onInferenceResult(id, bytes32("forged"), "", true, bytes32(uint256(7)));
     }
 
     function test_hostile_consumers_never_block_the_delivery() public {
@@ -285,5 +286,128 @@ contract CallbacksTest is Fixture {
         vm.assertFalse(ok, "reverted as a whole");
         vm.assertEq(uint8(status(id)), uint8(IBackboneExecution.Status.Requested), "callback request still open");
         vm.assertEq(uint8(status(batch[0].claim.requestId)), uint8(IBackboneExecution.Status.Requested), "first too");
+    }
+}
+
+/// @notice Public labels: forwarded to the consumer only when the enclave signed one and the
+///         model version was registered with the `public_label` output policy.
+contract PublicLabelTest is Fixture {
+    uint256 internal constant ENCLAVE_PK = 0xE1;
+    bytes32 internal constant KEY = bytes32("requester key");
+    address internal enclave;
+    uint32 internal plainVersion;
+    uint32 internal labelledVersion;
+    ResultConsumer internal consumer;
+
+    function setUp() public {
+        deployStack();
+        plainVersion = version;
+        enclave = serve(ENCLAVE_PK);
+        vm.prank(owner);
+        labelledVersion = registry.registerModelWithPolicy(
+            MODEL, keccak256("b"), keccak256("g2"), keccak256("p2"), keccak256("r"), true
+        );
+        version = labelledVersion;
+        serve(ENCLAVE_PK);
+        consumer = new ResultConsumer(address(transfer));
+    }
+
+    function _request(uint32 v, bytes32 commitment) internal returns (uint256 id) {
+        vm.prank(requester);
+        id = backbone.requestInferenceWithCallback(
+            MODEL, v, commitment, hex"c0ffee", "", KEY, 600, address(consumer), 150_000
+        );
+    }
+
+    /// @dev A delivery for request `id` of version `v`, the claim carrying (`hasLabel`, `label`),
+    ///      signed by `pk` over exactly that claim.
+    function _delivery(uint256 id, uint32 v, bytes32 commitment, bool hasLabel, bytes32 label, uint256 pk)
+        internal
+        returns (IBackboneExecution.Delivery memory d)
+    {
+        RequestBinding.ResultClaim memory c =
+            claimFor(id, requester, commitment, KEY, enclave, keccak256(abi.encode("t", id)));
+        c.consumer = address(consumer);
+        c.callbackGasLimit = 150_000;
+        c.hasLabel = hasLabel;
+        c.label = label;
+        bytes memory result = abi.encodePacked("encrypted result ", id);
+        uint32 saved = version;
+        version = v; // signResult signs over the fixture's `version`
+        bytes memory sig = signResult(pk, c, result);
+        version = saved;
+        d = IBackboneExecution.Delivery(c, keccak256("out"), result, "", bytes32(0), sig);
+    }
+
+    function _deliver(IBackboneExecution.Delivery memory d) internal {
+        vm.prank(node);
+        backbone.deliverResult(d.claim, d.outputCommitment, d.encryptedResult, d.resultPointer, d.resultCommitment, d.signature);
+    }
+
+    function test_the_registry_records_the_policy_per_version() public view {
+        vm.assertFalse(registry.allowsPublicLabel(MODEL, plainVersion), "plain version");
+        vm.assertTrue(registry.allowsPublicLabel(MODEL, labelledVersion), "labelled version");
+        vm.assertTrue(registry.modelVersion(MODEL, labelledVersion).publicLabel, "in the version record");
+        vm.assertFalse(registry.allowsPublicLabel(MODEL, 99), "unknown version");
+    }
+
+    function testFuzz_the_example_consumer_records_a_signed_allowed_label(uint8 cls) public {
+        uint256 id = _request(labelledVersion, bytes32("c"));
+        _deliver(_delivery(id, labelledVersion, bytes32("c"), true, bytes32(uint256(cls)), ENCLAVE_PK));
+        vm.assertEq(uint8(status(id)), uint8(IBackboneExecution.Status.Completed), "completed");
+        vm.assertTrue(consumer.received(id).hasLabel, "label flag");
+        vm.assertEq(consumer.received(id).label, bytes32(uint256(cls)), "the label the enclave signed");
+    }
+
+    function test_a_labelled_version_may_still_deliver_without_a_label() public {
+        uint256 id = _request(labelledVersion, bytes32("c"));
+        _deliver(_delivery(id, labelledVersion, bytes32("c"), false, bytes32(0), ENCLAVE_PK));
+        vm.assertFalse(consumer.received(id).hasLabel, "none");
+    }
+
+    function test_a_version_without_the_policy_never_forwards_a_label() public {
+        uint256 id = _request(plainVersion, bytes32("c"));
+        // even signed by the serving enclave: the registry does not allow it for this version
+        IBackboneExecution.Delivery memory d = _delivery(id, plainVersion, bytes32("c"), true, bytes32(uint256(3)), ENCLAVE_PK);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(
+            IEnclaveTransfer.EnclaveTransferLabelNotAllowed.selector, id, MODEL, plainVersion));
+        backbone.deliverResult(d.claim, d.outputCommitment, d.encryptedResult, d.resultPointer, d.resultCommitment, d.signature);
+        vm.assertEq(uint8(status(id)), uint8(IBackboneExecution.Status.Requested), "still open");
+        // a label value without the flag is refused too (it could not be forwarded honestly)
+        d = _delivery(id, plainVersion, bytes32("c"), false, bytes32(uint256(3)), ENCLAVE_PK);
+        vm.prank(node);
+        vm.expectRevert(abi.encodeWithSelector(
+            IEnclaveTransfer.EnclaveTransferLabelNotAllowed.selector, id, MODEL, plainVersion));
+        backbone.deliverResult(d.claim, d.outputCommitment, d.encryptedResult, d.resultPointer, d.resultCommitment, d.signature);
+        _deliver(_delivery(id, plainVersion, bytes32("c"), false, bytes32(0), ENCLAVE_PK));
+        vm.assertFalse(consumer.received(id).hasLabel, "delivered without one");
+    }
+
+    function testFuzz_a_node_cannot_invent_or_change_a_label(uint8 signedCls, uint8 sentCls, bool dropFlag) public {
+        vm.assume(signedCls != sentCls || dropFlag);
+        uint256 id = _request(labelledVersion, bytes32("c"));
+        IBackboneExecution.Delivery memory d =
+            _delivery(id, labelledVersion, bytes32("c"), true, bytes32(uint256(signedCls)), ENCLAVE_PK);
+        d.claim.label = bytes32(uint256(sentCls));
+        if (dropFlag) d.claim.hasLabel = false;
+        vm.prank(node);
+        (bool ok, bytes memory err) = address(backbone).call(abi.encodeCall(
+            IBackboneExecution.deliverResult,
+            (d.claim, d.outputCommitment, d.encryptedResult, d.resultPointer, d.resultCommitment, d.signature)));
+        vm.assertFalse(ok, "refused");
+        // the label is part of the signed struct: any change makes the signature recover elsewhere
+        vm.assertEq(bytes4(err), IEnclaveTransfer.EnclaveTransferBadSignature.selector, "bad signature");
+        vm.assertEq(uint8(status(id)), uint8(IBackboneExecution.Status.Requested), "still open");
+    }
+
+    function test_an_unsigned_label_is_refused() public {
+        uint256 id = _request(labelledVersion, bytes32("c"));
+        IBackboneExecution.Delivery memory d =
+            _delivery(id, labelledVersion, bytes32("c"), true, bytes32(uint256(1)), 0xBAD); // not the enclave
+        vm.prank(node);
+        vm.expectRevert();
+        backbone.deliverResult(d.claim, d.outputCommitment, d.encryptedResult, d.resultPointer, d.resultCommitment, d.signature);
+        vm.assertFalse(consumer.received(id).hasLabel, "nothing forwarded");
     }
 }

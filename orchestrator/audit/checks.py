@@ -328,7 +328,8 @@ class Auditor:
                             requester=str(request.args["requester"]),
                             requester_key=_bytes(request.args["requesterKey"]), enclave=enclave,
                             transfer_hash=transfer_hash,
-                            sequence=int(result.args["sequence"]))
+                            sequence=int(result.args["sequence"]),
+                            label=_bytes(delivered.claim[11]) if delivered.claim[10] else None)
         digest = claim.digest(self.chain.chain_id, self.d.enclave_transfer.address, model_version=version,
                               result_commitment=result_commitment)
         try:
@@ -339,6 +340,13 @@ class Auditor:
                   signer.lower() == enclave.lower(),
                   f"recovered {signer}, signed for the request's requester {claim.requester} and result key "
                   f"0x{claim.requester_key.hex()[:16]}…, answer {claim.sequence}"))
+        if claim.label is not None:
+            # the label is inside the signature checked above; the version must also allow it
+            allowed = bool(self.chain.call(self.d.model_registry.functions.allowsPublicLabel(model_id, version)))
+            add(Check("public label signed by the enclave and allowed by the model version",
+                      allowed and signer.lower() == enclave.lower(),
+                      f"label {int.from_bytes(claim.label, 'big')}, version {version} "
+                      f"{'registered' if allowed else 'NOT registered'} with the public_label policy"))
         consumer = str(request.args.get("consumer") or "0x0")
         if int(consumer, 16):
             called = by.get("ConsumerCalled")

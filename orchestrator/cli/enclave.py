@@ -89,7 +89,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     cmd = [sys.executable, "-m", "enclave", "--state-dir", str(state_dir), "--socket", str(socket_path),
            "--product-id", str(config.enclave.product_id),
            "--security-version", str(config.enclave.security_version),
-           "--max-frame-bytes", str(config.enclave.max_frame_bytes), "--log-level", args.log_level]
+           "--max-frame-bytes", str(config.enclave.max_frame_bytes), "--log-level", args.log_level,
+           "--answer-durability", config.enclave.answer_durability]
     if debug:
         cmd.append("--debug-enclave")
     if args.json:  # JSON lines: ready, one per entry call, stopped (docs/CLI.md)
@@ -182,7 +183,7 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
         owner = _account(chain, args.owner_key, config)
         version = args.version
         if args.register:
-            progress("registering the split's hashes as a new model version (registerModel)")
+            progress("registering the split's hashes as a new model version (registerModelWithPolicy)")
             version = register_model_version(chain, deployment, owner, model_id, split_dir, summary)
         elif version is None:
             version = chain.call(deployment.model_registry.functions.latestVersion(model_id))

@@ -334,7 +334,8 @@ def outcome_document(outcome, characters: list[str] | None = None) -> dict:
     """``infer --json``: row 0's label / scores / features (as before) and every batch row's
     (``labels``, ``allScores``, ``allFeatures``; ``rows`` counts them); None where the model's
     output policy releases no such part. A text recogniser's ``sequences`` (character indices
-    per row) are decoded into ``texts`` with ``characters`` (None without the character list)."""
+    per row) are decoded into ``texts`` with ``characters`` (None without the character list).
+    ``publicLabel``: the label handed to the consumer in plaintext (policy ``public_label``)."""
     from orchestrator.pretrained.ocr import read_line
 
     parts = [p for p in (outcome.labels, outcome.all_scores, outcome.all_features, outcome.sequences) if p]
@@ -343,6 +344,7 @@ def outcome_document(outcome, characters: list[str] | None = None) -> dict:
             "label": outcome.label, "scores": outcome.scores, "features": outcome.features,
             "labels": outcome.labels, "allScores": outcome.all_scores, "allFeatures": outcome.all_features,
             "sequences": outcome.sequences, "texts": texts, "text": texts[0] if texts else None,
+            "publicLabel": outcome.public_label,
             "failureCode": outcome.failure_code.name if outcome.failure_code else None,
             "failureReason": outcome.failure_reason, "enclave": outcome.enclave,
             "transactions": outcome.transactions, "latencyMs": {k: round(v * 1e3, 2) for k, v in outcome.latency.items()}}
@@ -378,6 +380,8 @@ def render_outcome(doc: dict) -> str:
                              f"--backbone): " + " ".join(str(c) for c in sequences[i]))
         if not rows:
             lines.append("  prediction: none released")
+        if doc.get("publicLabel") is not None:
+            lines.append(f"  public label (signed, handed to the consumer): {doc['publicLabel']}")
         lines.append(f"  enclave: {doc['enclave']}")
     else:
         lines.append(f"  failure: {doc.get('failureCode')}: {doc.get('failureReason')}")

@@ -45,7 +45,7 @@ TYPES: dict[str, str] = {
                       "bytes32 merkleRoot,uint32 entryCount)"),
     "InferenceResult": ("InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,"
                         "address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,"
-                        "uint64 sequence)"),
+                        "uint64 sequence,bool hasLabel,bytes32 label)"),
     "ShareCommitment": "ShareCommitment(uint256 setId,bytes32 subjectId,uint32 enrolment,bytes32 commitment)",
     "Decision": ("Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,"
                  "bytes32 probeCommitment)"),
@@ -182,13 +182,16 @@ def index_verified_digest(chain_id: int, verifying_contract: Address, *, model_i
 
 def inference_result_digest(chain_id: int, verifying_contract: Address, *, request_id: int, model_id: bytes,
                             model_version: int, input_commitment: bytes, requester: Address, requester_key: bytes,
-                            transfer_hash: bytes, result_commitment: bytes, sequence: int) -> bytes:
+                            transfer_hash: bytes, result_commitment: bytes, sequence: int,
+                            has_label: bool = False, label: bytes = bytes(32)) -> bytes:
     """Signed by the enclave key, checked by ``EnclaveTransfer.submitResult``: the result is for
-    this requester and this key only, and is the enclave's ``sequence``-th answer."""
+    this requester and this key only, is the enclave's ``sequence``-th answer, and carries the
+    public ``label`` (``public_label`` output policy) or none (``has_label`` false, zero label)."""
     return typed_digest(chain_id, verifying_contract, "InferenceResult", {
         "requestId": request_id, "modelId": model_id, "modelVersion": model_version,
         "inputCommitment": input_commitment, "requester": requester, "requesterKey": requester_key,
-        "transferHash": transfer_hash, "resultCommitment": result_commitment, "sequence": sequence})
+        "transferHash": transfer_hash, "resultCommitment": result_commitment, "sequence": sequence,
+        "hasLabel": has_label, "label": label})
 
 
 def share_commitment_digest(chain_id: int, verifying_contract: Address, *, set_id: int, subject_id: bytes,

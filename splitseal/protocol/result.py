@@ -2,8 +2,9 @@
 
 Canonical JSON (sorted keys, no spaces), UTF-8::
 
-    {"format": "splitseal.result.v1", "policy": "label" | "label_scores" | "features" | "ctc_greedy",
-     "labels": [int, ...],            # label, label_scores: argmax per batch row
+    {"format": "splitseal.result.v1",
+     "policy": "label" | "label_scores" | "features" | "ctc_greedy" | "public_label",
+     "labels": [int, ...],            # label, label_scores, public_label: argmax per batch row
      "scores": [[float, ...], ...],   # only for label_scores: the head's output rows
      "features": [[float, ...], ...], # only for features: the head's output rows
      "sequences": [[int, ...], ...],  # only for ctc_greedy: class indices per row (CTC-collapsed;
@@ -11,9 +12,11 @@ Canonical JSON (sorted keys, no spaces), UTF-8::
      "salt": "<32 hex chars>"}        # 16 random bytes: equal labels never look alike
 
 A delivered result is bound by a :class:`ResultClaim` (the Solidity ``RequestBinding.ResultClaim``):
-the request, its requester and the requester's key, the enclave, the transfer and the enclave's
-answer sequence. The enclave signs it (EIP-712 ``InferenceResult``); the contract, the requester
-and the auditor check it.
+the request, its requester and the requester's key, the enclave, the transfer, the enclave's
+answer sequence and, under the ``public_label`` policy only, the plaintext label (the class index
+of a one-row result as a big-endian 32-byte word) that a delivery hands the request's consumer.
+The enclave signs it (EIP-712 ``InferenceResult``); the contract, the requester and the auditor
+check it.
 
 The enclave applies the model's output policy (labels are computed inside it, so ``label``
 releases nothing else) and builds the document with :func:`encode_result_document`; the
@@ -35,6 +38,15 @@ from . import crypto, eip712
 RESULT_FORMAT = "splitseal.result.v1"
 ZERO_ADDRESS = "0x" + "00" * 20
 SALT_BYTES = 16
+#: The output policy under which the enclave also signs the label in plaintext (one row only).
+PUBLIC_LABEL_POLICY = "public_label"
+
+
+def label_word(label: int) -> bytes:
+    """A class index as the 32-byte ``label`` of the signed claim (big-endian uint256)."""
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < 2 ** 256:
+        raise InvalidInputError(f"a public label is a class index >= 0, got {label!r}")
+    return label.to_bytes(32, "big")
 
 
 @dataclass(frozen=True)
@@ -43,7 +55,9 @@ class ResultClaim:
 
     ``consumer`` and ``callback_gas_limit`` are the request's callback (zero address and 0
     without one): the contract checks them against the request's binding; the enclave does not
-    sign them (the binding already ties them to the request)."""
+    sign them (the binding already ties them to the request). ``label`` is the public label the
+    enclave signed (``public_label`` policy) as a 32-byte word, or None (then the claim carries
+    ``hasLabel = false`` and a zero word)."""
 
     request_id: int
     model_id: bytes
@@ -55,11 +69,22 @@ class ResultClaim:
     sequence: int
     consumer: str = ZERO_ADDRESS
     callback_gas_limit: int = 0
+    label: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None and len(self.label) != 32:
+            raise InvalidInputError(f"a public label is a 32-byte word, got {len(self.label)} bytes")
+
+    @property
+    def label_fields(self) -> tuple[bool, bytes]:
+        """(hasLabel, label) as the struct and the signature carry them."""
+        return (True, bytes(self.label)) if self.label is not None else (False, bytes(32))
 
     def as_abi(self) -> tuple[Any, ...]:
         """The tuple a contract call takes for the Solidity struct."""
         return (self.request_id, self.model_id, self.input_commitment, self.requester, self.requester_key,
-                self.enclave, self.transfer_hash, self.sequence, self.consumer, self.callback_gas_limit)
+                self.enclave, self.transfer_hash, self.sequence, self.consumer, self.callback_gas_limit,
+                *self.label_fields)
 
     def digest(self, chain_id: int, enclave_transfer: str, *, model_version: int, result_commitment: bytes) -> bytes:
         """The EIP-712 ``InferenceResult`` digest the enclave signs for this claim."""
@@ -67,7 +92,8 @@ class ResultClaim:
             chain_id, enclave_transfer, request_id=self.request_id, model_id=self.model_id,
             model_version=model_version, input_commitment=self.input_commitment, requester=self.requester,
             requester_key=self.requester_key, transfer_hash=self.transfer_hash,
-            result_commitment=result_commitment, sequence=self.sequence)
+            result_commitment=result_commitment, sequence=self.sequence, has_label=self.label_fields[0],
+            label=self.label_fields[1])
 
 
 def encode_result_document(policy: str, *, labels: Sequence[int] | None = None,

@@ -82,7 +82,7 @@ def test_demo_against_an_rpc_url_with_one_configured_key(tmp_path: Path) -> None
             env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITSEAL_")}
             env.update(env_key, SPLITSEAL_HOME=str(tmp_path))
             done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "demo", "--chain", node.http_url,
-                                   "--requests", "2", "--no-mpc"], cwd=ROOT, env=env, capture_output=True,
+                                   "--requests", "2", "--no-mpc", "--no-pretrained"], cwd=ROOT, env=env, capture_output=True,
                                   text=True, timeout=300)
             assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
             assert f"version {version}" in done.stdout

@@ -49,6 +49,26 @@ def test_register_model_first_caller_owns_versions_count_up(kit: Kit) -> None:
         kit.call(kit.registry.functions.modelVersion(model_id, 3))
 
 
+def test_register_model_with_the_public_label_policy_records_it_per_version(kit: Kit) -> None:
+    model_id, hashes = rand32(), [rand32() for _ in range(4)]
+    receipt = kit.tx(kit.registry.functions.registerModelWithPolicy(model_id, *hashes, True), kit.owner)
+    assert kit.one_event(receipt, kit.registry, "ModelRegistered")["version"] == 1
+    allowed = kit.one_event(receipt, kit.registry, "PublicLabelAllowed")
+    assert (allowed["modelId"], allowed["version"]) == (model_id, 1)
+    assert kit.call(kit.registry.functions.allowsPublicLabel(model_id, 1))
+    assert kit.call(kit.registry.functions.modelVersion(model_id, 1))[5] is True
+    receipt = kit.tx(kit.registry.functions.registerModelWithPolicy(model_id, *hashes, False), kit.owner)
+    assert len(receipt["logs"]) == 1, "ModelRegistered only: no PublicLabelAllowed"
+    assert not kit.call(kit.registry.functions.allowsPublicLabel(model_id, 2))
+    receipt = kit.tx(kit.registry.functions.registerModel(model_id, *hashes), kit.owner)
+    assert not kit.call(kit.registry.functions.allowsPublicLabel(model_id, 3))  # the plain entry: never
+    assert kit.call(kit.registry.functions.allowsPublicLabel(model_id, 1)), "v1 keeps its policy"
+    with reverts("ModelRegistryNotModelOwner", modelId=model_id, caller=kit.stranger.address, owner=kit.owner.address):
+        kit.tx(kit.registry.functions.registerModelWithPolicy(model_id, *hashes, True), kit.stranger)
+    with reverts("ModelRegistryZeroModelId"):
+        kit.tx(kit.registry.functions.registerModelWithPolicy(bytes(32), *hashes, True), kit.owner)
+
+
 def test_register_model_rejects_zero_id_and_zero_hashes(kit: Kit) -> None:
     with reverts("ModelRegistryZeroModelId"):
         kit.tx(kit.registry.functions.registerModel(ZERO32, rand32(), rand32(), rand32(), rand32()), kit.owner)

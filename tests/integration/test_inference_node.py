@@ -591,9 +591,51 @@ def test_a_consumer_is_called_back_with_the_result_through_the_node(world):
                                  argument_filters={"requestId": fed.request_id})
     received = w.chain.call(consumer.functions.received(fed.request_id))
     assert bytes(received[0]) == bytes(result["args"]["resultCommitment"])
-    assert tuple(w.chain.call(consumer.functions.received(starved.request_id))) == (bytes(32), bytes(32))
+    assert received[2] is False and bytes(received[3]) == bytes(32), "a label_scores model publishes no label"
+    assert tuple(w.chain.call(consumer.functions.received(starved.request_id))) == (bytes(32), bytes(32), False,
+                                                                                    bytes(32))
     audit = Auditor(w.chain, w.deployment).request(fed.request_id)
     assert audit.verified and any(c.name == "consumer called back in the delivery" and c.ok for c in audit.checks)
+    wiring.node.close()
+
+
+def test_a_public_label_model_hands_its_signed_label_to_the_consumer(world):
+    """A version registered from a head under the public_label policy: the enclave signs the
+    label in plaintext, the contract forwards it to the consumer, the requester and the auditor
+    check it against the signature and the encrypted result."""
+    from orchestrator.provision import provision_model, register_model_version
+
+    w = world
+    split_dir = w.base / "public-label-split"
+    summary = es.write_split(split_dir, es.PUBLIC_LABEL_RULE)
+    version = register_model_version(w.chain, w.deployment, w.owner, w.model_id, split_dir, summary)
+    assert w.chain.call(w.deployment.model_registry.functions.allowsPublicLabel(w.model_id, version))
+    assert not w.chain.call(w.deployment.model_registry.functions.allowsPublicLabel(w.model_id, w.version))
+    provision_model(w.chain, w.deployment, w.client, w.owner, model_id=w.model_id, version=version,
+                    package_bytes=(split_dir / "head.pkg").read_bytes(),
+                    index_bytes=(split_dir / "head.index").read_bytes(), allow_measurement=False)
+    consumer = w.chain.deploy("ResultConsumer", w.deployment.enclave_transfer.address, sender=w.admin)
+    wiring = make_node(w, state="public-label-state")
+    req = requester(w)
+    x, plain_x = es.sample_inputs(2, seed=47)
+    labelled = req.submit(w.model_id, version, x, consumer=consumer.address, callback_gas_limit=150_000)
+    plain = req.submit(w.model_id, w.version, plain_x, consumer=consumer.address, callback_gas_limit=150_000)
+    wiring.node.poll_once()
+    labelled_outcome, plain_outcome = req.wait(labelled), req.wait(plain)  # wait() checks the label too
+    assert labelled_outcome.status is plain_outcome.status is RequestStatus.COMPLETED
+    expected, expected_plain = expected_labels(w, np.stack([x, plain_x]))
+    assert (labelled_outcome.label, plain_outcome.label) == (expected, expected_plain)
+    assert (labelled_outcome.public_label, plain_outcome.public_label) == (expected, None)
+
+    got = w.chain.call(consumer.functions.received(labelled.request_id))
+    assert got[2] is True and int.from_bytes(bytes(got[3]), "big") == expected
+    none = w.chain.call(consumer.functions.received(plain.request_id))
+    assert none[2] is False and bytes(none[3]) == bytes(32), "the label_scores version publishes no label"
+    audit = Auditor(w.chain, w.deployment).request(labelled.request_id)
+    label_checks = [c for c in audit.checks if c.name.startswith("public label")]
+    assert audit.verified and len(label_checks) == 1 and label_checks[0].ok
+    plain_audit = Auditor(w.chain, w.deployment).request(plain.request_id)
+    assert plain_audit.verified and not any(c.name.startswith("public label") for c in plain_audit.checks)
     wiring.node.close()
 
 

@@ -26,6 +26,8 @@ from splitseal.protocol import crypto
 from splitseal.protocol.result import open_result
 
 RULE = b'version=1\n[split]\nat_node="head_fc"\n[protect]\nparameters=["head.*"]\n[output]\npolicy="label_scores"\n'
+#: The same split under the ``public_label`` output policy (the label is also signed in plaintext).
+PUBLIC_LABEL_RULE = RULE.replace(b'policy="label_scores"', b'policy="public_label"')
 IN_FEATURES, HIDDEN, CLASSES = 16, 12, 4
 
 
@@ -165,9 +167,9 @@ class World:
         return sess.run(outputs, {"x": x})[0]
 
 
-def write_split(out_dir: Path) -> dict[str, Any]:
+def write_split(out_dir: Path, rule: bytes = RULE) -> dict[str, Any]:
     model = canary_model()
-    result = split_model(load_model(model.SerializeToString()), parse_rule(RULE))
+    result = split_model(load_model(model.SerializeToString()), parse_rule(rule))
     return result.write(out_dir)
 
 

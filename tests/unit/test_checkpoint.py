@@ -45,7 +45,7 @@ def test_an_answer_and_its_stage_commit_together_and_finish_drops_the_transfer(t
     cp.store_reply(7, b"result", b"sig", 3, b"t" * 32, stage=Stage.TRANSFERRED)
     again = Checkpoint(tmp_path / "cp.sqlite", "scope")  # what a restarted node reads
     assert again.get(7).stage is Stage.TRANSFERRED
-    assert again.load_reply(7) == (b"result", b"sig", 3, b"t" * 32)
+    assert again.load_reply(7) == (b"result", b"sig", 3, b"t" * 32, None)
     cp.finish(7, Stage.COMPLETED, "")
     assert again.get(7).stage is Stage.COMPLETED
     assert again.load_transfer(7) is None and again.load_reply(7) is None

@@ -87,7 +87,21 @@ def test_named_helpers_equal_the_generic_digest() -> None:
                                           transfer_hash=h[2], result_commitment=h[3], sequence=9) == \
         eip712.typed_digest(CHAIN_ID, CONTRACT, "InferenceResult", {
             "requestId": 7, "modelId": h[0], "modelVersion": 2, "inputCommitment": h[1], "requester": enclave,
-            "requesterKey": h[4], "transferHash": h[2], "resultCommitment": h[3], "sequence": 9})
+            "requesterKey": h[4], "transferHash": h[2], "resultCommitment": h[3], "sequence": 9,
+            "hasLabel": False, "label": bytes(32)})
+    labelled = eip712.inference_result_digest(CHAIN_ID, CONTRACT, request_id=7, model_id=h[0], model_version=2,
+                                              input_commitment=h[1], requester=enclave, requester_key=h[4],
+                                              transfer_hash=h[2], result_commitment=h[3], sequence=9,
+                                              has_label=True, label=(3).to_bytes(32, "big"))
+    assert labelled == eip712.typed_digest(CHAIN_ID, CONTRACT, "InferenceResult", {
+        "requestId": 7, "modelId": h[0], "modelVersion": 2, "inputCommitment": h[1], "requester": enclave,
+        "requesterKey": h[4], "transferHash": h[2], "resultCommitment": h[3], "sequence": 9,
+        "hasLabel": True, "label": (3).to_bytes(32, "big")})
+    # the label is signed: another label (or none) is another digest
+    assert labelled != eip712.inference_result_digest(
+        CHAIN_ID, CONTRACT, request_id=7, model_id=h[0], model_version=2, input_commitment=h[1], requester=enclave,
+        requester_key=h[4], transfer_hash=h[2], result_commitment=h[3], sequence=9, has_label=True,
+        label=(4).to_bytes(32, "big"))
     assert eip712.enclave_registration_digest(CHAIN_ID, CONTRACT, enclave=enclave, encryption_key=h[0],
                                               measurement=h[1], nonce=h[2]) == \
         eip712.typed_digest(CHAIN_ID, CONTRACT, "EnclaveRegistration", {

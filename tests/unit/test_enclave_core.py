@@ -11,7 +11,7 @@ from enclave.core import EnclaveCore, EntryCallError, encode_result
 from enclave.identity import load_identity
 from enclave.platform import SimulatedPlatform
 from splitseal.errors import InvalidInputError, SealingError
-from splitseal.protocol import crypto
+from splitseal.protocol import FailureCode, crypto
 from splitseal.protocol.result import decode_result, open_result
 
 MODEL = b"\x42" * 32
@@ -37,6 +37,20 @@ def test_result_policies():
     assert encode_result(scores, "label") != encode_result(scores, "label")  # salted
     with pytest.raises(InvalidInputError):
         decode_result(b"{}")
+
+
+def test_only_the_public_label_policy_releases_a_plaintext_label():
+    from enclave.core import release_result
+
+    one = np.array([[0.1, 0.2, 0.7]], np.float32)
+    document, label = release_result(one, "public_label")
+    assert decode_result(document).labels == (2,) and label == (2).to_bytes(32, "big")
+    for policy in ("label", "label_scores", "features"):
+        assert release_result(one, policy)[1] is None
+    # one request, one public answer: a batch under public_label is refused as a shape problem
+    with pytest.raises(EntryCallError) as err:
+        release_result(np.array([[0.1, 0.9], [0.8, 0.2]], np.float32), "public_label")
+    assert err.value.reason is FailureCode.SHAPE_MISMATCH and "one example per request" in str(err.value)
 
 
 def _split(policy: str):
@@ -265,3 +279,48 @@ def test_answers_are_journalled_in_constant_cost_and_survive_compaction_and_a_to
     with pytest.raises(EntryCallError, match="no longer among"):  # beyond the bound of kept answers
         _answer(again, feats, 2, requester)
     assert _answer(again, feats, 11, requester)["sequence"] == 11
+
+
+def test_answer_durability_write_skips_only_the_fsync(tmp_path, monkeypatch):
+    """``answer_fsync=False`` (``--answer-durability write``): the journal record is still written
+    before the answer leaves, so a killed-and-restarted enclave repeats the same signed answer;
+    only the fsync is skipped. With the default, every answer is fsynced."""
+    import enclave.core as core_mod
+
+    synced: list[int] = []
+    real_fsync = core_mod.os.fsync
+    monkeypatch.setattr(core_mod.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    es, res = _split("label")
+    feats = __import__("onnxruntime").InferenceSession(
+        res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": es.sample_inputs(1, seed=9)})[0]
+    requester = crypto.X25519KeyPair.generate()
+
+    durable = EnclaveCore(SimulatedPlatform(tmp_path / "a" / "platform"), load_identity(), tmp_path / "a")
+    _provision(durable, res)
+    synced.clear()
+    _answer(durable, feats, 1, requester)
+    assert len(synced) == 1  # the journal record, before the answer left
+
+    fast = EnclaveCore(SimulatedPlatform(tmp_path / "b" / "platform"), load_identity(), tmp_path / "b",
+                       answer_fsync=False)
+    _provision(fast, res)
+    synced.clear()
+    first = _answer(fast, feats, 1, requester)
+    assert synced == []
+    sv = fast.state_version
+    again = EnclaveCore(SimulatedPlatform(tmp_path / "b" / "platform"), load_identity(), tmp_path / "b",
+                        answer_fsync=False)
+    assert again.call("seal_state", {"action": "restore", "anchored_state_version": sv,
+                                     "anchored_sequence": 1})["sequence"] == 1
+    repeated = _answer(again, feats, 1, requester)
+    assert repeated["repeated"] and repeated["signature"] == first["signature"]
+
+
+def test_answer_durability_is_checked_in_the_config():
+    from splitseal.config import load_config
+    from splitseal.errors import ConfigError
+
+    assert load_config(environ={}).enclave.answer_durability == "fsync"
+    assert load_config(environ={"SPLITSEAL_ENCLAVE_ANSWER_DURABILITY": "write"}).enclave.answer_durability == "write"
+    with pytest.raises(ConfigError, match="answer_durability"):
+        load_config(environ={"SPLITSEAL_ENCLAVE_ANSWER_DURABILITY": "sometimes"})

@@ -368,3 +368,42 @@ def test_parameters_are_read_through_the_index():
     head = HeadInterpreter(res.package, res.index)
     assert head.merkle_root == res.index.merkle_root()
     assert head.output_policy == "label"
+
+
+def test_per_shape_memos_follow_the_batch_size():
+    """The interpreter keeps what a node derives from its input shapes (a Reshape's target, a
+    Gather's indices, LayerNorm's axes, a broadcast's check) per shape: one interpreter fed
+    batch sizes in turn, more of them than a node keeps, matches onnxruntime on every one."""
+    from enclave.interpreter import _MEMO_LIMIT
+
+    def c64(name, values):
+        return numpy_helper.from_array(np.array(values, np.int64), name)
+
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["r"]),                       # [N, 6] -> [N, 2, 3]
+        helper.make_node("LayerNormalization", ["r", "scale", "bias"], ["ln"], axis=-1, epsilon=1e-5),
+        helper.make_node("Unsqueeze", ["ln", "ax1"], ["u"]),                       # [N, 1, 2, 3]
+        helper.make_node("Squeeze", ["u", "ax1"], ["sq"]),                         # [N, 2, 3]
+        helper.make_node("Gather", ["sq", "idx"], ["g"], axis=1),                  # [N, 3]
+        helper.make_node("Mul", ["g", "k"], ["m"]),
+        helper.make_node("Gemm", ["m", "w", "c"], ["gm"], transB=1),               # [N, 4]
+        helper.make_node("Add", ["gm", "c2"], ["a"]),
+        helper.make_node("Softmax", ["a"], ["y"], axis=-1),
+    ]
+    inits = [c64("shape", [0, 2, 3]), c64("ax1", [1]), c64("idx", -1),
+             numpy_helper.from_array(_f(3), "scale"), numpy_helper.from_array(_f(3), "bias"),
+             numpy_helper.from_array(_f(1, 3), "k"), numpy_helper.from_array(_f(4, 3), "w"),
+             numpy_helper.from_array(_f(4), "c"), numpy_helper.from_array(_f(4), "c2")]
+    graph = helper.make_graph(nodes, "memo", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    pkg, index, _, _ = package_whole(model)
+    head = HeadInterpreter(pkg, index)
+    sess = ort_session(model.SerializeToString())
+    for batch in [1, 3, 1, 5] + list(range(1, _MEMO_LIMIT + 6)) + [3]:
+        x = _f(batch, 6)
+        np.testing.assert_allclose(head.run({"x": x})["y"], sess.run(["y"], {"x": x})[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ModelError, match="shape"):
+        head.run({"x": _f(2, 7)})

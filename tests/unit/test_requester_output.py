@@ -62,3 +62,13 @@ def test_a_failure_shows_no_prediction():
     doc = outcome_document(out)
     assert doc["rows"] == 0 and doc["labels"] is None
     assert "prediction" not in render_outcome(doc)
+
+
+def test_a_public_label_is_shown_only_when_one_was_handed_to_the_consumer():
+    out = _outcome("public_label", labels=[4])
+    out.public_label = 4
+    doc = json.loads(json.dumps(outcome_document(out)))
+    assert doc["publicLabel"] == 4 and doc["labels"] == [4]
+    assert "public label (signed, handed to the consumer): 4" in render_outcome(doc)
+    plain = outcome_document(_outcome("label", labels=[4]))
+    assert plain["publicLabel"] is None and "public label" not in render_outcome(plain)

@@ -7,7 +7,8 @@ pragma solidity ^0.8.20;
 ///         transaction), the enclave-signed result encrypted to the requester, and failures
 ///         with reason codes.
 /// @dev A result is accepted when an EIP-712 `InferenceResult(requestId, modelId, modelVersion,
-///      inputCommitment, requester, requesterKey, transferHash, resultCommitment, sequence)`
+///      inputCommitment, requester, requesterKey, transferHash, resultCommitment, sequence,
+///      hasLabel, label)`
 ///      recovers to the enclave named at transfer, the request's binding names that requester,
 ///      key, enclave and transfer, `resultCommitment = keccak256(encryptedResult)` is computed here from the
 ///      ciphertext given, and `ModelRegistry.isEnclaveServing(modelId, version, enclave)` holds
@@ -51,6 +52,12 @@ interface IEnclaveTransfer {
     /// @param enclave The enclave named at transfer.
     /// @param recovered The address recovered (zero when the signature is malformed).
     error EnclaveTransferBadSignature(uint256 requestId, address enclave, address recovered);
+    /// @notice The claim carries a public label (or a label without `hasLabel`) for a model
+    ///         version not registered with the `public_label` output policy.
+    /// @param requestId The request.
+    /// @param modelId The model.
+    /// @param version The version.
+    error EnclaveTransferLabelNotAllowed(uint256 requestId, bytes32 modelId, uint32 version);
     /// @notice The enclave may not serve this model version (not authorized or head not loaded).
     /// @param modelId The model.
     /// @param version The version.
@@ -142,7 +149,8 @@ interface IEnclaveTransfer {
     ///      {EnclaveTransferInvalidStatus}, {EnclaveTransferDeadlinePassed},
     ///      {EnclaveTransferBindingMismatch}, {EnclaveTransferBadResultLength},
     ///      {EnclaveTransferZeroSequence}, {EnclaveTransferBadSignature},
-    ///      {EnclaveTransferEnclaveNotServing}, {EnclaveTransferCallbackGasTooLow}.
+    ///      {EnclaveTransferEnclaveNotServing}, {EnclaveTransferLabelNotAllowed},
+    ///      {EnclaveTransferCallbackGasTooLow}.
     /// @param claim What the enclave signed besides the result.
     /// @param encryptedResult The prediction encrypted to the requester's key, inline (at most
     ///        `MAX_RESULT` bytes); empty when it travels by pointer.

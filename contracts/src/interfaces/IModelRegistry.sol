@@ -22,12 +22,16 @@ interface IModelRegistry {
     /// @param headParamsHash The protected head's parameter blob (plaintext, before encryption).
     /// @param ruleHash The protection rule file that produced the split.
     /// @param registeredAt Block timestamp of the registration.
+    /// @param publicLabel Whether the owner declared, at registration, that the head's output
+    ///        policy is `public_label`: only then may a delivery hand a consumer the plaintext
+    ///        label the enclave signed (fixed for the version; packed with `registeredAt`).
     struct ModelVersion {
         bytes32 backboneHash;
         bytes32 headGraphHash;
         bytes32 headParamsHash;
         bytes32 ruleHash;
         uint64 registeredAt;
+        bool publicLabel;
     }
 
     /// @notice What the registry knows of an enclave key.
@@ -169,6 +173,12 @@ interface IModelRegistry {
         bytes32 ruleHash
     );
 
+    /// @notice A model version was registered with the `public_label` output policy: deliveries
+    ///         of its results may pass the enclave-signed plaintext label to consumers.
+    /// @param modelId The model.
+    /// @param version The version.
+    event PublicLabelAllowed(bytes32 indexed modelId, uint32 indexed version);
+
     /// @notice The model's owner allowed enclaves of `measurement` to serve the model.
     /// @param modelId The model.
     /// @param measurement The measurement.
@@ -256,6 +266,26 @@ interface IModelRegistry {
         bytes32 headGraphHash,
         bytes32 headParamsHash,
         bytes32 ruleHash
+    ) external returns (uint32 version);
+
+    /// @notice Register a new version of `modelId` like {registerModel}, declaring whether its
+    ///         head's output policy publishes a plaintext label (`public_label`, docs/FORMATS.md).
+    /// @dev Emits {ModelRegistered}, then {PublicLabelAllowed} when `publicLabel`. Reverts as
+    ///      {registerModel}. The flag cannot change later: a consumer relies on it per version.
+    /// @param modelId The model id (non-zero; e.g. keccak256 of a name).
+    /// @param backboneHash keccak256 of the backbone model file.
+    /// @param headGraphHash keccak256 of the head graph file.
+    /// @param headParamsHash keccak256 of the head parameter blob.
+    /// @param ruleHash keccak256 of the protection rule file.
+    /// @param publicLabel Whether deliveries may pass the enclave-signed label to consumers.
+    /// @return version The new version, starting at 1.
+    function registerModelWithPolicy(
+        bytes32 modelId,
+        bytes32 backboneHash,
+        bytes32 headGraphHash,
+        bytes32 headParamsHash,
+        bytes32 ruleHash,
+        bool publicLabel
     ) external returns (uint32 version);
 
     /// @notice Allow enclaves of `measurement` to serve `modelId`.
@@ -382,6 +412,11 @@ interface IModelRegistry {
     /// @param modelId The model.
     /// @param version The version.
     function modelVersion(bytes32 modelId, uint32 version) external view returns (ModelVersion memory);
+    /// @notice Whether version `version` of `modelId` was registered with the `public_label`
+    ///         output policy (false for an unknown version).
+    /// @param modelId The model.
+    /// @param version The version.
+    function allowsPublicLabel(bytes32 modelId, uint32 version) external view returns (bool);
     /// @notice Whether `measurement` is allowed for `modelId`.
     /// @param modelId The model.
     /// @param measurement The measurement.

@@ -27,6 +27,9 @@ library RequestBinding {
     /// @param consumer The contract the request named to be called back with the result (zero:
     ///        none; from `InferenceRequested`).
     /// @param callbackGasLimit The gas the consumer's callback gets (zero without a consumer).
+    /// @param hasLabel Whether the enclave released a public label (only under the model's
+    ///        `public_label` output policy; signed).
+    /// @param label The public label (a class index as a big-endian uint256; zero without one; signed).
     struct ResultClaim {
         uint256 requestId;
         bytes32 modelId;
@@ -38,6 +41,8 @@ library RequestBinding {
         uint64 sequence;
         address consumer;
         uint32 callbackGasLimit;
+        bool hasLabel;
+        bytes32 label;
     }
 
     /// @notice Binding of a new request: its model, input commitment, requester and result key.

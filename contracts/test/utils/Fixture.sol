@@ -21,7 +21,7 @@ abstract contract Fixture is Test {
         "HeadLoaded(bytes32 modelId,uint32 modelVersion,address enclave,bytes32 headGraphHash,bytes32 headParamsHash,bytes32 packageHash,uint64 stateVersion)"
     );
     bytes32 internal constant INFERENCE_RESULT_TYPEHASH = keccak256(
-        "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,uint64 sequence)"
+        "InferenceResult(uint256 requestId,bytes32 modelId,uint32 modelVersion,bytes32 inputCommitment,address requester,bytes32 requesterKey,bytes32 transferHash,bytes32 resultCommitment,uint64 sequence,bool hasLabel,bytes32 label)"
     );
     bytes32 internal constant DECISION_TYPEHASH = keccak256(
         "Decision(uint256 setId,bytes32 sessionId,uint8 kind,bytes32 subjectId,bool accepted,bytes32 probeCommitment)"
@@ -150,7 +150,9 @@ abstract contract Fixture is Test {
             transferHash: transferHash,
             sequence: ++_sequence,
             consumer: address(0),
-            callbackGasLimit: 0
+            callbackGasLimit: 0,
+            hasLabel: false,
+            label: bytes32(0)
         });
     }
 
@@ -162,7 +164,7 @@ abstract contract Fixture is Test {
     {
         bytes32 structHash = keccak256(abi.encode(
             INFERENCE_RESULT_TYPEHASH, c.requestId, c.modelId, version, c.inputCommitment, c.requester,
-            c.requesterKey, c.transferHash, keccak256(encryptedResult), c.sequence));
+            c.requesterKey, c.transferHash, keccak256(encryptedResult), c.sequence, c.hasLabel, c.label));
         return signDigest(pk, typedDigest(transferDomain, structHash));
     }
 
