@@ -32,7 +32,7 @@ from splitseal.protocol import FailureCode, hybrid
 from splitseal.protocol.crypto import keccak256
 from splitseal.protocol.result import ResultClaim
 
-from .inference_node import INLINE_RESULT_LIMIT
+from .inference_node import INLINE_RESULT_LIMIT, report_failure
 from .inputs import BlobStore
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class HybridRelay:
         request_id = int(request["requestId"])
         manifest = bytes(request["inlineInput"])
         if not hybrid.is_manifest(manifest):
-            return self.fail(request_id, FailureCode.BAD_INPUT, "not a hybrid request: its inline input is not a manifest")
+            return self.fail(request_id, FailureCode.BAD_INPUT,
+                             "not a hybrid request: its inline input is not a manifest")
         try:
             reply = self.enclave.infer_hybrid(
                 request_id=request_id, model_id=bytes(request["modelId"]), version=int(request["version"]),
@@ -102,12 +103,7 @@ class HybridRelay:
 
     def fail(self, request_id: int, code: FailureCode, reason: str) -> HybridDelivery:
         """Record the request failed on-chain with its reason (no share values in it)."""
-        reason = reason[:200]
-        try:
-            self.chain.transact(self.deployment.enclave_transfer.functions.reportFailure(
-                request_id, int(code), reason), sender=self.account, gas=300_000)
-        except ContractRevertError as exc:
-            log.warning("hybrid request_id=%d failure not recorded on-chain: %s", request_id, exc)
+        reason = report_failure(self.chain, self.deployment, self.account, request_id, code, reason)
         log.warning("hybrid request_id=%d failed code=%s reason=%s", request_id, code.name, reason)
         return HybridDelivery(request_id, False, failure_code=code, reason=reason)
 

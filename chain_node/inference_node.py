@@ -64,8 +64,15 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from eth_account.signers.local import LocalAccount
 
-from splitseal.chain import (CalldataNotFound, Chain, Deployment, PendingTx, event_topic, last_delivered_sequence,
-                             request_inline_input)
+from splitseal.chain import (
+    CalldataNotFound,
+    Chain,
+    Deployment,
+    PendingTx,
+    event_topic,
+    last_delivered_sequence,
+    request_inline_input,
+)
 from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ConfigError, ContractRevertError, EnclaveError, ModelError, SplitsealError
@@ -146,6 +153,23 @@ class NodeStats:
     timed_out: int = 0
     retried: int = 0
     times: dict[int, StageTimes] = field(default_factory=dict)
+
+
+#: Longest failure reason sent on-chain (calldata the reporter pays for; the code carries the kind).
+MAX_REASON_CHARS = 200
+
+
+def report_failure(chain: Chain, deployment: Deployment, account: LocalAccount, request_id: int, code: FailureCode,
+                   reason: str) -> str:
+    """Record ``request_id`` failed on-chain with ``code`` and its (shortened) reason; returns the
+    reason as sent. A revert (already ended, say) is logged, not raised: the caller moves on."""
+    reason = reason[:MAX_REASON_CHARS]
+    try:
+        chain.transact(deployment.enclave_transfer.functions.reportFailure(request_id, int(code), reason),
+                       sender=account, gas=300_000)
+    except ContractRevertError as exc:
+        log.warning("request_id=%d failure not recorded on-chain: %s", request_id, exc)
+    return reason
 
 
 class InferenceNode:
@@ -700,12 +724,7 @@ class InferenceNode:
         return True
 
     def _fail(self, request_id: int, code: FailureCode, reason: str) -> None:
-        reason = reason[:200]
-        try:
-            self.chain.transact(self.deployment.enclave_transfer.functions.reportFailure(
-                request_id, int(code), reason), sender=self.account, gas=300_000)
-        except ContractRevertError as exc:
-            log.warning("request_id=%d failure not recorded on-chain: %s", request_id, exc)
+        reason = report_failure(self.chain, self.deployment, self.account, request_id, code, reason)
         self.stats.failed += 1
         self._finish(request_id, Stage.FAILED, f"{code.name}: {reason}")
         log.warning("request_id=%d stage=failed code=%s reason=%s", request_id, code.name, reason)
