@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import enclave.interpreter as interpreter
+from enclave import interpreter
 from enclave.interpreter import HeadInterpreter, _Chain
 from orchestrator.models.backbone import ort_session
 from splitseal.errors import ModelError
@@ -92,7 +92,7 @@ def _attention(rng):
     (Transpose, Reshape, MatMul + bias), as torch's exporter writes it."""
     heads, head_dim = int(rng.integers(1, 5)), int(rng.integers(1, 9))
     tokens, dim = int(rng.integers(1, 20)), heads * head_dim
-    c64 = lambda v: np.array(v, np.int64)   # noqa: E731
+    c64 = lambda v: np.array(v, np.int64)
     nodes = [
         helper.make_node("LayerNormalization", ["x", "ln_s", "ln_b"], ["ln"], axis=-1, epsilon=1e-6, name="ln"),
         helper.make_node("MatMul", ["ln", "w_qkv"], ["qkv0"], name="qkv"),
