@@ -455,7 +455,7 @@ def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
     if x.ndim < 3:
         raise ctx.error(f"input rank {x.ndim} has no spatial dimensions")
-    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=F32).astype(F32, copy=False)
+    return _MEAN(x, tuple(range(2, x.ndim)), True).astype(F32, copy=False)   # see _sum_or_mean
 
 
 @operator("BatchNormalization", attrs={"epsilon": None, "momentum": None, "training_mode": (14, MAX_OPSET)},
@@ -609,6 +609,19 @@ def _gemm_shapes(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None, 
 def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = ctx.float_input(a, "A")
     b = ctx.float_input(b, "B")
+    # the shape checks once per pair of shapes (b is a weight, a's shape follows the batch)
+    _memoised(ctx, (a.shape, b.shape), lambda: _matmul_shapes(ctx, a, b))
+    if a.ndim > 2 and b.ndim == 2:
+        # (..., K) @ (K, N), a weight: one 2-D BLAS call over all the leading rows, not numpy's
+        # stacked loop of one small product per leading index (ViT's (17, 1, 64) @ (64, 192): 17)
+        a = np.ascontiguousarray(a)
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
+    if a.ndim > 2 or b.ndim > 2:   # stacked matmul stays on BLAS only with contiguous operands
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return np.matmul(a, b).astype(F32, copy=False)
+
+
+def _matmul_shapes(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> bool:
     if a.ndim == 0 or b.ndim == 0:
         raise ctx.error("MatMul operands must have rank >= 1")
     try:
@@ -620,14 +633,7 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     except ValueError:
         raise ctx.error(f"shapes {a.shape} and {b.shape} do not multiply") from None
     ctx.check_size(tuple(batch) + (a.shape[-2] if a.ndim >= 2 else 1, b.shape[-1] if b.ndim >= 2 else 1))
-    if a.ndim > 2 and b.ndim == 2:
-        # (..., K) @ (K, N), a weight: one 2-D BLAS call over all the leading rows, not numpy's
-        # stacked loop of one small product per leading index (ViT's (17, 1, 64) @ (64, 192): 17)
-        a = np.ascontiguousarray(a)
-        return np.matmul(a.reshape(-1, ka), b).reshape(a.shape[:-1] + b.shape[1:])
-    if a.ndim > 2 or b.ndim > 2:   # stacked matmul stays on BLAS only with contiguous operands
-        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    return np.matmul(a, b).astype(F32, copy=False)
+    return True
 
 
 def _softmax_along(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -869,8 +875,9 @@ def _sum_or_mean(mean: bool) -> Callable[[np.ndarray, tuple[int, ...], bool], np
     return reduce
 
 
+_MEAN = _sum_or_mean(True)
 for _name, _from, _fn in (
-        ("ReduceMean", 18, _sum_or_mean(True)),
+        ("ReduceMean", 18, _MEAN),
         ("ReduceSum", 13, _sum_or_mean(False)),
         ("ReduceMax", 18, lambda x, a, k: np.max(x, axis=a, keepdims=k)),
         ("ReduceL2", 18, lambda x, a, k: np.sqrt(np.sum(x * x, axis=a, keepdims=k)))):
@@ -881,7 +888,7 @@ for _name, _from, _fn in (
 @operator("Transpose", attrs=("perm",))
 def _transpose(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "data")
-    return np.ascontiguousarray(np.transpose(x, _memoised(ctx, x.ndim, lambda: _transpose_perm(ctx, x))))
+    return np.ascontiguousarray(x.transpose(_memoised(ctx, x.ndim, lambda: _transpose_perm(ctx, x))))
 
 
 def _transpose_perm(ctx: _Ctx, x: np.ndarray) -> tuple[int, ...]:
@@ -946,7 +953,7 @@ def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     data = ctx.float_input(data, "data")
     # the indices are a parameter (const_inputs): checked and made non-negative once per shape
     axis, index = _memoised(ctx, data.shape, lambda: _gather_index(ctx, data, indices))
-    return np.take(data, index, axis=axis)
+    return data.take(index, axis=axis)
 
 
 def _gather_index(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> tuple[int, np.ndarray]:
@@ -1585,7 +1592,7 @@ class _Chain:
                 kind = node.kind
                 if kind == _RESHAPE or kind == _TRANSPOSE:
                     x = value if node.sources[0] < 0 else inputs[node.sources[0]]
-                    value = x.reshape(shape) if kind == _RESHAPE else np.transpose(x, node.arg)
+                    value = x.reshape(shape) if kind == _RESHAPE else x.transpose(node.arg)
                     if node.contiguous:
                         value = np.ascontiguousarray(value)
                     continue

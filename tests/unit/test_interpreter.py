@@ -135,6 +135,7 @@ CASES = [
      {"keepdims": 1}, 18),
     ("reducesum_short_trailing", "ReduceSum", {"x": _f(2, 5, 3, 4)}, {"a": np.array([-1], np.int64)},
      {"keepdims": 0}, 13),
+    ("global_avgpool_2x2", "GlobalAveragePool", {"x": _f(2, 40, 2, 2) * 3}, {}, {}, 17),
     ("reducemean_long_trailing", "ReduceMean", {"x": _f(2, 3, 50)}, {}, {"axes": [-1], "keepdims": 0}, 13),
 ]
 
