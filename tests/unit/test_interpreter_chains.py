@@ -227,3 +227,19 @@ def test_chains_keep_the_batch_size_per_shape():
     rng = np.random.default_rng(8)
     batches = [1, 3] + list(range(1, interpreter._MEMO_LIMIT + 4)) + [2]
     _run_both(model, [{"x": _f(rng, b, tokens, dim)} for b in batches])
+
+
+def test_computed_batchnorm_parameters_are_not_taken_for_cached_ones():
+    """BatchNormalization folds its parameters once while they are the same arrays; a scale
+    computed on every call (here by Abs: a chain whose operand is BatchNormalization's second
+    input) is folded anew each time, and each batch matches onnxruntime."""
+    rng = np.random.default_rng([SEED, 93])
+    nodes = [helper.make_node("Mul", ["x", "k"], ["s"], name="scale_from_x"),
+             helper.make_node("ReduceMean", ["s"], ["s1"], axes=[0], keepdims=0, name="per_channel"),
+             helper.make_node("Abs", ["s1"], ["s2"], name="positive"),
+             helper.make_node("BatchNormalization", ["x", "s2", "b", "m", "v"], ["y"], epsilon=1e-3, name="bn")]
+    params = {"k": np.array(0.5, np.float32), "b": _f(rng, 6), "m": _f(rng, 6),
+              "v": (rng.random(6) + 0.1).astype(np.float32)}
+    model = _model(nodes, {"x": (1, 6)}, params, ["y"], opset=13)
+    head = _run_both(model, [{"x": _f(rng, b, 6)} for b in (3, 3, 2, 5)])
+    assert [c.names for c in _chains(head)] == [["scale_from_x", "per_channel", "positive", "bn"]]
