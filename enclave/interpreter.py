@@ -16,12 +16,27 @@ Why hand-written rather than onnxruntime inside the enclave: the enclave is the 
 computing base, and a few hundred lines of numpy per operator can be read and audited, fail
 closed on anything outside the registered set, and hold no code path the head does not use;
 onnxruntime is a large native runtime with its own graph optimiser and allocator. The price is
-speed, so the plan is compiled at load (every tensor a slot of a list, each output's checks
-precomputed) and nodes keep what they derive from input shapes and constants per shape
-(:func:`_memoised`); the hot operators are vectorised in float32 (pointwise, depthwise and grouped
-Conv as single matmul/einsum calls, a transposed Gemm weight kept contiguous, RNNs with one matmul
-for every step's input projection and every direction batched per step); ``scripts/bench_heads``
-measures each zoo head against onnxruntime with one thread each (docs/BENCHMARKS.md).
+speed, paid mostly per node and per call (1-3 us of Python and numpy dispatch each, against a ViT
+block's 17x64 tensors), so the plan is compiled at load, by hand here for the same reason:
+
+- every tensor is a slot of a list (no name lookups per call), each output's dtype and shape
+  check is precomputed, and the input shapes, size limit and batch are checked once per set of
+  input shapes (dtype and NaN/infinity on every call);
+- every maximal chain of nodes whose intermediates are each read once, by the next node, becomes
+  one entry (:class:`_Chain`): the first call per input shape runs the nodes' own code with every
+  check and proves the fast path equal to it bit for bit; from then on the chain skips the
+  intermediates' checks (their dtypes are fixed, their shapes follow from the input shapes),
+  turns Reshape/Squeeze/Unsqueeze/Flatten into a reshape to the shape it saw, keeps Transposes as
+  views between reshapes, and writes element-wise ops, Erf and Softmax into arrays it allocated
+  itself. It adds no operator code: every node is still one :data:`OPERATORS` entry, checked by
+  :func:`node_problems` first, and nothing is accepted that the nodes alone would refuse;
+- nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
+
+The hot operators are vectorised in float32 (pointwise, depthwise and grouped Conv as single
+matmul/einsum calls, a transposed Gemm weight kept contiguous, MatMul by a weight as one 2-D BLAS
+call, short trailing means as one matrix-vector product, RNNs with one matmul for every step's
+input projection and every direction batched per step); ``scripts/bench_heads`` measures each zoo
+head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
 """
@@ -1590,12 +1605,13 @@ class _Chain:
         if shapes is None:
             return self._reference(inputs)[0]
         y, seen = self._reference(inputs)
-        if len(self.shapes) >= _MEMO_LIMIT:
-            self.shapes.clear()
-        self.shapes[key] = seen if _same(self._fast(inputs, seen), y) else None
-        if self.shapes[key] is None:
+        proven = seen if _same(self._fast(inputs, seen), y) else None
+        if proven is None:
             logger.warning("chain %s: the fast path differs from the nodes' own on input shapes %s; "
                            "running the nodes one by one for these shapes", self.ctx.node.name, key)
+        if len(self.shapes) >= _MEMO_LIMIT:   # one entry per batch size seen: bounded all the same
+            self.shapes.clear()
+        self.shapes[key] = proven
         return y
 
     def _reference(self, inputs: tuple[np.ndarray | None, ...]) -> tuple[np.ndarray, list[tuple[int, ...]]]:
@@ -1658,6 +1674,9 @@ class HeadInterpreter:
     exactly as long as the entries cover, and each parameter slice matches its sha256. The
     index itself was checked against its Merkle root when it was decoded; callers compare that
     root with the one registered on-chain.
+
+    Not thread-safe: :meth:`run` updates the per-shape memos of its nodes and chains (the enclave
+    serialises its entry calls).
     """
 
     def __init__(self, package: HeadPackage, index: ParameterIndexTable, *,
