@@ -885,11 +885,14 @@ def _reduce_axes(ctx: _Ctx, x: np.ndarray, axes_in: np.ndarray | None,
         if noop:
             return None, bool(keep)
         axes = list(range(x.ndim))
-    return tuple(_norm_axes(ctx, axes, x.ndim)), bool(keep)
+    return tuple(sorted(_norm_axes(ctx, axes, x.ndim))), bool(keep)   # sorted: [-1, -2] is trailing too
 
 
 #: at most this many elements per output: a sum over trailing axes is one matrix-vector product
 _SHORT_REDUCTION = 16
+_ONES = [np.ones(k, F32) for k in range(_SHORT_REDUCTION + 1)]
+for _ones in _ONES:
+    _ones.flags.writeable = False
 
 
 def _sum_or_mean(mean: bool) -> Callable[[np.ndarray, tuple[int, ...], bool], np.ndarray]:
@@ -900,7 +903,7 @@ def _sum_or_mean(mean: bool) -> Callable[[np.ndarray, tuple[int, ...], bool], np
         lead = x.ndim - len(ax)
         k = math.prod(x.shape[lead:])
         if 0 < k <= _SHORT_REDUCTION and ax == tuple(range(lead, x.ndim)) and x.flags.c_contiguous:
-            y = np.matmul(x.reshape(-1, k), np.ones(k, F32))
+            y = np.matmul(x.reshape(-1, k), _ONES[k])
             if mean:
                 y *= F32.type(1.0 / k)
             return y.reshape(x.shape[:lead] + ((1,) * len(ax) if keep else ()))
