@@ -1533,8 +1533,11 @@ class _Plan:
 # 1. The first call with a given set of input shapes runs the reference path: every node's own
 #    implementation, every intermediate checked against its declared dtype and shape as the run
 #    loop does. That call then runs the fast path on the same inputs and compares the two results
-#    bit for bit (same shape, dtype and bytes; NaN where NaN); only if they agree is the fast path
-#    used for that shape from then on, else the reference path stays (and a warning is logged).
+#    bit for bit (same shape, dtype and bits); only if they agree is the fast path used for that
+#    shape from then on, else the reference path stays (and a warning is logged). This checks the
+#    fast path's bookkeeping, not its arithmetic: it runs the same numpy operations on the same
+#    operands in the same order as the nodes, with no branch on values, so what agrees on one
+#    input of a shape agrees on every input of that shape.
 # 2. The fast path, per node: a Reshape / Flatten / Squeeze / Unsqueeze / Identity becomes a
 #    reshape to the output shape the reference run saw (what each of them computes, once their
 #    checks passed); a Transpose stays a view while only reshapes and transposes follow it (one
@@ -1608,7 +1611,11 @@ class _Chain:
         if shapes is None:
             return self._reference(inputs)[0]
         y, seen = self._reference(inputs)
-        proven = seen if _same(self._fast(inputs, seen), y) else None
+        try:
+            fast = self._fast(inputs, seen)
+        except ModelError:   # the nodes' own run passed: a fast path that fails is not used either
+            fast = None
+        proven = seen if _same(fast, y) else None
         if proven is None:
             logger.warning("chain %s: the fast path differs from the nodes' own on input shapes %s; "
                            "running the nodes one by one for these shapes", self.ctx.node.name, key)
