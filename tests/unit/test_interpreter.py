@@ -130,6 +130,13 @@ CASES = [
     ("dropout_plain", "Dropout", {"x": X4}, {}, {}, 17),
     ("dropout_opset11", "Dropout", {"x": X4}, {}, {"ratio": 0.25}, 11),
     ("avgpool_dilations_19", "AveragePool", {"x": X4}, {}, {"kernel_shape": [2, 2], "dilations": [2, 1]}, 19),
+    # a mean or sum over trailing axes of few elements (a 2x2 map) is one matrix-vector product
+    ("reducemean_short_trailing", "ReduceMean", {"x": _f(2, 40, 2, 2) * 3}, {"a": np.array([-1, -2], np.int64)},
+     {"keepdims": 1}, 18),
+    ("reducesum_short_trailing", "ReduceSum", {"x": _f(2, 5, 3, 4)}, {"a": np.array([-1], np.int64)},
+     {"keepdims": 0}, 13),
+    ("global_avgpool_2x2", "GlobalAveragePool", {"x": _f(2, 40, 2, 2) * 3}, {}, {}, 17),
+    ("reducemean_long_trailing", "ReduceMean", {"x": _f(2, 3, 50)}, {}, {"axes": [-1], "keepdims": 0}, 13),
 ]
 
 
