@@ -348,10 +348,65 @@ def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], di
 
 # --- operators ---------------------------------------------------------------------------
 
-@operator("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"), inputs=(2, 3))
-def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    x = ctx.float_input(x, "X")
-    w = ctx.float_input(w, "W")
+# Conv's dense forms (pointwise and im2col) gather the columns as one row per output position
+# (``kh*kw*c`` values, channels innermost, so the gather copies contiguous runs of c) and multiply
+# them by the weight laid out once per node (:func:`_conv_weight`). The heads' convolutions run on
+# 1x1 to 4x4 maps: a large weight against a few columns, where how OpenBLAS is called decides the
+# time (measured on the zoo's shapes, numpy's OpenBLAS 0.3.31, SkylakeX kernels):
+# - OpenBLAS runs a product of at most ``_SMALL_GEMM_MACS`` multiply-adds in its small-matrix
+#   kernel, reading the operands in place (kernel/x86_64/sgemm_small_kernel_permit_skylakex.c;
+#   with a transposed operand only when the result has at most ``_SMALL_GEMM_TRANSPOSED``
+#   elements); above it, it packs both operands into buffers on every call, which against a few
+#   columns costs more than the arithmetic (2-3x on MobileNet's and ResNet's last convs);
+# - "columns": [positions, k] @ W^T [k, m], the product transposed, so the kernel runs along
+#   the output channels (many), not the positions (few); the result is returned as an NCHW view
+#   of the channels-last block, which the next conv's columns read without a transpose;
+# - with at most ``_FEW_COLUMNS`` columns and a product over the limit, the weight is split into
+#   blocks of output channels that each fit the limit, one batched matmul: "channel blocks"
+#   (W^T blocks [k, 32j], widths a multiple of 32, the kernel's fast widths) while the weight fits
+#   one core's L2 cache (``_CACHED_WEIGHT_BYTES``: the product is compute-bound there), "weight
+#   rows" (W blocks [rows, k] @ columns^T) above, where the product streams the weight from memory
+#   and reading it row by row measured 20-30 % faster.
+
+#: multiply-adds of the largest product OpenBLAS runs in its small-matrix kernel (no packing)
+_SMALL_GEMM_MACS = 1_000_000
+#: elements of the largest result OpenBLAS's small-matrix kernel takes with a transposed operand
+_SMALL_GEMM_TRANSPOSED = 1200
+#: columns (output positions x batch) up to which a conv's product is split into blocks
+_FEW_COLUMNS = 16
+#: weights up to this size (one core's L2 here) are multiplied in channel blocks, larger ones by rows
+_CACHED_WEIGHT_BYTES = 2 << 20
+
+
+@dataclass(frozen=True)
+class _ConvPlan:
+    """What a Conv node derives from its input and weight shapes (checks done once per shape)."""
+
+    kind: str                   #: "pointwise", "im2col", "depthwise" or "grouped"
+    out: tuple[int, int]        #: output height, width
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    begin: tuple[int, int]      #: padding before, per spatial axis
+    end: tuple[int, int]        #: padding after
+    group: int
+    product: str                #: dense forms: "columns", "channel blocks" or "weight rows"
+    block: int                  #: output channels per block of the blocked products
+
+
+def _conv_product(cols: int, depth: int, m: int) -> tuple[str, int]:
+    """How a dense conv multiplies [cols, depth] columns by its [m, depth] weight (see above)."""
+    if cols > _FEW_COLUMNS or cols * depth * m <= _SMALL_GEMM_MACS:
+        return "columns", 0
+    widest = _SMALL_GEMM_MACS // (cols * depth)
+    if m * depth * F32.itemsize <= _CACHED_WEIGHT_BYTES and widest >= 32:
+        blocks = -(-m // (widest // 32 * 32))
+        return "channel blocks", -(-m // (32 * blocks)) * 32   # the same count of blocks, widths even
+    widest = max(min(widest, _SMALL_GEMM_TRANSPOSED // cols), 1)
+    blocks = -(-m // widest)
+    return "weight rows", -(-m // blocks)   # as many blocks as needed, as even as possible
+
+
+def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> _ConvPlan:
     if w.ndim != 4:
         raise ctx.unsupported(f"only 2-D convolution is supported, weight has rank {w.ndim}")
     kernel = ctx.attr_ints("kernel_shape", None) or list(w.shape[2:])
@@ -359,40 +414,123 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
         raise ctx.error(f"kernel_shape {kernel} does not match weight shape {w.shape}")
     strides, dilations, begin, end = _spatial_params(ctx, x, kernel)
     group = ctx.attr_int("group", 1)
-    n, c = x.shape[:2]
+    n, c, h, wd = x.shape
     m = w.shape[0]
     if group < 1 or c % group or m % group or w.shape[1] * group != c:
         raise ctx.error(f"channels: input {c}, weight {w.shape}, group {group} do not fit")
+    if b is not None and b.shape != (m,):
+        raise ctx.error(f"bias shape {b.shape} is not ({m},)")
+    outs = tuple(_out_size(size, kernel[i], strides[i], dilations[i], begin[i], end[i], False)
+                 for i, size in enumerate((h, wd)))
+    if min(outs) < 1:
+        raise ctx.error(f"input of spatial size {(h, wd)} is smaller than the window")
+    ctx.check_size((n, m) + outs)
+    product, block = "", 0
+    if group == 1 and kernel == [1, 1] and not any(begin) and not any(end):
+        kind = "pointwise"   # a 1x1 window: dilation is irrelevant, stride a subsampling
+    elif group == 1:
+        kind = "im2col"
+        ctx.check_size((n, h + begin[0] + end[0], wd + begin[1] + end[1], c), "padded input")
+        ctx.check_size((n * outs[0] * outs[1], kernel[0] * kernel[1] * c), "window buffer")
+    else:
+        kind = "depthwise" if c == group and m == group else "grouped"
+    if kind in ("pointwise", "im2col"):
+        product, block = _conv_product(n * outs[0] * outs[1], kernel[0] * kernel[1] * c, m)
+        if block:
+            ctx.check_size((-(-m // block) * block, kernel[0] * kernel[1] * c), "blocked weight")
+    return _ConvPlan(kind, outs, tuple(strides), tuple(dilations), tuple(begin), tuple(end), group,
+                     product, block)
+
+
+def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarray:
+    """The weight [m, c, kh, kw] laid out for ``product``, depth ordered as :func:`_conv_columns`
+    orders a window (kh, kw, c): W^T [depth, m] ("columns"), [blocks, depth, block] ("channel
+    blocks") or [blocks, block, depth] ("weight rows"), the last block padded with zero channels.
+    Kept per node and layout, by identity of ``w`` (a parameter: the same array on every call)."""
+    key = ("conv weight", product, block)
+    cached = ctx.memo.get(key)
+    if cached is not None and cached[0] is w:
+        return cached[1]
+    m = w.shape[0]
+    rows = w.transpose(0, 2, 3, 1).reshape(m, -1)            # [m, depth]
+    if product == "columns":
+        prepared = np.ascontiguousarray(rows.T)
+    else:
+        blocks = -(-m // block)
+        padded = np.zeros((blocks * block, rows.shape[1]), F32)
+        padded[:m] = rows
+        padded = padded.reshape(blocks, block, -1)
+        prepared = np.ascontiguousarray(padded.transpose(0, 2, 1) if product == "channel blocks" else padded)
+    ctx.memo[key] = (w, prepared)
+    return prepared
+
+
+def _conv_columns(plan: _ConvPlan, x: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """[n*oh*ow, kh*kw*c]: one row per output position, its window channels-last."""
+    n, c, h, w = x.shape
+    if plan.kind == "pointwise":
+        s0, s1 = plan.strides
+        xs = x if s0 == s1 == 1 else x[:, :, ::s0, ::s1]
+        return np.ascontiguousarray(xs.transpose(0, 2, 3, 1)).reshape(-1, c)
+    (b0, b1), (e0, e1) = plan.begin, plan.end
+    if b0 or b1 or e0 or e1:
+        # a zero-filled buffer and one slice assignment: np.pad's general machinery costs tens of us
+        padded = np.zeros((n, h + b0 + e0, w + b1 + e1, c), F32)
+        padded[:, b0:b0 + h, b1:b1 + w] = x.transpose(0, 2, 3, 1)
+    else:
+        padded = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    sn, sh, sw, sc = padded.strides
+    (oh, ow), (s0, s1), (d0, d1) = plan.out, plan.strides, plan.dilations
+    view = np.lib.stride_tricks.as_strided(
+        padded, shape=(n, oh, ow, kernel[0], kernel[1], c),
+        strides=(sn, sh * s0, sw * s1, sh * d0, sw * d1, sc), writeable=False)
+    return np.ascontiguousarray(view).reshape(n * oh * ow, kernel[0] * kernel[1] * c)
+
+
+@operator("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"), inputs=(2, 3))
+def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    w = ctx.float_input(w, "W")
     if b is not None:
         b = ctx.float_input(b, "B")
-        if b.shape != (m,):
-            raise ctx.error(f"bias shape {b.shape} is not ({m},)")
-    cg, mg = c // group, m // group
-    # every matmul below has a C-contiguous weight on the left and C-contiguous columns on the
-    # right: numpy's stacked matmul leaves BLAS for a transposed or strided operand (a reshape of
-    # the window view can stay a strided view), measured 10-35x slower on ResNet's layer4
-    if group == 1 and kernel == [1, 1] and dilations == [1, 1] and not any(begin) and not any(end):
-        # pointwise (strided: subsample first): one matmul over the channels, no window view
-        xs = x if strides == [1, 1] else x[:, :, ::strides[0], ::strides[1]]
-        ctx.check_size((n, m) + xs.shape[2:])
-        y = np.matmul(w.reshape(m, c), np.ascontiguousarray(xs).reshape(n, c, -1)).reshape(n, m, *xs.shape[2:])
-    else:
-        view, outs, _ = _windows(ctx, x, kernel, strides, dilations, begin, end, False, 0.0)
-        ctx.check_size((n, m, outs[0], outs[1]))
-        kk, ohw = kernel[0] * kernel[1], outs[0] * outs[1]
-        if group == 1:
-            # (N, C, OH, OW, KH, KW) -> (N, C*KH*KW, OH*OW); (M, C*KH*KW) @ that
-            cols = np.ascontiguousarray(view.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kk, ohw))
-            y = np.matmul(w.reshape(m, c * kk), cols)
-        elif cg == 1 and mg == 1:
-            # depthwise: a multiply-add over the window per channel (no per-group loop)
-            y = np.einsum("nchwij,cij->nchw", view, w[:, 0], optimize=True)
+    plan = _memoised(ctx, ("conv", x.shape, w.shape, None if b is None else b.shape),
+                     lambda: _conv_plan(ctx, x, w, b))
+    n = x.shape[0]
+    m = w.shape[0]
+    oh, ow = plan.out
+    if plan.kind in ("pointwise", "im2col"):
+        cols = _conv_columns(plan, x, (w.shape[2], w.shape[3]))
+        wl = _conv_weight(ctx, w, plan.product, plan.block)
+        if plan.product == "weight rows":
+            # [blocks, block, depth] @ [depth, cols] -> [m, cols]: NCHW (batch-major after a transpose)
+            y = np.matmul(wl, cols.T).reshape(-1, cols.shape[0])[:m]
+            if b is not None:
+                y += b[:, None]     # y is a fresh array here
+            return y.reshape(m, n, oh, ow).transpose(1, 0, 2, 3)
+        if plan.product == "channel blocks":
+            # [blocks, cols, block] -> [cols, blocks*block], the padding channels dropped
+            y = np.matmul(cols, wl).transpose(1, 0, 2).reshape(cols.shape[0], -1)[:, :m]
         else:
-            # grouped: one batched matmul over the groups, (G, Mg, Cg*KK) @ (G, Cg*KK, N*OH*OW)
-            cols = view.reshape(n, group, cg, outs[0], outs[1], kernel[0], kernel[1])
-            cols = np.ascontiguousarray(cols.transpose(1, 2, 5, 6, 0, 3, 4).reshape(group, cg * kk, n * ohw))
-            y = np.matmul(w.reshape(group, mg, cg * kk), cols).reshape(group, mg, n, ohw).transpose(2, 0, 1, 3)
-        y = y.reshape(n, m, outs[0], outs[1])
+            y = np.dot(cols, wl)
+        if b is not None:
+            y += b                  # y is a fresh array here
+        return y.reshape(n, oh, ow, m).transpose(0, 3, 1, 2)
+    kernel = list(w.shape[2:])
+    view, outs, _ = _windows(ctx, x, kernel, list(plan.strides), list(plan.dilations), list(plan.begin),
+                             list(plan.end), False, 0.0)
+    group = plan.group
+    c = x.shape[1]
+    cg, mg, kk, ohw = c // group, m // group, kernel[0] * kernel[1], oh * ow
+    if plan.kind == "depthwise":
+        # a multiply-add over the window per channel (no per-group loop)
+        y = np.einsum("nchwij,cij->nchw", view, w[:, 0], optimize=True)
+    else:
+        # grouped: one batched matmul over the groups, (G, Mg, Cg*KK) @ (G, Cg*KK, N*OH*OW); every
+        # operand C-contiguous (numpy's stacked matmul leaves BLAS for a strided one)
+        cols = view.reshape(n, group, cg, oh, ow, kernel[0], kernel[1])
+        cols = np.ascontiguousarray(cols.transpose(1, 2, 5, 6, 0, 3, 4).reshape(group, cg * kk, n * ohw))
+        y = np.matmul(w.reshape(group, mg, cg * kk), cols).reshape(group, mg, n, ohw).transpose(2, 0, 1, 3)
+    y = y.reshape(n, m, oh, ow)
     if b is not None:
         y += b.reshape(1, m, 1, 1)   # y is always a fresh array here
     return y.astype(F32, copy=False)
@@ -453,9 +591,19 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 @operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
+    weights = _memoised(ctx, x.shape, lambda: _average_weights(ctx, x))
+    # one gemv against [1/size]*size: numpy's reductions over a few innermost elements cost
+    # 10-20 us on the heads' 2x2 maps, the gemv 1-3 us in either memory layout
+    return np.matmul(x.reshape(x.shape[0], x.shape[1], -1), weights).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+
+
+def _average_weights(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     if x.ndim < 3:
         raise ctx.error(f"input rank {x.ndim} has no spatial dimensions")
-    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=F32).astype(F32, copy=False)
+    size = math.prod(x.shape[2:])
+    if size == 0:
+        raise ctx.error(f"input of shape {x.shape} has an empty spatial extent")
+    return np.full(size, 1.0 / size, F32)
 
 
 @operator("BatchNormalization", attrs={"epsilon": None, "momentum": None, "training_mode": (14, MAX_OPSET)},
