@@ -18,10 +18,12 @@ closed on anything outside the registered set, and hold no code path the head do
 onnxruntime is a large native runtime with its own graph optimiser and allocator. The price is
 speed, so the plan is compiled at load (every tensor a slot of a list, each output's checks
 precomputed) and nodes keep what they derive from input shapes and constants per shape
-(:func:`_memoised`); the hot operators are vectorised in float32 (pointwise, depthwise and grouped
-Conv as single matmul/einsum calls, a transposed Gemm weight kept contiguous, RNNs with one matmul
-for every step's input projection and every direction batched per step); ``scripts/bench_heads``
-measures each zoo head against onnxruntime with one thread each (docs/BENCHMARKS.md).
+(:func:`_memoised`); the hot operators are vectorised in float32 (dense Conv as one product of
+the gathered windows by a weight laid out once per node for how OpenBLAS runs few-column products,
+depthwise and grouped Conv as single einsum/matmul calls, a transposed Gemm weight kept contiguous,
+RNNs with one matmul for every step's input projection and a step loop of a few numpy calls on
+contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
+head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
 """
