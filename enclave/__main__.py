@@ -24,6 +24,7 @@ from typing import Sequence
 from splitseal.errors import SplitsealError
 
 from .hardening import harden, socket_group
+from .journal import DURABILITY_MODES
 from .identity import MeasuredConfig, load_identity
 from .platform import SimulatedPlatform, platform_dir_for
 
@@ -49,10 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "enclave's memory nor unseal")
     p.add_argument("--socket-group", default=None,
                    help="group allowed to connect to the socket (mode 0660); default: the enclave's user only")
-    p.add_argument("--answer-durability", choices=("fsync", "write"), default="fsync",
-                   help="fsync (default): each answer's journal record reaches the disk before the answer "
-                        "leaves; write: it reaches the OS only (survives a killed enclave, not a power loss, "
-                        "after which restore refuses the state and the enclave must be provisioned again)")
+    p.add_argument("--answer-durability", choices=DURABILITY_MODES, default="background",
+                   help="when each answer's journal record reaches the disk: fsync = before the answer "
+                        "leaves; background (default) = it reaches the OS before and is fsynced right after, "
+                        "while the delivery is sent; write = when the OS writes it back. A record lost to a "
+                        "power loss makes restore refuse the state (the enclave is provisioned again); "
+                        "nothing is ever answered off the record")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--json", action="store_true",
                    help="JSON lines on stdout: ready, one per entry call, refused frames, stopped; "
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         platform = SimulatedPlatform(platform_dir)
         core = EnclaveCore(platform, identity, state_dir, process=hardening.as_wire(),
-                           answer_fsync=args.answer_durability == "fsync")
+                           answer_durability=args.answer_durability)
         serve_forever(EnclaveServer(core, args.socket, max_frame_bytes=config.max_frame_bytes, socket_group=group,
                                     idle_timeout=args.idle_timeout, events=JsonLines() if args.json else None))
     except (SplitsealError, OSError) as exc:  # a state dir or socket path it cannot use is an input error too

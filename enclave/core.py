@@ -53,8 +53,9 @@ anchor.
 
 Answers are journalled, not re-sealed in the manifest: each answer appends one sealed record to
 ``sealed/journal-<epoch>.sealed`` (AAD = enclave address, epoch and record index, so records
-cannot be reordered or moved between journals) and fsyncs it before the answer leaves, a cost
-that does not grow with history. Every :data:`JOURNAL_COMPACT` answers (and on every
+cannot be reordered or moved between journals) before the answer leaves, a cost that does not
+grow with history; when it reaches the disk is the operator's choice (:mod:`enclave.journal`:
+fsynced before the answer leaves, right after it by default, or by the OS). Every :data:`JOURNAL_COMPACT` answers (and on every
 provisioning or ``seal``) the manifest is re-sealed with the next epoch and the old journal
 removed. Restore replays the manifest's journal; a torn last record is an answer that never left.
 
@@ -87,6 +88,7 @@ from splitseal.protocol.result import (PUBLIC_LABEL_POLICY, SALT_BYTES, ResultCl
 
 from . import quote as quote_mod
 from .identity import EnclaveIdentity
+from .journal import RECORD_HEADER, AnswerJournal
 from .keys import KeyDeriver
 from .platform import Platform
 from .ratelimit import RateLimiter
@@ -288,15 +290,14 @@ class EnclaveCore:
 
     def __init__(self, platform: Platform, identity: EnclaveIdentity, state_dir: str | Path, *,
                  clock: Callable[[], float] | None = None, process: dict[str, Any] | None = None,
-                 answer_fsync: bool = True) -> None:
+                 answer_durability: str = "background") -> None:
         self.platform = platform
         #: the process protections in effect (enclave.hardening), reported by ``status``
         self.process = dict(process or {})
-        #: fsync each answer's journal record before the answer leaves (``--answer-durability
-        #: fsync``); off, the record is written to the OS (survives a killed process, not a power
-        #: loss, after which restore refuses the state as rolled back and the enclave is provisioned
-        #: afresh): availability traded for latency, never an answer off the record
-        self.answer_fsync = answer_fsync
+        #: when an answer's journal record reaches the disk (``enclave.journal``): before the
+        #: answer leaves, right after it, or when the OS writes it back; never an answer off the
+        #: record, only availability after a power loss traded for latency
+        self._journal = AnswerJournal(answer_durability)
         self.identity = identity
         self.state_dir = Path(state_dir)
         self.sealed_dir = self.state_dir / "sealed"
@@ -684,7 +685,7 @@ class EnclaveCore:
         return JOURNAL_AAD + bytes.fromhex(self.address[2:]) + struct.pack(">QQ", epoch, index)
 
     def _journal_answer(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
-        """One sealed record appended (and fsynced, see ``answer_fsync``): O(1) per answer;
+        """One sealed record appended (durable per ``answer_durability``): O(1) per answer;
         compacted at intervals."""
         if self._journal_records >= JOURNAL_COMPACT:
             self._remember(key, answer)
@@ -693,35 +694,41 @@ class EnclaveCore:
         record = self._sealer.seal(wire.encode({"key": list(key), "answer": answer}), label="journal",
                                    aad=self._journal_aad(self._epoch, self._journal_records),
                                    state_version=self.state_version)
-        path = self._journal_path(self._epoch)
-        self.sealed_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, struct.pack(">I", len(record)) + record)
-            if self.answer_fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._journal.append(self._journal_path(self._epoch), record)
         self._journal_records += 1
         self._remember(key, answer)
+
+    @property
+    def answer_durability(self) -> str:
+        return self._journal.durability
+
+    def close(self) -> None:
+        """Flush the journal's outstanding records and close it (the process is stopping)."""
+        with self._lock:
+            self._journal.close()
 
     def _replay_journal(self, epoch: int, min_state_version: int) -> int:
         """Apply the journal of ``epoch``; returns the records applied (a torn tail is dropped)."""
         path = self._journal_path(epoch)
         if not path.exists():
             return 0
+        self._journal.close()
         data, pos, index = path.read_bytes(), 0, 0
-        while pos + 4 <= len(data):
-            (size,) = struct.unpack(">I", data[pos:pos + 4])
-            if pos + 4 + size > len(data):
+        while pos < len(data):
+            (size,) = RECORD_HEADER.unpack_from(data, pos) if pos + RECORD_HEADER.size <= len(data) else (len(data),)
+            if pos + RECORD_HEADER.size + size > len(data):
+                # an answer whose write did not finish; cut off, so the next record is appended
+                # where a replay will find it
                 log.warning("journal ends in a torn record (an answer that never left); dropped")
+                os.truncate(path, pos)
                 break
-            plain, _ = self._sealer.unseal(data[pos + 4:pos + 4 + size], aad=self._journal_aad(epoch, index),
+            start = pos + RECORD_HEADER.size
+            plain, _ = self._sealer.unseal(data[start:start + size], aad=self._journal_aad(epoch, index),
                                            label="journal", min_state_version=min_state_version)
             entry = wire.decode(plain)
             c, t, rid = entry["key"]
             self._remember((int(c), str(t), int(rid)), entry["answer"])
-            pos += 4 + size
+            pos += RECORD_HEADER.size + size
             index += 1
         return index
 
@@ -754,6 +761,7 @@ class EnclaveCore:
                                  aad=self._manifest_aad(), label="manifest",
                                  state_version=self.state_version)
         write_atomic(self.sealed_dir / "manifest.sealed", blob, fsync=durable)
+        self._journal.close(flush=False)  # its records are in the manifest now
         self._journal_records = 0
         for stale in (old_epoch, self._epoch):  # the old journal is in the manifest now
             try:

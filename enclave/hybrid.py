@@ -59,7 +59,7 @@ def open_hybrid_transfer(*, refuse: Callable[[str, FailureCode], Exception], x25
     for entry in shares:
         if not isinstance(entry, dict) or not isinstance(entry.get("party"), int) \
                 or not isinstance(entry.get("sealed"), bytes) or not isinstance(entry.get("signature"), bytes):
-            raise refuse(f"a share entry must be a map of party (int), sealed "
+            raise refuse("a share entry must be a map of party (int), sealed "
                          "(bytes) and signature (bytes)", FailureCode.BAD_INPUT)
         party = entry["party"]
         if not 0 <= party < n:

@@ -1424,13 +1424,30 @@ def _ints(ctx: _Ctx, name: str, n: int | None = None, required: bool = True) -> 
     return np.asarray(v, dtype=np.int64)
 
 
-def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
-                 weights_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    """Per row and target: the sum of the reached leaves' weights, whether any weight was reached,
-    the number of trees, and whether every leaf weight is >= 0."""
-    x = ctx.float_input(x, "X")
-    if x.ndim != 2:
-        raise ctx.unsupported(f"X must be [N, features], got shape {x.shape}")
+@dataclass(frozen=True)
+class _Forest:
+    """A tree ensemble compiled once per node (its attributes and lifted parameters are fixed):
+    flat per-node arrays in which a leaf branches to itself, so every row walks every tree for
+    ``depth`` steps with no test for having arrived, and the leaves' weights as a dense table."""
+
+    roots: np.ndarray          # [trees] the root's flat index
+    feats: np.ndarray          # [nodes] feature read (0 at leaves: never compared)
+    thresholds: np.ndarray     # [nodes]
+    code: np.ndarray           # [nodes] index into _TREE_MODES
+    nxt: np.ndarray            # [2 * nodes]: the false branch of node k at k, the true one at nodes + k
+    tracks: np.ndarray | None  # [nodes] NaN goes the true way; None when no node says so
+    depth: int                 # the longest root-to-leaf path
+    leq_only: bool             # every branch is BRANCH_LEQ (what scikit-learn's converters write)
+    table: tuple[np.ndarray, ...]  # per target: [nodes] summed leaf weights (1-D gathers are the fast ones)
+    has: tuple[np.ndarray, ...]    # per target: [nodes] whether a weight is there
+    positive: bool             # every leaf weight is >= 0
+
+
+def _compile_forest(ctx: _Ctx, n_features: int, values_in: np.ndarray | None, prefix: str, n_targets: int,
+                    weights_in: np.ndarray | None) -> _Forest:
+    """Check the ensemble's attributes and build its :class:`_Forest` (every structural check
+    here: a node defined twice, a branch to a node its tree lacks, a feature out of range, a
+    weight on an inner node, a cycle)."""
     for a in ctx.node.attrs:
         if a.endswith("_as_tensor"):
             raise ctx.unsupported(f"{a} (double-precision tensors) is not supported")
@@ -1457,17 +1474,28 @@ def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix:
             raise ctx.error(f"node {i} of tree {t} is defined twice")
         index[(t, i)] = k
         roots.setdefault(t, k)
-    nxt_true = np.zeros(n, dtype=np.int64)
-    nxt_false = np.zeros(n, dtype=np.int64)
+    nxt_true = np.arange(n, dtype=np.int64)   # a leaf stays where it is
+    nxt_false = np.arange(n, dtype=np.int64)
     for k in np.flatnonzero(~leaf).tolist():
         t = int(tree_ids[k])
         try:
             nxt_true[k], nxt_false[k] = index[(t, int(true_ids[k]))], index[(t, int(false_ids[k]))]
         except KeyError:
             raise ctx.error(f"node {int(node_ids[k])} of tree {t} branches to a node the tree lacks") from None
-        if not 0 <= feats[k] < x.shape[1]:
+        if not 0 <= feats[k] < n_features:
             raise ctx.error(f"node {int(node_ids[k])} of tree {t} reads feature {int(feats[k])}, X has "
-                            f"{x.shape[1]}")
+                            f"{n_features}")
+    feats = np.where(leaf, 0, feats)
+    # depth: walk the frontier of every tree at once; a path longer than the node count is a cycle
+    frontier, depth = np.array(list(roots.values()), dtype=np.int64), 0
+    while True:
+        frontier = frontier[~leaf[frontier]]
+        if not len(frontier):
+            break
+        depth += 1
+        if depth > n:
+            raise ctx.error("a tree has a cycle")
+        frontier = np.unique(np.concatenate([nxt_true[frontier], nxt_false[frontier]]))
     # leaf weights -> a dense [nodes, targets] table (and which entries carry a weight)
     w_tree, w_node = _ints(ctx, f"{prefix}_treeids"), _ints(ctx, f"{prefix}_nodeids")
     w_id = _ints(ctx, f"{prefix}_ids")
@@ -1484,25 +1512,46 @@ def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix:
             raise ctx.error(f"a weight names node {i} of tree {t}, which is not a leaf")
         table[k, c] += v
         has[k, c] = 1
-    ctx.check_size((x.shape[0], len(roots), n_targets), "tree buffer")
-    # walk every row down every tree at once
-    pos = np.broadcast_to(np.array(list(roots.values()), dtype=np.int64), (x.shape[0], len(roots))).copy()
-    rows = np.arange(x.shape[0])[:, None]
     tracks = track.astype(bool) if len(track) else np.zeros(n, dtype=bool)
-    for _ in range(n + 1):
-        inner = ~leaf[pos]
-        if not inner.any():
-            break
-        v = x[rows, feats[pos]]
-        th = thresholds[pos]
-        c = code[pos]
-        go = np.select([c == 0, c == 1, c == 2, c == 3, c == 4, c == 5],
-                       [v <= th, v < th, v >= th, v > th, v == th, v != th], False)
-        go |= np.isnan(v) & tracks[pos]
-        pos = np.where(inner, np.where(go, nxt_true[pos], nxt_false[pos]), pos)
-    else:
-        raise ctx.error("a tree has a cycle")
-    return table[pos].sum(axis=1), has[pos].sum(axis=1) > 0, len(roots), bool(np.all(weights >= 0))
+    return _Forest(roots=np.array(list(roots.values()), dtype=np.int64), feats=feats, thresholds=thresholds,
+                   code=code, nxt=np.concatenate([nxt_false, nxt_true]),
+                   tracks=tracks if tracks[~leaf].any() else None, depth=depth,
+                   leq_only=bool(np.all(code[~leaf] == _TREE_MODES.index("BRANCH_LEQ"))),
+                   table=tuple(np.ascontiguousarray(table[:, c]) for c in range(n_targets)),
+                   has=tuple(np.ascontiguousarray(has[:, c]) for c in range(n_targets)),
+                   positive=bool(np.all(weights >= 0)))
+
+
+def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
+                 weights_in: np.ndarray | None, want_has: bool = False) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
+    """Per row and target: the sum of the reached leaves' weights, whether any weight was reached
+    (``want_has``; else None), the number of trees, and whether every leaf weight is >= 0."""
+    x = ctx.float_input(x, "X")
+    if x.ndim != 2:
+        raise ctx.unsupported(f"X must be [N, features], got shape {x.shape}")
+    forest = _memoised(ctx, ("forest", x.shape[1]),
+                       lambda: _compile_forest(ctx, x.shape[1], values_in, prefix, n_targets, weights_in))
+    ctx.check_size((x.shape[0], len(forest.roots), n_targets), "tree buffer")
+    # walk every row down every tree at once, ``depth`` steps (leaves branch to themselves)
+    pos = np.empty((x.shape[0], len(forest.roots)), dtype=np.int64)
+    pos[:] = forest.roots
+    flat = x.ravel()
+    row_start = (np.arange(x.shape[0]) * x.shape[1])[:, None]
+    for _ in range(forest.depth):
+        v = flat[row_start + forest.feats[pos]]
+        th = forest.thresholds[pos]
+        if forest.leq_only:
+            go = v <= th
+        else:
+            c = forest.code[pos]
+            go = np.select([c == 0, c == 1, c == 2, c == 3, c == 4, c == 5],
+                           [v <= th, v < th, v >= th, v > th, v == th, v != th], False)
+        if forest.tracks is not None:
+            go |= np.isnan(v) & forest.tracks[pos]
+        pos = forest.nxt[pos + len(forest.feats) * go]
+    scores = np.stack([col[pos].sum(axis=1) for col in forest.table], axis=1)
+    has = (np.stack([col[pos].sum(axis=1) for col in forest.has], axis=1) > 0) if want_has else None
+    return scores, has, len(forest.roots), forest.positive
 
 
 def _post(ctx: _Ctx, scores: np.ndarray, allowed: tuple[str, ...]) -> tuple[str, np.ndarray]:
@@ -1517,6 +1566,19 @@ def _post(ctx: _Ctx, scores: np.ndarray, allowed: tuple[str, ...]) -> tuple[str,
     return post, s.astype(F32)
 
 
+def _classifier_attrs(ctx: _Ctx, base_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, set[int], str]:
+    """A classifier's fixed attributes, checked once per node: labels, base values, the class ids
+    its weights name, the post transform."""
+    if "classlabels_strings" in ctx.node.attrs:
+        raise ctx.unsupported("string class labels are not supported (int64 labels only)")
+    labels = _ints(ctx, "classlabels_int64s")
+    if len(labels) < 2:
+        raise ctx.error("a classifier needs at least two class labels")
+    base = _floats(ctx, "base_values", base_in, False)
+    return (labels, np.zeros(0, F32) if base is None else base, set(_ints(ctx, "class_ids").tolist()),
+            ctx.attr_str("post_transform", "NONE"))
+
+
 @operator("TreeEnsembleClassifier", domain=ML_DOMAIN, opsets=_ML_OPSETS, inputs=(1, 4), outputs=(2, 2),
           attrs={a: _ML_OPSETS for a in ("base_values", "class_ids", "class_nodeids", "class_treeids", "class_weights",
                                         "classlabels_int64s", "classlabels_strings", "post_transform",
@@ -1525,24 +1587,18 @@ def _post(ctx: _Ctx, scores: np.ndarray, allowed: tuple[str, ...]) -> tuple[str,
           lifted=("nodes_values", "class_weights", "base_values"))
 def _tree_classifier(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = None,
                      weights_in: np.ndarray | None = None, base_in: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    if "classlabels_strings" in ctx.node.attrs:
-        raise ctx.unsupported("string class labels are not supported (int64 labels only)")
-    labels = _ints(ctx, "classlabels_int64s")
+    labels, base, class_ids, post = _memoised(ctx, "classifier", lambda: _classifier_attrs(ctx, base_in))
     k = len(labels)
-    if k < 2:
-        raise ctx.error("a classifier needs at least two class labels")
-    scores, has, _, positive = _tree_scores(ctx, x, values_in, "class", k, weights_in)
-    base = _floats(ctx, "base_values", base_in, False)
-    base = np.zeros(0, F32) if base is None else base
-    class_ids = set(_ints(ctx, "class_ids").tolist())
-    post = ctx.attr_str("post_transform", "NONE")
+    scores, has, _, positive = _tree_scores(ctx, x, values_in, "class", k, weights_in,
+                                            want_has=k > 2 and not len(base))
     if k > 2:
         if len(base) not in (0, k):
             raise ctx.error(f"base_values has {len(base)} entries, the classes are {k}")
         if len(base):
             scores = scores + base
-            has = np.ones_like(has)
-        masked = np.where(has, scores, -np.inf)
+            masked = scores   # a base value for every class: every class has a score
+        else:
+            masked = np.where(has, scores, -np.inf)
         label = labels[np.argmax(masked, axis=1)]
         return label, _post(ctx, scores, ("NONE", "LOGISTIC", "SOFTMAX"))[1]
     # two classes: onnxruntime's binary case, one score column for class 0 (what skl2onnx writes)

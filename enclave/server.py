@@ -202,6 +202,7 @@ class EnclaveServer:
             self.socket_path.unlink()
         except FileNotFoundError:
             pass
+        self.core.close()  # the journal's outstanding records to disk
         log.info("enclave stopped calls=%d rejected_frames=%d", self.calls, self.rejected_frames)
         self._event("stopped", calls=self.calls, rejected_frames=self.rejected_frames)
 

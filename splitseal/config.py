@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .protocol import ANSWER_DURABILITY
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,14 +60,17 @@ class EnclaveConfig:
     user: str = ""
     #: Group allowed to connect to the socket (the node's group; mode 0660); empty: owner only.
     socket_group: str = ""
-    #: "fsync": each answer's journal record is on disk before the answer leaves; "write": in the
-    #: OS only (faster; after a power loss the state is refused at restore and re-provisioned).
-    answer_durability: str = "fsync"
+    #: When each answer's journal record reaches the disk (enclave/journal.py): "fsync" before
+    #: the answer leaves; "background" right after (a flusher thread, while the delivery is
+    #: sent); "write" when the OS writes it back. A record lost to a power loss makes restore
+    #: refuse the state until the enclave is provisioned again; no answer is ever off the record.
+    answer_durability: str = "background"
 
     def __post_init__(self) -> None:
-        if self.answer_durability not in ("fsync", "write"):
+        if self.answer_durability not in ANSWER_DURABILITY:
             raise ConfigError(f"[enclave].answer_durability = {self.answer_durability!r}: give \"fsync\" (each "
-                              "answer on disk before it leaves) or \"write\" (in the OS only; faster)")
+                              "answer on disk before it leaves), \"background\" (fsynced right after it "
+                              "leaves; the default) or \"write\" (when the OS writes it back)")
 
 
 @dataclass(frozen=True)

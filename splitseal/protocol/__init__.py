@@ -17,6 +17,10 @@ MAX_DELIVERY_BATCH = 64
 MIN_CALLBACK_GAS = 5_000
 MAX_CALLBACK_GAS = 1_000_000
 
+#: When the enclave's answer journal reaches the disk (``--answer-durability``, ``[enclave]
+#: answer_durability``; enclave/journal.py): before the answer leaves, right after, or by the OS.
+ANSWER_DURABILITY = ("fsync", "background", "write")
+
 
 class RequestStatus(IntEnum):
     """``BackboneExecution`` request status, as the contract numbers it."""

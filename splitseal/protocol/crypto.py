@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from eth_hash.auto import keccak as _keccak
+from sha3 import keccak_256 as _keccak_256  # safe-pysha3: C keccak, ~8x eth-hash's per call
 
 from splitseal.errors import EnclaveError, InvalidInputError
 
@@ -64,7 +64,7 @@ class DecryptionError(EnclaveError):
 
 def keccak256(data: bytes) -> bytes:
     """keccak256 as the EVM computes it (not NIST SHA3-256)."""
-    return _keccak(bytes(data))
+    return _keccak_256(data).digest()
 
 
 def hkdf_sha256(secret: bytes, *, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:

@@ -17,6 +17,7 @@ Protocol:
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
@@ -72,6 +73,7 @@ _ALL_TYPES = {**TYPES, **OFFCHAIN_TYPES}
 _FIELDS: dict[str, list[tuple[str, str]]] = {name: _fields(t) for name, t in _ALL_TYPES.items()}
 TYPE_HASHES: dict[str, bytes] = {name: keccak256(t.encode()) for name, t in _ALL_TYPES.items()}
 DOMAIN_TYPE_HASH = keccak256(DOMAIN_TYPE.encode())
+_NAME_HASH, _VERSION_HASH = keccak256(NAME.encode()), keccak256(VERSION.encode())
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -115,8 +117,13 @@ def encode_word(sol_type: str, value: Any, name: str = "value") -> bytes:
 
 def domain_separator(chain_id: int, verifying_contract: Address) -> bytes:
     """The splitseal domain separator for one chain and verifying contract."""
-    return keccak256(DOMAIN_TYPE_HASH + keccak256(NAME.encode()) + keccak256(VERSION.encode())
-                  + encode_word("uint256", chain_id, "chainId") + encode_word("address", verifying_contract))
+    return _domain_separator(encode_word("uint256", chain_id, "chainId"), encode_word("address", verifying_contract))
+
+
+@functools.lru_cache(maxsize=256)
+def _domain_separator(chain_word: bytes, contract_word: bytes) -> bytes:
+    # every answer is signed and checked for the same few contracts: three keccaks saved each time
+    return keccak256(DOMAIN_TYPE_HASH + _NAME_HASH + _VERSION_HASH + chain_word + contract_word)
 
 
 def struct_hash(type_name: str, values: Mapping[str, Any]) -> bytes:

@@ -36,3 +36,22 @@ def test_bench_heads_refuses_an_unknown_family():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_heads"), "--families", "alexnet"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "unknown families ['alexnet']" in proc.stderr
+
+
+def test_bench_heads_covers_the_shipped_models_with_their_e2e(tmp_path):
+    """SFace and PP-OCRv4 (from their wheels, scripts/setup) and the boosted trees of models/, each
+    timed on both runtimes and served once through the embedded chain."""
+    from orchestrator.pretrained import faces, ocr
+
+    if not (faces.available() and ocr.available()):
+        pytest.skip("pretrained models missing: run scripts/setup")
+    out = tmp_path / "heads.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_heads"), "--families", "sface,ppocrv4,gbt",
+                           "--repeats", "2", "--requests", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["family"], r["exporter"]) for r in rows] == [("sface", "as shipped"), ("ppocrv4", "as shipped"),
+                                                            ("gbt", "as shipped")]
+    for r in rows:
+        assert r["interpreter_ms"] > 0 and r["onnxruntime_ms"] > 0 and r["e2e_ms"] > 0

@@ -281,46 +281,94 @@ def test_answers_are_journalled_in_constant_cost_and_survive_compaction_and_a_to
     assert _answer(again, feats, 11, requester)["sequence"] == 11
 
 
-def test_answer_durability_write_skips_only_the_fsync(tmp_path, monkeypatch):
-    """``answer_fsync=False`` (``--answer-durability write``): the journal record is still written
-    before the answer leaves, so a killed-and-restarted enclave repeats the same signed answer;
-    only the fsync is skipped. With the default, every answer is fsynced."""
-    import enclave.core as core_mod
+def _durability_run(tmp_path, monkeypatch, mode: str):
+    """A core in ``mode`` answering request 1, the fsyncs it made (descriptors' files) counted."""
+    import enclave.journal as journal_mod
 
     synced: list[int] = []
-    real_fsync = core_mod.os.fsync
-    monkeypatch.setattr(core_mod.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    real_fsync = journal_mod.os.fsync
+    monkeypatch.setattr(journal_mod.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     es, res = _split("label")
     feats = __import__("onnxruntime").InferenceSession(
         res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": es.sample_inputs(1, seed=9)})[0]
     requester = crypto.X25519KeyPair.generate()
-
-    durable = EnclaveCore(SimulatedPlatform(tmp_path / "a" / "platform"), load_identity(), tmp_path / "a")
-    _provision(durable, res)
+    core = EnclaveCore(SimulatedPlatform(tmp_path / mode / "platform"), load_identity(), tmp_path / mode,
+                       answer_durability=mode)
+    _provision(core, res)
     synced.clear()
-    _answer(durable, feats, 1, requester)
-    assert len(synced) == 1  # the journal record, before the answer left
+    answer = _answer(core, feats, 1, requester)
+    return core, answer, synced, feats, requester
 
-    fast = EnclaveCore(SimulatedPlatform(tmp_path / "b" / "platform"), load_identity(), tmp_path / "b",
-                       answer_fsync=False)
-    _provision(fast, res)
-    synced.clear()
-    first = _answer(fast, feats, 1, requester)
-    assert synced == []
-    sv = fast.state_version
-    again = EnclaveCore(SimulatedPlatform(tmp_path / "b" / "platform"), load_identity(), tmp_path / "b",
-                        answer_fsync=False)
+
+@pytest.mark.parametrize("mode", ["fsync", "background", "write"])
+def test_every_durability_mode_journals_the_answer_before_it_leaves(tmp_path, monkeypatch, mode):
+    """Whatever the mode, the journal record is written before the answer leaves, so a killed and
+    restarted enclave repeats the very same signed answer; the modes differ only in when the
+    record is fsynced: before the answer (fsync), by the flusher right after (background), by the
+    OS (write; close still flushes)."""
+    import time
+
+    core, first, synced, feats, requester = _durability_run(tmp_path, monkeypatch, mode)
+    journal = core._journal_path(core._epoch)
+    assert journal.stat().st_size > 0  # on the OS's side of the process before the answer came back
+    if mode == "fsync":
+        assert len(synced) == 1 and core._journal.outstanding == 0
+    elif mode == "background":
+        deadline = time.monotonic() + 10
+        while core._journal.outstanding and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert core._journal.outstanding == 0 and len(synced) == 1  # the flusher's
+    else:
+        assert synced == [] and core._journal.outstanding == 1
+    sv = core.state_version
+    # a kill: the open journal is left as it is; a second core restores from the files
+    again = EnclaveCore(SimulatedPlatform(tmp_path / mode / "platform"), load_identity(), tmp_path / mode,
+                        answer_durability=mode)
     assert again.call("seal_state", {"action": "restore", "anchored_state_version": sv,
                                      "anchored_sequence": 1})["sequence"] == 1
     repeated = _answer(again, feats, 1, requester)
     assert repeated["repeated"] and repeated["signature"] == first["signature"]
+    core.close()
+    again.close()
+
+
+def test_closing_flushes_what_the_write_mode_left_to_the_os(tmp_path, monkeypatch):
+    core, _, synced, _, _ = _durability_run(tmp_path, monkeypatch, "write")
+    assert core._journal.outstanding == 1 and synced == []
+    core.close()  # the server's stop: nothing is left to the OS's write-back
+    assert len(synced) == 1 and core._journal.outstanding == 0
+
+
+def test_a_torn_journal_tail_is_cut_so_later_answers_survive_the_next_restore(tmp_path, monkeypatch):
+    """A record whose write did not finish (the process died mid-write) is dropped at restore and
+    cut off the file: otherwise the next answers, appended after the torn bytes, would be read
+    as part of it at the following restore and lost, and that state refused as rolled back."""
+    core, _, _, feats, requester = _durability_run(tmp_path, monkeypatch, "fsync")
+    sv = core.state_version
+    journal = core._journal_path(core._epoch)
+    core.close()
+    whole = journal.stat().st_size
+    with open(journal, "ab") as f:
+        f.write((5000).to_bytes(4, "big") + b"torn")  # a header promising more than was written
+    restarted = EnclaveCore(SimulatedPlatform(tmp_path / "fsync" / "platform"), load_identity(), tmp_path / "fsync",
+                            answer_durability="fsync")
+    assert restarted.call("seal_state", {"action": "restore", "anchored_state_version": sv,
+                                         "anchored_sequence": 1})["sequence"] == 1
+    assert journal.stat().st_size == whole
+    assert _answer(restarted, feats, 2, requester)["sequence"] == 2
+    restarted.close()
+    third = EnclaveCore(SimulatedPlatform(tmp_path / "fsync" / "platform"), load_identity(), tmp_path / "fsync",
+                        answer_durability="fsync")
+    assert third.call("seal_state", {"action": "restore", "anchored_state_version": sv,
+                                     "anchored_sequence": 2})["sequence"] == 2
 
 
 def test_answer_durability_is_checked_in_the_config():
     from splitseal.config import load_config
     from splitseal.errors import ConfigError
 
-    assert load_config(environ={}).enclave.answer_durability == "fsync"
-    assert load_config(environ={"SPLITSEAL_ENCLAVE_ANSWER_DURABILITY": "write"}).enclave.answer_durability == "write"
+    assert load_config(environ={}).enclave.answer_durability == "background"
+    for mode in ("fsync", "background", "write"):
+        assert load_config(environ={"SPLITSEAL_ENCLAVE_ANSWER_DURABILITY": mode}).enclave.answer_durability == mode
     with pytest.raises(ConfigError, match="answer_durability"):
         load_config(environ={"SPLITSEAL_ENCLAVE_ANSWER_DURABILITY": "sometimes"})

@@ -23,7 +23,7 @@ SHARED = ("splitseal.errors", "splitseal.protocol")
 RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "splitseal": (("splitseal",), ()),
     "splitseal.errors": ((), NOT_IN_TCB),
-    "splitseal.config": (("splitseal.errors",), NOT_IN_TCB),
+    "splitseal.config": (SHARED, NOT_IN_TCB),  # errors, and protocol facts a setting names
     "splitseal.protocol": (SHARED, NOT_IN_TCB),
     "splitseal.chain": (SHARED + ("splitseal.config", "splitseal.chain"), ()),
     "splitseal.enclave_client": (SHARED + ("splitseal.config",), ("web3", "eth_tester", "onnx", "onnxruntime")),
