@@ -1,6 +1,7 @@
 """The interpreter's Conv, pooling and RNN kernels against onnxruntime on the shapes that pick each
 of their code paths: the three product forms of the dense convs (one product of the columns,
-channel blocks, weight rows; blocked only with few columns and a large product), a conv's
+channel blocks, weight rows; blocked only with few columns and a large product), depthwise convs
+over channels-last windows, a conv's
 channels-last output feeding the next ops, GlobalAveragePool of every rank, LSTM/GRU at batch 1
 (the heads' case) and above. Weights are seeded (``SEED``; the test id names the case)."""
 
@@ -107,6 +108,21 @@ def test_one_interpreter_follows_the_batch_size_across_product_forms():
     both = ["channel blocks", "columns"]
     assert [sorted(k[1] for k in lay) for lay in layouts] == [["channel blocks"], both, both, both]
     assert all(layouts[3][k] is v for k, v in layouts[1].items())   # kept, not laid out again
+
+
+# (id, X shape, attributes): depthwise convs as SFace and MobileNet-style heads have them
+DEPTHWISE = [("sface-1024ch-7x7", (1, 1024, 7, 7), {"pads": [1, 1, 1, 1]}),
+             ("strided-batch2", (2, 48, 9, 8), {"pads": [1, 0, 1, 1], "strides": [2, 2]}),
+             ("dilated-unpadded", (1, 16, 8, 8), {"dilations": [2, 2]})]
+
+
+@pytest.mark.parametrize("x_shape, attrs", [c[1:] for c in DEPTHWISE], ids=[c[0] for c in DEPTHWISE])
+def test_depthwise_conv_matches_onnxruntime(x_shape, attrs):
+    rng = np.random.default_rng([SEED, 150, DEPTHWISE.index(next(c for c in DEPTHWISE if c[1] == x_shape))])
+    c = x_shape[1]
+    params = {"w": _weight(rng, c, 1, 3, 3), "b": _x(rng, c)}
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="dw", group=c, kernel_shape=[3, 3], **attrs)
+    compare(_model([node], {"x": x_shape}, params, ["y"]), {"x": _x(rng, *x_shape)}, atol=2e-5)
 
 
 @pytest.mark.parametrize("k", range(4), ids=[f"draw{k}-seed{SEED}" for k in range(4)])
