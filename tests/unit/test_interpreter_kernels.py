@@ -1,9 +1,8 @@
 """The interpreter's Conv, pooling and RNN kernels against onnxruntime on the shapes that pick each
 of their code paths: the three product forms of the dense convs (one product of the columns,
 channel blocks, weight rows; blocked only with few columns and a large product), depthwise convs
-over channels-last windows, a conv's
-channels-last output feeding the next ops, GlobalAveragePool of every rank, LSTM/GRU at batch 1
-(the heads' case) and above. Weights are seeded (``SEED``; the test id names the case)."""
+over channels-last windows, a conv's channels-last output feeding the next ops,
+GlobalAveragePool of every rank, LSTM/GRU at batch 1 (the heads' case) and above. Weights are seeded (``SEED``; the test id names the case)."""
 
 from __future__ import annotations
 
