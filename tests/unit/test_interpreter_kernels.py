@@ -1,8 +1,9 @@
 """The interpreter's Conv, pooling and RNN kernels against onnxruntime on the shapes that pick each
 of their code paths: the three product forms of the dense convs (one product of the columns,
 channel blocks, weight rows; blocked only with few columns and a large product), depthwise convs
-over channels-last windows, a conv's channels-last output feeding the next ops,
-GlobalAveragePool of every rank, LSTM/GRU at batch 1 (the heads' case) and above. Weights are seeded (``SEED``; the test id names the case)."""
+over channels-last windows, a conv's channels-last output feeding the next ops, MaxPool and
+AveragePool over channels-last windows, GlobalAveragePool of every rank, LSTM/GRU at batch 1 (the
+heads' case) and above. Weights are seeded (``SEED``; the test id names the case)."""
 
 from __future__ import annotations
 
@@ -66,9 +67,10 @@ CONV_PATHS = [
 ]
 
 
-@pytest.mark.parametrize("x_shape, w_shape, attrs, form", [c[1:] for c in CONV_PATHS], ids=[c[0] for c in CONV_PATHS])
+@pytest.mark.parametrize("case", CONV_PATHS, ids=[c[0] for c in CONV_PATHS])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-def test_conv_product_forms_match_onnxruntime(x_shape, w_shape, attrs, form, bias):
+def test_conv_product_forms_match_onnxruntime(case, bias):
+    _, x_shape, w_shape, attrs, form = case
     cols = _positions(x_shape, w_shape, attrs)
     depth = int(np.prod(w_shape[1:]))
     product, block = _conv_product(cols, depth, w_shape[0])
@@ -76,8 +78,7 @@ def test_conv_product_forms_match_onnxruntime(x_shape, w_shape, attrs, form, bia
     if form != "columns":
         assert cols * depth * block <= _SMALL_GEMM_MACS < cols * depth * w_shape[0]
         assert (w_shape[0] * depth * 4 <= _CACHED_WEIGHT_BYTES) == (form == "channel blocks")
-    rng = np.random.default_rng([SEED, CONV_PATHS.index(next(c for c in CONV_PATHS if c[1:] == (x_shape, w_shape,
-                                                                                             attrs, form)))])
+    rng = np.random.default_rng([SEED, CONV_PATHS.index(case), bias])
     params = {"w": _weight(rng, *w_shape)}
     if bias:
         params["b"] = _x(rng, w_shape[0])
@@ -115,9 +116,10 @@ DEPTHWISE = [("sface-1024ch-7x7", (1, 1024, 7, 7), {"pads": [1, 1, 1, 1]}),
              ("dilated-unpadded", (1, 16, 8, 8), {"dilations": [2, 2]})]
 
 
-@pytest.mark.parametrize("x_shape, attrs", [c[1:] for c in DEPTHWISE], ids=[c[0] for c in DEPTHWISE])
-def test_depthwise_conv_matches_onnxruntime(x_shape, attrs):
-    rng = np.random.default_rng([SEED, 150, DEPTHWISE.index(next(c for c in DEPTHWISE if c[1] == x_shape))])
+@pytest.mark.parametrize("case", DEPTHWISE, ids=[c[0] for c in DEPTHWISE])
+def test_depthwise_conv_matches_onnxruntime(case):
+    _, x_shape, attrs = case
+    rng = np.random.default_rng([SEED, 150, DEPTHWISE.index(case)])
     c = x_shape[1]
     params = {"w": _weight(rng, c, 1, 3, 3), "b": _x(rng, c)}
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="dw", group=c, kernel_shape=[3, 3], **attrs)
@@ -159,6 +161,23 @@ def test_conv_outputs_feed_the_next_ops(k):
     x = _x(rng, n, c, h, w)
     print(f"seed={SEED} draw={k} x={x.shape} m={m}")
     compare(_model(nodes, {"x": x.shape}, params, ["y", "e"]), {"x": x}, atol=2e-5)
+
+
+# (id, op, X shape, attributes): pooling as CNN stems and SqueezeNet have it, over channels-last windows
+POOLS = [("maxpool-stem", "MaxPool", (1, 64, 56, 56), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+         ("maxpool-ceil", "MaxPool", (2, 96, 13, 13), {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}),
+         ("avgpool-pads-batch2", "AveragePool", (2, 32, 9, 9), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+         ("avgpool-ceil-incl", "AveragePool", (1, 48, 10, 10),
+          {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1, "pads": [1, 1, 0, 0], "count_include_pad": 1})]
+
+
+@pytest.mark.parametrize("case", POOLS, ids=[c[0] for c in POOLS])
+def test_pooling_matches_onnxruntime(case):
+    _, op, x_shape, attrs = case
+    rng = np.random.default_rng([SEED, 250, POOLS.index(case)])
+    node = helper.make_node(op, ["x"], ["y"], name="pool", **attrs)
+    compare(_model([node], {"x": x_shape}, {"unused": np.zeros(1, np.float32)}, ["y"]), {"x": _x(rng, *x_shape)},
+            atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(2, 5, 7), (1, 6, 3, 4), (2, 3, 2, 3, 4), (1, 1280, 2, 2)],
