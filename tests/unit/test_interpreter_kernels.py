@@ -52,6 +52,8 @@ def _positions(x_shape, w_shape, attrs) -> int:
 CONV_PATHS = [
     ("pointwise-columns", (1, 64, 3, 3), (100, 64, 1, 1), {}, "columns"),
     ("pointwise-strided-batch3-columns", (3, 32, 5, 5), (48, 32, 1, 1), {"strides": [2, 2]}, "columns"),
+    # many positions of an NCHW input: the weight times the input in place
+    ("pointwise-many-positions-nchw", (2, 32, 9, 9), (40, 32, 1, 1), {}, "columns"),
     ("im2col-many-positions-columns", (1, 16, 14, 14), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}, "columns"),
     ("im2col-strided-columns", (2, 8, 9, 7), (12, 8, 3, 2), {"pads": [1, 0, 1, 1], "strides": [2, 1]}, "columns"),
     # few columns, product over the limit, weight within the cache size: blocks of output channels
@@ -92,16 +94,16 @@ def test_one_interpreter_follows_the_batch_size_across_product_forms():
     columns): each keeps its own weight layout, and going back to batch 1 reuses the first."""
     from orchestrator.models.backbone import ort_session
     rng = np.random.default_rng([SEED, 100])
-    params = {"w": _weight(rng, 1000, 256, 1, 1), "b": _x(rng, 1000)}
-    assert _conv_product(4, 256, 1000)[0] == "channel blocks" and _conv_product(20, 256, 1000)[0] == "columns"
-    model = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], {"x": (1, 256, 2, 2)}, params,
-                   ["y"])
+    params = {"w": _weight(rng, 600, 64, 3, 3), "b": _x(rng, 600)}
+    assert _conv_product(4, 576, 600)[0] == "channel blocks" and _conv_product(20, 576, 600)[0] == "columns"
+    model = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                   {"x": (1, 64, 2, 2)}, params, ["y"])
     pkg, index, _, _ = package_whole(model)
     head = HeadInterpreter(pkg, index)
     sess = ort_session(model.SerializeToString())
     layouts = []
     for batch in (1, 5, 1, 5):
-        x = _x(rng, batch, 256, 2, 2)
+        x = _x(rng, batch, 64, 2, 2)
         np.testing.assert_allclose(head.run({"x": x})["y"], sess.run(["y"], {"x": x})[0], atol=2e-5, rtol=1e-5)
         memo = head._plan[0].ctx.memo
         layouts.append({k: v[1] for k, v in memo.items() if k[0] == "conv weight"})
