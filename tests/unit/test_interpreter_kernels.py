@@ -191,6 +191,21 @@ def test_global_average_pool_of_every_rank(shape):
     compare(_model([node], {"x": shape}, {"unused": np.zeros(1, np.float32)}, ["y"]), {"x": x}, atol=1e-6)
 
 
+# (id, X shape, axes, keepdims): ReduceMean over the spatial axes is the dynamo export's pooling
+SPATIAL_MEANS = [("dynamo-pool", (1, 1280, 2, 2), [2, 3], 1), ("negative-axes-flat", (2, 7, 3, 5), [-2, -1], 0),
+                 ("rank3", (2, 6, 9), [2], 1), ("rank5", (1, 4, 2, 3, 2), [2, 3, 4], 0),
+                 ("not-spatial", (2, 6, 3, 3), [1, 2, 3], 1), ("unsorted", (1, 8, 3, 4), [3, 2], 1)]
+
+
+@pytest.mark.parametrize("case", SPATIAL_MEANS, ids=[c[0] for c in SPATIAL_MEANS])
+def test_reduce_mean_over_the_spatial_axes_matches_onnxruntime(case):
+    _, shape, axes, keep = case
+    rng = np.random.default_rng([SEED, 350, SPATIAL_MEANS.index(case)])
+    node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean", keepdims=keep)
+    compare(_model([node], {"x": shape}, {"axes": np.array(axes, np.int64)}, ["y"], opset=18),
+            {"x": _x(rng, *shape)}, atol=1e-6)
+
+
 # (op, direction, initial states, batch, linear_before_reset): the CRNN heads' shape (seq 32,
 # input 64, hidden 32) at batch 1, where the LSTM takes np.dot, and at batch 3 (np.matmul)
 RNN_PATHS = [("LSTM", "bidirectional", "none", 1, 0), ("LSTM", "bidirectional", "input", 3, 0),
