@@ -1317,18 +1317,19 @@ def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray 
     gates, sg, go, gi, gf = g[:, :4 * n], g[:, :3 * n], g[:, :n], g[:, n:2 * n], g[:, 2 * n:3 * n]
     pair_if, pair_cc, c = g[:, n:3 * n], g[:, 3 * n:], g[:, 4 * n:]
     half = np.full(sg.shape, 0.5, F32)
-    # np.dot is the cheaper call but wants a contiguous out, which gates is at batch 1 only
+    # np.dot is the cheaper call but wants a contiguous out, which gates is at batch 1 only; the
+    # ufuncs get their out positionally (a keyword costs its parsing on every call: 3-5 % here)
     dot, add, mul, tanh = np.dot if batch == 1 else np.matmul, np.add, np.multiply, np.tanh
     for p_k, h_k in zip(pre, ys):
         dot(h, rbd, out=gates)
-        add(gates, p_k, out=gates)
-        tanh(gates, out=gates)
-        mul(sg, half, out=sg)                                  # o, i, f = sigmoid
-        add(sg, half, out=sg)
-        mul(pair_if, pair_cc, out=pair_if)                     # [i c~, f c]
-        add(gi, gf, out=c)
-        tanh(c, out=h_k)                                       # h = o tanh(c)
-        mul(h_k, go, out=h_k)
+        add(gates, p_k, gates)
+        tanh(gates, gates)
+        mul(sg, half, sg)                                      # o, i, f = sigmoid
+        add(sg, half, sg)
+        mul(pair_if, pair_cc, pair_if)                         # [i c~, f c]
+        add(gi, gf, c)
+        tanh(c, h_k)                                           # h = o tanh(c)
+        mul(h_k, go, h_k)
         h = h_k
     return _rnn_outputs(ctx, ys, dirs, hs, [h, c])
 
@@ -1366,7 +1367,7 @@ def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray |
                 np.ascontiguousarray(rbd[:, 2 * n:]))
 
     prepared = _rnn_prepared(ctx, w, r, b, prepare)
-    pre = _rnn_inputs(x, prepared[0], dirs, 3)                # [seq, batch, 3n]
+    pre = _rnn_inputs(x, prepared[0], dirs, 3)                 # [seq, batch, 3n]
     pre_zr, pre_h = pre[:, :, :2 * n], pre[:, :, 2 * n:]
     dot, add, sub, mul, tanh = np.dot, np.add, np.subtract, np.multiply, np.tanh
     half = np.full((batch, 2 * n), 0.5, F32)
@@ -1383,16 +1384,16 @@ def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray |
         zr, z, rg, gh = g[:, :2 * n], g[:, :n], g[:, n:2 * n], g[:, 2 * n:]
         for p_zr, p_h, row_k, h_k in zip(pre_zr, pre_h, ys, ys[:, :, :n]):
             dot(h_row, rec, out=g)
-            add(zr, p_zr, out=zr)
-            tanh(zr, out=zr)
-            mul(zr, half, out=zr)                              # z, r = sigmoid
-            add(zr, half, out=zr)
-            mul(gh, rg, out=gh)                                # h~ = tanh(x W_h + r (h R_h + Rb_h))
-            add(gh, p_h, out=gh)
-            tanh(gh, out=gh)
-            sub(h, gh, out=diff)                               # h = (1 - z) h~ + z h = h~ + z (h - h~)
-            mul(diff, z, out=diff)
-            add(diff, gh, out=h_k)
+            add(zr, p_zr, zr)
+            tanh(zr, zr)
+            mul(zr, half, zr)                                  # z, r = sigmoid
+            add(zr, half, zr)
+            mul(gh, rg, gh)                                    # h~ = tanh(x W_h + r (h R_h + Rb_h))
+            add(gh, p_h, gh)
+            tanh(gh, gh)
+            sub(h, gh, diff)                                   # h = (1 - z) h~ + z h = h~ + z (h - h~)
+            mul(diff, z, diff)
+            add(diff, gh, h_k)
             h_row, h = row_k, h_k
     else:
         rec_zr, rec_h = prepared[1], prepared[2]
@@ -1404,17 +1405,17 @@ def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray |
         gh = np.empty((batch, n), F32)
         for p_zr, p_h, h_k in zip(pre_zr, pre_h, ys):
             dot(h, rec_zr, out=zr)
-            add(zr, p_zr, out=zr)
-            tanh(zr, out=zr)
-            mul(zr, half, out=zr)
-            add(zr, half, out=zr)
-            mul(rg, h, out=rh)                                 # h~ = tanh(x W_h + (r h) R_h + biases)
+            add(zr, p_zr, zr)
+            tanh(zr, zr)
+            mul(zr, half, zr)
+            add(zr, half, zr)
+            mul(rg, h, rh)                                     # h~ = tanh(x W_h + (r h) R_h + biases)
             dot(rh, rec_h, out=gh)
-            add(gh, p_h, out=gh)
-            tanh(gh, out=gh)
-            sub(h, gh, out=diff)
-            mul(diff, z, out=diff)
-            add(diff, gh, out=h_k)
+            add(gh, p_h, gh)
+            tanh(gh, gh)
+            sub(h, gh, diff)
+            mul(diff, z, diff)
+            add(diff, gh, h_k)
             h = h_k
     return _rnn_outputs(ctx, ys, dirs, hs, [h])
 
