@@ -322,7 +322,8 @@ def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], di
     """View of shape (N, OH, OW, KH, KW, C) over a channels-last copy of ``x`` padded with ``fill``;
     also out size and the extra end padding added for ceil mode. Channels-last because numpy
     reduces and contracts fastest along a contiguous, long last axis: a max or sum over the window
-    axes of an NCHW view runs a few elements per inner loop (a 3x3 max pool measured 15-25x slower)."""
+    axes of an NCHW view runs a few elements per inner loop (a 3x3 max pool's reduction measured
+    17-26x slower)."""
     outs = [_out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], begin[i], end[i], ceil_mode)
             for i in range(2)]
     if min(outs) < 1:
@@ -547,8 +548,8 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
         return y.reshape(n, oh, ow, m).transpose(0, 3, 1, 2)
     if plan.kind == "depthwise":
         # a multiply-add over the window per channel, channels-last so that einsum's inner loop
-        # runs over the channels (contiguous, many) rather than a few window positions: 18x faster
-        # than over the NCHW windows on SFace's 1024-channel 7x7 map
+        # runs over the channels (contiguous, many) rather than a few window positions: on SFace's
+        # 1024-channel 7x7 map the einsum measured 1.9 ms over NCHW windows, 0.1 ms over these
         y = np.einsum("nhwijc,ijc->nhwc", _conv_windows(plan, x, (w.shape[2], w.shape[3])),
                       _conv_weight(ctx, w, "depthwise", 0))
         if b is not None:
