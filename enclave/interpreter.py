@@ -32,10 +32,12 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
   :func:`node_problems` first, and nothing is accepted that the nodes alone would refuse;
 - nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
 
-The hot operators are vectorised in float32 (pointwise, depthwise and grouped Conv as single
-matmul/einsum calls, a transposed Gemm weight kept contiguous, MatMul by a weight as one 2-D BLAS
-call, short trailing means as one matrix-vector product, RNNs with one matmul for every step's
-input projection and every direction batched per step); ``scripts/bench_heads`` measures each zoo
+The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
+a weight laid out once per node for how OpenBLAS runs few-column products, depthwise and grouped
+Conv over channels-last windows, a transposed Gemm weight kept contiguous, MatMul by a weight as
+one 2-D BLAS call, short trailing and spatial means as one matrix-vector product, RNNs with one
+matmul for every step's input projection and a step loop of a few numpy calls on contiguous
+gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
@@ -332,8 +334,11 @@ def _out_size(size: int, k: int, s: int, d: int, pb: int, pe: int, ceil_mode: bo
 
 def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int],
              begin: list[int], end: list[int], ceil_mode: bool, fill: float) -> tuple[np.ndarray, list[int], list[int]]:
-    """View of shape (N, C, OH, OW, KH, KW) over ``x`` padded with ``fill``; also out size and the
-    extra end padding added for ceil mode."""
+    """View of shape (N, OH, OW, KH, KW, C) over a channels-last copy of ``x`` padded with ``fill``;
+    also out size and the extra end padding added for ceil mode. Channels-last because numpy
+    reduces and contracts fastest along a contiguous, long last axis: a max or sum over the window
+    axes of an NCHW view runs a few elements per inner loop (a 3x3 max pool's reduction measured
+    17-26x slower)."""
     outs = [_out_size(x.shape[2 + i], kernel[i], strides[i], dilations[i], begin[i], end[i], ceil_mode)
             for i in range(2)]
     if min(outs) < 1:
@@ -344,29 +349,93 @@ def _windows(ctx: _Ctx, x: np.ndarray, kernel: list[int], strides: list[int], di
         need = (outs[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1
         have = x.shape[2 + i] + begin[i] + end[i]
         extra.append(max(need - have, 0))
+    rows = x.transpose(0, 2, 3, 1)
     if any(begin) or end[0] + extra[0] or end[1] + extra[1]:
         # a filled buffer and one slice assignment: np.pad's general machinery costs tens of us
-        h, w = x.shape[2:]
-        padded = np.full((x.shape[0], x.shape[1], h + begin[0] + end[0] + extra[0], w + begin[1] + end[1] + extra[1]),
-                         fill, dtype=x.dtype)
-        padded[:, :, begin[0]:begin[0] + h, begin[1]:begin[1] + w] = x
+        n, h, w, c = rows.shape
+        padded = np.full((n, h + begin[0] + end[0] + extra[0], w + begin[1] + end[1] + extra[1], c), fill, dtype=x.dtype)
+        padded[:, begin[0]:begin[0] + h, begin[1]:begin[1] + w] = rows
     else:
-        padded = x
-    n, c, h, w = padded.shape
-    sn, sc, sh, sw = padded.strides
-    view = np.lib.stride_tricks.as_strided(
-        padded, shape=(n, c, outs[0], outs[1], kernel[0], kernel[1]),
-        strides=(sn, sc, sh * strides[0], sw * strides[1], sh * dilations[0], sw * dilations[1]),
-        writeable=False)
+        padded = np.ascontiguousarray(rows)
+    n, h, w, c = padded.shape
+    sn, sh, sw, sc = padded.strides
+    view = _strided_view(padded, (n, outs[0], outs[1], kernel[0], kernel[1], c),
+                         (sn, sh * strides[0], sw * strides[1], sh * dilations[0], sw * dilations[1], sc))
     return view, outs, extra
+
+
+def _strided_view(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """A read-only view of ``base`` with these strides (windows over it), as ``as_strided`` makes
+    it but without its Python-level wrapper (3.5 us a call against 0.4); numpy's constructor
+    refuses a view that would reach outside the buffer of a C-contiguous base."""
+    if not base.flags.c_contiguous:
+        return np.lib.stride_tricks.as_strided(base, shape=shape, strides=strides, writeable=False)
+    view = np.ndarray(shape, base.dtype, base, 0, strides)
+    view.flags.writeable = False
+    return view
 
 
 # --- operators ---------------------------------------------------------------------------
 
-@operator("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"), inputs=(2, 3))
-def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    x = ctx.float_input(x, "X")
-    w = ctx.float_input(w, "W")
+# Conv's dense forms (pointwise and im2col) gather the columns as one row per output position
+# (``kh*kw*c`` values, channels innermost, so the gather copies contiguous runs of c) and multiply
+# them by the weight laid out once per node (:func:`_conv_weight`). The heads' convolutions run on
+# 1x1 to 4x4 maps: a large weight against a few columns, where how OpenBLAS is called decides the
+# time (measured on the zoo's shapes, numpy's OpenBLAS 0.3.31, SkylakeX kernels):
+# - OpenBLAS runs a product of at most ``_SMALL_GEMM_MACS`` multiply-adds in its small-matrix
+#   kernel, reading the operands in place (kernel/x86_64/sgemm_small_kernel_permit_skylakex.c;
+#   with a transposed operand only when the result has at most ``_SMALL_GEMM_TRANSPOSED``
+#   elements); above it, it packs both operands into buffers on every call, which against a few
+#   columns costs more than the arithmetic (2-3x on MobileNet's and ResNet's last convs);
+# - "columns": [positions, k] @ W^T [k, m], the product transposed, so the kernel runs along
+#   the output channels (many), not the positions (few); the result is returned as an NCHW view
+#   of the channels-last block, which the next conv's columns read without a transpose;
+# - with at most ``_FEW_COLUMNS`` columns and a product over the limit, the weight is split into
+#   blocks of output channels that each fit the limit, one batched matmul: "channel blocks"
+#   (W^T blocks [k, 32j], widths a multiple of 32, the kernel's fast widths) while the weight fits
+#   one core's L2 cache (``_CACHED_WEIGHT_BYTES``: the product is compute-bound there), "weight
+#   rows" (W blocks [rows, k] @ columns^T) above, where the product streams the weight from memory
+#   and reading it row by row measured 20-30 % faster.
+
+#: multiply-adds of the largest product OpenBLAS runs in its small-matrix kernel (no packing)
+_SMALL_GEMM_MACS = 1_000_000
+#: elements of the largest result OpenBLAS's small-matrix kernel takes with a transposed operand
+_SMALL_GEMM_TRANSPOSED = 1200
+#: columns (output positions x batch) up to which a conv's product is split into blocks
+_FEW_COLUMNS = 16
+#: weights up to this size (one core's L2 here) are multiplied in channel blocks, larger ones by rows
+_CACHED_WEIGHT_BYTES = 2 << 20
+
+
+@dataclass(frozen=True)
+class _ConvPlan:
+    """What a Conv node derives from its input and weight shapes (checks done once per shape)."""
+
+    kind: str                   #: "pointwise", "im2col", "depthwise" or "grouped"
+    out: tuple[int, int]        #: output height, width
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    begin: tuple[int, int]      #: padding before, per spatial axis
+    end: tuple[int, int]        #: padding after
+    group: int
+    product: str                #: dense forms: "columns", "channel blocks" or "weight rows"
+    block: int                  #: output channels per block of the blocked products
+
+
+def _conv_product(cols: int, depth: int, m: int) -> tuple[str, int]:
+    """How a dense conv multiplies [cols, depth] columns by its [m, depth] weight (see above)."""
+    if cols > _FEW_COLUMNS or cols * depth * m <= _SMALL_GEMM_MACS:
+        return "columns", 0
+    widest = _SMALL_GEMM_MACS // (cols * depth)
+    if m * depth * F32.itemsize <= _CACHED_WEIGHT_BYTES and widest >= 32:
+        blocks = -(-m // (widest // 32 * 32))
+        return "channel blocks", -(-m // (32 * blocks)) * 32   # the same count of blocks, widths even
+    widest = max(min(widest, _SMALL_GEMM_TRANSPOSED // cols), 1)
+    blocks = -(-m // widest)
+    return "weight rows", -(-m // blocks)   # as many blocks as needed, as even as possible
+
+
+def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> _ConvPlan:
     if w.ndim != 4:
         raise ctx.unsupported(f"only 2-D convolution is supported, weight has rank {w.ndim}")
     kernel = ctx.attr_ints("kernel_shape", None) or list(w.shape[2:])
@@ -374,40 +443,143 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
         raise ctx.error(f"kernel_shape {kernel} does not match weight shape {w.shape}")
     strides, dilations, begin, end = _spatial_params(ctx, x, kernel)
     group = ctx.attr_int("group", 1)
-    n, c = x.shape[:2]
+    n, c, h, wd = x.shape
     m = w.shape[0]
     if group < 1 or c % group or m % group or w.shape[1] * group != c:
         raise ctx.error(f"channels: input {c}, weight {w.shape}, group {group} do not fit")
+    if b is not None and b.shape != (m,):
+        raise ctx.error(f"bias shape {b.shape} is not ({m},)")
+    outs = tuple(_out_size(size, kernel[i], strides[i], dilations[i], begin[i], end[i], False)
+                 for i, size in enumerate((h, wd)))
+    if min(outs) < 1:
+        raise ctx.error(f"input of spatial size {(h, wd)} is smaller than the window")
+    ctx.check_size((n, m) + outs)
+    product, block = "", 0
+    if group == 1 and kernel == [1, 1] and not any(begin) and not any(end):
+        kind = "pointwise"   # a 1x1 window: dilation is irrelevant, stride a subsampling
+    elif group == 1:
+        kind = "im2col"
+    else:
+        kind = "depthwise" if c == group and m == group else "grouped"
+    if kind != "pointwise":
+        ctx.check_size((n, h + begin[0] + end[0], wd + begin[1] + end[1], c), "padded input")
+        ctx.check_size((n, outs[0], outs[1], kernel[0], kernel[1], c), "window buffer")
+    if kind in ("pointwise", "im2col"):
+        product, block = _conv_product(n * outs[0] * outs[1], kernel[0] * kernel[1] * c, m)
+        if block:
+            ctx.check_size((-(-m // block) * block, kernel[0] * kernel[1] * c), "blocked weight")
+    return _ConvPlan(kind, outs, tuple(strides), tuple(dilations), tuple(begin), tuple(end), group,
+                     product, block)
+
+
+def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarray:
+    """The weight [m, c, kh, kw] laid out for ``product``, depth ordered as :func:`_conv_columns`
+    orders a window (kh, kw, c): W^T [depth, m] ("columns"), [blocks, depth, block] ("channel
+    blocks") or [blocks, block, depth] ("weight rows"), the last block padded with zero channels;
+    a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
+    Kept per node and layout, by identity of ``w`` (a parameter: the same array on every call)."""
+    key = ("conv weight", product, block)
+    cached = ctx.memo.get(key)
+    if cached is not None and cached[0] is w:
+        return cached[1]
+    m = w.shape[0]
+    rows = w.transpose(0, 2, 3, 1).reshape(m, -1)            # [m, depth] (a view for depthwise)
+    if product == "depthwise":
+        prepared = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
+    elif product == "columns":
+        prepared = np.ascontiguousarray(rows.T)
+    else:
+        blocks = -(-m // block)
+        padded = np.zeros((blocks * block, rows.shape[1]), F32)
+        padded[:m] = rows
+        padded = padded.reshape(blocks, block, -1)
+        prepared = np.ascontiguousarray(padded.transpose(0, 2, 1) if product == "channel blocks" else padded)
+    ctx.memo[key] = (w, prepared)
+    return prepared
+
+
+def _conv_windows(plan: _ConvPlan, x: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """[n, oh, ow, kh, kw, c]: a read-only view of the windows over a zero-padded channels-last
+    copy of ``x``."""
+    n, c, h, w = x.shape
+    (b0, b1), (e0, e1) = plan.begin, plan.end
+    if b0 or b1 or e0 or e1:
+        # a zero-filled buffer and one slice assignment: np.pad's general machinery costs tens of us
+        padded = np.zeros((n, h + b0 + e0, w + b1 + e1, c), F32)
+        padded[:, b0:b0 + h, b1:b1 + w] = x.transpose(0, 2, 3, 1)
+    else:
+        padded = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    sn, sh, sw, sc = padded.strides
+    (oh, ow), (s0, s1), (d0, d1) = plan.out, plan.strides, plan.dilations
+    return _strided_view(padded, (n, oh, ow, kernel[0], kernel[1], c), (sn, sh * s0, sw * s1, sh * d0, sw * d1, sc))
+
+
+def _conv_columns(plan: _ConvPlan, x: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
+    """[n*oh*ow, kh*kw*c]: one row per output position, its window channels-last."""
+    n, c = x.shape[:2]
+    if plan.kind == "pointwise":
+        s0, s1 = plan.strides
+        xs = x if s0 == s1 == 1 else x[:, :, ::s0, ::s1]
+        return np.ascontiguousarray(xs.transpose(0, 2, 3, 1)).reshape(-1, c)
+    oh, ow = plan.out
+    return np.ascontiguousarray(_conv_windows(plan, x, kernel)).reshape(n * oh * ow, kernel[0] * kernel[1] * c)
+
+
+@operator("Conv", attrs=("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides"), inputs=(2, 3))
+def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    x = ctx.float_input(x, "X")
+    w = ctx.float_input(w, "W")
     if b is not None:
         b = ctx.float_input(b, "B")
-        if b.shape != (m,):
-            raise ctx.error(f"bias shape {b.shape} is not ({m},)")
-    cg, mg = c // group, m // group
-    # every matmul below has a C-contiguous weight on the left and C-contiguous columns on the
-    # right: numpy's stacked matmul leaves BLAS for a transposed or strided operand (a reshape of
-    # the window view can stay a strided view), measured 10-35x slower on ResNet's layer4
-    if group == 1 and kernel == [1, 1] and dilations == [1, 1] and not any(begin) and not any(end):
-        # pointwise (strided: subsample first): one matmul over the channels, no window view
-        xs = x if strides == [1, 1] else x[:, :, ::strides[0], ::strides[1]]
-        ctx.check_size((n, m) + xs.shape[2:])
-        y = np.matmul(w.reshape(m, c), np.ascontiguousarray(xs).reshape(n, c, -1)).reshape(n, m, *xs.shape[2:])
-    else:
-        view, outs, _ = _windows(ctx, x, kernel, strides, dilations, begin, end, False, 0.0)
-        ctx.check_size((n, m, outs[0], outs[1]))
-        kk, ohw = kernel[0] * kernel[1], outs[0] * outs[1]
-        if group == 1:
-            # (N, C, OH, OW, KH, KW) -> (N, C*KH*KW, OH*OW); (M, C*KH*KW) @ that
-            cols = np.ascontiguousarray(view.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kk, ohw))
-            y = np.matmul(w.reshape(m, c * kk), cols)
-        elif cg == 1 and mg == 1:
-            # depthwise: a multiply-add over the window per channel (no per-group loop)
-            y = np.einsum("nchwij,cij->nchw", view, w[:, 0], optimize=True)
+    plan = _memoised(ctx, ("conv", x.shape, w.shape, None if b is None else b.shape),
+                     lambda: _conv_plan(ctx, x, w, b))
+    n = x.shape[0]
+    m = w.shape[0]
+    oh, ow = plan.out
+    if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1)
+            and n * oh * ow > _FEW_COLUMNS and x.flags.c_contiguous):
+        # many positions of an NCHW input: W [m, c] @ x [n, c, h*w] reads x in place (the columns
+        # would be its transposed copy; the product itself measured the same either way)
+        y = np.matmul(w.reshape(m, -1), x.reshape(n, x.shape[1], -1))
+        if b is not None:
+            y += b[:, None]         # y is a fresh array here
+        return y.reshape(n, m, oh, ow)
+    if plan.kind in ("pointwise", "im2col"):
+        cols = _conv_columns(plan, x, (w.shape[2], w.shape[3]))
+        wl = _conv_weight(ctx, w, plan.product, plan.block)
+        if plan.product == "weight rows":
+            # [blocks, block, depth] @ [depth, cols] -> [m, cols]: NCHW (batch-major after a transpose)
+            y = np.matmul(wl, cols.T).reshape(-1, cols.shape[0])[:m]
+            if b is not None:
+                y += b[:, None]     # y is a fresh array here
+            return y.reshape(m, n, oh, ow).transpose(1, 0, 2, 3)
+        if plan.product == "channel blocks":
+            # [blocks, cols, block] -> [cols, blocks*block], the padding channels dropped
+            y = np.matmul(cols, wl).transpose(1, 0, 2).reshape(cols.shape[0], -1)[:, :m]
         else:
-            # grouped: one batched matmul over the groups, (G, Mg, Cg*KK) @ (G, Cg*KK, N*OH*OW)
-            cols = view.reshape(n, group, cg, outs[0], outs[1], kernel[0], kernel[1])
-            cols = np.ascontiguousarray(cols.transpose(1, 2, 5, 6, 0, 3, 4).reshape(group, cg * kk, n * ohw))
-            y = np.matmul(w.reshape(group, mg, cg * kk), cols).reshape(group, mg, n, ohw).transpose(2, 0, 1, 3)
-        y = y.reshape(n, m, outs[0], outs[1])
+            y = np.dot(cols, wl)
+        if b is not None:
+            y += b                  # y is a fresh array here
+        return y.reshape(n, oh, ow, m).transpose(0, 3, 1, 2)
+    if plan.kind == "depthwise":
+        # a multiply-add over the window per channel, channels-last so that einsum's inner loop
+        # runs over the channels (contiguous, many) rather than a few window positions: on SFace's
+        # 1024-channel 7x7 map the einsum measured 1.9 ms over NCHW windows, 0.1 ms over these
+        y = np.einsum("nhwijc,ijc->nhwc", _conv_windows(plan, x, (w.shape[2], w.shape[3])),
+                      _conv_weight(ctx, w, "depthwise", 0))
+        if b is not None:
+            y += b                  # y is a fresh array here
+        return y.transpose(0, 3, 1, 2)
+    # grouped: one batched matmul over the groups, (G, Mg, Cg*KK) @ (G, Cg*KK, N*OH*OW); every
+    # operand C-contiguous (numpy's stacked matmul leaves BLAS for a strided one)
+    kh, kw = w.shape[2:]
+    group = plan.group
+    c = x.shape[1]
+    cg, mg, kk, ohw = c // group, m // group, kh * kw, oh * ow
+    cols = _conv_windows(plan, x, (kh, kw)).reshape(n, oh, ow, kh, kw, group, cg)
+    cols = np.ascontiguousarray(cols.transpose(5, 6, 3, 4, 0, 1, 2).reshape(group, cg * kk, n * ohw))
+    y = np.matmul(w.reshape(group, mg, cg * kk), cols).reshape(group, mg, n, ohw).transpose(2, 0, 1, 3)
+    y = y.reshape(n, m, oh, ow)
     if b is not None:
         y += b.reshape(1, m, 1, 1)   # y is always a fresh array here
     return y.astype(F32, copy=False)
@@ -431,7 +603,7 @@ def _maxpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     if ceil_mode not in (0, 1):
         raise ctx.unsupported(f"ceil_mode {ceil_mode} must be 0 or 1")
     view, _, _ = _windows(ctx, x, kernel, strides, dilations, begin, end, bool(ceil_mode), -np.inf)
-    return view.max(axis=(4, 5)).astype(F32, copy=False)
+    return view.max(axis=(3, 4)).transpose(0, 3, 1, 2)
 
 
 @operator("AveragePool", attrs={"auto_pad": None, "ceil_mode": None, "count_include_pad": None,
@@ -445,32 +617,52 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     if ceil_mode not in (0, 1) or include not in (0, 1):
         raise ctx.unsupported("ceil_mode and count_include_pad must be 0 or 1")
     view, outs, extra = _windows(ctx, x, kernel, strides, dilations, begin, end, bool(ceil_mode), 0.0)
-    total = view.sum(axis=(4, 5), dtype=F32)
+    total = view.sum(axis=(3, 4), dtype=F32)                  # [n, oh, ow, c]
     # divisor: elements of the window inside the input (count_include_pad=0) or inside input +
     # explicit pads (count_include_pad=1); ceil-mode overhang is never counted.
     h, w = x.shape[2:]
-    mask = np.zeros((1, 1, h + begin[0] + end[0] + extra[0], w + begin[1] + end[1] + extra[1]), dtype=F32)
+    mask = np.zeros((h + begin[0] + end[0] + extra[0], w + begin[1] + end[1] + extra[1]), dtype=F32)
     if include:
-        mask[:, :, :h + begin[0] + end[0], :w + begin[1] + end[1]] = 1.0
+        mask[:h + begin[0] + end[0], :w + begin[1] + end[1]] = 1.0
     else:
-        mask[:, :, begin[0]:begin[0] + h, begin[1]:begin[1] + w] = 1.0
+        mask[begin[0]:begin[0] + h, begin[1]:begin[1] + w] = 1.0
     s = mask.strides
-    mview = np.lib.stride_tricks.as_strided(
-        mask, shape=(1, 1, outs[0], outs[1], kernel[0], kernel[1]),
-        strides=(s[0], s[1], s[2] * strides[0], s[3] * strides[1], s[2] * dilations[0], s[3] * dilations[1]),
-        writeable=False)
-    count = mview.sum(axis=(4, 5))
+    mview = _strided_view(mask, (outs[0], outs[1], kernel[0], kernel[1]),
+                          (s[0] * strides[0], s[1] * strides[1], s[0] * dilations[0], s[1] * dilations[1]))
+    count = mview.sum(axis=(2, 3))
     if np.any(count == 0):
         raise ctx.error("a pooling window covers no input element")
-    return (total / count).astype(F32, copy=False)
+    total /= count[:, :, None]
+    return total.transpose(0, 3, 1, 2)
 
 
 @operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
+    weights = _memoised(ctx, x.shape, lambda: _average_weights(ctx, x))
+    # one gemv against [1/size]*size: numpy's reductions over a few innermost elements cost
+    # 10-20 us on the heads' 2x2 maps, the gemv 1-3 us in either memory layout
+    return np.matmul(x.reshape(x.shape[0], x.shape[1], -1), weights).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+
+
+def _mean(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """ReduceMean. Over every spatial axis of an NCHW-like tensor (what torch's dynamo exporter
+    writes for adaptive average pooling) it is GlobalAveragePool, computed as one gemv: numpy's
+    reduction of a few innermost elements measured 5-20 us on the heads' 2x2 maps, the gemv 1-3."""
+    if x.ndim >= 3 and axes == tuple(range(2, x.ndim)) and x.size:
+        size = math.prod(x.shape[2:])
+        y = np.matmul(x.reshape(x.shape[0], x.shape[1], -1), np.full(size, 1.0 / size, F32))
+        return y.reshape(x.shape[:2] + (1,) * (x.ndim - 2)) if keepdims else y
+    return _MEAN(x, axes, keepdims)   # short trailing means as a matrix-vector product too
+
+
+def _average_weights(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     if x.ndim < 3:
         raise ctx.error(f"input rank {x.ndim} has no spatial dimensions")
-    return _MEAN(x, tuple(range(2, x.ndim)), True).astype(F32, copy=False)   # see _sum_or_mean
+    size = math.prod(x.shape[2:])
+    if size == 0:
+        raise ctx.error(f"input of shape {x.shape} has an empty spatial extent")
+    return np.full(size, 1.0 / size, F32)
 
 
 @operator("BatchNormalization", attrs={"epsilon": None, "momentum": None, "training_mode": (14, MAX_OPSET)},
@@ -913,7 +1105,7 @@ def _sum_or_mean(mean: bool) -> Callable[[np.ndarray, tuple[int, ...], bool], np
 
 _MEAN = _sum_or_mean(True)
 for _name, _from, _fn in (
-        ("ReduceMean", 18, _MEAN),
+        ("ReduceMean", 18, lambda x, a, k: _mean(x, a, k)),
         ("ReduceSum", 13, _sum_or_mean(False)),
         ("ReduceMax", 18, lambda x, a, k: np.max(x, axis=a, keepdims=k)),
         ("ReduceL2", 18, lambda x, a, k: np.sqrt(np.add.reduce(x * x, axis=a, keepdims=k)))):
@@ -1114,31 +1306,93 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
     return hs, dirs, h0
 
 
-def _rnn_inputs(x: np.ndarray, w: np.ndarray, r: np.ndarray, bias: np.ndarray,
-                dirs: list[bool]) -> tuple[np.ndarray, np.ndarray]:
-    """The input projection of every step and direction at once, in step order, and R transposed.
+# The step loop is numpy's per-call cost at batch 1 (about 0.3 us per ufunc on a contiguous block,
+# 2-3x that on a strided view, 1.2 us per gemv), so everything a step touches is laid out for as
+# few calls on contiguous blocks as possible:
+# - the state of every direction is one row [batch, dirs*hidden];
+# - a step's gates are one [batch, gates*dirs*hidden] block ordered gate-major (gate, direction,
+#   unit): one gate of every direction is one contiguous slice, one call;
+# - the recurrent weights of all directions are one block-diagonal [dirs*hidden, gates*dirs*hidden]
+#   matrix: one gemv per step for every direction;
+# - the input projection of every step and direction is one matmul before the loop, the reverse
+#   directions' rows flipped once, so step k reads row k;
+# - sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails) with the halving folded into the
+#   weights and biases once, so one tanh covers a step's gates.
+# The prepared weights are kept per node (W, R and B are parameters: the same arrays every call).
 
-    ``pre[k, d]`` is what direction ``d`` adds at its k-th step (the reverse direction's rows
-    flipped once here), so the loop reads one contiguous [dirs, batch, gates] block per step
-    instead of gathering it; ``rT`` [dirs, hidden, gates] is contiguous for BLAS."""
+
+def _gate_major_bias(b: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """[dirs, gates*hidden] (ONNX's gate order) -> [gates*dirs*hidden], gate-major, gates in ``order``."""
+    nd, gh = b.shape
+    g = b.reshape(nd, len(order), gh // len(order))[:, list(order)]
+    return np.ascontiguousarray(g.transpose(1, 0, 2)).reshape(-1)
+
+
+def _gate_major_weights(w: np.ndarray, r: np.ndarray, order: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """ONNX's W [dirs, gates*hidden, input] and R [dirs, gates*hidden, hidden] as Wx [input,
+    gates*dirs*hidden] and the block-diagonal R [dirs*hidden, gates*dirs*hidden], gates in ``order``
+    (indices of ONNX's gates), so that ``x @ Wx`` and ``h @ R`` are the gate-major blocks of every
+    direction (h is [batch, dirs*hidden])."""
+    nd, gh, inp = w.shape
+    gates = len(order)
+    hs = gh // gates
+    wg = w.reshape(nd, gates, hs, inp)[:, list(order)]
+    wx = np.ascontiguousarray(wg.transpose(3, 1, 0, 2)).reshape(inp, gates * nd * hs)
+    rg = r.reshape(nd, gates, hs, hs)[:, list(order)].transpose(0, 3, 1, 2)   # [dir, from unit, gate, to unit]
+    rbd = np.zeros((nd, hs, gates, nd, hs), F32)
+    for d in range(nd):
+        rbd[d, :, :, d] = rg[d]
+    return wx, rbd.reshape(nd * hs, gates * nd * hs)
+
+
+def _rnn_prepared(ctx: _Ctx, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
+                  prepare: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``prepare()`` once per node for these W, R, B arrays (kept by identity, as Gemm keeps its B)."""
+    cached = ctx.memo.get("rnn_weights")
+    if cached is not None and cached[0] is w and cached[1] is r and cached[2] is b:
+        return cached[3]
+    prepared = prepare()
+    ctx.memo["rnn_weights"] = (w, r, b, prepared)
+    return prepared
+
+
+def _rnn_inputs(x: np.ndarray, wx_bias: np.ndarray, dirs: list[bool], gates: int) -> np.ndarray:
+    """The input projection plus bias of every step and direction, [seq, batch, gates*dirs*hidden]
+    gate-major: ``pre[k]`` is what every direction adds at its k-th step (the reverse directions'
+    rows flipped here, once), one contiguous block per step. ``wx_bias`` is Wx with the bias as
+    its last row, against a column of ones after x (cheaper than adding the bias afterwards)."""
     seq, batch, inp = x.shape
-    # one matmul for all steps and directions: (seq*batch, inp) @ (inp, dirs*gates)
-    nd, g = w.shape[0], w.shape[1]
-    proj = np.matmul(x.reshape(seq * batch, inp), w.reshape(nd * g, inp).T)
-    pre = proj.reshape(seq, batch, nd, g).transpose(0, 2, 1, 3) + bias[None, :, None, :]
+    xs = np.empty((seq * batch, inp + 1), F32)
+    xs[:, :inp] = x.reshape(seq * batch, inp)
+    xs[:, inp] = 1.0
+    pre = np.dot(xs, wx_bias).reshape(seq, batch, gates, len(dirs), -1)
     for d, backwards in enumerate(dirs):
         if backwards:
-            pre[:, d] = pre[::-1, d].copy()
-    return pre, np.ascontiguousarray(r.transpose(0, 2, 1))
+            pre[:, :, :, d] = pre[::-1, :, :, d]   # numpy copies overlapping operands first
+    return pre.reshape(seq, batch, -1)
 
 
-def _rnn_outputs(ctx: _Ctx, y: np.ndarray, dirs: list[bool], finals: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """Y [seq, dirs, batch, hidden] (filled in step order: reverse directions flipped back) and the
-    final states [dirs, batch, hidden], float32."""
+def _rnn_state(s: np.ndarray | None, batch: int, n: int, width: int) -> np.ndarray:
+    """An initial state [dirs, batch, hidden] as the loop's row [batch, width] (width >= dirs*hidden;
+    zeros where absent, columns past dirs*hidden left for the caller)."""
+    out = np.zeros((batch, width), F32)
+    if s is not None:
+        out[:, :n] = s.transpose(1, 0, 2).reshape(batch, n)
+    return out
+
+
+def _rnn_outputs(ctx: _Ctx, ys: np.ndarray, dirs: list[bool], hs: int,
+                 finals: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Y [seq, dirs, batch, hidden] from the loop's rows ys [seq, batch, >= dirs*hidden] (step
+    order: the reverse directions flipped back) and the final states [dirs, batch, hidden] from
+    rows [batch, dirs*hidden], float32."""
+    seq, batch = ys.shape[:2]
+    nd = len(dirs)
+    steps = ys[..., :nd * hs].reshape(seq, batch, nd, hs)
+    y = np.empty((seq, nd, batch, hs), F32)
     for d, backwards in enumerate(dirs):
-        if backwards:
-            y[:, d] = y[::-1, d].copy()
-    out = [y] + [f.astype(F32, copy=False) for f in finals]
+        y[:, d] = steps[::-1, :, d] if backwards else steps[:, :, d]
+    out = [y] + [np.ascontiguousarray(f.reshape(batch, nd, hs).transpose(1, 0, 2)) for f in finals]
     return tuple(out[:len(ctx.node.outputs)])
 
 
@@ -1154,36 +1408,47 @@ def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray 
         raise ctx.unsupported("input_forget=1 (coupled input and forget gates) is not supported")
     hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
     seq, batch, _ = x.shape
-    if c0 is not None and ctx.float_input(c0, "initial_c").shape != (len(dirs), batch, hs):
-        raise ctx.error(f"initial_c has shape {c0.shape}, expected {(len(dirs), batch, hs)}")
     nd = len(dirs)
-    bias = (b[:, :4 * hs] + b[:, 4 * hs:]) if b is not None else np.zeros((nd, 4 * hs), F32)
-    # the input projection of every step in one matmul; the loop does only the recurrent part,
-    # all directions together (one batched matmul per step), gate order i, o, f, c; float32
-    pre, rT = _rnn_inputs(x, w, r, bias, dirs)                 # [seq, dirs, batch, 4h], [dirs, h, 4h]
-    # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails): the halving of the i, o, f gates
-    # is folded into their weights once, so one tanh per step covers all four gates
-    pre[..., :3 * hs] *= 0.5
-    rT[..., :3 * hs] *= 0.5
-    h = h0.astype(F32, copy=True) if h0 is not None else np.zeros((nd, batch, hs), F32)
-    c = c0.astype(F32, copy=True) if c0 is not None else np.zeros((nd, batch, hs), F32)
-    y = np.empty((seq, nd, batch, hs), F32)
-    g = np.empty((nd, batch, 4 * hs), F32)
-    sg = g[..., :3 * hs]
-    gi, go, gf, gc = g[..., :hs], g[..., hs:2 * hs], g[..., 2 * hs:3 * hs], g[..., 3 * hs:]
-    for k in range(seq):
-        np.matmul(h, rT, out=g)
-        g += pre[k]
-        np.tanh(g, out=g)
-        sg *= 0.5
-        sg += 0.5
-        c *= gf
-        gc *= gi
-        c += gc
-        h = y[k]                                               # contiguous [dirs, batch, h]
-        np.tanh(c, out=h)
-        h *= go
-    return _rnn_outputs(ctx, y, dirs, [h.copy(), c])      # h is a row of y, which is flipped next
+    if c0 is not None and ctx.float_input(c0, "initial_c").shape != (nd, batch, hs):
+        raise ctx.error(f"initial_c has shape {c0.shape}, expected {(nd, batch, hs)}")
+    n = nd * hs
+
+    def prepare() -> tuple[np.ndarray, ...]:
+        # ONNX's gates i, o, f, c laid out o, i, f, c so that [i, f] and [c~, cell] are adjacent
+        # pairs (below); the sigmoid gates o, i, f halved (one tanh for all four); biases summed
+        wx, rbd = _gate_major_weights(w, r, (1, 0, 2, 3))
+        bias = (_gate_major_bias(b[:, :4 * hs] + b[:, 4 * hs:], (1, 0, 2, 3)) if b is not None
+                else np.zeros(4 * n, F32))
+        scale = np.ones(4 * n, F32)
+        scale[:3 * n] = 0.5
+        return np.concatenate([wx, bias[None, :]]) * scale, rbd * scale
+
+    wx_bias, rbd = _rnn_prepared(ctx, w, r, b, prepare)
+    pre = _rnn_inputs(x, wx_bias, dirs, 4)                     # [seq, batch, 4n]
+    h = _rnn_state(h0, batch, n, n)
+    ys = np.empty((seq, batch, n), F32)                        # row k: h after step k, every direction
+    # one row per batch element: gates o, i, f, c~ then the cell state, so a step's
+    # c = i c~ + f c is one product of the pairs [i, f] * [c~, c] and one sum of its halves
+    g = np.empty((batch, 5 * n), F32)
+    g[:, 4 * n:] = _rnn_state(c0, batch, n, n)
+    gates, sg, go, gi, gf = g[:, :4 * n], g[:, :3 * n], g[:, :n], g[:, n:2 * n], g[:, 2 * n:3 * n]
+    pair_if, pair_cc, c = g[:, n:3 * n], g[:, 3 * n:], g[:, 4 * n:]
+    half = np.full(sg.shape, 0.5, F32)
+    # np.dot is the cheaper call but wants a contiguous out, which gates is at batch 1 only; the
+    # ufuncs get their out positionally (a keyword costs its parsing on every call: 3-5 % here)
+    dot, add, mul, tanh = np.dot if batch == 1 else np.matmul, np.add, np.multiply, np.tanh
+    for p_k, h_k in zip(pre, ys):
+        dot(h, rbd, out=gates)
+        add(gates, p_k, gates)
+        tanh(gates, gates)
+        mul(sg, half, sg)                                      # o, i, f = sigmoid
+        add(sg, half, sg)
+        mul(pair_if, pair_cc, pair_if)                         # [i c~, f c]
+        add(gi, gf, c)
+        tanh(c, h_k)                                           # h = o tanh(c)
+        mul(h_k, go, h_k)
+        h = h_k
+    return _rnn_outputs(ctx, ys, dirs, hs, [h, c])
 
 
 @operator("GRU", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
@@ -1198,49 +1463,78 @@ def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray |
         raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
     seq, batch, _ = x.shape
     nd = len(dirs)
-    wb = b[:, :3 * hs] if b is not None else np.zeros((nd, 3 * hs), F32)
-    rb = np.ascontiguousarray(b[:, 3 * hs:])[:, None, :] if b is not None else np.zeros((nd, 1, 3 * hs), F32)
-    # input projection of every step in one matmul; the loop runs all directions together,
-    # gates z, r, h; float32
-    pre, rT = _rnn_inputs(x, w, r, wb, dirs)                   # [seq, dirs, batch, 3h], [dirs, h, 3h]
-    rb = rb.copy()
-    # sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails): the halving of z and r is
-    # folded into their weights and biases once
-    pre[..., :2 * hs] *= 0.5
-    rT[..., :2 * hs] *= 0.5
-    rb[..., :2 * hs] *= 0.5
-    rT_zr, rT_h = np.ascontiguousarray(rT[..., :2 * hs]), np.ascontiguousarray(rT[..., 2 * hs:])
-    rb_zr, rb_h = rb[..., :2 * hs], rb[..., 2 * hs:]
-    h = h0.astype(F32, copy=True) if h0 is not None else np.zeros((nd, batch, hs), F32)
-    y = np.empty((seq, nd, batch, hs), F32)
-    hr = np.empty((nd, batch, 3 * hs), F32)
-    for k in range(seq):
-        p = pre[k]
+    n = nd * hs
+
+    def prepare() -> tuple[np.ndarray, ...]:
+        # gates z, r, h; z and r halved (sigmoid by tanh). Every bias goes into the input
+        # projection except, with linear_before_reset, R's bias of the h gate, which the reset
+        # gate multiplies: it becomes the last row of R, against a constant 1 after the state
+        order = (0, 1, 2)
+        wx, rbd = _gate_major_weights(w, r, order)
+        wb = _gate_major_bias(b[:, :3 * hs], order) if b is not None else np.zeros(3 * n, F32)
+        rb = _gate_major_bias(b[:, 3 * hs:], order) if b is not None else np.zeros(3 * n, F32)
+        scale = np.ones(3 * n, F32)
+        scale[:2 * n] = 0.5
+        rbd = rbd * scale
         if lbr:
-            np.matmul(h, rT, out=hr)
-            hr += rb
-            zr = p[..., :2 * hs] + hr[..., :2 * hs]
-        else:
-            zr = np.matmul(h, rT_zr)
-            zr += rb_zr
-            zr += p[..., :2 * hs]
-        np.tanh(zr, out=zr)
-        zr *= 0.5
-        zr += 0.5
-        if lbr:
-            cand = np.multiply(zr[..., hs:], hr[..., 2 * hs:])
-        else:
-            cand = np.matmul(zr[..., hs:] * h, rT_h)
-            cand += rb_h
-        cand += p[..., 2 * hs:]
-        np.tanh(cand, out=cand)
-        # h = (1 - z) * cand + z * h = cand + z * (h - cand), written into its row of y
-        hn = y[k]
-        np.subtract(h, cand, out=hn)
-        hn *= zr[..., :hs]
-        hn += cand
-        h = hn
-    return _rnn_outputs(ctx, y, dirs, [h.copy()])              # h is a row of y, which is flipped next
+            bias = np.concatenate([wb[:2 * n] + rb[:2 * n], wb[2 * n:]])
+            rec_bias = np.concatenate([np.zeros(2 * n, F32), rb[2 * n:]])
+            return np.concatenate([wx, bias[None, :]]) * scale, np.concatenate([rbd, rec_bias[None, :]])
+        return (np.concatenate([wx, (wb + rb)[None, :]]) * scale, np.ascontiguousarray(rbd[:, :2 * n]),
+                np.ascontiguousarray(rbd[:, 2 * n:]))
+
+    prepared = _rnn_prepared(ctx, w, r, b, prepare)
+    pre = _rnn_inputs(x, prepared[0], dirs, 3)                 # [seq, batch, 3n]
+    pre_zr, pre_h = pre[:, :, :2 * n], pre[:, :, 2 * n:]
+    dot, add, sub, mul, tanh = np.dot, np.add, np.subtract, np.multiply, np.tanh
+    half = np.full((batch, 2 * n), 0.5, F32)
+    diff = np.empty((batch, n), F32)
+    if lbr:
+        # rows [h, 1]: h @ R with R's h-gate bias in one gemv
+        rec = prepared[1]
+        ys = np.empty((seq, batch, n + 1), F32)
+        ys[:, :, n] = 1.0
+        h_row = _rnn_state(h0, batch, n, n + 1)
+        h_row[:, n] = 1.0
+        h = h_row[:, :n]
+        g = np.empty((batch, 3 * n), F32)
+        zr, z, rg, gh = g[:, :2 * n], g[:, :n], g[:, n:2 * n], g[:, 2 * n:]
+        for p_zr, p_h, row_k, h_k in zip(pre_zr, pre_h, ys, ys[:, :, :n]):
+            dot(h_row, rec, out=g)
+            add(zr, p_zr, zr)
+            tanh(zr, zr)
+            mul(zr, half, zr)                                  # z, r = sigmoid
+            add(zr, half, zr)
+            mul(gh, rg, gh)                                    # h~ = tanh(x W_h + r (h R_h + Rb_h))
+            add(gh, p_h, gh)
+            tanh(gh, gh)
+            sub(h, gh, diff)                                   # h = (1 - z) h~ + z h = h~ + z (h - h~)
+            mul(diff, z, diff)
+            add(diff, gh, h_k)
+            h_row, h = row_k, h_k
+    else:
+        rec_zr, rec_h = prepared[1], prepared[2]
+        ys = np.empty((seq, batch, n), F32)
+        h = _rnn_state(h0, batch, n, n)
+        zr = np.empty((batch, 2 * n), F32)
+        z, rg = zr[:, :n], zr[:, n:]
+        rh = np.empty((batch, n), F32)
+        gh = np.empty((batch, n), F32)
+        for p_zr, p_h, h_k in zip(pre_zr, pre_h, ys):
+            dot(h, rec_zr, out=zr)
+            add(zr, p_zr, zr)
+            tanh(zr, zr)
+            mul(zr, half, zr)
+            add(zr, half, zr)
+            mul(rg, h, rh)                                     # h~ = tanh(x W_h + (r h) R_h + biases)
+            dot(rh, rec_h, out=gh)
+            add(gh, p_h, gh)
+            tanh(gh, gh)
+            sub(h, gh, diff)
+            mul(diff, z, diff)
+            add(diff, gh, h_k)
+            h = h_k
+    return _rnn_outputs(ctx, ys, dirs, hs, [h])
 
 
 # --- ai.onnx.ml tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor) ------------------
