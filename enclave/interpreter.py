@@ -1768,7 +1768,7 @@ def _tree_classifier(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = No
         s = s + (base[0] if len(base) else 0.0)
         s32 = s.astype(F32)
         if post == "LOGISTIC":
-            out = np.stack([_sigmoid(-s32), _sigmoid(s32)], axis=1)
+            out = _sigmoid(np.stack([-s32, s32], axis=1))   # one call for both columns
         elif positive:
             out = np.stack([1 - s32, s32], axis=1)
         else:
