@@ -275,6 +275,13 @@ class Chain(ABC):
         """A transaction as sent (``input`` is its call data)."""
         return self._request("eth_getTransactionByHash", lambda: self._w3.eth.get_transaction(tx_hash))
 
+    def transaction_call(self, tx_hash: bytes | str) -> dict[str, Any]:
+        """What a transaction called: ``hash``, ``from``, ``to`` (checksum; None for a creation)
+        and ``input`` (bytes), for readers of calldata (splitseal.chain.calldata). Backends
+        may answer it more cheaply than :meth:`transaction`."""
+        tx = self.transaction(tx_hash)
+        return {"hash": tx.get("hash"), "from": tx["from"], "to": tx.get("to"), "input": bytes(tx["input"])}
+
     def code(self, address: str) -> bytes:
         """The code at ``address`` (empty for an account without code)."""
         return bytes(self._request("eth_getCode", lambda: self._w3.eth.get_code(to_checksum_address(address))))

@@ -68,6 +68,17 @@ def test_chunked_logs_equal_one_query_and_filter_indexed_arguments(any_chain, fl
     assert [int(e["args"]["requestId"]) for e in picked] == [ids[2]]
 
 
+def test_transaction_call_is_what_the_transaction_called_on_both_backends(any_chain, floor):
+    receipt = any_chain.transact(floor.functions.request(b"\x07" * 32), sender=any_chain.accounts[5], gas=100_000)
+    call = any_chain.transaction_call(receipt["transactionHash"])
+    full = any_chain.transaction(receipt["transactionHash"])
+    assert call == {"hash": full["hash"], "from": full["from"], "to": full["to"], "input": bytes(full["input"])}
+    assert call["to"] == floor.address and call["from"] == any_chain.accounts[5].address
+    assert floor.decode_function_input(call["input"])[1] == {"payload": b"\x07" * 32}
+    with pytest.raises(ChainError):
+        any_chain.transaction_call("0x" + "ab" * 32)
+
+
 def test_embedded_logs_from_its_index_equal_eth_testers_own(chain):
     """The embedded chain answers getLogs from an index of what it mined (eth-tester scans back
     from the head for each transaction): the same answers, across a snapshot's revert too."""
