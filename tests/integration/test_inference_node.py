@@ -82,6 +82,24 @@ def test_requests_are_served_and_decrypted_by_the_requester_only(world):
     wiring.node.close()
 
 
+def test_a_result_pushed_before_its_requester_knows_the_request_id_is_taken_from_the_push(world):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    x = es.sample_inputs(1, seed=5)[0]
+    submitted = req.submit(w.model_id, w.version, x)
+    with req._pushed_cv:  # as if the node ended it before submit had read the id from its receipt
+        req._waiting.discard(submitted.request_id)
+    assert wiring.node.poll_once() == 1
+    assert submitted.request_id not in req._pushed
+    req._expect(submitted.request_id)
+    assert "ResultSubmitted" in req._pushed[submitted.request_id]  # kept, not lost to a 1 s poll
+    outcome = req.wait(submitted, timeout=5)
+    assert outcome.ok and outcome.label == expected_labels(w, x[None])[0]
+    req.close()
+    wiring.node.close()
+
+
 def test_large_input_goes_off_chain_and_its_hash_is_checked(world):
     w = world
     wiring = make_node(w)
