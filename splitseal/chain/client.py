@@ -29,13 +29,13 @@ from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from splitseal.config import ChainConfig
 from splitseal.errors import ChainError, ConfigError, ContractRevertError
 
 from .artifacts import all_artifacts, load_artifact
+from .codec import event_decoder
 from .revert import ErrorDecoder
 from .sender import PendingTx, TransactionSender
 
@@ -254,9 +254,16 @@ class Chain(ABC):
         return False
 
     def events(self, receipt: TxReceipt, contract: Contract, event: str) -> list[Any]:
-        """The ``event`` logs ``contract`` emitted in ``receipt``, decoded (args only)."""
-        logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
-        return [entry["args"] for entry in logs]
+        """The ``event`` logs in ``receipt`` decoded with ``contract``'s ABI (args only; as web3's
+        ``process_receipt`` with DISCARD: logs of other events, or that do not decode, are left out)."""
+        decode = event_decoder(contract, event)
+        out = []
+        for raw in receipt["logs"]:
+            try:
+                out.append(decode(raw)["args"])
+            except Exception:  # noqa: BLE001 - another event's log (web3's MismatchedABI, or ours)
+                continue
+        return out
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -326,7 +333,8 @@ class Chain(ABC):
             topics.append(_topic(item["type"], filters.pop(item["name"])) if item["name"] in filters else None)
         while topics and topics[-1] is None:
             topics.pop()
-        decoded = [handle.process_log(raw) for raw in self.logs(contract.address, topics, from_block, to_block)]
+        decode = event_decoder(contract, event)
+        decoded = [decode(raw) for raw in self.logs(contract.address, topics, from_block, to_block)]
         return [entry for entry in decoded if all(entry["args"][k] == v for k, v in filters.items())]
 
     def _request(self, label: str, request: Callable[[], Any], *, wrap_all: bool = False) -> Any:

@@ -1,24 +1,28 @@
-"""Contract calldata encoded and decoded with eth_abi directly, from a table built once per ABI.
+"""Contract calldata and event logs encoded and decoded with eth_abi directly, from tables built
+once per ABI.
 
 Hand-written for performance, on the node's and the requester's critical path: web3's
 ``decode_function_input`` hashes every function signature of the ABI on each call (~40
-keccaks for BackboneExecution) and ``build_transaction`` runs its recursive ABI normalisers over
-every argument; together about a millisecond per call of each, several times per request.
+keccaks for BackboneExecution), ``build_transaction`` runs its recursive ABI normalisers over
+every argument, and ``process_log`` rebuilds the event's types on each log (0.4 ms a log); a
+millisecond or so per call, several times per request, and each of n nodes decodes every log.
 Here each function's selector, argument types and names are computed once per ABI; encoding is
 ``selector + eth_abi.encode(types, args)``, decoding the reverse, with addresses in checksum
-form and structs as tuples, as web3 gives them (tests/unit/test_chain_codec.py checks both
-against web3 for the contracts' functions).
+form and structs as tuples, as web3 gives them (tests/unit/test_chain_codec.py checks them
+against web3 for the contracts' functions and events).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from web3.datastructures import AttributeDict
 
 from .revert import _abi_type
 
@@ -70,6 +74,10 @@ class FunctionCodec:
         return sum(1 for f in self._by_selector.values() if f.name == name) > 1
 
 
+def _hex(topic: Any) -> str:
+    return (topic if isinstance(topic, str) else "0x" + bytes(topic).hex()).lower()
+
+
 def _checksum(item: dict[str, Any], value: Any) -> Any:
     """Addresses (also inside structs and arrays) in checksum form, as web3 decodes them."""
     kind = item["type"]
@@ -79,8 +87,14 @@ def _checksum(item: dict[str, Any], value: Any) -> Any:
     if kind == "tuple":
         return tuple(_checksum(c, v) for c, v in zip(item["components"], value))
     if kind == "address":
-        return to_checksum_address(value)
+        return _checksummed(value)
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksummed(address: str) -> str:
+    """Checksum form (a keccak each; the same few addresses recur in every log)."""
+    return to_checksum_address(address)
 
 
 _codecs: dict[tuple[str, int], tuple[Sequence[dict[str, Any]], FunctionCodec]] = {}
@@ -97,4 +111,73 @@ def codec_of(address: str, abi: Sequence[dict[str, Any]]) -> FunctionCodec:
             if len(_codecs) >= 256:
                 _codecs.clear()
             found = _codecs[key] = (abi, FunctionCodec(abi))
+    return found[1]
+
+
+class EventCodec:
+    """Decodes the logs of one event as web3's ``process_log`` does (the same ``EventData``:
+    indexed arguments first, then the data's, addresses checksummed, an indexed string or
+    bytes as its hash), with the types computed once; events with struct or array arguments
+    are left to web3 (:func:`event_decoder`)."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.name = item["name"]
+        inputs = item.get("inputs", [])
+        self.topic = "0x" + keccak(text=f"{self.name}({','.join(_abi_type(i) for i in inputs)})").hex()
+        self._indexed = [(i["name"], "bytes32" if i["type"] in ("string", "bytes") else i["type"], i)
+                         for i in inputs if i.get("indexed")]
+        self._data = [i for i in inputs if not i.get("indexed")]
+        self._data_types = [i["type"] for i in self._data]
+
+    @staticmethod
+    def handles(item: dict[str, Any]) -> bool:
+        return not item.get("anonymous") and all(
+            not i["type"].startswith("tuple") and not i["type"].endswith("]") for i in item.get("inputs", []))
+
+    def decode(self, raw: Any) -> Any:
+        topics = raw["topics"]
+        if not topics or _hex(topics[0]) != self.topic:
+            raise ValueError(f"log is not a {self.name} event")
+        if len(topics) - 1 != len(self._indexed):
+            raise ValueError(f"{self.name}: expected {len(self._indexed)} indexed topics, got {len(topics) - 1}")
+        args: dict[str, Any] = {}
+        for (name, kind, item), topic in zip(self._indexed, topics[1:]):
+            word = bytes(topic) if not isinstance(topic, str) else bytes.fromhex(topic[2:])
+            if kind == "uint256":
+                args[name] = int.from_bytes(word, "big")
+            elif kind == "bytes32":
+                args[name] = word
+            elif kind == "address" and len(word) == 32 and not any(word[:12]):
+                args[name] = _checksummed("0x" + word[12:].hex())
+            else:
+                args[name] = _checksum({**item, "type": kind}, abi_decode([kind], word)[0])
+        data = raw["data"]
+        data = bytes.fromhex(data[2:]) if isinstance(data, str) else bytes(data)
+        for item, value in zip(self._data, abi_decode(self._data_types, data)):
+            args[item["name"]] = _checksum(item, value)
+        event = {"args": args, "event": self.name, "logIndex": raw["logIndex"],
+                 "transactionIndex": raw["transactionIndex"], "transactionHash": raw["transactionHash"],
+                 "address": raw["address"], "blockHash": raw["blockHash"], "blockNumber": raw["blockNumber"]}
+        return AttributeDict.recursive(event) if isinstance(raw, AttributeDict) else event
+
+
+_events: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+
+
+def event_decoder(contract: Any, event: str) -> Callable[[Any], Any]:
+    """``decode(raw log) -> EventData`` of ``contract``'s ``event``, as ``process_log`` returns
+    it; built once per (address, ABI, event)."""
+    key = (str(contract.address).lower(), id(contract.abi), event)
+    with _codecs_lock:
+        found = _events.get(key)
+    if found is None:
+        item = next((i for i in contract.abi if i.get("type") == "event" and i.get("name") == event), None)
+        if item is not None and EventCodec.handles(item):
+            decode = EventCodec(item).decode
+        else:
+            decode = getattr(contract.events, event)().process_log
+        with _codecs_lock:
+            if len(_events) >= 1024:
+                _events.clear()
+            found = _events[key] = (contract.abi, decode)
     return found[1]
