@@ -65,6 +65,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from splitseal.chain import (
+    event_decoder,
     CalldataNotFound,
     Chain,
     Deployment,
@@ -96,6 +97,8 @@ CATCH_UP_INTERVAL = 1.0
 #: Results up to this many bytes go inline in the delivery; larger ones by pointer + commitment.
 INLINE_RESULT_LIMIT = 8 * 1024
 _KEPT_TIMES = 10_000
+#: Seconds the loop waits for the push thread's fetch of an input before fetching it itself.
+PREFETCH_WAIT = 5.0
 _ASK = object()  # a request to serve now: ask the enclave (or reuse its saved answer), deliver
 _HANDLED = object()  # a step that ended in a recorded failure, a skip or a retry
 
@@ -125,6 +128,16 @@ class BackboneRunner(Protocol):
     def run(self, x: np.ndarray) -> np.ndarray: ...
 
 
+class _Prefetch:
+    """A request transaction's call, fetched on the push thread (``call`` None when it failed)."""
+
+    __slots__ = ("call", "done")
+
+    def __init__(self) -> None:
+        self.call: dict[str, Any] | None = None
+        self.done = threading.Event()
+
+
 @dataclass
 class EnclaveTarget:
     """The enclave this node hands its backbone outputs to."""
@@ -152,6 +165,7 @@ class NodeStats:
     skipped: int = 0
     timed_out: int = 0
     retried: int = 0
+    prefetched: int = 0  # inline inputs the push thread had fetched when the loop needed them
     times: dict[int, StageTimes] = field(default_factory=dict)
 
 
@@ -217,6 +231,7 @@ class InferenceNode:
         self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
+        self._prefetched: dict[int, _Prefetch] = {}  # request id -> its transaction, fetched by the push thread
         self._seen_head = 0
         self._not_before: dict[int, float] = {}  # request id -> monotonic time of its next attempt
         self.keeper = Keeper(chain, deployment, account,
@@ -392,9 +407,28 @@ class InferenceNode:
         return True
 
     def _on_pushed_log(self, raw: Any) -> None:
-        """Runs on the subscription's thread: decode and queue for the service loop."""
-        entry = self.deployment.backbone_execution.events.InferenceRequested().process_log(raw)
+        """Runs on the subscription's thread: decode and queue for the service loop. On a chain
+        reached over RPC, the inline input of a request this node serves at once is fetched here
+        meanwhile (the loop's wake-up and checkpoint writes overlap that round trip); the loop
+        checks it against the commitment as it checks its own fetch."""
+        entry = event_decoder(self.deployment.backbone_execution, "InferenceRequested")(raw)
+        args = entry["args"]
+        request_id = int(args["requestId"])
+        prefetch = None
+        if (self.chain.url is not None and not args["inputPointer"] and len(self._prefetched) < _KEPT_TIMES
+                and (self.node_count == 1 or request_id % self.node_count == self.node_index)):
+            prefetch = self._prefetched[request_id] = _Prefetch()
         self._pushed.append(entry)
+        if prefetch is None:
+            return
+        if self._wakeup is not None:
+            self._wakeup.event.set()
+        try:
+            prefetch.call = self.chain.transaction_call(entry["transactionHash"])
+        except Exception as exc:  # noqa: BLE001 - the loop fetches it itself, and meets the error there
+            log.debug("request_id=%d input prefetch failed: %s", request_id, exc)
+        finally:
+            prefetch.done.set()
 
     def _drain_pushed(self) -> list[Any]:
         out = []
@@ -707,8 +741,11 @@ class InferenceNode:
         pointer = str(ev["inputPointer"])
         if pointer:
             return self.blobs.get(pointer, commitment, max_bytes=2 * MAX_INPUT_BYTES)
+        prefetch = self._prefetched.pop(request_id, None)
+        call = prefetch.call if prefetch is not None and prefetch.done.wait(PREFETCH_WAIT) else None
+        self.stats.prefetched += call is not None
         try:
-            inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id])
+            inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id], call=call)
         except CalldataNotFound as exc:
             raise InputProblem(FailureCode.INPUT_UNAVAILABLE, str(exc)) from None
         if keccak256(inline) != commitment:
@@ -757,6 +794,7 @@ class InferenceNode:
             self.on_finished(request_id, stage, detail, self.stats.times.get(request_id))
         self._events.pop(request_id, None)
         self._request_txs.pop(request_id, None)
+        self._prefetched.pop(request_id, None)
         self._first_seen.pop(request_id, None)
         self._not_before.pop(request_id, None)
         while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hexbytes import HexBytes
+
 from splitseal.errors import ChainError
 
 from .codec import codec_of
@@ -67,9 +69,12 @@ def _hex(tx: Any) -> str:
     return h.to_0x_hex() if hasattr(h, "to_0x_hex") else str(h)
 
 
-def request_inline_input(chain: Any, deployment: Deployment, tx_hash: Any) -> bytes:
-    """The ``inlineInput`` argument of the request transaction ``tx_hash`` (empty with a pointer)."""
-    tx = chain.transaction_call(tx_hash)
+def request_inline_input(chain: Any, deployment: Deployment, tx_hash: Any, *, call: dict[str, Any] | None = None) -> bytes:
+    """The ``inlineInput`` argument of the request transaction ``tx_hash`` (empty with a pointer);
+    ``call``: that transaction's :meth:`~splitseal.chain.Chain.transaction_call`, fetched already."""
+    if call is None or bytes(call["hash"]) != bytes(HexBytes(tx_hash)):
+        call = chain.transaction_call(tx_hash)
+    tx = call
     name, args = _decode(deployment, tx, ("backbone_execution",))
     if name not in _REQUEST_FUNCTIONS:
         raise CalldataNotFound(f"transaction {_hex(tx)} calls {name}, not a request function")

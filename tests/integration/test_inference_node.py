@@ -100,6 +100,33 @@ def test_a_result_pushed_before_its_requester_knows_the_request_id_is_taken_from
     wiring.node.close()
 
 
+@pytest.mark.integration
+def test_on_anvil_the_push_thread_fetches_the_inline_inputs_and_each_request_is_served_once(
+        anvil_chain, anvil_deployment, tmp_path):
+    import threading
+
+    w = es.build_world(anvil_chain, anvil_deployment, tmp_path)
+    authorize_node(w.chain, w.deployment, w.admin, w.node, load_or_create_x25519_key(tmp_path / "node-state" / "input.key"),
+                   rotate=True)
+    wiring = make_node(w, start_block=w.chain.block_number() + 1)
+    node = wiring.node.setup()
+    runner = threading.Thread(target=lambda: node.run(install_signal_handlers=False), daemon=True)
+    runner.start()
+    req = requester(w)
+    try:
+        xs = es.sample_inputs(3, seed=21)
+        outcomes = [req.infer(w.model_id, w.version, x, timeout=30) for x in xs]
+        assert [o.status for o in outcomes] == [RequestStatus.COMPLETED] * 3
+        assert [o.label for o in outcomes] == list(expected_labels(w, xs))
+        assert node.stats.prefetched == 3 and node.stats.completed == 3
+    finally:
+        req.close()
+        node.close()
+        runner.join(timeout=10)
+        w.client.close()
+        w.process.stop()
+
+
 def test_large_input_goes_off_chain_and_its_hash_is_checked(world):
     w = world
     wiring = make_node(w)
