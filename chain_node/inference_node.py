@@ -227,6 +227,7 @@ class InferenceNode:
         self._next_takeover = 0.0
         self._gas_by_result_size: dict[tuple[int, int], int] = {}  # see _delivery_gas
         self._next_catch_up = 0.0  # monotonic time of the next log poll while pushes keep coming
+        self._woken_by_push = False  # the loop woke for a pushed log (see run)
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
@@ -281,7 +282,11 @@ class InferenceNode:
                 self._stopping.wait(delay)
                 continue
             if self._wakeup is not None:
-                self._wakeup.event.wait(self.poll_interval * 10)
+                # a wake-up by a push whose log the push thread queued needs no log poll (its
+                # thread sets the event once more after queueing: without this, every request
+                # cost a second round with an eth_blockNumber and an eth_getLogs)
+                self._woken_by_push = self._wakeup.event.wait(self.poll_interval * 10) and \
+                    self.poller.confirmations == 0
             elif worked:
                 continue
             else:
@@ -328,7 +333,8 @@ class InferenceNode:
                     fresh.add(request_id)
                 self._remember(request_id, ev)
         events, upto = [], None
-        if not pushed or time.monotonic() >= self._next_catch_up:
+        woken_by_push, self._woken_by_push = self._woken_by_push, False
+        if (not pushed and not woken_by_push) or time.monotonic() >= self._next_catch_up:
             self._next_catch_up = time.monotonic() + CATCH_UP_INTERVAL
             events, upto = self.poller.poll()
             self._seen_head = upto + self.poller.confirmations

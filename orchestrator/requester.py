@@ -136,9 +136,9 @@ class Requester:
             if topic_id not in self._waiting:
                 if hex_topic(topics[0]) in self._ending_topics:
                     self._early.setdefault(topic_id, []).append(raw)
-                self._early.move_to_end(topic_id)
-                while len(self._early) > EARLY_LOGS_KEPT:
-                    self._early.popitem(last=False)
+                    self._early.move_to_end(topic_id)
+                    while len(self._early) > EARLY_LOGS_KEPT:
+                        self._early.popitem(last=False)
                 return
         self._take_pushed(raw)
 
