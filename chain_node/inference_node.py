@@ -65,12 +65,13 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from splitseal.chain import (
-    event_decoder,
     CalldataNotFound,
     Chain,
     Deployment,
     PendingTx,
+    event_decoder,
     event_topic,
+    hex_topic,
     last_delivered_sequence,
     request_inline_input,
 )
@@ -228,6 +229,8 @@ class InferenceNode:
         self._gas_by_result_size: dict[tuple[int, int], int] = {}  # see _delivery_gas
         self._next_catch_up = 0.0  # monotonic time of the next log poll while pushes keep coming
         self._woken_by_push = False  # the loop woke for a pushed log (see run)
+        self._endings: Any = None  # several nodes: a push subscription to the requests' endings
+        self._ended_pushed: dict[int, None] = {}  # request ids it pushed, oldest first
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
@@ -253,6 +256,14 @@ class InferenceNode:
         on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
         self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,
                                             topic0=topic)
+        if self.node_count > 1:
+            # the endings of requests, so that the take-over need not ask the chain which of the
+            # held requests ended (each of n nodes queried every ending log twice a second)
+            d = self.deployment
+            topics = [event_topic(d.enclave_transfer, "ResultSubmitted"), event_topic(d.enclave_transfer, "RequestFailed"),
+                      event_topic(d.backbone_execution, "RequestTimedOut")]
+            self._endings = self.chain.subscribe([d.backbone_execution.address, d.enclave_transfer.address],
+                                                 on_log=self._on_pushed_ending, topic0=topics)
         try:
             self.restore_enclave()
         except (EnclaveError, OSError) as exc:  # retried when a request needs the enclave
@@ -291,7 +302,7 @@ class InferenceNode:
                 continue
             else:
                 self._stopping.wait(self.poll_interval)
-        log.info("node stopped counts=%s", self.checkpoint.counts())
+        log.info("node stopped counts=%s cpu_s=%.2f", self.checkpoint.counts(), time.process_time())
 
     def stop(self) -> None:
         self._stopping.set()
@@ -305,6 +316,8 @@ class InferenceNode:
         self.stop()
         if self._wakeup is not None:
             self._wakeup.stop()
+        if self._endings is not None:
+            self._endings.stop()
         self.checkpoint.close()
 
     # --- one step ------------------------------------------------------------------------
@@ -338,13 +351,17 @@ class InferenceNode:
             self._next_catch_up = time.monotonic() + CATCH_UP_INTERVAL
             events, upto = self.poller.poll()
             self._seen_head = upto + self.poller.confirmations
-        old = [ev for ev in events if upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
-        ended = self._ended_since(min(int(ev["blockNumber"]) for ev in old), upto) if old else set()
+        seen = []
         for ev in events:
             request_id = int(ev["args"]["requestId"])
-            if self._hold_foreign(request_id, ev):
-                continue
-            record = self.checkpoint.see(request_id, int(ev["blockNumber"]))
+            if not self._hold_foreign(request_id, ev):
+                seen.append((request_id, ev, self.checkpoint.see(request_id, int(ev["blockNumber"]))))
+        # one log query for the old requests not yet looked at (not those held for another node,
+        # nor those this node ended already, which the held-back cursor makes it read again)
+        old = [int(ev["blockNumber"]) for _, ev, record in seen
+               if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
+        ended = self._ended_since(min(old), upto) if old else set()
+        for request_id, ev, record in seen:
             if request_id in ended and record.stage is Stage.SEEN:
                 self._finish(request_id, Stage.SKIPPED, "ended on-chain before this node saw it")
                 continue
@@ -436,6 +453,17 @@ class InferenceNode:
         finally:
             prefetch.done.set()
 
+    def _on_pushed_ending(self, raw: Any) -> None:
+        """Runs on the endings subscription's thread: note the request id (topic 1), no decoding."""
+        topics = raw["topics"]
+        if len(topics) > 1:
+            self._ended_pushed[int(hex_topic(topics[1]), 16)] = None
+            while len(self._ended_pushed) > _KEPT_TIMES:
+                try:
+                    self._ended_pushed.pop(next(iter(self._ended_pushed)))
+                except (StopIteration, KeyError, RuntimeError):  # the loop thread read it meanwhile
+                    break
+
     def _drain_pushed(self) -> list[Any]:
         out = []
         while self._pushed:
@@ -493,7 +521,11 @@ class InferenceNode:
         if not due:
             return
         self._next_takeover = now + self.claim_grace / 4
-        ended = self._ended_since(min(due.values()), self.chain.block_number())
+        # ended as pushed; the chain is asked only about the others (a push lost, or none offered)
+        ended = {rid for rid in due if rid in self._ended_pushed}
+        unknown = [block for rid, block in due.items() if rid not in ended]
+        if unknown:
+            ended |= self._ended_since(min(unknown), self.chain.block_number())
         for rid, block in due.items():
             first_seen = self._foreign.pop(rid)[1]
             self._foreign_done[rid] = None

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class LocalSubscription(Subscription):
     """An in-process log subscription on the embedded chain (the twin of a WebSocket one)."""
 
-    def __init__(self, chain: "EmbeddedChain", addresses: set[str], topic0: str | None,
+    def __init__(self, chain: "EmbeddedChain", addresses: set[str], topic0: set[str] | None,
                  on_log: Callable[[Any], None] | None) -> None:
         self.chain, self.addresses, self.topic0, self.on_log = chain, addresses, topic0, on_log
         self.event = threading.Event()
@@ -55,7 +55,7 @@ class LocalSubscription(Subscription):
     def matches(self, log_: Any) -> bool:
         if str(log_["address"]).lower() not in self.addresses:
             return False
-        return self.topic0 is None or ("0x" + bytes(log_["topics"][0]).hex()).lower() == self.topic0
+        return self.topic0 is None or ("0x" + bytes(log_["topics"][0]).hex()).lower() in self.topic0
 
     def stop(self) -> None:
         self.chain._unsubscribe(self)
@@ -186,11 +186,12 @@ class EmbeddedChain(Chain):
             self._new_block.notify_all()
 
     def subscribe(self, addresses: str | Sequence[str], *, on_log: Callable[[Any], None] | None = None,
-                  topic0: str | None = None) -> LocalSubscription:
-        """Push the logs of ``addresses`` (and ``topic0``) of every transaction this process
+                  topic0: str | Sequence[str] | None = None) -> LocalSubscription:
+        """Push the logs of ``addresses`` (and ``topic0``, or any of several) of every transaction this process
         sends, as a node pushes them over WebSocket; always available."""
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
-        sub = LocalSubscription(self, {a.lower() for a in addresses}, topic0.lower() if topic0 else None, on_log)
+        topics = None if not topic0 else {t.lower() for t in ([topic0] if isinstance(topic0, str) else topic0)}
+        sub = LocalSubscription(self, {a.lower() for a in addresses}, topics, on_log)
         with self._lock:
             self._subscriptions.append(sub)
         return sub

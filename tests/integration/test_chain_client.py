@@ -112,6 +112,25 @@ def test_embedded_logs_from_its_index_equal_eth_testers_own(chain):
         assert chain.logs(*query) == reference(*query), query
 
 
+@pytest.mark.integration
+def test_rpc_logs_without_web3s_formatters_equal_web3s(anvil_chain):
+    chain = anvil_chain
+    floor = chain.deploy("RoundTripFloor", sender=chain.accounts[0])
+    first = chain.block_number() + 1
+    ids = [_request(chain, floor) for _ in range(3)]
+    chain.transact(floor.functions.respond(ids[0], b"\x01" * 32), sender=chain.accounts[9], gas=100_000)
+    requested = event_topic(floor, "Requested")
+    for addresses, topics in ((floor.address, []), ([floor.address], [requested]),
+                              (floor.address, [None, "0x" + ids[0].to_bytes(32, "big").hex()]),
+                              (floor.address, [[bytes.fromhex(requested[2:])]])):
+        query = {"address": [addresses] if isinstance(addresses, str) else addresses, "topics": topics,
+                 "fromBlock": first, "toBlock": chain.block_number()}
+        ours = chain.logs(addresses, topics, first)
+        assert ours and ours == list(chain._w3.eth.get_logs(query)), topics
+    with pytest.raises(ChainError):
+        chain.logs(floor.address, ["0xnot-a-topic"], first)
+
+
 def test_subscribe_pushes_logs_in_web3_form_on_both_backends(any_chain, floor):
     got: list = []
     seen = threading.Event()

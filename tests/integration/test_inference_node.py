@@ -302,6 +302,36 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     b.node.close()
 
 
+def test_with_pushed_endings_a_node_drops_the_requests_another_served_without_asking_the_chain(world):
+    w = world
+    extra = w.chain.accounts[5]
+    authorize_node(w.chain, w.deployment, w.admin, extra, load_or_create_x25519_key(w.base / "node-state" / "input.key"))
+    a = make_node(w, state="push-a", index=0, count=2, grace=3600, start_block=w.chain.block_number() + 1)
+    b = make_node(w, state="push-b", index=1, count=2, grace=3600, account=extra, start_block=w.chain.block_number() + 1)
+    a.node.setup()
+    b.node.setup()
+    queries = []
+    real = a.node._ended_since
+    a.node._ended_since = lambda *blocks: queries.append(blocks) or real(*blocks)  # a spy: still asks
+    req = requester(w)
+    xs = es.sample_inputs(4, seed=41)
+    submitted = [req.submit(w.model_id, w.version, x) for x in xs]
+    b_own = [s.request_id for s in submitted if s.request_id % 2 == 1]
+    a.node.poll_once()  # serves its own, holds b's
+    b.node.poll_once()  # serves b's: their endings are pushed to a
+    assert all(req.wait(s).ok for s in submitted)
+    assert set(b_own) <= set(a.node._ended_pushed)
+    a.node.claim_grace = 0.0
+    queries.clear()
+    a.node.poll_once()  # the grace is over: b's requests are dropped, never checkpointed
+    assert a.node._foreign == {} and set(b_own) <= set(a.node._foreign_done)
+    assert queries == [] and a.node.stats.completed + b.node.stats.completed == 4
+    assert all(a.node.checkpoint.get(rid) is None for rid in b_own)
+    req.close()
+    a.node.close()
+    b.node.close()
+
+
 def test_a_lost_enclave_reply_is_asked_again_and_the_same_answer_delivered_once(world):
     w = world
     wiring = make_node(w)
