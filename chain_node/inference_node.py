@@ -268,8 +268,8 @@ class InferenceNode:
             self.restore_enclave()
         except (EnclaveError, OSError) as exc:  # retried when a request needs the enclave
             log.warning("enclave not restored yet: %s", exc)
-        log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
-                 self.enclave.address, self.node_index, self.node_count)
+        log.info("node ready account=%s enclave=%s index=%d/%d cpu_s=%.2f", self.account.address,
+                 self.enclave.address, self.node_index, self.node_count, time.process_time())
         return self
 
     def run(self, *, install_signal_handlers: bool = True) -> None:
