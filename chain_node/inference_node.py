@@ -376,6 +376,7 @@ class InferenceNode:
             # before the oldest of them
             held = min((block for block, _ in self._foreign.values()), default=upto + 1)
             self.checkpoint.set_last_block(min(upto, held - 1))
+            self.poller.handled_upto = upto  # in memory: the held requests are not read again
         self._take_over_foreign()
 
         moved = 0

@@ -274,6 +274,10 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     xs = es.sample_inputs(6, seed=31)
     submitted = [req.submit(w.model_id, w.version, x) for x in xs]
     a.node.poll_once()
+    # a holds b's requests in memory: its checkpointed cursor stays before them (so that a
+    # restarted a reads them again), but its next polls do not hand them over again
+    held = min(block for block, _ in a.node._foreign.values())
+    assert a.node.checkpoint.last_block(0) < held and a.node.poller.poll()[0] == []
     b.node.poll_once()
     outcomes = [req.wait(s) for s in submitted]
     assert [o.label for o in outcomes] == list(expected_labels(w, xs))
