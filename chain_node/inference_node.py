@@ -430,21 +430,23 @@ class InferenceNode:
                  address, result.get("state_version"), result.get("models"), anchored, sequence)
         return True
 
-    def _on_pushed_log(self, raw: Any) -> None:
-        """Runs on the subscription's thread: decode and queue for the service loop. On a chain
-        reached over RPC, the inline input of a request this node serves at once is fetched here
-        meanwhile (the loop's wake-up and checkpoint writes overlap that round trip); the loop
-        checks it against the commitment as it checks its own fetch."""
+    def _on_pushed_log(self, raw: Any) -> bool:
+        """Runs on the subscription's thread: decode and queue for the service loop. Another
+        node's request does not wake the loop (False): it is held through its claim grace, and
+        the loop takes it from the queue at its next round. On a chain reached over RPC, the
+        inline input of a request this node serves at once is fetched here meanwhile (the
+        loop's wake-up and checkpoint writes overlap that round trip); the loop checks it
+        against the commitment as it checks its own fetch."""
         entry = event_decoder(self.deployment.backbone_execution, "InferenceRequested")(raw)
         args = entry["args"]
         request_id = int(args["requestId"])
+        mine = self.node_count == 1 or request_id % self.node_count == self.node_index
         prefetch = None
-        if (self.chain.url is not None and not args["inputPointer"] and len(self._prefetched) < _KEPT_TIMES
-                and (self.node_count == 1 or request_id % self.node_count == self.node_index)):
+        if self.chain.url is not None and not args["inputPointer"] and mine and len(self._prefetched) < _KEPT_TIMES:
             prefetch = self._prefetched[request_id] = _Prefetch()
         self._pushed.append(entry)
         if prefetch is None:
-            return
+            return mine
         if self._wakeup is not None:
             self._wakeup.event.set()
         try:
@@ -453,6 +455,7 @@ class InferenceNode:
             log.debug("request_id=%d input prefetch failed: %s", request_id, exc)
         finally:
             prefetch.done.set()
+        return True
 
     def _on_pushed_ending(self, raw: Any) -> None:
         """Runs on the endings subscription's thread: note the request id (topic 1), no decoding."""

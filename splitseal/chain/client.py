@@ -59,8 +59,9 @@ def dev_accounts(count: int = DEV_ACCOUNTS) -> list[LocalAccount]:
 
 class Subscription:
     """A push subscription to logs (what :meth:`Chain.subscribe` returns): ``event`` is set on
-    every pushed log, ``connected`` once logs flow, ``stop()`` ends it. Pushed logs reach
-    ``on_log`` in web3's form (checksum address, ``HexBytes`` topics, int block numbers)."""
+    every pushed log (unless ``on_log`` returned False for it), ``connected`` once logs flow,
+    ``stop()`` ends it. Pushed logs reach ``on_log`` in web3's form (checksum address,
+    ``HexBytes`` topics, int block numbers)."""
 
     event: Any
     connected: Any

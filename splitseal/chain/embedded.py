@@ -205,12 +205,14 @@ class EmbeddedChain(Chain):
         for log_ in receipt["logs"]:
             for sub in list(self._subscriptions):
                 if sub.matches(log_):
+                    wake = True
                     if sub.on_log is not None:
                         try:
-                            sub.on_log(log_)
+                            wake = sub.on_log(log_) is not False
                         except Exception as exc:  # noqa: BLE001 - a subscriber must not break a send
                             log.warning("pushed log not handled: %s", exc)
-                    sub.event.set()
+                    if wake:
+                        sub.event.set()
 
     # --- test cheats ---------------------------------------------------------------------------
 

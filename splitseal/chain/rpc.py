@@ -291,12 +291,14 @@ class PushWakeup(Subscription):
                         message = ws.recv(timeout=0.2)
                     except TimeoutError:
                         continue
+                    wake = True
                     if self.on_log is not None:
                         try:
-                            self.on_log(format_log(json.loads(message)["params"]["result"]))
+                            wake = self.on_log(format_log(json.loads(message)["params"]["result"])) is not False
                         except Exception as exc:  # noqa: BLE001 - a bad push must not end the thread
                             log.warning("pushed log not handled: %s", exc)
-                    self.event.set()
+                    if wake:
+                        self.event.set()
         except Exception as exc:  # noqa: BLE001 - any failure falls back to polling
             log.info("push subscription unavailable at %s (%s); polling only", self.ws_url, exc)
 

@@ -319,7 +319,14 @@ def test_with_pushed_endings_a_node_drops_the_requests_another_served_without_as
     a.node._ended_since = lambda *blocks: queries.append(blocks) or real(*blocks)  # a spy: still asks
     req = requester(w)
     xs = es.sample_inputs(4, seed=41)
-    submitted = [req.submit(w.model_id, w.version, x) for x in xs]
+    a.node._wakeup.event.clear()
+    b.node._wakeup.event.clear()
+    first = req.submit(w.model_id, w.version, xs[0])
+    owner, other = (a, b) if first.request_id % 2 == 0 else (b, a)
+    # the pushed request wakes its node only; the other queues it without a wake-up
+    assert owner.node._wakeup.event.is_set() and not other.node._wakeup.event.is_set()
+    assert len(other.node._pushed) == 1
+    submitted = [first] + [req.submit(w.model_id, w.version, x) for x in xs[1:]]
     b_own = [s.request_id for s in submitted if s.request_id % 2 == 1]
     a.node.poll_once()  # serves its own, holds b's
     b.node.poll_once()  # serves b's: their endings are pushed to a
