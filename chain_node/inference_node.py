@@ -98,6 +98,11 @@ CATCH_UP_INTERVAL = 1.0
 #: Results up to this many bytes go inline in the delivery; larger ones by pointer + commitment.
 INLINE_RESULT_LIMIT = 8 * 1024
 _KEPT_TIMES = 10_000
+#: Inline results are put in size classes of this many bytes for the delivery's gas estimate.
+RESULT_SIZE_CLASS = 256
+#: An upper bound of the gas one more byte of inline result costs a delivery (16 calldata, memory
+#: expansion, keccak words; 32 leaves room).
+GAS_PER_RESULT_BYTE = 32
 #: Seconds the loop waits for the push thread's fetch of an input before fetching it itself.
 PREFETCH_WAIT = 5.0
 _ASK = object()  # a request to serve now: ask the enclave (or reuse its saved answer), deliver
@@ -730,17 +735,24 @@ class InferenceNode:
         return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, delivery))
 
     def _delivery_gas(self, fn: Any, delivery: tuple[Any, ...]) -> int:
-        """Gas limit of a delivery: estimated once per result size and kept (an estimate re-runs
-        the transaction, ~10 ms on the embedded chain, a round trip on a node, on the critical
-        path of every request). A delivery's cost depends on the result's size and on the gas a
-        consumer's callback asks for (the cache key); the margin covers the rest. A delivery that would revert
-        (another node delivered, the deadline passed) then reverts on-chain instead of in the
-        estimate and is handled the same way."""
+        """Gas limit of a delivery: estimated once per size class of results and kept (an
+        estimate re-runs the transaction, on the embedded chain a binary search of EVM runs, a
+        round trip on a node, on the critical path of every request; result documents of one
+        model differ in length by a few bytes, so one per exact size meant an estimate for most
+        requests). A delivery's cost depends on the result's size and on the gas a consumer's
+        callback asks for (the cache key, sizes in classes of RESULT_SIZE_CLASS bytes); the
+        estimate is raised to the largest size of its class at GAS_PER_RESULT_BYTE (calldata,
+        memory, hashing), and the margin covers the rest. A delivery that would revert (another
+        node delivered, the deadline passed) then reverts on-chain instead of in the estimate
+        and is handled the same way."""
         claim, inline = delivery[0], delivery[2]
-        key = (len(inline) if inline else -1, int(claim[9]))  # -1: by pointer; the callback's gas
+        size_class = len(inline) // RESULT_SIZE_CLASS if inline else -1  # -1: by pointer
+        key = (size_class, int(claim[9]))  # and the callback's gas
         gas = self._gas_by_result_size.get(key)
         if gas is None:
             gas = self.chain.estimate_gas(fn, sender=self.account.address)
+            if inline:
+                gas += GAS_PER_RESULT_BYTE * ((size_class + 1) * RESULT_SIZE_CLASS - len(inline))
             if len(self._gas_by_result_size) < 256:
                 self._gas_by_result_size[key] = gas
         return gas + gas // 4 + 10_000
