@@ -44,7 +44,7 @@ CALLS = [
 
 def _plain(value):
     """Structs and arrays as nested tuples (web3 gives lists or tuples, by version)."""
-    if isinstance(value, (list, tuple)) or isinstance(value, dict):
+    if isinstance(value, (list, tuple, dict)):
         return tuple(_plain(v) for v in _as_tuple(value))
     return value
 
