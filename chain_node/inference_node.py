@@ -69,7 +69,9 @@ from splitseal.chain import (
     Chain,
     Deployment,
     PendingTx,
+    event_decoder,
     event_topic,
+    hex_topic,
     last_delivered_sequence,
     request_inline_input,
 )
@@ -96,6 +98,13 @@ CATCH_UP_INTERVAL = 1.0
 #: Results up to this many bytes go inline in the delivery; larger ones by pointer + commitment.
 INLINE_RESULT_LIMIT = 8 * 1024
 _KEPT_TIMES = 10_000
+#: Inline results are put in size classes of this many bytes for the delivery's gas estimate.
+RESULT_SIZE_CLASS = 256
+#: An upper bound of the gas one more byte of inline result costs a delivery (16 calldata, memory
+#: expansion, keccak words; 32 leaves room).
+GAS_PER_RESULT_BYTE = 32
+#: Seconds the loop waits for the push thread's fetch of an input before fetching it itself.
+PREFETCH_WAIT = 5.0
 _ASK = object()  # a request to serve now: ask the enclave (or reuse its saved answer), deliver
 _HANDLED = object()  # a step that ended in a recorded failure, a skip or a retry
 
@@ -125,6 +134,16 @@ class BackboneRunner(Protocol):
     def run(self, x: np.ndarray) -> np.ndarray: ...
 
 
+class _Prefetch:
+    """A request transaction's call, fetched on the push thread (``call`` None when it failed)."""
+
+    __slots__ = ("call", "done")
+
+    def __init__(self) -> None:
+        self.call: dict[str, Any] | None = None
+        self.done = threading.Event()
+
+
 @dataclass
 class EnclaveTarget:
     """The enclave this node hands its backbone outputs to."""
@@ -152,6 +171,7 @@ class NodeStats:
     skipped: int = 0
     timed_out: int = 0
     retried: int = 0
+    prefetched: int = 0  # inline inputs the push thread had fetched when the loop needed them
     times: dict[int, StageTimes] = field(default_factory=dict)
 
 
@@ -213,10 +233,14 @@ class InferenceNode:
         self._next_takeover = 0.0
         self._gas_by_result_size: dict[tuple[int, int], int] = {}  # see _delivery_gas
         self._next_catch_up = 0.0  # monotonic time of the next log poll while pushes keep coming
+        self._woken_by_push = False  # the loop woke for a pushed log (see run)
+        self._endings: Any = None  # several nodes: a push subscription to the requests' endings
+        self._ended_pushed: dict[int, None] = {}  # request ids it pushed, oldest first
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
+        self._prefetched: dict[int, _Prefetch] = {}  # request id -> its transaction, fetched by the push thread
         self._seen_head = 0
         self._not_before: dict[int, float] = {}  # request id -> monotonic time of its next attempt
         self.keeper = Keeper(chain, deployment, account,
@@ -237,12 +261,20 @@ class InferenceNode:
         on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
         self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,
                                             topic0=topic)
+        if self.node_count > 1:
+            # the endings of requests, so that the take-over need not ask the chain which of the
+            # held requests ended (each of n nodes queried every ending log twice a second)
+            d = self.deployment
+            topics = [event_topic(d.enclave_transfer, "ResultSubmitted"), event_topic(d.enclave_transfer, "RequestFailed"),
+                      event_topic(d.backbone_execution, "RequestTimedOut")]
+            self._endings = self.chain.subscribe([d.backbone_execution.address, d.enclave_transfer.address],
+                                                 on_log=self._on_pushed_ending, topic0=topics)
         try:
             self.restore_enclave()
         except (EnclaveError, OSError) as exc:  # retried when a request needs the enclave
             log.warning("enclave not restored yet: %s", exc)
-        log.info("node ready account=%s enclave=%s index=%d/%d", self.account.address,
-                 self.enclave.address, self.node_index, self.node_count)
+        log.info("node ready account=%s enclave=%s index=%d/%d cpu_s=%.2f", self.account.address,
+                 self.enclave.address, self.node_index, self.node_count, time.process_time())
         return self
 
     def run(self, *, install_signal_handlers: bool = True) -> None:
@@ -266,12 +298,16 @@ class InferenceNode:
                 self._stopping.wait(delay)
                 continue
             if self._wakeup is not None:
-                self._wakeup.event.wait(self.poll_interval * 10)
+                # a wake-up by a push whose log the push thread queued needs no log poll (its
+                # thread sets the event once more after queueing: without this, every request
+                # cost a second round with an eth_blockNumber and an eth_getLogs)
+                self._woken_by_push = self._wakeup.event.wait(self.poll_interval * 10) and \
+                    self.poller.confirmations == 0
             elif worked:
                 continue
             else:
                 self._stopping.wait(self.poll_interval)
-        log.info("node stopped counts=%s", self.checkpoint.counts())
+        log.info("node stopped counts=%s cpu_s=%.2f", self.checkpoint.counts(), time.process_time())
 
     def stop(self) -> None:
         self._stopping.set()
@@ -285,6 +321,8 @@ class InferenceNode:
         self.stop()
         if self._wakeup is not None:
             self._wakeup.stop()
+        if self._endings is not None:
+            self._endings.stop()
         self.checkpoint.close()
 
     # --- one step ------------------------------------------------------------------------
@@ -313,17 +351,22 @@ class InferenceNode:
                     fresh.add(request_id)
                 self._remember(request_id, ev)
         events, upto = [], None
-        if not pushed or time.monotonic() >= self._next_catch_up:
+        woken_by_push, self._woken_by_push = self._woken_by_push, False
+        if (not pushed and not woken_by_push) or time.monotonic() >= self._next_catch_up:
             self._next_catch_up = time.monotonic() + CATCH_UP_INTERVAL
             events, upto = self.poller.poll()
             self._seen_head = upto + self.poller.confirmations
-        old = [ev for ev in events if upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
-        ended = self._ended_since(min(int(ev["blockNumber"]) for ev in old), upto) if old else set()
+        seen = []
         for ev in events:
             request_id = int(ev["args"]["requestId"])
-            if self._hold_foreign(request_id, ev):
-                continue
-            record = self.checkpoint.see(request_id, int(ev["blockNumber"]))
+            if not self._hold_foreign(request_id, ev):
+                seen.append((request_id, ev, self.checkpoint.see(request_id, int(ev["blockNumber"]))))
+        # one log query for the old requests not yet looked at (not those held for another node,
+        # nor those this node ended already, which the held-back cursor makes it read again)
+        old = [int(ev["blockNumber"]) for _, ev, record in seen
+               if record.stage is Stage.SEEN and upto - int(ev["blockNumber"]) >= _FRESH_BLOCKS]
+        ended = self._ended_since(min(old), upto) if old else set()
+        for request_id, ev, record in seen:
             if request_id in ended and record.stage is Stage.SEEN:
                 self._finish(request_id, Stage.SKIPPED, "ended on-chain before this node saw it")
                 continue
@@ -338,6 +381,7 @@ class InferenceNode:
             # before the oldest of them
             held = min((block for block, _ in self._foreign.values()), default=upto + 1)
             self.checkpoint.set_last_block(min(upto, held - 1))
+            self.poller.handled_upto = upto  # in memory: the held requests are not read again
         self._take_over_foreign()
 
         moved = 0
@@ -391,10 +435,43 @@ class InferenceNode:
                  address, result.get("state_version"), result.get("models"), anchored, sequence)
         return True
 
-    def _on_pushed_log(self, raw: Any) -> None:
-        """Runs on the subscription's thread: decode and queue for the service loop."""
-        entry = self.deployment.backbone_execution.events.InferenceRequested().process_log(raw)
+    def _on_pushed_log(self, raw: Any) -> bool:
+        """Runs on the subscription's thread: decode and queue for the service loop. Another
+        node's request does not wake the loop (False): it is held through its claim grace, and
+        the loop takes it from the queue at its next round. On a chain reached over RPC, the
+        inline input of a request this node serves at once is fetched here meanwhile (the
+        loop's wake-up and checkpoint writes overlap that round trip); the loop checks it
+        against the commitment as it checks its own fetch."""
+        entry = event_decoder(self.deployment.backbone_execution, "InferenceRequested")(raw)
+        args = entry["args"]
+        request_id = int(args["requestId"])
+        mine = self.node_count == 1 or request_id % self.node_count == self.node_index
+        prefetch = None
+        if self.chain.url is not None and not args["inputPointer"] and mine and len(self._prefetched) < _KEPT_TIMES:
+            prefetch = self._prefetched[request_id] = _Prefetch()
         self._pushed.append(entry)
+        if prefetch is None:
+            return mine
+        if self._wakeup is not None:
+            self._wakeup.event.set()
+        try:
+            prefetch.call = self.chain.transaction_call(entry["transactionHash"])
+        except Exception as exc:  # noqa: BLE001 - the loop fetches it itself, and meets the error there
+            log.debug("request_id=%d input prefetch failed: %s", request_id, exc)
+        finally:
+            prefetch.done.set()
+        return True
+
+    def _on_pushed_ending(self, raw: Any) -> None:
+        """Runs on the endings subscription's thread: note the request id (topic 1), no decoding."""
+        topics = raw["topics"]
+        if len(topics) > 1:
+            self._ended_pushed[int(hex_topic(topics[1]), 16)] = None
+            while len(self._ended_pushed) > _KEPT_TIMES:
+                try:
+                    self._ended_pushed.pop(next(iter(self._ended_pushed)))
+                except (StopIteration, KeyError, RuntimeError):  # the loop thread read it meanwhile
+                    break
 
     def _drain_pushed(self) -> list[Any]:
         out = []
@@ -453,7 +530,11 @@ class InferenceNode:
         if not due:
             return
         self._next_takeover = now + self.claim_grace / 4
-        ended = self._ended_since(min(due.values()), self.chain.block_number())
+        # ended as pushed; the chain is asked only about the others (a push lost, or none offered)
+        ended = {rid for rid in due if rid in self._ended_pushed}
+        unknown = [block for rid, block in due.items() if rid not in ended]
+        if unknown:
+            ended |= self._ended_since(min(unknown), self.chain.block_number())
         for rid, block in due.items():
             first_seen = self._foreign.pop(rid)[1]
             self._foreign_done[rid] = None
@@ -654,17 +735,24 @@ class InferenceNode:
         return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, delivery))
 
     def _delivery_gas(self, fn: Any, delivery: tuple[Any, ...]) -> int:
-        """Gas limit of a delivery: estimated once per result size and kept (an estimate re-runs
-        the transaction, ~10 ms on the embedded chain, a round trip on a node, on the critical
-        path of every request). A delivery's cost depends on the result's size and on the gas a
-        consumer's callback asks for (the cache key); the margin covers the rest. A delivery that would revert
-        (another node delivered, the deadline passed) then reverts on-chain instead of in the
-        estimate and is handled the same way."""
+        """Gas limit of a delivery: estimated once per size class of results and kept (an
+        estimate re-runs the transaction, on the embedded chain a binary search of EVM runs, a
+        round trip on a node, on the critical path of every request; result documents of one
+        model differ in length by a few bytes, so one per exact size meant an estimate for most
+        requests). A delivery's cost depends on the result's size and on the gas a consumer's
+        callback asks for (the cache key, sizes in classes of RESULT_SIZE_CLASS bytes); the
+        estimate is raised to the largest size of its class at GAS_PER_RESULT_BYTE (calldata,
+        memory, hashing), and the margin covers the rest. A delivery that would revert (another
+        node delivered, the deadline passed) then reverts on-chain instead of in the estimate
+        and is handled the same way."""
         claim, inline = delivery[0], delivery[2]
-        key = (len(inline) if inline else -1, int(claim[9]))  # -1: by pointer; the callback's gas
+        size_class = len(inline) // RESULT_SIZE_CLASS if inline else -1  # -1: by pointer
+        key = (size_class, int(claim[9]))  # and the callback's gas
         gas = self._gas_by_result_size.get(key)
         if gas is None:
             gas = self.chain.estimate_gas(fn, sender=self.account.address)
+            if inline:
+                gas += GAS_PER_RESULT_BYTE * ((size_class + 1) * RESULT_SIZE_CLASS - len(inline))
             if len(self._gas_by_result_size) < 256:
                 self._gas_by_result_size[key] = gas
         return gas + gas // 4 + 10_000
@@ -707,8 +795,11 @@ class InferenceNode:
         pointer = str(ev["inputPointer"])
         if pointer:
             return self.blobs.get(pointer, commitment, max_bytes=2 * MAX_INPUT_BYTES)
+        prefetch = self._prefetched.pop(request_id, None)
+        call = prefetch.call if prefetch is not None and prefetch.done.wait(PREFETCH_WAIT) else None
+        self.stats.prefetched += call is not None
         try:
-            inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id])
+            inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id], call=call)
         except CalldataNotFound as exc:
             raise InputProblem(FailureCode.INPUT_UNAVAILABLE, str(exc)) from None
         if keccak256(inline) != commitment:
@@ -757,6 +848,7 @@ class InferenceNode:
             self.on_finished(request_id, stage, detail, self.stats.times.get(request_id))
         self._events.pop(request_id, None)
         self._request_txs.pop(request_id, None)
+        self._prefetched.pop(request_id, None)
         self._first_seen.pop(request_id, None)
         self._not_before.pop(request_id, None)
         while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only

@@ -25,7 +25,7 @@ import time
 
 from eth_account.signers.local import LocalAccount
 
-from splitseal.chain import Chain, Deployment, LogDecoder, logs_with_topic0
+from splitseal.chain import Chain, Deployment, LogDecoder, event_decoder, event_topic, hex_topic
 from splitseal.errors import ContractRevertError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ class Keeper:
         self._open: dict[int, int] = {}  # request id -> deadline (unix seconds)
         self._decoder = LogDecoder([("BackboneExecution", deployment.backbone_execution),
                                     ("EnclaveTransfer", deployment.enclave_transfer)])
+        self._topics = self._decoder.topics(("InferenceRequested", *_ENDINGS))
+        self._requested = event_topic(deployment.backbone_execution, "InferenceRequested")
+        self._decode_request = event_decoder(deployment.backbone_execution, "InferenceRequested")
         self.timed_out = 0
 
     @property
@@ -56,14 +59,15 @@ class Keeper:
         head = self.chain.block_number()
         if head < self._next_block:
             return
-        names = ("InferenceRequested", *_ENDINGS)
-        entries = logs_with_topic0(self.chain, self._decoder, names, self._next_block, head)
-        for _, entry in sorted(entries, key=lambda e: (e[1]["blockNumber"], e[1]["logIndex"])):
-            rid = int(entry["args"]["requestId"])
-            if entry["event"] == "InferenceRequested":
-                self._open[rid] = int(entry["args"]["deadline"])
-            else:
-                self._open.pop(rid, None)
+        # an ending names its request in topic 1: only requests are decoded (for their deadline)
+        raw = self.chain.logs(self._decoder.addresses, [self._topics], self._next_block, head)
+        for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
+            topic0 = hex_topic(entry["topics"][0])
+            if topic0 == self._requested:
+                args = self._decode_request(entry)["args"]
+                self._open[int(args["requestId"])] = int(args["deadline"])
+            elif len(entry["topics"]) > 1:
+                self._open.pop(int(hex_topic(entry["topics"][1]), 16), None)
         self._next_block = head + 1
 
     def sweep(self) -> int:

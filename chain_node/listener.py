@@ -32,10 +32,15 @@ class LogPoller:
         self.checkpoint = checkpoint
         self.confirmations = confirmations
         self._start = start_block
+        #: Blocks up to here were read and handled in this process (the caller sets it after
+        #: handling them): a caller whose checkpointed cursor it holds back, to read requests it
+        #: keeps in memory again after a restart, is not handed them again on every poll.
+        self.handled_upto = -1
 
     def poll(self) -> tuple[list[Any], int]:
-        """New logs since the checkpoint and the block they run up to (commit it after use)."""
-        last = self.checkpoint.last_block(self._start - 1)
+        """New logs since the checkpoint (or :attr:`handled_upto`, if later) and the block they
+        run up to (commit it after use)."""
+        last = max(self.checkpoint.last_block(self._start - 1), self.handled_upto)
         safe_head = self.chain.block_number() - self.confirmations
         if safe_head <= last:
             return [], last

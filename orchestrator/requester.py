@@ -12,6 +12,7 @@ so the plaintext prediction exists nowhere else outside the enclave.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -29,6 +30,9 @@ from splitseal.protocol import MAX_CALLBACK_GAS, MIN_CALLBACK_GAS, FailureCode, 
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from splitseal.protocol.result import InferenceResult, ResultClaim, open_result
 
+#: Request ids whose pushed logs a requester keeps while no one waits for them (see Requester._early).
+EARLY_LOGS_KEPT = 1024
+_KEPT_EARLY = ("ResultSubmitted", "RequestFailed", "RequestTimedOut", "TransferRecorded")
 #: Largest off-chain result a requester fetches (a result document of scores for 100k classes).
 MAX_RESULT_BLOB = 8 * 1024 * 1024
 
@@ -94,6 +98,10 @@ class Requester:
         self._push: Any = None  # a push subscription, False where the chain pushes nothing, None: not tried
         self._pushed: dict[int, dict[str, Any]] = {}
         self._waiting: set[int] = set()
+        # logs pushed for requests not (yet) waited for, raw, newest last: a fast node can end a
+        # request before its requester has read the request's id from the receipt
+        self._early: collections.OrderedDict[int, list[Any]] = collections.OrderedDict()
+        self._ending_topics: set[str] = set()
         self._pushed_cv = threading.Condition()
 
     # --- submit ----------------------------------------------------------------------------
@@ -123,9 +131,18 @@ class Requester:
         topics = raw.get("topics") or []
         if len(topics) < 2:
             return
+        topic_id = int(hex_topic(topics[1]), 16)
         with self._pushed_cv:
-            if int(hex_topic(topics[1]), 16) not in self._waiting:
+            if topic_id not in self._waiting:
+                if hex_topic(topics[0]) in self._ending_topics:
+                    self._early.setdefault(topic_id, []).append(raw)
+                    self._early.move_to_end(topic_id)
+                    while len(self._early) > EARLY_LOGS_KEPT:
+                        self._early.popitem(last=False)
                 return
+        self._take_pushed(raw)
+
+    def _take_pushed(self, raw: Any) -> None:
         decoded = self._decoder.decode(raw)
         if decoded is None or "requestId" not in decoded[1]["args"]:
             return  # not a request's event (roles, keys, links)
@@ -142,6 +159,7 @@ class Requester:
         if self._decoder is None:
             self._decoder = LogDecoder([("BackboneExecution", self.deployment.backbone_execution),
                                         ("EnclaveTransfer", self.deployment.enclave_transfer)])
+            self._ending_topics = set(self._decoder.topics(_KEPT_EARLY))
 
     def submit(self, model_id: bytes, version: int, array: np.ndarray, *, deadline_seconds: int = 600,
                inline_limit: int = INLINE_LIMIT, consumer: str | None = None,
@@ -177,10 +195,17 @@ class Requester:
         receipt = self.chain.transact(fn, sender=self.account, gas=500_000)
         mined = time.perf_counter()
         (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")
-        with self._pushed_cv:
-            self._waiting.add(int(event["requestId"]))
+        self._expect(int(event["requestId"]))
         return Submitted(int(event["requestId"]), model_id, version, commitment, receipt["transactionHash"].to_0x_hex(),
                          receipt["blockNumber"], sent, mined, receipt["gasUsed"])
+
+    def _expect(self, request_id: int) -> None:
+        """Wait for ``request_id``'s pushed logs from now on, taking those pushed already."""
+        with self._pushed_cv:
+            self._waiting.add(request_id)
+            early = self._early.pop(request_id, [])
+        for raw in early:
+            self._take_pushed(raw)
 
     def _check_consumer(self, consumer: str, gas_limit: int) -> None:
         """The contract refuses these too; here the requester learns what to do about it."""

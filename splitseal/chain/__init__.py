@@ -18,7 +18,7 @@ _EXPORTS = {
     "ErrorDecoder": "revert", "DecodedError": "revert",
     "EmbeddedChain": "embedded", "RpcChain": "rpc", "PushWakeup": "rpc",
     "LogDecoder": "logs", "logs_with_first_topic": "logs", "logs_with_topic0": "logs", "hex_topic": "logs",
-    "event_topic": "logs",
+    "event_topic": "logs", "event_decoder": "codec", "FunctionCodec": "codec", "codec_of": "codec",
     "Deployment": "deployment", "load_deployment": "deployment", "deployment_path": "deployment",
     "discover_deployment": "deployment", "runtime_code_matches": "deployment",
     "AnvilNode": "anvil", "running_node": "anvil", "state_file": "anvil", "anvil_binary": "anvil",

@@ -21,8 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from hexbytes import HexBytes
+
 from splitseal.errors import ChainError
 
+from .codec import codec_of
 from .deployment import Deployment
 
 _REQUEST_FUNCTIONS = ("requestInference", "requestInferenceWithCallback")
@@ -53,10 +56,9 @@ def _decode(deployment: Deployment, tx: Any, contracts: tuple[str, ...]) -> tupl
         contract = getattr(deployment, name)
         if to == contract.address.lower():
             try:
-                fn, args = contract.decode_function_input(bytes(tx["input"]))
+                return codec_of(contract.address, contract.abi).decode(bytes(tx["input"]))
             except ValueError as exc:
                 raise CalldataNotFound(f"transaction {_hex(tx)} is not a call of a known function: {exc}") from None
-            return fn.fn_name, dict(args)
     raise CalldataNotFound(f"transaction {_hex(tx)} does not call the deployment's contracts directly "
                            f"(to {to or 'nobody'}): a request sent through a contract must pass its input "
                            f"by pointer")
@@ -67,9 +69,12 @@ def _hex(tx: Any) -> str:
     return h.to_0x_hex() if hasattr(h, "to_0x_hex") else str(h)
 
 
-def request_inline_input(chain: Any, deployment: Deployment, tx_hash: Any) -> bytes:
-    """The ``inlineInput`` argument of the request transaction ``tx_hash`` (empty with a pointer)."""
-    tx = chain.transaction(tx_hash)
+def request_inline_input(chain: Any, deployment: Deployment, tx_hash: Any, *, call: dict[str, Any] | None = None) -> bytes:
+    """The ``inlineInput`` argument of the request transaction ``tx_hash`` (empty with a pointer);
+    ``call``: that transaction's :meth:`~splitseal.chain.Chain.transaction_call`, fetched already."""
+    if call is None or bytes(call["hash"]) != bytes(HexBytes(tx_hash)):
+        call = chain.transaction_call(tx_hash)
+    tx = call
     name, args = _decode(deployment, tx, ("backbone_execution",))
     if name not in _REQUEST_FUNCTIONS:
         raise CalldataNotFound(f"transaction {_hex(tx)} calls {name}, not a request function")
@@ -79,7 +84,7 @@ def request_inline_input(chain: Any, deployment: Deployment, tx_hash: Any) -> by
 def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_id: int) -> DeliveredResult:
     """The result of ``request_id`` that transaction ``tx_hash`` delivered (``deliverResult``,
     one item of ``deliverResults``, or ``submitResult``)."""
-    tx = chain.transaction(tx_hash)
+    tx = chain.transaction_call(tx_hash)
     name, args = _decode(deployment, tx, ("backbone_execution", "enclave_transfer"))
     if name == "deliverResults":
         items = [dict(zip(("claim", "outputCommitment", "encryptedResult", "resultPointer", "resultCommitment",

@@ -29,13 +29,13 @@ from eth_utils import event_abi_to_log_topic, keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from splitseal.config import ChainConfig
 from splitseal.errors import ChainError, ConfigError, ContractRevertError
 
 from .artifacts import all_artifacts, load_artifact
+from .codec import event_decoder
 from .revert import ErrorDecoder
 from .sender import PendingTx, TransactionSender
 
@@ -59,8 +59,9 @@ def dev_accounts(count: int = DEV_ACCOUNTS) -> list[LocalAccount]:
 
 class Subscription:
     """A push subscription to logs (what :meth:`Chain.subscribe` returns): ``event`` is set on
-    every pushed log, ``connected`` once logs flow, ``stop()`` ends it. Pushed logs reach
-    ``on_log`` in web3's form (checksum address, ``HexBytes`` topics, int block numbers)."""
+    every pushed log (unless ``on_log`` returned False for it), ``connected`` once logs flow,
+    ``stop()`` ends it. Pushed logs reach ``on_log`` in web3's form (checksum address,
+    ``HexBytes`` topics, int block numbers)."""
 
     event: Any
     connected: Any
@@ -125,8 +126,8 @@ class Chain(ABC):
 
     @abstractmethod
     def subscribe(self, addresses: str | Sequence[str], *, on_log: Callable[[Any], None] | None = None,
-                  topic0: str | None = None) -> Subscription | None:
-        """Push the logs of ``addresses`` (and ``topic0``) as they are mined; None where the chain
+                  topic0: str | Sequence[str] | None = None) -> Subscription | None:
+        """Push the logs of ``addresses`` (and ``topic0``, or any of several) as they are mined; None where the chain
         pushes nothing (poll instead)."""
 
     def wake_waiters(self) -> None:
@@ -254,9 +255,16 @@ class Chain(ABC):
         return False
 
     def events(self, receipt: TxReceipt, contract: Contract, event: str) -> list[Any]:
-        """The ``event`` logs ``contract`` emitted in ``receipt``, decoded (args only)."""
-        logs = getattr(contract.events, event)().process_receipt(receipt, errors=DISCARD)
-        return [entry["args"] for entry in logs]
+        """The ``event`` logs in ``receipt`` decoded with ``contract``'s ABI (args only; as web3's
+        ``process_receipt`` with DISCARD: logs of other events, or that do not decode, are left out)."""
+        decode = event_decoder(contract, event)
+        out = []
+        for raw in receipt["logs"]:
+            try:
+                out.append(decode(raw)["args"])
+            except Exception:  # noqa: BLE001 - another event's log (web3's MismatchedABI, or ours)
+                continue
+        return out
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -274,6 +282,13 @@ class Chain(ABC):
     def transaction(self, tx_hash: bytes | str) -> Any:
         """A transaction as sent (``input`` is its call data)."""
         return self._request("eth_getTransactionByHash", lambda: self._w3.eth.get_transaction(tx_hash))
+
+    def transaction_call(self, tx_hash: bytes | str) -> dict[str, Any]:
+        """What a transaction called: ``hash``, ``from``, ``to`` (checksum; None for a creation)
+        and ``input`` (bytes), for readers of calldata (splitseal.chain.calldata). Backends
+        may answer it more cheaply than :meth:`transaction`."""
+        tx = self.transaction(tx_hash)
+        return {"hash": tx.get("hash"), "from": tx["from"], "to": tx.get("to"), "input": bytes(tx["input"])}
 
     def code(self, address: str) -> bytes:
         """The code at ``address`` (empty for an account without code)."""
@@ -302,10 +317,13 @@ class Chain(ABC):
         while start <= to_block:
             end = min(to_block, start + self.config.max_log_range - 1)
             query = {**criteria, "fromBlock": start, "toBlock": end}
-            out.extend(self._request(f"eth_getLogs({start}..{end})", lambda: self._w3.eth.get_logs(query),
-                                     wrap_all=True))
+            out.extend(self._request(f"eth_getLogs({start}..{end})", lambda: self._get_logs(query), wrap_all=True))
             start = end + 1
         return out
+
+    def _get_logs(self, query: dict[str, Any]) -> list[Any]:
+        """One ``eth_getLogs`` (a backend may answer it more cheaply than web3)."""
+        return list(self._w3.eth.get_logs(query))
 
     def get_logs(self, contract: Contract, event: str, from_block: int, to_block: int | None = None,
                  argument_filters: dict[str, Any] | None = None) -> list[Any]:
@@ -319,7 +337,8 @@ class Chain(ABC):
             topics.append(_topic(item["type"], filters.pop(item["name"])) if item["name"] in filters else None)
         while topics and topics[-1] is None:
             topics.pop()
-        decoded = [handle.process_log(raw) for raw in self.logs(contract.address, topics, from_block, to_block)]
+        decode = event_decoder(contract, event)
+        decoded = [decode(raw) for raw in self.logs(contract.address, topics, from_block, to_block)]
         return [entry for entry in decoded if all(entry["args"][k] == v for k, v in filters.items())]
 
     def _request(self, label: str, request: Callable[[], Any], *, wrap_all: bool = False) -> Any:

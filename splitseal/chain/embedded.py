@@ -11,11 +11,19 @@
   bytes are therefore asked of eth-tester's ``estimate_gas``, which runs the transaction at the
   block gas limit and raises ``TransactionFailed`` *from* py-evm's ``Revert``, whose first
   argument is the revert data as bytes (only on the failure path: a revert costs two EVM runs).
+- Logs are answered from an index of what this chain mined (hand-written for performance):
+  eth-tester finds a transaction by hash by scanning back from the head, and its ``getLogs``
+  does that for every transaction in the range, so a log query cost range x depth (a keeper's
+  read after a few hundred blocks held the chain's lock for a second, collapsing a busy node's
+  throughput). Every transaction reaches eth-tester through :meth:`EmbeddedChain._send_raw`,
+  which indexes its receipt's logs (in web3's form, as ``getLogs`` returns them); the cheats
+  mine only empty blocks, and a revert drops what was mined after the snapshot.
 - Test cheats call eth-tester directly (snapshots, time travel, mining).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -29,6 +37,7 @@ from splitseal.config import ChainConfig
 from splitseal.errors import ChainError
 
 from .client import DEV_MNEMONIC, Chain, Subscription
+from .logs import hex_topic
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,7 @@ log = logging.getLogger(__name__)
 class LocalSubscription(Subscription):
     """An in-process log subscription on the embedded chain (the twin of a WebSocket one)."""
 
-    def __init__(self, chain: "EmbeddedChain", addresses: set[str], topic0: str | None,
+    def __init__(self, chain: "EmbeddedChain", addresses: set[str], topic0: set[str] | None,
                  on_log: Callable[[Any], None] | None) -> None:
         self.chain, self.addresses, self.topic0, self.on_log = chain, addresses, topic0, on_log
         self.event = threading.Event()
@@ -46,7 +55,7 @@ class LocalSubscription(Subscription):
     def matches(self, log_: Any) -> bool:
         if str(log_["address"]).lower() not in self.addresses:
             return False
-        return self.topic0 is None or ("0x" + bytes(log_["topics"][0]).hex()).lower() == self.topic0
+        return self.topic0 is None or ("0x" + bytes(log_["topics"][0]).hex()).lower() in self.topic0
 
     def stop(self) -> None:
         self.chain._unsubscribe(self)
@@ -62,6 +71,9 @@ class EmbeddedChain(Chain):
         self._new_block = threading.Condition(self._lock)
         self._subscriptions: list[LocalSubscription] = []
         self._tester = w3.provider.ethereum_tester
+        # every log this chain mined, in block order (see the module doc)
+        self._mined_logs: list[Any] = []
+        self._mined_log_blocks: list[int] = []
         super().__init__(w3, name="embedded", accounts=accounts, config=config)
 
     @classmethod
@@ -85,12 +97,51 @@ class EmbeddedChain(Chain):
         with self._lock:
             tx_hash = self._w3.eth.send_raw_transaction(raw)
             receipt = self._w3.eth.get_transaction_receipt(tx_hash)  # auto-mined: it is there
+            self._index(receipt)
             self._push(receipt)
             self._new_block.notify_all()
         return tx_hash, receipt
 
     def _wait_receipt(self, tx_hash: bytes, label: str) -> TxReceipt:
         return self.receipt(tx_hash)
+
+    # --- the index of what was mined -----------------------------------------------------------
+
+    def _index(self, receipt: Any) -> None:
+        block = int(receipt["blockNumber"])
+        for entry in receipt["logs"]:
+            self._mined_logs.append(entry)
+            self._mined_log_blocks.append(block)
+
+    def _drop_index_after(self, head: int) -> None:
+        """Forget what was mined after ``head`` (the chain went back to a snapshot)."""
+        cut = bisect.bisect_right(self._mined_log_blocks, head)
+        del self._mined_logs[cut:], self._mined_log_blocks[cut:]
+
+    def logs(self, addresses: str | Sequence[str] | None, topics: Sequence[Any], from_block: int,
+             to_block: int | None = None) -> list[Any]:
+        """As :meth:`Chain.logs`, from the index (eth_getLogs semantics: ``topics[i]`` None
+        matches anything, a list any of its values)."""
+        wanted = None if addresses is None else \
+            {a.lower() for a in ([addresses] if isinstance(addresses, str) else addresses)}
+        match = [None if t is None else {hex_topic(x) for x in (t if isinstance(t, (list, tuple)) else [t])}
+                 for t in topics]
+        with self._lock:
+            head = self._w3.eth.block_number
+            to_block = head if to_block is None else min(to_block, head)
+            lo = bisect.bisect_left(self._mined_log_blocks, max(0, from_block))
+            hi = bisect.bisect_right(self._mined_log_blocks, to_block)
+            candidates = self._mined_logs[lo:hi]
+        out = []
+        for entry in candidates:
+            if wanted is not None and str(entry["address"]).lower() not in wanted:
+                continue
+            entry_topics = entry["topics"]
+            if len(entry_topics) < len(match):
+                continue
+            if all(m is None or hex_topic(t) in m for m, t in zip(match, entry_topics)):
+                out.append(entry)
+        return out
 
     def _revert_data(self, exc: BaseException) -> bytes | None:
         return _tester_revert_data(exc)
@@ -135,11 +186,12 @@ class EmbeddedChain(Chain):
             self._new_block.notify_all()
 
     def subscribe(self, addresses: str | Sequence[str], *, on_log: Callable[[Any], None] | None = None,
-                  topic0: str | None = None) -> LocalSubscription:
-        """Push the logs of ``addresses`` (and ``topic0``) of every transaction this process
+                  topic0: str | Sequence[str] | None = None) -> LocalSubscription:
+        """Push the logs of ``addresses`` (and ``topic0``, or any of several) of every transaction this process
         sends, as a node pushes them over WebSocket; always available."""
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
-        sub = LocalSubscription(self, {a.lower() for a in addresses}, topic0.lower() if topic0 else None, on_log)
+        topics = None if not topic0 else {t.lower() for t in ([topic0] if isinstance(topic0, str) else topic0)}
+        sub = LocalSubscription(self, {a.lower() for a in addresses}, topics, on_log)
         with self._lock:
             self._subscriptions.append(sub)
         return sub
@@ -153,12 +205,14 @@ class EmbeddedChain(Chain):
         for log_ in receipt["logs"]:
             for sub in list(self._subscriptions):
                 if sub.matches(log_):
+                    wake = True
                     if sub.on_log is not None:
                         try:
-                            sub.on_log(log_)
+                            wake = sub.on_log(log_) is not False
                         except Exception as exc:  # noqa: BLE001 - a subscriber must not break a send
                             log.warning("pushed log not handled: %s", exc)
-                    sub.event.set()
+                    if wake:
+                        sub.event.set()
 
     # --- test cheats ---------------------------------------------------------------------------
 
@@ -170,6 +224,7 @@ class EmbeddedChain(Chain):
         try:
             with self._lock:
                 self._tester.revert_to_snapshot(snapshot_id)
+                self._drop_index_after(self._w3.eth.block_number)
         except Exception as exc:  # noqa: BLE001 - eth-tester's SnapshotNotFound
             raise ChainError(f"revert({snapshot_id}) failed: {exc}") from exc
         self._sender.reset()

@@ -15,6 +15,7 @@ from eth_utils import event_abi_to_log_topic
 from web3.contract import Contract
 
 from .client import Chain
+from .codec import event_decoder
 
 
 class LogDecoder:
@@ -27,14 +28,13 @@ class LogDecoder:
             self.addresses.append(contract.address)
             for item in contract.abi:
                 if item.get("type") == "event":
-                    handle = getattr(contract.events, item["name"])()
-                    self._events[(contract.address.lower(), event_abi_to_log_topic(item))] = (name, handle)
+                    self._events[(contract.address.lower(), event_abi_to_log_topic(item))] = \
+                        (name, item["name"], event_decoder(contract, item["name"]))
 
     def topics(self, event_names: Iterable[str]) -> list[str]:
         """topic0 of the named events of the decoder's contracts."""
         names = set(event_names)
-        return sorted({"0x" + topic.hex() for (_, topic), (_, handle) in self._events.items()
-                       if handle.event_name in names})
+        return sorted({"0x" + topic.hex() for (_, topic), (_, event, _) in self._events.items() if event in names})
 
     def decode(self, raw: Any) -> tuple[str, Any] | None:
         """``(contract name, decoded log)`` or None for a log of an unknown event."""
@@ -44,8 +44,8 @@ class LogDecoder:
         found = self._events.get((str(raw["address"]).lower(), bytes(topics[0])))
         if found is None:
             return None
-        name, handle = found
-        return name, handle.process_log(raw)
+        name, _, decode = found
+        return name, decode(raw)
 
 
 def logs_with_first_topic(chain: Chain, decoder: LogDecoder, value: bytes | int | str, from_block: int,

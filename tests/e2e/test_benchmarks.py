@@ -52,4 +52,11 @@ def test_bench_inference_runs_floor_ours_and_node_processes_on_both_chains(tmp_p
     assert set(anvil["throughput_rps"]) == {"2"} and anvil["throughput_rps"]["2"] > 0
     per_node = anvil["completed_per_node"]["2"]
     assert len(per_node) == 2 and sum(per_node.values()) > 0  # two node processes ran and served
+    cpu = anvil["cpu_s_per_node"]["2"]
+    assert set(cpu) == set(per_node) and all(v > 0 for v in cpu.values())  # each said what it used
+    assert 0 < anvil["machine_cpu_busy"]["2"] <= 1
+    assert len(anvil["throughput_runs_rps"]["2"]) == 2  # the curve measured twice, in turn
+    assert anvil["throughput_rps"]["2"] == sum(anvil["throughput_runs_rps"]["2"]) / 2
+    assert anvil["node_cpu_ms_per_request"]["2"] > 0
+    assert all(0 < b <= 1 for b in report["chains"]["anvil"]["floor"]["machine_cpu_busy_runs"])
     assert "| anvil |" in (tmp_path / "out" / "inference.md").read_text()

@@ -105,8 +105,8 @@ class _TamperedCalldata:
     def __getattr__(self, name):
         return getattr(self._chain, name)
 
-    def transaction(self, tx_hash):
-        tx = dict(self._chain.transaction(tx_hash))
+    def transaction_call(self, tx_hash):  # what readers of calldata ask (splitseal.chain.calldata)
+        tx = dict(self._chain.transaction_call(tx_hash))
         if tx["hash"].to_0x_hex() == self._tx:
             assert bytes(tx["input"]).count(self._old) == 1
             tx["input"] = bytes(tx["input"]).replace(self._old, self._new)
@@ -142,9 +142,9 @@ def test_a_request_through_a_contract_is_not_mistaken_for_its_calldata(served):
     other_tx = next(e.tx for e in audit.events if e.name == "ResultSubmitted")
 
     class _Redirected(_TamperedCalldata):
-        def transaction(self, tx_hash):
+        def transaction_call(self, tx_hash):
             real = tx_hash.to_0x_hex() if hasattr(tx_hash, "to_0x_hex") else str(tx_hash)
-            return self._chain.transaction(other_tx if real == request_tx else tx_hash)
+            return self._chain.transaction_call(other_tx if real == request_tx else tx_hash)
 
     forged = Auditor(_Redirected(w.chain, "", b"", b""), w.deployment).request(good[0])
     failed = [c for c in forged.checks if not c.ok]

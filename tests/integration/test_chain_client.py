@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from splitseal.chain import event_topic
 from splitseal.errors import ChainError, ContractRevertError
 
 
@@ -65,6 +66,69 @@ def test_chunked_logs_equal_one_query_and_filter_indexed_arguments(any_chain, fl
         any_chain.config = saved
     picked = any_chain.get_logs(floor, "Requested", first, argument_filters={"requestId": ids[2]})
     assert [int(e["args"]["requestId"]) for e in picked] == [ids[2]]
+
+
+def test_transaction_call_is_what_the_transaction_called_on_both_backends(any_chain, floor):
+    receipt = any_chain.transact(floor.functions.request(b"\x07" * 32), sender=any_chain.accounts[5], gas=100_000)
+    call = any_chain.transaction_call(receipt["transactionHash"])
+    full = any_chain.transaction(receipt["transactionHash"])
+    assert call == {"hash": full["hash"], "from": full["from"], "to": full["to"], "input": bytes(full["input"])}
+    assert call["to"] == floor.address and call["from"] == any_chain.accounts[5].address
+    assert floor.decode_function_input(call["input"])[1] == {"payload": b"\x07" * 32}
+    with pytest.raises(ChainError):
+        any_chain.transaction_call("0x" + "ab" * 32)
+
+
+def test_embedded_logs_from_its_index_equal_eth_testers_own(chain):
+    """The embedded chain answers getLogs from an index of what it mined (eth-tester scans back
+    from the head for each transaction): the same answers, across a snapshot's revert too."""
+    floor = chain.deploy("RoundTripFloor", sender=chain.accounts[0])
+    first = chain.block_number() + 1
+    ids = [_request(chain, floor) for _ in range(3)]
+    chain.transact(floor.functions.respond(ids[1], b"\x01" * 32), sender=chain.accounts[9], gas=100_000)
+    requested, responded = (event_topic(floor, name) for name in ("Requested", "Responded"))
+    id_topic = "0x" + ids[1].to_bytes(32, "big").hex()
+    queries = [(floor.address, [], first, None), (None, [], 0, None), ([floor.address], [requested], first, None),
+               (floor.address, [[requested, responded], id_topic], first, None), (floor.address, [None, id_topic], 0, None),
+               (floor.address, [], first + 1, first + 1), ("0x" + "11" * 20, [], 0, None)]
+
+    def reference(addresses, topics, start, end):
+        criteria = {"fromBlock": start, "toBlock": chain.block_number() if end is None else end, "topics": topics}
+        if addresses is not None:
+            criteria["address"] = addresses
+        return list(chain._w3.eth.get_logs(criteria))
+
+    for query in queries:
+        assert chain.logs(*query) == reference(*query), query
+    assert len(chain.logs(floor.address, [None, id_topic], first)) == 2  # its request and its response
+    snap = chain.snapshot()
+    chain.transact(floor.functions.request(b"\x03" * 32), sender=chain.accounts[5], gas=100_000)
+    assert len(chain.logs(floor.address, [requested], first)) == 4
+    chain.revert(snap)
+    assert len(chain.logs(floor.address, [requested], first)) == 3
+    assert not chain.logs(floor.address, [None, "0x" + (ids[-1] + 1).to_bytes(32, "big").hex()], 0)
+    _request(chain, floor)  # the block numbers after the revert are used again
+    for query in queries:
+        assert chain.logs(*query) == reference(*query), query
+
+
+@pytest.mark.integration
+def test_rpc_logs_without_web3s_formatters_equal_web3s(anvil_chain):
+    chain = anvil_chain
+    floor = chain.deploy("RoundTripFloor", sender=chain.accounts[0])
+    first = chain.block_number() + 1
+    ids = [_request(chain, floor) for _ in range(3)]
+    chain.transact(floor.functions.respond(ids[0], b"\x01" * 32), sender=chain.accounts[9], gas=100_000)
+    requested = event_topic(floor, "Requested")
+    for addresses, topics in ((floor.address, []), ([floor.address], [requested]),
+                              (floor.address, [None, "0x" + ids[0].to_bytes(32, "big").hex()]),
+                              (floor.address, [[bytes.fromhex(requested[2:])]])):
+        query = {"address": [addresses] if isinstance(addresses, str) else addresses, "topics": topics,
+                 "fromBlock": first, "toBlock": chain.block_number()}
+        ours = chain.logs(addresses, topics, first)
+        assert ours and ours == list(chain._w3.eth.get_logs(query)), topics
+    with pytest.raises(ChainError):
+        chain.logs(floor.address, ["0xnot-a-topic"], first)
 
 
 def test_subscribe_pushes_logs_in_web3_form_on_both_backends(any_chain, floor):

@@ -82,6 +82,52 @@ def test_requests_are_served_and_decrypted_by_the_requester_only(world):
     wiring.node.close()
 
 
+def test_a_result_pushed_before_its_requester_knows_the_request_id_is_taken_from_the_push(world, caplog):
+    w = world
+    wiring = make_node(w)
+    req = requester(w)
+    x = es.sample_inputs(1, seed=5)[0]
+    submitted = req.submit(w.model_id, w.version, x)
+    with req._pushed_cv:  # as if the node ended it before submit had read the id from its receipt
+        req._waiting.discard(submitted.request_id)
+    assert wiring.node.poll_once() == 1
+    assert submitted.request_id not in req._pushed
+    req._expect(submitted.request_id)
+    assert "ResultSubmitted" in req._pushed[submitted.request_id]  # kept, not lost to a 1 s poll
+    outcome = req.wait(submitted, timeout=5)
+    assert outcome.ok and outcome.label == expected_labels(w, x[None])[0]
+    assert "pushed log not handled" not in caplog.text  # its own request's log is no error either
+    req.close()
+    wiring.node.close()
+
+
+@pytest.mark.integration
+def test_on_anvil_the_push_thread_fetches_the_inline_inputs_and_each_request_is_served_once(
+        anvil_chain, anvil_deployment, tmp_path):
+    import threading
+
+    w = es.build_world(anvil_chain, anvil_deployment, tmp_path)
+    authorize_node(w.chain, w.deployment, w.admin, w.node, load_or_create_x25519_key(tmp_path / "node-state" / "input.key"),
+                   rotate=True)
+    wiring = make_node(w, start_block=w.chain.block_number() + 1)
+    node = wiring.node.setup()
+    runner = threading.Thread(target=lambda: node.run(install_signal_handlers=False), daemon=True)
+    runner.start()
+    req = requester(w)
+    try:
+        xs = es.sample_inputs(3, seed=21)
+        outcomes = [req.infer(w.model_id, w.version, x, timeout=30) for x in xs]
+        assert [o.status for o in outcomes] == [RequestStatus.COMPLETED] * 3
+        assert [o.label for o in outcomes] == list(expected_labels(w, xs))
+        assert node.stats.prefetched == 3 and node.stats.completed == 3
+    finally:
+        req.close()
+        node.close()
+        runner.join(timeout=10)
+        w.client.close()
+        w.process.stop()
+
+
 def test_large_input_goes_off_chain_and_its_hash_is_checked(world):
     w = world
     wiring = make_node(w)
@@ -228,6 +274,10 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     xs = es.sample_inputs(6, seed=31)
     submitted = [req.submit(w.model_id, w.version, x) for x in xs]
     a.node.poll_once()
+    # a holds b's requests in memory: its checkpointed cursor stays before them (so that a
+    # restarted a reads them again), but its next polls do not hand them over again
+    held = min(block for block, _ in a.node._foreign.values())
+    assert a.node.checkpoint.last_block(0) < held and a.node.poller.poll()[0] == []
     b.node.poll_once()
     outcomes = [req.wait(s) for s in submitted]
     assert [o.label for o in outcomes] == list(expected_labels(w, xs))
@@ -252,6 +302,43 @@ def test_two_nodes_share_a_deployment_without_doing_a_request_twice(world):
     a.node.poll_once()  # reads the events: its own requests are found taken at once,
     a.node.poll_once()  # the others (grace not over) at the next look: all ended, all skipped
     assert all(r.stage is not Stage.SEEN for r in [a.node.checkpoint.get(s.request_id) for s in more] if r)
+    a.node.close()
+    b.node.close()
+
+
+def test_with_pushed_endings_a_node_drops_the_requests_another_served_without_asking_the_chain(world):
+    w = world
+    extra = w.chain.accounts[5]
+    authorize_node(w.chain, w.deployment, w.admin, extra, load_or_create_x25519_key(w.base / "node-state" / "input.key"))
+    a = make_node(w, state="push-a", index=0, count=2, grace=3600, start_block=w.chain.block_number() + 1)
+    b = make_node(w, state="push-b", index=1, count=2, grace=3600, account=extra, start_block=w.chain.block_number() + 1)
+    a.node.setup()
+    b.node.setup()
+    queries = []
+    real = a.node._ended_since
+    a.node._ended_since = lambda *blocks: queries.append(blocks) or real(*blocks)  # a spy: still asks
+    req = requester(w)
+    xs = es.sample_inputs(4, seed=41)
+    a.node._wakeup.event.clear()
+    b.node._wakeup.event.clear()
+    first = req.submit(w.model_id, w.version, xs[0])
+    owner, other = (a, b) if first.request_id % 2 == 0 else (b, a)
+    # the pushed request wakes its node only; the other queues it without a wake-up
+    assert owner.node._wakeup.event.is_set() and not other.node._wakeup.event.is_set()
+    assert len(other.node._pushed) == 1
+    submitted = [first] + [req.submit(w.model_id, w.version, x) for x in xs[1:]]
+    b_own = [s.request_id for s in submitted if s.request_id % 2 == 1]
+    a.node.poll_once()  # serves its own, holds b's
+    b.node.poll_once()  # serves b's: their endings are pushed to a
+    assert all(req.wait(s).ok for s in submitted)
+    assert set(b_own) <= set(a.node._ended_pushed)
+    a.node.claim_grace = 0.0
+    queries.clear()
+    a.node.poll_once()  # the grace is over: b's requests are dropped, never checkpointed
+    assert a.node._foreign == {} and set(b_own) <= set(a.node._foreign_done)
+    assert queries == [] and a.node.stats.completed + b.node.stats.completed == 4
+    assert all(a.node.checkpoint.get(rid) is None for rid in b_own)
+    req.close()
     a.node.close()
     b.node.close()
 
