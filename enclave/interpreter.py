@@ -810,7 +810,13 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     # the shape checks once per shape of A, B and C (B and C are parameters almost always)
     _memoised(ctx, (a.shape, b.shape, None if c is None else c.shape), lambda: _gemm_shapes(ctx, a, b, c, ta, tb))
     a2 = a.T if ta else a
-    if tb:
+    if tb and a2.shape[0] == 1:
+        # one row (a head at batch 1) against a weight stored [N, K]: a gemv on the weight as it is
+        # stored, each output one contiguous row; measured with the caches cold (as between the
+        # enclave's requests) 15 -> 6 us on a 100x512 classifier, 1.5-1.7 -> 1.0 ms on SFace's
+        # 128x50176 embedding, against the product by the transposed copy
+        y = np.dot(b, a2[0]).reshape(1, -1)
+    elif tb:
         # B is a weight almost always (a parameter: the same array on every call): transposed
         # into a contiguous copy once, since BLAS on the transposed view of a (N, K) @ (K, M)
         # with N > 1 measured 2.5-3.5x slower than on the contiguous copy
@@ -820,9 +826,9 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
         else:
             b2 = np.ascontiguousarray(b.T)
             ctx.memo["B"] = (b, b2)
+        y = np.matmul(a2, b2)
     else:
-        b2 = b
-    y = np.matmul(a2, b2)
+        y = np.matmul(a2, b)
     if alpha != 1.0:
         y *= F32.type(alpha)
     if c is not None:

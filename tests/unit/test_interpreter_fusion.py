@@ -219,3 +219,26 @@ def test_softmax_over_long_rows_matches_onnxruntime(rows, classes, opset):
     head = _run_both(model, [{"x": _f(rng, b, rows, 120)} for b in (1, 2)], atol=1e-6)
     assert (classes >= interpreter._LONG_SOFTMAX) == (classes != 1023)   # the cases straddle the threshold
     _proven(head)
+
+
+@pytest.mark.parametrize("k,n,alpha,beta,trans_a", [(512, 100, 1.0, 1.0, 0), (6272, 128, 1.0, 1.0, 0),
+                                                   (37, 5, 0.5, 2.0, 0), (9, 7, 1.0, 0.25, 1)])
+def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, beta, trans_a):
+    """Gemm with transB=1 (every torch export's Linear) at one row is a gemv on the weight as
+    stored; more rows use the transposed copy. Both in one interpreter, as onnxruntime's."""
+    rng = np.random.default_rng([SEED, k, n])
+    node = helper.make_node("Gemm", ["a", "w", "c"], ["y"], transB=1, transA=trans_a, alpha=alpha, beta=beta, name="fc")
+    params = {"w": _weight(rng, n, k), "c": _f(rng, n)}
+    if trans_a:   # A is [K, M]: its batch is K, M = 1 the one row
+        vin = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [k, 1])]
+        graph = helper.make_graph([node], "gemm", vin, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  initializer=[numpy_helper.from_array(v, name) for name, v in params.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        feeds = [{"a": _f(rng, k, 1)}]
+    else:
+        model = _model([node], {"a": (1, k)}, params, ["y"])
+        feeds = [{"a": _f(rng, b, k)} for b in (1, 3, 1)]
+    head = _run_both(model, feeds)
+    assert ("B" in head._plan[0].ctx.memo) is (not trans_a)   # the transposed copy only for the 3 rows
