@@ -242,3 +242,18 @@ def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, bet
         feeds = [{"a": _f(rng, b, k)} for b in (1, 3, 1)]
     head = _run_both(model, feeds)
     assert ("B" in head._plan[0].ctx.memo) is (not trans_a)   # the transposed copy only for the 3 rows
+
+
+@pytest.mark.parametrize("c,m,size", [(512, 100, 3), (512, 64, 3), (64, 134, 3), (32, 40, 4)])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_pointwise_conv_of_few_positions_reads_an_nchw_input_in_place(c, m, size, bias):
+    """SqueezeNet's 1x1 convs on 3x3 maps: with a result of at most 1,200 elements the columns are
+    the transposed view of the NCHW input (no channels-last copy); above it (64 -> 134 on 3x3:
+    1,206) and at batch 2 the copy stays. Each as onnxruntime's."""
+    rng = np.random.default_rng([SEED, c, m, size])
+    params = {"w": _weight(rng, m, c, 1, 1), **({"b": _f(rng, m)} if bias else {})}
+    nodes = [helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["c"], name="pointwise"),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    model = _model(nodes, {"x": (1, c, size, size)}, params, ["y"])
+    _proven(_run_both(model, [{"x": _f(rng, b, c, size, size)} for b in (1, 2, 1)]))
+    assert (size * size * m <= interpreter._SMALL_GEMM_TRANSPOSED) is (m != 134)
