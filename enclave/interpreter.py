@@ -34,10 +34,11 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
 
 The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
 a weight laid out once per node for how OpenBLAS runs few-column products, depthwise and grouped
-Conv over channels-last windows, a transposed Gemm weight kept contiguous, MatMul by a weight as
-one 2-D BLAS call, short trailing and spatial means as one matrix-vector product, RNNs with one
-matmul for every step's input projection and a step loop of a few numpy calls on contiguous
-gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
+Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
+weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
+exact, BatchNormalization folded into one multiply and one add, short trailing and spatial means
+as one matrix-vector product, RNNs with one matmul for every step's input projection and a step
+loop of a few numpy calls on contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
