@@ -27,17 +27,18 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
   check and proves the fast path equal to it bit for bit; from then on the chain skips the
   intermediates' checks (their dtypes are fixed, their shapes follow from the input shapes),
   turns Reshape/Squeeze/Unsqueeze/Flatten into a reshape to the shape it saw, keeps Transposes as
-  views between reshapes, and writes element-wise ops, Erf and Softmax into arrays it allocated
-  itself. It adds no operator code: every node is still one :data:`OPERATORS` entry, checked by
+  views between reshapes, and writes element-wise ops, Erf, Softmax, Relu and BatchNormalization
+  into arrays it allocated itself (a Conv's bias, activation and normalisation in its output). It adds no operator code: every node is still one :data:`OPERATORS` entry, checked by
   :func:`node_problems` first, and nothing is accepted that the nodes alone would refuse;
 - nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
 
 The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
 a weight laid out once per node for how OpenBLAS runs few-column products, depthwise and grouped
-Conv over channels-last windows, a transposed Gemm weight kept contiguous, MatMul by a weight as
-one 2-D BLAS call, short trailing and spatial means as one matrix-vector product, RNNs with one
-matmul for every step's input projection and a step loop of a few numpy calls on contiguous
-gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
+Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
+weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
+exact, BatchNormalization folded into one multiply and one add, short trailing and spatial means
+as one matrix-vector product, RNNs with one matmul for every step's input projection and a step
+loop of a few numpy calls on contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
@@ -544,8 +545,25 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
         if b is not None:
             y += b[:, None]         # y is a fresh array here
         return y.reshape(n, m, oh, ow)
+    if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1)
+            and n == 1 and oh * ow > _FEW_COLUMNS and x.transpose(0, 2, 3, 1).flags.c_contiguous):
+        # the same for an input laid out channels-last (the previous conv's columns, or an
+        # element-wise op on them): W [m, c] @ its columns^T gives NCHW itself, which the next
+        # element-wise ops and a Flatten read contiguously (SFace's 1024->1024 on 7x7: the
+        # product 1154 -> 1005 us, and its head's Flatten no longer copies 50k values)
+        y = np.matmul(w.reshape(m, -1), x.transpose(0, 2, 3, 1).reshape(-1, x.shape[1]).T)
+        if b is not None:
+            y += b[:, None]         # y is a fresh array here
+        return y.reshape(n, m, oh, ow)
     if plan.kind in ("pointwise", "im2col"):
-        cols = _conv_columns(plan, x, (w.shape[2], w.shape[3]))
+        if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1) and n == 1
+                and oh * ow * m <= _SMALL_GEMM_TRANSPOSED and x.flags.c_contiguous):
+            # few positions of an NCHW input (SqueezeNet's 3x3 maps): the columns as the transposed
+            # view of x, which OpenBLAS's small kernel reads in place for a result this small
+            # (the channels-last copy was 1.7 us of a 512->100 conv's 11)
+            cols = x.reshape(x.shape[1], -1).T
+        else:
+            cols = _conv_columns(plan, x, (w.shape[2], w.shape[3]))
         wl = _conv_weight(ctx, w, plan.product, plan.block)
         if plan.product == "weight rows":
             # [blocks, block, depth] @ [depth, cols] -> [m, cols]: NCHW (batch-major after a transpose)
@@ -673,19 +691,28 @@ def _batchnorm(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, me
     # scale, B, mean and var are parameters almost always (the same arrays on every call): the
     # checks and the folded 1 / sqrt(var + eps) once per rank and channel count of X and per
     # set of those arrays (held here, so none of them can be replaced by another at its address)
+    factor, offset = _batchnorm_affine(ctx, x, scale, bias, mean, var)
+    y = np.multiply(x, factor)
+    y += offset
+    return y
+
+
+def _batchnorm_affine(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
+                      var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BatchNormalization as y = x * factor + offset (factor = scale / sqrt(var + eps), offset =
+    B - mean * factor: two passes over X instead of three, as onnxruntime folds it), checked and
+    folded once per rank and channel count of X and per set of parameter arrays."""
     cached = ctx.memo.get("folded")
     if cached is None or cached[0] != x.shape[1:2] or cached[1] != x.ndim or cached[2] is not scale or \
             cached[3] is not bias or cached[4] is not mean or cached[5] is not var:
         cached = ctx.memo["folded"] = (x.shape[1:2], x.ndim, scale, bias, mean, var,
                                        *_batchnorm_folded(ctx, x, scale, bias, mean, var))
-    shift, inv, offset = cached[6:]
-    y = (x - shift) * inv + offset
-    return y.astype(F32, copy=False)
+    return cached[6], cached[7]
 
 
 def _batchnorm_folded(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray,
-                      var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """mean, scale / sqrt(var + eps) and B, shaped to broadcast over X, after the checks."""
+                      var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """factor and offset (see :func:`_batchnorm_affine`), shaped to broadcast over X, after the checks."""
     if ctx.attr_int("training_mode", 0) != 0:
         raise ctx.unsupported("training_mode=1 is not supported (inference only)")
     eps = ctx.attr_float("epsilon", 1e-5)
@@ -698,8 +725,9 @@ def _batchnorm_folded(ctx: _Ctx, x: np.ndarray, scale: np.ndarray, bias: np.ndar
         if p.shape != (c,):
             raise ctx.error(f"{nm} has shape {p.shape}, expected ({c},)")
     shape = (1, c) + (1,) * (x.ndim - 2)
-    inv = (scale / np.sqrt(var + F32.type(eps))).astype(F32)
-    return mean.reshape(shape), inv.reshape(shape), bias.reshape(shape)
+    factor = (scale / np.sqrt(var + F32.type(eps))).astype(F32)
+    offset = (bias - mean * factor).astype(F32)
+    return factor.reshape(shape), offset.reshape(shape)
 
 
 @operator("Add", inputs=(2, 2))
@@ -790,7 +818,13 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     # the shape checks once per shape of A, B and C (B and C are parameters almost always)
     _memoised(ctx, (a.shape, b.shape, None if c is None else c.shape), lambda: _gemm_shapes(ctx, a, b, c, ta, tb))
     a2 = a.T if ta else a
-    if tb:
+    if tb and a2.shape[0] == 1:
+        # one row (a head at batch 1) against a weight stored [N, K]: a gemv on the weight as it is
+        # stored, each output one contiguous row; measured with the caches cold (as between the
+        # enclave's requests) 15 -> 6 us on a 100x512 classifier, 1.5-1.7 -> 1.0 ms on SFace's
+        # 128x50176 embedding, against the product by the transposed copy
+        y = np.dot(b, a2[0]).reshape(1, -1)
+    elif tb:
         # B is a weight almost always (a parameter: the same array on every call): transposed
         # into a contiguous copy once, since BLAS on the transposed view of a (N, K) @ (K, M)
         # with N > 1 measured 2.5-3.5x slower than on the contiguous copy
@@ -800,9 +834,9 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
         else:
             b2 = np.ascontiguousarray(b.T)
             ctx.memo["B"] = (b, b2)
+        y = np.matmul(a2, b2)
     else:
-        b2 = b
-    y = np.matmul(a2, b2)
+        y = np.matmul(a2, b)
     if alpha != 1.0:
         y *= F32.type(alpha)
     if c is not None:
@@ -865,8 +899,21 @@ def _softmax_along(x: np.ndarray, axis: int, out: np.ndarray | None = None) -> n
     wrapper of about 1 us each, a tenth of a ViT attention softmax (4 x 17 x 17)."""
     e = np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True), out=out)
     np.exp(e, out=e)
+    n = e.shape[axis]
+    if n >= _LONG_SOFTMAX and axis == e.ndim - 1 and e.flags.c_contiguous:
+        # long contiguous rows (PP-OCRv4's 40 x 6625 classes): the sums as one gemv against ones
+        # and one multiply by their reciprocals; numpy's pairwise reduction and the broadcast
+        # division measured 47 and 45 us there, the gemv and the multiply 13 and 21
+        total = np.matmul(e.reshape(-1, n), np.ones(n, F32)).reshape(e.shape[:-1] + (1,))
+        np.divide(F32.type(1), total, out=total)
+        e *= total
+        return e
     e /= np.add.reduce(e, axis=axis, keepdims=True)
     return e
+
+
+#: rows at least this long are normalised by :func:`_softmax_along`'s gemv form
+_LONG_SOFTMAX = 1024
 
 
 def _log_softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
@@ -982,12 +1029,31 @@ operator("Abs")(_unary(np.abs))
 @operator("PRelu", inputs=(2, 2))
 def _prelu(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> np.ndarray:
     x, slope = ctx.float_input(x, "X"), ctx.float_input(slope, "slope")
+    _memoised(ctx, (x.shape, slope.shape), lambda: _prelu_shapes(ctx, x, slope))
+    # slope is a parameter almost always (the same array on every call): whether every slope is
+    # finite, non-zero and at most 1, checked once per array (held here, so none can replace it
+    # at its address)
+    cached = ctx.memo.get("slope")
+    if cached is None or cached[0] is not slope:
+        bounded = bool(np.all(np.isfinite(slope)) and np.all(slope <= 1) and np.all(slope != 0))
+        cached = ctx.memo["slope"] = (slope, bounded)
+    if cached[1]:
+        # with every slope s <= 1, max(s x, x) is x for x >= 0 and s x for x < 0, exactly (each
+        # is one of the two operands, not a new rounding; s != 0 so that an infinite x never
+        # makes the NaN of inf * 0): two passes, against np.where's mask, two temporaries and a
+        # branch per element (130 us against 20 on SFace's 1024x7x7)
+        y = np.multiply(x, slope)
+        return np.maximum(y, x, out=y)
+    return np.where(x < 0, x * slope, x).astype(F32, copy=False)
+
+
+def _prelu_shapes(ctx: _Ctx, x: np.ndarray, slope: np.ndarray) -> bool:
     try:
         if _broadcast_shape(x.shape, slope.shape) != x.shape:
             raise ValueError
     except ValueError:
         raise ctx.error(f"slope of shape {slope.shape} does not broadcast to X {x.shape}") from None
-    return np.where(x < 0, x * slope, x).astype(F32, copy=False)
+    return True
 
 
 def _erf(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -1892,9 +1958,11 @@ class _Plan:
 #    reshape to the output shape the reference run saw (what each of them computes, once their
 #    checks passed); a Transpose stays a view while only reshapes and transposes follow it (one
 #    copy where the run of views ends instead of one per Transpose); an Add / Sub / Mul / Div,
-#    Erf or Softmax whose chain operand is an array the chain itself allocated (the result of a
-#    MatMul, Gemm, LayerNormalization, element-wise op, Erf or Softmax of the same chain, read by
-#    no one else) writes its result into it instead of allocating; every other node calls its
+#    Erf, Softmax, Relu or BatchNormalization whose chain operand is an array the chain itself
+#    allocated (the result of a MatMul, Gemm, Conv, LayerNormalization, BatchNormalization, PRelu,
+#    Relu, element-wise op, Erf or Softmax of the same chain, read by no one else) writes its
+#    result into it instead of allocating (a Conv's residual Add, Relu and BatchNormalization
+#    in the Conv's output); every other node calls its
 #    implementation, checks included. The intermediates' dtype and shape checks are not repeated:
 #    every operator's output dtype is fixed and its shape follows from its input shapes, constants
 #    and attributes, all of which the reference run covered for that input shape.
@@ -1910,12 +1978,13 @@ class _Plan:
 #: ops a chain evaluates as a reshape to the output shape seen on the reference run
 _CHAIN_RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 #: ops whose result is always a new array (never a view of an input): the chain owns it
-_CHAIN_FRESH = frozenset({"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Erf", "Softmax", "LayerNormalization"})
+_CHAIN_FRESH = frozenset({"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Erf", "Softmax", "LayerNormalization",
+                          "Conv", "BatchNormalization", "PRelu", "Relu"})
 #: element-wise ops a chain may write into an array it owns
 _CHAIN_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 # fast-path kinds of a chain node
-_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX = range(6)
+_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM = range(8)
 
 
 @dataclass(slots=True)
@@ -2008,6 +2077,15 @@ class _Chain:
                         continue
                     if kind == _SOFTMAX:
                         _softmax_along(value, node.arg % len(shape), out=value)
+                        continue
+                    if kind == _RELU:
+                        np.maximum(value, F32.type(0), out=value)
+                        continue
+                    if kind == _BATCHNORM and node.sources[0] < 0:
+                        # the parameters' checks and fold as the node's own (kept per arrays)
+                        factor, offset = _batchnorm_affine(node.step.ctx, value, *[inputs[s] for s in node.sources[1:]])
+                        np.multiply(value, factor, out=value)
+                        value += offset
                         continue
                 step = node.step
                 value = step.impl(step.ctx, *[value if s < 0 else inputs[s] for s in node.sources])
@@ -2225,6 +2303,10 @@ class HeadInterpreter:
             return _BINARY, _CHAIN_IN_PLACE[node.op]
         if node.op == "Erf":
             return _ERF, None
+        if node.op == "Relu":
+            return _RELU, None
+        if node.op == "BatchNormalization":
+            return _BATCHNORM, None
         axis = node.attrs.get("axis", -1)
         if node.op == "Softmax" and step.ctx.opset >= 13 and type(axis) is int:
             return _SOFTMAX, axis
