@@ -702,6 +702,10 @@ class EnclaveCore:
     def answer_durability(self) -> str:
         return self._journal.durability
 
+    def answer_sent(self) -> None:
+        """The reply of an entry call is out: the journal's flusher may run now."""
+        self._journal.kick()
+
     def close(self) -> None:
         """Flush the journal's outstanding records and close it (the process is stopping)."""
         with self._lock:

@@ -128,6 +128,7 @@ class EnclaveServer:
                 if payload is None:
                     return
                 self._send(conn, self._handle(payload))
+                self.core.answer_sent()
         finally:
             with self._mutex:
                 self._conns.discard(conn)

@@ -332,6 +332,30 @@ def test_every_durability_mode_journals_the_answer_before_it_leaves(tmp_path, mo
     again.close()
 
 
+def test_the_server_kick_flushes_a_background_record_without_waiting_for_the_interval(tmp_path, monkeypatch):
+    """In background mode the flusher starts when the server says the reply is out
+    (``answer_sent``); its own interval is only the fallback (set to an hour here, so only the
+    kick can flush the second answer within the test's deadline)."""
+    import time
+
+    import enclave.journal as journal_mod
+
+    monkeypatch.setattr(journal_mod, "FLUSH_INTERVAL", 3600.0)
+    core, _, synced, feats, requester = _durability_run(tmp_path, monkeypatch, "background")
+
+    def flushed() -> bool:
+        deadline = time.monotonic() + 10
+        while core._journal.outstanding and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return core._journal.outstanding == 0
+
+    assert flushed()  # the flusher's first round, as it starts
+    _answer(core, feats, 2, requester)
+    core.answer_sent()
+    assert flushed() and len(synced) == 2
+    core.close()
+
+
 def test_closing_flushes_what_the_write_mode_left_to_the_os(tmp_path, monkeypatch):
     core, _, synced, _, _ = _durability_run(tmp_path, monkeypatch, "write")
     assert core._journal.outstanding == 1 and synced == []
