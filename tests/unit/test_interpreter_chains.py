@@ -9,58 +9,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from enclave import interpreter
-from enclave.interpreter import HeadInterpreter, _Chain
-from orchestrator.models.backbone import ort_session
+from enclave.interpreter import HeadInterpreter
 from splitseal.errors import ModelError
+from tests.support.head_graphs import chains, head_model, normal, run_both
 from tests.unit.test_interpreter import package_whole
 
 SEED = 20261202
 DRAWS = 4
-
-
-def _f(rng, *shape) -> np.ndarray:
-    return rng.standard_normal(shape).astype(np.float32)
-
-
-def _model(nodes, inputs: dict[str, tuple], params: dict[str, np.ndarray], outputs: list[str],
-           opset: int = 17) -> onnx.ModelProto:
-    """Graph inputs with a symbolic batch (first dimension), shapes inferred strictly."""
-    vin = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["N", *shape[1:]]) for k, shape in inputs.items()]
-    vout = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
-    graph = helper.make_graph(nodes, "chains", vin, vout,
-                              initializer=[numpy_helper.from_array(v, k) for k, v in params.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-
-
-def _chains(head: HeadInterpreter) -> list[_Chain]:
-    return [impl.__self__ for impl, *_ in head._steps if isinstance(getattr(impl, "__self__", None), _Chain)]
-
-
-def _run_both(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], atol: float = 2e-5) -> HeadInterpreter:
-    """Every feed through the interpreter twice (the reference run with the proof, then the fast
-    path) and through onnxruntime; each result within the op tests' tolerance."""
-    pkg, index, _, _ = package_whole(model)
-    head = HeadInterpreter(pkg, index)
-    sess = ort_session(model.SerializeToString())
-    names = [o.name for o in sess.get_outputs()]
-    for feed in feeds:
-        before = {k: v.copy() for k, v in feed.items()}
-        theirs = dict(zip(names, sess.run(names, feed)))
-        for _ in range(2):
-            ours = head.run(feed)
-            for n in names:
-                assert ours[n].dtype == np.float32 and ours[n].shape == theirs[n].shape
-                np.testing.assert_allclose(ours[n], theirs[n], atol=atol, rtol=1e-5)
-        for k in feed:   # nothing is written in place into a head input
-            assert np.array_equal(feed[k], before[k])
-    return head
 
 
 def _gelu_mlp(rng):
@@ -79,11 +38,11 @@ def _gelu_mlp(rng):
         helper.make_node("Add", ["x", "o"], ["y"], name="residual"),
     ]
     # weights scaled as trained layers are (outputs of order 1: the tolerance is onnxruntime's)
-    params = {"w1": _f(rng, dim, hidden) / np.float32(math.sqrt(dim)), "b1": _f(rng, hidden),
-              "w2": _f(rng, hidden, dim) / np.float32(math.sqrt(hidden)), "b2": _f(rng, dim),
+    params = {"w1": normal(rng, dim, hidden) / np.float32(math.sqrt(dim)), "b1": normal(rng, hidden),
+              "w2": normal(rng, hidden, dim) / np.float32(math.sqrt(hidden)), "b2": normal(rng, dim),
               "sqrt2": np.array(math.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
               "half": np.array(0.5, np.float32)}
-    return _model(nodes, {"x": (1, tokens, dim)}, params, ["y"]), (tokens, dim)
+    return head_model(nodes, {"x": (1, tokens, dim)}, params, ["y"]), (tokens, dim)
 
 
 def _attention(rng):
@@ -114,12 +73,12 @@ def _attention(rng):
         helper.make_node("Add", ["o0", "b_o"], ["y"], name="out_bias"),
     ]
     scaled = np.float32(1 / math.sqrt(dim))   # as trained layers are: outputs of order 1
-    params = {"ln_s": _f(rng, dim), "ln_b": _f(rng, dim), "w_qkv": _f(rng, dim, 3 * dim) * scaled,
-              "b_qkv": _f(rng, 3 * dim),
+    params = {"ln_s": normal(rng, dim), "ln_b": normal(rng, dim), "w_qkv": normal(rng, dim, 3 * dim) * scaled,
+              "b_qkv": normal(rng, 3 * dim),
               "split_shape": c64([0, 0, 3, heads, head_dim]), "i0": c64(0), "i1": c64(1), "i2": c64(2),
               "scale": np.array(head_dim ** -0.25, np.float32), "merge_shape": c64([0, 0, dim]),
-              "w_o": _f(rng, dim, dim) * scaled, "b_o": _f(rng, dim)}
-    return _model(nodes, {"x": (1, tokens, dim)}, params, ["y"]), (tokens, dim)
+              "w_o": normal(rng, dim, dim) * scaled, "b_o": normal(rng, dim)}
+    return head_model(nodes, {"x": (1, tokens, dim)}, params, ["y"]), (tokens, dim)
 
 
 PATTERNS = {"gelu_mlp": _gelu_mlp, "attention": _attention}
@@ -132,10 +91,10 @@ def test_fused_patterns_match_onnxruntime(pattern, k):
     model, (tokens, dim) = PATTERNS[pattern](rng)
     batches = [1, int(rng.integers(2, 5))]
     print(f"seed={SEED} pattern={pattern} draw={k} tokens={tokens} dim={dim} batches={batches}")
-    head = _run_both(model, [{"x": _f(rng, b, tokens, dim) * 2} for b in batches])
-    chains = _chains(head)
-    assert chains, "the pattern was not fused"
-    for chain in chains:   # each batch size proved the fast path (none fell back to the nodes)
+    head = run_both(model, [{"x": normal(rng, b, tokens, dim) * 2} for b in batches])
+    fused = chains(head)
+    assert fused, "the pattern was not fused"
+    for chain in fused:   # each batch size proved the fast path (none fell back to the nodes)
         assert len(chain.shapes) == len(batches) and all(chain.shapes.values())
 
 
@@ -143,22 +102,22 @@ def test_gelu_mlp_chains_stop_at_a_tensor_read_twice():
     """``h`` (the first bias add) is read by the GELU's Div and by its last Mul: the chain that
     makes it ends there, the GELU starts a second one, which takes ``h`` as an input."""
     model, (tokens, dim) = _gelu_mlp(np.random.default_rng([SEED, 99]))
-    head = _run_both(model, [{"x": _f(np.random.default_rng(5), 2, tokens, dim)}])
-    chains = [c.names for c in _chains(head)]
-    assert chains == [["fc1", "fc1_bias"],
+    head = run_both(model, [{"x": normal(np.random.default_rng(5), 2, tokens, dim)}])
+    names = [c.names for c in chains(head)]
+    assert names == [["fc1", "fc1_bias"],
                       ["gelu_div", "gelu_erf", "gelu_add", "gelu_half", "gelu_mul", "fc2", "fc2_bias", "residual"]]
 
 
 def test_attention_chains_follow_single_reads():
     model, (tokens, dim) = _attention(np.random.default_rng([SEED, 98]))
-    head = _run_both(model, [{"x": _f(np.random.default_rng(6), 3, tokens, dim)}])
-    chains = [c.names for c in _chains(head)]
+    head = run_both(model, [{"x": normal(np.random.default_rng(6), 3, tokens, dim)}])
+    names = [c.names for c in chains(head)]
     # qkv3 is read by three Gathers: the projection chain ends there; q's chain runs through
     # the scores, the softmax, the weighted sum and the merge to the output
-    assert ["ln", "qkv", "qkv_bias", "split", "to_heads"] in chains
-    assert ["k", "k_t", "k_scale"] in chains
-    assert ["q", "q_scale", "scores", "softmax", "weighted", "merge_t", "merge", "out_proj", "out_bias"] in chains
-    assert sum(len(c) for c in chains) == len(model.graph.node) - 1   # v alone: one node, no chain
+    assert ["ln", "qkv", "qkv_bias", "split", "to_heads"] in names
+    assert ["k", "k_t", "k_scale"] in names
+    assert ["q", "q_scale", "scores", "softmax", "weighted", "merge_t", "merge", "out_proj", "out_bias"] in names
+    assert sum(len(c) for c in names) == len(model.graph.node) - 1   # v alone: one node, no chain
 
 
 def test_no_chain_through_a_head_output_or_a_tensor_read_elsewhere():
@@ -173,10 +132,10 @@ def test_no_chain_through_a_head_output_or_a_tensor_read_elsewhere():
         helper.make_node("Add", ["e", "k"], ["f"], name="shift"),
         helper.make_node("Mul", ["f", "e"], ["y"], name="mix"),
     ]
-    params = {"w": _f(rng, 6, 5), "b": _f(rng, 5), "k": np.array(0.7, np.float32)}
-    model = _model(nodes, {"x": (1, 6)}, params, ["a", "y"])
-    head = _run_both(model, [{"x": _f(rng, 4, 6)}, {"x": _f(rng, 1, 6)}])
-    assert [c.names for c in _chains(head)] == [["mm", "bias"], ["scale", "erf"], ["shift", "mix"]]
+    params = {"w": normal(rng, 6, 5), "b": normal(rng, 5), "k": np.array(0.7, np.float32)}
+    model = head_model(nodes, {"x": (1, 6)}, params, ["a", "y"])
+    head = run_both(model, [{"x": normal(rng, 4, 6)}, {"x": normal(rng, 1, 6)}])
+    assert [c.names for c in chains(head)] == [["mm", "bias"], ["scale", "erf"], ["shift", "mix"]]
 
 
 def test_a_fast_path_that_differs_is_not_used(monkeypatch):
@@ -192,8 +151,8 @@ def test_a_fast_path_that_differs_is_not_used(monkeypatch):
 
     monkeypatch.setattr(interpreter, "_erf", off_erf)   # the chain's in-place Erf; the node keeps its own
     model, (tokens, dim) = _gelu_mlp(np.random.default_rng([SEED, 96]))
-    head = _run_both(model, [{"x": _f(np.random.default_rng(7), 2, tokens, dim)}])
-    gelu = [c for c in _chains(head) if "gelu_erf" in c.names]
+    head = run_both(model, [{"x": normal(np.random.default_rng(7), 2, tokens, dim)}])
+    gelu = [c for c in chains(head) if "gelu_erf" in c.names]
     assert len(gelu) == 1 and list(gelu[0].shapes.values()) == [None]
 
 
@@ -204,11 +163,11 @@ def test_a_failure_inside_a_chain_names_its_node():
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
              helper.make_node("Reshape", ["m", "shape"], ["r"], name="to_pairs"),
              helper.make_node("Relu", ["r"], ["y"], name="relu")]
-    params = {"w": _f(rng, 4, 3), "shape": np.array([-1, 2], np.int64)}
-    model = _model(nodes, {"x": (1, 4)}, params, ["y"])
-    head = _run_both(model, [{"x": _f(rng, 2, 4)}])        # 2 x 3 -> 3 x 2
+    params = {"w": normal(rng, 4, 3), "shape": np.array([-1, 2], np.int64)}
+    model = head_model(nodes, {"x": (1, 4)}, params, ["y"])
+    head = run_both(model, [{"x": normal(rng, 2, 4)}])        # 2 x 3 -> 3 x 2
     with pytest.raises(ModelError, match="'to_pairs' .*cannot reshape"):
-        head.run({"x": _f(rng, 1, 4)})                       # 1 x 3 does not split in pairs
+        head.run({"x": normal(rng, 1, 4)})                       # 1 x 3 does not split in pairs
     # the graph declares m as [N, 5]; it is [N, 3]: refused on the first call of every shape
     model.graph.value_info.append(helper.make_tensor_value_info("m", TensorProto.FLOAT, ["N", 5]))
     for vi in list(model.graph.value_info):
@@ -216,9 +175,9 @@ def test_a_failure_inside_a_chain_names_its_node():
             model.graph.value_info.remove(vi)
     pkg, index, _, _ = package_whole(model)
     bad = HeadInterpreter(pkg, index)
-    assert _chains(bad)
+    assert chains(bad)
     with pytest.raises(ModelError, match="'mm' .*declares"):
-        bad.run({"x": _f(rng, 2, 4)})
+        bad.run({"x": normal(rng, 2, 4)})
 
 
 def test_chains_keep_the_batch_size_per_shape():
@@ -226,7 +185,7 @@ def test_chains_keep_the_batch_size_per_shape():
     model, (tokens, dim) = _attention(np.random.default_rng([SEED, 94]))
     rng = np.random.default_rng(8)
     batches = [1, 3] + list(range(1, interpreter._MEMO_LIMIT + 4)) + [2]
-    _run_both(model, [{"x": _f(rng, b, tokens, dim)} for b in batches])
+    run_both(model, [{"x": normal(rng, b, tokens, dim)} for b in batches])
 
 
 def test_computed_batchnorm_parameters_are_not_taken_for_cached_ones():
@@ -238,8 +197,8 @@ def test_computed_batchnorm_parameters_are_not_taken_for_cached_ones():
              helper.make_node("ReduceMean", ["s"], ["s1"], axes=[0], keepdims=0, name="per_channel"),
              helper.make_node("Abs", ["s1"], ["s2"], name="positive"),
              helper.make_node("BatchNormalization", ["x", "s2", "b", "m", "v"], ["y"], epsilon=1e-3, name="bn")]
-    params = {"k": np.array(0.5, np.float32), "b": _f(rng, 6), "m": _f(rng, 6),
+    params = {"k": np.array(0.5, np.float32), "b": normal(rng, 6), "m": normal(rng, 6),
               "v": (rng.random(6) + 0.1).astype(np.float32)}
-    model = _model(nodes, {"x": (1, 6)}, params, ["y"], opset=13)
-    head = _run_both(model, [{"x": _f(rng, b, 6)} for b in (3, 3, 2, 5)])
-    assert [c.names for c in _chains(head)] == [["scale_from_x", "per_channel", "positive", "bn"]]
+    model = head_model(nodes, {"x": (1, 6)}, params, ["y"], opset=13)
+    head = run_both(model, [{"x": normal(rng, b, 6)} for b in (3, 3, 2, 5)])
+    assert [c.names for c in chains(head)] == [["scale_from_x", "per_channel", "positive", "bn"]]

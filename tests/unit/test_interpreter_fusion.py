@@ -13,65 +13,21 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from enclave import interpreter
-from enclave.interpreter import _BATCHNORM, _RELU, HeadInterpreter, _Chain
-from orchestrator.models.backbone import ort_session
+from enclave.interpreter import _BATCHNORM, _RELU, HeadInterpreter
+from tests.support.head_graphs import chains, head_model, normal, run_both, scaled_weight
 from tests.unit.test_interpreter import package_whole
 
 SEED = 20261202
 
 
-def _model(nodes, inputs: dict[str, tuple], params: dict[str, np.ndarray], outputs: list[str],
-           opset: int = 17) -> onnx.ModelProto:
-    vin = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["N", *shape[1:]]) for k, shape in inputs.items()]
-    vout = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
-    graph = helper.make_graph(nodes, "fusion", vin, vout,
-                              initializer=[numpy_helper.from_array(v, k) for k, v in params.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-
-
-def _weight(rng, *shape: int) -> np.ndarray:
-    """Scaled so a conv's outputs are O(1) whatever its depth (the tolerance stays absolute)."""
-    return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
-
-
-def _f(rng, *shape: int) -> np.ndarray:
-    return rng.standard_normal(shape).astype(np.float32)
-
-
 def _bn_params(rng, c: int, prefix: str) -> dict[str, np.ndarray]:
-    return {f"{prefix}_s": _f(rng, c), f"{prefix}_b": _f(rng, c), f"{prefix}_m": _f(rng, c),
+    return {f"{prefix}_s": normal(rng, c), f"{prefix}_b": normal(rng, c), f"{prefix}_m": normal(rng, c),
             f"{prefix}_v": (rng.random(c) + 0.05).astype(np.float32)}
-
-
-def _chains(head: HeadInterpreter) -> list[_Chain]:
-    return [impl.__self__ for impl, *_ in head._steps if isinstance(getattr(impl, "__self__", None), _Chain)]
-
-
-def _run_both(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], atol: float = 2e-5) -> HeadInterpreter:
-    """Every feed twice through the interpreter (the chains' reference run and proof, then their
-    fast path) and through onnxruntime; within the op tests' tolerance; no head input written."""
-    pkg, index, _, _ = package_whole(model)
-    head = HeadInterpreter(pkg, index)
-    sess = ort_session(model.SerializeToString())
-    names = [o.name for o in sess.get_outputs()]
-    for feed in feeds:
-        before = {k: v.copy() for k, v in feed.items()}
-        theirs = dict(zip(names, sess.run(names, feed)))
-        for _ in range(2):
-            ours = head.run(feed)
-            for n in names:
-                assert ours[n].dtype == np.float32 and ours[n].shape == theirs[n].shape
-                np.testing.assert_allclose(ours[n], theirs[n], atol=atol, rtol=1e-5)
-        for k in feed:
-            assert np.array_equal(feed[k], before[k])
-    return head
 
 
 def _proven(head: HeadInterpreter) -> None:
     """Every chain's fast path was proven equal to its nodes' own run (never left to the reference)."""
-    for chain in _chains(head):
+    for chain in chains(head):
         assert chain.shapes and all(v is not None for v in chain.shapes.values()), chain.names
 
 
@@ -90,8 +46,8 @@ def test_prelu_matches_onnxruntime_with_and_without_the_two_pass_form(draw):
         slope.flat[int(rng.integers(0, slope.size))] = 1.5 if draw % 4 == 1 else 0.0
     if draw >= 4:
         slope = slope.reshape(-1)[:1].copy()   # one slope for every element
-    model = _model([helper.make_node("PRelu", ["x", "s"], ["y"], name="prelu")], {"x": shape}, {"s": slope}, ["y"], 16)
-    head = _run_both(model, [{"x": _f(rng, *shape) * 3}])
+    model = head_model([helper.make_node("PRelu", ["x", "s"], ["y"], name="prelu")], {"x": shape}, {"s": slope}, ["y"], 16)
+    head = run_both(model, [{"x": normal(rng, *shape) * 3}])
     step = head._plan[0]
     assert step.ctx.memo["slope"][1] is (bounded and draw < 4 or draw >= 4 and bool(slope[0] <= 1 and slope[0] != 0))
 
@@ -103,9 +59,9 @@ def test_prelu_of_infinities_as_onnxruntime():
     for slope in (np.array([0.0, 0.25, -0.5, 1.0], np.float32), np.array([0.1, 0.25, -0.5, 1.0], np.float32)):
         nodes = [helper.make_node("Mul", ["x", "big"], ["h"], name="overflow"),
                  helper.make_node("PRelu", ["h", "s"], ["y"], name="prelu")]
-        model = _model(nodes, {"x": (1, 4)}, {"big": big, "s": slope}, ["y"], 16)
+        model = head_model(nodes, {"x": (1, 4)}, {"big": big, "s": slope}, ["y"], 16)
         x = np.array([[2.0, -2.0, 3.0, -1e-30], [-4.0, 5.0, -6.0, 7.0]], np.float32)
-        _run_both(model, [{"x": x}])
+        run_both(model, [{"x": x}])
 
 
 def _conv_block(rng, n: int, c: int, m: int, size: int, downsample: bool):
@@ -120,19 +76,19 @@ def _conv_block(rng, n: int, c: int, m: int, size: int, downsample: bool):
         helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[stride, stride], name="conv2"),
         helper.make_node("BatchNormalization", ["c2", "bn2_s", "bn2_b", "bn2_m", "bn2_v"], ["n2"], name="bn2"),
     ]
-    params = {"w1": _weight(rng, m, c, 3, 3), "b1": _f(rng, m), "w2": _weight(rng, m, m, 3, 3),
+    params = {"w1": scaled_weight(rng, m, c, 3, 3), "b1": normal(rng, m), "w2": scaled_weight(rng, m, m, 3, 3),
               "slope": rng.uniform(0.05, 0.5, size=(m, 1, 1)).astype(np.float32),
               **_bn_params(rng, m, "bn1"), **_bn_params(rng, m, "bn2"), **_bn_params(rng, m, "bn3")}
     if downsample:
         nodes.append(helper.make_node("Conv", ["x", "wd"], ["skip"], strides=[2, 2], name="downsample"))
-        params["wd"] = _weight(rng, m, c, 1, 1)
+        params["wd"] = scaled_weight(rng, m, c, 1, 1)
         skip = "skip"
     else:
         skip = "x"
     nodes += [helper.make_node("Add", ["n2", skip], ["r"], name="residual"),
               helper.make_node("BatchNormalization", ["r", "bn3_s", "bn3_b", "bn3_m", "bn3_v"], ["n3"], name="bn3"),
               helper.make_node("Relu", ["n3"], ["y"], name="relu")]
-    return _model(nodes, {"x": (n, c, size, size)}, params, ["y"], 15)
+    return head_model(nodes, {"x": (n, c, size, size)}, params, ["y"], 15)
 
 
 @pytest.mark.parametrize("draw", range(4))
@@ -143,9 +99,9 @@ def test_conv_blocks_with_bn_prelu_residual_and_relu_in_place(draw):
     m = c if not downsample else int(rng.integers(2, 24))
     size = int(rng.integers(4, 15))
     model = _conv_block(rng, 1, c, m, size, downsample)
-    head = _run_both(model, [{"x": _f(rng, b, c, size, size)} for b in (1, 1, 3, 1)], atol=5e-5)
+    head = run_both(model, [{"x": normal(rng, b, c, size, size)} for b in (1, 1, 3, 1)], atol=5e-5)
     _proven(head)
-    kinds = {n.step.node.name: n.kind for chain in _chains(head) for n in chain.nodes}
+    kinds = {n.step.node.name: n.kind for chain in chains(head) for n in chain.nodes}
     assert kinds["bn1"] == kinds["bn2"] == kinds["bn3"] == _BATCHNORM and kinds["relu"] == _RELU
 
 
@@ -158,13 +114,13 @@ def test_relu_and_batchnorm_of_a_tensor_read_twice_are_not_in_place():
              helper.make_node("Conv", ["x", "w2"], ["d"], name="pointwise"),
              helper.make_node("BatchNormalization", ["d", "bn_s", "bn_b", "bn_m", "bn_v"], ["e"], name="bn_of_shared"),
              helper.make_node("Add", ["e", "d"], ["z"], name="reads_d_again")]
-    params = {"w": _weight(rng, 8, 5, 3, 3), "b": _f(rng, 8), "w2": _weight(rng, 8, 5, 1, 1), **_bn_params(rng, 8, "bn")}
-    model = _model(nodes, {"x": (1, 5, 6, 6)}, params, ["c", "y", "z"], 15)
-    head = _run_both(model, [{"x": _f(rng, b, 5, 6, 6)} for b in (1, 2)])
-    in_chains = {name for chain in _chains(head) for name in chain.names}
+    params = {"w": scaled_weight(rng, 8, 5, 3, 3), "b": normal(rng, 8), "w2": scaled_weight(rng, 8, 5, 1, 1), **_bn_params(rng, 8, "bn")}
+    model = head_model(nodes, {"x": (1, 5, 6, 6)}, params, ["c", "y", "z"], 15)
+    head = run_both(model, [{"x": normal(rng, b, 5, 6, 6)} for b in (1, 2)])
+    in_chains = {name for chain in chains(head) for name in chain.names}
     assert not in_chains & {"conv", "relu_of_output", "pointwise"}
     # the BatchNormalization heads its own chain: its operand is the entry's input, not the chain's
-    assert [c.names for c in _chains(head)] == [["bn_of_shared", "reads_d_again"]]
+    assert [c.names for c in chains(head)] == [["bn_of_shared", "reads_d_again"]]
 
 
 def test_batchnorm_after_a_conv_with_computed_parameters_folds_them_anew():
@@ -175,10 +131,10 @@ def test_batchnorm_after_a_conv_with_computed_parameters_folds_them_anew():
              helper.make_node("Abs", ["mu"], ["scale"], name="positive"),
              helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("BatchNormalization", ["c", "scale", "bn_b", "bn_m", "bn_v"], ["y"], name="bn")]
-    params = {"w": _weight(rng, 6, 6, 1, 1), **{k: v for k, v in _bn_params(rng, 6, "bn").items() if k != "bn_s"}}
-    model = _model(nodes, {"x": (1, 6, 5, 5)}, params, ["y"], 13)
-    head = _run_both(model, [{"x": _f(rng, b, 6, 5, 5)} for b in (2, 2, 1, 3)])
-    assert ["conv", "bn"] in [c.names for c in _chains(head)]
+    params = {"w": scaled_weight(rng, 6, 6, 1, 1), **{k: v for k, v in _bn_params(rng, 6, "bn").items() if k != "bn_s"}}
+    model = head_model(nodes, {"x": (1, 6, 5, 5)}, params, ["y"], 13)
+    head = run_both(model, [{"x": normal(rng, b, 6, 5, 5)} for b in (2, 2, 1, 3)])
+    assert ["conv", "bn"] in [c.names for c in chains(head)]
     _proven(head)
 
 
@@ -191,13 +147,13 @@ def test_pointwise_conv_over_a_channels_last_input_gives_nchw(c, m, size):
              helper.make_node("PRelu", ["c1", "slope"], ["p"], name="prelu"),
              helper.make_node("Conv", ["p", "w2", "b2"], ["c2"], name="pointwise"),
              helper.make_node("Flatten", ["c2"], ["y"], name="flatten")]
-    params = {"w1": _weight(rng, c, c, 3, 3), "slope": rng.uniform(0.1, 0.9, (c, 1, 1)).astype(np.float32),
-              "w2": _weight(rng, m, c, 1, 1), "b2": _f(rng, m)}
-    model = _model(nodes, {"x": (1, c, size, size)}, params, ["y"], 16)
-    head = _run_both(model, [{"x": _f(rng, b, c, size, size)} for b in (1, 2, 1)])
+    params = {"w1": scaled_weight(rng, c, c, 3, 3), "slope": rng.uniform(0.1, 0.9, (c, 1, 1)).astype(np.float32),
+              "w2": scaled_weight(rng, m, c, 1, 1), "b2": normal(rng, m)}
+    model = head_model(nodes, {"x": (1, c, size, size)}, params, ["y"], 16)
+    head = run_both(model, [{"x": normal(rng, b, c, size, size)} for b in (1, 2, 1)])
     pkg, index, _, _ = package_whole(model)
     plain = HeadInterpreter(pkg, index)
-    x = _f(rng, 1, c, size, size)
+    x = normal(rng, 1, c, size, size)
     c1 = plain._plan[0].impl(plain._plan[0].ctx, x, params["w1"])
     p = plain._plan[1].impl(plain._plan[1].ctx, c1, params["slope"])
     assert not p.flags.c_contiguous and p.transpose(0, 2, 3, 1).flags.c_contiguous
@@ -214,9 +170,9 @@ def test_softmax_over_long_rows_matches_onnxruntime(rows, classes, opset):
     nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc"),
              helper.make_node("Add", ["mm", "b"], ["logits"], name="bias"),
              helper.make_node("Softmax", ["logits"], ["y"], axis=2 if opset < 13 else -1, name="softmax")]
-    params = {"w": _weight(rng, 120, classes) * 8, "b": _f(rng, classes)}
-    model = _model(nodes, {"x": (1, rows, 120)}, params, ["y"], opset)
-    head = _run_both(model, [{"x": _f(rng, b, rows, 120)} for b in (1, 2)], atol=1e-6)
+    params = {"w": scaled_weight(rng, 120, classes) * 8, "b": normal(rng, classes)}
+    model = head_model(nodes, {"x": (1, rows, 120)}, params, ["y"], opset)
+    head = run_both(model, [{"x": normal(rng, b, rows, 120)} for b in (1, 2)], atol=1e-6)
     assert (classes >= interpreter._LONG_SOFTMAX) == (classes != 1023)   # the cases straddle the threshold
     _proven(head)
 
@@ -228,7 +184,7 @@ def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, bet
     stored; more rows use the transposed copy. Both in one interpreter, as onnxruntime's."""
     rng = np.random.default_rng([SEED, k, n])
     node = helper.make_node("Gemm", ["a", "w", "c"], ["y"], transB=1, transA=trans_a, alpha=alpha, beta=beta, name="fc")
-    params = {"w": _weight(rng, n, k), "c": _f(rng, n)}
+    params = {"w": scaled_weight(rng, n, k), "c": normal(rng, n)}
     if trans_a:   # A is [K, M]: its batch is K, M = 1 the one row
         vin = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [k, 1])]
         graph = helper.make_graph([node], "gemm", vin, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
@@ -236,11 +192,11 @@ def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, bet
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        feeds = [{"a": _f(rng, k, 1)}]
+        feeds = [{"a": normal(rng, k, 1)}]
     else:
-        model = _model([node], {"a": (1, k)}, params, ["y"])
-        feeds = [{"a": _f(rng, b, k)} for b in (1, 3, 1)]
-    head = _run_both(model, feeds)
+        model = head_model([node], {"a": (1, k)}, params, ["y"])
+        feeds = [{"a": normal(rng, b, k)} for b in (1, 3, 1)]
+    head = run_both(model, feeds)
     assert ("B" in head._plan[0].ctx.memo) is (not trans_a)   # the transposed copy only for the 3 rows
 
 
@@ -251,9 +207,9 @@ def test_pointwise_conv_of_few_positions_reads_an_nchw_input_in_place(c, m, size
     the transposed view of the NCHW input (no channels-last copy); above it (64 -> 134 on 3x3:
     1,206) and at batch 2 the copy stays. Each as onnxruntime's."""
     rng = np.random.default_rng([SEED, c, m, size])
-    params = {"w": _weight(rng, m, c, 1, 1), **({"b": _f(rng, m)} if bias else {})}
+    params = {"w": scaled_weight(rng, m, c, 1, 1), **({"b": normal(rng, m)} if bias else {})}
     nodes = [helper.make_node("Conv", ["x", "w", *(["b"] if bias else [])], ["c"], name="pointwise"),
              helper.make_node("Relu", ["c"], ["y"], name="relu")]
-    model = _model(nodes, {"x": (1, c, size, size)}, params, ["y"])
-    _proven(_run_both(model, [{"x": _f(rng, b, c, size, size)} for b in (1, 2, 1)]))
+    model = head_model(nodes, {"x": (1, c, size, size)}, params, ["y"])
+    _proven(run_both(model, [{"x": normal(rng, b, c, size, size)} for b in (1, 2, 1)]))
     assert (size * size * m <= interpreter._SMALL_GEMM_TRANSPOSED) is (m != 134)

@@ -8,36 +8,15 @@ heads' case) and above. Weights are seeded (``SEED``; the test id names the case
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from enclave.interpreter import _CACHED_WEIGHT_BYTES, _SMALL_GEMM_MACS, HeadInterpreter, _conv_product
+from tests.support.head_graphs import head_model, normal, scaled_weight
 from tests.unit.test_interpreter import compare, package_whole
 from tests.unit.test_interpreter_rnn import rnn_model
 
 SEED = 20261202
-
-
-def _model(nodes: list[onnx.NodeProto], inputs: dict[str, tuple[int, ...]], params: dict[str, np.ndarray],
-           outputs: list[str], opset: int = 17) -> onnx.ModelProto:
-    """A graph of ``nodes``; inputs with a symbolic batch, params as initializers."""
-    vin = [helper.make_tensor_value_info(k, TensorProto.FLOAT, ["N", *v[1:]]) for k, v in inputs.items()]
-    vout = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
-    graph = helper.make_graph(nodes, "kernels", vin, vout,
-                              initializer=[numpy_helper.from_array(v, k) for k, v in params.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 9
-    return onnx.shape_inference.infer_shapes(model, strict_mode=True)
-
-
-def _weight(rng, *shape: int) -> np.ndarray:
-    """Scaled so a conv's outputs are O(1) whatever its depth (the tolerance stays absolute)."""
-    return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
-
-
-def _x(rng, *shape: int) -> np.ndarray:
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 def _positions(x_shape, w_shape, attrs) -> int:
@@ -81,12 +60,12 @@ def test_conv_product_forms_match_onnxruntime(case, bias):
         assert cols * depth * block <= _SMALL_GEMM_MACS < cols * depth * w_shape[0]
         assert (w_shape[0] * depth * 4 <= _CACHED_WEIGHT_BYTES) == (form == "channel blocks")
     rng = np.random.default_rng([SEED, CONV_PATHS.index(case), bias])
-    params = {"w": _weight(rng, *w_shape)}
+    params = {"w": scaled_weight(rng, *w_shape)}
     if bias:
-        params["b"] = _x(rng, w_shape[0])
+        params["b"] = normal(rng, w_shape[0])
     node = helper.make_node("Conv", ["x", *params], ["y"], name="conv", kernel_shape=list(w_shape[2:]), **attrs)
-    x = _x(rng, *x_shape)
-    compare(_model([node], {"x": x_shape}, params, ["y"]), {"x": x}, atol=2e-5)
+    x = normal(rng, *x_shape)
+    compare(head_model([node], {"x": x_shape}, params, ["y"]), {"x": x}, atol=2e-5)
 
 
 def test_one_interpreter_follows_the_batch_size_across_product_forms():
@@ -94,16 +73,16 @@ def test_one_interpreter_follows_the_batch_size_across_product_forms():
     columns): each keeps its own weight layout, and going back to batch 1 reuses the first."""
     from orchestrator.models.backbone import ort_session
     rng = np.random.default_rng([SEED, 100])
-    params = {"w": _weight(rng, 600, 64, 3, 3), "b": _x(rng, 600)}
+    params = {"w": scaled_weight(rng, 600, 64, 3, 3), "b": normal(rng, 600)}
     assert _conv_product(4, 576, 600)[0] == "channel blocks" and _conv_product(20, 576, 600)[0] == "columns"
-    model = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+    model = head_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
                    {"x": (1, 64, 2, 2)}, params, ["y"])
     pkg, index, _, _ = package_whole(model)
     head = HeadInterpreter(pkg, index)
     sess = ort_session(model.SerializeToString())
     layouts = []
     for batch in (1, 5, 1, 5):
-        x = _x(rng, batch, 64, 2, 2)
+        x = normal(rng, batch, 64, 2, 2)
         np.testing.assert_allclose(head.run({"x": x})["y"], sess.run(["y"], {"x": x})[0], atol=2e-5, rtol=1e-5)
         memo = head._plan[0].ctx.memo
         layouts.append({k: v[1] for k, v in memo.items() if k[0] == "conv weight"})
@@ -123,9 +102,9 @@ def test_depthwise_conv_matches_onnxruntime(case):
     _, x_shape, attrs = case
     rng = np.random.default_rng([SEED, 150, DEPTHWISE.index(case)])
     c = x_shape[1]
-    params = {"w": _weight(rng, c, 1, 3, 3), "b": _x(rng, c)}
+    params = {"w": scaled_weight(rng, c, 1, 3, 3), "b": normal(rng, c)}
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="dw", group=c, kernel_shape=[3, 3], **attrs)
-    compare(_model([node], {"x": x_shape}, params, ["y"]), {"x": _x(rng, *x_shape)}, atol=2e-5)
+    compare(head_model([node], {"x": x_shape}, params, ["y"]), {"x": normal(rng, *x_shape)}, atol=2e-5)
 
 
 @pytest.mark.parametrize("k", range(4), ids=[f"draw{k}-seed{SEED}" for k in range(4)])
@@ -138,12 +117,12 @@ def test_conv_outputs_feed_the_next_ops(k):
     h, w = (int(v) for v in rng.integers(5, 9, size=2))
     m = int(rng.integers(2, 9))
     params = {
-        "w1": _weight(rng, m, c, 1, 1), "b1": _x(rng, m),
-        "wd": _weight(rng, m, 1, 3, 3),
-        "w2": _weight(rng, m, m, 3, 3), "b2": _x(rng, m),
-        "w3": _weight(rng, m, m, 1, 1),
+        "w1": scaled_weight(rng, m, c, 1, 1), "b1": normal(rng, m),
+        "wd": scaled_weight(rng, m, 1, 3, 3),
+        "w2": scaled_weight(rng, m, m, 3, 3), "b2": normal(rng, m),
+        "w3": scaled_weight(rng, m, m, 1, 1),
         "lo": np.array(-0.5, np.float32), "hi": np.array(0.5, np.float32),
-        "fc": _weight(rng, 3, 3 * m), "fcb": _x(rng, 3),
+        "fc": scaled_weight(rng, 3, 3 * m), "fcb": normal(rng, 3),
     }
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="pointwise"),
@@ -160,9 +139,9 @@ def test_conv_outputs_feed_the_next_ops(k):
         helper.make_node("Flatten", ["g"], ["fl"], name="flat"),
         helper.make_node("Gemm", ["fl", "fc", "fcb"], ["y"], name="fc", transB=1),
     ]
-    x = _x(rng, n, c, h, w)
+    x = normal(rng, n, c, h, w)
     print(f"seed={SEED} draw={k} x={x.shape} m={m}")
-    compare(_model(nodes, {"x": x.shape}, params, ["y", "e"]), {"x": x}, atol=2e-5)
+    compare(head_model(nodes, {"x": x.shape}, params, ["y", "e"]), {"x": x}, atol=2e-5)
 
 
 # (id, op, X shape, attributes): pooling as CNN stems and SqueezeNet have it, over channels-last windows
@@ -178,7 +157,7 @@ def test_pooling_matches_onnxruntime(case):
     _, op, x_shape, attrs = case
     rng = np.random.default_rng([SEED, 250, POOLS.index(case)])
     node = helper.make_node(op, ["x"], ["y"], name="pool", **attrs)
-    compare(_model([node], {"x": x_shape}, {"unused": np.zeros(1, np.float32)}, ["y"]), {"x": _x(rng, *x_shape)},
+    compare(head_model([node], {"x": x_shape}, {"unused": np.zeros(1, np.float32)}, ["y"]), {"x": normal(rng, *x_shape)},
             atol=1e-6)
 
 
@@ -187,8 +166,8 @@ def test_pooling_matches_onnxruntime(case):
 def test_global_average_pool_of_every_rank(shape):
     rng = np.random.default_rng([SEED, 300, len(shape)])
     node = helper.make_node("GlobalAveragePool", ["x"], ["y"], name="gap")
-    x = _x(rng, *shape)
-    compare(_model([node], {"x": shape}, {"unused": np.zeros(1, np.float32)}, ["y"]), {"x": x}, atol=1e-6)
+    x = normal(rng, *shape)
+    compare(head_model([node], {"x": shape}, {"unused": np.zeros(1, np.float32)}, ["y"]), {"x": x}, atol=1e-6)
 
 
 # (id, X shape, axes, keepdims): ReduceMean over the spatial axes is the dynamo export's pooling
@@ -202,8 +181,8 @@ def test_reduce_mean_over_the_spatial_axes_matches_onnxruntime(case):
     _, shape, axes, keep = case
     rng = np.random.default_rng([SEED, 350, SPATIAL_MEANS.index(case)])
     node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="mean", keepdims=keep)
-    compare(_model([node], {"x": shape}, {"axes": np.array(axes, np.int64)}, ["y"], opset=18),
-            {"x": _x(rng, *shape)}, atol=1e-6)
+    compare(head_model([node], {"x": shape}, {"axes": np.array(axes, np.int64)}, ["y"], opset=18),
+            {"x": normal(rng, *shape)}, atol=1e-6)
 
 
 # (op, direction, initial states, batch, linear_before_reset): the CRNN heads' shape (seq 32,
