@@ -7,6 +7,7 @@ requester that encrypts its input to the node's key and decrypts the enclave's r
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,7 @@ def test_a_result_pushed_before_its_requester_knows_the_request_id_is_taken_from
 
 
 @pytest.mark.integration
-def test_on_anvil_the_push_thread_fetches_the_inline_inputs_and_each_request_is_served_once(
+def test_on_anvil_the_push_threads_fetch_inputs_and_deliveries_and_each_request_is_served_once(
         anvil_chain, anvil_deployment, tmp_path):
     import threading
 
@@ -119,7 +120,18 @@ def test_on_anvil_the_push_thread_fetches_the_inline_inputs_and_each_request_is_
         outcomes = [req.infer(w.model_id, w.version, x, timeout=30) for x in xs]
         assert [o.status for o in outcomes] == [RequestStatus.COMPLETED] * 3
         assert [o.label for o in outcomes] == list(expected_labels(w, xs))
+        deadline = time.monotonic() + 10  # the requester may open its result before the node counts it
+        while node.stats.completed < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert node.stats.prefetched == 3 and node.stats.completed == 3
+        assert req.prefetched == 3  # and the requester's push thread fetched each delivery
+        # a call fetched for another transaction is not taken for the delivery's
+        from splitseal.chain import delivered_result
+
+        stranger = w.chain.transaction_call(outcomes[0].transactions["request"])
+        delivered = delivered_result(w.chain, w.deployment, outcomes[1].transactions["result"],
+                                     outcomes[1].request_id, call=stranger)
+        assert delivered.request_id == outcomes[1].request_id and delivered.function == "deliverResult"
     finally:
         req.close()
         node.close()
