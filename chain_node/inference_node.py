@@ -260,6 +260,10 @@ class InferenceNode:
                       event_topic(d.backbone_execution, "RequestTimedOut")]
             self._endings = self.chain.subscribe([d.backbone_execution.address, d.enclave_transfer.address],
                                                  on_log=self._on_pushed_ending, topic0=topics)
+            if self._endings is not None:
+                # the keeper then reads no logs of its own after its first sweep: this node notes
+                # every request it reads, and the subscription every ending (see chain_node.keeper)
+                self.keeper.follow(self._ended_pushed.__contains__)
         try:
             self.restore_enclave()
         except (EnclaveError, OSError) as exc:  # retried when a request needs the enclave
@@ -336,6 +340,7 @@ class InferenceNode:
             # of a log query, grows with everything pushed since)
             for ev in pushed:
                 request_id = int(ev["args"]["requestId"])
+                self.keeper.note_request(request_id, int(ev["args"]["deadline"]))
                 if self._hold_foreign(request_id, ev):
                     continue
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
@@ -350,6 +355,7 @@ class InferenceNode:
         seen = []
         for ev in events:
             request_id = int(ev["args"]["requestId"])
+            self.keeper.note_request(request_id, int(ev["args"]["deadline"]))
             if not self._hold_foreign(request_id, ev):
                 seen.append((request_id, ev, self.checkpoint.see(request_id, int(ev["blockNumber"]))))
         # one log query for the old requests not yet looked at (not those held for another node,
