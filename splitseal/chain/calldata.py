@@ -90,7 +90,8 @@ def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_i
     """The result of ``request_id`` that transaction ``tx_hash`` delivered (``deliverResult``,
     one item of ``deliverResults``, or ``submitResult``); ``call``: that transaction's
     :meth:`~splitseal.chain.Chain.transaction_call`, fetched already."""
-    tx = call if call is not None and bytes(call["hash"]) == bytes(HexBytes(tx_hash)) else chain.transaction_call(tx_hash)
+    fetched = call is not None and bytes(call["hash"]) == bytes(HexBytes(tx_hash))
+    tx = call if fetched else chain.transaction_call(tx_hash)
     name, args = _decode(deployment, tx, ("backbone_execution", "enclave_transfer"))
     if name == "deliverResults":
         items = [dict(zip(("claim", "outputCommitment", "encryptedResult", "resultPointer", "resultCommitment",

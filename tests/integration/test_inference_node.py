@@ -364,7 +364,8 @@ def test_several_nodes_keepers_read_logs_once_and_still_end_what_no_node_served_
 
     w = world
     extra = w.chain.accounts[5]
-    authorize_node(w.chain, w.deployment, w.admin, extra, load_or_create_x25519_key(w.base / "node-state" / "input.key"))
+    authorize_node(w.chain, w.deployment, w.admin, extra,
+                   load_or_create_x25519_key(w.base / "node-state" / "input.key"))
     start = w.chain.block_number() + 1
     a = make_node(w, state="keep-a", index=0, count=2, grace=0.0, start_block=start)
     b = make_node(w, state="keep-b", index=1, count=2, grace=0.0, account=extra, start_block=start)
