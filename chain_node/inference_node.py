@@ -69,6 +69,7 @@ from splitseal.chain import (
     Chain,
     Deployment,
     PendingTx,
+    PrefetchedCall,
     event_decoder,
     event_topic,
     hex_topic,
@@ -132,16 +133,6 @@ class BackboneRunner(Protocol):
     input_shape: tuple[int | None, ...]
 
     def run(self, x: np.ndarray) -> np.ndarray: ...
-
-
-class _Prefetch:
-    """A request transaction's call, fetched on the push thread (``call`` None when it failed)."""
-
-    __slots__ = ("call", "done")
-
-    def __init__(self) -> None:
-        self.call: dict[str, Any] | None = None
-        self.done = threading.Event()
 
 
 @dataclass
@@ -240,7 +231,7 @@ class InferenceNode:
         self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
-        self._prefetched: dict[int, _Prefetch] = {}  # request id -> its transaction, fetched by the push thread
+        self._prefetched: dict[int, PrefetchedCall] = {}  # request id -> its transaction, fetched by the push thread
         self._seen_head = 0
         self._not_before: dict[int, float] = {}  # request id -> monotonic time of its next attempt
         self.keeper = Keeper(chain, deployment, account,
@@ -269,6 +260,10 @@ class InferenceNode:
                       event_topic(d.backbone_execution, "RequestTimedOut")]
             self._endings = self.chain.subscribe([d.backbone_execution.address, d.enclave_transfer.address],
                                                  on_log=self._on_pushed_ending, topic0=topics)
+            if self._endings is not None:
+                # the keeper then reads no logs of its own after its first sweep: this node notes
+                # every request it reads, and the subscription every ending (see chain_node.keeper)
+                self.keeper.follow(self._ended_pushed.__contains__)
         try:
             self.restore_enclave()
         except (EnclaveError, OSError) as exc:  # retried when a request needs the enclave
@@ -345,6 +340,7 @@ class InferenceNode:
             # of a log query, grows with everything pushed since)
             for ev in pushed:
                 request_id = int(ev["args"]["requestId"])
+                self.keeper.note_request(request_id, int(ev["args"]["deadline"]))
                 if self._hold_foreign(request_id, ev):
                     continue
                 if self.checkpoint.see(request_id, int(ev["blockNumber"])).stage is Stage.SEEN:
@@ -359,6 +355,7 @@ class InferenceNode:
         seen = []
         for ev in events:
             request_id = int(ev["args"]["requestId"])
+            self.keeper.note_request(request_id, int(ev["args"]["deadline"]))
             if not self._hold_foreign(request_id, ev):
                 seen.append((request_id, ev, self.checkpoint.see(request_id, int(ev["blockNumber"]))))
         # one log query for the old requests not yet looked at (not those held for another node,
@@ -448,18 +445,13 @@ class InferenceNode:
         mine = self.node_count == 1 or request_id % self.node_count == self.node_index
         prefetch = None
         if self.chain.url is not None and not args["inputPointer"] and mine and len(self._prefetched) < _KEPT_TIMES:
-            prefetch = self._prefetched[request_id] = _Prefetch()
+            prefetch = self._prefetched[request_id] = PrefetchedCall()
         self._pushed.append(entry)
         if prefetch is None:
             return mine
         if self._wakeup is not None:
             self._wakeup.event.set()
-        try:
-            prefetch.call = self.chain.transaction_call(entry["transactionHash"])
-        except Exception as exc:  # noqa: BLE001 - the loop fetches it itself, and meets the error there
-            log.debug("request_id=%d input prefetch failed: %s", request_id, exc)
-        finally:
-            prefetch.done.set()
+        prefetch.fetch(self.chain, entry["transactionHash"])
         return True
 
     def _on_pushed_ending(self, raw: Any) -> None:
@@ -796,7 +788,7 @@ class InferenceNode:
         if pointer:
             return self.blobs.get(pointer, commitment, max_bytes=2 * MAX_INPUT_BYTES)
         prefetch = self._prefetched.pop(request_id, None)
-        call = prefetch.call if prefetch is not None and prefetch.done.wait(PREFETCH_WAIT) else None
+        call = prefetch.wait(PREFETCH_WAIT) if prefetch is not None else None
         self.stats.prefetched += call is not None
         try:
             inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id], call=call)

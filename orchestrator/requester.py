@@ -35,6 +35,8 @@ EARLY_LOGS_KEPT = 1024
 _KEPT_EARLY = ("ResultSubmitted", "RequestFailed", "RequestTimedOut", "TransferRecorded")
 #: Largest off-chain result a requester fetches (a result document of scores for 100k classes).
 MAX_RESULT_BLOB = 8 * 1024 * 1024
+#: Seconds the waiting caller waits for the push thread's fetch of a delivery before fetching it itself.
+PREFETCH_WAIT = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,10 @@ class Requester:
         # request before its requester has read the request's id from the receipt
         self._early: collections.OrderedDict[int, list[Any]] = collections.OrderedDict()
         self._ending_topics: set[str] = set()
+        # delivery transactions fetched by the push thread (RPC chains): request id -> its call
+        self._calls: dict[int, Any] = {}
+        #: results opened from a delivery the push thread had fetched when the caller needed it
+        self.prefetched = 0
         self._pushed_cv = threading.Condition()
 
     # --- submit ----------------------------------------------------------------------------
@@ -140,18 +146,29 @@ class Requester:
                     while len(self._early) > EARLY_LOGS_KEPT:
                         self._early.popitem(last=False)
                 return
-        self._take_pushed(raw)
+        self._take_pushed(raw, prefetch=True)
 
-    def _take_pushed(self, raw: Any) -> None:
+    def _take_pushed(self, raw: Any, *, prefetch: bool = False) -> None:
+        """Keep a pushed log of a request waited for and wake the waiters. With ``prefetch``
+        (the push thread, on a chain reached over RPC) a ``ResultSubmitted``'s delivery
+        transaction is fetched here after the wake-up, so the waiting caller's wake-up overlaps
+        that round trip; the caller reads and checks it as it would its own fetch."""
+        from splitseal.chain import PrefetchedCall
+
         decoded = self._decoder.decode(raw)
         if decoded is None or "requestId" not in decoded[1]["args"]:
             return  # not a request's event (roles, keys, links)
         entry = decoded[1]
         request_id = int(entry["args"]["requestId"])
+        fetch = None
         with self._pushed_cv:
             if request_id in self._waiting:
                 self._pushed.setdefault(request_id, {})[entry["event"]] = entry
+                if prefetch and entry["event"] == "ResultSubmitted" and self.chain.url is not None:
+                    fetch = self._calls[request_id] = PrefetchedCall()
                 self._pushed_cv.notify_all()
+        if fetch is not None:
+            fetch.fetch(self.chain, entry["transactionHash"])
 
     def _ensure_decoder(self) -> None:
         from splitseal.chain import LogDecoder
@@ -266,13 +283,14 @@ class Requester:
                         break
         with self._pushed_cv:
             logs = self._pushed.pop(rid, {})
+            prefetched = self._calls.pop(rid, None)
             self._waiting.discard(rid)
         if not any(name in logs for name in endings):
             return None
         request = {"requestId": submitted.request_id, "modelId": submitted.model_id, "version": submitted.version,
                    "inputCommitment": submitted.input_commitment, "requester": self.account.address,
                    "requesterKey": self.key.public}
-        return self._outcome_from_logs(submitted.request_id, logs, request)
+        return self._outcome_from_logs(submitted.request_id, logs, request, prefetched=prefetched)
 
     def _finish_wait(self, outcome: InferenceOutcome, submitted: Submitted) -> InferenceOutcome:
         done = time.perf_counter()
@@ -300,7 +318,10 @@ class Requester:
         request = logs["InferenceRequested"]["args"] if "InferenceRequested" in logs else None
         return self._outcome_from_logs(request_id, logs, request)
 
-    def _outcome_from_logs(self, request_id: int, logs: dict[str, Any], request: Any) -> InferenceOutcome:
+    def _outcome_from_logs(self, request_id: int, logs: dict[str, Any], request: Any, *,
+                           prefetched: Any = None) -> InferenceOutcome:
+        """The request's outcome from its ending's logs; ``prefetched``: the delivery
+        transaction's :class:`~splitseal.chain.PrefetchedCall`, where the push thread fetched it."""
         endings = {"ResultSubmitted": RequestStatus.COMPLETED, "RequestFailed": RequestStatus.FAILED,
                    "RequestTimedOut": RequestStatus.TIMED_OUT}
         ended = [endings[name] for name in logs if name in endings]
@@ -314,7 +335,9 @@ class Requester:
             args = res["args"]
             # the ciphertext, the signature and (one-transaction path) the transfer are the
             # delivery's calldata, not repeated in events
-            delivered = delivered_result(self.chain, self.deployment, res["transactionHash"], request_id)
+            call = prefetched.wait(PREFETCH_WAIT) if prefetched is not None else None
+            self.prefetched += call is not None
+            delivered = delivered_result(self.chain, self.deployment, res["transactionHash"], request_id, call=call)
             encrypted = self._encrypted_result(request_id, args, delivered)
             label = bytes(delivered.claim[11]) if delivered.claim[10] else None
             self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature, label)

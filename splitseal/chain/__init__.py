@@ -24,7 +24,7 @@ _EXPORTS = {
     "AnvilNode": "anvil", "running_node": "anvil", "state_file": "anvil", "anvil_binary": "anvil",
     "free_port": "anvil",
     "CalldataNotFound": "calldata", "DeliveredResult": "calldata", "request_inline_input": "calldata",
-    "delivered_result": "calldata", "last_delivered_sequence": "calldata",
+    "delivered_result": "calldata", "last_delivered_sequence": "calldata", "PrefetchedCall": "calldata",
 }
 
 __all__ = sorted(_EXPORTS)

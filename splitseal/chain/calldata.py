@@ -18,6 +18,8 @@ the anchor a restored enclave state must not be older than.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,8 @@ from .codec import codec_of
 from .deployment import Deployment
 
 _REQUEST_FUNCTIONS = ("requestInference", "requestInferenceWithCallback")
+
+log = logging.getLogger(__name__)
 
 
 class CalldataNotFound(ChainError):
@@ -81,10 +85,13 @@ def request_inline_input(chain: Any, deployment: Deployment, tx_hash: Any, *, ca
     return bytes(args["inlineInput"])
 
 
-def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_id: int) -> DeliveredResult:
+def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_id: int, *,
+                     call: dict[str, Any] | None = None) -> DeliveredResult:
     """The result of ``request_id`` that transaction ``tx_hash`` delivered (``deliverResult``,
-    one item of ``deliverResults``, or ``submitResult``)."""
-    tx = chain.transaction_call(tx_hash)
+    one item of ``deliverResults``, or ``submitResult``); ``call``: that transaction's
+    :meth:`~splitseal.chain.Chain.transaction_call`, fetched already."""
+    fetched = call is not None and bytes(call["hash"]) == bytes(HexBytes(tx_hash))
+    tx = call if fetched else chain.transaction_call(tx_hash)
     name, args = _decode(deployment, tx, ("backbone_execution", "enclave_transfer"))
     if name == "deliverResults":
         items = [dict(zip(("claim", "outputCommitment", "encryptedResult", "resultPointer", "resultCommitment",
@@ -102,6 +109,32 @@ def delivered_result(chain: Any, deployment: Deployment, tx_hash: Any, request_i
                                    bytes(item["resultCommitment"]), bytes(item["signature"]), name,
                                    str(tx["from"]))
     raise CalldataNotFound(f"transaction {_hex(tx)} delivers no result for request {request_id}")
+
+
+class PrefetchedCall:
+    """A transaction's :meth:`~splitseal.chain.Chain.transaction_call`, fetched on a push
+    subscription's thread as soon as the log naming the transaction arrives, for a reader on
+    another thread (the inference node's service loop, a requester's waiting caller): the reader's
+    wake-up overlaps the round trip. Only the fetch moves; the reader checks what it reads
+    exactly as it checks a call it fetched itself, and fetches it itself when this one failed."""
+
+    __slots__ = ("call", "done")
+
+    def __init__(self) -> None:
+        self.call: dict[str, Any] | None = None
+        self.done = threading.Event()
+
+    def fetch(self, chain: Any, tx_hash: Any) -> None:
+        try:
+            self.call = chain.transaction_call(tx_hash)
+        except Exception as exc:  # noqa: BLE001 - the reader fetches it itself, and meets the error there
+            log.debug("prefetch of transaction %s failed: %s", HexBytes(tx_hash).hex(), exc)
+        finally:
+            self.done.set()
+
+    def wait(self, timeout: float) -> dict[str, Any] | None:
+        """The fetched call, or None (it failed, or took longer than ``timeout`` seconds)."""
+        return self.call if self.done.wait(timeout) else None
 
 
 def last_delivered_sequence(chain: Any, deployment: Deployment, enclave: str) -> int:

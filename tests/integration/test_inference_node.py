@@ -7,6 +7,7 @@ requester that encrypts its input to the node's key and decrypts the enclave's r
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,7 @@ def test_a_result_pushed_before_its_requester_knows_the_request_id_is_taken_from
 
 
 @pytest.mark.integration
-def test_on_anvil_the_push_thread_fetches_the_inline_inputs_and_each_request_is_served_once(
+def test_on_anvil_the_push_threads_fetch_inputs_and_deliveries_and_each_request_is_served_once(
         anvil_chain, anvil_deployment, tmp_path):
     import threading
 
@@ -119,7 +120,18 @@ def test_on_anvil_the_push_thread_fetches_the_inline_inputs_and_each_request_is_
         outcomes = [req.infer(w.model_id, w.version, x, timeout=30) for x in xs]
         assert [o.status for o in outcomes] == [RequestStatus.COMPLETED] * 3
         assert [o.label for o in outcomes] == list(expected_labels(w, xs))
+        deadline = time.monotonic() + 10  # the requester may open its result before the node counts it
+        while node.stats.completed < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert node.stats.prefetched == 3 and node.stats.completed == 3
+        assert req.prefetched == 3  # and the requester's push thread fetched each delivery
+        # a call fetched for another transaction is not taken for the delivery's
+        from splitseal.chain import delivered_result
+
+        stranger = w.chain.transaction_call(outcomes[0].transactions["request"])
+        delivered = delivered_result(w.chain, w.deployment, outcomes[1].transactions["result"],
+                                     outcomes[1].request_id, call=stranger)
+        assert delivered.request_id == outcomes[1].request_id and delivered.function == "deliverResult"
     finally:
         req.close()
         node.close()
@@ -341,6 +353,59 @@ def test_with_pushed_endings_a_node_drops_the_requests_another_served_without_as
     req.close()
     a.node.close()
     b.node.close()
+
+
+def test_several_nodes_keepers_read_logs_once_and_still_end_what_no_node_served_when_its_node_is_dead(world):
+    """With pushed endings each node's keeper reads the logs at its first sweep only, then takes
+    requests from its node and endings from the subscription; the keeper of a dead node is
+    covered by another after the grace, and an ending whose push was lost is asked about, not
+    timed out."""
+    from chain_node.inference_node import BackboneUnavailable
+
+    w = world
+    extra = w.chain.accounts[5]
+    authorize_node(w.chain, w.deployment, w.admin, extra,
+                   load_or_create_x25519_key(w.base / "node-state" / "input.key"))
+    start = w.chain.block_number() + 1
+    a = make_node(w, state="keep-a", index=0, count=2, grace=0.0, start_block=start)
+    b = make_node(w, state="keep-b", index=1, count=2, grace=0.0, account=extra, start_block=start)
+    a.node.setup()
+    b.node.setup()
+    req = requester(w)
+    served = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=43)[0])
+    a.node.poll_once()
+    b.node.poll_once()
+    assert req.wait(served).ok
+    assert a.node.keeper.log_reads == b.node.keeper.log_reads == 1  # the first sweep's read
+
+    def no_backbone(model_id, version):
+        raise BackboneUnavailable("this node holds no backbone for it")
+
+    a.node.backbones = b.node.backbones = no_backbone
+    orphan = req.submit(w.model_id, w.version, es.sample_inputs(1, seed=44)[0], deadline_seconds=600)
+    a.node.poll_once()
+    b.node.poll_once()
+    a.node.poll_once()  # the grace (0) is over: the other node takes it over, and skips it too
+    b.node.poll_once()
+    assert RequestStatus(w.chain.call(w.deployment.backbone_execution.functions.status(orphan.request_id))) \
+        is RequestStatus.REQUESTED
+    preferred, other = (a, b) if orphan.request_id % 2 == 0 else (b, a)
+    assert orphan.request_id in other.node.keeper.open_requests
+    # the served request's ending push lost at the other node: it asks the chain, sends no timeout
+    other.node._ended_pushed.pop(served.request_id)
+    other.node.keeper.note_request(served.request_id, 0)
+    w.chain.increase_time(610)
+    w.chain.mine(1)
+    preferred.node.close()  # the preferred keeper is dead: the other ends the request after its grace
+    sent, real_end = [], other.node.keeper.end
+    other.node.keeper.end = lambda rid: sent.append(rid) or real_end(rid)  # a spy: still sends
+    assert other.node.sweep_now() == 1
+    assert sent == [orphan.request_id]  # no timeout sent for the served request
+    assert req.wait(orphan).status is RequestStatus.TIMED_OUT
+    assert other.node.keeper.timed_out == 1 and other.node.keeper.open_requests == {}
+    assert other.node.keeper.log_reads == 1
+    req.close()
+    other.node.close()
 
 
 def test_a_lost_enclave_reply_is_asked_again_and_the_same_answer_delivered_once(world):

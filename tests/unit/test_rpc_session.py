@@ -28,3 +28,115 @@ def test_no_proxy_for_the_local_node_and_one_session_per_thread(monkeypatch):
     thread.start()
     thread.join()
     assert other[0] is not here  # requests.Session is not shared across threads
+
+
+class _JsonRpcEcho:
+    """A local HTTP/1.1 server answering every POST with its body's id; counts connections and
+    requests; ``close_after`` closes each connection after that many answers."""
+
+    def __init__(self, close_after: int = 0, status: int = 200) -> None:
+        import http.server
+
+        echo = self
+        self.connections, self.requests, self.close_after, self.status = 0, 0, close_after, status
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                echo.connections += 1
+                self.answered = 0
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                import json
+
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                echo.requests += 1
+                self.answered += 1
+                reply = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": hex(echo.requests)}).encode()
+                self.send_response(echo.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                if echo.close_after and self.answered >= echo.close_after:
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _post(once: EnvironmentOnce, url: str, request_id: int) -> dict:
+    import json
+
+    with once.post(url, data=json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "eth_blockNumber",
+                                         "params": []}).encode(),
+                   headers={"Content-Type": "application/json"}, timeout=5) as reply:
+        reply.raise_for_status()
+        return json.loads(reply.content)
+
+
+def test_a_local_node_is_posted_to_over_one_kept_alive_connection_per_thread(monkeypatch):
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = _JsonRpcEcho()
+    try:
+        once = EnvironmentOnce(server.url)
+        assert once.direct
+        assert [_post(once, server.url, i)["id"] for i in range(5)] == list(range(5))
+        assert server.connections == 1 and server.requests == 5
+        other = threading.Thread(target=lambda: _post(once, server.url, 9))
+        other.start()
+        other.join()
+        assert server.connections == 2  # http.client connections are not shared across threads
+    finally:
+        server.close()
+
+
+def test_a_connection_the_node_closed_is_replaced_and_no_request_is_sent_twice(monkeypatch):
+    import time
+
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    server = _JsonRpcEcho(close_after=1)
+    try:
+        once = EnvironmentOnce(server.url)
+        for i in range(3):
+            assert _post(once, server.url, i)["id"] == i
+            time.sleep(0.05)  # the server's close reaches the client's socket
+        assert server.requests == 3 and server.connections == 3
+    finally:
+        server.close()
+
+
+def test_an_http_error_status_raises_as_requests_would(monkeypatch):
+    import pytest
+    import requests
+
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    server = _JsonRpcEcho(status=503)
+    try:
+        with pytest.raises(requests.HTTPError, match="503"):
+            _post(EnvironmentOnce(server.url), server.url, 1)
+    finally:
+        server.close()
+
+
+def test_a_proxied_or_https_endpoint_goes_through_requests(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert not EnvironmentOnce("http://node.example:8545").direct
+    assert not EnvironmentOnce("https://rpc.example.org").direct
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert EnvironmentOnce("http://127.0.0.1:8545").direct
