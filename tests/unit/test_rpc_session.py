@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from splitseal.chain.rpc import EnvironmentOnce
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """No HTTP proxy in the environment: a local node is posted to directly."""
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_the_environments_proxy_is_taken_once_and_per_thread_sessions_do_not_look_again(monkeypatch):
@@ -70,7 +79,10 @@ class _JsonRpcEcho:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def close(self) -> None:
+    def __enter__(self) -> "_JsonRpcEcho":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
 
@@ -85,11 +97,8 @@ def _post(once: EnvironmentOnce, url: str, request_id: int) -> dict:
         return json.loads(reply.content)
 
 
-def test_a_local_node_is_posted_to_over_one_kept_alive_connection_per_thread(monkeypatch):
-    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    server = _JsonRpcEcho()
-    try:
+def test_a_local_node_is_posted_to_over_one_kept_alive_connection_per_thread(no_proxy):
+    with _JsonRpcEcho() as server:
         once = EnvironmentOnce(server.url)
         assert once.direct
         assert [_post(once, server.url, i)["id"] for i in range(5)] == list(range(5))
@@ -98,38 +107,25 @@ def test_a_local_node_is_posted_to_over_one_kept_alive_connection_per_thread(mon
         other.start()
         other.join()
         assert server.connections == 2  # http.client connections are not shared across threads
-    finally:
-        server.close()
 
 
-def test_a_connection_the_node_closed_is_replaced_and_no_request_is_sent_twice(monkeypatch):
+def test_a_connection_the_node_closed_is_replaced_and_no_request_is_sent_twice(no_proxy):
     import time
 
-    monkeypatch.delenv("HTTP_PROXY", raising=False)
-    monkeypatch.delenv("http_proxy", raising=False)
-    server = _JsonRpcEcho(close_after=1)
-    try:
+    with _JsonRpcEcho(close_after=1) as server:
         once = EnvironmentOnce(server.url)
         for i in range(3):
             assert _post(once, server.url, i)["id"] == i
             time.sleep(0.05)  # the server's close reaches the client's socket
         assert server.requests == 3 and server.connections == 3
-    finally:
-        server.close()
 
 
-def test_an_http_error_status_raises_as_requests_would(monkeypatch):
-    import pytest
+def test_an_http_error_status_raises_as_requests_would(no_proxy):
     import requests
 
-    monkeypatch.delenv("HTTP_PROXY", raising=False)
-    monkeypatch.delenv("http_proxy", raising=False)
-    server = _JsonRpcEcho(status=503)
-    try:
+    with _JsonRpcEcho(status=503) as server:
         with pytest.raises(requests.HTTPError, match="503"):
             _post(EnvironmentOnce(server.url), server.url, 1)
-    finally:
-        server.close()
 
 
 def test_a_proxied_or_https_endpoint_goes_through_requests(monkeypatch):
