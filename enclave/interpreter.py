@@ -46,6 +46,7 @@ Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -657,30 +658,41 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 @operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
-    weights = _memoised(ctx, x.shape, lambda: _average_weights(ctx, x))
-    # one gemv against [1/size]*size: numpy's reductions over a few innermost elements cost
-    # 10-20 us on the heads' 2x2 maps, the gemv 1-3 us in either memory layout
-    return np.matmul(x.reshape(x.shape[0], x.shape[1], -1), weights).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+    _memoised(ctx, x.shape, lambda: _check_spatial(ctx, x))
+    return _spatial_mean(x)
+
+
+def _spatial_mean(x: np.ndarray) -> np.ndarray:
+    """The mean over every axis after the first two, kept as size-1 axes, as one gemv against
+    [1/size]*size: numpy's reductions over a few innermost elements cost 5-20 us on the heads'
+    2x2 maps, the gemv 1-3 us in either memory layout."""
+    size = math.prod(x.shape[2:])
+    return np.matmul(x.reshape(x.shape[0], x.shape[1], -1), _mean_weights(size)).reshape(
+        x.shape[:2] + (1,) * (x.ndim - 2))
+
+
+@functools.lru_cache(maxsize=64)
+def _mean_weights(size: int) -> np.ndarray:
+    weights = np.full(size, 1.0 / size, F32)
+    weights.flags.writeable = False
+    return weights
 
 
 def _mean(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
     """ReduceMean. Over every spatial axis of an NCHW-like tensor (what torch's dynamo exporter
-    writes for adaptive average pooling) it is GlobalAveragePool, computed as one gemv: numpy's
-    reduction of a few innermost elements measured 5-20 us on the heads' 2x2 maps, the gemv 1-3."""
+    writes for adaptive average pooling) it is GlobalAveragePool's gemv."""
     if x.ndim >= 3 and axes == tuple(range(2, x.ndim)) and x.size:
-        size = math.prod(x.shape[2:])
-        y = np.matmul(x.reshape(x.shape[0], x.shape[1], -1), np.full(size, 1.0 / size, F32))
-        return y.reshape(x.shape[:2] + (1,) * (x.ndim - 2)) if keepdims else y
+        y = _spatial_mean(x)
+        return y if keepdims else y.reshape(x.shape[:2])
     return _MEAN(x, axes, keepdims)   # short trailing means as a matrix-vector product too
 
 
-def _average_weights(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
+def _check_spatial(ctx: _Ctx, x: np.ndarray) -> bool:
     if x.ndim < 3:
         raise ctx.error(f"input rank {x.ndim} has no spatial dimensions")
-    size = math.prod(x.shape[2:])
-    if size == 0:
+    if math.prod(x.shape[2:]) == 0:
         raise ctx.error(f"input of shape {x.shape} has an empty spatial extent")
-    return np.full(size, 1.0 / size, F32)
+    return True
 
 
 @operator("BatchNormalization", attrs={"epsilon": None, "momentum": None, "training_mode": (14, MAX_OPSET)},
