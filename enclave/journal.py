@@ -50,11 +50,11 @@ class AnswerJournal:
         self.durability = durability
         self._path: Path | None = None
         self._fd: int | None = None
-        #: guards the descriptor and the counters against the flusher thread
-        self._fd_lock = threading.Lock()
+
         self._appended = 0  # records written to the current file
         self._synced = 0  # of those, records known to be on disk
-        self._wake = threading.Condition(self._fd_lock)
+        #: guards the descriptor and the counters against the flusher thread, which waits on it
+        self._wake = threading.Condition()
         self._flusher: threading.Thread | None = None
         self._stopping = False
         self._generation = 0  # bumped per file opened: a flush of an earlier file counts for nothing
@@ -66,7 +66,7 @@ class AnswerJournal:
             self.close()
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with self._fd_lock:
+            with self._wake:
                 self._path, self._fd, self._appended, self._synced = path, fd, 0, 0
                 self._generation += 1
         assert self._fd is not None
