@@ -8,7 +8,8 @@ over, in this fixed order:
    the enclave imports (``splitseal/__init__.py``, ``splitseal/errors.py`` and every
    ``splitseal/protocol/*.py``: wire formats, ECIES, EIP-712), sorted by path;
 2. ``interpreter``: ``enclave/interpreter.py`` and ``enclave/package.py`` (the head's loader
-   and evaluator);
+   and evaluator), then the compiled kernels' flags and C sources (``enclave/csrc``) and the
+   shared objects built from them (``.venv/native``, see :mod:`enclave.native`), sorted;
 3. ``config``: the canonical JSON of the measured configuration (:class:`MeasuredConfig`) and
    the versions of the third-party libraries the enclave runs on.
 
@@ -82,6 +83,21 @@ def code_files(root: Path = PROJECT_DIR) -> list[str]:
     return sorted([f for f in enclave_files if f not in INTERPRETER_FILES] + list(SHARED_CORE_FILES) + shared)
 
 
+def interpreter_files(root: Path = PROJECT_DIR) -> list[str]:
+    """Relative paths of the measured interpreter files (section 2): the evaluator, the kernels'
+    flags and sources, and the objects built from those sources (absent ones measured as such)."""
+    from enclave import native
+
+    source_dir = root / "enclave" / "csrc"
+    files = list(INTERPRETER_FILES)
+    if (source_dir / native.FLAGS_FILE).is_file():
+        files.append(f"enclave/csrc/{native.FLAGS_FILE}")
+        for name in native.kernel_names(source_dir):
+            obj = native.object_path(name, source_dir, root / ".venv" / "native")
+            files += [f"enclave/csrc/{name}.c", obj.relative_to(root).as_posix()]
+    return files
+
+
 def _library_versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -107,7 +123,7 @@ def compute_measurement(config: MeasuredConfig = MeasuredConfig(), root: Path = 
     h = hashlib.sha256(MEASUREMENT_DOMAIN)
     for rel in code_files(root):
         _item(h, b"code", rel, _read(root, rel))
-    for rel in INTERPRETER_FILES:
+    for rel in interpreter_files(root):
         _item(h, b"interpreter", rel, _read(root, rel, missing_ok=True))
     libs = _library_versions() if libraries is None else libraries
     _item(h, b"config", "measured-config", config.canonical())

@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from enclave import native
 from enclave.package import HeadGraph, HeadPackage, NodeSpec, ParameterIndexTable, decode_graph, read_parameter
 from splitseal.errors import ModelError, PackageFormatError, UnsupportedOperatorError
 
@@ -1659,19 +1660,12 @@ def _ints(ctx: _Ctx, name: str, n: int | None = None, required: bool = True) -> 
 @dataclass(frozen=True)
 class _Forest:
     """A tree ensemble compiled once per node (its attributes and lifted parameters are fixed):
-    flat per-node arrays in which a leaf branches to itself, so every row walks every tree for
-    ``depth`` steps with no test for having arrived, and the leaves' weights as a dense table."""
+    flat per-node tables checked here, handed to the C walker (``enclave/csrc/trees.c``), which
+    copies them and checks every index again."""
 
-    roots: np.ndarray          # [trees] the root's flat index
-    feats: np.ndarray          # [nodes] feature read (0 at leaves: never compared)
-    thresholds: np.ndarray     # [nodes]
-    code: np.ndarray           # [nodes] index into _TREE_MODES
-    nxt: np.ndarray            # [2 * nodes]: the false branch of node k at k, the true one at nodes + k
-    tracks: np.ndarray | None  # [nodes] NaN goes the true way; None when no node says so
-    depth: int                 # the longest root-to-leaf path
-    leq_only: bool             # every branch is BRANCH_LEQ (what scikit-learn's converters write)
-    table: tuple[np.ndarray, ...]  # per target: [nodes] summed leaf weights (1-D gathers are the fast ones)
-    has: tuple[np.ndarray, ...]    # per target: [nodes] whether a weight is there
+    kernel: Any                # the walker's compiled forest
+    trees: int
+    targets: int
     positive: bool             # every leaf weight is >= 0
 
 
@@ -1745,13 +1739,12 @@ def _compile_forest(ctx: _Ctx, n_features: int, values_in: np.ndarray | None, pr
         table[k, c] += v
         has[k, c] = 1
     tracks = track.astype(bool) if len(track) else np.zeros(n, dtype=bool)
-    return _Forest(roots=np.array(list(roots.values()), dtype=np.int64), feats=feats, thresholds=thresholds,
-                   code=code, nxt=np.concatenate([nxt_false, nxt_true]),
-                   tracks=tracks if tracks[~leaf].any() else None, depth=depth,
-                   leq_only=bool(np.all(code[~leaf] == _TREE_MODES.index("BRANCH_LEQ"))),
-                   table=tuple(np.ascontiguousarray(table[:, c]) for c in range(n_targets)),
-                   has=tuple(np.ascontiguousarray(has[:, c]) for c in range(n_targets)),
-                   positive=bool(np.all(weights >= 0)))
+    kernel = native.load("trees").compile(
+        np.array(list(roots.values()), dtype=np.int64), feats, np.ascontiguousarray(thresholds, dtype=F32),
+        code.astype(np.uint8), np.concatenate([nxt_false, nxt_true]),
+        tracks.astype(np.uint8) if tracks[~leaf].any() else None,
+        np.ascontiguousarray(table.T), np.ascontiguousarray(has.T).astype(np.uint8), n_features)
+    return _Forest(kernel=kernel, trees=len(roots), targets=n_targets, positive=bool(np.all(weights >= 0)))
 
 
 def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
@@ -1763,27 +1756,11 @@ def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix:
         raise ctx.unsupported(f"X must be [N, features], got shape {x.shape}")
     forest = _memoised(ctx, ("forest", x.shape[1]),
                        lambda: _compile_forest(ctx, x.shape[1], values_in, prefix, n_targets, weights_in))
-    ctx.check_size((x.shape[0], len(forest.roots), n_targets), "tree buffer")
-    # walk every row down every tree at once, ``depth`` steps (leaves branch to themselves)
-    pos = np.empty((x.shape[0], len(forest.roots)), dtype=np.int64)
-    pos[:] = forest.roots
-    flat = x.ravel()
-    row_start = (np.arange(x.shape[0]) * x.shape[1])[:, None]
-    for _ in range(forest.depth):
-        v = flat[row_start + forest.feats[pos]]
-        th = forest.thresholds[pos]
-        if forest.leq_only:
-            go = v <= th
-        else:
-            c = forest.code[pos]
-            go = np.select([c == 0, c == 1, c == 2, c == 3, c == 4, c == 5],
-                           [v <= th, v < th, v >= th, v > th, v == th, v != th], False)
-        if forest.tracks is not None:
-            go |= np.isnan(v) & forest.tracks[pos]
-        pos = forest.nxt[pos + len(forest.feats) * go]
-    scores = np.stack([col[pos].sum(axis=1) for col in forest.table], axis=1)
-    has = (np.stack([col[pos].sum(axis=1) for col in forest.has], axis=1) > 0) if want_has else None
-    return scores, has, len(forest.roots), forest.positive
+    ctx.check_size((x.shape[0], forest.trees, n_targets), "tree buffer")
+    scores = np.empty((x.shape[0], n_targets), dtype=np.float64)
+    has = np.empty((x.shape[0], n_targets), dtype=np.uint8) if want_has else None
+    native.load("trees").walk(forest.kernel, np.ascontiguousarray(x), x.shape[0], scores, has)
+    return scores, (has.astype(bool) if has is not None else None), forest.trees, forest.positive
 
 
 def _post(ctx: _Ctx, scores: np.ndarray, allowed: tuple[str, ...]) -> tuple[str, np.ndarray]:

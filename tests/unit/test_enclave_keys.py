@@ -78,7 +78,7 @@ def test_higher_security_version_is_refused():
 
 def _copy_tree(tmp_path: Path) -> Path:
     root = tmp_path / "copy"
-    for rel in ident.code_files() + list(ident.INTERPRETER_FILES):
+    for rel in ident.code_files() + ident.interpreter_files():
         src = ident.PROJECT_DIR / rel
         if src.exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,10 @@ def test_measurement_is_deterministic_and_covers_code_interpreter_config(tmp_pat
     assert m == ident.compute_measurement(root=ident.PROJECT_DIR, libraries=libs)
     assert ident.compute_measurement(ident.MeasuredConfig(max_frame_bytes=1024), root=root, libraries=libs) != m
     assert ident.compute_measurement(root=root, libraries={"numpy": "2"}) != m
-    for rel in ("splitseal/protocol/crypto.py", "enclave/interpreter.py", "splitseal/errors.py"):
+    kernel_object = ident.interpreter_files()[-1]
+    assert kernel_object.startswith(".venv/native/") and (root / kernel_object).is_file()
+    for rel in ("splitseal/protocol/crypto.py", "enclave/interpreter.py", "splitseal/errors.py",
+                "enclave/csrc/cflags", "enclave/csrc/trees.c", kernel_object):
         path = root / rel
         if not path.exists():
             continue

@@ -1,0 +1,208 @@
+/* Tree-ensemble walker for the enclave's interpreter (ONNX-ML TreeEnsembleClassifier/Regressor).
+ *
+ * Why C: enclave/native.py. The interpreter checks an ensemble's attributes and flattens it once
+ * per node (enclave/interpreter.py, _compile_forest); compile() copies those flat tables here and
+ * checks every index in them, walk() then sums the reached leaves' weights for every row:
+ *
+ *   compile(roots i64[T], feats i64[M], thresholds f32[M], codes u8[M], next i64[2M],
+ *           tracks u8[M] or None, table f64[K*M], has u8[K*M], n_features) -> capsule
+ *   walk(forest, x f32[N*F], rows N, scores f64[N*K] (written), reached u8[N*K] or None (written))
+ *
+ * M nodes; the false branch of node k is next[k], the true one next[M + k]; a leaf (code 6) ends
+ * the walk; table and has are target-major ([K][M]). A NaN feature goes the true way where tracks
+ * says so, as onnxruntime does; every comparison is in float32 as onnxruntime's.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { LEQ, LT, GTE, GT, EQ, NEQ, LEAF };
+
+typedef struct {
+    Py_ssize_t trees, nodes, targets, features;
+    int64_t *roots, *feats, *next;
+    float *thresholds;
+    uint8_t *codes, *tracks; /* tracks NULL: no node sends NaN the true way */
+    double *table;
+    uint8_t *has;
+} forest_t;
+
+static const char *CAPSULE = "splitseal.trees.forest";
+
+static void forest_free(forest_t *f) {
+    if (!f) return;
+    free(f->roots); free(f->feats); free(f->next); free(f->thresholds);
+    free(f->codes); free(f->tracks); free(f->table); free(f->has);
+    free(f);
+}
+
+static void capsule_free(PyObject *capsule) {
+    forest_free((forest_t *)PyCapsule_GetPointer(capsule, CAPSULE));
+}
+
+/* A C-contiguous buffer of `count` items of `itemsize` bytes whose format is one of `formats`. */
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, const char *formats,
+                      Py_ssize_t itemsize, Py_ssize_t count, int writable) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    const char *fmt = view->format ? view->format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
+    if (view->itemsize != itemsize || strlen(fmt) != 1 || !strchr(formats, *fmt)) {
+        PyErr_Format(PyExc_ValueError, "%s: wrong item type (format %s, %zd bytes)", what, view->format,
+                     view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (count >= 0 && view->len != count * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, view->len / itemsize, count);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static void *copy_out(Py_buffer *view) {
+    void *p = malloc(view->len ? (size_t)view->len : 1);
+    if (p) memcpy(p, view->buf, (size_t)view->len);
+    return p;
+}
+
+#define I64 "qlL"  /* int64 as numpy exports it on LP64 */
+
+static PyObject *compile(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_roots, *o_feats, *o_thr, *o_codes, *o_next, *o_tracks, *o_table, *o_has;
+    Py_ssize_t features;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOn", &o_roots, &o_feats, &o_thr, &o_codes, &o_next, &o_tracks,
+                          &o_table, &o_has, &features))
+        return NULL;
+    Py_buffer b[8];
+    int got = 0;
+    forest_t *f = calloc(1, sizeof *f);
+    if (!f) return PyErr_NoMemory();
+    if (get_buffer(o_roots, &b[got], "roots", I64, 8, -1, 0) < 0) goto fail;
+    f->trees = b[got++].len / 8;
+    if (get_buffer(o_feats, &b[got], "feats", I64, 8, -1, 0) < 0) goto fail;
+    f->nodes = b[got++].len / 8;
+    Py_ssize_t m = f->nodes;
+    if (get_buffer(o_thr, &b[got++], "thresholds", "f", 4, m, 0) < 0) { got--; goto fail; }
+    if (get_buffer(o_codes, &b[got++], "codes", "B", 1, m, 0) < 0) { got--; goto fail; }
+    if (get_buffer(o_next, &b[got++], "next", I64, 8, 2 * m, 0) < 0) { got--; goto fail; }
+    int tracked = o_tracks != Py_None;
+    if (tracked && get_buffer(o_tracks, &b[got++], "tracks", "B?", 1, m, 0) < 0) { got--; goto fail; }
+    if (get_buffer(o_table, &b[got], "table", "d", 8, -1, 0) < 0) goto fail;
+    if (m == 0 || b[got].len / 8 % m != 0) {
+        got++;
+        PyErr_SetString(PyExc_ValueError, "table: not a whole number of targets");
+        goto fail;
+    }
+    f->targets = b[got++].len / 8 / m;
+    if (get_buffer(o_has, &b[got++], "has", "B?", 1, f->targets * m, 0) < 0) { got--; goto fail; }
+    f->features = features;
+    int i = 0;
+    f->roots = copy_out(&b[i++]); f->feats = copy_out(&b[i++]); f->thresholds = copy_out(&b[i++]);
+    f->codes = copy_out(&b[i++]); f->next = copy_out(&b[i++]);
+    if (tracked) f->tracks = copy_out(&b[i++]);
+    f->table = copy_out(&b[i++]); f->has = copy_out(&b[i++]);
+    for (int k = 0; k < got; k++) PyBuffer_Release(&b[k]);
+    got = 0;
+    if (!f->roots || !f->feats || !f->thresholds || !f->codes || !f->next || (tracked && !f->tracks) ||
+        !f->table || !f->has) {
+        forest_free(f);
+        return PyErr_NoMemory();
+    }
+    /* every index the walk will follow is in range, so walk() never checks one */
+    for (Py_ssize_t t = 0; t < f->trees; t++)
+        if (f->roots[t] < 0 || f->roots[t] >= m) { PyErr_SetString(PyExc_ValueError, "a root is out of range"); goto bad; }
+    for (Py_ssize_t k = 0; k < m; k++) {
+        if (f->codes[k] > LEAF) { PyErr_SetString(PyExc_ValueError, "a node mode is out of range"); goto bad; }
+        if (f->codes[k] == LEAF) continue;
+        if (f->feats[k] < 0 || f->feats[k] >= features) { PyErr_SetString(PyExc_ValueError, "a feature is out of range"); goto bad; }
+        if (f->next[k] < 0 || f->next[k] >= m || f->next[m + k] < 0 || f->next[m + k] >= m) {
+            PyErr_SetString(PyExc_ValueError, "a branch is out of range");
+            goto bad;
+        }
+    }
+    PyObject *capsule = PyCapsule_New(f, CAPSULE, capsule_free);
+    if (!capsule) forest_free(f);
+    return capsule;
+bad:
+    forest_free(f);
+    return NULL;
+fail:
+    for (int k = 0; k < got; k++) PyBuffer_Release(&b[k]);
+    forest_free(f);
+    return NULL;
+}
+
+static inline int goes_true(uint8_t code, float v, float th) {
+    switch (code) {
+    case LEQ: return v <= th;
+    case LT: return v < th;
+    case GTE: return v >= th;
+    case GT: return v > th;
+    case EQ: return v == th;
+    default: return v != th; /* NEQ */
+    }
+}
+
+static PyObject *walk(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_forest, *o_x, *o_scores, *o_reached;
+    Py_ssize_t rows;
+    if (!PyArg_ParseTuple(args, "OOnOO", &o_forest, &o_x, &rows, &o_scores, &o_reached)) return NULL;
+    forest_t *f = PyCapsule_GetPointer(o_forest, CAPSULE);
+    if (!f) return NULL;
+    if (rows < 0) { PyErr_SetString(PyExc_ValueError, "rows must be >= 0"); return NULL; }
+    Py_buffer bx, bs, br;
+    const Py_ssize_t m = f->nodes, k_targets = f->targets, nf = f->features;
+    if (get_buffer(o_x, &bx, "x", "f", 4, rows * nf, 0) < 0) return NULL;
+    if (get_buffer(o_scores, &bs, "scores", "d", 8, rows * k_targets, 1) < 0) { PyBuffer_Release(&bx); return NULL; }
+    int want = o_reached != Py_None;
+    if (want && get_buffer(o_reached, &br, "reached", "B?", 1, rows * k_targets, 1) < 0) {
+        PyBuffer_Release(&bx); PyBuffer_Release(&bs); return NULL;
+    }
+    const float *x = bx.buf;
+    double *scores = bs.buf;
+    uint8_t *reached = want ? br.buf : NULL;
+    memset(scores, 0, (size_t)bs.len);
+    if (want) memset(reached, 0, (size_t)br.len);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *row = x + r * nf;
+        double *out = scores + r * k_targets;
+        for (Py_ssize_t t = 0; t < f->trees; t++) {
+            int64_t k = f->roots[t];
+            /* a walk is at most m steps: compile() checked the indices, the interpreter the cycles */
+            for (Py_ssize_t step = 0; f->codes[k] != LEAF && step < m; step++) {
+                float v = row[f->feats[k]];
+                int go = goes_true(f->codes[k], v, f->thresholds[k]);
+                if (f->tracks && isnan(v) && f->tracks[k]) go = 1;
+                k = f->next[go ? m + k : k];
+            }
+            for (Py_ssize_t c = 0; c < k_targets; c++) {
+                out[c] += f->table[c * m + k];
+                if (reached) reached[r * k_targets + c] |= f->has[c * m + k];
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&bs);
+    if (want) PyBuffer_Release(&br);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"compile", compile, METH_VARARGS, "Copy and check a flattened ensemble; returns the forest."},
+    {"walk", walk, METH_VARARGS, "Sum the reached leaves' weights of every row into scores."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "trees", "Tree-ensemble walker.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit_trees(void) { return PyModule_Create(&module); }
