@@ -1747,32 +1747,16 @@ def _compile_forest(ctx: _Ctx, n_features: int, values_in: np.ndarray | None, pr
     return _Forest(kernel=kernel, trees=len(roots), targets=n_targets, positive=bool(np.all(weights >= 0)))
 
 
-def _tree_scores(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
-                 weights_in: np.ndarray | None, want_has: bool = False) -> tuple[np.ndarray, np.ndarray | None, int, bool]:
-    """Per row and target: the sum of the reached leaves' weights, whether any weight was reached
-    (``want_has``; else None), the number of trees, and whether every leaf weight is >= 0."""
+def _forest_input(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
+                  weights_in: np.ndarray | None) -> tuple[_Forest, np.ndarray]:
+    """The node's compiled forest for X's width, and X checked ([N, features] float32, contiguous)."""
     x = ctx.float_input(x, "X")
     if x.ndim != 2:
         raise ctx.unsupported(f"X must be [N, features], got shape {x.shape}")
     forest = _memoised(ctx, ("forest", x.shape[1]),
                        lambda: _compile_forest(ctx, x.shape[1], values_in, prefix, n_targets, weights_in))
     ctx.check_size((x.shape[0], forest.trees, n_targets), "tree buffer")
-    scores = np.empty((x.shape[0], n_targets), dtype=np.float64)
-    has = np.empty((x.shape[0], n_targets), dtype=np.uint8) if want_has else None
-    native.load("trees").walk(forest.kernel, np.ascontiguousarray(x), x.shape[0], scores, has)
-    return scores, (has.astype(bool) if has is not None else None), forest.trees, forest.positive
-
-
-def _post(ctx: _Ctx, scores: np.ndarray, allowed: tuple[str, ...]) -> tuple[str, np.ndarray]:
-    post = ctx.attr_str("post_transform", "NONE")
-    if post not in allowed:
-        raise ctx.unsupported(f"post_transform {post!r} is not supported (supported: {list(allowed)})")
-    s = scores.astype(F32)
-    if post == "LOGISTIC":
-        s = _sigmoid(s)
-    elif post == "SOFTMAX":
-        s = _softmax_along(s, 1)
-    return post, s.astype(F32)
+    return forest, np.ascontiguousarray(x)
 
 
 def _classifier_attrs(ctx: _Ctx, base_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, set[int], str]:
@@ -1796,42 +1780,34 @@ def _classifier_attrs(ctx: _Ctx, base_in: np.ndarray | None) -> tuple[np.ndarray
           lifted=("nodes_values", "class_weights", "base_values"))
 def _tree_classifier(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = None,
                      weights_in: np.ndarray | None = None, base_in: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    labels, base, class_ids, post = _memoised(ctx, "classifier", lambda: _classifier_attrs(ctx, base_in))
+    labels, base, post = _memoised(ctx, "classifier", lambda: _classifier_checked(ctx, base_in))
+    forest, x = _forest_input(ctx, x, values_in, "class", len(labels), weights_in)
+    label = np.empty(x.shape[0], dtype=I64)
+    probabilities = np.empty((x.shape[0], len(labels)), dtype=F32)
+    native.load("trees").classify(forest.kernel, x, x.shape[0], base, _POST_CODES[post], forest.positive,
+                                  labels, label, probabilities)
+    return label, probabilities
+
+
+_POST_CODES = {"NONE": 0, "LOGISTIC": 1, "SOFTMAX": 2}
+
+
+def _classifier_checked(ctx: _Ctx, base_in: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The classifier's attributes once per node, refused where onnxruntime's outputs are not the
+    ones ``trees.c`` computes: labels (int64), base values (float64), the post transform."""
+    labels, base, class_ids, post = _classifier_attrs(ctx, base_in)
     k = len(labels)
-    scores, has, _, positive = _tree_scores(ctx, x, values_in, "class", k, weights_in,
-                                            want_has=k > 2 and not len(base))
-    if k > 2:
-        if len(base) not in (0, k):
-            raise ctx.error(f"base_values has {len(base)} entries, the classes are {k}")
-        if len(base):
-            scores = scores + base
-            masked = scores   # a base value for every class: every class has a score
-        else:
-            masked = np.where(has, scores, -np.inf)
-        label = labels[np.argmax(masked, axis=1)]
-        return label, _post(ctx, scores, ("NONE", "LOGISTIC", "SOFTMAX"))[1]
-    # two classes: onnxruntime's binary case, one score column for class 0 (what skl2onnx writes)
-    if class_ids != {0}:
-        raise ctx.unsupported("a two-class ensemble must carry its weights for class 0 only (one score)")
-    if post not in ("NONE", "LOGISTIC", "SOFTMAX"):
-        raise ctx.unsupported(f"post_transform {post!r} is not supported (supported: NONE, LOGISTIC, SOFTMAX)")
-    s = scores[:, 0]
-    if len(base) == 2:       # "binary as multiclass": [s + b0, 0] (b1 unused), then transformed
-        s = s + base[0]
-        out = _post(ctx, np.stack([s, np.zeros_like(s)], axis=1), ("NONE", "LOGISTIC", "SOFTMAX"))[1]
-    elif len(base) <= 1:     # the second column from the one score, as onnxruntime writes it
-        s = s + (base[0] if len(base) else 0.0)
-        s32 = s.astype(F32)
-        if post == "LOGISTIC":
-            out = _sigmoid(np.stack([-s32, s32], axis=1))   # one call for both columns
-        elif positive:
-            out = np.stack([1 - s32, s32], axis=1)
-        else:
-            out = np.stack([-s32, s32], axis=1)
-    else:
-        raise ctx.error(f"base_values has {len(base)} entries, the classes are 2")
-    label = np.where(s > (0.5 if positive else 0.0), labels[1], labels[0])
-    return label.astype(I64), out.astype(F32)
+    if post not in _POST_CODES:
+        raise ctx.unsupported(f"post_transform {post!r} is not supported (supported: {list(_POST_CODES)})")
+    if k > 2 and len(base) not in (0, k):
+        raise ctx.error(f"base_values has {len(base)} entries, the classes are {k}")
+    if k == 2:
+        # two classes: onnxruntime's binary case, one score column for class 0 (what skl2onnx writes)
+        if class_ids != {0}:
+            raise ctx.unsupported("a two-class ensemble must carry its weights for class 0 only (one score)")
+        if len(base) > 2:
+            raise ctx.error(f"base_values has {len(base)} entries, the classes are 2")
+    return np.ascontiguousarray(labels, dtype=I64), np.ascontiguousarray(base, dtype=np.float64), post
 
 
 @operator("TreeEnsembleRegressor", domain=ML_DOMAIN, opsets=_ML_OPSETS, inputs=(1, 4),
@@ -1850,9 +1826,11 @@ def _tree_regressor(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None = Non
         raise ctx.unsupported(f"aggregate_function {agg!r} is not supported (SUM, AVERAGE)")
     if ctx.attr_str("post_transform", "NONE") != "NONE":
         raise ctx.unsupported(f"post_transform {ctx.attr_str('post_transform', 'NONE')!r} is not supported for a regressor (NONE only)")
-    scores, _, trees, _ = _tree_scores(ctx, x, values_in, "target", n_targets, weights_in)
+    forest, x = _forest_input(ctx, x, values_in, "target", n_targets, weights_in)
+    scores = np.empty((x.shape[0], n_targets), dtype=np.float64)
+    native.load("trees").walk(forest.kernel, x, x.shape[0], scores)
     if agg == "AVERAGE":
-        scores = scores / trees
+        scores = scores / forest.trees
     base = _floats(ctx, "base_values", base_in, False)
     if base is not None and len(base):
         if len(base) != n_targets:

@@ -6,7 +6,8 @@
  *
  *   compile(roots i64[T], feats i64[M], thresholds f32[M], codes u8[M], next i64[2M],
  *           tracks u8[M] or None, table f64[K*M], has u8[K*M], n_features) -> capsule
- *   walk(forest, x f32[N*F], rows N, scores f64[N*K] (written), reached u8[N*K] or None (written))
+ *   walk(forest, x f32[N*F], rows N, scores f64[N*K] (written))
+ *   classify(forest, x, rows, base, post, positive, labels, label_out, probs_out): see classify()
  *
  * M nodes; the false branch of node k is next[k], the true one next[M + k]; a leaf (code 6) ends
  * the walk; table and has are target-major ([K][M]). A NaN feature goes the true way where tracks
@@ -149,28 +150,12 @@ static inline int goes_true(uint8_t code, float v, float th) {
     }
 }
 
-static PyObject *walk(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *o_forest, *o_x, *o_scores, *o_reached;
-    Py_ssize_t rows;
-    if (!PyArg_ParseTuple(args, "OOnOO", &o_forest, &o_x, &rows, &o_scores, &o_reached)) return NULL;
-    forest_t *f = PyCapsule_GetPointer(o_forest, CAPSULE);
-    if (!f) return NULL;
-    if (rows < 0) { PyErr_SetString(PyExc_ValueError, "rows must be >= 0"); return NULL; }
-    Py_buffer bx, bs, br;
+/* scores[r*K + c]: the sum of row r's reached leaves' weights for target c; reached (if not
+ * NULL): whether any of them carries a weight. Both are overwritten. */
+static void walk_rows(const forest_t *f, const float *x, Py_ssize_t rows, double *scores, uint8_t *reached) {
     const Py_ssize_t m = f->nodes, k_targets = f->targets, nf = f->features;
-    if (get_buffer(o_x, &bx, "x", "f", 4, rows * nf, 0) < 0) return NULL;
-    if (get_buffer(o_scores, &bs, "scores", "d", 8, rows * k_targets, 1) < 0) { PyBuffer_Release(&bx); return NULL; }
-    int want = o_reached != Py_None;
-    if (want && get_buffer(o_reached, &br, "reached", "B?", 1, rows * k_targets, 1) < 0) {
-        PyBuffer_Release(&bx); PyBuffer_Release(&bs); return NULL;
-    }
-    const float *x = bx.buf;
-    double *scores = bs.buf;
-    uint8_t *reached = want ? br.buf : NULL;
-    memset(scores, 0, (size_t)bs.len);
-    if (want) memset(reached, 0, (size_t)br.len);
-    Py_BEGIN_ALLOW_THREADS
+    memset(scores, 0, sizeof(double) * (size_t)(rows * k_targets));
+    if (reached) memset(reached, 0, (size_t)(rows * k_targets));
     for (Py_ssize_t r = 0; r < rows; r++) {
         const float *row = x + r * nf;
         double *out = scores + r * k_targets;
@@ -189,16 +174,139 @@ static PyObject *walk(PyObject *self, PyObject *args) {
             }
         }
     }
+}
+
+static PyObject *walk(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_forest, *o_x, *o_scores;
+    Py_ssize_t rows;
+    if (!PyArg_ParseTuple(args, "OOnO", &o_forest, &o_x, &rows, &o_scores)) return NULL;
+    forest_t *f = PyCapsule_GetPointer(o_forest, CAPSULE);
+    if (!f) return NULL;
+    if (rows < 0) { PyErr_SetString(PyExc_ValueError, "rows must be >= 0"); return NULL; }
+    Py_buffer bx, bs;
+    if (get_buffer(o_x, &bx, "x", "f", 4, rows * f->features, 0) < 0) return NULL;
+    if (get_buffer(o_scores, &bs, "scores", "d", 8, rows * f->targets, 1) < 0) { PyBuffer_Release(&bx); return NULL; }
+    Py_BEGIN_ALLOW_THREADS
+    walk_rows(f, bx.buf, rows, bs.buf, NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&bx);
     PyBuffer_Release(&bs);
-    if (want) PyBuffer_Release(&br);
     Py_RETURN_NONE;
+}
+
+enum { POST_NONE, POST_LOGISTIC, POST_SOFTMAX };
+
+static inline float logistic(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+static void post_row(float *p, Py_ssize_t k, int post) {
+    if (post == POST_LOGISTIC) {
+        for (Py_ssize_t c = 0; c < k; c++) p[c] = logistic(p[c]);
+    } else if (post == POST_SOFTMAX) {
+        float top = p[0], sum = 0.0f;
+        for (Py_ssize_t c = 1; c < k; c++) top = p[c] > top ? p[c] : top;
+        for (Py_ssize_t c = 0; c < k; c++) sum += (p[c] = expf(p[c] - top));
+        for (Py_ssize_t c = 0; c < k; c++) p[c] /= sum;
+    }
+}
+
+/* classify(forest, x f32[N*F], rows N, base f64[0|1|2|K], post, positive, labels i64[K],
+ *          label_out i64[N] (written), probs_out f32[N*K] (written))
+ * TreeEnsembleClassifier's two outputs as onnxruntime computes them. K > 2: scores plus base,
+ * the label the arg-max of the scores (of the classes some leaf scored, without base values),
+ * probabilities the post transform of the scores. K == 2 (one score, class 0's, as skl2onnx
+ * writes it): s = score + base[0]; with two base values the probabilities are post([s, 0]),
+ * otherwise [sigmoid(-s), sigmoid(s)] (LOGISTIC), [1 - s, s] (every weight >= 0) or [-s, s];
+ * the label is labels[1] where s > 0.5 (every weight >= 0) or s > 0, else labels[0]. */
+static PyObject *classify(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_forest, *o_x, *o_base, *o_labels, *o_label, *o_probs;
+    Py_ssize_t rows;
+    int post, positive;
+    if (!PyArg_ParseTuple(args, "OOnOiiOOO", &o_forest, &o_x, &rows, &o_base, &post, &positive, &o_labels,
+                          &o_label, &o_probs))
+        return NULL;
+    forest_t *f = PyCapsule_GetPointer(o_forest, CAPSULE);
+    if (!f) return NULL;
+    const Py_ssize_t k = f->targets;
+    if (rows < 0 || k < 2 || post < POST_NONE || post > POST_SOFTMAX) {
+        PyErr_SetString(PyExc_ValueError, "rows, classes or post transform out of range");
+        return NULL;
+    }
+    Py_buffer b[5];
+    int got = 0;
+    if (get_buffer(o_x, &b[got], "x", "f", 4, rows * f->features, 0) < 0) goto fail;
+    got++;
+    if (get_buffer(o_base, &b[got], "base", "d", 8, -1, 0) < 0) goto fail;
+    const Py_ssize_t n_base = b[got++].len / 8;
+    if (k > 2 ? n_base != 0 && n_base != k : n_base > 2) {
+        PyErr_Format(PyExc_ValueError, "base: %zd values for %zd classes", n_base, k);
+        goto fail;
+    }
+    if (get_buffer(o_labels, &b[got], "labels", I64, 8, k, 0) < 0) goto fail;
+    got++;
+    if (get_buffer(o_label, &b[got], "label_out", I64, 8, rows, 1) < 0) goto fail;
+    got++;
+    if (get_buffer(o_probs, &b[got], "probs_out", "f", 4, rows * k, 1) < 0) goto fail;
+    got++;
+    const float *x = b[0].buf;
+    const double *base = b[1].buf;
+    const int64_t *labels = b[2].buf;
+    int64_t *label = b[3].buf;
+    float *probs = b[4].buf;
+    double *scores = malloc(sizeof(double) * (size_t)(rows * k + 1));
+    uint8_t *reached = k > 2 && n_base == 0 ? malloc((size_t)(rows * k + 1)) : NULL;
+    if (!scores || (k > 2 && n_base == 0 && !reached)) {
+        free(scores);
+        free(reached);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    walk_rows(f, x, rows, scores, reached);
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const double *sc = scores + r * k;
+        float *p = probs + r * k;
+        if (k > 2) {
+            Py_ssize_t best = 0;
+            double top = -INFINITY;
+            for (Py_ssize_t c = 0; c < k; c++) {
+                double v = sc[c] + (n_base ? base[c] : 0.0);
+                double masked = n_base || reached[r * k + c] ? v : -INFINITY;
+                if (masked > top || (c == 0)) { top = masked; best = c; }
+                p[c] = (float)v;
+            }
+            label[r] = labels[best];
+            post_row(p, k, post);
+            continue;
+        }
+        double v = sc[0] + (n_base ? base[0] : 0.0);
+        if (n_base == 2) {
+            p[0] = (float)v;
+            p[1] = 0.0f;
+            post_row(p, 2, post);
+        } else {
+            float s32 = (float)v;
+            if (post == POST_LOGISTIC) { p[0] = logistic(-s32); p[1] = logistic(s32); }
+            else if (positive) { p[0] = 1.0f - s32; p[1] = s32; }
+            else { p[0] = -s32; p[1] = s32; }
+        }
+        label[r] = v > (positive ? 0.5 : 0.0) ? labels[1] : labels[0];
+    }
+    Py_END_ALLOW_THREADS
+    free(scores);
+    free(reached);
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    Py_RETURN_NONE;
+fail:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
     {"compile", compile, METH_VARARGS, "Copy and check a flattened ensemble; returns the forest."},
     {"walk", walk, METH_VARARGS, "Sum the reached leaves' weights of every row into scores."},
+    {"classify", classify, METH_VARARGS, "TreeEnsembleClassifier's label and probabilities of every row."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -46,12 +46,12 @@ def test_the_tree_walker_sums_the_reached_leaves():
     trees = native.load("trees")
     forest = trees.compile(*_forest_args())
     x = np.array([[0, 0.5, 0], [0, 0.6, 0], [0, np.nan, 0]], np.float32)
-    scores, reached = np.empty(3), np.empty(3, np.uint8)
-    trees.walk(forest, x, 3, scores, reached)
-    assert scores.tolist() == [2.0, 7.0, 7.0] and reached.tolist() == [1, 1, 1]
+    scores = np.empty(3)
+    trees.walk(forest, x, 3, scores)
+    assert scores.tolist() == [2.0, 7.0, 7.0]
     args = _forest_args()
     args[5] = np.array([1, 0, 0], np.uint8)       # NaN goes the true way at node 0
-    trees.walk(trees.compile(*args), x, 3, scores, None)
+    trees.walk(trees.compile(*args), x, 3, scores)
     assert scores.tolist() == [2.0, 7.0, 2.0]
 
 
@@ -75,10 +75,27 @@ def test_the_tree_walker_refuses_buffers_of_the_wrong_size():
     trees = native.load("trees")
     forest = trees.compile(*_forest_args())
     with pytest.raises(ValueError, match="x: 4 items, expected 3"):
-        trees.walk(forest, np.zeros(4, np.float32), 1, np.empty(1), None)
+        trees.walk(forest, np.zeros(4, np.float32), 1, np.empty(1))
     with pytest.raises(ValueError, match="scores: 2 items, expected 1"):
-        trees.walk(forest, np.zeros(3, np.float32), 1, np.empty(2), None)
+        trees.walk(forest, np.zeros(3, np.float32), 1, np.empty(2))
     with pytest.raises(ValueError, match="invalid PyCapsule"):
-        trees.walk(object(), np.zeros(3, np.float32), 1, np.empty(1), None)
+        trees.walk(object(), np.zeros(3, np.float32), 1, np.empty(1))
     with pytest.raises(ValueError):
-        trees.walk(forest, np.zeros(3, np.float32), 1, np.empty(1).view(np.int64), None)
+        trees.walk(forest, np.zeros(3, np.float32), 1, np.empty(1).view(np.int64))
+
+
+def test_the_classifier_kernel_checks_its_outputs_and_base():
+    trees = native.load("trees")
+    args = _forest_args()
+    args[6], args[7] = np.array([0, 2, 7, 0, 0, 0], np.float64), np.zeros(6, np.uint8)   # two classes
+    forest = trees.compile(*args)
+    x = np.array([[0, 0.5, 0]], np.float32)
+    label, probs = np.empty(1, np.int64), np.empty(2, np.float32)
+    trees.classify(forest, x, 1, np.array([-1.0]), 0, 1, np.array([4, 9]), label, probs)
+    assert label.tolist() == [9] and probs.tolist() == [0.0, 1.0]     # s = 2 - 1 = 1 > 0.5
+    with pytest.raises(ValueError, match="base: 3 values for 2 classes"):
+        trees.classify(forest, x, 1, np.zeros(3), 0, 1, np.array([4, 9]), label, probs)
+    with pytest.raises(ValueError, match="probs_out: 1 items, expected 2"):
+        trees.classify(forest, x, 1, np.zeros(0), 0, 1, np.array([4, 9]), label, np.empty(1, np.float32))
+    with pytest.raises(ValueError, match="post transform out of range"):
+        trees.classify(forest, x, 1, np.zeros(0), 3, 1, np.array([4, 9]), label, probs)
