@@ -41,7 +41,12 @@ as one matrix-vector product, RNNs with one matmul for every step's input projec
 loop of a few numpy calls on contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
-Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.
+Where numpy's per-call dispatch is the cost itself, an operator calls a compiled kernel instead
+(:mod:`enclave.native`, C sources in ``enclave/csrc``): tree ensembles are walked and their
+classifier outputs computed in one call (``trees.c``) after their tables are checked here.
+
+Imports: numpy, the standard library, ``enclave.package``, ``enclave.native`` and
+``splitseal.errors`` only.
 """
 
 from __future__ import annotations
