@@ -1,0 +1,340 @@
+/* Recurrence of the ONNX LSTM and GRU nodes for the enclave's interpreter: every step of every
+ * direction in one call.
+ *
+ * Why C: enclave/native.py. In numpy a step was one gemv and 8-11 ufunc calls of ~0.3 us each on a
+ * few hundred floats, 32 steps per direction in a CRNN head, which kept the node at 3-4x
+ * onnxruntime's; here a step is a gemv gcc vectorises plus the gates' arithmetic in one pass.
+ *
+ * The interpreter (enclave/interpreter.py, _lstm / _gru) checks the node's attributes and shapes
+ * and computes the input projection X W^T of every step and direction as one BLAS product; this
+ * file does the rest (biases, the recurrent products, the gates, the states):
+ *
+ *   compile(gates 4 (LSTM) | 3 (GRU), linear_before_reset 0|1, direction 0 forward | 1 reverse |
+ *           2 bidirectional, hidden, R f32[dirs*gates*hidden*hidden], B f32[dirs*2*gates*hidden]
+ *           or None) -> capsule
+ *   run(cell, pre f32[seq*batch*dirs*gates*hidden], seq, batch, initial_h f32[dirs*batch*hidden]
+ *       or None, initial_c (LSTM) or None, y f32[seq*dirs*batch*hidden], y_h f32[dirs*batch*hidden],
+ *       y_c f32[dirs*batch*hidden] (LSTM) or None (GRU))  (y, y_h, y_c written)
+ *
+ * Layouts are ONNX's: gates i, o, f, c (LSTM) and z, r, h (GRU); pre is [seq][batch][dir][gate]
+ * [unit] (X W^T, no bias); y is [seq][dir][batch][unit], the reverse direction's row t being its
+ * state after x[t]. Default activations only (sigmoid, tanh), no clip, no sequence_lens, no
+ * peepholes: the interpreter refuses the rest.
+ *
+ * compile() keeps R transposed per direction, [hidden (from)][gates*hidden (to)], so the recurrent
+ * gemv is a sum of rows scaled by the state (an axpy per state unit: vectorised along the outputs
+ * with no reassociated sum), and the biases summed where ONNX adds them both (GRU with
+ * linear_before_reset keeps R's h-gate bias apart: the reset gate multiplies it).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    Py_ssize_t gates, dirs, hidden, width; /* width = gates * hidden, one direction's gate row */
+    int lbr, direction;
+    float *rt;   /* [dirs][hidden][width]: R[d] transposed */
+    float *bias; /* [dirs][width] */
+    float *rbh;  /* [dirs][hidden]: R's h-gate bias (GRU with linear_before_reset), else NULL */
+} cell_t;
+
+static const char *CAPSULE = "splitseal.rnn.cell";
+
+static void cell_free(cell_t *c) {
+    if (!c) return;
+    free(c->rt); free(c->bias); free(c->rbh);
+    free(c);
+}
+
+static void capsule_free(PyObject *capsule) { cell_free((cell_t *)PyCapsule_GetPointer(capsule, CAPSULE)); }
+
+/* A C-contiguous float32 buffer of exactly `count` items. */
+static int get_floats(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t count, int writable) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    const char *fmt = view->format ? view->format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
+    if (view->itemsize != 4 || strcmp(fmt, "f") != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: wrong item type (format %s, %zd bytes)", what, view->format,
+                     view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (view->len != count * 4) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, view->len / 4, count);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* a * b * c * d floats, or -1 if a factor is negative or their bytes do not fit a Py_ssize_t */
+static Py_ssize_t product(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t d) {
+    Py_ssize_t out;
+    if (a < 0 || b < 0 || c < 0 || d < 0 || __builtin_mul_overflow(a, b, &out) ||
+        __builtin_mul_overflow(out, c, &out) || __builtin_mul_overflow(out, d, &out) ||
+        out > PY_SSIZE_T_MAX / 4)
+        return -1;
+    return out;
+}
+
+static PyObject *compile(PyObject *self, PyObject *args) {
+    (void)self;
+    int gates, lbr, direction;
+    Py_ssize_t hidden;
+    PyObject *o_r, *o_b;
+    if (!PyArg_ParseTuple(args, "iiinOO", &gates, &lbr, &direction, &hidden, &o_r, &o_b)) return NULL;
+    if (gates != 3 && gates != 4) return PyErr_Format(PyExc_ValueError, "gates must be 3 (GRU) or 4 (LSTM)");
+    if (lbr != 0 && !(lbr == 1 && gates == 3))
+        return PyErr_Format(PyExc_ValueError, "linear_before_reset must be 0, or 1 for a GRU");
+    if (direction < 0 || direction > 2) return PyErr_Format(PyExc_ValueError, "direction must be 0, 1 or 2");
+    if (hidden < 1 || hidden > (1 << 20)) return PyErr_Format(PyExc_ValueError, "hidden size out of range");
+    const Py_ssize_t dirs = direction == 2 ? 2 : 1, width = gates * hidden;
+    Py_ssize_t r_count = product(dirs, width, hidden, 1);
+    if (r_count < 0) return PyErr_Format(PyExc_ValueError, "R is too large");
+    Py_buffer br, bb;
+    if (get_floats(o_r, &br, "R", r_count, 0) < 0) return NULL;
+    int has_b = o_b != Py_None;
+    if (has_b && get_floats(o_b, &bb, "B", dirs * 2 * width, 0) < 0) { PyBuffer_Release(&br); return NULL; }
+    cell_t *c = calloc(1, sizeof *c);
+    if (c) {
+        c->gates = gates; c->dirs = dirs; c->hidden = hidden; c->width = width;
+        c->lbr = lbr; c->direction = direction;
+        c->rt = malloc((size_t)r_count * sizeof(float));
+        c->bias = calloc((size_t)(dirs * width), sizeof(float));
+        if (lbr) c->rbh = calloc((size_t)(dirs * hidden), sizeof(float));
+    }
+    if (!c || !c->rt || !c->bias || (lbr && !c->rbh)) {
+        cell_free(c);
+        PyBuffer_Release(&br);
+        if (has_b) PyBuffer_Release(&bb);
+        return PyErr_NoMemory();
+    }
+    const float *r = br.buf;
+    for (Py_ssize_t d = 0; d < dirs; d++)
+        for (Py_ssize_t o = 0; o < width; o++)
+            for (Py_ssize_t k = 0; k < hidden; k++)
+                c->rt[(d * hidden + k) * width + o] = r[(d * width + o) * hidden + k];
+    if (has_b) {
+        const float *b = bb.buf;
+        for (Py_ssize_t d = 0; d < dirs; d++) {
+            const float *wb = b + d * 2 * width, *rb = wb + width;
+            for (Py_ssize_t o = 0; o < width; o++) c->bias[d * width + o] = wb[o] + rb[o];
+            if (lbr)
+                for (Py_ssize_t j = 0; j < hidden; j++) {
+                    c->bias[d * width + 2 * hidden + j] = wb[2 * hidden + j];
+                    c->rbh[d * hidden + j] = rb[2 * hidden + j];
+                }
+        }
+    }
+    PyBuffer_Release(&br);
+    if (has_b) PyBuffer_Release(&bb);
+    PyObject *capsule = PyCapsule_New(c, CAPSULE, capsule_free);
+    if (!capsule) cell_free(c);
+    return capsule;
+}
+
+/* out[o] += sum_k h[k] rt[k * stride + o] for o < cols. The outputs go in blocks of 64 kept in
+ * registers across the whole sum (8 AVX2 accumulators hide the FMA latency), then of 8, then one
+ * by one; each block's inner loop has a fixed length so gcc unrolls and vectorises it. */
+#define BLOCK 64
+static inline void gemv_acc(const float *restrict rt, Py_ssize_t rows, Py_ssize_t stride, Py_ssize_t cols,
+                            const float *restrict h, float *restrict out) {
+    Py_ssize_t o = 0;
+    for (; o + BLOCK <= cols; o += BLOCK) {
+        float acc[BLOCK];
+        for (int j = 0; j < BLOCK; j++) acc[j] = out[o + j];
+        for (Py_ssize_t k = 0; k < rows; k++) {
+            const float hk = h[k], *row = rt + k * stride + o;
+            for (int j = 0; j < BLOCK; j++) acc[j] = fmaf(hk, row[j], acc[j]);
+        }
+        for (int j = 0; j < BLOCK; j++) out[o + j] = acc[j];
+    }
+    for (; o + 8 <= cols; o += 8) {
+        float acc[8];
+        for (int j = 0; j < 8; j++) acc[j] = out[o + j];
+        for (Py_ssize_t k = 0; k < rows; k++) {
+            const float hk = h[k], *row = rt + k * stride + o;
+            for (int j = 0; j < 8; j++) acc[j] = fmaf(hk, row[j], acc[j]);
+        }
+        for (int j = 0; j < 8; j++) out[o + j] = acc[j];
+    }
+    for (; o < cols; o++) {
+        float acc = out[o];
+        for (Py_ssize_t k = 0; k < rows; k++) acc = fmaf(h[k], rt[k * stride + o], acc);
+        out[o] = acc;
+    }
+}
+
+/* tanh by the 13/6-degree rational interpolant that Eigen and onnxruntime's MLAS use (a couple of
+ * ulp on [-9, 9]; +-1 in float32 beyond), branch-free so that the loops calling it vectorise.
+ * The clamp to [-9, 9] and the NaN pass-through are integer operations on the bits: under C's
+ * default -ftrapping-math a float comparison may trap, and gcc then vectorises no select on one
+ * (non-negative floats order as their bits do; a magnitude above infinity's bits is a NaN). */
+static inline float tanh_f(float x) {
+    uint32_t bits, mag, out;
+    memcpy(&bits, &x, sizeof bits);
+    mag = bits & 0x7fffffffu;
+    const uint32_t nine = 0x41100000u, inf = 0x7f800000u;
+    const uint32_t clamped = (mag < nine ? mag : nine) | (bits & 0x80000000u);
+    float v;
+    memcpy(&v, &clamped, sizeof v);
+    const float v2 = v * v;
+    float p = fmaf(v2, -2.76076847742355e-16f, 2.00018790482477e-13f);
+    p = fmaf(v2, p, -8.60467152213735e-11f);
+    p = fmaf(v2, p, 5.12229709037114e-08f);
+    p = fmaf(v2, p, 1.48572235717979e-05f);
+    p = fmaf(v2, p, 6.37261928875436e-04f);
+    p = fmaf(v2, p, 4.89352455891786e-03f);
+    float q = fmaf(v2, 1.19825839466702e-06f, 1.18534705686654e-04f);
+    q = fmaf(v2, q, 2.26843463243900e-03f);
+    q = fmaf(v2, q, 4.89352518554385e-03f);
+    const float t = v * p / q;
+    memcpy(&out, &t, sizeof out);
+    const uint32_t is_nan = 0u - (uint32_t)(mag > inf); /* all ones for a NaN: a mask, not a select */
+    out = (bits & is_nan) | (out & ~is_nan);
+    float r;
+    memcpy(&r, &out, sizeof r);
+    return r;
+}
+
+/* sigmoid(x) = (1 + tanh(x / 2)) / 2: no exp, stable in both tails */
+static inline float sigmoid_f(float x) { return fmaf(0.5f, tanh_f(0.5f * x), 0.5f); }
+
+/* One LSTM step of one direction and batch row: g is scratch [4 hidden]; c is updated in place. */
+static void lstm_step(const cell_t *cell, const float *rt, const float *bias, const float *restrict pre,
+                      const float *restrict h_prev, float *restrict c, float *restrict h, float *restrict g) {
+    const Py_ssize_t n = cell->hidden, w = cell->width;
+    for (Py_ssize_t o = 0; o < w; o++) g[o] = pre[o] + bias[o];
+    gemv_acc(rt, n, w, w, h_prev, g);
+    for (Py_ssize_t j = 0; j < 3 * n; j++) g[j] = sigmoid_f(g[j]);   /* i, o, f */
+    const float *gi = g, *go = g + n, *gf = g + 2 * n, *gc = g + 3 * n;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        c[j] = fmaf(gf[j], c[j], gi[j] * tanh_f(gc[j]));
+        h[j] = go[j] * tanh_f(c[j]);
+    }
+}
+
+/* One GRU step: g is scratch [3 hidden], rh scratch [hidden]. h = (1 - z) h~ + z h_prev, written
+ * h~ + z (h_prev - h~) as the numpy code it replaces did. */
+static void gru_step(const cell_t *cell, const float *rt, const float *bias, const float *rbh,
+                     const float *restrict pre, const float *restrict h_prev, float *restrict h,
+                     float *restrict g, float *restrict rh) {
+    const Py_ssize_t n = cell->hidden, w = cell->width;
+    for (Py_ssize_t o = 0; o < 2 * n; o++) g[o] = pre[o] + bias[o];
+    const float *pre_h = pre + 2 * n, *bias_h = bias + 2 * n;
+    float *gz = g, *gr = g + n, *gh = g + 2 * n;
+    if (cell->lbr) {
+        /* h~ = tanh(x W_h + Wb_h + r (h_prev R_h + Rb_h)): one gemv for all three gates */
+        for (Py_ssize_t j = 0; j < n; j++) gh[j] = rbh[j];
+        gemv_acc(rt, n, w, w, h_prev, g);
+        for (Py_ssize_t j = 0; j < 2 * n; j++) g[j] = sigmoid_f(g[j]);
+        for (Py_ssize_t j = 0; j < n; j++) {
+            const float cand = tanh_f(fmaf(gr[j], gh[j], pre_h[j] + bias_h[j]));
+            h[j] = fmaf(gz[j], h_prev[j] - cand, cand);
+        }
+    } else {
+        /* h~ = tanh(x W_h + (r h_prev) R_h + Wb_h + Rb_h) */
+        gemv_acc(rt, n, w, 2 * n, h_prev, g);
+        for (Py_ssize_t j = 0; j < 2 * n; j++) g[j] = sigmoid_f(g[j]);
+        for (Py_ssize_t j = 0; j < n; j++) {
+            rh[j] = gr[j] * h_prev[j];
+            gh[j] = pre_h[j] + bias_h[j];
+        }
+        gemv_acc(rt + 2 * n, n, w, n, rh, gh);
+        for (Py_ssize_t j = 0; j < n; j++) {
+            const float cand = tanh_f(gh[j]);
+            h[j] = fmaf(gz[j], h_prev[j] - cand, cand);
+        }
+    }
+}
+
+static PyObject *run(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_cell, *o_pre, *o_h0, *o_c0, *o_y, *o_yh, *o_yc;
+    Py_ssize_t seq, batch;
+    if (!PyArg_ParseTuple(args, "OOnnOOOOO", &o_cell, &o_pre, &seq, &batch, &o_h0, &o_c0, &o_y, &o_yh, &o_yc))
+        return NULL;
+    cell_t *cell = PyCapsule_GetPointer(o_cell, CAPSULE);
+    if (!cell) return NULL;
+    const int lstm = cell->gates == 4;
+    if (!lstm && (o_c0 != Py_None || o_yc != Py_None))
+        return PyErr_Format(PyExc_ValueError, "a GRU has no cell state (initial_c, y_c)");
+    if (lstm && o_yc == Py_None) return PyErr_Format(PyExc_ValueError, "an LSTM writes y_c");
+    const Py_ssize_t nd = cell->dirs, n = cell->hidden, w = cell->width;
+    const Py_ssize_t n_pre = product(seq, batch, nd, w), n_y = product(seq, nd, batch, n);
+    const Py_ssize_t n_state = product(nd, batch, n, 1);
+    if (n_pre < 0 || n_y < 0 || n_state < 0) return PyErr_Format(PyExc_ValueError, "seq or batch out of range");
+    Py_buffer b[7];
+    int got = 0;
+    const float *h0 = NULL, *c0 = NULL;
+    float *yc = NULL;
+    if (get_floats(o_pre, &b[got], "pre", n_pre, 0) < 0) goto fail;
+    const float *pre = b[got++].buf;
+    if (get_floats(o_y, &b[got], "y", n_y, 1) < 0) goto fail;
+    float *y = b[got++].buf;
+    if (get_floats(o_yh, &b[got], "y_h", n_state, 1) < 0) goto fail;
+    float *yh = b[got++].buf;
+    if (o_h0 != Py_None) {
+        if (get_floats(o_h0, &b[got], "initial_h", n_state, 0) < 0) goto fail;
+        h0 = b[got++].buf;
+    }
+    if (o_c0 != Py_None) {
+        if (get_floats(o_c0, &b[got], "initial_c", n_state, 0) < 0) goto fail;
+        c0 = b[got++].buf;
+    }
+    if (lstm) {
+        if (get_floats(o_yc, &b[got], "y_c", n_state, 1) < 0) goto fail;
+        yc = b[got++].buf;
+    }
+    /* scratch: a zero state, the gates, the GRU's r h_prev */
+    float *scratch = calloc((size_t)(n + w + n), sizeof(float));
+    if (!scratch) { PyErr_NoMemory(); goto fail; }
+    const float *zeros = scratch;
+    float *g = scratch + n, *rh = scratch + n + w;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t d = 0; d < nd; d++) {
+        const int backwards = cell->direction == 1 || d == 1;
+        const float *rt = cell->rt + d * n * w, *bias = cell->bias + d * w;
+        const float *rbh = cell->rbh ? cell->rbh + d * n : NULL;
+        for (Py_ssize_t r = 0; r < batch; r++) {
+            const Py_ssize_t state = (d * batch + r) * n;
+            const float *h_prev = h0 ? h0 + state : zeros;
+            float *c = lstm ? yc + state : NULL;
+            if (lstm) {
+                if (c0) memcpy(c, c0 + state, (size_t)n * sizeof(float));
+                else memset(c, 0, (size_t)n * sizeof(float));
+            }
+            for (Py_ssize_t step = 0; step < seq; step++) {
+                const Py_ssize_t t = backwards ? seq - 1 - step : step;
+                const float *p = pre + ((t * batch + r) * nd + d) * w;
+                float *h = y + ((t * nd + d) * batch + r) * n;
+                if (lstm) lstm_step(cell, rt, bias, p, h_prev, c, h, g);
+                else gru_step(cell, rt, bias, rbh, p, h_prev, h, g, rh);
+                h_prev = h;
+            }
+            memcpy(yh + state, h_prev, (size_t)n * sizeof(float));
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    for (int k = 0; k < got; k++) PyBuffer_Release(&b[k]);
+    Py_RETURN_NONE;
+fail:
+    for (int k = 0; k < got; k++) PyBuffer_Release(&b[k]);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"compile", compile, METH_VARARGS, "Check and lay out a node's recurrent weights and biases; returns the cell."},
+    {"run", run, METH_VARARGS, "Run every step of every direction, writing y, y_h (and y_c)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "rnn", "LSTM and GRU recurrences.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit_rnn(void) { return PyModule_Create(&module); }
