@@ -1337,14 +1337,28 @@ def _layernorm_params(ctx: _Ctx, x: np.ndarray, scale: np.ndarray,
 
 _RNN_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 _RNN_GATES = {"LSTM": 4, "GRU": 3}
+#: the direction attribute as rnn.c's compile() takes it
+_RNN_DIRECTIONS = {"forward": 0, "reverse": 1, "bidirectional": 2}
 
 
 def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
-                seq_lens: np.ndarray | None, h0: np.ndarray | None) -> tuple[int, list[bool], np.ndarray | None]:
-    """Checks shared by LSTM and GRU; returns hidden size, the directions (reversed?) and h0."""
+                seq_lens: np.ndarray | None, h0: np.ndarray | None, c0: np.ndarray | None,
+                p: np.ndarray | None) -> tuple[int, int, int]:
+    """Every check of an LSTM or GRU node; returns hidden size, number of directions and
+    linear_before_reset (0 for an LSTM). Once per node and shape of X and the initial states
+    (:func:`_rnn_checked`)."""
     op = ctx.node.op
     gates = _RNN_GATES[op]
-    x = ctx.float_input(x, "X")
+    lbr = 0
+    if op == "LSTM":
+        if p is not None:
+            raise ctx.unsupported("peephole weights (input P) are not supported")
+        if ctx.attr_int("input_forget", 0) != 0:
+            raise ctx.unsupported("input_forget=1 (coupled input and forget gates) is not supported")
+    else:
+        lbr = ctx.attr_int("linear_before_reset", 0)
+        if lbr not in (0, 1):
+            raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
     ctx.float_input(w, "W")
     ctx.float_input(r, "R")
     if seq_lens is not None:
@@ -1356,10 +1370,9 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
     if "activation_alpha" in ctx.node.attrs or "activation_beta" in ctx.node.attrs:
         raise ctx.unsupported("activation_alpha / activation_beta are not supported (default activations only)")
     direction = ctx.attr_str("direction", "forward")
-    if direction not in ("forward", "reverse", "bidirectional"):
+    if direction not in _RNN_DIRECTIONS:
         raise ctx.unsupported(f"direction {direction!r} must be forward, reverse or bidirectional")
-    dirs = [False, True] if direction == "bidirectional" else [direction == "reverse"]
-    nd = len(dirs)
+    nd = 2 if direction == "bidirectional" else 1
     acts = ctx.node.attrs.get("activations")
     if acts is not None and acts != _RNN_DEFAULT_ACTS[op] * nd:
         raise ctx.unsupported(f"activations {acts} are not supported; only the defaults "
@@ -1378,11 +1391,26 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
         raise ctx.error(f"R has shape {r.shape}, expected {(nd, gates * hs, hs)}")
     if b is not None and ctx.float_input(b, "B").shape != (nd, 2 * gates * hs):
         raise ctx.error(f"B has shape {b.shape}, expected {(nd, 2 * gates * hs)}")
-    for nm, h in (("initial_h", h0),):
-        if h is not None and ctx.float_input(h, nm).shape != (nd, batch, hs):
+    for nm, h in (("initial_h", h0), ("initial_c", c0)):
+        if h is not None and h.shape != (nd, batch, hs):
             raise ctx.error(f"{nm} has shape {h.shape}, expected {(nd, batch, hs)}")
-    ctx.check_size((seq, nd, batch, gates * hs), "gate buffer")
-    return hs, dirs, h0
+    ctx.check_size((seq, batch, nd, gates * hs), "input projection")
+    return hs, nd, lbr
+
+
+def _rnn_checked(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
+                 seq_lens: np.ndarray | None, h0: np.ndarray | None, c0: np.ndarray | None = None,
+                 p: np.ndarray | None = None) -> tuple[int, int, int]:
+    """:func:`_rnn_common` once per shape of X and the initial states (W, R, B are parameters,
+    the attributes constant); the dtypes of X and the states on every call."""
+    ctx.float_input(x, "X")
+    if h0 is not None:
+        ctx.float_input(h0, "initial_h")
+    if c0 is not None:
+        ctx.float_input(c0, "initial_c")
+    key = ("checked", x.shape, None if h0 is None else h0.shape, None if c0 is None else c0.shape,
+           seq_lens is None, p is None)
+    return _memoised(ctx, key, lambda: _rnn_common(ctx, x, w, r, b, seq_lens, h0, c0, p))
 
 
 # The recurrence runs in C (enclave/csrc/rnn.c: every step of every direction in one call; a step
@@ -1392,22 +1420,22 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
 # direction, gate, unit), so that row (step, batch) is the kernel's input for that step. The
 # kernel gets the biases and R, laid out by its compile() once per node (W, R and B are parameters:
 # the same arrays every call).
-_RNN_DIRECTIONS = {"forward": 0, "reverse": 1, "bidirectional": 2}
 
 
 def _rnn_prepared(ctx: _Ctx, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
-                  lbr: int) -> tuple[np.ndarray, Any]:
-    """W^T and the compiled cell, once per node for these W, R, B arrays (kept by identity, as Gemm
-    keeps its B)."""
+                  lbr: int) -> tuple[np.ndarray, Any, Any]:
+    """W^T, the compiled cell and the kernel module, once per node for these W, R, B arrays (kept
+    by identity, as Gemm keeps its B)."""
     cached = ctx.memo.get("rnn_weights")
     if cached is not None and cached[0] is w and cached[1] is r and cached[2] is b:
         return cached[3]
     nd, gh, inp = w.shape
     wt = np.ascontiguousarray(w.reshape(nd * gh, inp).T)
-    cell = native.load("rnn").compile(_RNN_GATES[ctx.node.op], lbr,
-                                      _RNN_DIRECTIONS[ctx.attr_str("direction", "forward")], gh // _RNN_GATES[ctx.node.op],
-                                      np.ascontiguousarray(r), None if b is None else np.ascontiguousarray(b))
-    prepared = (wt, cell)
+    gates = _RNN_GATES[ctx.node.op]
+    kernel = native.load("rnn")
+    cell = kernel.compile(gates, lbr, _RNN_DIRECTIONS[ctx.attr_str("direction", "forward")], gh // gates,
+                          np.ascontiguousarray(r), None if b is None else np.ascontiguousarray(b))
+    prepared = (wt, cell, kernel)
     ctx.memo["rnn_weights"] = (w, r, b, prepared)
     return prepared
 
@@ -1416,14 +1444,14 @@ def _rnn_run(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarr
              nd: int, h0: np.ndarray | None, c0: np.ndarray | None, lbr: int) -> tuple[np.ndarray, ...]:
     """Y [seq, dirs, batch, hidden], Y_h (and, for an LSTM, Y_c) [dirs, batch, hidden]; as many as
     the node has outputs."""
-    wt, cell = _rnn_prepared(ctx, w, r, b, lbr)
+    wt, cell, kernel = _rnn_prepared(ctx, w, r, b, lbr)
     seq, batch, inp = x.shape
     pre = np.dot(x.reshape(seq * batch, inp), wt)
     y = np.empty((seq, nd, batch, hs), F32)
     y_h = np.empty((nd, batch, hs), F32)
     y_c = np.empty((nd, batch, hs), F32) if ctx.node.op == "LSTM" else None
-    native.load("rnn").run(cell, pre, seq, batch, None if h0 is None else np.ascontiguousarray(h0),
-                           None if c0 is None else np.ascontiguousarray(c0), y, y_h, y_c)
+    kernel.run(cell, pre, seq, batch, None if h0 is None else np.ascontiguousarray(h0),
+               None if c0 is None else np.ascontiguousarray(c0), y, y_h, y_c)
     out = (y, y_h) if y_c is None else (y, y_h, y_c)
     return out[:len(ctx.node.outputs)]
 
@@ -1434,15 +1462,7 @@ def _rnn_run(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarr
 def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
           seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None, c0: np.ndarray | None = None,
           p: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    if p is not None:
-        raise ctx.unsupported("peephole weights (input P) are not supported")
-    if ctx.attr_int("input_forget", 0) != 0:
-        raise ctx.unsupported("input_forget=1 (coupled input and forget gates) is not supported")
-    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
-    _, batch, _ = x.shape
-    nd = len(dirs)
-    if c0 is not None and ctx.float_input(c0, "initial_c").shape != (nd, batch, hs):
-        raise ctx.error(f"initial_c has shape {c0.shape}, expected {(nd, batch, hs)}")
+    hs, nd, _ = _rnn_checked(ctx, x, w, r, b, seq_lens, h0, c0, p)
     return _rnn_run(ctx, x, w, r, b, hs, nd, h0, c0, 0)
 
 
@@ -1452,11 +1472,8 @@ def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray 
           inputs=(3, 6), outputs=(1, 2), const_inputs={1: "float32", 2: "float32", 3: "float32"})
 def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
          seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
-    lbr = ctx.attr_int("linear_before_reset", 0)
-    if lbr not in (0, 1):
-        raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
-    return _rnn_run(ctx, x, w, r, b, hs, len(dirs), h0, None, lbr)
+    hs, nd, lbr = _rnn_checked(ctx, x, w, r, b, seq_lens, h0)
+    return _rnn_run(ctx, x, w, r, b, hs, nd, h0, None, lbr)
 
 
 # --- ai.onnx.ml tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor) ------------------
