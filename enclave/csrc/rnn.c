@@ -146,6 +146,7 @@ static PyObject *compile(PyObject *self, PyObject *args) {
  * (8 accumulators: enough independent sums to hide the add latency), then 32, then 8, then
  * one by one. */
 typedef float vec8 __attribute__((vector_size(32)));
+typedef int32_t ivec8 __attribute__((vector_size(32)));
 
 static inline vec8 load8(const float *p) {
     vec8 v;
@@ -354,13 +355,113 @@ fail:
     return NULL;
 }
 
+/* ---- log-softmax over contiguous rows (the log-probabilities a CTC head ends in) ----
+ *
+ * Why here: in numpy LogSoftmax over a CRNN head's [32, 1, 37] scores is seven calls (max, subtract,
+ * exp, sum, log, subtract, astype), 13-20 us where the reductions run row by row over 37 floats;
+ * this is one pass per row. Same formula as the numpy code it replaced: (x - max) - log(sum(exp(x -
+ * max))). A row with a NaN or an infinity goes through libm one element at a time, so its result is
+ * numpy's (NaN rows stay NaN); every other row vectorises. */
+
+/* exp(x) for x <= 0 (every x - max of a finite row): Cephes' range reduction and degree-6
+ * polynomial, within 2 ulp of libm's; below -87 (where exp underflows float32's normal range) the
+ * argument is held at -87, an error under 2e-38 in a sum that is at least 1. */
+static inline float exp_nonpositive(float x) {
+    uint32_t bits, mag;
+    memcpy(&bits, &x, sizeof bits);
+    mag = bits & 0x7fffffffu;
+    const uint32_t limit = 0x42ae0000u; /* 87.0f */
+    mag = mag < limit ? mag : limit;
+    float v;
+    memcpy(&v, &mag, sizeof v);
+    v = -v;
+    const int32_t k = (int32_t)(v * 1.44269504088896341f - 0.5f); /* round(v / ln 2): v / ln 2 <= 0 */
+    const float kf = (float)k;
+    const float r = fmaf(kf, 2.12194440e-4f, fmaf(kf, -0.693359375f, v)); /* v - k ln 2 in two parts */
+    float p = fmaf(1.9875691500e-4f, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    const float e = fmaf(p * r, r, r) + 1.0f;
+    const uint32_t scale_bits = (uint32_t)(k + 127) << 23; /* k >= -126: a normal 2^k */
+    float scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    return e * scale;
+}
+
+static void log_softmax_row(const float *restrict x, Py_ssize_t n, float *restrict out, float *restrict e) {
+    uint32_t special = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        uint32_t bits;
+        memcpy(&bits, x + j, sizeof bits);
+        special |= (bits & 0x7f800000u) == 0x7f800000u;
+    }
+    if (special) { /* numpy's arithmetic on NaN and infinities, element by element */
+        float m = x[0];
+        for (Py_ssize_t j = 1; j < n; j++)
+            if (isnan(x[j]) || x[j] > m) m = isnan(m) ? m : x[j];
+        float total = 0.0f;
+        for (Py_ssize_t j = 0; j < n; j++) total += expf(x[j] - m);
+        const float lt = logf(total);
+        for (Py_ssize_t j = 0; j < n; j++) out[j] = (x[j] - m) - lt;
+        return;
+    }
+    /* the row's maximum and the sum of the exponentials in 8 lanes (finite values: comparisons
+     * are exact and order-free), then across the lanes */
+    Py_ssize_t j = 0;
+    float m = x[0];
+    if (n >= 8) {
+        vec8 m8 = load8(x);
+        for (j = 8; j + 8 <= n; j += 8) {
+            const vec8 v = load8(x + j);
+            const ivec8 gt = v > m8;
+            m8 = (vec8)(((ivec8)v & gt) | ((ivec8)m8 & ~gt));
+        }
+        for (int l = 0; l < 8; l++) m = m8[l] > m ? m8[l] : m;
+    }
+    for (; j < n; j++) m = x[j] > m ? x[j] : m;
+    for (j = 0; j < n; j++) e[j] = exp_nonpositive(x[j] - m);
+    vec8 s8 = {0};
+    for (j = 0; j + 8 <= n; j += 8) s8 += load8(e + j);
+    float total = 0.0f;
+    for (int l = 0; l < 8; l++) total += s8[l];
+    for (; j < n; j++) total += e[j];
+    const float lt = logf(total);
+    for (j = 0; j < n; j++) out[j] = (x[j] - m) - lt;
+}
+
+static PyObject *log_softmax(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_x, *o_out;
+    Py_ssize_t rows, n;
+    if (!PyArg_ParseTuple(args, "OnnO", &o_x, &rows, &n, &o_out)) return NULL;
+    const Py_ssize_t count = product(rows, n, 1, 1);
+    if (count < 0 || n < 1) return PyErr_Format(PyExc_ValueError, "rows or row length out of range");
+    Py_buffer bx, bo;
+    if (get_floats(o_x, &bx, "x", count, 0) < 0) return NULL;
+    if (get_floats(o_out, &bo, "out", count, 1) < 0) { PyBuffer_Release(&bx); return NULL; }
+    float *e = malloc((size_t)n * sizeof(float));
+    if (!e) { PyBuffer_Release(&bx); PyBuffer_Release(&bo); return PyErr_NoMemory(); }
+    const float *x = bx.buf;
+    float *out = bo.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++) log_softmax_row(x + r * n, n, out + r * n, e);
+    Py_END_ALLOW_THREADS
+    free(e);
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&bo);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"compile", compile, METH_VARARGS, "Check and lay out a node's recurrent weights and biases; returns the cell."},
     {"run", run, METH_VARARGS, "Run every step of every direction, writing y, y_h (and y_c)."},
+    {"log_softmax", log_softmax, METH_VARARGS, "Log-softmax of every contiguous row of x into out."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "rnn", "LSTM and GRU recurrences.", -1, methods,
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "rnn", "LSTM and GRU recurrences, log-softmax.", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit_rnn(void) { return PyModule_Create(&module); }

@@ -198,3 +198,51 @@ def test_run_refuses_buffers_of_the_wrong_size_or_kind():
         go(lstm, pre=z(48, np.float32)[::2])
     with pytest.raises(ValueError, match="invalid PyCapsule"):
         go(object())
+
+
+# --- log-softmax over contiguous rows -----------------------------------------------------------
+
+def _log_softmax_numpy(x: np.ndarray) -> np.ndarray:
+    """The numpy formula the kernel replaced, in float32 (NaN and infinities as numpy has them)."""
+    with np.errstate(all="ignore"):
+        shifted = x - x.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("n", [1, 5, 8, 37, 100, 6625])
+def test_log_softmax_matches_the_float64_formula(n):
+    rng = np.random.default_rng([SEED, 200, n])
+    x = (rng.standard_normal((9, n)) * rng.choice([0.1, 3, 30], size=(9, 1))).astype(np.float32)
+    x[0] = np.float32(-1e4) + x[0]   # a row far below zero: only the shift keeps exp in range
+    x[1, 0] = 80 if n > 1 else x[1, 0]   # one dominant class, the others' exp underflow
+    out = np.full_like(x, np.nan)
+    native.load("rnn").log_softmax(x, 9, n, out)
+    x64 = x.astype(np.float64)
+    shifted = x64 - x64.max(axis=-1, keepdims=True)
+    want = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    np.testing.assert_allclose(out, want, rtol=2e-6, atol=2e-6)
+
+
+def test_log_softmax_rows_with_nan_or_infinity_are_numpys():
+    x = np.array([[0.5, np.nan, 1.0, 2, 3, 4, 5, 6, 7], [1, 2, np.inf, 0, 0, 0, 0, 0, 0],
+                  [1, 2, -np.inf, 0, 0, 0, 0, 0, 0], [-np.inf] * 9, [1, 2, 3, 4, 5, 6, 7, 8, 9]], np.float32)
+    out = np.empty_like(x)
+    native.load("rnn").log_softmax(x, 5, 9, out)
+    want = _log_softmax_numpy(x)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    np.testing.assert_allclose(out[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-6, atol=1e-6)
+    assert np.isnan(out[0]).all() and np.isnan(out[1]).all() and out[2, 2] == -np.inf
+
+
+def test_log_softmax_refuses_malformed_buffers():
+    ls = native.load("rnn").log_softmax
+    x = np.zeros(12, np.float32)
+    with pytest.raises(ValueError, match="x: 12 items, expected 15"):
+        ls(x, 3, 5, np.zeros(15, np.float32))
+    with pytest.raises(ValueError, match="out: 11 items, expected 12"):
+        ls(x, 3, 4, np.zeros(11, np.float32))
+    with pytest.raises(ValueError, match="out: wrong item type"):
+        ls(x, 3, 4, np.zeros(12, np.float64))
+    for rows, n in ((3, 0), (-1, 4), (2**40, 2**40)):
+        with pytest.raises(ValueError, match="out of range"):
+            ls(x, rows, n, np.zeros(12, np.float32))
