@@ -37,8 +37,8 @@ a weight laid out once per node for how OpenBLAS runs few-column products, depth
 Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
 weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
 exact, BatchNormalization folded into one multiply and one add, short trailing and spatial means
-as one matrix-vector product, RNNs with one matmul for every step's input projection and a step
-loop of a few numpy calls on contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
+as one matrix-vector product, RNNs with one matmul for every step's input projection and the
+recurrence of every direction in one call of a C kernel, LogSoftmax in C one pass per row); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors`` only.

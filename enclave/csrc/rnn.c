@@ -1,5 +1,6 @@
-/* Recurrence of the ONNX LSTM and GRU nodes for the enclave's interpreter: every step of every
- * direction in one call.
+/* Kernels of the enclave interpreter's recurrent heads: the recurrence of the ONNX LSTM and GRU
+ * nodes (every step of every direction in one call) and, at the end of this file, the
+ * log-softmax over rows that CTC heads end in (log_softmax(x, rows, n, out)).
  *
  * Why C: enclave/native.py. In numpy a step was one gemv and 8-11 ufunc calls of ~0.3 us each on a
  * few hundred floats, 32 steps per direction in a CRNN head, which kept the node at 3-4x
