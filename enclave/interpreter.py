@@ -37,8 +37,8 @@ a weight laid out once per node for how OpenBLAS runs few-column products, depth
 Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
 weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
 exact, BatchNormalization folded into one multiply and one add, short trailing and spatial means
-as one matrix-vector product, RNNs with one matmul for every step's input projection and a step
-loop of a few numpy calls on contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
+as one matrix-vector product, RNNs with one matmul for every step's input projection and the
+recurrence of every direction in one call of a C kernel, LogSoftmax in C one pass per row); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Where numpy's per-call dispatch is the cost itself, an operator calls a compiled kernel instead
@@ -935,8 +935,16 @@ _LONG_SOFTMAX = 1024
 
 
 def _log_softmax_along(x: np.ndarray, axis: int) -> np.ndarray:
-    shifted = x - x.max(axis=axis, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(F32, copy=False)
+    """(x - max) - log(sum(exp(x - max))) along ``axis``, in C (rnn.c's log_softmax, one pass per
+    row: numpy's seven calls cost a CRNN head 13-20 us); another axis than the last is moved last
+    and back (a copy in, a view out)."""
+    last = axis == x.ndim - 1
+    rows = np.ascontiguousarray(x if last else np.moveaxis(x, axis, -1))
+    out = np.empty(rows.shape, F32)
+    n = rows.shape[-1] if rows.ndim else 1
+    if out.size:
+        native.load("rnn").log_softmax(rows, out.size // n, n, out)
+    return out if last else np.moveaxis(out, -1, axis)
 
 
 def _softmax_axis(ctx: _Ctx, x: np.ndarray) -> int:
@@ -1342,14 +1350,28 @@ def _layernorm_params(ctx: _Ctx, x: np.ndarray, scale: np.ndarray,
 
 _RNN_DEFAULT_ACTS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
 _RNN_GATES = {"LSTM": 4, "GRU": 3}
+#: the direction attribute as rnn.c's compile() takes it
+_RNN_DIRECTIONS = {"forward": 0, "reverse": 1, "bidirectional": 2}
 
 
 def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
-                seq_lens: np.ndarray | None, h0: np.ndarray | None) -> tuple[int, list[bool], np.ndarray | None]:
-    """Checks shared by LSTM and GRU; returns hidden size, the directions (reversed?) and h0."""
+                seq_lens: np.ndarray | None, h0: np.ndarray | None, c0: np.ndarray | None,
+                p: np.ndarray | None) -> tuple[int, int, int]:
+    """Every check of an LSTM or GRU node; returns hidden size, number of directions and
+    linear_before_reset (0 for an LSTM). Once per node and shape of X and the initial states
+    (:func:`_rnn_checked`)."""
     op = ctx.node.op
     gates = _RNN_GATES[op]
-    x = ctx.float_input(x, "X")
+    lbr = 0
+    if op == "LSTM":
+        if p is not None:
+            raise ctx.unsupported("peephole weights (input P) are not supported")
+        if ctx.attr_int("input_forget", 0) != 0:
+            raise ctx.unsupported("input_forget=1 (coupled input and forget gates) is not supported")
+    else:
+        lbr = ctx.attr_int("linear_before_reset", 0)
+        if lbr not in (0, 1):
+            raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
     ctx.float_input(w, "W")
     ctx.float_input(r, "R")
     if seq_lens is not None:
@@ -1361,10 +1383,9 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
     if "activation_alpha" in ctx.node.attrs or "activation_beta" in ctx.node.attrs:
         raise ctx.unsupported("activation_alpha / activation_beta are not supported (default activations only)")
     direction = ctx.attr_str("direction", "forward")
-    if direction not in ("forward", "reverse", "bidirectional"):
+    if direction not in _RNN_DIRECTIONS:
         raise ctx.unsupported(f"direction {direction!r} must be forward, reverse or bidirectional")
-    dirs = [False, True] if direction == "bidirectional" else [direction == "reverse"]
-    nd = len(dirs)
+    nd = 2 if direction == "bidirectional" else 1
     acts = ctx.node.attrs.get("activations")
     if acts is not None and acts != _RNN_DEFAULT_ACTS[op] * nd:
         raise ctx.unsupported(f"activations {acts} are not supported; only the defaults "
@@ -1383,101 +1404,69 @@ def _rnn_common(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.nd
         raise ctx.error(f"R has shape {r.shape}, expected {(nd, gates * hs, hs)}")
     if b is not None and ctx.float_input(b, "B").shape != (nd, 2 * gates * hs):
         raise ctx.error(f"B has shape {b.shape}, expected {(nd, 2 * gates * hs)}")
-    for nm, h in (("initial_h", h0),):
-        if h is not None and ctx.float_input(h, nm).shape != (nd, batch, hs):
+    for nm, h in (("initial_h", h0), ("initial_c", c0)):
+        if h is not None and h.shape != (nd, batch, hs):
             raise ctx.error(f"{nm} has shape {h.shape}, expected {(nd, batch, hs)}")
-    ctx.check_size((seq, nd, batch, gates * hs), "gate buffer")
-    return hs, dirs, h0
+    ctx.check_size((seq, batch, nd, gates * hs), "input projection")
+    return hs, nd, lbr
 
 
-# The step loop is numpy's per-call cost at batch 1 (about 0.3 us per ufunc on a contiguous block,
-# 2-3x that on a strided view, 1.2 us per gemv), so everything a step touches is laid out for as
-# few calls on contiguous blocks as possible:
-# - the state of every direction is one row [batch, dirs*hidden];
-# - a step's gates are one [batch, gates*dirs*hidden] block ordered gate-major (gate, direction,
-#   unit): one gate of every direction is one contiguous slice, one call;
-# - the recurrent weights of all directions are one block-diagonal [dirs*hidden, gates*dirs*hidden]
-#   matrix: one gemv per step for every direction;
-# - the input projection of every step and direction is one matmul before the loop, the reverse
-#   directions' rows flipped once, so step k reads row k;
-# - sigmoid(v) = 0.5 tanh(v / 2) + 0.5 (stable in both tails) with the halving folded into the
-#   weights and biases once, so one tanh covers a step's gates.
-# The prepared weights are kept per node (W, R and B are parameters: the same arrays every call).
+def _rnn_checked(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
+                 seq_lens: np.ndarray | None, h0: np.ndarray | None, c0: np.ndarray | None = None,
+                 p: np.ndarray | None = None) -> tuple[int, int, int]:
+    """:func:`_rnn_common` once per shape of X and the initial states (W, R, B are parameters,
+    the attributes constant); the dtypes of X and the states on every call."""
+    ctx.float_input(x, "X")
+    if h0 is not None:
+        ctx.float_input(h0, "initial_h")
+    if c0 is not None:
+        ctx.float_input(c0, "initial_c")
+    key = ("checked", x.shape, None if h0 is None else h0.shape, None if c0 is None else c0.shape,
+           seq_lens is None, p is None)
+    return _memoised(ctx, key, lambda: _rnn_common(ctx, x, w, r, b, seq_lens, h0, c0, p))
 
 
-def _gate_major_bias(b: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
-    """[dirs, gates*hidden] (ONNX's gate order) -> [gates*dirs*hidden], gate-major, gates in ``order``."""
-    nd, gh = b.shape
-    g = b.reshape(nd, len(order), gh // len(order))[:, list(order)]
-    return np.ascontiguousarray(g.transpose(1, 0, 2)).reshape(-1)
-
-
-def _gate_major_weights(w: np.ndarray, r: np.ndarray, order: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """ONNX's W [dirs, gates*hidden, input] and R [dirs, gates*hidden, hidden] as Wx [input,
-    gates*dirs*hidden] and the block-diagonal R [dirs*hidden, gates*dirs*hidden], gates in ``order``
-    (indices of ONNX's gates), so that ``x @ Wx`` and ``h @ R`` are the gate-major blocks of every
-    direction (h is [batch, dirs*hidden])."""
-    nd, gh, inp = w.shape
-    gates = len(order)
-    hs = gh // gates
-    wg = w.reshape(nd, gates, hs, inp)[:, list(order)]
-    wx = np.ascontiguousarray(wg.transpose(3, 1, 0, 2)).reshape(inp, gates * nd * hs)
-    rg = r.reshape(nd, gates, hs, hs)[:, list(order)].transpose(0, 3, 1, 2)   # [dir, from unit, gate, to unit]
-    rbd = np.zeros((nd, hs, gates, nd, hs), F32)
-    for d in range(nd):
-        rbd[d, :, :, d] = rg[d]
-    return wx, rbd.reshape(nd * hs, gates * nd * hs)
+# The recurrence runs in C (enclave/csrc/rnn.c: every step of every direction in one call; a step
+# in numpy was a gemv and 8-11 ufunc calls at ~0.3 us each, 3.6-4x onnxruntime's node). What stays
+# here is what BLAS does better: the input projection of every step and direction, one product of
+# X [seq*batch, input] by W laid out once per node as [input, dirs*gates*hidden] (ONNX's order:
+# direction, gate, unit), so that row (step, batch) is the kernel's input for that step. The
+# kernel gets the biases and R, laid out by its compile() once per node (W, R and B are parameters:
+# the same arrays every call).
 
 
 def _rnn_prepared(ctx: _Ctx, w: np.ndarray, r: np.ndarray, b: np.ndarray | None,
-                  prepare: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """``prepare()`` once per node for these W, R, B arrays (kept by identity, as Gemm keeps its B)."""
+                  lbr: int) -> tuple[np.ndarray, Any, Any]:
+    """W^T, the compiled cell and the kernel module, once per node for these W, R, B arrays (kept
+    by identity, as Gemm keeps its B)."""
     cached = ctx.memo.get("rnn_weights")
     if cached is not None and cached[0] is w and cached[1] is r and cached[2] is b:
         return cached[3]
-    prepared = prepare()
+    nd, gh, inp = w.shape
+    wt = np.ascontiguousarray(w.reshape(nd * gh, inp).T)
+    gates = _RNN_GATES[ctx.node.op]
+    kernel = native.load("rnn")
+    cell = kernel.compile(gates, lbr, _RNN_DIRECTIONS[ctx.attr_str("direction", "forward")], gh // gates,
+                          np.ascontiguousarray(r), None if b is None else np.ascontiguousarray(b))
+    prepared = (wt, cell, kernel)
     ctx.memo["rnn_weights"] = (w, r, b, prepared)
     return prepared
 
 
-def _rnn_inputs(x: np.ndarray, wx_bias: np.ndarray, dirs: list[bool], gates: int) -> np.ndarray:
-    """The input projection plus bias of every step and direction, [seq, batch, gates*dirs*hidden]
-    gate-major: ``pre[k]`` is what every direction adds at its k-th step (the reverse directions'
-    rows flipped here, once), one contiguous block per step. ``wx_bias`` is Wx with the bias as
-    its last row, against a column of ones after x (cheaper than adding the bias afterwards)."""
+def _rnn_run(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None, hs: int,
+             nd: int, h0: np.ndarray | None, c0: np.ndarray | None, lbr: int) -> tuple[np.ndarray, ...]:
+    """Y [seq, dirs, batch, hidden], Y_h (and, for an LSTM, Y_c) [dirs, batch, hidden]; as many as
+    the node has outputs."""
+    wt, cell, kernel = _rnn_prepared(ctx, w, r, b, lbr)
     seq, batch, inp = x.shape
-    xs = np.empty((seq * batch, inp + 1), F32)
-    xs[:, :inp] = x.reshape(seq * batch, inp)
-    xs[:, inp] = 1.0
-    pre = np.dot(xs, wx_bias).reshape(seq, batch, gates, len(dirs), -1)
-    for d, backwards in enumerate(dirs):
-        if backwards:
-            pre[:, :, :, d] = pre[::-1, :, :, d]   # numpy copies overlapping operands first
-    return pre.reshape(seq, batch, -1)
-
-
-def _rnn_state(s: np.ndarray | None, batch: int, n: int, width: int) -> np.ndarray:
-    """An initial state [dirs, batch, hidden] as the loop's row [batch, width] (width >= dirs*hidden;
-    zeros where absent, columns past dirs*hidden left for the caller)."""
-    out = np.zeros((batch, width), F32)
-    if s is not None:
-        out[:, :n] = s.transpose(1, 0, 2).reshape(batch, n)
-    return out
-
-
-def _rnn_outputs(ctx: _Ctx, ys: np.ndarray, dirs: list[bool], hs: int,
-                 finals: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """Y [seq, dirs, batch, hidden] from the loop's rows ys [seq, batch, >= dirs*hidden] (step
-    order: the reverse directions flipped back) and the final states [dirs, batch, hidden] from
-    rows [batch, dirs*hidden], float32."""
-    seq, batch = ys.shape[:2]
-    nd = len(dirs)
-    steps = ys[..., :nd * hs].reshape(seq, batch, nd, hs)
+    pre = np.dot(x.reshape(seq * batch, inp), wt)
     y = np.empty((seq, nd, batch, hs), F32)
-    for d, backwards in enumerate(dirs):
-        y[:, d] = steps[::-1, :, d] if backwards else steps[:, :, d]
-    out = [y] + [np.ascontiguousarray(f.reshape(batch, nd, hs).transpose(1, 0, 2)) for f in finals]
-    return tuple(out[:len(ctx.node.outputs)])
+    y_h = np.empty((nd, batch, hs), F32)
+    y_c = np.empty((nd, batch, hs), F32) if ctx.node.op == "LSTM" else None
+    kernel.run(cell, pre, seq, batch, None if h0 is None else np.ascontiguousarray(h0),
+               None if c0 is None else np.ascontiguousarray(c0), y, y_h, y_c)
+    out = (y, y_h) if y_c is None else (y, y_h, y_c)
+    return out[:len(ctx.node.outputs)]
 
 
 @operator("LSTM", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
@@ -1486,53 +1475,8 @@ def _rnn_outputs(ctx: _Ctx, ys: np.ndarray, dirs: list[bool], hs: int,
 def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
           seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None, c0: np.ndarray | None = None,
           p: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    if p is not None:
-        raise ctx.unsupported("peephole weights (input P) are not supported")
-    if ctx.attr_int("input_forget", 0) != 0:
-        raise ctx.unsupported("input_forget=1 (coupled input and forget gates) is not supported")
-    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
-    seq, batch, _ = x.shape
-    nd = len(dirs)
-    if c0 is not None and ctx.float_input(c0, "initial_c").shape != (nd, batch, hs):
-        raise ctx.error(f"initial_c has shape {c0.shape}, expected {(nd, batch, hs)}")
-    n = nd * hs
-
-    def prepare() -> tuple[np.ndarray, ...]:
-        # ONNX's gates i, o, f, c laid out o, i, f, c so that [i, f] and [c~, cell] are adjacent
-        # pairs (below); the sigmoid gates o, i, f halved (one tanh for all four); biases summed
-        wx, rbd = _gate_major_weights(w, r, (1, 0, 2, 3))
-        bias = (_gate_major_bias(b[:, :4 * hs] + b[:, 4 * hs:], (1, 0, 2, 3)) if b is not None
-                else np.zeros(4 * n, F32))
-        scale = np.ones(4 * n, F32)
-        scale[:3 * n] = 0.5
-        return np.concatenate([wx, bias[None, :]]) * scale, rbd * scale
-
-    wx_bias, rbd = _rnn_prepared(ctx, w, r, b, prepare)
-    pre = _rnn_inputs(x, wx_bias, dirs, 4)                     # [seq, batch, 4n]
-    h = _rnn_state(h0, batch, n, n)
-    ys = np.empty((seq, batch, n), F32)                        # row k: h after step k, every direction
-    # one row per batch element: gates o, i, f, c~ then the cell state, so a step's
-    # c = i c~ + f c is one product of the pairs [i, f] * [c~, c] and one sum of its halves
-    g = np.empty((batch, 5 * n), F32)
-    g[:, 4 * n:] = _rnn_state(c0, batch, n, n)
-    gates, sg, go, gi, gf = g[:, :4 * n], g[:, :3 * n], g[:, :n], g[:, n:2 * n], g[:, 2 * n:3 * n]
-    pair_if, pair_cc, c = g[:, n:3 * n], g[:, 3 * n:], g[:, 4 * n:]
-    half = np.full(sg.shape, 0.5, F32)
-    # np.dot is the cheaper call but wants a contiguous out, which gates is at batch 1 only; the
-    # ufuncs get their out positionally (a keyword costs its parsing on every call: 3-5 % here)
-    dot, add, mul, tanh = np.dot if batch == 1 else np.matmul, np.add, np.multiply, np.tanh
-    for p_k, h_k in zip(pre, ys):
-        dot(h, rbd, out=gates)
-        add(gates, p_k, gates)
-        tanh(gates, gates)
-        mul(sg, half, sg)                                      # o, i, f = sigmoid
-        add(sg, half, sg)
-        mul(pair_if, pair_cc, pair_if)                         # [i c~, f c]
-        add(gi, gf, c)
-        tanh(c, h_k)                                           # h = o tanh(c)
-        mul(h_k, go, h_k)
-        h = h_k
-    return _rnn_outputs(ctx, ys, dirs, hs, [h, c])
+    hs, nd, _ = _rnn_checked(ctx, x, w, r, b, seq_lens, h0, c0, p)
+    return _rnn_run(ctx, x, w, r, b, hs, nd, h0, c0, 0)
 
 
 @operator("GRU", attrs={"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,
@@ -1541,84 +1485,8 @@ def _lstm(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray 
           inputs=(3, 6), outputs=(1, 2), const_inputs={1: "float32", 2: "float32", 3: "float32"})
 def _gru(ctx: _Ctx, x: np.ndarray, w: np.ndarray, r: np.ndarray, b: np.ndarray | None = None,
          seq_lens: np.ndarray | None = None, h0: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
-    hs, dirs, h0 = _rnn_common(ctx, x, w, r, b, seq_lens, h0)
-    lbr = ctx.attr_int("linear_before_reset", 0)
-    if lbr not in (0, 1):
-        raise ctx.unsupported(f"linear_before_reset {lbr} must be 0 or 1")
-    seq, batch, _ = x.shape
-    nd = len(dirs)
-    n = nd * hs
-
-    def prepare() -> tuple[np.ndarray, ...]:
-        # gates z, r, h; z and r halved (sigmoid by tanh). Every bias goes into the input
-        # projection except, with linear_before_reset, R's bias of the h gate, which the reset
-        # gate multiplies: it becomes the last row of R, against a constant 1 after the state
-        order = (0, 1, 2)
-        wx, rbd = _gate_major_weights(w, r, order)
-        wb = _gate_major_bias(b[:, :3 * hs], order) if b is not None else np.zeros(3 * n, F32)
-        rb = _gate_major_bias(b[:, 3 * hs:], order) if b is not None else np.zeros(3 * n, F32)
-        scale = np.ones(3 * n, F32)
-        scale[:2 * n] = 0.5
-        rbd = rbd * scale
-        if lbr:
-            bias = np.concatenate([wb[:2 * n] + rb[:2 * n], wb[2 * n:]])
-            rec_bias = np.concatenate([np.zeros(2 * n, F32), rb[2 * n:]])
-            return np.concatenate([wx, bias[None, :]]) * scale, np.concatenate([rbd, rec_bias[None, :]])
-        return (np.concatenate([wx, (wb + rb)[None, :]]) * scale, np.ascontiguousarray(rbd[:, :2 * n]),
-                np.ascontiguousarray(rbd[:, 2 * n:]))
-
-    prepared = _rnn_prepared(ctx, w, r, b, prepare)
-    pre = _rnn_inputs(x, prepared[0], dirs, 3)                 # [seq, batch, 3n]
-    pre_zr, pre_h = pre[:, :, :2 * n], pre[:, :, 2 * n:]
-    dot, add, sub, mul, tanh = np.dot, np.add, np.subtract, np.multiply, np.tanh
-    half = np.full((batch, 2 * n), 0.5, F32)
-    diff = np.empty((batch, n), F32)
-    if lbr:
-        # rows [h, 1]: h @ R with R's h-gate bias in one gemv
-        rec = prepared[1]
-        ys = np.empty((seq, batch, n + 1), F32)
-        ys[:, :, n] = 1.0
-        h_row = _rnn_state(h0, batch, n, n + 1)
-        h_row[:, n] = 1.0
-        h = h_row[:, :n]
-        g = np.empty((batch, 3 * n), F32)
-        zr, z, rg, gh = g[:, :2 * n], g[:, :n], g[:, n:2 * n], g[:, 2 * n:]
-        for p_zr, p_h, row_k, h_k in zip(pre_zr, pre_h, ys, ys[:, :, :n]):
-            dot(h_row, rec, out=g)
-            add(zr, p_zr, zr)
-            tanh(zr, zr)
-            mul(zr, half, zr)                                  # z, r = sigmoid
-            add(zr, half, zr)
-            mul(gh, rg, gh)                                    # h~ = tanh(x W_h + r (h R_h + Rb_h))
-            add(gh, p_h, gh)
-            tanh(gh, gh)
-            sub(h, gh, diff)                                   # h = (1 - z) h~ + z h = h~ + z (h - h~)
-            mul(diff, z, diff)
-            add(diff, gh, h_k)
-            h_row, h = row_k, h_k
-    else:
-        rec_zr, rec_h = prepared[1], prepared[2]
-        ys = np.empty((seq, batch, n), F32)
-        h = _rnn_state(h0, batch, n, n)
-        zr = np.empty((batch, 2 * n), F32)
-        z, rg = zr[:, :n], zr[:, n:]
-        rh = np.empty((batch, n), F32)
-        gh = np.empty((batch, n), F32)
-        for p_zr, p_h, h_k in zip(pre_zr, pre_h, ys):
-            dot(h, rec_zr, out=zr)
-            add(zr, p_zr, zr)
-            tanh(zr, zr)
-            mul(zr, half, zr)
-            add(zr, half, zr)
-            mul(rg, h, rh)                                     # h~ = tanh(x W_h + (r h) R_h + biases)
-            dot(rh, rec_h, out=gh)
-            add(gh, p_h, gh)
-            tanh(gh, gh)
-            sub(h, gh, diff)
-            mul(diff, z, diff)
-            add(diff, gh, h_k)
-            h = h_k
-    return _rnn_outputs(ctx, ys, dirs, hs, [h])
+    hs, nd, lbr = _rnn_checked(ctx, x, w, r, b, seq_lens, h0)
+    return _rnn_run(ctx, x, w, r, b, hs, nd, h0, None, lbr)
 
 
 # --- ai.onnx.ml tree ensembles (TreeEnsembleClassifier, TreeEnsembleRegressor) ------------------
