@@ -33,7 +33,8 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
 - nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
 
 The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
-a weight laid out once per node for how OpenBLAS runs few-column products, depthwise and grouped
+a weight laid out once per node for how OpenBLAS runs few-column products, or on maps of at most
+12 positions in one call of a C kernel (enclave/csrc/floor.c), depthwise and grouped
 Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
 weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
 exact, BatchNormalization folded into one multiply and one add, short trailing and spatial means
@@ -401,6 +402,11 @@ def _strided_view(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, 
 #   one core's L2 cache (``_CACHED_WEIGHT_BYTES``: the product is compute-bound there), "weight
 #   rows" (W blocks [rows, k] @ columns^T) above, where the product streams the weight from memory
 #   and reading it row by row measured 20-30 % faster.
+# With at most ``_NATIVE_POSITIONS`` positions per image (the 1x1 to 3x3 maps of the last layers)
+# none of these is called: the C kernel of enclave/csrc/floor.c gathers and multiplies in one call
+# ("native"; its docstring says why), reading NCHW and writing NCHW. On this machine's AMD EPYC
+# (AVX2: OpenBLAS has no small-matrix kernel for it) the forms above were measured slower there
+# than that kernel (SqueezeNet's 3x3 maps) and faster above it (4x4 maps and larger).
 
 #: multiply-adds of the largest product OpenBLAS runs in its small-matrix kernel (no packing)
 _SMALL_GEMM_MACS = 1_000_000
@@ -410,6 +416,10 @@ _SMALL_GEMM_TRANSPOSED = 1200
 _FEW_COLUMNS = 16
 #: weights up to this size (one core's L2 here) are multiplied in channel blocks, larger ones by rows
 _CACHED_WEIGHT_BYTES = 2 << 20
+#: dense convs of at most this many output positions per image run in floor.c's kernel
+_NATIVE_POSITIONS = 12
+#: output channels per block of floor.c's packed weight
+_NATIVE_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -423,7 +433,7 @@ class _ConvPlan:
     begin: tuple[int, int]      #: padding before, per spatial axis
     end: tuple[int, int]        #: padding after
     group: int
-    product: str                #: dense forms: "columns", "channel blocks" or "weight rows"
+    product: str                #: dense forms: "native", "columns", "channel blocks" or "weight rows"
     block: int                  #: output channels per block of the blocked products
 
 
@@ -469,7 +479,12 @@ def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) ->
     if kind != "pointwise":
         ctx.check_size((n, h + begin[0] + end[0], wd + begin[1] + end[1], c), "padded input")
         ctx.check_size((n, outs[0], outs[1], kernel[0], kernel[1], c), "window buffer")
-    if kind in ("pointwise", "im2col"):
+    if kind in ("pointwise", "im2col") and outs[0] * outs[1] <= _NATIVE_POSITIONS:
+        product, block = "native", _NATIVE_BLOCK
+        depth = kernel[0] * kernel[1] * c
+        ctx.check_size((-(-m // block) * block, depth), "packed weight")
+        ctx.check_size((depth, outs[0] * outs[1]), "columns")
+    elif kind in ("pointwise", "im2col"):
         product, block = _conv_product(n * outs[0] * outs[1], kernel[0] * kernel[1] * c, m)
         if block:
             ctx.check_size((-(-m // block) * block, kernel[0] * kernel[1] * c), "blocked weight")
@@ -481,7 +496,8 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
     """The weight [m, c, kh, kw] laid out for ``product``, depth ordered as :func:`_conv_columns`
     orders a window (kh, kw, c): W^T [depth, m] ("columns"), [blocks, depth, block] ("channel
     blocks") or [blocks, block, depth] ("weight rows"), the last block padded with zero channels;
-    a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
+    for floor.c's kernel [blocks, depth, block] with depth in the weight's own order (c, kh, kw)
+    ("native"); a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
     Kept per node and layout, by identity of ``w`` (a parameter: the same array on every call)."""
     key = ("conv weight", product, block)
     cached = ctx.memo.get(key)
@@ -489,6 +505,8 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
         return cached[1]
     m = w.shape[0]
     rows = w.transpose(0, 2, 3, 1).reshape(m, -1)            # [m, depth] (a view for depthwise)
+    if product == "native":
+        rows = w.reshape(m, -1)
     if product == "depthwise":
         prepared = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
     elif product == "columns":
@@ -498,7 +516,8 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
         padded = np.zeros((blocks * block, rows.shape[1]), F32)
         padded[:m] = rows
         padded = padded.reshape(blocks, block, -1)
-        prepared = np.ascontiguousarray(padded.transpose(0, 2, 1) if product == "channel blocks" else padded)
+        prepared = np.ascontiguousarray(padded.transpose(0, 2, 1) if product in ("channel blocks", "native")
+                                        else padded)
     ctx.memo[key] = (w, prepared)
     return prepared
 
@@ -541,6 +560,13 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
     n = x.shape[0]
     m = w.shape[0]
     oh, ow = plan.out
+    if plan.product == "native":
+        # few positions: gather and product in one C call, NCHW out (see the comment above _SMALL_GEMM_MACS)
+        y = np.empty((n, m, oh, ow), F32)
+        native.load("floor").conv(np.ascontiguousarray(x), _conv_weight(ctx, w, "native", plan.block),
+                                  None if b is None else np.ascontiguousarray(b), y, x.shape,
+                                  (m, w.shape[2], w.shape[3]), plan.strides, plan.dilations, plan.begin, plan.out)
+        return y
     if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1)
             and n * oh * ow > _FEW_COLUMNS and x.flags.c_contiguous):
         # many positions of an NCHW input: W [m, c] @ x [n, c, h*w] reads x in place (the columns
@@ -661,17 +687,22 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 @operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
-    _memoised(ctx, x.shape, lambda: _check_spatial(ctx, x))
-    return _spatial_mean(x)
+    flat, weights, out = _memoised(ctx, x.shape, lambda: _check_spatial(ctx, x) and _spatial_layout(x.shape))
+    return np.matmul(x.reshape(flat), weights).reshape(out)
 
 
 def _spatial_mean(x: np.ndarray) -> np.ndarray:
     """The mean over every axis after the first two, kept as size-1 axes, as one gemv against
     [1/size]*size: numpy's reductions over a few innermost elements cost 5-20 us on the heads'
     2x2 maps, the gemv 1-3 us in either memory layout."""
-    size = math.prod(x.shape[2:])
-    return np.matmul(x.reshape(x.shape[0], x.shape[1], -1), _mean_weights(size)).reshape(
-        x.shape[:2] + (1,) * (x.ndim - 2))
+    flat, weights, out = _spatial_layout(x.shape)
+    return np.matmul(x.reshape(flat), weights).reshape(out)
+
+
+def _spatial_layout(shape: tuple[int, ...]) -> tuple[tuple[int, int, int], np.ndarray, tuple[int, ...]]:
+    """For :func:`_spatial_mean`: [n, c, size] to multiply, the weights, the output shape."""
+    size = math.prod(shape[2:])
+    return (shape[0], shape[1], size), _mean_weights(size), shape[:2] + (1,) * (len(shape) - 2)
 
 
 @functools.lru_cache(maxsize=64)
@@ -755,10 +786,16 @@ def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @operator("Concat", attrs=("axis",), inputs=(1, 1 << 16))
 def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
+    for i, x in enumerate(xs):     # dtypes on every call, the rest once per input shapes
+        if x is None or x.dtype != F32:
+            ctx.float_input(x, f"{i}")
+    return np.concatenate(xs, axis=_memoised(ctx, tuple([x.shape for x in xs]), lambda: _concat_axis(ctx, xs)))
+
+
+def _concat_axis(ctx: _Ctx, xs: tuple[np.ndarray, ...]) -> int:
     if "axis" not in ctx.node.attrs:
         raise ctx.error("attribute axis is required")
     axis = ctx.attr_int("axis", 0)
-    xs = tuple(ctx.float_input(x, f"{i}") for i, x in enumerate(xs))
     rank = xs[0].ndim
     if not -rank <= axis < rank:
         raise ctx.error(f"axis {axis} out of range for rank {rank}")
@@ -766,7 +803,7 @@ def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
     for x in xs:
         if x.ndim != rank or x.shape[:axis] + x.shape[axis + 1:] != xs[0].shape[:axis] + xs[0].shape[axis + 1:]:
             raise ctx.error(f"input shapes {[x.shape for x in xs]} differ outside axis {axis}")
-    return np.concatenate(xs, axis=axis)
+    return axis
 
 
 @operator("Flatten", attrs=("axis",))
