@@ -12,7 +12,8 @@
  *       weight is packed once per node (by the interpreter) in blocks of 8 output channels,
  *       [M/8][K][8], zero channels padding the last block; the columns of an image are gathered
  *       into a buffer freed in the same call (zero where a window reaches into the padding; the
- *       padding after the image is implied by OH and OW).
+ *       padding after the image is implied by OH and OW), except for a 1x1 window of stride 1
+ *       over at most 12 positions, whose columns are the image itself.
  *
  * Why not OpenBLAS for these convs: the heads' smallest maps are 1x1 to 3x3 (9 positions for
  * SqueezeNet), and on this machine's AMD EPYC (AVX2; OpenBLAS's small-matrix kernel is AVX-512
@@ -226,9 +227,14 @@ static PyObject *conv(PyObject *self, PyObject *args) {
             top[p] = oy * sh - pt;
             left[p] = ox * sw - pl;
         }
+    /* a 1x1 window of stride 1 without padding over a map of one run: the image, [C][H*W] as NCHW
+     * stores it, is already its packed columns */
+    const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w &&
+                       tiles == 1;
     for (Py_ssize_t img = 0; img < n; img++) {
-        gather(x + img * c * h * w, c, h, w, kh, kw, dh, dw, np, tiles, top, left, cols);
-        product(packed, cols, m, k, np, tiles, bias, y + img * m * np);
+        const float *image = x + img * c * h * w;
+        if (!direct) gather(image, c, h, w, kh, kw, dh, dw, np, tiles, top, left, cols);
+        product(packed, direct ? image : cols, m, k, np, tiles, bias, y + img * m * np);
     }
     Py_END_ALLOW_THREADS
     free(cols);
