@@ -98,52 +98,64 @@ static inline Py_ssize_t run_start(Py_ssize_t t, Py_ssize_t np, Py_ssize_t tiles
     return t * base + (t < extra ? t : extra);
 }
 
-/* y[m0 + j, p0 + q] for j < 8, q < P: the block of 8 channels at `w` ([K][8]) times the run of
- * P packed columns at `c` ([K][P]), plus bias; only channels below `m` stored (y's rows are `np`
- * long). */
-static inline __attribute__((always_inline)) void tile(const float *w, const float *c, Py_ssize_t k, int P,
-                                                       float *y, Py_ssize_t np, Py_ssize_t p0, Py_ssize_t m0,
-                                                       Py_ssize_t m, const float *bias) {
+/* y[m0 + 8b + j, p0 + q] for b < NB, j < 8, q < P: NB blocks of 8 channels from `w` (block b at
+ * w + b*K*8, each [K][8]) times the run of P packed columns at `c` ([K][P]), plus bias; only
+ * channels below `m` stored (y's rows are `np` long). NB * P accumulators stay in registers: a
+ * short run takes several blocks at once, so that enough independent multiply-adds are in flight
+ * (one accumulator per block measured the 1x1 maps' convs latency-bound). */
+static inline __attribute__((always_inline)) void tile(const float *w, const float *c, Py_ssize_t k, int NB,
+                                                       int P, float *y, Py_ssize_t np, Py_ssize_t p0,
+                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias) {
     vec acc[TILE];
-    for (int q = 0; q < P; q++) acc[q] = (vec){0};
-    for (Py_ssize_t kk = 0; kk < k; kk++, w += BLOCK, c += P) {
-        vec a = load(w);
+    for (int i = 0; i < NB * P; i++) acc[i] = (vec){0};
+    for (Py_ssize_t kk = 0; kk < k; kk++, c += P) {
+        vec a[TILE];
+        for (int b = 0; b < NB; b++) a[b] = load(w + (b * k + kk) * BLOCK);
         for (int q = 0; q < P; q++) {
             const float v = c[q];
             vec x = {v, v, v, v, v, v, v, v};   /* one broadcast load */
-            acc[q] = MULADD(a, x, acc[q]);
+            for (int b = 0; b < NB; b++) acc[b * P + q] = MULADD(a[b], x, acc[b * P + q]);
         }
     }
-    for (int q = 0; q < P; q++) {
-        float out[BLOCK];
-        memcpy(out, &acc[q], sizeof acc[q]);
-        for (int j = 0; j < BLOCK && m0 + j < m; j++)
-            y[(m0 + j) * np + p0 + q] = out[j] + (bias ? bias[m0 + j] : 0.0f);
-    }
+    for (int b = 0; b < NB; b++)
+        for (int q = 0; q < P; q++) {
+            float out[BLOCK];
+            memcpy(out, &acc[b * P + q], sizeof out);
+            for (int j = 0; j < BLOCK && m0 + b * BLOCK + j < m; j++) {
+                Py_ssize_t ch = m0 + b * BLOCK + j;
+                y[ch * np + p0 + q] = out[j] + (bias ? bias[ch] : 0.0f);
+            }
+        }
 }
+
+/* blocks taken at once by a run of P positions (NB * P accumulators, NB weights, one broadcast:
+ * at most the 16 vector registers) */
+static const int BLOCKS_PER_RUN[TILE + 1] = {1, 6, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1};
+
+#define TILE_CASE(P)                                                                                \
+    case P:                                                                                         \
+        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias); \
+        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias);                                          \
+        break;
 
 /* y [M][np] = W [M][K] @ cols + bias */
 static void product(const float *packed, const float *cols, Py_ssize_t m, Py_ssize_t k, Py_ssize_t np,
                     Py_ssize_t tiles, const float *bias, float *y) {
-    for (Py_ssize_t m0 = 0; m0 < m; m0 += BLOCK) {
-        const float *w = packed + (m0 / BLOCK) * k * BLOCK;
-        for (Py_ssize_t t = 0; t < tiles; t++) {
-            Py_ssize_t p0 = run_start(t, np, tiles), width = run_start(t + 1, np, tiles) - p0;
-            const float *c = cols + p0 * k;
-            switch (width) { /* constant widths: the accumulators stay in registers */
-            case 12: tile(w, c, k, 12, y, np, p0, m0, m, bias); break;
-            case 11: tile(w, c, k, 11, y, np, p0, m0, m, bias); break;
-            case 10: tile(w, c, k, 10, y, np, p0, m0, m, bias); break;
-            case 9: tile(w, c, k, 9, y, np, p0, m0, m, bias); break;
-            case 8: tile(w, c, k, 8, y, np, p0, m0, m, bias); break;
-            case 7: tile(w, c, k, 7, y, np, p0, m0, m, bias); break;
-            case 6: tile(w, c, k, 6, y, np, p0, m0, m, bias); break;
-            case 5: tile(w, c, k, 5, y, np, p0, m0, m, bias); break;
-            case 4: tile(w, c, k, 4, y, np, p0, m0, m, bias); break;
-            case 3: tile(w, c, k, 3, y, np, p0, m0, m, bias); break;
-            case 2: tile(w, c, k, 2, y, np, p0, m0, m, bias); break;
-            default: tile(w, c, k, 1, y, np, p0, m0, m, bias); break;
+    const Py_ssize_t blocks = (m + BLOCK - 1) / BLOCK;
+    for (Py_ssize_t t = 0; t < tiles; t++) {
+        const Py_ssize_t p0 = run_start(t, np, tiles), width = run_start(t + 1, np, tiles) - p0;
+        const float *c = cols + p0 * k;
+        for (Py_ssize_t blk = 0; blk < blocks;) {
+            /* the run's full count of blocks while they last, then one at a time */
+            const int nb = blocks - blk >= BLOCKS_PER_RUN[width] ? BLOCKS_PER_RUN[width] : 1;
+            const float *w = packed + blk * k * BLOCK;
+            const Py_ssize_t m0 = blk * BLOCK;
+            switch (width) { /* constant widths and counts: the accumulators stay in registers */
+            TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
+            TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2)
+            default: TILE_CASE(1)
             }
+            blk += nb;
         }
     }
 }
