@@ -16,13 +16,14 @@
  *       over at most 12 positions, whose columns are the image itself.
  *
  * Why not OpenBLAS for these convs: the heads' smallest maps are 1x1 to 3x3 (9 positions for
- * SqueezeNet), and on this machine's AMD EPYC (AVX2; OpenBLAS's small-matrix kernel is AVX-512
- * only) sgemm packs both operands on every call and runs its kernels on widths of 4 and 8 columns:
- * [9, 64] @ [64, 256] measured 23 us against 12 for the same product transposed, and the 3x3
- * conv's gather and channel-blocked product cost more than this whole call (docs/BENCHMARKS.md).
+ * SqueezeNet), and on this machine's AMD EPYC (AVX2, OpenBLAS's Zen kernels; the interpreter's
+ * product forms were laid out for its SkylakeX small-matrix kernel) such products measured
+ * 13-16 GMAC/s, [9, 64] @ [64, 256] 23 us against 12 for the same product transposed, and the 3x3
+ * conv's gather and channel-blocked product more than this whole call (docs/BENCHMARKS.md).
  * Here a block of 8 output channels times a run of up to 12 positions is up to 12 vector
- * accumulators held in registers over the whole depth K, the weight read once per run. Above 12
- * positions per image OpenBLAS's kernels win and the interpreter keeps them.
+ * accumulators held in registers over the whole depth K (a run of up to 6 takes several blocks),
+ * the weight read once per run. Above 12 positions per image OpenBLAS's kernels measured faster
+ * and the interpreter keeps them.
  *
  * Safety: every size is checked positive and every buffer's length against the sizes (products
  * checked for overflow) before the loop; the gather reads the image only at indices it checked
