@@ -37,8 +37,8 @@ a weight laid out once per node for how OpenBLAS runs few-column products, or on
 12 positions in one call of a C kernel (enclave/csrc/floor.c), depthwise and grouped
 Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
 weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
-exact, BatchNormalization folded into one multiply and one add, short trailing and spatial means
-as one matrix-vector product, RNNs with one matmul for every step's input projection and a step
+exact, BatchNormalization folded into one multiply and one add, short trailing means as one
+matrix-vector product, spatial means in one C loop, RNNs with one matmul for every step's input projection and a step
 loop of a few numpy calls on contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
@@ -48,7 +48,6 @@ Imports: numpy, the standard library, ``enclave.package`` and ``splitseal.errors
 from __future__ import annotations
 
 import contextvars
-import functools
 import logging
 import math
 import operator as _operator
@@ -687,36 +686,31 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 @operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
-    flat, weights, out = _memoised(ctx, x.shape, lambda: _check_spatial(ctx, x) and _spatial_layout(x.shape))
-    return np.matmul(x.reshape(flat), weights).reshape(out)
+    rows, size, out = _memoised(ctx, x.shape, lambda: _check_spatial(ctx, x) and _spatial_layout(x.shape))
+    return _spatial_mean(x, rows, size, out)
 
 
-def _spatial_mean(x: np.ndarray) -> np.ndarray:
-    """The mean over every axis after the first two, kept as size-1 axes, as one gemv against
-    [1/size]*size: numpy's reductions over a few innermost elements cost 5-20 us on the heads'
-    2x2 maps, the gemv 1-3 us in either memory layout."""
-    flat, weights, out = _spatial_layout(x.shape)
-    return np.matmul(x.reshape(flat), weights).reshape(out)
+def _spatial_mean(x: np.ndarray, rows: int, size: int, out: tuple[int, ...]) -> np.ndarray:
+    """The mean over every axis after the first two, kept as size-1 axes (``rows``, ``size`` and
+    ``out`` from :func:`_spatial_layout`), one C loop over the rows (floor.c's ``row_means``):
+    numpy's reductions over a few innermost elements cost 5-20 us on the heads' 2x2 maps, a gemv
+    against [1/size]*size 3-5 us of dispatch, the loop about 1 us."""
+    y = np.empty(out, F32)
+    if rows:
+        native.load("floor").row_means(np.ascontiguousarray(x), y, rows, size)
+    return y
 
 
-def _spatial_layout(shape: tuple[int, ...]) -> tuple[tuple[int, int, int], np.ndarray, tuple[int, ...]]:
-    """For :func:`_spatial_mean`: [n, c, size] to multiply, the weights, the output shape."""
-    size = math.prod(shape[2:])
-    return (shape[0], shape[1], size), _mean_weights(size), shape[:2] + (1,) * (len(shape) - 2)
-
-
-@functools.lru_cache(maxsize=64)
-def _mean_weights(size: int) -> np.ndarray:
-    weights = np.full(size, 1.0 / size, F32)
-    weights.flags.writeable = False
-    return weights
+def _spatial_layout(shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """For :func:`_spatial_mean`: the rows (N*C), their size (the spatial extent), the output shape."""
+    return shape[0] * shape[1], math.prod(shape[2:]), shape[:2] + (1,) * (len(shape) - 2)
 
 
 def _mean(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
     """ReduceMean. Over every spatial axis of an NCHW-like tensor (what torch's dynamo exporter
-    writes for adaptive average pooling) it is GlobalAveragePool's gemv."""
+    writes for adaptive average pooling) it is GlobalAveragePool's loop."""
     if x.ndim >= 3 and axes == tuple(range(2, x.ndim)) and x.size:
-        y = _spatial_mean(x)
+        y = _spatial_mean(x, *_spatial_layout(x.shape))
         return y if keepdims else y.reshape(x.shape[:2])
     return _MEAN(x, axes, keepdims)   # short trailing means as a matrix-vector product too
 

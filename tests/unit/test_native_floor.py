@@ -116,3 +116,17 @@ def test_conv_refuses_malformed_calls(floor):
     read_only.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         call(y=read_only)
+
+
+def test_row_means_are_the_means_and_refuse_malformed_calls(floor):
+    rng = np.random.default_rng(11)
+    for rows, size in [(1, 1), (3, 9), (100, 49), (2, 7)]:
+        x = rng.standard_normal((rows, size)).astype(F32)
+        y = np.full(rows, np.nan, F32)
+        floor.row_means(x, y, rows, size)
+        np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=1), rtol=1e-5, atol=1e-6)
+    for args, match in [((np.zeros(6, F32), np.zeros(2, F32), 2, 4), "x: 6 floats, expected 8"),
+                        ((np.zeros(8, F32), np.zeros(3, F32), 2, 4), "y: 3 floats, expected 2"),
+                        ((np.zeros(0, F32), np.zeros(0, F32), 0, 4), "must be positive")]:
+        with pytest.raises(ValueError, match=match):
+            floor.row_means(*args)
