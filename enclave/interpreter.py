@@ -434,6 +434,8 @@ class _ConvPlan:
     group: int
     product: str                #: dense forms: "native", "columns", "channel blocks" or "weight rows"
     block: int                  #: output channels per block of the blocked products
+    #: "native": the output shape and floor.c conv's size arguments after the buffers
+    native: tuple = ()
 
 
 def _conv_product(cols: int, depth: int, m: int) -> tuple[str, int]:
@@ -487,8 +489,12 @@ def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) ->
         product, block = _conv_product(n * outs[0] * outs[1], kernel[0] * kernel[1] * c, m)
         if block:
             ctx.check_size((-(-m // block) * block, kernel[0] * kernel[1] * c), "blocked weight")
+    native = ()
+    if product == "native":
+        native = ((n, m) + outs, (x.shape, (m, kernel[0], kernel[1]), tuple(strides), tuple(dilations), tuple(begin),
+                                  outs))
     return _ConvPlan(kind, outs, tuple(strides), tuple(dilations), tuple(begin), tuple(end), group,
-                     product, block)
+                     product, block, native)
 
 
 def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarray:
@@ -559,12 +565,12 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
     n = x.shape[0]
     m = w.shape[0]
     oh, ow = plan.out
-    if plan.product == "native":
+    if plan.native:
         # few positions: gather and product in one C call, NCHW out (see the comment above _SMALL_GEMM_MACS)
-        y = np.empty((n, m, oh, ow), F32)
+        shape, sizes = plan.native
+        y = np.empty(shape, F32)
         native.load("floor").conv(np.ascontiguousarray(x), _conv_weight(ctx, w, "native", plan.block),
-                                  None if b is None else np.ascontiguousarray(b), y, x.shape,
-                                  (m, w.shape[2], w.shape[3]), plan.strides, plan.dilations, plan.begin, plan.out)
+                                  None if b is None else np.ascontiguousarray(b), y, *sizes)
         return y
     if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1)
             and n * oh * ow > _FEW_COLUMNS and x.flags.c_contiguous):
