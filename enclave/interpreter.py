@@ -37,8 +37,8 @@ a weight laid out once per node for how OpenBLAS runs few-column products, or on
 12 positions in one call of a C kernel (enclave/csrc/floor.c), depthwise and grouped
 Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
 weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
-exact, BatchNormalization folded into one multiply and one add, short trailing means as one
-matrix-vector product, spatial means in one C loop, RNNs with one matmul for every step's input projection and a step
+exact, BatchNormalization folded into one multiply and one add, spatial means in one C loop, short trailing means
+as one matrix-vector product, RNNs with one matmul for every step's input projection and a step
 loop of a few numpy calls on contiguous gate-major blocks, every direction at once); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
@@ -403,9 +403,10 @@ def _strided_view(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, 
 #   and reading it row by row measured 20-30 % faster.
 # With at most ``_NATIVE_POSITIONS`` positions per image (the 1x1 to 3x3 maps of the last layers)
 # none of these is called: the C kernel of enclave/csrc/floor.c gathers and multiplies in one call
-# ("native"; its docstring says why), reading NCHW and writing NCHW. On this machine's AMD EPYC
-# (AVX2: OpenBLAS has no small-matrix kernel for it) the forms above were measured slower there
-# than that kernel (SqueezeNet's 3x3 maps) and faster above it (4x4 maps and larger).
+# ("native"; its docstring says why), reading NCHW and writing NCHW. On an AMD EPYC (AVX2,
+# OpenBLAS's Zen kernels) the forms above measured slower than that kernel there (SqueezeNet's
+# 3x3 maps, the 2x2 maps of ResNet's and MobileNet's last layers) and faster above it (4x4 maps
+# and larger); docs/BENCHMARKS.md.
 
 #: multiply-adds of the largest product OpenBLAS runs in its small-matrix kernel (no packing)
 _SMALL_GEMM_MACS = 1_000_000
@@ -593,7 +594,7 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
     if plan.kind in ("pointwise", "im2col"):
         if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1) and n == 1
                 and oh * ow * m <= _SMALL_GEMM_TRANSPOSED and x.flags.c_contiguous):
-            # few positions of an NCHW input (SqueezeNet's 3x3 maps): the columns as the transposed
+            # few positions of an NCHW input (a 4x4 map of few channels): the columns as the transposed
             # view of x, which OpenBLAS's small kernel reads in place for a result this small
             # (the channels-last copy was 1.7 us of a 512->100 conv's 11)
             cols = x.reshape(x.shape[1], -1).T
