@@ -404,7 +404,7 @@ def _strided_view(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, 
 # With at most ``_NATIVE_POSITIONS`` positions per image (the 1x1 to 3x3 maps of the last layers)
 # none of these is called: the C kernel of enclave/csrc/floor.c gathers and multiplies in one call
 # ("native"; its docstring says why), reading NCHW and writing NCHW. On an AMD EPYC (AVX2,
-# OpenBLAS's Zen kernels) the forms above measured slower than that kernel there (SqueezeNet's
+# OpenBLAS's Haswell kernels) the forms above measured slower than that kernel there (SqueezeNet's
 # 3x3 maps, the 2x2 maps of ResNet's and MobileNet's last layers) and faster above it (4x4 maps
 # and larger); docs/BENCHMARKS.md.
 

@@ -19,7 +19,7 @@
  *       the mean of each row (GlobalAveragePool and ReduceMean over the spatial axes).
  *
  * Why not OpenBLAS for these convs: the heads' smallest maps are 1x1 to 3x3 (9 positions for
- * SqueezeNet), and on this machine's AMD EPYC (AVX2, OpenBLAS's Zen kernels; the interpreter's
+ * SqueezeNet), and on this machine's AMD EPYC (AVX2, OpenBLAS's Haswell kernels; the interpreter's
  * product forms were laid out for its SkylakeX small-matrix kernel) such products measured
  * 13-16 GMAC/s, [9, 64] @ [64, 256] 23 us against 12 for the same product transposed, and the 3x3
  * conv's gather and channel-blocked product more than this whole call (docs/BENCHMARKS.md).
