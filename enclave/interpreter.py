@@ -2155,7 +2155,8 @@ class HeadInterpreter:
     root with the one registered on-chain.
 
     Not thread-safe: :meth:`run` updates the per-shape memos of its nodes and chains (the enclave
-    serialises its entry calls).
+    serialises its entry calls); a second thread entering :meth:`run` while one is in it gets
+    RuntimeError from ``Context.run`` (the steps' context is the interpreter's own).
     """
 
     def __init__(self, package: HeadPackage, index: ParameterIndexTable, *,
