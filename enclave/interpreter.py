@@ -33,17 +33,21 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
 - nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
 
 The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
-a weight laid out once per node for how OpenBLAS runs few-column products, depthwise and grouped
+a weight laid out once per node for how OpenBLAS runs few-column products, or on maps of at most
+12 positions in one call of a C kernel (enclave/csrc/floor.c), depthwise and grouped
 Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
 weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
-exact, BatchNormalization folded into one multiply and one add, short trailing and spatial means
-as one matrix-vector product, RNNs with one matmul for every step's input projection and the
-recurrence of every direction in one call of a C kernel, LogSoftmax in C one pass per row); ``scripts/bench_heads`` measures each zoo
+exact, BatchNormalization folded into one multiply and one add, spatial means in one C loop,
+short trailing means as one matrix-vector product, RNNs with one matmul for every step's input
+projection and the recurrence of every direction in one call of a C kernel, LogSoftmax in C one
+pass per row); ``scripts/bench_heads`` measures each zoo
 head against onnxruntime with one thread each (docs/BENCHMARKS.md).
 
 Where numpy's per-call dispatch is the cost itself, an operator calls a compiled kernel instead
 (:mod:`enclave.native`, C sources in ``enclave/csrc``): tree ensembles are walked and their
-classifier outputs computed in one call (``trees.c``) after their tables are checked here.
+classifier outputs computed in one call (``trees.c``) after their tables are checked here; the
+recurrences and LogSoftmax (``rnn.c``); the inputs' finiteness check, small dense convs and
+spatial means (``floor.c``).
 
 Imports: numpy, the standard library, ``enclave.package``, ``enclave.native`` and
 ``splitseal.errors`` only.
@@ -51,9 +55,10 @@ Imports: numpy, the standard library, ``enclave.package``, ``enclave.native`` an
 
 from __future__ import annotations
 
-import functools
+import contextvars
 import logging
 import math
+import operator as _operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -404,6 +409,12 @@ def _strided_view(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, 
 #   one core's L2 cache (``_CACHED_WEIGHT_BYTES``: the product is compute-bound there), "weight
 #   rows" (W blocks [rows, k] @ columns^T) above, where the product streams the weight from memory
 #   and reading it row by row measured 20-30 % faster.
+# With at most ``_NATIVE_POSITIONS`` positions per image (the 1x1 to 3x3 maps of the last layers)
+# none of these is called: the C kernel of enclave/csrc/floor.c gathers and multiplies in one call
+# ("native"; its docstring says why), reading NCHW and writing NCHW. On an AMD EPYC (AVX2,
+# OpenBLAS's Haswell kernels) the forms above measured slower than that kernel there (SqueezeNet's
+# 3x3 maps, the 2x2 maps of ResNet's and MobileNet's last layers) and faster above it (4x4 maps
+# and larger); docs/BENCHMARKS.md.
 
 #: multiply-adds of the largest product OpenBLAS runs in its small-matrix kernel (no packing)
 _SMALL_GEMM_MACS = 1_000_000
@@ -413,6 +424,10 @@ _SMALL_GEMM_TRANSPOSED = 1200
 _FEW_COLUMNS = 16
 #: weights up to this size (one core's L2 here) are multiplied in channel blocks, larger ones by rows
 _CACHED_WEIGHT_BYTES = 2 << 20
+#: dense convs of at most this many output positions per image run in floor.c's kernel
+_NATIVE_POSITIONS = 12
+#: output channels per block of floor.c's packed weight
+_NATIVE_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -426,8 +441,10 @@ class _ConvPlan:
     begin: tuple[int, int]      #: padding before, per spatial axis
     end: tuple[int, int]        #: padding after
     group: int
-    product: str                #: dense forms: "columns", "channel blocks" or "weight rows"
+    product: str                #: dense forms: "native", "columns", "channel blocks" or "weight rows"
     block: int                  #: output channels per block of the blocked products
+    #: "native": the output shape and floor.c conv's size arguments after the buffers
+    native: tuple = ()
 
 
 def _conv_product(cols: int, depth: int, m: int) -> tuple[str, int]:
@@ -472,19 +489,29 @@ def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) ->
     if kind != "pointwise":
         ctx.check_size((n, h + begin[0] + end[0], wd + begin[1] + end[1], c), "padded input")
         ctx.check_size((n, outs[0], outs[1], kernel[0], kernel[1], c), "window buffer")
-    if kind in ("pointwise", "im2col"):
+    if kind in ("pointwise", "im2col") and outs[0] * outs[1] <= _NATIVE_POSITIONS:
+        product, block = "native", _NATIVE_BLOCK
+        depth = kernel[0] * kernel[1] * c
+        ctx.check_size((-(-m // block) * block, depth), "packed weight")
+        ctx.check_size((depth, outs[0] * outs[1]), "columns")
+    elif kind in ("pointwise", "im2col"):
         product, block = _conv_product(n * outs[0] * outs[1], kernel[0] * kernel[1] * c, m)
         if block:
             ctx.check_size((-(-m // block) * block, kernel[0] * kernel[1] * c), "blocked weight")
+    native = ()
+    if product == "native":
+        native = ((n, m) + outs, (x.shape, (m, kernel[0], kernel[1]), tuple(strides), tuple(dilations), tuple(begin),
+                                  outs))
     return _ConvPlan(kind, outs, tuple(strides), tuple(dilations), tuple(begin), tuple(end), group,
-                     product, block)
+                     product, block, native)
 
 
 def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarray:
     """The weight [m, c, kh, kw] laid out for ``product``, depth ordered as :func:`_conv_columns`
     orders a window (kh, kw, c): W^T [depth, m] ("columns"), [blocks, depth, block] ("channel
     blocks") or [blocks, block, depth] ("weight rows"), the last block padded with zero channels;
-    a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
+    for floor.c's kernel [blocks, depth, block] with depth in the weight's own order (c, kh, kw)
+    ("native"); a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
     Kept per node and layout, by identity of ``w`` (a parameter: the same array on every call)."""
     key = ("conv weight", product, block)
     cached = ctx.memo.get(key)
@@ -492,6 +519,8 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
         return cached[1]
     m = w.shape[0]
     rows = w.transpose(0, 2, 3, 1).reshape(m, -1)            # [m, depth] (a view for depthwise)
+    if product == "native":
+        rows = w.reshape(m, -1)
     if product == "depthwise":
         prepared = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
     elif product == "columns":
@@ -501,7 +530,8 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
         padded = np.zeros((blocks * block, rows.shape[1]), F32)
         padded[:m] = rows
         padded = padded.reshape(blocks, block, -1)
-        prepared = np.ascontiguousarray(padded.transpose(0, 2, 1) if product == "channel blocks" else padded)
+        prepared = np.ascontiguousarray(padded.transpose(0, 2, 1) if product in ("channel blocks", "native")
+                                        else padded)
     ctx.memo[key] = (w, prepared)
     return prepared
 
@@ -544,6 +574,13 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
     n = x.shape[0]
     m = w.shape[0]
     oh, ow = plan.out
+    if plan.native:
+        # few positions: gather and product in one C call, NCHW out (see the comment above _SMALL_GEMM_MACS)
+        shape, sizes = plan.native
+        y = np.empty(shape, F32)
+        native.load("floor").conv(np.ascontiguousarray(x), _conv_weight(ctx, w, "native", plan.block),
+                                  None if b is None else np.ascontiguousarray(b), y, *sizes)
+        return y
     if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1)
             and n * oh * ow > _FEW_COLUMNS and x.flags.c_contiguous):
         # many positions of an NCHW input: W [m, c] @ x [n, c, h*w] reads x in place (the columns
@@ -565,7 +602,7 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
     if plan.kind in ("pointwise", "im2col"):
         if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1) and n == 1
                 and oh * ow * m <= _SMALL_GEMM_TRANSPOSED and x.flags.c_contiguous):
-            # few positions of an NCHW input (SqueezeNet's 3x3 maps): the columns as the transposed
+            # few positions of an NCHW input (a 4x4 map of few channels): the columns as the transposed
             # view of x, which OpenBLAS's small kernel reads in place for a result this small
             # (the channels-last copy was 1.7 us of a 512->100 conv's 11)
             cols = x.reshape(x.shape[1], -1).T
@@ -664,31 +701,31 @@ def _avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
 @operator("GlobalAveragePool")
 def _global_avgpool(ctx: _Ctx, x: np.ndarray) -> np.ndarray:
     x = ctx.float_input(x, "X")
-    _memoised(ctx, x.shape, lambda: _check_spatial(ctx, x))
-    return _spatial_mean(x)
+    rows, size, out = _memoised(ctx, x.shape, lambda: _check_spatial(ctx, x) and _spatial_layout(x.shape))
+    return _spatial_mean(x, rows, size, out)
 
 
-def _spatial_mean(x: np.ndarray) -> np.ndarray:
-    """The mean over every axis after the first two, kept as size-1 axes, as one gemv against
-    [1/size]*size: numpy's reductions over a few innermost elements cost 5-20 us on the heads'
-    2x2 maps, the gemv 1-3 us in either memory layout."""
-    size = math.prod(x.shape[2:])
-    return np.matmul(x.reshape(x.shape[0], x.shape[1], -1), _mean_weights(size)).reshape(
-        x.shape[:2] + (1,) * (x.ndim - 2))
+def _spatial_mean(x: np.ndarray, rows: int, size: int, out: tuple[int, ...]) -> np.ndarray:
+    """The mean over every axis after the first two, kept as size-1 axes (``rows``, ``size`` and
+    ``out`` from :func:`_spatial_layout`), one C loop over the rows (floor.c's ``row_means``):
+    numpy's reductions over a few innermost elements cost 5-20 us on the heads' 2x2 maps, a gemv
+    against [1/size]*size 3-5 us of dispatch, the loop about 1 us."""
+    y = np.empty(out, F32)
+    if rows:
+        native.load("floor").row_means(np.ascontiguousarray(x), y, rows, size)
+    return y
 
 
-@functools.lru_cache(maxsize=64)
-def _mean_weights(size: int) -> np.ndarray:
-    weights = np.full(size, 1.0 / size, F32)
-    weights.flags.writeable = False
-    return weights
+def _spatial_layout(shape: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """For :func:`_spatial_mean`: the rows (N*C), their size (the spatial extent), the output shape."""
+    return shape[0] * shape[1], math.prod(shape[2:]), shape[:2] + (1,) * (len(shape) - 2)
 
 
 def _mean(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
     """ReduceMean. Over every spatial axis of an NCHW-like tensor (what torch's dynamo exporter
-    writes for adaptive average pooling) it is GlobalAveragePool's gemv."""
+    writes for adaptive average pooling) it is GlobalAveragePool's loop."""
     if x.ndim >= 3 and axes == tuple(range(2, x.ndim)) and x.size:
-        y = _spatial_mean(x)
+        y = _spatial_mean(x, *_spatial_layout(x.shape))
         return y if keepdims else y.reshape(x.shape[:2])
     return _MEAN(x, axes, keepdims)   # short trailing means as a matrix-vector product too
 
@@ -758,10 +795,16 @@ def _add(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @operator("Concat", attrs=("axis",), inputs=(1, 1 << 16))
 def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
+    for i, x in enumerate(xs):     # dtypes on every call, the rest once per input shapes
+        if x is None or x.dtype != F32:
+            ctx.float_input(x, f"{i}")
+    return np.concatenate(xs, axis=_memoised(ctx, tuple([x.shape for x in xs]), lambda: _concat_axis(ctx, xs)))
+
+
+def _concat_axis(ctx: _Ctx, xs: tuple[np.ndarray, ...]) -> int:
     if "axis" not in ctx.node.attrs:
         raise ctx.error("attribute axis is required")
     axis = ctx.attr_int("axis", 0)
-    xs = tuple(ctx.float_input(x, f"{i}") for i, x in enumerate(xs))
     rank = xs[0].ndim
     if not -rank <= axis < rank:
         raise ctx.error(f"axis {axis} out of range for rank {rank}")
@@ -769,7 +812,7 @@ def _concat(ctx: _Ctx, *xs: np.ndarray) -> np.ndarray:
     for x in xs:
         if x.ndim != rank or x.shape[:axis] + x.shape[axis + 1:] != xs[0].shape[:axis] + xs[0].shape[axis + 1:]:
             raise ctx.error(f"input shapes {[x.shape for x in xs]} differ outside axis {axis}")
-    return np.concatenate(xs, axis=axis)
+    return axis
 
 
 @operator("Flatten", attrs=("axis",))
@@ -1748,9 +1791,9 @@ def _run_step(impl: Callable[..., Any], ctx: _Ctx, args: list[Any], outputs: tup
         raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) failed: {type(exc).__name__}") from None
     if type(ys) is not tuple:
         ys = (ys,)
-    for pos, _, want, kind, fast, shape in outputs:
+    for pos, _, want, kind, fast, shape, accepted in outputs:
         y = ys[pos] if pos < len(ys) else None
-        if y is None or y.dtype != want or (want != F32 and want != I64):
+        if y is None or y.dtype != accepted:   # accepted: the declared dtype if float32 or int64, else None
             got = "no array" if y is None else y.dtype
             raise ModelError(f"node {ctx.node.name!r} ({ctx.node.op}) produced dtype {got}, expected {want}")
         if y.size > limit:
@@ -1773,9 +1816,21 @@ class _Plan:
     #: slot of every input, -1 for an absent optional input (the run's last slot, always None)
     input_slots: tuple[int, ...]
     ctx: "_Ctx"
-    #: (position among the node's outputs, slot, dtype, check kind, shape, declared shape) of
+    #: (position among the node's outputs, slot, dtype, check kind, shape, declared shape, accepted
+    #: dtype: the declared one if float32 or int64, else None, which no array's dtype equals) of
     #: every non-empty output
-    outputs: tuple[tuple[int, int, np.dtype, int, tuple[int, ...] | None, tuple[int | None, ...] | None], ...]
+    outputs: tuple[tuple[int, int, np.dtype, int, tuple[int, ...] | None, tuple[int | None, ...] | None,
+                         np.dtype | None], ...]
+
+
+def _fetcher(slots: tuple[int, ...], size: int) -> Callable[[list], Any]:
+    """``env -> the values at slots`` as one C call (an itemgetter; a slice for a single slot, so
+    the result is always a sequence): the run loop builds no argument list per entry. Slot -1
+    (an absent input) is the env's last slot, always None."""
+    slots = tuple(size - 1 if s < 0 else s for s in slots)
+    if len(slots) == 1:
+        return _operator.itemgetter(slice(slots[0], slots[0] + 1))
+    return _operator.itemgetter(*slots) if slots else _operator.itemgetter(slice(0, 0))
 
 
 # --- the plan compiler: chains of single-consumer nodes run as one entry -----------------------
@@ -1954,7 +2009,8 @@ class HeadInterpreter:
     root with the one registered on-chain.
 
     Not thread-safe: :meth:`run` updates the per-shape memos of its nodes and chains (the enclave
-    serialises its entry calls).
+    serialises its entry calls); a second thread entering :meth:`run` while one is in it gets
+    RuntimeError from ``Context.run`` (the steps' context is the interpreter's own).
     """
 
     def __init__(self, package: HeadPackage, index: ParameterIndexTable, *,
@@ -1968,8 +2024,16 @@ class HeadInterpreter:
         self._params = self._load_parameters(package, index, graph)
         self._plan = self._validate_nodes(graph)
         self._inputs_by_name = {s.name: s for s in graph.inputs}
-        self._input_slots = [(s.name, self._slots[s.name]) for s in graph.inputs]
-        self._output_slots = [(s.name, self._slots[s.name], s.shape) for s in graph.outputs]
+        self._input_slots = tuple((s.name, self._slots[s.name]) for s in graph.inputs)
+        self._output_slots = tuple((s.name, self._slots[s.name], s.shape, *_shape_check(s.shape))
+                                   for s in graph.outputs)
+        #: the input check of every call: NaN and infinity in one pass (enclave/csrc/floor.c)
+        self._all_finite = native.load("floor").all_finite
+        # the steps run in a context whose numpy error state ignores floating-point errors (IEEE
+        # results, no warnings): entered per call by Context.run (0.05 us), np.errstate per call
+        # cost 1.3-2.6 us, a tenth of a one-node head
+        with np.errstate(all="ignore"):
+            self._ignoring_fp_errors = contextvars.copy_context()
         #: the sets of input shapes that passed the shape, size and batch checks
         self._accepted_shapes: set[tuple[tuple[int, ...], ...]] = set()
         # the loop's tuple per entry (a node or a chain of them), unpacked without attribute lookups
@@ -2044,7 +2108,8 @@ class HeadInterpreter:
                     v = graph.values.get(o)
                     shape = tuple(v.shape) if v is not None else None
                     kind, fast = _shape_check(shape)
-                    declared.append((pos, slot(o), np.dtype(v.dtype) if v is not None else F32, kind, fast, shape))
+                    want = np.dtype(v.dtype) if v is not None else F32
+                    declared.append((pos, slot(o), want, kind, fast, shape, want if want in (F32, I64) else None))
             plan.append(_Plan(node, spec.impl, tuple(slot(n) if n else -1 for n in ins),
                               _Ctx(node, opset, self._max), tuple(declared)))
         for s in graph.outputs:
@@ -2091,12 +2156,15 @@ class HeadInterpreter:
             chains[members[-1]] = self._chain([plan[i] for i in members], [link_pos.get(i, -1) for i in members])
             inside.update(members)
         steps = []
+        size = len(self._env_template)
         for i, step in enumerate(plan):
+            # (implementation, env -> its arguments, ctx, output checks, (position, slot) of each output)
+            stores = tuple((pos, out_slot) for pos, out_slot, *_ in step.outputs)
             if i in chains:
                 chain = chains[i]
-                steps.append((chain.run, chain.input_slots, chain.ctx, step.outputs))
+                steps.append((chain.run, _fetcher(chain.input_slots, size), chain.ctx, step.outputs, stores))
             elif i not in inside:
-                steps.append((step.impl, step.input_slots, step.ctx, step.outputs))
+                steps.append((step.impl, _fetcher(step.input_slots, size), step.ctx, step.outputs, stores))
         if chains:
             logger.info("head plan entries=%d chains=%d nodes_in_chains=%d", len(steps), len(chains), len(inside))
         return steps
@@ -2176,39 +2244,42 @@ class HeadInterpreter:
         """Evaluate the head. ``inputs`` maps every head input name to a float32 array."""
         if inputs.keys() != self._inputs_by_name.keys():
             raise ModelError(f"head inputs must be exactly {sorted(self._inputs_by_name)}, got {sorted(inputs)}")
-        env = list(self._env_template)
-        shapes = []
+        env = self._env_template.copy()
+        shapes = ()
         for name, slot in self._input_slots:
             x = inputs[name]
             if not isinstance(x, np.ndarray) or x.dtype != F32:
                 raise ModelError(f"head input {name!r} must be a float32 numpy array, got "
                                  f"{getattr(x, 'dtype', type(x).__name__)}")
-            shapes.append(x.shape)
+            shapes += (x.shape,)
             env[slot] = x
-        key = tuple(shapes)
-        if key not in self._accepted_shapes:   # shapes, size limit and batch: once per set of shapes
+        if shapes not in self._accepted_shapes:   # shapes, size limit and batch: once per set of shapes
             self._check_input_shapes(inputs)
             if len(self._accepted_shapes) >= _MEMO_LIMIT:
                 self._accepted_shapes.clear()
-            self._accepted_shapes.add(key)
+            self._accepted_shapes.add(shapes)
+        all_finite = self._all_finite
         for name, slot in self._input_slots:
-            if not np.isfinite(env[slot]).all():
+            if not all_finite(np.ascontiguousarray(env[slot])):
                 raise ModelError(f"head input {name!r} contains NaN or infinity")
-        limit = self._max
-        # everything per node is resolved in the plan (slots, checks): heads of small layers are
-        # dominated by the interpreter's own per-node cost, not by numpy (one errstate per run)
-        with np.errstate(all="ignore"):
-            for impl, input_slots, ctx, outputs in self._steps:
-                ys = _run_step(impl, ctx, [env[i] for i in input_slots], outputs, limit)
-                for pos, out_slot, *_ in outputs:
-                    env[out_slot] = ys[pos]
+        self._ignoring_fp_errors.run(self._run_steps, env)
         out = {}
-        for name, slot, shape in self._output_slots:
+        for name, slot, shape, kind, fast in self._output_slots:
             y = env[slot]
-            if not _shape_matches(y.shape, shape):
+            if not (y.shape == fast if kind == 1 else (y.ndim == len(shape) and y.shape[1:] == fast) if kind == 2
+                    else _shape_matches(y.shape, shape)):
                 raise ModelError(f"head output {name!r} has shape {y.shape}, expected {shape}")
             out[name] = np.ascontiguousarray(y)
         return out
+
+    def _run_steps(self, env: list[np.ndarray | None]) -> None:
+        # everything per node is resolved in the plan (slots, checks): heads of small layers are
+        # dominated by the interpreter's own per-node cost, not by numpy
+        limit = self._max
+        for impl, fetch, ctx, outputs, stores in self._steps:
+            ys = _run_step(impl, ctx, fetch(env), outputs, limit)
+            for pos, out_slot in stores:
+                env[out_slot] = ys[pos]
 
     def _check_input_shapes(self, inputs: Mapping[str, np.ndarray]) -> None:
         batch: int | None = None

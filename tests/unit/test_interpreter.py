@@ -414,3 +414,39 @@ def test_per_shape_memos_follow_the_batch_size():
         np.testing.assert_allclose(head.run({"x": x})["y"], sess.run(["y"], {"x": x})[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(ModelError, match="shape"):
         head.run({"x": _f(2, 7)})
+
+
+def test_every_call_checks_every_inputs_dtype_and_values_whatever_its_layout():
+    """Shapes are checked once per set of shapes; dtype and NaN / infinity on every call, also of
+    an input that is a non-contiguous view (the finite check reads a contiguous copy of it)."""
+    graph, params = _conv_graph()
+    pkg, index = _graph_variant(graph, params)
+    head = HeadInterpreter(pkg, index)
+    base = np.ascontiguousarray(X4.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)   # X4's values, not C-contiguous
+    assert not base.flags.c_contiguous
+    np.testing.assert_array_equal(head.run({"x": base})["y"], head.run({"x": X4})["y"])
+    for bad in (np.nan, np.inf, -np.inf):
+        view = base.copy(order="F")
+        view[1, 3, 6, 8] = bad
+        with pytest.raises(ModelError, match="NaN or infinity"):
+            head.run({"x": view})
+        with pytest.raises(ModelError, match="float32"):
+            head.run({"x": view.astype(np.float64)})
+    np.testing.assert_array_equal(head.run({"x": base})["y"], head.run({"x": X4})["y"])
+
+
+def test_floating_point_errors_inside_a_head_are_ignored_without_touching_the_callers_state():
+    """The steps run under numpy's "ignore" error state (IEEE results, no warnings, even where
+    warnings are errors); the caller's own error state is what it was, during and after."""
+    x = np.full((2, 3), 3e38, np.float32)
+    model = single_op("Mul", {"x": x}, {"k": np.full((1, 3), 10.0, np.float32)})
+    pkg, index, _, _ = package_whole(model)
+    head = HeadInterpreter(pkg, index)
+    before = np.geterr()
+    with np.errstate(all="raise"):
+        y = head.run({"x": x})["y"]                      # overflows to inf inside the head
+        assert np.geterr()["over"] == "raise"
+        with pytest.raises(FloatingPointError):
+            np.multiply(x, np.float32(10))
+    assert np.isposinf(y).all()
+    assert np.geterr() == before

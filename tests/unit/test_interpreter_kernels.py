@@ -1,6 +1,7 @@
 """The interpreter's Conv, pooling and RNN kernels against onnxruntime on the shapes that pick each
-of their code paths: the three product forms of the dense convs (one product of the columns,
-channel blocks, weight rows; blocked only with few columns and a large product), depthwise convs
+of their code paths: the four product forms of the dense convs (floor.c's kernel on maps of at
+most 12 positions, one product of the columns, channel blocks, weight rows; blocked only with few
+columns and a large product), depthwise convs
 over channels-last windows, a conv's channels-last output feeding the next ops, MaxPool and
 AveragePool over channels-last windows, GlobalAveragePool of every rank, LSTM/GRU at batch 1 (the
 heads' case) and above. Weights are seeded (``SEED``; the test id names the case)."""
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from enclave.interpreter import _CACHED_WEIGHT_BYTES, _SMALL_GEMM_MACS, HeadInterpreter, _conv_product
+from enclave.interpreter import (_CACHED_WEIGHT_BYTES, _NATIVE_POSITIONS, _SMALL_GEMM_MACS, HeadInterpreter,
+                                 _conv_product)
 from tests.support.head_graphs import head_model, normal, scaled_weight
 from tests.unit.test_interpreter import compare, package_whole
 from tests.unit.test_interpreter_rnn import rnn_model
@@ -19,31 +21,43 @@ from tests.unit.test_interpreter_rnn import rnn_model
 SEED = 20261202
 
 
-def _positions(x_shape, w_shape, attrs) -> int:
+def _positions(x_shape, w_shape, attrs) -> tuple[int, int]:
+    """(output positions per image, columns: positions of the whole batch)"""
     pads = attrs.get("pads", [0, 0, 0, 0])
     s = attrs.get("strides", [1, 1])
     d = attrs.get("dilations", [1, 1])
     out = [(x_shape[2 + i] + pads[i] + pads[i + 2] - d[i] * (w_shape[2 + i] - 1) - 1) // s[i] + 1 for i in range(2)]
-    return x_shape[0] * out[0] * out[1]
+    return out[0] * out[1], x_shape[0] * out[0] * out[1]
 
 
 # (id, X shape, W shape, attributes, the product form the shapes pick)
 CONV_PATHS = [
-    ("pointwise-columns", (1, 64, 3, 3), (100, 64, 1, 1), {}, "columns"),
-    ("pointwise-strided-batch3-columns", (3, 32, 5, 5), (48, 32, 1, 1), {"strides": [2, 2]}, "columns"),
+    # at most 12 positions per image: floor.c's kernel, every geometry
+    ("native-pointwise", (1, 64, 3, 3), (100, 64, 1, 1), {}, "native"),
+    ("native-pointwise-strided-batch3", (3, 32, 5, 5), (48, 32, 1, 1), {"strides": [2, 2]}, "native"),
+    ("native-pointwise-padded-block", (1, 256, 2, 2), (1003, 256, 1, 1), {}, "native"),
+    ("native-pointwise-batch2", (2, 256, 2, 2), (520, 256, 1, 1), {}, "native"),
+    ("native-im2col-padded", (1, 64, 3, 3), (256, 64, 3, 3), {"pads": [1, 1, 1, 1]}, "native"),
+    ("native-im2col-strided-batch2", (2, 256, 4, 4), (300, 256, 3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 2]},
+     "native"),
+    ("native-im2col-dilated", (1, 40, 4, 4), (13, 40, 3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2],
+                                                              "strides": [2, 2]}, "native"),
+    ("native-im2col-asymmetric", (2, 8, 5, 4), (12, 8, 3, 2), {"pads": [1, 0, 2, 1], "strides": [2, 1]}, "native"),
+    ("native-1x1-map", (2, 24, 1, 1), (7, 24, 1, 1), {}, "native"),
+    ("pointwise-columns", (1, 64, 4, 4), (100, 64, 1, 1), {}, "columns"),
+    ("pointwise-strided-batch3-columns", (3, 32, 9, 9), (48, 32, 1, 1), {"strides": [2, 2]}, "columns"),
     # many positions of an NCHW input: the weight times the input in place
     ("pointwise-many-positions-nchw", (2, 32, 9, 9), (40, 32, 1, 1), {}, "columns"),
     ("im2col-many-positions-columns", (1, 16, 14, 14), (24, 16, 3, 3), {"pads": [1, 1, 1, 1]}, "columns"),
     ("im2col-strided-columns", (2, 8, 9, 7), (12, 8, 3, 2), {"pads": [1, 0, 1, 1], "strides": [2, 1]}, "columns"),
     # few columns, product over the limit, weight within the cache size: blocks of output channels
-    ("pointwise-channel-blocks-padded", (1, 256, 2, 2), (1000, 256, 1, 1), {}, "channel blocks"),
-    ("im2col-channel-blocks", (1, 64, 3, 3), (256, 64, 3, 3), {"pads": [1, 1, 1, 1]}, "channel blocks"),
-    ("pointwise-channel-blocks-batch2", (2, 256, 2, 2), (520, 256, 1, 1), {}, "channel blocks"),
+    ("pointwise-channel-blocks-padded", (1, 256, 4, 4), (1000, 256, 1, 1), {}, "channel blocks"),
+    ("im2col-channel-blocks", (1, 64, 4, 4), (256, 64, 3, 3), {"pads": [1, 1, 1, 1]}, "channel blocks"),
     # few columns, a weight over the cache size: blocks of weight rows
-    ("im2col-weight-rows-padded", (1, 512, 2, 2), (161, 512, 3, 3), {"pads": [1, 1, 1, 1]}, "weight rows"),
-    ("im2col-weight-rows-strided-batch2", (2, 256, 4, 4), (300, 256, 3, 3),
+    ("im2col-weight-rows-padded", (1, 512, 4, 4), (161, 512, 3, 3), {"pads": [1, 1, 1, 1]}, "weight rows"),
+    ("im2col-weight-rows-strided", (1, 256, 7, 7), (300, 256, 3, 3),
      {"pads": [1, 1, 1, 1], "strides": [2, 2]}, "weight rows"),
-    ("im2col-weight-rows-dilated", (1, 512, 4, 4), (130, 512, 3, 3),
+    ("im2col-weight-rows-dilated", (1, 512, 7, 7), (130, 512, 3, 3),
      {"pads": [2, 2, 2, 2], "dilations": [2, 2], "strides": [2, 2]}, "weight rows"),
 ]
 
@@ -52,11 +66,12 @@ CONV_PATHS = [
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 def test_conv_product_forms_match_onnxruntime(case, bias):
     _, x_shape, w_shape, attrs, form = case
-    cols = _positions(x_shape, w_shape, attrs)
+    positions, cols = _positions(x_shape, w_shape, attrs)
     depth = int(np.prod(w_shape[1:]))
+    assert (positions <= _NATIVE_POSITIONS) == (form == "native")
     product, block = _conv_product(cols, depth, w_shape[0])
-    assert product == form, (product, block)
-    if form != "columns":
+    assert form == "native" or product == form, (product, block)
+    if form not in ("columns", "native"):
         assert cols * depth * block <= _SMALL_GEMM_MACS < cols * depth * w_shape[0]
         assert (w_shape[0] * depth * 4 <= _CACHED_WEIGHT_BYTES) == (form == "channel blocks")
     rng = np.random.default_rng([SEED, CONV_PATHS.index(case), bias])
@@ -65,24 +80,29 @@ def test_conv_product_forms_match_onnxruntime(case, bias):
         params["b"] = normal(rng, w_shape[0])
     node = helper.make_node("Conv", ["x", *params], ["y"], name="conv", kernel_shape=list(w_shape[2:]), **attrs)
     x = normal(rng, *x_shape)
-    compare(head_model([node], {"x": x_shape}, params, ["y"]), {"x": x}, atol=2e-5)
+    model = head_model([node], {"x": x_shape}, params, ["y"])
+    compare(model, {"x": x}, atol=2e-5)
+    pkg, index, _, _ = package_whole(model)
+    head = HeadInterpreter(pkg, index)
+    head.run({"x": x})
+    assert [v.product for k, v in head._plan[0].ctx.memo.items() if k[0] == "conv"] == [form]   # the path taken
 
 
 def test_one_interpreter_follows_the_batch_size_across_product_forms():
-    """Batch 1 and 5 of the same conv pick different forms (5 x 4 positions is past the few
+    """Batch 1 and 5 of the same conv pick different forms (5 x 16 positions is past the few
     columns): each keeps its own weight layout, and going back to batch 1 reuses the first."""
     from orchestrator.models.backbone import ort_session
     rng = np.random.default_rng([SEED, 100])
     params = {"w": scaled_weight(rng, 600, 64, 3, 3), "b": normal(rng, 600)}
-    assert _conv_product(4, 576, 600)[0] == "channel blocks" and _conv_product(20, 576, 600)[0] == "columns"
+    assert _conv_product(16, 576, 600)[0] == "channel blocks" and _conv_product(80, 576, 600)[0] == "columns"
     model = head_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
-                   {"x": (1, 64, 2, 2)}, params, ["y"])
+                   {"x": (1, 64, 4, 4)}, params, ["y"])
     pkg, index, _, _ = package_whole(model)
     head = HeadInterpreter(pkg, index)
     sess = ort_session(model.SerializeToString())
     layouts = []
     for batch in (1, 5, 1, 5):
-        x = normal(rng, batch, 64, 2, 2)
+        x = normal(rng, batch, 64, 4, 4)
         np.testing.assert_allclose(head.run({"x": x})["y"], sess.run(["y"], {"x": x})[0], atol=2e-5, rtol=1e-5)
         memo = head._plan[0].ctx.memo
         layouts.append({k: v[1] for k, v in memo.items() if k[0] == "conv weight"})

@@ -1,0 +1,308 @@
+/* The interpreter's per-call floor, its small dense convolutions and spatial means
+ * (enclave/interpreter.py).
+ *
+ * Why C: enclave/native.py. Loops that numpy runs slowly at the sizes of the heads:
+ *
+ *   all_finite(x f32 buffer) -> bool
+ *       the input check of every call: one pass, no temporary (np.isfinite(x).all() allocates a
+ *       mask and reduces it: 4 us on 512 floats, most of a one-node head's floor);
+ *   conv(x f32[N*C*H*W], packed f32[ceil(M/8)*8*K], bias f32[M] or None, y f32[N*M*OH*OW]
+ *        (written), (N, C, H, W), (M, KH, KW), (SH, SW), (DH, DW), (PT, PL), (OH, OW))
+ *       a dense (group 1) 2-D convolution, y[m, p] = sum_k W[m, k] cols[k, p] + bias[m] for each
+ *       image, k = (c, i, j) in the weight's own order, p = (oy, ox): NCHW in, NCHW out. The
+ *       weight is packed once per node (by the interpreter) in blocks of 8 output channels,
+ *       [M/8][K][8], zero channels padding the last block; the columns of an image are gathered
+ *       into a buffer freed in the same call (zero where a window reaches into the padding; the
+ *       padding after the image is implied by OH and OW), except for a 1x1 window of stride 1
+ *       over at most 12 positions, whose columns are the image itself;
+ *   row_means(x f32[R*S], y f32[R] (written), R, S)
+ *       the mean of each row (GlobalAveragePool and ReduceMean over the spatial axes).
+ *
+ * Why not OpenBLAS for these convs: the heads' smallest maps are 1x1 to 3x3 (9 positions for
+ * SqueezeNet), and on this machine's AMD EPYC (AVX2, OpenBLAS's Haswell kernels; the interpreter's
+ * product forms were laid out for its SkylakeX small-matrix kernel) such products measured
+ * 13-16 GMAC/s, [9, 64] @ [64, 256] 23 us against 12 for the same product transposed, and the 3x3
+ * conv's gather and channel-blocked product more than this whole call (docs/BENCHMARKS.md).
+ * Here a block of 8 output channels times a run of up to 12 positions is up to 12 vector
+ * accumulators held in registers over the whole depth K (a run of up to 6 takes several blocks),
+ * the weight read once per run. Above 12 positions per image OpenBLAS's kernels measured faster
+ * and the interpreter keeps them.
+ *
+ * Safety: every size is checked positive and every buffer's length against the sizes (products
+ * checked for overflow) before the loop; the gather reads the image only at indices it checked
+ * to be inside it; a malformed call raises ValueError. The GIL is released around the loops.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__FMA__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+typedef float vec __attribute__((vector_size(32)));   /* 8 floats: one AVX register */
+
+#if defined(__FMA__) && defined(__AVX__)
+#define MULADD(a, b, c) ((vec)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#else
+#define MULADD(a, b, c) ((a) * (b) + (c))
+#endif
+
+enum { BLOCK = 8, TILE = 12 };   /* output channels per block, positions per run at most */
+
+static inline vec load(const float *p) {
+    vec v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* A C-contiguous float32 buffer of exactly `count` floats (count < 0: any length). */
+static int get_floats(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t count, int writable) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    const char *fmt = view->format ? view->format : "B";
+    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
+    if (view->itemsize != 4 || strcmp(fmt, "f") != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: not float32 (format %s)", what, view->format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (count >= 0 && view->len != count * 4) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd floats, expected %zd", what, view->len / 4, count);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *all_finite(PyObject *self, PyObject *obj) {
+    (void)self;
+    Py_buffer view;
+    if (get_floats(obj, &view, "x", -1, 0) < 0) return NULL;
+    const uint32_t *bits = view.buf;
+    Py_ssize_t n = view.len / 4;
+    uint32_t top = 0;
+    /* the largest magnitude's bits: a float is NaN or infinite iff its exponent is all ones,
+     * i.e. its bits without the sign are >= those of infinity (a max reduction vectorises) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t b = bits[i] & 0x7fffffffu;
+        top = b > top ? b : top;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(top < 0x7f800000u);
+}
+
+/* The positions of an image are cut into `tiles` runs of at most 12, as even as possible (16 -> 8 + 8:
+ * a short run has fewer independent accumulators than the FMA units' latency needs). Run t starts
+ * at run_start(t) and its columns are packed at cols + start * K as [K][width]. */
+static inline Py_ssize_t run_start(Py_ssize_t t, Py_ssize_t np, Py_ssize_t tiles) {
+    Py_ssize_t base = np / tiles, extra = np % tiles;
+    return t * base + (t < extra ? t : extra);
+}
+
+/* y[m0 + 8b + j, p0 + q] for b < NB, j < 8, q < P: NB blocks of 8 channels from `w` (block b at
+ * w + b*K*8, each [K][8]) times the run of P packed columns at `c` ([K][P]), plus bias; only
+ * channels below `m` stored (y's rows are `np` long). NB * P accumulators stay in registers: a
+ * short run takes several blocks at once, so that enough independent multiply-adds are in flight
+ * (one accumulator per block measured the 1x1 maps' convs latency-bound). */
+static inline __attribute__((always_inline)) void tile(const float *w, const float *c, Py_ssize_t k, int NB,
+                                                       int P, float *y, Py_ssize_t np, Py_ssize_t p0,
+                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias) {
+    vec acc[TILE];
+    for (int i = 0; i < NB * P; i++) acc[i] = (vec){0};
+    for (Py_ssize_t kk = 0; kk < k; kk++, c += P) {
+        vec a[TILE];
+        for (int b = 0; b < NB; b++) a[b] = load(w + (b * k + kk) * BLOCK);
+        for (int q = 0; q < P; q++) {
+            const float v = c[q];
+            vec x = {v, v, v, v, v, v, v, v};   /* one broadcast load */
+            for (int b = 0; b < NB; b++) acc[b * P + q] = MULADD(a[b], x, acc[b * P + q]);
+        }
+    }
+    for (int b = 0; b < NB; b++)
+        for (int q = 0; q < P; q++) {
+            float out[BLOCK];
+            memcpy(out, &acc[b * P + q], sizeof out);
+            for (int j = 0; j < BLOCK && m0 + b * BLOCK + j < m; j++) {
+                Py_ssize_t ch = m0 + b * BLOCK + j;
+                y[ch * np + p0 + q] = out[j] + (bias ? bias[ch] : 0.0f);
+            }
+        }
+}
+
+/* blocks taken at once by a run of P positions (NB * P accumulators, NB weights, one broadcast:
+ * at most the 16 vector registers) */
+static const int BLOCKS_PER_RUN[TILE + 1] = {1, 6, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1};
+
+#define TILE_CASE(P)                                                                                \
+    case P:                                                                                         \
+        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias); \
+        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias);                                          \
+        break;
+
+/* y [M][np] = W [M][K] @ cols + bias */
+static void product(const float *packed, const float *cols, Py_ssize_t m, Py_ssize_t k, Py_ssize_t np,
+                    Py_ssize_t tiles, const float *bias, float *y) {
+    const Py_ssize_t blocks = (m + BLOCK - 1) / BLOCK;
+    for (Py_ssize_t t = 0; t < tiles; t++) {
+        const Py_ssize_t p0 = run_start(t, np, tiles), width = run_start(t + 1, np, tiles) - p0;
+        const float *c = cols + p0 * k;
+        for (Py_ssize_t blk = 0; blk < blocks;) {
+            /* the run's full count of blocks while they last, then one at a time */
+            const int nb = blocks - blk >= BLOCKS_PER_RUN[width] ? BLOCKS_PER_RUN[width] : 1;
+            const float *w = packed + blk * k * BLOCK;
+            const Py_ssize_t m0 = blk * BLOCK;
+            switch (width) { /* constant widths and counts: the accumulators stay in registers */
+            TILE_CASE(12) TILE_CASE(11) TILE_CASE(10) TILE_CASE(9) TILE_CASE(8) TILE_CASE(7)
+            TILE_CASE(6) TILE_CASE(5) TILE_CASE(4) TILE_CASE(3) TILE_CASE(2)
+            default: TILE_CASE(1)
+            }
+            blk += nb;
+        }
+    }
+}
+
+/* The columns of one image packed for product(): depth kk = (ci*KH + i)*KW + j of position
+ * p = oy*OW + ox holds x[ci, oy*SH - PT + i*DH, ox*SW - PL + j*DW], 0 where that is outside the
+ * image. `top` and `left` hold oy*SH - PT and ox*SW - PL of every position. */
+static void gather(const float *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw,
+                   Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t np, Py_ssize_t tiles, const Py_ssize_t *top,
+                   const Py_ssize_t *left, float *cols) {
+    float *out = cols;
+    for (Py_ssize_t t = 0; t < tiles; t++) {
+        Py_ssize_t p0 = run_start(t, np, tiles), p1 = run_start(t + 1, np, tiles);
+        for (Py_ssize_t ci = 0; ci < c; ci++) {
+            const float *plane = x + ci * h * w;
+            for (Py_ssize_t i = 0; i < kh; i++)
+                for (Py_ssize_t j = 0; j < kw; j++)
+                    for (Py_ssize_t p = p0; p < p1; p++) {
+                        Py_ssize_t iy = top[p] + i * dh, ix = left[p] + j * dw;
+                        *out++ = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0.0f;
+                    }
+        }
+    }
+}
+
+/* a * b * ... of positive sizes into *out, 0 if any is < 1 or the product overflows */
+static int product_of(Py_ssize_t *out, int count, const Py_ssize_t *sizes) {
+    Py_ssize_t p = 1;
+    for (int i = 0; i < count; i++) {
+        if (sizes[i] < 1 || __builtin_mul_overflow(p, sizes[i], &p) || p > PY_SSIZE_T_MAX / 8) return 0;
+    }
+    *out = p;
+    return 1;
+}
+
+static PyObject *conv(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_x, *o_w, *o_b, *o_y;
+    Py_ssize_t n, c, h, w, m, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
+    if (!PyArg_ParseTuple(args, "OOOO(nnnn)(nnn)(nn)(nn)(nn)(nn)", &o_x, &o_w, &o_b, &o_y, &n, &c, &h, &w, &m,
+                          &kh, &kw, &sh, &sw, &dh, &dw, &pt, &pl, &oh, &ow))
+        return NULL;
+    Py_ssize_t size_x, k, size_w, np, size_y, size_cols, unused;
+    const Py_ssize_t dims_x[] = {n, c, h, w}, dims_k[] = {c, kh, kw}, dims_p[] = {oh, ow},
+                     dims_s[] = {sh, sw, dh, dw};
+    if (!product_of(&size_x, 4, dims_x) || !product_of(&k, 3, dims_k) || !product_of(&np, 2, dims_p) ||
+        !product_of(&unused, 4, dims_s) || m < 1 || pt < 0 || pl < 0) {
+        PyErr_SetString(PyExc_ValueError, "conv: sizes, strides and dilations must be positive, pads >= 0");
+        return NULL;
+    }
+    const Py_ssize_t dims_w[] = {(m + BLOCK - 1) / BLOCK * BLOCK, k}, dims_y[] = {n, m, np}, dims_c[] = {k, np};
+    if (!product_of(&size_w, 2, dims_w) || !product_of(&size_y, 3, dims_y) || !product_of(&size_cols, 2, dims_c) ||
+        np > PY_SSIZE_T_MAX / 16) {
+        PyErr_SetString(PyExc_ValueError, "conv: sizes overflow");
+        return NULL;
+    }
+    Py_buffer bx, bw, bb, by;
+    if (get_floats(o_x, &bx, "x", size_x, 0) < 0) return NULL;
+    if (get_floats(o_w, &bw, "packed weight", size_w, 0) < 0) { PyBuffer_Release(&bx); return NULL; }
+    int has_bias = o_b != Py_None;
+    if (has_bias && get_floats(o_b, &bb, "bias", m, 0) < 0) {
+        PyBuffer_Release(&bx); PyBuffer_Release(&bw); return NULL;
+    }
+    if (get_floats(o_y, &by, "y", size_y, 1) < 0) {
+        PyBuffer_Release(&bx); PyBuffer_Release(&bw); if (has_bias) PyBuffer_Release(&bb); return NULL;
+    }
+    float *cols = malloc((size_t)size_cols * sizeof(float));
+    Py_ssize_t *top = malloc((size_t)np * 2 * sizeof(Py_ssize_t));
+    if (!cols || !top) {
+        free(cols); free(top);
+        PyBuffer_Release(&bx); PyBuffer_Release(&bw); if (has_bias) PyBuffer_Release(&bb); PyBuffer_Release(&by);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t *left = top + np;
+    const float *x = bx.buf, *packed = bw.buf, *bias = has_bias ? bb.buf : NULL;
+    float *y = by.buf;
+    const Py_ssize_t tiles = (np + TILE - 1) / TILE;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t oy = 0, p = 0; oy < oh; oy++)
+        for (Py_ssize_t ox = 0; ox < ow; ox++, p++) {
+            top[p] = oy * sh - pt;
+            left[p] = ox * sw - pl;
+        }
+    /* a 1x1 window of stride 1 without padding over a map of one run: the image, [C][H*W] as NCHW
+     * stores it, is already its packed columns */
+    const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w &&
+                       tiles == 1;
+    for (Py_ssize_t img = 0; img < n; img++) {
+        const float *image = x + img * c * h * w;
+        if (!direct) gather(image, c, h, w, kh, kw, dh, dw, np, tiles, top, left, cols);
+        product(packed, direct ? image : cols, m, k, np, tiles, bias, y + img * m * np);
+    }
+    Py_END_ALLOW_THREADS
+    free(cols);
+    free(top);
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&bw);
+    if (has_bias) PyBuffer_Release(&bb);
+    PyBuffer_Release(&by);
+    Py_RETURN_NONE;
+}
+
+/* y[r] = (x[r*size] + ... + x[r*size + size-1]) * scale for every row r: the spatial mean of an
+ * NCHW tensor, rows = N*C (numpy's gemv against [1/size]*size costs 3-5 us of dispatch on the
+ * heads' 9 to 49 positions; the sum in float32 left to right, as the gemv of one thread sums) */
+static PyObject *row_means(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_x, *o_y;
+    Py_ssize_t rows, size;
+    if (!PyArg_ParseTuple(args, "OOnn", &o_x, &o_y, &rows, &size)) return NULL;
+    Py_ssize_t total;
+    const Py_ssize_t dims[] = {rows, size};
+    if (!product_of(&total, 2, dims)) {
+        PyErr_SetString(PyExc_ValueError, "row_means: rows and size must be positive");
+        return NULL;
+    }
+    Py_buffer bx, by;
+    if (get_floats(o_x, &bx, "x", total, 0) < 0) return NULL;
+    if (get_floats(o_y, &by, "y", rows, 1) < 0) { PyBuffer_Release(&bx); return NULL; }
+    const float *x = bx.buf;
+    float *y = by.buf;
+    const float scale = 1.0f / (float)size;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *row = x + r * size;
+        float sum = 0.0f;
+        for (Py_ssize_t j = 0; j < size; j++) sum += row[j] * scale;
+        y[r] = sum;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&by);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"all_finite", all_finite, METH_O, "True if no element of a float32 buffer is NaN or infinite."},
+    {"conv", conv, METH_VARARGS, "Dense 2-D convolution, NCHW, by a weight packed in blocks of 8 channels."},
+    {"row_means", row_means, METH_VARARGS, "The mean of every row of a float32 [rows, size] buffer."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "floor", "Per-call checks and small dense convolutions.",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit_floor(void) { return PyModule_Create(&module); }
