@@ -1,6 +1,7 @@
 /* Kernels of the enclave interpreter's recurrent heads: the recurrence of the ONNX LSTM and GRU
  * nodes (every step of every direction in one call) and, at the end of this file, the
- * log-softmax over rows that CTC heads end in (log_softmax(x, rows, n, out)).
+ * log-softmax over rows that CTC heads end in (log_softmax(x, rows, n, out)) and the Sigmoid
+ * operator (sigmoid(x, out): EfficientNet's SiLU), both on the exp below.
  *
  * Why C: enclave/native.py. In numpy a step was one gemv and 8-11 ufunc calls of ~0.3 us each on a
  * few hundred floats, 32 steps per direction in a CRNN head, which kept the node at 3-4x
@@ -52,7 +53,7 @@ static void cell_free(cell_t *c) {
 
 static void capsule_free(PyObject *capsule) { cell_free((cell_t *)PyCapsule_GetPointer(capsule, CAPSULE)); }
 
-/* A C-contiguous float32 buffer of exactly `count` items. */
+/* A C-contiguous float32 buffer of exactly `count` items (any number if `count` is -1). */
 static int get_floats(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t count, int writable) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
@@ -64,7 +65,7 @@ static int get_floats(PyObject *obj, Py_buffer *view, const char *what, Py_ssize
         PyBuffer_Release(view);
         return -1;
     }
-    if (view->len != count * 4) {
+    if (count >= 0 && view->len != count * 4) {
         PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, view->len / 4, count);
         PyBuffer_Release(view);
         return -1;
@@ -456,14 +457,58 @@ static PyObject *log_softmax(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The Sigmoid operator's 1 / (1 + exp(-x)), within a few ulp in both tails (the gates' tanh form
+ * above loses the relative precision of small results to its + 0.5): with e = exp(-|x|),
+ * 1 / (1 + e) for x >= 0 and e / (1 + e) below; branch-free (bit masks, as tanh_f) so the loop
+ * vectorises, a NaN passed through. */
+static inline float logistic_f(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    const float e = exp_nonpositive(x);    /* exp(-|x|): it reads the magnitude only */
+    const float d = 1.0f / (1.0f + e);
+    uint32_t e_bits, one_bits = 0x3f800000u, out;
+    memcpy(&e_bits, &e, sizeof e_bits);
+    const uint32_t negative = 0u - (bits >> 31);
+    const uint32_t num_bits = (e_bits & negative) | (one_bits & ~negative);
+    float num;
+    memcpy(&num, &num_bits, sizeof num);
+    const float r = num * d;
+    memcpy(&out, &r, sizeof out);
+    const uint32_t is_nan = 0u - (uint32_t)((bits & 0x7fffffffu) > 0x7f800000u);
+    out = (bits & is_nan) | (out & ~is_nan);
+    float y;
+    memcpy(&y, &out, sizeof y);
+    return y;
+}
+
+/* sigmoid(x, out): the Sigmoid operator over a contiguous float32 array (logistic_f); out may be x. */
+static PyObject *sigmoid(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_x, *o_out;
+    if (!PyArg_ParseTuple(args, "OO", &o_x, &o_out)) return NULL;
+    Py_buffer bx, bo;
+    if (get_floats(o_x, &bx, "x", -1, 0) < 0) return NULL;
+    const Py_ssize_t n = bx.len / 4;
+    if (get_floats(o_out, &bo, "out", n, 1) < 0) { PyBuffer_Release(&bx); return NULL; }
+    const float *x = bx.buf;
+    float *out = bo.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = logistic_f(x[i]);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&bx);
+    PyBuffer_Release(&bo);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"compile", compile, METH_VARARGS, "Check and lay out a node's recurrent weights and biases; returns the cell."},
     {"run", run, METH_VARARGS, "Run every step of every direction, writing y, y_h (and y_c)."},
     {"log_softmax", log_softmax, METH_VARARGS, "Log-softmax of every contiguous row of x into out."},
+    {"sigmoid", sigmoid, METH_VARARGS, "Sigmoid of every element of x into out (out may be x)."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "rnn", "LSTM and GRU recurrences, log-softmax.", -1, methods,
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "rnn", "LSTM and GRU recurrences, log-softmax, sigmoid.", -1, methods,
                                     NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit_rnn(void) { return PyModule_Create(&module); }

@@ -246,3 +246,22 @@ def test_log_softmax_refuses_malformed_buffers():
     for rows, n in ((3, 0), (-1, 4), (2**40, 2**40)):
         with pytest.raises(ValueError, match="out of range"):
             ls(x, rows, n, np.zeros(12, np.float32))
+
+
+def test_sigmoid_is_the_float64_logistic_within_a_few_ulp_in_place_or_not():
+    rnn = native.load("rnn")
+    v = np.concatenate([np.linspace(-80, 80, 160001), np.random.default_rng(3).normal(0, 4, 5000)]).astype(np.float32)
+    want = 1.0 / (1.0 + np.exp(-v.astype(np.float64)))
+    got = np.empty_like(v)
+    rnn.sigmoid(v, got)
+    assert np.max(np.abs(got - want) / np.spacing(want.astype(np.float32)).astype(np.float64)) < 4
+    far = np.array([-87, -100, -1e30], np.float32)     # exp's argument is held at -87 below it
+    rnn.sigmoid(far, far)
+    assert np.all((far >= 0) & (far < 2e-38))
+    special = np.array([np.nan, np.inf, -np.inf, 0.0], np.float32)
+    rnn.sigmoid(special, special)               # out may be x
+    assert np.isnan(special[0]) and special[1] == 1.0 and 0 <= special[2] < 2e-38 and special[3] == 0.5
+    with pytest.raises(ValueError, match="out: 3 items, expected 4"):
+        rnn.sigmoid(np.zeros(4, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="x: wrong item type"):
+        rnn.sigmoid(np.zeros(4), np.zeros(4, np.float32))
