@@ -312,6 +312,8 @@ class EnclaveCore:
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
         self.address = eip712.address_of(self._signing_key)
+        self._journal_aad_prefix = JOURNAL_AAD + bytes.fromhex(self.address[2:])
+        self._journal_file: tuple[int, Path] = (-1, self.sealed_dir)
         self._signer = eip712.signing_key(self._signing_key)  # built once: signs every answer
         log.info("enclave ready address=%s", self.address)
 
@@ -675,10 +677,13 @@ class EnclaveCore:
     # -- journal ----------------------------------------------------------------------------------
 
     def _journal_path(self, epoch: int) -> Path:
-        return self.sealed_dir / f"journal-{epoch}.sealed"
+        # asked for on every answer: the path of the current epoch is built once
+        if self._journal_file[0] != epoch:
+            self._journal_file = (epoch, self.sealed_dir / f"journal-{epoch}.sealed")
+        return self._journal_file[1]
 
     def _journal_aad(self, epoch: int, index: int) -> bytes:
-        return JOURNAL_AAD + bytes.fromhex(self.address[2:]) + struct.pack(">QQ", epoch, index)
+        return self._journal_aad_prefix + struct.pack(">QQ", epoch, index)
 
     def _journal_answer(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
         """One sealed record appended (durable per ``answer_durability``): O(1) per answer;
