@@ -300,8 +300,11 @@ class EnclaveCore:
         self._lock = threading.RLock()
         self._models: dict[tuple[bytes, int], _Model] = {}
         self._answered = AnsweredIds()
-        #: the latest answers by (chain id, EnclaveTransfer, request id), oldest first
-        self._recent: collections.OrderedDict[tuple[int, str, int], dict[str, Any]] = collections.OrderedDict()
+        #: the latest answers by (chain id, EnclaveTransfer, request id), oldest first, each with its
+        #: manifest entry ``[key, answer]`` encoded once (around the answer's encoding made for its
+        #: journal record) and spliced into every manifest after it
+        self._recent: collections.OrderedDict[tuple[int, str, int], tuple[dict[str, Any], wire.Encoded]] = \
+            collections.OrderedDict()
         self._epoch = 0
         self._journal_records = 0
         #: answers issued (signed results), sealed in the manifest; each answer carries its number
@@ -606,7 +609,7 @@ class EnclaveCore:
                                       "parameter index in this enclave; provision it first")
         replay_key = (model.chain_id, model.transfer, request_id)
         if replay_key in self._answered:
-            previous = self._recent.get(replay_key)
+            previous = self._recent.get(replay_key, (None,))[0]
             if previous is None:
                 raise ReplayError(f"request {request_id} was already answered by this enclave and its answer "
                                   f"is no longer among the {RECENT_ANSWERS} kept; replay refused")
@@ -666,10 +669,11 @@ class EnclaveCore:
                   list(x.shape), sequence)
         return {**answer, "repeated": False}
 
-    def _remember(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
+    def _remember(self, key: tuple[int, str, int], answer: dict[str, Any],
+                  encoded: wire.Encoded | None = None) -> None:
         self.sequence = max(self.sequence, int(answer["sequence"]))
         self._answered.add(key)
-        self._recent[key] = answer
+        self._recent[key] = (answer, wire.Encoded([list(key), encoded or wire.Encoded(answer)]))
         self._recent.move_to_end(key)
         while len(self._recent) > RECENT_ANSWERS:
             self._recent.popitem(last=False)
@@ -688,16 +692,17 @@ class EnclaveCore:
     def _journal_answer(self, key: tuple[int, str, int], answer: dict[str, Any]) -> None:
         """One sealed record appended (durable per ``answer_durability``): O(1) per answer;
         compacted at intervals."""
+        encoded = wire.Encoded(answer)
         if self._journal_records >= JOURNAL_COMPACT:
-            self._remember(key, answer)
+            self._remember(key, answer, encoded)
             self._seal_manifest()  # the next epoch holds this answer; the old journal goes
             return
-        record = self._sealer.seal(wire.encode({"key": list(key), "answer": answer}), label="journal",
+        record = self._sealer.seal(wire.encode({"key": list(key), "answer": encoded}), label="journal",
                                    aad=self._journal_aad(self._epoch, self._journal_records),
                                    state_version=self.state_version)
         self._journal.append(self._journal_path(self._epoch), record)
         self._journal_records += 1
-        self._remember(key, answer)
+        self._remember(key, answer, encoded)
 
     @property
     def answer_durability(self) -> str:
@@ -759,7 +764,7 @@ class EnclaveCore:
                     "sha256": m.sealed_sha256}
                    for m in sorted(self._models.values(), key=lambda m: m.key)]
         answered = self._answered.to_wire()
-        recent = [[list(k), v] for k, v in self._recent.items()]
+        recent = [entry for _, entry in self._recent.values()]  # encoded already, not again
         old_epoch, self._epoch = self._epoch, self._epoch + 1
         blob = self._sealer.seal(wire.encode({"models": entries, "answered": answered, "sequence": self.sequence,
                                               "recent": recent, "epoch": self._epoch}),
@@ -821,8 +826,12 @@ class EnclaveCore:
         before = (self._models, self._answered, self._recent, self.sequence, self._epoch, self._journal_records)
         self._models = models
         self._answered = AnsweredIds.from_wire(manifest["answered"])
-        self._recent = collections.OrderedDict(
-            ((int(k[0]), str(k[1]), int(k[2])), v) for k, v in manifest.get("recent", []))
+        recent: collections.OrderedDict[tuple[int, str, int], tuple[dict[str, Any], wire.Encoded]] = \
+            collections.OrderedDict()
+        for k, v in manifest.get("recent", []):
+            key = (int(k[0]), str(k[1]), int(k[2]))
+            recent[key] = (v, wire.Encoded([list(key), v]))
+        self._recent = recent
         self.sequence = sealed_sequence
         self._epoch = int(manifest.get("epoch", 0))
         try:

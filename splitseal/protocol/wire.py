@@ -47,6 +47,31 @@ _U32 = FRAME_HEADER.pack
 _TAG_NONE, _TAG_FALSE, _TAG_TRUE = b"\x00", b"\x01", b"\x02"
 
 
+class Encoded:
+    """A value encoded once and spliced as those bytes into every larger value that holds it
+    (exactly the bytes encoding it again would give): the enclave encodes each answer for its
+    journal record and reuses the bytes in every manifest that lists the answer."""
+
+    __slots__ = ("data", "depth")
+
+    def __init__(self, value: Any) -> None:
+        self.data = encode(value)
+        self.depth = _nesting(value)  # checked against the depth it is spliced at
+
+    def __repr__(self) -> str:
+        return f"Encoded({len(self.data)} bytes)"
+
+
+def _nesting(value: Any) -> int:
+    if type(value) is Encoded:
+        return value.depth
+    if isinstance(value, dict):
+        return 1 + max((max(_nesting(k), _nesting(v)) for k, v in value.items()), default=-1)
+    if isinstance(value, (list, tuple)):
+        return 1 + max((_nesting(v) for v in value), default=-1)
+    return 0
+
+
 def encode(value: Any) -> bytes:
     """Encode a value of the supported types; anything else is a programming error."""
     out: list[bytes] = []
@@ -87,6 +112,10 @@ def _encode(value: Any, out: list[bytes], depth: int) -> None:
             out.append(b"\x06" + _U32(len(value)))
             for item in value:
                 _encode(item, out, depth)
+    elif kind is Encoded:
+        if depth + value.depth > MAX_DEPTH:
+            raise FrameError(f"value nests deeper than {MAX_DEPTH} levels")
+        out.append(value.data)
     elif isinstance(value, int):  # int subclasses (IntEnum failure codes)
         out.append(_int(int(value)))
     elif isinstance(value, (bytes, bytearray, memoryview)):

@@ -101,3 +101,20 @@ def test_frames_over_a_socket_pair_and_size_limit():
         a.close()
         with pytest.raises(wire.FrameError, match="mid-frame|closed"):
             wire.read_frame(b, 16)
+
+
+def test_an_encoded_value_splices_as_the_bytes_encoding_it_again_would_give():
+    answer = {"request_id": 3, "encrypted_result": b"\x01" * 40, "requester": "0xabc", "sequence": 9,
+              "public_label": None, "nested": [True, {"k": b""}]}
+    spliced = wire.encode({"recent": [[[1, "0x22", 3], wire.Encoded(answer)]], "epoch": 2})
+    assert spliced == wire.encode({"recent": [[[1, "0x22", 3], answer]], "epoch": 2})
+    assert wire.decode(spliced)["recent"][0][1] == answer
+
+
+def test_an_encoded_value_counts_its_own_nesting_where_it_is_spliced():
+    deep = 0
+    for _ in range(15):
+        deep = [deep]
+    assert wire.encode([wire.Encoded(deep)]) == wire.encode([deep])  # 16 levels: allowed
+    with pytest.raises(wire.FrameError, match="nests deeper"):
+        wire.encode([[wire.Encoded(deep)]])
