@@ -62,14 +62,23 @@ class Encoded:
         return f"Encoded({len(self.data)} bytes)"
 
 
+_FLAT = (bytes, str, int, bool, type(None))
+
+
 def _nesting(value: Any) -> int:
-    if type(value) is Encoded:
+    """How many levels below ``value`` its deepest element sits (map keys are strings: flat)."""
+    kind = type(value)
+    if kind is Encoded:
         return value.depth
-    if isinstance(value, dict):
-        return 1 + max((max(_nesting(k), _nesting(v)) for k, v in value.items()), default=-1)
-    if isinstance(value, (list, tuple)):
-        return 1 + max((_nesting(v) for v in value), default=-1)
-    return 0
+    if kind is dict or isinstance(value, dict):
+        children = value.values()
+    elif kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        children = value
+    else:
+        return 0
+    if not children:
+        return 0
+    return 1 + max([0 if type(child) in _FLAT else _nesting(child) for child in children])
 
 
 def encode(value: Any) -> bytes:
