@@ -6,8 +6,8 @@ and each contract's ``_*_TYPEHASH``). Only ``keccak256`` of :mod:`splitseal.prot
 ``coincurve`` are used: the enclave package stays free of chain libraries (web3, eth_account).
 The EIP-55 checksum is written here on that keccak rather than taken from ``eth_utils``, whose
 ``to_checksum_address`` (pure-Python keccak behind ``eth_hash``) cost 0.13-0.22 ms per address in
-the enclave's ``infer``, more than the head's softmax layers; this one costs a few microseconds
-and caches the addresses it has seen (a node's few requesters and contracts).
+the enclave's ``infer`` under load; this one costs a few microseconds and caches the addresses it
+has seen (a node's few requesters and contracts).
 
 Protocol:
 1. domain separator = keccak256(abi.encode(keccak256("EIP712Domain(string name,string
