@@ -88,8 +88,6 @@ def _preload() -> None:
     import importlib
     import os
 
-    from eth_utils import to_checksum_address
-
     from splitseal.protocol import crypto, eip712
 
     from .platform import quoting_address_of
@@ -98,7 +96,7 @@ def _preload() -> None:
         importlib.import_module(f"enclave.{module}")
 
     key = os.urandom(32)
-    to_checksum_address(eip712.address_of(key))
+    eip712.checksum_address(eip712.address_of(key))
     quoting_address_of(key)
     crypto.keccak256(b"")
 

@@ -86,6 +86,7 @@ class SimulatedPlatform(Platform):
         self._clock = clock
         self._root = _read_or_create_secret(self.dir / ROOT_SECRET_FILE, lambda: os.urandom(32))
         self._quoting_key = _read_or_create_secret(self.dir / QUOTING_KEY_FILE, _new_secp256k1_key)
+        self._quoting_address = quoting_address_of(self._quoting_key)  # ``status`` reports it every call
 
     def root_secret(self) -> bytes:
         return self._root
@@ -96,7 +97,7 @@ class SimulatedPlatform(Platform):
         return quote_mod.sign_quote(report_body, int(self._clock()), self._quoting_key)
 
     def quoting_address(self) -> str:
-        return quoting_address_of(self._quoting_key)
+        return self._quoting_address
 
 
 def _new_secp256k1_key() -> bytes:
@@ -107,9 +108,9 @@ def _new_secp256k1_key() -> bytes:
 
 def quoting_address_of(private_key: bytes) -> str:
     """Ethereum address (checksummed) of a secp256k1 private key."""
-    from eth_keys import keys
+    from splitseal.protocol import eip712
 
-    return keys.PrivateKey(private_key).public_key.to_checksum_address()
+    return eip712.address_of(private_key)
 
 
 def read_quoting_address(platform_dir: str | os.PathLike[str]) -> str:

@@ -21,6 +21,7 @@ This module imports only the standard library, ``cryptography`` and ``eth_hash``
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import struct
@@ -94,17 +95,28 @@ class X25519KeyPair:
     @classmethod
     def generate(cls) -> "X25519KeyPair":
         key = X25519PrivateKey.generate()
-        return cls(private=_raw_private(key), public=_raw_public(key.public_key()))
+        return cls(private=_raw_private(key), public=_raw_public(key.public_key()))._holding(key)
 
     @classmethod
     def from_private(cls, private: bytes) -> "X25519KeyPair":
         if len(private) != KEY_BYTES:
             raise InvalidInputError(f"an X25519 private key is {KEY_BYTES} bytes, got {len(private)}")
         key = X25519PrivateKey.from_private_bytes(bytes(private))
-        return cls(private=bytes(private), public=_raw_public(key.public_key()))
+        return cls(private=bytes(private), public=_raw_public(key.public_key()))._holding(key)
 
     def __repr__(self) -> str:
         return f"X25519KeyPair(public=0x{self.public.hex()})"
+
+    @functools.cached_property
+    def private_key(self) -> X25519PrivateKey:
+        """The private half as an OpenSSL key object, built once: loading it from the 32 bytes
+        derives the public point again, as costly as the exchange itself (~55 us), and an
+        enclave or a requester opens many messages with one key pair."""
+        return X25519PrivateKey.from_private_bytes(self.private)
+
+    def _holding(self, key: X25519PrivateKey) -> "X25519KeyPair":
+        self.__dict__["private_key"] = key  # what the cached property would compute again
+        return self
 
 
 def _raw_private(key: X25519PrivateKey) -> bytes:
@@ -157,13 +169,19 @@ def _ecies_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) 
     return hkdf_sha256(shared, salt=ephemeral_public + recipient_public, info=ECIES_INFO)
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(public: bytes) -> X25519PublicKey:
+    # a node encrypts every transfer to one enclave key, an enclave every result to a few requesters
+    return X25519PublicKey.from_public_bytes(public)
+
+
 def ecies_encrypt(recipient_public: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """Encrypt ``plaintext`` to an X25519 public key (docs/PROTOCOL.md, ECIES)."""
     recipient_public = _check_public(recipient_public)
     ephemeral = X25519PrivateKey.generate()
     ephemeral_public = _raw_public(ephemeral.public_key())
     try:
-        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+        shared = ephemeral.exchange(_public_key(recipient_public))
     except ValueError:
         raise InvalidInputError("recipient public key is a low-order X25519 point; use a real key") from None
     key = _ecies_key(shared, ephemeral_public, recipient_public)
@@ -180,8 +198,7 @@ def ecies_decrypt(recipient: X25519KeyPair, ciphertext: bytes, aad: bytes) -> by
     ephemeral_public = ciphertext[1:33]
     nonce = ciphertext[33:45]
     try:
-        shared = X25519PrivateKey.from_private_bytes(recipient.private).exchange(
-            X25519PublicKey.from_public_bytes(ephemeral_public))
+        shared = recipient.private_key.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
     except ValueError:
         raise DecryptionError("ciphertext does not open: invalid ephemeral key") from None
     key = _ecies_key(shared, ephemeral_public, recipient.public)

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from splitseal.errors import InvalidInputError
 
+from . import eip712
 from .crypto import _address, _b32, _u32, _u256, keccak256
 
 MANIFEST_MAGIC = b"splitseal.hybrid.v1\n"
@@ -47,9 +48,7 @@ def _canonical(doc: dict[str, Any]) -> bytes:
 
 
 def _checksum(address: str) -> str:
-    from eth_utils import to_checksum_address
-
-    return to_checksum_address("0x" + _address(address).hex())
+    return eip712.checksum_address(_address(address))
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,30 @@ def test_bench_split_runs_the_cnn_through_the_enclave_and_takes_its_call_apart(t
     assert report["answer_durability"] == "background"  # the product's default is the headline series
     for other in ("split_fsync", "split_write", "split_in_process"):  # every journal mode, and in-process
         assert report[f"{other}_p50_ms"] > 0 and report[f"ratio_{other}"] > 0
-    assert set(report["stages_p50_ms"]) == {"backbone", "transfer_encrypt", "enclave_call", "requester_open_verify"}
-    assert "journal record sealed + appended + fsync" in report["enclave_primitives_ms"]
+    assert set(report["stages_p50_ms"]) == {"backbone", "transfer_encrypt", "input_commitment", "enclave_call",
+                                            "requester_open_verify"}
+    assert "journal record sealed + appended (no fsync)" in report["enclave_primitives_ms"]
+    cpu = report["enclave_process_cpu_ms_per_request"]  # each enclave process, not the in-process core
+    assert set(cpu) == {"split", "split_fsync", "split_write"} and all(v >= 0 for v in cpu.values())
     assert "ratio" in proc.stdout and "inside the enclave call" in proc.stdout
+
+
+def test_bench_split_runs_a_baseline_checkout_interleaved_with_its_own(tmp_path):
+    # this checkout as its own baseline: the mechanism (a child process over the other checkout's
+    # packages and enclave, one round of it per round) is what is checked, not a difference
+    proc = _run(tmp_path, "bench_split", "--requests", "3", "--baseline", str(ROOT), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    baseline = json.loads((tmp_path / "out" / "split.json").read_text())["baseline"]
+    assert baseline["checkout"] == str(ROOT) and baseline["commit"]
+    assert baseline["split_p50_ms"] > 0
+    assert baseline["ratio_split"] == baseline["split_p50_ms"] / baseline["whole_p50_ms"]
+    assert baseline["enclave_process_cpu_ms_per_request"] >= 0 and baseline["split_now_over_baseline"] > 0
+    assert "split now / baseline" in proc.stdout
+
+
+def test_bench_split_refuses_a_baseline_that_is_not_a_checkout(tmp_path):
+    proc = _run(tmp_path, "bench_split", "--requests", "1", "--baseline", str(tmp_path), timeout=120)
+    assert proc.returncode == 2 and "is not a checkout" in proc.stderr
 
 
 def test_bench_inference_runs_floor_ours_and_node_processes_on_both_chains(tmp_path):

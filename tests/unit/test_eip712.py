@@ -4,6 +4,7 @@ strings compiled into the contracts."""
 from __future__ import annotations
 
 import os
+import random
 import re
 from pathlib import Path
 
@@ -130,6 +131,35 @@ def test_named_helpers_equal_the_generic_digest() -> None:
 def test_address_of_matches_eth_account() -> None:
     key = os.urandom(32)
     assert eip712.address_of(key) == Account.from_key(key).address
+
+
+# EIP-55's own examples (all caps, all lower, mixed)
+EIP55_EXAMPLES = ("0x52908400098527886E0F7030069857D2E4169EE7", "0xde709f2102306220921060314715629080e2fb77",
+                  "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+                  "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb")
+
+
+@pytest.mark.parametrize("address", EIP55_EXAMPLES)
+def test_checksum_address_spells_the_eip55_examples(address: str) -> None:
+    assert eip712.checksum_address(address.lower()) == address
+    assert eip712.checksum_address("0x" + address[2:].upper()) == address
+    assert eip712.checksum_address(bytes.fromhex(address[2:])) == address
+
+
+def test_checksum_address_matches_eth_utils_on_random_addresses() -> None:
+    from eth_utils import to_checksum_address
+
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    for _ in range(2000):
+        raw = rng.randbytes(20)
+        assert eip712.checksum_address(raw) == to_checksum_address(raw), f"seed {seed}"
+
+
+@pytest.mark.parametrize("bad", ["0x1234", "0x" + "zz" * 20, b"\x01" * 19, 12])
+def test_checksum_address_refuses_what_is_not_an_address(bad) -> None:
+    with pytest.raises(InvalidInputError):
+        eip712.checksum_address(bad)
 
 
 def test_signatures_are_low_s_and_recover_refuses_the_malleable_twin() -> None:

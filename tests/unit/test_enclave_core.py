@@ -281,6 +281,40 @@ def test_answers_are_journalled_in_constant_cost_and_survive_compaction_and_a_to
     assert _answer(again, feats, 11, requester)["sequence"] == 11
 
 
+def test_answers_restored_from_a_manifest_are_sealed_again_unchanged_by_the_next_compaction(tmp_path, monkeypatch):
+    """The manifest splices each kept answer's encoding made once (for its journal record, or at
+    restore); a restored enclave that compacts again must seal the very answers it restored."""
+    import enclave.core as core_mod
+
+    monkeypatch.setattr(core_mod, "JOURNAL_COMPACT", 4)
+    monkeypatch.setattr(core_mod, "RECENT_ANSWERS", 12)
+    es, res = _split("label")
+    feats = __import__("onnxruntime").InferenceSession(
+        res.backbone_bytes, providers=["CPUExecutionProvider"]).run(None, {"x": es.sample_inputs(1, seed=4)})[0]
+    requester = crypto.X25519KeyPair.generate()
+
+    def restarted(anchored_sequence: int) -> EnclaveCore:
+        core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+        core.call("seal_state", {"action": "restore", "anchored_state_version": 0,
+                                 "anchored_sequence": anchored_sequence})
+        return core
+
+    first = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    _provision(first, res)
+    answers = {rid: _answer(first, feats, rid, requester) for rid in range(1, 10)}  # 1-5 compacted, 6-9 journalled
+    first.close()
+    second = restarted(9)
+    for rid in range(10, 15):  # compacted again at 10: answers 1-5 as the restore decoded them, 6-9 as replayed
+        answers[rid] = _answer(second, feats, rid, requester)
+    second.close()
+    third = restarted(14)
+    for rid in (3, 8, 10, 14):  # kept: the twelve latest; 3 went through two manifests, 8 a manifest
+        again = _answer(third, feats, rid, requester)
+        assert again["repeated"], rid
+        assert {k: v for k, v in again.items() if k != "repeated"} == \
+            {k: v for k, v in answers[rid].items() if k != "repeated"}, rid
+
+
 def _durability_run(tmp_path, monkeypatch, mode: str):
     """A core in ``mode`` answering request 1, the fsyncs it made (descriptors' files) counted."""
     import enclave.journal as journal_mod

@@ -17,6 +17,43 @@ def test_round_trip_of_every_type():
     assert wire.decode(wire.encode(value)) == value
 
 
+def test_the_encoding_is_the_documented_one_byte_for_byte():
+    # pinned so that a faster codec cannot drift from the format (docs/FORMATS.md, this module's doc)
+    value = {"call": "infer", "id": 7, "args": {"b": b"\x00\xff", "n": -129, "t": True, "f": False, "z": None,
+                                                "s": "é", "l": [1, []]}}
+    expected = bytes.fromhex(
+        "07" "00000003"
+        "05" "00000004" "63616c6c" "05" "00000005" "696e666572"                 # "call": "infer"
+        "05" "00000002" "6964" "03" "01" "07"                                   # "id": 7
+        "05" "00000004" "61726773" "07" "00000007"                              # "args": {7 entries}
+        "05" "00000001" "62" "04" "00000002" "00ff"                             # "b": bytes
+        "05" "00000001" "6e" "03" "02" "ff7f"                                   # "n": -129, two bytes
+        "05" "00000001" "74" "02" "05" "00000001" "66" "01"                     # "t": true, "f": false
+        "05" "00000001" "7a" "00"                                               # "z": none
+        "05" "00000001" "73" "05" "00000002" "c3a9"                             # "s": UTF-8
+        "05" "00000001" "6c" "06" "00000002" "03" "01" "01" "06" "00000000")    # "l": [1, []]
+    assert wire.encode(value) == expected
+    assert wire.decode(expected) == value
+
+
+def test_nesting_is_limited_to_sixteen_levels_both_ways():
+    deepest = 0
+    for _ in range(16):
+        deepest = [deepest]
+    assert wire.decode(wire.encode(deepest)) == deepest
+    with pytest.raises(wire.FrameError, match="nests deeper"):
+        wire.encode([deepest])
+    with pytest.raises(wire.FrameError, match="nests deeper"):
+        wire.decode(b"\x06\x00\x00\x00\x01" * 17 + b"\x00")
+
+
+def test_int_subclasses_and_byte_buffers_encode_as_their_base_types():
+    from splitseal.protocol import FailureCode
+
+    assert wire.encode(FailureCode(1)) == wire.encode(1)
+    assert wire.encode(bytearray(b"ab")) == wire.encode(memoryview(b"ab")) == wire.encode(b"ab")
+
+
 def test_bytes_travel_raw():
     assert b"CANARY" in wire.encode({"x": b"CANARY"})
 
@@ -64,3 +101,20 @@ def test_frames_over_a_socket_pair_and_size_limit():
         a.close()
         with pytest.raises(wire.FrameError, match="mid-frame|closed"):
             wire.read_frame(b, 16)
+
+
+def test_an_encoded_value_splices_as_the_bytes_encoding_it_again_would_give():
+    answer = {"request_id": 3, "encrypted_result": b"\x01" * 40, "requester": "0xabc", "sequence": 9,
+              "public_label": None, "nested": [True, {"k": b""}]}
+    spliced = wire.encode({"recent": [[[1, "0x22", 3], wire.Encoded(answer)]], "epoch": 2})
+    assert spliced == wire.encode({"recent": [[[1, "0x22", 3], answer]], "epoch": 2})
+    assert wire.decode(spliced)["recent"][0][1] == answer
+
+
+def test_an_encoded_value_counts_its_own_nesting_where_it_is_spliced():
+    deep = 0
+    for _ in range(15):
+        deep = [deep]
+    assert wire.encode([wire.Encoded(deep)]) == wire.encode([deep])  # 16 levels: allowed
+    with pytest.raises(wire.FrameError, match="nests deeper"):
+        wire.encode([[wire.Encoded(deep)]])
