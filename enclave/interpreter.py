@@ -1252,10 +1252,16 @@ def _gather(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> np.ndarray:
     data = ctx.float_input(data, "data")
     # the indices are a parameter (const_inputs): checked and made non-negative once per shape
     axis, index = _memoised(ctx, data.shape, lambda: _gather_index(ctx, data, indices))
+    if type(index) is tuple:
+        # one index (a ViT's Q / K / V select, its class token): a view of data by basic indexing,
+        # no copy (``take`` copied 1-3 us per select on a ViT block's 17 x 64)
+        return data[index]
     return data.take(index, axis=axis)
 
 
-def _gather_index(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> tuple[int, np.ndarray]:
+def _gather_index(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> tuple[int, np.ndarray | tuple]:
+    """The axis and the indices made non-negative (a 0-d index as the basic-indexing key of its
+    view), after the checks."""
     if indices.dtype != I64:
         raise ctx.error("indices must be int64")
     axis = ctx.attr_int("axis", 0)
@@ -1266,7 +1272,10 @@ def _gather_index(ctx: _Ctx, data: np.ndarray, indices: np.ndarray) -> tuple[int
     if indices.size and (indices.min() < -n or indices.max() >= n):
         raise ctx.error(f"an index is outside -{n}..{n - 1}")
     ctx.check_size(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
-    return axis, np.where(indices < 0, indices + n, indices)
+    index = np.where(indices < 0, indices + n, indices)
+    if index.ndim == 0:
+        return axis, (slice(None),) * axis + (int(index),)
+    return axis, index
 
 
 @operator("LayerNormalization", attrs=("axis", "epsilon", "stash_type"), inputs=(2, 3), opsets=(17, MAX_OPSET))
@@ -1970,7 +1979,16 @@ _CHAIN_FRESH = frozenset({"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Erf", "
 _CHAIN_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 # fast-path kinds of a chain node
-_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM = range(9)
+_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE = range(10)
+
+#: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
+#: (the chain's value on the left, on the right)
+_ELEMENTWISE_CODES = {"Add": (0, 0), "Sub": (1, 2), "Mul": (3, 3), "Div": (4, 5)}
+_ELEMENTWISE_ERF = 6
+#: how a step's other operand is read: one value, one row broadcast over the rows, the whole shape
+_OPERAND_SCALAR, _OPERAND_ROW, _OPERAND_FULL = 1, 2, 3
+#: at most this many nodes in one run (the kernel's limit)
+_ELEMENTWISE_MAX = 32
 
 
 @dataclass(slots=True)
@@ -1985,6 +2003,45 @@ class _ChainNode:
     contiguous: bool = True
     #: the result is an array the chain allocated (in-place ops may write into it)
     fresh: bool = False
+
+
+@dataclass(slots=True)
+class _ElementwiseRun:
+    """Consecutive Add / Sub / Mul / Div / Erf nodes of a chain, for one set of input shapes, as
+    one call of the C kernel: the value passes through every node's op chunk by chunk while it is
+    in L1 (a torch GELU's Div, Erf, Add, Mul, Mul: five numpy calls, one pass here)."""
+
+    step: _Plan                  #: the first node's (a failure names it)
+    #: -1: the chain's running value; else the index of the entry's input the first node reads
+    source: int
+    program: bytes               #: (opcode, operand mode, operand position) per node
+    operands: tuple[int, ...]    #: the entry's inputs the steps read, in their order
+    rows: int
+    n: int                       #: the length of a row (the last axis)
+    kind: int = _ELEMENTWISE
+
+
+def _elementwise_run(run: _ElementwiseRun, value: np.ndarray | None, inputs: tuple, owned: bool) -> np.ndarray:
+    """Evaluate ``run`` on the chain's value (into it when the chain owns it) or on its input."""
+    x = value if run.source < 0 else inputs[run.source]
+    src = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+    out = src if (owned and run.source < 0) or src is not x else np.empty(src.shape, F32)
+    native.load("vit").elementwise(src, out, run.rows, run.n, run.program,
+                                   tuple([np.ascontiguousarray(inputs[i]) for i in run.operands]))
+    return out
+
+
+def _operand_mode(other: Any, shape: tuple[int, ...]) -> int | None:
+    """How the kernel reads ``other`` against a value of ``shape`` (None: not one of its forms)."""
+    if not isinstance(other, np.ndarray) or other.dtype != F32:
+        return None
+    if other.size == 1 and other.ndim <= len(shape):
+        return _OPERAND_SCALAR
+    if other.shape == shape:
+        return _OPERAND_FULL
+    if shape and other.ndim <= len(shape) and other.shape[-1:] == shape[-1:] and other.size == shape[-1]:
+        return _OPERAND_ROW
+    return None
 
 
 class _Chain:
@@ -2016,11 +2073,12 @@ class _Chain:
         if shapes is None:
             return self._reference(inputs)[0]
         y, seen = self._reference(inputs)
+        plan = self._fast_plan(inputs, seen)
         try:
-            fast = self._fast(inputs, seen)
+            fast = self._fast(inputs, plan)
         except ModelError:   # the nodes' own run passed: a fast path that fails is not used either
             fast = None
-        proven = seen if _same(fast, y) else None
+        proven = plan if _same(fast, y) else None
         if proven is None:
             logger.warning("chain %s: the fast path differs from the nodes' own on input shapes %s; "
                            "running the nodes one by one for these shapes", self.ctx.node.name, key)
@@ -2040,13 +2098,73 @@ class _Chain:
             seen.append(value.shape)
         return value, seen
 
-    def _fast(self, inputs: tuple[np.ndarray | None, ...], shapes: list[tuple[int, ...]]) -> np.ndarray:
+    def _fast_plan(self, inputs: tuple[np.ndarray | None, ...], seen: list[tuple[int, ...]]) -> list[tuple[Any, tuple]]:
+        """The fast path for one set of input shapes: (node or :class:`_ElementwiseRun`, output
+        shape) per step, each run of at least two element-wise nodes whose operands the kernel
+        reads (one value, one row, the whole shape; the value's shape unchanged), or of one that
+        adds a row, as one step."""
+        plan: list[tuple[Any, tuple]] = []
+        k = 0
+        while k < len(self.nodes):
+            run, end = self._elementwise_run_at(k, inputs, seen)
+            if run is not None:
+                plan.append((run, seen[end - 1]))
+                k = end
+            else:
+                plan.append((self.nodes[k], seen[k]))
+                k += 1
+        return plan
+
+    def _elementwise_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ElementwiseRun | None, int]:
+        nodes = self.nodes
+        first = nodes[k]
+        if k:
+            source, shape = -1, seen[k - 1]
+        elif first.kind == _ERF or (first.kind == _BINARY and first.step.node.op in _ELEMENTWISE_CODES):
+            # the chain's first node: its value is the input of the output's shape (the left one if both)
+            fits = [s for s in first.sources if isinstance(inputs[s], np.ndarray) and inputs[s].shape == seen[0]]
+            if not fits:
+                return None, k
+            source, shape = fits[0], seen[0]
+        else:
+            return None, k
+        program, operands = [], []
+        end = k
+        while end < len(nodes) and end - k < _ELEMENTWISE_MAX and seen[end] == shape:
+            node = nodes[end]
+            # the value's position among the node's inputs: -1 inside the chain, the source at its start
+            at = [i for i, s in enumerate(node.sources) if s == (source if end == k else -1)]
+            if node.kind == _ERF and at == [0]:
+                program += [_ELEMENTWISE_ERF, 0, 0]
+            elif node.kind == _BINARY and node.step.node.op in _ELEMENTWISE_CODES and len(node.sources) == 2 and at:
+                other = node.sources[1 - at[0]]
+                mode = _operand_mode(inputs[other], shape) if other >= 0 else None
+                if mode is None:
+                    break
+                program += [_ELEMENTWISE_CODES[node.step.node.op][at[0]], mode, len(operands)]
+                operands.append(other)
+            else:
+                break
+            end += 1
+        # one node alone only when it broadcasts a row (a bias): numpy's broadcast loop measured
+        # 3.3 us on a (17, 1, 192) + (192,), the kernel 2.0; a same-shape add is as fast in numpy
+        if end - k < 2 and not (end > k and program[1] == _OPERAND_ROW):
+            return None, k
+        n = shape[-1] if shape else 1
+        return _ElementwiseRun(first.step, source, bytes(program), tuple(operands),
+                               math.prod(shape) // n if n else 0, n), end
+
+    def _fast(self, inputs: tuple[np.ndarray | None, ...], plan: list[tuple[Any, tuple]]) -> np.ndarray:
         value: Any = None
         owned = False
         node = self.nodes[0]
         try:
-            for node, shape in zip(self.nodes, shapes):
+            for node, shape in plan:
                 kind = node.kind
+                if kind == _ELEMENTWISE:
+                    value = _elementwise_run(node, value, inputs, owned)
+                    owned = True
+                    continue
                 if kind == _RESHAPE or kind == _TRANSPOSE:
                     x = value if node.sources[0] < 0 else inputs[node.sources[0]]
                     value = x.reshape(shape) if kind == _RESHAPE else x.transpose(node.arg)

@@ -14,6 +14,8 @@
  *       softmax along the middle axis of [outer, n, inner]
  *   erf(x f32[count], out f32[count], count)
  *       Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7 from the formula)
+ *   elementwise(x f32[rows*n], out, rows, n, program bytes, operands tuple)
+ *       a chain's run of Add / Sub / Mul / Div / Erf nodes in one pass (see elementwise below)
  *
  * exp is computed here (exp_nonpositive) rather than by libm so that the loops vectorise: every
  * argument is <= 0 in these kernels (x - max, -x*x), which keeps the range reduction to normal
@@ -288,7 +290,136 @@ static PyObject *erf_all(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* One element-wise run of a chain: the ops of consecutive nodes applied to each chunk of a row
+ * while it is in L1, one pass over memory instead of one numpy call per node. A step is three
+ * bytes (op, operand mode, operand index); every operand's length is checked against its mode
+ * before anything is read. Each op is the one IEEE float32 operation numpy's ufunc does
+ * (Sub / Div with the chain's value on either side), Erf the kernel above: the interpreter's
+ * chain proves the run equal to the nodes' own code bit for bit. */
+enum { OP_ADD, OP_SUB, OP_RSUB, OP_MUL, OP_DIV, OP_RDIV, OP_ERF, N_OPS };
+enum { MODE_NONE, MODE_SCALAR, MODE_ROW, MODE_FULL };
+enum { CHUNK = 256, MAX_STEPS = 32 };
+
+typedef struct {
+    int op, mode;
+    const float *v;
+} step_t;
+
+static void apply_step(const step_t *st, float *acc, Py_ssize_t w, Py_ssize_t row_at, Py_ssize_t at) {
+    const float *v = st->mode == MODE_ROW ? st->v + row_at : st->mode == MODE_FULL ? st->v + at : st->v;
+    if (st->op == OP_ERF) {
+        for (Py_ssize_t j = 0; j < w; j++) acc[j] = erf_as(acc[j]);
+        return;
+    }
+    if (st->mode == MODE_SCALAR) {
+        const float c = v[0];
+        switch (st->op) {
+        case OP_ADD: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] + c; break;
+        case OP_SUB: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] - c; break;
+        case OP_RSUB: for (Py_ssize_t j = 0; j < w; j++) acc[j] = c - acc[j]; break;
+        case OP_MUL: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] * c; break;
+        case OP_DIV: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] / c; break;
+        default: for (Py_ssize_t j = 0; j < w; j++) acc[j] = c / acc[j]; break;
+        }
+        return;
+    }
+    switch (st->op) {
+    case OP_ADD: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] + v[j]; break;
+    case OP_SUB: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] - v[j]; break;
+    case OP_RSUB: for (Py_ssize_t j = 0; j < w; j++) acc[j] = v[j] - acc[j]; break;
+    case OP_MUL: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] * v[j]; break;
+    case OP_DIV: for (Py_ssize_t j = 0; j < w; j++) acc[j] = acc[j] / v[j]; break;
+    default: for (Py_ssize_t j = 0; j < w; j++) acc[j] = v[j] / acc[j]; break;
+    }
+}
+
+static void elementwise_rows(const float *x, float *out, Py_ssize_t rows, Py_ssize_t n, const step_t *steps,
+                             int n_steps) {
+    float acc[CHUNK];
+    for (Py_ssize_t r = 0; r < rows; r++)
+        for (Py_ssize_t c0 = 0; c0 < n; c0 += CHUNK) {
+            Py_ssize_t w = n - c0 < CHUNK ? n - c0 : CHUNK, at = r * n + c0;
+            memcpy(acc, x + at, (size_t)w * sizeof(float));
+            for (int k = 0; k < n_steps; k++) apply_step(&steps[k], acc, w, c0, at);
+            memcpy(out + at, acc, (size_t)w * sizeof(float));
+        }
+}
+
+static PyObject *elementwise(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_x, *o_out, *o_operands;
+    Py_ssize_t rows, n, count;
+    const char *program;
+    Py_ssize_t program_len;
+    if (!PyArg_ParseTuple(args, "OOnny#O!", &o_x, &o_out, &rows, &n, &program, &program_len, &PyTuple_Type,
+                          &o_operands))
+        return NULL;
+    if (checked_count(&count, rows, n, 1) < 0) return NULL;
+    Py_ssize_t n_operands = PyTuple_GET_SIZE(o_operands);
+    int n_steps = (int)(program_len / 3);
+    if (program_len % 3 || n_steps > MAX_STEPS || n_operands > MAX_STEPS) {
+        PyErr_SetString(PyExc_ValueError, "program: not whole steps of 3 bytes, or too many steps or operands");
+        return NULL;
+    }
+    step_t steps[MAX_STEPS];
+    Py_buffer views[MAX_STEPS];
+    Py_buffer bx, bo;
+    if (get_floats(o_x, &bx, "x", count, 0) < 0) return NULL;
+    if (get_floats(o_out, &bo, "out", count, 1) < 0) {
+        PyBuffer_Release(&bx);
+        return NULL;
+    }
+    /* each operand is acquired once, with the length its first step's mode needs; a later step
+     * naming it with another mode is refused */
+    Py_ssize_t need[MAX_STEPS];
+    for (Py_ssize_t i = 0; i < n_operands; i++) need[i] = -1;
+    for (int k = 0; k < n_steps; k++) {
+        int op = (unsigned char)program[3 * k], mode = (unsigned char)program[3 * k + 1];
+        int index = (unsigned char)program[3 * k + 2];
+        steps[k].op = op;
+        steps[k].mode = mode;
+        steps[k].v = NULL;
+        if (op >= N_OPS || mode > MODE_FULL || (op == OP_ERF) != (mode == MODE_NONE)) {
+            PyErr_Format(PyExc_ValueError, "program: step %d has op %d with mode %d", k, op, mode);
+            goto fail;
+        }
+        if (mode == MODE_NONE) continue;
+        if (index >= n_operands) {
+            PyErr_Format(PyExc_ValueError, "program: step %d names operand %d of %zd", k, index, n_operands);
+            goto fail;
+        }
+        Py_ssize_t len = mode == MODE_SCALAR ? 1 : mode == MODE_ROW ? n : count;
+        if (need[index] < 0) {
+            if (get_floats(PyTuple_GET_ITEM(o_operands, index), &views[index], "operand", len, 0) < 0) goto fail;
+            need[index] = len;
+        } else if (need[index] != len) {
+            PyErr_Format(PyExc_ValueError, "program: operand %d is used with two lengths", index);
+            goto fail;
+        }
+        steps[k].v = views[index].buf;
+    }
+    if (count) {
+        const float *x = bx.buf;
+        float *out = bo.buf;
+        Py_BEGIN_ALLOW_THREADS
+        elementwise_rows(x, out, rows, n, steps, n_steps);
+        Py_END_ALLOW_THREADS
+    }
+    for (Py_ssize_t i = 0; i < n_operands; i++)
+        if (need[i] >= 0) PyBuffer_Release(&views[i]);
+    PyBuffer_Release(&bo);
+    PyBuffer_Release(&bx);
+    Py_RETURN_NONE;
+fail:
+    for (Py_ssize_t i = 0; i < n_operands; i++)
+        if (need[i] >= 0) PyBuffer_Release(&views[i]);
+    PyBuffer_Release(&bo);
+    PyBuffer_Release(&bx);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"elementwise", elementwise, METH_VARARGS, "A chain's run of element-wise ops, one pass (see above)."},
     {"layernorm", layernorm, METH_VARARGS, "LayerNormalization of every row of n (see the file's comment)."},
     {"softmax", softmax, METH_VARARGS, "Softmax along the middle axis of [outer, n, inner]."},
     {"erf", erf_all, METH_VARARGS, "erf of every element, into out."},

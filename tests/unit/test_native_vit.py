@@ -157,3 +157,72 @@ def test_layernorm_over_two_axes_broadcasts_its_scale_once():
     head = run_both(model, [{"x": normal(rng, b, 3, 4, 5)} for b in (1, 3)])
     affine = head._plan[0].ctx.memo["affine"]
     assert affine[3].shape == (20,) and affine[4].shape == (20,)
+
+
+ADD, SUB, RSUB, MUL, DIV, RDIV, ERF = range(7)
+SCALAR, ROW, FULL = 1, 2, 3
+
+
+def test_an_elementwise_program_is_numpys_ops_bit_for_bit(vit):
+    """Each step is the IEEE float32 op numpy's ufunc does, in the program's order (rows longer
+    than the kernel's chunk included)."""
+    rng = np.random.default_rng([SEED, 3])
+    for rows, n in [(17, 128), (3, 300), (1, 1), (4, 7)]:
+        x = normal(rng, rows, n)
+        c, row, full = np.float32(1.7), normal(rng, n), normal(rng, rows, n) + np.float32(3)
+        program = bytes([DIV, SCALAR, 0, ERF, 0, 0, ADD, ROW, 1, RSUB, FULL, 2, MUL, SCALAR, 0, RDIV, ROW, 1,
+                         SUB, FULL, 2])
+        out = np.empty_like(x)
+        vit.elementwise(x, out, rows, n, program, (np.array([c]), row, full))
+        e = np.empty_like(x)
+        vit.erf(x / c, e, x.size)
+        expected = ((row / ((full - (e + row)) * c)) - full).astype(np.float32)
+        assert np.array_equal(out.view(np.uint32), expected.view(np.uint32))
+        vit.elementwise(x, x, rows, n, program, (np.array([c]), row, full))
+        assert np.array_equal(x, out)
+
+
+@pytest.mark.parametrize("program,operands,match", [
+    (bytes([ADD, SCALAR]), (np.ones(1, np.float32),), "not whole steps"),
+    (bytes([ADD, SCALAR, 1]), (np.ones(1, np.float32),), "names operand 1 of 1"),
+    (bytes([9, SCALAR, 0]), (np.ones(1, np.float32),), "op 9 with mode 1"),
+    (bytes([ERF, SCALAR, 0]), (np.ones(1, np.float32),), "op 6 with mode 1"),
+    (bytes([ADD, 0, 0]), (np.ones(1, np.float32),), "op 0 with mode 0"),
+    (bytes([ADD, ROW, 0]), (np.ones(5, np.float32),), "operand: 5 items, expected 4"),
+    (bytes([ADD, FULL, 0]), (np.ones(4, np.float32),), "operand: 4 items, expected 12"),
+    (bytes([ADD, ROW, 0, MUL, FULL, 0]), (np.ones(4, np.float32),), "used with two lengths"),
+    (bytes([ADD, SCALAR, 0]), (np.ones(1, np.float64),), "operand: wrong item type"),
+    (bytes([ADD, SCALAR, 0] * 33), (np.ones(1, np.float32),), "too many steps"),
+])
+def test_an_elementwise_program_is_checked_before_it_runs(vit, program, operands, match):
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=match):
+        vit.elementwise(x, x, 3, 4, program, operands)
+    assert not x.any()
+
+
+@pytest.mark.parametrize("draw", range(4))
+def test_a_chain_runs_its_elementwise_nodes_as_one_program(draw):
+    """Add / Sub / Mul / Div with the chain's value on either side, a scalar, a row or a whole
+    operand, an Erf between them, from the chain's first node on (its input is the value); an
+    operand the kernel does not read (a column) ends the run, the nodes after it form another."""
+    rng = np.random.default_rng([SEED, 4, draw])
+    tokens, dim = int(rng.integers(2, 20)), int(rng.integers(1, 300))
+    nodes = [helper.make_node("Sub", ["c", "x"], ["s"], name="c_minus_x"),
+             helper.make_node("Div", ["s", "row"], ["d"], name="over_row"),
+             helper.make_node("Erf", ["d"], ["e"], name="erf"),
+             helper.make_node("Add", ["e", "three"], ["e3"], name="plus_three"),   # erf + 3 in [2, 4]
+             helper.make_node("Div", ["two", "e3"], ["q"], name="two_over"),
+             helper.make_node("Mul", ["q", "z"], ["m"], name="times_z"),
+             helper.make_node("Add", ["m", "column"], ["a"], name="plus_column"),
+             helper.make_node("Sub", ["a", "row"], ["y1"], name="minus_row"),
+             helper.make_node("Mul", ["half", "y1"], ["y"], name="half")]
+    params = {"c": np.array(0.3, np.float32), "row": normal(rng, dim) + np.float32(4), "two": np.array([2], np.float32),
+              "three": np.array(3, np.float32),
+              "column": normal(rng, tokens, 1), "half": np.array(0.5, np.float32)}
+    model = head_model(nodes, {"x": (1, tokens, dim), "z": (1, tokens, dim)}, params, ["y"])
+    head = run_both(model, [{"x": normal(rng, b, tokens, dim), "z": normal(rng, b, tokens, dim)} for b in (1, 3)])
+    [chain] = chains(head)
+    for plan in chain.shapes.values():
+        assert [type(step).__name__ for step, _ in plan] == ["_ElementwiseRun", "_ChainNode", "_ElementwiseRun"]
+        assert plan[0][0].source >= 0 and plan[2][0].source == -1
