@@ -1979,7 +1979,7 @@ _CHAIN_FRESH = frozenset({"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Erf", "
 _CHAIN_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 # fast-path kinds of a chain node
-_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE = range(10)
+_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE, _VIEWS = range(11)
 
 #: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
 #: (the chain's value on the left, on the right)
@@ -2029,6 +2029,42 @@ def _elementwise_run(run: _ElementwiseRun, value: np.ndarray | None, inputs: tup
     native.load("vit").elementwise(src, out, run.rows, run.n, run.program,
                                    tuple([np.ascontiguousarray(inputs[i]) for i in run.operands]))
     return out
+
+
+class _ViewRun:
+    """Consecutive Reshape / Squeeze / Unsqueeze / Flatten / Identity / Transpose nodes of a chain,
+    for one set of input shapes, as one step: on a C-contiguous input of that shape their
+    composition is one strided view, computed on the first call by applying them (if none of them
+    copied) and from then on made in one call (a ViT's head split: 3-6 nodes, 0.4-0.7 us each).
+    Any other input gets the nodes' reshapes and transposes one by one."""
+
+    __slots__ = ("step", "source", "ops", "in_shape", "contiguous", "strides", "kind")
+
+    def __init__(self, step: _Plan, source: int, ops: list[tuple[int, Any]], in_shape: tuple[int, ...],
+                 contiguous: bool) -> None:
+        self.step = step                 #: the first node's (a failure names it)
+        self.source = source             #: as :attr:`_ElementwiseRun.source`
+        self.ops = ops                   #: (_RESHAPE, output shape) or (_TRANSPOSE, permutation)
+        self.in_shape = in_shape
+        self.contiguous = contiguous     #: the last node's result is made contiguous
+        #: None: not tried yet; False: a node copied; else the composed view's (shape, strides)
+        self.strides: Any = None
+        self.kind = _VIEWS
+
+    def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
+        x = value if self.source < 0 else inputs[self.source]
+        composed = self.strides
+        if composed and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
+            # numpy's constructor refuses strides that would reach outside x's buffer
+            v = np.ndarray(composed[0], F32, x, 0, composed[1])
+        else:
+            v = x
+            for kind, arg in self.ops:
+                v = v.reshape(arg) if kind == _RESHAPE else v.transpose(arg)
+            if composed is None and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
+                same_memory = v.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+                self.strides = (v.shape, v.strides) if same_memory and v.base is not None else False
+        return np.ascontiguousarray(v) if self.contiguous else v
 
 
 def _operand_mode(other: Any, shape: tuple[int, ...]) -> int | None:
@@ -2107,6 +2143,8 @@ class _Chain:
         k = 0
         while k < len(self.nodes):
             run, end = self._elementwise_run_at(k, inputs, seen)
+            if run is None:
+                run, end = self._view_run_at(k, inputs, seen)
             if run is not None:
                 plan.append((run, seen[end - 1]))
                 k = end
@@ -2114,6 +2152,24 @@ class _Chain:
                 plan.append((self.nodes[k], seen[k]))
                 k += 1
         return plan
+
+    def _view_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ViewRun | None, int]:
+        nodes = self.nodes
+        end = k
+        while end < len(nodes) and nodes[end].kind in (_RESHAPE, _TRANSPOSE):
+            end += 1
+        if end - k < 2:
+            return None, k
+        first = nodes[k]
+        source = -1 if k else first.sources[0]
+        if k:
+            in_shape = seen[k - 1]
+        elif isinstance(inputs[source], np.ndarray):
+            in_shape = inputs[source].shape
+        else:
+            return None, k
+        ops = [(_RESHAPE, seen[i]) if nodes[i].kind == _RESHAPE else (_TRANSPOSE, nodes[i].arg) for i in range(k, end)]
+        return _ViewRun(first.step, source, ops, in_shape, nodes[end - 1].contiguous), end
 
     def _elementwise_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ElementwiseRun | None, int]:
         nodes = self.nodes
@@ -2164,6 +2220,10 @@ class _Chain:
                 if kind == _ELEMENTWISE:
                     value = _elementwise_run(node, value, inputs, owned)
                     owned = True
+                    continue
+                if kind == _VIEWS:
+                    value = node.apply(value, inputs)
+                    owned = owned and node.source < 0   # a view of (or a copy from) the chain's array
                     continue
                 if kind == _RESHAPE or kind == _TRANSPOSE:
                     x = value if node.sources[0] < 0 else inputs[node.sources[0]]

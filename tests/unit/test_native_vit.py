@@ -226,3 +226,27 @@ def test_a_chain_runs_its_elementwise_nodes_as_one_program(draw):
     for plan in chain.shapes.values():
         assert [type(step).__name__ for step, _ in plan] == ["_ElementwiseRun", "_ChainNode", "_ElementwiseRun"]
         assert plan[0][0].source >= 0 and plan[2][0].source == -1
+
+
+def test_a_chain_composes_its_reshapes_and_transposes_into_one_view():
+    """A ViT's head split (Reshape, Transpose, Reshape) after the projection is one strided view
+    once the first call has seen that none of them copies; a Transpose + Reshape that must copy
+    keeps running node by node; both against onnxruntime, at two batch sizes."""
+    rng = np.random.default_rng([SEED, 5])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="proj"),
+             helper.make_node("Reshape", ["m", "heads"], ["r"], name="split"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3], name="heads_first"),
+             helper.make_node("Unsqueeze", ["t", "axis0"], ["u"], name="lead"),
+             helper.make_node("Mul", ["u", "scale"], ["s"], name="scale"),
+             helper.make_node("Transpose", ["s"], ["t2"], perm=[0, 1, 3, 2, 4], name="tokens_first"),
+             helper.make_node("Reshape", ["t2", "merge"], ["y"], name="merge")]
+    params = {"w": normal(rng, 64, 64) / np.float32(8), "heads": np.array([0, 17, 4, 16], np.int64),
+              "axis0": np.array([0], np.int64), "scale": np.array(0.5, np.float32),
+              "merge": np.array([-1, 17, 64], np.int64)}
+    model = head_model(nodes, {"x": (1, 17, 64)}, params, ["y"])
+    head = run_both(model, [{"x": normal(rng, b, 17, 64)} for b in (1, 2)])
+    [chain] = chains(head)
+    for plan in chain.shapes.values():
+        runs = [step for step, _ in plan if type(step).__name__ == "_ViewRun"]
+        assert len(runs) == 2
+        assert runs[0].strides and runs[1].strides is False   # (N, 4, 17, 16) -> (N, 17, 4, 16) copies
