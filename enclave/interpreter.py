@@ -27,10 +27,16 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
   check and proves the fast path equal to it bit for bit; from then on the chain skips the
   intermediates' checks (their dtypes are fixed, their shapes follow from the input shapes),
   turns Reshape/Squeeze/Unsqueeze/Flatten into a reshape to the shape it saw, keeps Transposes as
-  views between reshapes, and writes element-wise ops, Erf, Softmax, Relu and BatchNormalization
-  into arrays it allocated itself (a Conv's bias, activation and normalisation in its output). It adds no operator code: every node is still one :data:`OPERATORS` entry, checked by
-  :func:`node_problems` first, and nothing is accepted that the nodes alone would refuse;
+  views between reshapes (a run of them one strided view), writes Erf, Softmax, Relu,
+  BatchNormalization and LayerNormalization into arrays it allocated itself (a Conv's bias,
+  activation and normalisation in its output), and runs consecutive Add / Sub / Mul / Div / Erf
+  nodes as one pass of a C program (a torch GELU's five nodes). Every node is still one
+  :data:`OPERATORS` entry, checked by :func:`node_problems` first, and nothing is accepted that
+  the nodes alone would refuse;
 - nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
+
+LayerNormalization, Softmax and Erf are one call each of a C kernel (``enclave/csrc/vit.c``;
+numpy needed 10, 5 and 19 calls for them).
 
 The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
 a weight laid out once per node for how OpenBLAS runs few-column products, depthwise and grouped
@@ -1961,14 +1967,24 @@ class _Plan:
 #    implementation, checks included. The intermediates' dtype and shape checks are not repeated:
 #    every operator's output dtype is fixed and its shape follows from its input shapes, constants
 #    and attributes, all of which the reference run covered for that input shape.
+# 3. Per set of input shapes (:meth:`_Chain._fast_plan`), two kinds of runs of consecutive nodes
+#    become one step: Add / Sub / Mul / Div / Erf nodes whose other operands are one value, one row
+#    or the whole shape (:class:`_ElementwiseRun`: one call of ``enclave/csrc/vit.c``'s
+#    ``elementwise``, which does each node's IEEE float32 operation, the one numpy's ufunc does, in
+#    the nodes' order, chunk by chunk in L1, and Erf by the Erf operator's own kernel); and
+#    reshapes / transposes (:class:`_ViewRun`: one strided view where none of them copies). The
+#    element-wise program is the one place where a chain evaluates an operator's arithmetic itself
+#    rather than through its implementation; the proof above covers it by the same argument (the
+#    same correctly rounded operations, no branch on values).
 #
 # Why this way and not a pattern rewriter (GELU, attention, MatMul + Add as fused kernels): a
 # chain reuses the operators' own code and their numpy operations in the same order, so it
 # accepts exactly what the nodes accept (every node is checked by :func:`node_problems` first,
 # and the reference run does all of an operator's checks) and computes exactly what they compute,
 # which the first call per shape proves; there is no second implementation of any operator to
-# audit. The GELU of a torch export (Div, Erf, Add, Mul, Mul), MatMul + bias, attention's
-# scale / MatMul / Softmax / MatMul and the head split's Reshape / Transpose runs are all chains.
+# audit beyond the element-wise program of step 3. The GELU of a torch export (Div, Erf, Add, Mul,
+# Mul), MatMul + bias, attention's scale / MatMul / Softmax / MatMul and the head split's
+# Reshape / Transpose runs are all chains.
 
 #: ops a chain evaluates as a reshape to the output shape seen on the reference run
 _CHAIN_RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
@@ -2171,7 +2187,8 @@ class _Chain:
         ops = [(_RESHAPE, seen[i]) if nodes[i].kind == _RESHAPE else (_TRANSPOSE, nodes[i].arg) for i in range(k, end)]
         return _ViewRun(first.step, source, ops, in_shape, nodes[end - 1].contiguous), end
 
-    def _elementwise_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ElementwiseRun | None, int]:
+    def _elementwise_run_at(self, k: int, inputs: tuple,
+                            seen: list[tuple[int, ...]]) -> tuple[_ElementwiseRun | None, int]:
         nodes = self.nodes
         first = nodes[k]
         if k:
