@@ -140,16 +140,17 @@ def test_no_chain_through_a_head_output_or_a_tensor_read_elsewhere():
 
 def test_a_fast_path_that_differs_is_not_used(monkeypatch):
     """The first call per input shape compares the fast path with the nodes' own code bit for
-    bit: a fast path that computes something else (here Erf off by one part in 10^4, injected)
-    is never used for that shape, and the results stay onnxruntime's."""
-    real = interpreter._erf
+    bit: a fast path that computes something else (here the GELU's element-wise run, Div to Mul,
+    off by one part in 10^4, injected) is never used for that shape, and the results stay
+    onnxruntime's."""
+    real = interpreter._elementwise_run
 
-    def off_erf(x, out=None):
-        y = real(x, out=out)
+    def off_run(run, value, inputs, owned):
+        y = real(run, value, inputs, owned)
         y *= np.float32(1.0001)
         return y
 
-    monkeypatch.setattr(interpreter, "_erf", off_erf)   # the chain's in-place Erf; the node keeps its own
+    monkeypatch.setattr(interpreter, "_elementwise_run", off_run)   # the chain's run; the nodes keep their own
     model, (tokens, dim) = _gelu_mlp(np.random.default_rng([SEED, 96]))
     head = run_both(model, [{"x": normal(np.random.default_rng(7), 2, tokens, dim)}])
     gelu = [c for c in chains(head) if "gelu_erf" in c.names]
