@@ -8,7 +8,7 @@ over, in this fixed order:
    the enclave imports (``splitseal/__init__.py``, ``splitseal/errors.py`` and every
    ``splitseal/protocol/*.py``: wire formats, ECIES, EIP-712), sorted by path;
 2. ``interpreter``: ``enclave/interpreter.py`` and ``enclave/package.py`` (the head's loader
-   and evaluator), then the compiled kernels' flags and C sources (``enclave/csrc``) and the
+   and evaluator), then the compiled kernels' flags, shared headers and C sources (``enclave/csrc``) and the
    shared objects built from them (``.venv/native``, see :mod:`enclave.native`), sorted;
 3. ``config``: the canonical JSON of the measured configuration (:class:`MeasuredConfig`) and
    the versions of the third-party libraries the enclave runs on.
@@ -92,6 +92,7 @@ def interpreter_files(root: Path = PROJECT_DIR) -> list[str]:
     files = list(INTERPRETER_FILES)
     if (source_dir / native.FLAGS_FILE).is_file():
         files.append(f"enclave/csrc/{native.FLAGS_FILE}")
+        files += [f"enclave/csrc/{header}" for header in native.header_names(source_dir)]
         for name in native.kernel_names(source_dir):
             obj = native.object_path(name, source_dir, root / ".venv" / "native")
             files += [f"enclave/csrc/{name}.c", obj.relative_to(root).as_posix()]

@@ -12,9 +12,10 @@ inside the enclave would do the same job with far more code and an optimiser of 
 
 Build: ``scripts/build_native`` (run by ``scripts/setup``) compiles each ``csrc/<name>.c`` with the
 machine's C compiler and the flags in ``csrc/cflags`` into ``.venv/native/<name>-<digest>.so``,
-where the digest is SHA-256 over the flags and the source (16 hex digits). :func:`load` opens
+where the digest is SHA-256 over the flags, the shared headers (``csrc/*.h``, sorted) and the
+source (16 hex digits). :func:`load` opens
 only the object of the source in this checkout, so a build of other code is never loaded, and
-:mod:`enclave.identity` measures the sources, the flags and the objects.
+:mod:`enclave.identity` measures the flags, the headers, the sources and the objects.
 
 Imports: the standard library only.
 """
@@ -42,9 +43,16 @@ def kernel_names(source_dir: Path = SOURCE_DIR) -> list[str]:
     return sorted(p.stem for p in source_dir.glob("*.c"))
 
 
+def header_names(source_dir: Path = SOURCE_DIR) -> list[str]:
+    """The headers every kernel may include (``buffers.h``), sorted: part of every digest."""
+    return sorted(p.name for p in source_dir.glob("*.h"))
+
+
 def digest(name: str, source_dir: Path = SOURCE_DIR) -> str:
-    """16 hex digits of SHA-256 over the compiler flags and the kernel's source."""
+    """16 hex digits of SHA-256 over the compiler flags, the headers and the kernel's source."""
     h = hashlib.sha256((source_dir / FLAGS_FILE).read_bytes())
+    for header in header_names(source_dir):
+        h.update((source_dir / header).read_bytes())
     h.update((source_dir / f"{name}.c").read_bytes())
     return h.hexdigest()[:16]
 

@@ -38,6 +38,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffers.h"
+
 #if defined(__FMA__) && defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -56,25 +58,6 @@ static inline vec load(const float *p) {
     vec v;
     memcpy(&v, p, sizeof v);
     return v;
-}
-
-/* A C-contiguous float32 buffer of exactly `count` floats (count < 0: any length). */
-static int get_floats(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t count, int writable) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    const char *fmt = view->format ? view->format : "B";
-    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
-    if (view->itemsize != 4 || strcmp(fmt, "f") != 0) {
-        PyErr_Format(PyExc_ValueError, "%s: not float32 (format %s)", what, view->format);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    if (count >= 0 && view->len != count * 4) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd floats, expected %zd", what, view->len / 4, count);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
 }
 
 static PyObject *all_finite(PyObject *self, PyObject *obj) {

@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffers.h"
+
 typedef struct {
     Py_ssize_t gates, dirs, hidden, width; /* width = gates * hidden, one direction's gate row */
     int lbr, direction;
@@ -53,25 +55,6 @@ static void cell_free(cell_t *c) {
 
 static void capsule_free(PyObject *capsule) { cell_free((cell_t *)PyCapsule_GetPointer(capsule, CAPSULE)); }
 
-/* A C-contiguous float32 buffer of exactly `count` items (any number if `count` is -1). */
-static int get_floats(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t count, int writable) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    const char *fmt = view->format ? view->format : "B";
-    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
-    if (view->itemsize != 4 || strcmp(fmt, "f") != 0) {
-        PyErr_Format(PyExc_ValueError, "%s: wrong item type (format %s, %zd bytes)", what, view->format,
-                     view->itemsize);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    if (count >= 0 && view->len != count * 4) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, view->len / 4, count);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 /* a * b * c * d floats, or -1 if a factor is negative or their bytes do not fit a Py_ssize_t */
 static Py_ssize_t product(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t d) {

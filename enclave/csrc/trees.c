@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffers.h"
+
 enum { LEQ, LT, GTE, GT, EQ, NEQ, LEAF };
 
 typedef struct {
@@ -42,27 +44,6 @@ static void forest_free(forest_t *f) {
 
 static void capsule_free(PyObject *capsule) {
     forest_free((forest_t *)PyCapsule_GetPointer(capsule, CAPSULE));
-}
-
-/* A C-contiguous buffer of `count` items of `itemsize` bytes whose format is one of `formats`. */
-static int get_buffer(PyObject *obj, Py_buffer *view, const char *what, const char *formats,
-                      Py_ssize_t itemsize, Py_ssize_t count, int writable) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    const char *fmt = view->format ? view->format : "B";
-    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
-    if (view->itemsize != itemsize || strlen(fmt) != 1 || !strchr(formats, *fmt)) {
-        PyErr_Format(PyExc_ValueError, "%s: wrong item type (format %s, %zd bytes)", what, view->format,
-                     view->itemsize);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    if (count >= 0 && view->len != count * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, view->len / itemsize, count);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
 }
 
 static void *copy_out(Py_buffer *view) {

@@ -34,25 +34,8 @@
 #include <stdint.h>
 #include <string.h>
 
-/* A C-contiguous buffer of `count` float32 items. */
-static int get_floats(PyObject *obj, Py_buffer *view, const char *what, Py_ssize_t count, int writable) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    const char *fmt = view->format ? view->format : "B";
-    if (*fmt == '<' || *fmt == '=' || *fmt == '@') fmt++;
-    if (view->itemsize != 4 || strcmp(fmt, "f") != 0) {
-        PyErr_Format(PyExc_ValueError, "%s: wrong item type (format %s, %zd bytes)", what, view->format,
-                     view->itemsize);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    if (view->len != count * 4) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, view->len / 4, count);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
+#include "buffers.h"
+
 
 /* rows * n (or a * b * c) without overflow, each factor >= 0 */
 static int checked_count(Py_ssize_t *count, Py_ssize_t a, Py_ssize_t b, Py_ssize_t c) {

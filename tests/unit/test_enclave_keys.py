@@ -97,7 +97,7 @@ def test_measurement_is_deterministic_and_covers_code_interpreter_config(tmp_pat
     kernel_object = ident.interpreter_files()[-1]
     assert kernel_object.startswith(".venv/native/") and (root / kernel_object).is_file()
     for rel in ("splitseal/protocol/crypto.py", "enclave/interpreter.py", "splitseal/errors.py",
-                "enclave/csrc/cflags", "enclave/csrc/trees.c", kernel_object):
+                "enclave/csrc/cflags", "enclave/csrc/buffers.h", "enclave/csrc/trees.c", kernel_object):
         path = root / rel
         if not path.exists():
             continue

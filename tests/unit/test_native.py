@@ -14,10 +14,11 @@ from splitseal.errors import ConfigError
 
 def test_the_build_and_the_loader_agree_on_the_digest():
     for name in native.kernel_names():
-        shell = subprocess.run(f"cat enclave/csrc/cflags enclave/csrc/{name}.c | sha256sum", shell=True,
+        shell = subprocess.run(f"cat enclave/csrc/cflags enclave/csrc/*.h enclave/csrc/{name}.c | sha256sum", shell=True,
                                cwd=native.PROJECT_DIR, capture_output=True, text=True, check=True)
         assert shell.stdout[:16] == native.digest(name)
         assert native.load(name).__name__ == name
+    assert native.header_names() == ["buffers.h"]
 
 
 def test_a_kernel_not_built_from_this_source_is_refused(monkeypatch, tmp_path):

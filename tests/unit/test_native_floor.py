@@ -32,9 +32,9 @@ def test_all_finite_finds_every_non_finite_value_at_any_position(floor):
 
 
 def test_all_finite_refuses_what_is_not_a_contiguous_float32_buffer(floor):
-    with pytest.raises(ValueError, match="not float32"):
+    with pytest.raises(ValueError, match="wrong item type"):
         floor.all_finite(np.zeros(4, np.float64))
-    with pytest.raises(ValueError, match="not float32"):
+    with pytest.raises(ValueError, match="wrong item type"):
         floor.all_finite(np.zeros(4, np.int32))
     with pytest.raises(ValueError, match="not C-contiguous"):
         floor.all_finite(np.zeros((4, 4), F32).T)
@@ -97,11 +97,11 @@ def test_conv_refuses_malformed_calls(floor):
         floor.conv(x, w, b, y, *g)
 
     for kwargs, match in [
-        (dict(x=np.zeros((1, 2, 3, 4), F32)), "x: 24 floats, expected 18"),
-        (dict(w=np.zeros(15, F32)), "packed weight: 15 floats, expected 16"),
-        (dict(b=np.zeros(2, F32)), "bias: 2 floats, expected 3"),
-        (dict(y=np.zeros((1, 3, 3, 2), F32)), "y: 18 floats, expected 27"),
-        (dict(y=np.zeros(27, np.float64)), "y: not float32"),
+        (dict(x=np.zeros((1, 2, 3, 4), F32)), "x: 24 items, expected 18"),
+        (dict(w=np.zeros(15, F32)), "packed weight: 15 items, expected 16"),
+        (dict(b=np.zeros(2, F32)), "bias: 2 items, expected 3"),
+        (dict(y=np.zeros((1, 3, 3, 2), F32)), "y: 18 items, expected 27"),
+        (dict(y=np.zeros(27, np.float64)), "y: wrong item type"),
         (dict(at=2, value=(0, 1)), "must be positive"),
         (dict(at=3, value=(1, -1)), "must be positive"),
         (dict(at=4, value=(-1, 0)), "pads >= 0"),
@@ -125,8 +125,8 @@ def test_row_means_are_the_means_and_refuse_malformed_calls(floor):
         y = np.full(rows, np.nan, F32)
         floor.row_means(x, y, rows, size)
         np.testing.assert_allclose(y, x.astype(np.float64).mean(axis=1), rtol=1e-5, atol=1e-6)
-    for args, match in [((np.zeros(6, F32), np.zeros(2, F32), 2, 4), "x: 6 floats, expected 8"),
-                        ((np.zeros(8, F32), np.zeros(3, F32), 2, 4), "y: 3 floats, expected 2"),
+    for args, match in [((np.zeros(6, F32), np.zeros(2, F32), 2, 4), "x: 6 items, expected 8"),
+                        ((np.zeros(8, F32), np.zeros(3, F32), 2, 4), "y: 3 items, expected 2"),
                         ((np.zeros(0, F32), np.zeros(0, F32), 0, 4), "must be positive")]:
         with pytest.raises(ValueError, match=match):
             floor.row_means(*args)
