@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "buffers.h"
+#include "exp.h"
 
 typedef struct {
     Py_ssize_t gates, dirs, hidden, width; /* width = gates * hidden, one direction's gate row */
@@ -348,33 +349,6 @@ fail:
  * max))). A row with a NaN or an infinity goes through libm one element at a time, so its result is
  * numpy's (NaN rows stay NaN); every other row vectorises. */
 
-/* exp(x) for x <= 0 (every x - max of a finite row): Cephes' range reduction and degree-6
- * polynomial, within 1 ulp of the correctly rounded value (checked on every 64th float of
- * [-87, 0]); below -87 (where exp leaves float32's normal range) the argument is held at -87, an
- * error under 2e-38 in a sum that is at least 1. */
-static inline float exp_nonpositive(float x) {
-    uint32_t bits, mag;
-    memcpy(&bits, &x, sizeof bits);
-    mag = bits & 0x7fffffffu;
-    const uint32_t limit = 0x42ae0000u; /* 87.0f */
-    mag = mag < limit ? mag : limit;
-    float v;
-    memcpy(&v, &mag, sizeof v);
-    v = -v;
-    const int32_t k = (int32_t)(v * 1.44269504088896341f - 0.5f); /* round(v / ln 2): v / ln 2 <= 0 */
-    const float kf = (float)k;
-    const float r = fmaf(kf, 2.12194440e-4f, fmaf(kf, -0.693359375f, v)); /* v - k ln 2 in two parts */
-    float p = fmaf(1.9875691500e-4f, r, 1.3981999507e-3f);
-    p = fmaf(p, r, 8.3334519073e-3f);
-    p = fmaf(p, r, 4.1665795894e-2f);
-    p = fmaf(p, r, 1.6666665459e-1f);
-    p = fmaf(p, r, 5.0000001201e-1f);
-    const float e = fmaf(p * r, r, r) + 1.0f;
-    const uint32_t scale_bits = (uint32_t)(k + 127) << 23; /* k >= -126: a normal 2^k */
-    float scale;
-    memcpy(&scale, &scale_bits, sizeof scale);
-    return e * scale;
-}
 
 static void log_softmax_row(const float *restrict x, Py_ssize_t n, float *restrict out, float *restrict e) {
     uint32_t special = 0;
@@ -447,7 +421,10 @@ static PyObject *log_softmax(PyObject *self, PyObject *args) {
 static inline float logistic_f(float x) {
     uint32_t bits;
     memcpy(&bits, &x, sizeof bits);
-    const float e = exp_nonpositive(x);    /* exp(-|x|): it reads the magnitude only */
+    const uint32_t minus_magnitude = bits | 0x80000000u;
+    float v;
+    memcpy(&v, &minus_magnitude, sizeof v);
+    const float e = exp_nonpositive(v);    /* exp(-|x|) */
     const float d = 1.0f / (1.0f + e);
     uint32_t e_bits, one_bits = 0x3f800000u, out;
     memcpy(&e_bits, &e, sizeof e_bits);

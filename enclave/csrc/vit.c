@@ -17,7 +17,7 @@
  *   elementwise(x f32[rows*n], out, rows, n, program bytes, operands tuple)
  *       a chain's run of Add / Sub / Mul / Div / Erf nodes in one pass (see elementwise below)
  *
- * exp is computed here (exp_nonpositive) rather than by libm so that the loops vectorise: every
+ * exp comes from exp.h (exp_nonpositive) rather than from libm so that the loops vectorise: every
  * argument is <= 0 in these kernels (x - max, -x*x), which keeps the range reduction to normal
  * numbers. NaN propagates as in numpy (a NaN in a row makes the row's softmax NaN).
  * Built with -std=c11 (no -ffast-math, so no contraction into FMA): the results do not depend
@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "buffers.h"
+#include "exp.h"
 
 
 /* rows * n (or a * b * c) without overflow, each factor >= 0 */
@@ -52,33 +53,6 @@ static int checked_count(Py_ssize_t *count, Py_ssize_t a, Py_ssize_t b, Py_ssize
     return 0;
 }
 
-typedef union {
-    float f;
-    uint32_t u;
-} bits_t;
-
-/* exp(x) for x <= 0 (Cephes' expf polynomial, about 1 ulp): 0 below ln(FLT_MIN), NaN for NaN.
- * Branch-free, so that the loops calling it vectorise. */
-static inline float exp_nonpositive(float x) {
-    const float lowest = -87.33654f;  /* ln(FLT_MIN): 2^k stays a normal number above it */
-    float clamped = x < lowest ? lowest : x;
-    /* k = round(clamped / ln 2) by the 1.5 * 2^23 trick: no float -> int conversion (a NaN's is
-     * undefined behaviour); the low mantissa bits of the sum hold k + 2^22 */
-    bits_t shifted = {.f = clamped * 1.44269504088896341f + 12582912.0f};
-    float k = shifted.f - 12582912.0f;
-    float r = clamped - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    bits_t scale = {.u = (shifted.u - 0x4B400000u + 127u) << 23};  /* 2^k, k in -126..0 */
-    float y = p * scale.f;
-    return x < lowest ? 0.0f : y;
-}
 
 static inline float erf_as(float x) {
     float z = fabsf(x);
