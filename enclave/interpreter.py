@@ -1592,7 +1592,6 @@ class _Forest:
 
     kernel: Any                # the walker's compiled forest
     trees: int
-    targets: int
     positive: bool             # every leaf weight is >= 0
 
 
@@ -1671,7 +1670,7 @@ def _compile_forest(ctx: _Ctx, n_features: int, values_in: np.ndarray | None, pr
         code.astype(np.uint8), np.concatenate([nxt_false, nxt_true]),
         tracks.astype(np.uint8) if tracks[~leaf].any() else None,
         np.ascontiguousarray(table.T), np.ascontiguousarray(has.T).astype(np.uint8), n_features)
-    return _Forest(kernel=kernel, trees=len(roots), targets=n_targets, positive=bool(np.all(weights >= 0)))
+    return _Forest(kernel=kernel, trees=len(roots), positive=bool(np.all(weights >= 0)))
 
 
 def _forest_input(ctx: _Ctx, x: np.ndarray, values_in: np.ndarray | None, prefix: str, n_targets: int,
