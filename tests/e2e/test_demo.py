@@ -22,11 +22,13 @@ def run_demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-def check_output(out: str) -> None:
+def check_output(out: str, mpc: bool = True) -> None:
     assert "accuracy 1.0000" in out or "identical predictions: 100%" in out, out
     assert "VERIFIED" in out and "[FAIL]" not in out
     assert "audit of request 4 verified" in out
-    if faces.available():  # SFace on real ORL faces
+    if not mpc:
+        assert "[mpc]" not in out and "hybrid" not in out
+    elif faces.available():  # SFace on real ORL faces
         assert "[mpc] model: SFace" in out
         assert out.count("YuNet-aligned on the terminal") == 3
         assert "[mpc] verify s1 with a genuine probe (ORL s1/2): accepted" in out
@@ -55,9 +57,11 @@ def test_demo_on_the_embedded_chain(tmp_path: Path) -> None:
 @pytest.mark.e2e
 @pytest.mark.integration
 def test_demo_on_anvil(tmp_path: Path) -> None:
-    done = run_demo(tmp_path, "--chain", "anvil")
+    # The MPC and hybrid sections on anvil are the CLI tests' (tests/e2e/test_mpc_audit_cli.py,
+    # test_hybrid_cli.py: the same client calls, as a user types them); the embedded run above has them too.
+    done = run_demo(tmp_path, "--chain", "anvil", "--no-mpc")
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
-    check_output(done.stdout)
+    check_output(done.stdout, mpc=False)
     assert "anvil, chain id 31337" in done.stdout
 
 

@@ -1,6 +1,8 @@
 """The hybrid mode from the CLI as a user runs it on anvil: split by the hybrid rule, provision the
 enclave, start the MPC cluster on the split's backbone, `splitseal mpc infer`, then the auditor's
-`splitseal audit request` names the nodes that contributed."""
+`splitseal audit request` names the nodes that contributed. The chain, the enclave and the MPC
+nodes are processes of their own; the one-shot commands run in the test's process
+(tests/support/in_process_cli.py)."""
 
 from __future__ import annotations
 
@@ -16,26 +18,24 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.support.in_process_cli import InProcessCli, user_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 
-def test_a_hybrid_request_from_the_cli_completes_and_audits(tmp_path: Path) -> None:
+def test_a_hybrid_request_from_the_cli_completes_and_audits(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator.training import load_split
 
     home = tmp_path / "home"
     config = tmp_path / "splitseal.toml"
     config.write_text(f'[enclave]\nsocket_path = "{tmp_path / "e.sock"}"\n')  # AF_UNIX paths are short
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITSEAL_")}
-    env["SPLITSEAL_HOME"] = str(home)
-
-    def cli(*args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--config", str(config), *args], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=180)
-        if expect is not None:
-            assert done.returncode == expect, f"{args}: {done.stdout[-1500:]}\n{done.stderr[-1500:]}"
-        return done
+    user_environment(monkeypatch, home)
+    monkeypatch.chdir(ROOT)
+    env = dict(os.environ)
+    cli = InProcessCli(capsys, config)
 
     _, _, x_test, _ = load_split()
     x = x_test[11]
