@@ -7,14 +7,18 @@
  *       the input check of every call: one pass, no temporary (np.isfinite(x).all() allocates a
  *       mask and reduces it: 4 us on 512 floats, most of a one-node head's floor);
  *   conv(x f32[N*C*H*W], packed f32[ceil(M/8)*8*K], bias f32[M] or None, y f32[N*M*OH*OW]
- *        (written), (N, C, H, W), (M, KH, KW), (SH, SW), (DH, DW), (PT, PL), (OH, OW))
+ *        (written), (N, C, H, W), (M, KH, KW), (SH, SW), (DH, DW), (PT, PL), (OH, OW)[, relu[, mean]])
  *       a dense (group 1) 2-D convolution, y[m, p] = sum_k W[m, k] cols[k, p] + bias[m] for each
  *       image, k = (c, i, j) in the weight's own order, p = (oy, ox): NCHW in, NCHW out. The
  *       weight is packed once per node (by the interpreter) in blocks of 8 output channels,
  *       [M/8][K][8], zero channels padding the last block; the columns of an image are gathered
  *       into a buffer freed in the same call (zero where a window reaches into the padding; the
  *       padding after the image is implied by OH and OW), except for a 1x1 window of stride 1
- *       over at most 12 positions, whose columns are the image itself;
+ *       over at most 12 positions, whose columns are the image itself. With `relu` each output is
+ *       stored as max(y, 0) (a Relu after the conv, without a second pass over y); with `mean`,
+ *       y is f32[N*M], each channel's mean over its OH*OW outputs as row_means takes it (a
+ *       SqueezeNet classifier's conv, Relu and GlobalAveragePool in one call, no [M][OH*OW]
+ *       result handed back). The interpreter's chains use both (enclave/interpreter.py);
  *   row_means(x f32[R*S], y f32[R] (written), R, S)
  *       the mean of each row (GlobalAveragePool and ReduceMean over the spatial axes).
  *
@@ -92,7 +96,7 @@ static inline Py_ssize_t run_start(Py_ssize_t t, Py_ssize_t np, Py_ssize_t tiles
  * (one accumulator per block measured the 1x1 maps' convs latency-bound). */
 static inline __attribute__((always_inline)) void tile(const float *w, const float *c, Py_ssize_t k, int NB,
                                                        int P, float *y, Py_ssize_t np, Py_ssize_t p0,
-                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias) {
+                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias, int relu) {
     vec acc[TILE];
     for (int i = 0; i < NB * P; i++) acc[i] = (vec){0};
     for (Py_ssize_t kk = 0; kk < k; kk++, c += P) {
@@ -110,7 +114,9 @@ static inline __attribute__((always_inline)) void tile(const float *w, const flo
             memcpy(out, &acc[b * P + q], sizeof out);
             for (int j = 0; j < BLOCK && m0 + b * BLOCK + j < m; j++) {
                 Py_ssize_t ch = m0 + b * BLOCK + j;
-                y[ch * np + p0 + q] = out[j] + (bias ? bias[ch] : 0.0f);
+                float v = out[j] + (bias ? bias[ch] : 0.0f);
+                /* Relu as np.maximum(v, 0) gives it: a NaN kept (a sum from +0 is never -0) */
+                y[ch * np + p0 + q] = relu && v < 0.0f ? 0.0f : v;
             }
         }
 }
@@ -121,13 +127,13 @@ static const int BLOCKS_PER_RUN[TILE + 1] = {1, 6, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1,
 
 #define TILE_CASE(P)                                                                                \
     case P:                                                                                         \
-        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias); \
-        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias);                                          \
+        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias, relu); \
+        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias, relu);                                    \
         break;
 
 /* y [M][np] = W [M][K] @ cols + bias */
 static void product(const float *packed, const float *cols, Py_ssize_t m, Py_ssize_t k, Py_ssize_t np,
-                    Py_ssize_t tiles, const float *bias, float *y) {
+                    Py_ssize_t tiles, const float *bias, int relu, float *y) {
     const Py_ssize_t blocks = (m + BLOCK - 1) / BLOCK;
     for (Py_ssize_t t = 0; t < tiles; t++) {
         const Py_ssize_t p0 = run_start(t, np, tiles), width = run_start(t + 1, np, tiles) - p0;
@@ -168,6 +174,14 @@ static void gather(const float *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_
     }
 }
 
+/* sum of row[j] * scale, j = 0..size-1 left to right in float32 (as the gemv of one thread sums): the
+ * one mean of row_means and of conv's `mean`, so that both give the same bits */
+static inline float row_mean(const float *row, Py_ssize_t size, float scale) {
+    float sum = 0.0f;
+    for (Py_ssize_t j = 0; j < size; j++) sum += row[j] * scale;
+    return sum;
+}
+
 /* a * b * ... of positive sizes into *out, 0 if any is < 1 or the product overflows */
 static int product_of(Py_ssize_t *out, int count, const Py_ssize_t *sizes) {
     Py_ssize_t p = 1;
@@ -182,8 +196,9 @@ static PyObject *conv(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *o_x, *o_w, *o_b, *o_y;
     Py_ssize_t n, c, h, w, m, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
-    if (!PyArg_ParseTuple(args, "OOOO(nnnn)(nnn)(nn)(nn)(nn)(nn)", &o_x, &o_w, &o_b, &o_y, &n, &c, &h, &w, &m,
-                          &kh, &kw, &sh, &sw, &dh, &dw, &pt, &pl, &oh, &ow))
+    int relu = 0, mean = 0;
+    if (!PyArg_ParseTuple(args, "OOOO(nnnn)(nnn)(nn)(nn)(nn)(nn)|pp", &o_x, &o_w, &o_b, &o_y, &n, &c, &h, &w, &m,
+                          &kh, &kw, &sh, &sw, &dh, &dw, &pt, &pl, &oh, &ow, &relu, &mean))
         return NULL;
     Py_ssize_t size_x, k, size_w, np, size_y, size_cols, unused;
     const Py_ssize_t dims_x[] = {n, c, h, w}, dims_k[] = {c, kh, kw}, dims_p[] = {oh, ow},
@@ -193,7 +208,9 @@ static PyObject *conv(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "conv: sizes, strides and dilations must be positive, pads >= 0");
         return NULL;
     }
-    const Py_ssize_t dims_w[] = {(m + BLOCK - 1) / BLOCK * BLOCK, k}, dims_y[] = {n, m, np}, dims_c[] = {k, np};
+    /* with `mean`, y holds each channel's mean over the positions, [N][M] */
+    const Py_ssize_t dims_w[] = {(m + BLOCK - 1) / BLOCK * BLOCK, k}, dims_y[] = {n, m, mean ? 1 : np},
+                     dims_c[] = {k, np};
     if (!product_of(&size_w, 2, dims_w) || !product_of(&size_y, 3, dims_y) || !product_of(&size_cols, 2, dims_c) ||
         np > PY_SSIZE_T_MAX / 16) {
         PyErr_SetString(PyExc_ValueError, "conv: sizes overflow");
@@ -211,8 +228,10 @@ static PyObject *conv(PyObject *self, PyObject *args) {
     }
     float *cols = malloc((size_t)size_cols * sizeof(float));
     Py_ssize_t *top = malloc((size_t)np * 2 * sizeof(Py_ssize_t));
-    if (!cols || !top) {
-        free(cols); free(top);
+    /* with `mean`: one image's [M][np] outputs before their means */
+    float *maps = mean ? malloc((size_t)m * np * sizeof(float)) : NULL;
+    if (!cols || !top || (mean && !maps)) {
+        free(cols); free(top); free(maps);
         PyBuffer_Release(&bx); PyBuffer_Release(&bw); if (has_bias) PyBuffer_Release(&bb); PyBuffer_Release(&by);
         return PyErr_NoMemory();
     }
@@ -230,12 +249,16 @@ static PyObject *conv(PyObject *self, PyObject *args) {
      * stores it, is already its packed columns */
     const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w &&
                        tiles == 1;
+    const float scale = 1.0f / (float)np;
     for (Py_ssize_t img = 0; img < n; img++) {
         const float *image = x + img * c * h * w;
         if (!direct) gather(image, c, h, w, kh, kw, dh, dw, np, tiles, top, left, cols);
-        product(packed, direct ? image : cols, m, k, np, tiles, bias, y + img * m * np);
+        product(packed, direct ? image : cols, m, k, np, tiles, bias, relu, mean ? maps : y + img * m * np);
+        if (mean)
+            for (Py_ssize_t ch = 0; ch < m; ch++) y[img * m + ch] = row_mean(maps + ch * np, np, scale);
     }
     Py_END_ALLOW_THREADS
+    free(maps);
     free(cols);
     free(top);
     PyBuffer_Release(&bx);
@@ -266,12 +289,7 @@ static PyObject *row_means(PyObject *self, PyObject *args) {
     float *y = by.buf;
     const float scale = 1.0f / (float)size;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const float *row = x + r * size;
-        float sum = 0.0f;
-        for (Py_ssize_t j = 0; j < size; j++) sum += row[j] * scale;
-        y[r] = sum;
-    }
+    for (Py_ssize_t r = 0; r < rows; r++) y[r] = row_mean(x + r * size, size, scale);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&bx);
     PyBuffer_Release(&by);
