@@ -516,8 +516,8 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
     """The weight [m, c, kh, kw] laid out for ``product``, depth ordered as :func:`_conv_columns`
     orders a window (kh, kw, c): W^T [depth, m] ("columns"), [blocks, depth, block] ("channel
     blocks") or [blocks, block, depth] ("weight rows"), the last block padded with zero channels;
-    for floor.c's kernel [blocks, depth, block] with depth in the weight's own order (c, kh, kw)
-    ("native"); a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
+    for floor.c's kernel [blocks, depth, block] ("native": a tap's rows contiguous, which its
+    tap-by-tap product reads); a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
     Kept per node and layout, by identity of ``w`` (a parameter: the same array on every call)."""
     key = ("conv weight", product, block)
     cached = ctx.memo.get(key)
@@ -525,8 +525,6 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
         return cached[1]
     m = w.shape[0]
     rows = w.transpose(0, 2, 3, 1).reshape(m, -1)            # [m, depth] (a view for depthwise)
-    if product == "native":
-        rows = w.reshape(m, -1)
     if product == "depthwise":
         prepared = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
     elif product == "columns":

@@ -44,7 +44,7 @@ def test_all_finite_refuses_what_is_not_a_contiguous_float32_buffer(floor):
 def _packed(w: np.ndarray, block: int = 8) -> np.ndarray:
     m = w.shape[0]
     rows = np.zeros((-(-m // block) * block, w[0].size), F32)
-    rows[:m] = w.reshape(m, -1)
+    rows[:m] = w.transpose(0, 2, 3, 1).reshape(m, -1)   # depth (i, j, c): a tap's rows contiguous
     return np.ascontiguousarray(rows.reshape(-1, block, rows.shape[1]).transpose(0, 2, 1))
 
 
@@ -70,7 +70,15 @@ CONVS = [((1, 5, 3, 3), (7, 5, 1, 1), (1, 1), (1, 1), (0, 0), (3, 3)),
          ((1, 4, 5, 6), (9, 4, 2, 3), (2, 1), (1, 2), (1, 0), (3, 2)),
          ((1, 2, 1, 1), (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
          ((3, 6, 7, 5), (20, 6, 3, 1), (2, 2), (2, 1), (2, 0), (3, 3)),
-         ((1, 8, 5, 5), (8, 8, 1, 1), (1, 1), (1, 1), (0, 0), (5, 5))]
+         ((1, 8, 5, 5), (8, 8, 1, 1), (1, 1), (1, 1), (0, 0), (5, 5)),
+         # at least 16 channels and a fifth or more of the (position, tap) pairs in the padding: tap
+         # by tap (SqueezeNet's 3x3 maps, ResNet's 2x2 in a batch, taps that reach no position,
+         # strides and dilations), and one without padding that stays one product
+         ((1, 64, 3, 3), (20, 64, 3, 3), (1, 1), (1, 1), (1, 1), (3, 3)),
+         ((2, 16, 2, 2), (9, 16, 3, 3), (1, 1), (1, 1), (1, 1), (2, 2)),
+         ((1, 16, 1, 1), (5, 16, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
+         ((1, 17, 5, 4), (12, 17, 3, 2), (2, 1), (2, 1), (2, 1), (3, 3)),
+         ((1, 16, 4, 3), (8, 16, 3, 3), (1, 1), (1, 1), (0, 0), (2, 1))]
 
 
 @pytest.mark.parametrize("case", CONVS, ids=[f"x{c[0]}-w{c[1]}" for c in CONVS])
