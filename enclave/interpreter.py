@@ -1875,10 +1875,14 @@ def _fetcher(slots: tuple[int, ...], size: int) -> Callable[[list], Any]:
 #    or the whole shape (:class:`_ElementwiseRun`: one call of ``enclave/csrc/vit.c``'s
 #    ``elementwise``, which does each node's IEEE float32 operation, the one numpy's ufunc does, in
 #    the nodes' order, chunk by chunk in L1, and Erf by the Erf operator's own kernel); and
-#    reshapes / transposes (:class:`_ViewRun`: one strided view where none of them copies). The
-#    element-wise program is the one place where a chain evaluates an operator's arithmetic itself
-#    rather than through its implementation; the proof above covers it by the same argument (the
-#    same correctly rounded operations, no branch on values).
+#    reshapes / transposes (:class:`_ViewRun`: one strided view where none of them copies). A third
+#    kind starts at a Conv of floor.c's kernel with parameter weights (:class:`_ConvRun`): the
+#    kernel call itself, with the Relu after it stored by the kernel, then a spatial mean taken by
+#    the kernel or a Concat along the channels written in place. The element-wise program, and the
+#    conv run's Relu and mean, are the places where a chain evaluates an operator's arithmetic
+#    itself rather than through its implementation; the proof above covers them by the same
+#    argument (the same correctly rounded operations in the same order, no branch on values but
+#    the Relu's own sign test).
 #
 # Why this way and not a pattern rewriter (GELU, attention, MatMul + Add as fused kernels): a
 # chain reuses the operators' own code and their numpy operations in the same order, so it
