@@ -516,8 +516,8 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
     """The weight [m, c, kh, kw] laid out for ``product``, depth ordered as :func:`_conv_columns`
     orders a window (kh, kw, c): W^T [depth, m] ("columns"), [blocks, depth, block] ("channel
     blocks") or [blocks, block, depth] ("weight rows"), the last block padded with zero channels;
-    for floor.c's kernel [blocks, depth, block] with depth in the weight's own order (c, kh, kw)
-    ("native"); a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
+    for floor.c's kernel [blocks, depth, block] ("native": a tap's rows contiguous, which its
+    tap-by-tap product reads); a depthwise weight [m, 1, kh, kw] as [kh, kw, m] ("depthwise").
     Kept per node and layout, by identity of ``w`` (a parameter: the same array on every call)."""
     key = ("conv weight", product, block)
     cached = ctx.memo.get(key)
@@ -525,8 +525,6 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
         return cached[1]
     m = w.shape[0]
     rows = w.transpose(0, 2, 3, 1).reshape(m, -1)            # [m, depth] (a view for depthwise)
-    if product == "native":
-        rows = w.reshape(m, -1)
     if product == "depthwise":
         prepared = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
     elif product == "columns":
@@ -1876,10 +1874,14 @@ def _fetcher(slots: tuple[int, ...], size: int) -> Callable[[list], Any]:
 #    or the whole shape (:class:`_ElementwiseRun`: one call of ``enclave/csrc/vit.c``'s
 #    ``elementwise``, which does each node's IEEE float32 operation, the one numpy's ufunc does, in
 #    the nodes' order, chunk by chunk in L1, and Erf by the Erf operator's own kernel); and
-#    reshapes / transposes (:class:`_ViewRun`: one strided view where none of them copies). The
-#    element-wise program is the one place where a chain evaluates an operator's arithmetic itself
-#    rather than through its implementation; the proof above covers it by the same argument (the
-#    same correctly rounded operations, no branch on values).
+#    reshapes / transposes (:class:`_ViewRun`: one strided view where none of them copies). A third
+#    kind starts at a Conv of floor.c's kernel with parameter weights (:class:`_ConvRun`): the
+#    kernel call itself, with the Relu after it stored by the kernel, then a spatial mean taken by
+#    the kernel or a Concat along the channels written in place. The element-wise program, and the
+#    conv run's Relu and mean, are the places where a chain evaluates an operator's arithmetic
+#    itself rather than through its implementation; the proof above covers them by the same
+#    argument (the same correctly rounded operations in the same order, no branch on values but
+#    the Relu's own sign test).
 #
 # Why this way and not a pattern rewriter (GELU, attention, MatMul + Add as fused kernels): a
 # chain reuses the operators' own code and their numpy operations in the same order, so it
@@ -1900,6 +1902,8 @@ _CHAIN_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div":
 
 # fast-path kinds of a chain node
 _IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE, _VIEWS = range(11)
+#: a step of a chain's fast plan: a Conv of floor.c's kernel with what follows it (:class:`_ConvRun`)
+_CONV_RUN = 11
 
 #: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
 #: (the chain's value on the left, on the right)
@@ -1987,6 +1991,47 @@ class _ViewRun:
         return np.ascontiguousarray(v) if self.contiguous else v
 
 
+class _ConvRun:
+    """A Conv node of a chain whose product is floor.c's kernel ("native": at most 12 positions per
+    image), for one set of input shapes, as one kernel call with what follows it in the chain:
+    a Relu (stored as max(y, 0) by the kernel), then either a spatial mean (GlobalAveragePool, or
+    ReduceMean over every axis after the first two: the kernel's ``mean``, the means the pooling's
+    own loop takes) or a Concat along the channels of a batch of one (the kernel writes its
+    channels of the Concat's output, the other inputs are copied into theirs). SqueezeNet's Fire
+    module on 3x3 maps: two Relus, a Concat, a pool and the Conv nodes' own Python were about as
+    long as its four convs. Built only when the weight and bias are parameters (packed once here)."""
+
+    __slots__ = ("step", "source", "packed", "bias", "sizes", "relu", "mean", "shape", "parts", "kind")
+
+    def __init__(self, step: _Plan, source: int, packed: np.ndarray, bias: np.ndarray | None, sizes: tuple,
+                 relu: bool, mean: bool, shape: tuple[int, ...], parts: tuple) -> None:
+        self.step = step                 #: the Conv node's (a failure names it)
+        self.source = source             #: as :attr:`_ElementwiseRun.source`
+        self.packed = packed             #: the weight as the kernel reads it (the node's own layout)
+        self.bias = bias
+        self.sizes = sizes               #: the kernel's size arguments, from the node's plan
+        self.relu = relu
+        self.mean = mean
+        self.shape = shape               #: the run's result shape (the last node's, as seen)
+        #: Concat: (channel offset, channels, entry input or -1 for the conv's own) per input; else ()
+        self.parts = parts
+        self.kind = _CONV_RUN
+
+    def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
+        x = np.ascontiguousarray(value if self.source < 0 else inputs[self.source])
+        y = np.empty(self.shape, F32)
+        if not self.parts:
+            native.load("floor").conv(x, self.packed, self.bias, y, *self.sizes, self.relu, self.mean)
+            return y
+        for begin, width, source in self.parts:
+            if source < 0:
+                native.load("floor").conv(x, self.packed, self.bias, y[:, begin:begin + width], *self.sizes,
+                                          self.relu)
+            else:   # casting "no": an input of another dtype fails as the Concat node would
+                np.copyto(y[:, begin:begin + width], inputs[source], casting="no")
+        return y
+
+
 def _operand_mode(other: Any, shape: tuple[int, ...]) -> int | None:
     """How the kernel reads ``other`` against a value of ``shape`` (None: not one of its forms)."""
     if not isinstance(other, np.ndarray) or other.dtype != F32:
@@ -2065,6 +2110,8 @@ class _Chain:
             run, end = self._elementwise_run_at(k, inputs, seen)
             if run is None:
                 run, end = self._view_run_at(k, inputs, seen)
+            if run is None:
+                run, end = self._conv_run_at(k, inputs, seen)
             if run is not None:
                 plan.append((run, seen[end - 1]))
                 k = end
@@ -2090,6 +2137,61 @@ class _Chain:
             return None, k
         ops = [(_RESHAPE, seen[i]) if nodes[i].kind == _RESHAPE else (_TRANSPOSE, nodes[i].arg) for i in range(k, end)]
         return _ViewRun(first.step, source, ops, in_shape, nodes[end - 1].contiguous), end
+
+    def _conv_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ConvRun | None, int]:
+        nodes = self.nodes
+        node = nodes[k]
+        if node.step.node.op != "Conv" or node.step.node.domain or (k and node.sources[0] >= 0):
+            return None, k
+        source = -1 if k else node.sources[0]
+        x_shape = seen[k - 1] if k else getattr(inputs[source], "shape", None)
+        w, b = inputs[node.sources[1]], inputs[node.sources[2]] if len(node.sources) > 2 else None
+        if any(s in self.dynamic for s in node.sources[1:]):
+            return None, k      # a computed weight or bias: the node's own code, packing per call
+        ctx = node.step.ctx
+        plan = ctx.memo.get(("conv", x_shape, w.shape, None if b is None else b.shape))
+        if plan is None or not plan.native:
+            return None, k
+        packed = _conv_weight(ctx, w, "native", plan.block)
+        bias = None if b is None else np.ascontiguousarray(b)
+        end = k + 1
+        relu = end < len(nodes) and nodes[end].kind == _RELU and nodes[end].sources == (-1,)
+        end += relu
+        mean, parts = False, ()
+        if relu and end < len(nodes) and nodes[end].sources[:1] == (-1,) and self._spatial_mean_at(end, seen):
+            mean, end = True, end + 1
+        elif end < len(nodes) and nodes[end].step.node.op == "Concat" and not nodes[end].step.node.domain:
+            parts = self._concat_parts(end, inputs, seen)
+            end += bool(parts)
+        return _ConvRun(node.step, source, packed, bias, plan.native[1], relu, mean, seen[end - 1], parts), end
+
+    def _spatial_mean_at(self, k: int, seen: list[tuple[int, ...]]) -> bool:
+        """Node k is a mean over every axis after the first two of a rank-4 value, as its reference
+        run resolved it (GlobalAveragePool; ReduceMean by the axes it memoised for that rank)."""
+        node = self.nodes[k]
+        op = node.step.node.op
+        if node.step.node.domain or len(seen[k - 1]) != 4:
+            return False
+        if op == "GlobalAveragePool":
+            return True
+        resolved = node.step.ctx.memo.get(4) if op == "ReduceMean" else None
+        return resolved is not None and resolved[0] == (2, 3)
+
+    def _concat_parts(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple:
+        """(channel offset, channels, entry input or -1) per input of Concat node k, if it joins a
+        batch of one along the channels (axis 1 as its reference run resolved it), else ()."""
+        node = self.nodes[k]
+        shapes = [seen[k - 1] if s < 0 else getattr(inputs[s], "shape", None) for s in node.sources]
+        if seen[k][:1] != (1,) or node.sources.count(-1) != 1 or None in shapes:
+            return ()
+        if node.step.ctx.memo.get(tuple(shapes)) != 1 or any(
+                s >= 0 and inputs[s].dtype != F32 for s in node.sources):
+            return ()
+        parts, begin = [], 0
+        for s, shape in zip(node.sources, shapes):
+            parts.append((begin, shape[1], s))
+            begin += shape[1]
+        return tuple(parts)
 
     def _elementwise_run_at(self, k: int, inputs: tuple,
                             seen: list[tuple[int, ...]]) -> tuple[_ElementwiseRun | None, int]:
@@ -2145,6 +2247,10 @@ class _Chain:
                 if kind == _VIEWS:
                     value = node.apply(value, inputs)
                     owned = owned and node.source < 0   # a view of (or a copy from) the chain's array
+                    continue
+                if kind == _CONV_RUN:
+                    value = node.apply(value, inputs)
+                    owned = True
                     continue
                 if kind == _RESHAPE or kind == _TRANSPOSE:
                     x = value if node.sources[0] < 0 else inputs[node.sources[0]]

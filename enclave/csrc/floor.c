@@ -7,14 +7,20 @@
  *       the input check of every call: one pass, no temporary (np.isfinite(x).all() allocates a
  *       mask and reduces it: 4 us on 512 floats, most of a one-node head's floor);
  *   conv(x f32[N*C*H*W], packed f32[ceil(M/8)*8*K], bias f32[M] or None, y f32[N*M*OH*OW]
- *        (written), (N, C, H, W), (M, KH, KW), (SH, SW), (DH, DW), (PT, PL), (OH, OW))
+ *        (written), (N, C, H, W), (M, KH, KW), (SH, SW), (DH, DW), (PT, PL), (OH, OW)[, relu[, mean]])
  *       a dense (group 1) 2-D convolution, y[m, p] = sum_k W[m, k] cols[k, p] + bias[m] for each
- *       image, k = (c, i, j) in the weight's own order, p = (oy, ox): NCHW in, NCHW out. The
+ *       image, k = (i, j, c) (a tap's rows contiguous), p = (oy, ox): NCHW in, NCHW out. The
  *       weight is packed once per node (by the interpreter) in blocks of 8 output channels,
  *       [M/8][K][8], zero channels padding the last block; the columns of an image are gathered
  *       into a buffer freed in the same call (zero where a window reaches into the padding; the
  *       padding after the image is implied by OH and OW), except for a 1x1 window of stride 1
- *       over at most 12 positions, whose columns are the image itself;
+ *       over at most 12 positions, whose columns are the image itself, and except for a window
+ *       whose padding is a fifth or more of its (position, tap) pairs (taps_product: tap by tap
+ *       over the positions each reaches, no zeros multiplied). With `relu` each output is
+ *       stored as max(y, 0) (a Relu after the conv, without a second pass over y); with `mean`,
+ *       y is f32[N*M], each channel's mean over its OH*OW outputs as row_means takes it (a
+ *       SqueezeNet classifier's conv, Relu and GlobalAveragePool in one call, no [M][OH*OW]
+ *       result handed back). The interpreter's chains use both (enclave/interpreter.py);
  *   row_means(x f32[R*S], y f32[R] (written), R, S)
  *       the mean of each row (GlobalAveragePool and ReduceMean over the spatial axes).
  *
@@ -92,7 +98,7 @@ static inline Py_ssize_t run_start(Py_ssize_t t, Py_ssize_t np, Py_ssize_t tiles
  * (one accumulator per block measured the 1x1 maps' convs latency-bound). */
 static inline __attribute__((always_inline)) void tile(const float *w, const float *c, Py_ssize_t k, int NB,
                                                        int P, float *y, Py_ssize_t np, Py_ssize_t p0,
-                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias) {
+                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias, int relu) {
     vec acc[TILE];
     for (int i = 0; i < NB * P; i++) acc[i] = (vec){0};
     for (Py_ssize_t kk = 0; kk < k; kk++, c += P) {
@@ -110,7 +116,9 @@ static inline __attribute__((always_inline)) void tile(const float *w, const flo
             memcpy(out, &acc[b * P + q], sizeof out);
             for (int j = 0; j < BLOCK && m0 + b * BLOCK + j < m; j++) {
                 Py_ssize_t ch = m0 + b * BLOCK + j;
-                y[ch * np + p0 + q] = out[j] + (bias ? bias[ch] : 0.0f);
+                float v = out[j] + (bias ? bias[ch] : 0.0f);
+                /* Relu as np.maximum(v, 0) gives it: a NaN kept (a sum from +0 is never -0) */
+                y[ch * np + p0 + q] = relu && v < 0.0f ? 0.0f : v;
             }
         }
 }
@@ -121,13 +129,13 @@ static const int BLOCKS_PER_RUN[TILE + 1] = {1, 6, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1,
 
 #define TILE_CASE(P)                                                                                \
     case P:                                                                                         \
-        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias); \
-        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias);                                          \
+        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias, relu); \
+        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias, relu);                                    \
         break;
 
 /* y [M][np] = W [M][K] @ cols + bias */
 static void product(const float *packed, const float *cols, Py_ssize_t m, Py_ssize_t k, Py_ssize_t np,
-                    Py_ssize_t tiles, const float *bias, float *y) {
+                    Py_ssize_t tiles, const float *bias, int relu, float *y) {
     const Py_ssize_t blocks = (m + BLOCK - 1) / BLOCK;
     for (Py_ssize_t t = 0; t < tiles; t++) {
         const Py_ssize_t p0 = run_start(t, np, tiles), width = run_start(t + 1, np, tiles) - p0;
@@ -147,7 +155,7 @@ static void product(const float *packed, const float *cols, Py_ssize_t m, Py_ssi
     }
 }
 
-/* The columns of one image packed for product(): depth kk = (ci*KH + i)*KW + j of position
+/* The columns of one image packed for product(): depth kk = (i*KW + j)*C + ci of position
  * p = oy*OW + ox holds x[ci, oy*SH - PT + i*DH, ox*SW - PL + j*DW], 0 where that is outside the
  * image. `top` and `left` hold oy*SH - PT and ox*SW - PL of every position. */
 static void gather(const float *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw,
@@ -156,16 +164,112 @@ static void gather(const float *x, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w, Py_
     float *out = cols;
     for (Py_ssize_t t = 0; t < tiles; t++) {
         Py_ssize_t p0 = run_start(t, np, tiles), p1 = run_start(t + 1, np, tiles);
-        for (Py_ssize_t ci = 0; ci < c; ci++) {
-            const float *plane = x + ci * h * w;
-            for (Py_ssize_t i = 0; i < kh; i++)
-                for (Py_ssize_t j = 0; j < kw; j++)
+        for (Py_ssize_t i = 0; i < kh; i++)
+            for (Py_ssize_t j = 0; j < kw; j++)
+                for (Py_ssize_t ci = 0; ci < c; ci++) {
+                    const float *plane = x + ci * h * w;
                     for (Py_ssize_t p = p0; p < p1; p++) {
                         Py_ssize_t iy = top[p] + i * dh, ix = left[p] + j * dw;
                         *out++ = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? plane[iy * w + ix] : 0.0f;
                     }
+                }
+    }
+}
+
+/* The padding's share of a window product: on SqueezeNet's 3x3 maps a 3x3 window with pad 1 has
+ * 49 of its 81 (position, tap) pairs inside the image, ResNet's 2x2 maps 16 of 36, so 40-56% of
+ * the columns are zeros. For those convs (one run of positions, at least 16 channels, a fifth or
+ * more of the pairs outside) the product goes tap by tap over the positions that tap reaches:
+ * each tap's weight rows [C][8] per block (contiguous: depth is ordered (i, j, ci)) times its
+ * columns [C][Pv], Pv positions, accumulated in a scratch [blocks][np][8] that stays in L1. */
+enum { TAPS_MIN_CHANNELS = 16 };
+
+/* acc[b][pos[q]] += block (b) rows of `w` ([depth][8], blocks `wblock` apart) x columns `c` ([depth][P]) */
+static inline __attribute__((always_inline)) void tap_tile(const float *w, Py_ssize_t wblock, const float *c,
+                                                           Py_ssize_t depth, int NB, int P, float *acc_base,
+                                                           Py_ssize_t np, const Py_ssize_t *pos) {
+    vec acc[TILE];
+    for (int b = 0; b < NB; b++)
+        for (int q = 0; q < P; q++) acc[b * P + q] = load(acc_base + (b * np + pos[q]) * BLOCK);
+    for (Py_ssize_t kk = 0; kk < depth; kk++, c += P) {
+        vec a[TILE];
+        for (int b = 0; b < NB; b++) a[b] = load(w + b * wblock + kk * BLOCK);
+        for (int q = 0; q < P; q++) {
+            const float v = c[q];
+            vec x = {v, v, v, v, v, v, v, v};
+            for (int b = 0; b < NB; b++) acc[b * P + q] = MULADD(a[b], x, acc[b * P + q]);
         }
     }
+    for (int b = 0; b < NB; b++)
+        for (int q = 0; q < P; q++) memcpy(acc_base + (b * np + pos[q]) * BLOCK, &acc[b * P + q], sizeof(vec));
+}
+
+#define TAP_CASE(P)                                                                                    \
+    case P:                                                                                            \
+        if (nb == BLOCKS_PER_RUN[P]) tap_tile(w, wblock, cols, c, BLOCKS_PER_RUN[P], P, acc, np, pos); \
+        else tap_tile(w, wblock, cols, c, 1, P, acc, np, pos);                                         \
+        break;
+
+/* The (position, tap) pairs inside the image, per tap: pos[t*np ..] the positions tap t reaches,
+ * count[t] how many; returns the number of pairs. */
+static Py_ssize_t tap_positions(Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t dh,
+                                Py_ssize_t dw, Py_ssize_t np, const Py_ssize_t *top, const Py_ssize_t *left,
+                                Py_ssize_t *pos, Py_ssize_t *count) {
+    Py_ssize_t pairs = 0;
+    for (Py_ssize_t i = 0, t = 0; i < kh; i++)
+        for (Py_ssize_t j = 0; j < kw; j++, t++) {
+            count[t] = 0;
+            for (Py_ssize_t p = 0; p < np; p++) {
+                Py_ssize_t iy = top[p] + i * dh, ix = left[p] + j * dw;
+                if (iy >= 0 && iy < h && ix >= 0 && ix < w) pos[t * np + count[t]++] = p;
+            }
+            pairs += count[t];
+        }
+    return pairs;
+}
+
+/* y [M][np] = W @ cols + bias (Relu'd if asked) tap by tap, for one image of at most 12 positions;
+ * `cols` holds C*np floats, `acc` blocks*np*8 */
+static void taps_product(const float *packed, const float *image, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w_,
+                         Py_ssize_t m, Py_ssize_t k, Py_ssize_t kk_count, Py_ssize_t np, const Py_ssize_t *pos_all,
+                         const Py_ssize_t *count, const Py_ssize_t *top, const Py_ssize_t *left, Py_ssize_t kw,
+                         Py_ssize_t dh, Py_ssize_t dw, const float *bias, int relu, float *cols, float *acc_all,
+                         float *y) {
+    const Py_ssize_t blocks = (m + BLOCK - 1) / BLOCK, wblock = k * BLOCK;
+    memset(acc_all, 0, (size_t)blocks * np * BLOCK * sizeof(float));
+    for (Py_ssize_t t = 0; t < kk_count; t++) {
+        const Py_ssize_t pv = count[t], i = t / kw, j = t % kw;
+        const Py_ssize_t *pos = pos_all + t * np;
+        if (!pv) continue;
+        /* the tap's columns [C][pv]: every read is at a position tap_positions found inside */
+        for (Py_ssize_t ci = 0; ci < c; ci++)
+            for (Py_ssize_t q = 0; q < pv; q++)
+                cols[ci * pv + q] = image[(ci * h + top[pos[q]] + i * dh) * w_ + left[pos[q]] + j * dw];
+        for (Py_ssize_t blk = 0; blk < blocks;) {
+            const int nb = blocks - blk >= BLOCKS_PER_RUN[pv] ? BLOCKS_PER_RUN[pv] : 1;
+            const float *w = packed + blk * wblock + t * c * BLOCK;
+            float *acc = acc_all + blk * np * BLOCK;
+            switch (pv) {
+            TAP_CASE(12) TAP_CASE(11) TAP_CASE(10) TAP_CASE(9) TAP_CASE(8) TAP_CASE(7)
+            TAP_CASE(6) TAP_CASE(5) TAP_CASE(4) TAP_CASE(3) TAP_CASE(2)
+            default: TAP_CASE(1)
+            }
+            blk += nb;
+        }
+    }
+    for (Py_ssize_t ch = 0; ch < m; ch++)
+        for (Py_ssize_t p = 0; p < np; p++) {
+            float v = acc_all[((ch / BLOCK) * np + p) * BLOCK + ch % BLOCK] + (bias ? bias[ch] : 0.0f);
+            y[ch * np + p] = relu && v < 0.0f ? 0.0f : v;   /* as tile() stores */
+        }
+}
+
+/* sum of row[j] * scale, j = 0..size-1 left to right in float32 (as the gemv of one thread sums): the
+ * one mean of row_means and of conv's `mean`, so that both give the same bits */
+static inline float row_mean(const float *row, Py_ssize_t size, float scale) {
+    float sum = 0.0f;
+    for (Py_ssize_t j = 0; j < size; j++) sum += row[j] * scale;
+    return sum;
 }
 
 /* a * b * ... of positive sizes into *out, 0 if any is < 1 or the product overflows */
@@ -182,8 +286,9 @@ static PyObject *conv(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *o_x, *o_w, *o_b, *o_y;
     Py_ssize_t n, c, h, w, m, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
-    if (!PyArg_ParseTuple(args, "OOOO(nnnn)(nnn)(nn)(nn)(nn)(nn)", &o_x, &o_w, &o_b, &o_y, &n, &c, &h, &w, &m,
-                          &kh, &kw, &sh, &sw, &dh, &dw, &pt, &pl, &oh, &ow))
+    int relu = 0, mean = 0;
+    if (!PyArg_ParseTuple(args, "OOOO(nnnn)(nnn)(nn)(nn)(nn)(nn)|pp", &o_x, &o_w, &o_b, &o_y, &n, &c, &h, &w, &m,
+                          &kh, &kw, &sh, &sw, &dh, &dw, &pt, &pl, &oh, &ow, &relu, &mean))
         return NULL;
     Py_ssize_t size_x, k, size_w, np, size_y, size_cols, unused;
     const Py_ssize_t dims_x[] = {n, c, h, w}, dims_k[] = {c, kh, kw}, dims_p[] = {oh, ow},
@@ -193,7 +298,9 @@ static PyObject *conv(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "conv: sizes, strides and dilations must be positive, pads >= 0");
         return NULL;
     }
-    const Py_ssize_t dims_w[] = {(m + BLOCK - 1) / BLOCK * BLOCK, k}, dims_y[] = {n, m, np}, dims_c[] = {k, np};
+    /* with `mean`, y holds each channel's mean over the positions, [N][M] */
+    const Py_ssize_t dims_w[] = {(m + BLOCK - 1) / BLOCK * BLOCK, k}, dims_y[] = {n, m, mean ? 1 : np},
+                     dims_c[] = {k, np};
     if (!product_of(&size_w, 2, dims_w) || !product_of(&size_y, 3, dims_y) || !product_of(&size_cols, 2, dims_c) ||
         np > PY_SSIZE_T_MAX / 16) {
         PyErr_SetString(PyExc_ValueError, "conv: sizes overflow");
@@ -211,15 +318,22 @@ static PyObject *conv(PyObject *self, PyObject *args) {
     }
     float *cols = malloc((size_t)size_cols * sizeof(float));
     Py_ssize_t *top = malloc((size_t)np * 2 * sizeof(Py_ssize_t));
-    if (!cols || !top) {
-        free(cols); free(top);
+    /* with `mean`: one image's [M][np] outputs before their means */
+    float *maps = mean ? malloc((size_t)m * np * sizeof(float)) : NULL;
+    /* tap by tap (see taps_product) only over one run of positions: the taps' positions and the
+     * accumulators, blocks*8*np floats (np <= 12 here; size_w = blocks*8*k was checked) */
+    const Py_ssize_t tiles = (np + TILE - 1) / TILE, kk_count = kh * kw;
+    const int taps = tiles == 1 && kk_count > 1 && c >= TAPS_MIN_CHANNELS && dims_w[0] <= PY_SSIZE_T_MAX / 64;
+    Py_ssize_t *pos = taps ? malloc((size_t)(kk_count * np + kk_count) * sizeof(Py_ssize_t)) : NULL;
+    float *acc = taps ? malloc((size_t)dims_w[0] * np * sizeof(float)) : NULL;
+    if (!cols || !top || (mean && !maps) || (taps && (!pos || !acc))) {
+        free(cols); free(top); free(maps); free(pos); free(acc);
         PyBuffer_Release(&bx); PyBuffer_Release(&bw); if (has_bias) PyBuffer_Release(&bb); PyBuffer_Release(&by);
         return PyErr_NoMemory();
     }
     Py_ssize_t *left = top + np;
     const float *x = bx.buf, *packed = bw.buf, *bias = has_bias ? bb.buf : NULL;
     float *y = by.buf;
-    const Py_ssize_t tiles = (np + TILE - 1) / TILE;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t oy = 0, p = 0; oy < oh; oy++)
         for (Py_ssize_t ox = 0; ox < ow; ox++, p++) {
@@ -230,14 +344,30 @@ static PyObject *conv(PyObject *self, PyObject *args) {
      * stores it, is already its packed columns */
     const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && oh == h && ow == w &&
                        tiles == 1;
+    /* the padding's share: tap by tap when a fifth or more of the (position, tap) pairs are outside */
+    Py_ssize_t *count = taps ? pos + kk_count * np : NULL;
+    const int by_taps = taps && (kk_count * np - tap_positions(h, w, kh, kw, dh, dw, np, top, left, pos, count)) * 5 >=
+                                    kk_count * np;
+    const float scale = 1.0f / (float)np;
     for (Py_ssize_t img = 0; img < n; img++) {
         const float *image = x + img * c * h * w;
-        if (!direct) gather(image, c, h, w, kh, kw, dh, dw, np, tiles, top, left, cols);
-        product(packed, direct ? image : cols, m, k, np, tiles, bias, y + img * m * np);
+        float *out = mean ? maps : y + img * m * np;
+        if (by_taps) {
+            taps_product(packed, image, c, h, w, m, k, kk_count, np, pos, count, top, left, kw, dh, dw, bias, relu,
+                         cols, acc, out);
+        } else {
+            if (!direct) gather(image, c, h, w, kh, kw, dh, dw, np, tiles, top, left, cols);
+            product(packed, direct ? image : cols, m, k, np, tiles, bias, relu, out);
+        }
+        if (mean)
+            for (Py_ssize_t ch = 0; ch < m; ch++) y[img * m + ch] = row_mean(maps + ch * np, np, scale);
     }
     Py_END_ALLOW_THREADS
+    free(maps);
     free(cols);
     free(top);
+    free(pos);
+    free(acc);
     PyBuffer_Release(&bx);
     PyBuffer_Release(&bw);
     if (has_bias) PyBuffer_Release(&bb);
@@ -266,12 +396,7 @@ static PyObject *row_means(PyObject *self, PyObject *args) {
     float *y = by.buf;
     const float scale = 1.0f / (float)size;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const float *row = x + r * size;
-        float sum = 0.0f;
-        for (Py_ssize_t j = 0; j < size; j++) sum += row[j] * scale;
-        y[r] = sum;
-    }
+    for (Py_ssize_t r = 0; r < rows; r++) y[r] = row_mean(x + r * size, size, scale);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&bx);
     PyBuffer_Release(&by);

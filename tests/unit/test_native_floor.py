@@ -1,5 +1,6 @@
-"""The floor kernels (enclave/csrc/floor.c): the per-call finite check and the small dense conv,
-each against numpy or onnxruntime, and every malformed call refused with ValueError."""
+"""The floor kernels (enclave/csrc/floor.c): the per-call finite check and the small dense conv
+(with its Relu and spatial mean), each against numpy or onnxruntime, and every malformed call
+refused with ValueError."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_all_finite_refuses_what_is_not_a_contiguous_float32_buffer(floor):
 def _packed(w: np.ndarray, block: int = 8) -> np.ndarray:
     m = w.shape[0]
     rows = np.zeros((-(-m // block) * block, w[0].size), F32)
-    rows[:m] = w.reshape(m, -1)
+    rows[:m] = w.transpose(0, 2, 3, 1).reshape(m, -1)   # depth (i, j, c): a tap's rows contiguous
     return np.ascontiguousarray(rows.reshape(-1, block, rows.shape[1]).transpose(0, 2, 1))
 
 
@@ -69,7 +70,15 @@ CONVS = [((1, 5, 3, 3), (7, 5, 1, 1), (1, 1), (1, 1), (0, 0), (3, 3)),
          ((1, 4, 5, 6), (9, 4, 2, 3), (2, 1), (1, 2), (1, 0), (3, 2)),
          ((1, 2, 1, 1), (3, 2, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
          ((3, 6, 7, 5), (20, 6, 3, 1), (2, 2), (2, 1), (2, 0), (3, 3)),
-         ((1, 8, 5, 5), (8, 8, 1, 1), (1, 1), (1, 1), (0, 0), (5, 5))]
+         ((1, 8, 5, 5), (8, 8, 1, 1), (1, 1), (1, 1), (0, 0), (5, 5)),
+         # at least 16 channels and a fifth or more of the (position, tap) pairs in the padding: tap
+         # by tap (SqueezeNet's 3x3 maps, ResNet's 2x2 in a batch, taps that reach no position,
+         # strides and dilations), and one without padding that stays one product
+         ((1, 64, 3, 3), (20, 64, 3, 3), (1, 1), (1, 1), (1, 1), (3, 3)),
+         ((2, 16, 2, 2), (9, 16, 3, 3), (1, 1), (1, 1), (1, 1), (2, 2)),
+         ((1, 16, 1, 1), (5, 16, 3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
+         ((1, 17, 5, 4), (12, 17, 3, 2), (2, 1), (2, 1), (2, 1), (3, 3)),
+         ((1, 16, 4, 3), (8, 16, 3, 3), (1, 1), (1, 1), (0, 0), (2, 1))]
 
 
 @pytest.mark.parametrize("case", CONVS, ids=[f"x{c[0]}-w{c[1]}" for c in CONVS])
@@ -83,6 +92,39 @@ def test_conv_is_the_convolution(floor, case, bias):
     y = np.full((x_shape[0], w_shape[0]) + out, np.nan, F32)
     floor.conv(x, _packed(w), b, y, x_shape, (w_shape[0],) + w_shape[2:], strides, dilations, begin, out)
     np.testing.assert_allclose(y, _reference_conv(x, w, b, strides, dilations, begin, out), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", CONVS, ids=[f"x{c[0]}-w{c[1]}" for c in CONVS])
+def test_conv_with_relu_and_mean_is_the_relu_and_the_spatial_mean(floor, case):
+    """``relu``: max(y, 0), NaN kept; ``mean``: each channel's mean over the positions, bit for bit
+    what row_means gives on the stored (relu'd) conv, and the definition's within float32's error."""
+    x_shape, w_shape, strides, dilations, begin, out = case
+    rng = np.random.default_rng([20261202, 50, CONVS.index(case)])
+    x = rng.standard_normal(x_shape).astype(F32)
+    w = rng.standard_normal(w_shape).astype(F32)
+    b = rng.standard_normal(w_shape[0]).astype(F32)
+    n, m = x_shape[0], w_shape[0]
+    geometry = (x_shape, (m,) + w_shape[2:], strides, dilations, begin, out)
+    plain, relu = (np.full((n, m) + out, np.nan, F32) for _ in range(2))
+    floor.conv(x, _packed(w), b, plain, *geometry)
+    floor.conv(x, _packed(w), b, relu, *geometry, True)
+    assert np.array_equal(relu, np.maximum(plain, F32(0)))
+    reference = np.maximum(_reference_conv(x, w, b, strides, dilations, begin, out), 0)
+    np.testing.assert_allclose(relu, reference, rtol=1e-5, atol=1e-5)
+    means, of_stored = np.full((n, m), np.nan, F32), np.full(n * m, np.nan, F32)
+    floor.conv(x, _packed(w), b, means, *geometry, True, True)
+    floor.row_means(relu, of_stored, n * m, out[0] * out[1])
+    assert np.array_equal(means.ravel().view(np.uint32), of_stored.view(np.uint32))
+    np.testing.assert_allclose(means, reference.mean(axis=(2, 3)), rtol=1e-5, atol=1e-5)
+    without_relu = np.full((n, m), np.nan, F32)
+    floor.conv(x, _packed(w), b, without_relu, *geometry, False, True)
+    definition = _reference_conv(x, w, b, strides, dilations, begin, out).mean(axis=(2, 3))
+    np.testing.assert_allclose(without_relu, definition, rtol=1e-5, atol=1e-5)
+    # a NaN in the image stays NaN through the Relu and the mean of every channel it reaches
+    x[0, 0, 0, 0] = np.nan
+    floor.conv(x, _packed(w), b, relu, *geometry, True)
+    floor.conv(x, _packed(w), b, plain, *geometry)
+    assert np.array_equal(np.isnan(relu), np.isnan(plain)) and np.isnan(relu).any()
 
 
 def test_conv_refuses_malformed_calls(floor):
@@ -110,6 +152,13 @@ def test_conv_refuses_malformed_calls(floor):
     ]:
         with pytest.raises(ValueError, match=match):
             call(**kwargs)
+    # with `mean`, y holds one value per channel and image: the full map is refused, and so is less
+    floor.conv(x, w, None, np.zeros(3, F32), *geometry, True, True)
+    for y_mean, match in [(y, "y: 27 items, expected 3"), (np.zeros(2, F32), "y: 2 items, expected 3")]:
+        with pytest.raises(ValueError, match=match):
+            floor.conv(x, w, None, y_mean, *geometry, False, True)
+    with pytest.raises(TypeError):
+        floor.conv(x, w, None, y, *geometry, True, True, True)
     with pytest.raises(ValueError, match="not C-contiguous"):
         call(x=np.zeros((1, 2, 3, 6), F32)[..., ::2])
     read_only = np.zeros((1, 3, 3, 3), F32)
