@@ -219,6 +219,8 @@ class _Ctx:
         #: results an op derives from its input shapes and constant inputs alone (a Reshape's
         #: target shape), kept per input shape so the checks run once per shape, not per call
         self.memo: dict[Any, Any] = {}
+        #: positions of the node's inputs that are head parameters (the same array on every call)
+        self.parameters: frozenset[int] = frozenset()
 
     def unsupported(self, what: str) -> UnsupportedOperatorError:
         return UnsupportedOperatorError(f"node {self.node.name!r} ({self.node.op}): {what}")
@@ -885,15 +887,22 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     # the shape checks once per shape of A, B and C (B and C are parameters almost always)
     _memoised(ctx, (a.shape, b.shape, None if c is None else c.shape), lambda: _gemm_shapes(ctx, a, b, c, ta, tb))
     a2 = a.T if ta else a
-    if tb and a2.shape[0] == 1:
-        # one row (a head at batch 1) against a weight stored [N, K]: a gemv on the weight as it is
-        # stored, each output one contiguous row; measured with the caches cold (as between the
-        # enclave's requests) 15 -> 6 us on a 100x512 classifier, 1.5-1.7 -> 1.0 ms on SFace's
+    if 1 in ctx.parameters and _packed_fits(a2.shape[0], b.size):
+        # the weight packed once (enclave/csrc/gemm.c), a bias row added in the kernel's store
+        n = b.shape[0] if tb else b.shape[1]
+        fused = alpha == 1.0 and beta == 1.0 and c is not None and c.shape in ((n,), (1, n))
+        y = _packed_product(ctx, a2, b, tb, c.reshape(n) if fused else None)
+        if fused:
+            return y
+    elif tb and a2.shape[0] == 1:
+        # one row (a head at batch 1) against a large weight stored [N, K]: a gemv on the weight as
+        # it is stored, each output one contiguous row; measured with the caches cold (as between
+        # the enclave's requests) 15 -> 6 us on a 100x512 classifier, 1.5-1.7 -> 1.0 ms on SFace's
         # 128x50176 embedding, against the product by the transposed copy
         y = np.dot(b, a2[0]).reshape(1, -1)
     elif tb:
-        # B is a weight almost always (a parameter: the same array on every call): transposed
-        # into a contiguous copy once, since BLAS on the transposed view of a (N, K) @ (K, M)
+        # a B that is not a parameter, or too many rows for the packed kernel: transposed into a
+        # contiguous copy once per array, since BLAS on the transposed view of a (N, K) @ (K, M)
         # with N > 1 measured 2.5-3.5x slower than on the contiguous copy
         cached = ctx.memo.get("B")
         if cached is not None and cached[0] is b:
@@ -934,14 +943,68 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = ctx.float_input(b, "B")
     # the shape checks once per pair of shapes (b is a weight, a's shape follows the batch)
     _memoised(ctx, (a.shape, b.shape), lambda: _matmul_shapes(ctx, a, b))
+    if b.ndim == 2 and 1 in ctx.parameters and _packed_fits(a.size // max(a.shape[-1], 1), b.size):
+        # (..., K) @ (K, N) by a weight: one call of the packed kernel over all the leading rows
+        a2 = a.reshape(-1, a.shape[-1]) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+        return _packed_product(ctx, a2, b, False, None).reshape(a.shape[:-1] + b.shape[1:])
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[:-2] == b.shape[:-2] and _batched_fits(a.shape[-2], b.shape[-2:]):
+        # small products of two computed operands (attention's per-head scores and mix): one call
+        # of the kernel for every leading index, each B packed inside the call
+        out = np.empty(a.shape[:-1] + b.shape[-1:], F32)
+        m, (k, n) = a.shape[-2], b.shape[-2:]
+        native.load("gemm").batched(np.ascontiguousarray(a), np.ascontiguousarray(b), out, math.prod(a.shape[:-2]),
+                                    m, k, n)
+        return out
     if a.ndim > 2 and b.ndim == 2:
-        # (..., K) @ (K, N), a weight: one 2-D BLAS call over all the leading rows, not numpy's
-        # stacked loop of one small product per leading index (ViT's (17, 1, 64) @ (64, 192): 17)
+        # (..., K) @ (K, N): one 2-D BLAS call over all the leading rows, not numpy's stacked loop
+        # of one small product per leading index (ViT's (17, 1, 64) @ (64, 192): 17)
         a = np.ascontiguousarray(a)
         return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
     if a.ndim > 2 or b.ndim > 2:   # stacked matmul stays on BLAS only with contiguous operands
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     return np.matmul(a, b).astype(F32, copy=False)
+
+
+#: the packed kernel (enclave/csrc/gemm.c) is used up to this many rows of A and this many
+#: weights: alone, against numpy's OpenBLAS on one thread (16:10 UTC, load 4-6), 0.3-0.5x its
+#: time at 17 rows (ViT's 17 x 64 @ 64 x 192 7.4 against 13.9 us), 0.9-1.0x at 68-256 rows, on par
+#: at 512; above the weight limit a one-row Gemm keeps its gemv on the stored weight and nothing
+#: is packed (no second copy of a large embedding's weight in the enclave's memory)
+_PACKED_MAX_ROWS = 128
+_PACKED_MAX_WEIGHTS = 1 << 20
+
+
+#: the batched kernel packs each B inside the call: up to this many elements of one B (numpy
+#: 5.2-5.7 us, the kernel 2.3-3.2 on attention's 4 x (17 x 16 @ 16 x 17) and 4 x (17 x 17 @ 17 x 16)
+#: at 16:16 UTC, load 2.3-2.9; on par at 8 x (17 x 64 @ 64 x 17) and 12 x (197 x 64 @ 64 x 197))
+_BATCHED_MAX_WEIGHTS = 1 << 14
+
+
+def _packed_fits(rows: int, weights: int) -> bool:
+    return 0 < rows <= _PACKED_MAX_ROWS and weights <= _PACKED_MAX_WEIGHTS
+
+
+def _batched_fits(rows: int, kn: tuple[int, int]) -> bool:
+    return 0 < rows <= _PACKED_MAX_ROWS and 0 < kn[0] * kn[1] <= _BATCHED_MAX_WEIGHTS
+
+
+def _packed_product(ctx: _Ctx, a: np.ndarray, b: np.ndarray, transposed: int,
+                    bias: np.ndarray | None) -> np.ndarray:
+    """``a @ b`` (``a @ b.T`` if transposed), plus a bias row if given, for a 2-D ``a`` and a
+    weight ``b`` (a parameter: the same array on every call), in one call of the packed kernel.
+    The weight is laid out in the kernel's panels once per node (kept by identity)."""
+    gemm = native.load("gemm")
+    k, n = b.shape[::-1] if transposed else b.shape
+    cached = ctx.memo.get("packed")
+    if cached is not None and cached[0] is b:
+        packed = cached[1]
+    else:
+        packed = np.empty(-(-n // gemm.PANEL) * gemm.PANEL * k, F32)
+        gemm.pack(np.ascontiguousarray(b), k, n, transposed, packed)
+        ctx.memo["packed"] = (b, packed)
+    out = np.empty((a.shape[0], n), F32)
+    gemm.matmul(np.ascontiguousarray(a), packed, a.shape[0], k, n, bias, out)
+    return out
 
 
 def _matmul_shapes(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> bool:
@@ -2306,8 +2369,9 @@ class HeadInterpreter:
                     kind, fast = _shape_check(shape)
                     want = np.dtype(v.dtype) if v is not None else F32
                     declared.append((pos, slot(o), want, kind, fast, shape, want if want in (F32, I64) else None))
-            plan.append(_Plan(node, spec.impl, tuple(slot(n) if n else -1 for n in ins),
-                              _Ctx(node, opset, self._max), tuple(declared)))
+            ctx = _Ctx(node, opset, self._max)
+            ctx.parameters = frozenset(i for i, name in enumerate(ins) if name in self._params)
+            plan.append(_Plan(node, spec.impl, tuple(slot(n) if n else -1 for n in ins), ctx, tuple(declared)))
         for s in graph.outputs:
             if s.name not in known:
                 raise ModelError(f"head output {s.name!r} is produced by no node")
