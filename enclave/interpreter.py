@@ -1963,7 +1963,8 @@ _CHAIN_FRESH = frozenset({"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Erf", "
 _CHAIN_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 # fast-path kinds of a chain node
-_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE, _VIEWS = range(11)
+_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE, _VIEWS, \
+    _PRODUCT = range(12)
 
 #: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
 #: (the chain's value on the left, on the right)
@@ -2051,6 +2052,45 @@ class _ViewRun:
         return np.ascontiguousarray(v) if self.contiguous else v
 
 
+class _ProductRun:
+    """A MatMul or Gemm of a chain, for one set of input shapes, as the one kernel call its node
+    makes (``enclave/csrc/gemm.c``) without the node's per-call checks: by its packed parameter
+    weight, a following Add of a bias row added in the kernel's store (the same float32 addition
+    the Add does), or two computed operands as one batched call. Any other operand (not the
+    weight packed on the reference run) gets the nodes' own implementations."""
+
+    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "shape", "sizes", "kind")
+
+    def __init__(self, nodes: list["_ChainNode"], sources: tuple[int, ...], weight: np.ndarray | None,
+                 packed: np.ndarray | None, bias: int | None, shape: tuple[int, ...],
+                 sizes: tuple[int, int, int, int]) -> None:
+        self.step = nodes[0].step     #: the product's (a failure names it)
+        self.nodes = nodes            #: the product and, if fused, the Add of its bias
+        self.sources = sources        #: the product's A and B: -1 the chain's value, else an entry input
+        self.weight = weight          #: the parameter B whose packed form is ``packed`` (None: batched)
+        self.packed = packed
+        self.bias = bias              #: the entry input added as a bias row (the Gemm's C or the Add's)
+        self.shape = shape            #: the result's shape
+        self.sizes = sizes            #: (batch, m, k, n) of the kernel call
+        self.kind = _PRODUCT
+
+    def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
+        a, b = [value if s < 0 else inputs[s] for s in self.sources]
+        batch, m, k, n = self.sizes
+        if self.packed is not None and b is self.weight:
+            out = np.empty(self.shape, F32)
+            bias = None if self.bias is None else np.ascontiguousarray(inputs[self.bias]).reshape(n)
+            native.load("gemm").matmul(np.ascontiguousarray(a), self.packed, m, k, n, bias, out)
+            return out
+        if self.packed is None and a.shape[:-2] == b.shape[:-2] and a.shape[-2:] == (m, k) and b.shape[-1] == n:
+            out = np.empty(self.shape, F32)
+            native.load("gemm").batched(np.ascontiguousarray(a), np.ascontiguousarray(b), out, batch, m, k, n)
+            return out
+        for node in self.nodes:
+            value = node.step.impl(node.step.ctx, *[value if s < 0 else inputs[s] for s in node.sources])
+        return value
+
+
 def _operand_mode(other: Any, shape: tuple[int, ...]) -> int | None:
     """How the kernel reads ``other`` against a value of ``shape`` (None: not one of its forms)."""
     if not isinstance(other, np.ndarray) or other.dtype != F32:
@@ -2129,6 +2169,8 @@ class _Chain:
             run, end = self._elementwise_run_at(k, inputs, seen)
             if run is None:
                 run, end = self._view_run_at(k, inputs, seen)
+            if run is None:
+                run, end = self._product_run_at(k, inputs, seen)
             if run is not None:
                 plan.append((run, seen[end - 1]))
                 k = end
@@ -2136,6 +2178,56 @@ class _Chain:
                 plan.append((self.nodes[k], seen[k]))
                 k += 1
         return plan
+
+    def _product_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ProductRun | None, int]:
+        """A MatMul or Gemm that its node ran on the packed or batched kernel (by the reference run's
+        shapes and the weight it packed), with the next node if that adds a bias row to it."""
+        nodes = self.nodes
+        node = nodes[k]
+        op = node.step.node.op
+        if node.kind != _IMPL or node.step.node.domain or op not in ("MatMul", "Gemm") or len(node.sources) < 2:
+            return None, k
+        shapes = [seen[k - 1] if s < 0 else getattr(inputs[s], "shape", None) for s in node.sources]
+        if any(sh is None for sh in shapes) or any(not isinstance(inputs[s], np.ndarray) or inputs[s].dtype != F32
+                                                   for s in node.sources if s >= 0):
+            return None, k
+        a_shape, b_shape = shapes[:2]
+        out = seen[k]
+        ctx = node.step.ctx
+        cached = ctx.memo.get("packed")
+        weight = inputs[node.sources[1]] if node.sources[1] >= 0 else None
+        bias = None
+        if op == "Gemm":
+            # (read again: the memo may have been cleared since; the reference run checked them)
+            alpha, beta, ta = ctx.attr_float("alpha", 1.0), ctx.attr_float("beta", 1.0), ctx.attr_int("transA", 0)
+            if not (cached and cached[0] is weight and alpha == 1.0 and beta == 1.0 and not ta
+                    and _packed_fits(a_shape[0], weight.size)):
+                return None, k
+            n = out[-1]
+            if len(node.sources) > 2:
+                if inputs[node.sources[2]].shape not in ((n,), (1, n)) or node.sources[2] < 0:
+                    return None, k
+                bias = node.sources[2]
+            m, kk = a_shape
+        elif len(b_shape) == 2 and cached and cached[0] is weight and _packed_fits(math.prod(a_shape[:-1]), weight.size):
+            kk, n = b_shape
+            m = math.prod(a_shape[:-1])
+        elif len(a_shape) >= 2 and len(b_shape) >= 2 and a_shape[:-2] == b_shape[:-2] \
+                and _batched_fits(a_shape[-2], b_shape[-2:]):
+            (m, kk), n = a_shape[-2:], b_shape[-1]
+            return _ProductRun([node], node.sources[:2], None, None, None, out,
+                               (math.prod(a_shape[:-2]), m, kk, n)), k + 1
+        else:
+            return None, k
+        end = k + 1
+        if bias is None and end < len(nodes) and seen[end] == out:
+            add = nodes[end]
+            if add.kind == _BINARY and add.step.node.op == "Add" and len(add.sources) == 2 and -1 in add.sources:
+                other = add.sources[1 - add.sources.index(-1)]
+                if other >= 0 and _operand_mode(inputs[other], out) == _OPERAND_ROW:
+                    bias = other
+                    end += 1
+        return _ProductRun(nodes[k:end], node.sources[:2], weight, cached[1], bias, out, (1, m, kk, n)), end
 
     def _view_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ViewRun | None, int]:
         nodes = self.nodes
@@ -2209,6 +2301,10 @@ class _Chain:
                 if kind == _VIEWS:
                     value = node.apply(value, inputs)
                     owned = owned and node.source < 0   # a view of (or a copy from) the chain's array
+                    continue
+                if kind == _PRODUCT:
+                    value = node.apply(value, inputs)
+                    owned = True
                     continue
                 if kind == _RESHAPE or kind == _TRANSPOSE:
                     x = value if node.sources[0] < 0 else inputs[node.sources[0]]
