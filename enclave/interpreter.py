@@ -1965,6 +1965,8 @@ _CHAIN_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div":
 # fast-path kinds of a chain node
 _IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE, _VIEWS, \
     _PRODUCT = range(12)
+#: a view run's Gather of one index (its basic-indexing key)
+_GATHER = 12
 
 #: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
 #: (the chain's value on the left, on the right)
@@ -2017,11 +2019,12 @@ def _elementwise_run(run: _ElementwiseRun, value: np.ndarray | None, inputs: tup
 
 
 class _ViewRun:
-    """Consecutive Reshape / Squeeze / Unsqueeze / Flatten / Identity / Transpose nodes of a chain,
-    for one set of input shapes, as one step: on a C-contiguous input of that shape their
-    composition is one strided view, computed on the first call by applying them (if none of them
-    copied) and from then on made in one call (a ViT's head split: 3-6 nodes, 0.4-0.7 us each).
-    Any other input gets the nodes' reshapes and transposes one by one."""
+    """Consecutive Reshape / Squeeze / Unsqueeze / Flatten / Identity / Transpose nodes and Gathers
+    of one index (a ViT's Q / K / V select) of a chain, for one set of input shapes, as one step: on
+    a C-contiguous input of that shape their composition is one strided view, computed on the
+    first call by applying them (if none of them copied) and from then on made in one call (a
+    ViT's head split: 3-6 nodes, 0.4-0.7 us each). Any other input gets the nodes' reshapes,
+    transposes and selects one by one."""
 
     __slots__ = ("step", "source", "ops", "in_shape", "contiguous", "strides", "kind")
 
@@ -2029,10 +2032,11 @@ class _ViewRun:
                  contiguous: bool) -> None:
         self.step = step                 #: the first node's (a failure names it)
         self.source = source             #: as :attr:`_ElementwiseRun.source`
-        self.ops = ops                   #: (_RESHAPE, output shape) or (_TRANSPOSE, permutation)
+        #: (_RESHAPE, output shape), (_TRANSPOSE, permutation) or (_GATHER, basic-indexing key)
+        self.ops = ops
         self.in_shape = in_shape
         self.contiguous = contiguous     #: the last node's result is made contiguous
-        #: None: not tried yet; False: a node copied; else the composed view's (shape, strides)
+        #: None: not tried yet; False: a node copied; else the composed view's (shape, strides, offset)
         self.strides: Any = None
         self.kind = _VIEWS
 
@@ -2040,15 +2044,17 @@ class _ViewRun:
         x = value if self.source < 0 else inputs[self.source]
         composed = self.strides
         if composed and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
-            # numpy's constructor refuses strides that would reach outside x's buffer
-            v = np.ndarray(composed[0], F32, x, 0, composed[1])
+            # numpy's constructor refuses an offset and strides that would reach outside x's buffer
+            v = np.ndarray(composed[0], F32, x, composed[2], composed[1])
         else:
             v = x
             for kind, arg in self.ops:
-                v = v.reshape(arg) if kind == _RESHAPE else v.transpose(arg)
+                v = v.reshape(arg) if kind == _RESHAPE else v.transpose(arg) if kind == _TRANSPOSE else v[arg]
             if composed is None and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
-                same_memory = v.__array_interface__["data"][0] == x.__array_interface__["data"][0]
-                self.strides = (v.shape, v.strides) if same_memory and v.base is not None else False
+                # a view of x (none of the nodes copied), at an offset if a Gather selected a part
+                offset = v.__array_interface__["data"][0] - x.__array_interface__["data"][0]
+                viewed = v.base is not None and np.shares_memory(v, x) and offset >= 0
+                self.strides = (v.shape, v.strides, offset) if viewed else False
         return np.ascontiguousarray(v) if self.contiguous else v
 
 
@@ -2231,11 +2237,6 @@ class _Chain:
 
     def _view_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ViewRun | None, int]:
         nodes = self.nodes
-        end = k
-        while end < len(nodes) and nodes[end].kind in (_RESHAPE, _TRANSPOSE):
-            end += 1
-        if end - k < 2:
-            return None, k
         first = nodes[k]
         source = -1 if k else first.sources[0]
         if k:
@@ -2244,8 +2245,32 @@ class _Chain:
             in_shape = inputs[source].shape
         else:
             return None, k
-        ops = [(_RESHAPE, seen[i]) if nodes[i].kind == _RESHAPE else (_TRANSPOSE, nodes[i].arg) for i in range(k, end)]
+        ops: list[tuple[int, Any]] = []
+        end = k
+        while end < len(nodes):
+            node = nodes[end]
+            if node.kind == _RESHAPE:
+                ops.append((_RESHAPE, seen[end]))
+            elif node.kind == _TRANSPOSE:
+                ops.append((_TRANSPOSE, node.arg))
+            elif node.sources[0] == (source if end == k else -1) and \
+                    (gather := self._gather_key(node, seen[end - 1] if end > k else in_shape)) is not None:
+                ops.append((_GATHER, gather))   # a ViT's Q / K / V select: basic indexing
+            else:
+                break
+            end += 1
+        if end - k < 2:
+            return None, k
         return _ViewRun(first.step, source, ops, in_shape, nodes[end - 1].contiguous), end
+
+    @staticmethod
+    def _gather_key(node: _ChainNode, data_shape: tuple[int, ...]) -> tuple | None:
+        """The basic-indexing key of a Gather of one index, as its node derived it for this shape
+        of data on the reference run (None: another Gather, or its memo has been cleared)."""
+        if node.kind != _IMPL or node.step.node.op != "Gather" or node.step.node.domain:
+            return None
+        found = node.step.ctx.memo.get(data_shape)
+        return found[1] if type(found) is tuple and type(found[1]) is tuple else None
 
     def _elementwise_run_at(self, k: int, inputs: tuple,
                             seen: list[tuple[int, ...]]) -> tuple[_ElementwiseRun | None, int]:

@@ -138,6 +138,23 @@ def test_products_and_their_bias_rows_are_one_kernel_call():
     assert _product_runs(head) == [["qkv", "qkv_bias"], ["scores"], ["weighted"], ["out_proj", "out_bias"]]
 
 
+def test_a_select_of_one_head_and_its_transpose_are_one_view():
+    """Attention's K select (a Gather of index 1) and its Transpose are one strided view of the
+    projection's output, at the select's offset, made in one call once proven; a second batch
+    size gets its own."""
+    model, (tokens, dim) = _attention(np.random.default_rng([SEED, 87]))
+    rng = np.random.default_rng(9)
+    head = run_both(model, [{"x": normal(rng, b, tokens, dim)} for b in (2, 3, 2)])
+    k_chain = next(c for c in chains(head) if c.names == ["k", "k_t", "k_scale"])
+    assert len(k_chain.shapes) == 2
+    for plan in k_chain.shapes.values():
+        views = plan[0][0]
+        assert isinstance(views, interpreter._ViewRun)
+        assert [kind for kind, _ in views.ops] == [interpreter._GATHER, interpreter._TRANSPOSE]
+        shape, strides, offset = views.strides
+        assert offset == math.prod(views.in_shape[1:]) * 4   # K: the second of Q, K, V along the first axis
+
+
 def test_a_gemm_and_its_bias_are_one_kernel_call_and_other_operands_get_the_nodes():
     """A Gemm (transB, as torch writes a Linear) with its C row is one packed call; given a weight
     other than the one packed on the reference run, the run goes through the nodes' own code and
