@@ -887,7 +887,7 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     # the shape checks once per shape of A, B and C (B and C are parameters almost always)
     _memoised(ctx, (a.shape, b.shape, None if c is None else c.shape), lambda: _gemm_shapes(ctx, a, b, c, ta, tb))
     a2 = a.T if ta else a
-    if 1 in ctx.parameters and _packed_fits(a2.shape[0], b.size):
+    if 1 in ctx.parameters and _packed_fits(a2.shape[0], a2.shape[1], b.size):
         # the weight packed once (enclave/csrc/gemm.c), a bias row added in the kernel's store
         n = b.shape[0] if tb else b.shape[1]
         fused = alpha == 1.0 and beta == 1.0 and c is not None and c.shape in ((n,), (1, n))
@@ -895,8 +895,8 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
         if fused:
             return y
     elif tb and a2.shape[0] == 1:
-        # one row (a head at batch 1) against a large weight stored [N, K]: a gemv on the weight as
-        # it is stored, each output one contiguous row; measured with the caches cold (as between
+        # one row (a head at batch 1) against a weight stored [N, K] the kernel does not take: a gemv
+        # on the weight as it is stored, each output one contiguous row; measured with the caches cold (as between
         # the enclave's requests) 15 -> 6 us on a 100x512 classifier, 1.5-1.7 -> 1.0 ms on SFace's
         # 128x50176 embedding, against the product by the transposed copy
         y = np.dot(b, a2[0]).reshape(1, -1)
@@ -943,7 +943,7 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = ctx.float_input(b, "B")
     # the shape checks once per pair of shapes (b is a weight, a's shape follows the batch)
     _memoised(ctx, (a.shape, b.shape), lambda: _matmul_shapes(ctx, a, b))
-    if b.ndim == 2 and 1 in ctx.parameters and _packed_fits(a.size // max(a.shape[-1], 1), b.size):
+    if b.ndim == 2 and 1 in ctx.parameters and _packed_fits(a.size // max(a.shape[-1], 1), a.shape[-1], b.size):
         # (..., K) @ (K, N) by a weight: one call of the packed kernel over all the leading rows
         a2 = a.reshape(-1, a.shape[-1]) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1, a.shape[-1])
         return _packed_product(ctx, a2, b, False, None).reshape(a.shape[:-1] + b.shape[1:])
@@ -966,12 +966,14 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 #: the packed kernel (enclave/csrc/gemm.c) is used up to this many rows of A and this many
-#: weights: alone, against numpy's OpenBLAS on one thread (16:10 UTC, load 4-6), 0.3-0.5x its
-#: time at 17 rows (ViT's 17 x 64 @ 64 x 192 7.4 against 13.9 us), 0.9-1.0x at 68-256 rows, on par
-#: at 512; above the weight limit a one-row Gemm keeps its gemv on the stored weight and nothing
-#: is packed (no second copy of a large embedding's weight in the enclave's memory)
+#: weights (the packed panels within a core's L2), and at one row only up to this inner size (a
+#: row's sums are one chain of FMAs per 16 columns, latency-bound). Alone against numpy's OpenBLAS
+#: on one thread (16:10-16:28 UTC, load 4-7): 0.3-0.5x its time at 17 rows (ViT's 17 x 64 @ 64 x
+#: 192 7.4 against 13.9 us), 0.9-1.0x at 68-256 rows, on par at 512, 1.26x at PP-OCRv4's 40 x 120
+#: @ 120 x 6625 (3.2 MB of panels); at one row 0.5x numpy's gemv at K = 64, 1.2x at K = 512
 _PACKED_MAX_ROWS = 128
-_PACKED_MAX_WEIGHTS = 1 << 20
+_PACKED_MAX_WEIGHTS = 1 << 17
+_PACKED_MAX_ONE_ROW_INNER = 128
 
 
 #: the batched kernel packs each B inside the call: up to this many elements of one B (numpy
@@ -980,8 +982,9 @@ _PACKED_MAX_WEIGHTS = 1 << 20
 _BATCHED_MAX_WEIGHTS = 1 << 14
 
 
-def _packed_fits(rows: int, weights: int) -> bool:
-    return 0 < rows <= _PACKED_MAX_ROWS and weights <= _PACKED_MAX_WEIGHTS
+def _packed_fits(rows: int, inner: int, weights: int) -> bool:
+    return 0 < rows <= _PACKED_MAX_ROWS and weights <= _PACKED_MAX_WEIGHTS and \
+        (rows > 1 or inner <= _PACKED_MAX_ONE_ROW_INNER)
 
 
 def _batched_fits(rows: int, kn: tuple[int, int]) -> bool:
@@ -2207,7 +2210,7 @@ class _Chain:
             # (read again: the memo may have been cleared since; the reference run checked them)
             alpha, beta, ta = ctx.attr_float("alpha", 1.0), ctx.attr_float("beta", 1.0), ctx.attr_int("transA", 0)
             if not (cached and cached[0] is weight and alpha == 1.0 and beta == 1.0 and not ta
-                    and _packed_fits(a_shape[0], weight.size)):
+                    and _packed_fits(a_shape[0], a_shape[1], weight.size)):
                 return None, k
             n = out[-1]
             if len(node.sources) > 2:
@@ -2215,7 +2218,8 @@ class _Chain:
                     return None, k
                 bias = node.sources[2]
             m, kk = a_shape
-        elif len(b_shape) == 2 and cached and cached[0] is weight and _packed_fits(math.prod(a_shape[:-1]), weight.size):
+        elif len(b_shape) == 2 and cached and cached[0] is weight and \
+                _packed_fits(math.prod(a_shape[:-1]), a_shape[-1], weight.size):
             kk, n = b_shape
             m = math.prod(a_shape[:-1])
         elif len(a_shape) >= 2 and len(b_shape) >= 2 and a_shape[:-2] == b_shape[:-2] \
