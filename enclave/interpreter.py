@@ -2068,7 +2068,7 @@ class _ProductRun:
     the Add does), or two computed operands as one batched call. Any other operand (not the
     weight packed on the reference run) gets the nodes' own implementations."""
 
-    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "shape", "sizes", "kind")
+    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "shape", "sizes", "kernel", "kind")
 
     def __init__(self, nodes: list["_ChainNode"], sources: tuple[int, ...], weight: np.ndarray | None,
                  packed: np.ndarray | None, bias: int | None, shape: tuple[int, ...],
@@ -2081,19 +2081,23 @@ class _ProductRun:
         self.bias = bias              #: the entry input added as a bias row (the Gemm's C or the Add's)
         self.shape = shape            #: the result's shape
         self.sizes = sizes            #: (batch, m, k, n) of the kernel call
+        gemm = native.load("gemm")
+        self.kernel = gemm.batched if packed is None else gemm.matmul
         self.kind = _PRODUCT
 
     def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
-        a, b = [value if s < 0 else inputs[s] for s in self.sources]
+        a_at, b_at = self.sources
+        a = value if a_at < 0 else inputs[a_at]
+        b = value if b_at < 0 else inputs[b_at]
         batch, m, k, n = self.sizes
         if self.packed is not None and b is self.weight:
             out = np.empty(self.shape, F32)
             bias = None if self.bias is None else np.ascontiguousarray(inputs[self.bias]).reshape(n)
-            native.load("gemm").matmul(np.ascontiguousarray(a), self.packed, m, k, n, bias, out)
+            self.kernel(np.ascontiguousarray(a), self.packed, m, k, n, bias, out)
             return out
         if self.packed is None and a.shape[:-2] == b.shape[:-2] and a.shape[-2:] == (m, k) and b.shape[-1] == n:
             out = np.empty(self.shape, F32)
-            native.load("gemm").batched(np.ascontiguousarray(a), np.ascontiguousarray(b), out, batch, m, k, n)
+            self.kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out, batch, m, k, n)
             return out
         for node in self.nodes:
             value = node.step.impl(node.step.ctx, *[value if s < 0 else inputs[s] for s in node.sources])
