@@ -41,8 +41,11 @@ numpy needed 10, 5 and 19 calls for them).
 The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
 a weight laid out once per node for how OpenBLAS runs few-column products, or on maps of at most
 12 positions in one call of a C kernel (enclave/csrc/floor.c), depthwise and grouped
-Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
-weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
+Conv over channels-last windows, MatMul by a 2-D weight and Gemm at up to 128 rows by a weight
+packed once per node for a register-tiled C product (``enclave/csrc/gemm.c``, its bias in the
+store; small products of two computed operands, attention's, one batched call of it), larger
+ones a transposed Gemm weight kept contiguous (a gemv on the stored weight at one row) or MatMul
+by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
 exact, BatchNormalization folded into one multiply and one add, spatial means in one C loop,
 short trailing means as one matrix-vector product, RNNs with one matmul for every step's input
 projection and the recurrence of every direction in one call of a C kernel, LogSoftmax in C one
@@ -53,7 +56,9 @@ Where numpy's per-call dispatch is the cost itself, an operator calls a compiled
 (:mod:`enclave.native`, C sources in ``enclave/csrc``): tree ensembles are walked and their
 classifier outputs computed in one call (``trees.c``) after their tables are checked here; the
 recurrences and LogSoftmax (``rnn.c``); the inputs' finiteness check, small dense convs and
-spatial means (``floor.c``).
+spatial means (``floor.c``); the products by a packed weight and the small batched ones
+(``gemm.c``: OpenBLAS packs B again on every call, which at a ViT block's 17 rows is most of the
+work; onnxruntime packs its weights once at load, as this does per node).
 
 Imports: numpy, the standard library, ``enclave.package``, ``enclave.native`` and
 ``splitseal.errors`` only.
@@ -1938,15 +1943,18 @@ def _fetcher(slots: tuple[int, ...], size: int) -> Callable[[list], Any]:
 #    implementation, checks included. The intermediates' dtype and shape checks are not repeated:
 #    every operator's output dtype is fixed and its shape follows from its input shapes, constants
 #    and attributes, all of which the reference run covered for that input shape.
-# 3. Per set of input shapes (:meth:`_Chain._fast_plan`), two kinds of runs of consecutive nodes
+# 3. Per set of input shapes (:meth:`_Chain._fast_plan`), three kinds of runs of consecutive nodes
 #    become one step: Add / Sub / Mul / Div / Erf nodes whose other operands are one value, one row
 #    or the whole shape (:class:`_ElementwiseRun`: one call of ``enclave/csrc/vit.c``'s
 #    ``elementwise``, which does each node's IEEE float32 operation, the one numpy's ufunc does, in
 #    the nodes' order, chunk by chunk in L1, and Erf by the Erf operator's own kernel); and
-#    reshapes / transposes (:class:`_ViewRun`: one strided view where none of them copies). The
-#    element-wise program is the one place where a chain evaluates an operator's arithmetic itself
-#    rather than through its implementation; the proof above covers it by the same argument (the
-#    same correctly rounded operations, no branch on values).
+#    reshapes / transposes and Gathers of one index (:class:`_ViewRun`: one strided view where
+#    none of them copies); and a MatMul or Gemm that its node ran on the packed or batched kernel,
+#    with the next node if it adds a bias row (:class:`_ProductRun`: the node's kernel call, the
+#    bias added in its store, the same float32 addition the Add does). The element-wise program
+#    and the bias in the product's store are the places where a chain evaluates an operator's
+#    arithmetic itself rather than through its implementation; the proof above covers them by the
+#    same argument (the same correctly rounded operations, no branch on values).
 #
 # Why this way and not a pattern rewriter (GELU, attention, MatMul + Add as fused kernels): a
 # chain reuses the operators' own code and their numpy operations in the same order, so it
