@@ -952,9 +952,11 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         # (..., K) @ (K, N) by a weight: one call of the packed kernel over all the leading rows
         a2 = a.reshape(-1, a.shape[-1]) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1, a.shape[-1])
         return _packed_product(ctx, a2, b, False, None).reshape(a.shape[:-1] + b.shape[1:])
-    if a.ndim >= 2 and b.ndim >= 2 and a.shape[:-2] == b.shape[:-2] and _batched_fits(a.shape[-2], b.shape[-2:]):
-        # small products of two computed operands (attention's per-head scores and mix): one call
-        # of the kernel for every leading index, each B packed inside the call
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[:-2] == b.shape[:-2] and 1 not in ctx.parameters and \
+            _batched_fits(a.shape[-2], b.shape[-2:]):
+        # small products of two computed operands (attention's per-head scores and mix; a parameter
+        # B that the packed kernel does not take stays numpy's): one call of the kernel for every
+        # leading index, each B packed inside the call
         out = np.empty(a.shape[:-1] + b.shape[-1:], F32)
         m, (k, n) = a.shape[-2], b.shape[-2:]
         native.load("gemm").batched(np.ascontiguousarray(a), np.ascontiguousarray(b), out, math.prod(a.shape[:-2]),
@@ -993,7 +995,8 @@ def _packed_fits(rows: int, inner: int, weights: int) -> bool:
 
 
 def _batched_fits(rows: int, kn: tuple[int, int]) -> bool:
-    return 0 < rows <= _PACKED_MAX_ROWS and 0 < kn[0] * kn[1] <= _BATCHED_MAX_WEIGHTS
+    return 0 < rows <= _PACKED_MAX_ROWS and 0 < kn[0] * kn[1] <= _BATCHED_MAX_WEIGHTS and \
+        (rows > 1 or kn[0] <= _PACKED_MAX_ONE_ROW_INNER)
 
 
 def _packed_product(ctx: _Ctx, a: np.ndarray, b: np.ndarray, transposed: int,
@@ -2234,7 +2237,7 @@ class _Chain:
                 _packed_fits(math.prod(a_shape[:-1]), a_shape[-1], weight.size):
             kk, n = b_shape
             m = math.prod(a_shape[:-1])
-        elif len(a_shape) >= 2 and len(b_shape) >= 2 and a_shape[:-2] == b_shape[:-2] \
+        elif len(a_shape) >= 2 and len(b_shape) >= 2 and a_shape[:-2] == b_shape[:-2] and 1 not in ctx.parameters \
                 and _batched_fits(a_shape[-2], b_shape[-2:]):
             (m, kk), n = a_shape[-2:], b_shape[-1]
             return _ProductRun([node], node.sources[:2], None, None, None, out,
