@@ -41,8 +41,11 @@ numpy needed 10, 5 and 19 calls for them).
 The hot operators are vectorised in float32 (dense Conv as one product of the gathered windows by
 a weight laid out once per node for how OpenBLAS runs few-column products, or on maps of at most
 12 positions in one call of a C kernel (enclave/csrc/floor.c), depthwise and grouped
-Conv over channels-last windows, a transposed Gemm weight kept contiguous (a gemv on the stored
-weight at one row), MatMul by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
+Conv over channels-last windows, MatMul by a 2-D weight and Gemm at up to 128 rows by a weight
+packed once per node for a register-tiled C product (``enclave/csrc/gemm.c``, its bias in the
+store; small products of two computed operands, attention's, one batched call of it), larger
+ones a transposed Gemm weight kept contiguous (a gemv on the stored weight at one row) or MatMul
+by a weight as one 2-D BLAS call, PRelu as max(s x, x) where that is
 exact, BatchNormalization folded into one multiply and one add, spatial means in one C loop,
 short trailing means as one matrix-vector product, RNNs with one matmul for every step's input
 projection and the recurrence of every direction in one call of a C kernel, LogSoftmax in C one
@@ -53,7 +56,9 @@ Where numpy's per-call dispatch is the cost itself, an operator calls a compiled
 (:mod:`enclave.native`, C sources in ``enclave/csrc``): tree ensembles are walked and their
 classifier outputs computed in one call (``trees.c``) after their tables are checked here; the
 recurrences and LogSoftmax (``rnn.c``); the inputs' finiteness check, small dense convs and
-spatial means (``floor.c``).
+spatial means (``floor.c``); the products by a packed weight and the small batched ones
+(``gemm.c``: OpenBLAS packs B again on every call, which at a ViT block's 17 rows is most of the
+work; onnxruntime packs its weights once at load, as this does per node).
 
 Imports: numpy, the standard library, ``enclave.package``, ``enclave.native`` and
 ``splitseal.errors`` only.
@@ -219,6 +224,8 @@ class _Ctx:
         #: results an op derives from its input shapes and constant inputs alone (a Reshape's
         #: target shape), kept per input shape so the checks run once per shape, not per call
         self.memo: dict[Any, Any] = {}
+        #: positions of the node's inputs that are head parameters (the same array on every call)
+        self.parameters: frozenset[int] = frozenset()
 
     def unsupported(self, what: str) -> UnsupportedOperatorError:
         return UnsupportedOperatorError(f"node {self.node.name!r} ({self.node.op}): {what}")
@@ -883,15 +890,22 @@ def _gemm(ctx: _Ctx, a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None) 
     # the shape checks once per shape of A, B and C (B and C are parameters almost always)
     _memoised(ctx, (a.shape, b.shape, None if c is None else c.shape), lambda: _gemm_shapes(ctx, a, b, c, ta, tb))
     a2 = a.T if ta else a
-    if tb and a2.shape[0] == 1:
-        # one row (a head at batch 1) against a weight stored [N, K]: a gemv on the weight as it is
-        # stored, each output one contiguous row; measured with the caches cold (as between the
-        # enclave's requests) 15 -> 6 us on a 100x512 classifier, 1.5-1.7 -> 1.0 ms on SFace's
+    if 1 in ctx.parameters and _packed_fits(a2.shape[0], a2.shape[1], b.size):
+        # the weight packed once (enclave/csrc/gemm.c), a bias row added in the kernel's store
+        n = b.shape[0] if tb else b.shape[1]
+        fused = alpha == 1.0 and beta == 1.0 and c is not None and c.shape in ((n,), (1, n))
+        y = _packed_product(ctx, a2, b, tb, c.reshape(n) if fused else None)
+        if fused:
+            return y
+    elif tb and a2.shape[0] == 1:
+        # one row (a head at batch 1) against a weight stored [N, K] the kernel does not take: a gemv
+        # on the weight as it is stored, each output one contiguous row; measured with the caches cold (as between
+        # the enclave's requests) 15 -> 6 us on a 100x512 classifier, 1.5-1.7 -> 1.0 ms on SFace's
         # 128x50176 embedding, against the product by the transposed copy
         y = np.dot(b, a2[0]).reshape(1, -1)
     elif tb:
-        # B is a weight almost always (a parameter: the same array on every call): transposed
-        # into a contiguous copy once, since BLAS on the transposed view of a (N, K) @ (K, M)
+        # a B that is not a parameter, or too many rows for the packed kernel: transposed into a
+        # contiguous copy once per array, since BLAS on the transposed view of a (N, K) @ (K, M)
         # with N > 1 measured 2.5-3.5x slower than on the contiguous copy
         cached = ctx.memo.get("B")
         if cached is not None and cached[0] is b:
@@ -932,14 +946,74 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = ctx.float_input(b, "B")
     # the shape checks once per pair of shapes (b is a weight, a's shape follows the batch)
     _memoised(ctx, (a.shape, b.shape), lambda: _matmul_shapes(ctx, a, b))
+    if b.ndim == 2 and 1 in ctx.parameters and _packed_fits(a.size // max(a.shape[-1], 1), a.shape[-1], b.size):
+        # (..., K) @ (K, N) by a weight: one call of the packed kernel over all the leading rows
+        a2 = a.reshape(-1, a.shape[-1]) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1, a.shape[-1])
+        return _packed_product(ctx, a2, b, False, None).reshape(a.shape[:-1] + b.shape[1:])
+    if a.ndim >= 2 and b.ndim >= 2 and a.shape[:-2] == b.shape[:-2] and 1 not in ctx.parameters and \
+            _batched_fits(a.shape[-2], b.shape[-2:]):
+        # small products of two computed operands (attention's per-head scores and mix; a parameter
+        # B that the packed kernel does not take stays numpy's): one call of the kernel for every
+        # leading index, each B packed inside the call
+        out = np.empty(a.shape[:-1] + b.shape[-1:], F32)
+        m, (k, n) = a.shape[-2], b.shape[-2:]
+        native.load("gemm").batched(np.ascontiguousarray(a), np.ascontiguousarray(b), out, math.prod(a.shape[:-2]),
+                                    m, k, n)
+        return out
     if a.ndim > 2 and b.ndim == 2:
-        # (..., K) @ (K, N), a weight: one 2-D BLAS call over all the leading rows, not numpy's
-        # stacked loop of one small product per leading index (ViT's (17, 1, 64) @ (64, 192): 17)
+        # (..., K) @ (K, N): one 2-D BLAS call over all the leading rows, not numpy's stacked loop
+        # of one small product per leading index (ViT's (17, 1, 64) @ (64, 192): 17)
         a = np.ascontiguousarray(a)
         return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
     if a.ndim > 2 or b.ndim > 2:   # stacked matmul stays on BLAS only with contiguous operands
         a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     return np.matmul(a, b).astype(F32, copy=False)
+
+
+#: the packed kernel (enclave/csrc/gemm.c) is used up to this many rows of A and this many
+#: weights (the packed panels within a core's L2), and at one row only up to this inner size (a
+#: row's sums are one chain of FMAs per 16 columns, latency-bound). Alone against numpy's OpenBLAS
+#: on one thread (16:10-16:28 UTC, load 4-7): 0.3-0.5x its time at 17 rows (ViT's 17 x 64 @ 64 x
+#: 192 7.4 against 13.9 us), 0.9-1.0x at 68-256 rows, on par at 512, 1.26x at PP-OCRv4's 40 x 120
+#: @ 120 x 6625 (3.2 MB of panels); at one row 0.5x numpy's gemv at K = 64, 1.2x at K = 512
+_PACKED_MAX_ROWS = 128
+_PACKED_MAX_WEIGHTS = 1 << 17
+_PACKED_MAX_ONE_ROW_INNER = 128
+
+
+#: the batched kernel packs each B inside the call: up to this many elements of one B (numpy
+#: 5.2-5.7 us, the kernel 2.3-3.2 on attention's 4 x (17 x 16 @ 16 x 17) and 4 x (17 x 17 @ 17 x 16)
+#: at 16:16 UTC, load 2.3-2.9; on par at 8 x (17 x 64 @ 64 x 17) and 12 x (197 x 64 @ 64 x 197))
+_BATCHED_MAX_WEIGHTS = 1 << 14
+
+
+def _packed_fits(rows: int, inner: int, weights: int) -> bool:
+    return 0 < rows <= _PACKED_MAX_ROWS and weights <= _PACKED_MAX_WEIGHTS and \
+        (rows > 1 or inner <= _PACKED_MAX_ONE_ROW_INNER)
+
+
+def _batched_fits(rows: int, kn: tuple[int, int]) -> bool:
+    return 0 < rows <= _PACKED_MAX_ROWS and 0 < kn[0] * kn[1] <= _BATCHED_MAX_WEIGHTS and \
+        (rows > 1 or kn[0] <= _PACKED_MAX_ONE_ROW_INNER)
+
+
+def _packed_product(ctx: _Ctx, a: np.ndarray, b: np.ndarray, transposed: int,
+                    bias: np.ndarray | None) -> np.ndarray:
+    """``a @ b`` (``a @ b.T`` if transposed), plus a bias row if given, for a 2-D ``a`` and a
+    weight ``b`` (a parameter: the same array on every call), in one call of the packed kernel.
+    The weight is laid out in the kernel's panels once per node (kept by identity)."""
+    gemm = native.load("gemm")
+    k, n = b.shape[::-1] if transposed else b.shape
+    cached = ctx.memo.get("packed")
+    if cached is not None and cached[0] is b:
+        packed = cached[1]
+    else:
+        packed = np.empty(-(-n // gemm.PANEL) * gemm.PANEL * k, F32)
+        gemm.pack(np.ascontiguousarray(b), k, n, transposed, packed)
+        ctx.memo["packed"] = (b, packed)
+    out = np.empty((a.shape[0], n), F32)
+    gemm.matmul(np.ascontiguousarray(a), packed, a.shape[0], k, n, bias, out)
+    return out
 
 
 def _matmul_shapes(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> bool:
@@ -1869,16 +1943,19 @@ def _fetcher(slots: tuple[int, ...], size: int) -> Callable[[list], Any]:
 #    implementation, checks included. The intermediates' dtype and shape checks are not repeated:
 #    every operator's output dtype is fixed and its shape follows from its input shapes, constants
 #    and attributes, all of which the reference run covered for that input shape.
-# 3. Per set of input shapes (:meth:`_Chain._fast_plan`), two kinds of runs of consecutive nodes
+# 3. Per set of input shapes (:meth:`_Chain._fast_plan`), three kinds of runs of consecutive nodes
 #    become one step: Add / Sub / Mul / Div / Erf nodes whose other operands are one value, one row
 #    or the whole shape (:class:`_ElementwiseRun`: one call of ``enclave/csrc/vit.c``'s
 #    ``elementwise``, which does each node's IEEE float32 operation, the one numpy's ufunc does, in
 #    the nodes' order, chunk by chunk in L1, and Erf by the Erf operator's own kernel); and
-#    reshapes / transposes (:class:`_ViewRun`: one strided view where none of them copies). A third
-#    kind starts at a Conv of floor.c's kernel with parameter weights (:class:`_ConvRun`): the
-#    kernel call itself, with the Relu after it stored by the kernel, then a spatial mean taken by
-#    the kernel or a Concat along the channels written in place. The element-wise program, and the
-#    conv run's Relu and mean, are the places where a chain evaluates an operator's arithmetic
+#    reshapes / transposes and Gathers of one index (:class:`_ViewRun`: one strided view where
+#    none of them copies); a MatMul or Gemm that its node ran on the packed or batched kernel,
+#    with the next node if it adds a bias row (:class:`_ProductRun`: the node's kernel call, the
+#    bias added in its store, the same float32 addition the Add does); and a Conv of floor.c's
+#    kernel with parameter weights (:class:`_ConvRun`): the kernel call itself, with the Relu
+#    after it stored by the kernel, then a spatial mean taken by the kernel or a Concat along the
+#    channels written in place. The element-wise program, the bias in the product's store and the
+#    conv run's Relu and mean are the places where a chain evaluates an operator's arithmetic
 #    itself rather than through its implementation; the proof above covers them by the same
 #    argument (the same correctly rounded operations in the same order, no branch on values but
 #    the Relu's own sign test).
@@ -1901,9 +1978,12 @@ _CHAIN_FRESH = frozenset({"Add", "Sub", "Mul", "Div", "MatMul", "Gemm", "Erf", "
 _CHAIN_IN_PLACE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 # fast-path kinds of a chain node
-_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE, _VIEWS = range(11)
+_IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERNORM, _ELEMENTWISE, _VIEWS, \
+    _PRODUCT = range(12)
+#: a view run's Gather of one index (its basic-indexing key)
+_GATHER = 12
 #: a step of a chain's fast plan: a Conv of floor.c's kernel with what follows it (:class:`_ConvRun`)
-_CONV_RUN = 11
+_CONV_RUN = 13
 
 #: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
 #: (the chain's value on the left, on the right)
@@ -1956,11 +2036,12 @@ def _elementwise_run(run: _ElementwiseRun, value: np.ndarray | None, inputs: tup
 
 
 class _ViewRun:
-    """Consecutive Reshape / Squeeze / Unsqueeze / Flatten / Identity / Transpose nodes of a chain,
-    for one set of input shapes, as one step: on a C-contiguous input of that shape their
-    composition is one strided view, computed on the first call by applying them (if none of them
-    copied) and from then on made in one call (a ViT's head split: 3-6 nodes, 0.4-0.7 us each).
-    Any other input gets the nodes' reshapes and transposes one by one."""
+    """Consecutive Reshape / Squeeze / Unsqueeze / Flatten / Identity / Transpose nodes and Gathers
+    of one index (a ViT's Q / K / V select) of a chain, for one set of input shapes, as one step: on
+    a C-contiguous input of that shape their composition is one strided view, computed on the
+    first call by applying them (if none of them copied) and from then on made in one call (a
+    ViT's head split: 3-6 nodes, 0.4-0.7 us each). Any other input gets the nodes' reshapes,
+    transposes and selects one by one."""
 
     __slots__ = ("step", "source", "ops", "in_shape", "contiguous", "strides", "kind")
 
@@ -1968,10 +2049,11 @@ class _ViewRun:
                  contiguous: bool) -> None:
         self.step = step                 #: the first node's (a failure names it)
         self.source = source             #: as :attr:`_ElementwiseRun.source`
-        self.ops = ops                   #: (_RESHAPE, output shape) or (_TRANSPOSE, permutation)
+        #: (_RESHAPE, output shape), (_TRANSPOSE, permutation) or (_GATHER, basic-indexing key)
+        self.ops = ops
         self.in_shape = in_shape
         self.contiguous = contiguous     #: the last node's result is made contiguous
-        #: None: not tried yet; False: a node copied; else the composed view's (shape, strides)
+        #: None: not tried yet; False: a node copied; else the composed view's (shape, strides, offset)
         self.strides: Any = None
         self.kind = _VIEWS
 
@@ -1979,15 +2061,17 @@ class _ViewRun:
         x = value if self.source < 0 else inputs[self.source]
         composed = self.strides
         if composed and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
-            # numpy's constructor refuses strides that would reach outside x's buffer
-            v = np.ndarray(composed[0], F32, x, 0, composed[1])
+            # numpy's constructor refuses an offset and strides that would reach outside x's buffer
+            v = np.ndarray(composed[0], F32, x, composed[2], composed[1])
         else:
             v = x
             for kind, arg in self.ops:
-                v = v.reshape(arg) if kind == _RESHAPE else v.transpose(arg)
+                v = v.reshape(arg) if kind == _RESHAPE else v.transpose(arg) if kind == _TRANSPOSE else v[arg]
             if composed is None and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
-                same_memory = v.__array_interface__["data"][0] == x.__array_interface__["data"][0]
-                self.strides = (v.shape, v.strides) if same_memory and v.base is not None else False
+                # a view of x (none of the nodes copied), at an offset if a Gather selected a part
+                offset = v.__array_interface__["data"][0] - x.__array_interface__["data"][0]
+                viewed = v.base is not None and np.shares_memory(v, x) and offset >= 0
+                self.strides = (v.shape, v.strides, offset) if viewed else False
         return np.ascontiguousarray(v) if self.contiguous else v
 
 
@@ -2030,6 +2114,49 @@ class _ConvRun:
             else:   # casting "no": an input of another dtype fails as the Concat node would
                 np.copyto(y[:, begin:begin + width], inputs[source], casting="no")
         return y
+
+
+class _ProductRun:
+    """A MatMul or Gemm of a chain, for one set of input shapes, as the one kernel call its node
+    makes (``enclave/csrc/gemm.c``) without the node's per-call checks: by its packed parameter
+    weight, a following Add of a bias row added in the kernel's store (the same float32 addition
+    the Add does), or two computed operands as one batched call. Any other operand (not the
+    weight packed on the reference run) gets the nodes' own implementations."""
+
+    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "shape", "sizes", "kernel", "kind")
+
+    def __init__(self, nodes: list["_ChainNode"], sources: tuple[int, ...], weight: np.ndarray | None,
+                 packed: np.ndarray | None, bias: int | None, shape: tuple[int, ...],
+                 sizes: tuple[int, int, int, int]) -> None:
+        self.step = nodes[0].step     #: the product's (a failure names it)
+        self.nodes = nodes            #: the product and, if fused, the Add of its bias
+        self.sources = sources        #: the product's A and B: -1 the chain's value, else an entry input
+        self.weight = weight          #: the parameter B whose packed form is ``packed`` (None: batched)
+        self.packed = packed
+        self.bias = bias              #: the entry input added as a bias row (the Gemm's C or the Add's)
+        self.shape = shape            #: the result's shape
+        self.sizes = sizes            #: (batch, m, k, n) of the kernel call
+        gemm = native.load("gemm")
+        self.kernel = gemm.batched if packed is None else gemm.matmul
+        self.kind = _PRODUCT
+
+    def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
+        a_at, b_at = self.sources
+        a = value if a_at < 0 else inputs[a_at]
+        b = value if b_at < 0 else inputs[b_at]
+        batch, m, k, n = self.sizes
+        if self.packed is not None and b is self.weight:
+            out = np.empty(self.shape, F32)
+            bias = None if self.bias is None else np.ascontiguousarray(inputs[self.bias]).reshape(n)
+            self.kernel(np.ascontiguousarray(a), self.packed, m, k, n, bias, out)
+            return out
+        if self.packed is None and a.shape[:-2] == b.shape[:-2] and a.shape[-2:] == (m, k) and b.shape[-1] == n:
+            out = np.empty(self.shape, F32)
+            self.kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out, batch, m, k, n)
+            return out
+        for node in self.nodes:
+            value = node.step.impl(node.step.ctx, *[value if s < 0 else inputs[s] for s in node.sources])
+        return value
 
 
 def _operand_mode(other: Any, shape: tuple[int, ...]) -> int | None:
@@ -2112,6 +2239,8 @@ class _Chain:
                 run, end = self._view_run_at(k, inputs, seen)
             if run is None:
                 run, end = self._conv_run_at(k, inputs, seen)
+            if run is None:
+                run, end = self._product_run_at(k, inputs, seen)
             if run is not None:
                 plan.append((run, seen[end - 1]))
                 k = end
@@ -2120,13 +2249,59 @@ class _Chain:
                 k += 1
         return plan
 
+    def _product_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ProductRun | None, int]:
+        """A MatMul or Gemm that its node ran on the packed or batched kernel (by the reference run's
+        shapes and the weight it packed), with the next node if that adds a bias row to it."""
+        nodes = self.nodes
+        node = nodes[k]
+        op = node.step.node.op
+        if node.kind != _IMPL or node.step.node.domain or op not in ("MatMul", "Gemm") or len(node.sources) < 2:
+            return None, k
+        shapes = [seen[k - 1] if s < 0 else getattr(inputs[s], "shape", None) for s in node.sources]
+        if any(sh is None for sh in shapes) or any(not isinstance(inputs[s], np.ndarray) or inputs[s].dtype != F32
+                                                   for s in node.sources if s >= 0):
+            return None, k
+        a_shape, b_shape = shapes[:2]
+        out = seen[k]
+        ctx = node.step.ctx
+        cached = ctx.memo.get("packed")
+        weight = inputs[node.sources[1]] if node.sources[1] >= 0 else None
+        bias = None
+        if op == "Gemm":
+            # (read again: the memo may have been cleared since; the reference run checked them)
+            alpha, beta, ta = ctx.attr_float("alpha", 1.0), ctx.attr_float("beta", 1.0), ctx.attr_int("transA", 0)
+            if not (cached and cached[0] is weight and alpha == 1.0 and beta == 1.0 and not ta
+                    and _packed_fits(a_shape[0], a_shape[1], weight.size)):
+                return None, k
+            n = out[-1]
+            if len(node.sources) > 2:
+                if inputs[node.sources[2]].shape not in ((n,), (1, n)) or node.sources[2] < 0:
+                    return None, k
+                bias = node.sources[2]
+            m, kk = a_shape
+        elif len(b_shape) == 2 and cached and cached[0] is weight and \
+                _packed_fits(math.prod(a_shape[:-1]), a_shape[-1], weight.size):
+            kk, n = b_shape
+            m = math.prod(a_shape[:-1])
+        elif len(a_shape) >= 2 and len(b_shape) >= 2 and a_shape[:-2] == b_shape[:-2] and 1 not in ctx.parameters \
+                and _batched_fits(a_shape[-2], b_shape[-2:]):
+            (m, kk), n = a_shape[-2:], b_shape[-1]
+            return _ProductRun([node], node.sources[:2], None, None, None, out,
+                               (math.prod(a_shape[:-2]), m, kk, n)), k + 1
+        else:
+            return None, k
+        end = k + 1
+        if bias is None and end < len(nodes) and seen[end] == out:
+            add = nodes[end]
+            if add.kind == _BINARY and add.step.node.op == "Add" and len(add.sources) == 2 and -1 in add.sources:
+                other = add.sources[1 - add.sources.index(-1)]
+                if other >= 0 and _operand_mode(inputs[other], out) == _OPERAND_ROW:
+                    bias = other
+                    end += 1
+        return _ProductRun(nodes[k:end], node.sources[:2], weight, cached[1], bias, out, (1, m, kk, n)), end
+
     def _view_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ViewRun | None, int]:
         nodes = self.nodes
-        end = k
-        while end < len(nodes) and nodes[end].kind in (_RESHAPE, _TRANSPOSE):
-            end += 1
-        if end - k < 2:
-            return None, k
         first = nodes[k]
         source = -1 if k else first.sources[0]
         if k:
@@ -2135,7 +2310,22 @@ class _Chain:
             in_shape = inputs[source].shape
         else:
             return None, k
-        ops = [(_RESHAPE, seen[i]) if nodes[i].kind == _RESHAPE else (_TRANSPOSE, nodes[i].arg) for i in range(k, end)]
+        ops: list[tuple[int, Any]] = []
+        end = k
+        while end < len(nodes):
+            node = nodes[end]
+            if node.kind == _RESHAPE:
+                ops.append((_RESHAPE, seen[end]))
+            elif node.kind == _TRANSPOSE:
+                ops.append((_TRANSPOSE, node.arg))
+            elif node.sources[0] == (source if end == k else -1) and \
+                    (gather := self._gather_key(node, seen[end - 1] if end > k else in_shape)) is not None:
+                ops.append((_GATHER, gather))   # a ViT's Q / K / V select: basic indexing
+            else:
+                break
+            end += 1
+        if end - k < 2:
+            return None, k
         return _ViewRun(first.step, source, ops, in_shape, nodes[end - 1].contiguous), end
 
     def _conv_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ConvRun | None, int]:
@@ -2193,6 +2383,15 @@ class _Chain:
             begin += shape[1]
         return tuple(parts)
 
+    @staticmethod
+    def _gather_key(node: _ChainNode, data_shape: tuple[int, ...]) -> tuple | None:
+        """The basic-indexing key of a Gather of one index, as its node derived it for this shape
+        of data on the reference run (None: another Gather, or its memo has been cleared)."""
+        if node.kind != _IMPL or node.step.node.op != "Gather" or node.step.node.domain:
+            return None
+        found = node.step.ctx.memo.get(data_shape)
+        return found[1] if type(found) is tuple and type(found[1]) is tuple else None
+
     def _elementwise_run_at(self, k: int, inputs: tuple,
                             seen: list[tuple[int, ...]]) -> tuple[_ElementwiseRun | None, int]:
         nodes = self.nodes
@@ -2248,7 +2447,7 @@ class _Chain:
                     value = node.apply(value, inputs)
                     owned = owned and node.source < 0   # a view of (or a copy from) the chain's array
                     continue
-                if kind == _CONV_RUN:
+                if kind == _CONV_RUN or kind == _PRODUCT:
                     value = node.apply(value, inputs)
                     owned = True
                     continue
@@ -2411,8 +2610,9 @@ class HeadInterpreter:
                     kind, fast = _shape_check(shape)
                     want = np.dtype(v.dtype) if v is not None else F32
                     declared.append((pos, slot(o), want, kind, fast, shape, want if want in (F32, I64) else None))
-            plan.append(_Plan(node, spec.impl, tuple(slot(n) if n else -1 for n in ins),
-                              _Ctx(node, opset, self._max), tuple(declared)))
+            ctx = _Ctx(node, opset, self._max)
+            ctx.parameters = frozenset(i for i, name in enumerate(ins) if name in self._params)
+            plan.append(_Plan(node, spec.impl, tuple(slot(n) if n else -1 for n in ins), ctx, tuple(declared)))
         for s in graph.outputs:
             if s.name not in known:
                 raise ModelError(f"head output {s.name!r} is produced by no node")

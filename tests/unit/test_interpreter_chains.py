@@ -120,6 +120,61 @@ def test_attention_chains_follow_single_reads():
     assert sum(len(c) for c in names) == len(model.graph.node) - 1   # v alone: one node, no chain
 
 
+def _product_runs(head: HeadInterpreter) -> list[list[str]]:
+    """The node names of every product run in the heads' proven fast paths."""
+    return [[n.step.node.name for n in step.nodes] for chain in chains(head) for plan in chain.shapes.values()
+            for step, _ in plan if isinstance(step, interpreter._ProductRun)]
+
+
+def test_products_and_their_bias_rows_are_one_kernel_call():
+    """A MatMul by a weight and the Add of its bias row are one call of the packed kernel (the bias
+    in its store), the attention's per-head products one batched call each; proven equal to the
+    nodes' own run and onnxruntime's within tolerance."""
+    model, (tokens, dim) = _gelu_mlp(np.random.default_rng([SEED, 90]))
+    head = run_both(model, [{"x": normal(np.random.default_rng(3), 2, tokens, dim)}])
+    assert _product_runs(head) == [["fc1", "fc1_bias"], ["fc2", "fc2_bias"]]
+    model, (tokens, dim) = _attention(np.random.default_rng([SEED, 89]))
+    head = run_both(model, [{"x": normal(np.random.default_rng(4), 2, tokens, dim)}])
+    assert _product_runs(head) == [["qkv", "qkv_bias"], ["scores"], ["weighted"], ["out_proj", "out_bias"]]
+
+
+def test_a_select_of_one_head_and_its_transpose_are_one_view():
+    """Attention's K select (a Gather of index 1) and its Transpose are one strided view of the
+    projection's output, at the select's offset, made in one call once proven; a second batch
+    size gets its own."""
+    model, (tokens, dim) = _attention(np.random.default_rng([SEED, 87]))
+    rng = np.random.default_rng(9)
+    head = run_both(model, [{"x": normal(rng, b, tokens, dim)} for b in (2, 3, 2)])
+    k_chain = next(c for c in chains(head) if c.names == ["k", "k_t", "k_scale"])
+    assert len(k_chain.shapes) == 2
+    for plan in k_chain.shapes.values():
+        views = plan[0][0]
+        assert isinstance(views, interpreter._ViewRun)
+        assert [kind for kind, _ in views.ops] == [interpreter._GATHER, interpreter._TRANSPOSE]
+        shape, strides, offset = views.strides
+        assert offset == math.prod(views.in_shape[1:]) * 4   # K: the second of Q, K, V along the first axis
+
+
+def test_a_gemm_and_its_bias_are_one_kernel_call_and_other_operands_get_the_nodes():
+    """A Gemm (transB, as torch writes a Linear) with its C row is one packed call; given a weight
+    other than the one packed on the reference run, the run goes through the nodes' own code and
+    its result is unchanged."""
+    rng = np.random.default_rng([SEED, 88])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w", "c"], ["g"], transB=1, name="fc"),
+             helper.make_node("Add", ["g", "b"], ["y"], name="shift")]
+    params = {"w": normal(rng, 30, 20), "c": normal(rng, 30), "b": normal(rng, 30)}
+    model = head_model(nodes, {"x": (1, 20)}, params, ["y"])
+    feed = {"x": normal(rng, 7, 20)}
+    head = run_both(model, [feed])
+    assert _product_runs(head) == [["fc"]]   # the Gemm's C is its bias: the Add stays a node
+    expected = head.run(feed)["y"]
+    run = next(step for chain in chains(head) for plan in chain.shapes.values() for step, _ in plan
+               if isinstance(step, interpreter._ProductRun))
+    run.weight = run.weight.copy()   # not the array the head passes: the nodes' path
+    assert np.array_equal(head.run(feed)["y"], expected)
+
+
 def test_no_chain_through_a_head_output_or_a_tensor_read_elsewhere():
     """An intermediate that is a head output, or read by a second node, must stay a plain value:
     the chain ends at it (a later in-place step would overwrite it)."""

@@ -179,8 +179,10 @@ def test_softmax_over_long_rows_matches_onnxruntime(rows, classes, opset):
 @pytest.mark.parametrize("k,n,alpha,beta,trans_a", [(512, 100, 1.0, 1.0, 0), (6272, 128, 1.0, 1.0, 0),
                                                    (37, 5, 0.5, 2.0, 0), (9, 7, 1.0, 0.25, 1)])
 def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, beta, trans_a):
-    """Gemm with transB=1 (every torch export's Linear) at one row is a gemv on the weight as
-    stored; more rows use the transposed copy. Both in one interpreter, as onnxruntime's."""
+    """Gemm with transB=1 (every torch export's Linear) by a weight of at most
+    _PACKED_MAX_WEIGHTS is the packed kernel at more rows (at one row too if K is small); by a
+    larger one it is a gemv on the weight as stored at one row and the transposed copy at more.
+    Both in one interpreter, as onnxruntime's."""
     rng = np.random.default_rng([SEED, k, n])
     node = helper.make_node("Gemm", ["a", "w", "c"], ["y"], transB=1, transA=trans_a, alpha=alpha, beta=beta, name="fc")
     params = {"w": scaled_weight(rng, n, k), "c": normal(rng, n)}
@@ -196,7 +198,10 @@ def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, bet
         model = head_model([node], {"a": (1, k)}, params, ["y"])
         feeds = [{"a": normal(rng, b, k)} for b in (1, 3, 1)]
     head = run_both(model, feeds)
-    assert ("B" in head._plan[0].ctx.memo) is (not trans_a)   # the transposed copy only for the 3 rows
+    packed = k * n <= interpreter._PACKED_MAX_WEIGHTS
+    assert ("packed" in head._plan[0].ctx.memo) is packed
+    # the transposed copy only for the 3 rows by the large weight
+    assert ("B" in head._plan[0].ctx.memo) is (not packed and not trans_a)
 
 
 @pytest.mark.parametrize("c,m,size", [(512, 100, 3), (512, 64, 3), (64, 134, 3), (32, 40, 4)])

@@ -14,7 +14,7 @@ from tests.unit.test_interpreter import compare
 SEED = 20240611
 DRAWS = 4
 #: more draws for operators with several code paths (Conv: pointwise, depthwise, grouped, dense)
-EXTRA_DRAWS = {"Conv": 16}
+EXTRA_DRAWS = {"Conv": 16, "MatMul": 16, "Gemm": 12}
 
 
 def _model(op: str, inputs: dict[str, np.ndarray], params: dict[str, np.ndarray], opset: int,
@@ -138,16 +138,38 @@ def _draw(op: str, rng) -> tuple[dict, dict, dict, int]:
         axis = int(rng.integers(-rank, rank))
         return {"x": x * 4}, {}, {"axis": axis}, opset
     if op == "MatMul":
+        form = int(rng.integers(0, 4))
         b = _shape(rng, 1)[0]
-        batch = _shape(rng, int(rng.integers(1, 3)))
-        m, k, n = _shape(rng, 3, 1, 9)
-        return {"a": _f(rng, b, *batch, m, k)}, {"w": _f(rng, *batch, k, n)}, {}, 13
+        if form == 0:   # a stacked weight broadcast over the batch: numpy
+            batch = _shape(rng, int(rng.integers(1, 3)))
+            m, k, n = _shape(rng, 3, 1, 9)
+            return {"a": _f(rng, b, *batch, m, k)}, {"w": _f(rng, *batch, k, n)}, {}, 13
+        # row and column counts around the kernel's 6 x 16 tiles and its half panel
+        m, k, n = int(rng.integers(1, 41)), int(rng.integers(1, 71)), int(rng.integers(1, 41))
+        if form == 1:   # by a 2-D weight: the packed kernel over all the leading rows
+            lead = _shape(rng, int(rng.integers(0, 3)))
+            return {"a": _f(rng, b, *lead, m, k)}, {"w": _f(rng, k, n)}, {}, 13
+        if form == 2:   # two computed operands of the same batch: the batched kernel
+            heads = _shape(rng, int(rng.integers(0, 2)))
+            return {"a": _f(rng, b, *heads, m, k), "b": _f(rng, b, *heads, k, n)}, {}, {}, 13
+        # form 3: more rows than the kernels take: numpy
+        return {"a": _f(rng, b, int(rng.integers(129, 160)), k)}, {"w": _f(rng, k, n)}, {}, 13
+    if op == "Gemm":
+        trans_a, trans_b = (int(v) for v in rng.integers(0, 2, size=2))
+        m, k, n = int(rng.integers(1, 20)), int(rng.integers(1, 71)), int(rng.integers(1, 41))
+        attrs = {"transA": trans_a, "transB": trans_b, "alpha": float(rng.choice([1.0, 0.5])),
+                 "beta": float(rng.choice([1.0, 2.0]))}
+        params = {"w": _f(rng, *((n, k) if trans_b else (k, n)))}
+        c_shape = [(n,), (1, n), (m, n), None][int(rng.integers(0, 4))]
+        if c_shape is not None:
+            params["c"] = _f(rng, *c_shape)
+        return {"a": _f(rng, *((k, m) if trans_a else (m, k)))}, params, attrs, 13
     raise AssertionError(op)
 
 
 NEW_OPS = ["Mul", "Sub", "Div", "Pow", "Sqrt", "Exp", "Neg", "Abs", "Erf", "PRelu", "Gelu", "ReduceMean",
            "ReduceL2", "ReduceSum", "ReduceMax", "Transpose", "Squeeze", "Unsqueeze", "Expand", "Gather",
-           "LayerNormalization", "MatMul", "Tanh", "Sigmoid", "LogSoftmax", "Softmax", "Conv"]
+           "LayerNormalization", "MatMul", "Tanh", "Sigmoid", "LogSoftmax", "Softmax", "Conv", "Gemm"]
 CASES = [(op, k) for op in NEW_OPS for k in range(EXTRA_DRAWS.get(op, DRAWS))]
 
 

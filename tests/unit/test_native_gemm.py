@@ -1,0 +1,124 @@
+"""The packed-weight product kernel (enclave/csrc/gemm.c): against float64 numpy on shapes around
+its 6 x 16 tiles and half panels, the same sums whichever entry computes them, and every
+malformed buffer or size refused before it reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enclave import native
+
+SEED = 20261202
+
+
+def _gemm():
+    return native.load("gemm")
+
+
+def _packed(b: np.ndarray, transposed: bool = False) -> np.ndarray:
+    k, n = b.shape[::-1] if transposed else b.shape
+    panel = _gemm().PANEL
+    packed = np.full(-(-n // panel) * panel * k, np.nan, np.float32)   # every float written by pack
+    _gemm().pack(b, k, n, transposed, packed)
+    return packed
+
+
+def _tolerance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # float32 sums of k products: a few ulp of the sum of the absolute terms
+    return 4 * a.shape[-1] * np.finfo(np.float32).eps * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)))
+
+
+@pytest.mark.parametrize("m", [1, 5, 6, 7, 17, 40])
+@pytest.mark.parametrize("k,n", [(1, 1), (64, 192), (16, 17), (17, 16), (70, 8), (3, 9), (128, 64), (5, 33)])
+def test_the_packed_product_matches_float64(m, k, n):
+    rng = np.random.default_rng([SEED, m, k, n])
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    for transposed in (False, True):
+        packed = _packed(np.ascontiguousarray(b.T) if transposed else b, transposed)
+        out = np.full((m, n), np.nan, np.float32)
+        _gemm().matmul(a, packed, m, k, n, None, out)
+        assert np.all(np.abs(out - exact) <= _tolerance(a, b))
+        with_bias = np.full((m, n), np.nan, np.float32)
+        _gemm().matmul(a, packed, m, k, n, bias, with_bias)
+        # the bias is one float32 addition to the same sum (what a separate Add node computes)
+        assert np.array_equal(with_bias, out + bias)
+
+
+@pytest.mark.parametrize("batch,m,k,n", [(4, 17, 16, 17), (4, 17, 17, 16), (1, 6, 64, 64), (3, 1, 1, 1),
+                                         (2, 13, 9, 40), (0, 3, 4, 5)])
+def test_the_batched_product_matches_float64_and_the_packed_one(batch, m, k, n):
+    rng = np.random.default_rng([SEED, batch, m, k, n])
+    a = rng.standard_normal((batch, m, k)).astype(np.float32)
+    b = rng.standard_normal((batch, k, n)).astype(np.float32)
+    out = np.full((batch, m, n), np.nan, np.float32)
+    _gemm().batched(a, b, out, batch, m, k, n)
+    for p in range(batch):
+        assert np.all(np.abs(out[p] - a[p].astype(np.float64) @ b[p]) <= _tolerance(a[p], b[p]))
+        one = np.empty((m, n), np.float32)
+        _gemm().matmul(a[p], _packed(b[p]), m, k, n, None, one)
+        assert np.array_equal(out[p], one)   # the same sums in the same order
+
+
+def test_the_sums_do_not_depend_on_where_a_row_falls_in_a_tile():
+    rng = np.random.default_rng(SEED)
+    a = rng.standard_normal((23, 50)).astype(np.float32)
+    packed = _packed(rng.standard_normal((50, 37)).astype(np.float32))
+    whole = np.empty((23, 37), np.float32)
+    _gemm().matmul(a, packed, 23, 50, 37, None, whole)
+    for start, stop in [(0, 1), (5, 12), (17, 23)]:
+        part = np.empty((stop - start, 37), np.float32)
+        _gemm().matmul(np.ascontiguousarray(a[start:stop]), packed, stop - start, 50, 37, None, part)
+        assert np.array_equal(part, whole[start:stop])
+
+
+def test_nan_and_infinity_propagate():
+    a = np.array([[1, np.nan], [1, 1], [np.inf, 0]], np.float32)
+    b = np.array([[1, 2], [3, 4]], np.float32)
+    out = np.empty((3, 2), np.float32)
+    _gemm().matmul(a, _packed(b), 3, 2, 2, None, out)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(out, a @ b)
+
+
+def test_malformed_buffers_and_sizes_are_refused():
+    g = _gemm()
+    a = np.zeros((4, 8), np.float32)
+    b = np.zeros((8, 20), np.float32)
+    packed = _packed(b)
+    out = np.zeros((4, 20), np.float32)
+    with pytest.raises(ValueError, match="b: 160 items, expected 168"):
+        g.pack(b, 8, 21, False, packed)
+    with pytest.raises(ValueError, match="packed: 128 items, expected 256"):
+        g.pack(b, 8, 20, False, packed[:128])
+    with pytest.raises(ValueError, match="b: wrong item type"):
+        g.pack(b.astype(np.float64), 8, 20, False, packed)
+    with pytest.raises(ValueError, match="a: 32 items, expected 40"):
+        g.matmul(a, packed, 5, 8, 20, None, np.zeros((5, 20), np.float32))
+    with pytest.raises(ValueError, match="packed: 256 items, expected 512"):
+        g.matmul(np.zeros((4, 16), np.float32), packed, 4, 16, 20, None, out)
+    with pytest.raises(ValueError, match="bias: 19 items, expected 20"):
+        g.matmul(a, packed, 4, 8, 20, np.zeros(19, np.float32), out)
+    with pytest.raises(ValueError, match="out: 79 items, expected 80"):
+        g.matmul(a, packed, 4, 8, 20, None, np.zeros(79, np.float32))
+    with pytest.raises(ValueError, match="out overlaps an input"):
+        square = np.zeros(64, np.float32)
+        g.matmul(square[:32], _packed(np.zeros((8, 8), np.float32)), 4, 8, 8, None, square[16:48])
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        g.matmul(a, packed, -4, 8, 20, None, out)
+    with pytest.raises(ValueError, match="sizes overflow"):
+        g.matmul(a, packed, 1 << 40, 1 << 40, 20, None, out)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        g.matmul(a, packed, 4, 8, 20, None, np.zeros((20, 4), np.float32).T)   # not C-contiguous
+    with pytest.raises(ValueError, match="b: 63 items, expected 64"):
+        g.batched(np.zeros((2, 4, 8), np.float32), np.zeros(63, np.float32), np.zeros((2, 4, 4), np.float32), 2, 4, 8, 4)
+    with pytest.raises(ValueError, match="out overlaps an input"):
+        x = np.zeros(64, np.float32)
+        g.batched(x[:32], np.zeros(64, np.float32), x[16:48], 1, 4, 8, 8)
+    with pytest.raises(ValueError, match="read-only"):
+        frozen = np.zeros((4, 20), np.float32)
+        frozen.flags.writeable = False
+        g.matmul(a, packed, 4, 8, 20, None, frozen)
