@@ -88,12 +88,12 @@ def _checksum(item: dict[str, Any], value: Any) -> Any:
     if kind == "tuple":
         return tuple(_checksum(c, v) for c, v in zip(item["components"], value))
     if kind == "address":
-        return _checksummed(value)
+        return checksum_address(value)
     return value
 
 
 @functools.lru_cache(maxsize=4096)
-def _checksummed(address: str) -> str:
+def checksum_address(address: str) -> str:
     """Checksum form (a keccak each; the same few addresses recur in every log)."""
     return to_checksum_address(address)
 
@@ -149,7 +149,7 @@ class EventCodec:
             elif kind == "bytes32":
                 args[name] = word
             elif kind == "address" and len(word) == 32 and not any(word[:12]):
-                args[name] = _checksummed("0x" + word[12:].hex())
+                args[name] = checksum_address("0x" + word[12:].hex())
             else:
                 args[name] = _checksum({**item, "type": kind}, abi_decode([kind], word)[0])
         data = raw["data"]
