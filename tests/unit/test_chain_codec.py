@@ -198,3 +198,39 @@ def test_events_decode_as_web3s_process_log(contract_name, item):
     if len(topics) > 1:
         with pytest.raises(Exception):  # noqa: B017 - a log of another shape is refused, as web3 refuses it
             event_decoder(contract, item["name"])(AttributeDict({**raw, "topics": topics[:1]}))
+
+
+def test_the_hand_decoder_gives_eth_abis_values_for_the_request_and_the_delivery_and_leaves_the_rest_to_it():
+    from eth_abi import decode as abi_decode
+
+    from splitseal.chain.codec import _NotPlain
+
+    taken = set()
+    for contract_name, function, args in CALLS * 5:
+        codec = codec_of(ADDRESS, load_artifact(contract_name)["abi"])
+        fn = codec._by_name[function]
+        data = codec.encode(function, args)[4:]
+        if fn.plain is None:
+            continue  # an array of structs (deliverResults): eth_abi's alone
+        assert fn.plain.decode(data) == abi_decode(list(fn.types), data)
+        taken.add(function)
+    assert {"requestInference", "requestInferenceWithCallback", "deliverResult", "reportFailure"} <= taken
+    codec = codec_of(ADDRESS, load_artifact("BackboneExecution")["abi"])
+    fn = codec._by_name["requestInference"]
+    data = bytearray(codec.encode("requestInference", CALLS[0][2])[4:])
+    tampered = [bytes(data) + b"\x00" * 32,  # trailing bytes
+                bytes(data[:-1]),  # short
+                bytes(data[:-1]) + b"\x01",  # the inline input's padding not zero
+                bytes(data[:32 * 3]) + (1).to_bytes(32, "big") + bytes(data[32 * 4:])]  # a pointer out of place
+    for bad in tampered:
+        with pytest.raises(_NotPlain):
+            fn.plain.decode(bad)
+        try:
+            expected = ("ok", _plain(abi_decode(list(fn.types), bad)))
+        except Exception:  # noqa: BLE001 - eth_abi refuses it
+            expected = ("refused",)
+        try:
+            got = ("ok", _plain(tuple(codec.decode(fn.selector + bad)[1].values())))
+        except ValueError:
+            got = ("refused",)
+        assert got[0] == expected[0]  # decoded or refused as eth_abi alone does
