@@ -67,6 +67,7 @@ from eth_account.signers.local import LocalAccount
 from splitseal.chain import (
     CalldataNotFound,
     Chain,
+    ContractCall,
     Deployment,
     PendingTx,
     PrefetchedCall,
@@ -722,7 +723,7 @@ class InferenceNode:
         return moved
 
     def _send_single(self, request_id: int, delivery: tuple[Any, ...]) -> PendingTx:
-        fn = self.deployment.backbone_execution.functions.deliverResult(*delivery)
+        fn = ContractCall(self.deployment.backbone_execution, "deliverResult", *delivery)
         self._sent_at[request_id] = time.perf_counter()
         return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, delivery))
 
@@ -774,9 +775,9 @@ class InferenceNode:
         times.delivery_tx = time.perf_counter() - self._sent_at.pop(request_id, time.perf_counter())
         self._finish(request_id, Stage.COMPLETED, "")
         self.stats.completed += 1
-        log.info("request_id=%d stage=completed backbone_ms=%.1f enclave_ms=%.1f delivery_ms=%.1f batch=%d tx=%s",
-                 request_id, times.backbone * 1e3, times.enclave * 1e3, times.delivery_tx * 1e3, batch,
-                 pending.tx_hash.hex()[:18])
+        log.info("request_id=%d stage=completed backbone_ms=%.2f enclave_ms=%.2f delivery_ms=%.2f fetch_ms=%.2f "
+                 "transfer_ms=%.2f batch=%d tx=%s", request_id, times.backbone * 1e3, times.enclave * 1e3,
+                 times.delivery_tx * 1e3, times.fetch * 1e3, times.transfer * 1e3, batch, pending.tx_hash.hex()[:18])
 
     # --- outcomes ------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
-from splitseal.chain import Chain, Deployment
+from splitseal.chain import Chain, ContractCall, Deployment
 from splitseal.errors import ChainError, InvalidInputError, SplitsealError
 from splitseal.protocol import MAX_CALLBACK_GAS, MIN_CALLBACK_GAS, FailureCode, RequestStatus, eip712
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
@@ -205,10 +205,10 @@ class Requester:
         sent = time.perf_counter()
         # a time to live: the contract adds it to the including block's time, so however long
         # the chain sat idle, the request gets the whole of it
-        functions = self.deployment.backbone_execution.functions
+        be = self.deployment.backbone_execution
         args = (model_id, version, commitment, inline, pointer, self.key.public, int(deadline_seconds))
-        fn = functions.requestInference(*args) if consumer is None else \
-            functions.requestInferenceWithCallback(*args, consumer, int(callback_gas_limit))
+        fn = ContractCall(be, "requestInference", *args) if consumer is None else \
+            ContractCall(be, "requestInferenceWithCallback", *args, consumer, int(callback_gas_limit))
         receipt = self.chain.transact(fn, sender=self.account, gas=500_000)
         mined = time.perf_counter()
         (event,) = self.chain.events(receipt, self.deployment.backbone_execution, "InferenceRequested")

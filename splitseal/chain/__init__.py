@@ -14,7 +14,7 @@ _EXPORTS = {
     "Chain": "client", "Subscription": "client", "connect": "client", "dev_accounts": "client",
     "DEV_ACCOUNTS": "client", "DEV_MNEMONIC": "client", "DEFAULT_TX_GAS": "client", "DEPLOY_GAS": "client",
     "ZERO_ADDRESS": "deployment",
-    "PendingTx": "sender", "TransactionSender": "sender",
+    "PendingTx": "sender", "TransactionSender": "sender", "ContractCall": "sender",
     "ErrorDecoder": "revert", "DecodedError": "revert",
     "EmbeddedChain": "embedded", "RpcChain": "rpc", "PushWakeup": "rpc",
     "LogDecoder": "logs", "logs_with_first_topic": "logs", "logs_with_topic0": "logs", "hex_topic": "logs",

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import logging
 import select
@@ -23,7 +24,6 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 from web3 import HTTPProvider, Web3
 from web3.datastructures import AttributeDict
@@ -34,9 +34,12 @@ from splitseal.config import ChainConfig
 from splitseal.errors import ChainError
 
 from .client import Chain, Subscription
+from .codec import checksum_address as to_checksum_address  # cached: the same few addresses in every reply
 from .revert import node_revert_data
 
 log = logging.getLogger(__name__)
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 #: Receipt poll interval where the node cannot send synchronously.
 RECEIPT_POLL = 0.0005
@@ -49,9 +52,11 @@ class RpcChain(Chain):
 
     def __init__(self, w3: Web3, endpoint: str, *, name: str, accounts: Sequence[LocalAccount],
                  config: ChainConfig | None = None, on_close: Callable[[], None] | None = None,
-                 ws_url: str | None = None, send_sync: bool = False) -> None:
+                 ws_url: str | None = None, send_sync: bool = False, session: "EnvironmentOnce | None" = None) -> None:
         super().__init__(w3, name=name, accounts=accounts, config=config, on_close=on_close)
         self._endpoint = endpoint
+        self._session = session  # the session web3 posts through, for :meth:`_rpc`'s direct path
+        self._rpc_ids = itertools.count(1)
         #: WebSocket endpoint for push subscriptions, when the node offers one.
         self.ws_url = ws_url
         #: The node answers eth_sendRawTransactionSync: no receipt polling.
@@ -60,7 +65,8 @@ class RpcChain(Chain):
     @classmethod
     def open(cls, url: str, config: ChainConfig, accounts: Sequence[LocalAccount], *, name: str,
              on_close: Callable[[], None] | None = None) -> "RpcChain":
-        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}, session=EnvironmentOnce(url)))
+        session = EnvironmentOnce(url)
+        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 30}, session=session))
         try:
             w3.eth.chain_id
         except Exception as exc:  # noqa: BLE001
@@ -70,11 +76,26 @@ class RpcChain(Chain):
         anvil = _is_anvil(w3)
         return cls(w3, url, name=name, accounts=accounts, config=config, on_close=on_close,
                    # anvil serves WebSocket on its HTTP port
-                   ws_url="ws" + url[len("http"):] if anvil else None, send_sync=anvil)
+                   ws_url="ws" + url[len("http"):] if anvil else None, send_sync=anvil, session=session)
 
     @property
     def url(self) -> str:
         return self._endpoint
+
+    def _rpc(self, method: str, params: list[Any]) -> dict[str, Any]:
+        """One JSON-RPC request, its response as the node sent it (``result`` or ``error``). To a
+        local node (:attr:`EnvironmentOnce.direct`) it is posted straight over the thread's
+        kept-alive connection: web3's provider (its request and response encoders, caching
+        decorator and logging) took 1.65 ms for an ``eth_getTransactionByHash`` that a bare
+        POST answered in 1.00 ms (anvil, 300 calls each interleaved, load 3.0), and the calls
+        that go through here are on every request's critical path: the node's input fetch and
+        delivery, the requester's request and result fetch. Elsewhere, web3's provider."""
+        if self._session is None or not self._session.direct:
+            return self._w3.provider.make_request(method, params)
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": next(self._rpc_ids)})
+        reply = self._session.post(self._endpoint, data=body, headers=_JSON_HEADERS, timeout=30)
+        reply.raise_for_status()
+        return json.loads(reply.content)
 
     # --- sending -------------------------------------------------------------------------------
 
@@ -86,7 +107,7 @@ class RpcChain(Chain):
 
     def _send_sync(self, raw: bytes) -> Any:
         """``eth_sendRawTransactionSync`` (EIP-7966): the receipt in the same round trip."""
-        response = self._w3.provider.make_request("eth_sendRawTransactionSync", ["0x" + bytes(raw).hex()])
+        response = self._rpc("eth_sendRawTransactionSync", ["0x" + bytes(raw).hex()])
         if "error" in response:
             error = response["error"]
             data = error.get("data") if isinstance(error, dict) else None
@@ -124,7 +145,7 @@ class RpcChain(Chain):
         its take-over check read every request's logs, on each of n nodes)."""
         params = {**query, "fromBlock": hex(query["fromBlock"]), "toBlock": hex(query["toBlock"]),
                   "topics": [_json_topic(t) for t in query.get("topics", [])]}
-        response = self._w3.provider.make_request("eth_getLogs", [params])
+        response = self._rpc("eth_getLogs", [params])
         if "error" in response:
             raise ChainError(f"the node refused the log query: {response['error']}")
         return [format_log(entry) for entry in response.get("result") or []]
@@ -135,15 +156,15 @@ class RpcChain(Chain):
         path); only the four fields readers of calldata use are converted here."""
         h = tx_hash if isinstance(tx_hash, str) else "0x" + bytes(tx_hash).hex()
         response = self._request("eth_getTransactionByHash",
-                                 lambda: self._w3.provider.make_request("eth_getTransactionByHash", [h]))
+                                 lambda: self._rpc("eth_getTransactionByHash", [h]))
         if "error" in response:
             raise ChainError(f"eth_getTransactionByHash({h}) failed: {response['error']}")
         raw = response.get("result")
         if not raw:
             raise ChainError(f"transaction {h} not found on the chain")
-        return {"hash": HexBytes(raw["hash"]), "from": to_checksum_address(raw["from"]),
-                "to": to_checksum_address(raw["to"]) if raw.get("to") else None,
-                "input": bytes(HexBytes(raw.get("input") or raw.get("data") or "0x"))}
+        data = raw.get("input") or raw.get("data") or "0x"
+        return {"hash": HexBytes(bytes.fromhex(raw["hash"][2:])), "from": to_checksum_address(raw["from"]),
+                "to": to_checksum_address(raw["to"]) if raw.get("to") else None, "input": bytes.fromhex(data[2:])}
 
     # --- waiting and pushing -------------------------------------------------------------------
 
@@ -170,7 +191,7 @@ class RpcChain(Chain):
     # --- test cheats (anvil's evm_* and anvil_* methods) -------------------------------------
 
     def _cheat(self, method: str, params: list[Any]) -> Any:
-        response = self._request(method, lambda: self._w3.provider.make_request(method, params))
+        response = self._request(method, lambda: self._rpc(method, params))
         if "error" in response:
             raise ChainError(f"{method}{tuple(params)} failed: {response['error']}")
         return response.get("result")

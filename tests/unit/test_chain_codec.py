@@ -13,7 +13,7 @@ from web3 import Web3
 from splitseal.chain.artifacts import load_artifact
 from splitseal.chain.calldata import _as_tuple
 from splitseal.chain.codec import FunctionCodec, codec_of
-from splitseal.chain.sender import build_transaction
+from splitseal.chain.sender import ContractCall, build_transaction, sign_transaction
 
 ADDRESS = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 REQUESTER = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
@@ -87,6 +87,54 @@ def test_the_senders_fast_path_signs_the_very_transaction_web3_builds():
         fn = getattr(_contract(contract_name).functions, function)(*args)
         fast, slow = build_transaction(fn, dict(fields)), fn.build_transaction(dict(fields))
         assert account.sign_transaction(fast).raw_transaction == account.sign_transaction(slow).raw_transaction
+        keys: dict = {}
+        assert sign_transaction(account, fast, keys) == bytes(account.sign_transaction(slow).raw_transaction)
+        assert set(keys) == {account.address}  # the sender's own serialisation and signature took it
+
+
+@pytest.mark.parametrize("nonce,gas,value,data", [(0, 21_000, 0, b""), (2**32, 30_000_000, 10**18, b"\x00" * 3),
+                                                  (127, 128, 1, "0x" + "ab" * 1100)])
+def test_the_senders_signature_equals_eth_accounts_for_edge_values(nonce, gas, value, data):
+    account = Account.create()
+    tx = {"from": account.address, "nonce": nonce, "gas": gas, "value": value, "chainId": 1,
+          "maxFeePerGas": 10**12, "maxPriorityFeePerGas": 0, "to": REQUESTER, "data": data}
+    keys: dict = {}
+    assert sign_transaction(account, tx, keys) == bytes(account.sign_transaction(tx).raw_transaction)
+    assert keys  # signed by the fast path
+
+
+def test_what_the_senders_signer_does_not_serialise_eth_account_signs():
+    account = Account.create()
+    base = {"from": account.address, "nonce": 1, "gas": 50_000, "value": 0, "chainId": 31337}
+    legacy = {**base, "gasPrice": 10**9, "to": REQUESTER, "data": b""}
+    creation = {**base, "maxFeePerGas": 10**9, "maxPriorityFeePerGas": 1, "data": "0x6000"}
+    access = {**base, "maxFeePerGas": 10**9, "maxPriorityFeePerGas": 1, "to": REQUESTER, "data": b"",
+              "accessList": [{"address": REQUESTER, "storageKeys": []}]}
+    for tx in (legacy, creation, access):
+        keys: dict = {}
+        assert sign_transaction(account, tx, keys) == bytes(account.sign_transaction(tx).raw_transaction)
+        assert not keys  # eth-account signed it
+    other = {**base, "from": REQUESTER, "maxFeePerGas": 10**9, "maxPriorityFeePerGas": 1, "to": REQUESTER}
+    with pytest.raises(Exception):  # eth-account refuses another sender's transaction, as before
+        sign_transaction(account, other, {})
+
+
+def test_a_contract_call_builds_the_transaction_web3s_function_builds_and_makes_it_only_when_asked():
+    fields = {"from": REQUESTER, "nonce": 4, "gas": 400_000, "value": 0, "chainId": 31337,
+              "maxFeePerGas": 2 * 10**9, "maxPriorityFeePerGas": 10**9}
+    for contract_name, function, args in CALLS:
+        contract = _contract(contract_name)
+        call = ContractCall(contract, function, *args)
+        assert build_transaction(call, dict(fields)) == getattr(contract.functions, function)(*args).build_transaction(
+            dict(fields))
+        assert call._function is None  # the codec encoded it: web3's function was never made
+    # arguments only web3 normalises (hex strings for bytes32): built by web3's function, made then
+    as_hex = ("0x" + "11" * 32, 1, "0x" + "22" * 32, b"", "p", "0x" + "33" * 32, 60)
+    contract = _contract("BackboneExecution")
+    call = ContractCall(contract, "requestInference", *as_hex)
+    assert build_transaction(call, dict(fields)) == contract.functions.requestInference(*as_hex).build_transaction(
+        dict(fields))
+    assert call._function is not None and call.fn_name == "requestInference"
 
 
 def test_what_the_codec_does_not_take_is_built_by_web3():
@@ -150,3 +198,39 @@ def test_events_decode_as_web3s_process_log(contract_name, item):
     if len(topics) > 1:
         with pytest.raises(Exception):  # noqa: B017 - a log of another shape is refused, as web3 refuses it
             event_decoder(contract, item["name"])(AttributeDict({**raw, "topics": topics[:1]}))
+
+
+def test_the_hand_decoder_gives_eth_abis_values_for_the_request_and_the_delivery_and_leaves_the_rest_to_it():
+    from eth_abi import decode as abi_decode
+
+    from splitseal.chain.codec import _NotPlain
+
+    taken = set()
+    for contract_name, function, args in CALLS * 5:
+        codec = codec_of(ADDRESS, load_artifact(contract_name)["abi"])
+        fn = codec._by_name[function]
+        data = codec.encode(function, args)[4:]
+        if fn.plain is None:
+            continue  # an array of structs (deliverResults): eth_abi's alone
+        assert fn.plain.decode(data) == abi_decode(list(fn.types), data)
+        taken.add(function)
+    assert {"requestInference", "requestInferenceWithCallback", "deliverResult", "reportFailure"} <= taken
+    codec = codec_of(ADDRESS, load_artifact("BackboneExecution")["abi"])
+    fn = codec._by_name["requestInference"]
+    data = bytearray(codec.encode("requestInference", CALLS[0][2])[4:])
+    tampered = [bytes(data) + b"\x00" * 32,  # trailing bytes
+                bytes(data[:-1]),  # short
+                bytes(data[:-1]) + b"\x01",  # the inline input's padding not zero
+                bytes(data[:32 * 3]) + (1).to_bytes(32, "big") + bytes(data[32 * 4:])]  # a pointer out of place
+    for bad in tampered:
+        with pytest.raises(_NotPlain):
+            fn.plain.decode(bad)
+        try:
+            expected = ("ok", _plain(abi_decode(list(fn.types), bad)))
+        except Exception:  # noqa: BLE001 - eth_abi refuses it
+            expected = ("refused",)
+        try:
+            got = ("ok", _plain(tuple(codec.decode(fn.selector + bad)[1].values())))
+        except ValueError:
+            got = ("refused",)
+        assert got[0] == expected[0]  # decoded or refused as eth_abi alone does

@@ -136,3 +136,36 @@ def test_a_proxied_or_https_endpoint_goes_through_requests(monkeypatch):
     assert not EnvironmentOnce("https://rpc.example.org").direct
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert EnvironmentOnce("http://127.0.0.1:8545").direct
+
+
+def test_the_chains_direct_requests_go_over_the_kept_alive_connection_with_their_own_ids(no_proxy):
+    from web3 import HTTPProvider, Web3
+
+    from splitseal.chain.rpc import RpcChain
+
+    with _JsonRpcEcho() as server:
+        once = EnvironmentOnce(server.url)
+        chain = RpcChain(Web3(HTTPProvider(server.url, session=once)), server.url, name="echo", accounts=[],
+                         session=once)
+        before = server.requests  # the chain asked web3's provider for its chain id when made
+        replies = [chain._rpc("eth_blockNumber", []) for _ in range(3)]
+        assert [r["result"] for r in replies] == [hex(before + i) for i in (1, 2, 3)]
+        assert len({r["id"] for r in replies}) == 3  # each request its own id, answered in kind
+        assert server.connections == 1 and server.requests == before + 3  # web3's connection, kept alive
+
+
+def test_the_chains_direct_request_raises_an_http_error_status_as_web3s_provider_does(no_proxy):
+    import requests
+    from web3 import HTTPProvider, Web3
+
+    from splitseal.chain.rpc import RpcChain
+
+    with _JsonRpcEcho() as server:
+        once = EnvironmentOnce(server.url)
+        chain = RpcChain(Web3(HTTPProvider(server.url, session=once)), server.url, name="echo", accounts=[],
+                         session=once)
+        server.status = 503  # from now on (the chain asked for its chain id when made)
+        with pytest.raises(requests.HTTPError, match="503"):
+            chain._rpc("eth_blockNumber", [])
+        with pytest.raises(requests.HTTPError, match="503"):
+            chain._w3.provider.make_request("eth_blockNumber", [])
