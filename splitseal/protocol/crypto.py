@@ -5,7 +5,8 @@ builds the same ciphertexts and the same additional data (AAD).
 
 ECIES to an X25519 key, step by step:
 
-1. the sender draws a fresh ephemeral X25519 key pair (never reused: one per message);
+1. the sender draws a fresh ephemeral X25519 key pair (never reused: one per message; the
+   enclave draws its next result's ahead of time, :class:`EphemeralKeys`);
 2. shared secret = X25519(ephemeral private, recipient public);
 3. key = HKDF-SHA256(shared secret, salt = ephemeral public || recipient public,
    info = ``"splitseal.ecies.v1"``, 32 bytes);
