@@ -157,7 +157,9 @@ def _float32_vector(a: np.ndarray) -> list[float]:
     ax = np.abs(x)
     special = ~((ax >= 1e-14) & (ax < 1e6)) | (np.abs(np.frexp(x)[0]) == 0.5)
     safe = np.where(special, 1.0, ax)
-    e10 = np.floor(np.log10(safe)).astype(np.int64)
+    # kept within the range whatever log10 rounds to, so every power of ten is looked up in the
+    # table; an exponent off by one shows as a count of digits out of range below
+    e10 = np.minimum(np.maximum(np.floor(np.log10(safe)), -14), 5).astype(np.int64)
     target = np.abs(a)
     chosen = np.zeros(a.shape, dtype=bool)
     result = np.zeros(a.shape, dtype=np.float64)
