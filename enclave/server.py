@@ -20,6 +20,7 @@ per entry call (its name, outcome, error type and duration: never arguments or r
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -157,6 +158,8 @@ class EnclaveServer:
         try:
             result = self.core.call(call, request.get("args"))
             self._event("call", call=call, ok=True, started=started)
+            if call in _LONG_LIVED_STATE_CALLS:
+                settle_heap()
             return {"id": request_id, "ok": True, "result": result}
         except SplitsealError as exc:
             log.info("entry call refused call=%s error=%s", call, type(exc).__name__)
@@ -212,6 +215,20 @@ class EnclaveServer:
         self._stopping.wait()
 
 
+#: entry calls after which the process holds new long-lived objects (a head, its parameters)
+_LONG_LIVED_STATE_CALLS = frozenset({"provision_head", "provision_index", "seal_state"})
+
+
+def settle_heap() -> None:
+    """Collect, then move every object alive now out of the cyclic collector's reach
+    (``gc.freeze``): what the enclave holds after start-up and provisioning (modules, heads and
+    their parameters) lives as long as the process, and a full collection would otherwise walk
+    all of it again now and then in the middle of an answer. Reference counting still frees
+    frozen objects; only cycles among them would stay (the ``collect`` first clears those)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _error(request_id: Any, kind: str, message: str, reason: FailureCode) -> dict[str, Any]:
     return {"id": request_id, "ok": False, "error": {"type": kind, "message": message, "reason": reason}}
 
@@ -227,6 +244,7 @@ def serve_forever(server: EnclaveServer) -> None:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
+        settle_heap()
         if server.events is not None:
             server.events("ready", {"socket": str(server.socket_path), "address": server.core.address,
                                     "measurement": "0x" + server.core.identity.mr_enclave.hex()})

@@ -5,7 +5,8 @@ builds the same ciphertexts and the same additional data (AAD).
 
 ECIES to an X25519 key, step by step:
 
-1. the sender draws a fresh ephemeral X25519 key pair (never reused: one per message);
+1. the sender draws a fresh ephemeral X25519 key pair (never reused: one per message; the
+   enclave draws its next result's ahead of time, :class:`EphemeralKeys`);
 2. shared secret = X25519(ephemeral private, recipient public);
 3. key = HKDF-SHA256(shared secret, salt = ephemeral public || recipient public,
    info = ``"splitseal.ecies.v1"``, 32 bytes);
@@ -25,6 +26,7 @@ import functools
 import hmac
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -175,18 +177,54 @@ def _public_key(public: bytes) -> X25519PublicKey:
     return X25519PublicKey.from_public_bytes(public)
 
 
-def ecies_encrypt(recipient_public: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    """Encrypt ``plaintext`` to an X25519 public key (docs/PROTOCOL.md, ECIES)."""
+def ecies_encrypt(recipient_public: bytes, plaintext: bytes, aad: bytes,
+                  ephemeral: "X25519KeyPair | None" = None) -> bytes:
+    """Encrypt ``plaintext`` to an X25519 public key (docs/PROTOCOL.md, ECIES).
+
+    ``ephemeral``: the message's ephemeral key pair when the caller drew it ahead of time (an
+    :class:`EphemeralKeys` reserve, off the request's path); it must never serve another message.
+    Without it one is drawn here."""
     recipient_public = _check_public(recipient_public)
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_public = _raw_public(ephemeral.public_key())
+    if ephemeral is None:
+        private = X25519PrivateKey.generate()
+        ephemeral_public = _raw_public(private.public_key())
+    else:
+        private, ephemeral_public = ephemeral.private_key, ephemeral.public
     try:
-        shared = ephemeral.exchange(_public_key(recipient_public))
+        shared = private.exchange(_public_key(recipient_public))
     except ValueError:
         raise InvalidInputError("recipient public key is a low-order X25519 point; use a real key") from None
     key = _ecies_key(shared, ephemeral_public, recipient_public)
     nonce, sealed = aead_encrypt(key, plaintext, aad)
     return bytes([ECIES_VERSION]) + ephemeral_public + nonce + sealed
+
+
+class EphemeralKeys:
+    """A one-key reserve of ECIES ephemeral key pairs: :meth:`take` hands out the key pair drawn
+    earlier by :meth:`refill` (or draws one now when there is none) and forgets it, so no key pair
+    encrypts two messages; :meth:`refill` draws the next one where the caller has time to spare
+    (the enclave: after a reply is sent, before the next request arrives). The draw is ~55 us of
+    X25519 key generation taken off the request's path; the key pair is as fresh and as secret
+    as one drawn in :func:`ecies_encrypt` (it never leaves the process, and is used once)."""
+
+    def __init__(self) -> None:
+        self._next: X25519KeyPair | None = None
+        self._lock = threading.Lock()  # a take and a refill on two threads never share a key pair
+
+    def take(self) -> X25519KeyPair:
+        with self._lock:
+            key, self._next = self._next, None
+        return key if key is not None else X25519KeyPair.generate()
+
+    def refill(self) -> None:
+        with self._lock:
+            if self._next is None:
+                self._next = X25519KeyPair.generate()
+
+    @property
+    def ready(self) -> bool:
+        """A key pair is drawn and waiting (the next :meth:`take` costs nothing)."""
+        return self._next is not None
 
 
 def ecies_decrypt(recipient: X25519KeyPair, ciphertext: bytes, aad: bytes) -> bytes:
@@ -286,6 +324,8 @@ def result_aad(request_id: int, model_id: bytes, version: int) -> bytes:
 #: dtypes a backbone output may have; the header carries numpy's little-endian type string.
 TENSOR_DTYPES = ("<f4", "<f8", "<i8", "<i4")
 MAX_TENSOR_DIMS = 8
+#: ``uint8 len(dtype) || dtype`` of each dtype, the start of its tensor header
+_DTYPE_PREFIX = {d: bytes((len(d),)) + d.encode("ascii") for d in TENSOR_DTYPES}
 
 
 def tensor_header(shape: Sequence[int], dtype: str) -> bytes:
@@ -295,13 +335,18 @@ def tensor_header(shape: Sequence[int], dtype: str) -> bytes:
     ndim x uint32 big-endian dims``. The tensor plaintext is the array's bytes in C order,
     little-endian, so the header fully determines how to read it.
     """
-    if dtype not in TENSOR_DTYPES:
+    # built on both sides of every transfer: the dims packed in one call (``I`` refuses what is
+    # negative or beyond uint32) and the dtype's bytes made once, 2-3x faster than per dimension
+    prefix = _DTYPE_PREFIX.get(dtype) if type(dtype) is str else None
+    if prefix is None:
         raise InvalidInputError(f"tensor dtype {dtype!r} is not one of {TENSOR_DTYPES}")
-    shape = tuple(int(d) for d in shape)
-    if len(shape) > MAX_TENSOR_DIMS or any(d < 0 or d >= 2**32 for d in shape):
-        raise InvalidInputError(f"tensor shape {shape} has too many or out-of-range dimensions")
-    raw = dtype.encode("ascii")
-    return bytes([len(raw)]) + raw + bytes([len(shape)]) + b"".join(struct.pack(">I", d) for d in shape)
+    shape = tuple(map(int, shape))
+    try:
+        if len(shape) > MAX_TENSOR_DIMS:
+            raise struct.error("too many dimensions")
+        return prefix + bytes((len(shape),)) + struct.pack(f">{len(shape)}I", *shape)
+    except struct.error:
+        raise InvalidInputError(f"tensor shape {shape} has too many or out-of-range dimensions") from None
 
 
 def tensor_nbytes(shape: Sequence[int], dtype: str) -> int:

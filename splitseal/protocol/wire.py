@@ -249,4 +249,12 @@ def write_frame(sock: socket.socket, payload: bytes, max_bytes: int | None = Non
     """Send one frame."""
     if max_bytes is not None and len(payload) > max_bytes:
         raise FrameTooLarge(f"frame of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
-    sock.sendall(FRAME_HEADER.pack(len(payload)) + payload)
+    # header and payload in one system call without first copying them into one buffer (a 16 KB
+    # transfer, a 64 MB head package); a frame beyond the socket's buffer goes out in pieces
+    header = FRAME_HEADER.pack(len(payload))
+    sent = sock.sendmsg((header, payload))
+    if sent < FRAME_HEADER.size:
+        sock.sendall(header[sent:])
+        sent = FRAME_HEADER.size
+    if sent < FRAME_HEADER.size + len(payload):
+        sock.sendall(memoryview(payload)[sent - FRAME_HEADER.size:])

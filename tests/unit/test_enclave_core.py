@@ -123,6 +123,36 @@ def test_label_policy_releases_only_the_label_and_state_survives_restart(tmp_pat
     assert _infer(again, feats, 2, requester).labels == out.labels
 
 
+def test_every_result_is_encrypted_under_its_own_ephemeral_key_drawn_after_the_previous_reply(tmp_path):
+    """The result's ephemeral X25519 key pair is drawn when the previous reply is out
+    (``answer_sent``), not on the request's path; each one encrypts one result, whether the
+    server reported the reply or not (then it is drawn on the spot), and a repeated request gets
+    the very same ciphertext back rather than a new encryption."""
+    es, res = _split("label_scores")
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    _provision(core, res)
+    feats = __import__("onnxruntime").InferenceSession(res.backbone_bytes, providers=["CPUExecutionProvider"]).run(
+        None, {"x": es.sample_inputs(1, seed=3)})[0]
+    requester = crypto.X25519KeyPair.generate()
+    ephemerals = []
+    for rid in range(1, 13):
+        waiting = core._result_keys._next
+        answer = _answer(core, feats, rid, requester)
+        ephemeral = crypto.ecies_ephemeral_and_nonce(answer["encrypted_result"])[0]
+        if waiting is not None:  # the key pair drawn after the previous reply served this result
+            assert ephemeral == waiting.public
+        assert not core._result_keys.ready  # taken: it can serve no other result
+        assert open_result(requester, answer["encrypted_result"], rid, MODEL, 1).labels
+        ephemerals.append(ephemeral)
+        if rid % 3:  # as the server does once the reply is sent; sometimes not (in-process callers)
+            core.answer_sent()
+            assert core._result_keys.ready
+    assert len(set(ephemerals)) == len(ephemerals) == 12
+    again = _answer(core, feats, 5, requester)
+    assert again["repeated"] and crypto.ecies_ephemeral_and_nonce(again["encrypted_result"])[0] == ephemerals[4]
+    core.close()
+
+
 def test_unknown_calls_and_bad_arguments_are_refused(tmp_path):
     core = EnclaveCore(SimulatedPlatform(tmp_path / "p"), load_identity(), tmp_path)
     with pytest.raises(InvalidInputError, match="unknown entry call"):

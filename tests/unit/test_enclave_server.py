@@ -107,3 +107,43 @@ def test_idle_connections_time_out_so_strangers_cannot_lock_others_out(tmp_path)
         client.close()
     finally:
         server.stop()
+
+
+def test_a_provisioned_head_is_moved_out_of_the_cyclic_collectors_reach(tmp_path):
+    """After a provisioning call the server collects and freezes the heap (``gc.freeze``): the
+    head the enclave now holds for its lifetime is no longer walked by full collections in the
+    middle of answers; a refused call changes nothing, and the head still answers."""
+    import gc
+
+    from tests.unit.test_enclave_core import MODEL, _answer, _provision, _split
+    from splitseal.protocol import crypto
+
+    class ProvisionOverTheSocket:
+        """The core's ``call`` as the server runs it (the test helpers call the core directly)."""
+
+        def __init__(self, path):
+            self.path, self.encryption_key, self.address = path, core.encryption_key, core.address
+
+        def call(self, name, args):
+            reply = _exchange(self.path, _frame({"call": name, "id": 1, "args": args}))
+            assert reply["ok"], reply
+            return reply["result"]
+
+    es, res = _split("label")
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "p"), load_identity(), tmp_path / "state")
+    server = EnclaveServer(core, tmp_path / "e.sock", max_frame_bytes=1 << 24)
+    server.start()
+    gc.unfreeze()
+    try:
+        _exchange(tmp_path / "e.sock", _frame({"call": "dump", "id": 1, "args": {}}))
+        assert gc.get_freeze_count() == 0  # refused: nothing new to keep
+        _provision(ProvisionOverTheSocket(tmp_path / "e.sock"), res)
+        head = core._models[(MODEL, 1)].head
+        assert gc.get_freeze_count() > 0 and head is not None
+        assert not any(obj is head for obj in gc.get_objects())  # frozen, out of every generation
+        feats = __import__("onnxruntime").InferenceSession(res.backbone_bytes, providers=["CPUExecutionProvider"]).run(
+            None, {"x": es.sample_inputs(1, seed=2)})[0]
+        assert _answer(core, feats, 1, crypto.X25519KeyPair.generate())["sequence"] == 1
+    finally:
+        gc.unfreeze()  # this test process's heap is the collector's again
+        server.stop()

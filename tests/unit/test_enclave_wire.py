@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import numpy as np
 import pytest
 
 from splitseal.protocol import wire
@@ -101,6 +102,51 @@ def test_frames_over_a_socket_pair_and_size_limit():
         a.close()
         with pytest.raises(wire.FrameError, match="mid-frame|closed"):
             wire.read_frame(b, 16)
+
+
+def test_frames_larger_than_the_socket_buffer_arrive_whole_and_in_order():
+    """A frame goes out as one ``sendmsg`` of header and payload; one beyond the socket's buffer
+    (a head package) is sent in pieces, which must still arrive byte for byte, header first,
+    and the next frame after it, including when the send is cut inside the header."""
+    import threading
+
+    rng = np.random.default_rng(16)
+    payloads = [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in (1, 3, 16384, 1 << 20, (8 << 20) + 5, 7)]
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # small: every large frame is cut
+        a.settimeout(30)  # as the client and the server run it (Python polls before each send)
+        received: list[bytes | None] = []
+        reader = threading.Thread(target=lambda: received.extend(wire.read_frame(b, 16 << 20) for _ in payloads))
+        reader.start()
+        for payload in payloads:
+            wire.write_frame(a, payload)
+        reader.join(timeout=60)
+        assert received == payloads
+
+
+class _CutSocket:
+    """A socket whose sendmsg sends only ``cut`` bytes (the kernel may stop anywhere)."""
+
+    def __init__(self, sock: socket.socket, cut: int) -> None:
+        self.sock, self.cut = sock, cut
+
+    def sendmsg(self, buffers):
+        data = b"".join(bytes(x) for x in buffers)[:self.cut]
+        return self.sock.send(data)
+
+    def sendall(self, data) -> None:
+        self.sock.sendall(data)
+
+
+@pytest.mark.parametrize("cut", [0, 1, 3, 4, 5, 100])
+def test_a_frame_cut_anywhere_by_the_kernel_is_completed(cut):
+    a, b = socket.socketpair()
+    with a, b:
+        payload = bytes(range(256)) * 2
+        wire.write_frame(_CutSocket(a, cut), payload)
+        wire.write_frame(_CutSocket(a, cut), b"next")
+        assert wire.read_frame(b, 1024) == payload and wire.read_frame(b, 1024) == b"next"
 
 
 def test_an_encoded_value_splices_as_the_bytes_encoding_it_again_would_give():
