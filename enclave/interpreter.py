@@ -1984,6 +1984,8 @@ _IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERN
 _GATHER = 12
 #: a step of a chain's fast plan: a Conv of floor.c's kernel with what follows it (:class:`_ConvRun`)
 _CONV_RUN = 13
+#: a step of a chain's fast plan: scaled dot-product attention in one call (:class:`_AttentionRun`)
+_ATTENTION = 14
 
 #: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
 #: (the chain's value on the left, on the right)
@@ -2159,6 +2161,44 @@ class _ProductRun:
         return value
 
 
+class _AttentionRun:
+    """Scaled dot-product attention of a chain, for one set of input shapes: the chain's value Q,
+    an optional Mul or Div by one value (on Q or on the scores), MatMul by the entry input K^T,
+    Softmax along the last axis, MatMul by the entry input V, as one call of gemm.c's
+    ``attention`` (the batched kernel's products and the Softmax kernel's row function, one
+    call for every head instead of four or five steps of 1-9 us). Any operand of another shape
+    or dtype than on the reference run gets the nodes' own implementations."""
+
+    __slots__ = ("step", "nodes", "kt", "v", "shapes", "shape", "sizes", "scale_at", "divide", "scale", "kind")
+
+    def __init__(self, nodes: list["_ChainNode"], kt: int, v: int, shapes: tuple, sizes: tuple[int, ...],
+                 scale_at: int, divide: bool, scale: int | None) -> None:
+        self.step = nodes[0].step     #: the first node's (a failure names it)
+        self.nodes = nodes
+        self.kt, self.v = kt, v       #: the entry inputs of the two products' B
+        self.shapes = shapes          #: Q's, K^T's and V's shapes on the reference run
+        self.shape = shapes[3]        #: the result's
+        self.sizes = sizes            #: (batch, m, k, n, dv) of the kernel call
+        self.scale_at = scale_at      #: 0 no scale, 1 on Q, 2 on the scores
+        self.divide = divide          #: the scale is a Div (the value on the left), else a Mul
+        self.scale = scale            #: the entry input holding the scale (one float32)
+        self.kind = _ATTENTION
+
+    def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
+        kt, v = inputs[self.kt], inputs[self.v]
+        q_shape, kt_shape, v_shape, _ = self.shapes
+        if value.shape == q_shape and kt.shape == kt_shape and v.shape == v_shape and \
+                value.dtype == kt.dtype == v.dtype == F32:
+            out = np.empty(self.shape, F32)
+            c = 1.0 if self.scale is None else float(inputs[self.scale].reshape(-1)[0])
+            native.load("gemm").attention(np.ascontiguousarray(value), np.ascontiguousarray(kt),
+                                          np.ascontiguousarray(v), out, *self.sizes, self.scale_at, self.divide, c)
+            return out
+        for node in self.nodes:
+            value = node.step.impl(node.step.ctx, *[value if s < 0 else inputs[s] for s in node.sources])
+        return value
+
+
 def _operand_mode(other: Any, shape: tuple[int, ...]) -> int | None:
     """How the kernel reads ``other`` against a value of ``shape`` (None: not one of its forms)."""
     if not isinstance(other, np.ndarray) or other.dtype != F32:
@@ -2234,7 +2274,9 @@ class _Chain:
         plan: list[tuple[Any, tuple]] = []
         k = 0
         while k < len(self.nodes):
-            run, end = self._elementwise_run_at(k, inputs, seen)
+            run, end = self._attention_run_at(k, inputs, seen)
+            if run is None:
+                run, end = self._elementwise_run_at(k, inputs, seen)
             if run is None:
                 run, end = self._view_run_at(k, inputs, seen)
             if run is None:
@@ -2248,6 +2290,67 @@ class _Chain:
                 plan.append((self.nodes[k], seen[k]))
                 k += 1
         return plan
+
+    def _attention_run_at(self, k: int, inputs: tuple,
+                          seen: list[tuple[int, ...]]) -> tuple[_AttentionRun | None, int]:
+        """Nodes k.. are attention on the chain's value (see :class:`_AttentionRun`), each product
+        one its node ran on the batched kernel (by the reference run's shapes), else None."""
+        nodes = self.nodes
+        if not k:
+            return None, k      # Q must be the chain's value (at the start it would be an input)
+        end, scale_at, divide, scale = k, 0, False, None
+
+        def scale_node(at: int) -> tuple[bool, int] | None:
+            """(a Div, the scale's entry input) if node ``at`` scales the value by one float32."""
+            if at >= len(nodes) or seen[at] != seen[at - 1]:
+                return None
+            node = nodes[at]
+            if node.kind != _BINARY or node.step.node.op not in ("Mul", "Div") or node.sources.count(-1) != 1:
+                return None
+            where = node.sources.index(-1)
+            other = node.sources[1 - where]
+            if (node.step.node.op == "Div" and where) or _operand_mode(inputs[other], seen[at]) != _OPERAND_SCALAR:
+                return None
+            return node.step.node.op == "Div", other
+
+        def batched_at(at: int) -> int | None:
+            """B's entry input if node ``at`` is a MatMul of the value by it on the batched kernel."""
+            if at >= len(nodes):
+                return None
+            node = nodes[at]
+            if node.kind != _IMPL or node.step.node.op != "MatMul" or node.step.node.domain or \
+                    len(node.sources) != 2 or node.sources[0] != -1 or node.sources[1] < 0:
+                return None
+            b = inputs[node.sources[1]]
+            a_shape = seen[at - 1]
+            if not isinstance(b, np.ndarray) or b.dtype != F32 or 1 in node.step.ctx.parameters or \
+                    len(a_shape) < 2 or b.ndim != len(a_shape) or a_shape[:-2] != b.shape[:-2] or \
+                    not _batched_fits(a_shape[-2], b.shape[-2:]):
+                return None
+            return node.sources[1]
+
+        if (found := scale_node(end)) is not None:
+            scale_at, (divide, scale), end = 1, found, end + 1
+        q_shape = seen[end - 1]
+        kt = batched_at(end)
+        if kt is None:
+            return None, k
+        end += 1
+        if not scale_at and (found := scale_node(end)) is not None:
+            scale_at, (divide, scale), end = 2, found, end + 1
+        softmax = nodes[end] if end < len(nodes) else None
+        if softmax is None or softmax.kind != _SOFTMAX or softmax.sources != (-1,) or \
+                softmax.arg % len(seen[end]) != len(seen[end]) - 1:
+            return None, k
+        end += 1
+        v = batched_at(end)
+        if v is None:
+            return None, k
+        end += 1
+        kt_shape, v_shape = inputs[kt].shape, inputs[v].shape
+        (m, kk), n, dv = q_shape[-2:], kt_shape[-1], v_shape[-1]
+        return _AttentionRun(nodes[k:end], kt, v, (q_shape, kt_shape, v_shape, seen[end - 1]),
+                             (math.prod(q_shape[:-2]), m, kk, n, dv), scale_at, divide, scale), end
 
     def _product_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ProductRun | None, int]:
         """A MatMul or Gemm that its node ran on the packed or batched kernel (by the reference run's
@@ -2447,7 +2550,7 @@ class _Chain:
                     value = node.apply(value, inputs)
                     owned = owned and node.source < 0   # a view of (or a copy from) the chain's array
                     continue
-                if kind == _CONV_RUN or kind == _PRODUCT:
+                if kind == _CONV_RUN or kind == _PRODUCT or kind == _ATTENTION:
                     value = node.apply(value, inputs)
                     owned = True
                     continue

@@ -15,6 +15,14 @@
  *   batched(a f32[batch*m*k], b f32[batch*k*n], out f32[batch*m*n], batch, m, k, n)
  *       out[p] = a[p] @ b[p], b not packed (attention's per-head products): each b[p] is packed
  *       into a scratch buffer of the call and multiplied as above
+ *   attention(q f32[batch*m*k], kt f32[batch*k*n], v f32[batch*n*dv], out f32[batch*m*dv],
+ *             batch, m, k, n, dv, scale_at, divide, scale)
+ *       per head p: s = q[p] @ kt[p]; every row of s softmaxed (softmax.h, the Softmax kernel's
+ *       own row function); out[p] = s @ v[p]. The scale (one float32 multiply, or divide with
+ *       the value on the left, per element) is applied to q (scale_at 1), to s before the
+ *       softmax (2) or not at all (0): scaled dot-product attention's four or five nodes in one
+ *       call, each step the same float32 operations as the batched products, the Mul or Div
+ *       and the Softmax of the nodes (the interpreter's chain proves the run equal to them)
  *
  * Each output is one float32 accumulator summed over k in order with fused multiply-adds, then
  * the bias added with one float32 addition (what a separate Add of the result does): the result
@@ -29,6 +37,7 @@
 #include <string.h>
 
 #include "buffers.h"
+#include "softmax.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -272,7 +281,96 @@ fail_a:
     return NULL;
 }
 
+static inline void scale_into(const float *x, float *out, Py_ssize_t count, int divide, float c) {
+    if (divide)
+        for (Py_ssize_t i = 0; i < count; i++) out[i] = x[i] / c;
+    else
+        for (Py_ssize_t i = 0; i < count; i++) out[i] = x[i] * c;
+}
+
+/* scratch: the scaled q of one head (m*k), its scores (m*n), one packed B (the larger of the two) */
+static void attention_heads(const float *q, const float *kt, const float *v, float *out, float *scratch,
+                            Py_ssize_t packed_size, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                            Py_ssize_t dv, int scale_at, int divide, float c) {
+    float *packed = scratch, *scores = packed + packed_size, *scaled = scores + m * n;
+    for (Py_ssize_t p = 0; p < batch; p++) {
+        const float *qp = q + p * m * k;
+        if (scale_at == 1) {
+            scale_into(qp, scaled, m * k, divide, c);
+            qp = scaled;
+        }
+        pack_panels(kt + p * k * n, packed, k, n, 0);
+        product(qp, packed, NULL, scores, m, k, n);
+        if (scale_at == 2) scale_into(scores, scores, m * n, divide, c);
+        if (n)
+            for (Py_ssize_t r = 0; r < m; r++) softmax_row(scores + r * n, scores + r * n, n);
+        pack_panels(v + p * n * dv, packed, n, dv, 0);
+        product(scores, packed, NULL, out + p * m * dv, m, n, dv);
+    }
+}
+
+static PyObject *attention(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_q, *o_kt, *o_v, *o_out;
+    Py_ssize_t batch, m, k, n, dv, count_q, count_kt, count_v, count_out, count_s, packed_kn, packed_nv;
+    int scale_at, divide;
+    float c;
+    if (!PyArg_ParseTuple(args, "OOOOnnnnnipf", &o_q, &o_kt, &o_v, &o_out, &batch, &m, &k, &n, &dv, &scale_at,
+                          &divide, &c))
+        return NULL;
+    if (scale_at < 0 || scale_at > 2) {
+        PyErr_SetString(PyExc_ValueError, "scale_at must be 0 (none), 1 (q) or 2 (scores)");
+        return NULL;
+    }
+    if (checked_count(&count_q, batch, m, k) < 0 || checked_count(&count_kt, batch, k, n) < 0 ||
+        checked_count(&count_v, batch, n, dv) < 0 || checked_count(&count_out, batch, m, dv) < 0 ||
+        checked_count(&count_s, m, n + k, 1) < 0 || packed_count(&packed_kn, k, n) < 0 ||
+        packed_count(&packed_nv, n, dv) < 0)
+        return NULL;
+    Py_ssize_t packed_size = packed_kn > packed_nv ? packed_kn : packed_nv;
+    if (packed_size > PY_SSIZE_T_MAX / 8 - count_s) {
+        PyErr_SetString(PyExc_ValueError, "sizes overflow");
+        return NULL;
+    }
+    Py_buffer bq, bk, bv, bo;
+    if (get_floats(o_q, &bq, "q", count_q, 0) < 0) return NULL;
+    if (get_floats(o_kt, &bk, "kt", count_kt, 0) < 0) goto fail_q;
+    if (get_floats(o_v, &bv, "v", count_v, 0) < 0) goto fail_k;
+    if (get_floats(o_out, &bo, "out", count_out, 1) < 0) goto fail_v;
+    if (overlaps(&bq, &bo) || overlaps(&bk, &bo) || overlaps(&bv, &bo)) {
+        PyErr_SetString(PyExc_ValueError, "out overlaps an input");
+        goto fail_o;
+    }
+    Py_ssize_t scratch_size = packed_size + count_s;
+    float *scratch = PyMem_RawMalloc(scratch_size ? (size_t)scratch_size * sizeof(float) : 1);
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto fail_o;
+    }
+    const float *q = bq.buf, *kt = bk.buf, *v = bv.buf;
+    float *out = bo.buf;
+    Py_BEGIN_ALLOW_THREADS
+    attention_heads(q, kt, v, out, scratch, packed_size, batch, m, k, n, dv, scale_at, divide, c);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&bo);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&bk);
+    PyBuffer_Release(&bq);
+    Py_RETURN_NONE;
+fail_o:
+    PyBuffer_Release(&bo);
+fail_v:
+    PyBuffer_Release(&bv);
+fail_k:
+    PyBuffer_Release(&bk);
+fail_q:
+    PyBuffer_Release(&bq);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"attention", attention, METH_VARARGS, "Scaled dot-product attention per head, one call (see above)."},
     {"batched", batched, METH_VARARGS, "out[p] = a[p] @ b[p] for a [batch, m, k], b [batch, k, n] (see above)."},
     {"pack", pack, METH_VARARGS, "Lay out a [k, n] (or transposed [n, k]) weight in panels (see above)."},
     {"matmul", matmul, METH_VARARGS, "out = a @ packed weight (+ bias), a of m rows of k."},
