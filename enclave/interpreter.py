@@ -2123,19 +2123,23 @@ class _ProductRun:
     makes (``enclave/csrc/gemm.c``) without the node's per-call checks: by its packed parameter
     weight, a following Add of a bias row added in the kernel's store (the same float32 addition
     the Add does), or two computed operands as one batched call. Any other operand (not the
-    weight packed on the reference run) gets the nodes' own implementations."""
+    weight packed on the reference run) gets the nodes' own implementations. A residual Add of a
+    whole tensor after the packed product (and its bias), across reshapes and transposes that keep
+    the elements' order, is a second addition in the same store."""
 
-    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "shape", "sizes", "kernel", "kind")
+    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "residual", "shape", "sizes", "kernel",
+                 "kind")
 
     def __init__(self, nodes: list["_ChainNode"], sources: tuple[int, ...], weight: np.ndarray | None,
                  packed: np.ndarray | None, bias: int | None, shape: tuple[int, ...],
-                 sizes: tuple[int, int, int, int]) -> None:
+                 sizes: tuple[int, int, int, int], residual: int | None = None) -> None:
         self.step = nodes[0].step     #: the product's (a failure names it)
         self.nodes = nodes            #: the product and, if fused, the Add of its bias
         self.sources = sources        #: the product's A and B: -1 the chain's value, else an entry input
         self.weight = weight          #: the parameter B whose packed form is ``packed`` (None: batched)
         self.packed = packed
         self.bias = bias              #: the entry input added as a bias row (the Gemm's C or the Add's)
+        self.residual = residual      #: the entry input of the result's shape added after the bias
         self.shape = shape            #: the result's shape
         self.sizes = sizes            #: (batch, m, k, n) of the kernel call
         gemm = native.load("gemm")
@@ -2147,10 +2151,13 @@ class _ProductRun:
         a = value if a_at < 0 else inputs[a_at]
         b = value if b_at < 0 else inputs[b_at]
         batch, m, k, n = self.sizes
-        if self.packed is not None and b is self.weight:
+        residual = None if self.residual is None else inputs[self.residual]
+        if self.packed is not None and b is self.weight and \
+                (residual is None or (residual.shape == self.shape and residual.dtype == F32)):
             out = np.empty(self.shape, F32)
             bias = None if self.bias is None else np.ascontiguousarray(inputs[self.bias]).reshape(n)
-            self.kernel(np.ascontiguousarray(a), self.packed, m, k, n, bias, out)
+            self.kernel(np.ascontiguousarray(a), self.packed, m, k, n, bias, out,
+                        None if residual is None else np.ascontiguousarray(residual))
             return out
         if self.packed is None and a.shape[:-2] == b.shape[:-2] and a.shape[-2:] == (m, k) and b.shape[-1] == n:
             out = np.empty(self.shape, F32)
@@ -2401,7 +2408,33 @@ class _Chain:
                 if other >= 0 and _operand_mode(inputs[other], out) == _OPERAND_ROW:
                     bias = other
                     end += 1
-        return _ProductRun(nodes[k:end], node.sources[:2], weight, cached[1], bias, out, (1, m, kk, n)), end
+        residual, end = self._residual_at(end, inputs, seen)
+        return _ProductRun(nodes[k:end], node.sources[:2], weight, cached[1], bias, seen[end - 1], (1, m, kk, n),
+                           residual), end
+
+    def _residual_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[int | None, int]:
+        """(the entry input, the end) if nodes k.. are reshapes and transposes that keep the value's
+        elements in their order (only axes of size 1 move), then an Add of a float32 tensor of the
+        value's shape (a residual); else (None, k)."""
+        nodes = self.nodes
+        end = k
+        while end < len(nodes) and nodes[end].kind in (_RESHAPE, _TRANSPOSE) and nodes[end].sources[0] == -1:
+            node = nodes[end]
+            if node.kind == _TRANSPOSE:
+                shape = seen[end - 1]
+                moved = [axis for axis in (node.arg or ()) if shape[axis] != 1]
+                if node.arg is None or moved != sorted(moved):
+                    return None, k
+            end += 1
+        if end >= len(nodes) or seen[end] != seen[end - 1]:
+            return None, k
+        add = nodes[end]
+        if add.kind != _BINARY or add.step.node.op != "Add" or len(add.sources) != 2 or add.sources.count(-1) != 1:
+            return None, k
+        other = add.sources[1 - add.sources.index(-1)]
+        if _operand_mode(inputs[other], seen[end]) != _OPERAND_FULL:
+            return None, k
+        return other, end + 1
 
     def _view_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ViewRun | None, int]:
         nodes = self.nodes

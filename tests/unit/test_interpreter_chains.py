@@ -139,7 +139,7 @@ def test_products_and_their_bias_rows_are_one_kernel_call():
     nodes' own run and onnxruntime's within tolerance."""
     model, (tokens, dim) = _gelu_mlp(np.random.default_rng([SEED, 90]))
     head = run_both(model, [{"x": normal(np.random.default_rng(3), 2, tokens, dim)}])
-    assert _product_runs(head) == [["fc1", "fc1_bias"], ["fc2", "fc2_bias"]]
+    assert _product_runs(head) == [["fc1", "fc1_bias"], ["fc2", "fc2_bias", "residual"]]
     model, (tokens, dim) = _attention(np.random.default_rng([SEED, 89]))
     head = run_both(model, [{"x": normal(np.random.default_rng(4), 2, tokens, dim)}])
     assert _product_runs(head) == [["qkv", "qkv_bias"], ["out_proj", "out_bias"]]   # the rest: attention's run
@@ -210,6 +210,27 @@ def test_an_attention_run_that_differs_is_not_used(monkeypatch):
     head = run_both(model, [{"x": normal(np.random.default_rng(13), 2, tokens, dim)}])
     attention = [c for c in chains(head) if "softmax" in c.names]
     assert len(attention) == 1 and list(attention[0].shapes.values()) == [None]
+
+
+@pytest.mark.parametrize("perm, fused", [((1, 0, 2), True), ((0, 2, 1), False)])
+def test_a_residual_add_is_in_the_products_store_across_order_keeping_views(perm, fused):
+    """A residual Add of a whole tensor after a product and its bias is a second addition in the
+    kernel's store, across a Reshape and a Transpose that moves only an axis of size 1 (the
+    attention's merge, (17, 64) -> (17, 1, 64) -> (1, 17, 64)); a Transpose that reorders the
+    elements keeps the Add a node. Both proven, both onnxruntime's within tolerance."""
+    rng = np.random.default_rng([SEED, 83, *perm])
+    batch, inner, dim = 5, 12, 30
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w", "c"], ["g"], transB=1, name="fc"),
+             helper.make_node("Reshape", ["g", "shape"], ["g3"], name="split"),
+             helper.make_node("Transpose", ["g3"], ["gt"], perm=list(perm), name="swap"),
+             helper.make_node("Add", ["gt", "skip"], ["y"], name="residual")]
+    three = (batch, 1, dim) if fused else (batch, 5, dim // 5)
+    params = {"w": normal(rng, dim, inner), "c": normal(rng, dim), "shape": np.array(three, np.int64),
+              "skip": normal(rng, *(three[p] for p in perm))}   # (a parameter: the batch axis moves)
+    model = head_model(nodes, {"x": (batch, inner)}, params, ["y"])
+    head = run_both(model, [{"x": normal(rng, batch, inner)}])
+    assert _product_runs(head) == ([["fc", "split", "swap", "residual"]] if fused else [["fc"]])
 
 
 def test_a_select_of_one_head_and_its_transpose_are_one_view():

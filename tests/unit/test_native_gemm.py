@@ -46,6 +46,14 @@ def test_the_packed_product_matches_float64(m, k, n):
         _gemm().matmul(a, packed, m, k, n, bias, with_bias)
         # the bias is one float32 addition to the same sum (what a separate Add node computes)
         assert np.array_equal(with_bias, out + bias)
+        # a residual: a second float32 addition, after the bias (what an Add node after it computes)
+        addend = rng.standard_normal((m, n)).astype(np.float32)
+        with_both = np.full((m, n), np.nan, np.float32)
+        _gemm().matmul(a, packed, m, k, n, bias, with_both, addend)
+        assert np.array_equal(with_both, with_bias + addend)
+        with_residual = np.full((m, n), np.nan, np.float32)
+        _gemm().matmul(a, packed, m, k, n, None, with_residual, addend)
+        assert np.array_equal(with_residual, out + addend)
 
 
 @pytest.mark.parametrize("batch,m,k,n", [(4, 17, 16, 17), (4, 17, 17, 16), (1, 6, 64, 64), (3, 1, 1, 1),
@@ -104,6 +112,12 @@ def test_malformed_buffers_and_sizes_are_refused():
         g.matmul(a, packed, 4, 8, 20, np.zeros(19, np.float32), out)
     with pytest.raises(ValueError, match="out: 79 items, expected 80"):
         g.matmul(a, packed, 4, 8, 20, None, np.zeros(79, np.float32))
+    with pytest.raises(ValueError, match="addend: 79 items, expected 80"):
+        g.matmul(a, packed, 4, 8, 20, None, out, np.zeros(79, np.float32))
+    with pytest.raises(ValueError, match="addend: wrong item type"):
+        g.matmul(a, packed, 4, 8, 20, None, out, np.zeros(80, np.float64))
+    with pytest.raises(ValueError, match="out overlaps an input"):
+        g.matmul(a, packed, 4, 8, 20, None, out, out)
     with pytest.raises(ValueError, match="out overlaps an input"):
         square = np.zeros(64, np.float32)
         g.matmul(square[:32], _packed(np.zeros((8, 8), np.float32)), 4, 8, 8, None, square[16:48])
