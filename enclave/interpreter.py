@@ -2580,8 +2580,11 @@ class _Chain:
                     owned = True
                     continue
                 if kind == _VIEWS:
+                    x = value if node.source < 0 else inputs[node.source]
                     value = node.apply(value, inputs)
-                    owned = owned and node.source < 0   # a view of (or a copy from) the chain's array
+                    # a view of (or a copy from) the chain's array; or a copy the run made of an
+                    # entry input's view (its last node contiguous: a new array, owning its data)
+                    owned = (owned and node.source < 0) or (node.contiguous and value is not x and value.base is None)
                     continue
                 if kind == _CONV_RUN or kind == _PRODUCT or kind == _ATTENTION:
                     value = node.apply(value, inputs)
