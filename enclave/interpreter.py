@@ -29,8 +29,10 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
   turns Reshape/Squeeze/Unsqueeze/Flatten into a reshape to the shape it saw, keeps Transposes as
   views between reshapes (a run of them one strided view), writes Erf, Softmax, Relu,
   BatchNormalization and LayerNormalization into arrays it allocated itself (a Conv's bias,
-  activation and normalisation in its output), and runs consecutive Add / Sub / Mul / Div / Erf
-  nodes as one pass of a C program (a torch GELU's five nodes). Every node is still one
+  activation and normalisation in its output), runs consecutive Add / Sub / Mul / Div / Erf
+  nodes as one pass of a C program (a torch GELU's five nodes), scaled dot-product attention
+  (scale, MatMul, Softmax, MatMul) as one call of ``gemm.c`` and a residual Add after a packed
+  product in the product's store. Every node is still one
   :data:`OPERATORS` entry, checked by :func:`node_problems` first, and nothing is accepted that
   the nodes alone would refuse;
 - nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
