@@ -29,8 +29,10 @@ block's 17x64 tensors), so the plan is compiled at load, by hand here for the sa
   turns Reshape/Squeeze/Unsqueeze/Flatten into a reshape to the shape it saw, keeps Transposes as
   views between reshapes (a run of them one strided view), writes Erf, Softmax, Relu,
   BatchNormalization and LayerNormalization into arrays it allocated itself (a Conv's bias,
-  activation and normalisation in its output), and runs consecutive Add / Sub / Mul / Div / Erf
-  nodes as one pass of a C program (a torch GELU's five nodes). Every node is still one
+  activation and normalisation in its output), runs consecutive Add / Sub / Mul / Div / Erf
+  nodes as one pass of a C program (a torch GELU's five nodes), scaled dot-product attention
+  (scale, MatMul, Softmax, MatMul) as one call of ``gemm.c`` and a residual Add after a packed
+  product in the product's store. Every node is still one
   :data:`OPERATORS` entry, checked by :func:`node_problems` first, and nothing is accepted that
   the nodes alone would refuse;
 - nodes keep what they derive from input shapes and constants per shape (:func:`_memoised`).
@@ -1984,6 +1986,8 @@ _IMPL, _RESHAPE, _TRANSPOSE, _BINARY, _ERF, _SOFTMAX, _RELU, _BATCHNORM, _LAYERN
 _GATHER = 12
 #: a step of a chain's fast plan: a Conv of floor.c's kernel with what follows it (:class:`_ConvRun`)
 _CONV_RUN = 13
+#: a step of a chain's fast plan: scaled dot-product attention in one call (:class:`_AttentionRun`)
+_ATTENTION = 14
 
 #: the C kernel's opcodes (enclave/csrc/vit.c, elementwise) of a chain's element-wise nodes: op ->
 #: (the chain's value on the left, on the right)
@@ -2121,19 +2125,23 @@ class _ProductRun:
     makes (``enclave/csrc/gemm.c``) without the node's per-call checks: by its packed parameter
     weight, a following Add of a bias row added in the kernel's store (the same float32 addition
     the Add does), or two computed operands as one batched call. Any other operand (not the
-    weight packed on the reference run) gets the nodes' own implementations."""
+    weight packed on the reference run) gets the nodes' own implementations. A residual Add of a
+    whole tensor after the packed product (and its bias), across reshapes and transposes that keep
+    the elements' order, is a second addition in the same store."""
 
-    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "shape", "sizes", "kernel", "kind")
+    __slots__ = ("step", "nodes", "sources", "weight", "packed", "bias", "residual", "shape", "sizes", "kernel",
+                 "kind")
 
     def __init__(self, nodes: list["_ChainNode"], sources: tuple[int, ...], weight: np.ndarray | None,
                  packed: np.ndarray | None, bias: int | None, shape: tuple[int, ...],
-                 sizes: tuple[int, int, int, int]) -> None:
+                 sizes: tuple[int, int, int, int], residual: int | None = None) -> None:
         self.step = nodes[0].step     #: the product's (a failure names it)
         self.nodes = nodes            #: the product and, if fused, the Add of its bias
         self.sources = sources        #: the product's A and B: -1 the chain's value, else an entry input
         self.weight = weight          #: the parameter B whose packed form is ``packed`` (None: batched)
         self.packed = packed
         self.bias = bias              #: the entry input added as a bias row (the Gemm's C or the Add's)
+        self.residual = residual      #: the entry input of the result's shape added after the bias
         self.shape = shape            #: the result's shape
         self.sizes = sizes            #: (batch, m, k, n) of the kernel call
         gemm = native.load("gemm")
@@ -2145,14 +2153,55 @@ class _ProductRun:
         a = value if a_at < 0 else inputs[a_at]
         b = value if b_at < 0 else inputs[b_at]
         batch, m, k, n = self.sizes
-        if self.packed is not None and b is self.weight:
+        residual = None if self.residual is None else inputs[self.residual]
+        if self.packed is not None and b is self.weight and \
+                (residual is None or (residual.shape == self.shape and residual.dtype == F32)):
             out = np.empty(self.shape, F32)
             bias = None if self.bias is None else np.ascontiguousarray(inputs[self.bias]).reshape(n)
-            self.kernel(np.ascontiguousarray(a), self.packed, m, k, n, bias, out)
+            self.kernel(np.ascontiguousarray(a), self.packed, m, k, n, bias, out,
+                        None if residual is None else np.ascontiguousarray(residual))
             return out
         if self.packed is None and a.shape[:-2] == b.shape[:-2] and a.shape[-2:] == (m, k) and b.shape[-1] == n:
             out = np.empty(self.shape, F32)
             self.kernel(np.ascontiguousarray(a), np.ascontiguousarray(b), out, batch, m, k, n)
+            return out
+        for node in self.nodes:
+            value = node.step.impl(node.step.ctx, *[value if s < 0 else inputs[s] for s in node.sources])
+        return value
+
+
+class _AttentionRun:
+    """Scaled dot-product attention of a chain, for one set of input shapes: the chain's value Q,
+    an optional Mul or Div by one value (on Q or on the scores), MatMul by the entry input K^T,
+    Softmax along the last axis, MatMul by the entry input V, as one call of gemm.c's
+    ``attention`` (the batched kernel's products and the Softmax kernel's row function, one
+    call for every head instead of four or five steps of 1-9 us). Any operand of another shape
+    or dtype than on the reference run gets the nodes' own implementations."""
+
+    __slots__ = ("step", "nodes", "kt", "v", "shapes", "shape", "sizes", "scale_at", "divide", "scale", "kind")
+
+    def __init__(self, nodes: list["_ChainNode"], kt: int, v: int, shapes: tuple, sizes: tuple[int, ...],
+                 scale_at: int, divide: bool, scale: int | None) -> None:
+        self.step = nodes[0].step     #: the first node's (a failure names it)
+        self.nodes = nodes
+        self.kt, self.v = kt, v       #: the entry inputs of the two products' B
+        self.shapes = shapes          #: Q's, K^T's and V's shapes on the reference run
+        self.shape = shapes[3]        #: the result's
+        self.sizes = sizes            #: (batch, m, k, n, dv) of the kernel call
+        self.scale_at = scale_at      #: 0 no scale, 1 on Q, 2 on the scores
+        self.divide = divide          #: the scale is a Div (the value on the left), else a Mul
+        self.scale = scale            #: the entry input holding the scale (one float32)
+        self.kind = _ATTENTION
+
+    def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
+        kt, v = inputs[self.kt], inputs[self.v]
+        q_shape, kt_shape, v_shape, _ = self.shapes
+        if value.shape == q_shape and kt.shape == kt_shape and v.shape == v_shape and \
+                value.dtype == kt.dtype == v.dtype == F32:
+            out = np.empty(self.shape, F32)
+            c = 1.0 if self.scale is None else float(inputs[self.scale].reshape(-1)[0])
+            native.load("gemm").attention(np.ascontiguousarray(value), np.ascontiguousarray(kt),
+                                          np.ascontiguousarray(v), out, *self.sizes, self.scale_at, self.divide, c)
             return out
         for node in self.nodes:
             value = node.step.impl(node.step.ctx, *[value if s < 0 else inputs[s] for s in node.sources])
@@ -2234,7 +2283,9 @@ class _Chain:
         plan: list[tuple[Any, tuple]] = []
         k = 0
         while k < len(self.nodes):
-            run, end = self._elementwise_run_at(k, inputs, seen)
+            run, end = self._attention_run_at(k, inputs, seen)
+            if run is None:
+                run, end = self._elementwise_run_at(k, inputs, seen)
             if run is None:
                 run, end = self._view_run_at(k, inputs, seen)
             if run is None:
@@ -2248,6 +2299,67 @@ class _Chain:
                 plan.append((self.nodes[k], seen[k]))
                 k += 1
         return plan
+
+    def _attention_run_at(self, k: int, inputs: tuple,
+                          seen: list[tuple[int, ...]]) -> tuple[_AttentionRun | None, int]:
+        """Nodes k.. are attention on the chain's value (see :class:`_AttentionRun`), each product
+        one its node ran on the batched kernel (by the reference run's shapes), else None."""
+        nodes = self.nodes
+        if not k:
+            return None, k      # Q must be the chain's value (at the start it would be an input)
+        end, scale_at, divide, scale = k, 0, False, None
+
+        def scale_node(at: int) -> tuple[bool, int] | None:
+            """(a Div, the scale's entry input) if node ``at`` scales the value by one float32."""
+            if at >= len(nodes) or seen[at] != seen[at - 1]:
+                return None
+            node = nodes[at]
+            if node.kind != _BINARY or node.step.node.op not in ("Mul", "Div") or node.sources.count(-1) != 1:
+                return None
+            where = node.sources.index(-1)
+            other = node.sources[1 - where]
+            if (node.step.node.op == "Div" and where) or _operand_mode(inputs[other], seen[at]) != _OPERAND_SCALAR:
+                return None
+            return node.step.node.op == "Div", other
+
+        def batched_at(at: int) -> int | None:
+            """B's entry input if node ``at`` is a MatMul of the value by it on the batched kernel."""
+            if at >= len(nodes):
+                return None
+            node = nodes[at]
+            if node.kind != _IMPL or node.step.node.op != "MatMul" or node.step.node.domain or \
+                    len(node.sources) != 2 or node.sources[0] != -1 or node.sources[1] < 0:
+                return None
+            b = inputs[node.sources[1]]
+            a_shape = seen[at - 1]
+            if not isinstance(b, np.ndarray) or b.dtype != F32 or 1 in node.step.ctx.parameters or \
+                    len(a_shape) < 2 or b.ndim != len(a_shape) or a_shape[:-2] != b.shape[:-2] or \
+                    not _batched_fits(a_shape[-2], b.shape[-2:]):
+                return None
+            return node.sources[1]
+
+        if (found := scale_node(end)) is not None:
+            scale_at, (divide, scale), end = 1, found, end + 1
+        q_shape = seen[end - 1]
+        kt = batched_at(end)
+        if kt is None:
+            return None, k
+        end += 1
+        if not scale_at and (found := scale_node(end)) is not None:
+            scale_at, (divide, scale), end = 2, found, end + 1
+        softmax = nodes[end] if end < len(nodes) else None
+        if softmax is None or softmax.kind != _SOFTMAX or softmax.sources != (-1,) or \
+                softmax.arg % len(seen[end]) != len(seen[end]) - 1:
+            return None, k
+        end += 1
+        v = batched_at(end)
+        if v is None:
+            return None, k
+        end += 1
+        kt_shape, v_shape = inputs[kt].shape, inputs[v].shape
+        (m, kk), n, dv = q_shape[-2:], kt_shape[-1], v_shape[-1]
+        return _AttentionRun(nodes[k:end], kt, v, (q_shape, kt_shape, v_shape, seen[end - 1]),
+                             (math.prod(q_shape[:-2]), m, kk, n, dv), scale_at, divide, scale), end
 
     def _product_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ProductRun | None, int]:
         """A MatMul or Gemm that its node ran on the packed or batched kernel (by the reference run's
@@ -2298,7 +2410,33 @@ class _Chain:
                 if other >= 0 and _operand_mode(inputs[other], out) == _OPERAND_ROW:
                     bias = other
                     end += 1
-        return _ProductRun(nodes[k:end], node.sources[:2], weight, cached[1], bias, out, (1, m, kk, n)), end
+        residual, end = self._residual_at(end, inputs, seen)
+        return _ProductRun(nodes[k:end], node.sources[:2], weight, cached[1], bias, seen[end - 1], (1, m, kk, n),
+                           residual), end
+
+    def _residual_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[int | None, int]:
+        """(the entry input, the end) if nodes k.. are reshapes and transposes that keep the value's
+        elements in their order (only axes of size 1 move), then an Add of a float32 tensor of the
+        value's shape (a residual); else (None, k)."""
+        nodes = self.nodes
+        end = k
+        while end < len(nodes) and nodes[end].kind in (_RESHAPE, _TRANSPOSE) and nodes[end].sources[0] == -1:
+            node = nodes[end]
+            if node.kind == _TRANSPOSE:
+                shape = seen[end - 1]
+                moved = [axis for axis in (node.arg or ()) if shape[axis] != 1]
+                if node.arg is None or moved != sorted(moved):
+                    return None, k
+            end += 1
+        if end >= len(nodes) or seen[end] != seen[end - 1]:
+            return None, k
+        add = nodes[end]
+        if add.kind != _BINARY or add.step.node.op != "Add" or len(add.sources) != 2 or add.sources.count(-1) != 1:
+            return None, k
+        other = add.sources[1 - add.sources.index(-1)]
+        if _operand_mode(inputs[other], seen[end]) != _OPERAND_FULL:
+            return None, k
+        return other, end + 1
 
     def _view_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ViewRun | None, int]:
         nodes = self.nodes
@@ -2444,10 +2582,13 @@ class _Chain:
                     owned = True
                     continue
                 if kind == _VIEWS:
+                    x = value if node.source < 0 else inputs[node.source]
                     value = node.apply(value, inputs)
-                    owned = owned and node.source < 0   # a view of (or a copy from) the chain's array
+                    # a view of (or a copy from) the chain's array; or a copy the run made of an
+                    # entry input's view (its last node contiguous: a new array, owning its data)
+                    owned = (owned and node.source < 0) or (node.contiguous and value is not x and value.base is None)
                     continue
-                if kind == _CONV_RUN or kind == _PRODUCT:
+                if kind == _CONV_RUN or kind == _PRODUCT or kind == _ATTENTION:
                     value = node.apply(value, inputs)
                     owned = True
                     continue

@@ -10,11 +10,22 @@
  *   pack(b f32[k*n], k, n, transposed, packed f32[panels(n)*PANEL*k])
  *       b is [k, n] (transposed == 0) or [n, k] (transposed == 1, a Gemm's transB);
  *       panel p holds columns p*PANEL.. as k rows of PANEL floats, zero beyond column n
- *   matmul(a f32[m*k], packed f32[panels(n)*PANEL*k], m, k, n, bias f32[n] or None, out f32[m*n])
- *       out = a @ b (+ bias, broadcast over the rows); out must not overlap a
+ *   matmul(a f32[m*k], packed f32[panels(n)*PANEL*k], m, k, n, bias f32[n] or None, out f32[m*n]
+ *          [, addend f32[m*n] or None])
+ *       out = a @ b (+ bias, broadcast over the rows) (+ addend, element by element: a residual
+ *       Add after the product, a second float32 addition in the store); out must not overlap
+ *       an input
  *   batched(a f32[batch*m*k], b f32[batch*k*n], out f32[batch*m*n], batch, m, k, n)
  *       out[p] = a[p] @ b[p], b not packed (attention's per-head products): each b[p] is packed
  *       into a scratch buffer of the call and multiplied as above
+ *   attention(q f32[batch*m*k], kt f32[batch*k*n], v f32[batch*n*dv], out f32[batch*m*dv],
+ *             batch, m, k, n, dv, scale_at, divide, scale)
+ *       per head p: s = q[p] @ kt[p]; every row of s softmaxed (softmax.h, the Softmax kernel's
+ *       own row function); out[p] = s @ v[p]. The scale (one float32 multiply, or divide with
+ *       the value on the left, per element) is applied to q (scale_at 1), to s before the
+ *       softmax (2) or not at all (0): scaled dot-product attention's four or five nodes in one
+ *       call, each step the same float32 operations as the batched products, the Mul or Div
+ *       and the Softmax of the nodes (the interpreter's chain proves the run equal to them)
  *
  * Each output is one float32 accumulator summed over k in order with fused multiply-adds, then
  * the bias added with one float32 addition (what a separate Add of the result does): the result
@@ -29,6 +40,7 @@
 #include <string.h>
 
 #include "buffers.h"
+#include "softmax.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -79,8 +91,9 @@ static void pack_panels(const float *b, float *packed, Py_ssize_t k, Py_ssize_t 
 /* rows [r0, r0 + mr) of out, columns of panel p (w of them valid): mr is a constant after
  * inlining (the switch below), so the accumulators stay in registers */
 static inline __attribute__((always_inline)) void tile(const float *a, const float *panel, const float *bias,
-                                                       float *out, Py_ssize_t k, Py_ssize_t n, Py_ssize_t c0,
-                                                       Py_ssize_t w, const int mr, const int half) {
+                                                       const float *addend, float *out, Py_ssize_t k,
+                                                       Py_ssize_t n, Py_ssize_t c0, Py_ssize_t w, const int mr,
+                                                       const int half) {
 #if GEMM_AVX2
     /* named accumulators, not an array: GCC kept an array's rows in memory, storing all twelve
      * to the stack on every k (measured 2-3x slower than OpenBLAS) */
@@ -100,11 +113,16 @@ static inline __attribute__((always_inline)) void tile(const float *a, const flo
     __m256 rows[TILE_ROWS][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     for (int r = 0; r < mr; r++) {
         float *dst = out + r * n + c0;
+        const float *more = addend ? addend + r * n + c0 : NULL;
         __m256 lo = rows[r][0], hi = rows[r][1];
         if (w == PANEL) {
             if (bias) {
                 lo = _mm256_add_ps(lo, _mm256_loadu_ps(bias + c0));
                 hi = _mm256_add_ps(hi, _mm256_loadu_ps(bias + c0 + 8));
+            }
+            if (more) {
+                lo = _mm256_add_ps(lo, _mm256_loadu_ps(more));
+                hi = _mm256_add_ps(hi, _mm256_loadu_ps(more + 8));
             }
             _mm256_storeu_ps(dst, lo);
             _mm256_storeu_ps(dst + 8, hi);
@@ -112,7 +130,10 @@ static inline __attribute__((always_inline)) void tile(const float *a, const flo
             float tmp[PANEL];
             _mm256_storeu_ps(tmp, lo);
             _mm256_storeu_ps(tmp + 8, hi);   /* (unused when half: w <= 8) */
-            for (Py_ssize_t j = 0; j < w; j++) dst[j] = bias ? tmp[j] + bias[c0 + j] : tmp[j];
+            for (Py_ssize_t j = 0; j < w; j++) {
+                float y = bias ? tmp[j] + bias[c0 + j] : tmp[j];
+                dst[j] = more ? y + more[j] : y;
+            }
         }
     }
 #else
@@ -121,29 +142,32 @@ static inline __attribute__((always_inline)) void tile(const float *a, const flo
         float acc[PANEL] = {0};
         for (Py_ssize_t kk = 0; kk < k; kk++)
             for (int j = 0; j < PANEL; j++) acc[j] = fmaf(a[r * k + kk], panel[kk * PANEL + j], acc[j]);
-        for (Py_ssize_t j = 0; j < w; j++) out[r * n + c0 + j] = bias ? acc[j] + bias[c0 + j] : acc[j];
+        for (Py_ssize_t j = 0; j < w; j++) {
+            float y = bias ? acc[j] + bias[c0 + j] : acc[j];
+            out[r * n + c0 + j] = addend ? y + addend[r * n + c0 + j] : y;
+        }
     }
 #endif
 }
 
-static void product(const float *a, const float *packed, const float *bias, float *out, Py_ssize_t m,
-                    Py_ssize_t k, Py_ssize_t n) {
+static void product(const float *a, const float *packed, const float *bias, const float *addend, float *out,
+                    Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {
     Py_ssize_t panels = (n + PANEL - 1) / PANEL;
     for (Py_ssize_t p = 0; p < panels; p++) {
         const float *panel = packed + p * PANEL * k;
         Py_ssize_t c0 = p * PANEL, w = n - c0 < PANEL ? n - c0 : PANEL;
         for (Py_ssize_t r0 = 0; r0 < m; r0 += TILE_ROWS) {
-            const float *ar = a + r0 * k;
+            const float *ar = a + r0 * k, *ad = addend ? addend + r0 * n : NULL;
             float *o = out + r0 * n;
             /* a last panel of at most 8 columns: one vector per row (each output's sum unchanged) */
 #define TILES(half)                                                          \
             switch (m - r0 < TILE_ROWS ? m - r0 : TILE_ROWS) {               \
-            case 6: tile(ar, panel, bias, o, k, n, c0, w, 6, half); break;   \
-            case 5: tile(ar, panel, bias, o, k, n, c0, w, 5, half); break;   \
-            case 4: tile(ar, panel, bias, o, k, n, c0, w, 4, half); break;   \
-            case 3: tile(ar, panel, bias, o, k, n, c0, w, 3, half); break;   \
-            case 2: tile(ar, panel, bias, o, k, n, c0, w, 2, half); break;   \
-            default: tile(ar, panel, bias, o, k, n, c0, w, 1, half); break;  \
+            case 6: tile(ar, panel, bias, ad, o, k, n, c0, w, 6, half); break;   \
+            case 5: tile(ar, panel, bias, ad, o, k, n, c0, w, 5, half); break;   \
+            case 4: tile(ar, panel, bias, ad, o, k, n, c0, w, 4, half); break;   \
+            case 3: tile(ar, panel, bias, ad, o, k, n, c0, w, 3, half); break;   \
+            case 2: tile(ar, panel, bias, ad, o, k, n, c0, w, 2, half); break;   \
+            default: tile(ar, panel, bias, ad, o, k, n, c0, w, 1, half); break;  \
             }
             if (w <= PANEL / 2) {
                 TILES(1)
@@ -161,7 +185,7 @@ static void batched_product(const float *a, const float *b, float *out, float *s
                             Py_ssize_t m, Py_ssize_t k, Py_ssize_t n) {
     for (Py_ssize_t p = 0; p < batch; p++) {
         pack_panels(b + p * k * n, scratch, k, n, 0);
-        product(a + p * m * k, scratch, NULL, out + p * m * n, m, k, n);
+        product(a + p * m * k, scratch, NULL, NULL, out + p * m * n, m, k, n);
     }
 }
 
@@ -195,34 +219,38 @@ static int overlaps(const Py_buffer *x, const Py_buffer *y) {
 
 static PyObject *matmul(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *o_a, *o_packed, *o_bias, *o_out;
+    PyObject *o_a, *o_packed, *o_bias, *o_out, *o_addend = Py_None;
     Py_ssize_t m, k, n, count_a, count_out, size;
-    if (!PyArg_ParseTuple(args, "OOnnnOO", &o_a, &o_packed, &m, &k, &n, &o_bias, &o_out)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOnnnOO|O", &o_a, &o_packed, &m, &k, &n, &o_bias, &o_out, &o_addend)) return NULL;
     if (checked_count(&count_a, m, k, 1) < 0 || checked_count(&count_out, m, n, 1) < 0 ||
         packed_count(&size, k, n) < 0)
         return NULL;
-    Py_buffer ba, bp, bb, bo;
-    int biased = o_bias != Py_None;
+    Py_buffer ba, bp, bb, bd, bo;
+    int biased = o_bias != Py_None, added = o_addend != Py_None;
     if (get_floats(o_a, &ba, "a", count_a, 0) < 0) return NULL;
     if (get_floats(o_packed, &bp, "packed", size, 0) < 0) goto fail_a;
     if (biased && get_floats(o_bias, &bb, "bias", n, 0) < 0) goto fail_p;
-    if (get_floats(o_out, &bo, "out", count_out, 1) < 0) goto fail_b;
-    if (overlaps(&ba, &bo) || overlaps(&bp, &bo) || (biased && overlaps(&bb, &bo))) {
+    if (added && get_floats(o_addend, &bd, "addend", count_out, 0) < 0) goto fail_b;
+    if (get_floats(o_out, &bo, "out", count_out, 1) < 0) goto fail_d;
+    if (overlaps(&ba, &bo) || overlaps(&bp, &bo) || (biased && overlaps(&bb, &bo)) || (added && overlaps(&bd, &bo))) {
         PyErr_SetString(PyExc_ValueError, "out overlaps an input");
         goto fail_o;
     }
-    const float *a = ba.buf, *packed = bp.buf, *bias = biased ? bb.buf : NULL;
+    const float *a = ba.buf, *packed = bp.buf, *bias = biased ? bb.buf : NULL, *addend = added ? bd.buf : NULL;
     float *out = bo.buf;
     Py_BEGIN_ALLOW_THREADS
-    product(a, packed, bias, out, m, k, n);
+    product(a, packed, bias, addend, out, m, k, n);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&bo);
+    if (added) PyBuffer_Release(&bd);
     if (biased) PyBuffer_Release(&bb);
     PyBuffer_Release(&bp);
     PyBuffer_Release(&ba);
     Py_RETURN_NONE;
 fail_o:
     PyBuffer_Release(&bo);
+fail_d:
+    if (added) PyBuffer_Release(&bd);
 fail_b:
     if (biased) PyBuffer_Release(&bb);
 fail_p:
@@ -272,10 +300,99 @@ fail_a:
     return NULL;
 }
 
+static inline void scale_into(const float *x, float *out, Py_ssize_t count, int divide, float c) {
+    if (divide)
+        for (Py_ssize_t i = 0; i < count; i++) out[i] = x[i] / c;
+    else
+        for (Py_ssize_t i = 0; i < count; i++) out[i] = x[i] * c;
+}
+
+/* scratch: the scaled q of one head (m*k), its scores (m*n), one packed B (the larger of the two) */
+static void attention_heads(const float *q, const float *kt, const float *v, float *out, float *scratch,
+                            Py_ssize_t packed_size, Py_ssize_t batch, Py_ssize_t m, Py_ssize_t k, Py_ssize_t n,
+                            Py_ssize_t dv, int scale_at, int divide, float c) {
+    float *packed = scratch, *scores = packed + packed_size, *scaled = scores + m * n;
+    for (Py_ssize_t p = 0; p < batch; p++) {
+        const float *qp = q + p * m * k;
+        if (scale_at == 1) {
+            scale_into(qp, scaled, m * k, divide, c);
+            qp = scaled;
+        }
+        pack_panels(kt + p * k * n, packed, k, n, 0);
+        product(qp, packed, NULL, NULL, scores, m, k, n);
+        if (scale_at == 2) scale_into(scores, scores, m * n, divide, c);
+        if (n)
+            for (Py_ssize_t r = 0; r < m; r++) softmax_row(scores + r * n, scores + r * n, n);
+        pack_panels(v + p * n * dv, packed, n, dv, 0);
+        product(scores, packed, NULL, NULL, out + p * m * dv, m, n, dv);
+    }
+}
+
+static PyObject *attention(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_q, *o_kt, *o_v, *o_out;
+    Py_ssize_t batch, m, k, n, dv, count_q, count_kt, count_v, count_out, count_s, packed_kn, packed_nv;
+    int scale_at, divide;
+    float c;
+    if (!PyArg_ParseTuple(args, "OOOOnnnnnipf", &o_q, &o_kt, &o_v, &o_out, &batch, &m, &k, &n, &dv, &scale_at,
+                          &divide, &c))
+        return NULL;
+    if (scale_at < 0 || scale_at > 2) {
+        PyErr_SetString(PyExc_ValueError, "scale_at must be 0 (none), 1 (q) or 2 (scores)");
+        return NULL;
+    }
+    if (checked_count(&count_q, batch, m, k) < 0 || checked_count(&count_kt, batch, k, n) < 0 ||
+        checked_count(&count_v, batch, n, dv) < 0 || checked_count(&count_out, batch, m, dv) < 0 ||
+        checked_count(&count_s, m, n + k, 1) < 0 || packed_count(&packed_kn, k, n) < 0 ||
+        packed_count(&packed_nv, n, dv) < 0)
+        return NULL;
+    Py_ssize_t packed_size = packed_kn > packed_nv ? packed_kn : packed_nv;
+    if (packed_size > PY_SSIZE_T_MAX / 8 - count_s) {
+        PyErr_SetString(PyExc_ValueError, "sizes overflow");
+        return NULL;
+    }
+    Py_buffer bq, bk, bv, bo;
+    if (get_floats(o_q, &bq, "q", count_q, 0) < 0) return NULL;
+    if (get_floats(o_kt, &bk, "kt", count_kt, 0) < 0) goto fail_q;
+    if (get_floats(o_v, &bv, "v", count_v, 0) < 0) goto fail_k;
+    if (get_floats(o_out, &bo, "out", count_out, 1) < 0) goto fail_v;
+    if (overlaps(&bq, &bo) || overlaps(&bk, &bo) || overlaps(&bv, &bo)) {
+        PyErr_SetString(PyExc_ValueError, "out overlaps an input");
+        goto fail_o;
+    }
+    Py_ssize_t scratch_size = packed_size + count_s;
+    float *scratch = PyMem_RawMalloc(scratch_size ? (size_t)scratch_size * sizeof(float) : 1);
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto fail_o;
+    }
+    const float *q = bq.buf, *kt = bk.buf, *v = bv.buf;
+    float *out = bo.buf;
+    Py_BEGIN_ALLOW_THREADS
+    attention_heads(q, kt, v, out, scratch, packed_size, batch, m, k, n, dv, scale_at, divide, c);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&bo);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&bk);
+    PyBuffer_Release(&bq);
+    Py_RETURN_NONE;
+fail_o:
+    PyBuffer_Release(&bo);
+fail_v:
+    PyBuffer_Release(&bv);
+fail_k:
+    PyBuffer_Release(&bk);
+fail_q:
+    PyBuffer_Release(&bq);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"attention", attention, METH_VARARGS, "Scaled dot-product attention per head, one call (see above)."},
     {"batched", batched, METH_VARARGS, "out[p] = a[p] @ b[p] for a [batch, m, k], b [batch, k, n] (see above)."},
     {"pack", pack, METH_VARARGS, "Lay out a [k, n] (or transposed [n, k]) weight in panels (see above)."},
-    {"matmul", matmul, METH_VARARGS, "out = a @ packed weight (+ bias), a of m rows of k."},
+    {"matmul", matmul, METH_VARARGS, "out = a @ packed weight (+ bias) (+ addend), a of m rows of k."},
     {NULL, NULL, 0, NULL},
 };
 

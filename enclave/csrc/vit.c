@@ -36,6 +36,7 @@
 
 #include "buffers.h"
 #include "exp.h"
+#include "softmax.h"
 
 
 /* rows * n (or a * b * c) without overflow, each factor >= 0 */
@@ -141,27 +142,6 @@ fail_s:
 fail_x:
     PyBuffer_Release(&bx);
     return NULL;
-}
-
-/* softmax of one contiguous row of n > 0 */
-static void softmax_row(const float *x, float *out, Py_ssize_t n) {
-    float lane[LANES];
-    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
-    Py_ssize_t i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-    float m = -INFINITY;
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
-    for (int j = 0; j < LANES; j++) m = lane[j] > m ? lane[j] : m;
-    for (i = 0; i < n; i++) out[i] = exp_nonpositive(x[i] - m);
-    for (int j = 0; j < LANES; j++) lane[j] = 0.0f;
-    for (i = 0; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) lane[j] += out[i + j];
-    float s = 0.0f;
-    for (; i < n; i++) s += out[i];
-    for (int j = 0; j < LANES; j++) s += lane[j];
-    float inv = 1.0f / s;
-    for (i = 0; i < n; i++) out[i] *= inv;
 }
 
 enum { COLUMNS = 64 };

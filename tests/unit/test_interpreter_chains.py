@@ -45,10 +45,12 @@ def _gelu_mlp(rng):
     return head_model(nodes, {"x": (1, tokens, dim)}, params, ["y"]), (tokens, dim)
 
 
-def _attention(rng):
+def _attention(rng, scale: str = "split"):
     """LayerNorm, the QKV projection split into heads (Reshape, Transpose, Gather), scaled
     dot-product attention (Mul by the scale, MatMul, Softmax, MatMul) and the heads merged
-    (Transpose, Reshape, MatMul + bias), as torch's exporter writes it."""
+    (Transpose, Reshape, MatMul + bias), as torch's exporters write it (``scale`` "split": Q and
+    K^T each multiplied by d^-1/4); "div" / "mul": the scores divided by sqrt(d) or multiplied
+    by 1/sqrt(d) instead, as older exports write it; "none": no scale."""
     heads, head_dim = int(rng.integers(1, 5)), int(rng.integers(1, 9))
     tokens, dim = int(rng.integers(1, 20)), heads * head_dim
     c64 = lambda v: np.array(v, np.int64)
@@ -61,10 +63,13 @@ def _attention(rng):
         helper.make_node("Gather", ["qkv3", "i0"], ["q"], axis=0, name="q"),
         helper.make_node("Gather", ["qkv3", "i1"], ["k"], axis=0, name="k"),
         helper.make_node("Gather", ["qkv3", "i2"], ["v"], axis=0, name="v"),
-        helper.make_node("Mul", ["q", "scale"], ["qs"], name="q_scale"),
-        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2], name="k_t"),
-        helper.make_node("Mul", ["kt", "scale"], ["ks"], name="k_scale"),
-        helper.make_node("MatMul", ["qs", "ks"], ["att"], name="scores"),
+        *([helper.make_node("Mul", ["q", "scale"], ["qs"], name="q_scale")] if scale == "split" else []),
+        helper.make_node("Transpose", ["k"], ["kt" if scale == "split" else "ks"], perm=[0, 1, 3, 2], name="k_t"),
+        *([helper.make_node("Mul", ["kt", "scale"], ["ks"], name="k_scale")] if scale == "split" else []),
+        helper.make_node("MatMul", ["qs" if scale == "split" else "q", "ks"],
+                         ["att" if scale in ("split", "none") else "att0"], name="scores"),
+        *([helper.make_node("Div" if scale == "div" else "Mul", ["att0", "scale"], ["att"], name="scores_scale")]
+          if scale in ("div", "mul") else []),
         helper.make_node("Softmax", ["att"], ["p"], axis=-1, name="softmax"),
         helper.make_node("MatMul", ["p", "v"], ["ctx"], name="weighted"),
         helper.make_node("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3], name="merge_t"),
@@ -76,12 +81,14 @@ def _attention(rng):
     params = {"ln_s": normal(rng, dim), "ln_b": normal(rng, dim), "w_qkv": normal(rng, dim, 3 * dim) * scaled,
               "b_qkv": normal(rng, 3 * dim),
               "split_shape": c64([0, 0, 3, heads, head_dim]), "i0": c64(0), "i1": c64(1), "i2": c64(2),
-              "scale": np.array(head_dim ** -0.25, np.float32), "merge_shape": c64([0, 0, dim]),
+              "scale": np.array({"split": head_dim ** -0.25, "div": head_dim ** 0.5, "mul": head_dim ** -0.5,
+                                 "none": 1.0}[scale], np.float32), "merge_shape": c64([0, 0, dim]),
               "w_o": normal(rng, dim, dim) * scaled, "b_o": normal(rng, dim)}
     return head_model(nodes, {"x": (1, tokens, dim)}, params, ["y"]), (tokens, dim)
 
 
-PATTERNS = {"gelu_mlp": _gelu_mlp, "attention": _attention}
+PATTERNS = {"gelu_mlp": _gelu_mlp, "attention": _attention,
+            **{f"attention_{scale}": (lambda rng, scale=scale: _attention(rng, scale)) for scale in ("div", "mul", "none")}}
 CASES = [(p, k) for p in PATTERNS for k in range(DRAWS)]
 
 
@@ -132,10 +139,98 @@ def test_products_and_their_bias_rows_are_one_kernel_call():
     nodes' own run and onnxruntime's within tolerance."""
     model, (tokens, dim) = _gelu_mlp(np.random.default_rng([SEED, 90]))
     head = run_both(model, [{"x": normal(np.random.default_rng(3), 2, tokens, dim)}])
-    assert _product_runs(head) == [["fc1", "fc1_bias"], ["fc2", "fc2_bias"]]
+    assert _product_runs(head) == [["fc1", "fc1_bias"], ["fc2", "fc2_bias", "residual"]]
     model, (tokens, dim) = _attention(np.random.default_rng([SEED, 89]))
     head = run_both(model, [{"x": normal(np.random.default_rng(4), 2, tokens, dim)}])
-    assert _product_runs(head) == [["qkv", "qkv_bias"], ["scores"], ["weighted"], ["out_proj", "out_bias"]]
+    assert _product_runs(head) == [["qkv", "qkv_bias"], ["out_proj", "out_bias"]]   # the rest: attention's run
+
+
+def _attention_runs(head: HeadInterpreter) -> list[interpreter._AttentionRun]:
+    return [step for chain in chains(head) for plan in chain.shapes.values() if plan
+            for step, _ in plan if isinstance(step, interpreter._AttentionRun)]
+
+
+@pytest.mark.parametrize("scale, nodes, scale_at", [
+    ("split", ["q_scale", "scores", "softmax", "weighted"], 1),
+    ("div", ["scores", "scores_scale", "softmax", "weighted"], 2),
+    ("mul", ["scores", "scores_scale", "softmax", "weighted"], 2),
+    ("none", ["scores", "softmax", "weighted"], 0)])
+def test_scaled_dot_product_attention_is_one_kernel_call(scale, nodes, scale_at):
+    """The scale (on Q or on the scores, a Mul or a Div, or none), the product by K^T, the Softmax
+    and the product by V are one call of gemm.c's attention, proven equal to the nodes' own run
+    bit for bit (and to onnxruntime within tolerance) for every batch size."""
+    model, (tokens, dim) = _attention(np.random.default_rng([SEED, 86, len(scale)]), scale)
+    rng = np.random.default_rng(11)
+    head = run_both(model, [{"x": normal(rng, b, tokens, dim)} for b in (1, 3)])
+    runs = _attention_runs(head)
+    assert len(runs) == 2   # one per batch size
+    for run in runs:
+        assert [n.step.node.name for n in run.nodes] == nodes
+        assert run.scale_at == scale_at and run.divide == (scale == "div")
+
+
+def test_attention_given_other_operands_gets_the_nodes():
+    """Operands of other shapes than on the reference run (here K^T and V of one key fewer) go
+    through the nodes' own code; those of its shapes through the kernel; both as numpy computes."""
+    model, (tokens, dim) = _attention(np.random.default_rng([SEED, 85]))
+    rng = np.random.default_rng(12)
+    assert tokens > 1   # (this draw: one key can be dropped)
+    head = run_both(model, [{"x": normal(rng, 2, tokens, dim)}])
+    chain = next(c for c in chains(head) if "softmax" in c.names)
+    run = next(step for plan in chain.shapes.values() for step, _ in plan if isinstance(step, interpreter._AttentionRun))
+    q_shape, kt_shape, v_shape, out_shape = run.shapes
+    q, kt, v = normal(rng, *q_shape), normal(rng, *kt_shape), normal(rng, *v_shape)
+    inputs = [None] * len(chain.input_slots)
+    inputs[run.scale] = np.array(0.5, np.float32)
+
+    def expected(kt, v):
+        scores = (q * np.float32(0.5)).astype(np.float64) @ kt
+        e = np.exp(scores - scores.max(-1, keepdims=True))
+        return (e / e.sum(-1, keepdims=True)) @ v
+
+    for kt_, v_ in ((kt, v), (np.ascontiguousarray(kt[..., :-1]), np.ascontiguousarray(v[..., :-1, :]))):
+        inputs[run.kt], inputs[run.v] = kt_, v_
+        y = run.apply(q, tuple(inputs))
+        assert y.shape == out_shape and y.dtype == np.float32
+        np.testing.assert_allclose(y, expected(kt_, v_), rtol=1e-5, atol=1e-6)
+
+
+def test_an_attention_run_that_differs_is_not_used(monkeypatch):
+    """A fused attention whose bits differ from the nodes' (injected: one part in 10^6 off) is
+    never used; the chain runs the nodes for that shape and the results stay onnxruntime's."""
+    gemm = interpreter.native.load("gemm")
+    real = gemm.attention
+
+    def off(*args):
+        real(*args)
+        args[3][...] *= np.float32(1.000001)
+
+    monkeypatch.setattr(gemm, "attention", off)
+    model, (tokens, dim) = _attention(np.random.default_rng([SEED, 84]))
+    head = run_both(model, [{"x": normal(np.random.default_rng(13), 2, tokens, dim)}])
+    attention = [c for c in chains(head) if "softmax" in c.names]
+    assert len(attention) == 1 and list(attention[0].shapes.values()) == [None]
+
+
+@pytest.mark.parametrize("perm, fused", [((1, 0, 2), True), ((0, 2, 1), False)])
+def test_a_residual_add_is_in_the_products_store_across_order_keeping_views(perm, fused):
+    """A residual Add of a whole tensor after a product and its bias is a second addition in the
+    kernel's store, across a Reshape and a Transpose that moves only an axis of size 1 (the
+    attention's merge, (17, 64) -> (17, 1, 64) -> (1, 17, 64)); a Transpose that reorders the
+    elements keeps the Add a node. Both proven, both onnxruntime's within tolerance."""
+    rng = np.random.default_rng([SEED, 83, *perm])
+    batch, inner, dim = 5, 12, 30
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "w", "c"], ["g"], transB=1, name="fc"),
+             helper.make_node("Reshape", ["g", "shape"], ["g3"], name="split"),
+             helper.make_node("Transpose", ["g3"], ["gt"], perm=list(perm), name="swap"),
+             helper.make_node("Add", ["gt", "skip"], ["y"], name="residual")]
+    three = (batch, 1, dim) if fused else (batch, 5, dim // 5)
+    params = {"w": normal(rng, dim, inner), "c": normal(rng, dim), "shape": np.array(three, np.int64),
+              "skip": normal(rng, *(three[p] for p in perm))}   # (a parameter: the batch axis moves)
+    model = head_model(nodes, {"x": (batch, inner)}, params, ["y"])
+    head = run_both(model, [{"x": normal(rng, batch, inner)}])
+    assert _product_runs(head) == ([["fc", "split", "swap", "residual"]] if fused else [["fc"]])
 
 
 def test_a_select_of_one_head_and_its_transpose_are_one_view():

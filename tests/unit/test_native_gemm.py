@@ -46,6 +46,14 @@ def test_the_packed_product_matches_float64(m, k, n):
         _gemm().matmul(a, packed, m, k, n, bias, with_bias)
         # the bias is one float32 addition to the same sum (what a separate Add node computes)
         assert np.array_equal(with_bias, out + bias)
+        # a residual: a second float32 addition, after the bias (what an Add node after it computes)
+        addend = rng.standard_normal((m, n)).astype(np.float32)
+        with_both = np.full((m, n), np.nan, np.float32)
+        _gemm().matmul(a, packed, m, k, n, bias, with_both, addend)
+        assert np.array_equal(with_both, with_bias + addend)
+        with_residual = np.full((m, n), np.nan, np.float32)
+        _gemm().matmul(a, packed, m, k, n, None, with_residual, addend)
+        assert np.array_equal(with_residual, out + addend)
 
 
 @pytest.mark.parametrize("batch,m,k,n", [(4, 17, 16, 17), (4, 17, 17, 16), (1, 6, 64, 64), (3, 1, 1, 1),
@@ -104,6 +112,12 @@ def test_malformed_buffers_and_sizes_are_refused():
         g.matmul(a, packed, 4, 8, 20, np.zeros(19, np.float32), out)
     with pytest.raises(ValueError, match="out: 79 items, expected 80"):
         g.matmul(a, packed, 4, 8, 20, None, np.zeros(79, np.float32))
+    with pytest.raises(ValueError, match="addend: 79 items, expected 80"):
+        g.matmul(a, packed, 4, 8, 20, None, out, np.zeros(79, np.float32))
+    with pytest.raises(ValueError, match="addend: wrong item type"):
+        g.matmul(a, packed, 4, 8, 20, None, out, np.zeros(80, np.float64))
+    with pytest.raises(ValueError, match="out overlaps an input"):
+        g.matmul(a, packed, 4, 8, 20, None, out, out)
     with pytest.raises(ValueError, match="out overlaps an input"):
         square = np.zeros(64, np.float32)
         g.matmul(square[:32], _packed(np.zeros((8, 8), np.float32)), 4, 8, 8, None, square[16:48])
@@ -122,3 +136,64 @@ def test_malformed_buffers_and_sizes_are_refused():
         frozen = np.zeros((4, 20), np.float32)
         frozen.flags.writeable = False
         g.matmul(a, packed, 4, 8, 20, None, frozen)
+
+
+def _attention_float64(q, kt, v, scale_at, divide, c):
+    q, kt, v = (x.astype(np.float64) for x in (q, kt, v))
+    scaled = lambda x: x / c if divide else x * c
+    s = (scaled(q) if scale_at == 1 else q) @ kt
+    s = scaled(s) if scale_at == 2 else s
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)) @ v
+
+
+@pytest.mark.parametrize("batch,m,k,n,dv", [(4, 17, 16, 17, 16), (1, 1, 1, 1, 1), (3, 7, 9, 20, 5),
+                                            (2, 13, 64, 13, 64), (0, 3, 4, 5, 6)])
+@pytest.mark.parametrize("scale_at,divide", [(0, False), (1, False), (1, True), (2, False), (2, True)])
+def test_attention_matches_float64_and_the_steps_it_fuses(batch, m, k, n, dv, scale_at, divide):
+    """One call: the scale, the batched product by K^T, the Softmax kernel's rows and the batched
+    product by V; within float32 rounding of float64, and bit for bit the kernels' own steps."""
+    rng = np.random.default_rng([SEED, batch, m, k, n, dv, scale_at, divide])
+    q = rng.standard_normal((batch, m, k)).astype(np.float32)
+    kt = rng.standard_normal((batch, k, n)).astype(np.float32)
+    v = rng.standard_normal((batch, n, dv)).astype(np.float32)
+    c = np.float32(k ** -0.25 if scale_at else 1.0)
+    out = np.full((batch, m, dv), np.nan, np.float32)
+    _gemm().attention(q, kt, v, out, batch, m, k, n, dv, scale_at, divide, float(c))
+    np.testing.assert_allclose(out, _attention_float64(q, kt, v, scale_at, divide, c), rtol=1e-5, atol=1e-5)
+    scaled = lambda x: x / c if divide else x * c
+    s = np.empty((batch, m, n), np.float32)
+    _gemm().batched(scaled(q) if scale_at == 1 else q, kt, s, batch, m, k, n)
+    s = scaled(s) if scale_at == 2 else s
+    native.load("vit").softmax(s, s, batch * m, n, 1)
+    steps = np.empty((batch, m, dv), np.float32)
+    _gemm().batched(s, v, steps, batch, m, n, dv)
+    assert np.array_equal(out.view(np.uint32), steps.view(np.uint32))
+
+
+def test_attention_refuses_malformed_buffers_and_sizes():
+    g = _gemm()
+    q, kt, v = np.zeros((2, 4, 8), np.float32), np.zeros((2, 8, 5), np.float32), np.zeros((2, 5, 3), np.float32)
+    out = np.zeros((2, 4, 3), np.float32)
+    g.attention(q, kt, v, out, 2, 4, 8, 5, 3, 1, False, 0.5)
+    with pytest.raises(ValueError, match="q: 64 items, expected 80"):
+        g.attention(q, kt, v, out, 2, 5, 8, 5, 3, 0, False, 1.0)
+    with pytest.raises(ValueError, match="kt: 80 items, expected 96"):
+        g.attention(q, kt, v, out, 2, 4, 8, 6, 3, 0, False, 1.0)
+    with pytest.raises(ValueError, match="v: 30 items, expected 40"):
+        g.attention(q, kt, v, out, 2, 4, 8, 5, 4, 0, False, 1.0)
+    with pytest.raises(ValueError, match="out: 24 items, expected 32"):
+        g.attention(q, kt, np.zeros((2, 5, 4), np.float32), out, 2, 4, 8, 5, 4, 0, False, 1.0)
+    with pytest.raises(ValueError, match="q: wrong item type"):
+        g.attention(q.astype(np.float64), kt, v, out, 2, 4, 8, 5, 3, 0, False, 1.0)
+    with pytest.raises(ValueError, match="scale_at must be"):
+        g.attention(q, kt, v, out, 2, 4, 8, 5, 3, 3, False, 1.0)
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        g.attention(q, kt, v, out, -2, 4, 8, 5, 3, 0, False, 1.0)
+    with pytest.raises(ValueError, match="sizes overflow"):
+        g.attention(q, kt, v, out, 1, 1 << 40, 1 << 40, 5, 3, 0, False, 1.0)
+    with pytest.raises(ValueError, match="out overlaps an input"):
+        x = np.zeros(64, np.float32)
+        g.attention(x[:64], kt, v, x[:24], 2, 4, 8, 5, 3, 0, False, 1.0)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        g.attention(q, kt, v, np.zeros((3, 4, 2), np.float32).T, 2, 4, 8, 5, 3, 0, False, 1.0)
