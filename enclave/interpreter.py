@@ -952,8 +952,7 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         # (..., K) @ (K, N) by a weight: one call of the packed kernel over all the leading rows
         a2 = a.reshape(-1, a.shape[-1]) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1, a.shape[-1])
         return _packed_product(ctx, a2, b, False, None).reshape(a.shape[:-1] + b.shape[1:])
-    if a.ndim >= 2 and b.ndim >= 2 and a.shape[:-2] == b.shape[:-2] and 1 not in ctx.parameters and \
-            _batched_fits(a.shape[-2], b.shape[-2:]):
+    if _on_batched_kernel(ctx, a.shape, b.shape):
         # small products of two computed operands (attention's per-head scores and mix; a parameter
         # B that the packed kernel does not take stays numpy's): one call of the kernel for every
         # leading index, each B packed inside the call
@@ -994,9 +993,15 @@ def _packed_fits(rows: int, inner: int, weights: int) -> bool:
         (rows > 1 or inner <= _PACKED_MAX_ONE_ROW_INNER)
 
 
-def _batched_fits(rows: int, kn: tuple[int, int]) -> bool:
-    return 0 < rows <= _PACKED_MAX_ROWS and 0 < kn[0] * kn[1] <= _BATCHED_MAX_WEIGHTS and \
-        (rows > 1 or kn[0] <= _PACKED_MAX_ONE_ROW_INNER)
+def _on_batched_kernel(ctx: _Ctx, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> bool:
+    """A MatMul node of these operand shapes runs on the batched kernel: two computed operands of
+    the same leading shape (a parameter B the packed kernel does not take stays numpy's), small
+    enough. The one test, for :func:`_matmul` and for the chains that recognise its calls."""
+    if len(a_shape) < 2 or len(b_shape) < 2 or a_shape[:-2] != b_shape[:-2] or 1 in ctx.parameters:
+        return False
+    rows, (k, n) = a_shape[-2], b_shape[-2:]
+    return 0 < rows <= _PACKED_MAX_ROWS and 0 < k * n <= _BATCHED_MAX_WEIGHTS and \
+        (rows > 1 or k <= _PACKED_MAX_ONE_ROW_INNER)
 
 
 def _packed_product(ctx: _Ctx, a: np.ndarray, b: np.ndarray, transposed: int,
@@ -2332,9 +2337,8 @@ class _Chain:
                 return None
             b = inputs[node.sources[1]]
             a_shape = seen[at - 1]
-            if not isinstance(b, np.ndarray) or b.dtype != F32 or 1 in node.step.ctx.parameters or \
-                    len(a_shape) < 2 or b.ndim != len(a_shape) or a_shape[:-2] != b.shape[:-2] or \
-                    not _batched_fits(a_shape[-2], b.shape[-2:]):
+            if not isinstance(b, np.ndarray) or b.dtype != F32 or \
+                    not _on_batched_kernel(node.step.ctx, a_shape, b.shape):
                 return None
             return node.sources[1]
 
@@ -2395,8 +2399,7 @@ class _Chain:
                 _packed_fits(math.prod(a_shape[:-1]), a_shape[-1], weight.size):
             kk, n = b_shape
             m = math.prod(a_shape[:-1])
-        elif len(a_shape) >= 2 and len(b_shape) >= 2 and a_shape[:-2] == b_shape[:-2] and 1 not in ctx.parameters \
-                and _batched_fits(a_shape[-2], b_shape[-2:]):
+        elif _on_batched_kernel(ctx, a_shape, b_shape):
             (m, kk), n = a_shape[-2:], b_shape[-1]
             return _ProductRun([node], node.sources[:2], None, None, None, out,
                                (math.prod(a_shape[:-2]), m, kk, n)), k + 1
