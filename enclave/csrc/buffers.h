@@ -36,4 +36,15 @@ static inline int get_floats(PyObject *obj, Py_buffer *view, const char *what, P
     return get_buffer(obj, view, what, "f", 4, count, writable);
 }
 
+/* The `x` a kernel reads and the `out` it writes, both exactly `count` float32 items; on failure
+ * neither is held. */
+static inline int get_in_out(PyObject *o_x, Py_buffer *bx, PyObject *o_out, Py_buffer *bo, Py_ssize_t count) {
+    if (get_floats(o_x, bx, "x", count, 0) < 0) return -1;
+    if (get_floats(o_out, bo, "out", count, 1) < 0) {
+        PyBuffer_Release(bx);
+        return -1;
+    }
+    return 0;
+}
+
 #endif

@@ -399,8 +399,7 @@ static PyObject *log_softmax(PyObject *self, PyObject *args) {
     const Py_ssize_t count = product(rows, n, 1, 1);
     if (count < 0 || n < 1) return PyErr_Format(PyExc_ValueError, "rows or row length out of range");
     Py_buffer bx, bo;
-    if (get_floats(o_x, &bx, "x", count, 0) < 0) return NULL;
-    if (get_floats(o_out, &bo, "out", count, 1) < 0) { PyBuffer_Release(&bx); return NULL; }
+    if (get_in_out(o_x, &bx, o_out, &bo, count) < 0) return NULL;
     float *e = malloc((size_t)n * sizeof(float));
     if (!e) { PyBuffer_Release(&bx); PyBuffer_Release(&bo); return PyErr_NoMemory(); }
     const float *x = bx.buf;

@@ -179,11 +179,7 @@ static PyObject *softmax(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOnnn", &o_x, &o_out, &outer, &n, &inner)) return NULL;
     if (checked_count(&count, outer, n, inner) < 0) return NULL;
     Py_buffer bx, bo;
-    if (get_floats(o_x, &bx, "x", count, 0) < 0) return NULL;
-    if (get_floats(o_out, &bo, "out", count, 1) < 0) {
-        PyBuffer_Release(&bx);
-        return NULL;
-    }
+    if (get_in_out(o_x, &bx, o_out, &bo, count) < 0) return NULL;
     const float *x = bx.buf;
     float *out = bo.buf;
     if (count) {
@@ -212,11 +208,7 @@ static PyObject *erf_all(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOn", &o_x, &o_out, &count)) return NULL;
     if (checked_count(&count, count, 1, 1) < 0) return NULL;
     Py_buffer bx, bo;
-    if (get_floats(o_x, &bx, "x", count, 0) < 0) return NULL;
-    if (get_floats(o_out, &bo, "out", count, 1) < 0) {
-        PyBuffer_Release(&bx);
-        return NULL;
-    }
+    if (get_in_out(o_x, &bx, o_out, &bo, count) < 0) return NULL;
     const float *x = bx.buf;
     float *out = bo.buf;
     Py_BEGIN_ALLOW_THREADS
@@ -301,11 +293,7 @@ static PyObject *elementwise(PyObject *self, PyObject *args) {
     step_t steps[MAX_STEPS];
     Py_buffer views[MAX_STEPS];
     Py_buffer bx, bo;
-    if (get_floats(o_x, &bx, "x", count, 0) < 0) return NULL;
-    if (get_floats(o_out, &bo, "out", count, 1) < 0) {
-        PyBuffer_Release(&bx);
-        return NULL;
-    }
+    if (get_in_out(o_x, &bx, o_out, &bo, count) < 0) return NULL;
     /* each operand is acquired once, with the length its first step's mode needs; a later step
      * naming it with another mode is refused */
     Py_ssize_t need[MAX_STEPS];
