@@ -81,7 +81,7 @@ from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ConfigError, ContractRevertError, EnclaveError, ModelError, SplitsealError
 from splitseal.protocol import MAX_DELIVERY_BATCH, FailureCode, RequestStatus
-from splitseal.protocol.crypto import X25519KeyPair, encrypt_transfer, keccak256
+from splitseal.protocol.crypto import TransferSession, X25519KeyPair, encrypt_transfer, keccak256
 from splitseal.protocol.hybrid import is_manifest as is_hybrid_manifest
 from splitseal.protocol.result import ResultClaim
 
@@ -201,6 +201,8 @@ class InferenceNode:
         self.account = account
         self.input_key = input_key
         self.enclave = enclave
+        #: one ephemeral key for a run of transfers to the enclave (a new one per enclave key)
+        self._transfer_session = TransferSession()
         self.backbones = backbones
         self.config = config
         self.blobs = BlobStore(blob_dir)
@@ -615,7 +617,8 @@ class InferenceNode:
             raise InputProblem(FailureCode.BAD_INPUT, "the backbone output holds NaN or infinite values for "
                                                       "this input (values out of the model's range?)")
         transfer, shape, dtype = encrypt_transfer(self.enclave.encryption_key, self.enclave.address,
-                                                  request_id, bytes(ev["modelId"]), int(ev["version"]), output)
+                                                  request_id, bytes(ev["modelId"]), int(ev["version"]), output,
+                                                  session=self._transfer_session)
         # Deterministic in the backbone output, so independent nodes can be cross-checked.
         commitment = keccak256(np.ascontiguousarray(output).tobytes())
         self.checkpoint.store_transfer(request_id, transfer, shape, dtype, commitment)

@@ -314,6 +314,8 @@ class EnclaveCore:
         self.state_version = 0
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
+        # transfers from a node's session share an ephemeral key: its AES key is derived once
+        self._transfer_keys = crypto.SessionKeys(self._x25519)
         self.address = eip712.address_of(self._signing_key)
         self._journal_aad_prefix = JOURNAL_AAD + bytes.fromhex(self.address[2:])
         self._journal_file: tuple[int, Path] = (-1, self.sealed_dir)
@@ -558,9 +560,8 @@ class EnclaveCore:
             raise ShapeMismatchError(f"backbone output shape {list(shape)} is empty")
         header = crypto.tensor_header(shape, dtype)
         try:
-            plaintext = crypto.ecies_decrypt(
-                self._x25519, ciphertext,
-                crypto.transfer_aad(request_id, model_id, version, self.address, header))
+            plaintext = self._transfer_keys.open(
+                ciphertext, crypto.transfer_aad(request_id, model_id, version, self.address, header))
         except crypto.DecryptionError:
             raise EntryCallError(f"transfer for request {request_id} does not open: not for this "
                                  "request, model, version, enclave, shape or dtype, or tampered") from None

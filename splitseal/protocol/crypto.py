@@ -5,8 +5,9 @@ builds the same ciphertexts and the same additional data (AAD).
 
 ECIES to an X25519 key, step by step:
 
-1. the sender draws a fresh ephemeral X25519 key pair (never reused: one per message; the
-   enclave draws its next result's ahead of time, :class:`EphemeralKeys`);
+1. the sender draws a fresh ephemeral X25519 key pair (one per message; the enclave draws its
+   next result's ahead of time, :class:`EphemeralKeys`), except for a node's transfers to the
+   enclave, which reuse one for a bounded run of messages (:class:`TransferSession`);
 2. shared secret = X25519(ephemeral private, recipient public);
 3. key = HKDF-SHA256(shared secret, salt = ephemeral public || recipient public,
    info = ``"splitseal.ecies.v1"``, 32 bytes);
@@ -27,6 +28,8 @@ import hmac
 import os
 import struct
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -158,8 +161,12 @@ def aead_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> byt
     """Open AES-256-GCM; raises :class:`DecryptionError` (no detail) when it does not verify."""
     if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES or len(ciphertext) < TAG_BYTES:
         raise DecryptionError("ciphertext does not open: malformed key, nonce or ciphertext length")
+    return _aead_open(AESGCM(bytes(key)), nonce, ciphertext, aad)
+
+
+def _aead_open(aead: AESGCM, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     try:
-        return AESGCM(bytes(key)).decrypt(bytes(nonce), bytes(ciphertext), bytes(aad))
+        return aead.decrypt(bytes(nonce), bytes(ciphertext), bytes(aad))
     except InvalidTag:
         raise DecryptionError(
             "ciphertext does not open: wrong key, wrong additional data or tampered bytes") from None
@@ -190,13 +197,16 @@ def ecies_encrypt(recipient_public: bytes, plaintext: bytes, aad: bytes,
         ephemeral_public = _raw_public(private.public_key())
     else:
         private, ephemeral_public = ephemeral.private_key, ephemeral.public
+    nonce, sealed = aead_encrypt(_sealing_key(private, ephemeral_public, recipient_public), plaintext, aad)
+    return bytes([ECIES_VERSION]) + ephemeral_public + nonce + sealed
+
+
+def _sealing_key(private: X25519PrivateKey, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
     try:
         shared = private.exchange(_public_key(recipient_public))
     except ValueError:
         raise InvalidInputError("recipient public key is a low-order X25519 point; use a real key") from None
-    key = _ecies_key(shared, ephemeral_public, recipient_public)
-    nonce, sealed = aead_encrypt(key, plaintext, aad)
-    return bytes([ECIES_VERSION]) + ephemeral_public + nonce + sealed
+    return _ecies_key(shared, ephemeral_public, recipient_public)
 
 
 class EphemeralKeys:
@@ -229,18 +239,110 @@ class EphemeralKeys:
 
 def ecies_decrypt(recipient: X25519KeyPair, ciphertext: bytes, aad: bytes) -> bytes:
     """Open an ECIES ciphertext with the recipient's key pair and the expected AAD."""
+    ephemeral_public, nonce, sealed = _ecies_parts(ciphertext)
+    return aead_decrypt(_opening_key(recipient, ephemeral_public), nonce, sealed, aad)
+
+
+def _ecies_parts(ciphertext: bytes) -> tuple[bytes, bytes, bytes]:
+    """(ephemeral public key, nonce, AES-GCM ciphertext and tag) of an ECIES v1 ciphertext."""
     ciphertext = bytes(ciphertext)
     if len(ciphertext) < ECIES_OVERHEAD or ciphertext[0] != ECIES_VERSION:
         raise DecryptionError(
             f"not a splitseal ECIES v{ECIES_VERSION} ciphertext ({len(ciphertext)} bytes)")
-    ephemeral_public = ciphertext[1:33]
-    nonce = ciphertext[33:45]
+    return ciphertext[1:33], ciphertext[33:45], ciphertext[45:]
+
+
+def _opening_key(recipient: X25519KeyPair, ephemeral_public: bytes) -> bytes:
     try:
         shared = recipient.private_key.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
     except ValueError:
         raise DecryptionError("ciphertext does not open: invalid ephemeral key") from None
-    key = _ecies_key(shared, ephemeral_public, recipient.public)
-    return aead_decrypt(key, nonce, ciphertext[45:], aad)
+    return _ecies_key(shared, ephemeral_public, recipient.public)
+
+
+#: A transfer session's ephemeral key pair serves at most this many messages, and for at most
+#: this many seconds, before the sender draws the next (docs/PROTOCOL.md, "Transfer sessions").
+#: Random 96-bit nonces under one key stay far from a collision for 2^12 messages (~2^-73).
+TRANSFER_SESSION_MESSAGES = 4096
+TRANSFER_SESSION_SECONDS = 600.0
+
+
+class TransferSession:
+    """ECIES to one recipient with one ephemeral key pair kept for a bounded run of messages: the
+    node's transfers to the enclave. The ciphertexts are ECIES v1 byte for byte (each message its
+    own random nonce and its own AAD, which binds it to its request); what the session saves is
+    the X25519 key generation, the exchange and the HKDF of every message but the first (~0.3 ms
+    of the node's path per transfer), and the recipient's exchange with :class:`SessionKeys`.
+
+    Reusing the ephemeral costs nothing the protocol relied on: the sender holds the plaintext
+    anyway, and ECIES to a static recipient key never gave forward secrecy against that key. A
+    new key pair is drawn after :data:`TRANSFER_SESSION_MESSAGES` messages, after
+    :data:`TRANSFER_SESSION_SECONDS`, and whenever the recipient key changes (a new enclave)."""
+
+    def __init__(self, max_messages: int = TRANSFER_SESSION_MESSAGES,
+                 max_seconds: float = TRANSFER_SESSION_SECONDS, clock=time.monotonic) -> None:
+        if max_messages < 1 or max_seconds <= 0:
+            raise InvalidInputError("a transfer session serves at least one message for a positive time")
+        self.max_messages, self.max_seconds, self._clock = int(max_messages), float(max_seconds), clock
+        self._lock = threading.Lock()  # the node's workers share one session
+        self._recipient: bytes | None = None
+        self._prefix = b""
+        self._aead: AESGCM | None = None
+        self._used = 0
+        self._since = 0.0
+        self.sessions = 0  # key pairs drawn so far
+
+    def encrypt(self, recipient_public: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """An ECIES v1 ciphertext of ``plaintext`` to ``recipient_public`` under the session's key."""
+        recipient_public = _check_public(recipient_public)
+        with self._lock:
+            if (self._aead is None or self._recipient != recipient_public or self._used >= self.max_messages
+                    or self._clock() - self._since >= self.max_seconds):
+                self._start(recipient_public)
+            self._used += 1
+            aead, prefix = self._aead, self._prefix
+        nonce = random_bytes(NONCE_BYTES)
+        return prefix + nonce + aead.encrypt(nonce, bytes(plaintext), bytes(aad))
+
+    def _start(self, recipient_public: bytes) -> None:
+        ephemeral = X25519KeyPair.generate()
+        self._aead = AESGCM(_sealing_key(ephemeral.private_key, ephemeral.public, recipient_public))
+        self._prefix = bytes([ECIES_VERSION]) + ephemeral.public
+        self._recipient, self._used, self._since = recipient_public, 0, self._clock()
+        self.sessions += 1
+
+
+class SessionKeys:
+    """The recipient's side of :class:`TransferSession`: opens ECIES v1 ciphertexts to one key
+    pair as :func:`ecies_decrypt` does, keeping the AES-GCM key of the last ``capacity`` ephemeral
+    keys that opened a message, so a session's later messages skip the X25519 exchange and the
+    HKDF. Only a key that opened a message is kept (garbage does not fill the cache); anyone may
+    encrypt to a public key, so a flood of sessions only evicts keys, which are derived again."""
+
+    def __init__(self, recipient: X25519KeyPair, capacity: int = 256) -> None:
+        self.recipient, self.capacity = recipient, int(capacity)
+        self._keys: OrderedDict[bytes, AESGCM] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, ciphertext: bytes, aad: bytes) -> bytes:
+        """The plaintext, as :func:`ecies_decrypt` gives it (and the same errors)."""
+        ephemeral_public, nonce, sealed = _ecies_parts(ciphertext)
+        with self._lock:
+            aead = self._keys.get(ephemeral_public)
+            if aead is not None:
+                self._keys.move_to_end(ephemeral_public)
+        if aead is not None:
+            return _aead_open(aead, nonce, sealed, aad)
+        aead = AESGCM(_opening_key(self.recipient, ephemeral_public))
+        plaintext = _aead_open(aead, nonce, sealed, aad)
+        with self._lock:
+            self._keys[ephemeral_public] = aead
+            while len(self._keys) > self.capacity:
+                self._keys.popitem(last=False)
+        return plaintext
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def ecies_ephemeral_and_nonce(ciphertext: bytes) -> tuple[bytes, bytes]:
@@ -358,10 +460,12 @@ def tensor_nbytes(shape: Sequence[int], dtype: str) -> int:
 
 
 def encrypt_transfer(enclave_public: bytes, enclave_address: bytes | str, request_id: int,
-                     model_id: bytes, version: int, array: "object") -> tuple[bytes, tuple[int, ...], str]:
+                     model_id: bytes, version: int, array: "object",
+                     session: TransferSession | None = None) -> tuple[bytes, tuple[int, ...], str]:
     """Encrypt a backbone output (a numpy array) to the enclave; returns (ciphertext, shape, dtype).
 
-    The chain node calls this; the enclave's ``infer`` rebuilds the AAD from the same values.
+    The chain node calls this with its :class:`TransferSession`; without one the ciphertext has
+    an ephemeral key of its own. The enclave's ``infer`` rebuilds the AAD from the same values.
     """
     import numpy as np  # local: keep this module importable without numpy for light clients
 
@@ -370,4 +474,7 @@ def encrypt_transfer(enclave_public: bytes, enclave_address: bytes | str, reques
     arr = arr.astype(dtype, copy=False)
     header = tensor_header(arr.shape, dtype)
     aad = transfer_aad(request_id, model_id, version, enclave_address, header)
-    return ecies_encrypt(enclave_public, arr.tobytes(order="C"), aad), tuple(arr.shape), dtype
+    plaintext = arr.tobytes(order="C")
+    ciphertext = (ecies_encrypt(enclave_public, plaintext, aad) if session is None
+                  else session.encrypt(enclave_public, plaintext, aad))
+    return ciphertext, tuple(arr.shape), dtype

@@ -34,6 +34,9 @@ def test_bench_split_runs_the_cnn_through_the_enclave_and_takes_its_call_apart(t
     assert set(report["stages_p50_ms"]) == {"backbone", "transfer_encrypt", "input_commitment", "enclave_call",
                                             "requester_open_verify"}
     assert "journal record sealed + appended (no fsync)" in report["enclave_primitives_ms"]
+    # each step also timed after a pause, as it runs in the request's sequence
+    assert set(report["enclave_primitives_after_pause_ms"]) == set(report["enclave_primitives_ms"])
+    assert all(v > 0 for v in report["enclave_primitives_after_pause_ms"].values())
     cpu = report["enclave_process_cpu_ms_per_request"]  # each enclave process, not the in-process core
     assert set(cpu) == {"split", "split_fsync", "split_write"} and all(v >= 0 for v in cpu.values())
     assert "ratio" in proc.stdout and "inside the enclave call" in proc.stdout

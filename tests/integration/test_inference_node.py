@@ -20,7 +20,7 @@ from orchestrator.node_setup import authorize_node, build_node, load_or_create_x
 from orchestrator.requester import Requester
 from splitseal.config import ChainConfig, Config, NodeConfig
 from splitseal.errors import ConfigError, InvalidInputError
-from splitseal.protocol import FailureCode, RequestStatus
+from splitseal.protocol import FailureCode, RequestStatus, crypto
 from splitseal.protocol.crypto import X25519KeyPair, keccak256
 from tests.support import enclave_support as es
 
@@ -68,9 +68,23 @@ def test_requests_are_served_and_decrypted_by_the_requester_only(world):
     req = requester(w)
     xs = es.sample_inputs(3, seed=11)
     submitted = [req.submit(w.model_id, w.version, x) for x in xs]
+    endpoint, transfers = wiring.node.enclave.endpoint, []
+
+    class Recording:  # what the node hands the enclave
+        def __getattr__(self, name):
+            return getattr(endpoint, name)
+
+        def infer(self, **kwargs):
+            transfers.append(kwargs["transfer_ciphertext"])
+            return endpoint.infer(**kwargs)
+
+    wiring.node.enclave = dataclasses.replace(wiring.node.enclave, endpoint=Recording())
     assert wiring.node.poll_once() == 3
     outcomes = [req.wait(s, timeout=5) for s in submitted]
     assert [o.status for o in outcomes] == [RequestStatus.COMPLETED] * 3
+    # the node's transfer session: one ephemeral key for the three, a nonce each
+    parts = [crypto.ecies_ephemeral_and_nonce(t) for t in transfers]
+    assert len(parts) == 3 and len({e for e, _ in parts}) == 1 and len({n for _, n in parts}) == 3
     assert [o.label for o in outcomes] == list(expected_labels(w, xs))
     np.testing.assert_allclose([o.scores for o in outcomes], w.run_full_model(xs), atol=1e-5)
     # another key cannot open the result

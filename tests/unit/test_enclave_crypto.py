@@ -180,3 +180,56 @@ def test_an_ephemeral_key_reserve_shared_by_threads_never_hands_a_key_pair_out_t
     for t in threads:
         t.join()
     assert len(taken) == len(set(taken)) == 800
+
+
+def test_a_transfer_session_reuses_its_ephemeral_for_a_bounded_run_and_each_message_opens_alone():
+    """A node's session: ECIES v1 ciphertexts under one ephemeral key (each its own nonce and
+    AAD), each opening with plain ecies_decrypt as with the recipient's session keys; a new key
+    pair after max_messages, after max_seconds and for another recipient."""
+    now = [0.0]
+    session = crypto.TransferSession(max_messages=3, max_seconds=60, clock=lambda: now[0])
+    enclave, other = crypto.X25519KeyPair.generate(), crypto.X25519KeyPair.generate()
+    keys = crypto.SessionKeys(enclave)
+    aads = [crypto.transfer_aad(i, MODEL, 1, "0x" + "22" * 20, crypto.tensor_header((2,), "<f4")) for i in range(8)]
+    cts = [session.encrypt(enclave.public, f"features {i}".encode(), aads[i]) for i in range(4)]
+    ephs = [crypto.ecies_ephemeral_and_nonce(ct)[0] for ct in cts]
+    assert ephs[0] == ephs[1] == ephs[2] != ephs[3] and session.sessions == 2
+    assert len({crypto.ecies_ephemeral_and_nonce(ct)[1] for ct in cts}) == 4  # a nonce per message
+    for i, ct in enumerate(cts):
+        assert ct[0] == crypto.ECIES_VERSION and len(ct) == len(f"features {i}") + crypto.ECIES_OVERHEAD
+        assert crypto.ecies_decrypt(enclave, ct, aads[i]) == keys.open(ct, aads[i]) == f"features {i}".encode()
+    assert len(keys) == 2  # one AES key per session, derived once
+    with pytest.raises(crypto.DecryptionError):  # the AAD still binds each message to its request
+        keys.open(cts[1], aads[0])
+    now[0] = 61.0  # the session's time is up
+    late = session.encrypt(enclave.public, b"x", aads[4])
+    assert crypto.ecies_ephemeral_and_nonce(late)[0] not in ephs and session.sessions == 3
+    moved = session.encrypt(other.public, b"y", aads[5])  # another enclave: a session of its own
+    assert session.sessions == 4 and crypto.ecies_decrypt(other, moved, aads[5]) == b"y"
+    with pytest.raises(crypto.DecryptionError):
+        keys.open(moved, aads[5])
+    with pytest.raises(InvalidInputError):
+        crypto.TransferSession(max_messages=0)
+    with pytest.raises(InvalidInputError):
+        session.encrypt(b"short", b"x", aads[6])
+
+
+def test_session_keys_keep_only_keys_that_opened_and_stay_bounded():
+    enclave = crypto.X25519KeyPair.generate()
+    keys = crypto.SessionKeys(enclave, capacity=4)
+    aad = crypto.result_aad(1, MODEL, 1)
+    good = crypto.ecies_encrypt(enclave.public, b"ok", aad)
+    forged = bytearray(good)
+    forged[-1] ^= 1
+    for bad in (bytes(forged), good[:20], b"\x02" + good[1:]):
+        with pytest.raises(crypto.DecryptionError):
+            keys.open(bad, aad)
+    assert len(keys) == 0  # garbage leaves nothing behind
+    with pytest.raises(crypto.DecryptionError):  # the right ciphertext under the wrong AAD
+        keys.open(good, crypto.result_aad(2, MODEL, 1))
+    assert len(keys) == 0 and keys.open(good, aad) == b"ok" and len(keys) == 1
+    sessions = [crypto.TransferSession() for _ in range(6)]
+    for i, s in enumerate(sessions):
+        assert keys.open(s.encrypt(enclave.public, bytes([i]), aad), aad) == bytes([i])
+    assert len(keys) == 4  # the oldest evicted; an evicted session's messages still open
+    assert keys.open(sessions[0].encrypt(enclave.public, b"again", aad), aad) == b"again"
