@@ -353,3 +353,44 @@ def test_computed_batchnorm_parameters_are_not_taken_for_cached_ones():
     model = head_model(nodes, {"x": (1, 6)}, params, ["y"], opset=13)
     head = run_both(model, [{"x": normal(rng, b, 6)} for b in (3, 3, 2, 5)])
     assert [c.names for c in chains(head)] == [["scale_from_x", "per_channel", "positive", "bn"]]
+
+
+def _layernorm_runs(head: HeadInterpreter) -> list[interpreter._LayerNormRun]:
+    return [step for chain in chains(head) for plan in chain.shapes.values() if plan
+            for step, _ in plan if isinstance(step, interpreter._LayerNormRun)]
+
+
+@pytest.mark.parametrize("k", range(DRAWS))
+def test_layernorms_by_parameters_are_one_kernel_call_first_or_in_place(k):
+    """A LayerNormalization at a chain's start (reading the entry's input, which it must not
+    write) and one after a product (into the chain's own array) are each one kernel call by
+    the Scale and B the reference run flattened, equal to onnxruntime; a Scale computed in the
+    graph is not taken for a parameter."""
+    rng = np.random.default_rng([SEED, 77, k])
+    tokens, dim, hidden = (int(v) for v in rng.integers(1, 20, size=3))
+    nodes = [helper.make_node("LayerNormalization", ["x", "s1", "b1"], ["n1"], axis=-1, epsilon=1e-5, name="ln1"),
+             helper.make_node("MatMul", ["n1", "w"], ["h"], name="fc"),
+             helper.make_node("LayerNormalization", ["h", "s2"], ["n2"], axis=-1, epsilon=1e-6, name="ln2"),
+             helper.make_node("Add", ["s1", "zero"], ["s3"], name="computed_scale"),
+             helper.make_node("LayerNormalization", ["x", "s3", "b1"], ["n3"], axis=-1, name="ln3"),
+             helper.make_node("Relu", ["n3"], ["r3"], name="relu3")]
+    params = {"s1": normal(rng, dim), "b1": normal(rng, dim), "w": normal(rng, dim, hidden),
+              "s2": normal(rng, hidden), "zero": np.zeros(dim, np.float32)}
+    model = head_model(nodes, {"x": (1, tokens, dim)}, params, ["n2", "r3"])
+    head = run_both(model, [{"x": normal(rng, b, tokens, dim) * 3} for b in (1, 2)])
+    runs = _layernorm_runs(head)
+    assert sorted({r.step.node.name for r in runs}) == ["ln1", "ln2"]   # ln3's Scale is computed
+    assert len(runs) == 4   # two per batch size
+    ln1 = next(r for r in runs if r.step.node.name == "ln1" and r.shape[0] == 1)
+    x = normal(rng, 1, tokens, dim)
+    inputs = [None] * 8
+    inputs[ln1.source], inputs[ln1.node.sources[1]], inputs[ln1.node.sources[2]] = x, ln1.scale, ln1.bias
+    kept = x.copy()
+    y = ln1.apply(None, tuple(inputs), owned=False)
+    np.testing.assert_array_equal(x, kept)   # an entry input is never written
+    # another shape, or another Scale array with the same values: the node's own code, the same result
+    wide = np.concatenate([x, x])
+    inputs[ln1.source] = wide
+    np.testing.assert_array_equal(ln1.apply(None, tuple(inputs), owned=False), np.concatenate([y, y]))
+    inputs[ln1.source], inputs[ln1.node.sources[1]] = x, ln1.scale.copy()
+    np.testing.assert_array_equal(ln1.apply(None, tuple(inputs), owned=False), y)
