@@ -2276,6 +2276,9 @@ class _Chain:
         self.limit = limit
         #: input shapes -> the output shape of every node (fast path proven) or None (reference only)
         self.shapes: dict[tuple, list[tuple[int, ...]] | None] = {}
+        #: the position of the one input that is not a parameter, whose shape alone is then the
+        #: memo's key (most chains: a tuple built per call is 0.3-0.5 us of a 2-5 us entry)
+        self._single = dynamic[0] if len(dynamic) == 1 else None
         last = nodes[-1].step.node
         self.ctx = _Ctx(NodeSpec(" + ".join(n.step.node.name for n in nodes), "+".join(n.step.node.op for n in nodes),
                                  (), last.outputs), nodes[-1].step.ctx.opset, limit)
@@ -2285,7 +2288,8 @@ class _Chain:
         return [n.step.node.name for n in self.nodes]
 
     def run(self, ctx: _Ctx, *inputs: np.ndarray | None) -> np.ndarray:
-        key = tuple([inputs[i].shape for i in self.dynamic])
+        single = self._single
+        key = inputs[single].shape if single is not None else tuple([inputs[i].shape for i in self.dynamic])
         shapes = self.shapes.get(key, False)
         if shapes:
             return self._fast(inputs, shapes)

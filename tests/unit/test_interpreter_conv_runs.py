@@ -59,7 +59,8 @@ def _fire_head(rng, *, dynamo: bool, expand3x3_first: bool, bias: bool):
 def _steps(head, node_name: str) -> list:
     """The fast plan (for a batch of one) of the chain holding ``node_name``."""
     chain = next(c for c in chains(head) if node_name in c.names)
-    plans = [p for key, p in chain.shapes.items() if key[0][0] == 1]
+    # the memo's key is the one dynamic input's shape, or the tuple of several inputs' shapes
+    plans = [p for key, p in chain.shapes.items() if (key if isinstance(key[0], int) else key[0])[0] == 1]
     assert plans and plans[0] is not None, chain.names
     return [step for step, _ in plans[0]]
 
