@@ -4,6 +4,12 @@ malformed buffer or size refused before it reads."""
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import shutil
+import subprocess
+import sysconfig
+
 import numpy as np
 import pytest
 
@@ -81,6 +87,48 @@ def test_the_sums_do_not_depend_on_where_a_row_falls_in_a_tile():
         part = np.empty((stop - start, 37), np.float32)
         _gemm().matmul(np.ascontiguousarray(a[start:stop]), packed, stop - start, 50, 37, None, part)
         assert np.array_equal(part, whole[start:stop])
+
+
+def _built_without_avx512(tmp_path):
+    """gemm.c built with the project's flags but no AVX-512: the AVX2 tiles of the same source."""
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    flags = (native.SOURCE_DIR / native.FLAGS_FILE).read_text().split()
+    path = tmp_path / "gemm.so"
+    subprocess.run([cc, *flags, "-mno-avx512f", f"-I{sysconfig.get_paths()['include']}", "-o", str(path),
+                    str(native.SOURCE_DIR / "gemm.c")], check=True)
+    loader = importlib.machinery.ExtensionFileLoader("gemm", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location("gemm", path, loader=loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_the_avx512_tiles_compute_the_avx2_tiles_sums_bit_for_bit(tmp_path):
+    """A machine with AVX-512 runs two 16-float panels per tile under masks; every output must be
+    the same float32 as on a machine without it (the chain proofs and the tests' figures do not
+    depend on the machine's vector width)."""
+    if not _gemm().AVX512:
+        pytest.skip("this machine's build has no AVX-512 tiles to compare")
+    avx2 = _built_without_avx512(tmp_path)
+    assert avx2.AVX2 and not avx2.AVX512
+    rng = np.random.default_rng([SEED, 512])
+    for m, k, n in [(17, 64, 192), (1, 3, 1), (7, 5, 33), (13, 16, 8), (6, 9, 16), (23, 50, 37), (5, 1, 48)]:
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        bias = rng.standard_normal(n).astype(np.float32)
+        addend = rng.standard_normal((m, n)).astype(np.float32)
+        packed = _packed(b)
+        for args in [(None,), (bias,), (bias, addend), (None, addend)]:
+            ours, theirs = np.full((m, n), np.nan, np.float32), np.full((m, n), np.nan, np.float32)
+            _gemm().matmul(a, packed, m, k, n, args[0], ours, *args[1:])
+            avx2.matmul(a, packed, m, k, n, args[0], theirs, *args[1:])
+            assert np.array_equal(ours, theirs), (m, k, n, len(args))
+        q, kt, v = (rng.standard_normal(s).astype(np.float32) for s in [(4, m, k), (4, k, m), (4, m, n)])
+        ours, theirs = np.empty((4, m, n), np.float32), np.empty((4, m, n), np.float32)
+        _gemm().attention(q, kt, v, ours, 4, m, k, m, n, 1, False, 0.25)
+        avx2.attention(q, kt, v, theirs, 4, m, k, m, n, 1, False, 0.25)
+        assert np.array_equal(ours, theirs), (m, k, n, "attention")
 
 
 def test_nan_and_infinity_propagate():
