@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import functools
 import math
 import operator as _operator
 from dataclasses import dataclass, field
@@ -430,6 +431,11 @@ def _strided_view(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, 
 # OpenBLAS's Haswell kernels) the forms above measured slower than that kernel there (SqueezeNet's
 # 3x3 maps, the 2x2 maps of ResNet's and MobileNet's last layers) and faster above it (4x4 maps
 # and larger); docs/BENCHMARKS.md.
+# Where gemm.c has its AVX-512 tiles (while OpenBLAS runs its Haswell kernels, as numpy's wheel
+# does on an Intel Sapphire Rapids), the columns of a product the packed kernel takes
+# (:func:`_packed_fits`) are multiplied by the weight packed once per node, the bias added in the
+# store: "packed" (ArcFace's layer4 convs 49 x 576 @ 576 x 128 and 49 x 1152 @ 1152 x 128 0.6x
+# numpy's time).
 
 #: multiply-adds of the largest product OpenBLAS runs in its small-matrix kernel (no packing)
 _SMALL_GEMM_MACS = 1_000_000
@@ -456,7 +462,7 @@ class _ConvPlan:
     begin: tuple[int, int]      #: padding before, per spatial axis
     end: tuple[int, int]        #: padding after
     group: int
-    product: str                #: dense forms: "native", "columns", "channel blocks" or "weight rows"
+    product: str                #: dense forms: "native", "packed", "columns", "channel blocks" or "weight rows"
     block: int                  #: output channels per block of the blocked products
     #: "native": the output shape and floor.c conv's size arguments after the buffers
     native: tuple = ()
@@ -473,6 +479,11 @@ def _conv_product(cols: int, depth: int, m: int) -> tuple[str, int]:
     widest = max(min(widest, _SMALL_GEMM_TRANSPOSED // cols), 1)
     blocks = -(-m // widest)
     return "weight rows", -(-m // blocks)   # as many blocks as needed, as even as possible
+
+
+def _packed_conv(cols: int, depth: int, m: int) -> bool:
+    """A dense conv's product runs on gemm.c's packed kernel (see above): its AVX-512 tiles only."""
+    return bool(native.load("gemm").AVX512) and _packed_fits(cols, depth, depth * m)
 
 
 def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> _ConvPlan:
@@ -509,16 +520,20 @@ def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) ->
         depth = kernel[0] * kernel[1] * c
         ctx.check_size((-(-m // block) * block, depth), "packed weight")
         ctx.check_size((depth, outs[0] * outs[1]), "columns")
+    elif kind in ("pointwise", "im2col") and _packed_conv(n * outs[0] * outs[1], kernel[0] * kernel[1] * c, m):
+        product, block = "packed", 0
+        ctx.check_size((-(-m // native.load("gemm").PANEL), kernel[0] * kernel[1] * c, native.load("gemm").PANEL),
+                       "packed weight")
     elif kind in ("pointwise", "im2col"):
         product, block = _conv_product(n * outs[0] * outs[1], kernel[0] * kernel[1] * c, m)
         if block:
             ctx.check_size((-(-m // block) * block, kernel[0] * kernel[1] * c), "blocked weight")
-    native = ()
+    native_sizes = ()
     if product == "native":
-        native = ((n, m) + outs, (x.shape, (m, kernel[0], kernel[1]), tuple(strides), tuple(dilations), tuple(begin),
+        native_sizes = ((n, m) + outs, (x.shape, (m, kernel[0], kernel[1]), tuple(strides), tuple(dilations), tuple(begin),
                                   outs))
     return _ConvPlan(kind, outs, tuple(strides), tuple(dilations), tuple(begin), tuple(end), group,
-                     product, block, native)
+                     product, block, native_sizes)
 
 
 def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarray:
@@ -534,7 +549,11 @@ def _conv_weight(ctx: _Ctx, w: np.ndarray, product: str, block: int) -> np.ndarr
         return cached[1]
     m = w.shape[0]
     rows = w.transpose(0, 2, 3, 1).reshape(m, -1)            # [m, depth] (a view for depthwise)
-    if product == "depthwise":
+    if product == "packed":
+        gemm = native.load("gemm")
+        prepared = np.empty(-(-m // gemm.PANEL) * gemm.PANEL * rows.shape[1], F32)
+        gemm.pack(np.ascontiguousarray(rows), rows.shape[1], m, True, prepared)   # W^T [depth, m] in panels
+    elif product == "depthwise":
         prepared = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
     elif product == "columns":
         prepared = np.ascontiguousarray(rows.T)
@@ -612,6 +631,12 @@ def _conv(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
         if b is not None:
             y += b[:, None]         # y is a fresh array here
         return y.reshape(n, m, oh, ow)
+    if plan.product == "packed":
+        cols = _conv_columns(plan, x, (w.shape[2], w.shape[3]))
+        y = np.empty((cols.shape[0], m), F32)
+        native.load("gemm").matmul(cols, _conv_weight(ctx, w, "packed", 0), cols.shape[0], cols.shape[1], m,
+                                   None if b is None else np.ascontiguousarray(b), y)
+        return y.reshape(n, oh, ow, m).transpose(0, 3, 1, 2)
     if plan.kind in ("pointwise", "im2col"):
         if (plan.kind == "pointwise" and plan.product == "columns" and plan.strides == (1, 1) and n == 1
                 and oh * ow * m <= _SMALL_GEMM_TRANSPOSED and x.flags.c_contiguous):
@@ -976,9 +1001,13 @@ def _matmul(ctx: _Ctx, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 #: row's sums are one chain of FMAs per 16 columns, latency-bound). Alone against numpy's OpenBLAS
 #: on one thread (16:10-16:28 UTC, load 4-7): 0.3-0.5x its time at 17 rows (ViT's 17 x 64 @ 64 x
 #: 192 7.4 against 13.9 us), 0.9-1.0x at 68-256 rows, on par at 512, 1.26x at PP-OCRv4's 40 x 120
-#: @ 120 x 6625 (3.2 MB of panels); at one row 0.5x numpy's gemv at K = 64, 1.2x at K = 512
+#: @ 120 x 6625 (3.2 MB of panels); at one row 0.5x numpy's gemv at K = 64, 1.2x at K = 512.
+#: With AVX-512 tiles (an Intel Sapphire Rapids, 2026-12-03 11:40 UTC, load 0.7) 0.58-0.95x numpy's
+#: time from 17 to 128 rows and up to 1 M weights (PP-OCRv4's 0.90x, 1 x 2048 @ 2048 x 512 0.95x):
+#: the weight limit is then _PACKED_MAX_WEIGHTS_AVX512
 _PACKED_MAX_ROWS = 128
 _PACKED_MAX_WEIGHTS = 1 << 17
+_PACKED_MAX_WEIGHTS_AVX512 = 1 << 20
 _PACKED_MAX_ONE_ROW_INNER = 128
 
 
@@ -988,8 +1017,14 @@ _PACKED_MAX_ONE_ROW_INNER = 128
 _BATCHED_MAX_WEIGHTS = 1 << 14
 
 
+@functools.cache
+def _packed_max_weights() -> int:
+    """The largest weight (elements) the packed kernel takes on this machine's build."""
+    return _PACKED_MAX_WEIGHTS_AVX512 if native.load("gemm").AVX512 else _PACKED_MAX_WEIGHTS
+
+
 def _packed_fits(rows: int, inner: int, weights: int) -> bool:
-    return 0 < rows <= _PACKED_MAX_ROWS and weights <= _PACKED_MAX_WEIGHTS and \
+    return 0 < rows <= _PACKED_MAX_ROWS and weights <= _packed_max_weights() and \
         (rows > 1 or inner <= _PACKED_MAX_ONE_ROW_INNER)
 
 

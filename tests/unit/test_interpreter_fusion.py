@@ -141,7 +141,9 @@ def test_batchnorm_after_a_conv_with_computed_parameters_folds_them_anew():
 @pytest.mark.parametrize("c,m,size", [(64, 96, 7), (32, 16, 5), (8, 24, 9)])
 def test_pointwise_conv_over_a_channels_last_input_gives_nchw(c, m, size):
     """A 3x3 conv's output (channels-last memory) into a 1x1 conv with more than 16 positions at
-    batch 1: the product W @ columns^T is NCHW itself (then Flatten without a copy)."""
+    batch 1: the product W @ columns^T is NCHW itself (then Flatten without a copy); where gemm.c
+    has AVX-512 tiles a product they take runs there instead (channels-last out, as any packed
+    conv's)."""
     rng = np.random.default_rng([SEED, c, m, size])
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv3x3"),
              helper.make_node("PRelu", ["c1", "slope"], ["p"], name="prelu"),
@@ -158,7 +160,9 @@ def test_pointwise_conv_over_a_channels_last_input_gives_nchw(c, m, size):
     p = plain._plan[1].impl(plain._plan[1].ctx, c1, params["slope"])
     assert not p.flags.c_contiguous and p.transpose(0, 2, 3, 1).flags.c_contiguous
     c2 = plain._plan[2].impl(plain._plan[2].ctx, p, params["w2"], params["b2"])
-    assert c2.flags.c_contiguous
+    plan = plain._plan[2].ctx.memo[("conv", p.shape, params["w2"].shape, params["b2"].shape)]
+    assert plan.product == ("packed" if interpreter._packed_conv(size * size, c, m) else "columns")
+    assert (c2.transpose(0, 2, 3, 1) if plan.product == "packed" else c2).flags.c_contiguous
     _proven(head)
 
 
@@ -180,7 +184,7 @@ def test_softmax_over_long_rows_matches_onnxruntime(rows, classes, opset):
                                                    (37, 5, 0.5, 2.0, 0), (9, 7, 1.0, 0.25, 1)])
 def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, beta, trans_a):
     """Gemm with transB=1 (every torch export's Linear) by a weight of at most
-    _PACKED_MAX_WEIGHTS is the packed kernel at more rows (at one row too if K is small); by a
+    _packed_max_weights() (more with AVX-512 tiles) is the packed kernel at more rows (at one row too if K is small); by a
     larger one it is a gemv on the weight as stored at one row and the transposed copy at more.
     Both in one interpreter, as onnxruntime's."""
     rng = np.random.default_rng([SEED, k, n])
@@ -198,7 +202,7 @@ def test_gemm_of_one_row_by_a_stored_weight_matches_onnxruntime(k, n, alpha, bet
         model = head_model([node], {"a": (1, k)}, params, ["y"])
         feeds = [{"a": normal(rng, b, k)} for b in (1, 3, 1)]
     head = run_both(model, feeds)
-    packed = k * n <= interpreter._PACKED_MAX_WEIGHTS
+    packed = k * n <= interpreter._packed_max_weights()
     assert ("packed" in head._plan[0].ctx.memo) is packed
     # the transposed copy only for the 3 rows by the large weight
     assert ("B" in head._plan[0].ctx.memo) is (not packed and not trans_a)

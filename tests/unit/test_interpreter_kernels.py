@@ -1,7 +1,8 @@
 """The interpreter's Conv, pooling and RNN kernels against onnxruntime on the shapes that pick each
-of their code paths: the four product forms of the dense convs (floor.c's kernel on maps of at
+of their code paths: the five product forms of the dense convs (floor.c's kernel on maps of at
 most 12 positions, one product of the columns, channel blocks, weight rows; blocked only with few
-columns and a large product), depthwise convs
+columns and a large product; gemm.c's packed kernel where it has AVX-512 tiles, each other form
+also tested with it turned off), depthwise convs
 over channels-last windows, a conv's channels-last output feeding the next ops, MaxPool and
 AveragePool over channels-last windows, GlobalAveragePool of every rank, LSTM/GRU at batch 1 (the
 heads' case) and above. Weights are seeded (``SEED``; the test id names the case)."""
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from enclave import interpreter, native
 from enclave.interpreter import (_CACHED_WEIGHT_BYTES, _NATIVE_POSITIONS, _SMALL_GEMM_MACS, HeadInterpreter,
-                                 _conv_product)
+                                 _conv_product, _packed_fits)
 from tests.support.head_graphs import head_model, normal, scaled_weight
 from tests.unit.test_interpreter import compare, package_whole
 from tests.unit.test_interpreter_rnn import rnn_model
@@ -62,16 +64,29 @@ CONV_PATHS = [
 ]
 
 
+@pytest.fixture(params=[False, True], ids=["numpy-products", "packed-tiles"])
+def packed_tiles(request, monkeypatch):
+    """Whether the dense convs that gemm.c's AVX-512 tiles take run there: off, every other form
+    is taken as on a machine without them; on, only where this machine's build has them."""
+    if not request.param:
+        monkeypatch.setattr(interpreter, "_packed_conv", lambda cols, depth, m: False)
+    elif not native.load("gemm").AVX512:
+        pytest.skip("this machine's build of gemm.c has no AVX-512 tiles")
+    return request.param
+
+
 @pytest.mark.parametrize("case", CONV_PATHS, ids=[c[0] for c in CONV_PATHS])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
-def test_conv_product_forms_match_onnxruntime(case, bias):
+def test_conv_product_forms_match_onnxruntime(case, bias, packed_tiles):
     _, x_shape, w_shape, attrs, form = case
     positions, cols = _positions(x_shape, w_shape, attrs)
     depth = int(np.prod(w_shape[1:]))
     assert (positions <= _NATIVE_POSITIONS) == (form == "native")
+    if packed_tiles and form != "native" and _packed_fits(cols, depth, depth * w_shape[0]):
+        form = "packed"
     product, block = _conv_product(cols, depth, w_shape[0])
-    assert form == "native" or product == form, (product, block)
-    if form not in ("columns", "native"):
+    assert form in ("native", "packed") or product == form, (product, block)
+    if form not in ("columns", "native", "packed"):
         assert cols * depth * block <= _SMALL_GEMM_MACS < cols * depth * w_shape[0]
         assert (w_shape[0] * depth * 4 <= _CACHED_WEIGHT_BYTES) == (form == "channel blocks")
     rng = np.random.default_rng([SEED, CONV_PATHS.index(case), bias])
@@ -88,9 +103,11 @@ def test_conv_product_forms_match_onnxruntime(case, bias):
     assert [v.product for k, v in head._plan[0].ctx.memo.items() if k[0] == "conv"] == [form]   # the path taken
 
 
-def test_one_interpreter_follows_the_batch_size_across_product_forms():
+def test_one_interpreter_follows_the_batch_size_across_product_forms(monkeypatch):
     """Batch 1 and 5 of the same conv pick different forms (5 x 16 positions is past the few
-    columns): each keeps its own weight layout, and going back to batch 1 reuses the first."""
+    columns): each keeps its own weight layout, and going back to batch 1 reuses the first.
+    (With gemm.c's AVX-512 tiles both would be "packed": turned off here.)"""
+    monkeypatch.setattr(interpreter, "_packed_conv", lambda cols, depth, m: False)
     from orchestrator.models.backbone import ort_session
     rng = np.random.default_rng([SEED, 100])
     params = {"w": scaled_weight(rng, 600, 64, 3, 3), "b": normal(rng, 600)}
