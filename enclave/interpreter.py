@@ -481,9 +481,16 @@ def _conv_product(cols: int, depth: int, m: int) -> tuple[str, int]:
     return "weight rows", -(-m // blocks)   # as many blocks as needed, as even as possible
 
 
+#: positions (rows of the columns) up to which a dense conv runs on the packed kernel's AVX-512
+#: tiles: with the conv's bias they measured 0.6-0.9x numpy's dot + add at 196 x 576 @ 576 x 128
+#: (ArcFace's layer4 conv1), 392 x 576 @ 576 x 128 and 784 x 288 @ 288 x 32 (11:58 UTC, load 0.6)
+_PACKED_CONV_MAX_ROWS = 1024
+
+
 def _packed_conv(cols: int, depth: int, m: int) -> bool:
     """A dense conv's product runs on gemm.c's packed kernel (see above): its AVX-512 tiles only."""
-    return bool(native.load("gemm").AVX512) and _packed_fits(cols, depth, depth * m)
+    return bool(native.load("gemm").AVX512) and 0 < cols <= _PACKED_CONV_MAX_ROWS and \
+        depth * m <= _packed_max_weights() and (cols > 1 or depth <= _PACKED_MAX_ONE_ROW_INNER)
 
 
 def _conv_plan(ctx: _Ctx, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> _ConvPlan:

@@ -15,7 +15,7 @@ from onnx import helper
 
 from enclave import interpreter, native
 from enclave.interpreter import (_CACHED_WEIGHT_BYTES, _NATIVE_POSITIONS, _SMALL_GEMM_MACS, HeadInterpreter,
-                                 _conv_product, _packed_fits)
+                                 _conv_product)
 from tests.support.head_graphs import head_model, normal, scaled_weight
 from tests.unit.test_interpreter import compare, package_whole
 from tests.unit.test_interpreter_rnn import rnn_model
@@ -82,7 +82,7 @@ def test_conv_product_forms_match_onnxruntime(case, bias, packed_tiles):
     positions, cols = _positions(x_shape, w_shape, attrs)
     depth = int(np.prod(w_shape[1:]))
     assert (positions <= _NATIVE_POSITIONS) == (form == "native")
-    if packed_tiles and form != "native" and _packed_fits(cols, depth, depth * w_shape[0]):
+    if packed_tiles and form != "native" and interpreter._packed_conv(cols, depth, w_shape[0]):
         form = "packed"
     product, block = _conv_product(cols, depth, w_shape[0])
     assert form in ("native", "packed") or product == form, (product, block)
