@@ -24,12 +24,15 @@ def test_bench_heads_smoke(tmp_path):
                            "--requests", "1", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = report["rows"]
     assert [(r["cut"], r["crossing"]) for r in rows] == [("fc", 1), ("in_layer4", 2)]
+    assert report["gemm_tiles"] in ("AVX-512", "AVX2", "scalar") and report["cpu"]
     for r in rows:
         assert r["interpreter_ms"] > 0 and r["onnxruntime_ms"] > 0 and r["e2e_ms"] > 0
     table = out.read_text()
     assert "| resnet18 | torchscript | in_layer4:" in table and "load average" in table
+    assert f"the product kernel's {report['gemm_tiles']} tiles" in table
 
 
 def test_bench_heads_refuses_an_unknown_family():
