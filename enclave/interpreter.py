@@ -2093,39 +2093,79 @@ class _ViewRun:
     of one index (a ViT's Q / K / V select) of a chain, for one set of input shapes, as one step: on
     a C-contiguous input of that shape their composition is one strided view, computed on the
     first call by applying them (if none of them copied) and from then on made in one call (a
-    ViT's head split: 3-6 nodes, 0.4-0.7 us each). Any other input gets the nodes' reshapes,
-    transposes and selects one by one."""
+    ViT's head split: 3-6 nodes, 0.4-0.7 us each); when the run's result is made contiguous, the
+    copy is one call of vit.c's ``view_copy`` (no view object: 1.1 of a 3.5 us run), with the Mul
+    or Div by one value that may follow the run (a ViT's K scale) applied as it copies. Any other
+    input gets the nodes' reshapes, transposes and selects one by one, and the Mul or Div node."""
 
-    __slots__ = ("step", "source", "ops", "in_shape", "contiguous", "strides", "kind")
+    __slots__ = ("step", "source", "ops", "in_shape", "contiguous", "strides", "scale", "kind")
 
     def __init__(self, step: _Plan, source: int, ops: list[tuple[int, Any]], in_shape: tuple[int, ...],
-                 contiguous: bool) -> None:
+                 contiguous: bool, scale: "_ChainNode | None" = None) -> None:
         self.step = step                 #: the first node's (a failure names it)
         self.source = source             #: as :attr:`_ElementwiseRun.source`
         #: (_RESHAPE, output shape), (_TRANSPOSE, permutation) or (_GATHER, basic-indexing key)
         self.ops = ops
         self.in_shape = in_shape
         self.contiguous = contiguous     #: the last node's result is made contiguous
-        #: None: not tried yet; False: a node copied; else the composed view's (shape, strides, offset)
+        #: None: not tried yet; False: a node copied; else the composed view's (shape, strides,
+        #: offset) in bytes and (offset, strides) in elements
         self.strides: Any = None
+        #: a Mul (the value on either side) or Div (the value on the left) by one float32 after the
+        #: views (only on a contiguous result): its node, whose other operand is an entry input
+        self.scale = scale
         self.kind = _VIEWS
 
     def apply(self, value: np.ndarray | None, inputs: tuple) -> np.ndarray:
         x = value if self.source < 0 else inputs[self.source]
         composed = self.strides
-        if composed and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
+        fits = x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32
+        if composed is None and fits:
+            # on the chain's proving run, so that what later calls do is what the proof compared
+            composed = self._compose(x)
+        if composed and fits:
+            if self.contiguous:
+                op, c = 0, 0.0
+                scale = self.scale
+                if scale is not None:
+                    other = inputs[scale.sources[1 - scale.sources.index(-1)]]
+                    if not (isinstance(other, np.ndarray) and other.dtype == F32 and other.size == 1):
+                        return self._by_nodes(x, inputs)
+                    op, c = (2 if scale.step.node.op == "Div" else 1), float(other.reshape(-1)[0])
+                out = np.empty(composed[0], F32)
+                native.load("vit").view_copy(x, out, composed[3], composed[0], composed[4], op, c)
+                return out
             # numpy's constructor refuses an offset and strides that would reach outside x's buffer
-            v = np.ndarray(composed[0], F32, x, composed[2], composed[1])
-        else:
-            v = x
-            for kind, arg in self.ops:
-                v = v.reshape(arg) if kind == _RESHAPE else v.transpose(arg) if kind == _TRANSPOSE else v[arg]
-            if composed is None and x.flags.c_contiguous and x.shape == self.in_shape and x.dtype == F32:
-                # a view of x (none of the nodes copied), at an offset if a Gather selected a part
-                offset = v.__array_interface__["data"][0] - x.__array_interface__["data"][0]
-                viewed = v.base is not None and np.shares_memory(v, x) and offset >= 0
-                self.strides = (v.shape, v.strides, offset) if viewed else False
-        return np.ascontiguousarray(v) if self.contiguous else v
+            return np.ndarray(composed[0], F32, x, composed[2], composed[1])
+        return self._by_nodes(x, inputs)
+
+    def _compose(self, x: np.ndarray) -> Any:
+        """:attr:`strides` from the nodes' views of ``x`` (False if one of them copied)."""
+        v = self._views(x)
+        # a view of x (none of the nodes copied), at an offset if a Gather selected a part
+        offset = v.__array_interface__["data"][0] - x.__array_interface__["data"][0]
+        viewed = v.base is not None and np.shares_memory(v, x) and offset >= 0 and v.ndim >= 1 and \
+            all(st >= 0 and st % F32.itemsize == 0 for st in v.strides) and offset % F32.itemsize == 0
+        self.strides = (v.shape, v.strides, offset, offset // F32.itemsize,
+                        tuple(st // F32.itemsize for st in v.strides)) if viewed else False
+        return self.strides
+
+    def _views(self, x: np.ndarray) -> np.ndarray:
+        v = x
+        for kind, arg in self.ops:
+            v = v.reshape(arg) if kind == _RESHAPE else v.transpose(arg) if kind == _TRANSPOSE else v[arg]
+        return v
+
+    def _by_nodes(self, x: np.ndarray, inputs: tuple) -> np.ndarray:
+        """The nodes' reshapes, transposes and selects one by one, then the scale node's own code."""
+        v = self._views(x)
+        if not self.contiguous:
+            return v
+        v = np.ascontiguousarray(v)
+        scale = self.scale
+        if scale is None:
+            return v
+        return scale.step.impl(scale.step.ctx, *[v if s < 0 else inputs[s] for s in scale.sources])
 
 
 class _ConvRun:
@@ -2571,7 +2611,16 @@ class _Chain:
             end += 1
         if end - k < 2:
             return None, k
-        return _ViewRun(first.step, source, ops, in_shape, nodes[end - 1].contiguous), end
+        contiguous = nodes[end - 1].contiguous
+        scale = nodes[end] if contiguous and end < len(nodes) else None
+        if scale is not None and not (
+                scale.kind == _BINARY and scale.step.node.op in ("Mul", "Div") and scale.sources.count(-1) == 1
+                and not (scale.step.node.op == "Div" and scale.sources.index(-1))
+                and seen[end] == seen[end - 1]
+                and _operand_mode(inputs[scale.sources[1 - scale.sources.index(-1)]], seen[end]) == _OPERAND_SCALAR):
+            scale = None
+        run = _ViewRun(first.step, source, ops, in_shape, contiguous, scale)
+        return run, end + (scale is not None)
 
     def _conv_run_at(self, k: int, inputs: tuple, seen: list[tuple[int, ...]]) -> tuple[_ConvRun | None, int]:
         nodes = self.nodes

@@ -16,6 +16,11 @@
  *       Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7 from the formula)
  *   elementwise(x f32[rows*n], out, rows, n, program bytes, operands tuple)
  *       a chain's run of Add / Sub / Mul / Div / Erf nodes in one pass (see elementwise below)
+ *   view_copy(x f32[len], out f32[prod(shape)], offset, shape tuple, strides tuple, op, c)
+ *       out = the view of x at element `offset` with these element strides (rank <= 8, each
+ *       >= 0), read in C order; then times c (op 1), divided by c (op 2) or as is (op 0): a
+ *       chain's run of reshapes, transposes and one-index Gathers (a ViT's head split) copied
+ *       contiguous in one call, with the Mul or Div by one value that may follow it
  *
  * exp comes from exp.h (exp_nonpositive) rather than from libm so that the loops vectorise: every
  * argument is <= 0 in these kernels (x - max, -x*x), which keeps the range reduction to normal
@@ -343,7 +348,103 @@ fail:
     return NULL;
 }
 
+/* One C-order pass over a strided view of x (see view_copy above); the innermost axis is a
+ * plain loop (a memcpy when it is contiguous and nothing is applied). */
+enum { VIEW_MAX_RANK = 8 };
+
+static void view_copy_into(const float *x, float *out, Py_ssize_t rank, const Py_ssize_t *shape,
+                           const Py_ssize_t *strides, int op, float c) {
+    Py_ssize_t index[VIEW_MAX_RANK] = {0};
+    Py_ssize_t inner = shape[rank - 1], step = strides[rank - 1];
+    const float *src = x;
+    for (;;) {
+        if (step == 1 && op == 0) {
+            memcpy(out, src, (size_t)inner * sizeof(float));
+        } else if (op == 1) {
+            for (Py_ssize_t j = 0; j < inner; j++) out[j] = src[j * step] * c;
+        } else if (op == 2) {
+            for (Py_ssize_t j = 0; j < inner; j++) out[j] = src[j * step] / c;
+        } else {
+            for (Py_ssize_t j = 0; j < inner; j++) out[j] = src[j * step];
+        }
+        out += inner;
+        Py_ssize_t axis = rank - 2;
+        for (; axis >= 0; axis--) {
+            src += strides[axis];
+            if (++index[axis] < shape[axis]) break;
+            src -= strides[axis] * shape[axis];
+            index[axis] = 0;
+        }
+        if (axis < 0) return;
+    }
+}
+
+static PyObject *view_copy(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o_x, *o_out, *o_shape, *o_strides;
+    Py_ssize_t offset;
+    int op;
+    float c;
+    if (!PyArg_ParseTuple(args, "OOnO!O!if", &o_x, &o_out, &offset, &PyTuple_Type, &o_shape, &PyTuple_Type,
+                          &o_strides, &op, &c))
+        return NULL;
+    Py_ssize_t rank = PyTuple_GET_SIZE(o_shape);
+    if (rank < 1 || rank > VIEW_MAX_RANK || PyTuple_GET_SIZE(o_strides) != rank || op < 0 || op > 2 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "view_copy: rank 1-8, one stride per axis, op 0-2, offset >= 0");
+        return NULL;
+    }
+    Py_ssize_t shape[VIEW_MAX_RANK], strides[VIEW_MAX_RANK], count = 1, last = offset;
+    for (Py_ssize_t i = 0; i < rank; i++) {
+        shape[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(o_shape, i));
+        strides[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(o_strides, i));
+        if (PyErr_Occurred()) return NULL;
+        if (shape[i] < 0 || strides[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "view_copy: sizes and strides must be >= 0");
+            return NULL;
+        }
+        if (checked_count(&count, count, shape[i], 1) < 0) return NULL;
+    }
+    /* the last element the view reaches, without overflow: each term below PY_SSIZE_T_MAX / 8 */
+    for (Py_ssize_t i = 0; count && i < rank; i++) {
+        if (strides[i] && shape[i] - 1 > (PY_SSIZE_T_MAX / 8 - last) / strides[i]) {
+            PyErr_SetString(PyExc_ValueError, "view_copy: the view overflows");
+            return NULL;
+        }
+        last += (shape[i] - 1) * strides[i];
+    }
+    Py_buffer bx, bo;
+    if (get_floats(o_x, &bx, "x", -1, 0) < 0) return NULL;
+    if (get_floats(o_out, &bo, "out", count, 1) < 0) {
+        PyBuffer_Release(&bx);
+        return NULL;
+    }
+    if (count && last >= bx.len / (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "view_copy: the view reaches outside x");
+        goto fail;
+    }
+    uintptr_t x0 = (uintptr_t)bx.buf, o0 = (uintptr_t)bo.buf;
+    if (bo.len && bx.len && x0 < o0 + (uintptr_t)bo.len && o0 < x0 + (uintptr_t)bx.len) {
+        PyErr_SetString(PyExc_ValueError, "view_copy: out overlaps x");
+        goto fail;
+    }
+    if (count) {
+        const float *x = (const float *)bx.buf + offset;
+        float *out = bo.buf;
+        Py_BEGIN_ALLOW_THREADS
+        view_copy_into(x, out, rank, shape, strides, op, c);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&bo);
+    PyBuffer_Release(&bx);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&bo);
+    PyBuffer_Release(&bx);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"view_copy", view_copy, METH_VARARGS, "A strided view of x copied in C order, optionally scaled (see above)."},
     {"elementwise", elementwise, METH_VARARGS, "A chain's run of element-wise ops, one pass (see above)."},
     {"layernorm", layernorm, METH_VARARGS, "LayerNormalization of every row of n (see the file's comment)."},
     {"softmax", softmax, METH_VARARGS, "Softmax along the middle axis of [outer, n, inner]."},

@@ -235,8 +235,8 @@ def test_a_residual_add_is_in_the_products_store_across_order_keeping_views(perm
 
 def test_a_select_of_one_head_and_its_transpose_are_one_view():
     """Attention's K select (a Gather of index 1) and its Transpose are one strided view of the
-    projection's output, at the select's offset, made in one call once proven; a second batch
-    size gets its own."""
+    projection's output, at the select's offset, copied contiguous in one call with the Mul by the
+    scale that follows them (view_copy) once proven; a second batch size gets its own."""
     model, (tokens, dim) = _attention(np.random.default_rng([SEED, 87]))
     rng = np.random.default_rng(9)
     head = run_both(model, [{"x": normal(rng, b, tokens, dim)} for b in (2, 3, 2)])
@@ -246,8 +246,10 @@ def test_a_select_of_one_head_and_its_transpose_are_one_view():
         views = plan[0][0]
         assert isinstance(views, interpreter._ViewRun)
         assert [kind for kind, _ in views.ops] == [interpreter._GATHER, interpreter._TRANSPOSE]
-        shape, strides, offset = views.strides
+        shape, strides, offset, offset_items, item_strides = views.strides
         assert offset == math.prod(views.in_shape[1:]) * 4   # K: the second of Q, K, V along the first axis
+        assert offset_items * 4 == offset and tuple(st * 4 for st in item_strides) == strides
+        assert views.scale is not None and views.scale.step.node.name == "k_scale" and len(plan) == 1
 
 
 def test_a_gemm_and_its_bias_are_one_kernel_call_and_other_operands_get_the_nodes():

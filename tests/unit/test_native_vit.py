@@ -1,6 +1,7 @@
 """The transformer-block kernels (enclave/csrc/vit.c): LayerNormalization, Softmax and Erf against
 float64 references on row lengths around the kernels' lanes, NaN and infinity as numpy gives
-them, every malformed buffer refused; and the interpreter's chains writing LayerNormalization
+them, every malformed buffer refused; view_copy as numpy's copy of the same view (and its Mul or
+Div by one value as numpy's), every view reaching outside its buffer refused; and the interpreter's chains writing LayerNormalization
 into their own arrays, against onnxruntime. Random draws from fixed seeds (in the test ids)."""
 
 from __future__ import annotations
@@ -250,3 +251,56 @@ def test_a_chain_composes_its_reshapes_and_transposes_into_one_view():
         runs = [step for step, _ in plan if type(step).__name__ == "_ViewRun"]
         assert len(runs) == 2
         assert runs[0].strides and runs[1].strides is False   # (N, 4, 17, 16) -> (N, 17, 4, 16) copies
+
+
+def _view_args(x: np.ndarray, view: np.ndarray) -> tuple:
+    """(offset, shape, strides) of ``view`` over ``x`` in elements, as the chain's view run keeps them."""
+    offset = (view.__array_interface__["data"][0] - x.__array_interface__["data"][0]) // 4
+    return offset, view.shape, tuple(st // 4 for st in view.strides)
+
+
+@pytest.mark.parametrize("draw", range(6))
+def test_view_copy_is_numpys_copy_of_the_view_and_its_scale_bit_for_bit(vit, draw):
+    """The head splits of a ViT (select, reshape, transpose) and random transposes of random
+    shapes: the copy is numpy's, and times / divided by one float32 it is numpy's float32 op."""
+    rng = np.random.default_rng([SEED, 300, draw])
+    x = rng.standard_normal((3, 17, 1, 64)).astype(np.float32)
+    views = [x[2].reshape(17, 4, 16).transpose(1, 0, 2)[None], x[1].reshape(17, 4, 16).transpose(1, 2, 0)[None],
+             x[0, :, 0]]
+    shape = tuple(int(d) for d in rng.integers(1, 6, size=int(rng.integers(1, 6))))
+    y = rng.standard_normal(shape).astype(np.float32)
+    views.append(y.transpose(rng.permutation(len(shape))))
+    for view in views:
+        base = x if np.shares_memory(view, x) else y
+        offset, vshape, strides = _view_args(base, view)
+        c = np.float32(rng.uniform(0.1, 2.0))
+        for op, expected in [(0, np.ascontiguousarray(view)), (1, view * c), (2, view / c)]:
+            out = np.full(vshape, np.nan, np.float32)
+            vit.view_copy(base, out, offset, vshape, strides, op, float(c))
+            assert np.array_equal(out, expected), (draw, vshape, op)
+
+
+def test_view_copy_refuses_views_outside_x_and_malformed_arguments(vit):
+    x = np.zeros(24, np.float32)
+    out = np.empty(12, np.float32)
+    with pytest.raises(ValueError, match="outside x"):
+        vit.view_copy(x, out, 13, (12,), (1,), 0, 0.0)          # the last element would be x[24]
+    with pytest.raises(ValueError, match="outside x"):
+        vit.view_copy(x, out, 3, (3, 4), (9, 1), 0, 0.0)        # reaches x[3 + 2 * 9 + 3] = x[24]
+    vit.view_copy(x, out, 2, (3, 4), (9, 1), 0, 0.0)            # reaches x[23]: inside
+    with pytest.raises(ValueError, match=">= 0"):
+        vit.view_copy(x, out, 0, (3, 4), (-6, 1), 0, 0.0)
+    with pytest.raises(ValueError, match="rank 1-8"):
+        vit.view_copy(x, out, -1, (12,), (1,), 0, 0.0)
+    with pytest.raises(ValueError, match="rank 1-8"):
+        vit.view_copy(x, out, 0, (12,), (1, 1), 0, 0.0)
+    with pytest.raises(ValueError, match="rank 1-8"):
+        vit.view_copy(x, out, 0, (12,), (1,), 3, 0.0)
+    with pytest.raises(ValueError, match="out"):
+        vit.view_copy(x, np.empty(11, np.float32), 0, (12,), (1,), 0, 0.0)
+    with pytest.raises(ValueError, match="overlaps"):
+        vit.view_copy(x, x[12:], 0, (12,), (1,), 0, 0.0)
+    with pytest.raises(ValueError, match="overflows"):
+        vit.view_copy(x, np.empty(4, np.float32), 0, (2, 2), (2**61, 1), 0, 0.0)
+    with pytest.raises(ValueError):
+        vit.view_copy(x.astype(np.float64), out, 0, (12,), (1,), 0, 0.0)
