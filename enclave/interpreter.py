@@ -2171,23 +2171,26 @@ class _ViewRun:
 class _ConvRun:
     """A Conv node of a chain whose product is floor.c's kernel ("native": at most 12 positions per
     image), for one set of input shapes, as one kernel call with what follows it in the chain:
-    a Relu (stored as max(y, 0) by the kernel), then either a spatial mean (GlobalAveragePool, or
+    a Relu (stored as max(y, 0) by the kernel) or a Clip by two parameter scalars (MobileNet's
+    ReLU6, stored as min(max(y, lo), hi)), then either a spatial mean (GlobalAveragePool, or
     ReduceMean over every axis after the first two: the kernel's ``mean``, the means the pooling's
     own loop takes) or a Concat along the channels of a batch of one (the kernel writes its
     channels of the Concat's output, the other inputs are copied into theirs). SqueezeNet's Fire
     module on 3x3 maps: two Relus, a Concat, a pool and the Conv nodes' own Python were about as
     long as its four convs. Built only when the weight and bias are parameters (packed once here)."""
 
-    __slots__ = ("step", "source", "packed", "bias", "sizes", "relu", "mean", "shape", "parts", "kind")
+    __slots__ = ("step", "source", "packed", "bias", "sizes", "relu", "clip", "mean", "shape", "parts", "kind")
 
     def __init__(self, step: _Plan, source: int, packed: np.ndarray, bias: np.ndarray | None, sizes: tuple,
-                 relu: bool, mean: bool, shape: tuple[int, ...], parts: tuple) -> None:
+                 relu: bool, mean: bool, shape: tuple[int, ...], parts: tuple,
+                 clip: tuple[float, float] | None = None) -> None:
         self.step = step                 #: the Conv node's (a failure names it)
         self.source = source             #: as :attr:`_ElementwiseRun.source`
         self.packed = packed             #: the weight as the kernel reads it (the node's own layout)
         self.bias = bias
         self.sizes = sizes               #: the kernel's size arguments, from the node's plan
         self.relu = relu
+        self.clip = clip                 #: a Clip's (lo, hi) the kernel applies as it stores, or None
         self.mean = mean
         self.shape = shape               #: the run's result shape (the last node's, as seen)
         #: Concat: (channel offset, channels, entry input or -1 for the conv's own) per input; else ()
@@ -2198,12 +2201,12 @@ class _ConvRun:
         x = np.ascontiguousarray(value if self.source < 0 else inputs[self.source])
         y = np.empty(self.shape, F32)
         if not self.parts:
-            native.load("floor").conv(x, self.packed, self.bias, y, *self.sizes, self.relu, self.mean)
+            native.load("floor").conv(x, self.packed, self.bias, y, *self.sizes, self.relu, self.mean, self.clip)
             return y
         for begin, width, source in self.parts:
             if source < 0:
                 native.load("floor").conv(x, self.packed, self.bias, y[:, begin:begin + width], *self.sizes,
-                                          self.relu)
+                                          self.relu, False, self.clip)
             else:   # casting "no": an input of another dtype fails as the Concat node would
                 np.copyto(y[:, begin:begin + width], inputs[source], casting="no")
         return y
@@ -2640,14 +2643,37 @@ class _Chain:
         bias = None if b is None else np.ascontiguousarray(b)
         end = k + 1
         relu = end < len(nodes) and nodes[end].kind == _RELU and nodes[end].sources == (-1,)
-        end += relu
+        clip = None if relu else self._clip_bounds_at(end, inputs)
+        activated = relu or clip is not None
+        end += activated
         mean, parts = False, ()
-        if relu and end < len(nodes) and nodes[end].sources[:1] == (-1,) and self._spatial_mean_at(end, seen):
+        if activated and end < len(nodes) and nodes[end].sources[:1] == (-1,) and self._spatial_mean_at(end, seen):
             mean, end = True, end + 1
         elif end < len(nodes) and nodes[end].step.node.op == "Concat" and not nodes[end].step.node.domain:
             parts = self._concat_parts(end, inputs, seen)
             end += bool(parts)
-        return _ConvRun(node.step, source, packed, bias, plan.native[1], relu, mean, seen[end - 1], parts), end
+        return _ConvRun(node.step, source, packed, bias, plan.native[1], relu, mean, seen[end - 1], parts,
+                        clip), end
+
+    def _clip_bounds_at(self, k: int, inputs: tuple) -> tuple[float, float] | None:
+        """Node k is a Clip of the chain's value by float32 scalar parameters (absent: no bound):
+        its (lo, hi) for the conv kernel's store, else None. A NaN bound is left to the node's own
+        code (np.maximum by NaN is NaN everywhere; the kernel's compare would keep the value)."""
+        if k >= len(self.nodes):
+            return None
+        node = self.nodes[k]
+        if node.step.node.op != "Clip" or node.step.node.domain or node.sources[:1] != (-1,) or \
+                any(s in self.dynamic for s in node.sources[1:]):
+            return None
+        bounds = [-math.inf, math.inf]
+        for i, at in enumerate(node.sources[1:3]):
+            v = inputs[at]
+            if v is None:
+                continue
+            if not isinstance(v, np.ndarray) or v.dtype != F32 or v.size != 1 or v.ndim > 1 or np.isnan(v).any():
+                return None
+            bounds[i] = float(v.reshape(()))
+        return bounds[0], bounds[1]
 
     def _spatial_mean_at(self, k: int, seen: list[tuple[int, ...]]) -> bool:
         """Node k is a mean over every axis after the first two of a rank-4 value, as its reference

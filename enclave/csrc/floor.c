@@ -7,7 +7,8 @@
  *       the input check of every call: one pass, no temporary (np.isfinite(x).all() allocates a
  *       mask and reduces it: 4 us on 512 floats, most of a one-node head's floor);
  *   conv(x f32[N*C*H*W], packed f32[ceil(M/8)*8*K], bias f32[M] or None, y f32[N*M*OH*OW]
- *        (written), (N, C, H, W), (M, KH, KW), (SH, SW), (DH, DW), (PT, PL), (OH, OW)[, relu[, mean]])
+ *        (written), (N, C, H, W), (M, KH, KW), (SH, SW), (DH, DW), (PT, PL), (OH, OW)[, relu[, mean[,
+ *        (lo, hi)]]])
  *       a dense (group 1) 2-D convolution, y[m, p] = sum_k W[m, k] cols[k, p] + bias[m] for each
  *       image, k = (i, j, c) (a tap's rows contiguous), p = (oy, ox): NCHW in, NCHW out. The
  *       weight is packed once per node (by the interpreter) in blocks of 8 output channels,
@@ -17,7 +18,9 @@
  *       over at most 12 positions, whose columns are the image itself, and except for a window
  *       whose padding is a fifth or more of its (position, tap) pairs (taps_product: tap by tap
  *       over the positions each reaches, no zeros multiplied). With `relu` each output is
- *       stored as max(y, 0) (a Relu after the conv, without a second pass over y); with `mean`,
+ *       stored as max(y, 0) (a Relu after the conv, without a second pass over y); with (lo, hi)
+ *       as min(max(y, lo), hi) (a Clip by two scalars after it: MobileNet's ReLU6; not with
+ *       `relu`); with `mean`,
  *       y is f32[N*M], each channel's mean over its OH*OW outputs as row_means takes it (a
  *       SqueezeNet classifier's conv, Relu and GlobalAveragePool in one call, no [M][OH*OW]
  *       result handed back). The interpreter's chains use both (enclave/interpreter.py);
@@ -40,6 +43,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,9 +100,20 @@ static inline Py_ssize_t run_start(Py_ssize_t t, Py_ssize_t np, Py_ssize_t tiles
  * channels below `m` stored (y's rows are `np` long). NB * P accumulators stay in registers: a
  * short run takes several blocks at once, so that enough independent multiply-adds are in flight
  * (one accumulator per block measured the 1x1 maps' convs latency-bound). */
+/* the activation a conv's store applies: np.minimum(np.maximum(v, lo), hi) bit for bit (a NaN kept,
+ * v itself when equal to a bound); none is (-inf, inf), a Relu (0, inf) */
+typedef struct {
+    float lo, hi;
+} clamp_t;
+
+static inline float clamp(float v, clamp_t act) {
+    v = v < act.lo ? act.lo : v;
+    return v > act.hi ? act.hi : v;
+}
+
 static inline __attribute__((always_inline)) void tile(const float *w, const float *c, Py_ssize_t k, int NB,
                                                        int P, float *y, Py_ssize_t np, Py_ssize_t p0,
-                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias, int relu) {
+                                                       Py_ssize_t m0, Py_ssize_t m, const float *bias, clamp_t act) {
     vec acc[TILE];
     for (int i = 0; i < NB * P; i++) acc[i] = (vec){0};
     for (Py_ssize_t kk = 0; kk < k; kk++, c += P) {
@@ -117,8 +132,7 @@ static inline __attribute__((always_inline)) void tile(const float *w, const flo
             for (int j = 0; j < BLOCK && m0 + b * BLOCK + j < m; j++) {
                 Py_ssize_t ch = m0 + b * BLOCK + j;
                 float v = out[j] + (bias ? bias[ch] : 0.0f);
-                /* Relu as np.maximum(v, 0) gives it: a NaN kept (a sum from +0 is never -0) */
-                y[ch * np + p0 + q] = relu && v < 0.0f ? 0.0f : v;
+                y[ch * np + p0 + q] = clamp(v, act);
             }
         }
 }
@@ -129,13 +143,13 @@ static const int BLOCKS_PER_RUN[TILE + 1] = {1, 6, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1,
 
 #define TILE_CASE(P)                                                                                \
     case P:                                                                                         \
-        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias, relu); \
-        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias, relu);                                    \
+        if (nb == BLOCKS_PER_RUN[P]) tile(w, c, k, BLOCKS_PER_RUN[P], P, y, np, p0, m0, m, bias, act); \
+        else tile(w, c, k, 1, P, y, np, p0, m0, m, bias, act);                                     \
         break;
 
 /* y [M][np] = W [M][K] @ cols + bias */
 static void product(const float *packed, const float *cols, Py_ssize_t m, Py_ssize_t k, Py_ssize_t np,
-                    Py_ssize_t tiles, const float *bias, int relu, float *y) {
+                    Py_ssize_t tiles, const float *bias, clamp_t act, float *y) {
     const Py_ssize_t blocks = (m + BLOCK - 1) / BLOCK;
     for (Py_ssize_t t = 0; t < tiles; t++) {
         const Py_ssize_t p0 = run_start(t, np, tiles), width = run_start(t + 1, np, tiles) - p0;
@@ -233,7 +247,7 @@ static Py_ssize_t tap_positions(Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ss
 static void taps_product(const float *packed, const float *image, Py_ssize_t c, Py_ssize_t h, Py_ssize_t w_,
                          Py_ssize_t m, Py_ssize_t k, Py_ssize_t kk_count, Py_ssize_t np, const Py_ssize_t *pos_all,
                          const Py_ssize_t *count, const Py_ssize_t *top, const Py_ssize_t *left, Py_ssize_t kw,
-                         Py_ssize_t dh, Py_ssize_t dw, const float *bias, int relu, float *cols, float *acc_all,
+                         Py_ssize_t dh, Py_ssize_t dw, const float *bias, clamp_t act, float *cols, float *acc_all,
                          float *y) {
     const Py_ssize_t blocks = (m + BLOCK - 1) / BLOCK, wblock = k * BLOCK;
     memset(acc_all, 0, (size_t)blocks * np * BLOCK * sizeof(float));
@@ -260,7 +274,7 @@ static void taps_product(const float *packed, const float *image, Py_ssize_t c, 
     for (Py_ssize_t ch = 0; ch < m; ch++)
         for (Py_ssize_t p = 0; p < np; p++) {
             float v = acc_all[((ch / BLOCK) * np + p) * BLOCK + ch % BLOCK] + (bias ? bias[ch] : 0.0f);
-            y[ch * np + p] = relu && v < 0.0f ? 0.0f : v;   /* as tile() stores */
+            y[ch * np + p] = clamp(v, act);   /* as tile() stores */
         }
 }
 
@@ -287,9 +301,24 @@ static PyObject *conv(PyObject *self, PyObject *args) {
     PyObject *o_x, *o_w, *o_b, *o_y;
     Py_ssize_t n, c, h, w, m, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow;
     int relu = 0, mean = 0;
-    if (!PyArg_ParseTuple(args, "OOOO(nnnn)(nnn)(nn)(nn)(nn)(nn)|pp", &o_x, &o_w, &o_b, &o_y, &n, &c, &h, &w, &m,
-                          &kh, &kw, &sh, &sw, &dh, &dw, &pt, &pl, &oh, &ow, &relu, &mean))
+    PyObject *o_clip = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOO(nnnn)(nnn)(nn)(nn)(nn)(nn)|ppO", &o_x, &o_w, &o_b, &o_y, &n, &c, &h, &w, &m,
+                          &kh, &kw, &sh, &sw, &dh, &dw, &pt, &pl, &oh, &ow, &relu, &mean, &o_clip))
         return NULL;
+    clamp_t act = {relu ? 0.0f : -INFINITY, INFINITY};
+    if (o_clip != Py_None) {
+        if (relu) {
+            PyErr_SetString(PyExc_ValueError, "conv: relu and a clip's (lo, hi) cannot both be given");
+            return NULL;
+        }
+        if (!PyTuple_Check(o_clip) || !PyArg_ParseTuple(o_clip, "ff", &act.lo, &act.hi)) {
+            if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+                PyErr_Clear();
+                PyErr_SetString(PyExc_ValueError, "conv: the clip must be a tuple of two floats (lo, hi)");
+            }
+            return NULL;
+        }
+    }
     Py_ssize_t size_x, k, size_w, np, size_y, size_cols, unused;
     const Py_ssize_t dims_x[] = {n, c, h, w}, dims_k[] = {c, kh, kw}, dims_p[] = {oh, ow},
                      dims_s[] = {sh, sw, dh, dw};
@@ -353,11 +382,11 @@ static PyObject *conv(PyObject *self, PyObject *args) {
         const float *image = x + img * c * h * w;
         float *out = mean ? maps : y + img * m * np;
         if (by_taps) {
-            taps_product(packed, image, c, h, w, m, k, kk_count, np, pos, count, top, left, kw, dh, dw, bias, relu,
+            taps_product(packed, image, c, h, w, m, k, kk_count, np, pos, count, top, left, kw, dh, dw, bias, act,
                          cols, acc, out);
         } else {
             if (!direct) gather(image, c, h, w, kh, kw, dh, dw, np, tiles, top, left, cols);
-            product(packed, direct ? image : cols, m, k, np, tiles, bias, relu, out);
+            product(packed, direct ? image : cols, m, k, np, tiles, bias, act, out);
         }
         if (mean)
             for (Py_ssize_t ch = 0; ch < m; ch++) y[img * m + ch] = row_mean(maps + ch * np, np, scale);

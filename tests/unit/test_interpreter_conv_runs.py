@@ -1,5 +1,5 @@
 """A chain's conv runs (enclave/interpreter.py, ``_ConvRun``): a Conv of floor.c's kernel with the
-Relu after it stored by the kernel, then a spatial mean (GlobalAveragePool, ReduceMean over the
+Relu or ReLU6's Clip after it stored by the kernel, then a spatial mean (GlobalAveragePool, ReduceMean over the
 spatial axes) or a Concat along the channels written in place. SqueezeNet's Fire module and
 classifier on random small maps and channel counts, both exporters' forms of the pool, against
 onnxruntime; which steps become conv runs and which must not; the fast path's proof.
@@ -16,6 +16,7 @@ from enclave import interpreter
 from enclave.interpreter import _ConvRun
 from splitseal.errors import ModelError
 from tests.support.head_graphs import chains, head_model, normal, run_both, scaled_weight
+from tests.unit.test_interpreter import package_whole
 
 SEED = 20261202
 DRAWS = 6
@@ -155,3 +156,73 @@ def test_a_concat_input_of_another_dtype_fails_closed():
     inputs[other] = inputs[other].astype(np.float64)
     with pytest.raises(ModelError, match="expand1x1"):
         chain._fast(tuple(inputs), plan)
+
+
+def _relu6_head(rng, *, dynamo: bool, bounds: tuple[float | None, float | None] = (0.0, 6.0)):
+    """MobileNetV2's last conv block and classifier as torch's exporters write it: a 1x1 Conv,
+    ReLU6 as a Clip by two scalar initializers, the pool (GlobalAveragePool + Flatten, or
+    ReduceMean + Reshape), a Gemm. ``bounds``: the Clip's (min, max), None an absent input."""
+    c, m, classes = (int(v) for v in rng.integers(1, 40, size=3))
+    h, w = int(rng.integers(1, 4)), int(rng.integers(1, 5))     # at most 12 positions: the kernel's maps
+    params = {"wc": scaled_weight(rng, m, c, 1, 1), "bc": normal(rng, m),
+              "wf": scaled_weight(rng, classes, m), "bf": normal(rng, classes)}
+    clip_inputs = ["conv"]
+    for name, bound in zip(("lo", "hi"), bounds):
+        if bound is None:
+            clip_inputs.append("")
+        else:
+            params[name] = np.array(bound, np.float32)
+            clip_inputs.append(name)
+    nodes = [helper.make_node("Conv", ["x", "wc", "bc"], ["conv"], name="last_conv"),
+             helper.make_node("Clip", clip_inputs, ["act"], name="relu6")]
+    if dynamo:
+        params.update(axes=np.array([-1, -2], np.int64), shape=np.array([-1, m], np.int64))
+        nodes += [helper.make_node("ReduceMean", ["act", "axes"], ["pool"], name="pool", keepdims=1),
+                  helper.make_node("Reshape", ["pool", "shape"], ["flat"], name="flat")]
+    else:
+        nodes += [helper.make_node("GlobalAveragePool", ["act"], ["pool"], name="pool"),
+                  helper.make_node("Flatten", ["pool"], ["flat"], name="flat")]
+    nodes.append(helper.make_node("Gemm", ["flat", "wf", "bf"], ["y"], name="classifier", transB=1))
+    return head_model(nodes, {"x": (1, c, h, w)}, params, ["y"], 18 if dynamo else 13), (c, h, w)
+
+
+@pytest.mark.parametrize("dynamo, k", CASES, ids=[f"{'dynamo' if d else 'torchscript'}-draw{k}-seed{SEED}"
+                                                  for d, k in CASES])
+def test_relu6_block_matches_onnxruntime_as_one_conv_run(dynamo, k):
+    """Conv, the Clip of ReLU6 and the pool: one conv run whose kernel stores the clipped values
+    and their means (one-sided Clips too), proven against the nodes' own code and matching
+    onnxruntime."""
+    rng = np.random.default_rng([SEED, 340 + dynamo, k])
+    bounds = [(0.0, 6.0), (None, 0.25), (-0.5, None)][k % 3]
+    model, (c, h, w) = _relu6_head(rng, dynamo=dynamo, bounds=bounds)
+    print(f"seed={SEED} draw={k} dynamo={dynamo} x=(c={c}, {h}x{w}) bounds={bounds}")
+    head = run_both(model, [{"x": 3 * normal(rng, b, c, h, w)} for b in (1, 2, 1)])
+    run = _steps(head, "last_conv")[0]
+    lo, hi = (-np.inf if bounds[0] is None else bounds[0]), (np.inf if bounds[1] is None else bounds[1])
+    assert isinstance(run, _ConvRun) and not run.relu and run.clip == (lo, hi) and run.mean
+
+
+def test_a_clip_by_nan_or_a_computed_bound_stays_the_nodes():
+    """A NaN bound (np.maximum by NaN is NaN everywhere; the kernel's compare would keep the value)
+    and a bound computed in the head keep the Clip node's own code after the conv."""
+    rng = np.random.default_rng([SEED, 350])
+    model, (c, h, w) = _relu6_head(rng, dynamo=False, bounds=(float("nan"), 6.0))
+    pkg, index, _, _ = package_whole(model)
+    head = interpreter.HeadInterpreter(pkg, index)
+    x = normal(rng, 1, c, h, w)
+    for _ in range(2):
+        assert np.isnan(head.run({"x": x})["y"]).all()
+    runs = [step for chain in chains(head) for plan in chain.shapes.values() for step, _ in plan or ()
+            if isinstance(step, _ConvRun)]
+    assert runs and all(r.clip is None for r in runs)
+    assert "relu6" in next(ch for ch in chains(head) if "last_conv" in ch.names).names
+    params = {"w": scaled_weight(rng, 6, 4, 1, 1)}
+    nodes = [helper.make_node("ReduceMax", ["x"], ["lo_x"], name="computed_bound", keepdims=0),
+             helper.make_node("Conv", ["x", "w"], ["a"], name="conv"),
+             helper.make_node("Clip", ["a", "lo_x"], ["y"], name="clip_by_computed")]
+    model = head_model(nodes, {"x": (1, 4, 2, 2)}, params, ["y"], 13)
+    head = run_both(model, [{"x": normal(rng, 1, 4, 2, 2)}])
+    runs = [step for chain in chains(head) for plan in chain.shapes.values() for step, _ in plan or ()
+            if isinstance(step, _ConvRun)]
+    assert runs and all(r.clip is None for r in runs)
+    assert "clip_by_computed" in next(ch for ch in chains(head) if "conv" in ch.names).names

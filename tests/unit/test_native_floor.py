@@ -127,6 +127,36 @@ def test_conv_with_relu_and_mean_is_the_relu_and_the_spatial_mean(floor, case):
     assert np.array_equal(np.isnan(relu), np.isnan(plain)) and np.isnan(relu).any()
 
 
+@pytest.mark.parametrize("case", CONVS, ids=[f"x{c[0]}-w{c[1]}" for c in CONVS])
+def test_conv_with_a_clip_is_the_clip(floor, case):
+    """(lo, hi): np.minimum(np.maximum(y, lo), hi) bit for bit (ReLU6, one-sided bounds, a NaN
+    kept), and with ``mean`` the means of the clipped map as row_means takes them."""
+    x_shape, w_shape, strides, dilations, begin, out = case
+    rng = np.random.default_rng([20261204, CONVS.index(case)])
+    x = (rng.standard_normal(x_shape) * 4).astype(F32)
+    w = rng.standard_normal(w_shape).astype(F32)
+    b = rng.standard_normal(w_shape[0]).astype(F32)
+    n, m = x_shape[0], w_shape[0]
+    geometry = (x_shape, (m,) + w_shape[2:], strides, dilations, begin, out)
+    x[0, 0, 0, 0] = np.nan
+    plain, clipped = (np.full((n, m) + out, np.nan, F32) for _ in range(2))
+    floor.conv(x, _packed(w), b, plain, *geometry)
+    assert np.isnan(plain).any()
+    for lo, hi in [(0.0, 6.0), (-np.inf, 0.5), (-1.5, np.inf), (2.0, 1.0)]:
+        floor.conv(x, _packed(w), b, clipped, *geometry, False, False, (lo, hi))
+        expected = np.minimum(np.maximum(plain, F32(lo)), F32(hi))
+        assert np.array_equal(clipped.view(np.uint32), expected.view(np.uint32)), (lo, hi)
+        means, of_stored = np.full((n, m), np.nan, F32), np.full(n * m, np.nan, F32)
+        floor.conv(x, _packed(w), b, means, *geometry, False, True, (lo, hi))
+        floor.row_means(clipped, of_stored, n * m, out[0] * out[1])
+        assert np.array_equal(means.ravel().view(np.uint32), of_stored.view(np.uint32)), (lo, hi)
+    for clip, match in [((0.0, 6.0, 1.0), "two floats"), ([0.0, 6.0], "two floats"), (("a", 1.0), "two floats")]:
+        with pytest.raises(ValueError, match=match):
+            floor.conv(x, _packed(w), b, clipped, *geometry, False, False, clip)
+    with pytest.raises(ValueError, match="relu and a clip"):
+        floor.conv(x, _packed(w), b, clipped, *geometry, True, False, (0.0, 6.0))
+
+
 def test_conv_refuses_malformed_calls(floor):
     x, w, y = np.zeros((1, 2, 3, 3), F32), _packed(np.zeros((3, 2, 1, 1), F32)), np.zeros((1, 3, 3, 3), F32)
     geometry = [(1, 2, 3, 3), (3, 1, 1), (1, 1), (1, 1), (0, 0), (3, 3)]
@@ -158,7 +188,7 @@ def test_conv_refuses_malformed_calls(floor):
         with pytest.raises(ValueError, match=match):
             floor.conv(x, w, None, y_mean, *geometry, False, True)
     with pytest.raises(TypeError):
-        floor.conv(x, w, None, y, *geometry, True, True, True)
+        floor.conv(x, w, None, y, *geometry, True, True, None, True)
     with pytest.raises(ValueError, match="not C-contiguous"):
         call(x=np.zeros((1, 2, 3, 6), F32)[..., ::2])
     read_only = np.zeros((1, 3, 3, 3), F32)
