@@ -95,11 +95,6 @@ static inline Py_ssize_t run_start(Py_ssize_t t, Py_ssize_t np, Py_ssize_t tiles
     return t * base + (t < extra ? t : extra);
 }
 
-/* y[m0 + 8b + j, p0 + q] for b < NB, j < 8, q < P: NB blocks of 8 channels from `w` (block b at
- * w + b*K*8, each [K][8]) times the run of P packed columns at `c` ([K][P]), plus bias; only
- * channels below `m` stored (y's rows are `np` long). NB * P accumulators stay in registers: a
- * short run takes several blocks at once, so that enough independent multiply-adds are in flight
- * (one accumulator per block measured the 1x1 maps' convs latency-bound). */
 /* the activation a conv's store applies: np.minimum(np.maximum(v, lo), hi) bit for bit (a NaN kept,
  * v itself when equal to a bound); none is (-inf, inf), a Relu (0, inf) */
 typedef struct {
@@ -111,6 +106,11 @@ static inline float clamp(float v, clamp_t act) {
     return v > act.hi ? act.hi : v;
 }
 
+/* y[m0 + 8b + j, p0 + q] for b < NB, j < 8, q < P: NB blocks of 8 channels from `w` (block b at
+ * w + b*K*8, each [K][8]) times the run of P packed columns at `c` ([K][P]), plus bias, clamped by
+ * `act`; only channels below `m` stored (y's rows are `np` long). NB * P accumulators stay in registers: a
+ * short run takes several blocks at once, so that enough independent multiply-adds are in flight
+ * (one accumulator per block measured the 1x1 maps' convs latency-bound). */
 static inline __attribute__((always_inline)) void tile(const float *w, const float *c, Py_ssize_t k, int NB,
                                                        int P, float *y, Py_ssize_t np, Py_ssize_t p0,
                                                        Py_ssize_t m0, Py_ssize_t m, const float *bias, clamp_t act) {

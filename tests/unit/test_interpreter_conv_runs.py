@@ -22,6 +22,18 @@ SEED = 20261202
 DRAWS = 6
 
 
+def _pool_and_flatten(source: str, out: str, channels: int, params: dict, *, dynamo: bool) -> list:
+    """The spatial mean and flatten of ``source`` into ``out`` as torch's exporters write them:
+    GlobalAveragePool and Flatten (torchscript) or ReduceMean over axes 2, 3 and Reshape (dynamo,
+    its constants added to ``params``)."""
+    if dynamo:
+        params.update(axes=np.array([-1, -2], np.int64), shape=np.array([-1, channels], np.int64))
+        return [helper.make_node("ReduceMean", [source, "axes"], ["pool"], name="pool", keepdims=1),
+                helper.make_node("Reshape", ["pool", "shape"], [out], name="flat")]
+    return [helper.make_node("GlobalAveragePool", [source], ["pool"], name="pool"),
+            helper.make_node("Flatten", ["pool"], [out], name="flat")]
+
+
 def _fire_head(rng, *, dynamo: bool, expand3x3_first: bool, bias: bool):
     """A Fire module (squeeze 1x1 + Relu, expand 1x1 and 3x3 + Relu each, Concat) and SqueezeNet's
     classifier (1x1 conv + Relu + pool + flatten) as torch's exporters write it: GlobalAveragePool
@@ -47,13 +59,7 @@ def _fire_head(rng, *, dynamo: bool, expand3x3_first: bool, bias: bool):
         helper.make_node("Conv", ["cat", "wc", *b("bc")], ["cl"], name="classifier"),
         helper.make_node("Relu", ["cl"], ["rc"], name="classifier_relu"),
     ]
-    if dynamo:
-        params.update(axes=np.array([-1, -2], np.int64), shape=np.array([-1, classes], np.int64))
-        nodes += [helper.make_node("ReduceMean", ["rc", "axes"], ["pool"], name="pool", keepdims=1),
-                  helper.make_node("Reshape", ["pool", "shape"], ["y"], name="flat")]
-    else:
-        nodes += [helper.make_node("GlobalAveragePool", ["rc"], ["pool"], name="pool"),
-                  helper.make_node("Flatten", ["pool"], ["y"], name="flat")]
+    nodes += _pool_and_flatten("rc", "y", classes, params, dynamo=dynamo)
     return head_model(nodes, {"x": (1, c, h, w)}, params, ["y"], 18 if dynamo else 15), (c, h, w)
 
 
@@ -175,13 +181,7 @@ def _relu6_head(rng, *, dynamo: bool, bounds: tuple[float | None, float | None] 
             clip_inputs.append(name)
     nodes = [helper.make_node("Conv", ["x", "wc", "bc"], ["conv"], name="last_conv"),
              helper.make_node("Clip", clip_inputs, ["act"], name="relu6")]
-    if dynamo:
-        params.update(axes=np.array([-1, -2], np.int64), shape=np.array([-1, m], np.int64))
-        nodes += [helper.make_node("ReduceMean", ["act", "axes"], ["pool"], name="pool", keepdims=1),
-                  helper.make_node("Reshape", ["pool", "shape"], ["flat"], name="flat")]
-    else:
-        nodes += [helper.make_node("GlobalAveragePool", ["act"], ["pool"], name="pool"),
-                  helper.make_node("Flatten", ["pool"], ["flat"], name="flat")]
+    nodes += _pool_and_flatten("act", "flat", m, params, dynamo=dynamo)
     nodes.append(helper.make_node("Gemm", ["flat", "wf", "bf"], ["y"], name="classifier", transB=1))
     return head_model(nodes, {"x": (1, c, h, w)}, params, ["y"], 18 if dynamo else 13), (c, h, w)
 
@@ -202,6 +202,12 @@ def test_relu6_block_matches_onnxruntime_as_one_conv_run(dynamo, k):
     assert isinstance(run, _ConvRun) and not run.relu and run.clip == (lo, hi) and run.mean
 
 
+def _conv_runs(head) -> list[_ConvRun]:
+    """Every conv run of ``head``'s chains, over all the shapes they were planned for."""
+    return [step for chain in chains(head) for plan in chain.shapes.values() for step, _ in plan or ()
+            if isinstance(step, _ConvRun)]
+
+
 def test_a_clip_by_nan_or_a_computed_bound_stays_the_nodes():
     """A NaN bound (np.maximum by NaN is NaN everywhere; the kernel's compare would keep the value)
     and a bound computed in the head keep the Clip node's own code after the conv."""
@@ -212,8 +218,7 @@ def test_a_clip_by_nan_or_a_computed_bound_stays_the_nodes():
     x = normal(rng, 1, c, h, w)
     for _ in range(2):
         assert np.isnan(head.run({"x": x})["y"]).all()
-    runs = [step for chain in chains(head) for plan in chain.shapes.values() for step, _ in plan or ()
-            if isinstance(step, _ConvRun)]
+    runs = _conv_runs(head)
     assert runs and all(r.clip is None for r in runs)
     assert "relu6" in next(ch for ch in chains(head) if "last_conv" in ch.names).names
     params = {"w": scaled_weight(rng, 6, 4, 1, 1)}
@@ -222,7 +227,6 @@ def test_a_clip_by_nan_or_a_computed_bound_stays_the_nodes():
              helper.make_node("Clip", ["a", "lo_x"], ["y"], name="clip_by_computed")]
     model = head_model(nodes, {"x": (1, 4, 2, 2)}, params, ["y"], 13)
     head = run_both(model, [{"x": normal(rng, 1, 4, 2, 2)}])
-    runs = [step for chain in chains(head) for plan in chain.shapes.values() for step, _ in plan or ()
-            if isinstance(step, _ConvRun)]
+    runs = _conv_runs(head)
     assert runs and all(r.clip is None for r in runs)
     assert "clip_by_computed" in next(ch for ch in chains(head) if "conv" in ch.names).names
