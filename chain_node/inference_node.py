@@ -81,7 +81,7 @@ from splitseal.config import NodeConfig
 from splitseal.enclave_client import EnclaveUnavailableError
 from splitseal.errors import ChainError, ConfigError, ContractRevertError, EnclaveError, ModelError, SplitsealError
 from splitseal.protocol import MAX_DELIVERY_BATCH, FailureCode, RequestStatus
-from splitseal.protocol.crypto import TransferSession, X25519KeyPair, encrypt_transfer, keccak256
+from splitseal.protocol.crypto import SessionKeys, TransferSession, X25519KeyPair, encrypt_transfer, keccak256
 from splitseal.protocol.hybrid import is_manifest as is_hybrid_manifest
 from splitseal.protocol.result import ResultClaim
 
@@ -200,6 +200,8 @@ class InferenceNode:
         self.deployment = deployment
         self.account = account
         self.input_key = input_key
+        #: the AES keys of requesters' input sessions to that key (rebuilt if the key is replaced)
+        self._input_keys = SessionKeys(input_key)
         self.enclave = enclave
         #: one ephemeral key for a run of transfers to the enclave (a new one per enclave key)
         self._transfer_session = TransferSession()
@@ -606,7 +608,9 @@ class InferenceNode:
         if is_hybrid_manifest(ciphertext):
             # its input is in shares at the MPC nodes; their relay serves it (chain_node.hybrid)
             raise HybridRequest(f"request {request_id} is a hybrid request, served by an MPC node set")
-        x = open_input(self.input_key, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
+        if self._input_keys.recipient is not self.input_key:
+            self._input_keys = SessionKeys(self.input_key)
+        x = open_input(self._input_keys, bytes(ev["modelId"]), int(ev["version"]), bytes(ev["requesterKey"]),
                        ciphertext)
         backbone = self.backbones(bytes(ev["modelId"]), int(ev["version"]))
         x = _check_shape(x, backbone.input_shape)

@@ -21,6 +21,8 @@ from splitseal.errors import InvalidInputError
 from splitseal.protocol import FailureCode
 from splitseal.protocol.crypto import (
     TENSOR_DTYPES,
+    SessionKeys,
+    TransferSession,
     X25519KeyPair,
     ecies_decrypt,
     ecies_encrypt,
@@ -92,17 +94,23 @@ def decode_tensor(blob: bytes, *, max_bytes: int = MAX_INPUT_BYTES) -> np.ndarra
 
 
 def seal_input(input_key: bytes, model_id: bytes, version: int, requester_key: bytes,
-               array: np.ndarray) -> bytes:
-    """Encrypt an input tensor to the node's input key (requester side)."""
+               array: np.ndarray, session: TransferSession | None = None) -> bytes:
+    """Encrypt an input tensor to the node's input key (requester side), in the requester's
+    ``session`` of inputs when given (docs/PROTOCOL.md, "Transfer sessions")."""
     aad = input_aad(request_key_hash(model_id, version, requester_key))
+    if session is not None:
+        return session.encrypt(input_key, encode_tensor(array), aad)
     return ecies_encrypt(input_key, encode_tensor(array), aad)
 
 
-def open_input(key: X25519KeyPair, model_id: bytes, version: int, requester_key: bytes,
+def open_input(key: X25519KeyPair | SessionKeys, model_id: bytes, version: int, requester_key: bytes,
                ciphertext: bytes) -> np.ndarray:
-    """Decrypt and parse an input (node side); failures carry their reason code."""
+    """Decrypt and parse an input (node side), with the node's key pair or its
+    :class:`SessionKeys` (which skip the exchange for the rest of a requester's session);
+    failures carry their reason code."""
+    aad = input_aad(request_key_hash(model_id, version, requester_key))
     try:
-        plaintext = ecies_decrypt(key, ciphertext, input_aad(request_key_hash(model_id, version, requester_key)))
+        plaintext = key.open(ciphertext, aad) if isinstance(key, SessionKeys) else ecies_decrypt(key, ciphertext, aad)
     except Exception:  # noqa: BLE001 - DecryptionError or malformed key material
         raise InputProblem(FailureCode.BAD_INPUT,
                            "input does not decrypt with the node's input key for this model, version "

@@ -320,10 +320,12 @@ class EnclaveCore:
         self._journal_aad_prefix = JOURNAL_AAD + bytes.fromhex(self.address[2:])
         self._journal_file: tuple[int, Path] = (-1, self.sealed_dir)
         self._signer = eip712.signing_key(self._signing_key)  # built once: signs every answer
-        #: the next result's ephemeral ECIES key pair, drawn after the previous reply is sent
-        #: (``answer_sent``) instead of on the request's path; each one encrypts one result
+        #: results go out in a session per requester key (docs/PROTOCOL.md, "Result sessions"):
+        #: a session's ephemeral key pair is the one drawn after the previous reply was sent
+        #: (``answer_sent``), off the request's path; each serves one session only
         self._result_keys = crypto.EphemeralKeys()
         self._result_keys.refill()
+        self._result_sessions = crypto.RecipientSessions(keys=self._result_keys)
         log.info("enclave ready address=%s", self.address)
 
     def __repr__(self) -> str:
@@ -650,8 +652,8 @@ class EnclaveCore:
             raise EntryCallError(f"head refused the input of request {request_id}: {exc}",
                                  FailureCode.SHAPE_MISMATCH) from None
         result, public_label = release_result(np.asarray(outputs[model.output_name]), model.policy)
-        encrypted = crypto.ecies_encrypt(requester_key, result, crypto.result_aad(request_id, model_id, version),
-                                         ephemeral=self._result_keys.take())
+        encrypted = self._result_sessions.encrypt(requester_key, result,
+                                                  crypto.result_aad(request_id, model_id, version))
         result_commitment = crypto.keccak256(encrypted)
         sequence = self.sequence + 1
         claim = ResultClaim(request_id=request_id, model_id=model_id, input_commitment=input_commitment,
@@ -715,7 +717,8 @@ class EnclaveCore:
 
     def answer_sent(self) -> None:
         """The reply of an entry call is out: the journal's flusher may run now, and the next
-        result's ephemeral key pair is drawn while the node handles the reply."""
+        result session's ephemeral key pair is drawn (when the last was taken) while the node
+        handles the reply."""
         self._journal.kick()
         self._result_keys.refill()
 

@@ -27,7 +27,7 @@ from chain_node.inputs import INLINE_LIMIT, BlobStore, seal_input
 from splitseal.chain import Chain, ContractCall, Deployment
 from splitseal.errors import ChainError, InvalidInputError, SplitsealError
 from splitseal.protocol import MAX_CALLBACK_GAS, MIN_CALLBACK_GAS, FailureCode, RequestStatus, eip712
-from splitseal.protocol.crypto import X25519KeyPair, keccak256
+from splitseal.protocol.crypto import SessionKeys, TransferSession, X25519KeyPair, keccak256
 from splitseal.protocol.result import InferenceResult, ResultClaim, open_result
 
 #: Request ids whose pushed logs a requester keeps while no one waits for them (see Requester._early).
@@ -96,6 +96,10 @@ class Requester:
         self.key = key or X25519KeyPair.generate()
         self.blobs = BlobStore(blob_dir)
         self._input_key: bytes | None = None
+        #: inputs go to the node's key in a session, results come back in the enclave's session
+        #: to this key (docs/PROTOCOL.md, "Transfer sessions", "Result sessions")
+        self._input_session = TransferSession()
+        self._result_keys = SessionKeys(self.key)
         self._decoder: Any = None
         self._push: Any = None  # a push subscription, False where the chain pushes nothing, None: not tried
         self._pushed: dict[int, dict[str, Any]] = {}
@@ -189,7 +193,8 @@ class Requester:
             raise InvalidInputError("input must be a non-empty array of finite numbers")
         if consumer is not None:
             self._check_consumer(consumer, callback_gas_limit)
-        ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32))
+        ciphertext = seal_input(self.input_key(), model_id, version, self.key.public, array.astype(np.float32),
+                                session=self._input_session)
         inline, pointer = (ciphertext, "") if len(ciphertext) <= inline_limit else (b"", self.blobs.put(ciphertext))
         return self.submit_committed(model_id, version, keccak256(ciphertext), inline, pointer,
                                      deadline_seconds=deadline_seconds, consumer=consumer,
@@ -341,7 +346,10 @@ class Requester:
             encrypted = self._encrypted_result(request_id, args, delivered)
             label = bytes(delivered.claim[11]) if delivered.claim[10] else None
             self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature, label)
-            result = open_result(self.key, encrypted, request_id, bytes(request["modelId"]), int(request["version"]))
+            if self._result_keys.recipient is not self.key:
+                self._result_keys = SessionKeys(self.key)
+            result = open_result(self._result_keys, encrypted, request_id, bytes(request["modelId"]),
+                                 int(request["version"]))
             if label is not None and (not result.labels or int.from_bytes(label, "big") != result.label):
                 raise SplitsealError(f"request {request_id}: the public label handed to the consumer "
                                      f"({int.from_bytes(label, 'big')}) is not the label of the encrypted result")

@@ -5,9 +5,11 @@ builds the same ciphertexts and the same additional data (AAD).
 
 ECIES to an X25519 key, step by step:
 
-1. the sender draws a fresh ephemeral X25519 key pair (one per message; the enclave draws its
-   next result's ahead of time, :class:`EphemeralKeys`), except for a node's transfers to the
-   enclave, which reuse one for a bounded run of messages (:class:`TransferSession`);
+1. the sender draws a fresh ephemeral X25519 key pair (one per message), except where a session
+   reuses one for a bounded run of messages to one recipient: a node's transfers to the enclave
+   and a requester's inputs to the node (:class:`TransferSession`), the enclave's results to each
+   requester key (:class:`RecipientSessions`, whose key pairs are drawn ahead of time,
+   :class:`EphemeralKeys`);
 2. shared secret = X25519(ephemeral private, recipient public);
 3. key = HKDF-SHA256(shared secret, salt = ephemeral public || recipient public,
    info = ``"splitseal.ecies.v1"``, 32 bytes);
@@ -212,10 +214,10 @@ def _sealing_key(private: X25519PrivateKey, ephemeral_public: bytes, recipient_p
 class EphemeralKeys:
     """A one-key reserve of ECIES ephemeral key pairs: :meth:`take` hands out the key pair drawn
     earlier by :meth:`refill` (or draws one now when there is none) and forgets it, so no key pair
-    encrypts two messages; :meth:`refill` draws the next one where the caller has time to spare
-    (the enclave: after a reply is sent, before the next request arrives). The draw is ~55 us of
-    X25519 key generation taken off the request's path; the key pair is as fresh and as secret
-    as one drawn in :func:`ecies_encrypt` (it never leaves the process, and is used once)."""
+    serves two messages, or two sessions; :meth:`refill` draws the next one where the caller has
+    time to spare (the enclave: after a reply is sent, before the next request arrives). The draw
+    is ~55 us of X25519 key generation taken off the request's path; the key pair is as fresh and
+    as secret as one drawn in :func:`ecies_encrypt` (it never leaves the process)."""
 
     def __init__(self) -> None:
         self._next: X25519KeyPair | None = None
@@ -265,6 +267,17 @@ def _opening_key(recipient: X25519KeyPair, ephemeral_public: bytes) -> bytes:
 #: Random 96-bit nonces under one key stay far from a collision for 2^12 messages (~2^-73).
 TRANSFER_SESSION_MESSAGES = 4096
 TRANSFER_SESSION_SECONDS = 600.0
+#: The enclave's result sessions, one per requester key (docs/PROTOCOL.md, "Result sessions"):
+#: shorter, because a result session's ephemeral private key opens every result of the session
+#: (the window a memory compromise of the enclave reaches back), and bounded in number.
+RESULT_SESSION_MESSAGES = 1024
+RESULT_SESSION_SECONDS = 60.0
+RESULT_SESSION_RECIPIENTS = 256
+
+
+def _check_session_bounds(max_messages: int, max_seconds: float) -> None:
+    if max_messages < 1 or max_seconds <= 0:
+        raise InvalidInputError("a session serves at least one message for a positive time")
 
 
 class TransferSession:
@@ -280,10 +293,11 @@ class TransferSession:
     :data:`TRANSFER_SESSION_SECONDS`, and whenever the recipient key changes (a new enclave)."""
 
     def __init__(self, max_messages: int = TRANSFER_SESSION_MESSAGES,
-                 max_seconds: float = TRANSFER_SESSION_SECONDS, clock=time.monotonic) -> None:
-        if max_messages < 1 or max_seconds <= 0:
-            raise InvalidInputError("a transfer session serves at least one message for a positive time")
+                 max_seconds: float = TRANSFER_SESSION_SECONDS, clock=time.monotonic,
+                 keys: EphemeralKeys | None = None) -> None:
+        _check_session_bounds(max_messages, max_seconds)
         self.max_messages, self.max_seconds, self._clock = int(max_messages), float(max_seconds), clock
+        self._keys = keys  # where its key pairs come from when drawn ahead (else drawn on the spot)
         self._lock = threading.Lock()  # the node's workers share one session
         self._recipient: bytes | None = None
         self._prefix = b""
@@ -305,11 +319,53 @@ class TransferSession:
         return prefix + nonce + aead.encrypt(nonce, bytes(plaintext), bytes(aad))
 
     def _start(self, recipient_public: bytes) -> None:
-        ephemeral = X25519KeyPair.generate()
+        ephemeral = self._keys.take() if self._keys is not None else X25519KeyPair.generate()
         self._aead = AESGCM(_sealing_key(ephemeral.private_key, ephemeral.public, recipient_public))
         self._prefix = bytes([ECIES_VERSION]) + ephemeral.public
         self._recipient, self._used, self._since = recipient_public, 0, self._clock()
         self.sessions += 1
+
+
+class RecipientSessions:
+    """A :class:`TransferSession` per recipient key, for a sender that encrypts to many: the
+    enclave's results, each to the key its requester named. The last ``capacity`` recipients'
+    sessions are kept (a flood of new keys only evicts sessions, which start again); each session
+    draws its key pair from ``keys`` when given (an :class:`EphemeralKeys` reserve the enclave
+    refills after a reply), so a session's first message costs one exchange and one HKDF and the
+    rest one AES-GCM each. The ciphertexts are ECIES v1 byte for byte: a requester opens each with
+    :func:`ecies_decrypt` alone, or skips the exchange with :class:`SessionKeys`."""
+
+    def __init__(self, capacity: int = RESULT_SESSION_RECIPIENTS, max_messages: int = RESULT_SESSION_MESSAGES,
+                 max_seconds: float = RESULT_SESSION_SECONDS, clock=time.monotonic,
+                 keys: EphemeralKeys | None = None) -> None:
+        if capacity < 1:
+            raise InvalidInputError("recipient sessions keep at least one recipient")
+        _check_session_bounds(max_messages, max_seconds)
+        self.capacity, self._bounds, self._keys = int(capacity), (int(max_messages), float(max_seconds), clock), keys
+        self._sessions: OrderedDict[bytes, TransferSession] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def encrypt(self, recipient_public: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        """An ECIES v1 ciphertext of ``plaintext`` to ``recipient_public`` under its session's key."""
+        recipient_public = _check_public(recipient_public)
+        with self._lock:
+            session = self._sessions.get(recipient_public)
+            if session is not None:
+                self._sessions.move_to_end(recipient_public)
+        if session is not None:
+            return session.encrypt(recipient_public, plaintext, aad)
+        # a new recipient: kept only once its first message is out (a low-order key raises here
+        # and evicts no one)
+        session = TransferSession(*self._bounds, keys=self._keys)
+        ciphertext = session.encrypt(recipient_public, plaintext, aad)
+        with self._lock:
+            self._sessions.setdefault(recipient_public, session)
+            while len(self._sessions) > self.capacity:
+                self._sessions.popitem(last=False)
+        return ciphertext
+
+    def __len__(self) -> int:
+        return len(self._sessions)
 
 
 class SessionKeys:

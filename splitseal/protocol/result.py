@@ -218,11 +218,14 @@ def decode_result(plaintext: bytes) -> InferenceResult:
         raise InvalidInputError(f"result plaintext is not a {RESULT_FORMAT} document") from None
 
 
-def open_result(requester: crypto.X25519KeyPair, encrypted_result: bytes, request_id: int,
+def open_result(requester: "crypto.X25519KeyPair | crypto.SessionKeys", encrypted_result: bytes, request_id: int,
                 model_id: bytes, version: int) -> InferenceResult:
-    """What the requester runs: decrypt with its key and the request's AAD, then parse."""
-    return decode_result(crypto.ecies_decrypt(requester, encrypted_result,
-                                              crypto.result_aad(request_id, model_id, version)))
+    """What the requester runs: decrypt with its key (or its :class:`~crypto.SessionKeys`, which
+    skip the exchange for the rest of an enclave's result session) and the request's AAD, then parse."""
+    aad = crypto.result_aad(request_id, model_id, version)
+    if isinstance(requester, crypto.SessionKeys):
+        return decode_result(requester.open(encrypted_result, aad))
+    return decode_result(crypto.ecies_decrypt(requester, encrypted_result, aad))
 
 
 def released_parts(released: Mapping[str, Any]) -> dict[str, Any]:

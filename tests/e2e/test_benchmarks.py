@@ -40,6 +40,12 @@ def test_bench_split_runs_the_cnn_through_the_enclave_and_takes_its_call_apart(t
     cpu = report["enclave_process_cpu_ms_per_request"]  # each enclave process, not the in-process core
     assert set(cpu) == {"split", "split_fsync", "split_write"} and all(v >= 0 for v in cpu.values())
     assert "ratio" in proc.stdout and "inside the enclave call" in proc.stdout
+    # the protocol's floor, its enclave half in a process and in this one, answered every round
+    # with the whole model's class (the script stops otherwise)
+    for floor in ("floor", "floor_in_process"):
+        assert report[f"{floor}_p50_ms"] > 0 and report[f"ratio_{floor}"] == \
+            report[f"{floor}_p50_ms"] / report["whole_p50_ms"]
+    assert "the protocol's floor" in proc.stdout
 
 
 def test_bench_split_runs_a_baseline_checkout_interleaved_with_its_own(tmp_path):
@@ -71,6 +77,9 @@ def test_bench_inference_runs_floor_ours_and_node_processes_on_both_chains(tmp_p
         assert r["floor"]["latency_ms"]["n"] == 3 and r["ours"]["latency_ms"]["n"] == 3
         assert r["ours"]["audit_verified"] is True
         assert r["ratios"]["latency"] > 0 and r["floor"]["throughput_rps"] > 0
+        # the floor's two transactions timed in its latency series (on anvil by the responder process)
+        assert r["floor"]["transactions_ms"]["request_tx"] > 0 and r["floor"]["transactions_ms"]["respond_tx"] > 0
+        assert r["ratios"]["latency_bound_from_transactions"] > 0
     assert set(report["chains"]["embedded"]["ours"]["throughput_rps"]) == {"1"}
     anvil = report["chains"]["anvil"]["ours"]
     assert set(anvil["throughput_rps"]) == {"2"} and anvil["throughput_rps"]["2"] > 0

@@ -226,7 +226,9 @@ def test_no_entry_call_returns_key_material_and_prediction_only_at_requester(iso
     assert es.requester_opens(w, run, reply).labels
 
 
-def test_result_ciphertexts_use_fresh_ephemeral_keys(world):
+def test_result_ciphertexts_to_distinct_requester_keys_use_distinct_ephemeral_keys(world):
+    # every run names a requester key of its own, so each result opens a result session of its
+    # own (docs/PROTOCOL.md, "Result sessions"): no two share an ephemeral key
     eph = {crypto.ecies_ephemeral_and_nonce(r.encrypted_result)[0] for r in
            [m[1] for m in world.replies]} if world.replies else set()
     run_eph = set()

@@ -123,33 +123,44 @@ def test_label_policy_releases_only_the_label_and_state_survives_restart(tmp_pat
     assert _infer(again, feats, 2, requester).labels == out.labels
 
 
-def test_every_result_is_encrypted_under_its_own_ephemeral_key_drawn_after_the_previous_reply(tmp_path):
-    """The result's ephemeral X25519 key pair is drawn when the previous reply is out
-    (``answer_sent``), not on the request's path; each one encrypts one result, whether the
-    server reported the reply or not (then it is drawn on the spot), and a repeated request gets
-    the very same ciphertext back rather than a new encryption."""
+def test_results_go_out_in_a_session_per_requester_key_whose_key_pair_was_drawn_after_a_reply(tmp_path):
+    """A result session per requester key (docs/PROTOCOL.md, "Result sessions"): its ephemeral
+    X25519 key pair is the one drawn when a previous reply was out (``answer_sent``), not on the
+    request's path; the key's later results reuse it, each with its own nonce and opening alone;
+    another requester key gets a session and key pair of its own; a repeated request gets the very
+    same ciphertext back rather than a new encryption."""
     es, res = _split("label_scores")
     core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
     _provision(core, res)
     feats = __import__("onnxruntime").InferenceSession(res.backbone_bytes, providers=["CPUExecutionProvider"]).run(
         None, {"x": es.sample_inputs(1, seed=3)})[0]
-    requester = crypto.X25519KeyPair.generate()
-    ephemerals = []
-    for rid in range(1, 13):
-        waiting = core._result_keys._next
-        answer = _answer(core, feats, rid, requester)
-        ephemeral = crypto.ecies_ephemeral_and_nonce(answer["encrypted_result"])[0]
-        if waiting is not None:  # the key pair drawn after the previous reply served this result
-            assert ephemeral == waiting.public
-        assert not core._result_keys.ready  # taken: it can serve no other result
-        assert open_result(requester, answer["encrypted_result"], rid, MODEL, 1).labels
-        ephemerals.append(ephemeral)
-        if rid % 3:  # as the server does once the reply is sent; sometimes not (in-process callers)
-            core.answer_sent()
-            assert core._result_keys.ready
-    assert len(set(ephemerals)) == len(ephemerals) == 12
-    again = _answer(core, feats, 5, requester)
-    assert again["repeated"] and crypto.ecies_ephemeral_and_nonce(again["encrypted_result"])[0] == ephemerals[4]
+    alice, bob = crypto.X25519KeyPair.generate(), crypto.X25519KeyPair.generate()
+    alice_keys = crypto.SessionKeys(alice)
+    waiting = core._result_keys._next
+    first = _answer(core, feats, 1, alice)
+    ephemeral, nonce = crypto.ecies_ephemeral_and_nonce(first["encrypted_result"])
+    assert ephemeral == waiting.public and not core._result_keys.ready  # taken by alice's session
+    core.answer_sent()  # as the server does once the reply is sent
+    assert core._result_keys.ready
+    nonces = {nonce}
+    for rid in range(2, 7):
+        answer = _answer(core, feats, rid, alice)
+        eph, nonce = crypto.ecies_ephemeral_and_nonce(answer["encrypted_result"])
+        assert eph == ephemeral and nonce not in nonces and core._result_keys.ready  # no new key pair drawn
+        nonces.add(nonce)
+        assert open_result(alice, answer["encrypted_result"], rid, MODEL, 1).labels  # opens alone
+        assert open_result(alice_keys, answer["encrypted_result"], rid, MODEL, 1).labels
+        with pytest.raises(crypto.DecryptionError):  # bound to its own request still
+            open_result(alice_keys, answer["encrypted_result"], rid + 1, MODEL, 1)
+    refilled = core._result_keys._next
+    other = _answer(core, feats, 7, bob)
+    assert crypto.ecies_ephemeral_and_nonce(other["encrypted_result"])[0] == refilled.public != ephemeral
+    with pytest.raises(crypto.DecryptionError):
+        open_result(alice, other["encrypted_result"], 7, MODEL, 1)
+    assert open_result(bob, other["encrypted_result"], 7, MODEL, 1).labels
+    assert len(alice_keys) == 1  # one exchange for all of alice's results
+    again = _answer(core, feats, 1, alice)
+    assert again["repeated"] and again["encrypted_result"] == first["encrypted_result"]
     core.close()
 
 

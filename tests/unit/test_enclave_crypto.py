@@ -214,6 +214,43 @@ def test_a_transfer_session_reuses_its_ephemeral_for_a_bounded_run_and_each_mess
         session.encrypt(b"short", b"x", aads[6])
 
 
+def test_recipient_sessions_keep_a_session_per_recipient_bounded_in_number_and_time():
+    """The enclave's result sessions: one ephemeral per recipient key for a bounded run (messages
+    and seconds), key pairs taken from the reserve, the oldest recipient evicted past capacity, a
+    low-order key refused and not kept; every ciphertext is ECIES v1 and opens alone."""
+    now = [0.0]
+    reserve = crypto.EphemeralKeys()
+    reserve.refill()
+    drawn = reserve._next
+    sessions = crypto.RecipientSessions(capacity=2, max_messages=3, max_seconds=60, clock=lambda: now[0],
+                                        keys=reserve)
+    a, b, c = (crypto.X25519KeyPair.generate() for _ in range(3))
+    aads = [crypto.result_aad(i, MODEL, 1) for i in range(12)]
+
+    def eph(ct: bytes) -> bytes:
+        return crypto.ecies_ephemeral_and_nonce(ct)[0]
+
+    to_a = [sessions.encrypt(a.public, bytes([i]), aads[i]) for i in range(4)]
+    assert eph(to_a[0]) == drawn.public == eph(to_a[2]) != eph(to_a[3])  # a new key pair after 3 messages
+    assert [crypto.ecies_decrypt(a, ct, aads[i]) for i, ct in enumerate(to_a)] == [bytes([i]) for i in range(4)]
+    to_b = sessions.encrypt(b.public, b"b", aads[4])
+    assert eph(to_b) not in {eph(ct) for ct in to_a} and len(sessions) == 2
+    now[0] = 61.0  # a's session's time is up
+    assert eph(sessions.encrypt(a.public, b"late", aads[5])) != eph(to_a[3])
+    sessions.encrypt(c.public, b"c", aads[6])  # a third recipient: the least recent (b) goes
+    assert len(sessions) == 2 and eph(sessions.encrypt(b.public, b"b again", aads[7])) != eph(to_b)
+    low_order = bytes(32)
+    with pytest.raises(InvalidInputError):
+        sessions.encrypt(low_order, b"x", aads[8])
+    assert low_order not in sessions._sessions and len(sessions) == 2
+    with pytest.raises(InvalidInputError):
+        sessions.encrypt(b"short", b"x", aads[8])
+    with pytest.raises(InvalidInputError):
+        crypto.RecipientSessions(capacity=0)
+    with pytest.raises(InvalidInputError):
+        crypto.RecipientSessions(max_seconds=0)
+
+
 def test_session_keys_keep_only_keys_that_opened_and_stay_bounded():
     enclave = crypto.X25519KeyPair.generate()
     keys = crypto.SessionKeys(enclave, capacity=4)
