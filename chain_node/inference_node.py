@@ -154,6 +154,9 @@ class StageTimes:
     transfer: float = 0.0
     enclave: float = 0.0
     delivery_tx: float = 0.0
+    #: from its pushed log's arrival to its delivery sent: the node's whole share (the stages
+    #: above but the delivery, and the wake-ups, checks and checkpoint writes between them)
+    handling: float = 0.0
 
 
 @dataclass
@@ -235,6 +238,7 @@ class InferenceNode:
         self._events: dict[int, Any] = {}  # request id -> InferenceRequested args
         self._request_txs: dict[int, Any] = {}  # request id -> hash of the transaction that asked
         self._sent_at: dict[int, float] = {}
+        self._pushed_at: dict[int, float] = {}  # request id -> when its log was pushed (perf_counter)
         self._pushed: collections.deque[Any] = collections.deque()  # filled by the push thread
         self._prefetched: dict[int, PrefetchedCall] = {}  # request id -> its transaction, fetched by the push thread
         self._seen_head = 0
@@ -448,6 +452,8 @@ class InferenceNode:
         args = entry["args"]
         request_id = int(args["requestId"])
         mine = self.node_count == 1 or request_id % self.node_count == self.node_index
+        if mine and len(self._pushed_at) < _KEPT_TIMES:
+            self._pushed_at[request_id] = time.perf_counter()
         prefetch = None
         if self.chain.url is not None and not args["inputPointer"] and mine and len(self._prefetched) < _KEPT_TIMES:
             prefetch = self._prefetched[request_id] = PrefetchedCall()
@@ -695,7 +701,7 @@ class InferenceNode:
                 gas = self.chain.estimate_gas(fn, sender=self.account.address)
                 now = time.perf_counter()
                 for rid in ids:
-                    self._sent_at[rid] = now
+                    self._mark_sent(rid, now)
                 sent.append((ids, self.chain.send(fn, sender=self.account, gas=gas + gas // 4 + 10_000)))
             except ContractRevertError:
                 # the batch itself was refused (too little gas cannot be it: estimated): one by one,
@@ -731,8 +737,14 @@ class InferenceNode:
 
     def _send_single(self, request_id: int, delivery: tuple[Any, ...]) -> PendingTx:
         fn = ContractCall(self.deployment.backbone_execution, "deliverResult", *delivery)
-        self._sent_at[request_id] = time.perf_counter()
+        self._mark_sent(request_id, time.perf_counter())
         return self.chain.send(fn, sender=self.account, gas=self._delivery_gas(fn, delivery))
+
+    def _mark_sent(self, request_id: int, now: float) -> None:
+        self._sent_at[request_id] = now
+        pushed = self._pushed_at.pop(request_id, None)
+        if pushed is not None:
+            self.stats.times.setdefault(request_id, StageTimes()).handling = now - pushed
 
     def _delivery_gas(self, fn: Any, delivery: tuple[Any, ...]) -> int:
         """Gas limit of a delivery: estimated once per size class of results and kept (an
@@ -783,8 +795,9 @@ class InferenceNode:
         self._finish(request_id, Stage.COMPLETED, "")
         self.stats.completed += 1
         log.info("request_id=%d stage=completed backbone_ms=%.2f enclave_ms=%.2f delivery_ms=%.2f fetch_ms=%.2f "
-                 "transfer_ms=%.2f batch=%d tx=%s", request_id, times.backbone * 1e3, times.enclave * 1e3,
-                 times.delivery_tx * 1e3, times.fetch * 1e3, times.transfer * 1e3, batch, pending.tx_hash.hex()[:18])
+                 "transfer_ms=%.2f handling_ms=%.2f batch=%d tx=%s", request_id, times.backbone * 1e3,
+                 times.enclave * 1e3, times.delivery_tx * 1e3, times.fetch * 1e3, times.transfer * 1e3,
+                 times.handling * 1e3, batch, pending.tx_hash.hex()[:18])
 
     # --- outcomes ------------------------------------------------------------------------
 
@@ -849,6 +862,7 @@ class InferenceNode:
         self._events.pop(request_id, None)
         self._request_txs.pop(request_id, None)
         self._prefetched.pop(request_id, None)
+        self._pushed_at.pop(request_id, None)
         self._first_seen.pop(request_id, None)
         self._not_before.pop(request_id, None)
         while len(self.stats.times) > _KEPT_TIMES:  # a long-running node keeps the latest only

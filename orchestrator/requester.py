@@ -33,6 +33,7 @@ from splitseal.protocol.result import InferenceResult, ResultClaim, open_result
 #: Request ids whose pushed logs a requester keeps while no one waits for them (see Requester._early).
 EARLY_LOGS_KEPT = 1024
 _KEPT_EARLY = ("ResultSubmitted", "RequestFailed", "RequestTimedOut", "TransferRecorded")
+_ENDINGS = ("ResultSubmitted", "RequestFailed", "RequestTimedOut")
 #: Largest off-chain result a requester fetches (a result document of scores for 100k classes).
 MAX_RESULT_BLOB = 8 * 1024 * 1024
 #: Seconds the waiting caller waits for the push thread's fetch of a delivery before fetching it itself.
@@ -112,6 +113,7 @@ class Requester:
         self._calls: dict[int, Any] = {}
         #: results opened from a delivery the push thread had fetched when the caller needed it
         self.prefetched = 0
+        self._ended_at: dict[int, float] = {}  # request id -> when its ending was pushed (perf_counter)
         self._pushed_cv = threading.Condition()
 
     # --- submit ----------------------------------------------------------------------------
@@ -168,6 +170,10 @@ class Requester:
         with self._pushed_cv:
             if request_id in self._waiting:
                 self._pushed.setdefault(request_id, {})[entry["event"]] = entry
+                if entry["event"] in _ENDINGS:
+                    self._ended_at.setdefault(request_id, time.perf_counter())
+                    while len(self._ended_at) > EARLY_LOGS_KEPT:  # a wait that raised left its own
+                        self._ended_at.pop(next(iter(self._ended_at)))
                 if prefetch and entry["event"] == "ResultSubmitted" and self.chain.url is not None:
                     fetch = self._calls[request_id] = PrefetchedCall()
                 self._pushed_cv.notify_all()
@@ -267,7 +273,7 @@ class Requester:
 
     def _wait_pushed(self, submitted: Submitted, timeout: float) -> InferenceOutcome | None:
         """The ending pushed by the node (None: the push went quiet; fall back to polling)."""
-        endings = ("ResultSubmitted", "RequestFailed", "RequestTimedOut")
+        endings = _ENDINGS
         deadline = time.monotonic() + timeout
         rid = submitted.request_id
         while True:
@@ -300,6 +306,10 @@ class Requester:
     def _finish_wait(self, outcome: InferenceOutcome, submitted: Submitted) -> InferenceOutcome:
         done = time.perf_counter()
         outcome.latency.setdefault("request_tx", submitted.mined_at - submitted.sent_at)
+        with self._pushed_cv:
+            ended = self._ended_at.pop(submitted.request_id, None)
+        if ended is not None:  # from the pushed ending to the result read, checked and decrypted
+            outcome.latency["result_open"] = done - ended
         outcome.latency["end_to_end"] = done - submitted.sent_at
         outcome.transactions.setdefault("request", submitted.tx_hash)
         outcome.gas.setdefault("request", submitted.gas_used)

@@ -80,6 +80,9 @@ def test_bench_inference_runs_floor_ours_and_node_processes_on_both_chains(tmp_p
         # the floor's two transactions timed in its latency series (on anvil by the responder process)
         assert r["floor"]["transactions_ms"]["request_tx"] > 0 and r["floor"]["transactions_ms"]["respond_tx"] > 0
         assert r["ratios"]["latency_bound_from_transactions"] > 0
+        # the node's share (pushed log to delivery sent) holds its stages; the requester's open timed
+        st = r["ours"]["stages_ms"]
+        assert st["handling"] >= st["enclave"] > 0 and st["result_open"] > 0
     assert set(report["chains"]["embedded"]["ours"]["throughput_rps"]) == {"1"}
     anvil = report["chains"]["anvil"]["ours"]
     assert set(anvil["throughput_rps"]) == {"2"} and anvil["throughput_rps"]["2"] > 0
