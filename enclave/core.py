@@ -75,6 +75,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -310,7 +311,8 @@ class EnclaveCore:
         #: answers issued (signed results), sealed in the manifest; each answer carries its number
         #: and the chain keeps the highest delivered one as the anchor against rollback
         self.sequence = 0
-        self._rate_limiter = RateLimiter(clock) if clock else RateLimiter()
+        clock = clock or time.monotonic  # the rate limit's windows and the result sessions' time
+        self._rate_limiter = RateLimiter(clock)
         self.state_version = 0
         self.restored = False
         self._signing_key, self._x25519 = self._load_or_create_keys()
@@ -325,7 +327,7 @@ class EnclaveCore:
         #: (``answer_sent``), off the request's path; each serves one session only
         self._result_keys = crypto.EphemeralKeys()
         self._result_keys.refill()
-        self._result_sessions = crypto.RecipientSessions(keys=self._result_keys)
+        self._result_sessions = crypto.RecipientSessions(clock=clock, keys=self._result_keys)
         log.info("enclave ready address=%s", self.address)
 
     def __repr__(self) -> str:
@@ -718,9 +720,10 @@ class EnclaveCore:
     def answer_sent(self) -> None:
         """The reply of an entry call is out: the journal's flusher may run now, and the next
         result session's ephemeral key pair is drawn (when the last was taken) while the node
-        handles the reply."""
+        handles the reply; result sessions whose time is up are dropped."""
         self._journal.kick()
         self._result_keys.refill()
+        self._result_sessions.expire()
 
     def close(self) -> None:
         """Flush the journal's outstanding records and close it (the process is stopping)."""

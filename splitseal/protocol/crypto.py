@@ -318,6 +318,10 @@ class TransferSession:
         nonce = random_bytes(NONCE_BYTES)
         return prefix + nonce + aead.encrypt(nonce, bytes(plaintext), bytes(aad))
 
+    def expired(self) -> bool:
+        """Its time is up (or it never started): its next message starts a new key pair."""
+        return self._aead is None or self._clock() - self._since >= self.max_seconds
+
     def _start(self, recipient_public: bytes) -> None:
         ephemeral = self._keys.take() if self._keys is not None else X25519KeyPair.generate()
         self._aead = AESGCM(_sealing_key(ephemeral.private_key, ephemeral.public, recipient_public))
@@ -333,7 +337,9 @@ class RecipientSessions:
     draws its key pair from ``keys`` when given (an :class:`EphemeralKeys` reserve the enclave
     refills after a reply), so a session's first message costs one exchange and one HKDF and the
     rest one AES-GCM each. The ciphertexts are ECIES v1 byte for byte: a requester opens each with
-    :func:`ecies_decrypt` alone, or skips the exchange with :class:`SessionKeys`."""
+    :func:`ecies_decrypt` alone, or skips the exchange with :class:`SessionKeys`. :meth:`expire`
+    drops the sessions whose time is up, so that no session key outlives its window in memory
+    (the enclave calls it after each entry call's reply)."""
 
     def __init__(self, capacity: int = RESULT_SESSION_RECIPIENTS, max_messages: int = RESULT_SESSION_MESSAGES,
                  max_seconds: float = RESULT_SESSION_SECONDS, clock=time.monotonic,
@@ -344,6 +350,7 @@ class RecipientSessions:
         self.capacity, self._bounds, self._keys = int(capacity), (int(max_messages), float(max_seconds), clock), keys
         self._sessions: OrderedDict[bytes, TransferSession] = OrderedDict()
         self._lock = threading.Lock()
+        self._next_sweep = float("-inf")  # when :meth:`expire` looks next
 
     def encrypt(self, recipient_public: bytes, plaintext: bytes, aad: bytes) -> bytes:
         """An ECIES v1 ciphertext of ``plaintext`` to ``recipient_public`` under its session's key."""
@@ -363,6 +370,20 @@ class RecipientSessions:
             while len(self._sessions) > self.capacity:
                 self._sessions.popitem(last=False)
         return ciphertext
+
+    def expire(self) -> int:
+        """Drop every session whose time is up; returns how many were dropped. It looks at most
+        once a second (a scan of up to ``capacity`` sessions after every reply would cost more
+        than the sessions save), so a session key outlives its window by at most that second."""
+        now = self._bounds[2]()
+        with self._lock:
+            if now < self._next_sweep:
+                return 0
+            self._next_sweep = now + 1.0
+            ended = [key for key, session in self._sessions.items() if session.expired()]
+            for key in ended:
+                del self._sessions[key]
+        return len(ended)
 
     def __len__(self) -> int:
         return len(self._sessions)

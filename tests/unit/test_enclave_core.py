@@ -130,7 +130,8 @@ def test_results_go_out_in_a_session_per_requester_key_whose_key_pair_was_drawn_
     another requester key gets a session and key pair of its own; a repeated request gets the very
     same ciphertext back rather than a new encryption."""
     es, res = _split("label_scores")
-    core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path)
+    now = [0.0]
+    core = EnclaveCore(SimulatedPlatform(tmp_path / "platform"), load_identity(), tmp_path, clock=lambda: now[0])
     _provision(core, res)
     feats = __import__("onnxruntime").InferenceSession(res.backbone_bytes, providers=["CPUExecutionProvider"]).run(
         None, {"x": es.sample_inputs(1, seed=3)})[0]
@@ -159,6 +160,12 @@ def test_results_go_out_in_a_session_per_requester_key_whose_key_pair_was_drawn_
         open_result(alice, other["encrypted_result"], 7, MODEL, 1)
     assert open_result(bob, other["encrypted_result"], 7, MODEL, 1).labels
     assert len(alice_keys) == 1  # one exchange for all of alice's results
+    assert len(core._result_sessions) == 2
+    core.answer_sent()
+    assert len(core._result_sessions) == 2
+    now[0] = crypto.RESULT_SESSION_SECONDS  # past the sessions' window: the next call's answer_sent drops them
+    core.answer_sent()
+    assert len(core._result_sessions) == 0
     again = _answer(core, feats, 1, alice)
     assert again["repeated"] and again["encrypted_result"] == first["encrypted_result"]
     core.close()

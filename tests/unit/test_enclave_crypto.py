@@ -243,6 +243,10 @@ def test_recipient_sessions_keep_a_session_per_recipient_bounded_in_number_and_t
     with pytest.raises(InvalidInputError):
         sessions.encrypt(low_order, b"x", aads[8])
     assert low_order not in sessions._sessions and len(sessions) == 2
+    assert sessions.expire() == 0  # c's and b's sessions started at 61 s: their time is not up
+    now[0] = 121.5
+    assert sessions.expire() == 2 and len(sessions) == 0  # no session key outlives its window
+    assert crypto.ecies_decrypt(c, sessions.encrypt(c.public, b"c later", aads[9]), aads[9]) == b"c later"
     with pytest.raises(InvalidInputError):
         sessions.encrypt(b"short", b"x", aads[8])
     with pytest.raises(InvalidInputError):
