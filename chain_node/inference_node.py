@@ -224,6 +224,8 @@ class InferenceNode:
                                 start_block=deployment.block if start_block is None else start_block,
                                 confirmations=confirmations)
         self._wakeup: Any = None  # a push subscription, where the chain offers one
+        #: requests' calldata pushed with their pending transactions, where the chain pushes them
+        self._pending_calls: Any = None
         self._stopping = threading.Event()
         self._first_seen: dict[int, float] = {}
         #: other nodes' requests within their claim grace: request id -> (block, first seen)
@@ -259,6 +261,8 @@ class InferenceNode:
         topic = event_topic(self.deployment.backbone_execution, "InferenceRequested")
         # with confirmations, pushed logs only wake the loop; the poll decides what is buried
         on_log = self._on_pushed_log if self.poller.confirmations == 0 else None
+        if on_log is not None:  # first, so that a request's transaction is pushed before its log
+            self._pending_calls = self.chain.pending_calls(self.deployment.backbone_execution.address)
         self._wakeup = self.chain.subscribe(self.deployment.backbone_execution.address, on_log=on_log,
                                             topic0=topic)
         if self.node_count > 1:
@@ -327,6 +331,8 @@ class InferenceNode:
             self._wakeup.stop()
         if self._endings is not None:
             self._endings.stop()
+        if self._pending_calls is not None:
+            self._pending_calls.stop()
         self.checkpoint.close()
 
     # --- one step ------------------------------------------------------------------------
@@ -457,12 +463,16 @@ class InferenceNode:
         prefetch = None
         if self.chain.url is not None and not args["inputPointer"] and mine and len(self._prefetched) < _KEPT_TIMES:
             prefetch = self._prefetched[request_id] = PrefetchedCall()
+            pushed = self._pending_calls.take(entry["transactionHash"]) if self._pending_calls is not None else None
+            if pushed is not None:  # its calldata came with its pending transaction
+                prefetch.have(pushed)
         self._pushed.append(entry)
         if prefetch is None:
             return mine
         if self._wakeup is not None:
             self._wakeup.event.set()
-        prefetch.fetch(self.chain, entry["transactionHash"])
+        if not prefetch.done.is_set():
+            prefetch.fetch(self.chain, entry["transactionHash"])
         return True
 
     def _on_pushed_ending(self, raw: Any) -> None:
@@ -811,8 +821,18 @@ class InferenceNode:
         prefetch = self._prefetched.pop(request_id, None)
         call = prefetch.wait(PREFETCH_WAIT) if prefetch is not None else None
         self.stats.prefetched += call is not None
+        tx_hash = self._request_txs[request_id]
+        inline = None
+        if call is not None:
+            try:
+                inline = request_inline_input(self.chain, self.deployment, tx_hash, call=call)
+            except CalldataNotFound:
+                pass
+            if inline is not None and keccak256(inline) != commitment:
+                inline = None  # what was pushed or prefetched is not what the chain holds: read it by hash
         try:
-            inline = request_inline_input(self.chain, self.deployment, self._request_txs[request_id], call=call)
+            if inline is None:
+                inline = request_inline_input(self.chain, self.deployment, tx_hash)
         except CalldataNotFound as exc:
             raise InputProblem(FailureCode.INPUT_UNAVAILABLE, str(exc)) from None
         if keccak256(inline) != commitment:

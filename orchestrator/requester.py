@@ -103,6 +103,7 @@ class Requester:
         self._result_keys = SessionKeys(self.key)
         self._decoder: Any = None
         self._push: Any = None  # a push subscription, False where the chain pushes nothing, None: not tried
+        self._pending_calls: Any = None  # deliveries' calldata pushed with their pending transactions
         self._pushed: dict[int, dict[str, Any]] = {}
         self._waiting: set[int] = set()
         # logs pushed for requests not (yet) waited for, raw, newest last: a fast node can end a
@@ -133,6 +134,8 @@ class Requester:
         if self._push is not None:
             return
         self._ensure_decoder()
+        # first, so that a delivery's transaction is pushed before its log
+        self._pending_calls = self.chain.pending_calls(self._decoder.addresses)
         self._push = self.chain.subscribe(self._decoder.addresses, on_log=self._on_pushed_log) or False
 
     def _on_pushed_log(self, raw: Any) -> None:
@@ -176,8 +179,12 @@ class Requester:
                         self._ended_at.pop(next(iter(self._ended_at)))
                 if prefetch and entry["event"] == "ResultSubmitted" and self.chain.url is not None:
                     fetch = self._calls[request_id] = PrefetchedCall()
+                    pushed = self._pending_calls.take(entry["transactionHash"]) \
+                        if self._pending_calls is not None else None
+                    if pushed is not None:  # its calldata came with its pending transaction
+                        fetch.have(pushed)
                 self._pushed_cv.notify_all()
-        if fetch is not None:
+        if fetch is not None and not fetch.done.is_set():
             fetch.fetch(self.chain, entry["transactionHash"])
 
     def _ensure_decoder(self) -> None:
@@ -344,15 +351,13 @@ class Requester:
             self.chain.call(self.deployment.backbone_execution.functions.status(request_id)))
         outcome = InferenceOutcome(request_id=request_id, status=status)
         if status is RequestStatus.COMPLETED:
-            from splitseal.chain import delivered_result
-
             res = logs["ResultSubmitted"]
             args = res["args"]
             # the ciphertext, the signature and (one-transaction path) the transfer are the
             # delivery's calldata, not repeated in events
             call = prefetched.wait(PREFETCH_WAIT) if prefetched is not None else None
             self.prefetched += call is not None
-            delivered = delivered_result(self.chain, self.deployment, res["transactionHash"], request_id, call=call)
+            delivered = self._delivered(res["transactionHash"], request_id, bytes(args["resultCommitment"]), call)
             encrypted = self._encrypted_result(request_id, args, delivered)
             label = bytes(delivered.claim[11]) if delivered.claim[10] else None
             self._verify_signature(request, bytes(delivered.claim[6]), args, delivered.signature, label)
@@ -383,6 +388,22 @@ class Requester:
     def close(self) -> None:
         if self._push:
             self._push.stop()
+        if self._pending_calls is not None:
+            self._pending_calls.stop()
+
+    def _delivered(self, tx_hash: Any, request_id: int, commitment: bytes, call: Any) -> Any:
+        """The delivery of ``request_id`` in ``tx_hash``, from ``call`` (pushed with its pending
+        transaction, or prefetched) when that is the delivery the chain recorded, else read by hash."""
+        from splitseal.chain import CalldataNotFound, delivered_result
+
+        if call is not None:
+            try:
+                delivered = delivered_result(self.chain, self.deployment, tx_hash, request_id, call=call)
+                if not delivered.encrypted_result or keccak256(delivered.encrypted_result) == commitment:
+                    return delivered
+            except CalldataNotFound:
+                pass
+        return delivered_result(self.chain, self.deployment, tx_hash, request_id)
 
     def _encrypted_result(self, request_id: int, result: Any, delivered: Any) -> bytes:
         """The encrypted result: inline, or fetched from its pointer, checked against the

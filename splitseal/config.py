@@ -41,6 +41,11 @@ class ChainConfig:
     receipt_timeout: float = 60.0
     #: Largest block range asked of eth_getLogs at once.
     max_log_range: int = 2000
+    #: Read the calldata of pending transactions to the deployment's contracts as the node pushes
+    #: them (``eth_subscribe("newPendingTransactions", true)``: anvil, geth) instead of by hash
+    #: once mined: one round trip less per request for the node and for the requester. Off where
+    #: the mempool is busy (every pending transaction of the chain crosses the WebSocket).
+    pending_transactions: bool = True
 
 
 @dataclass(frozen=True)

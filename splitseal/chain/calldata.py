@@ -132,6 +132,11 @@ class PrefetchedCall:
         finally:
             self.done.set()
 
+    def have(self, call: dict[str, Any]) -> None:
+        """The call is at hand already (pushed with its pending transaction): no fetch."""
+        self.call = call
+        self.done.set()
+
     def wait(self, timeout: float) -> dict[str, Any] | None:
         """The fetched call, or None (it failed, or took longer than ``timeout`` seconds)."""
         return self.call if self.done.wait(timeout) else None

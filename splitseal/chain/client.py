@@ -130,6 +130,13 @@ class Chain(ABC):
         """Push the logs of ``addresses`` (and ``topic0``, or any of several) as they are mined; None where the chain
         pushes nothing (poll instead)."""
 
+    def pending_calls(self, addresses: str | Sequence[str]) -> Any:
+        """The calldata of pending transactions to ``addresses`` as the node pushes them, kept by
+        hash (:class:`splitseal.chain.rpc.PendingCalls`: ``take(tx_hash)``, ``stop()``), for
+        readers that would fetch a transaction's calldata once its log arrives; None where the
+        chain pushes no pending transactions (read them by hash)."""
+        return None
+
     def wake_waiters(self) -> None:
         """Release every :meth:`wait_for_block` now (a service that is stopping)."""
 

@@ -79,6 +79,65 @@ def test_transaction_call_is_what_the_transaction_called_on_both_backends(any_ch
         any_chain.transaction_call("0x" + "ab" * 32)
 
 
+def test_pending_calls_hold_what_transactions_to_the_addresses_call_where_the_chain_pushes_them(any_chain, floor):
+    """anvil pushes full pending transactions: a transaction to the watched contract is held,
+    as transaction_call reads it once mined, and taken once; one to another contract is not. The
+    embedded chain, and a chain configured without them, push none (None: readers fetch)."""
+    import time
+
+    if any_chain.url is None:
+        assert any_chain.pending_calls(floor.address) is None
+        return
+    other = any_chain.deploy("RoundTripFloor", sender=any_chain.accounts[0])
+    saved = any_chain.config
+    any_chain.config = replace(saved, pending_transactions=False)
+    try:
+        assert any_chain.pending_calls(floor.address) is None
+    finally:
+        any_chain.config = saved
+    pending = any_chain.pending_calls(floor.address)
+    assert pending is not None and pending.connected.is_set()
+    try:
+        mine = any_chain.transact(floor.functions.request(b"\x07" * 32), sender=any_chain.accounts[5], gas=100_000)
+        theirs = any_chain.transact(other.functions.request(b"\x08" * 32), sender=any_chain.accounts[5], gas=100_000)
+        deadline = time.monotonic() + 5
+        while len(pending) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the other contract's transaction, had it been kept, would be in by now
+        assert pending.take(theirs["transactionHash"]) is None
+        call = pending.take(mine["transactionHash"])
+        assert call == any_chain.transaction_call(mine["transactionHash"])
+        assert pending.take(mine["transactionHash"]) is None and pending.taken == 1 and len(pending) == 0
+    finally:
+        pending.stop()
+
+
+def test_pending_calls_skip_what_they_cannot_use_and_stay_bounded():
+    """Without the network: a push that names none of the addresses is not parsed, a hash-only
+    push ends the subscription (readers fetch), the held calls stay within their capacity."""
+    import json
+
+    from splitseal.chain.rpc import PendingCalls, _HashesOnly
+
+    watched = "0x" + "ab" * 20
+    pending = PendingCalls("ws://127.0.0.1:1", watched, capacity=2)
+
+    def push(result) -> bytes:
+        return json.dumps({"jsonrpc": "2.0", "method": "eth_subscription", "params": {"result": result}}).encode()
+
+    pending._keep(push({"hash": "0x" + "11" * 32, "to": "0x" + "cd" * 20, "from": "0x" + "cd" * 20,
+                        "input": "0x" + "ff" * 200}))  # another contract's: skipped unparsed
+    with pytest.raises(_HashesOnly):
+        pending._keep(push("0x" + "11" * 32))
+    for i in range(3):
+        pending._keep(push({"hash": "0x" + f"{i:02x}" * 32, "from": "0x" + "cd" * 20, "to": watched.upper().replace("X", "x"),
+                            "input": "0x" + "ee" * 4}))
+    pending._keep(push({"hash": "0x" + "99" * 32, "from": watched, "to": "0x" + "cd" * 20, "input": "0x"}))
+    assert len(pending) == 2 and pending.take("0x" + "00" * 32) is None  # the oldest went
+    assert pending.take("0x" + "02" * 32)["input"] == b"\xee" * 4
+    assert pending.take("0x" + "99" * 32) is None  # the address was its sender, not its recipient
+
+
 def test_embedded_logs_from_its_index_equal_eth_testers_own(chain):
     """The embedded chain answers getLogs from an index of what it mined (eth-tester scans back
     from the head for each transaction): the same answers, across a snapshot's revert too."""

@@ -139,6 +139,31 @@ def test_on_anvil_the_push_threads_fetch_inputs_and_deliveries_and_each_request_
             time.sleep(0.01)
         assert node.stats.prefetched == 3 and node.stats.completed == 3
         assert req.prefetched == 3  # and the requester's push thread fetched each delivery
+        # anvil pushes the pending transactions: inputs and deliveries came with them (a log that
+        # overtook its transaction's push is fetched instead, so at least one of each, not all)
+        assert node._pending_calls is not None and node._pending_calls.taken >= 1
+        assert req._pending_calls is not None and req._pending_calls.taken >= 1
+
+        class Tampered:  # a node that pushes other calldata under the right hash: read by hash after all
+            def __init__(self, real):
+                self.real, self.taken = real, 0
+
+            def take(self, tx_hash):
+                call = self.real.take(tx_hash)
+                if call is None:
+                    return None
+                self.taken += 1
+                return {**call, "input": call["input"][:4] + bytes(len(call["input"]) - 4)}
+
+            def stop(self):
+                self.real.stop()
+
+        node._pending_calls, req._pending_calls = Tampered(node._pending_calls), Tampered(req._pending_calls)
+        more = es.sample_inputs(2, seed=22)
+        served = [req.infer(w.model_id, w.version, x, timeout=30) for x in more]
+        assert [o.status for o in served] == [RequestStatus.COMPLETED] * 2
+        assert [o.label for o in served] == list(expected_labels(w, more))
+        assert node._pending_calls.taken + req._pending_calls.taken >= 1  # tampered calls were offered
         # a call fetched for another transaction is not taken for the delivery's
         from splitseal.chain import delivered_result
 
