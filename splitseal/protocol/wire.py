@@ -115,8 +115,19 @@ def _encode(value: Any, out: list[bytes], depth: int) -> None:
             for key, item in value.items():
                 if type(key) is not str and not isinstance(key, str):
                     raise FrameError("map keys must be strings")
-                _encode(key, out, depth)
-                _encode(item, out, depth)
+                # the key, and a bytes or int value, written here: most entries are flat, and
+                # two calls per entry were most of an answer's encoding
+                raw = key.encode("utf-8")
+                out.append(b"\x05" + _U32(len(raw)))
+                out.append(raw)
+                kind = type(item)
+                if kind is bytes:
+                    out.append(b"\x04" + _U32(len(item)))
+                    out.append(item)
+                elif kind is int:
+                    out.append(_int(item))
+                else:
+                    _encode(item, out, depth)
         else:
             out.append(b"\x06" + _U32(len(value)))
             for item in value:
@@ -190,13 +201,36 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
                 items.append(item)
             return items, pos
         mapping: dict[str, Any] = {}
+        if n and depth > MAX_DEPTH:
+            raise FrameError(f"value nests deeper than {MAX_DEPTH} levels")
         for _ in range(n):
-            key, pos = _decode(data, pos, depth)
-            if type(key) is not str:
-                raise FrameError("map key is not a string")
+            # a string key, and a bytes value, read here (as the generic path below reads them,
+            # with the same checks): most entries are flat
+            if pos + 5 <= size and data[pos] == 5:
+                (k,) = _unpack_u32(data, pos + 1)
+                pos += 5
+                if pos + k > size:
+                    raise FrameError("payload is truncated")
+                try:
+                    key = data[pos:pos + k].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise FrameError("string is not valid UTF-8") from None
+                pos += k
+            else:
+                key, pos = _decode(data, pos, depth)
+                if type(key) is not str:
+                    raise FrameError("map key is not a string")
             if key in mapping:
                 raise FrameError(f"duplicate map key {key!r}")
-            mapping[key], pos = _decode(data, pos, depth)
+            if pos + 5 <= size and data[pos] == 4:
+                (k,) = _unpack_u32(data, pos + 1)
+                pos += 5
+                if pos + k > size:
+                    raise FrameError("payload is truncated")
+                mapping[key] = data[pos:pos + k]
+                pos += k
+            else:
+                mapping[key], pos = _decode(data, pos, depth)
         return mapping, pos
     if tag == 3:
         if pos >= size:

@@ -64,10 +64,29 @@ def test_bytes_travel_raw():
     b"\x06\xff\xff\xff\xff", b"\x07\x00\x00\x00\x01\x03\x01\x01\x00", b"\x00\x00",
     b"\x07\x00\x00\x00\x02\x05\x00\x00\x00\x01a\x00\x05\x00\x00\x00\x01a\x00",
     b"\x06\x00\x00\x00\x01" * 40 + b"\x00",
+    # a map's entries, read on its fast path: a key or a bytes value cut short, a key not UTF-8,
+    # a map sixteen levels down that holds an entry
+    b"\x07\x00\x00\x00\x01\x05\x00\x00\x00\x09ab", b"\x07\x00\x00\x00\x01\x05\x00\x00\x00\x01\xff\x00",
+    b"\x07\x00\x00\x00\x01\x05\x00\x00\x00\x01a\x04\x00\x00\x00\x09ab",
+    b"\x06\x00\x00\x00\x01" * 16 + b"\x07\x00\x00\x00\x01\x05\x00\x00\x00\x01a\x00",
 ])
 def test_malformed_payloads_raise_frame_error(data):
     with pytest.raises(wire.FrameError):
         wire.decode(data)
+
+
+def test_maps_read_on_their_fast_path_equal_the_generic_reading():
+    """Flat entries (string keys, bytes and int values) are written and read inline; every
+    other value goes through the generic path; both give the documented bytes and values."""
+    value = {"b": b"\x00\x01", "i": -5, "s": "x", "n": None, "l": [b"y", {"k": b"z"}], "t": True, "e": b""}
+    encoded = wire.encode(value)
+    assert wire.decode(encoded) == value
+    entries = [wire.encode(k) + wire.encode(v) for k, v in value.items()]
+    assert encoded == b"\x07" + len(value).to_bytes(4, "big") + b"".join(entries)
+    deepest: object = {"k": b"v"}
+    for _ in range(15):
+        deepest = [deepest]
+    assert wire.decode(wire.encode(deepest)) == deepest  # a map at the last level still holds entries
 
 
 def test_random_garbage_never_raises_anything_else():
