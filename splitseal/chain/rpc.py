@@ -378,7 +378,10 @@ class _SubscriptionThread:
     def start(self) -> Any:
         self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
         self._thread.start()
-        self.connected.wait(2.0)
+        deadline = time.monotonic() + 2.0
+        # until it connects, gives up (a refusal, no WebSocket: the thread ends), or 2 s pass
+        while not self.connected.wait(0.01) and self._thread.is_alive() and time.monotonic() < deadline:
+            pass
         return self
 
     def stop(self) -> None:
@@ -450,9 +453,10 @@ class PendingCalls(_SubscriptionThread):
 
     What is taken here is checked as a fetched call is: the reader asks for the hash its log
     names, and the calldata must hash to the commitment the chain recorded, or the reader fetches
-    it by hash after all; a node that pushes something else costs a fetch, never a wrong read. A transaction that never reaches the
-    reader (replaced, dropped) is forgotten among the last ``capacity``. A node that pushes only
-    hashes (ignoring ``true``) ends the subscription: the readers fetch, as without one."""
+    it by hash after all; a node that pushes something else costs a fetch, never a wrong read. A
+    transaction that never reaches the reader (replaced, dropped) is forgotten among the last
+    ``capacity``. A node that pushes only hashes (ignoring ``true``) ends the subscription: the
+    readers fetch, as without one."""
 
     def __init__(self, ws_url: str, addresses: str | Sequence[str], capacity: int = 1024) -> None:
         import collections

@@ -138,6 +138,33 @@ def test_pending_calls_skip_what_they_cannot_use_and_stay_bounded():
     assert pending.take("0x" + "99" * 32) is None  # the address was its sender, not its recipient
 
 
+def test_a_refused_subscription_gives_up_at_once_and_readers_fetch():
+    """A node that refuses a subscription (or has no WebSocket) is told apart from a slow one:
+    start returns as soon as the subscription's thread gave up, not after its 2 s wait."""
+    import json
+    import time
+
+    from websockets.sync.server import serve
+
+    from splitseal.chain.rpc import PendingCalls, PushWakeup
+
+    def refuse(ws):
+        request = json.loads(ws.recv())
+        ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": {"code": -32601, "message": "no"}}))
+
+    with serve(refuse, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        for subscription in (PendingCalls(url, "0x" + "ab" * 20), PushWakeup(url, "0x" + "ab" * 20),
+                             PendingCalls("ws://127.0.0.1:1", "0x" + "ab" * 20)):
+            started = time.monotonic()
+            subscription.start()
+            assert not subscription.connected.is_set()
+            assert time.monotonic() - started < 1.5  # gave up, not timed out
+            subscription.stop()
+        server.shutdown()
+
+
 def test_embedded_logs_from_its_index_equal_eth_testers_own(chain):
     """The embedded chain answers getLogs from an index of what it mined (eth-tester scans back
     from the head for each transaction): the same answers, across a snapshot's revert too."""
