@@ -30,7 +30,8 @@ requester_key)``
     1. the model must be loaded with its index; the request id must not have been answered;
     2. ECIES-decrypt with AAD (request id, model id, version, enclave address, shape/dtype);
     3. run the head; 4. encode the result under the graph's output policy;
-    5. ECIES-encrypt it to the requester (AAD request id, model id, version);
+    5. ECIES-encrypt it to the requester (AAD request id, model id, version), in the requester
+       key's result session (docs/PROTOCOL.md, "Result sessions");
     -> encrypted result, its keccak (result commitment), keccak of the transfer ciphertext and
     the EIP-712 ``InferenceResult`` signature for the model's ``EnclaveTransfer``.
 ``infer_hybrid(request_id, model_id, version, input_commitment, manifest, shares, shape,
