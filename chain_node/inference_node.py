@@ -71,6 +71,7 @@ from splitseal.chain import (
     Deployment,
     PendingTx,
     PrefetchedCall,
+    checked_read,
     event_decoder,
     event_topic,
     hex_topic,
@@ -822,17 +823,9 @@ class InferenceNode:
         call = prefetch.wait(PREFETCH_WAIT) if prefetch is not None else None
         self.stats.prefetched += call is not None
         tx_hash = self._request_txs[request_id]
-        inline = None
-        if call is not None:
-            try:
-                inline = request_inline_input(self.chain, self.deployment, tx_hash, call=call)
-            except CalldataNotFound:
-                pass
-            if inline is not None and keccak256(inline) != commitment:
-                inline = None  # what was pushed or prefetched is not what the chain holds: read it by hash
         try:
-            if inline is None:
-                inline = request_inline_input(self.chain, self.deployment, tx_hash)
+            inline = checked_read(lambda c: request_inline_input(self.chain, self.deployment, tx_hash, call=c),
+                                  lambda v: keccak256(v) == commitment, call)
         except CalldataNotFound as exc:
             raise InputProblem(FailureCode.INPUT_UNAVAILABLE, str(exc)) from None
         if keccak256(inline) != commitment:

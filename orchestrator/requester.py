@@ -394,16 +394,10 @@ class Requester:
     def _delivered(self, tx_hash: Any, request_id: int, commitment: bytes, call: Any) -> Any:
         """The delivery of ``request_id`` in ``tx_hash``, from ``call`` (pushed with its pending
         transaction, or prefetched) when that is the delivery the chain recorded, else read by hash."""
-        from splitseal.chain import CalldataNotFound, delivered_result
+        from splitseal.chain import checked_read, delivered_result
 
-        if call is not None:
-            try:
-                delivered = delivered_result(self.chain, self.deployment, tx_hash, request_id, call=call)
-                if not delivered.encrypted_result or keccak256(delivered.encrypted_result) == commitment:
-                    return delivered
-            except CalldataNotFound:
-                pass
-        return delivered_result(self.chain, self.deployment, tx_hash, request_id)
+        return checked_read(lambda c: delivered_result(self.chain, self.deployment, tx_hash, request_id, call=c),
+                            lambda d: not d.encrypted_result or keccak256(d.encrypted_result) == commitment, call)
 
     def _encrypted_result(self, request_id: int, result: Any, delivered: Any) -> bytes:
         """The encrypted result: inline, or fetched from its pointer, checked against the

@@ -23,7 +23,7 @@ _EXPORTS = {
     "discover_deployment": "deployment", "runtime_code_matches": "deployment",
     "AnvilNode": "anvil", "running_node": "anvil", "state_file": "anvil", "anvil_binary": "anvil",
     "free_port": "anvil",
-    "CalldataNotFound": "calldata", "DeliveredResult": "calldata", "request_inline_input": "calldata",
+    "CalldataNotFound": "calldata", "checked_read": "calldata", "DeliveredResult": "calldata", "request_inline_input": "calldata",
     "delivered_result": "calldata", "last_delivered_sequence": "calldata", "PrefetchedCall": "calldata",
 }
 

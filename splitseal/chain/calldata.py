@@ -21,13 +21,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from hexbytes import HexBytes
 
 from splitseal.errors import ChainError
 
 from .codec import codec_of
+
+T = TypeVar("T")
 from .deployment import Deployment
 
 _REQUEST_FUNCTIONS = ("requestInference", "requestInferenceWithCallback")
@@ -140,6 +142,22 @@ class PrefetchedCall:
     def wait(self, timeout: float) -> dict[str, Any] | None:
         """The fetched call, or None (it failed, or took longer than ``timeout`` seconds)."""
         return self.call if self.done.wait(timeout) else None
+
+
+def checked_read(read: Callable[[dict[str, Any] | None], T], fits: Callable[[T], bool],
+                 call: dict[str, Any] | None) -> T:
+    """``read(call)`` when ``call`` (pushed with its pending transaction, or prefetched) decodes
+    and what it holds ``fits`` the chain's record (a commitment); else ``read(None)``, the
+    transaction's calldata fetched by hash. A call that is not what the chain recorded costs a
+    fetch, never a wrong read; what the fetch gives the reader checks as before."""
+    if call is not None:
+        try:
+            value = read(call)
+            if fits(value):
+                return value
+        except CalldataNotFound:
+            pass
+    return read(None)
 
 
 def last_delivered_sequence(chain: Any, deployment: Deployment, enclave: str) -> int:

@@ -365,10 +365,16 @@ def _is_anvil(w3: Web3) -> bool:
 
 
 class _SubscriptionThread:
-    """A WebSocket subscription read on a thread of its own (``_run``): :meth:`start` waits up to
-    2 s for it to connect (``connected``), :meth:`stop` ends it."""
+    """A WebSocket ``eth_subscribe`` read on a thread of its own: :meth:`start` waits up to 2 s
+    for it to connect (``connected``), :meth:`stop` ends it. Subclasses name the subscription
+    (``_params``) and take each pushed message (``_on_message``, raising :class:`_Unsubscribe`
+    to end it); a refusal or any failure ends the thread, and the callers fall back."""
 
     _thread_name = "subscription"
+    _what = "subscription"              #: for the log: what it is
+    _fallback = "polling only"          #: for the log: what the callers do without it
+    _max_size: int | None = 2 ** 20     #: the largest message read (websockets' default); larger ends it
+    _decode = True                      #: messages as str (else bytes)
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -389,8 +395,43 @@ class _SubscriptionThread:
         if self._thread:
             self._thread.join(timeout=2.0)
 
-    def _run(self) -> None:  # pragma: no cover - interface
+    def _params(self) -> list[Any]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def _on_message(self, message: Any) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        from websockets.sync.client import connect
+
+        try:
+            with connect(self.ws_url, open_timeout=2.0, max_size=self._max_size) as ws:
+                ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": self._params()}))
+                reply = json.loads(ws.recv(timeout=2.0))
+                if "error" in reply:
+                    log.info("%s refused (%s); %s", self._what, reply["error"], self._fallback)
+                    return
+                self.connected.set()
+                while not self._stop.is_set():
+                    try:
+                        message = ws.recv(timeout=0.2, decode=self._decode)
+                    except TimeoutError:
+                        continue
+                    try:
+                        self._on_message(message)
+                    except _Unsubscribe as end:
+                        log.info("%s; %s", end, self._fallback)
+                        return
+                    except Exception as exc:  # noqa: BLE001 - a bad push must not end the thread
+                        log.warning("pushed message of the %s not handled: %s", self._what, exc)
+        except Exception as exc:  # noqa: BLE001 - any failure falls back
+            log.info("%s unavailable at %s (%s); %s", self._what, self.ws_url, exc, self._fallback)
+        finally:
+            self.connected.clear()
+
+
+class _Unsubscribe(Exception):
+    """A push that says the subscription cannot serve its readers: it ends (they fall back)."""
 
 
 class PushWakeup(_SubscriptionThread, Subscription):
@@ -407,37 +448,23 @@ class PushWakeup(_SubscriptionThread, Subscription):
         super().__init__()
 
     _thread_name = "push-wakeup"
+    _what = "push subscription"
 
-    def _run(self) -> None:
-        from websockets.sync.client import connect
+    def _params(self) -> list[Any]:
+        criteria: dict[str, Any] = {"address": self.addresses}
+        if self.topic0:  # one topic, or a list: any of them
+            criteria["topics"] = [self.topic0 if isinstance(self.topic0, str) else list(self.topic0)]
+        return ["logs", criteria]
 
-        try:
-            with connect(self.ws_url, open_timeout=2.0) as ws:
-                criteria: dict[str, Any] = {"address": self.addresses}
-                if self.topic0:  # one topic, or a list: any of them
-                    criteria["topics"] = [self.topic0 if isinstance(self.topic0, str) else list(self.topic0)]
-                ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
-                                    "params": ["logs", criteria]}))
-                reply = json.loads(ws.recv(timeout=2.0))
-                if "error" in reply:
-                    log.info("push subscription refused (%s); polling only", reply["error"])
-                    return
-                self.connected.set()
-                while not self._stop.is_set():
-                    try:
-                        message = ws.recv(timeout=0.2)
-                    except TimeoutError:
-                        continue
-                    wake = True
-                    if self.on_log is not None:
-                        try:
-                            wake = self.on_log(format_log(json.loads(message)["params"]["result"])) is not False
-                        except Exception as exc:  # noqa: BLE001 - a bad push must not end the thread
-                            log.warning("pushed log not handled: %s", exc)
-                    if wake:
-                        self.event.set()
-        except Exception as exc:  # noqa: BLE001 - any failure falls back to polling
-            log.info("push subscription unavailable at %s (%s); polling only", self.ws_url, exc)
+    def _on_message(self, message: str) -> None:
+        wake = True
+        if self.on_log is not None:
+            try:
+                wake = self.on_log(format_log(json.loads(message)["params"]["result"])) is not False
+            except Exception as exc:  # noqa: BLE001 - a bad push must not end the thread
+                log.warning("pushed log not handled: %s", exc)
+        if wake:
+            self.event.set()
 
 
 #: Largest pushed pending transaction read (bytes of JSON): far above an inline input's or result's.
@@ -471,6 +498,13 @@ class PendingCalls(_SubscriptionThread):
         super().__init__()
 
     _thread_name = "pending-calls"
+    _what = "pending-transaction subscription"
+    _fallback = "calldata read by hash"
+    _max_size = MAX_PENDING_PUSH  # a larger push ends it: the readers fetch, as without one
+    _decode = False
+
+    def _params(self) -> list[Any]:
+        return ["newPendingTransactions", True]
 
     def take(self, tx_hash: Any) -> dict[str, Any] | None:
         """The pushed call of ``tx_hash`` (and forget it), or None when none was pushed."""
@@ -482,7 +516,7 @@ class PendingCalls(_SubscriptionThread):
     def __len__(self) -> int:
         return len(self._calls)
 
-    def _keep(self, message: bytes) -> None:
+    def _on_message(self, message: bytes) -> None:
         if len(message) < 200:  # a full transaction is longer: a hash, or nothing this reads
             if isinstance(json.loads(message).get("params", {}).get("result"), str):
                 raise _HashesOnly()
@@ -505,39 +539,12 @@ class PendingCalls(_SubscriptionThread):
             while len(self._calls) > self.capacity:
                 self._calls.popitem(last=False)
 
-    def _run(self) -> None:
-        from websockets.sync.client import connect
 
-        try:
-            # a larger push closes the subscription: the readers fetch, as without one
-            with connect(self.ws_url, open_timeout=2.0, max_size=MAX_PENDING_PUSH) as ws:
-                ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe",
-                                    "params": ["newPendingTransactions", True]}))
-                reply = json.loads(ws.recv(timeout=2.0))
-                if "error" in reply:
-                    log.info("pending-transaction subscription refused (%s); calldata read by hash", reply["error"])
-                    return
-                self.connected.set()
-                while not self._stop.is_set():
-                    try:
-                        message = ws.recv(timeout=0.2, decode=False)
-                    except TimeoutError:
-                        continue
-                    try:
-                        self._keep(message)
-                    except _HashesOnly:
-                        log.info("the node pushes pending transactions as hashes only; calldata read by hash")
-                        return
-                    except Exception as exc:  # noqa: BLE001 - a bad push must not end the thread
-                        log.warning("pushed pending transaction not kept: %s", exc)
-        except Exception as exc:  # noqa: BLE001 - any failure leaves the readers fetching
-            log.info("pending-transaction subscription unavailable at %s (%s); calldata read by hash", self.ws_url, exc)
-        finally:
-            self.connected.clear()
-
-
-class _HashesOnly(Exception):
+class _HashesOnly(_Unsubscribe):
     """The node pushed a pending transaction's hash, not the transaction."""
+
+    def __init__(self) -> None:
+        super().__init__("the node pushes pending transactions as hashes only")
 
 
 # --- JSON-RPC results into web3's form -----------------------------------------------------------

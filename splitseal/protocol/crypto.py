@@ -347,7 +347,8 @@ class RecipientSessions:
         if capacity < 1:
             raise InvalidInputError("recipient sessions keep at least one recipient")
         _check_session_bounds(max_messages, max_seconds)
-        self.capacity, self._bounds, self._keys = int(capacity), (int(max_messages), float(max_seconds), clock), keys
+        self.capacity, self._keys, self._clock = int(capacity), keys, clock
+        self._bounds = (int(max_messages), float(max_seconds), clock)  # each new session's
         self._sessions: OrderedDict[bytes, TransferSession] = OrderedDict()
         self._lock = threading.Lock()
         self._next_sweep = float("-inf")  # when :meth:`expire` looks next
@@ -375,7 +376,7 @@ class RecipientSessions:
         """Drop every session whose time is up; returns how many were dropped. It looks at most
         once a second (a scan of up to ``capacity`` sessions after every reply would cost more
         than the sessions save), so a session key outlives its window by at most that second."""
-        now = self._bounds[2]()
+        now = self._clock()
         with self._lock:
             if now < self._next_sweep:
                 return 0

@@ -125,14 +125,14 @@ def test_pending_calls_skip_what_they_cannot_use_and_stay_bounded():
     def push(result) -> bytes:
         return json.dumps({"jsonrpc": "2.0", "method": "eth_subscription", "params": {"result": result}}).encode()
 
-    pending._keep(push({"hash": "0x" + "11" * 32, "to": "0x" + "cd" * 20, "from": "0x" + "cd" * 20,
+    pending._on_message(push({"hash": "0x" + "11" * 32, "to": "0x" + "cd" * 20, "from": "0x" + "cd" * 20,
                         "input": "0x" + "ff" * 200}))  # another contract's: skipped unparsed
     with pytest.raises(_HashesOnly):
-        pending._keep(push("0x" + "11" * 32))
+        pending._on_message(push("0x" + "11" * 32))
     for i in range(3):
-        pending._keep(push({"hash": "0x" + f"{i:02x}" * 32, "from": "0x" + "cd" * 20, "to": watched.upper().replace("X", "x"),
+        pending._on_message(push({"hash": "0x" + f"{i:02x}" * 32, "from": "0x" + "cd" * 20, "to": watched.upper().replace("X", "x"),
                             "input": "0x" + "ee" * 4}))
-    pending._keep(push({"hash": "0x" + "99" * 32, "from": watched, "to": "0x" + "cd" * 20, "input": "0x"}))
+    pending._on_message(push({"hash": "0x" + "99" * 32, "from": watched, "to": "0x" + "cd" * 20, "input": "0x"}))
     assert len(pending) == 2 and pending.take("0x" + "00" * 32) is None  # the oldest went
     assert pending.take("0x" + "02" * 32)["input"] == b"\xee" * 4
     assert pending.take("0x" + "99" * 32) is None  # the address was its sender, not its recipient
